@@ -1,0 +1,66 @@
+"""Typed errors: one exception class per kind of user-fixable failure.
+
+The CLI turns any :class:`FedinsightError` into a one-line message on stderr and a non-zero exit
+code (no traceback): these are mistakes the user can fix, not bugs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class FedinsightError(Exception):
+    """Base class for errors a user can act on. ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation finding: where it is and what was expected there."""
+
+    file: str
+    message: str
+    column: str | None = None
+    rows: tuple[int, ...] = field(default_factory=tuple)
+
+    def __str__(self) -> str:
+        where = self.file if self.column is None else f"{self.file}: column '{self.column}'"
+        rows = ""
+        if self.rows:
+            shown = ", ".join(str(r) for r in self.rows[:10])
+            more = f" (and {len(self.rows) - 10} more)" if len(self.rows) > 10 else ""
+            rows = f" (rows {shown}{more})"
+        return f"{where}: {self.message}{rows}"
+
+
+class DataValidationError(FedinsightError):
+    """Partner data does not match the canonical schema. Carries every problem found."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | Problem | str, file: str = "<data>") -> None:
+        if isinstance(problems, str):
+            problems = [Problem(file=file, message=problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: list[Problem] = list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+
+class DatasetFetchError(FedinsightError):
+    """A built-in dataset could not be obtained or verified."""
+
+    exit_code = 3
+
+
+class DatasetNotFoundError(FedinsightError):
+    """A dataset was asked for that is not fetched yet or does not exist."""
+
+    exit_code = 2
+
+
+class ConfigError(FedinsightError):
+    """An option or configuration value is invalid."""
+
+    exit_code = 2
