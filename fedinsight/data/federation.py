@@ -61,7 +61,9 @@ def _assign(ids: pd.Series, spec: PartitionSpec, *, labels: np.ndarray | None, n
     return natural_partition(natural_keys, spec.partners)
 
 
-def load_builtin_federation(name: str, spec: PartitionSpec, *, synthetic_customers: int = 5_000) -> dict[str, PartnerData]:
+def load_builtin_federation(
+    name: str, spec: PartitionSpec, *, synthetic_customers: int = 5_000
+) -> dict[str, PartnerData]:
     """Load a built-in dataset and split it into ``spec.partners`` simulated partners."""
     from fedinsight.data.loaders import cdnow_customers, load_cdnow, load_movielens_100k
 
@@ -167,7 +169,9 @@ def load_federation(dataset: str | Path, spec: PartitionSpec | None = None, **kw
     path = Path(name)
     if path.exists():
         return load_partner_folder(path)
-    raise ConfigError(f"--dataset '{name}' is neither a built-in ({', '.join(BUILTIN_DATASETS)}) nor an existing folder")
+    raise ConfigError(
+        f"--dataset '{name}' is neither a built-in ({', '.join(BUILTIN_DATASETS)}) nor an existing folder"
+    )
 
 
 def partner_table(partners: dict[str, PartnerData]) -> pd.DataFrame:

@@ -171,10 +171,7 @@ def _coerce_column(
                 what = "negative value" if spec.min_value == 0 else f"value below {spec.min_value}"
                 problems.append(_problem(file, col, f"{what} (must be >= {spec.min_value:g})", low, reader))
         numeric = numeric.where(present & ~bad)
-        if spec.type == "int":
-            out = numeric.round().astype("Int64")
-        else:
-            out = numeric
+        out = numeric.round().astype("Int64") if spec.type == "int" else numeric
     elif spec.type == "bool":
         if pd.api.types.is_bool_dtype(values.dtype):
             out = values.astype("boolean")

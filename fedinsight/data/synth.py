@@ -1,0 +1,822 @@
+"""Seeded synthetic partner data with planted ground truth.
+
+Why it exists: the federation, the privacy machinery and the models need data whose right answers are
+known. This generator writes the five canonical tables (see :mod:`fedinsight.data.schema`) for K
+partners and, *outside* the partner folders, the truth it planted:
+
+- every customer has a hidden **segment** (champions, loyal, potential, at_risk, hibernating) and a
+  latent purchase rate λ (gamma distributed, segment-dependent). The same λ drives purchases before
+  and after ``cutoff``, so calibration-period frequency/recency predicts buying again after it
+  (the propensity signal);
+- each customer has one or two favourite categories that drive both purchases and item interactions
+  (the recommendation signal; item popularity is Zipf distributed);
+- each campaign runs a funnel exposure -> click -> participate -> convert whose step rates depend on
+  the channel and the hidden segment, with a 50/50 A/B split and a known multiplicative lift on
+  conversion for arm B;
+- event hours follow a segment-specific "golden hour" distribution.
+
+Determinism: every random number comes from ``numpy.random.Generator`` streams derived from
+``seed``. Customers are generated in fixed blocks of :data:`BLOCK_CUSTOMERS`, each block with its own
+stream, so the output depends on the seed and the content options only -- not on ``chunk_customers``
+(which just sets how many blocks are held in memory before being written) nor on the output format.
+The same configuration gives byte-identical files.
+
+Scale: generation is vectorised per block and written chunk by chunk to per-partner Parquet (or CSV)
+writers, so memory stays bounded by ``chunk_customers`` whatever the total size.
+
+Files written (``write_synthetic``)::
+
+    OUT/partner-0/{customers,transactions,interactions,items,events}.parquet   (or .csv)
+    ...
+    OUT/partner-{K-1}/...
+    OUT/ground_truth.json
+    OUT/ground_truth/customer_truth.parquet      (hidden segment / λ / propensity per customer_id)
+
+A table a partner has no rows for (e.g. a one-customer partner without purchases) is not written,
+because the validator rightly refuses empty files; ``ground_truth.json`` lists rows per partner.
+Time stamps are naive UTC at whole seconds and lie in ``[start, end]`` (``end`` is a point in time:
+``"2025-12-31"`` means midnight at the start of that day).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fedinsight.data.atomic import atomic_output_dir
+from fedinsight.data.schema import FUNNEL_STAGES, TABLES
+from fedinsight.errors import ConfigError
+
+__all__ = [
+    "BLOCK_CUSTOMERS",
+    "CAMPAIGN_CHANNELS",
+    "CATEGORIES",
+    "SEGMENTS",
+    "SynthConfig",
+    "generate_partner_frames",
+    "write_synthetic",
+]
+
+# ---------------------------------------------------------------------------------------------------
+# Planted parameters (all recorded in the ground truth)
+# ---------------------------------------------------------------------------------------------------
+
+BLOCK_CUSTOMERS = 5_000
+"""Customers per random-number block; the unit of determinism (see the module docstring)."""
+
+SEGMENTS: tuple[str, ...] = ("champions", "loyal", "potential", "at_risk", "hibernating")
+SEGMENT_SHARES = np.array([0.10, 0.20, 0.25, 0.20, 0.25])
+PURCHASES_PER_YEAR = np.array([24.0, 12.0, 5.0, 3.0, 0.8])  # mean of λ per segment
+GAMMA_SHAPE = 2.0  # λ ~ Gamma(shape, mean / shape): heterogeneity within a segment
+AMOUNT_MEAN = np.array([95.0, 70.0, 45.0, 60.0, 35.0])  # mean order value per segment
+AMOUNT_SIGMA = 0.7  # log-scale sd of order value
+AGE_MEAN = np.array([42.0, 47.0, 33.0, 45.0, 52.0])
+AGE_SD = 13.0
+GOLDEN_HOURS = np.array([20, 18, 9, 22, 12])  # peak hour of day of funnel events, per segment
+GOLDEN_HOUR_SD = 2.0  # hours
+GOLDEN_HOUR_NOISE = 0.15  # share of events at a uniformly random hour
+
+CATEGORIES: tuple[str, ...] = ("apparel", "electronics", "grocery", "home", "beauty", "sports")
+FAVOURITE_SHARE = 0.6  # share of purchases in a favourite category
+FAVOURITE_BOOST = 6.0  # interaction weight multiplier for items in a favourite category
+SECOND_FAVOURITE_P = 0.5  # probability of a second favourite category
+ZIPF_EXPONENT = 1.1  # item popularity ∝ rank^-exponent
+INTERACTIONS_BASE = 1.0  # interactions ~ Poisson(base + per_purchase * expected purchases)
+INTERACTIONS_PER_PURCHASE = 0.5
+INTERACTIONS_CAP = 300
+
+TX_CHANNELS: tuple[str, ...] = ("store", "web", "app")
+TX_CHANNEL_P = np.array([0.45, 0.35, 0.20])
+QUANTITY_EXTRA_MEAN = 0.4  # quantity = 1 + Poisson(this)
+
+GENDERS: tuple[str, ...] = ("F", "M", "X")
+GENDER_P = np.array([0.49, 0.49, 0.02])
+REGIONS: tuple[str, ...] = ("north", "south", "east", "west", "central", "northeast", "southwest", "coastal")
+REGION_P = np.array([0.18, 0.16, 0.15, 0.14, 0.12, 0.10, 0.08, 0.07])
+CONSENT_P = 0.9
+NEW_SIGNUP_SHARE = 0.25  # customers who sign up inside the window (the rest up to 3 years before)
+
+CAMPAIGN_CHANNELS: tuple[str, ...] = ("email", "sms", "app_push", "social", "search")
+CAMPAIGN_CHANNEL_P = np.array([0.35, 0.15, 0.20, 0.20, 0.10])
+EXPOSURE_P = 0.6  # probability an eligible customer is exposed to a campaign
+CAMPAIGN_MAX_DAYS = 60
+FUNNEL_STEPS: tuple[str, ...] = FUNNEL_STAGES[1:]  # click | exposure, participate | click, convert | ...
+# base step rates per channel (rows) for click, participate, convert (columns)
+BASE_STEP_RATES = np.array(
+    [
+        [0.12, 0.45, 0.35],  # email
+        [0.08, 0.40, 0.30],  # sms
+        [0.15, 0.50, 0.40],  # app_push
+        [0.06, 0.35, 0.25],  # social
+        [0.25, 0.55, 0.45],  # search
+    ]
+)
+# segment multipliers (rows) on the same three steps
+SEGMENT_STEP_MULT = np.array(
+    [
+        [1.6, 1.3, 1.4],  # champions
+        [1.3, 1.2, 1.2],  # loyal
+        [1.0, 1.0, 1.0],  # potential
+        [0.8, 0.9, 0.8],  # at_risk
+        [0.5, 0.7, 0.6],  # hibernating
+    ]
+)
+MAX_STEP_RATE = 0.95
+AB_LIFT_FIRST_CAMPAIGN = 1.3  # multiplicative lift on convert | participate for arm B in campaign-1
+NEXT_STAGE_DAY_P = np.array([0.6, 0.3, 0.1])  # next stage happens 0, 1 or 2 days after the previous
+
+FIRST_NAMES: tuple[str, ...] = (
+    "James", "Mary", "Wei", "Fatima", "Carlos", "Anna", "Hiroshi", "Priya", "Liam", "Sofia", "Ahmed",
+    "Elena", "Noah", "Mei", "Lucas", "Amara", "Ivan", "Chloe", "Mateo", "Yuki", "Omar", "Grace",
+    "Diego", "Leila", "Ethan", "Nadia", "Jonas", "Aisha", "Ravi", "Emma",
+)  # fmt: skip
+LAST_NAMES: tuple[str, ...] = (
+    "Smith", "Wang", "Garcia", "Khan", "Mueller", "Rossi", "Tanaka", "Patel", "Silva", "Kim", "Novak",
+    "Dubois", "Jensen", "Cohen", "Okafor", "Nguyen", "Ivanova", "Lopez", "Murphy", "Chen", "Haddad",
+    "Larsen", "Kowalski", "Sato", "Brown", "Moreau", "Costa", "Ali", "Schmidt", "Yilmaz",
+)  # fmt: skip
+ITEM_ADJECTIVES: tuple[str, ...] = (
+    "Classic", "Eco", "Premium", "Compact", "Deluxe", "Everyday", "Smart", "Vintage", "Urban", "Pro",
+)  # fmt: skip
+ITEM_NOUNS: dict[str, tuple[str, ...]] = {
+    "apparel": ("T-Shirt", "Jacket", "Jeans", "Scarf", "Sneakers"),
+    "electronics": ("Headphones", "Speaker", "Charger", "Tablet", "Camera"),
+    "grocery": ("Coffee", "Olive Oil", "Granola", "Tea", "Chocolate"),
+    "home": ("Lamp", "Pillow", "Vase", "Blanket", "Kettle"),
+    "beauty": ("Serum", "Lipstick", "Shampoo", "Perfume", "Face Cream"),
+    "sports": ("Yoga Mat", "Dumbbells", "Bike Helmet", "Water Bottle", "Tennis Racket"),
+}
+ITEM_PRICE_MEAN: dict[str, float] = {
+    "apparel": 40.0, "electronics": 150.0, "grocery": 12.0, "home": 45.0, "beauty": 30.0, "sports": 55.0,
+}  # fmt: skip
+
+_DAY = 86_400
+_YEAR = 365.25 * _DAY
+_STREAM_GLOBAL, _STREAM_ITEMS, _STREAM_BLOCK = 0, 1, 2
+
+
+@dataclass
+class SynthConfig:
+    """What to generate. Defaults: 10,000 customers over three partners, two years of history."""
+
+    customers: int = 10_000
+    partners: int = 3
+    seed: int = 0
+    items: int = 500  # catalogue size
+    start: str = "2024-01-01"  # history window; must be in the past
+    end: str = "2025-12-31"
+    cutoff: str = "2025-06-30"  # calibration/holdout split used for the planted propensity signal
+    campaigns: int = 2
+    fmt: str = "parquet"  # or "csv"
+    chunk_customers: int = 200_000
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plan: validated configuration plus the global (non-per-customer-block) draws
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Campaign:
+    name: str
+    start: int  # epoch seconds
+    end: int
+    lift: float
+
+
+@dataclass
+class _Plan:
+    config: SynthConfig
+    start: int
+    end: int
+    cutoff: int
+    partner_of: np.ndarray  # partner index per global customer index
+    partner_shares: np.ndarray
+    items: pa.Table
+    item_cat_sorted_cdf: np.ndarray  # see _sample_items
+    item_order: np.ndarray
+    item_cat: np.ndarray
+    category_mass: np.ndarray  # Zipf mass per category (sums to 1)
+    campaigns: list[_Campaign]
+    step_rates: np.ndarray  # [channel, segment, step]
+    id_width: int
+    phone_a: int
+    phone_b: int
+    blocks_per_chunk: int = 1
+    partner_names: list[str] = field(default_factory=list)
+
+
+def _int_option(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _parse_time(name: str, value: Any) -> int:
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{name} is not a date/time: {value!r} (expected e.g. 2025-06-30)") from exc
+    if ts is pd.NaT:
+        raise ConfigError(f"{name} is not a date/time: {value!r}")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return int(ts.value // 1_000_000_000)
+
+
+def _plan(config: SynthConfig) -> _Plan:
+    n = _int_option("customers", config.customers, 1)
+    k = _int_option("partners", config.partners, 1)
+    if k > n:
+        raise ConfigError(f"partners ({k}) cannot exceed customers ({n}): every partner needs a customer")
+    seed = _int_option("seed", config.seed, 0)
+    n_items = _int_option("items", config.items, len(CATEGORIES))
+    n_campaigns = _int_option("campaigns", config.campaigns, 0)
+    chunk = _int_option("chunk_customers", config.chunk_customers, 1)
+    if config.fmt not in ("parquet", "csv"):
+        raise ConfigError(f"fmt must be 'parquet' or 'csv', got {config.fmt!r}")
+    start, end, cutoff = (_parse_time(f, getattr(config, f)) for f in ("start", "end", "cutoff"))
+    now = int(pd.Timestamp(datetime.utcnow()).value // 1_000_000_000)  # noqa: DTZ003 - naive UTC
+    if not start < end:
+        raise ConfigError(f"start ({config.start}) must be before end ({config.end})")
+    if end > now:
+        raise ConfigError(f"end ({config.end}) is in the future: synthetic history must lie in the past")
+    if not start < cutoff < end:
+        raise ConfigError(f"cutoff ({config.cutoff}) must lie strictly between start and end")
+    if end - start < 2 * _DAY:
+        raise ConfigError("the window from start to end must span at least two days")
+
+    rng = np.random.default_rng([seed, _STREAM_GLOBAL])
+    shares = rng.dirichlet(np.full(k, 5.0))
+    partner_of = rng.choice(k, size=n, p=shares).astype(np.int32)
+    forced = rng.choice(n, size=k, replace=False)  # every partner gets at least one customer
+    partner_of[forced] = np.arange(k, dtype=np.int32)
+    phone_space = 10 ** max(8, len(str(n)))
+    phone_a = int(rng.integers(1, phone_space // 10)) * 10 + 3  # odd, not divisible by 5 -> bijection
+    phone_b = int(rng.integers(0, phone_space))
+
+    items, item_cat, pop = _make_items(np.random.default_rng([seed, _STREAM_ITEMS]), n_items)
+    order = np.argsort(item_cat, kind="stable")
+    cdf = np.empty(n_items)
+    mass = np.zeros(len(CATEGORIES))
+    for c in range(len(CATEGORIES)):
+        members = order[item_cat[order] == c]
+        pos = np.flatnonzero(item_cat[order] == c)
+        within = np.cumsum(pop[members]) / pop[members].sum()
+        within[-1] = 1.0
+        cdf[pos] = c + within
+        mass[c] = pop[members].sum()
+    mass /= mass.sum()
+
+    campaigns = []
+    span = end - start
+    for c in range(n_campaigns):
+        slot = span / n_campaigns
+        c_start = start + int(c * slot + 0.05 * slot)
+        c_end = min(end, c_start + max(1, int(min(CAMPAIGN_MAX_DAYS * _DAY, 0.5 * slot))))
+        campaigns.append(_Campaign(f"campaign-{c + 1}", c_start, c_end, AB_LIFT_FIRST_CAMPAIGN if c == 0 else 1.0))
+    step_rates = np.minimum(BASE_STEP_RATES[:, None, :] * SEGMENT_STEP_MULT[None, :, :], MAX_STEP_RATE)
+
+    return _Plan(
+        config=config,
+        start=start,
+        end=end,
+        cutoff=cutoff,
+        partner_of=partner_of,
+        partner_shares=shares,
+        items=items,
+        item_cat_sorted_cdf=cdf,
+        item_order=order,
+        item_cat=item_cat,
+        category_mass=mass,
+        campaigns=campaigns,
+        step_rates=step_rates,
+        id_width=max(8, len(str(n))),
+        phone_a=phone_a,
+        phone_b=phone_b,
+        blocks_per_chunk=max(1, chunk // BLOCK_CUSTOMERS),
+        partner_names=[f"partner-{p}" for p in range(k)],
+    )
+
+
+def _make_items(rng: np.random.Generator, n_items: int) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """The catalogue: every category has items; popularity is Zipf over a random ranking."""
+    cat = rng.permutation(np.arange(n_items) % len(CATEGORIES)).astype(np.int64)
+    rank = rng.permutation(n_items) + 1
+    pop = rank.astype(np.float64) ** -ZIPF_EXPONENT
+    adjective = rng.integers(0, len(ITEM_ADJECTIVES), n_items)
+    noun = rng.integers(0, 5, n_items)
+    titles = [f"{ITEM_ADJECTIVES[a]} {ITEM_NOUNS[CATEGORIES[c]][m]}" for a, c, m in zip(adjective, cat, noun)]
+    price_mean = np.array([ITEM_PRICE_MEAN[c] for c in CATEGORIES])[cat]
+    price = np.round(rng.lognormal(np.log(price_mean) - 0.125, 0.5), 2)
+    width = max(4, len(str(n_items)))
+    cat_names = pa.array(CATEGORIES).take(pa.array(cat))
+    table = pa.table(
+        {
+            "item_id": _ids("I", np.arange(1, n_items + 1), width),
+            "title": pa.array(titles, pa.string()),
+            "category": cat_names,
+            "price": pa.array(price, pa.float64()),
+            "genres": cat_names,
+        }
+    )
+    return table, cat, pop
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-block generation
+# ---------------------------------------------------------------------------------------------------
+
+
+def _ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
+    text = pc.utf8_lpad(pc.cast(pa.array(numbers, pa.int64()), pa.string()), width=width, padding="0")
+    return pc.binary_join_element_wise(prefix, text, "")
+
+
+def _timestamps(seconds: np.ndarray) -> pa.Array:
+    return pa.array(np.asarray(seconds, dtype=np.int64) * 1_000_000, pa.timestamp("us"))
+
+
+def _golden_hours(rng: np.random.Generator, seg: np.ndarray) -> np.ndarray:
+    hours = np.rint(GOLDEN_HOURS[seg] + rng.normal(0.0, GOLDEN_HOUR_SD, seg.size)).astype(np.int64) % 24
+    noise = rng.random(seg.size) < GOLDEN_HOUR_NOISE
+    hours[noise] = rng.integers(0, 24, int(noise.sum()))
+    return hours
+
+
+def _uniform_after(rng: np.random.Generator, t0: np.ndarray, end: int) -> np.ndarray:
+    """Whole seconds uniformly in (t0, end]."""
+    span = end - t0
+    return t0 + 1 + np.floor(rng.random(t0.size) * span).astype(np.int64).clip(0, np.maximum(span - 1, 0))
+
+
+@dataclass
+class _Block:
+    tables: dict[str, tuple[pa.Table, np.ndarray]]  # name -> (table, partner index per row)
+    truth: pa.Table
+
+
+def _block(plan: _Plan, b: int, offsets: dict[str, int]) -> _Block:
+    """Generate customers [b*BLOCK, (b+1)*BLOCK) with their own random stream."""
+    cfg = plan.config
+    g0 = b * BLOCK_CUSTOMERS
+    g1 = min(cfg.customers, g0 + BLOCK_CUSTOMERS)
+    n = g1 - g0
+    rng = np.random.default_rng([cfg.seed, _STREAM_BLOCK, b])
+    gidx = np.arange(g0, g1, dtype=np.int64)
+    partner = plan.partner_of[g0:g1]
+    cust_ids = _ids("C", gidx + 1, plan.id_width)
+
+    # --- hidden truth -------------------------------------------------------------------------
+    seg = np.searchsorted(np.cumsum(SEGMENT_SHARES), rng.random(n), side="right").clip(0, len(SEGMENTS) - 1)
+    lam = rng.gamma(GAMMA_SHAPE, PURCHASES_PER_YEAR[seg] / GAMMA_SHAPE)  # purchases per year
+    new = rng.random(n) < NEW_SIGNUP_SHARE
+    window = plan.end - plan.start
+    before = plan.start - 1 - np.floor(rng.random(n) * 3 * 365 * _DAY).astype(np.int64)
+    inside = plan.start + np.floor(rng.random(n) * 0.9 * window).astype(np.int64)
+    signup = np.where(new, inside, before)
+    active_from = np.maximum(signup, plan.start)
+    expected = lam * (plan.end - active_from) / _YEAR
+    hold_years = (plan.end - np.maximum(active_from, plan.cutoff)) / _YEAR
+    p_after_cutoff = 1.0 - np.exp(-lam * hold_years)
+    fav1 = rng.integers(0, len(CATEGORIES), n)
+    has2 = rng.random(n) < SECOND_FAVOURITE_P
+    fav2 = np.where(has2, (fav1 + rng.integers(1, len(CATEGORIES), n)) % len(CATEGORIES), fav1)
+    fav = np.zeros((n, len(CATEGORIES)), dtype=bool)
+    fav[np.arange(n), fav1] = True
+    fav[np.arange(n), fav2] = True
+
+    # --- customers ----------------------------------------------------------------------------
+    first = rng.integers(0, len(FIRST_NAMES), n)
+    last = rng.integers(0, len(LAST_NAMES), n)
+    first_a, last_a = pa.array(FIRST_NAMES).take(pa.array(first)), pa.array(LAST_NAMES).take(pa.array(last))
+    phone_width = max(8, len(str(cfg.customers)))
+    phone_digits = pc.utf8_lpad(
+        pc.cast(pa.array((plan.phone_a * gidx + plan.phone_b) % 10**phone_width), pa.string()),
+        width=phone_width,
+        padding="0",
+    )
+    phone = pc.binary_join_element_wise(
+        "+1-555-",
+        pc.utf8_slice_codeunits(phone_digits, 0, phone_width - 4),
+        "-",
+        pc.utf8_slice_codeunits(phone_digits, phone_width - 4, phone_width),
+        "",
+    )
+    email = pc.binary_join_element_wise(
+        pc.utf8_lower(first_a), ".", pc.utf8_lower(last_a), ".", pc.cast(pa.array(gidx + 1), pa.string()),
+        "@example.com", "",
+    )  # fmt: skip
+    age = np.rint(rng.normal(AGE_MEAN[seg], AGE_SD)).clip(18, 80).astype(np.int64)
+    customers = pa.table(
+        {
+            "customer_id": cust_ids,
+            "consent": pa.array(rng.random(n) < CONSENT_P),
+            "age": pa.array(age),
+            "gender": pa.array(GENDERS).take(pa.array(rng.choice(len(GENDERS), n, p=GENDER_P))),
+            "region": pa.array(REGIONS).take(pa.array(rng.choice(len(REGIONS), n, p=REGION_P))),
+            "signup_date": _timestamps(signup),
+            "name": pc.binary_join_element_wise(first_a, last_a, " "),
+            "phone": phone,
+            "email": email,
+        }
+    )
+
+    # --- transactions -------------------------------------------------------------------------
+    n_tx = rng.poisson(expected)
+    tc = np.repeat(np.arange(n), n_tx)
+    ts = _uniform_after(rng, active_from[tc], plan.end)
+    order = np.lexsort((ts, tc))
+    tc, ts = tc[order], ts[order]
+    m = tc.size
+    seg_t = seg[tc]
+    amount = np.round(rng.lognormal(np.log(AMOUNT_MEAN[seg_t]) - AMOUNT_SIGMA**2 / 2, AMOUNT_SIGMA), 2)
+    quantity = 1 + rng.poisson(QUANTITY_EXTRA_MEAN, m)
+    in_fav = rng.random(m) < FAVOURITE_SHARE
+    pick2 = rng.random(m) < 0.5
+    fav_cat = np.where(pick2, fav2[tc], fav1[tc])
+    category = np.where(in_fav, fav_cat, rng.integers(0, len(CATEGORIES), m))
+    channel = rng.choice(len(TX_CHANNELS), m, p=TX_CHANNEL_P)
+    transactions = pa.table(
+        {
+            "transaction_id": _ids("T", offsets["transactions"] + np.arange(1, m + 1), 10),
+            "customer_id": cust_ids.take(pa.array(tc)),
+            "timestamp": _timestamps(ts),
+            "amount": pa.array(amount, pa.float64()),
+            "quantity": pa.array(quantity.astype(np.int64)),
+            "category": pa.array(CATEGORIES).take(pa.array(category)),
+            "channel": pa.array(TX_CHANNELS).take(pa.array(channel)),
+        }
+    )
+    offsets["transactions"] += m
+
+    # --- interactions -------------------------------------------------------------------------
+    n_int = np.minimum(rng.poisson(INTERACTIONS_BASE + INTERACTIONS_PER_PURCHASE * expected), INTERACTIONS_CAP)
+    ic = np.repeat(np.arange(n), n_int)
+    weights = plan.category_mass[None, :] * np.where(fav, FAVOURITE_BOOST, 1.0)
+    cum = np.cumsum(weights, axis=1)
+    cum /= cum[:, -1:]
+    cum[:, -1] = 1.0
+    u = rng.random(ic.size)
+    cat = (cum[ic] <= u[:, None]).sum(axis=1)
+    pos = np.searchsorted(plan.item_cat_sorted_cdf, cat + rng.random(ic.size), side="right")
+    item = plan.item_order[np.minimum(pos, plan.item_order.size - 1)]
+    its = _uniform_after(rng, active_from[ic], plan.end)
+    liked = fav[ic, plan.item_cat[item]]
+    rating = np.rint(rng.normal(np.where(liked, 4.0, 3.0), 0.9)).clip(1, 5)
+    order = np.lexsort((its, item, ic))
+    ic, item, its, rating = ic[order], item[order], its[order], rating[order]
+    keep = np.ones(ic.size, dtype=bool)
+    keep[1:] = (np.diff(ic) != 0) | (np.diff(item) != 0) | (np.diff(its) != 0)
+    ic, item, its, rating = ic[keep], item[keep], its[keep], rating[keep]
+    order = np.lexsort((item, its, ic))
+    ic, item, its, rating = ic[order], item[order], its[order], rating[order]
+    interactions = pa.table(
+        {
+            "customer_id": cust_ids.take(pa.array(ic)),
+            "item_id": plan.items.column("item_id").take(pa.array(item)),
+            "timestamp": _timestamps(its),
+            "rating": pa.array(rating, pa.float64()),
+        }
+    )
+
+    # --- funnel events ------------------------------------------------------------------------
+    parts: list[tuple[np.ndarray, ...]] = []  # (customer, campaign, stage, channel, arm, ts)
+    for ci, camp in enumerate(plan.campaigns):
+        exposed = (signup < camp.start) & (rng.random(n) < EXPOSURE_P)
+        ch = rng.choice(len(CAMPAIGN_CHANNELS), n, p=CAMPAIGN_CHANNEL_P)
+        arm_b = rng.random(n) < 0.5
+        rates = plan.step_rates[ch, seg]  # (n, 3)
+        rates[:, 2] = np.minimum(rates[:, 2] * np.where(arm_b, camp.lift, 1.0), 1.0)
+        days = max(1, (camp.end - camp.start) // _DAY)
+        first_day = camp.start // _DAY
+        day = first_day + rng.integers(0, days, n)
+        t = day * _DAY + _golden_hours(rng, seg) * 3600 + rng.integers(0, 3600, n)
+        t = np.clip(t, camp.start, camp.end)
+        reached = exposed
+        for stage in range(len(FUNNEL_STAGES)):
+            if stage > 0:
+                reached = reached & (rng.random(n) < rates[:, stage - 1])
+                nd = (t // _DAY) + rng.choice(3, n, p=NEXT_STAGE_DAY_P)
+                cand = nd * _DAY + _golden_hours(rng, seg) * 3600 + rng.integers(0, 3600, n)
+                cand = np.where(cand <= t, cand + _DAY, cand)
+                t = np.minimum(cand, plan.end)
+            idx = np.flatnonzero(reached)
+            parts.append(
+                (idx, np.full(idx.size, ci), np.full(idx.size, stage), ch[idx], arm_b[idx], t[idx])
+            )
+    if parts:
+        ec, ecamp, estage, ech, earm, ets = (np.concatenate(col) for col in zip(*parts))
+    else:
+        ec = ecamp = estage = ech = ets = np.zeros(0, dtype=np.int64)
+        earm = np.zeros(0, dtype=bool)
+    order = np.lexsort((estage, ecamp, ec))
+    ec, ecamp, estage, ech, earm, ets = (a[order] for a in (ec, ecamp, estage, ech, earm, ets))
+    events = pa.table(
+        {
+            "event_id": _ids("E", offsets["events"] + np.arange(1, ec.size + 1), 10),
+            "customer_id": cust_ids.take(pa.array(ec, pa.int64())),
+            "timestamp": _timestamps(ets),
+            "campaign": pa.array([c.name for c in plan.campaigns], pa.string()).take(pa.array(ecamp, pa.int64())),
+            "channel": pa.array(CAMPAIGN_CHANNELS).take(pa.array(ech, pa.int64())),
+            "stage": pa.array(FUNNEL_STAGES).take(pa.array(estage, pa.int64())),
+            "arm": pa.array(["A", "B"]).take(pa.array(earm.astype(np.int64))),
+        }
+    )
+    offsets["events"] += ec.size
+
+    truth = pa.table(
+        {
+            "customer_id": cust_ids,
+            "partner_id": pa.array(plan.partner_names).take(pa.array(partner)),
+            "segment": pa.array(SEGMENTS).take(pa.array(seg)),
+            "purchase_rate_per_year": pa.array(lam),
+            "expected_purchases_in_window": pa.array(expected),
+            "p_buy_after_cutoff": pa.array(p_after_cutoff),
+            "favourite_categories": pc.if_else(
+                pa.array(has2),
+                pc.binary_join_element_wise(
+                    pa.array(CATEGORIES).take(pa.array(fav1)), pa.array(CATEGORIES).take(pa.array(fav2)), "|"
+                ),
+                pa.array(CATEGORIES).take(pa.array(fav1)),
+            ),
+            "golden_hour": pa.array(GOLDEN_HOURS[seg].astype(np.int64)),
+        }
+    )
+    return _Block(
+        tables={
+            "customers": (customers, partner),
+            "transactions": (transactions, partner[tc]),
+            "interactions": (interactions, partner[ic]),
+            "events": (events, partner[ec]),
+        },
+        truth=truth,
+    )
+
+
+def _split(table: pa.Table, partner: np.ndarray, k: int) -> list[pa.Table]:
+    """Rows of ``table`` per partner (order within a partner kept)."""
+    order = np.argsort(partner, kind="stable")
+    counts = np.bincount(partner, minlength=k)
+    ordered = table.take(pa.array(order, pa.int64())) if k > 1 else table
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return [ordered.slice(int(bounds[p]), int(counts[p])) for p in range(k)]
+
+
+@dataclass
+class _Chunk:
+    done: int  # customers generated so far (all chunks)
+    per_partner: dict[str, list[pa.Table]]  # table name -> one table per partner
+    truth: pa.Table
+
+
+def _chunks(plan: _Plan) -> Iterator[_Chunk]:
+    cfg = plan.config
+    k = cfg.partners
+    n_blocks = math.ceil(cfg.customers / BLOCK_CUSTOMERS)
+    offsets = {"transactions": 0, "events": 0}
+    for first in range(0, n_blocks, plan.blocks_per_chunk):
+        blocks = [_block(plan, b, offsets) for b in range(first, min(n_blocks, first + plan.blocks_per_chunk))]
+        per_partner: dict[str, list[pa.Table]] = {}
+        for name in ("customers", "transactions", "interactions", "events"):
+            table = pa.concat_tables([blk.tables[name][0] for blk in blocks])
+            partner = np.concatenate([blk.tables[name][1] for blk in blocks])
+            per_partner[name] = _split(table, partner, k)
+        done = min(cfg.customers, (first + len(blocks)) * BLOCK_CUSTOMERS)
+        yield _Chunk(done, per_partner, pa.concat_tables([blk.truth for blk in blocks]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ground truth
+# ---------------------------------------------------------------------------------------------------
+
+
+def _iso(seconds: int) -> str:
+    return pd.Timestamp(seconds, unit="s").isoformat()
+
+
+def _truth(plan: _Plan, rows: dict[str, dict[str, int]], seg_counts: np.ndarray) -> dict[str, Any]:
+    cfg = plan.config
+    partners = {
+        name: {"customers": int(np.sum(plan.partner_of == p)), "draw_share": float(plan.partner_shares[p])}
+        for p, name in enumerate(plan.partner_names)
+    }
+    steps = list(FUNNEL_STEPS)
+    totals = {t: int(sum(r.get(t, 0) for r in rows.values())) for t in TABLES}
+    return {
+        "generator": "fedinsight.data.synth",
+        "format_version": 1,
+        "config": asdict(cfg),
+        "window": {"start": _iso(plan.start), "end": _iso(plan.end), "cutoff": _iso(plan.cutoff)},
+        "customers": cfg.customers,
+        "partners": partners,
+        "rows": totals,
+        "rows_per_partner": rows,
+        "segments": {
+            "names": list(SEGMENTS),
+            "shares": dict(zip(SEGMENTS, SEGMENT_SHARES.tolist())),
+            "counts": dict(zip(SEGMENTS, (int(c) for c in seg_counts))),
+            "purchases_per_year_mean": dict(zip(SEGMENTS, PURCHASES_PER_YEAR.tolist())),
+            "purchase_rate_distribution": f"gamma(shape={GAMMA_SHAPE}, scale=mean/shape) per segment",
+            "amount_mean": dict(zip(SEGMENTS, AMOUNT_MEAN.tolist())),
+            "amount_log_sd": AMOUNT_SIGMA,
+        },
+        "propensity": {
+            "cutoff": _iso(plan.cutoff),
+            "mechanism": "purchases ~ Poisson(λ × active time), the same λ before and after cutoff; "
+            "p_buy_after_cutoff per customer is in ground_truth/customer_truth.parquet",
+        },
+        "recommendation": {
+            "categories": list(CATEGORIES),
+            "zipf_exponent": ZIPF_EXPONENT,
+            "favourite_boost": FAVOURITE_BOOST,
+            "second_favourite_probability": SECOND_FAVOURITE_P,
+            "favourite_share_of_purchases": FAVOURITE_SHARE,
+            "interactions_per_customer": f"min({INTERACTIONS_CAP}, Poisson({INTERACTIONS_BASE} + "
+            f"{INTERACTIONS_PER_PURCHASE} × expected purchases))",
+        },
+        "funnel": {
+            "stages": list(FUNNEL_STAGES),
+            "exposure_probability": EXPOSURE_P,
+            "eligibility": "signed up before the campaign start",
+            "channel_mix": dict(zip(CAMPAIGN_CHANNELS, CAMPAIGN_CHANNEL_P.tolist())),
+            "base_step_rates": {
+                ch: dict(zip(steps, BASE_STEP_RATES[i].tolist())) for i, ch in enumerate(CAMPAIGN_CHANNELS)
+            },
+            "segment_multipliers": {
+                s: dict(zip(steps, SEGMENT_STEP_MULT[j].tolist())) for j, s in enumerate(SEGMENTS)
+            },
+            "step_rates": {
+                ch: {s: dict(zip(steps, plan.step_rates[i, j].tolist())) for j, s in enumerate(SEGMENTS)}
+                for i, ch in enumerate(CAMPAIGN_CHANNELS)
+            },
+            "step_rates_note": f"min({MAX_STEP_RATE}, base × segment multiplier); arm B's convert rate "
+            "is further multiplied by the campaign's ab_lift",
+        },
+        "campaigns": {
+            c.name: {"start": _iso(c.start), "end": _iso(c.end), "ab_lift_convert": c.lift}
+            for c in plan.campaigns
+        },
+        "ab_lift": {c.name: c.lift for c in plan.campaigns},
+        "ab_split": {"A": 0.5, "B": 0.5},
+        "golden_hours": dict(zip(SEGMENTS, GOLDEN_HOURS.tolist())),
+        "golden_hour_distribution": {"sd_hours": GOLDEN_HOUR_SD, "uniform_noise_share": GOLDEN_HOUR_NOISE},
+        "items": cfg.items,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------------
+
+
+def generate_partner_frames(config: SynthConfig) -> tuple[dict[str, dict[str, pd.DataFrame]], dict]:
+    """In memory: ``{partner_id: {table_name: DataFrame}}`` plus the ground-truth dict.
+
+    For tests and small runs (everything is held in memory). The ground truth is what
+    ``write_synthetic`` writes to ``ground_truth.json`` plus one extra key, ``"customer_truth"``: a
+    DataFrame with the hidden segment, purchase rate and propensity per customer_id. Tables a partner
+    has no rows for are empty frames with the right columns here (``write_synthetic`` skips them).
+    """
+    plan = _plan(config)
+    k = config.partners
+    collected: dict[str, list[list[pa.Table]]] = {}
+    truths: list[pa.Table] = []
+    for chunk in _chunks(plan):
+        for name, tables in chunk.per_partner.items():
+            slots = collected.setdefault(name, [[] for _ in range(k)])
+            for p in range(k):
+                slots[p].append(tables[p])
+        truths.append(chunk.truth)
+    frames: dict[str, dict[str, pd.DataFrame]] = {}
+    rows: dict[str, dict[str, int]] = {}
+    items = plan.items.to_pandas()
+    for p, partner in enumerate(plan.partner_names):
+        frames[partner] = {}
+        for name in ("customers", "transactions", "interactions", "items", "events"):
+            if name == "items":
+                frame = items.copy()
+            else:
+                frame = pa.concat_tables(collected[name][p]).to_pandas()
+            frames[partner][name] = frame
+        rows[partner] = {name: len(frame) for name, frame in frames[partner].items()}
+    customer_truth = pa.concat_tables(truths).to_pandas()
+    seg_counts = customer_truth["segment"].value_counts().reindex(SEGMENTS, fill_value=0).to_numpy()
+    truth = _truth(plan, rows, seg_counts)
+    truth["customer_truth"] = customer_truth
+    return frames, truth
+
+
+class _Writers:
+    """One lazily opened writer per (partner, table); an empty table is never written."""
+
+    def __init__(self, root: Path, fmt: str, stack: ExitStack) -> None:
+        self.root, self.fmt, self.stack = root, fmt, stack
+        self.writers: dict[tuple[str, str], Any] = {}
+
+    def write(self, partner: str, name: str, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self.fmt == "csv":
+            table = _for_csv(table)
+        key = (partner, name)
+        writer = self.writers.get(key)
+        if writer is None:
+            folder = self.root / partner
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{name}.{self.fmt}"
+            if self.fmt == "csv":
+                import pyarrow.csv as pcsv
+
+                writer = pcsv.CSVWriter(str(path), table.schema, write_options=_csv_options())
+            else:
+                import pyarrow.parquet as pq
+
+                writer = pq.ParquetWriter(str(path), table.schema)
+            self.stack.callback(writer.close)
+            self.writers[key] = writer
+        writer.write_table(table)
+
+
+def _csv_options() -> Any:
+    import pyarrow.csv as pcsv
+
+    return pcsv.WriteOptions(quoting_style="needed")
+
+
+def _for_csv(table: pa.Table) -> pa.Table:
+    """Whole-second time stamps print as ``2024-03-05 14:07:31`` instead of with microseconds."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.timestamp("s")))
+    return table
+
+
+def write_synthetic(
+    config: SynthConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Write the partner folders and the ground truth under ``out`` (all or nothing).
+
+    Returns stats: ``rows`` (per table, summed over partners; items counts each partner's copy),
+    ``seconds``, ``rows_per_s`` (transactions per second), ``customers``, ``partners``, ``out``.
+    ``progress(done_customers, total_customers)`` is called after each chunk.
+    """
+    t0 = time.perf_counter()
+    plan = _plan(config)
+    out = Path(out)
+    rows: dict[str, dict[str, int]] = {p: dict.fromkeys(TABLES, 0) for p in plan.partner_names}
+    seg_counts = np.zeros(len(SEGMENTS), dtype=np.int64)
+    with atomic_output_dir(out, overwrite=overwrite) as tmp, ExitStack() as stack:
+        import pyarrow.parquet as pq
+
+        writers = _Writers(tmp, config.fmt, stack)
+        for partner in plan.partner_names:
+            writers.write(partner, "items", plan.items)
+            rows[partner]["items"] = plan.items.num_rows
+        truth_dir = tmp / "ground_truth"
+        truth_dir.mkdir()
+        truth_writer: pq.ParquetWriter | None = None
+        for chunk in _chunks(plan):
+            for name, tables in chunk.per_partner.items():
+                for partner, table in zip(plan.partner_names, tables):
+                    writers.write(partner, name, table)
+                    rows[partner][name] += table.num_rows
+            if truth_writer is None:
+                truth_writer = pq.ParquetWriter(str(truth_dir / "customer_truth.parquet"), chunk.truth.schema)
+                stack.callback(truth_writer.close)
+            truth_writer.write_table(chunk.truth)
+            seg = chunk.truth.column("segment").to_numpy(zero_copy_only=False)
+            seg_counts += np.array([(seg == s).sum() for s in SEGMENTS])
+            if progress is not None:
+                progress(chunk.done, config.customers)
+        truth = _truth(plan, rows, seg_counts)
+        (tmp / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
+        stack.close()  # flush every writer before the folder is moved into place
+    seconds = time.perf_counter() - t0
+    n_tx = truth["rows"]["transactions"]
+    return {
+        "rows": truth["rows"],
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(n_tx / seconds, 1) if seconds > 0 else float("inf"),
+        "customers": config.customers,
+        "partners": config.partners,
+        "out": str(out),
+    }

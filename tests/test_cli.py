@@ -1,0 +1,70 @@
+"""The command line: user mistakes exit with a code and one clear message, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from fedinsight.cli import main
+
+BIN = Path(sys.executable).with_name("fedinsight")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, check=False)
+
+
+def test_misspelled_column_exits_2_with_one_line(tmp_path):
+    path = tmp_path / "transactions.csv"
+    path.write_text("customer_id,timestamp,amount,qantity\nc1,2024-01-01,1,1\n")
+    proc = run("data", "validate", str(path))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "'quantity'" in lines[0] and "qantity" in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_validate_reports_all_problems_and_valid_files(tmp_path):
+    (tmp_path / "customers.csv").write_text("customer_id,consent\na,true\n")
+    assert main(["data", "validate", str(tmp_path)]) == 0
+    (tmp_path / "events.csv").write_text("customer_id,timestamp\na,2024-01-01\n")
+    (tmp_path / "transactions.csv").write_text("customer_id,timestamp,amount,quantity\na,bad,1,1\n")
+    proc = run("data", "validate", str(tmp_path))
+    assert proc.returncode == 2 and "4 problems found" in proc.stderr  # 3 missing event columns + 1 date
+
+
+def test_bad_options_exit_nonzero_without_traceback(tmp_path):
+    proc = run("data", "partition", "--dataset", "nope", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "neither a built-in" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
+    proc = run("data", "fetch", "imagenet")
+    assert proc.returncode == 2 and "unknown dataset" in proc.stderr
+
+
+def test_partition_writes_valid_partner_folders(tmp_path):
+    out = tmp_path / "ml"
+    assert main(["data", "partition", "--dataset", "movielens-100k", "--partners", "3",
+                 "--partition", "natural", "--out", str(out), "--format", "csv"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["partner-0", "partner-1", "partner-2"]
+    assert main(["data", "validate", str(out)]) == 0
+    from fedinsight.data import load_federation
+
+    parts = load_federation(out)
+    assert sum(len(p.interactions) for p in parts.values()) == 100_000
+    # refusing to overwrite keeps the existing output intact
+    assert main(["data", "partition", "--dataset", "movielens-100k", "--out", str(out)]) == 2
+    assert (out / "partner-2" / "interactions.csv").exists()
+
+
+def test_demo_prints_partner_tables():
+    proc = run("demo", "--partners", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "cdnow" in proc.stdout and "movielens-100k" in proc.stdout and "partner-2" in proc.stdout
+    assert "23,570" in proc.stdout  # CDNOW total customers
+
+
+def test_help_lists_commands():
+    proc = run("--help")
+    assert proc.returncode == 0 and "data" in proc.stdout and "demo" in proc.stdout
