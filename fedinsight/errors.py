@@ -64,3 +64,15 @@ class ConfigError(FedinsightError):
     """An option or configuration value is invalid."""
 
     exit_code = 2
+
+
+class BudgetExceededError(FedinsightError):
+    """A job or query would take a partner past its privacy budget; refused before anything ran."""
+
+    exit_code = 4
+
+
+class UnknownPartnerError(FedinsightError):
+    """A partner id that the coordinator does not know."""
+
+    exit_code = 2

@@ -1,0 +1,293 @@
+"""The privacy ledger: one persistent record per partner of every privacy-consuming release.
+
+Why it exists: a partner's customers are protected by *one* budget (epsilon, delta) that every release
+spends from — each DP-SGD training run and each insight query — so the guarantee is about everything
+the coordinator ever learned, not about one job. The ledger stores each charge as the mechanism that
+was run (a Google ``dp_accounting`` ``DpEvent``: Gaussian, Laplace, Poisson-subsampled DP-SGD steps,
+zCDP...), and composes *all* of a partner's events with a real accountant (RDP by default, PLD as an
+option) to get the cumulative epsilon at the budget's delta. A charge that would exceed the budget is
+refused before anything runs, atomically: two concurrent charges cannot both pass the check.
+
+Budgets never reset silently: charges are append-only, and changing a budget is an explicit,
+recorded act (``set_budget(..., reason=...)``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import attr
+from dp_accounting import dp_event
+from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from fedinsight.db import Base, make_engine, write_locked
+from fedinsight.errors import BudgetExceededError, ConfigError, UnknownPartnerError
+
+ACCOUNTANTS = ("rdp", "pld")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class BudgetRow(Base):
+    __tablename__ = "privacy_budgets"
+
+    partner_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+
+
+class BudgetChangeRow(Base):
+    __tablename__ = "privacy_budget_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("privacy_budgets.partner_id"))
+    old_epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    new_epsilon: Mapped[float] = mapped_column(Float)
+    old_delta: Mapped[float | None] = mapped_column(Float, nullable=True)
+    new_delta: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    changed_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+
+
+class ChargeRow(Base):
+    __tablename__ = "privacy_charges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("privacy_budgets.partner_id"), index=True)
+    job_id: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # "training" | "query" | ...
+    description: Mapped[str] = mapped_column(Text, default="")
+    requester: Mapped[str] = mapped_column(String(128), default="")
+    event_json: Mapped[str] = mapped_column(Text)
+    epsilon_after: Mapped[float] = mapped_column(Float)  # cumulative epsilon at the budget's delta
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+
+
+# --- DpEvent <-> JSON -----------------------------------------------------------------------------
+
+def event_to_dict(event: dp_event.DpEvent) -> dict[str, Any]:
+    """Serialise a dp_accounting event (attrs classes, possibly nested) to plain JSON data."""
+    if not isinstance(event, dp_event.DpEvent):
+        raise ConfigError(f"not a dp_accounting DpEvent: {event!r}")
+    out: dict[str, Any] = {"type": type(event).__name__}
+    for field in attr.fields(type(event)):
+        value = getattr(event, field.name)
+        if isinstance(value, dp_event.DpEvent):
+            value = event_to_dict(value)
+        elif isinstance(value, list | tuple) and value and isinstance(value[0], dp_event.DpEvent):
+            value = [event_to_dict(v) for v in value]
+        out[field.name] = value
+    return out
+
+
+def event_from_dict(data: dict[str, Any]) -> dp_event.DpEvent:
+    """Inverse of :func:`event_to_dict`."""
+    cls = getattr(dp_event, data["type"], None)
+    if cls is None or not (isinstance(cls, type) and issubclass(cls, dp_event.DpEvent)):
+        raise ConfigError(f"unknown DpEvent type {data['type']!r}")
+    kwargs = {}
+    for field in attr.fields(cls):
+        value = data[field.name]
+        if isinstance(value, dict) and "type" in value:
+            value = event_from_dict(value)
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            value = [event_from_dict(v) for v in value]
+        kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def compose_epsilon(events: Sequence[dp_event.DpEvent], delta: float, accountant: str = "rdp") -> float:
+    """Cumulative epsilon at ``delta`` of all ``events``, by Google's dp_accounting."""
+    if not events:
+        return 0.0
+    if accountant == "rdp":
+        from dp_accounting.rdp import RdpAccountant
+
+        acc = RdpAccountant()
+    elif accountant == "pld":
+        from dp_accounting.pld import PLDAccountant
+
+        acc = PLDAccountant()
+    else:
+        raise ConfigError(f"unknown accountant '{accountant}', expected one of {', '.join(ACCOUNTANTS)}")
+    composed = dp_event.ComposedDpEvent(list(events))
+    if not acc.supports(composed):
+        raise ConfigError(f"the {accountant} accountant cannot account for {composed}")
+    acc.compose(composed)
+    return float(acc.get_epsilon(delta))
+
+
+def dpsgd_event(noise_multiplier: float, sample_rate: float, steps: int) -> dp_event.DpEvent:
+    """The event of ``steps`` Poisson-subsampled Gaussian DP-SGD steps (what Opacus runs)."""
+    return dp_event.SelfComposedDpEvent(
+        dp_event.PoissonSampledDpEvent(sample_rate, dp_event.GaussianDpEvent(noise_multiplier)), int(steps)
+    )
+
+
+# --- the ledger ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """A partner's budget and what is spent of it (epsilon at the budget's delta)."""
+
+    partner_id: str
+    epsilon_budget: float
+    delta: float
+    epsilon_spent: float
+    charges: int
+
+    @property
+    def epsilon_remaining(self) -> float:
+        return max(0.0, self.epsilon_budget - self.epsilon_spent)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One recorded release."""
+
+    id: int
+    partner_id: str
+    job_id: str
+    kind: str
+    description: str
+    requester: str
+    event: dp_event.DpEvent
+    epsilon_after: float
+    created_at: datetime
+
+
+class PrivacyLedger:
+    """Persistent per-partner privacy budgets with atomic check-and-charge.
+
+    ``url``: any SQLAlchemy URL (default: ``$FEDINSIGHT_DB_URL`` or SQLite under ``$FEDINSIGHT_HOME``).
+    """
+
+    def __init__(self, url: str | None = None, *, accountant: str = "rdp") -> None:
+        if accountant not in ACCOUNTANTS:
+            raise ConfigError(f"unknown accountant '{accountant}', expected one of {', '.join(ACCOUNTANTS)}")
+        self.accountant = accountant
+        self.engine = make_engine(url)
+        self._writer = write_locked(self.engine)
+        Base.metadata.create_all(
+            self.engine, tables=[BudgetRow.__table__, BudgetChangeRow.__table__, ChargeRow.__table__]
+        )
+
+    # budgets
+    def set_budget(
+        self, partner_id: str, epsilon: float, delta: float, *, reason: str = "initial budget",
+        changed_by: str = "operator",
+    ) -> BudgetStatus:
+        """Create a partner's budget, or change it explicitly (the change is recorded, never silent)."""
+        if not (epsilon > 0 and math.isfinite(epsilon)):
+            raise ConfigError(f"epsilon budget must be a positive number (got {epsilon})")
+        if not (0 < delta < 1):
+            raise ConfigError(f"delta must be in (0, 1) (got {delta})")
+        with Session(self._writer) as session, session.begin():
+            row = session.get(BudgetRow, partner_id, with_for_update=True)
+            if row is None:
+                session.add(BudgetRow(partner_id=partner_id, epsilon=epsilon, delta=delta))
+                session.flush()
+                session.add(BudgetChangeRow(partner_id=partner_id, old_epsilon=None, new_epsilon=epsilon,
+                                            old_delta=None, new_delta=delta, reason=reason, changed_by=changed_by))
+            elif (row.epsilon, row.delta) != (epsilon, delta):
+                session.add(BudgetChangeRow(partner_id=partner_id, old_epsilon=row.epsilon, new_epsilon=epsilon,
+                                            old_delta=row.delta, new_delta=delta, reason=reason,
+                                            changed_by=changed_by))
+                row.epsilon, row.delta = epsilon, delta
+        return self.status(partner_id)
+
+    def ensure_budget(self, partner_id: str, epsilon: float, delta: float) -> BudgetStatus:
+        """Create the budget if the partner has none; an existing budget is left exactly as it is."""
+        with Session(self.engine) as session:
+            exists = session.get(BudgetRow, partner_id) is not None
+        return self.status(partner_id) if exists else self.set_budget(partner_id, epsilon, delta)
+
+    def partners(self) -> list[str]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(BudgetRow.partner_id).order_by(BudgetRow.partner_id)))
+
+    def _events(self, session: Session, partner_id: str) -> list[dp_event.DpEvent]:
+        rows = session.scalars(select(ChargeRow.event_json).where(ChargeRow.partner_id == partner_id)
+                               .order_by(ChargeRow.id))
+        return [event_from_dict(json.loads(r)) for r in rows]
+
+    def _budget(self, session: Session, partner_id: str, *, lock: bool = False) -> BudgetRow:
+        row = session.get(BudgetRow, partner_id, with_for_update=lock)
+        if row is None:
+            known = ", ".join(session.scalars(select(BudgetRow.partner_id).order_by(BudgetRow.partner_id))) or "none"
+            raise UnknownPartnerError(f"no privacy budget for partner '{partner_id}' (known partners: {known})")
+        return row
+
+    def status(self, partner_id: str) -> BudgetStatus:
+        with Session(self.engine) as session:
+            row = self._budget(session, partner_id)
+            events = self._events(session, partner_id)
+            return BudgetStatus(partner_id, row.epsilon, row.delta,
+                                compose_epsilon(events, row.delta, self.accountant), len(events))
+
+    def price(self, partner_id: str, events: Sequence[dp_event.DpEvent]) -> float:
+        """Cumulative epsilon the partner would have after ``events`` (nothing is recorded)."""
+        with Session(self.engine) as session:
+            row = self._budget(session, partner_id)
+            return compose_epsilon([*self._events(session, partner_id), *events], row.delta, self.accountant)
+
+    def charge(
+        self,
+        partner_ids: Sequence[str] | str,
+        event: dp_event.DpEvent,
+        *,
+        job_id: str,
+        kind: str,
+        description: str = "",
+        requester: str = "",
+    ) -> dict[str, float]:
+        """Atomically check and record ``event`` for every partner in ``partner_ids``.
+
+        Either every partner can afford it and all are charged, or none is and
+        :class:`BudgetExceededError` names who cannot (with their remaining budget).
+        Returns the cumulative epsilon per partner after the charge.
+        """
+        ids = [partner_ids] if isinstance(partner_ids, str) else list(partner_ids)
+        payload = json.dumps(event_to_dict(event))
+        with Session(self._writer) as session, session.begin():
+            after: dict[str, float] = {}
+            refused: list[str] = []
+            for pid in sorted(ids):  # fixed lock order: no deadlocks between concurrent charges
+                row = self._budget(session, pid, lock=True)
+                before_events = self._events(session, pid)
+                eps_after = compose_epsilon([*before_events, event], row.delta, self.accountant)
+                if eps_after > row.epsilon + 1e-9:
+                    spent = compose_epsilon(before_events, row.delta, self.accountant)
+                    refused.append(
+                        f"{pid}: would reach epsilon {eps_after:.4g} > budget {row.epsilon:.4g} "
+                        f"(spent {spent:.4g}, remaining {max(0.0, row.epsilon - spent):.4g}, delta {row.delta:g})"
+                    )
+                after[pid] = eps_after
+            if refused:
+                raise BudgetExceededError(f"refused {kind} '{job_id}': " + "; ".join(refused))
+            for pid in sorted(ids):
+                session.add(ChargeRow(partner_id=pid, job_id=job_id, kind=kind, description=description,
+                                      requester=requester, event_json=payload, epsilon_after=after[pid]))
+        return after
+
+    def charges(self, partner_id: str | None = None) -> list[Charge]:
+        with Session(self.engine) as session:
+            query = select(ChargeRow).order_by(ChargeRow.id)
+            if partner_id is not None:
+                self._budget(session, partner_id)
+                query = query.where(ChargeRow.partner_id == partner_id)
+            return [
+                Charge(r.id, r.partner_id, r.job_id, r.kind, r.description, r.requester,
+                       event_from_dict(json.loads(r.event_json)), r.epsilon_after, r.created_at)
+                for r in session.scalars(query)
+            ]
