@@ -46,7 +46,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -229,13 +228,13 @@ def _int_option(name: str, value: Any, minimum: int) -> int:
 def _parse_time(name: str, value: Any) -> int:
     try:
         ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise ConfigError(f"{name} is not a date/time: {value!r} (expected e.g. 2025-06-30)") from exc
     if ts is pd.NaT:
         raise ConfigError(f"{name} is not a date/time: {value!r}")
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
-    return int(ts.value // 1_000_000_000)
+    return int(ts.to_datetime64().astype("datetime64[s]").astype(np.int64))
 
 
 def _plan(config: SynthConfig) -> _Plan:
@@ -250,7 +249,7 @@ def _plan(config: SynthConfig) -> _Plan:
     if config.fmt not in ("parquet", "csv"):
         raise ConfigError(f"fmt must be 'parquet' or 'csv', got {config.fmt!r}")
     start, end, cutoff = (_parse_time(f, getattr(config, f)) for f in ("start", "end", "cutoff"))
-    now = int(pd.Timestamp(datetime.utcnow()).value // 1_000_000_000)  # noqa: DTZ003 - naive UTC
+    now = int(time.time())
     if not start < end:
         raise ConfigError(f"start ({config.start}) must be before end ({config.end})")
     if end > now:
@@ -287,6 +286,8 @@ def _plan(config: SynthConfig) -> _Plan:
     for c in range(n_campaigns):
         slot = span / n_campaigns
         c_start = start + int(c * slot + 0.05 * slot)
+        midnight = -(-c_start // _DAY) * _DAY  # campaigns start at midnight so event hours stay undistorted
+        c_start = midnight if midnight < end else c_start
         c_end = min(end, c_start + max(1, int(min(CAMPAIGN_MAX_DAYS * _DAY, 0.5 * slot))))
         campaigns.append(_Campaign(f"campaign-{c + 1}", c_start, c_end, AB_LIFT_FIRST_CAMPAIGN if c == 0 else 1.0))
     step_rates = np.minimum(BASE_STEP_RATES[:, None, :] * SEGMENT_STEP_MULT[None, :, :], MAX_STEP_RATE)
@@ -320,7 +321,9 @@ def _make_items(rng: np.random.Generator, n_items: int) -> tuple[pa.Table, np.nd
     pop = rank.astype(np.float64) ** -ZIPF_EXPONENT
     adjective = rng.integers(0, len(ITEM_ADJECTIVES), n_items)
     noun = rng.integers(0, 5, n_items)
-    titles = [f"{ITEM_ADJECTIVES[a]} {ITEM_NOUNS[CATEGORIES[c]][m]}" for a, c, m in zip(adjective, cat, noun)]
+    titles = [
+        f"{ITEM_ADJECTIVES[a]} {ITEM_NOUNS[CATEGORIES[c]][m]}" for a, c, m in zip(adjective, cat, noun, strict=True)
+    ]
     price_mean = np.array([ITEM_PRICE_MEAN[c] for c in CATEGORIES])[cat]
     price = np.round(rng.lognormal(np.log(price_mean) - 0.125, 0.5), 2)
     width = max(4, len(str(n_items)))
@@ -516,11 +519,9 @@ def _block(plan: _Plan, b: int, offsets: dict[str, int]) -> _Block:
                 cand = np.where(cand <= t, cand + _DAY, cand)
                 t = np.minimum(cand, plan.end)
             idx = np.flatnonzero(reached)
-            parts.append(
-                (idx, np.full(idx.size, ci), np.full(idx.size, stage), ch[idx], arm_b[idx], t[idx])
-            )
+            parts.append((idx, np.full(idx.size, ci), np.full(idx.size, stage), ch[idx], arm_b[idx], t[idx]))
     if parts:
-        ec, ecamp, estage, ech, earm, ets = (np.concatenate(col) for col in zip(*parts))
+        ec, ecamp, estage, ech, earm, ets = (np.concatenate(col) for col in zip(*parts, strict=True))
     else:
         ec = ecamp = estage = ech = ets = np.zeros(0, dtype=np.int64)
         earm = np.zeros(0, dtype=bool)
@@ -628,11 +629,11 @@ def _truth(plan: _Plan, rows: dict[str, dict[str, int]], seg_counts: np.ndarray)
         "rows_per_partner": rows,
         "segments": {
             "names": list(SEGMENTS),
-            "shares": dict(zip(SEGMENTS, SEGMENT_SHARES.tolist())),
-            "counts": dict(zip(SEGMENTS, (int(c) for c in seg_counts))),
-            "purchases_per_year_mean": dict(zip(SEGMENTS, PURCHASES_PER_YEAR.tolist())),
+            "shares": dict(zip(SEGMENTS, SEGMENT_SHARES.tolist(), strict=True)),
+            "counts": dict(zip(SEGMENTS, (int(c) for c in seg_counts), strict=True)),
+            "purchases_per_year_mean": dict(zip(SEGMENTS, PURCHASES_PER_YEAR.tolist(), strict=True)),
             "purchase_rate_distribution": f"gamma(shape={GAMMA_SHAPE}, scale=mean/shape) per segment",
-            "amount_mean": dict(zip(SEGMENTS, AMOUNT_MEAN.tolist())),
+            "amount_mean": dict(zip(SEGMENTS, AMOUNT_MEAN.tolist(), strict=True)),
             "amount_log_sd": AMOUNT_SIGMA,
         },
         "propensity": {
@@ -653,27 +654,26 @@ def _truth(plan: _Plan, rows: dict[str, dict[str, int]], seg_counts: np.ndarray)
             "stages": list(FUNNEL_STAGES),
             "exposure_probability": EXPOSURE_P,
             "eligibility": "signed up before the campaign start",
-            "channel_mix": dict(zip(CAMPAIGN_CHANNELS, CAMPAIGN_CHANNEL_P.tolist())),
+            "channel_mix": dict(zip(CAMPAIGN_CHANNELS, CAMPAIGN_CHANNEL_P.tolist(), strict=True)),
             "base_step_rates": {
-                ch: dict(zip(steps, BASE_STEP_RATES[i].tolist())) for i, ch in enumerate(CAMPAIGN_CHANNELS)
+                ch: dict(zip(steps, BASE_STEP_RATES[i].tolist(), strict=True)) for i, ch in enumerate(CAMPAIGN_CHANNELS)
             },
             "segment_multipliers": {
-                s: dict(zip(steps, SEGMENT_STEP_MULT[j].tolist())) for j, s in enumerate(SEGMENTS)
+                s: dict(zip(steps, SEGMENT_STEP_MULT[j].tolist(), strict=True)) for j, s in enumerate(SEGMENTS)
             },
             "step_rates": {
-                ch: {s: dict(zip(steps, plan.step_rates[i, j].tolist())) for j, s in enumerate(SEGMENTS)}
+                ch: {s: dict(zip(steps, plan.step_rates[i, j].tolist(), strict=True)) for j, s in enumerate(SEGMENTS)}
                 for i, ch in enumerate(CAMPAIGN_CHANNELS)
             },
             "step_rates_note": f"min({MAX_STEP_RATE}, base × segment multiplier); arm B's convert rate "
             "is further multiplied by the campaign's ab_lift",
         },
         "campaigns": {
-            c.name: {"start": _iso(c.start), "end": _iso(c.end), "ab_lift_convert": c.lift}
-            for c in plan.campaigns
+            c.name: {"start": _iso(c.start), "end": _iso(c.end), "ab_lift_convert": c.lift} for c in plan.campaigns
         },
         "ab_lift": {c.name: c.lift for c in plan.campaigns},
         "ab_split": {"A": 0.5, "B": 0.5},
-        "golden_hours": dict(zip(SEGMENTS, GOLDEN_HOURS.tolist())),
+        "golden_hours": dict(zip(SEGMENTS, GOLDEN_HOURS.tolist(), strict=True)),
         "golden_hour_distribution": {"sd_hours": GOLDEN_HOUR_SD, "uniform_noise_share": GOLDEN_HOUR_NOISE},
         "items": cfg.items,
     }
@@ -708,10 +708,7 @@ def generate_partner_frames(config: SynthConfig) -> tuple[dict[str, dict[str, pd
     for p, partner in enumerate(plan.partner_names):
         frames[partner] = {}
         for name in ("customers", "transactions", "interactions", "items", "events"):
-            if name == "items":
-                frame = items.copy()
-            else:
-                frame = pa.concat_tables(collected[name][p]).to_pandas()
+            frame = items.copy() if name == "items" else pa.concat_tables(collected[name][p]).to_pandas()
             frames[partner][name] = frame
         rows[partner] = {name: len(frame) for name, frame in frames[partner].items()}
     customer_truth = pa.concat_tables(truths).to_pandas()
@@ -796,7 +793,7 @@ def write_synthetic(
         truth_writer: pq.ParquetWriter | None = None
         for chunk in _chunks(plan):
             for name, tables in chunk.per_partner.items():
-                for partner, table in zip(plan.partner_names, tables):
+                for partner, table in zip(plan.partner_names, tables, strict=True):
                     writers.write(partner, name, table)
                     rows[partner][name] += table.num_rows
             if truth_writer is None:

@@ -318,25 +318,31 @@ def _read_and_check(
     return frame, problems
 
 
-def iter_table_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand folders (recursively) into the table files they hold; files are kept as given."""
+def iter_table_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Expand folders (recursively) into the table files they hold; files are kept as given.
+
+    Returns (files to check, files skipped). Inside a folder, data files whose name is not a
+    canonical table (e.g. a generator's ``ground_truth/`` files) are skipped, not failed; a file named
+    explicitly is always checked.
+    """
     files: list[Path] = []
+    skipped: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES
-            )
-            files.extend(found)
+            for f in sorted(p.rglob("*")):
+                if not f.is_file() or f.suffix.lower() not in SUPPORTED_SUFFIXES:
+                    continue
+                (files if table_for_path(f) is not None else skipped).append(f)
         else:
             files.append(p)
-    return files
+    return files, skipped
 
 
 def validate_paths(
     paths: Sequence[str | Path], *, encoding: str = "utf-8", now: pd.Timestamp | None = None
 ) -> tuple[list[Path], list[Problem]]:
     """Validate every table file under ``paths``; return (files checked, all problems found)."""
-    files = iter_table_files(paths)
+    files, _skipped = iter_table_files(paths)
     problems: list[Problem] = []
     if not files:
         problems.append(Problem(", ".join(map(str, paths)), "no .csv or .parquet files found"))
