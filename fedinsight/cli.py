@@ -29,6 +29,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Fetch, validate, generate and partition partner data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+simulate_app = typer.Typer(
+    help="Simulate N partners on this machine with Flower's simulation runtime.", no_args_is_help=True
+)
+app.add_typer(simulate_app, name="simulate")
 
 out = Console()
 err = Console(stderr=True)
@@ -156,6 +160,18 @@ def demo(
         parts = load_federation(name, spec)
         title = f"{name}: {partners} partners, {partition} partition ({time.perf_counter() - start:.1f}s)"
         out.print(_frame_table(partner_table(parts), title))
+
+
+# --- simulate propensity / score (propensity & LTV) ------------------------------------------------
+
+
+# --- simulate insights / insights list|show (DP insights) -------------------------------------------
+
+
+# --- simulate recommend / recommend (recommender) ---------------------------------------------------
+
+
+# --- partner data protection (tokenize, keys, forget) -----------------------------------------------
 
 
 def _progress() -> Progress:

@@ -1,0 +1,120 @@
+"""Noise for aggregates, drawn by OpenDP's vetted samplers.
+
+Why OpenDP and not numpy: floating-point Laplace/Gaussian samplers written with numpy leak through
+the low bits of the result (Mironov 2012); OpenDP's samplers are built to avoid that. Each release
+also carries everything needed downstream: the noise scale (for error bars), a 95 % interval
+half-width, and the ``dp_accounting`` event the privacy ledger composes. The OpenDP measurement's own
+privacy map is checked against the event, so the number we charge is the number OpenDP guarantees.
+
+Sensitivities are the caller's declared contribution bounds (values clamped, rows per customer
+capped) *per customer*, the privacy unit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from dp_accounting import dp_event
+
+from fedinsight.errors import ConfigError
+
+Mechanism = Literal["laplace", "gaussian"]
+
+LAPLACE_Z95 = math.log(20.0)  # P(|Lap(b)| > b ln 20) = 5 %
+GAUSSIAN_Z95 = 1.959963984540054
+
+
+def _opendp():  # type: ignore[no-untyped-def]
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    return dp
+
+
+@dataclass(frozen=True)
+class NoisyRelease:
+    """A noisy vector and how noisy it is."""
+
+    values: np.ndarray
+    mechanism: Mechanism
+    scale: float  # Laplace b or Gaussian sigma, per coordinate
+    sensitivity: float  # L1 (Laplace) or L2 (Gaussian) bound of one customer's contribution
+    event: dp_event.DpEvent
+
+    @property
+    def ci95_halfwidth(self) -> float:
+        """Half-width of a 95 % interval for one coordinate due to the noise alone."""
+        z = LAPLACE_Z95 if self.mechanism == "laplace" else GAUSSIAN_Z95
+        return z * self.scale
+
+    @property
+    def variance(self) -> float:
+        """Noise variance per coordinate (2b² for Laplace, σ² for Gaussian)."""
+        return 2 * self.scale**2 if self.mechanism == "laplace" else self.scale**2
+
+
+def _check(values: np.ndarray, sensitivity: float, budget: float, what: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=float).ravel()
+    if not np.all(np.isfinite(arr)):
+        raise ConfigError("values to release must be finite numbers (clamp them first)")
+    if not (sensitivity > 0 and math.isfinite(sensitivity)):
+        raise ConfigError(f"sensitivity must be a positive number (got {sensitivity})")
+    if not (budget > 0 and math.isfinite(budget)):
+        raise ConfigError(f"{what} must be a positive number (got {budget})")
+    return arr
+
+
+def laplace(values: np.ndarray | list[float], sensitivity: float, epsilon: float) -> NoisyRelease:
+    """epsilon-DP release of a vector whose L1 sensitivity (per customer) is ``sensitivity``."""
+    arr = _check(np.asarray(values), sensitivity, epsilon, "epsilon")
+    dp = _opendp()
+    scale = sensitivity / epsilon
+    space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l1_distance(T=float)
+    meas = space >> dp.m.then_laplace(scale=scale)
+    guaranteed = meas.map(float(sensitivity))
+    if guaranteed > epsilon * (1 + 1e-9):
+        raise AssertionError(f"OpenDP guarantees epsilon {guaranteed}, expected {epsilon}")
+    noisy = np.asarray(meas(arr.tolist()), dtype=float) if len(arr) else arr
+    return NoisyRelease(noisy, "laplace", scale, float(sensitivity), dp_event.LaplaceDpEvent(scale / sensitivity))
+
+
+def gaussian(values: np.ndarray | list[float], sensitivity: float, noise_multiplier: float) -> NoisyRelease:
+    """Gaussian release with sigma = ``noise_multiplier`` x L2 sensitivity (rho = 1 / (2 m²) zCDP)."""
+    arr = _check(np.asarray(values), sensitivity, noise_multiplier, "noise multiplier")
+    dp = _opendp()
+    scale = sensitivity * noise_multiplier
+    space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l2_distance(T=float)
+    meas = space >> dp.m.then_gaussian(scale=scale)
+    rho = meas.map(float(sensitivity))
+    expected_rho = 1.0 / (2.0 * noise_multiplier**2)
+    if rho > expected_rho * (1 + 1e-6):
+        raise AssertionError(f"OpenDP guarantees rho {rho}, expected {expected_rho}")
+    noisy = np.asarray(meas(arr.tolist()), dtype=float) if len(arr) else arr
+    return NoisyRelease(noisy, "gaussian", scale, float(sensitivity), dp_event.GaussianDpEvent(noise_multiplier))
+
+
+def release(
+    values: np.ndarray | list[float], sensitivity: float, epsilon: float, *, mechanism: Mechanism = "laplace",
+    delta: float = 1e-6,
+) -> NoisyRelease:
+    """Release with a target (epsilon, delta): Laplace directly; Gaussian calibrated by dp_accounting."""
+    if mechanism == "laplace":
+        return laplace(values, sensitivity, epsilon)
+    if mechanism == "gaussian":
+        return gaussian(values, sensitivity, gaussian_noise_multiplier(epsilon, delta))
+    raise ConfigError(f"unknown mechanism '{mechanism}', expected laplace or gaussian")
+
+
+def gaussian_noise_multiplier(epsilon: float, delta: float) -> float:
+    """Smallest noise multiplier whose single Gaussian release is (epsilon, delta)-DP (RDP accounting)."""
+    from dp_accounting import calibrate_dp_mechanism
+    from dp_accounting.rdp import RdpAccountant
+
+    if not (epsilon > 0 and 0 < delta < 1):
+        raise ConfigError(f"need epsilon > 0 and 0 < delta < 1 (got {epsilon}, {delta})")
+    return float(
+        calibrate_dp_mechanism(RdpAccountant, dp_event.GaussianDpEvent, epsilon, delta, bracket_interval=None)
+    )
