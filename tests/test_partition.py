@@ -119,3 +119,15 @@ def test_unknown_partition_and_dataset():
         PartitionSpec(scheme="random")
     with pytest.raises(ConfigError, match="neither a built-in"):
         load_federation("no-such-thing")
+
+
+def test_partner_folder_reports_unknown_customers(tmp_path):
+    from fedinsight.data.federation import load_partner_folder
+    from fedinsight.errors import DataValidationError
+
+    p = tmp_path / "partner-0"
+    p.mkdir()
+    (p / "customers.csv").write_text("customer_id,consent\na,true\n")
+    (p / "transactions.csv").write_text("customer_id,timestamp,amount,quantity\na,2024-01-01,1,1\nzz,2024-01-02,1,1\n")
+    with pytest.raises(DataValidationError, match=r"not in this partner's customers table in 1 row\(s\) \(lines 3\)"):
+        load_partner_folder(tmp_path)

@@ -151,9 +151,15 @@ def load_partner_folder(path: str | Path, *, encoding: str = "utf-8") -> dict[st
                     continue
                 unknown = ~frame["customer_id"].isin(known)
                 if unknown.any():
-                    rows = tuple(int(i) + 2 for i in np.flatnonzero(unknown.to_numpy())[:10])
-                    problems.append(Problem(str(seen[table]), "customer_id not in this partner's customers table",
-                                            column="customer_id", rows=rows))
+                    is_csv = seen[table].suffix.lower() == ".csv"
+                    first, unit = (2, "lines") if is_csv else (1, "rows")
+                    shown = ", ".join(str(int(i) + first) for i in np.flatnonzero(unknown.to_numpy())[:10])
+                    problems.append(Problem(
+                        str(seen[table]),
+                        f"customer_id not in this partner's customers table in {int(unknown.sum())} row(s) "
+                        f"({unit} {shown})",
+                        column="customer_id",
+                    ))
         partners[d.name] = data
     if problems:
         raise DataValidationError(problems)
