@@ -76,3 +76,15 @@ class UnknownPartnerError(FedinsightError):
     """A partner id that the coordinator does not know."""
 
     exit_code = 2
+
+
+class NotFoundError(FedinsightError):
+    """A job, insight, token or other record that does not exist."""
+
+    exit_code = 2
+
+
+class DeploymentError(FedinsightError):
+    """A coordinator or partner process could not be started, reached or stopped (ports, PID files, Flower)."""
+
+    exit_code = 5

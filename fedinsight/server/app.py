@@ -20,6 +20,7 @@ SERVER_TASKS: dict[str, str] = {
     "propensity": "fedinsight.server.propensity",
     "insights": "fedinsight.server.insights",
     "recommend": "fedinsight.server.recommend",
+    "secagg": "fedinsight.server.secagg",
 }
 """task name -> module exposing ``run(grid: Grid, context: Context) -> None``."""
 
@@ -36,5 +37,8 @@ def task_runner(task: str) -> Callable[[Grid, Context], None]:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Dispatch to the task named in the run config."""
-    task_runner(str(context.run_config.get("task", "")))(grid, context)
+    """Dispatch to the task named in the run config (on a coordinator, inside the job's lifecycle record)."""
+    from fedinsight.server.jobs import job_lifecycle
+
+    with job_lifecycle(dict(context.run_config)):
+        task_runner(str(context.run_config.get("task", "")))(grid, context)

@@ -29,7 +29,7 @@ from sqlalchemy import DateTime, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from fedinsight.db import Base, make_engine
-from fedinsight.errors import ConfigError
+from fedinsight.errors import ConfigError, NotFoundError
 
 TOKEN_PREFIX = "fit"
 
@@ -142,7 +142,7 @@ class TokenStore:
         with Session(self.engine) as session:
             row = session.get(ApiTokenRow, token_id)
             if row is None:
-                raise ConfigError(f"no API token with id '{token_id}' (see `fedinsight tokens list`)")
+                raise NotFoundError(f"no API token with id '{token_id}' (see `fedinsight tokens list`)")
             return TokenInfo(row.id, row.name, row.role, row.partner_id, row.created_at, row.revoked_at)
 
     def list_tokens(self) -> list[TokenInfo]:
@@ -155,7 +155,7 @@ class TokenStore:
         with Session(self.engine) as session, session.begin():
             row = session.get(ApiTokenRow, token_id)
             if row is None:
-                raise ConfigError(f"no API token with id '{token_id}' (see `fedinsight tokens list`)")
+                raise NotFoundError(f"no API token with id '{token_id}' (see `fedinsight tokens list`)")
             if row.revoked_at is None:
                 row.revoked_at = _utcnow()
         return self.info(token_id)

@@ -318,6 +318,8 @@ def dump_toml(data: dict[str, Any]) -> str:
     """Write a small TOML document (what `certs init` uses to emit starter config files)."""
 
     def scalar(v: Any) -> str:
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, int | float):
