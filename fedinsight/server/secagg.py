@@ -146,6 +146,29 @@ def identify_partners(grid: Grid, nodes: list[int], timeout: float) -> dict[int,
     return names
 
 
+class SecAggRoundFailed(RuntimeError):
+    """A SecAgg+ round halted (fewer partners than the reconstruction threshold stayed online)."""
+
+
+def _strict_workflow(**kwargs: Any):  # type: ignore[no-untyped-def]
+    """``SecAggPlusWorkflow`` that raises when a round halts, instead of silently keeping the old model."""
+    from flwr.server.workflow import SecAggPlusWorkflow
+
+    class StrictSecAggPlusWorkflow(SecAggPlusWorkflow):
+        def __call__(self, grid: Grid, context: Context) -> None:
+            self._unmasked = False
+            super().__call__(grid, context)
+            if not self._unmasked:
+                raise SecAggRoundFailed("a secure-aggregation round halted: too few partners stayed online to "
+                                        "reconstruct the sum (see the coordinator log)")
+
+        def unmask_stage(self, grid, context, state) -> bool:  # type: ignore[no-untyped-def]
+            self._unmasked = bool(super().unmask_stage(grid, context, state))
+            return self._unmasked
+
+    return StrictSecAggPlusWorkflow(**kwargs)
+
+
 def _ledger(run_config: dict[str, Any]):  # type: ignore[no-untyped-def]
     from fedinsight.privacy.ledger import PrivacyLedger
 
@@ -158,7 +181,7 @@ def run(grid: Grid, context: Context) -> None:
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.strategy import FedAvg
-    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.server.workflow import DefaultWorkflow
     from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
     from fedinsight.client.secagg import NUM_FEATURES
@@ -187,9 +210,11 @@ def run(grid: Grid, context: Context) -> None:
         on_fit_config_fn=lambda rnd: job.fit_config(rnd, extra), accept_failures=True,
     )
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=job.rounds), strategy=strategy)
-    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
+    workflow = DefaultWorkflow(fit_workflow=_strict_workflow(
         num_shares=job.num_shares, reconstruction_threshold=job.threshold, clipping_range=job.clipping_range,
-        timeout=job.secagg_timeout))
+        # Every partner reports weight 1; max-weight 1 keeps the weighting factor from scaling the update
+        # down before quantisation (Flower's default 1000 would cost three digits of precision).
+        max_weight=1.0, timeout=job.secagg_timeout))
     started = time.perf_counter()
     workflow(grid, legacy)
     elapsed = time.perf_counter() - started
