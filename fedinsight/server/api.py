@@ -1,0 +1,319 @@
+"""The insights HTTP API (FastAPI; schema at ``/openapi.json``).
+
+Who may do what is in :mod:`fedinsight.server.auth`; abuse limits in :mod:`fedinsight.server.abuse`.
+Every request except the unauthenticated ``/health`` and the schema itself is appended to the audit
+log with who made it, what it asked for and the HTTP outcome — refusals (401, 403, 429) included.
+
+The API serves only what jobs published (noisy aggregates with their error bars, model summaries) and
+the ledger's budget figures. There is no endpoint for partner-level data because the coordinator has
+none to serve.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+import fedinsight
+from fedinsight.errors import ConfigError, FedinsightError, NotFoundError
+from fedinsight.server.abuse import ProbeDetector, TokenBucket
+from fedinsight.server.auth import Permission, Principal
+from fedinsight.server.queries import QUERY_CATALOGUE
+from fedinsight.server.state import ENV_CONFIG, CoordinatorState
+
+log = logging.getLogger("fedinsight.api")
+UNAUDITED = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+
+
+# --- response and request models --------------------------------------------------------------------
+
+class Health(BaseModel):
+    status: str
+    version: str
+    federation: str
+
+
+class InsightSummary(BaseModel):
+    id: str
+    job_id: str
+    name: str
+    kind: str
+    epsilon: float | None
+    created_at: str
+
+
+class Insight(InsightSummary):
+    payload: dict[str, Any]
+
+
+class InsightPage(BaseModel):
+    items: list[InsightSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class CatalogueEntry(BaseModel):
+    name: str
+    task: str
+    description: str
+    filters: dict[str, str]
+    available: bool
+
+
+class QueryRequest(BaseModel):
+    query: str = Field(description="A name from GET /catalogue")
+    filters: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobOut(BaseModel):
+    id: str
+    task: str
+    status: str
+    requester: str
+    created_at: str
+    finished_at: str | None
+    error: str
+
+
+class PartnerBudget(BaseModel):
+    partner_id: str
+    epsilon_budget: float
+    epsilon_spent: float
+    epsilon_remaining: float
+    delta: float
+
+
+class BudgetOut(BaseModel):
+    scope: str = Field(description="'federation' (the tightest partner), 'partner' or 'all-partners'")
+    epsilon_remaining: float
+    partners: list[PartnerBudget] | None = None
+
+
+class AuditEntryOut(BaseModel):
+    seq: int
+    at: str
+    actor: str
+    role: str
+    action: str
+    target: str
+    outcome: str
+    epsilon: float | None
+    detail: dict[str, Any]
+    hash: str
+
+
+class AuditVerifyOut(BaseModel):
+    ok: bool
+    entries: int
+    head_hash: str
+    problems: list[str]
+
+
+# --- the app ------------------------------------------------------------------------------------------
+
+Submitter = Callable[[str, dict[str, Any], Principal], Any]
+"""(task, run options, principal) -> Job: starts a job (``jobs.submit_job`` on a coordinator)."""
+
+
+def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submit: Submitter | None = None,
+               requests_per_second: float = 20.0, burst: int = 40, insight_reads_per_minute: int = 600,
+               probe_window_s: float = 3600.0, probe_max_variants: int = 3) -> FastAPI:
+    """Build the API over a coordinator's state. ``submit`` starts jobs (None: query submission disabled)."""
+    app = FastAPI(title="fedinsight insights API", version=fedinsight.__version__,
+                  description="De-identified, differentially private insights from a fedinsight federation.")
+    rate = TokenBucket(requests_per_second, burst)
+    bulk = TokenBucket(insight_reads_per_minute / 60.0, insight_reads_per_minute)
+    probes = ProbeDetector(state.db_url, window_s=probe_window_s, max_variants=probe_max_variants)
+    audit, tokens, published, ledger = state.audit, state.tokens, state.published, state.ledger
+
+    def principal(request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        who = tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+        if who is None:
+            raise HTTPException(401, "missing, unknown or revoked API token", {"WWW-Authenticate": "Bearer"})
+        request.state.principal = who
+        wait = rate.take(who.token_id)
+        if wait > 0:
+            request.state.refusal = "rate-limited"
+            raise HTTPException(429, f"too many requests; retry in {wait:.1f}s", {"Retry-After": f"{wait:.0f}"})
+        return who
+
+    def require(permission: Permission) -> Callable[..., Principal]:
+        def check(who: Principal = Depends(principal)) -> Principal:
+            if not who.can(permission):
+                raise HTTPException(403, f"role '{who.role.value}' may not {permission.value}")
+            return who
+
+        return check
+
+    def pull(request: Request, who: Principal, records: int) -> None:
+        wait = bulk.take(who.token_id, cost=max(records, 1))
+        if wait > 0:
+            request.state.refusal = "bulk-pull-refused"
+            log.warning("bulk pull refused for token %s (%s): %d records", who.token_id, who.name, records)
+            raise HTTPException(429, f"insight read rate exceeded ({insight_reads_per_minute}/min); retry in "
+                                     f"{wait:.0f}s", {"Retry-After": f"{wait:.0f}"})
+
+    @app.middleware("http")
+    async def audit_every_access(request: Request, call_next):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        response = await call_next(request)
+        if request.url.path not in UNAUDITED:
+            who: Principal | None = getattr(request.state, "principal", None)
+            outcome = getattr(request.state, "refusal", None) or ("ok" if response.status_code < 400 else "denied")
+            detail: dict[str, Any] = {"status": response.status_code,
+                                      "ms": round((time.perf_counter() - started) * 1000, 2)}
+            if request.url.query:
+                detail["query"] = request.url.query[:500]
+            if extra := getattr(request.state, "audit_detail", None):
+                detail.update(extra)
+            await run_in_threadpool(
+                audit.append, actor=who.name if who else "anonymous", role=who.role.value if who else "",
+                action=f"{request.method} {request.url.path}", target=getattr(request.state, "target", ""),
+                outcome=outcome, detail=detail)
+        return response
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(FedinsightError)
+    async def _user_error(request: Request, exc: FedinsightError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.get("/health", response_model=Health, tags=["meta"])
+    def health() -> Health:
+        """Liveness: no token needed, no data returned."""
+        return Health(status="ok", version=fedinsight.__version__, federation=federation)
+
+    @app.get("/insights", response_model=InsightPage, tags=["insights"])
+    def list_insights(request: Request, limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0),
+                      who: Principal = Depends(require(Permission.READ_INSIGHTS))) -> InsightPage:
+        """Published insights, newest first (summaries; each counts towards the bulk-read limit)."""
+        items = published.list(limit=limit, offset=offset)
+        pull(request, who, len(items))
+        return InsightPage(items=[InsightSummary(**i.as_dict(with_payload=False)) for i in items],
+                           total=published.count(), limit=limit, offset=offset)
+
+    @app.get("/insights/{insight_id}", response_model=Insight, tags=["insights"])
+    def read_insight(insight_id: str, request: Request,
+                     who: Principal = Depends(require(Permission.READ_INSIGHTS))) -> Insight:
+        """One published insight with its values and error bars."""
+        request.state.target = insight_id
+        pull(request, who, 1)
+        return Insight(**published.get(insight_id).as_dict())
+
+    @app.get("/catalogue", response_model=list[CatalogueEntry], tags=["queries"])
+    def catalogue(who: Principal = Depends(require(Permission.SUBMIT_QUERY))) -> list[CatalogueEntry]:
+        """The queries that can be submitted, their filters, and whether this coordinator can run them."""
+        from fedinsight.server.jobs import available_tasks
+
+        tasks = set(available_tasks())
+        return [CatalogueEntry(name=q.name, task=q.task, description=q.description,
+                               filters={k: t.__name__ for k, t in q.filters.items()}, available=q.task in tasks)
+                for q in QUERY_CATALOGUE.values()]
+
+    @app.post("/queries", response_model=JobOut, status_code=202, tags=["queries"])
+    def submit_query(body: QueryRequest, request: Request,
+                     who: Principal = Depends(require(Permission.SUBMIT_QUERY))) -> JobOut:
+        """Start a catalogue query as a job; refused if it probes for individuals. Poll GET /jobs/{id}."""
+        request.state.target = body.query
+        request.state.audit_detail = {"filters": body.filters}
+        entry = QUERY_CATALOGUE.get(body.query)
+        if entry is None:
+            raise HTTPException(404, f"no query '{body.query}' in the catalogue (see GET /catalogue)")
+        try:
+            options = entry.run_options(body.filters)
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from None
+        verdict = probes.check(who.token_id, body.query, body.filters)
+        if verdict.refused:
+            request.state.refusal = "refused-probing"
+            log.warning("probing refused for token %s (%s): %s", who.token_id, who.name, verdict.reason)
+            raise HTTPException(403, verdict.reason)
+        if submit is None:
+            raise HTTPException(503, "this API instance cannot start jobs")
+        try:
+            job = submit(entry.task, options, who)
+        except ConfigError as exc:
+            raise HTTPException(409, str(exc)) from None
+        request.state.audit_detail["job"] = job.id
+        return _job_out(job)
+
+    @app.get("/jobs/{job_id}", response_model=JobOut, tags=["queries"])
+    def job_status(job_id: str, request: Request, who: Principal = Depends(principal)) -> JobOut:
+        """A job's status: its requester may read it, admins and auditors any job."""
+        request.state.target = job_id
+        job = state.jobs.get(job_id)
+        if not (who.can(Permission.READ_JOBS) or job.requester == f"token:{who.token_id}"):
+            raise HTTPException(403, "you may only read your own jobs")
+        return _job_out(job)
+
+    @app.get("/budget", response_model=BudgetOut, tags=["budget"])
+    def budget(who: Principal = Depends(require(Permission.READ_BUDGET))) -> BudgetOut:
+        """Remaining privacy budget: per partner for admins/auditors, the federation's (tightest) for analysts,
+        or only the bound partner's for an analyst token bound to one."""
+        partners = [ledger.status(p) for p in ledger.partners()]
+        rows = [PartnerBudget(partner_id=s.partner_id, epsilon_budget=s.epsilon_budget, epsilon_spent=s.epsilon_spent,
+                              epsilon_remaining=s.epsilon_remaining, delta=s.delta) for s in partners]
+        if who.can(Permission.READ_ALL_BUDGETS):
+            return BudgetOut(scope="all-partners", epsilon_remaining=min((r.epsilon_remaining for r in rows),
+                                                                         default=0.0), partners=rows)
+        if who.partner_id is not None:
+            own = [r for r in rows if r.partner_id == who.partner_id]
+            return BudgetOut(scope="partner", epsilon_remaining=own[0].epsilon_remaining if own else 0.0,
+                             partners=own)
+        return BudgetOut(scope="federation", epsilon_remaining=min((r.epsilon_remaining for r in rows), default=0.0))
+
+    @app.get("/audit", response_model=list[AuditEntryOut], tags=["audit"])
+    def read_audit(since: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000), actor: str | None = None,
+                   who: Principal = Depends(require(Permission.READ_AUDIT))) -> list[AuditEntryOut]:
+        """Audit entries after sequence number ``since`` (auditors only)."""
+        return [AuditEntryOut(**e.as_dict()) for e in audit.entries(since_seq=since, limit=limit, actor=actor)]
+
+    @app.get("/audit/verify", response_model=AuditVerifyOut, tags=["audit"])
+    def verify_audit(who: Principal = Depends(require(Permission.READ_AUDIT))) -> AuditVerifyOut:
+        """Re-check the whole hash chain (auditors only)."""
+        result = audit.verify()
+        return AuditVerifyOut(ok=result.ok, entries=result.entries, head_hash=result.head_hash,
+                              problems=result.problems)
+
+    return app
+
+
+def _job_out(job: Any) -> JobOut:
+    d = job.as_dict()
+    return JobOut(id=d["id"], task=d["task"], status=d["status"], requester=d["requester"],
+                  created_at=d["created_at"], finished_at=d["finished_at"], error=d["error"])
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory used by the coordinator: reads ``$FEDINSIGHT_COORDINATOR_CONFIG``."""
+    from fedinsight.server.config import load_coordinator_config
+    from fedinsight.server.jobs import submit_job
+
+    path = os.environ.get(ENV_CONFIG)
+    if not path:
+        raise ConfigError(f"set {ENV_CONFIG} to the coordinator.toml path")
+    config = load_coordinator_config(path, check_files=False)
+    state = CoordinatorState.from_config(config)
+
+    def submit(task: str, options: dict[str, Any], who: Principal) -> Any:
+        return submit_job(config, state, task, federation=config.coordinator.federation, options=options,
+                          requester=f"token:{who.token_id}")
+
+    abuse = config.abuse
+    return create_app(state, federation=config.coordinator.federation, submit=submit,
+                      requests_per_second=abuse.requests_per_second, burst=abuse.burst,
+                      insight_reads_per_minute=abuse.insight_reads_per_minute, probe_window_s=abuse.probe_window_s,
+                      probe_max_variants=abuse.probe_max_variants)
