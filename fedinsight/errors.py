@@ -88,3 +88,9 @@ class DeploymentError(FedinsightError):
     """A coordinator or partner process could not be started, reached or stopped (ports, PID files, Flower)."""
 
     exit_code = 5
+
+
+class AuditVerificationError(FedinsightError):
+    """The audit log's hash chain does not verify: entries were edited or deleted."""
+
+    exit_code = 6
