@@ -17,6 +17,7 @@ running are marked failed — their Flower run died with the old SuperLink — n
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
@@ -36,6 +37,9 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from fedinsight.db import Base, make_engine
 from fedinsight.errors import ConfigError, DeploymentError, NotFoundError
+
+# dp_accounting's RDP search logs a warning per unconverged order while composing: noise on a CLI.
+logging.getLogger("absl").setLevel(logging.ERROR)
 
 STATUSES = ("submitted", "running", "completed", "failed")
 UNFINISHED = ("submitted", "running")
