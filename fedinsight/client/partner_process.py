@@ -84,6 +84,7 @@ def supernode_env(config: PartnerConfig) -> dict[str, str]:
     env.update({"FLWR_HOME": str(config.state_dir / "flwr"), "FLWR_TELEMETRY_ENABLED": "0",
                 "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
                 "PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")})
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25")  # each SecAgg+ stage waits on this poll
     return env
 
 

@@ -42,6 +42,8 @@ from fedinsight.errors import ConfigError, DeploymentError, NotFoundError
 logging.getLogger("absl").setLevel(logging.ERROR)
 
 STATUSES = ("submitted", "running", "completed", "failed")
+SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_SECONDS = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25"
+"""Flower's SuperExec polls for new app tasks every 1 s by default; each SecAgg+ stage waits on it."""
 UNFINISHED = ("submitted", "running")
 
 
@@ -222,6 +224,7 @@ def flwr_env(flwr_home: Path) -> dict[str, str]:
     env.update({"FLWR_HOME": str(flwr_home), "PATH": bindir + os.pathsep + env.get("PATH", ""),
                 "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
                 "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "NO_COLOR": "1", "TERM": "dumb"})
+    env.setdefault(SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_SECONDS)
     return env
 
 
