@@ -330,9 +330,11 @@ def parse_options(options: list[str]) -> dict[str, Any]:
         if not sep or not re.match(r"^[A-Za-z0-9_-]+$", key):
             raise ConfigError(f"--option '{item}' must be KEY=VALUE")
         try:
-            out[key] = tomllib.loads(f"v = {raw}")["v"]
+            value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
-            out[key] = raw
+            value = raw
+        # Flower run configs hold only str/int/float/bool: a TOML date or array stays the text it was.
+        out[key] = value if isinstance(value, bool | int | float | str) else raw
     return out
 
 
