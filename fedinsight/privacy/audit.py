@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, hmac
-from sqlalchemy import DateTime, Float, Integer, String, Text, event, select
+from sqlalchemy import DateTime, Float, Integer, String, Text, event, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from fedinsight.db import Base, make_engine, write_locked
@@ -164,23 +164,45 @@ class AuditLog:
         epsilon: float | None = None, detail: dict[str, Any] | None = None,
     ) -> AuditEntry:
         """Record one entry at the end of the chain (atomically with the head)."""
-        if epsilon is not None and not math.isfinite(epsilon):
-            raise ConfigError(f"audit epsilon must be finite (got {epsilon})")
-        detail_json = json.dumps(detail or {}, sort_keys=True, default=str)
-        at = _utcnow()
-        with Session(self._writer) as session, session.begin():
-            head = session.get(AuditHeadRow, 1, with_for_update=True)
-            seq, prev = (head.seq + 1, head.hash) if head is not None else (1, GENESIS)
-            canonical = _canonical(seq, at, actor, role, action, target[:512], outcome, epsilon, detail_json)
-            digest = self._entry_hash(prev, canonical)
-            session.add(AuditRow(seq=seq, at=at, actor=actor, role=role, action=action, target=target[:512],
-                                 outcome=outcome, epsilon=epsilon, detail=detail_json, prev_hash=prev, hash=digest))
+        return self.append_many([{"actor": actor, "action": action, "target": target, "outcome": outcome,
+                                  "role": role, "epsilon": epsilon, "detail": detail}])[0]
+
+    def append_many(self, items: list[dict[str, Any]]) -> list[AuditEntry]:
+        """Record several entries, in order, in one transaction (the API batches concurrent requests)."""
+        rows: list[dict[str, Any]] = []
+        for item in items:
+            epsilon = item.get("epsilon")
+            if epsilon is not None and not math.isfinite(epsilon):
+                raise ConfigError(f"audit epsilon must be finite (got {epsilon})")
+            rows.append({"actor": str(item["actor"]), "role": str(item.get("role", "")),
+                         "action": str(item["action"]), "target": str(item.get("target", ""))[:512],
+                         "outcome": str(item.get("outcome", "ok")), "epsilon": epsilon,
+                         "detail": json.dumps(item.get("detail") or {}, sort_keys=True, default=str)})
+        if not rows:
+            return []
+        head_t, log_t = AuditHeadRow.__table__, AuditRow.__table__
+        entries: list[AuditEntry] = []
+        # SQLAlchemy Core, not the ORM: this runs for every API request.
+        with self._writer.begin() as conn:
+            head = conn.execute(select(head_t.c.seq, head_t.c.hash).where(head_t.c.id == 1).with_for_update()).first()
+            seq, prev = (head.seq, head.hash) if head is not None else (0, GENESIS)
+            for row in rows:
+                seq += 1
+                at = _utcnow()
+                digest = self._entry_hash(prev, _canonical(seq, at, row["actor"], row["role"], row["action"],
+                                                           row["target"], row["outcome"], row["epsilon"],
+                                                           row["detail"]))
+                row.update(seq=seq, at=at, prev_hash=prev, hash=digest)
+                entries.append(AuditEntry(seq, at, row["actor"], row["role"], row["action"], row["target"],
+                                          row["outcome"], row["epsilon"], json.loads(row["detail"]), prev, digest))
+                prev = digest
+            conn.execute(insert(log_t), rows)
+            values = {"seq": seq, "hash": prev, "mac": self._head_mac(seq, prev)}
             if head is None:
-                session.add(AuditHeadRow(id=1, seq=seq, hash=digest, mac=self._head_mac(seq, digest)))
+                conn.execute(insert(head_t).values(id=1, **values))
             else:
-                head.seq, head.hash, head.mac = seq, digest, self._head_mac(seq, digest)
-        return AuditEntry(seq, at, actor, role, action, target[:512], outcome, epsilon, json.loads(detail_json),
-                          prev, digest)
+                conn.execute(update(head_t).where(head_t.c.id == 1).values(**values))
+        return entries
 
     @staticmethod
     def _to_entry(r: AuditRow) -> AuditEntry:

@@ -2,7 +2,8 @@
 
 Tokens look like ``fit_<id>_<secret>``. Only ``HMAC-SHA256(pepper, secret)`` is stored (the pepper is a
 0600 key file beside the database), so a leaked database does not leak usable tokens; the ``id`` part
-finds the row, and the digest is compared in constant time. Revocation takes effect on the next request.
+finds the row, and the digest is compared in constant time. Revocation takes effect within a second (the API
+remembers a verified token for one second; the store itself refuses it immediately).
 
 Roles, least privilege (see :data:`PERMISSIONS`):
 
@@ -167,16 +168,18 @@ class TokenStore:
         parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != TOKEN_PREFIX or len(parts[1]) != 16:
             return None
-        with Session(self.engine) as session:
-            row = session.get(ApiTokenRow, parts[1])
-            if row is None:
-                # Same work as a hit, so timing does not reveal which ids exist.
-                constant_time.bytes_eq(self._digest(parts[2]), bytes(32))
-                return None
-            ok = constant_time.bytes_eq(self._digest(parts[2]), bytes.fromhex(row.digest))
-            if not ok or row.revoked_at is not None:
-                return None
-            return Principal(row.id, row.name, Role(row.role), row.partner_id)
+        table = ApiTokenRow.__table__
+        with self.engine.connect() as conn:  # Core, not the ORM: once per API request
+            row = conn.execute(select(table.c.name, table.c.role, table.c.partner_id, table.c.digest,
+                                      table.c.revoked_at).where(table.c.id == parts[1])).first()
+        if row is None:
+            # Same work as a hit, so timing does not reveal which ids exist.
+            constant_time.bytes_eq(self._digest(parts[2]), bytes(32))
+            return None
+        ok = constant_time.bytes_eq(self._digest(parts[2]), bytes.fromhex(row.digest))
+        if not ok or row.revoked_at is not None:
+            return None
+        return Principal(parts[1], row.name, Role(row.role), row.partner_id)
 
 
 def token_pepper_path(state_dir: Path) -> Path:

@@ -74,25 +74,27 @@ class PublishedInsights:
         return insight_id
 
     @staticmethod
-    def _to(row: PublishedInsightRow) -> PublishedInsight:
+    def _to(row: Any) -> PublishedInsight:
         return PublishedInsight(row.id, row.job_id, row.name, row.kind, row.epsilon, json.loads(row.payload),
                                 row.created_at)
 
+    # Reads use SQLAlchemy Core: they run once per API request.
     def list(self, *, limit: int = 50, offset: int = 0, job_id: str | None = None) -> list[PublishedInsight]:
-        with Session(self.engine) as session:
-            query = select(PublishedInsightRow).order_by(PublishedInsightRow.created_at.desc(),
-                                                         PublishedInsightRow.id)
-            if job_id is not None:
-                query = query.where(PublishedInsightRow.job_id == job_id)
-            return [self._to(r) for r in session.scalars(query.limit(limit).offset(offset))]
+        t = PublishedInsightRow.__table__
+        query = select(t).order_by(t.c.created_at.desc(), t.c.id).limit(limit).offset(offset)
+        if job_id is not None:
+            query = query.where(t.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            return [self._to(r) for r in conn.execute(query)]
 
     def count(self) -> int:
-        with Session(self.engine) as session:
-            return int(session.scalar(select(func.count()).select_from(PublishedInsightRow)) or 0)
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(PublishedInsightRow.__table__)).scalar() or 0)
 
     def get(self, insight_id: str) -> PublishedInsight:
-        with Session(self.engine) as session:
-            row = session.get(PublishedInsightRow, insight_id)
-            if row is None:
-                raise NotFoundError(f"no published insight with id '{insight_id}'")
-            return self._to(row)
+        t = PublishedInsightRow.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t).where(t.c.id == insight_id)).first()
+        if row is None:
+            raise NotFoundError(f"no published insight with id '{insight_id}'")
+        return self._to(row)

@@ -175,14 +175,35 @@ def _ledger(run_config: dict[str, Any]):  # type: ignore[no-untyped-def]
     return PrivacyLedger(str(run_config["ledger-url"]) if "ledger-url" in run_config else None)
 
 
+class _TimedRounds:
+    """Wraps a fit workflow and records each round's wall time (for the job summary and benchmarks)."""
+
+    def __init__(self, fit_workflow: Any) -> None:
+        self.fit_workflow = fit_workflow
+        self.seconds: list[float] = []
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        started = time.perf_counter()
+        self.fit_workflow(grid, context)
+        self.seconds.append(time.perf_counter() - started)
+
+
 def run(grid: Grid, context: Context) -> None:
     """Train the DP logistic-regression propensity model with SecAgg+ (see the module docstring)."""
+    train(grid, context, secure=True)
+
+
+def train(grid: Grid, context: Context, *, secure: bool = True, init_weights: list[np.ndarray] | None = None
+          ) -> dict[str, Any]:
+    """The training job; returns its summary. ``secure=False`` (plain FedAvg: the server sees every update)
+    exists only so ``benchmarks/deploy.py`` can time both side by side — the ``secagg`` task never uses it."""
     import flwr.compat.common.recorddict_compat as compat
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow
     from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+    from flwr.server.workflow.default_workflows import default_fit_workflow
 
     from fedinsight.client.secagg import NUM_FEATURES
     from fedinsight.models.dp_logreg import get_weights, make_model
@@ -203,18 +224,20 @@ def run(grid: Grid, context: Context) -> None:
                                   requester=str(run_config.get("requester", "")))
 
     extra = {k: run_config[k] for k in ("data-root",) if k in run_config}
-    init = get_weights(make_model(NUM_FEATURES))
+    init = init_weights if init_weights is not None else get_weights(make_model(NUM_FEATURES))
     strategy = FedAvg(
         fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=job.partners, min_evaluate_clients=0,
         min_available_clients=job.partners, initial_parameters=ndarrays_to_parameters(init),
         on_fit_config_fn=lambda rnd: job.fit_config(rnd, extra), accept_failures=True,
     )
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=job.rounds), strategy=strategy)
-    workflow = DefaultWorkflow(fit_workflow=_strict_workflow(
+    fit = _strict_workflow(
         num_shares=job.num_shares, reconstruction_threshold=job.threshold, clipping_range=job.clipping_range,
         # Every partner reports weight 1; max-weight 1 keeps the weighting factor from scaling the update
         # down before quantisation (Flower's default 1000 would cost three digits of precision).
-        max_weight=1.0, timeout=job.secagg_timeout))
+        max_weight=1.0, timeout=job.secagg_timeout) if secure else default_fit_workflow
+    rounds = _TimedRounds(fit)
+    workflow = DefaultWorkflow(fit_workflow=rounds)
     started = time.perf_counter()
     workflow(grid, legacy)
     elapsed = time.perf_counter() - started
@@ -225,7 +248,8 @@ def run(grid: Grid, context: Context) -> None:
         raise ConfigError("secure aggregation produced no update (too many partners dropped out?)")
     summary = {
         "job-id": job_id, "rounds": job.rounds, "partners": sorted(names.values()), "num-shares": job.num_shares,
-        "threshold": job.threshold, "seconds": round(elapsed, 3),
+        "threshold": job.threshold, "seconds": round(elapsed, 3), "secure": secure,
+        "round-seconds": [round(r, 4) for r in rounds.seconds],
         "epsilon-after": {p: round(e, 6) for p, e in sorted(epsilon_after.items())},
         "weights": [float(v) for w in weights for v in np.ravel(w)],
     }
@@ -236,3 +260,4 @@ def run(grid: Grid, context: Context) -> None:
 
         PublishedInsights(None).publish(job_id=job_id, name="propensity-model (secagg)", kind="model",
                                         payload=summary, epsilon=max(epsilon_after.values()))
+    return summary
