@@ -275,6 +275,19 @@ def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | Non
     return path, findings
 
 
+
+def init_federation(root: str | Path) -> list[Path]:
+    """:func:`init_partner` in every partner folder under ``root`` that has no policy yet.
+
+    For simulations of data fedinsight generated itself (built-in datasets, ``data synth``): the
+    identifier columns it planted are declared ``drop``. Real partners run ``partner init`` and review.
+    """
+    written = []
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (folder / POLICY_FILE).exists():
+            written.append(init_partner(folder)[0])
+    return written
+
 # --- column decisions ------------------------------------------------------------------------------------
 
 
