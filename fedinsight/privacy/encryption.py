@@ -72,7 +72,8 @@ def decrypt_bytes(blob: bytes, ring: KeyRing, *, context: str = "", where: str =
     if key is None:
         raise KeyFileError(
             f"{where} was encrypted with key '{kid}', which is not in the key ring {ring.source} "
-            f"(it holds {', '.join(k.key_id for k in ring.keys)}); restore the ring file that has it"
+            f"(it holds {', '.join(k.key_id for k in ring.keys)}); restore the ring file that has it, "
+            f"or restore the file if its header was modified"
         )
     header_end = len(MAGIC) + 1 + len(kid) + NONCE_BYTES
     header = blob[:header_end]
