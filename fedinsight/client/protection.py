@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fedinsight.data.schema import TABLES, PartnerData
 from fedinsight.errors import KeyFileError, PiiDetectedError, ProtectionPolicyError
@@ -387,11 +389,12 @@ class ProtectedPartner:
         else:
             consenting = set(data.customers.loc[mask.to_numpy(), CUSTOMER_KEY])  # type: ignore[union-attr]
         allowed = consenting - erased
+        allowed_set = pa.array(sorted(allowed), type=pa.large_string())
         out = PartnerData(partner_id=data.partner_id, meta=dict(data.meta))
         for name, frame in data.tables().items():
             assert isinstance(frame, pd.DataFrame)
             if CUSTOMER_KEY in frame.columns:
-                frame = frame.loc[frame[CUSTOMER_KEY].isin(allowed).to_numpy()].reset_index(drop=True)
+                frame = frame.loc[_isin(frame[CUSTOMER_KEY], allowed_set)].reset_index(drop=True)
             setattr(out, name, frame)
         out.meta["protection"] = {
             "policy": self.policy.fingerprint,
@@ -407,6 +410,12 @@ class ProtectedPartner:
         return out
 
 
+def _isin(values: pd.Series, allowed: pa.Array) -> np.ndarray:
+    """``values.isin(allowed)`` done by Arrow (pandas' string isin boxes every value: ~10x slower)."""
+    column = pa.array(values.astype("string").array, from_pandas=True).cast(pa.large_string())
+    return np.asarray(pc.is_in(column, value_set=allowed).fill_null(False), dtype=bool)
+
+
 def _customer_ids(raw: PartnerData) -> pd.Series:
     if raw.customers is not None:
         return raw.customers[CUSTOMER_KEY]  # type: ignore[index]
@@ -419,7 +428,7 @@ def protect(raw: PartnerData, policy: ProtectionPolicy) -> ProtectedPartner:
     """Scan, apply the column policy and tokenize. ``raw`` is not modified; drop it afterwards."""
     tables = {name: frame for name, frame in raw.tables().items()}
     decisions, findings = plan_columns(tables, policy)  # type: ignore[arg-type]
-    tokenizer = Tokenizer(policy.tokenization_ring(), policy.collaboration_ring())
+    tokenizer = Tokenizer(policy.tokenization_ring(), policy.collaboration_ring(), memo=True)
     out = PartnerData(partner_id=raw.partner_id, meta=dict(raw.meta))
     actions = {(d.table, d.column): d.action for d in decisions}
     for name, frame in tables.items():

@@ -18,7 +18,7 @@ key columns gives unrelated tokens. Tokens are truncated to 128 bits: collisions
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -45,26 +45,40 @@ class _Hmac:
     def __call__(self, value: str) -> str:
         h = self._base.copy()
         h.update(value.encode("utf-8"))
-        return self._prefix + h.finalize().hex()[:TOKEN_HEX_CHARS]
+        return self._prefix + h.finalize()[: TOKEN_HEX_CHARS // 2].hex()
 
 
-def _map_unique(values: pd.Series, fn: _Hmac, normalise) -> pd.Series:  # type: ignore[no-untyped-def]
+def _map_unique(
+    values: pd.Series, fn: _Hmac, normalise: Callable[[str], str], memo: dict[str, str] | None = None
+) -> pd.Series:
     """Apply ``fn`` once per distinct non-null value; nulls stay null; the result is a string column."""
     present = values.notna()
     text = values[present].astype(str)
     uniques = pd.unique(text.to_numpy())
-    table = {u: fn(normalise(u)) for u in uniques}
+    memo = {} if memo is None else memo
+    for u in uniques:
+        if u not in memo:
+            memo[u] = fn(normalise(u))
     out = pd.Series(pd.NA, index=values.index, dtype="string")
-    out[present] = text.map(table).astype("string")
+    out[present] = text.map(memo).astype("string")
     return out
 
 
 class Tokenizer:
     """Turns raw ids into partner tokens (and, with a collaboration key, link tokens)."""
 
-    def __init__(self, ring: KeyRing, collaboration: KeyRing | None = None) -> None:
+    def __init__(self, ring: KeyRing, collaboration: KeyRing | None = None, *, memo: bool = False) -> None:
+        """``memo``: remember tokens per (namespace, key) while this object lives, so a key column that
+        appears in several tables is hashed once. The memo holds raw ids in memory: use it only for a
+        tokenizer that is discarded right after the load (as the protection pipeline does)."""
         self.ring = ring
         self.collaboration = collaboration
+        self._memo: dict[tuple[str, str], dict[str, str]] | None = {} if memo else None
+
+    def _memo_for(self, namespace: str, key_id: str | None) -> dict[str, str] | None:
+        if self._memo is None:
+            return None
+        return self._memo.setdefault((namespace, key_id or self.key_id), {})
 
     @property
     def key_id(self) -> str:
@@ -83,7 +97,7 @@ class Tokenizer:
 
     def tokenize(self, values: pd.Series, namespace: str = "customer_id", *, key_id: str | None = None) -> pd.Series:
         """Tokens for a column (same index; nulls stay null) under the active key or a named ring key."""
-        return _map_unique(values, self._fn(namespace, key_id), str.strip)
+        return _map_unique(values, self._fn(namespace, key_id), str.strip, self._memo_for(namespace, key_id))
 
     def tokens(self, values: Iterable[str], namespace: str = "customer_id", *, key_id: str | None = None) -> np.ndarray:
         """Tokens for a sequence of ids, as an array of str."""
