@@ -143,3 +143,17 @@ def test_partner_check_cli_reports_counts_but_no_values(partner, capsys):
     raw = pd.read_csv(partner / "customers.csv", dtype=str)
     assert not any(v in out for v in raw["customer_id"].head(50)) and "@" not in out
     assert main(["partner", "check", "--data", str(partner), "--purpose", "sales"]) == 2
+
+
+def test_consent_columns_survive_a_drop_everything_policy(partner):
+    init_partner(partner)
+    customers = pd.read_csv(partner / "customers.csv", dtype=str)
+    customers["consent_training"] = "false"
+    customers["loyalty_tier"] = "gold"
+    customers.to_csv(partner / "customers.csv", index=False)
+    policy = partner / "protection.toml"
+    policy.write_text(policy.read_text().replace('undeclared-columns = "keep"', 'undeclared-columns = "drop"'))
+    protected = load_protected(partner)
+    assert "loyalty_tier" not in protected.data.customers.columns
+    assert protected.for_purpose("training").meta["protection"]["customers_used"] == 0  # opted out of training
+    assert protected.for_purpose("analytics").meta["protection"]["customers_used"] > 0

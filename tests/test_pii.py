@@ -98,3 +98,45 @@ def test_declared_columns_pass_and_pii_in_a_schema_column_is_caught():
     decisions, _ = plan_columns({"customers": frame}, ProtectionPolicy(columns={"customers.region": "drop"}))
     assert {(d.column, d.action, d.reason) for d in decisions} == {
         ("customer_id", "tokenize", "always"), ("region", "drop", "declared"), ("contact", "keep", "undeclared")}
+
+
+def test_scan_and_init_cli_name_columns_never_values(tmp_path, capsys):
+    from fedinsight.cli import main
+
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "customers.csv").write_text(
+        "customer_id,consent,mobile,notes\n"
+        + "".join(f"c{i},true,+86 138 0013 {8000 + i},likes tea\n" for i in range(30)))
+    capsys.readouterr()
+    assert main(["data", "scan", str(folder), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "customers.mobile" in captured.out and "UNDECLARED" in captured.out
+    assert "0013" not in captured.out + captured.err and "c1" not in captured.err
+    assert main(["partner", "init", "--data", str(folder)]) == 0
+    assert '"customers.mobile" = "drop"' in (folder / "protection.toml").read_text()
+    assert main(["partner", "init", "--data", str(folder)]) == 2  # never silently replaced
+    assert main(["data", "scan", str(folder)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[columns]\ncustomer_id = "keep"\n', "always tokenized"),
+        ('[columns]\n"customers.phone" = "hide"\n', "drop, tokenize, keep"),
+        ('[colums]\n', "unknown section"),
+        ('[keys]\ntokenization-file = "a"\nencryption-file = "b"\nencryption-env = "X"\n', "not both"),
+        ('[partner]\nstate-dir = "s"\n', "must name tokenization-file"),
+        ('[consent]\nmissing = "maybe"\n', "deny, allow"),
+        ("not = [valid", "not valid TOML"),
+    ],
+)
+def test_policy_mistakes_are_refused_with_what_to_fix(tmp_path, text, message):
+    from fedinsight.client.protection import load_policy
+    from fedinsight.errors import ProtectionPolicyError
+
+    keys = '[keys]\ntokenization-file = "t.key"\nencryption-file = "e.key"\n'
+    path = tmp_path / "protection.toml"
+    path.write_text(text if "[keys]" in text or "must name" in message or "TOML" in message else text + keys)
+    with pytest.raises(ProtectionPolicyError, match=message):
+        load_policy(path)

@@ -20,7 +20,7 @@ from flwr.app import Context
 from fedinsight.client.protection import PartnerVault, ProtectedPartner, ProtectionPolicy, find_policy, load_protected
 from fedinsight.data.schema import PartnerData
 from fedinsight.errors import ConfigError
-from fedinsight.privacy.consent import ErasureRegister, resolve_purpose
+from fedinsight.privacy.consent import erasure_register, resolve_purpose
 
 
 def partner_data_path(context: Context, config: dict[str, object] | None = None) -> Path:
@@ -85,7 +85,7 @@ def load_partner_data(
         purpose or (str(config["purpose"]) if "purpose" in config else None),
         str(config["task"]) if "task" in config else None,
     )
-    return protected.for_purpose(chosen, ErasureRegister(policy.register_url))
+    return protected.for_purpose(chosen, erasure_register(policy.register_url))
 
 
 def partner_vault(context: Context, config: dict[str, object] | None = None) -> PartnerVault:

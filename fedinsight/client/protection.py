@@ -41,7 +41,14 @@ import pyarrow.compute as pc
 
 from fedinsight.data.schema import TABLES, PartnerData
 from fedinsight.errors import KeyFileError, PiiDetectedError, ProtectionPolicyError
-from fedinsight.privacy.consent import MISSING_CONSENT, PURPOSES, ErasureReceipt, ErasureRegister, consent_mask
+from fedinsight.privacy.consent import (
+    MISSING_CONSENT,
+    PURPOSES,
+    ErasureReceipt,
+    ErasureRegister,
+    consent_mask,
+    erasure_register,
+)
 from fedinsight.privacy.encryption import (
     arrays_from_bytes,
     arrays_to_bytes,
@@ -317,6 +324,8 @@ def plan_columns(tables: Mapping[str, pd.DataFrame], policy: ProtectionPolicy) -
     """Decide every column's action; undeclared personal data raises PiiDetectedError (all at once)."""
     findings = scan_tables(dict(tables))
     by_column = {(f.table, f.column): f for f in findings}
+    consent_columns = {policy.consent_column, *policy.consent_purposes.values(),
+                       *(f"{policy.consent_column}_{p}" for p in PURPOSES)}
     decisions: list[ColumnDecision] = []
     undeclared: list[PiiFinding] = []
     for table, frame in tables.items():
@@ -332,6 +341,8 @@ def plan_columns(tables: Mapping[str, pd.DataFrame], policy: ProtectionPolicy) -
                 undeclared.append(finding)
             elif spec is not None and column in spec.column_names:
                 decisions.append(ColumnDecision(table, column, SCHEMA_DEFAULTS.get(column, "keep"), "schema default"))
+            elif table == "customers" and column in consent_columns:
+                decisions.append(ColumnDecision(table, column, "keep", "consent"))  # the purpose filter needs it
             else:
                 decisions.append(ColumnDecision(table, column, policy.undeclared, "undeclared"))
     if undeclared:
@@ -379,7 +390,7 @@ class ProtectedPartner:
     def for_purpose(self, purpose: str | None, register: ErasureRegister | None = None) -> PartnerData:
         """The tables restricted to customers who consent to ``purpose`` (None: every purpose) and are
         not forgotten. ``meta['protection']`` says what was removed (it stays on the partner)."""
-        register = register or ErasureRegister(self.policy.register_url)
+        register = register or erasure_register(self.policy.register_url)
         data = self.data
         erased = self.erased(register)
         mask = consent_mask(data.customers, purpose, column=self.policy.consent_column,  # type: ignore[arg-type]
@@ -468,7 +479,7 @@ def forget_customers(ids: list[str], policy: ProtectionPolicy, *, note: str = ""
     tokenizer = Tokenizer(policy.tokenization_ring())
     series = pd.Series(ids, dtype="string")
     tokens = {k.key_id: list(tokenizer.tokenize(series, key_id=k.key_id)) for k in tokenizer.ring.keys}
-    return ErasureRegister(policy.register_url).record(tokens, note=note)
+    return erasure_register(policy.register_url).record(tokens, note=note)
 
 
 def read_customer_list(path: str | Path) -> list[str]:
@@ -511,7 +522,7 @@ class PartnerVault:
         self.policy = policy
         self.ring = policy.encryption_ring()
         self.root = policy.state_dir / "artifacts"
-        self.register = ErasureRegister(policy.register_url)
+        self.register = erasure_register(policy.register_url)
 
     def path(self, name: str) -> Path:
         if not _NAME.fullmatch(name):

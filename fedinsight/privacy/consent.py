@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -244,3 +245,20 @@ class ErasureRegister:
         if when is None:
             return []
         return [a for a in self.artifacts() if a.created_at <= when]
+
+
+_REGISTERS: dict[str, ErasureRegister] = {}
+
+
+def erasure_register(url: str) -> ErasureRegister:
+    """One register (and one connection pool) per database per process: jobs load data every round.
+
+    A SQLite file that disappeared (a partner reset its state folder) gets a fresh register.
+    """
+    register = _REGISTERS.get(url)
+    path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
+    if register is None or (path and path != ":memory:" and not Path(path).exists()):
+        if register is not None:
+            register.engine.dispose()
+        register = _REGISTERS[url] = ErasureRegister(url)
+    return register
