@@ -157,3 +157,19 @@ def test_consent_columns_survive_a_drop_everything_policy(partner):
     assert "loyalty_tier" not in protected.data.customers.columns
     assert protected.for_purpose("training").meta["protection"]["customers_used"] == 0  # opted out of training
     assert protected.for_purpose("analytics").meta["protection"]["customers_used"] > 0
+
+
+def test_collaboration_key_adds_link_tokens_shared_across_partners(synth_root, tmp_path):
+    from fedinsight.privacy.keys import generate_keyring
+
+    collab = generate_keyring(tmp_path / "collab.key", "collaboration")
+    loaded = []
+    for name in ("bank", "shop"):
+        folder = tmp_path / name
+        shutil.copytree(synth_root, folder)
+        init_partner(folder, collaboration_key=tmp_path / "collab.key")
+        loaded.append(load_protected(folder).data.customers)
+    bank, shop = loaded
+    assert set(bank["customer_link"]) == set(shop["customer_link"])  # same people, same link tokens ...
+    assert not set(bank["customer_id"]) & set(shop["customer_id"])  # ... but unrelated partner tokens
+    assert all(t.startswith("lk_") for t in bank["customer_link"]) and collab.kind == "collaboration"
