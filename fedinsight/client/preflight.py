@@ -6,11 +6,15 @@ refusal carries the pipeline's error message, which by construction never contai
 
 from __future__ import annotations
 
+import logging
+
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedinsight.client.app import app
 from fedinsight.client.partner_data import load_partner_data, partner_id
 from fedinsight.errors import FedinsightError
+
+logger = logging.getLogger(__name__)
 
 
 @app.query("preflight")
@@ -21,8 +25,11 @@ def preflight(msg: Message, context: Context) -> Message:
                            "dropped": [], "tokenized": []})
     try:
         report = load_partner_data(context, config).meta["protection"]
-    except FedinsightError as exc:
+    except FedinsightError as exc:  # our messages are value-free by construction
         record["status"], record["error"] = "refused", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a library's message might quote a data value: only its type leaves the partner
+        logger.exception("preflight failed on this partner")
+        record["status"], record["error"] = "error", f"{type(exc).__name__} (details are in the partner's log)"
     else:
         assert isinstance(report, dict)
         record["policy"] = str(report["policy"])
