@@ -20,6 +20,7 @@ SERVER_TASKS: dict[str, str] = {
     "propensity": "fedinsight.server.propensity",
     "insights": "fedinsight.server.insights",
     "recommend": "fedinsight.server.recommend",
+    "preflight": "fedinsight.server.preflight",
 }
 """task name -> module exposing ``run(grid: Grid, context: Context) -> None``."""
 
@@ -36,5 +37,7 @@ def task_runner(task: str) -> Callable[[Grid, Context], None]:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Dispatch to the task named in the run config."""
-    task_runner(str(context.run_config.get("task", "")))(grid, context)
+    """Dispatch to the task named in the run config (recording messages if FEDINSIGHT_CAPTURE_DIR is set)."""
+    from fedinsight.server.capture import capture_if_requested
+
+    task_runner(str(context.run_config.get("task", "")))(capture_if_requested(grid), context)
