@@ -173,6 +173,322 @@ def demo(
 
 # --- partner data protection (tokenize, keys, forget) -----------------------------------------------
 
+partner_app = typer.Typer(
+    help="Partner-side data protection: policy, keys, consent checks, erasure, encrypted storage.",
+    no_args_is_help=True,
+)
+app.add_typer(partner_app, name="partner")
+keys_app = typer.Typer(help="Generate, rotate and list partner-held secret keys (files mode 0600).",
+                       no_args_is_help=True)
+partner_app.add_typer(keys_app, name="keys")
+
+
+def _policy_for(data: Path | None, policy: Path | None):  # type: ignore[no-untyped-def]
+    from fedinsight.client.protection import find_policy, load_policy
+    from fedinsight.errors import ConfigError
+
+    if policy is not None:
+        return load_policy(policy)
+    if data is not None:
+        return find_policy(data)
+    raise ConfigError("say which partner: pass --data FOLDER (its protection.toml is used) or --policy FILE")
+
+
+def _emit(payload: object, table: Table | None, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(payload, default=str))
+    elif table is not None:
+        out.print(table)
+
+
+@data_app.command("scan")
+def data_scan(
+    path: Path = typer.Argument(..., help="A partner folder, or a folder of partner folders."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+) -> None:
+    """Scan partner files for direct identifiers and show what each partner's policy does with them.
+
+    Prints table, column, kind and an example *pattern* (never a value). Exit code 2 if a column that
+    looks like personal data is not declared in that partner's protection.toml.
+
+    Example: fedinsight data scan data/synth
+    """
+    from fedinsight.client.protection import CUSTOMER_KEY, find_policy
+    from fedinsight.data.federation import load_partner_folder
+    from fedinsight.errors import PiiDetectedError
+    from fedinsight.privacy.pii import KINDS, scan_tables
+
+    rows = []
+    with _progress() as progress:
+        partners = load_partner_folder(path)
+        task = progress.add_task("scanning partners", total=len(partners))
+        for pid, data in partners.items():
+            policy = find_policy(Path(str(data.meta["source"])))
+            for f in scan_tables(data.tables()):  # type: ignore[arg-type]
+                declared = "tokenize" if f.column == CUSTOMER_KEY else policy.declared(f.table, f.column)
+                rows.append({"partner": pid, "column": f.where, "kind": f.kind, "example": KINDS[f.kind].example,
+                             "by": f.by, "share": f.share, "action": declared or "UNDECLARED",
+                             "policy": str(policy.source or "built-in default")})
+            progress.advance(task)
+    table = Table(title=f"personal data found in {path}")
+    for col in ("partner", "column", "kind", "example pattern", "judged by", "action"):
+        table.add_column(col)
+    for r in rows:
+        by = "name" if r["by"] == "column name" else f"{r['share']:.0%} of values"
+        table.add_row(r["partner"], r["column"], r["kind"], r["example"], by, r["action"])
+    _emit({"findings": rows}, table, as_json)
+    undeclared = [r for r in rows if r["action"] == "UNDECLARED"]
+    if undeclared:
+        where = ", ".join(f"{r['partner']}: {r['column']}" for r in undeclared)
+        raise PiiDetectedError(f"{len(undeclared)} undeclared column(s) look like personal data ({where}); declare "
+                               f"them in each partner's protection.toml ('fedinsight partner init --data FOLDER')")
+
+
+@partner_app.command("init")
+def partner_init(
+    data: Path = typer.Option(..., "--data", help="This partner's data folder."),
+    collaboration_key: Path | None = typer.Option(None, help="A collaboration key ring shared by all partners."),
+    overwrite: bool = typer.Option(False, help="Replace an existing protection.toml (keys are kept)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Write DATA/protection.toml with every detected identifier column set to "drop", and create the keys.
+
+    Review the file: change "drop" to "tokenize" for keys you need to join on, or "keep" where a
+    column only looks like personal data.
+
+    Example: fedinsight partner init --data /srv/partner
+    """
+    from fedinsight.client.protection import init_partner
+
+    path, findings = init_partner(data, collaboration_key=collaboration_key, overwrite=overwrite)
+    table = Table(title=f"wrote {path}")
+    table.add_column("column")
+    table.add_column("looks like")
+    table.add_column("declared")
+    for f in findings:
+        table.add_row(f.where, f.kind, "tokenize (always)" if f.column == "customer_id" else "drop")
+    _emit({"policy": str(path), "declared_drop": [f.where for f in findings if f.column != "customer_id"]},
+          table, as_json)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    kind: str = typer.Option(..., help="tokenization, encryption or collaboration"),
+    out_file: Path = typer.Option(..., "--out", help="Key ring file to create (mode 0600)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create a new key ring with one fresh 256-bit key. Refuses to replace an existing ring.
+
+    Example: fedinsight partner keys generate --kind tokenization --out keys/tokenization.key
+    """
+    from fedinsight.privacy.keys import generate_keyring
+
+    ring = generate_keyring(out_file, kind)
+    _emit({"file": str(out_file), "kind": ring.kind, "active": ring.active.key_id}, None, as_json)
+    if not as_json:
+        out.print(f"{kind} key {ring.active.key_id} written to {out_file} (mode 0600); back it up securely")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    file: Path = typer.Argument(..., help="Key ring file."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add a new active key; the old one is kept as retired (opens old files, recognises old tokens).
+
+    After rotating a tokenization key, customer tokens change: retrain customer-level artifacts.
+
+    Example: fedinsight partner keys rotate keys/tokenization.key
+    """
+    from fedinsight.privacy.keys import rotate_keyring
+
+    ring = rotate_keyring(file)
+    _emit({"file": str(file), "active": ring.active.key_id, "retired": [k.key_id for k in ring.retired]}, None,
+          as_json)
+    if not as_json:
+        out.print(f"{file}: active key is now {ring.active.key_id}; {len(ring.retired)} retired key(s) kept")
+
+
+@keys_app.command("list")
+def keys_list(
+    file: Path = typer.Argument(..., help="Key ring file."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show a ring's key ids, status and creation time (never the secrets).
+
+    Example: fedinsight partner keys list keys/encryption.key
+    """
+    from fedinsight.privacy.keys import load_keyring
+
+    ring = load_keyring(file)
+    table = Table(title=f"{ring.kind} keys in {file}")
+    for col in ("key id", "status", "created"):
+        table.add_column(col)
+    for k in ring.keys:
+        table.add_row(k.key_id, k.status, k.created)
+    _emit({"kind": ring.kind, "keys": [{"id": k.key_id, "status": k.status, "created": k.created}
+                                       for k in ring.keys]}, table, as_json)
+
+
+@partner_app.command("check")
+def partner_check(
+    data: Path = typer.Option(..., "--data", help="This partner's data folder."),
+    policy: Path | None = typer.Option(None, help="Protection policy (default: DATA/protection.toml)."),
+    purpose: str | None = typer.Option(None, help="analytics, training or recommendation (default: all)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run the protection pipeline on this partner's data, in memory, and show what a job would get.
+
+    Example: fedinsight partner check --data /srv/partner --purpose training
+    """
+    from fedinsight.client.protection import load_protected
+    from fedinsight.privacy.consent import resolve_purpose
+
+    chosen = resolve_purpose(purpose)
+    with _progress() as progress:
+        task = progress.add_task("scan, tokenize, consent filter", total=2)
+        protected = load_protected(data, _policy_for(data, policy))
+        progress.advance(task)
+        report = dict(protected.for_purpose(chosen).meta["protection"])  # type: ignore[arg-type]
+        progress.advance(task)
+    report["policy_file"] = str(protected.policy.source or "built-in default")
+    table = Table(title=f"protection of {data}")
+    table.add_column("item")
+    table.add_column("value")
+    for key, value in report.items():
+        table.add_row(key, ", ".join(value) if isinstance(value, list) else f"{value:,}" if isinstance(value, int)
+                      else str(value))
+    _emit(report, table, as_json)
+
+
+@partner_app.command("forget")
+def partner_forget(
+    customers: Path = typer.Option(..., "--customers", help="Ids to forget: one per line, or CSV with customer_id."),
+    data: Path | None = typer.Option(None, "--data", help="This partner's data folder (its policy is used)."),
+    policy: Path | None = typer.Option(None, help="Protection policy file."),
+    note: str = typer.Option("", help="A reference for the request (ticket number); no personal data."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Record erasure requests: these customers are excluded from every later job, for every purpose.
+
+    Stores keyed tokens only (never the ids) and lists stored artifacts that predate the request and
+    must be retrained.
+
+    Example: fedinsight partner forget --customers erasure-2025-06.txt --data /srv/partner
+    """
+    from fedinsight.client.protection import forget_customers, read_customer_list
+
+    chosen = _policy_for(data, policy)
+    ids = read_customer_list(customers)
+    receipt = forget_customers(ids, chosen, note=note)
+    payload = {"request_id": receipt.request_id, "customers": receipt.customers,
+               "newly_forgotten": receipt.new_customers, "requested_at": receipt.requested_at.isoformat(),
+               "retrain": [{"name": a.name, "kind": a.kind, "created_at": a.created_at.isoformat(),
+                            "job_id": a.job_id} for a in receipt.stale_artifacts]}
+    table = Table(title=f"erasure request {receipt.request_id}: {receipt.customers:,} customer(s), "
+                        f"{receipt.new_customers:,} newly forgotten; artifacts to retrain")
+    for col in ("artifact", "kind", "created (UTC)", "job"):
+        table.add_column(col)
+    for a in receipt.stale_artifacts:
+        table.add_row(a.name, a.kind, f"{a.created_at:%Y-%m-%d %H:%M:%S}", a.job_id)
+    _emit(payload, table, as_json)
+
+
+@partner_app.command("artifacts")
+def partner_artifacts(
+    data: Path | None = typer.Option(None, "--data", help="This partner's data folder."),
+    policy: Path | None = typer.Option(None, help="Protection policy file."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List stored artifacts, whether each opens and authenticates, and which predate the last erasure.
+
+    Exit code 5 if any stored file fails authentication (tampered or not encrypted).
+
+    Example: fedinsight partner artifacts --data /srv/partner
+    """
+    from fedinsight.client.protection import PartnerVault
+    from fedinsight.errors import TamperedDataError
+
+    vault = PartnerVault(_policy_for(data, policy))
+    checks = dict(vault.verify())
+    stale = {a.name for a in vault.register.artifacts_before()}
+    rows = [{"name": a.name, "kind": a.kind, "created_at": a.created_at.isoformat(), "job_id": a.job_id,
+             "retrain": a.name in stale, "integrity": checks.pop(a.name, "missing")}
+            for a in vault.register.artifacts()]
+    rows += [{"name": n, "kind": "?", "created_at": "", "job_id": "", "retrain": False, "integrity": s}
+             for n, s in checks.items()]
+    table = Table(title=f"artifacts in {vault.root}")
+    for col in ("artifact", "kind", "created (UTC)", "retrain", "integrity"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["kind"], r["created_at"], "yes" if r["retrain"] else "", r["integrity"])
+    _emit({"artifacts": rows, "forgotten_customers": vault.register.count()}, table, as_json)
+    bad = [r["name"] for r in rows if r["integrity"] != "ok"]
+    if bad:
+        raise TamperedDataError(f"{len(bad)} stored artifact(s) failed to open: {', '.join(bad)}")
+
+
+@simulate_app.command("preflight")
+def simulate_preflight(
+    dataset: str = typer.Option(..., help="Folder of partner folders (partner-0, partner-1, ...) or a built-in."),
+    partners: int = typer.Option(3, help="Number of partners (a folder's partner count wins)."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder (report; built-in data is written here)."),
+    purpose: str = typer.Option("analytics", help="analytics, training or recommendation."),
+    seed: int = typer.Option(0, help="Partition seed for built-in datasets."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Ask every simulated partner to load its data through the protection pipeline; release nothing else.
+
+    Built-in datasets are split into partners under OUT/partners, each given a policy that drops the
+    identifier columns fedinsight itself generated; a folder is used in place, with its own policies.
+
+    Example: fedinsight simulate preflight --dataset data/synth --out runs/preflight
+    """
+    from fedinsight.client.protection import init_federation
+    from fedinsight.data.atomic import atomic_output_dir
+    from fedinsight.data.federation import PartitionSpec, load_federation, write_partner_folder
+    from fedinsight.privacy.consent import resolve_purpose
+    from fedinsight.server.simulation import run_simulation
+
+    resolve_purpose(purpose)
+    root = Path(dataset)
+    with _progress() as progress:
+        if root.is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("partner-"))
+            partners = len(found)
+            expected = [f"partner-{k}" for k in range(partners)]
+            if found != expected:
+                from fedinsight.errors import ConfigError
+
+                raise ConfigError(f"{root} must hold partner-0 ... partner-N folders (found: {', '.join(found)})")
+            data_root = root.resolve()
+        else:
+            task = progress.add_task(f"writing {dataset} for {partners} partners", total=1)
+            parts = load_federation(dataset, PartitionSpec(partners=partners, seed=seed))
+            with atomic_output_dir(out_dir / "partners", overwrite=True) as tmp:
+                write_partner_folder(dict(zip([f"partner-{k}" for k in range(partners)], parts.values(),
+                                              strict=True)), tmp)
+                init_federation(tmp)
+            data_root = (out_dir / "partners").resolve()
+            progress.advance(task)
+        task = progress.add_task(f"preflight on {partners} partners", total=1)
+        context = run_simulation({"task": "preflight", "partners": partners, "data-root": str(data_root),
+                                  "purpose": purpose}, partners)
+        progress.advance(task)
+    rows = json.loads(str(context.state["preflight"]["report"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "preflight.json").write_text(json.dumps(rows, indent=2))
+    table = Table(title=f"preflight ({purpose}) of {len(rows)} partners")
+    for col in ("partner", "status", "policy", "dropped", "error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["partner"], r["status"], r.get("policy", ""), ", ".join(r.get("dropped", [])), r["error"])
+    _emit({"partners": rows}, table, as_json)
+    if any(r["status"] != "ok" for r in rows):
+        from fedinsight.errors import ProtectionPolicyError
+
+        raise ProtectionPolicyError("some partners refused to load their data; see the table above")
+
 
 # --- deployment: certs, coordinator, partner, job, tokens, audit ---------------------------------------
 
@@ -180,12 +496,12 @@ certs_app = typer.Typer(help="Create the CA, the coordinator's TLS certificate a
                         no_args_is_help=True)
 coordinator_app = typer.Typer(help="Run the coordinator: SuperLink (TLS, partner auth) + insights API.",
                               no_args_is_help=True)
-partner_app = typer.Typer(help="Run a partner's SuperNode against the coordinator.", no_args_is_help=True)
 job_app = typer.Typer(help="Submit and follow jobs on a running coordinator.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Create, list and revoke insights-API tokens.", no_args_is_help=True)
 audit_app = typer.Typer(help="Read and verify the hash-chained audit log.", no_args_is_help=True)
-for _name, _group in (("certs", certs_app), ("coordinator", coordinator_app), ("partner", partner_app),
-                      ("job", job_app), ("tokens", tokens_app), ("audit", audit_app)):
+# `partner start|stop|ready` join the data-protection section's `partner` group.
+for _name, _group in (("certs", certs_app), ("coordinator", coordinator_app), ("job", job_app),
+                      ("tokens", tokens_app), ("audit", audit_app)):
     app.add_typer(_group, name=_name)
 
 _COORD_CONFIG = typer.Option(..., "--config", "-c", envvar="FEDINSIGHT_COORDINATOR_CONFIG",
@@ -201,7 +517,7 @@ def _kv_table(title: str, rows: dict[str, object]) -> Table:
     return table
 
 
-def _emit(as_json: bool, payload: object, table: Table) -> None:
+def _show(as_json: bool, payload: object, table: Table) -> None:
     if as_json:
         out.print_json(json.dumps(payload, default=str))
     else:
@@ -232,7 +548,7 @@ def certs_init(
                                "coordinator certificate": bundle.server_cert, "coordinator key": bundle.server_key,
                                "hosts (SANs)": ", ".join(hosts)}
     rows.update({f"partner {p}": f"{k} (private), {pub} (public)" for p, (k, pub) in bundle.partner_keys.items()})
-    _emit(as_json, bundle.as_dict(), _kv_table(f"key material in {out_dir}", rows))
+    _show(as_json, bundle.as_dict(), _kv_table(f"key material in {out_dir}", rows))
 
 
 @certs_app.command("partner-key")
@@ -249,7 +565,7 @@ def certs_partner_key(
     from fedinsight.server.certs import write_partner_keypair
 
     private, public = write_partner_keypair(out_dir, partner, overwrite=overwrite)
-    _emit(as_json, {"private_key": str(private), "public_key": str(public)},
+    _show(as_json, {"private_key": str(private), "public_key": str(public)},
           _kv_table(f"partner {partner}", {"private key (stays here)": private, "public key (send it)": public}))
 
 
@@ -310,19 +626,19 @@ def partner_stop(config: Path = typer.Option(..., "--config", "-c", help="This p
     out.print("partner was not running" if pid is None else f"partner (PID {pid}) stopped")
 
 
-@partner_app.command("check")
-def partner_check(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml."),
+@partner_app.command("ready")
+def partner_ready(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml."),
                   as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """Check the configuration, key, CA certificate and data without joining (exit 2 on any problem).
 
-    Example: fedinsight partner check --config partner.toml
+    Example: fedinsight partner ready --config partner.toml
     """
     from fedinsight.client.partner_process import node_config, validate_partner_data
     from fedinsight.server.config import load_partner_config
 
     cfg = load_partner_config(config)
     rows = validate_partner_data(cfg)
-    _emit(as_json, {"partner": cfg.partner.id, "rows": rows, "node_config": node_config(cfg)},
+    _show(as_json, {"partner": cfg.partner.id, "rows": rows, "node_config": node_config(cfg)},
           _kv_table(f"partner {cfg.partner.id}: ready", {**{f"{k} rows": f"{v:,}" for k, v in rows.items()},
                                                          "coordinator": cfg.superlink.address}))
 
@@ -376,7 +692,7 @@ def job_run(
             if job.status == "completed":
                 progress.update(bar, completed=rounds)
     spent = job_epsilon(state, job.id)
-    _emit(as_json, {**job.as_dict(), "epsilon_by_partner": spent}, _kv_table(f"job {job.id}", _job_rows(job, spent)))
+    _show(as_json, {**job.as_dict(), "epsilon_by_partner": spent}, _kv_table(f"job {job.id}", _job_rows(job, spent)))
     if job.status == "failed":
         raise typer.Exit(1)
 
@@ -404,7 +720,7 @@ def job_list(config: Path = _COORD_CONFIG, limit: int = typer.Option(20, help="H
         table.add_column(col)
     for j in jobs:
         table.add_row(j.id, j.task, j.status, j.requester, str(j.created_at)[:19], str(j.finished_at or "-")[:19])
-    _emit(as_json, [j.as_dict() for j in jobs], table)
+    _show(as_json, [j.as_dict() for j in jobs], table)
 
 
 @job_app.command("status")
@@ -428,7 +744,7 @@ def job_status(job_id: str = typer.Argument(..., help="A job id from `job list`.
             err.print(f"warning: could not reach the SuperLink ({exc})", markup=False)
         job = state.jobs.get(job_id)
     spent = job_epsilon(state, job.id)
-    _emit(as_json, {**job.as_dict(), "epsilon_by_partner": spent}, _kv_table(f"job {job.id}", _job_rows(job, spent)))
+    _show(as_json, {**job.as_dict(), "epsilon_by_partner": spent}, _kv_table(f"job {job.id}", _job_rows(job, spent)))
 
 
 @tokens_app.command("create")
@@ -449,7 +765,7 @@ def tokens_create(
     token, info = state.tokens.create(name, role, partner_id=partner)
     state.audit.append(actor="operator", role="operator", action="token.create", target=info.id,
                        detail={"name": name, "role": role, "partner": partner})
-    _emit(as_json, {"token": token, **info.as_dict()},
+    _show(as_json, {"token": token, **info.as_dict()},
           _kv_table("new API token (shown once)", {"token": token, "id": info.id, "name": name, "role": role}))
 
 
@@ -466,7 +782,7 @@ def tokens_revoke(token_id: str = typer.Argument(..., help="The token id (from `
     state = CoordinatorState.resolve(config)
     info = state.tokens.revoke(token_id)
     state.audit.append(actor="operator", role="operator", action="token.revoke", target=token_id)
-    _emit(as_json, info.as_dict(), _kv_table(f"token {token_id}", {"name": info.name, "revoked": info.revoked_at}))
+    _show(as_json, info.as_dict(), _kv_table(f"token {token_id}", {"name": info.name, "revoked": info.revoked_at}))
 
 
 @tokens_app.command("list")
@@ -484,7 +800,7 @@ def tokens_list(config: Path = _COORD_CONFIG,
         table.add_column(col)
     for t in infos:
         table.add_row(t.id, t.name, t.role, t.partner_id or "-", str(t.created_at)[:19], str(t.revoked_at or "-")[:19])
-    _emit(as_json, [t.as_dict() for t in infos], table)
+    _show(as_json, [t.as_dict() for t in infos], table)
 
 
 @audit_app.command("verify")
@@ -499,7 +815,7 @@ def audit_verify(config: Path = _COORD_CONFIG,
 
     result = CoordinatorState.resolve(config).audit.verify()
     payload = {"ok": result.ok, "entries": result.entries, "head_hash": result.head_hash, "problems": result.problems}
-    _emit(as_json, payload, _kv_table("audit log", {"verified": result.ok, "entries": result.entries,
+    _show(as_json, payload, _kv_table("audit log", {"verified": result.ok, "entries": result.entries,
                                                     "head hash (record it elsewhere)": result.head_hash}))
     if not result.ok:
         raise AuditVerificationError(f"{len(result.problems)} problem(s): " + "; ".join(result.problems))
@@ -522,7 +838,7 @@ def audit_show(config: Path = _COORD_CONFIG, since: int = typer.Option(0, help="
     for e in entries:
         table.add_row(str(e.seq), str(e.at)[:19], e.actor, e.action, e.target[:40], e.outcome,
                       "" if e.epsilon is None else f"{e.epsilon:.4f}")
-    _emit(as_json, [e.as_dict() for e in entries], table)
+    _show(as_json, [e.as_dict() for e in entries], table)
 
 
 def _progress() -> Progress:

@@ -78,6 +78,37 @@ class UnknownPartnerError(FedinsightError):
     exit_code = 2
 
 
+# --- partner-side data protection (issue 7) ---------------------------------------------------------
+
+
+class PiiDetectedError(FedinsightError):
+    """A column looks like a direct identifier and the partner's policy does not say what to do with it.
+
+    The message names the table, the column and an *example pattern* of what was detected, never a value.
+    """
+
+    exit_code = 2
+
+
+class ProtectionPolicyError(ConfigError):
+    """The partner's protection policy file is missing, malformed or asks for something unsafe."""
+
+
+class KeyFileError(FedinsightError):
+    """A secret key (tokenization, collaboration or encryption) is missing, unreadable or unsafe."""
+
+    exit_code = 2
+
+
+class TamperedDataError(FedinsightError):
+    """An encrypted file failed authentication: it was modified, truncated, swapped or is not encrypted."""
+
+    exit_code = 5
+
+
+# --- deployment (issue 6) ---------------------------------------------------------------------------
+
+
 class NotFoundError(FedinsightError):
     """A job, insight, token or other record that does not exist."""
 

@@ -75,10 +75,13 @@ def test_malformed_tables_raise_validation_error_only(table, fmt):
         path = partner / f"{name}.csv"
         path.write_text(text, encoding="utf-8")
         if fmt == "parquet":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
             path.unlink()
             path = partner / f"{name}.parquet"
-            frame.to_parquet(path)
+            try:
+                frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+                frame.to_parquet(path)
+            except pd.errors.EmptyDataError:  # every column dropped: the "Parquet" file is just text
+                path.write_text(text, encoding="utf-8")
         before = sorted(p.name for p in root.rglob("*"))
         raised = []
         for call in (lambda: read_table(path), lambda: load_partner_folder(root)):

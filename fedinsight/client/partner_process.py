@@ -3,11 +3,13 @@
 ``fedinsight partner start --config partner.toml``:
 
 1. validates the configuration, the CA certificate and the private key (which must be mode 0600);
-2. validates the partner's data folder against the canonical schema *before* joining — a partner with
-   broken data is refused here with every problem listed, instead of failing inside a job later;
+2. validates the partner's data *before* joining — canonical schema, PII scan against its protection
+   policy, tokenization keys (:mod:`fedinsight.client.protection`) — a partner with broken data is refused
+   here with every problem listed, instead of failing inside a job later;
 3. takes the PID file and starts ``flower-supernode`` with ``--root-certificates`` (only the federation's
    CA is trusted), ``--auth-supernode-private-key`` (the coordinator admits registered keys only) and
-   ``--node-config`` carrying the data path, partner id, tokenization key path and the partner's own
+   ``--node-config`` carrying the data path, partner id, protection policy (which names the tokenization
+   key) and the partner's own
    ledger and local budget (enforced by the ClientApp on this machine). Runtime dependency installation
    stays off (Flower's SuperNode default), and its ClientApp API listens on loopback only;
 4. stops the SuperNode and its ClientApp processes on SIGTERM/Ctrl-C; if the SuperNode exits by itself —
@@ -34,15 +36,13 @@ AUTH_REFUSED_HINT = ("the coordinator refused this partner: its public key is pr
 
 
 def validate_partner_data(config: PartnerConfig) -> dict[str, int]:
-    """Load and validate the data folder; rows per table, or DataValidationError listing every problem."""
-    from fedinsight.data.federation import load_partner_folder
+    """Run the partner-side pipeline on the data folder (schema, PII scan against the protection policy,
+    tokenization keys); rows per table, or the typed error listing what to fix."""
+    from fedinsight.client.protection import find_policy, load_protected
 
-    partners = load_partner_folder(config.partner.data_path)
-    if len(partners) != 1:
-        raise ConfigError(f"{config.partner.data_path} holds {len(partners)} partners' folders "
-                          f"({', '.join(sorted(partners))}); point data-path at this partner's own folder")
-    data = next(iter(partners.values()))
-    return {name: len(frame) for name, frame in data.tables().items()}  # type: ignore[arg-type]
+    explicit = config.partner.protection_policy
+    protected = load_protected(config.partner.data_path, find_policy(config.partner.data_path, explicit))
+    return {name: len(frame) for name, frame in protected.data.tables().items()}  # type: ignore[arg-type]
 
 
 def _quote(value: str) -> str:
@@ -60,8 +60,8 @@ def node_config(config: PartnerConfig) -> str:
         "local-epsilon": repr(float(config.partner.local_epsilon)),
         "local-delta": repr(float(config.partner.local_delta)),
     }
-    if config.partner.tokenization_key is not None:
-        items["tokenization-key"] = _quote(str(config.partner.tokenization_key))
+    if config.partner.protection_policy is not None:  # names the tokenization/encryption key files
+        items["protection-policy"] = _quote(str(config.partner.protection_policy))
     return " ".join(f"{k}={v}" for k, v in items.items())
 
 

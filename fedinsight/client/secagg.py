@@ -98,7 +98,7 @@ class _SecAggClient(NumPyClient):
         from fedinsight.models.dp_logreg import make_model, set_weights, train_dp
 
         settings = _settings(config)
-        data = load_partner_data(self.context, config)
+        data = load_partner_data(self.context, config, purpose="training")  # consent for training only
         if data.transactions is None:
             raise ConfigError(f"partner {partner_id(self.context)} has no transactions table to train on")
         x, y = rfm_features(data.transactions, str(config["cutoff"]))

@@ -173,7 +173,7 @@ class PartnerSection(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     data_path: Path
     state_dir: Path = Path("state")
-    tokenization_key: Path | None = None
+    protection_policy: Path | None = None  # default: <data-path>/protection.toml (names the tokenization keys)
     local_epsilon: float = Field(10.0, gt=0)
     local_delta: float = Field(1e-6, gt=0, lt=1)
 
@@ -233,7 +233,7 @@ def _resolve(data: Any, base: Path, keys: set[str]) -> Any:
     return data
 
 
-_PATH_KEYS = {"state-dir", "ca-cert", "cert", "key", "public-key", "data-path", "tokenization-key", "private-key"}
+_PATH_KEYS = {"state-dir", "ca-cert", "cert", "key", "public-key", "data-path", "protection-policy", "private-key"}
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:
@@ -309,9 +309,9 @@ def check_partner_files(config: PartnerConfig) -> None:
 
     load_certificate(config.superlink.ca_cert)
     load_private_key(config.superlink.private_key)
-    key = config.partner.tokenization_key
-    if key is not None and not key.is_file():
-        raise ConfigError(f"[partner] tokenization-key {key} does not exist")
+    policy = config.partner.protection_policy
+    if policy is not None and not policy.is_file():
+        raise ConfigError(f"[partner] protection-policy {policy} does not exist")
 
 
 def dump_toml(data: dict[str, Any]) -> str:
