@@ -97,6 +97,7 @@ def time_rounds(partners: int, *, secure: bool, rounds: int, run_config: dict[st
 
 
 def bench_secagg(args: argparse.Namespace) -> dict[str, Any]:
+    from fedinsight.client.protection import init_partner
     from fedinsight.data.synth import SynthConfig, write_synthetic
 
     tmp = Path(tempfile.mkdtemp(prefix="fedinsight-bench-deploy-"))
@@ -104,6 +105,8 @@ def bench_secagg(args: argparse.Namespace) -> dict[str, Any]:
     try:
         data = tmp / "data"
         write_synthetic(SynthConfig(customers=args.customers, partners=10, seed=7), data)
+        for k in range(10):  # each partner's protection policy: planted direct identifiers are dropped
+            init_partner(data / f"partner-{k}")
         real_cfg = {"data-root": str(data), "local-steps": args.local_steps, "sample-rate": 0.05,
                     "ledger-url": f"sqlite:///{tmp / 'ledger-real.db'}", "epsilon-budget": 1e6, "max-shares": 9}
         real = {}

@@ -77,7 +77,11 @@ def _write_configs(root: Path, dep: Deployment) -> None:
     from fedinsight.data.synth import SynthConfig, write_synthetic
 
     init_certs(root / "certs", hosts=["localhost", "127.0.0.1"], partners=[*PARTNERS, "intruder"])
+    from fedinsight.client.protection import init_partner
+
     write_synthetic(SynthConfig(customers=1800, partners=3, seed=5), root / "data")
+    for k in range(3):  # each partner's protection policy (drops the planted direct identifiers)
+        init_partner(root / "data" / f"partner-{k}")
     partners = "".join(f'[[partners]]\nid = "{p}"\npublic-key = "certs/partners/{p}.pub"\nepsilon = 8.0\n\n'
                        for p in PARTNERS)
     (root / "coordinator.toml").write_text(

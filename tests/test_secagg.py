@@ -33,10 +33,13 @@ DROP_PARTNER, DROP_ROUND = 0, 2
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
+    from fedinsight.client.protection import init_partner
     from fedinsight.data.synth import SynthConfig, write_synthetic
 
     root = tmp_path_factory.mktemp("secagg") / "data"
     write_synthetic(SynthConfig(customers=2400, partners=3, seed=3), root)
+    for k in range(3):  # each partner's protection policy: the planted name/phone/e-mail columns are dropped
+        init_partner(root / f"partner-{k}")
     return root
 
 
