@@ -248,3 +248,12 @@ def test_cli_coordinator_refuses_invalid_config(tmp_path, capsys):
     assert main(["coordinator", "start", "--config", str(tmp_path / "c.toml")]) == 2
     err = capsys.readouterr().err
     assert "coordinator.federation" in err and "Traceback" not in err
+
+
+def test_cli_simulate_secagg_refuses_fewer_than_three_partners(tmp_path, capsys):
+    for k in range(2):
+        (tmp_path / "data" / f"partner-{k}").mkdir(parents=True)
+    code = main(["simulate", "secagg", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "at least 3 partners" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -125,9 +125,9 @@ class AuditVerifyOut(BaseModel):
 class _AuditWriter:
     """Appends the audit entries of concurrent requests in one transaction each round.
 
-    Each request still waits until its own entry is committed (after its response is sent, so the
-    client does not wait for it); under load, entries that arrive while one batch is being written go
-    into the next, so the per-request cost of the chained, locked append stays small.
+    Each request waits until its own entry is committed before its response starts; under load, entries
+    that arrive while one batch is being written go into the next, so the per-request cost of the
+    chained, locked append stays small.
     """
 
     def __init__(self, audit: Any) -> None:
@@ -234,7 +234,8 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
                              "outcome": outcome, "detail": detail})
 
     class AuditEveryAccess:
-        """Pure ASGI middleware (cheaper than ``@app.middleware``): append one audit entry per request."""
+        """Pure ASGI middleware (cheaper than ``@app.middleware``): one audit entry per request, committed
+        *before* the response starts, so nothing is disclosed that the log does not record."""
 
         def __init__(self, inner: Any) -> None:
             self.inner = inner
@@ -244,17 +245,21 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
                 await self.inner(scope, receive, send)
                 return
             scope.setdefault("state", {})
-            started, status = time.perf_counter(), [500]
+            started, recorded = time.perf_counter(), [False]
 
-            async def send_wrapper(message: dict[str, Any]) -> None:
-                if message["type"] == "http.response.start":
-                    status[0] = message["status"]
+            async def send_after_audit(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start" and not recorded[0]:
+                    recorded[0] = True
+                    await record(scope, message["status"], started)
                 await send(message)
 
             try:
-                await self.inner(scope, receive, send_wrapper)
-            finally:
-                await record(scope, status[0], started)
+                await self.inner(scope, receive, send_after_audit)
+            except Exception:
+                if not recorded[0]:  # an unhandled error: the 500 is sent by the outer error middleware
+                    recorded[0] = True
+                    await record(scope, 500, started)
+                raise
 
     app.add_middleware(AuditEveryAccess)
 
