@@ -76,3 +76,15 @@ class UnknownPartnerError(FedinsightError):
     """A partner id that the coordinator does not know."""
 
     exit_code = 2
+
+
+class PartnerReplyError(FedinsightError):
+    """A partner's answer does not match what the coordinator asked for (layout, noise, or missing)."""
+
+    exit_code = 5
+
+
+class InsightNotFoundError(FedinsightError):
+    """An insight id or name that the insight store does not hold."""
+
+    exit_code = 2
