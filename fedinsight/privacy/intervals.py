@@ -100,8 +100,7 @@ def ratio_variance(num: float, var_num: float, den: float, var_den: float, cov: 
 
 def ratio(num: float, var_num: float, den: float, var_den: float, *, lower: float | None = None,
           upper: float | None = None, cov: float = 0.0) -> Estimate:
-    """num/den with a delta-method 95 % interval."""
-    if den <= 0:
-        return Estimate(math.nan, math.inf, (lower if lower is not None else -math.inf,
-                                             upper if upper is not None else math.inf))
+    """num/den with a delta-method 95 % interval (callers withhold ratios whose denominator is not positive)."""
+    if not den > 0:
+        raise ValueError(f"ratio with a non-positive denominator ({den}); withhold it instead")
     return estimate(num / den, ratio_variance(num, var_num, den, var_den, cov), lower=lower, upper=upper)

@@ -266,11 +266,11 @@ def default_queries(*, channels: list[str], campaigns: list[str], tx_channels: l
     if tx_channels:
         queries.append(GroupBy(name="spend-by-channel", title="Order value by purchase channel (generic group-by)",
                                table="transactions", group_by=["channel"], keys={"channel": tx_channels},
-                               value="amount", aggregates=["mean"], bounds=(0.0, 500.0), max_rows_per_customer=20))
+                               value="amount", aggregates=["mean"], bounds=(0.0, 500.0), max_rows_per_customer=5))
     else:
         queries.append(GroupBy(name="spend-by-segment", title="Order value by RFM segment (generic group-by)",
                                table="transactions", group_by=["rfm_segment"], value="amount", aggregates=["mean"],
-                               bounds=(0.0, 500.0), max_rows_per_customer=20))
+                               bounds=(0.0, 500.0), max_rows_per_customer=5))
     return queries
 
 

@@ -111,9 +111,11 @@ class _Release:
         return estimate(float(c.values[idx]), float(c.variance[idx]), self.cq.z, lower=lower,
                         upper=upper).to_dict()
 
-    @staticmethod
-    def rate(num: Combined, den: Combined, idx: Any, *, lower: float = 0.0,
+    def rate(self, num: Combined, den: Combined, idx: Any, *, lower: float | None = 0.0,
              upper: float | None = 1.0) -> dict:
+        """num/den; withheld when the noisy denominator is below the minimum group size (or not positive)."""
+        if not float(den.values[idx]) >= max(self.min, 1e-9):
+            return SUPPRESSED
         return ratio(float(num.values[idx]), float(num.variance[idx]), float(den.values[idx]),
                      float(den.variance[idx]), lower=lower, upper=upper).to_dict()
 
@@ -168,7 +170,7 @@ def _ltv_tiers(spec: _Query, cq: CombinedQuery, rel: _Release, rules: FeatureRul
             row["customers_prev"] = rel.direct(n_prev, i)
             row["value_prev"] = rel.direct(value_prev, i)
             g = ratio(float(n.values[i]), float(n.variance[i]), float(n_prev.values[i]), float(n_prev.variance[i]),
-                      lower=0.0)
+                      lower=0.0)  # both counts are released (>= the minimum group size), so n_prev > 0
             row["growth"] = estimate(g.value - 1.0, g.noise_sd**2, lower=-1.0).to_dict()
             growth[key] = row["growth"]
         else:
@@ -355,3 +357,24 @@ def build_insight(spec: _Query, cq: CombinedQuery, *, rules: FeatureRulesSpec, m
         "intervals": INTERVALS,
         "result": result,
     }
+
+
+def paired_estimates(released: Any, reference: Any, path: str = "") -> list[tuple[str, dict, dict]]:
+    """Estimates found at the same place in two insight documents (released vs. noise-free reference).
+
+    Used to check interval coverage: both documents come from the same batch, so groups line up.
+    Suppressed numbers (in either) are skipped.
+    """
+    out: list[tuple[str, dict, dict]] = []
+    if isinstance(released, dict) and isinstance(reference, dict):
+        if "value" in released and "ci95" in released:
+            if "value" in reference:
+                out.append((path, released, reference))
+            return out
+        for key, value in released.items():
+            if key in reference:
+                out += paired_estimates(value, reference[key], f"{path}.{key}" if path else str(key))
+    elif isinstance(released, list) and isinstance(reference, list) and len(released) == len(reference):
+        for i, (a, b) in enumerate(zip(released, reference, strict=True)):
+            out += paired_estimates(a, b, f"{path}[{i}]")
+    return out

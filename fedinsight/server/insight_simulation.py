@@ -113,3 +113,39 @@ def simulate_insights(
     if "insights" not in context.state:
         raise ConfigError("the insights run ended without a result (see the log above)")
     return json.loads(str(context.state["insights"]["summary"]))  # type: ignore[index]
+
+
+# --- in-process runs (tests, benchmarks): the same partner and coordinator code, without Flower -----
+
+def partner_replies(partners: dict[str, Any], batch: InsightBatch, *, exact: bool = False) -> list[dict[str, Any]]:
+    """Each partner's reply to ``batch`` as :func:`fedinsight.client.insights.compute_batch` makes it.
+
+    ``exact=True`` returns the noise-free bounded aggregates instead (``noise_variance`` 0): the
+    "truth" intervals are checked against. Only ever used on one machine with synthetic or public data.
+    """
+    from fedinsight.client.customer_features import FeatureRules, customer_features
+    from fedinsight.client.insights import compute_batch
+    from fedinsight.client.local_aggregates import compute
+
+    noises = price_batch(batch)
+    wire = batch.wire({n: {"mechanism": q.mechanism, "multiplier": q.multiplier} for n, q in noises.items()})
+    if not exact:
+        return [compute_batch(data, wire) for data in partners.values()]
+    replies = []
+    for data in partners.values():
+        features = customer_features(data, FeatureRules.from_dict(wire["features"]))
+        reply = {}
+        for q in wire["queries"]:
+            agg = compute(q["kind"], features, q["params"])
+            reply[q["name"]] = {"layout": agg.layout(), "values": agg.vector().tolist(),
+                                "mechanism": q["noise"]["mechanism"], "multiplier": q["noise"]["multiplier"],
+                                "sensitivity": agg.l2, "noise_variance": 0.0}
+        replies.append(reply)
+    return replies
+
+
+def release_in_process(partners: dict[str, Any], batch: InsightBatch, *, exact: bool = False) -> list[dict]:
+    """Released insights of ``batch`` over in-memory partners (no ledger charge: callers price themselves)."""
+    from fedinsight.server.insights import release_batch
+
+    return release_batch(batch, price_batch(batch), partner_replies(partners, batch, exact=exact))
