@@ -23,7 +23,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedinsight.client.app import app
 from fedinsight.client.customer_features import FeatureRules, customer_features
-from fedinsight.client.local_aggregates import compute
+from fedinsight.client.local_aggregates import LocalAggregate, compute
 from fedinsight.client.partner_data import load_partner_data, partner_id
 from fedinsight.data.schema import PartnerData
 from fedinsight.errors import BudgetExceededError, ConfigError
@@ -64,23 +64,26 @@ def compute_batch(data: PartnerData, batch: dict[str, Any], *, max_epsilon: floa
     features = customer_features(data, FeatureRules.from_dict(batch.get("features") or {}))
     results: dict[str, Any] = {}
     for query in batch["queries"]:
-        name = str(query["name"])
         agg = compute(str(query["kind"]), features, dict(query.get("params") or {}))
-        noise = _noise(query)
-        vector = agg.vector()
-        if noise.mechanism == "laplace":
-            noisy = laplace(vector, sensitivity=agg.l1, epsilon=1.0 / noise.multiplier)
-        else:
-            noisy = gaussian(vector, sensitivity=agg.l2, noise_multiplier=noise.multiplier)
-        results[name] = {
-            "layout": agg.layout(),
-            "values": [float(v) for v in noisy.values],
-            "mechanism": noisy.mechanism,
-            "multiplier": noise.multiplier,
-            "sensitivity": noisy.sensitivity,
-            "noise_variance": noisy.variance,  # per coordinate of the normalised vector
-        }
+        results[str(query["name"])] = noisy_reply(agg, _noise(query))
     return results
+
+
+def noisy_reply(agg: LocalAggregate, noise: QueryNoise) -> dict[str, Any]:
+    """One query's reply: the normalised vector plus OpenDP noise calibrated to the partner's own bound."""
+    vector = agg.vector()
+    if noise.mechanism == "laplace":
+        noisy = laplace(vector, sensitivity=agg.l1, epsilon=1.0 / noise.multiplier)
+    else:
+        noisy = gaussian(vector, sensitivity=agg.l2, noise_multiplier=noise.multiplier)
+    return {
+        "layout": agg.layout(),
+        "values": [float(v) for v in noisy.values],
+        "mechanism": noisy.mechanism,
+        "multiplier": noise.multiplier,
+        "sensitivity": noisy.sensitivity,
+        "noise_variance": noisy.variance,  # per coordinate of the normalised vector
+    }
 
 
 @app.query(TASK)

@@ -117,31 +117,47 @@ def simulate_insights(
 
 # --- in-process runs (tests, benchmarks): the same partner and coordinator code, without Flower -----
 
-def partner_replies(partners: dict[str, Any], batch: InsightBatch, *, exact: bool = False) -> list[dict[str, Any]]:
-    """Each partner's reply to ``batch`` as :func:`fedinsight.client.insights.compute_batch` makes it.
+def local_aggregates(partners: dict[str, Any], batch: InsightBatch) -> list[dict[str, Any]]:
+    """Each partner's exact, contribution-bounded aggregates (query name -> LocalAggregate), before noise.
 
-    ``exact=True`` returns the noise-free bounded aggregates instead (``noise_variance`` 0): the
-    "truth" intervals are checked against. Only ever used on one machine with synthetic or public data.
+    Only for one-machine runs on synthetic or public data: the "truth" that intervals are checked
+    against, and the input that benchmarks re-noise many times.
     """
     from fedinsight.client.customer_features import FeatureRules, customer_features
-    from fedinsight.client.insights import compute_batch
     from fedinsight.client.local_aggregates import compute
 
+    out = []
+    for data in partners.values():
+        features = customer_features(data, FeatureRules.from_dict(batch.features.model_dump(mode="json")))
+        out.append({q.name: compute(q.kind, features, q.params()) for q in batch.queries})  # type: ignore[attr-defined]
+    return out
+
+
+def noisy_replies(aggregates: list[dict[str, Any]], batch: InsightBatch) -> list[dict[str, Any]]:
+    """Partner replies with fresh noise (the partner's own noising code) on given exact aggregates."""
+    from fedinsight.client.insights import noisy_reply
+
+    noises = price_batch(batch)
+    return [{name: noisy_reply(agg, noises[name]) for name, agg in partner.items()} for partner in aggregates]
+
+
+def exact_replies(aggregates: list[dict[str, Any]], batch: InsightBatch) -> list[dict[str, Any]]:
+    """Replies without noise (``noise_variance`` 0): released as-is they are the exact bounded truth."""
+    noises = price_batch(batch)
+    return [{name: {"layout": agg.layout(), "values": agg.vector().tolist(), "mechanism": noises[name].mechanism,
+                    "multiplier": noises[name].multiplier, "sensitivity": agg.l2, "noise_variance": 0.0}
+             for name, agg in partner.items()} for partner in aggregates]
+
+
+def partner_replies(partners: dict[str, Any], batch: InsightBatch, *, exact: bool = False) -> list[dict[str, Any]]:
+    """Each partner's reply to ``batch``: through :func:`fedinsight.client.insights.compute_batch`, or exact."""
+    from fedinsight.client.insights import compute_batch
+
+    if exact:
+        return exact_replies(local_aggregates(partners, batch), batch)
     noises = price_batch(batch)
     wire = batch.wire({n: {"mechanism": q.mechanism, "multiplier": q.multiplier} for n, q in noises.items()})
-    if not exact:
-        return [compute_batch(data, wire) for data in partners.values()]
-    replies = []
-    for data in partners.values():
-        features = customer_features(data, FeatureRules.from_dict(wire["features"]))
-        reply = {}
-        for q in wire["queries"]:
-            agg = compute(q["kind"], features, q["params"])
-            reply[q["name"]] = {"layout": agg.layout(), "values": agg.vector().tolist(),
-                                "mechanism": q["noise"]["mechanism"], "multiplier": q["noise"]["multiplier"],
-                                "sensitivity": agg.l2, "noise_variance": 0.0}
-        replies.append(reply)
-    return replies
+    return [compute_batch(data, wire) for data in partners.values()]
 
 
 def release_in_process(partners: dict[str, Any], batch: InsightBatch, *, exact: bool = False) -> list[dict]:
