@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 from dp_accounting import dp_event
-from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.app import Context, RecordDict
+from insights_support import FakeGrid
 
 from fedinsight.data.schema import PartnerData
 from fedinsight.data.synth import SynthConfig, generate_partner_frames
@@ -149,38 +150,6 @@ def test_ledger_epsilon_agrees_with_independent_accountants(tmp_path, mechanism)
     assert spent == pytest.approx(independent, rel=0.03)
     # one batch costs what was asked for
     assert compose_epsilon([batch_event(noises)], delta) == pytest.approx(1.5, rel=1e-3)
-
-
-class FakeGrid:
-    """Delivers messages to the real partner handler in-process (no Ray), and records what was sent."""
-
-    def __init__(self, roots: dict[int, str], limit: float | None = None) -> None:
-        from flwr.common.constant import SUPERLINK_NODE_ID
-        from flwr.supercore.task_identity import TaskIdentity
-
-        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 99, SUPERLINK_NODE_ID
-        self.roots, self.limit, self.sent = roots, limit, []
-
-    def get_node_ids(self):
-        return list(self.roots)
-
-    def send_and_receive(self, messages, timeout=None):
-        from fedinsight.client.insights import query_insights
-
-        out = []
-        for msg in messages:
-            node = msg.metadata.dst_node_id
-            self.sent.append(msg.content["config"]["op"])
-            config = {"data-path": self.roots[node], "partner-id": f"partner-{node}"}
-            if self.limit is not None:
-                config["insights-max-epsilon"] = self.limit
-            ctx = Context(run_id=99, node_id=node, node_config=config, state=RecordDict(), run_config={})
-            try:
-                reply = query_insights(msg, ctx)
-            except Exception as exc:  # what Flower does with a failing ClientApp
-                reply = Message(Error(code=0, reason=str(exc)), reply_to=msg)
-            out.append(reply)
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -349,4 +318,3 @@ def test_query_event_round_trip_through_ledger(tmp_path):
     ledger.charge("p", batch_event(noises), job_id="x", kind="query")
     (charge,) = ledger.charges("p")
     assert isinstance(charge.event, dp_event.ComposedDpEvent) and len(charge.event.events) == len(noises)
-    _ = ConfigRecord  # the message record types are exercised by the FakeGrid tests above

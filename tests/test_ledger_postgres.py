@@ -148,3 +148,25 @@ def test_insight_store_on_postgres(ledger_url):
     (first,) = store.save("b1", [insight], requester="ana")
     assert store.get(first).insight == insight and store.get("x").batch_id == "b1"
     assert [s.id for s in store.list()] == [first]
+
+
+def test_insights_task_charges_and_stores_in_postgres(ledger_url, tmp_path):
+    """The whole coordinator task with its ledger and insight store in PostgreSQL."""
+    from flwr.app import Context, RecordDict
+    from insights_support import FakeGrid
+
+    from fedinsight.data.synth import SynthConfig, write_synthetic
+    from fedinsight.server import insights as server_insights
+    from fedinsight.server.insight_catalogue import default_batch
+
+    write_synthetic(SynthConfig(customers=3_000, partners=2, seed=4), tmp_path / "data")
+    grid = FakeGrid({k: str(tmp_path / "data" / f"partner-{k}") for k in range(2)})
+    batch = default_batch("synthetic", epsilon=1.0, only=["ltv-tiers", "funnel-by-segment"])
+    rc = {"batch": batch.model_dump_json(), "partners": 2, "db-url": ledger_url, "budget-epsilon": 1.2}
+    server_insights.run(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=rc))
+    ledger = PrivacyLedger(ledger_url)
+    assert ledger.status("partner-0").epsilon_spent == pytest.approx(1.0, rel=1e-3)
+    assert {s.name for s in InsightStore(ledger_url).list()} == {"ltv-tiers", "funnel-by-segment"}
+    with pytest.raises(BudgetExceededError):
+        server_insights.run(grid, Context(run_id=2, node_id=0, node_config={}, state=RecordDict(), run_config=rc))
+    assert grid.sent.count("compute") == 2  # the refused batch never reached the partners' compute step
