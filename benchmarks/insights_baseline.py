@@ -71,7 +71,7 @@ def pandas_catalogue(data, as_of: str, channels: list[str], campaigns: list[str]
     out["ab_converted"] = conv.groupby(["campaign", "arm"]).size().unstack(fill_value=0)
     resp = ev[ev["stage"] != "exposure"]
     out["hours"] = resp.groupby(["rfm", resp["timestamp"].dt.hour])["customer_id"].nunique().unstack(fill_value=0)
-    out["weekdays"] = resp.groupby(["rfm", resp["timestamp"].dt.weekday])["customer_id"].nunique().unstack(
+    out["weekdays"] = resp.groupby(["rfm", resp["timestamp"].dt.day_of_week])["customer_id"].nunique().unstack(
         fill_value=0)
     out["channel_exposed"] = ev[ev["stage"] == "exposure"].groupby(["rfm", "channel"])["customer_id"].nunique()
     out["channel_responded"] = resp.groupby(["rfm", "channel"])["customer_id"].nunique()

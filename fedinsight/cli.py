@@ -229,6 +229,8 @@ def simulate_insights_command(
     delta: float = typer.Option(1e-6, help="Delta of the batch (and of new budgets)."),
     db: str | None = typer.Option(None, help="Ledger and insight-store URL (default sqlite:///OUT/ledger.db)."),
     min_group_size: int = typer.Option(50, help="Groups with fewer customers (noisy count) are suppressed."),
+    suppression_margin: float = typer.Option(
+        0.0, help="Also require the noisy count to clear the minimum by this many noise sds (1.645: 95 %)."),
     mechanism: str = typer.Option("gaussian", help="gaussian or laplace (OpenDP samplers)."),
     requester: str = typer.Option("analyst", help="Who asks; recorded in the ledger and the insight store."),
     as_of: str | None = typer.Option(None, help="Reference date for segments (default: the dataset's)."),
@@ -253,7 +255,8 @@ def simulate_insights_command(
 
         summary = simulate_insights(
             dataset, partners=partners, epsilon=epsilon, seed=seed, out=out_dir, customers=customers, db=db,
-            budget=budget, delta=delta, min_group_size=min_group_size, mechanism=mechanism, requester=requester,
+            budget=budget, delta=delta, min_group_size=min_group_size, suppression_margin_sd=suppression_margin,
+            mechanism=mechanism, requester=requester,
             as_of=as_of, only=only or None, on_phase=on_phase)
         progress.update(task, completed=len(phases))
     if as_json:

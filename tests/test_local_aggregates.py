@@ -103,7 +103,7 @@ def test_golden_hours_without_cap_match_pandas(partner, features):
                                              "max_weekdays_per_customer": 7}).by_name()
     hours = ev.groupby(ev["timestamp"].dt.hour)["customer_id"].nunique().reindex(range(24), fill_value=0)
     np.testing.assert_array_equal(agg["customers_by_hour"].values[0], hours.to_numpy())
-    days = ev.groupby(ev["timestamp"].dt.weekday)["customer_id"].nunique().reindex(range(7), fill_value=0)
+    days = ev.groupby(ev["timestamp"].dt.day_of_week)["customer_id"].nunique().reindex(range(7), fill_value=0)
     np.testing.assert_array_equal(agg["customers_by_weekday"].values[0], days.to_numpy())
 
 

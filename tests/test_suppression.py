@@ -9,7 +9,7 @@ import pytest
 
 from fedinsight.errors import ConfigError
 from fedinsight.privacy.allocation import QueryNoise
-from fedinsight.privacy.suppression import check_min_group_size, suppressed
+from fedinsight.privacy.suppression import CONFIDENCE_95, check_min_group_size, suppressed
 from fedinsight.server.insight_catalogue import (
     FeatureRulesSpec,
     Funnel,
@@ -39,20 +39,39 @@ def _build(spec, cq, min_group_size=50):
 def test_rule_is_applied_to_noisy_counts():
     np.testing.assert_array_equal(suppressed(np.array([49.9, 50.0, 1e6, -3.0, np.nan]), 50),
                                   [True, False, False, True, True])
+    np.testing.assert_array_equal(suppressed(np.array([60.0, 66.0]), 50, 10.0), [False, False])  # no margin
+    with pytest.raises(ConfigError, match="margin"):
+        suppressed(np.array([1.0]), 50, 1.0, margin_sd=-1)
+
+
+def test_optional_confidence_margin():
+    # with noise sd 10 and a 95 % margin a count must clear 50 + 1.645 * 10 = 66.4
+    np.testing.assert_array_equal(suppressed(np.array([60.0, 66.0, 66.5]), 50, 10.0, CONFIDENCE_95),
+                                  [True, True, False])
+    # a group truly of 10 customers seen through noise of sd 80 (ten partners' noise)
+    rng = np.random.default_rng(1)  # simulating the decision rule, not drawing DP noise
+    noisy = 10 + rng.normal(0, 80, 200_000)
+    assert np.mean(~suppressed(noisy, 50, 80.0, CONFIDENCE_95)) < 0.02
+    assert np.mean(~suppressed(noisy, 50, 80.0)) > 0.25  # the plain rule releases it often
+    cq = _profile([1000, 49, 20, 700, 60])
+    assert _build(SegmentProfile(name="p"), cq)["suppressed_groups"] == 2
+    strict = build_insight(SegmentProfile(name="p"), cq, rules=RULES, min_group_size=50, noise=NOISE, epsilon=0.1,
+                           delta=1e-6, margin_sd=CONFIDENCE_95)
+    assert strict["suppressed_groups"] == 3 and strict["suppression_margin_sd"] == CONFIDENCE_95
     for bad in (0, -5, 2.5, True, "50"):
         with pytest.raises(ConfigError, match="min_group_size"):
             check_min_group_size(bad)
 
 
 def test_small_groups_are_hidden_and_counted():
-    insight = _build(SegmentProfile(name="p"), _profile([1000, 49, 20, 700, 50]))
+    insight = _build(SegmentProfile(name="p"), _profile([1000, 49, 20, 700, 67]))
     groups = {g["rfm_segment"]: g for g in insight["result"]["groups"]}
     assert [k for k, g in groups.items() if g.get("suppressed")] == ["loyal", "potential"]
     assert groups["loyal"] == {"rfm_segment": "loyal", "suppressed": True}  # no number at all
     assert insight["suppressed_groups"] == 2 and insight["groups"] == 5
-    assert groups["hibernating"]["customers"]["value"] == 50.0
-    bigger = _build(SegmentProfile(name="p"), _profile([1000, 49, 20, 700, 50]), min_group_size=10)
-    assert bigger["suppressed_groups"] == 0
+    assert groups["hibernating"]["customers"]["value"] == 67.0
+    lower = _build(SegmentProfile(name="p"), _profile([1000, 49, 20, 700, 67]), min_group_size=2)
+    assert lower["suppressed_groups"] == 0
 
 
 def test_suppressed_values_cannot_be_recovered_from_released_numbers():

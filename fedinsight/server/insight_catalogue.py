@@ -196,6 +196,9 @@ class InsightBatch(BaseModel):
     delta: float = Field(1e-6, gt=0, lt=1)
     mechanism: Literal["gaussian", "laplace"] = "gaussian"
     min_group_size: int = Field(DEFAULT_MIN_GROUP_SIZE, ge=1)
+    suppression_margin_sd: float = Field(0.0, ge=0, le=5, description=(
+        "Release a group only if its noisy count >= min_group_size + margin x noise sd (0: plain rule; "
+        "1.645: 95 % one-sided confidence, stricter hiding but intervals near the bar cover less often)."))
     requester: str = "analyst"
 
     @model_validator(mode="after")
@@ -276,7 +279,8 @@ def default_queries(*, channels: list[str], campaigns: list[str], tx_channels: l
 
 def default_batch(dataset: str, *, epsilon: float, delta: float = 1e-6, as_of: str | None = None,
                   mechanism: str = "gaussian", min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
-                  requester: str = "analyst", only: list[str] | None = None) -> InsightBatch:
+                  suppression_margin_sd: float = 0.0, requester: str = "analyst",
+                  only: list[str] | None = None) -> InsightBatch:
     """The whole catalogue for a built-in dataset (or a folder laid out like the synthetic one)."""
     preset = PRESETS.get(dataset, PRESETS["synthetic"])
     queries = default_queries(channels=preset["channels"], campaigns=preset["campaigns"],
@@ -291,5 +295,5 @@ def default_batch(dataset: str, *, epsilon: float, delta: float = 1e-6, as_of: s
         "features": {"as_of": as_of or preset["as_of"]},
         "queries": [q.model_dump(mode="json") for q in queries],
         "epsilon": epsilon, "delta": delta, "mechanism": mechanism, "min_group_size": min_group_size,
-        "requester": requester,
+        "suppression_margin_sd": suppression_margin_sd, "requester": requester,
     })

@@ -95,14 +95,14 @@ def combine(name: str, replies: Sequence[dict[str, Any]], expected: QueryNoise) 
 class _Release:
     """Helpers that build estimates and count suppressions for one insight."""
 
-    def __init__(self, cq: CombinedQuery, min_group_size: int) -> None:
-        self.cq, self.min = cq, min_group_size
+    def __init__(self, cq: CombinedQuery, min_group_size: int, margin_sd: float = 0.0) -> None:
+        self.cq, self.min, self.margin = cq, min_group_size, margin_sd
         self.cells = 0
         self.suppressed = 0
 
     def mask(self, counts: Combined) -> np.ndarray:
         """Suppression of customer-count cells (decided on the noisy counts, counted once)."""
-        mask = suppressed(counts.values, self.min)
+        mask = suppressed(counts.values, self.min, np.sqrt(counts.variance), self.margin)
         self.cells += mask.size
         self.suppressed += int(mask.sum())
         return mask
@@ -113,8 +113,9 @@ class _Release:
 
     def rate(self, num: Combined, den: Combined, idx: Any, *, lower: float | None = 0.0,
              upper: float | None = 1.0) -> dict:
-        """num/den; withheld when the noisy denominator is below the minimum group size (or not positive)."""
-        if not float(den.values[idx]) >= max(self.min, 1e-9):
+        """num/den; withheld when the denominator would be suppressed as a group (or is not positive)."""
+        if suppressed(np.array([den.values[idx]]), self.min, math.sqrt(float(den.variance[idx])), self.margin)[0] \
+                or not float(den.values[idx]) > 0:
             return SUPPRESSED
         return ratio(float(num.values[idx]), float(num.variance[idx]), float(den.values[idx]),
                      float(den.variance[idx]), lower=lower, upper=upper).to_dict()
@@ -337,9 +338,9 @@ BUILDERS: dict[str, Callable[[_Query, CombinedQuery, _Release, FeatureRulesSpec]
 
 
 def build_insight(spec: _Query, cq: CombinedQuery, *, rules: FeatureRulesSpec, min_group_size: int,
-                  noise: QueryNoise, epsilon: float, delta: float) -> dict[str, Any]:
+                  noise: QueryNoise, epsilon: float, delta: float, margin_sd: float = 0.0) -> dict[str, Any]:
     """The released insight of one query: its result, error bars, suppression count and price."""
-    rel = _Release(cq, min_group_size)
+    rel = _Release(cq, min_group_size, margin_sd)
     result = BUILDERS[spec.kind](spec, cq, rel, rules)  # type: ignore[attr-defined]
     return {
         "name": spec.name,
@@ -352,6 +353,7 @@ def build_insight(spec: _Query, cq: CombinedQuery, *, rules: FeatureRulesSpec, m
         "noise_multiplier": noise.multiplier,
         "partners": cq.partners,
         "min_group_size": min_group_size,
+        "suppression_margin_sd": margin_sd,
         "groups": rel.cells,
         "suppressed_groups": rel.suppressed,
         "intervals": INTERVALS,

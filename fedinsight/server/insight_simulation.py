@@ -69,7 +69,8 @@ def prepare_federation(dataset: str, partners: int, seed: int, customers: int, w
 def simulate_insights(
     dataset: str, *, partners: int, epsilon: float, seed: int, out: Path, customers: int = 20_000,
     db: str | None = None, budget: float = DEFAULT_BUDGET, delta: float = 1e-6,
-    min_group_size: int = DEFAULT_MIN_GROUP_SIZE, mechanism: str = "gaussian", requester: str = "analyst",
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE, suppression_margin_sd: float = 0.0,
+    mechanism: str = "gaussian", requester: str = "analyst",
     as_of: str | None = None, only: list[str] | None = None, batch: InsightBatch | None = None,
     on_phase: Callable[[str], None] | None = None, verbose: bool = False,
 ) -> dict[str, Any]:
@@ -85,7 +86,8 @@ def simulate_insights(
     preset = dataset if dataset in PRESETS else "synthetic"
     if batch is None:
         batch = default_batch(preset, epsilon=epsilon, delta=delta, as_of=resolve_as_of(dataset, as_of),
-                              mechanism=mechanism, min_group_size=min_group_size, requester=requester, only=only)
+                              mechanism=mechanism, min_group_size=min_group_size,
+                              suppression_margin_sd=suppression_margin_sd, requester=requester, only=only)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     url = db or f"sqlite:///{(out / 'ledger.db').resolve()}"

@@ -95,7 +95,7 @@ def release_batch(batch: InsightBatch, noises: dict[str, QueryNoise], replies: l
         combined = combine(q.name, per_partner, noises[q.name])
         out.append(build_insight(q, combined, rules=batch.features, min_group_size=batch.min_group_size,
                                  noise=noises[q.name], epsilon=noises[q.name].epsilon(batch.delta, accountant),
-                                 delta=batch.delta))
+                                 delta=batch.delta, margin_sd=batch.suppression_margin_sd))
     return out
 
 
@@ -147,6 +147,7 @@ def _summary(batch: InsightBatch, insights: list[dict], skipped: list[dict], spe
         "skipped": skipped,
         "suppressed_groups": sum(i["suppressed_groups"] for i in insights),
         "min_group_size": batch.min_group_size,
+        "suppression_margin_sd": batch.suppression_margin_sd,
         "privacy": {
             "epsilon_requested": batch.epsilon,
             "delta": batch.delta,
