@@ -198,8 +198,25 @@ def test_server_task_needs_budgets_and_partners_can_refuse(tmp_path, partner_fol
     with pytest.raises(UnknownPartnerError, match="no privacy budget"):
         server_insights.run(FakeGrid(partner_folders), _context(tmp_path, batch))
     strict = FakeGrid(partner_folders, limit=0.5)
-    with pytest.raises(PartnerReplyError, match="accepts at most epsilon 0.5"):
+    with pytest.raises(BudgetExceededError, match="accepts at most epsilon 0.5"):
         server_insights.run(strict, _context(tmp_path, batch, **{"budget-epsilon": 5.0}))
+
+
+def test_partner_data_problems_come_back_typed_and_nothing_is_charged(tmp_path, partner_folders):
+    import pandas as pd
+
+    from fedinsight.errors import DataValidationError
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    customers = pd.read_parquet(f"{partner_folders[1]}/customers.parquet").drop(columns=["customer_id"])
+    customers.to_parquet(bad / "customers.parquet")
+    grid = FakeGrid({0: partner_folders[0], 1: str(bad), 2: partner_folders[2]})
+    batch = default_batch("synthetic", epsilon=1.0, only=["ltv-tiers"])
+    with pytest.raises(DataValidationError, match="customer_id"):
+        server_insights.run(grid, _context(tmp_path, batch, **{"budget-epsilon": 5.0}))
+    assert grid.sent == ["hello"] * 3
+    assert PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}").partners() == []
 
 
 def test_check_affordable_names_remaining_budget(tmp_path):

@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 
 from fedinsight.client.app import app
 from fedinsight.client.customer_features import FeatureRules, customer_features
 from fedinsight.client.local_aggregates import LocalAggregate, compute
 from fedinsight.client.partner_data import load_partner_data, partner_id
 from fedinsight.data.schema import PartnerData
-from fedinsight.errors import BudgetExceededError, ConfigError
+from fedinsight.errors import BudgetExceededError, ConfigError, FedinsightError
 from fedinsight.privacy.allocation import QueryNoise, query_noise
 from fedinsight.privacy.ledger import compose_epsilon
 from fedinsight.privacy.mechanisms import gaussian, laplace
@@ -86,21 +86,35 @@ def noisy_reply(agg: LocalAggregate, noise: QueryNoise) -> dict[str, Any]:
     }
 
 
-@app.query(TASK)
-def query_insights(msg: Message, context: Context) -> Message:
-    """Answer the coordinator's ``hello`` or ``compute`` for an insight batch."""
+USER_ERROR_CODE = 4_000
+"""Flower error code of a reply that carries a :class:`FedinsightError` (``reason`` = "Type: message")."""
+
+
+def _answer(msg: Message, context: Context) -> ConfigRecord:
     config = dict(msg.content["config"])
     op = config.get("op")
     pid = partner_id(context)
     if op == "hello":
         tables = table_columns(load_partner_data(context, config))
-        reply = ConfigRecord({"partner-id": pid, "tables": json.dumps(tables)})
-    elif op == "compute":
+        return ConfigRecord({"partner-id": pid, "tables": json.dumps(tables)})
+    if op == "compute":
         batch = json.loads(str(config["batch"]))
         limit = context.node_config.get("insights-max-epsilon")
         results = compute_batch(load_partner_data(context, config), batch,
                                 max_epsilon=None if limit is None else float(limit))  # type: ignore[arg-type]
-        reply = ConfigRecord({"partner-id": pid, "results": json.dumps(results)})
-    else:
-        raise ConfigError(f"unknown insights operation {op!r} (expected hello or compute)")
+        return ConfigRecord({"partner-id": pid, "results": json.dumps(results)})
+    raise ConfigError(f"unknown insights operation {op!r} (expected hello or compute)")
+
+
+@app.query(TASK)
+def query_insights(msg: Message, context: Context) -> Message:
+    """Answer the coordinator's ``hello`` or ``compute`` for an insight batch.
+
+    A user-fixable problem on the partner (invalid data, a batch above the partner's own limit) is
+    answered as an error reply naming the problem; anything else is a bug and raises.
+    """
+    try:
+        reply = _answer(msg, context)
+    except FedinsightError as exc:
+        return Message(Error(code=USER_ERROR_CODE, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
     return Message(RecordDict({"reply": reply}), reply_to=msg)

@@ -29,8 +29,14 @@ DEFAULT_BUDGET = 10.0
 
 
 def _partner_dirs(path: Path, partners: int) -> bool:
-    """True if ``path`` already holds ``partner-0`` .. ``partner-{K-1}`` (used in place, nothing copied)."""
-    names = {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    """True if the sub-folders of ``path`` holding tables are exactly ``partner-0`` .. ``partner-{K-1}``.
+
+    Such a folder is used in place: nothing is copied, and partner rows are read only by the partners.
+    """
+    from fedinsight.data.validate import table_for_path
+
+    names = {d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")
+             and any(table_for_path(f) for f in d.iterdir() if f.is_file())}
     return names == {f"partner-{k}" for k in range(partners)}
 
 

@@ -30,7 +30,13 @@ from flwr.serverapp import Grid
 from sqlalchemy.engine import make_url
 
 from fedinsight.data.atomic import atomic_output_file
-from fedinsight.errors import BudgetExceededError, ConfigError, PartnerReplyError
+from fedinsight.errors import (
+    BudgetExceededError,
+    ConfigError,
+    DataValidationError,
+    FedinsightError,
+    PartnerReplyError,
+)
 from fedinsight.privacy.allocation import QueryNoise, batch_event, split_budget
 from fedinsight.privacy.ledger import PrivacyLedger
 from fedinsight.server.insight_catalogue import InsightBatch, parse_batch
@@ -120,6 +126,23 @@ def _wait_for_partners(grid: Grid, expected: int, timeout: float) -> list[int]:
         time.sleep(0.2)
 
 
+PARTNER_ERRORS: dict[str, type[FedinsightError]] = {
+    "BudgetExceededError": BudgetExceededError, "ConfigError": ConfigError,
+    "DataValidationError": DataValidationError,
+}
+"""Typed errors a partner reports (``"Type: message"``) that keep their type (and exit code) here."""
+
+
+def _partner_error(node: int, op: str, reason: str) -> FedinsightError:
+    kind, _, message = reason.partition(": ")
+    cls = PARTNER_ERRORS.get(kind)
+    if cls is None:
+        return PartnerReplyError(f"a partner (node {node}) failed on '{op}': {reason}")
+    if cls is DataValidationError:
+        return DataValidationError(message, file=f"partner node {node}")
+    return cls(f"a partner refused '{op}': {message}")
+
+
 def _ask(grid: Grid, nodes: list[int], config: dict[str, Any], timeout: float) -> dict[int, dict[str, Any]]:
     msgs = [Message(RecordDict({"config": ConfigRecord(config)}), dst_node_id=n, message_type=MESSAGE_TYPE)
             for n in nodes]
@@ -127,7 +150,7 @@ def _ask(grid: Grid, nodes: list[int], config: dict[str, Any], timeout: float) -
     for reply in grid.send_and_receive(msgs, timeout=timeout):
         node = reply.metadata.src_node_id
         if reply.has_error():
-            raise PartnerReplyError(f"partner node {node} failed on '{config['op']}': {reply.error.reason}")
+            raise _partner_error(node, str(config["op"]), reply.error.reason)
         replies[node] = dict(reply.content["reply"])
     missing = sorted(set(nodes) - set(replies))
     if missing:
