@@ -167,6 +167,203 @@ def demo(
 
 # --- simulate insights / insights list|show (DP insights) -------------------------------------------
 
+insights_app = typer.Typer(help="Read released DP insights from the insight store.", no_args_is_help=True)
+app.add_typer(insights_app, name="insights")
+
+
+def _insights_db(db: str | None) -> str | None:
+    """``--db``: a SQLAlchemy URL, a run folder (its ledger.db) or a .db file; None = the default database."""
+    if db is None or "://" in db:
+        return db
+    path = Path(db)
+    if path.is_dir():
+        path = path / "ledger.db"
+    if not path.exists():
+        raise FedinsightError(f"no insight database at {path} (give a run folder, a .db file or a database URL)")
+    return f"sqlite:///{path.resolve()}"
+
+
+def _est(value: object) -> str:
+    if not isinstance(value, dict):
+        return "-"
+    if value.get("suppressed"):
+        return "suppressed"
+    v, (lo, hi) = value["value"], value["ci95"]
+    fmt = (lambda x: f"{x:.3f}") if abs(v) < 10 and abs(hi) < 10 else (lambda x: f"{x:,.0f}")
+    return f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def _headline(insight: dict) -> str:
+    """One line per insight for the summary table."""
+    result, kind = insight["result"], insight["kind"]
+    if kind == "segment_profile":
+        by = insight["query"]["by"]
+        return "; ".join(f"{g[by]}: {_est(g.get('customers'))}" for g in result["groups"][:3]) + " ..."
+    if kind == "ltv_tiers":
+        return f"fastest growing tier: {result['fastest_growing_tier']}; growing: {', '.join(result['growing_tiers'])}"
+    if kind == "funnel":
+        by = insight["query"]["by"]
+        return "; ".join(f"{g[by]} conv {_est(g['rates']['conversion'])}" for g in result["groups"][:2]) + " ..."
+    if kind == "ab_test":
+        return "; ".join(f"{c['campaign']}: {c['decision']}" for c in result["campaigns"])
+    if kind == "golden_hours":
+        by = insight["query"]["by"]
+        return "; ".join(f"{g[by]} {g['golden_hour']}h" for g in result["groups"])
+    if kind == "channel_response":
+        by = insight["query"]["by"]
+        return "; ".join(f"{g[by]}: {g['best_channel']}" for g in result["groups"])
+    rows = [g for g in result["groups"] if not g.get("suppressed")]
+    return "; ".join(f"{'/'.join(g['keys'].values())}: {_est(g.get('mean') or g.get('count') or g['customers'])}"
+                     for g in rows[:3])
+
+
+@simulate_app.command("insights")
+def simulate_insights_command(
+    dataset: str = typer.Option("synthetic", help="synthetic, cdnow, or a folder with partner-<k> sub-folders."),
+    partners: int = typer.Option(3, help="Number of simulated partners (at least 2)."),
+    epsilon: float = typer.Option(1.0, help="Epsilon this batch spends per partner, composed over all insights."),
+    seed: int = typer.Option(0, help="Seed for the data and the split (DP noise is never seeded)."),
+    out_dir: Path = typer.Option(..., "--out", help="Run folder: insights.json, summary.json, ledger.db."),
+    customers: int = typer.Option(20_000, help="Customers to generate (synthetic dataset only)."),
+    budget: float = typer.Option(10.0, help="Each partner's total epsilon budget, if the ledger has none yet."),
+    delta: float = typer.Option(1e-6, help="Delta of the batch (and of new budgets)."),
+    db: str | None = typer.Option(None, help="Ledger and insight-store URL (default sqlite:///OUT/ledger.db)."),
+    min_group_size: int = typer.Option(50, help="Groups with fewer customers (noisy count) are suppressed."),
+    suppression_margin: float = typer.Option(
+        0.0, help="Also require the noisy count to clear the minimum by this many noise sds (1.645: 95 %)."),
+    mechanism: str = typer.Option("gaussian", help="gaussian or laplace (OpenDP samplers)."),
+    requester: str = typer.Option("analyst", help="Who asks; recorded in the ledger and the insight store."),
+    as_of: str | None = typer.Option(None, help="Reference date for segments (default: the dataset's)."),
+    only: list[str] | None = typer.Option(None, "--only", help="Run only this insight (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of tables."),
+) -> None:
+    """Run the whole DP insight catalogue across simulated partners and write insights.json and summary.json.
+
+    Every run spends --epsilon from each partner's persistent budget (ledger in OUT unless --db);
+    when the budget is gone the run is refused before any partner computes.
+
+    Example: fedinsight simulate insights --dataset synthetic --partners 5 --epsilon 1 --seed 0 --out runs/ins
+    """
+    from fedinsight.server.insight_simulation import simulate_insights
+
+    phases = ["pricing the batch", "writing partner data", "partners computing (Flower simulation)", "done"]
+    with _progress() as progress:
+        task = progress.add_task("insights", total=len(phases))
+
+        def on_phase(name: str) -> None:
+            progress.update(task, completed=phases.index(name) if name in phases else 0, description=name)
+
+        summary = simulate_insights(
+            dataset, partners=partners, epsilon=epsilon, seed=seed, out=out_dir, customers=customers, db=db,
+            budget=budget, delta=delta, min_group_size=min_group_size, suppression_margin_sd=suppression_margin,
+            mechanism=mechanism, requester=requester,
+            as_of=as_of, only=only or None, on_phase=on_phase)
+        progress.update(task, completed=len(phases))
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    insights = {i["name"]: i for i in json.loads((out_dir / "insights.json").read_text())["insights"]}
+    table = Table(title=f"insights {summary['batch_id']} ({summary['partners']} partners)")
+    for col in ("insight", "epsilon", "groups", "suppressed", "headline"):
+        table.add_column(col, justify="right" if col in ("epsilon", "groups", "suppressed") else "left")
+    for row in summary["insights"]:
+        table.add_row(row["name"], f"{row['epsilon']:.3f}", str(row["groups"]), str(row["suppressed_groups"]),
+                      _headline(insights[row["name"]]))
+    out.print(table)
+    for skip in summary["skipped"]:
+        out.print(f"skipped {skip['name']}: {skip['reason']}")
+    p = summary["privacy"]
+    out.print(f"epsilon this batch {p['epsilon_batch']:.4g} (delta {p['delta']:g}, {p['mechanism']}, "
+              f"{p['accountant']}); spent so far up to {p['epsilon_spent_max']:.4g} of {p['epsilon_budget_min']:.4g}; "
+              f"results in {out_dir}")
+
+
+@insights_app.command("list")
+def insights_list(
+    db: str | None = typer.Option(None, help="Run folder, .db file or database URL (default: $FEDINSIGHT_DB_URL)."),
+    batch: str | None = typer.Option(None, help="Only this batch id."),
+    limit: int = typer.Option(50, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List released insights: id, batch, name, epsilon, suppressed groups, requester, time.
+
+    Example: fedinsight insights list --db runs/ins
+    """
+    from fedinsight.server.insight_store import InsightStore
+
+    rows = [s.summary() for s in InsightStore(_insights_db(db)).list(batch_id=batch, limit=limit)]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"{len(rows)} insight(s)")
+    for col in ("id", "batch_id", "name", "kind", "epsilon", "suppressed_groups", "requester", "created_at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), r["batch_id"], r["name"], r["kind"], f"{r['epsilon']:.3f}",
+                      str(r["suppressed_groups"]), r["requester"], r["created_at"])
+    out.print(table)
+
+
+def _label(item: object) -> str | None:
+    """The group key a result row is about (its first text field), used instead of a list index."""
+    if isinstance(item, dict):
+        if isinstance(item.get("keys"), dict):
+            return "/".join(str(v) for v in item["keys"].values())
+        return next((v for v in item.values() if isinstance(v, str)), None)
+    return None
+
+
+def _flatten(node: object, path: str = "") -> list[tuple[str, object]]:
+    """(path, estimate or text) for every released number and derived answer in an insight result."""
+    if isinstance(node, dict):
+        if ("value" in node and "ci95" in node) or node == {"suppressed": True}:
+            return [(path, node)]
+        items: list[tuple[str, object]] = []
+        label = _label(node)
+        for key, value in node.items():
+            sub = f"{path}.{key}" if path else key
+            if isinstance(value, dict | list):
+                items += _flatten(value, sub)
+            elif value is not label and key not in ("keys", "suppressed") and value is not None:
+                items.append((sub, str(value)))
+        return items
+    if isinstance(node, list):
+        return [pair for i, v in enumerate(node) for pair in _flatten(v, f"{path}.{_label(v) or i}")]
+    return []
+
+
+@insights_app.command("show")
+def insights_show(
+    ref: str = typer.Argument(..., help="Insight id, or a name (the latest insight with that name)."),
+    db: str | None = typer.Option(None, help="Run folder, .db file or database URL (default: $FEDINSIGHT_DB_URL)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full insight document."),
+) -> None:
+    """Show one released insight: every number with its 95 % interval and noise scale.
+
+    Example: fedinsight insights show ab-lift --db runs/ins
+    """
+    from fedinsight.server.insight_store import InsightStore
+
+    stored = InsightStore(_insights_db(db)).get(ref)
+    if as_json:
+        out.print_json(json.dumps(stored.insight))
+        return
+    i = stored.insight
+    table = Table(title=f"#{stored.id} {i['name']} ({i['kind']}): epsilon {i['epsilon']:.3f}, "
+                        f"{i['suppressed_groups']} of {i['groups']} groups suppressed (< {i['min_group_size']})")
+    for col in ("number", "value", "95 % interval", "noise sd"):
+        table.add_column(col, justify="left" if col == "number" else "right")
+    for path, e in _flatten(i["result"]):
+        if isinstance(e, str):
+            table.add_row(path, e, "", "")
+        elif isinstance(e, dict) and e.get("suppressed"):
+            table.add_row(path, "suppressed", "", "")
+        elif isinstance(e, dict):
+            table.add_row(path, f"{e['value']:,.4g}", f"[{e['ci95'][0]:,.4g}, {e['ci95'][1]:,.4g}]",
+                          f"{e['noise_sd']:,.3g}")
+    out.print(table)
+
+
 
 # --- simulate recommend / recommend (recommender) ---------------------------------------------------
 

@@ -104,3 +104,14 @@ class TamperedDataError(FedinsightError):
     """An encrypted file failed authentication: it was modified, truncated, swapped or is not encrypted."""
 
     exit_code = 5
+
+class PartnerReplyError(FedinsightError):
+    """A partner's answer does not match what the coordinator asked for (layout, noise, or missing)."""
+
+    exit_code = 5
+
+
+class InsightNotFoundError(FedinsightError):
+    """An insight id or name that the insight store does not hold."""
+
+    exit_code = 2
