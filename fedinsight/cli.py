@@ -101,18 +101,25 @@ def data_synth(
     items: int = typer.Option(500, help="Catalogue size."),
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+    policy: bool = typer.Option(
+        True, "--policy/--no-policy",
+        help="Write each partner's protection.toml declaring the planted identifiers (name, phone, e-mail) "
+        "as 'drop', and its keys. --no-policy leaves raw partner folders, as a new partner's would be.",
+    ),
 ) -> None:
     """Write seeded synthetic partner data with planted ground truth.
 
     Example: fedinsight data synth --customers 100000 --partners 5 --seed 1 --out data/synth
     """
+    from fedinsight.client.protection import init_federation
     from fedinsight.data.synth import SynthConfig, write_synthetic
 
     config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt)
     with _progress() as progress:
         task = progress.add_task("generating customers", total=customers)
         stats = write_synthetic(
-            config, out_dir, overwrite=overwrite, progress=lambda done, total: progress.update(task, completed=done)
+            config, out_dir, overwrite=overwrite, progress=lambda done, total: progress.update(task, completed=done),
+            finalize=init_federation if policy else None,
         )
     out.print_json(json.dumps(stats, default=str))
 
@@ -136,8 +143,11 @@ def data_partition(
     from fedinsight.data.federation import PartitionSpec, load_federation, partner_table, write_partner_folder
 
     parts = load_federation(dataset, PartitionSpec(partners=partners, scheme=partition, alpha=alpha, seed=seed))
+    from fedinsight.client.protection import init_federation
+
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         write_partner_folder(parts, tmp, fmt)
+        init_federation(tmp)  # fedinsight knows the identifier columns of its built-in data: declare them
     out.print(_frame_table(partner_table(parts), f"{dataset} -> {out_dir}"))
 
 

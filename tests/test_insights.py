@@ -157,8 +157,11 @@ def partner_folders(tmp_path_factory, synth):
     from fedinsight.data.federation import write_partner_folder
 
     partners, _ = synth
+    from fedinsight.client.protection import init_federation
+
     root = tmp_path_factory.mktemp("partners")
     write_partner_folder(partners, root)
+    init_federation(root)  # each partner declares the generator's identifier columns (drop)
     return {k: str(root / pid) for k, pid in enumerate(partners)}
 
 

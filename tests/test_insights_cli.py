@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedinsight.cli import main
+from fedinsight.client.protection import init_federation
 from fedinsight.data.synth import SynthConfig, write_synthetic
 
 BIN = Path(sys.executable).with_name("fedinsight")
@@ -30,7 +31,7 @@ def _estimates(node) -> list[dict]:
 @pytest.mark.e2e
 def test_simulate_insights_then_budget_runs_out(tmp_path, capsys):
     data = tmp_path / "synth"
-    write_synthetic(SynthConfig(customers=9_000, partners=3, seed=2), data)
+    write_synthetic(SynthConfig(customers=9_000, partners=3, seed=2), data, finalize=init_federation)
     out = tmp_path / "run"
     args = ["simulate", "insights", "--dataset", str(data), "--partners", "3", "--epsilon", "1", "--seed", "0",
             "--budget", "1.2", "--out", str(out)]

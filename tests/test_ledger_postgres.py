@@ -155,11 +155,12 @@ def test_insights_task_charges_and_stores_in_postgres(ledger_url, tmp_path):
     from flwr.app import Context, RecordDict
     from insights_support import FakeGrid
 
+    from fedinsight.client.protection import init_federation
     from fedinsight.data.synth import SynthConfig, write_synthetic
     from fedinsight.server import insights as server_insights
     from fedinsight.server.insight_catalogue import default_batch
 
-    write_synthetic(SynthConfig(customers=3_000, partners=2, seed=4), tmp_path / "data")
+    write_synthetic(SynthConfig(customers=3_000, partners=2, seed=4), tmp_path / "data", finalize=init_federation)
     grid = FakeGrid({k: str(tmp_path / "data" / f"partner-{k}") for k in range(2)})
     batch = default_batch("synthetic", epsilon=1.0, only=["ltv-tiers", "funnel-by-segment"])
     rc = {"batch": batch.model_dump_json(), "partners": 2, "db-url": ledger_url, "budget-epsilon": 1.2}

@@ -123,6 +123,8 @@ class _Release:
     @staticmethod
     def share(c: Combined, idx: Any, kept: np.ndarray) -> dict:
         """c[idx] / (sum of c over kept cells), delta method; kept cells only, so nothing suppressed leaks."""
+        if int(np.count_nonzero(kept)) < 2:  # a share among one released cell is 1 by construction: withhold
+            return SUPPRESSED
         total = float(c.values[kept].sum())
         rest_var = float(c.variance[kept].sum()) - float(c.variance[idx])
         v, var = float(c.values[idx]), float(c.variance[idx])

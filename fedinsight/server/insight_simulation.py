@@ -67,8 +67,11 @@ def prepare_federation(dataset: str, partners: int, seed: int, customers: int, w
         raise ConfigError(f"{dataset} holds {len(parts)} partners but --partners is {partners}")
     renamed = {f"partner-{k}": data for k, data in enumerate(parts.values())}
     target = workdir / "partners"
+    from fedinsight.client.protection import init_federation
+
     with atomic_output_dir(target) as tmp:
         write_partner_folder(renamed, tmp, "parquet")
+        init_federation(tmp)  # built-in data: fedinsight knows (and declares) the identifiers it planted
     return target
 
 
