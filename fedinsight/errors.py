@@ -76,3 +76,9 @@ class UnknownPartnerError(FedinsightError):
     """A partner id that the coordinator does not know."""
 
     exit_code = 2
+
+
+class ReplyContentError(FedinsightError):
+    """A partner's reply carried something other than model weights and allow-listed metrics."""
+
+    exit_code = 5
