@@ -245,10 +245,10 @@ def simulate_propensity(
     out_dir: Path = typer.Option(..., "--out", help="Output folder: summary.json, model.pt, ledger.db, partners/."),
     db: str | None = typer.Option(None, "--db", help="Privacy ledger URL (default sqlite:///OUT/ledger.db)."),
     test_share: float = typer.Option(0.2, help="Share of each partner's customers held out for evaluation."),
-    sample_rate: float = typer.Option(0.02, help="Poisson sampling rate of DP-SGD batches."),
+    sample_rate: float = typer.Option(0.1, help="Poisson sampling rate of DP-SGD batches."),
     local_epochs: float = typer.Option(1.0, help="Local epochs per round (steps = epochs / sample rate)."),
     lr: float = typer.Option(0.5, help="Initial learning rate (cosine decay over the rounds)."),
-    max_grad_norm: float = typer.Option(1.0, help="DP-SGD per-customer gradient clipping norm."),
+    max_grad_norm: float = typer.Option(3.0, help="DP-SGD per-customer gradient clipping norm."),
     partner_budget: list[str] = typer.Option([], help="Simulate a partner with a lower cap: partner-3=0.5."),
     customers: int = typer.Option(5_000, help="Customers of the synthetic dataset."),
     start: str | None = typer.Option(None, help="Calibration start (folder datasets; overrides built-ins)."),
@@ -256,6 +256,7 @@ def simulate_propensity(
     end: str | None = typer.Option(None, help="End of the holdout window."),
     cpus: int | None = typer.Option(None, help="CPUs for the simulation (default: all; 1 per partner)."),
     overwrite: bool = typer.Option(False, help="Replace a previous run's output folder."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Flower's and Ray's logs."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of a table."),
 ) -> None:
     """Train repurchase propensity + LTV across simulated partners with DP-SGD, and the baselines beside it.
@@ -307,8 +308,8 @@ def simulate_propensity(
                                                              "LTV tiers", "final": "final evaluation"}[phase])
 
         start_t = time.perf_counter()
-        with progress_listener(on_event):
-            run_simulation(job.to_run_config(), job.partners, cpus=cpus)
+        with progress_listener(on_event), _quiet_flower(not verbose):
+            run_simulation(job.to_run_config(), job.partners, cpus=cpus, verbose=verbose)
         wall = time.perf_counter() - start_t
     summary = json.loads((out_dir / "summary.json").read_text())
     summary["metrics"].update(baselines)
@@ -337,6 +338,25 @@ def simulate_propensity(
                   + (f"; refused: {', '.join(privacy['refused'])}" if privacy["refused"] else ""))
     out.print(f"wall {wall:.1f}s, local training {train_s:.1f}s; wrote {out_dir / 'summary.json'} and "
               f"{out_dir / 'model.pt'}")
+
+
+class _quiet_flower:  # noqa: N801 - used like a function: `with _quiet_flower(True):`
+    """Flower logs every round at INFO (twice, once Opacus has configured the root logger): keep the
+    progress bar readable unless --verbose."""
+
+    def __init__(self, quiet: bool) -> None:
+        import logging
+
+        self.logger, self.quiet, self.saved = logging.getLogger("flwr"), quiet, logging.NOTSET
+        self.warning = logging.WARNING
+
+    def __enter__(self) -> None:
+        self.saved = self.logger.level
+        if self.quiet:
+            self.logger.setLevel(self.warning)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.setLevel(self.saved)
 
 
 def _json_default(value: object) -> object:

@@ -68,7 +68,7 @@ def centralized_baseline(split: PooledSplit, window: LabelWindow, *, kind: str, 
     t = unit_spend(spend, caps)
     scaler = SharedScaler.fit(unit[~test])
     buyers = (~test) & (buys > 0)
-    target = TargetScaler.from_sums(buyers.sum(), t[buyers].sum(), (t[buyers] ** 2).sum())
+    target = TargetScaler.centred(buyers.sum(), t[buyers].sum(), caps.log_unit)
     model = fit_centralized(build_model(len(FEATURES), kind, seed), scaler.transform(unit[~test]), buys[~test],
                             target.transform(t[~test]), epochs=epochs, seed=seed)
     p, z_hat = predict(model, scaler.transform(unit))

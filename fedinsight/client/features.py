@@ -90,6 +90,11 @@ class FeatureCaps:
     total_amount: float = 100_000.0  # calibration spend and holdout spend
     quantity: float = 1_000.0
 
+    @property
+    def log_unit(self) -> float:
+        """One ``log1p`` unit of money on the unit spend scale of :func:`unit_spend`."""
+        return 1.0 / float(np.log1p(self.total_amount))
+
     def to_config(self) -> dict[str, float]:
         return {"cap-amount": self.amount, "cap-total-amount": self.total_amount, "cap-quantity": self.quantity}
 

@@ -17,7 +17,6 @@ centralized baseline). Nothing here knows about Flower.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,17 +109,21 @@ class SharedScaler:
 
 @dataclass(frozen=True)
 class TargetScaler:
-    """Standardisation of the unit-scale log spend of buyers (the spend head's target)."""
+    """``(unit_spend - mean) / std``: the spend head's target.
+
+    ``std`` is a public constant, one ``log1p`` unit of money on the unit scale (``1 / log1p(cap)``), so
+    the target is the buyer's log spend centred on the (noisy) federated mean. Estimating the spread
+    from noisy sums of squares is not worth the budget: a wrong, tiny spread would saturate the target
+    and let the spend head's gradients crowd out the buy head's under per-customer clipping.
+    """
 
     mean: float
     std: float
 
     @classmethod
-    def from_sums(cls, n: float, total: float, total_sq: float) -> TargetScaler:
-        n = max(float(n), 1.0)
-        mean = float(np.clip(total / n, 0.0, 1.0))
-        var = float(np.clip(total_sq / n - mean**2, VAR_FLOOR, 0.25))
-        return cls(mean, math.sqrt(var))
+    def centred(cls, n: float, total: float, scale: float) -> TargetScaler:
+        mean = float(np.clip(total / max(float(n), 1.0), 0.0, 1.0))
+        return cls(mean, float(scale))
 
     def transform(self, unit_spend: np.ndarray) -> np.ndarray:
         z = (np.asarray(unit_spend, float) - self.mean) / self.std

@@ -126,7 +126,7 @@ def plan_dpsgd(
     rounds: int,
     max_grad_norm: float = 1.0,
     gaussian_releases: int = 2,
-    gaussian_share: float = 0.1,
+    gaussian_share: float = 0.15,
 ) -> DpsgdPlan:
     """Calibrate noise so the whole run (Gaussian releases + all DP-SGD steps) costs at most ``epsilon``.
 

@@ -84,11 +84,11 @@ class PropensityJob:
     model: str = "logreg"
     seed: int = 0
     test_share: float = 0.2
-    sample_rate: float = 0.02
+    sample_rate: float = 0.1
     local_epochs: float = 1.0
     lr: float = 0.5
-    max_grad_norm: float = 1.0
-    stats_share: float = 0.1
+    max_grad_norm: float = 3.0
+    stats_share: float = 0.15
     ema: float = 0.7
     tier_mid: float = 0.5  # true tiers: high = top (1 - tier_high), mid = next, by holdout spend
     tier_high: float = 0.8
@@ -299,7 +299,7 @@ def run(grid: Grid, context: Context) -> None:
                           + "; ".join(guard.failures + guard.violations))
     noise = 0.0 if plan is None else plan.gaussian_noise_multiplier * stats_sensitivity(len(FEATURES))
     pooled = PooledStats.from_vectors(list(vectors.values()), len(FEATURES), noise)
-    scaler, target = pooled.scaler(), pooled.target()
+    scaler, target = pooled.scaler(), pooled.target(job.caps.log_unit)
     cfg.update({"scaler-mean": list(scaler.mean), "scaler-std": list(scaler.std), "target-mean": target.mean,
                 "target-std": target.std})
 
