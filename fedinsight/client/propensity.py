@@ -8,17 +8,20 @@ Message types (the job's phases, in order):
 - ``evaluate.propensity``: fixed-size evaluation counts on the held-out customers;
 - ``query.propensity`` phase ``ltv-hist``: a noisy histogram of predicted LTV for the tier thresholds.
 
-Privacy is enforced here, on the partner, not only on the coordinator: every release is priced on this
-partner's own Opacus accountant first (:class:`~fedinsight.privacy.dpsgd.PartnerAccountant`, kept in the
-node's ``context.state`` across rounds and, with ``--node-config state-dir=...``, in a partner-local
-file across jobs). A release that would take the partner past its budget is refused, and the reply says
-so (``refused``, ``epsilon``, ``epsilon-would-be``, ``epsilon-budget``) instead of carrying anything else.
+Privacy is enforced here, on the partner, not only on the coordinator: every release is priced first on
+this partner's own Opacus accountants (:class:`~fedinsight.privacy.dpsgd.PartnerAccountant`), kept in the
+node's ``context.state`` across rounds: one for this job, checked against the job's epsilon, and one for
+the partner's lifetime, checked against its own cap (``--node-config epsilon-budget=...``) and, with
+``--node-config state-dir=...``, kept in a partner-local file across jobs. A release that would pass
+either cap is refused, and the reply says so (``refused``, ``epsilon``, ``epsilon-would-be``,
+``epsilon-budget``) instead of carrying anything else.
 DP noise and Poisson sampling use fresh OS entropy, never a seed the coordinator could know.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,19 +103,23 @@ def prepare(context: Context, cfg: dict[str, Any]) -> PartnerSplit:
 
 # --- the partner's accountant ---------------------------------------------------------------------
 
-def local_budget(context: Context, cfg: dict[str, Any]) -> float:
-    """This partner's cap: its own ``epsilon-budget`` node setting, the job's target, and (simulation
-    only) a cap the simulation gives this partner in ``partner-budgets`` -- whichever is smallest."""
+def job_budget(context: Context, cfg: dict[str, Any]) -> float:
+    """This job's cap on this partner: the job's target, or lower if the simulation gives this partner a
+    smaller cap in ``partner-budgets`` (``partner-1=0.5,partner-3=0.2``)."""
     caps = [float(cfg["epsilon"])]
-    if "epsilon-budget" in context.node_config:
-        caps.append(float(context.node_config["epsilon-budget"]))
-    spec = str(cfg.get("partner-budgets", ""))
     pid = partner_id(context)
-    for item in filter(None, (s.strip() for s in spec.split(","))):
+    for item in filter(None, (s.strip() for s in str(cfg.get("partner-budgets", "")).split(","))):
         name, _, value = item.partition("=")
         if name.strip() == pid:
             caps.append(float(value))
     return min(caps)
+
+
+def lifetime_budget(context: Context) -> float:
+    """The partner's own cap on everything its accountant has ever seen (``--node-config epsilon-budget=``);
+    unlimited when not set (the coordinator's ledger still limits every job)."""
+    value = context.node_config.get("epsilon-budget")
+    return float(value) if value is not None else math.inf
 
 
 def _state_file(context: Context) -> Path | None:
@@ -130,26 +137,35 @@ def _history(context: Context, key: str) -> list[tuple[float, float, int]]:
 
 @dataclass
 class Accountants:
-    """All-time and this-job accountants of one partner (the all-time one enforces the budget)."""
+    """This partner's lifetime accountant (checked against its own cap) and this job's (checked against
+    the job's target): a release goes ahead only if neither would pass its cap."""
 
     all: PartnerAccountant
     job: PartnerAccountant
 
+    def binding(self, entries: list[tuple[float, float, int]]) -> PartnerAccountant | None:
+        """The accountant whose cap ``entries`` would pass, if any."""
+        for acc in (self.all, self.job):
+            if acc.would_exceed(entries):
+                return acc
+        return None
+
     def refusal(self, entries: list[tuple[float, float, int]], code: int = proto.REFUSED_BUDGET) -> MetricRecord:
-        return MetricRecord({"refused": code, "epsilon": self.all.epsilon(), "epsilon-job": self.job.epsilon(),
-                             "epsilon-would-be": self.all.epsilon_after(entries) if entries else 0.0,
-                             "epsilon-budget": self.all.budget})
+        acc = self.binding(entries) or self.job
+        return MetricRecord({"refused": code, "epsilon": acc.epsilon(), "epsilon-job": self.job.epsilon(),
+                             "epsilon-would-be": acc.epsilon_after(entries) if entries else 0.0,
+                             "epsilon-budget": acc.budget})
 
     def metrics(self) -> dict[str, float]:
         return {"refused": 0, "epsilon": self.all.epsilon(), "epsilon-job": self.job.epsilon(),
-                "epsilon-would-be": 0.0, "epsilon-budget": self.all.budget}
+                "epsilon-would-be": 0.0, "epsilon-budget": min(self.all.budget, self.job.budget)}
 
 
 def load_accountants(context: Context, cfg: dict[str, Any]) -> Accountants:
-    delta, budget = float(cfg["delta"]), local_budget(context, cfg)
+    delta = float(cfg["delta"])
     job_key = f"{STATE_JOB}:{cfg['job-id']}"
-    return Accountants(PartnerAccountant(_history(context, STATE_ALL), delta=delta, budget=budget),
-                       PartnerAccountant(_history(context, job_key), delta=delta, budget=budget))
+    return Accountants(PartnerAccountant(_history(context, STATE_ALL), delta=delta, budget=lifetime_budget(context)),
+                       PartnerAccountant(_history(context, job_key), delta=delta, budget=job_budget(context, cfg)))
 
 
 def save_accountants(context: Context, cfg: dict[str, Any], acc: Accountants) -> None:
@@ -227,7 +243,7 @@ def _gaussian_release(msg: Message, context: Context, cfg: dict[str, Any], value
         noisy = np.asarray(values, float)
     else:
         entry = [(plan.gaussian_noise_multiplier, 1.0, 1)]
-        if acc.all.would_exceed(entry):
+        if acc.binding(entry) is not None:
             return _reply(msg, **{proto.METRICS: acc.refusal(entry)})
         noisy = gaussian(values, sensitivity, plan.gaussian_noise_multiplier).values
         acc.all.record_gaussian(plan.gaussian_noise_multiplier)
@@ -265,7 +281,7 @@ def train(msg: Message, context: Context) -> Message:
     steps = int(cfg["steps-per-round"])
     if plan is not None:
         entry = [(plan.noise_multiplier, plan.sample_rate, steps)]
-        if acc.all.would_exceed(entry):
+        if acc.binding(entry) is not None:
             return _reply(msg, **{proto.METRICS: acc.refusal(entry)})
     split = prepare(context, cfg)
     scaler, target = _scalers(cfg)

@@ -22,6 +22,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -100,7 +101,9 @@ def history_epsilon(history: Sequence[HistoryEntry], delta: float) -> float:
         return 0.0
     acc = RDPAccountant()
     acc.history = [(float(s), float(q), int(t)) for s, q, t in history]
-    return float(acc.get_epsilon(delta))
+    with warnings.catch_warnings():  # "optimal order is the largest alpha": the bound is valid, only loose
+        warnings.simplefilter("ignore", UserWarning)
+        return float(acc.get_epsilon(delta))
 
 
 def _check_plan_inputs(epsilon: float, delta: float, sample_rate: float, steps_per_round: int, rounds: int,
@@ -137,9 +140,11 @@ def plan_dpsgd(
     """
     _check_plan_inputs(epsilon, delta, sample_rate, steps_per_round, rounds, gaussian_share)
     total = steps_per_round * rounds
-    sigma = float(get_noise_multiplier(target_epsilon=(1 - gaussian_share) * epsilon, target_delta=delta,
-                                       sample_rate=sample_rate, steps=total, accountant="rdp",
-                                       epsilon_tolerance=0.005 * epsilon))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        sigma = float(get_noise_multiplier(target_epsilon=(1 - gaussian_share) * epsilon, target_delta=delta,
+                                           sample_rate=sample_rate, steps=total, accountant="rdp",
+                                           epsilon_tolerance=0.005 * epsilon))
 
     def plan(m: float) -> DpsgdPlan:
         return DpsgdPlan(epsilon, delta, sigma, sample_rate, steps_per_round, rounds, max_grad_norm, m,
@@ -272,15 +277,17 @@ def train_dpsgd(
     )
     optimizer.attach_step_hook(accountant.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
     gsm.train()
-    for batch_idx in _sampler(n, sample_rate, steps, seed):
-        idx = torch.as_tensor(batch_idx, dtype=torch.long)
-        batch = [t[idx] for t in tensors]
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(gsm, batch)
-        if len(idx) == 0:
-            loss = sum((p * 0.0).sum() for p in gsm.parameters()) + loss.nan_to_num(0.0)
-        loss.backward()
-        optimizer.step()
+    with warnings.catch_warnings():  # torch warns that Opacus's hooks see no input gradients: expected
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        for batch_idx in _sampler(n, sample_rate, steps, seed):
+            idx = torch.as_tensor(batch_idx, dtype=torch.long)
+            batch = [t[idx] for t in tensors]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(gsm, batch)
+            if len(idx) == 0:
+                loss = sum((p * 0.0).sum() for p in gsm.parameters()) + loss.nan_to_num(0.0)
+            loss.backward()
+            optimizer.step()
     gsm.remove_hooks()
     trained = copy.deepcopy(model)  # a clean module, without Opacus's per-sample gradient attributes
     trained.load_state_dict(gsm._module.state_dict())

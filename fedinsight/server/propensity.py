@@ -266,6 +266,19 @@ def _hello(grid: Grid, job: PropensityJob, guard: GuardLog) -> dict[int, Partner
     return partners
 
 
+def _nothing_released(partners: dict[int, PartnerTrack], guard: GuardLog) -> None:
+    """Say why no partner released its statistics: budget refusals, non-private refusals or failures."""
+    budget = [f"{p.partner_id} (at epsilon {p.refused['epsilon']:.4g}, the release would reach "
+              f"{p.refused['epsilon_would_be']:.4g} > its budget {p.refused['epsilon_budget']:.4g})"
+              for p in partners.values() if p.refused and p.refused["code"] == proto.REFUSED_BUDGET]
+    if budget:
+        raise BudgetExceededError("every partner refused to release feature statistics: " + "; ".join(budget))
+    if any(p.refused and p.refused["code"] == proto.REFUSED_NON_PRIVATE for p in partners.values()):
+        raise ConfigError("the partners do not allow non-private training (start them with "
+                          "--node-config allow-non-private=true, or drop --non-private)")
+    raise ConfigError("no partner released feature statistics: " + "; ".join(guard.failures + guard.violations))
+
+
 def _tier_thresholds(hist: np.ndarray, pred_hist: np.ndarray | None, job: PropensityJob,
                      ) -> tuple[tuple[float, float], tuple[float, float] | None]:
     """True tiers by quantiles of holdout spend; predicted tiers at the same tier *shares* of predicted LTV."""
@@ -295,8 +308,7 @@ def run(grid: Grid, context: Context) -> None:
     _emit("stats", 0, {})
     vectors = _release_phase(grid, partners, cfg, "stats", "stats", guard, job.round_timeout)
     if not vectors:
-        raise ConfigError("no partner released feature statistics; nothing to train on "
-                          + "; ".join(guard.failures + guard.violations))
+        _nothing_released(partners, guard)
     noise = 0.0 if plan is None else plan.gaussian_noise_multiplier * stats_sensitivity(len(FEATURES))
     pooled = PooledStats.from_vectors(list(vectors.values()), len(FEATURES), noise)
     scaler, target = pooled.scaler(), pooled.target(job.caps.log_unit)
