@@ -150,19 +150,28 @@ def fit_centralized(
     model: nn.Module, x: np.ndarray, y: np.ndarray, z: np.ndarray, *, epochs: int = 30, batch_size: int = 256,
     lr: float = 0.01, seed: int = 0,
 ) -> nn.Module:
-    """Non-private training on pooled data (Adam, shuffled minibatches): the centralized baseline."""
+    """Non-private training on pooled data (Adam, shuffled minibatches): the centralized baseline.
+
+    Runs on one thread: for a model this small, torch's thread pool only adds synchronisation (and
+    competes with the simulation's partners for the same cores).
+    """
     data = tensors(x, y, z)
     n = len(data[0])
     generator = torch.Generator().manual_seed(int(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            optimizer.zero_grad()
-            propensity_loss(model, [t[idx] for t in data]).backward()
-            optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                optimizer.zero_grad()
+                propensity_loss(model, [t[idx] for t in data]).backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     return model
 
 
