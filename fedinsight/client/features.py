@@ -32,7 +32,9 @@ FEATURES: tuple[str, ...] = (
     "quantity",  # units bought
     "days_since_last",  # T - t_x
     "regularity",  # coefficient of variation of the gaps between purchase days (0 with < 2 gaps)
+    "dormancy",  # frequency x log((T + 28) / (t_x + 28)): the BG/NBD odds of having dropped out, in one number
 )
+DORMANCY_DAYS = 28.0
 LABELS: tuple[str, ...] = ("buys_again", "churn", "spend")
 
 
@@ -139,6 +141,7 @@ def customer_table(transactions: pd.DataFrame, window: LabelWindow) -> pd.DataFr
     gap_stats = gaps.groupby(days.loc[gaps.index, "customer_id"]).agg(["mean", "std", "size"])
     cv = (gap_stats["std"] / gap_stats["mean"]).where(gap_stats["size"] >= 2, 0.0).fillna(0.0)
     out["regularity"] = cv.reindex(out.index, fill_value=0.0)
+    out["dormancy"] = out["frequency"] * np.log((out["tenure"] + DORMANCY_DAYS) / (out["recency"] + DORMANCY_DAYS))
     spend = hold.groupby("customer_id")["amount"].sum()
     out["spend"] = spend.reindex(out.index, fill_value=0.0).astype(float)
     out["buys_again"] = (hold.groupby("customer_id").size().reindex(out.index, fill_value=0) > 0).astype(float)
@@ -166,6 +169,7 @@ def unit_features(table: pd.DataFrame, window: LabelWindow, caps: FeatureCaps | 
         "quantity": log_unit("quantity", caps.quantity),
         "days_since_last": table["days_since_last"].to_numpy(float) / days,
         "regularity": np.clip(table["regularity"].to_numpy(float), 0, 3) / 3,
+        "dormancy": log_unit("dormancy", days * np.log((days + DORMANCY_DAYS) / DORMANCY_DAYS)),
     }
     unit = np.column_stack([cols[f] for f in FEATURES]) if len(table) else np.zeros((0, len(FEATURES)))
     return np.clip(unit, 0.0, 1.0)
