@@ -33,7 +33,7 @@ PARTNERS = 3
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("partners")
-    parts = load_federation("synthetic", PartitionSpec(partners=PARTNERS, seed=0), synthetic_customers=900)
+    parts = load_federation("synthetic", PartitionSpec(partners=PARTNERS, seed=0), synthetic_customers=1500)
     write_partner_folder(parts, root)
     return root
 
@@ -63,6 +63,7 @@ def _phase(msg: Message) -> str:
     return str(msg.content["config"]["phase"]) if kind == "query" else kind
 
 
+@pytest.mark.slow
 def test_job_trains_and_replies_carry_only_weights_and_metrics(tmp_path, data_root):
     grid = InProcessGrid(client_app, PARTNERS)
     summary = _run(_job(tmp_path, data_root), grid)
@@ -179,6 +180,7 @@ def test_deployed_partner_refuses_a_non_private_job(tmp_path, data_root):
     assert [int(r.content[proto.METRICS]["refused"]) for r in stats] == [proto.REFUSED_NON_PRIVATE] * PARTNERS
 
 
+@pytest.mark.slow
 def test_partner_budget_persists_across_jobs_in_its_state_dir(tmp_path, data_root):
     """A partner with a local state folder counts every job against its own cap (here 1.2)."""
 
@@ -212,3 +214,21 @@ def test_incomplete_run_config_is_a_config_error():
         PropensityJob(partners=2, rounds=1, out_dir="x", window_start="2024-01-01", window_cutoff="2024-06-01",
                       window_end="2024-12-01", model="forest")
 
+
+
+@pytest.mark.slow
+def test_partners_do_not_report_evaluation_on_a_handful_of_customers(tmp_path, data_root):
+    """A coordinator asking for a tiny held-out share would read single customers' labels: refused."""
+    grid = InProcessGrid(client_app, PARTNERS, node_config=lambda k: {"min-eval-customers": 1000} if k == 0 else {})
+    summary = _run(_job(tmp_path, data_root), grid)
+    final = summary["metrics"]["federated"]
+    assert (final["partners"], final["partners_suppressed"]) == (PARTNERS - 1, 1)
+    evals = [r for m, r in zip(grid.sent, grid.replies, strict=True)
+             if _phase(m) == "evaluate" and m.metadata.dst_node_id == 100]
+    for reply in evals:
+        metrics = reply.content[proto.METRICS]
+        assert metrics["suppressed"] == 1 and metrics["n"] == 0 and not any(metrics["hist_pos"])
+
+    tiny = _run(_job(tmp_path / "tiny", data_root, test_share=0.01, job_id="tiny"), InProcessGrid(client_app, PARTNERS))
+    assert tiny["metrics"]["federated"]["partners_suppressed"] == PARTNERS
+    assert tiny["metrics"]["federated"]["auc"] is None  # nothing to report, rather than a leak

@@ -8,6 +8,10 @@ held out in the pool if and only if it is held out on its partner):
 - BG/NBD (Fader, Hardie & Lee 2005) fitted on the pooled calibration summaries, ranking customers by
   expected purchases in the holdout window (a published peer model; no probabilities, so AUC and lift).
 
+Both are evaluated on exactly the customers the federation evaluates: the held-out customers of the
+partners that report evaluation (a partner with fewer than ``MIN_EVAL_CUSTOMERS`` held-out customers
+suppresses it).
+
 This runs in the simulation driver on data it already holds; a real federation has no pooled data and
 never runs it.
 """
@@ -30,9 +34,11 @@ from fedinsight.client.features import (
     unit_spend,
 )
 from fedinsight.data.schema import PartnerData
+from fedinsight.errors import ConfigError
 from fedinsight.models.bgnbd import fit_bgnbd
 from fedinsight.models.metrics import assign_tiers, exact_metrics, lift_top_decile, roc_auc
 from fedinsight.models.propensity import SharedScaler, TargetScaler, build_model, fit_centralized, predict
+from fedinsight.models.propensity_protocol import MIN_EVAL_CUSTOMERS
 
 WEEK_DAYS = 7.0
 
@@ -41,14 +47,27 @@ WEEK_DAYS = 7.0
 class PooledSplit:
     table: pd.DataFrame  # customer_table of all partners' customers
     test: np.ndarray  # held-out mask
+    evaluated: np.ndarray  # held-out customers whose partner reports evaluation (enough held-out customers)
 
 
-def pooled_split(partners: dict[str, PartnerData], window: LabelWindow, share: float, seed: int) -> PooledSplit:
-    tables = [customer_table(p.transactions, window) for p in partners.values()  # type: ignore[arg-type]
-              if p.transactions is not None]
-    table = pd.concat(tables).sort_index() if tables else customer_table(pd.DataFrame(
-        columns=["customer_id", "timestamp", "amount", "quantity"]), window)
-    return PooledSplit(table, holdout_mask(table.index, share, seed))
+def pooled_split(partners: dict[str, PartnerData], window: LabelWindow, share: float, seed: int,
+                 min_eval: int = MIN_EVAL_CUSTOMERS) -> PooledSplit:
+    """All partners' customers with the federation's held-out split; ``evaluated`` leaves out the held-out
+    customers of partners that suppress their evaluation (fewer than ``min_eval``), as the federation does."""
+    tables, evaluated = [], []
+    for data in partners.values():
+        if data.transactions is None:
+            continue
+        table = customer_table(data.transactions, window)  # type: ignore[arg-type]
+        test = holdout_mask(table.index, share, seed)
+        tables.append(table)
+        evaluated.append(test & (test.sum() >= min_eval))
+    if not tables:
+        raise ConfigError("no partner has transactions; propensity needs purchases")
+    table = pd.concat(tables)
+    order = np.argsort(table.index.to_numpy(), kind="stable")
+    return PooledSplit(table.iloc[order], holdout_mask(table.index, share, seed)[order],
+                       np.concatenate(evaluated)[order])
 
 
 def _tier_cuts(spend: np.ndarray, levels: tuple[float, float]) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -75,18 +94,19 @@ def centralized_baseline(split: PooledSplit, window: LabelWindow, *, kind: str, 
     ltv = p * spend_from_unit(np.clip(target.inverse(z_hat), 0, 1), caps)
     true_cuts, shares = _tier_cuts(spend[~test], tier_levels)
     pred_cuts = (float(np.quantile(ltv[~test], shares[0])), float(np.quantile(ltv[~test], shares[1])))
-    return exact_metrics(buys[test], p[test], spend=spend[test], ltv=ltv[test],
-                         true_tiers=assign_tiers(spend[test], true_cuts),
-                         predicted_tiers=assign_tiers(ltv[test], pred_cuts))
+    ev = split.evaluated
+    return exact_metrics(buys[ev], p[ev], spend=spend[ev], ltv=ltv[ev],
+                         true_tiers=assign_tiers(spend[ev], true_cuts),
+                         predicted_tiers=assign_tiers(ltv[ev], pred_cuts))
 
 
 def bgnbd_baseline(split: PooledSplit, window: LabelWindow) -> dict[str, float]:
     """BG/NBD fitted on the pooled training customers, scored on the held-out ones (time in weeks)."""
-    table, test = split.table, split.test
+    table, test, ev = split.table, split.test, split.evaluated
     x = table["frequency"].to_numpy(float)
     t_x, T = (table[c].to_numpy(float) / WEEK_DAYS for c in ("recency", "tenure"))
     model = fit_bgnbd(x[~test], t_x[~test], T[~test])
-    score = model.expected_purchases(window.holdout_days / WEEK_DAYS, x[test], t_x[test], T[test])
-    y = table["buys_again"].to_numpy(float)[test]
-    return {"auc": roc_auc(y, score), "lift_top_decile": lift_top_decile(y, score), "n": float(test.sum()),
+    score = model.expected_purchases(window.holdout_days / WEEK_DAYS, x[ev], t_x[ev], T[ev])
+    y = table["buys_again"].to_numpy(float)[ev]
+    return {"auc": roc_auc(y, score), "lift_top_decile": lift_top_decile(y, score), "n": float(ev.sum()),
             "params": {"r": model.r, "alpha": model.alpha, "a": model.a, "b": model.b}}  # type: ignore[dict-item]

@@ -312,10 +312,16 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the global model on the held-out customers; reply with fixed-size counts and scalars.
 
     These counts are not noised: held-out customers never take part in training, and the coordinator
-    needs exact evaluation to compare models (see docs/privacy.md).
+    needs exact evaluation to compare models (see docs/propensity.md). A partner with fewer held-out
+    customers than its minimum reports nothing but ``suppressed = 1``.
     """
     cfg = _config(msg)
     split = prepare(context, cfg)
+    minimum = max(proto.MIN_EVAL_CUSTOMERS, int(context.node_config.get("min-eval-customers", 0)))
+    if len(split.buys_test) < minimum:
+        empty = EvalSummary().to_metrics()
+        nan = {k: float("nan") for k in proto.EVALUATE_SCALARS}
+        return _reply(msg, **{proto.METRICS: MetricRecord({"num-examples": 0.0, "suppressed": 1, **empty, **nan})})
     p, ltv = _predict_ltv(_model(msg, cfg), split.unit_test, cfg)
     tiers: dict[str, np.ndarray] = {}
     if "tier-true" in cfg and "tier-pred" in cfg:
@@ -323,6 +329,6 @@ def evaluate(msg: Message, context: Context) -> Message:
                  "predicted_tiers": assign_tiers(ltv, tuple(cfg["tier-pred"]))}  # type: ignore[arg-type]
     summary = EvalSummary.compute(split.buys_test, p, spend=split.spend_test, ltv=ltv, **tiers)
     local = exact_metrics(split.buys_test, p)
-    values: dict[str, Any] = {"num-examples": float(len(p)), **summary.to_metrics()}
+    values: dict[str, Any] = {"num-examples": float(len(p)), "suppressed": 0, **summary.to_metrics()}
     values.update({k: float(local[k]) for k in proto.EVALUATE_SCALARS})
     return _reply(msg, **{proto.METRICS: MetricRecord(values)})

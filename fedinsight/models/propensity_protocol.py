@@ -28,6 +28,11 @@ PARTNER = "partner"
 REFUSED_BUDGET = 1
 REFUSED_NON_PRIVATE = 2
 
+MIN_EVAL_CUSTOMERS = 50
+"""A partner does not report evaluation counts on fewer held-out customers than this (the design's
+minimum group size): with exact counts on a handful of customers, a coordinator choosing a tiny
+``test-share`` could read single customers' labels. Partners can raise it (``min-eval-customers``)."""
+
 PRIVACY_METRICS: dict[str, int | None] = {
     "refused": None,  # 0 = done, 1 = would exceed the partner's budget, 2 = non-private run not allowed
     "epsilon": None,  # the partner's cumulative epsilon (all releases its accountant has seen)
@@ -48,7 +53,7 @@ def reply_metrics(kind: str, n_features: int) -> dict[str, int | None]:
         "stats": {**PRIVACY_METRICS, "stats": stats_length(n_features)},
         "ltv-hist": {**PRIVACY_METRICS, "ltv-hist": SPEND_BINS},
         "train": {**PRIVACY_METRICS, "num-examples": None, "train-seconds": None, "steps": None},
-        "evaluate": {"num-examples": None, **{k: None for k in EVALUATE_SCALARS},
+        "evaluate": {"num-examples": None, "suppressed": None, **{k: None for k in EVALUATE_SCALARS},
                      **{k: None for k in EvalSummary.SCALARS}, **EvalSummary.LIST_LENGTHS},
     }
     return tables[kind]

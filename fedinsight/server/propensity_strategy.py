@@ -55,7 +55,9 @@ def evaluation_result(replies: list[Message]) -> dict[str, float]:
         pairs = [(float(m["num-examples"]), float(m[key])) for m in metrics if math.isfinite(float(m[key]))]
         weight = sum(w for w, _ in pairs)
         out[f"{key}_weighted"] = sum(w * v for w, v in pairs) / weight if weight else float("nan")
-    out["partners"] = float(len(replies))
+    suppressed = sum(int(m.get("suppressed", 0)) for m in metrics)
+    out["partners"] = float(len(replies) - suppressed)
+    out["partners_suppressed"] = float(suppressed)
     return out
 
 
