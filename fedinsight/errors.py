@@ -115,3 +115,8 @@ class InsightNotFoundError(FedinsightError):
     """An insight id or name that the insight store does not hold."""
 
     exit_code = 2
+
+class ReplyContentError(FedinsightError):
+    """A partner's reply carried something other than model weights and allow-listed metrics."""
+
+    exit_code = 5
