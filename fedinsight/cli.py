@@ -101,18 +101,25 @@ def data_synth(
     items: int = typer.Option(500, help="Catalogue size."),
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+    policy: bool = typer.Option(
+        True, "--policy/--no-policy",
+        help="Write each partner's protection.toml declaring the planted identifiers (name, phone, e-mail) "
+        "as 'drop', and its keys. --no-policy leaves raw partner folders, as a new partner's would be.",
+    ),
 ) -> None:
     """Write seeded synthetic partner data with planted ground truth.
 
     Example: fedinsight data synth --customers 100000 --partners 5 --seed 1 --out data/synth
     """
+    from fedinsight.client.protection import init_federation
     from fedinsight.data.synth import SynthConfig, write_synthetic
 
     config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt)
     with _progress() as progress:
         task = progress.add_task("generating customers", total=customers)
         stats = write_synthetic(
-            config, out_dir, overwrite=overwrite, progress=lambda done, total: progress.update(task, completed=done)
+            config, out_dir, overwrite=overwrite, progress=lambda done, total: progress.update(task, completed=done),
+            finalize=init_federation if policy else None,
         )
     out.print_json(json.dumps(stats, default=str))
 
@@ -136,8 +143,11 @@ def data_partition(
     from fedinsight.data.federation import PartitionSpec, load_federation, partner_table, write_partner_folder
 
     parts = load_federation(dataset, PartitionSpec(partners=partners, scheme=partition, alpha=alpha, seed=seed))
+    from fedinsight.client.protection import init_federation
+
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         write_partner_folder(parts, tmp, fmt)
+        init_federation(tmp)  # fedinsight knows the identifier columns of its built-in data: declare them
     out.print(_frame_table(partner_table(parts), f"{dataset} -> {out_dir}"))
 
 
@@ -164,8 +174,450 @@ def demo(
 
 # --- simulate propensity / score (propensity & LTV) ------------------------------------------------
 
+score_app = typer.Typer(help="Score a partner's own customers with a trained model (runs on the partner).",
+                        no_args_is_help=True)
+app.add_typer(score_app, name="score")
+
+
+def _propensity_federation(dataset: str, partners: int | None, partition: str, alpha: float, seed: int,
+                           customers: int, start: str | None, cutoff: str | None, end: str | None):  # type: ignore[no-untyped-def]
+    """Partners (renamed partner-0..K-1) and the label window for ``--dataset NAME|PATH``."""
+    from fedinsight.client.features import CDNOW_WINDOW, LabelWindow, synthetic_window
+    from fedinsight.data.federation import BUILTIN_DATASETS, PartitionSpec, load_federation
+    from fedinsight.errors import ConfigError
+
+    if dataset in BUILTIN_DATASETS:
+        if dataset == "movielens-100k":
+            raise ConfigError("movielens-100k has no purchases; use --dataset cdnow, synthetic or a folder")
+        spec = PartitionSpec(partners=partners or 10, scheme=partition, alpha=alpha, seed=seed)
+        parts = load_federation(dataset, spec, synthetic_customers=customers)
+        window = CDNOW_WINDOW if dataset == "cdnow" else synthetic_window()
+    else:
+        parts = load_federation(dataset)
+        if partners is not None and partners != len(parts):
+            raise ConfigError(f"--dataset {dataset} holds {len(parts)} partners but --partners is {partners}")
+        truth = Path(dataset) / "ground_truth.json"
+        planted = json.loads(truth.read_text()).get("window", {}) if truth.is_file() else {}
+        bounds = [start or planted.get("start"), cutoff or planted.get("cutoff"), end or planted.get("end")]
+        if None in bounds:
+            raise ConfigError(f"--dataset {dataset}: give --start, --cutoff and --end (calibration from start to "
+                              "cutoff, holdout from cutoff to end)")
+        window = LabelWindow(*bounds)  # type: ignore[arg-type]
+    if any(v is not None for v in (start, cutoff, end)) and dataset in BUILTIN_DATASETS:
+        window = LabelWindow(start or window.start, cutoff or window.cutoff, end or window.end)  # type: ignore[arg-type]
+    renamed = {f"partner-{k}": data for k, (_, data) in enumerate(sorted(parts.items()))}
+    return renamed, window, {f"partner-{k}": name for k, name in enumerate(sorted(parts))}
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    from fedinsight.errors import ConfigError
+
+    if out_dir.exists() and any(out_dir.iterdir()):
+        ours = any((out_dir / n).exists() for n in ("summary.json", "partners", "ledger.db", "model.pt"))
+        if not overwrite:
+            raise ConfigError(f"output folder {out_dir} is not empty (use --overwrite to replace a previous run)")
+        if not ours:
+            raise ConfigError(f"refusing to --overwrite {out_dir}: it does not look like a simulation's output")
+        if (out_dir / "ledger.db").exists():
+            err.print(f"note: --overwrite discards the simulated partners' ledger {out_dir / 'ledger.db'}")
+        import shutil
+
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _propensity_table(summary: dict) -> Table:  # type: ignore[type-arg]
+    table = Table(title=f"propensity on {summary['dataset']}: {summary['partners']} partners, "
+                        f"{summary['rounds']} rounds, model {summary['model']}")
+    cols = ("auc", "log_loss", "ece", "lift_top_decile", "mae", "tier_accuracy")
+    table.add_column("model")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, values in summary["metrics"].items():
+        if name == "per_round" or not isinstance(values, dict):
+            continue
+        table.add_row(name, *("-" if values.get(c) is None else f"{values[c]:.4f}" for c in cols))
+    return table
+
+
+@simulate_app.command("propensity")
+def simulate_propensity(
+    dataset: str = typer.Option("cdnow", help="cdnow, synthetic, or a folder of per-partner data."),
+    partners: int | None = typer.Option(None, help="Partners to simulate (default 10; a folder sets its own)."),
+    rounds: int = typer.Option(20, help="Federated rounds."),
+    epsilon: float = typer.Option(1.0, help="Each partner's epsilon for the whole run (DP-SGD + statistics)."),
+    delta: float = typer.Option(1e-5, help="Each partner's delta."),
+    non_private: bool = typer.Option(False, "--non-private", help="No DP at all (to measure what DP costs)."),
+    partition: str = typer.Option("iid", help="iid or dirichlet (label skew) for built-in datasets."),
+    alpha: float = typer.Option(0.5, help="Dirichlet concentration (smaller = more skew)."),
+    model: str = typer.Option("logreg", help="logreg or mlp."),
+    seed: int = typer.Option(0, help="Seed of the partition, the held-out split and the initial model."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder: summary.json, model.pt, ledger.db, partners/."),
+    db: str | None = typer.Option(None, "--db", help="Privacy ledger URL (default sqlite:///OUT/ledger.db)."),
+    test_share: float = typer.Option(0.2, help="Share of each partner's customers held out for evaluation."),
+    sample_rate: float = typer.Option(0.1, help="Poisson sampling rate of DP-SGD batches."),
+    local_epochs: float = typer.Option(1.0, help="Local epochs per round (steps = epochs / sample rate)."),
+    lr: float = typer.Option(0.5, help="Initial learning rate (cosine decay over the rounds)."),
+    max_grad_norm: float = typer.Option(3.0, help="DP-SGD per-customer gradient clipping norm."),
+    partner_budget: list[str] = typer.Option([], help="Simulate a partner with a lower cap: partner-3=0.5."),
+    customers: int = typer.Option(5_000, help="Customers of the synthetic dataset."),
+    start: str | None = typer.Option(None, help="Calibration start (folder datasets; overrides built-ins)."),
+    cutoff: str | None = typer.Option(None, help="Cutoff between calibration and holdout."),
+    end: str | None = typer.Option(None, help="End of the holdout window."),
+    cpus: int | None = typer.Option(None, help="CPUs for the simulation (default: all; 1 per partner)."),
+    overwrite: bool = typer.Option(False, help="Replace a previous run's output folder."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Flower's and Ray's logs."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of a table."),
+) -> None:
+    """Train repurchase propensity + LTV across simulated partners with DP-SGD, and the baselines beside it.
+
+    Each partner trains on its own customers under DP-SGD (Opacus) with one cumulative budget; the
+    coordinator averages. The same run trains the same model centralized without DP, and (time-based
+    datasets) BG/NBD, on the same held-out customers. Writes OUT/summary.json and OUT/model.pt.
+
+    Example: fedinsight simulate propensity --dataset cdnow --partners 10 --partition dirichlet --out runs/cdnow
+    """
+    from fedinsight.client.baselines import bgnbd_baseline, centralized_baseline, pooled_split
+    from fedinsight.data.atomic import atomic_output_dir, atomic_output_file
+    from fedinsight.data.federation import write_partner_folder
+    from fedinsight.server.propensity import PropensityJob, progress_listener
+    from fedinsight.server.simulation import run_simulation
+
+    parts, window, names = _propensity_federation(dataset, partners, partition, alpha, seed, customers, start,
+                                                  cutoff, end)
+    out_dir = out_dir.resolve()
+    job = PropensityJob(
+        partners=len(parts), rounds=rounds, out_dir=str(out_dir), window_start=window.start.isoformat(),
+        window_cutoff=window.cutoff.isoformat(), window_end=window.end.isoformat(),
+        data_root=str(out_dir / "partners"), epsilon=epsilon, delta=delta, non_private=non_private, model=model,
+        seed=seed, test_share=test_share, sample_rate=sample_rate, local_epochs=local_epochs, lr=lr,
+        max_grad_norm=max_grad_norm, partner_budgets=",".join(partner_budget),
+        ledger_url=db or f"sqlite:///{out_dir / 'ledger.db'}", dataset=dataset)
+    job.plan()  # bad privacy settings fail here, before anything is written
+    _prepare_out_dir(out_dir, overwrite)
+    with atomic_output_dir(out_dir / "partners") as tmp:
+        write_partner_folder(parts, tmp)
+    split = pooled_split(parts, window, test_share, seed)
+    baselines = {"centralized": centralized_baseline(split, window, kind=model, seed=seed, caps=job.caps,
+                                                     tier_levels=(job.tier_mid, job.tier_high))}
+    try:
+        baselines["bgnbd"] = bgnbd_baseline(split, window)
+    except FedinsightError as exc:
+        err.print(f"note: BG/NBD baseline skipped: {exc}")
+    del parts, split
+    with _progress() as progress:
+        bar = progress.add_task("connecting partners", total=rounds + 3)
+
+        def on_event(phase: str, step: int, info: dict) -> None:  # type: ignore[type-arg]
+            if phase == "round":
+                auc = info.get("auc")
+                text = f"round {step}/{rounds}" + (f" auc {auc:.4f}" if isinstance(auc, float) else "")
+                progress.update(bar, advance=1, description=text)
+            elif phase in ("stats", "ltv-hist", "final"):
+                progress.update(bar, advance=1, description={"stats": "feature statistics", "ltv-hist":
+                                                             "LTV tiers", "final": "final evaluation"}[phase])
+
+        start_t = time.perf_counter()
+        with progress_listener(on_event), _quiet_flower(not verbose):
+            run_simulation(job.to_run_config(), job.partners, cpus=cpus, verbose=verbose)
+        wall = time.perf_counter() - start_t
+    summary = json.loads((out_dir / "summary.json").read_text())
+    summary["metrics"].update(baselines)
+    summary["partner_sources"] = names
+    train_s = summary["timing"].get("local_train_s") or 0.0
+    summary["timing"].update({"wall_s": wall, "federation_overhead": wall / train_s if train_s else None})
+    fed, cen = summary["metrics"]["federated"], summary["metrics"]["centralized"]
+    comparison = {}
+    if fed.get("auc") is not None and cen.get("auc"):
+        comparison["auc_federated_over_centralized"] = fed["auc"] / cen["auc"]
+    if fed.get("auc") is not None and summary["metrics"].get("bgnbd", {}).get("auc") is not None:
+        comparison["auc_federated_minus_bgnbd"] = fed["auc"] - summary["metrics"]["bgnbd"]["auc"]
+    summary["comparison"] = comparison
+    with atomic_output_file(out_dir / "summary.json") as tmp_file:
+        tmp_file.write_text(json.dumps(summary, indent=2, default=_json_default, allow_nan=False))
+    if as_json:
+        out.print_json(json.dumps(summary, default=_json_default))
+        return
+    out.print(_propensity_table(summary))
+    privacy = summary["privacy"]
+    if privacy.get("non_private"):
+        out.print("privacy: none (--non-private)")
+    else:
+        out.print(f"privacy: epsilon target {privacy['epsilon_target']}, delta {privacy['delta']:g}; spent max "
+                  f"{privacy['epsilon_spent_max']:.3f}; ledger agrees: {privacy.get('accountants_agree_with_ledger')}"
+                  + (f"; refused: {', '.join(privacy['refused'])}" if privacy["refused"] else ""))
+    out.print(f"wall {wall:.1f}s, local training {train_s:.1f}s; wrote {out_dir / 'summary.json'} and "
+              f"{out_dir / 'model.pt'}")
+
+
+class _quiet_flower:  # noqa: N801 - used like a function: `with _quiet_flower(True):`
+    """Flower logs every round at INFO (twice, once Opacus has configured the root logger): keep the
+    progress bar readable unless --verbose."""
+
+    def __init__(self, quiet: bool) -> None:
+        import logging
+
+        self.logger, self.quiet, self.saved = logging.getLogger("flwr"), quiet, logging.NOTSET
+        self.warning = logging.WARNING
+
+    def __enter__(self) -> None:
+        self.saved = self.logger.level
+        if self.quiet:
+            self.logger.setLevel(self.warning)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.setLevel(self.saved)
+
+
+def _json_default(value: object) -> object:
+    if hasattr(value, "item"):
+        return value.item()  # type: ignore[union-attr]
+    return str(value)
+
+
+@score_app.command("propensity")
+def score_propensity(
+    model_path: Path = typer.Option(..., "--model", help="A model.pt written by `simulate propensity`."),
+    data: Path = typer.Option(..., "--data", help="This partner's folder, or its transactions file."),
+    out_path: Path = typer.Option(..., "--out", help="Scores file (.parquet or .csv)."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Score as of this date (default: the training cutoff)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of a table."),
+) -> None:
+    """Score this partner's customers: propensity, churn probability, expected spend and LTV tier.
+
+    Runs entirely on the partner's machine: reads local files, writes local files, sends nothing.
+
+    Example: fedinsight score propensity --model runs/cdnow/model.pt --data partners/partner-0 --out s.parquet
+    """
+    from fedinsight.client.scoring import load_transactions, score_customers
+    from fedinsight.data.atomic import atomic_output_file
+    from fedinsight.errors import ConfigError
+    from fedinsight.models.propensity import ModelBundle
+
+    if out_path.suffix.lower() not in (".parquet", ".csv"):
+        raise ConfigError(f"--out {out_path}: use a .parquet or .csv file name")
+    bundle = ModelBundle.load(model_path)
+    scores = score_customers(bundle, load_transactions(data), as_of)
+    with atomic_output_file(out_path) as tmp:
+        if out_path.suffix.lower() == ".csv":
+            scores.to_csv(tmp, index=False)
+        else:
+            scores.to_parquet(tmp, index=False)
+    counts = scores["ltv_tier"].value_counts().reindex(["low", "mid", "high"], fill_value=0)
+    result = {"customers": len(scores), "as_of": str(scores["as_of"].iloc[0]),
+              "mean_propensity": float(scores["propensity"].mean()),
+              "expected_spend_total": float(scores["expected_spend"].sum()),
+              "tiers": {k: int(v) for k, v in counts.items()}, "out": str(out_path)}
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    table = Table(title=f"scored {len(scores):,} customers as of {result['as_of']}")
+    for col in ("customers", "mean propensity", "expected spend", "low", "mid", "high"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{len(scores):,}", f"{result['mean_propensity']:.3f}", f"{result['expected_spend_total']:,.2f}",
+                  *(f"{result['tiers'][t]:,}" for t in ("low", "mid", "high")))
+    out.print(table)
+    out.print(f"wrote {out_path}")
+
 
 # --- simulate insights / insights list|show (DP insights) -------------------------------------------
+
+insights_app = typer.Typer(help="Read released DP insights from the insight store.", no_args_is_help=True)
+app.add_typer(insights_app, name="insights")
+
+
+def _insights_db(db: str | None) -> str | None:
+    """``--db``: a SQLAlchemy URL, a run folder (its ledger.db) or a .db file; None = the default database."""
+    if db is None or "://" in db:
+        return db
+    path = Path(db)
+    if path.is_dir():
+        path = path / "ledger.db"
+    if not path.exists():
+        raise FedinsightError(f"no insight database at {path} (give a run folder, a .db file or a database URL)")
+    return f"sqlite:///{path.resolve()}"
+
+
+def _est(value: object) -> str:
+    if not isinstance(value, dict):
+        return "-"
+    if value.get("suppressed"):
+        return "suppressed"
+    v, (lo, hi) = value["value"], value["ci95"]
+    fmt = (lambda x: f"{x:.3f}") if abs(v) < 10 and abs(hi) < 10 else (lambda x: f"{x:,.0f}")
+    return f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def _headline(insight: dict) -> str:
+    """One line per insight for the summary table."""
+    result, kind = insight["result"], insight["kind"]
+    if kind == "segment_profile":
+        by = insight["query"]["by"]
+        return "; ".join(f"{g[by]}: {_est(g.get('customers'))}" for g in result["groups"][:3]) + " ..."
+    if kind == "ltv_tiers":
+        return f"fastest growing tier: {result['fastest_growing_tier']}; growing: {', '.join(result['growing_tiers'])}"
+    if kind == "funnel":
+        by = insight["query"]["by"]
+        return "; ".join(f"{g[by]} conv {_est(g['rates']['conversion'])}" for g in result["groups"][:2]) + " ..."
+    if kind == "ab_test":
+        return "; ".join(f"{c['campaign']}: {c['decision']}" for c in result["campaigns"])
+    if kind == "golden_hours":
+        by = insight["query"]["by"]
+        return "; ".join(f"{g[by]} {g['golden_hour']}h" for g in result["groups"])
+    if kind == "channel_response":
+        by = insight["query"]["by"]
+        return "; ".join(f"{g[by]}: {g['best_channel']}" for g in result["groups"])
+    rows = [g for g in result["groups"] if not g.get("suppressed")]
+    return "; ".join(f"{'/'.join(g['keys'].values())}: {_est(g.get('mean') or g.get('count') or g['customers'])}"
+                     for g in rows[:3])
+
+
+@simulate_app.command("insights")
+def simulate_insights_command(
+    dataset: str = typer.Option("synthetic", help="synthetic, cdnow, or a folder with partner-<k> sub-folders."),
+    partners: int = typer.Option(3, help="Number of simulated partners (at least 2)."),
+    epsilon: float = typer.Option(1.0, help="Epsilon this batch spends per partner, composed over all insights."),
+    seed: int = typer.Option(0, help="Seed for the data and the split (DP noise is never seeded)."),
+    out_dir: Path = typer.Option(..., "--out", help="Run folder: insights.json, summary.json, ledger.db."),
+    customers: int = typer.Option(20_000, help="Customers to generate (synthetic dataset only)."),
+    budget: float = typer.Option(10.0, help="Each partner's total epsilon budget, if the ledger has none yet."),
+    delta: float = typer.Option(1e-6, help="Delta of the batch (and of new budgets)."),
+    db: str | None = typer.Option(None, help="Ledger and insight-store URL (default sqlite:///OUT/ledger.db)."),
+    min_group_size: int = typer.Option(50, help="Groups with fewer customers (noisy count) are suppressed."),
+    suppression_margin: float = typer.Option(
+        0.0, help="Also require the noisy count to clear the minimum by this many noise sds (1.645: 95 %)."),
+    mechanism: str = typer.Option("gaussian", help="gaussian or laplace (OpenDP samplers)."),
+    requester: str = typer.Option("analyst", help="Who asks; recorded in the ledger and the insight store."),
+    as_of: str | None = typer.Option(None, help="Reference date for segments (default: the dataset's)."),
+    only: list[str] | None = typer.Option(None, "--only", help="Run only this insight (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of tables."),
+) -> None:
+    """Run the whole DP insight catalogue across simulated partners and write insights.json and summary.json.
+
+    Every run spends --epsilon from each partner's persistent budget (ledger in OUT unless --db);
+    when the budget is gone the run is refused before any partner computes.
+
+    Example: fedinsight simulate insights --dataset synthetic --partners 5 --epsilon 1 --seed 0 --out runs/ins
+    """
+    from fedinsight.server.insight_simulation import simulate_insights
+
+    phases = ["pricing the batch", "writing partner data", "partners computing (Flower simulation)", "done"]
+    with _progress() as progress:
+        task = progress.add_task("insights", total=len(phases))
+
+        def on_phase(name: str) -> None:
+            progress.update(task, completed=phases.index(name) if name in phases else 0, description=name)
+
+        summary = simulate_insights(
+            dataset, partners=partners, epsilon=epsilon, seed=seed, out=out_dir, customers=customers, db=db,
+            budget=budget, delta=delta, min_group_size=min_group_size, suppression_margin_sd=suppression_margin,
+            mechanism=mechanism, requester=requester,
+            as_of=as_of, only=only or None, on_phase=on_phase)
+        progress.update(task, completed=len(phases))
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    insights = {i["name"]: i for i in json.loads((out_dir / "insights.json").read_text())["insights"]}
+    table = Table(title=f"insights {summary['batch_id']} ({summary['partners']} partners)")
+    for col in ("insight", "epsilon", "groups", "suppressed", "headline"):
+        table.add_column(col, justify="right" if col in ("epsilon", "groups", "suppressed") else "left")
+    for row in summary["insights"]:
+        table.add_row(row["name"], f"{row['epsilon']:.3f}", str(row["groups"]), str(row["suppressed_groups"]),
+                      _headline(insights[row["name"]]))
+    out.print(table)
+    for skip in summary["skipped"]:
+        out.print(f"skipped {skip['name']}: {skip['reason']}")
+    p = summary["privacy"]
+    out.print(f"epsilon this batch {p['epsilon_batch']:.4g} (delta {p['delta']:g}, {p['mechanism']}, "
+              f"{p['accountant']}); spent so far up to {p['epsilon_spent_max']:.4g} of {p['epsilon_budget_min']:.4g}; "
+              f"results in {out_dir}")
+
+
+@insights_app.command("list")
+def insights_list(
+    db: str | None = typer.Option(None, help="Run folder, .db file or database URL (default: $FEDINSIGHT_DB_URL)."),
+    batch: str | None = typer.Option(None, help="Only this batch id."),
+    limit: int = typer.Option(50, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List released insights: id, batch, name, epsilon, suppressed groups, requester, time.
+
+    Example: fedinsight insights list --db runs/ins
+    """
+    from fedinsight.server.insight_store import InsightStore
+
+    rows = [s.summary() for s in InsightStore(_insights_db(db)).list(batch_id=batch, limit=limit)]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"{len(rows)} insight(s)")
+    for col in ("id", "batch_id", "name", "kind", "epsilon", "suppressed_groups", "requester", "created_at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), r["batch_id"], r["name"], r["kind"], f"{r['epsilon']:.3f}",
+                      str(r["suppressed_groups"]), r["requester"], r["created_at"])
+    out.print(table)
+
+
+def _label(item: object) -> str | None:
+    """The group key a result row is about (its first text field), used instead of a list index."""
+    if isinstance(item, dict):
+        if isinstance(item.get("keys"), dict):
+            return "/".join(str(v) for v in item["keys"].values())
+        return next((v for v in item.values() if isinstance(v, str)), None)
+    return None
+
+
+def _flatten(node: object, path: str = "") -> list[tuple[str, object]]:
+    """(path, estimate or text) for every released number and derived answer in an insight result."""
+    if isinstance(node, dict):
+        if ("value" in node and "ci95" in node) or node == {"suppressed": True}:
+            return [(path, node)]
+        items: list[tuple[str, object]] = []
+        label = _label(node)
+        for key, value in node.items():
+            sub = f"{path}.{key}" if path else key
+            if isinstance(value, dict | list):
+                items += _flatten(value, sub)
+            elif value is not label and key not in ("keys", "suppressed") and value is not None:
+                items.append((sub, str(value)))
+        return items
+    if isinstance(node, list):
+        return [pair for i, v in enumerate(node) for pair in _flatten(v, f"{path}.{_label(v) or i}")]
+    return []
+
+
+@insights_app.command("show")
+def insights_show(
+    ref: str = typer.Argument(..., help="Insight id, or a name (the latest insight with that name)."),
+    db: str | None = typer.Option(None, help="Run folder, .db file or database URL (default: $FEDINSIGHT_DB_URL)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full insight document."),
+) -> None:
+    """Show one released insight: every number with its 95 % interval and noise scale.
+
+    Example: fedinsight insights show ab-lift --db runs/ins
+    """
+    from fedinsight.server.insight_store import InsightStore
+
+    stored = InsightStore(_insights_db(db)).get(ref)
+    if as_json:
+        out.print_json(json.dumps(stored.insight))
+        return
+    i = stored.insight
+    table = Table(title=f"#{stored.id} {i['name']} ({i['kind']}): epsilon {i['epsilon']:.3f}, "
+                        f"{i['suppressed_groups']} of {i['groups']} groups suppressed (< {i['min_group_size']})")
+    for col in ("number", "value", "95 % interval", "noise sd"):
+        table.add_column(col, justify="left" if col == "number" else "right")
+    for path, e in _flatten(i["result"]):
+        if isinstance(e, str):
+            table.add_row(path, e, "", "")
+        elif isinstance(e, dict) and e.get("suppressed"):
+            table.add_row(path, "suppressed", "", "")
+        elif isinstance(e, dict):
+            table.add_row(path, f"{e['value']:,.4g}", f"[{e['ci95'][0]:,.4g}, {e['ci95'][1]:,.4g}]",
+                          f"{e['noise_sd']:,.3g}")
+    out.print(table)
+
 
 
 # --- simulate recommend / recommend (recommender) ---------------------------------------------------

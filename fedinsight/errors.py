@@ -105,12 +105,28 @@ class TamperedDataError(FedinsightError):
 
     exit_code = 5
 
+class PartnerReplyError(FedinsightError):
+    """A partner's answer does not match what the coordinator asked for (layout, noise, or missing)."""
+
+    exit_code = 5
+
+
+class InsightNotFoundError(FedinsightError):
+    """An insight id or name that the insight store does not hold."""
+
+    exit_code = 2
+
+class ReplyContentError(FedinsightError):
+    """A partner's reply carried something other than model weights and allow-listed metrics."""
+
+    exit_code = 5
+
 
 # --- deployment (issue 6) ---------------------------------------------------------------------------
 
 
 class NotFoundError(FedinsightError):
-    """A job, insight, token or other record that does not exist."""
+    """A job, token or other deployment record that does not exist."""
 
     exit_code = 2
 

@@ -291,9 +291,12 @@ def init_federation(root: str | Path) -> list[Path]:
     For simulations of data fedinsight generated itself (built-in datasets, ``data synth``): the
     identifier columns it planted are declared ``drop``. Real partners run ``partner init`` and review.
     """
+    from fedinsight.data.validate import table_for_path
+
     written = []
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (folder / POLICY_FILE).exists():
+        holds_tables = any(table_for_path(f) is not None for f in folder.iterdir() if f.is_file())
+        if holds_tables and not (folder / POLICY_FILE).exists():  # e.g. a generator's ground_truth/ is not a partner
             written.append(init_partner(folder)[0])
     return written
 

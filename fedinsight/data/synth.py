@@ -769,8 +769,12 @@ def write_synthetic(
     *,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    finalize: Callable[[Path], object] | None = None,
 ) -> dict:
     """Write the partner folders and the ground truth under ``out`` (all or nothing).
+
+    ``finalize(folder)`` runs on the complete folder before it is moved into place (the CLI uses it to
+    write each partner's protection policy), so a failure there also leaves nothing behind.
 
     Returns stats: ``rows`` (per table, summed over partners; items counts each partner's copy),
     ``seconds``, ``rows_per_s`` (transactions per second), ``customers``, ``partners``, ``out``.
@@ -807,6 +811,8 @@ def write_synthetic(
         truth = _truth(plan, rows, seg_counts)
         (tmp / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
         stack.close()  # flush every writer before the folder is moved into place
+        if finalize is not None:
+            finalize(tmp)
     seconds = time.perf_counter() - t0
     n_tx = truth["rows"]["transactions"]
     return {
