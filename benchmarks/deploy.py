@@ -227,9 +227,10 @@ def bench_api(args: argparse.Namespace) -> dict[str, Any]:
         state = CoordinatorState.from_config(config)
         for i in range(3):
             state.ledger.set_budget(f"p{i}", 10.0, 1e-6)
-        ids = [state.published.publish(job_id=f"job-{i % 10}", name=f"insight-{i}", kind="aggregate",
-                                       payload={"values": list(np.round(np.random.default_rng(i).random(24), 3)),
-                                                "ci95": 0.05}, epsilon=0.1) for i in range(200)]
+        ids = [str(i) for i in state.insights.save("job-bench", [
+            {"name": f"insight-{i}", "kind": "group_by", "query": {}, "epsilon": 0.1, "delta": 1e-6, "partners": 3,
+             "suppressed_groups": 0, "values": list(np.round(np.random.default_rng(i).random(24), 3)), "ci95": 0.05}
+            for i in range(200)], requester="bench")]
         token, _ = state.tokens.create("bench", "analyst")
         log = open(tmp / "api.log", "wb")  # noqa: SIM115 - closed below
         api = subprocess.Popen(api_command(config), env=child_env(config, state), stdout=log, stderr=subprocess.STDOUT,

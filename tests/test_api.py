@@ -14,8 +14,9 @@ def state(tmp_path) -> CoordinatorState:
     st = CoordinatorState(f"sqlite:///{tmp_path / 'fedinsight.db'}", tmp_path)
     for pid, eps in (("retail", 4.0), ("bank", 2.0)):
         st.ledger.set_budget(pid, eps, 1e-6)
-    st.published.publish(job_id="job-1", name="segment-sizes", kind="aggregate",
-                         payload={"values": [120.5, 80.2], "ci95": 4.1}, epsilon=0.5)
+    st.insights.save("job-1", [{"name": "segment-profile-rfm", "kind": "segment_profile", "query": {},
+                                "epsilon": 0.5, "delta": 1e-6, "partners": 2, "suppressed_groups": 0,
+                                "values": [120.5, 80.2], "ci95": 4.1}], requester="analyst")
     return st
 
 
@@ -49,7 +50,7 @@ def test_schema_health_and_authentication(state):
     page = client.get("/insights", headers=_h(tokens["analyst"])).json()
     assert page["total"] == 1 and "payload" not in page["items"][0]
     one = client.get(f"/insights/{page['items'][0]['id']}", headers=_h(tokens["analyst"])).json()
-    assert one["payload"]["values"] == [120.5, 80.2]
+    assert one["payload"]["values"] == [120.5, 80.2] and one["job_id"] == "job-1"
     assert client.get("/insights/nope", headers=_h(tokens["analyst"])).status_code == 404
 
 
@@ -59,7 +60,7 @@ def test_roles_are_least_privilege(state):
     assert client.get("/audit", headers=_h(tokens["admin"])).status_code == 403
     assert client.get("/audit", headers=_h(tokens["auditor"])).status_code == 200
     assert client.get("/insights", headers=_h(tokens["auditor"])).status_code == 403
-    assert client.post("/queries", json={"query": "segment-sizes"}, headers=_h(tokens["auditor"])).status_code == 403
+    assert client.post("/queries", json={"query": "ltv-tiers"}, headers=_h(tokens["auditor"])).status_code == 403
 
     analyst = client.get("/budget", headers=_h(tokens["analyst"])).json()
     assert analyst == {"scope": "federation", "epsilon_remaining": 2.0, "partners": None}
@@ -94,7 +95,7 @@ def test_rate_limit_and_bulk_pull_limit(state):
     assert client.get("/insights", headers=_h(tokens["admin"])).status_code == 200  # per token
 
     client, tokens, _ = _client(state, insight_reads_per_minute=2)
-    insight = state.published.list()[0].id
+    insight = str(state.insights.list()[0].id)
     codes = [client.get(f"/insights/{insight}", headers=_h(tokens["analyst"])).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
     assert state.audit.entries(limit=1000)[-1].outcome == "bulk-pull-refused"
@@ -103,24 +104,35 @@ def test_rate_limit_and_bulk_pull_limit(state):
 def test_query_submission_validation_and_probing_refusal(state):
     client, tokens, submitted = _client(state, probe_max_variants=3)
     h = _h(tokens["analyst"])
+    names = [e["name"] for e in client.get("/catalogue", headers=h).json()]
+    assert "segment-profile-rfm" in names and "ltv-tiers" in names
     assert client.post("/queries", json={"query": "nope"}, headers=h).status_code == 404
-    assert client.post("/queries", json={"query": "segment-sizes", "filters": {"ssn": "1"}},
-                       headers=h).status_code == 422
-    assert client.post("/queries", json={"query": "segment-sizes", "filters": {"min-age": "old"}},
-                       headers=h).status_code == 422
-    for region in ("north", "south", "east"):
-        r = client.post("/queries", json={"query": "segment-sizes", "filters": {"region": region, "channel": "sms"}},
-                        headers=h)
+    assert client.post("/queries", json={"query": "ltv-tiers", "filters": {"ssn": "1"}}, headers=h).status_code == 422
+    assert client.post("/queries", json={"query": "ltv-tiers", "epsilon": 50}, headers=h).status_code == 422
+    for day in ("2025-01-01", "2025-01-02", "2025-01-03"):
+        r = client.post("/queries", json={"query": "ltv-tiers", "filters": {"as_of": day}}, headers=h)
         assert r.status_code == 202 and r.json()["status"] == "submitted"
-    probe = client.post("/queries", json={"query": "segment-sizes", "filters": {"region": "west", "channel": "sms"}},
-                        headers=h)
+    probe = client.post("/queries", json={"query": "ltv-tiers", "filters": {"as_of": "2025-01-04"}}, headers=h)
     assert probe.status_code == 403 and "probing" in probe.json()["detail"]
-    assert len(submitted) == 3 and submitted[0] == ("insights", {"query": "segment-sizes", "filter-region": "north",
-                                                                 "filter-channel": "sms"})
+    assert len(submitted) == 3
+    assert submitted[0] == ("insights", {"only": "ltv-tiers", "epsilon": 0.5, "as-of": "2025-01-01"})
     refused = [e for e in state.audit.entries(limit=1000) if e.outcome == "refused-probing"]
-    assert len(refused) == 1 and refused[0].detail["filters"] == {"region": "west", "channel": "sms"}
+    assert len(refused) == 1 and refused[0].detail["filters"] == {"as_of": "2025-01-04"}
 
-    job_id = client.post("/queries", json={"query": "golden-hours"}, headers=h).json()["id"]
+    job_id = client.post("/queries", json={"query": "segment-profile-rfm", "epsilon": 1.0}, headers=h).json()["id"]
     assert client.get(f"/jobs/{job_id}", headers=h).json()["task"] == "insights"
     assert client.get(f"/jobs/{job_id}", headers=_h(tokens["bound"])).status_code == 403  # not theirs
     assert client.get(f"/jobs/{job_id}", headers=_h(tokens["admin"])).status_code == 200
+
+
+def test_insights_job_options_become_a_catalogue_batch():
+    import json
+
+    from fedinsight.server.queries import insights_batch_json
+
+    batch = json.loads(insights_batch_json({"only": "ltv-tiers,segment-profile-rfm", "epsilon": 0.7,
+                                            "as-of": "2025-06-30"}, preset="synthetic", requester="alice",
+                                           batch_id="job-9"))
+    assert batch["batch_id"] == "job-9" and batch["epsilon"] == 0.7 and batch["requester"] == "alice"
+    assert [q["name"] for q in batch["queries"]] == ["segment-profile-rfm", "ltv-tiers"]
+    assert batch["features"]["as_of"] == "2025-06-30"

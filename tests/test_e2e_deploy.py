@@ -21,7 +21,6 @@ import pytest
 
 from fedinsight.procs import descendants, free_port, pid_alive, stop_tree
 from fedinsight.server.certs import init_certs
-from fedinsight.server.jobs import available_tasks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PARTNERS = ("retail", "bank", "telco")
@@ -142,10 +141,12 @@ def test_deployment_end_to_end(deployment: Deployment):
     for p in PARTNERS:
         assert (root / f"{p}-state" / "partner-ledger.db").is_file()
 
-    if "insights" in available_tasks():  # the DP-insights task, once merged, must run the same way
-        result = dep.run("job", "run", "insights", "--federation", "marketing", "--config", "coordinator.toml",
-                         "--json")
-        assert result.returncode == 0, result.stdout + result.stderr
+    # A DP insights job (two catalogue queries) completes the same way; its insights are stored under its id.
+    result = dep.run("job", "run", "insights", "--federation", "marketing", "--config", "coordinator.toml",
+                     "-o", "epsilon=1.0", "-o", "only=segment-profile-rfm,ltv-tiers", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr + dep.output("coordinator")
+    insights_job = json.loads(result.stdout[result.stdout.index("{"):])
+    assert insights_job["status"] == "completed" and set(insights_job["epsilon_by_partner"]) == set(PARTNERS)
 
     # An unregistered partner key is refused by the SuperLink; the partner process says so and exits non-zero.
     intruder = dep.run("partner", "start", "--config", "intruder.toml", timeout=150)
@@ -161,7 +162,10 @@ def test_deployment_end_to_end(deployment: Deployment):
     bearer = {role: {"Authorization": f"Bearer {t}"} for role, t in tokens.items()}
     page = api.get("/insights", headers=bearer["analyst"])
     assert page.status_code == 200
-    assert any(i["job_id"] == job["id"] for i in page.json()["items"])
+    released = {i["job_id"]: i for i in page.json()["items"]}
+    assert {job["id"], insights_job["id"]} <= set(released)
+    one = api.get(f"/insights/{released[insights_job['id']]['id']}", headers=bearer["analyst"])
+    assert one.status_code == 200 and one.json()["kind"] in ("segment_profile", "ltv_tiers")
     assert api.get("/insights", headers={"Authorization": "Bearer fit_0000000000000000_nope"}).status_code == 401
     assert api.get("/audit", headers=bearer["analyst"]).status_code == 403
     verify = api.get("/audit/verify", headers=bearer["auditor"]).json()

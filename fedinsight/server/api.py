@@ -4,7 +4,8 @@ Who may do what is in :mod:`fedinsight.server.auth`; abuse limits in :mod:`fedin
 Every request except the unauthenticated ``/health`` and the schema itself is appended to the audit
 log with who made it, what it asked for and the HTTP outcome — refusals (401, 403, 429) included.
 
-The API serves only what jobs published (noisy aggregates with their error bars, model summaries) and
+The API serves only what jobs released into the insight store (noisy aggregates with their error bars,
+model summaries) and
 the ledger's budget figures. There is no endpoint for partner-level data because the coordinator has
 none to serve.
 """
@@ -12,6 +13,7 @@ none to serve.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -27,7 +29,9 @@ import fedinsight
 from fedinsight.errors import ConfigError, FedinsightError, NotFoundError
 from fedinsight.server.abuse import ProbeDetector, TokenBucket
 from fedinsight.server.auth import Permission, Principal
-from fedinsight.server.queries import QUERY_CATALOGUE
+from fedinsight.server.queries import FILTERS as QUERY_FILTERS
+from fedinsight.server.queries import catalogue as query_catalogue
+from fedinsight.server.queries import job_options
 from fedinsight.server.state import ENV_CONFIG, CoordinatorState
 
 log = logging.getLogger("fedinsight.api")
@@ -73,7 +77,8 @@ class CatalogueEntry(BaseModel):
 
 class QueryRequest(BaseModel):
     query: str = Field(description="A name from GET /catalogue")
-    filters: dict[str, Any] = Field(default_factory=dict)
+    filters: dict[str, Any] = Field(default_factory=dict, description="Only as_of (a date) can be set")
+    epsilon: float | None = Field(None, description="Privacy cost of this query (default 0.5, at most 2)")
 
 
 class JobOut(BaseModel):
@@ -122,6 +127,42 @@ class AuditVerifyOut(BaseModel):
 
 # --- the app ------------------------------------------------------------------------------------------
 
+class _InsightReader:
+    """Reads the insight store's table with SQLAlchemy Core (the API's hottest path)."""
+
+    def __init__(self, state: CoordinatorState) -> None:
+        from fedinsight.server.insight_store import InsightRow
+
+        self.engine = state.insights.engine
+        self.table = InsightRow.__table__
+
+    @staticmethod
+    def summary(row: Any) -> dict[str, Any]:
+        return {"id": str(row.id), "job_id": row.batch_id, "name": row.name, "kind": row.kind,
+                "epsilon": row.epsilon, "created_at": row.created_at.isoformat() + "Z"}
+
+    def page(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        from sqlalchemy import func, select
+
+        t = self.table
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c.id, t.c.batch_id, t.c.name, t.c.kind, t.c.epsilon, t.c.created_at)
+                                .order_by(t.c.id.desc()).limit(limit).offset(offset)).all()
+            total = int(conn.execute(select(func.count()).select_from(t)).scalar() or 0)
+        return [self.summary(r) for r in rows], total
+
+    def get(self, insight_id: str) -> dict[str, Any]:
+        from sqlalchemy import select
+
+        row = None
+        if insight_id.isdigit():
+            with self.engine.connect() as conn:
+                row = conn.execute(select(self.table).where(self.table.c.id == int(insight_id))).first()
+        if row is None:
+            raise NotFoundError(f"no insight '{insight_id}' (see GET /insights)")
+        return {**self.summary(row), "payload": json.loads(row.result_json)}
+
+
 class _AuditWriter:
     """Appends the audit entries of concurrent requests in one transaction each round.
 
@@ -162,6 +203,7 @@ Submitter = Callable[[str, dict[str, Any], Principal], Any]
 
 
 def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submit: Submitter | None = None,
+               catalogue_preset: str = "synthetic",
                requests_per_second: float = 20.0, burst: int = 40, insight_reads_per_minute: int = 600,
                probe_window_s: float = 3600.0, probe_max_variants: int = 3) -> FastAPI:
     """Build the API over a coordinator's state. ``submit`` starts jobs (None: query submission disabled)."""
@@ -170,7 +212,8 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
     rate = TokenBucket(requests_per_second, burst)
     bulk = TokenBucket(insight_reads_per_minute / 60.0, insight_reads_per_minute)
     probes = ProbeDetector(state.db_url, window_s=probe_window_s, max_variants=probe_max_variants)
-    audit, tokens, published, ledger = state.audit, state.tokens, state.published, state.ledger
+    audit, tokens, ledger = state.audit, state.tokens, state.ledger
+    insights = _InsightReader(state)
 
     # Dependencies and read endpoints are `async def`: their work (one indexed SQLite read, an HMAC) is far
     # cheaper than a hop to the thread pool, which FastAPI makes for every sync dependency.
@@ -279,41 +322,39 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
     @app.get("/insights", response_model=InsightPage, tags=["insights"])
     async def list_insights(request: Request, limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0),
                       who: Principal = Depends(require(Permission.READ_INSIGHTS))) -> InsightPage:
-        """Published insights, newest first (summaries; each counts towards the bulk-read limit)."""
-        items = published.list(limit=limit, offset=offset)
+        """Released insights, newest first (summaries; each counts towards the bulk-read limit)."""
+        items, total = insights.page(limit, offset)
         pull(request, who, len(items))
-        return InsightPage(items=[InsightSummary(**i.as_dict(with_payload=False)) for i in items],
-                           total=published.count(), limit=limit, offset=offset)
+        return InsightPage(items=[InsightSummary(**i) for i in items], total=total, limit=limit, offset=offset)
 
     @app.get("/insights/{insight_id}", response_model=Insight, tags=["insights"])
     async def read_insight(insight_id: str, request: Request,
-                     who: Principal = Depends(require(Permission.READ_INSIGHTS))) -> Insight:
-        """One published insight with its values and error bars."""
+                           who: Principal = Depends(require(Permission.READ_INSIGHTS))) -> Insight:
+        """One released insight with its values and error bars (or a model summary)."""
         request.state.target = insight_id
         pull(request, who, 1)
-        return Insight(**published.get(insight_id).as_dict())
+        return Insight(**insights.get(insight_id))
 
     @app.get("/catalogue", response_model=list[CatalogueEntry], tags=["queries"])
     def catalogue(who: Principal = Depends(require(Permission.SUBMIT_QUERY))) -> list[CatalogueEntry]:
         """The queries that can be submitted, their filters, and whether this coordinator can run them."""
         from fedinsight.server.jobs import available_tasks
 
-        tasks = set(available_tasks())
-        return [CatalogueEntry(name=q.name, task=q.task, description=q.description,
-                               filters={k: t.__name__ for k, t in q.filters.items()}, available=q.task in tasks)
-                for q in QUERY_CATALOGUE.values()]
+        available = "insights" in available_tasks()
+        return [CatalogueEntry(name=q.name, task="insights", description=q.title,
+                               filters={k: t.__name__ for k, t in QUERY_FILTERS.items()}, available=available)
+                for q in query_catalogue(catalogue_preset)]
 
     @app.post("/queries", response_model=JobOut, status_code=202, tags=["queries"])
     def submit_query(body: QueryRequest, request: Request,
                      who: Principal = Depends(require(Permission.SUBMIT_QUERY))) -> JobOut:
-        """Start a catalogue query as a job; refused if it probes for individuals. Poll GET /jobs/{id}."""
+        """Start a catalogue query as an insights job; refused if it probes for individuals. Poll GET /jobs/{id}."""
         request.state.target = body.query
-        request.state.audit_detail = {"filters": body.filters}
-        entry = QUERY_CATALOGUE.get(body.query)
-        if entry is None:
+        request.state.audit_detail = {"filters": body.filters, "epsilon": body.epsilon}
+        if body.query not in {q.name for q in query_catalogue(catalogue_preset)}:
             raise HTTPException(404, f"no query '{body.query}' in the catalogue (see GET /catalogue)")
         try:
-            options = entry.run_options(body.filters)
+            options = job_options(body.query, body.filters, body.epsilon, catalogue_preset)
         except ConfigError as exc:
             raise HTTPException(422, str(exc)) from None
         verdict = probes.check(who.token_id, body.query, body.filters)
@@ -324,7 +365,7 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
         if submit is None:
             raise HTTPException(503, "this API instance cannot start jobs")
         try:
-            job = submit(entry.task, options, who)
+            job = submit("insights", options, who)
         except ConfigError as exc:
             raise HTTPException(409, str(exc)) from None
         request.state.audit_detail["job"] = job.id
@@ -394,6 +435,7 @@ def app_from_env() -> FastAPI:
 
     abuse = config.abuse
     return create_app(state, federation=config.coordinator.federation, submit=submit,
+                      catalogue_preset=config.coordinator.catalogue_preset,
                       requests_per_second=abuse.requests_per_second, burst=abuse.burst,
                       insight_reads_per_minute=abuse.insight_reads_per_minute, probe_window_s=abuse.probe_window_s,
                       probe_max_variants=abuse.probe_max_variants)

@@ -71,6 +71,7 @@ class CoordinatorSection(_Model):
     state_dir: Path = Path("state")
     database_url: str | None = None  # default: SQLite in state-dir
     accountant: Literal["rdp", "pld"] = "rdp"
+    catalogue_preset: str = "synthetic"  # insight catalogue vocabulary (channels, campaigns) for queries
     stop_timeout: float = Field(15.0, gt=0, le=300)
 
 

@@ -350,11 +350,21 @@ def submit_job(config: Any, state: Any, task: str, *, federation: str, options: 
     if task not in tasks:
         raise ConfigError(f"task '{task}' is not installed on this coordinator (available: {', '.join(tasks)})")
     run_config: dict[str, Any] = {"task": task, "partners": len(config.partners), **(options or {})}
-    reserved = {"job-id", "requester", "ledger-url", "data-root"} & set(options or {})
+    reserved = {"job-id", "requester", "ledger-url", "db-url", "data-root"} & set(options or {})
     if reserved:
         raise ConfigError(f"--option cannot set {', '.join(sorted(reserved))} on a deployment")
+    batch_options = None
+    if task == "insights" and "batch" not in run_config:  # build the catalogue batch (validated before recording)
+        from fedinsight.server.queries import insights_batch_json
+
+        batch_options = {k: run_config.pop(k) for k in ("only", "epsilon", "as-of") if k in run_config}
+        insights_batch_json(dict(batch_options), preset=config.coordinator.catalogue_preset, requester=requester,
+                            batch_id="validate")
     job = state.jobs.create(task=task, federation=federation, run_config=run_config, requester=requester)
     run_config.update({"job-id": job.id, "requester": requester, "publish": True})
+    if batch_options is not None:
+        run_config["batch"] = insights_batch_json(batch_options, preset=config.coordinator.catalogue_preset,
+                                                  requester=requester, batch_id=job.id)
     state.audit.append(actor=requester, role="operator" if requester == "operator" else "", action="job.submit",
                        target=job.id, outcome="submitted", detail={"task": task, "run_config": run_config})
     app_dir = write_job_app(config.state_dir / "jobs" / job.id, run_config)

@@ -1,60 +1,70 @@
-"""The query catalogue analysts may submit through the API: each entry is a job template.
+"""What analysts may submit through the API: named entries of the insight catalogue, nothing free-form.
 
-Analysts never write free-form queries: a catalogue entry names the task that computes it, the filters
-it accepts (typed), and nothing else, so every release goes through a task that bounds contributions,
-adds calibrated noise and charges the ledger. Submitting an entry whose task is not installed on this
-coordinator is refused with the list of what is.
+Each entry is one query of :func:`fedinsight.server.insight_catalogue.default_queries` for the
+coordinator's catalogue preset (its declared channels and campaigns). An analyst picks the query, may
+move its reference date (``as_of``, the one filter the catalogue exposes) and picks an ε up to
+:data:`MAX_QUERY_EPSILON`; the job prices, charges and noises it like any insights job. Every release
+therefore goes through a task that bounds contributions, adds calibrated noise and charges the ledger.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fedinsight.errors import ConfigError
 
+DEFAULT_QUERY_EPSILON = 0.5
+MAX_QUERY_EPSILON = 2.0
+FILTERS: dict[str, type] = {"as_of": str}
+"""Filters an analyst may set (a sweep over one of them is what the probing detector refuses)."""
+
 
 @dataclass(frozen=True)
-class CatalogueQuery:
-    """One submittable query: which task computes it and which filters it takes."""
-
+class CatalogueEntry:
     name: str
-    task: str
-    description: str
-    filters: dict[str, type] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    filter_prefix: str = "filter-"  # run-config key = prefix + filter name
-
-    def run_options(self, filters: dict[str, Any]) -> dict[str, Any]:
-        """The job's run config for these filters; unknown or mistyped filters are a ConfigError."""
-        unknown = sorted(set(filters) - set(self.filters))
-        if unknown:
-            allowed = ", ".join(sorted(self.filters)) or "none"
-            raise ConfigError(f"query '{self.name}' has no filter {', '.join(unknown)} (allowed: {allowed})")
-        out = dict(self.options)
-        for key, value in filters.items():
-            kind = self.filters[key]
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-                raise ConfigError(f"filter '{key}' of query '{self.name}' must be a {kind.__name__}")
-            out[f"{self.filter_prefix}{key}"] = value
-        return out
+    kind: str
+    title: str
 
 
-_SEGMENT_FILTERS: dict[str, type] = {"region": str, "channel": str, "campaign": str, "segment": str,
-                                     "min-age": int, "max-age": int}
+def catalogue(preset: str) -> list[CatalogueEntry]:
+    """The submittable queries for the coordinator's catalogue preset."""
+    from fedinsight.server.insight_catalogue import PRESETS, default_queries
 
-QUERY_CATALOGUE: dict[str, CatalogueQuery] = {q.name: q for q in (
-    CatalogueQuery("segment-sizes", "insights", "Customers per segment (noisy counts, small groups suppressed).",
-                   _SEGMENT_FILTERS, {"query": "segment-sizes"}),
-    CatalogueQuery("funnel-conversion", "insights", "Exposure -> click -> participate -> convert rates.",
-                   _SEGMENT_FILTERS, {"query": "funnel-conversion"}),
-    CatalogueQuery("campaign-lift", "insights", "A/B lift of a campaign with its confidence interval.",
-                   _SEGMENT_FILTERS, {"query": "campaign-lift"}),
-    CatalogueQuery("golden-hours", "insights", "Best channel and hour to reach each segment.",
-                   _SEGMENT_FILTERS, {"query": "golden-hours"}),
-    CatalogueQuery("repurchase-model", "secagg",
-                   "Repurchase propensity model trained with DP-SGD under secure aggregation.",
-                   {"cutoff": str}, {}, filter_prefix=""),
-)}
+    p = PRESETS.get(preset, PRESETS["synthetic"])
+    return [CatalogueEntry(q.name, q.kind, q.title)  # type: ignore[attr-defined]
+            for q in default_queries(channels=p["channels"], campaigns=p["campaigns"], tx_channels=p["tx_channels"])]
+
+
+def job_options(name: str, filters: dict[str, Any], epsilon: float | None, preset: str) -> dict[str, Any]:
+    """The insights job's run options for one catalogue query; ConfigError on anything not allowed."""
+    names = [e.name for e in catalogue(preset)]
+    if name not in names:
+        raise ConfigError(f"no query '{name}' in the catalogue (available: {', '.join(names)})")
+    unknown = sorted(set(filters) - set(FILTERS))
+    if unknown:
+        raise ConfigError(f"query '{name}' has no filter {', '.join(unknown)} (allowed: {', '.join(FILTERS)})")
+    for key, value in filters.items():
+        if not isinstance(value, FILTERS[key]):
+            raise ConfigError(f"filter '{key}' must be a {FILTERS[key].__name__}")
+    eps = DEFAULT_QUERY_EPSILON if epsilon is None else float(epsilon)
+    if not 0 < eps <= MAX_QUERY_EPSILON:
+        raise ConfigError(f"epsilon must be in (0, {MAX_QUERY_EPSILON}] for one query (got {eps})")
+    options: dict[str, Any] = {"only": name, "epsilon": eps}
+    if "as_of" in filters:
+        options["as-of"] = filters["as_of"]
+    return options
+
+
+def insights_batch_json(options: dict[str, Any], *, preset: str, requester: str, batch_id: str) -> str:
+    """Turn job options (``only``, ``epsilon``, ``as-of``) into the insights task's ``batch`` run-config value.
+
+    The batch id is the job id, so the insights a job releases are found by its id.
+    """
+    from fedinsight.server.insight_catalogue import default_batch
+
+    only = [s.strip() for s in str(options.pop("only")).split(",")] if "only" in options else None
+    batch = default_batch(preset, epsilon=float(options.pop("epsilon", 1.0)),
+                          as_of=str(options.pop("as-of")) if "as-of" in options else None, only=only,
+                          requester=requester)
+    return batch.model_copy(update={"batch_id": batch_id}).model_dump_json()

@@ -254,10 +254,15 @@ def train(grid: Grid, context: Context, *, secure: bool = True, init_weights: li
         "weights": [float(v) for w in weights for v in np.ravel(w)],
     }
     context.state["secagg"] = ConfigRecord({"summary": json.dumps(summary)})
-    publish = run_config.get("publish", False)
-    if publish:
-        from fedinsight.server.published import PublishedInsights
+    if run_config.get("publish", False):  # on a coordinator: the model summary joins the insight store
+        from fedinsight.privacy.ledger import compose_epsilon
+        from fedinsight.server.insight_store import InsightStore
 
-        PublishedInsights(None).publish(job_id=job_id, name="propensity-model (secagg)", kind="model",
-                                        payload=summary, epsilon=max(epsilon_after.values()))
+        delta = float(run_config.get("delta", DEFAULTS["delta"]))
+        InsightStore(None).save(job_id, [{
+            "name": "propensity-model-secagg", "kind": "model", "epsilon": compose_epsilon([job.event()], delta),
+            "delta": delta, "partners": len(names), "suppressed_groups": 0, "summary": summary,
+            "query": {"task": TASK, "rounds": job.rounds, "noise-multiplier": job.noise_multiplier,
+                      "sample-rate": job.sample_rate, "local-steps": job.local_steps},
+        }], requester=str(run_config.get("requester", "")))
     return summary

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from fedinsight.privacy.ledger import PrivacyLedger
     from fedinsight.server.auth import TokenStore
     from fedinsight.server.config import CoordinatorConfig
+    from fedinsight.server.insight_store import InsightStore
     from fedinsight.server.jobs import JobStore
-    from fedinsight.server.published import PublishedInsights
 
 ENV_DB_URL = "FEDINSIGHT_DB_URL"
 ENV_STATE_DIR = "FEDINSIGHT_STATE_DIR"
@@ -96,7 +96,7 @@ class CoordinatorState:
         return JobStore(self.db_url)
 
     @cached_property
-    def published(self) -> PublishedInsights:
-        from fedinsight.server.published import PublishedInsights
+    def insights(self) -> InsightStore:
+        from fedinsight.server.insight_store import InsightStore
 
-        return PublishedInsights(self.db_url)
+        return InsightStore(self.db_url)
