@@ -130,23 +130,30 @@ def test_deployment_end_to_end(deployment: Deployment):
     assert (root / "coordinator-state" / "coordinator.pid").read_text().strip() == str(coordinator.pid)
     partners = [dep.spawn(p, "partner", "start", "--config", f"{p}.toml") for p in PARTNERS]
 
-    # A training job under SecAgg+ and DP-SGD completes on the three partners.
-    result = dep.run("job", "run", "secagg", "--federation", "marketing", "--config", "coordinator.toml",
-                     "-o", "num-server-rounds=1", "-o", "local-steps=3", "-o", "sample-rate=0.1", "--json")
-    assert result.returncode == 0, result.stdout + result.stderr + dep.output("coordinator")
-    job = json.loads(result.stdout[result.stdout.index("{"):])
-    assert job["status"] == "completed" and set(job["epsilon_by_partner"]) == set(PARTNERS)
-    assert all(e > 0 for e in job["epsilon_by_partner"].values())
-    # Each partner also charged its own local ledger (enforced on the partner's side).
-    for p in PARTNERS:
-        assert (root / f"{p}-state" / "partner-ledger.db").is_file()
-
-    # A DP insights job (two catalogue queries) completes the same way; its insights are stored under its id.
+    # A training job under SecAgg+ and DP-SGD and a DP insights job (two catalogue queries) run at the same
+    # time on the three partners and both complete; the insights are stored under the job's id.
+    submitted = dep.run("job", "run", "secagg", "--federation", "marketing", "--config", "coordinator.toml",
+                        "-o", "num-server-rounds=1", "-o", "local-steps=3", "-o", "sample-rate=0.1", "--no-follow",
+                        "--json")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr + dep.output("coordinator")
+    training_id = json.loads(submitted.stdout[submitted.stdout.index("{"):])["id"]
     result = dep.run("job", "run", "insights", "--federation", "marketing", "--config", "coordinator.toml",
                      "-o", "epsilon=1.0", "-o", "only=segment-profile-rfm,ltv-tiers", "--json")
     assert result.returncode == 0, result.stdout + result.stderr + dep.output("coordinator")
     insights_job = json.loads(result.stdout[result.stdout.index("{"):])
     assert insights_job["status"] == "completed" and set(insights_job["epsilon_by_partner"]) == set(PARTNERS)
+    deadline = time.monotonic() + 300
+    while True:
+        status = dep.run("job", "status", training_id, "--config", "coordinator.toml", "--json")
+        job = json.loads(status.stdout[status.stdout.index("{"):])
+        if job["status"] in ("completed", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert job["status"] == "completed", job
+    assert set(job["epsilon_by_partner"]) == set(PARTNERS) and all(e > 0 for e in job["epsilon_by_partner"].values())
+    # Each partner also charged its own local ledger (enforced on the partner's side).
+    for p in PARTNERS:
+        assert (root / f"{p}-state" / "partner-ledger.db").is_file()
 
     # An unregistered partner key is refused by the SuperLink; the partner process says so and exits non-zero.
     intruder = dep.run("partner", "start", "--config", "intruder.toml", timeout=150)
