@@ -7,6 +7,7 @@ exit code (2 for invalid data or options); a traceback is only ever shown for a 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -295,8 +296,14 @@ def simulate_propensity(
         ledger_url=db or f"sqlite:///{out_dir / 'ledger.db'}", dataset=dataset)
     job.plan()  # bad privacy settings fail here, before anything is written
     _prepare_out_dir(out_dir, overwrite)
+    from fedinsight.client.protection import init_federation
+
     with atomic_output_dir(out_dir / "partners") as tmp:
         write_partner_folder(parts, tmp)
+        init_federation(tmp)  # built-in data: declare the identifier columns fedinsight planted
+    # The baselines see what the partners see: each partner's data after its own protection pipeline
+    # (tokenized ids, training-consent filter), so the held-out customers are the same ones.
+    parts = _protected_view(out_dir / "partners", list(parts), purpose="training")
     split = pooled_split(parts, window, test_share, seed)
     baselines = {"centralized": centralized_baseline(split, window, kind=model, seed=seed, caps=job.caps,
                                                      tier_levels=(job.tier_mid, job.tier_high))}
@@ -333,6 +340,7 @@ def simulate_propensity(
     if fed.get("auc") is not None and summary["metrics"].get("bgnbd", {}).get("auc") is not None:
         comparison["auc_federated_minus_bgnbd"] = fed["auc"] - summary["metrics"]["bgnbd"]["auc"]
     summary["comparison"] = comparison
+    summary = _finite(summary)
     with atomic_output_file(out_dir / "summary.json") as tmp_file:
         tmp_file.write_text(json.dumps(summary, indent=2, default=_json_default, allow_nan=False))
     if as_json:
@@ -373,6 +381,17 @@ def _json_default(value: object) -> object:
     if hasattr(value, "item"):
         return value.item()  # type: ignore[union-attr]
     return str(value)
+
+
+def _finite(value: object) -> object:
+    """Replace NaN/inf (a metric with nothing to evaluate) by null, recursively, so JSON stays valid."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 @score_app.command("propensity")
@@ -940,6 +959,14 @@ def simulate_preflight(
         from fedinsight.errors import ProtectionPolicyError
 
         raise ProtectionPolicyError("some partners refused to load their data; see the table above")
+
+
+def _protected_view(root: Path, partner_names: list[str], *, purpose: str) -> dict:
+    """Each partner folder under ``root`` as its partner would load it for ``purpose`` (for simulation baselines)."""
+    from fedinsight.client.protection import find_policy, load_protected
+
+    return {name: load_protected(root / name, find_policy(root / name)).for_purpose(purpose)
+            for name in partner_names}
 
 
 def _progress() -> Progress:

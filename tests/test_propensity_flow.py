@@ -17,6 +17,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from fedinsight.client.app import app as client_app
 from fedinsight.client.features import FEATURES, synthetic_window
+from fedinsight.client.protection import init_federation
 from fedinsight.data import PartitionSpec, load_federation
 from fedinsight.data.federation import write_partner_folder
 from fedinsight.errors import BudgetExceededError, ConfigError
@@ -35,6 +36,7 @@ def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("partners")
     parts = load_federation("synthetic", PartitionSpec(partners=PARTNERS, seed=0), synthetic_customers=1500)
     write_partner_folder(parts, root)
+    init_federation(root)  # each partner declares the generator's identifier columns (drop)
     return root
 
 
