@@ -83,4 +83,4 @@ def test_simulate_insights_refuses_bad_options(tmp_path):
     assert proc.returncode == 2 and "epsilon" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([str(BIN), "insights", "list", "--db", str(tmp_path / "missing")],
                           capture_output=True, text=True, check=False)
-    assert proc.returncode != 0 and "no insight database" in proc.stderr
+    assert proc.returncode == 2 and "no insight database" in proc.stderr
