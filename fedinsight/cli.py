@@ -453,7 +453,9 @@ def _insights_db(db: str | None) -> str | None:
     if path.is_dir():
         path = path / "ledger.db"
     if not path.exists():
-        raise FedinsightError(f"no insight database at {path} (give a run folder, a .db file or a database URL)")
+        from fedinsight.errors import ConfigError
+
+        raise ConfigError(f"no insight database at {path} (give a run folder, a .db file or a database URL)")
     return f"sqlite:///{path.resolve()}"
 
 
