@@ -158,10 +158,17 @@ def demo(
     partition: str = typer.Option("dirichlet", help="iid, dirichlet or natural."),
     alpha: float = typer.Option(0.5, help="Dirichlet concentration."),
     seed: int = typer.Option(0),
+    rounds: int = typer.Option(5, help="Federated rounds of the DP training run."),
+    epsilon: float = typer.Option(1.0, help="Each partner's privacy budget for the training run."),
+    out_dir: Path = typer.Option(Path("runs/demo"), "--out", help="Where the demo run writes its outputs."),
 ) -> None:
-    """Load both built-in datasets, validate them, split them into partners and show who holds what.
+    """Show who holds what, then train a repurchase-propensity model across partners under DP-SGD.
 
-    Example: fedinsight demo --partners 5 --partition natural
+    Loads and validates CDNOW and MovieLens-100K, splits each into partners, prints the partner tables,
+    then runs a short federated simulation on CDNOW (Flower simulation runtime, Opacus DP-SGD with the
+    given epsilon per partner, centralized and BG/NBD baselines in the same run) into OUT.
+
+    Example: fedinsight demo --partners 5 --rounds 5 --epsilon 1 --out runs/demo
     """
     from fedinsight.data.federation import PartitionSpec, load_federation, partner_table
 
@@ -171,6 +178,13 @@ def demo(
         parts = load_federation(name, spec)
         title = f"{name}: {partners} partners, {partition} partition ({time.perf_counter() - start:.1f}s)"
         out.print(_frame_table(partner_table(parts), title))
+    out.print(f"\nFederated propensity on CDNOW: {partners} partners, {rounds} rounds, DP-SGD epsilon {epsilon}")
+    simulate_propensity(
+        dataset="cdnow", partners=partners, rounds=rounds, epsilon=epsilon, delta=1e-5, non_private=False,
+        partition=partition, alpha=alpha, model="logreg", seed=seed, db=None, test_share=0.2, sample_rate=0.1,
+        local_epochs=1.0, lr=0.5, max_grad_norm=3.0, partner_budget=[], customers=5_000, start=None, cutoff=None,
+        end=None, cpus=None, overwrite=True, verbose=False, as_json=False, out_dir=out_dir,
+    )
 
 
 # --- simulate propensity / score (propensity & LTV) ------------------------------------------------
