@@ -76,3 +76,9 @@ class UnknownPartnerError(FedinsightError):
     """A partner id that the coordinator does not know."""
 
     exit_code = 2
+
+
+class UnknownCustomerError(FedinsightError):
+    """A customer id that the partner's data (or its trained customer state) does not hold."""
+
+    exit_code = 2
