@@ -61,7 +61,7 @@ class CustomerState:
 def customer_state_path(folder: str | Path, job_id: str) -> Path:
     """Where a job's customer state lives inside a partner's state folder."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", job_id)
-    return Path(folder) / f"recommend-{safe}.npz"
+    return Path(folder) / f"{safe}.customers.npz"
 
 
 def save_customer_state(path: str | Path, state: CustomerState) -> None:
@@ -160,7 +160,7 @@ def bpr_config(config: dict[str, object]) -> BPRConfig:
         reg=float(config.get("reg", 1e-5)),  # type: ignore[arg-type]
         customer_reg=float(config.get("customer-reg", 1e-5)),  # type: ignore[arg-type]
         batch_customers=int(config.get("batch-customers", 32)),  # type: ignore[arg-type]
-        dp_lr=float(config.get("dp-lr", 1.0)),  # type: ignore[arg-type]
+        dp_lr=float(config.get("dp-lr", 5.0)),  # type: ignore[arg-type]
         optimizer="sgd" if is_private(config) else "adam",
     )
 

@@ -279,7 +279,7 @@ def explore_slots(k: int, share: float) -> int:
     """How many of ``k`` slots the exploration share reserves (rounded, at least 1 for any share > 0)."""
     if not 0.0 <= share < 1.0:
         raise ConfigError(f"--explore must be in [0, 1) (got {share})")
-    return 0 if share == 0 else max(1, min(k - 1, round(share * k)))
+    return 0 if share == 0 else min(k - 1, max(1, round(share * k)))
 
 
 def taste_genres(genres: np.ndarray, history: np.ndarray, top: int = 2) -> np.ndarray:

@@ -69,7 +69,7 @@ class RecommendJob:
     epsilon: float = math.inf
     delta: float = 1e-5
     budget: float | None = None
-    sample_rate: float = 0.1
+    sample_rate: float = 1.0
     clip: float = 1.0
     seed: int = 0
     explore: float = 0.2
@@ -82,7 +82,7 @@ class RecommendJob:
     customer_lr: float = 0.01
     reg: float = 1e-5
     customer_reg: float = 1e-5
-    dp_lr: float = 1.0
+    dp_lr: float = 5.0
     batch_customers: int = 32
     fit_epochs: int = 3
     personalize_epochs: int = 0
@@ -217,17 +217,24 @@ def itemwise_average(deltas: list[np.ndarray], weights: list[np.ndarray]) -> np.
     return np.where(total[:, None] > 0, (w[:, :, None] * d).sum(axis=0) / np.maximum(total, 1e-12)[:, None], 0.0)
 
 
-def james_stein_rows(update: np.ndarray, noise_var: float) -> tuple[np.ndarray, np.ndarray]:
-    """Positive-part James-Stein shrinkage of each row towards 0 given the per-coordinate noise variance.
+def james_stein(update: np.ndarray, noise_var: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positive-part James-Stein shrinkage towards 0, given the per-coordinate noise variance.
 
-    Row i is scaled by max(0, 1 - (width - 2) * noise_var / ||row_i||^2). Returns the rows and factors.
+    Each item's embedding change (a row without the bias column) is scaled by
+    ``max(0, 1 - (dim - 2) * noise_var / ||row||^2)``; the bias column, one number per item, is shrunk
+    as one vector the same way. Returns the shrunk update and the per-item embedding factors.
     """
-    width = update.shape[1]
-    if width < 3 or noise_var <= 0:
-        return update, np.ones(len(update))
-    norms = (update**2).sum(axis=1)
-    factor = np.maximum(0.0, 1.0 - (width - 2) * noise_var / np.maximum(norms, 1e-30))
-    return update * factor[:, None], factor
+    emb, bias = update[:, :-1], update[:, -1]
+    factor = np.ones(len(update))
+    if noise_var <= 0:
+        return update, factor
+    if emb.shape[1] >= 3:
+        norms = (emb**2).sum(axis=1)
+        factor = np.maximum(0.0, 1.0 - (emb.shape[1] - 2) * noise_var / np.maximum(norms, 1e-30))
+        emb = emb * factor[:, None]
+    if len(bias) >= 3:
+        bias = bias * max(0.0, 1.0 - (len(bias) - 2) * noise_var / max(float((bias**2).sum()), 1e-30))
+    return np.concatenate([emb, bias[:, None]], axis=1), factor
 
 
 def dp_update_noise_variance(job: RecommendJob, noise_multiplier: float, sizes: list[int],
@@ -373,7 +380,7 @@ def run(grid: Grid, context: Context) -> None:
         record: dict[str, Any] = {"round": rnd}
         if job.private and job.shrink:
             var = dp_update_noise_variance(job, sigma, [sizes[n] for n in nodes], steps)
-            update, factor = james_stein_rows(update, var)
+            update, factor = james_stein(update, var)
             record["items_kept"] = int((factor > 0).sum())
         items = ItemParams.from_matrix(optimizer.step(items.as_matrix(), update))
         if losses:

@@ -56,9 +56,9 @@ class RecommendSimulation:
     explore: float = 0.2
     seed: int = 0
     local_epochs: int = 2
-    sample_rate: float = 0.1
+    sample_rate: float = 1.0
     clip: float = 1.0
-    dp_lr: float = 1.0
+    dp_lr: float = 5.0
     server_optimizer: str = "fedavg"
     server_lr: float = 1.0
     personalize_epochs: int = 0
