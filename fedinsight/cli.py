@@ -236,7 +236,7 @@ def _recommend_table(summary: dict) -> Table:  # type: ignore[type-arg]
     table = Table(title=f"recommend: {summary['dataset']}, {summary['partners']} partners, {summary['rounds']} rounds")
     for col in ("model", "HR@10", "NDCG@10", "coverage", "ILD", "HR@10 +explore", "ILD +explore"):
         table.add_column(col, justify="left" if col == "model" else "right")
-    for name in ("federated", "centralized", "local_only", "popularity"):
+    for name in ("federated", "federated_global", "centralized", "local_only", "popularity"):
         m = summary["metrics"].get(name)
         if m:
             x = m["explore"]

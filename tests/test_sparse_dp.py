@@ -12,6 +12,7 @@ from fedinsight.privacy.sparse_dp import (
     CustomerLevelAccountant,
     add_gaussian_noise,
     clip_per_unit,
+    clip_per_unit_rank_one,
     noise_generator,
     noise_multiplier_for,
 )
@@ -91,3 +92,15 @@ def test_opacus_accountant_history_survives_rounds_and_agrees_with_the_ledger():
     assert eps_opacus == pytest.approx(eps_ledger, rel=0.1)
     acc.step(2.0, 0.1, 10)
     assert len(acc.history) == 2 and acc.epsilon(1e-4) > eps_opacus
+
+
+def test_rank_one_clipping_matches_the_generic_one():
+    rng = np.random.default_rng(9)
+    units = torch.from_numpy(np.repeat(np.arange(6), 40))
+    rows = torch.from_numpy(rng.integers(0, 30, size=240))
+    coef = torch.from_numpy(rng.standard_normal(240))
+    vectors = torch.from_numpy(rng.standard_normal((6, 5)))
+    generic = clip_per_unit(units, rows, coef[:, None] * vectors[units], 30, 0.7)
+    fast = clip_per_unit_rank_one(units, rows, coef, vectors, 30, 0.7)
+    assert torch.allclose(generic.total, fast.total, atol=1e-10)
+    assert fast.clipped_fraction == generic.clipped_fraction and fast.units == 6

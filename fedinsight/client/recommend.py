@@ -35,7 +35,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, 
 from fedinsight.client.app import app
 from fedinsight.client.partner_data import load_partner_data, partner_data_path, partner_id
 from fedinsight.errors import BudgetExceededError, ConfigError, DataValidationError, FedinsightError, Problem
-from fedinsight.models.ranking import Catalogue, InteractionSplit, evaluate_ranking, leave_latest_out
+from fedinsight.models.ranking import Catalogue, InteractionSplit, RankingTotals, evaluate_ranking, leave_latest_out
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer
 from fedinsight.privacy.ledger import compose_epsilon
 from fedinsight.privacy.sparse_dp import CustomerLevelAccountant
@@ -301,25 +301,31 @@ def _evaluate(msg: Message, context: Context) -> Message:
     trainer = LocalTrainer(split, catalogue.num_items, replace(cfg, optimizer="adam"),
                            seed=_round_seed(config, context, 3), customer_embeddings=state.embeddings)
     trainer.train(items, int(config.get("fit-epochs", 3)), train_items=False)  # type: ignore[arg-type]
-    served = items
+    seed, k = int(config.get("seed", 0)), int(config.get("k", 10))  # type: ignore[arg-type]
+    share = float(config.get("explore", 0.2))  # type: ignore[arg-type]
+
+    def rank(served: ItemParams) -> RankingTotals:
+        return evaluate_ranking(split, catalogue, lambda rows: trainer.scores(served, rows), served.bias,
+                                seed=seed, k=k, share=share,
+                                diversity_features=None if catalogue.genres.shape[1] else served.embeddings)
+
+    results = {"": rank(items)}
     personalize = int(config.get("personalize-epochs", 0))  # type: ignore[arg-type]
+    served = items
     if personalize > 0:  # partner-local fine-tuning: never leaves the partner, costs no budget
         served, _ = trainer.train(items, personalize)
+        results = {"": rank(served), "global-": results[""]}
     if bool(config.get("final", False)):
         assert trainer.customer_embeddings is not None
         state.embeddings = trainer.customer_embeddings
         state.personal_items = served.as_matrix() if personalize > 0 else None
         save_customer_state(path, state)
-    totals = evaluate_ranking(
-        split, catalogue, lambda rows: trainer.scores(served, rows), served.bias,
-        seed=int(config.get("seed", 0)), k=int(config.get("k", 10)),  # type: ignore[arg-type]
-        share=float(config.get("explore", 0.2)),  # type: ignore[arg-type]
-        diversity_features=None if catalogue.genres.shape[1] else served.embeddings,
-    )
-    metrics = {name: float(getattr(totals, name)) for name in totals.SCALARS}
-    metrics["seconds"] = time.perf_counter() - start
-    arrays = {"recommended": Array(totals.recommended.astype(np.float32)),
-              "recommended-explore": Array(totals.recommended_explore.astype(np.float32))}
+    metrics: dict[str, float] = {"seconds": time.perf_counter() - start}
+    arrays: dict[str, Array] = {}
+    for prefix, totals in results.items():
+        metrics.update({prefix + name: float(getattr(totals, name)) for name in totals.SCALARS})
+        arrays[prefix + "recommended"] = Array(totals.recommended.astype(np.float32))
+        arrays[prefix + "recommended-explore"] = Array(totals.recommended_explore.astype(np.float32))
     return Message(RecordDict({"totals": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 

@@ -28,7 +28,7 @@ import torch
 
 from fedinsight.errors import ConfigError
 from fedinsight.models.ranking import InteractionSplit
-from fedinsight.privacy.sparse_dp import add_gaussian_noise, clip_per_unit, noise_generator
+from fedinsight.privacy.sparse_dp import add_gaussian_noise, clip_per_unit_rank_one, noise_generator
 
 
 @dataclass
@@ -235,8 +235,7 @@ class LocalTrainer:
     # --- training --------------------------------------------------------------------------------
 
     def train(self, items: ItemParams, epochs: int, dp: DPConfig | None = None,
-              generator: torch.Generator | None = None, train_items: bool = True,
-              anchor: ItemParams | None = None, prox: float = 0.0) -> tuple[ItemParams, TrainStats]:
+              generator: torch.Generator | None = None, train_items: bool = True) -> tuple[ItemParams, TrainStats]:
         """``epochs`` local epochs from ``items``; returns the updated item side and statistics.
 
         With ``dp``, the item update of every step is the customer-level clipped, noised sum of
@@ -248,10 +247,10 @@ class LocalTrainer:
                 f"item parameters are {items.num_items} x {items.dim}, expected {self.num_items} x {self.config.dim}"
             )
         with single_threaded():
-            return self._train(items, epochs, dp, generator, train_items, anchor, prox)
+            return self._train(items, epochs, dp, generator, train_items)
 
     def _train(self, items: ItemParams, epochs: int, dp: DPConfig | None, generator: torch.Generator | None,
-               train_items: bool, anchor: ItemParams | None, prox: float) -> tuple[ItemParams, TrainStats]:
+               train_items: bool) -> tuple[ItemParams, TrainStats]:
         cfg = self.config
         start = time.perf_counter()
         Q = torch.from_numpy(items.embeddings.copy())
@@ -265,9 +264,6 @@ class LocalTrainer:
         opt_b = _Adam(tuple(b.shape), item_lr) if use_adam else None
         opt_p = _Adam(tuple(P.shape), cfg.customer_lr)
         stats = TrainStats()
-        if anchor is not None:
-            anchor_q = torch.from_numpy(anchor.embeddings)
-            anchor_b = torch.from_numpy(anchor.bias)
         total_loss = 0.0
         clipped = norms = 0.0
         for batch in self._batches(epochs, dp):
@@ -285,6 +281,8 @@ class LocalTrainer:
             diff = Q[i] - Q[j]
             x = (pu * diff).sum(dim=1) + b[i] - b[j]
             g = torch.sigmoid(-x)  # -d loss / d x
+            if dp is not None:  # every row customer u adds to the item table is coef * [p_u, bias_scale]
+                vectors = torch.cat([P, torch.full((len(P), 1), dp.bias_scale)], dim=1)  # before P moves
             total_loss += float(torch.nn.functional.softplus(-x).sum())
             stats.interactions += len(owner)
             # customer side: mean gradient per interaction of each customer's own rows
@@ -305,9 +303,6 @@ class LocalTrainer:
                 grad_b = torch.zeros_like(b).index_add_(0, item_rows, coef)
                 grad_q = grad_q / len(owner) + cfg.reg * Q
                 grad_b = grad_b / len(owner)
-                if anchor is not None and prox > 0:
-                    grad_q = grad_q + prox * (Q - anchor_q)
-                    grad_b = grad_b + prox * (b - anchor_b)
                 if use_adam:
                     opt_q.step(Q, grad_q)  # type: ignore[union-attr]
                     opt_b.step(b, grad_b)  # type: ignore[union-attr]
@@ -315,9 +310,7 @@ class LocalTrainer:
                     Q -= item_lr * grad_q
                     b -= item_lr * grad_b
             else:
-                pu2 = torch.cat([pu, pu])
-                values = coef[:, None] * torch.cat([pu2, torch.full((len(pu2), 1), dp.bias_scale)], dim=1)
-                summed = clip_per_unit(unit_rows, item_rows, values, self.num_items, dp.clip)
+                summed = clip_per_unit_rank_one(unit_rows, item_rows, coef, vectors, self.num_items, dp.clip)
                 clipped += summed.clipped_fraction
                 norms += summed.mean_norm
                 self._dp_item_step(Q, b, summed.total, dp, generator, opt_q, opt_b, item_lr)

@@ -297,19 +297,26 @@ def _content(config: dict[str, Any], items: ItemParams | None = None, **extra: A
 
 
 def _evaluate(grid: Grid, nodes: list[int], job: RecommendJob, config: dict[str, Any], items: ItemParams,
-              *, final: bool) -> tuple[RankingTotals, float]:
+              *, final: bool) -> tuple[dict[str, RankingTotals], float]:
+    """Sum the partners' evaluation totals: ``""`` for the model partners serve, ``"global-"`` for the
+    shared item model alone when partners personalise it."""
     replies = exchange(grid, nodes, "evaluate.recommend", lambda _n: _content(config, items, final=final),
                        job.timeout_s)
-    totals = RankingTotals.empty(items.num_items)
+    totals: dict[str, RankingTotals] = {}
     seconds = 0.0
     for reply in replies.values():
         m = reply.content["metrics"]
         arrays = reply.content["totals"]
-        totals = totals + RankingTotals(
-            **{name: (int(m[name]) if name == "customers" else float(m[name])) for name in RankingTotals.SCALARS},
-            recommended=arrays["recommended"].numpy().astype(np.int64),
-            recommended_explore=arrays["recommended-explore"].numpy().astype(np.int64),
-        )
+        for prefix in ("", "global-"):
+            if prefix + "customers" not in m:
+                continue
+            part = RankingTotals(
+                **{name: (int(m[prefix + name]) if name == "customers" else float(m[prefix + name]))
+                   for name in RankingTotals.SCALARS},
+                recommended=arrays[prefix + "recommended"].numpy().astype(np.int64),
+                recommended_explore=arrays[prefix + "recommended-explore"].numpy().astype(np.int64),
+            )
+            totals[prefix] = totals[prefix] + part if prefix in totals else part
         seconds += float(m["seconds"])
     return totals, seconds
 
@@ -389,19 +396,21 @@ def run(grid: Grid, context: Context) -> None:
             record["epsilon"] = round(max(eps), 6)
         if job.eval_every and rnd % job.eval_every == 0 and rnd < job.rounds:
             totals, _ = _evaluate(grid, nodes, job, config, items, final=False)
-            m = totals.metrics(job.k, job.explore)
+            m = totals[""].metrics(job.k, job.explore)
             record.update({f"hr@{job.k}": m[f"hr@{job.k}"], f"ndcg@{job.k}": m[f"ndcg@{job.k}"]})
         record["seconds"] = round(time.perf_counter() - round_start, 3)
         per_round.append(record)
         _report("rounds", rnd, job.rounds)
 
     totals, eval_s = _evaluate(grid, nodes, job, config, items, final=True)
-    federated = totals.metrics(job.k, job.explore)
+    federated = totals[""].metrics(job.k, job.explore)
     per_round[-1].update({f"hr@{job.k}": federated[f"hr@{job.k}"], f"ndcg@{job.k}": federated[f"ndcg@{job.k}"]})
     summary = build_summary(job, catalogue, names=sorted(names.values()), sizes=sorted(sizes.values()),
                             spent=spent, sigma=sigma, total_steps=total_steps, federated=federated,
                             per_round=per_round, wall_s=time.perf_counter() - started,
                             local_train_s=local_train_s, eval_s=eval_s)
+    if "global-" in totals:  # partners personalised: also report the shared model on its own
+        summary["metrics"]["federated_global"] = totals["global-"].metrics(job.k, job.explore)
     if job.out_dir:
         write_model(Path(job.out_dir) / MODEL_DIRNAME, job, catalogue, items, sigma)
         (Path(job.out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))

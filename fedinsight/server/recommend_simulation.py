@@ -134,14 +134,16 @@ def baselines(partners: dict[str, PartnerData], catalogue: Catalogue, options: R
 
 
 def ratios(metrics: dict[str, Any], k: int = 10) -> dict[str, float | None]:
-    """Federated over each baseline, side by side (HR@k and NDCG@k)."""
-    fed = metrics.get("federated", {})
+    """Federated (and, if partners personalised, the shared model alone) over each baseline: HR@k, NDCG@k."""
     out: dict[str, float | None] = {}
-    for base in ("centralized", "popularity", "local_only"):
-        if base in metrics:
-            for m in (f"hr@{k}", f"ndcg@{k}"):
-                denominator = metrics[base].get(m)
-                out[f"federated/{base} {m}"] = round(fed[m] / denominator, 4) if denominator else None
+    for model in ("federated", "federated_global"):
+        if model not in metrics:
+            continue
+        for base in ("centralized", "popularity", "local_only"):
+            if base in metrics:
+                for m in (f"hr@{k}", f"ndcg@{k}"):
+                    denominator = metrics[base].get(m)
+                    out[f"{model}/{base} {m}"] = round(metrics[model][m] / denominator, 4) if denominator else None
     return out
 
 
