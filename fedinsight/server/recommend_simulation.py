@@ -71,10 +71,23 @@ class RecommendSimulation:
     cpus: int | None = None
 
     def __post_init__(self) -> None:
-        if self.partition not in PARTITIONS:
-            raise ConfigError(f"--partition must be one of {', '.join(PARTITIONS)} (got {self.partition})")
-        if self.baseline_epochs < 1:
-            raise ConfigError(f"--baseline-epochs must be at least 1 (got {self.baseline_epochs})")
+        """Refuse bad options before any data is loaded or written."""
+        checks = [
+            (self.partition in PARTITIONS,
+             f"--partition must be one of {', '.join(PARTITIONS)} (got {self.partition})"),
+            (self.partners >= 1, f"--partners must be at least 1 (got {self.partners})"),
+            (self.rounds >= 1, f"--rounds must be at least 1 (got {self.rounds})"),
+            (self.epsilon > 0, f"--epsilon must be positive, or inf for no DP (got {self.epsilon})"),
+            (self.delta is None or 0 < self.delta < 1, f"--delta must be in (0, 1) (got {self.delta})"),
+            (1 <= self.dim <= 1024, f"--dim must be between 1 and 1024 (got {self.dim})"),
+            (0 <= self.explore < 1, f"--explore must be in [0, 1) (got {self.explore})"),
+            (self.baseline_epochs >= 1, f"--baseline-epochs must be at least 1 (got {self.baseline_epochs})"),
+            (self.local_epochs >= 1, f"--local-epochs must be at least 1 (got {self.local_epochs})"),
+            (self.personalize_epochs >= 0, f"--personalize must be >= 0 (got {self.personalize_epochs})"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
 
 
 def _pooled_interactions(partners: dict[str, PartnerData]) -> pd.DataFrame:
