@@ -92,6 +92,15 @@ def test_partner_refuses_a_round_past_the_jobs_epsilon_whatever_the_coordinator_
     assert not client.customer_state_path(root / "partner-0" / client.STATE_DIRNAME, "job-greedy").exists()
 
 
+def test_partner_ceiling_caps_what_a_job_may_spend(partner_root):
+    root, catalogue = partner_root
+    config = _config(catalogue, root, epsilon=8.0, round=1, **{"job-id": "job-capped"})
+    msg = _msg("train.recommend", config, ItemParams.init(catalogue.num_items, 8, 0))
+    refused = client.train(msg, _context(**{"max-epsilon": 0.5}))
+    assert refused.has_error() and "allowed 0.5" in refused.error.reason
+    assert not client.train(msg, _context(**{"max-epsilon": 8.0})).has_error()
+
+
 def test_require_dp_partner_refuses_a_non_private_job_at_hello(partner_root):
     root, catalogue = partner_root
     config = _config(catalogue, root, epsilon=math.inf)

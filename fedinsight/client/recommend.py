@@ -14,7 +14,9 @@ What a partner sends, and only this:
 Customer embeddings stay here: they live in a partner-local state file written through
 :func:`save_customer_state` / :func:`load_customer_state` (the one place where encryption at rest
 plugs in) and never enter a reply. The partner also keeps its own Opacus accountant and refuses a
-round that would take its customers past the job's epsilon, whatever the coordinator asks.
+round that would take its customers past the job's epsilon, or past its own ceiling
+(``--node-config max-epsilon=E``), whatever the coordinator asks; ``require-dp=true`` makes it refuse
+non-private jobs outright.
 """
 
 from __future__ import annotations
@@ -251,10 +253,13 @@ def _train(msg: Message, context: Context) -> Message:
         planned = CustomerLevelAccountant(list(state.accountant.history))
         planned.step(dp.noise_multiplier, dp.sample_rate, steps)
         after = compose_epsilon(planned.events(), delta)
+        cap = context.node_config.get("max-epsilon")  # the partner's own ceiling, whatever the job says
+        if cap is not None:
+            target = min(target, float(cap))  # type: ignore[arg-type]
         if after > target * (1 + 1e-6):
             raise BudgetExceededError(
                 f"partner {partner_id(context)}: this round would take its customers to epsilon {after:.3f} "
-                f"> the job's {target:g}; refused"
+                f"> the allowed {target:g}; refused"
             )
     trainer = LocalTrainer(split, catalogue.num_items, cfg, seed=_round_seed(config, context, 2),
                            customer_embeddings=state.embeddings)

@@ -21,7 +21,7 @@ The privacy unit is one customer with *all* of their interactions. Why the sensi
   Poisson-subsampled Gaussian — the event Opacus's RDP accountant and ``dp_accounting`` compose;
 * anything computed only from one customer's own rows and released parameters — that customer's own
   embedding — never leaves the partner, so it costs nothing (the "billboard" model: the item table is
-  the billboard every customer reads; see docs/privacy.md).
+  the billboard every customer reads; see docs/recommender.md).
 
 Weight decay and the learning rate act on the noisy sum and on all rows alike, i.e. post-processing.
 Noise comes from a generator seeded by the operating system, never from the run seed (the coordinator
@@ -30,6 +30,7 @@ knows the seed and could otherwise subtract the noise).
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 from dataclasses import dataclass, field
@@ -143,7 +144,14 @@ def noise_multiplier_for(epsilon: float, delta: float, sample_rate: float, steps
         raise ConfigError(f"DP-SGD needs at least one step (got {steps})")
 
     def eps(sigma: float) -> float:
-        return compose_epsilon([dpsgd_event(sigma, sample_rate, steps)], delta, accountant)
+        # dp_accounting logs a warning for every RDP order it skips at small sigma: noise, not news
+        absl = logging.getLogger("absl")
+        level = absl.level
+        absl.setLevel(logging.ERROR)
+        try:
+            return compose_epsilon([dpsgd_event(sigma, sample_rate, steps)], delta, accountant)
+        finally:
+            absl.setLevel(level)
 
     low, high = 0.0, 1.0
     while eps(high) > epsilon:
