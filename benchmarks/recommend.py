@@ -25,10 +25,14 @@ from typing import Any
 import numpy as np
 
 
-def step_times(dim: int, partners: int, seed: int, repeats: int) -> dict[str, float]:
+def step_times(dim: int, partners: int, seed: int, repeats: int, batch: int | None) -> dict[str, float]:
     """Per-step seconds of non-private and customer-level DP training of the same model on one partner's data.
 
-    Same partner, same dimension, same expected customers per step (DP: Poisson rate q = batch / N).
+    Same partner, dimension, optimizer (SGD) and expected customers per step: ``batch`` customers, or
+    all of them (``None``: full batch, what private runs use by default; DP samples at rate q = batch/N
+    with secure-mode noise). Short runs of both kinds alternate, so load from other processes on a
+    shared machine hits both alike; the ratio of the fastest runs is the cost of DP itself, the ratio
+    of the medians is reported too.
     """
     from fedinsight.data.federation import PartitionSpec, load_federation
     from fedinsight.models.ranking import Catalogue, leave_latest_out
@@ -39,21 +43,26 @@ def step_times(dim: int, partners: int, seed: int, repeats: int) -> dict[str, fl
     data = next(iter(parts.values()))
     catalogue = Catalogue.from_items(data.items)  # type: ignore[arg-type]
     split = leave_latest_out(data.interactions, catalogue)  # type: ignore[arg-type]
-    batch = 16
-    dp = DPConfig(noise_multiplier=1.0, clip=1.0, sample_rate=batch / split.num_customers)
-    plain_cfg = BPRConfig(dim=dim, batch_customers=batch, optimizer="sgd")
+    size = split.num_customers if batch is None else batch
+    dp = DPConfig(noise_multiplier=1.0, clip=1.0, sample_rate=min(1.0, size / split.num_customers))
+    config = BPRConfig(dim=dim, batch_customers=size, optimizer="sgd")
     items = ItemParams.init(catalogue.num_items, dim, seed)
+    generator = noise_generator()
+    epochs = max(1, round(6 * size / split.num_customers))  # about six steps per run
+    LocalTrainer(split, catalogue.num_items, config, seed=seed).train(items, 1, dp, generator)  # warm-up
     times: dict[str, list[float]] = {"non_private": [], "dp": []}
-    LocalTrainer(split, catalogue.num_items, plain_cfg, seed=seed).train(items, 1, dp)  # warm-up: imports, caches
     for _ in range(repeats):
         for name, kind in (("non_private", None), ("dp", dp)):
-            trainer = LocalTrainer(split, catalogue.num_items, plain_cfg, seed=seed)
-            _, stats = trainer.train(items, 3, kind, generator=noise_generator() if kind else None)
+            trainer = LocalTrainer(split, catalogue.num_items, config, seed=seed)
+            _, stats = trainer.train(items, epochs, kind, generator if kind else None)
             times[name].append(stats.seconds / stats.steps)
-    plain, private = float(np.median(times["non_private"])), float(np.median(times["dp"]))
-    return {"customers": split.num_customers, "expected_customers_per_step": batch, "dim": dim,
-            "non_private_step_ms": round(1000 * plain, 3), "dp_step_ms": round(1000 * private, 3),
-            "dp_over_non_private": round(private / plain, 3)}
+    fast_plain, fast_dp = min(times["non_private"]), min(times["dp"])
+    med_plain, med_dp = float(np.median(times["non_private"])), float(np.median(times["dp"]))
+    return {"customers": split.num_customers, "customers_per_step": size, "dim": dim, "runs": repeats,
+            "non_private_step_ms": round(1000 * fast_plain, 3), "dp_step_ms": round(1000 * fast_dp, 3),
+            "dp_over_non_private": round(fast_dp / fast_plain, 3),
+            "median_non_private_step_ms": round(1000 * med_plain, 3), "median_dp_step_ms": round(1000 * med_dp, 3),
+            "median_dp_over_non_private": round(med_dp / med_plain, 3)}
 
 
 def _pick(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +81,7 @@ def main() -> None:
     parser.add_argument("--personalize", type=int, default=50, help="partner-local fine-tuning epochs (DP runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--explore", type=float, default=0.2)
-    parser.add_argument("--step-repeats", type=int, default=5)
+    parser.add_argument("--step-repeats", type=int, default=40)
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temp folder)")
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="fedinsight-rec-bench-"))
@@ -102,7 +111,8 @@ def main() -> None:
                 "simulation_s": summary["timing"]["simulation_s"],
                 "wall_s": round(time.perf_counter() - start, 1),
             }
-        steps = step_times(args.dim, args.partners, args.seed, args.step_repeats)
+        steps = {"full_batch": step_times(args.dim, args.partners, args.seed, args.step_repeats, None),
+                 "batch_16": step_times(args.dim, args.partners, args.seed, args.step_repeats, 16)}
         goals: dict[str, Any] = {}
         if "inf" in runs:
             r = runs["inf"]["ratios"]["federated/centralized hr@10"]
@@ -121,8 +131,9 @@ def main() -> None:
             if "federated_shared_model_only" in runs["1"]:
                 g = runs["1"]["federated_shared_model_only"]["hr@10"]
                 goals["eps1_shared_model_only_hr@10 > popularity"] = {"value": [g, pop], "met": g > pop}
-        goals["dp_step_over_non_private_step <= 2"] = {"value": steps["dp_over_non_private"],
-                                                       "met": steps["dp_over_non_private"] <= 2}
+        for setting, measured in steps.items():
+            ratio = measured["dp_over_non_private"]
+            goals[f"dp_step_over_non_private_step <= 2 ({setting})"] = {"value": ratio, "met": ratio <= 2}
         print(json.dumps({"dataset": args.dataset, "partners": args.partners, "rounds": args.rounds,
                           "dim": args.dim, "personalize_epochs_dp": args.personalize, "runs": runs,
                           "dp_step_time": steps, "goals": goals}, indent=2))

@@ -12,7 +12,6 @@ from fedinsight.privacy.sparse_dp import (
     CustomerLevelAccountant,
     add_gaussian_noise,
     clip_per_unit,
-    clip_per_unit_rank_one,
     noise_generator,
     noise_multiplier_for,
 )
@@ -94,13 +93,20 @@ def test_opacus_accountant_history_survives_rounds_and_agrees_with_the_ledger():
     assert len(acc.history) == 2 and acc.epsilon(1e-4) > eps_opacus
 
 
-def test_rank_one_clipping_matches_the_generic_one():
+@pytest.mark.parametrize("dense", [True, False])
+def test_rank_one_clipping_matches_the_generic_one(dense, monkeypatch):
+    import fedinsight.privacy.sparse_dp as sparse_dp
+
+    if not dense:  # the sort-based path for batches too large for a dense scratch matrix
+        monkeypatch.setattr(sparse_dp, "DENSE_LIMIT", 0)
     rng = np.random.default_rng(9)
-    units = torch.from_numpy(np.repeat(np.arange(6), 40))
+    units = torch.from_numpy(np.repeat(np.array([0, 1, 2, 4, 5, 6]), 40))  # unit 3 has no rows
     rows = torch.from_numpy(rng.integers(0, 30, size=240))
     coef = torch.from_numpy(rng.standard_normal(240))
-    vectors = torch.from_numpy(rng.standard_normal((6, 5)))
+    vectors = torch.from_numpy(rng.standard_normal((7, 5)))
     generic = clip_per_unit(units, rows, coef[:, None] * vectors[units], 30, 0.7)
-    fast = clip_per_unit_rank_one(units, rows, coef, vectors, 30, 0.7)
+    fast = sparse_dp.clip_per_unit_rank_one(units, rows, coef, vectors, 30, 0.7)
     assert torch.allclose(generic.total, fast.total, atol=1e-10)
-    assert fast.clipped_fraction == generic.clipped_fraction and fast.units == 6
+    assert fast.units == generic.units == 6
+    assert fast.clipped_fraction == pytest.approx(generic.clipped_fraction)
+    assert fast.mean_norm == pytest.approx(generic.mean_norm)

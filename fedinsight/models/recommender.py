@@ -133,6 +133,9 @@ class TrainStats:
     mean_norm: float = 0.0
 
 
+SEEN_MATRIX_LIMIT = 50_000_000  # customers x items of a party below which negatives are checked in a bool matrix
+
+
 @contextmanager
 def single_threaded() -> Iterator[None]:
     """Run torch on one thread inside the block.
@@ -195,6 +198,10 @@ class LocalTrainer:
         self._rng = np.random.default_rng([self.seed, 13])
         cust = self.split.train_customer_index()
         self._seen_keys = np.sort(cust.astype(np.int64) * self.num_items + self.split.train_items)
+        self._seen: np.ndarray | None = None  # dense (customers x items) lookup when it is small enough
+        if n * self.num_items <= SEEN_MATRIX_LIMIT:
+            self._seen = np.zeros((n, self.num_items), dtype=bool)
+            self._seen[cust, self.split.train_items] = True
 
     # --- sampling --------------------------------------------------------------------------------
 
@@ -210,10 +217,12 @@ class LocalTrainer:
         """One uniformly drawn item per interaction that the customer has not interacted with."""
         neg = self._rng.integers(0, self.num_items, size=len(owner))
         for _ in range(10):
-            keys = owner.astype(np.int64) * self.num_items + neg
-            pos = np.searchsorted(self._seen_keys, keys)
-            pos = np.minimum(pos, len(self._seen_keys) - 1)
-            bad = self._seen_keys[pos] == keys
+            if self._seen is not None:
+                bad = self._seen[owner, neg]
+            else:
+                keys = owner.astype(np.int64) * self.num_items + neg
+                pos = np.minimum(np.searchsorted(self._seen_keys, keys), len(self._seen_keys) - 1)
+                bad = self._seen_keys[pos] == keys
             if not bad.any():
                 break
             neg[bad] = self._rng.integers(0, self.num_items, size=int(bad.sum()))
@@ -282,7 +291,11 @@ class LocalTrainer:
             x = (pu * diff).sum(dim=1) + b[i] - b[j]
             g = torch.sigmoid(-x)  # -d loss / d x
             if dp is not None:  # every row customer u adds to the item table is coef * [p_u, bias_scale]
-                vectors = torch.cat([P, torch.full((len(P), 1), dp.bias_scale)], dim=1)  # before P moves
+                rows_b = torch.from_numpy(batch)
+                vectors = torch.cat([P[rows_b], torch.full((len(batch), 1), dp.bias_scale)], dim=1)  # before P moves
+                local = np.empty(len(P), dtype=np.int64)
+                local[batch] = np.arange(len(batch))
+                unit_local = torch.from_numpy(local[owner])
             total_loss += float(torch.nn.functional.softplus(-x).sum())
             stats.interactions += len(owner)
             # customer side: mean gradient per interaction of each customer's own rows
@@ -297,7 +310,6 @@ class LocalTrainer:
                 continue
             coef = torch.cat([-g, g])  # d loss / d score at (u, i) and (u, j)
             item_rows = torch.cat([i, j])
-            unit_rows = torch.cat([u, u])
             if dp is None:
                 grad_q = torch.zeros_like(Q).index_add_(0, item_rows, coef[:, None] * torch.cat([pu, pu]))
                 grad_b = torch.zeros_like(b).index_add_(0, item_rows, coef)
@@ -310,7 +322,8 @@ class LocalTrainer:
                     Q -= item_lr * grad_q
                     b -= item_lr * grad_b
             else:
-                summed = clip_per_unit_rank_one(unit_rows, item_rows, coef, vectors, self.num_items, dp.clip)
+                summed = clip_per_unit_rank_one(torch.cat([unit_local, unit_local]), item_rows, coef, vectors,
+                                                self.num_items, dp.clip)
                 clipped += summed.clipped_fraction
                 norms += summed.mean_norm
                 self._dp_item_step(Q, b, summed.total, dp, generator, opt_q, opt_b, item_lr)

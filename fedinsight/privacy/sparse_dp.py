@@ -80,32 +80,47 @@ def clip_per_unit(units: torch.Tensor, rows: torch.Tensor, values: torch.Tensor,
     return ClippedSum(total, len(local_units), float((factor < 1.0).float().mean()), float(norms.mean()))
 
 
+DENSE_LIMIT = 4_000_000  # units x rows below which the rank-one clipping uses a dense scratch matrix
+
+
 def clip_per_unit_rank_one(units: torch.Tensor, rows: torch.Tensor, coef: torch.Tensor, unit_vectors: torch.Tensor,
                            num_rows: int, clip: float) -> ClippedSum:
     """:func:`clip_per_unit` for contributions of the form ``coef[n] * unit_vectors[units[n]]``.
 
     A matrix-factorisation gradient has this shape: every row a customer adds to the item table is a
-    multiple of that customer's own vector (embedding and bias slot). Coalescing the scalar
-    coefficients is enough, and a customer's norm is ``||coalesced coef|| * ||vector||`` — the same
-    clipping, without materialising (rows x width) per-contribution values.
+    multiple of that customer's own vector (embedding and bias slot). So a customer's contribution is
+    the outer product ``c_u x v_u`` of its coalesced coefficients over rows and its vector, with norm
+    ``||c_u|| ||v_u||``: the same clipping as :func:`clip_per_unit`, computed on scalars. ``units``
+    index the rows of ``unit_vectors`` (one per customer of the batch). For a batch of U customers the
+    coefficients are gathered in a dense (U x rows) matrix when it is small — no sort, and the clipped
+    sum is one matrix product — and coalesced by sorting otherwise.
     """
     if not (clip > 0 and math.isfinite(clip)):
         raise ConfigError(f"clipping norm must be a positive number (got {clip})")
-    width = unit_vectors.shape[1]
+    num_units, width = unit_vectors.shape
+    present = torch.bincount(units.to(torch.int64), minlength=num_units) > 0
     if len(units) == 0:
         return ClippedSum(torch.zeros(num_rows, width, dtype=unit_vectors.dtype), 0, 0.0, 0.0)
-    key = units.to(torch.int64) * num_rows + rows.to(torch.int64)
-    uniq, inverse = torch.unique(key, return_inverse=True)
-    c = torch.zeros(len(uniq), dtype=coef.dtype).index_add_(0, inverse, coef)
-    unit_of = torch.div(uniq, num_rows, rounding_mode="floor")
-    row_of = uniq - unit_of * num_rows
-    local_units, unit_pos = torch.unique(unit_of, return_inverse=True)
-    coef_sq = torch.zeros(len(local_units), dtype=coef.dtype).index_add_(0, unit_pos, c * c)
-    norms = (coef_sq * (unit_vectors[local_units] ** 2).sum(dim=1)).sqrt()
-    factor = torch.clamp(clip / (norms + 1e-12), max=1.0)
-    scaled = (c * factor[unit_pos])[:, None] * unit_vectors[unit_of]
-    total = torch.zeros(num_rows, width, dtype=unit_vectors.dtype).index_add_(0, row_of, scaled)
-    return ClippedSum(total, len(local_units), float((factor < 1.0).float().mean()), float(norms.mean()))
+    vector_norms = unit_vectors.norm(dim=1)
+    if num_units * num_rows <= DENSE_LIMIT:
+        dense = torch.zeros(num_units, num_rows, dtype=coef.dtype)
+        dense.index_put_((units.to(torch.int64), rows.to(torch.int64)), coef, accumulate=True)
+        norms = dense.norm(dim=1) * vector_norms
+        factor = torch.clamp(clip / (norms + 1e-12), max=1.0)
+        total = (dense * factor[:, None]).T @ unit_vectors
+    else:
+        key = units.to(torch.int64) * num_rows + rows.to(torch.int64)
+        uniq, inverse = torch.unique(key, return_inverse=True)
+        c = torch.zeros(len(uniq), dtype=coef.dtype).index_add_(0, inverse, coef)
+        unit_of = torch.div(uniq, num_rows, rounding_mode="floor")
+        coef_sq = torch.zeros(num_units, dtype=coef.dtype).index_add_(0, unit_of, c * c)
+        norms = coef_sq.sqrt() * vector_norms
+        factor = torch.clamp(clip / (norms + 1e-12), max=1.0)
+        scaled = (c * factor[unit_of])[:, None] * unit_vectors[unit_of]
+        total = torch.zeros(num_rows, width, dtype=unit_vectors.dtype).index_add_(0, uniq - unit_of * num_rows,
+                                                                                   scaled)
+    clipped = factor[present] < 1.0
+    return ClippedSum(total, int(present.sum()), float(clipped.float().mean()), float(norms[present].mean()))
 
 
 def noise_generator(seed: int | None = None) -> torch.Generator:
