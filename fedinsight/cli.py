@@ -187,6 +187,7 @@ def simulate_recommend_cmd(
     sample_rate: float = typer.Option(1.0, help="DP: Poisson rate at which customers join a step (1 = all)."),
     clip: float = typer.Option(1.0, help="DP: L2 bound of one customer's whole item-side update."),
     dp_lr: float = typer.Option(5.0, help="DP: item step size."),
+    popularity_share: float = typer.Option(0.0, help="DP: share of epsilon for an item-popularity release (0: none)."),
     server_opt: str = typer.Option("fedavg", help="Server optimizer: fedavg or fedadam."),
     server_lr: float = typer.Option(1.0, help="Server learning rate."),
     personalize: int = typer.Option(0, help="Partner-local fine-tuning epochs of the final model (never sent)."),
@@ -210,7 +211,8 @@ def simulate_recommend_cmd(
     options = RecommendSimulation(
         dataset=dataset, partners=partners, rounds=rounds, epsilon=epsilon, delta=delta, partition=partition,
         alpha=alpha, dim=dim, explore=explore, seed=seed, local_epochs=local_epochs, sample_rate=sample_rate,
-        clip=clip, dp_lr=dp_lr, server_optimizer=server_opt, server_lr=server_lr, personalize_epochs=personalize,
+        clip=clip, dp_lr=dp_lr, popularity_share=popularity_share, server_optimizer=server_opt, server_lr=server_lr,
+        personalize_epochs=personalize,
         baseline_epochs=baseline_epochs, local_only=local_only, eval_every=eval_every, budget=budget, db_url=db,
     )
     with _progress() as progress:

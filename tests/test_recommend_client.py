@@ -73,6 +73,33 @@ def test_dp_train_reply_holds_only_the_item_table_change_and_public_scalars(part
         assert not np.isclose(delta[:, :8], row, atol=1e-6).all(axis=1).any()
 
 
+def test_popularity_release_is_catalogue_shaped_noisy_accounted_and_once_per_job(partner_root):
+    root, catalogue = partner_root
+    config = _config(catalogue, root, epsilon=8.0, op="popularity",
+                     **{"job-id": "job-pop", "pop-noise-multiplier": 3.0})
+    reply = client.query(_msg("query.recommend", config), _context())
+    assert not reply.has_error(), reply.error
+    released = reply.content["release"]["popularity"].numpy()
+    assert released.shape == (catalogue.num_items,)
+    split, _ = client.partner_split(_context(), config)
+    exact = client.popularity_counts(split, catalogue.num_items, clip=5.0)
+    assert float(np.std(released - exact)) == pytest.approx(3.0 * 5.0, rel=0.1)  # sigma x clip on every item
+    assert 0 < reply.content["metrics"]["epsilon"] < 8.0
+    again = client.query(_msg("query.recommend", config), _context())
+    assert again.has_error() and "already released" in again.error.reason
+
+
+def test_popularity_counts_bound_each_customers_contribution():
+    from fedinsight.models.ranking import InteractionSplit
+
+    split = InteractionSplit(("a", "b"), np.array([0, 100, 102]), np.concatenate([np.arange(100), [0, 1]]),
+                             np.array([0, 0]))
+    counts = client.popularity_counts(split, 100, clip=5.0)
+    assert counts[0] == pytest.approx(0.5 + 1.0)  # a's 100 items weigh 5 / sqrt(100) each, b's two weigh 1
+    assert np.linalg.norm(counts - client.popularity_counts(
+        InteractionSplit(("b",), np.array([0, 2]), np.array([0, 1]), np.array([0])), 100, clip=5.0)) <= 5.0 + 1e-9
+
+
 def test_non_private_train_reply_adds_item_counts_and_loss(partner_root):
     root, catalogue = partner_root
     config = _config(catalogue, root, epsilon=math.inf, round=1, **{"job-id": "job-np"})

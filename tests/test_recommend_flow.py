@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedinsight.client.recommend import (
@@ -78,7 +78,8 @@ def federation(movielens, tmp_path_factory):
 def _run_config(root, out, db, **extra):
     return {"task": "recommend", "partners": PARTNERS, "rounds": 3, "local-epochs": 1, "dim": DIM, "epsilon": 8.0,
             "delta": 1e-3, "seed": 0, "catalogue-path": str(root / "catalogue.parquet"), "out-dir": str(out),
-            "data-root": str(root / "partners"), "db-url": db, "dataset": "ml-slice", **extra}
+            "data-root": str(root / "partners"), "db-url": db, "dataset": "ml-slice", "popularity-share": 0.2,
+            **extra}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,8 @@ def dp_run(federation, tmp_path_factory):
 def test_no_reply_carries_anything_but_item_tables_and_scalars(dp_run):
     root, _out, _db, recorder, num_items = dp_run
     kinds = [m.metadata.message_type for m in recorder.sent]
-    assert kinds.count("query.recommend") == PARTNERS and kinds.count("train.recommend") == 3 * PARTNERS
+    assert kinds.count("query.recommend") == 2 * PARTNERS  # hello, popularity release
+    assert kinds.count("train.recommend") == 3 * PARTNERS
     embeddings = [load_customer_state(customer_state_path(root / "partners" / f"partner-{k}" / STATE_DIRNAME,
                                                           "flow-1")).embeddings for k in range(PARTNERS)]
     assert all(e.shape == (50, DIM) for e in embeddings)
@@ -105,7 +107,7 @@ def test_no_reply_carries_anything_but_item_tables_and_scalars(dp_run):
         assert not reply.has_error()
         for name, record in reply.content.items():
             if isinstance(record, ArrayRecord):
-                assert name in ("update", "totals")
+                assert name in ("update", "totals", "release")
                 for key, array in record.items():
                     values = array.numpy()
                     assert values.shape in ((num_items, DIM + 1), (num_items,)), (name, key, values.shape)
@@ -131,9 +133,12 @@ def test_the_ledger_was_charged_once_before_training_and_partners_agree(dp_run):
     charges = ledger.charges()
     assert sorted(c.partner_id for c in charges) == [f"partner-{k}" for k in range(PARTNERS)]
     assert all(c.kind == "training" and c.job_id == "flow-1" for c in charges)
-    event = charges[0].event  # 3 rounds x 1 full-batch step, at the noise the summary reports
-    assert event == dpsgd_event(event.event.event.noise_multiplier, 1.0, 3)
-    assert event.event.event.noise_multiplier == pytest.approx(privacy["noise_multiplier"], abs=1e-6)
+    # one popularity release, then 3 rounds x 1 full-batch step, at the noise the summary reports
+    popularity, sgd = charges[0].event.events
+    assert popularity == dpsgd_event(popularity.event.event.noise_multiplier, 1.0, 1)
+    assert popularity.event.event.noise_multiplier == pytest.approx(privacy["popularity_noise_multiplier"], abs=1e-6)
+    assert sgd.count == 3 and sgd.event.sampling_probability == 1.0
+    assert sgd.event.event.noise_multiplier == pytest.approx(privacy["noise_multiplier"], abs=1e-6)
     for k in range(PARTNERS):
         status = ledger.status(f"partner-{k}")
         assert status.epsilon_budget == 10.0
@@ -149,15 +154,43 @@ def test_the_ledger_was_charged_once_before_training_and_partners_agree(dp_run):
     assert set(summary["timing"]) >= {"wall_s", "local_train_s"}
 
 
+class InProcessGrid:
+    """The real ClientApp called in this process for each partner (no Ray): for server-logic checks."""
+
+    def __init__(self, partners: int) -> None:
+        from fedinsight.client.app import app as client_app
+
+        self.app = client_app
+        self.contexts = {k + 1: Context(run_id=1, node_id=k + 1, node_config={"partition-id": k}, state=RecordDict(),
+                                        run_config={}) for k in range(partners)}
+        self.sent: list = []
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        self.sent.extend(messages)
+        return [self.app(m, self.contexts[m.metadata.dst_node_id]) for m in messages]
+
+
 @pytest.mark.slow
 def test_a_job_past_the_budget_is_refused_before_any_partner_trains(dp_run):
+    from flwr.supercore.task_identity import TaskIdentity
+
     root, _out, db, _recorder, _ = dp_run
-    RECORDED.clear()
-    with pytest.raises(BudgetExceededError, match="would reach epsilon"):
-        run_simulation(_run_config(root, "", db, **{"job-id": "flow-2"}), PARTNERS, server_app=recording_server,
-                       cpus=2)
-    kinds = {m.metadata.message_type for m in RECORDED[-1].sent}
-    assert kinds == {"query.recommend"}
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    grid = InProcessGrid(PARTNERS)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config=_run_config(root, "", db, **{"job-id": "flow-2"}))
+    try:
+        with pytest.raises(BudgetExceededError, match="would reach epsilon"):
+            server.run(grid, context)  # type: ignore[arg-type]
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+    assert {m.metadata.message_type for m in grid.sent} == {"query.recommend"}
+    assert all(dict(m.content["config"]).get("op", "hello") == "hello" for m in grid.sent)
     assert not customer_state_path(root / "partners" / "partner-0" / STATE_DIRNAME, "flow-2").exists()
 
 

@@ -58,6 +58,7 @@ class CustomerState:
     accountant: CustomerLevelAccountant = field(default_factory=CustomerLevelAccountant)
     rounds: int = 0
     personal_items: np.ndarray | None = None  # (items, dim + 1) partner-local fine-tuned item table
+    popularity_released: bool = False
 
 
 def customer_state_path(folder: str | Path, job_id: str) -> Path:
@@ -70,7 +71,8 @@ def save_customer_state(path: str | Path, state: CustomerState) -> None:
     """Write the state atomically. The single place to add encryption at rest (data-protection issue)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"job_id": state.job_id, "rounds": state.rounds, "accountant": state.accountant.history}
+    meta = {"job_id": state.job_id, "rounds": state.rounds, "accountant": state.accountant.history,
+            "popularity_released": state.popularity_released}
     arrays: dict[str, np.ndarray] = {
         "customer_ids": np.asarray(state.customer_ids, dtype=str),
         "embeddings": np.asarray(state.embeddings, dtype=np.float32),
@@ -102,6 +104,7 @@ def load_customer_state(path: str | Path) -> CustomerState:
             embeddings=np.array(data["embeddings"], dtype=np.float32),
             accountant=CustomerLevelAccountant([tuple(h) for h in meta["accountant"]]),  # type: ignore[misc]
             rounds=int(meta["rounds"]),
+            popularity_released=bool(meta.get("popularity_released", False)),
             personal_items=None if personal is None else np.array(personal, dtype=np.float32),
         )
 
@@ -214,17 +217,79 @@ def _error_reply(msg: Message, exc: FedinsightError) -> Message:
 # --- handlers ------------------------------------------------------------------------------------
 
 @app.query("recommend")
-def hello(msg: Message, context: Context) -> Message:
-    """Check this partner's data against the job's catalogue; return who we are and how many customers."""
+def query(msg: Message, context: Context) -> Message:
+    """``op=hello`` (default): check the data, say who we are; ``op=popularity``: the DP popularity release."""
     try:
-        config = _config(msg)
-        split, _ = partner_split(context, config)
-        if not is_private(config) and bool(context.node_config.get("require-dp", False)):
-            raise BudgetExceededError("this partner only takes part in differentially private jobs (require-dp)")
-        info = ConfigRecord({"partner-id": partner_id(context), "customers": split.num_customers})
-        return Message(RecordDict({"info": info}), reply_to=msg)
+        if str(_config(msg).get("op", "hello")) == "popularity":
+            return _popularity(msg, context)
+        return _hello(msg, context)
     except FedinsightError as exc:
         return _error_reply(msg, exc)
+
+
+hello = query  # the name the tests and docs use for the handshake
+
+
+def _hello(msg: Message, context: Context) -> Message:
+    config = _config(msg)
+    split, _ = partner_split(context, config)
+    if not is_private(config) and bool(context.node_config.get("require-dp", False)):
+        raise BudgetExceededError("this partner only takes part in differentially private jobs (require-dp)")
+    info = ConfigRecord({"partner-id": partner_id(context), "customers": split.num_customers})
+    return Message(RecordDict({"info": info}), reply_to=msg)
+
+
+def _check_budget(context: Context, config: dict[str, object], state: CustomerState, noise_multiplier: float,
+                  sample_rate: float, steps: int, what: str) -> None:
+    """Refuse a release that would take this partner's customers past the job's (or its own) epsilon."""
+    delta = float(config["delta"])  # type: ignore[arg-type]
+    target = float(config["epsilon"])  # type: ignore[arg-type]
+    planned = CustomerLevelAccountant(list(state.accountant.history))
+    planned.step(noise_multiplier, sample_rate, steps)
+    after = compose_epsilon(planned.events(), delta)
+    cap = context.node_config.get("max-epsilon")  # the partner's own ceiling, whatever the job says
+    if cap is not None:
+        target = min(target, float(cap))  # type: ignore[arg-type]
+    if after > target * (1 + 1e-6):
+        raise BudgetExceededError(
+            f"partner {partner_id(context)}: {what} would take its customers to epsilon {after:.3f} "
+            f"> the allowed {target:g}; refused"
+        )
+
+
+def popularity_counts(split: InteractionSplit, num_items: int, clip: float) -> np.ndarray:
+    """Per item, the customers who touched it, each customer weighted min(1, clip / sqrt(#items)).
+
+    A customer's whole contribution is then a vector of L2 norm <= ``clip``: the sensitivity of the
+    Gaussian release is ``clip`` however many items the customer has.
+    """
+    sizes = np.diff(split.train_indptr)
+    weights = np.minimum(1.0, clip / np.sqrt(np.maximum(sizes, 1)))
+    return np.bincount(split.train_items, weights=np.repeat(weights, sizes), minlength=num_items)
+
+
+def _popularity(msg: Message, context: Context) -> Message:
+    """One Gaussian release (OpenDP sampler) of clipped per-item customer counts; the shared item biases
+    start from it, so the shared model knows what is popular before DP-SGD spends the rest of the budget."""
+    from fedinsight.privacy.mechanisms import gaussian
+
+    config = _config(msg)
+    if not is_private(config):
+        raise ConfigError("the popularity release belongs to private jobs only")
+    split, catalogue = partner_split(context, config)
+    sigma = float(config["pop-noise-multiplier"])  # type: ignore[arg-type]
+    clip = float(config["pop-clip"])  # type: ignore[arg-type]
+    path, state = _load_or_new_state(context, config, split)
+    if state.popularity_released:
+        raise BudgetExceededError(f"partner {partner_id(context)} already released popularity for this job")
+    _check_budget(context, config, state, sigma, 1.0, 1, "the popularity release")
+    release = gaussian(popularity_counts(split, catalogue.num_items, clip), sensitivity=clip, noise_multiplier=sigma)
+    state.accountant.step(sigma, 1.0, 1)
+    state.popularity_released = True
+    save_customer_state(path, state)
+    metrics = MetricRecord({"epsilon": state.accountant.epsilon(float(config["delta"]))})  # type: ignore[arg-type]
+    arrays = ArrayRecord({"popularity": Array(release.values.astype(np.float32))})
+    return Message(RecordDict({"release": arrays, "metrics": metrics}), reply_to=msg)
 
 
 @app.train("recommend")
@@ -247,20 +312,8 @@ def _train(msg: Message, context: Context) -> Message:
     epochs = int(config.get("local-epochs", 2))  # type: ignore[arg-type]
     path, state = _load_or_new_state(context, config, split)
     if dp is not None:
-        steps = epochs * dp.steps_per_epoch()
-        delta = float(config["delta"])  # type: ignore[arg-type]
-        target = float(config["epsilon"])  # type: ignore[arg-type]
-        planned = CustomerLevelAccountant(list(state.accountant.history))
-        planned.step(dp.noise_multiplier, dp.sample_rate, steps)
-        after = compose_epsilon(planned.events(), delta)
-        cap = context.node_config.get("max-epsilon")  # the partner's own ceiling, whatever the job says
-        if cap is not None:
-            target = min(target, float(cap))  # type: ignore[arg-type]
-        if after > target * (1 + 1e-6):
-            raise BudgetExceededError(
-                f"partner {partner_id(context)}: this round would take its customers to epsilon {after:.3f} "
-                f"> the allowed {target:g}; refused"
-            )
+        _check_budget(context, config, state, dp.noise_multiplier, dp.sample_rate,
+                      epochs * dp.steps_per_epoch(), "this round")
     trainer = LocalTrainer(split, catalogue.num_items, cfg, seed=_round_seed(config, context, 2),
                            customer_embeddings=state.embeddings)
     new, stats = trainer.train(items, epochs, dp)

@@ -146,9 +146,11 @@ def add_gaussian_noise(total: torch.Tensor, noise_multiplier: float, clip: float
 # --- calibration and accounting ------------------------------------------------------------------
 
 def noise_multiplier_for(epsilon: float, delta: float, sample_rate: float, steps: int,
-                         *, accountant: str = "rdp", tolerance: float = 0.005) -> float:
-    """The smallest noise multiplier whose ``steps`` Poisson-subsampled Gaussian steps stay within
-    (epsilon, delta), by the same accountant the privacy ledger charges with (so the charge fits)."""
+                         *, prior: list[dp_event.DpEvent] | None = None, accountant: str = "rdp",
+                         tolerance: float = 0.005) -> float:
+    """The smallest noise multiplier whose ``steps`` Poisson-subsampled Gaussian steps, composed after
+    the ``prior`` events of the same job, stay within (epsilon, delta) — by the same accountant the
+    privacy ledger charges with, so the charge fits."""
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise ConfigError(f"--epsilon must be a positive number (got {epsilon}); use inf for no DP")
     if not 0 < delta < 1:
@@ -164,7 +166,7 @@ def noise_multiplier_for(epsilon: float, delta: float, sample_rate: float, steps
         level = absl.level
         absl.setLevel(logging.ERROR)
         try:
-            return compose_epsilon([dpsgd_event(sigma, sample_rate, steps)], delta, accountant)
+            return compose_epsilon([*(prior or []), dpsgd_event(sigma, sample_rate, steps)], delta, accountant)
         finally:
             absl.setLevel(level)
 
@@ -172,7 +174,8 @@ def noise_multiplier_for(epsilon: float, delta: float, sample_rate: float, steps
     while eps(high) > epsilon:
         low, high = high, high * 2
         if high > 1e5:
-            raise ConfigError(f"epsilon {epsilon} is unreachable with {steps} steps at sample rate {sample_rate}")
+            raise ConfigError(f"epsilon {epsilon} is unreachable with {steps} steps at sample rate {sample_rate} "
+                              "(or the job's other releases already spend it)")
     while high - low > tolerance * high:
         mid = (low + high) / 2
         if eps(mid) > epsilon:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from dp_accounting import dp_event
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid
 
@@ -37,6 +38,7 @@ from fedinsight import errors
 from fedinsight.errors import ConfigError, DataValidationError, FedinsightError, Problem
 from fedinsight.models.ranking import Catalogue, RankingTotals
 from fedinsight.models.recommender import DPConfig, ItemParams
+from fedinsight.privacy.ledger import dpsgd_event
 
 MODEL_DIRNAME = "model"
 SERVER_OPTIMIZERS = ("fedavg", "fedadam")
@@ -78,6 +80,8 @@ class RecommendJob:
     server_optimizer: str = "fedavg"
     server_lr: float = 1.0
     shrink: bool = True
+    popularity_share: float = 0.0
+    popularity_clip: float = 5.0
     lr: float = 0.01
     customer_lr: float = 0.01
     reg: float = 1e-5
@@ -116,6 +120,8 @@ class RecommendJob:
              f"--server-opt must be one of {', '.join(SERVER_OPTIMIZERS)} (got {self.server_optimizer})"),
             (self.server_lr > 0, f"--server-lr must be positive (got {self.server_lr})"),
             (self.personalize_epochs >= 0, "--personalize must be >= 0"),
+            (0 <= self.popularity_share < 1, f"--popularity-share must be in [0, 1) (got {self.popularity_share})"),
+            (self.popularity_clip > 0, f"--popularity-clip must be positive (got {self.popularity_clip})"),
             (bool(self.catalogue_path), "run config needs 'catalogue-path' (the public items table)"),
         ]
         for ok, message in checks:
@@ -142,7 +148,7 @@ class RecommendJob:
                 if name in types:
                     kwargs[name] = types[name](value)
                 elif name in ("epsilon", "delta", "sample_rate", "clip", "explore", "server_lr", "lr", "customer_lr",
-                              "reg", "customer_reg", "dp_lr", "timeout_s"):
+                              "reg", "customer_reg", "dp_lr", "timeout_s", "popularity_share", "popularity_clip"):
                     kwargs[name] = float(value)
                 elif name == "budget":
                     kwargs[name] = None if value in ("", None) else float(value)
@@ -157,6 +163,37 @@ class RecommendJob:
     def steps_per_round(self) -> int:
         """DP-SGD steps one partner runs per round (Poisson steps visiting everyone once per epoch)."""
         return self.local_epochs * DPConfig(noise_multiplier=0.0, sample_rate=self.sample_rate).steps_per_epoch()
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    """What a private job releases per partner, decided before it starts.
+
+    First one Gaussian release of clipped per-item customer counts (the shared item biases start from
+    it), calibrated to ``popularity_share`` of epsilon on its own; then ``steps`` DP-SGD steps whose noise
+    multiplier is the smallest that keeps the composition of both within (epsilon, delta).
+    """
+
+    noise_multiplier: float = 0.0
+    steps: int = 0
+    popularity_noise_multiplier: float = 0.0  # 0: no popularity release
+
+    @classmethod
+    def for_job(cls, job: RecommendJob) -> PrivacyPlan:
+        from fedinsight.privacy.mechanisms import gaussian_noise_multiplier
+        from fedinsight.privacy.sparse_dp import noise_multiplier_for
+
+        steps = job.rounds * job.steps_per_round()
+        if not job.private:
+            return cls(0.0, steps, 0.0)
+        pop = gaussian_noise_multiplier(job.popularity_share * job.epsilon, job.delta) if job.popularity_share else 0.0
+        prior = [dpsgd_event(pop, 1.0, 1)] if pop else []
+        return cls(noise_multiplier_for(job.epsilon, job.delta, job.sample_rate, steps, prior=prior), steps, pop)
+
+    def events(self, job: RecommendJob) -> list[dp_event.DpEvent]:
+        """In the order partners run them (and record them in their own accountants)."""
+        release = [dpsgd_event(self.popularity_noise_multiplier, 1.0, 1)] if self.popularity_noise_multiplier else []
+        return [*release, dpsgd_event(self.noise_multiplier, job.sample_rate, self.steps)]
 
 
 def load_catalogue(path: str | Path) -> Catalogue:
@@ -272,13 +309,15 @@ class ServerOptimizer:
 
 # --- the job's messages --------------------------------------------------------------------------
 
-def message_config(job: RecommendJob, catalogue: Catalogue, noise_multiplier: float) -> dict[str, Any]:
+def message_config(job: RecommendJob, catalogue: Catalogue, noise_multiplier: float,
+                   popularity_noise_multiplier: float = 0.0) -> dict[str, Any]:
     """What partners need (the run config does not reach simulated partners)."""
     config: dict[str, Any] = {
         "job-id": job.job_id, "seed": job.seed, "dim": job.dim, "local-epochs": job.local_epochs,
         "lr": job.lr, "customer-lr": job.customer_lr, "reg": job.reg, "customer-reg": job.customer_reg,
         "dp-lr": job.dp_lr, "batch-customers": job.batch_customers, "epsilon": job.epsilon, "delta": job.delta,
         "noise-multiplier": noise_multiplier, "sample-rate": job.sample_rate, "clip": job.clip,
+        "pop-noise-multiplier": popularity_noise_multiplier, "pop-clip": job.popularity_clip,
         "explore": job.explore, "k": job.k, "fit-epochs": job.fit_epochs,
         "personalize-epochs": job.personalize_epochs, "eval-min-customers": job.eval_min_customers,
         "item-ids": list(catalogue.item_ids), "item-genres": catalogue.genre_strings(),
@@ -321,33 +360,44 @@ def _evaluate(grid: Grid, nodes: list[int], job: RecommendJob, config: dict[str,
     return totals, seconds
 
 
-def _charge(job: RecommendJob, partner_ids: list[str], noise_multiplier: float, steps: int) -> dict[str, float]:
-    from fedinsight.privacy.ledger import PrivacyLedger, dpsgd_event
+def _charge(job: RecommendJob, partner_ids: list[str], plan: PrivacyPlan) -> dict[str, float]:
+    from fedinsight.privacy.ledger import PrivacyLedger
 
     ledger = PrivacyLedger(job.db_url or None)
     for pid in partner_ids:
         ledger.ensure_budget(pid, job.budget if job.budget is not None else job.epsilon, job.delta)
-    event = dpsgd_event(noise_multiplier, job.sample_rate, steps)
+    events = plan.events(job)
+    event = events[0] if len(events) == 1 else dp_event.ComposedDpEvent(events)
+    popularity = (f"popularity release sigma {plan.popularity_noise_multiplier:.4g} (C {job.popularity_clip:g}), "
+                  if plan.popularity_noise_multiplier else "")
     return ledger.charge(
         partner_ids, event, job_id=job.job_id, kind="training", requester=job.requester,
-        description=(f"recommender BPR-MF dim {job.dim}: {job.rounds} rounds x {job.steps_per_round()} customer-level "
-                     f"DP-SGD steps, sigma {noise_multiplier:.4g}, q {job.sample_rate:g}, C {job.clip:g}"),
+        description=(f"recommender BPR-MF dim {job.dim}: {popularity}{job.rounds} rounds x {job.steps_per_round()} "
+                     f"customer-level DP-SGD steps, sigma {plan.noise_multiplier:.4g}, q {job.sample_rate:g}, "
+                     f"C {job.clip:g}"),
     )
+
+
+def popularity_bias(counts: np.ndarray, noise_std: float = 0.0) -> np.ndarray:
+    """Initial item biases from noisy customer counts: centred log(1 + max(0, count - 2 noise_std)).
+
+    A trained BPR-MF bias tracks log popularity closely (correlation 0.98 on MovieLens-100K). Counts
+    within two noise standard deviations of zero are indistinguishable from noise and all start at
+    the same level (post-processing of the release: only its values and its public noise scale are used).
+    """
+    bias = np.log1p(np.maximum(np.asarray(counts, dtype=np.float64) - 2.0 * noise_std, 0.0))
+    return (bias - bias.mean()).astype(np.float32)
 
 
 def run(grid: Grid, context: Context) -> None:
     """The ServerApp entry point for ``task = recommend`` (see the module docstring)."""
-    from fedinsight.privacy.sparse_dp import noise_multiplier_for
-
     started = time.perf_counter()
     job = RecommendJob.from_run_config(dict(context.run_config))
     catalogue = load_catalogue(job.catalogue_path)
     nodes = wait_for_partners(grid, job.partners, job.timeout_s)
-    total_steps = job.rounds * job.steps_per_round()
-    sigma = 0.0
-    if job.private:
-        sigma = noise_multiplier_for(job.epsilon, job.delta, job.sample_rate, total_steps)
-    config = message_config(job, catalogue, sigma)
+    plan = PrivacyPlan.for_job(job)
+    sigma, total_steps = plan.noise_multiplier, plan.steps
+    config = message_config(job, catalogue, sigma, plan.popularity_noise_multiplier)
 
     hello = exchange(grid, nodes, "query.recommend", lambda _n: _content(config), job.timeout_s)
     names = {n: str(r.content["info"]["partner-id"]) for n, r in hello.items()}
@@ -356,9 +406,15 @@ def run(grid: Grid, context: Context) -> None:
         raise ConfigError(f"two partners share one partner id: {sorted(names.values())}")
     spent: dict[str, float] = {}
     if job.private:  # the whole job is charged before any partner trains: refused jobs never start
-        spent = _charge(job, sorted(names.values()), sigma, total_steps)
+        spent = _charge(job, sorted(names.values()), plan)
 
     items = ItemParams.init(catalogue.num_items, job.dim, job.seed)
+    if plan.popularity_noise_multiplier:
+        released = exchange(grid, nodes, "query.recommend", lambda _n: _content(config, op="popularity"),
+                            job.timeout_s)
+        counts = sum(released[n].content["release"]["popularity"].numpy().astype(np.float64) for n in nodes)
+        noise_std = math.sqrt(len(nodes)) * plan.popularity_noise_multiplier * job.popularity_clip
+        items = ItemParams(items.embeddings, popularity_bias(counts, noise_std))
     optimizer = ServerOptimizer(job.server_optimizer, job.server_lr, items.as_matrix().shape)
     per_round: list[dict[str, Any]] = []
     local_train_s = 0.0
@@ -407,6 +463,7 @@ def run(grid: Grid, context: Context) -> None:
     per_round[-1].update({f"hr@{job.k}": federated[f"hr@{job.k}"], f"ndcg@{job.k}": federated[f"ndcg@{job.k}"]})
     summary = build_summary(job, catalogue, names=sorted(names.values()), sizes=sorted(sizes.values()),
                             spent=spent, sigma=sigma, total_steps=total_steps, federated=federated,
+                            popularity_sigma=plan.popularity_noise_multiplier,
                             per_round=per_round, wall_s=time.perf_counter() - started,
                             local_train_s=local_train_s, eval_s=eval_s)
     if "global-" in totals:  # partners personalised: also report the shared model on its own
@@ -419,6 +476,7 @@ def run(grid: Grid, context: Context) -> None:
 
 def build_summary(job: RecommendJob, catalogue: Catalogue, *, names: list[str], sizes: list[int],
                   spent: dict[str, float], sigma: float, total_steps: int, federated: dict[str, Any],
+                  popularity_sigma: float,
                   per_round: list[dict[str, Any]], wall_s: float, local_train_s: float,
                   eval_s: float) -> dict[str, Any]:
     """``summary.json``, shaped like the propensity task's (task, privacy, metrics, timing)."""
@@ -430,12 +488,15 @@ def build_summary(job: RecommendJob, catalogue: Catalogue, *, names: list[str], 
         "epsilon_spent": {pid: round(spent[pid], 6) for pid in names} if job.private else {pid: None for pid in names},
         "epsilon_spent_max": round(max(spent.values()), 6) if job.private and spent else None,
         "accountant": "rdp",
-        "mechanism": "customer-level clipped, Poisson-subsampled Gaussian DP-SGD on the item table" if job.private
+        "mechanism": ("Gaussian release of clipped item popularity (OpenDP), then customer-level clipped, "
+                      "Poisson-subsampled Gaussian DP-SGD on the item table") if job.private
         else "none (non-private run)",
     }
     if job.private:
         privacy.update({"noise_multiplier": round(sigma, 6), "sample_rate": job.sample_rate, "clip": job.clip,
-                        "steps": total_steps})
+                        "steps": total_steps, "popularity_share": job.popularity_share,
+                        "popularity_noise_multiplier": round(popularity_sigma, 6),
+                        "popularity_clip": job.popularity_clip})
     return {
         "task": "recommend",
         "job_id": job.job_id,

@@ -59,6 +59,7 @@ class RecommendSimulation:
     sample_rate: float = 1.0
     clip: float = 1.0
     dp_lr: float = 5.0
+    popularity_share: float = 0.0
     server_optimizer: str = "fedavg"
     server_lr: float = 1.0
     personalize_epochs: int = 0
@@ -84,6 +85,7 @@ class RecommendSimulation:
             (self.baseline_epochs >= 1, f"--baseline-epochs must be at least 1 (got {self.baseline_epochs})"),
             (self.local_epochs >= 1, f"--local-epochs must be at least 1 (got {self.local_epochs})"),
             (self.personalize_epochs >= 0, f"--personalize must be >= 0 (got {self.personalize_epochs})"),
+            (0 <= self.popularity_share < 1, f"--popularity-share must be in [0, 1) (got {self.popularity_share})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -189,6 +191,7 @@ def simulate_recommend(options: RecommendSimulation, out: str | Path, *, overwri
             "task": "recommend", "dataset": options.dataset, "partners": options.partners, "rounds": options.rounds,
             "local-epochs": options.local_epochs, "dim": options.dim, "epsilon": float(options.epsilon),
             "delta": delta, "sample-rate": options.sample_rate, "clip": options.clip, "dp-lr": options.dp_lr,
+            "popularity-share": options.popularity_share,
             "seed": options.seed, "explore": options.explore, "server-optimizer": options.server_optimizer,
             "server-lr": options.server_lr, "personalize-epochs": options.personalize_epochs,
             "eval-every": options.eval_every, "catalogue-path": str(tmp / "catalogue.parquet"),
