@@ -389,6 +389,44 @@ def popularity_bias(counts: np.ndarray, noise_std: float = 0.0) -> np.ndarray:
     return (bias - bias.mean()).astype(np.float32)
 
 
+def _train_round(grid: Grid, nodes: list[int], job: RecommendJob, config: dict[str, Any], items: ItemParams,
+                 optimizer: ServerOptimizer, rnd: int, names: dict[int, str], sizes: dict[int, int],
+                 sigma: float) -> tuple[ItemParams, dict[str, Any], float]:
+    """One round: every partner trains from ``items``; their changes are averaged (and, under DP,
+    shrunk) and applied. Returns the new item table, the round's record and the partners' seconds."""
+    content = _content(config, items, round=rnd)
+    replies = exchange(grid, nodes, "train.recommend", lambda _n: content, job.timeout_s)
+    deltas, weights, steps, losses, eps = [], [], [], [], []
+    seconds = 0.0
+    for n in nodes:
+        reply = replies[n].content
+        delta = reply["update"]["delta"].numpy()
+        if delta.shape != items.as_matrix().shape:
+            raise ConfigError(f"partner {names[n]} sent an update of shape {delta.shape}, "
+                              f"expected {items.as_matrix().shape}")
+        metrics = reply["metrics"]
+        deltas.append(delta)
+        steps.append(int(metrics["steps"]))
+        seconds += float(metrics["seconds"])
+        if job.private:
+            weights.append(np.full(items.num_items, float(sizes[n])))
+            eps.append(float(metrics["epsilon"]))
+        else:
+            weights.append(reply["update"]["item-customers"].numpy())
+            losses.append((float(metrics["loss"]), sizes[n]))
+    update = itemwise_average(deltas, weights)
+    record: dict[str, Any] = {"round": rnd}
+    if job.private and job.shrink:
+        var = dp_update_noise_variance(job, sigma, [sizes[n] for n in nodes], steps)
+        update, factor = james_stein(update, var)
+        record["items_kept"] = int((factor > 0).sum())
+    if losses:
+        record["loss"] = round(sum(loss * n for loss, n in losses) / max(1, sum(n for _, n in losses)), 6)
+    if eps:
+        record["epsilon"] = round(max(eps), 6)
+    return ItemParams.from_matrix(optimizer.step(items.as_matrix(), update)), record, seconds
+
+
 def run(grid: Grid, context: Context) -> None:
     """The ServerApp entry point for ``task = recommend`` (see the module docstring)."""
     started = time.perf_counter()
@@ -420,36 +458,8 @@ def run(grid: Grid, context: Context) -> None:
     local_train_s = 0.0
     for rnd in range(1, job.rounds + 1):
         round_start = time.perf_counter()
-        content = _content(config, items, round=rnd)
-        replies = exchange(grid, nodes, "train.recommend", lambda _n, c=content: c, job.timeout_s)
-        deltas, weights, steps, losses, eps = [], [], [], [], []
-        for n in nodes:
-            reply = replies[n].content
-            delta = reply["update"]["delta"].numpy()
-            if delta.shape != items.as_matrix().shape:
-                raise ConfigError(f"partner {names[n]} sent an update of shape {delta.shape}, "
-                                  f"expected {items.as_matrix().shape}")
-            metrics = reply["metrics"]
-            deltas.append(delta)
-            steps.append(int(metrics["steps"]))
-            local_train_s += float(metrics["seconds"])
-            if job.private:
-                weights.append(np.full(catalogue.num_items, float(sizes[n])))
-                eps.append(float(metrics["epsilon"]))
-            else:
-                weights.append(reply["update"]["item-customers"].numpy())
-                losses.append((float(metrics["loss"]), sizes[n]))
-        update = itemwise_average(deltas, weights)
-        record: dict[str, Any] = {"round": rnd}
-        if job.private and job.shrink:
-            var = dp_update_noise_variance(job, sigma, [sizes[n] for n in nodes], steps)
-            update, factor = james_stein(update, var)
-            record["items_kept"] = int((factor > 0).sum())
-        items = ItemParams.from_matrix(optimizer.step(items.as_matrix(), update))
-        if losses:
-            record["loss"] = round(sum(loss * n for loss, n in losses) / max(1, sum(n for _, n in losses)), 6)
-        if eps:
-            record["epsilon"] = round(max(eps), 6)
+        items, record, seconds = _train_round(grid, nodes, job, config, items, optimizer, rnd, names, sizes, sigma)
+        local_train_s += seconds
         if job.eval_every and rnd % job.eval_every == 0 and rnd < job.rounds:
             totals, _ = _evaluate(grid, nodes, job, config, items, final=False)
             m = totals[""].metrics(job.k, job.explore)
