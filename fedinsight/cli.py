@@ -202,9 +202,10 @@ def simulate_recommend_cmd(
 ) -> None:
     """Federated BPR-MF recommender with customer-level DP, against popularity and centralized BPR-MF.
 
-    Writes OUT/summary.json, the item model OUT/model, the ledger and each partner's folder (with its
-    private customer state). Example: fedinsight simulate recommend --dataset movielens-100k --partners 10
-    --rounds 50 --epsilon 8 --partition iid --dim 32 --explore 0.2 --seed 0 --out runs/rec
+    Writes OUT/summary.json, the item model OUT/model, the ledger and the partners' folders (with their
+    private customer state). See docs/recommender.md.
+
+    Example: fedinsight simulate recommend --partners 10 --rounds 50 --epsilon 8 --dim 32 --out runs/rec
     """
     from fedinsight.server.recommend_simulation import RecommendSimulation, simulate_recommend
 
