@@ -120,3 +120,8 @@ class ReplyContentError(FedinsightError):
     """A partner's reply carried something other than model weights and allow-listed metrics."""
 
     exit_code = 5
+
+class UnknownCustomerError(FedinsightError):
+    """A customer id that the partner's data (or its trained customer state) does not hold."""
+
+    exit_code = 2
