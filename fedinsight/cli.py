@@ -301,10 +301,14 @@ def simulate_propensity(
     parts, window, names = _propensity_federation(dataset, partners, partition, alpha, seed, customers, start,
                                                   cutoff, end)
     out_dir = out_dir.resolve()
+    # A folder whose partners are already partner-0..K-1 is used in place: each simulated partner reads its
+    # own folder, and no partner's rows (or identifiers) are copied into the run's output.
+    in_place = Path(dataset).is_dir() and all(names[k] == k for k in names)
+    data_root = Path(dataset).resolve() if in_place else out_dir / "partners"
     job = PropensityJob(
         partners=len(parts), rounds=rounds, out_dir=str(out_dir), window_start=window.start.isoformat(),
         window_cutoff=window.cutoff.isoformat(), window_end=window.end.isoformat(),
-        data_root=str(out_dir / "partners"), epsilon=epsilon, delta=delta, non_private=non_private, model=model,
+        data_root=str(data_root), epsilon=epsilon, delta=delta, non_private=non_private, model=model,
         seed=seed, test_share=test_share, sample_rate=sample_rate, local_epochs=local_epochs, lr=lr,
         max_grad_norm=max_grad_norm, partner_budgets=",".join(partner_budget),
         ledger_url=db or f"sqlite:///{out_dir / 'ledger.db'}", dataset=dataset)
@@ -312,12 +316,13 @@ def simulate_propensity(
     _prepare_out_dir(out_dir, overwrite)
     from fedinsight.client.protection import init_federation
 
-    with atomic_output_dir(out_dir / "partners") as tmp:
-        write_partner_folder(parts, tmp)
-        init_federation(tmp)  # built-in data: declare the identifier columns fedinsight planted
+    if not in_place:
+        with atomic_output_dir(out_dir / "partners") as tmp:
+            write_partner_folder(parts, tmp)
+            init_federation(tmp)  # built-in data: declare the identifier columns fedinsight planted
     # The baselines see what the partners see: each partner's data after its own protection pipeline
     # (tokenized ids, training-consent filter), so the held-out customers are the same ones.
-    parts = _protected_view(out_dir / "partners", list(parts), purpose="training")
+    parts = _protected_view(data_root, list(parts), purpose="training")
     split = pooled_split(parts, window, test_share, seed)
     baselines = {"centralized": centralized_baseline(split, window, kind=model, seed=seed, caps=job.caps,
                                                      tier_levels=(job.tier_mid, job.tier_high))}

@@ -65,7 +65,7 @@ def test_simulate_then_serve_on_a_small_federation(movielens, tmp_path, capsys):
     assert summary["timing"]["wall_s"] >= summary["timing"]["simulation_s"] > 0
     assert len(summary["metrics"]["per_round"]) == 2 and "loss" in summary["metrics"]["per_round"][0]
 
-    partner = out / "partners" / "partner-2"
+    partner = tmp_path / "data" / "partner-2"  # the folder is used in place: the partner serves from its own data
     customer = parts["partner-2"].customers["customer_id"].iloc[0]
     assert main(["recommend", "--model", str(out / "model"), "--partner-data", str(partner), "--customer",
                  str(customer), "--k", "5", "--json"]) == 0

@@ -198,12 +198,19 @@ def test_a_job_past_the_budget_is_refused_before_any_partner_trains(dp_run):
 def test_partner_side_serving_returns_unseen_items_with_scores(dp_run):
     root, out, _db, _recorder, _ = dp_run
     partner = root / "partners" / "partner-1"
-    customer = load_customer_state(customer_state_path(partner / STATE_DIRNAME, "flow-1")).customer_ids[0]
+    import pandas as pd
+
+    from fedinsight.client.protection import find_policy
+    from fedinsight.privacy.tokenize import Tokenizer
+
+    # The partner trained on tokenized ids; serving takes the partner's own (raw) id and tokenizes it.
+    state_ids = set(load_customer_state(customer_state_path(partner / STATE_DIRNAME, "flow-1")).customer_ids)
+    tokenizer = Tokenizer(find_policy(partner).tokenization_ring())
+    raw_ids = pd.read_parquet(partner / "customers.parquet")["customer_id"].astype(str)
+    customer = next(c for c in raw_ids if tokenizer.token(c) in state_ids)
     recs = recommend_items(out / "model", partner, customer, k=10, explore=0.2)
     assert [r.rank for r in recs] == list(range(1, 11))
     assert len({r.item_id for r in recs}) == 10
-    import pandas as pd
-
     seen = set(pd.read_parquet(partner / "interactions.parquet").query("customer_id == @customer")["item_id"])
     assert not seen & {r.item_id for r in recs}
     head = [r.score for r in recs[:8]]

@@ -437,9 +437,11 @@ def recommend_items(model_dir: str | Path, partner_data: str | Path, customer_id
     ``explore`` (default: the job's share) reserves that share of the slots for items outside the
     customer's usual taste. Raises :class:`UnknownCustomerError` for a customer this partner cannot serve.
     """
+    from fedinsight.client.protection import find_policy, load_protected
     from fedinsight.data.federation import load_partner_folder
     from fedinsight.errors import UnknownCustomerError
     from fedinsight.models.ranking import exploration_mask, explore_slots, rerank_with_exploration
+    from fedinsight.privacy.tokenize import Tokenizer
 
     if k < 1:
         raise ConfigError(f"--k must be at least 1 (got {k})")
@@ -448,15 +450,19 @@ def recommend_items(model_dir: str | Path, partner_data: str | Path, customer_id
     partners = load_partner_folder(partner_data)
     if len(partners) != 1:
         raise ConfigError(f"{partner_data} holds {len(partners)} partners' data; point --partner-data at one partner")
-    data = next(iter(partners.values()))
+    # Training saw the partner's data through its protection pipeline (tokenized ids, consent filter):
+    # serve the same view, and look the requested customer up by its token under the partner's key.
+    policy = find_policy(partner_data)
+    data = load_protected(partner_data, policy).for_purpose("recommendation")
     folder = Path(state_dir) if state_dir is not None else Path(partner_data) / STATE_DIRNAME
     state = load_customer_state(customer_state_path(folder, model.job_id))
-    cid = str(customer_id)
+    raw_id = str(customer_id)
+    cid = Tokenizer(policy.tokenization_ring()).token(raw_id)
     if cid not in state.customer_ids:
         known = data.customers is not None and cid in set(data.customers["customer_id"].astype(str))  # type: ignore[index]
         hint = ("it has fewer than two interactions, so the model has no embedding for it" if known
                 else "it is not in this partner's customers table")
-        raise UnknownCustomerError(f"customer '{cid}' cannot be served by this partner: {hint}")
+        raise UnknownCustomerError(f"customer '{raw_id}' cannot be served by this partner: {hint}")
     items = model.items if state.personal_items is None else ItemParams.from_matrix(state.personal_items)
     if len(model.item_ids) < k + 1:
         raise ConfigError(f"--k {k} is larger than the catalogue allows ({len(model.item_ids)} items)")

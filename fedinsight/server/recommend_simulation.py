@@ -184,8 +184,17 @@ def simulate_recommend(options: RecommendSimulation, out: str | Path, *, overwri
     catalogue = Catalogue.from_items(catalogue_frame)
     customers = sum(p.num_customers for p in partners.values())
     delta = options.delta if options.delta is not None else 1.0 / max(customers, 2)
+    from fedinsight.client.protection import init_federation
+
+    # A folder whose partners are already partner-0..K-1 is used in place: each simulated partner reads its own
+    # folder and no partner's rows are copied into the run's output; built-in data is written for the partners.
+    source = Path(options.dataset)
+    in_place = source.is_dir() and sorted(partners) == sorted(f"partner-{k}" for k in range(options.partners))
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        write_partner_folder(partners, tmp / "partners")
+        data_root = source.resolve() if in_place else tmp / "partners"
+        if not in_place:
+            write_partner_folder(partners, data_root)
+            init_federation(data_root)  # built-in data: declare the identifier columns fedinsight planted
         catalogue_frame.to_parquet(tmp / "catalogue.parquet", index=False)
         run_config: dict[str, Any] = {
             "task": "recommend", "dataset": options.dataset, "partners": options.partners, "rounds": options.rounds,
@@ -195,7 +204,7 @@ def simulate_recommend(options: RecommendSimulation, out: str | Path, *, overwri
             "seed": options.seed, "explore": options.explore, "server-optimizer": options.server_optimizer,
             "server-lr": options.server_lr, "personalize-epochs": options.personalize_epochs,
             "eval-every": options.eval_every, "catalogue-path": str(tmp / "catalogue.parquet"),
-            "out-dir": str(tmp), "data-root": str(tmp / "partners"),
+            "out-dir": str(tmp), "data-root": str(data_root),
             "db-url": options.db_url or f"sqlite:///{tmp / 'ledger.db'}",
         }
         if options.budget is not None:
