@@ -29,8 +29,11 @@ from typing import Any
 ROUNDS = 20
 
 
-def grid(quick: bool) -> list[dict[str, Any]]:
+def grid(quick: bool, only_epsilon: str | None = None) -> list[dict[str, Any]]:
     """(epsilon, partners, seed) configurations; epsilon None = non-private."""
+    if only_epsilon is not None:
+        eps = None if only_epsilon == "none" else float(only_epsilon)
+        return [{"epsilon": eps, "partners": 10, "seed": 0}]
     if quick:
         return [{"epsilon": 1.0, "partners": 10, "seed": 0}]
     configs = [{"epsilon": 1.0, "partners": 10, "seed": s} for s in (0, 1, 2)]
@@ -82,12 +85,13 @@ def main() -> None:
     parser.add_argument("--model", default="logreg", choices=("logreg", "mlp"))
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
+    parser.add_argument("--epsilon", default=None, help="run only this epsilon (or 'none'), 10 partners, seed 0")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="fedinsight-bench-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for config in grid(args.quick):
+        for config in grid(args.quick, args.epsilon):
             result = run_one(config, work, args.model, args.cpus)
             print(json.dumps(result), file=sys.stderr, flush=True)  # progress, one line per run
             results.append(result)

@@ -7,6 +7,7 @@ exit code (2 for invalid data or options); a traceback is only ever shown for a 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -157,10 +158,17 @@ def demo(
     partition: str = typer.Option("dirichlet", help="iid, dirichlet or natural."),
     alpha: float = typer.Option(0.5, help="Dirichlet concentration."),
     seed: int = typer.Option(0),
+    rounds: int = typer.Option(5, help="Federated rounds of the DP training run."),
+    epsilon: float = typer.Option(1.0, help="Each partner's privacy budget for the training run."),
+    out_dir: Path = typer.Option(Path("runs/demo"), "--out", help="Where the demo run writes its outputs."),
 ) -> None:
-    """Load both built-in datasets, validate them, split them into partners and show who holds what.
+    """Show who holds what, then train a repurchase-propensity model across partners under DP-SGD.
 
-    Example: fedinsight demo --partners 5 --partition natural
+    Loads and validates CDNOW and MovieLens-100K, splits each into partners, prints the partner tables,
+    then runs a short federated simulation on CDNOW (Flower simulation runtime, Opacus DP-SGD with the
+    given epsilon per partner, centralized and BG/NBD baselines in the same run) into OUT.
+
+    Example: fedinsight demo --partners 5 --rounds 5 --epsilon 1 --out runs/demo
     """
     from fedinsight.data.federation import PartitionSpec, load_federation, partner_table
 
@@ -170,6 +178,13 @@ def demo(
         parts = load_federation(name, spec)
         title = f"{name}: {partners} partners, {partition} partition ({time.perf_counter() - start:.1f}s)"
         out.print(_frame_table(partner_table(parts), title))
+    out.print(f"\nFederated propensity on CDNOW: {partners} partners, {rounds} rounds, DP-SGD epsilon {epsilon}")
+    simulate_propensity(
+        dataset="cdnow", partners=partners, rounds=rounds, epsilon=epsilon, delta=1e-5, non_private=False,
+        partition=partition, alpha=alpha, model="logreg", seed=seed, db=None, test_share=0.2, sample_rate=0.1,
+        local_epochs=1.0, lr=0.5, max_grad_norm=3.0, partner_budget=[], customers=5_000, start=None, cutoff=None,
+        end=None, cpus=None, overwrite=True, verbose=False, as_json=False, out_dir=out_dir,
+    )
 
 
 # --- simulate propensity / score (propensity & LTV) ------------------------------------------------
@@ -286,17 +301,28 @@ def simulate_propensity(
     parts, window, names = _propensity_federation(dataset, partners, partition, alpha, seed, customers, start,
                                                   cutoff, end)
     out_dir = out_dir.resolve()
+    # A folder whose partners are already partner-0..K-1 is used in place: each simulated partner reads its
+    # own folder, and no partner's rows (or identifiers) are copied into the run's output.
+    in_place = Path(dataset).is_dir() and all(names[k] == k for k in names)
+    data_root = Path(dataset).resolve() if in_place else out_dir / "partners"
     job = PropensityJob(
         partners=len(parts), rounds=rounds, out_dir=str(out_dir), window_start=window.start.isoformat(),
         window_cutoff=window.cutoff.isoformat(), window_end=window.end.isoformat(),
-        data_root=str(out_dir / "partners"), epsilon=epsilon, delta=delta, non_private=non_private, model=model,
+        data_root=str(data_root), epsilon=epsilon, delta=delta, non_private=non_private, model=model,
         seed=seed, test_share=test_share, sample_rate=sample_rate, local_epochs=local_epochs, lr=lr,
         max_grad_norm=max_grad_norm, partner_budgets=",".join(partner_budget),
         ledger_url=db or f"sqlite:///{out_dir / 'ledger.db'}", dataset=dataset)
     job.plan()  # bad privacy settings fail here, before anything is written
     _prepare_out_dir(out_dir, overwrite)
-    with atomic_output_dir(out_dir / "partners") as tmp:
-        write_partner_folder(parts, tmp)
+    from fedinsight.client.protection import init_federation
+
+    if not in_place:
+        with atomic_output_dir(out_dir / "partners") as tmp:
+            write_partner_folder(parts, tmp)
+            init_federation(tmp)  # built-in data: declare the identifier columns fedinsight planted
+    # The baselines see what the partners see: each partner's data after its own protection pipeline
+    # (tokenized ids, training-consent filter), so the held-out customers are the same ones.
+    parts = _protected_view(data_root, list(parts), purpose="training")
     split = pooled_split(parts, window, test_share, seed)
     baselines = {"centralized": centralized_baseline(split, window, kind=model, seed=seed, caps=job.caps,
                                                      tier_levels=(job.tier_mid, job.tier_high))}
@@ -333,6 +359,7 @@ def simulate_propensity(
     if fed.get("auc") is not None and summary["metrics"].get("bgnbd", {}).get("auc") is not None:
         comparison["auc_federated_minus_bgnbd"] = fed["auc"] - summary["metrics"]["bgnbd"]["auc"]
     summary["comparison"] = comparison
+    summary = _finite(summary)
     with atomic_output_file(out_dir / "summary.json") as tmp_file:
         tmp_file.write_text(json.dumps(summary, indent=2, default=_json_default, allow_nan=False))
     if as_json:
@@ -373,6 +400,17 @@ def _json_default(value: object) -> object:
     if hasattr(value, "item"):
         return value.item()  # type: ignore[union-attr]
     return str(value)
+
+
+def _finite(value: object) -> object:
+    """Replace NaN/inf (a metric with nothing to evaluate) by null, recursively, so JSON stays valid."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 @score_app.command("propensity")
@@ -434,7 +472,9 @@ def _insights_db(db: str | None) -> str | None:
     if path.is_dir():
         path = path / "ledger.db"
     if not path.exists():
-        raise FedinsightError(f"no insight database at {path} (give a run folder, a .db file or a database URL)")
+        from fedinsight.errors import ConfigError
+
+        raise ConfigError(f"no insight database at {path} (give a run folder, a .db file or a database URL)")
     return f"sqlite:///{path.resolve()}"
 
 
@@ -621,6 +661,115 @@ def insights_show(
 
 
 # --- simulate recommend / recommend (recommender) ---------------------------------------------------
+
+
+@simulate_app.command("recommend")
+def simulate_recommend_cmd(
+    dataset: str = typer.Option("movielens-100k", help="movielens-100k, synthetic, or a folder of partner data."),
+    partners: int = typer.Option(10, help="Number of partners."),
+    rounds: int = typer.Option(50, help="Federated rounds."),
+    epsilon: float = typer.Option(float("inf"), help="Customer-level epsilon per partner; inf = no DP."),
+    delta: float | None = typer.Option(None, help="DP delta (default: 1 / number of customers)."),
+    partition: str = typer.Option("iid", help="iid, zip (zip-code region) or dirichlet."),
+    alpha: float = typer.Option(0.5, help="Dirichlet concentration (smaller = more skew)."),
+    dim: int = typer.Option(32, help="Embedding dimension (federated and centralized alike)."),
+    explore: float = typer.Option(0.2, help="Share of the top-k slots reserved for exploration."),
+    seed: int = typer.Option(0, help="Seed for partitioning, sampling and the evaluation negatives."),
+    local_epochs: int = typer.Option(2, help="Local epochs per round on each partner."),
+    sample_rate: float = typer.Option(1.0, help="DP: Poisson rate at which customers join a step (1 = all)."),
+    clip: float = typer.Option(1.0, help="DP: L2 bound of one customer's whole item-side update."),
+    dp_lr: float = typer.Option(5.0, help="DP: item step size."),
+    popularity_share: float = typer.Option(0.0, help="DP: share of epsilon for an item-popularity release (0: none)."),
+    server_opt: str = typer.Option("fedavg", help="Server optimizer: fedavg or fedadam."),
+    server_lr: float = typer.Option(1.0, help="Server learning rate."),
+    personalize: int = typer.Option(0, help="Partner-local fine-tuning epochs of the final model (never sent)."),
+    baseline_epochs: int = typer.Option(50, help="Epochs of the centralized and local-only BPR-MF baselines."),
+    local_only: bool = typer.Option(True, "--local-only/--no-local-only", help="Also train each partner alone."),
+    eval_every: int = typer.Option(0, help="Evaluate the federated model every N rounds (0: only at the end)."),
+    budget: float | None = typer.Option(None, help="Each partner's epsilon budget in the ledger (default: --epsilon)."),
+    db: str | None = typer.Option(None, "--db", help="Privacy ledger URL (default: sqlite:///OUT/ledger.db)."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of tables."),
+) -> None:
+    """Federated BPR-MF recommender with customer-level DP, against popularity and centralized BPR-MF.
+
+    Writes OUT/summary.json, the item model OUT/model, the ledger and the partners' folders (with their
+    private customer state). See docs/recommender.md.
+
+    Example: fedinsight simulate recommend --partners 10 --rounds 50 --epsilon 8 --dim 32 --out runs/rec
+    """
+    from fedinsight.server.recommend_simulation import RecommendSimulation, simulate_recommend
+
+    options = RecommendSimulation(
+        dataset=dataset, partners=partners, rounds=rounds, epsilon=epsilon, delta=delta, partition=partition,
+        alpha=alpha, dim=dim, explore=explore, seed=seed, local_epochs=local_epochs, sample_rate=sample_rate,
+        clip=clip, dp_lr=dp_lr, popularity_share=popularity_share, server_optimizer=server_opt, server_lr=server_lr,
+        personalize_epochs=personalize,
+        baseline_epochs=baseline_epochs, local_only=local_only, eval_every=eval_every, budget=budget, db_url=db,
+    )
+    with _progress() as progress:
+        tasks: dict[str, object] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done)  # type: ignore[arg-type]
+
+        summary = simulate_recommend(options, out_dir, overwrite=overwrite, progress=report)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(_recommend_table(summary))
+    privacy = summary["privacy"]
+    eps = "none (non-private)" if not privacy["private"] else f"{privacy['epsilon_spent_max']:.3f}"
+    out.print(f"epsilon spent (max over partners): {eps}; delta {privacy['delta']:.3g}; "
+              f"wall {summary['timing']['wall_s']:.1f}s; summary: {out_dir / 'summary.json'}")
+
+
+def _recommend_table(summary: dict) -> Table:  # type: ignore[type-arg]
+    table = Table(title=f"recommend: {summary['dataset']}, {summary['partners']} partners, {summary['rounds']} rounds")
+    for col in ("model", "HR@10", "NDCG@10", "coverage", "ILD", "HR@10 +explore", "ILD +explore"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name in ("federated", "federated_global", "centralized", "local_only", "popularity"):
+        m = summary["metrics"].get(name)
+        if m:
+            x = m["explore"]
+            table.add_row(name, f"{m['hr@10']:.4f}", f"{m['ndcg@10']:.4f}", f"{m['coverage']:.3f}", f"{m['ild']:.3f}",
+                          f"{x['hr@10']:.4f}", f"{x['ild']:.3f}")
+    return table
+
+
+@app.command("recommend")
+def recommend_cmd(
+    model: Path = typer.Option(..., "--model", help="The item model folder (OUT/model of a run)."),
+    partner_data: Path = typer.Option(..., "--partner-data", help="This partner's data folder."),
+    customer: str = typer.Option(..., "--customer", help="The customer id (as in the partner's data)."),
+    k: int = typer.Option(10, "--k", help="How many items."),
+    explore: float | None = typer.Option(None, help="Exploration share (default: the model's)."),
+    state_dir: Path | None = typer.Option(None, help="Customer state folder (default: DATA/.fedinsight-state)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Recommend items to one customer, on the partner's own machine (customer embeddings never leave it).
+
+    Example: fedinsight recommend --model runs/rec/model --partner-data runs/rec/partners/partner-0 --customer 42 --k 10
+    """
+    from dataclasses import asdict
+
+    from fedinsight.client.recommend import recommend_items
+
+    recs = recommend_items(model, partner_data, customer, k=k, explore=explore, state_dir=state_dir)
+    if as_json:
+        out.print_json(json.dumps({"customer": customer, "items": [asdict(r) for r in recs]}))
+        return
+    table = Table(title=f"top {k} for customer {customer}")
+    for col in ("rank", "item", "title", "genres", "score", "slot"):
+        table.add_column(col, justify="right" if col in ("rank", "score") else "left")
+    for r in recs:
+        table.add_row(str(r.rank), r.item_id, r.title or "", r.genres, f"{r.score:.3f}",
+                      "explore" if r.exploration else "")
+    out.print(table)
+
 
 
 # --- partner data protection (tokenize, keys, forget) -----------------------------------------------
@@ -942,6 +1091,12 @@ def simulate_preflight(
         raise ProtectionPolicyError("some partners refused to load their data; see the table above")
 
 
+def _protected_view(root: Path, partner_names: list[str], *, purpose: str) -> dict:
+    """Each partner folder under ``root`` as its partner would load it for ``purpose`` (for simulation baselines)."""
+    from fedinsight.client.protection import find_policy, load_protected
+
+    return {name: load_protected(root / name, find_policy(root / name)).for_purpose(purpose)
+            for name in partner_names}
 # --- deployment: certs, coordinator, partner, job, tokens, audit ---------------------------------------
 
 certs_app = typer.Typer(help="Create the CA, the coordinator's TLS certificate and partner key pairs.",

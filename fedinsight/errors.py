@@ -121,6 +121,11 @@ class ReplyContentError(FedinsightError):
 
     exit_code = 5
 
+class UnknownCustomerError(FedinsightError):
+    """A customer id that the partner's data (or its trained customer state) does not hold."""
+
+    exit_code = 2
+
 
 # --- deployment (issue 6) ---------------------------------------------------------------------------
 

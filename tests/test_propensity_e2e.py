@@ -15,7 +15,7 @@ def test_simulate_then_score_on_a_small_slice(tmp_path, capsys):
     import ray
 
     out = tmp_path / "run"
-    code = main(["simulate", "propensity", "--dataset", "synthetic", "--customers", "600", "--partners", "2",
+    code = main(["simulate", "propensity", "--dataset", "synthetic", "--customers", "1200", "--partners", "2",
                  "--rounds", "2", "--epsilon", "1", "--delta", "1e-5", "--partition", "iid", "--model", "mlp",
                  "--seed", "1", "--out", str(out), "--cpus", "2", "--json"])
     assert code == 0
@@ -29,6 +29,7 @@ def test_simulate_then_score_on_a_small_slice(tmp_path, capsys):
     assert privacy["epsilon_spent_max"] == max(privacy["epsilon_spent"].values()) <= 1.0
     assert privacy["accountants_agree_with_ledger"] is True  # Opacus on the partners == the ledger
     metrics = summary["metrics"]
+    assert metrics["federated"]["partners"] == 2 and metrics["federated"]["n"] == metrics["centralized"]["n"] > 0
     for name in ("federated", "centralized"):
         assert {"auc", "log_loss", "ece", "lift_top_decile", "mae", "tier_accuracy"} <= set(metrics[name])
     assert "auc" in metrics["bgnbd"]

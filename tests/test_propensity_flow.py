@@ -16,9 +16,10 @@ from _fake_grid import InProcessGrid
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from fedinsight.client.app import app as client_app
-from fedinsight.client.features import FEATURES, synthetic_window
+from fedinsight.client.features import FEATURES, customer_table, synthetic_window
+from fedinsight.client.protection import init_federation
 from fedinsight.data import PartitionSpec, load_federation
-from fedinsight.data.federation import write_partner_folder
+from fedinsight.data.federation import load_partner_folder, write_partner_folder
 from fedinsight.errors import BudgetExceededError, ConfigError
 from fedinsight.models import propensity_protocol as proto
 from fedinsight.models.federated_stats import PooledStats
@@ -35,6 +36,7 @@ def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("partners")
     parts = load_federation("synthetic", PartitionSpec(partners=PARTNERS, seed=0), synthetic_customers=1500)
     write_partner_folder(parts, root)
+    init_federation(root)  # each partner declares the generator's identifier columns (drop)
     return root
 
 
@@ -115,6 +117,7 @@ def test_job_trains_and_replies_carry_only_weights_and_metrics(tmp_path, data_ro
     assert summary_path.is_dir()
 
 
+@pytest.mark.slow
 def test_partner_refuses_a_round_past_its_budget_and_the_rest_finish(tmp_path, data_root):
     grid = InProcessGrid(client_app, PARTNERS)
     summary = _run(_job(tmp_path, data_root, rounds=4, partner_budgets="partner-1=0.6"), grid)
@@ -232,3 +235,16 @@ def test_partners_do_not_report_evaluation_on_a_handful_of_customers(tmp_path, d
     tiny = _run(_job(tmp_path / "tiny", data_root, test_share=0.01, job_id="tiny"), InProcessGrid(client_app, PARTNERS))
     assert tiny["metrics"]["federated"]["partners_suppressed"] == PARTNERS
     assert tiny["metrics"]["federated"]["auc"] is None  # nothing to report, rather than a leak
+
+
+def test_a_simulated_non_private_job_charges_nothing_and_stays_stable(tmp_path, data_root):
+    summary = _run(_job(tmp_path, data_root, non_private=True, rounds=3), InProcessGrid(client_app, PARTNERS))
+    privacy = summary["privacy"]
+    assert privacy["non_private"] is True and privacy["epsilon_target"] is None
+    assert privacy["epsilon_spent_max"] == 0.0
+    assert PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}").partners() == []  # nothing charged
+    fed = summary["metrics"]["federated"]
+    tables = [customer_table(d.transactions, synthetic_window()) for d in load_partner_folder(data_root).values()]
+    mean_spend = float(np.mean(np.concatenate([t["spend"].to_numpy() for t in tables])))
+    assert fed["auc"] > 0.6
+    assert fed["mae"] < mean_spend  # better than predicting 0 for everyone: the spend head did not diverge

@@ -293,7 +293,7 @@ def train(msg: Message, context: Context) -> Message:
         seed = int(cfg["seed"]) * 100_003 + int(cfg.get("server-round", 0)) * 101 + int(
             context.node_config.get("partition-id", 0))
         trained, stats = train_sgd(model, data, propensity_loss, sample_rate=float(cfg["sample-rate"]), steps=steps,
-                                   lr=lr, seed=seed)
+                                   lr=lr, seed=seed, max_grad_norm=float(cfg["max-grad-norm"]))
     else:
         trained, stats = train_dpsgd(model, data, propensity_loss, noise_multiplier=plan.noise_multiplier,
                                      sample_rate=plan.sample_rate, steps=steps, max_grad_norm=plan.max_grad_norm,

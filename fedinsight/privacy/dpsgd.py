@@ -303,11 +303,14 @@ def train_sgd(
     steps: int,
     lr: float,
     seed: int,
+    max_grad_norm: float | None = None,
     momentum: float = 0.0,
 ) -> tuple[nn.Module, TrainStats]:
-    """The non-private counterpart of :func:`train_dpsgd` (same sampling and steps, no clipping or noise).
+    """The non-private counterpart of :func:`train_dpsgd` (same sampling and steps, no noise).
 
     For simulations that measure what DP costs; partners refuse it unless they allow non-private runs.
+    ``max_grad_norm`` clips the *batch* gradient (a plain stabiliser, not per-customer clipping): at
+    learning rates tuned for clipped DP-SGD, unclipped squared-error gradients can diverge.
     """
     n = int(tensors[0].shape[0])
     start = time.perf_counter()
@@ -320,5 +323,7 @@ def train_sgd(
         idx = torch.as_tensor(batch_idx, dtype=torch.long)
         optimizer.zero_grad(set_to_none=True)
         loss_fn(work, [t[idx] for t in tensors]).backward()
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(work.parameters(), max_grad_norm)
         optimizer.step()
     return work, TrainStats(steps=steps, seconds=time.perf_counter() - start)

@@ -40,7 +40,7 @@ from fedinsight.errors import (
     PartnerReplyError,
 )
 from fedinsight.privacy.allocation import QueryNoise, batch_event, split_budget
-from fedinsight.privacy.ledger import PrivacyLedger
+from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 from fedinsight.server.insight_catalogue import InsightBatch, parse_batch
 from fedinsight.server.insight_results import build_insight, combine
 from fedinsight.server.insight_store import InsightStore
@@ -178,7 +178,7 @@ def _summary(batch: InsightBatch, insights: list[dict], skipped: list[dict], spe
             "delta": batch.delta,
             "mechanism": batch.mechanism,
             "accountant": ledger.accountant,
-            "epsilon_batch": _batch_epsilon(noises, batch),
+            "epsilon_batch": compose_epsilon([n.event for n in noises.values()], batch.delta, ledger.accountant),
             "epsilon_spent_max": max(s.epsilon_spent for s in statuses),
             "epsilon_spent_min": min(s.epsilon_spent for s in statuses),
             "epsilon_budget_min": min(s.epsilon_budget for s in statuses),
@@ -190,19 +190,14 @@ def _summary(batch: InsightBatch, insights: list[dict], skipped: list[dict], spe
     }
 
 
-def _batch_epsilon(noises: dict[str, QueryNoise], batch: InsightBatch) -> float:
-    from fedinsight.privacy.ledger import compose_epsilon
-
-    return compose_epsilon([n.event for n in noises.values()], batch.delta)
-
-
 def write_outputs(out_dir: Path, insights: list[dict], summary: dict, batch: InsightBatch) -> None:
     """``insights.json`` (every released insight) and ``summary.json``, each written atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"batch_id": batch.batch_id, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
            "requester": batch.requester, "epsilon": batch.epsilon, "delta": batch.delta,
            "mechanism": batch.mechanism, "min_group_size": batch.min_group_size,
-           "partners": summary["partners"], "insights": insights, "skipped": summary["skipped"]}
+           "suppression_margin_sd": batch.suppression_margin_sd, "partners": summary["partners"],
+           "insights": insights, "skipped": summary["skipped"]}
     for name, payload in (("insights.json", doc), ("summary.json", summary)):
         with atomic_output_file(out_dir / name) as tmp:
             tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")

@@ -158,7 +158,7 @@ class PropensityJob:
             "test-share": self.test_share, "seed": self.seed, "model": self.model, "epsilon": self.epsilon,
             "delta": self.delta, "non-private": self.non_private, "job-id": self.job_id,
             "partner-budgets": self.partner_budgets, "steps-per-round": self.steps_per_round,
-            "sample-rate": self.sample_rate,
+            "sample-rate": self.sample_rate, "max-grad-norm": self.max_grad_norm,
         }
         if plan is not None:
             cfg.update(plan.to_dict())

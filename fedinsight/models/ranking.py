@@ -1,0 +1,445 @@
+"""The ranking evaluation protocol, the popularity baseline and exploration re-ranking.
+
+Protocol (the one DESIGN.md's reference results use): every customer's *latest* interaction is held
+out as the test item; the model ranks it against 99 items the customer never interacted with, drawn
+at random; HR@10 is the share of customers whose test item lands in the top 10, NDCG@10 rewards a
+higher position (1 / log2(rank + 2)). Beyond accuracy we measure the full-catalogue top-10 lists a
+customer would actually be served (seen items excluded): catalogue coverage (share of the catalogue
+recommended to anyone) and intra-list diversity (mean pairwise genre distance within a list).
+
+Why everything here is a pure function of (customer id, seen items, seed): the federated model is
+evaluated on each partner and the centralized baselines in the coordinator's process. Both must see
+the *same* split and the *same* 99 negatives per customer, without any customer list crossing a
+partner boundary — so each customer's negatives are drawn from a generator seeded by a hash of the
+customer id and the run seed, and any party holding that customer's rows draws the same ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fedinsight.errors import ConfigError, DataValidationError, Problem
+
+NUM_NEGATIVES = 99
+TOP_K = 10
+
+
+# --- the catalogue -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The public item catalogue: item ids in a fixed order (the row order of item parameters), genres."""
+
+    item_ids: tuple[str, ...]
+    genres: np.ndarray  # bool (num_items, num_genres); zero columns when the catalogue has no genres
+    genre_names: tuple[str, ...] = ()
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    def index(self) -> dict[str, int]:
+        return {item: i for i, item in enumerate(self.item_ids)}
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the ordered item ids: partners refuse an update for a different catalogue."""
+        return hashlib.sha256("\n".join(self.item_ids).encode()).hexdigest()
+
+    @classmethod
+    def from_items(cls, items: pd.DataFrame) -> Catalogue:
+        """Sorted unique item ids of an ``items`` table; genres from its '|'-separated ``genres`` column."""
+        if items is None or "item_id" not in items.columns or len(items) == 0:
+            raise DataValidationError(Problem("items", "the item catalogue is empty or has no item_id column"))
+        frame = items.drop_duplicates("item_id").sort_values("item_id", kind="stable")
+        ids = tuple(str(i) for i in frame["item_id"])
+        return cls.from_ids(ids, frame["genres"].tolist() if "genres" in frame.columns else None)
+
+    @classmethod
+    def from_ids(cls, item_ids: Sequence[str], genres: Sequence[object] | None = None) -> Catalogue:
+        """A catalogue from ordered ids and optional '|'-separated genre strings (one per item)."""
+        ids = tuple(str(i) for i in item_ids)
+        if len(set(ids)) != len(ids):
+            raise ConfigError("catalogue item ids must be unique")
+        lists = [[] if g is None or (isinstance(g, float) and np.isnan(g)) else [x for x in str(g).split("|") if x]
+                 for g in (genres if genres is not None else [None] * len(ids))]
+        if len(lists) != len(ids):
+            raise ConfigError("catalogue genres must have one entry per item")
+        names = tuple(sorted({g for gs in lists for g in gs}))
+        pos = {g: j for j, g in enumerate(names)}
+        matrix = np.zeros((len(ids), len(names)), dtype=bool)
+        for i, gs in enumerate(lists):
+            matrix[i, [pos[g] for g in gs]] = True
+        return cls(ids, matrix, names)
+
+    def genre_strings(self) -> list[str]:
+        """Genres back as '|'-separated strings (how the catalogue travels in a Flower ConfigRecord)."""
+        return ["|".join(self.genre_names[j] for j in np.flatnonzero(row)) for row in self.genres]
+
+
+# --- the split -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InteractionSplit:
+    """Leave-latest-one-out split of one party's interactions, in catalogue indices.
+
+    ``customer_ids[c]`` owns ``train_items[train_indptr[c]:train_indptr[c+1]]`` (unique, sorted) and
+    the held-out ``test_items[c]``. Customers with a single interaction have no training data and are
+    left out (counted in ``dropped_customers``).
+    """
+
+    customer_ids: tuple[str, ...]
+    train_indptr: np.ndarray
+    train_items: np.ndarray
+    test_items: np.ndarray
+    dropped_customers: int = 0
+    dropped_rows: int = 0  # interactions with items outside the catalogue
+
+    @property
+    def num_customers(self) -> int:
+        return len(self.customer_ids)
+
+    def items_of(self, c: int) -> np.ndarray:
+        return self.train_items[self.train_indptr[c]:self.train_indptr[c + 1]]
+
+    def train_customer_index(self) -> np.ndarray:
+        """The customer position of every training interaction (parallel to ``train_items``)."""
+        return np.repeat(np.arange(self.num_customers), np.diff(self.train_indptr))
+
+    def item_customer_counts(self, num_items: int) -> np.ndarray:
+        """Number of customers who touched each item in training (for item-wise federated averaging)."""
+        return np.bincount(self.train_items, minlength=num_items).astype(np.int64)
+
+
+def leave_latest_out(interactions: pd.DataFrame, catalogue: Catalogue) -> InteractionSplit:
+    """Split: each customer's latest interaction is the test item, the rest is training data.
+
+    Repeated (customer, item) pairs are collapsed to their latest timestamp first, so a test item is
+    never also a training item. Ties in time keep the table's row order (a stable sort): that is the
+    convention behind DESIGN.md's reference numbers (popularity HR@10 0.405 on MovieLens-100K; breaking
+    ties by item id instead moves it between 0.32 and 0.47), and partitioning keeps each customer's rows
+    in source order, so a partner and the pooled baseline see the same split.
+    """
+    missing = {"customer_id", "item_id", "timestamp"} - set(interactions.columns)
+    if missing:
+        raise DataValidationError(Problem("interactions", f"missing column(s) {', '.join(sorted(missing))}"))
+    index = catalogue.index()
+    frame = pd.DataFrame({
+        "customer_id": interactions["customer_id"].astype(str).to_numpy(),
+        "item": interactions["item_id"].astype(str).map(index).to_numpy(),
+        "timestamp": pd.to_datetime(interactions["timestamp"]).to_numpy(),
+    })
+    known = frame["item"].notna().to_numpy()
+    dropped_rows = int((~known).sum())
+    frame = frame.loc[known].astype({"item": np.int64})
+    frame = frame.sort_values(["customer_id", "timestamp"], kind="stable")
+    frame = frame.drop_duplicates(["customer_id", "item"], keep="last")
+    counts = frame.groupby("customer_id", sort=True).size()
+    keep = counts.index[counts >= 2]
+    dropped_customers = int((counts < 2).sum())
+    frame = frame.loc[frame["customer_id"].isin(keep)]
+    last = frame.groupby("customer_id", sort=True).tail(1)
+    train = frame.drop(index=last.index).sort_values(["customer_id", "item"], kind="stable")
+    sizes = train.groupby("customer_id", sort=True).size().reindex(keep, fill_value=0).to_numpy()
+    indptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    test = last.set_index("customer_id")["item"].reindex(keep).to_numpy(dtype=np.int64)
+    return InteractionSplit(
+        customer_ids=tuple(str(c) for c in keep),
+        train_indptr=indptr,
+        train_items=train["item"].to_numpy(dtype=np.int64),
+        test_items=test,
+        dropped_customers=dropped_customers,
+        dropped_rows=dropped_rows,
+    )
+
+
+def customer_seed(customer_id: str, seed: int) -> list[int]:
+    """A generator seed that depends only on the customer id and the run seed (stable across processes)."""
+    digest = hashlib.sha256(str(customer_id).encode()).digest()
+    return [int(seed) & 0xFFFFFFFF, int.from_bytes(digest[:8], "little")]
+
+
+def sample_negatives(customer_id: str, seen: np.ndarray, num_items: int, seed: int,
+                     n: int = NUM_NEGATIVES) -> np.ndarray:
+    """``n`` distinct items the customer never interacted with, the same wherever it is computed."""
+    allowed = np.ones(num_items, dtype=bool)
+    allowed[np.asarray(seen, dtype=np.int64)] = False
+    pool = np.flatnonzero(allowed)
+    if len(pool) < n:
+        raise ConfigError(
+            f"customer {customer_id} has interacted with all but {len(pool)} of {num_items} items; "
+            f"the protocol needs {n} unseen items (use a larger catalogue)"
+        )
+    rng = np.random.default_rng(customer_seed(customer_id, seed))
+    return np.sort(rng.choice(pool, size=n, replace=False))
+
+
+def evaluation_candidates(split: InteractionSplit, num_items: int, seed: int,
+                          n: int = NUM_NEGATIVES) -> np.ndarray:
+    """(customers, 1 + n) item indices: column 0 is the test item, then its ``n`` sampled negatives."""
+    out = np.empty((split.num_customers, 1 + n), dtype=np.int64)
+    for c, cid in enumerate(split.customer_ids):
+        seen = np.append(split.items_of(c), split.test_items[c])
+        out[c, 0] = split.test_items[c]
+        out[c, 1:] = sample_negatives(cid, seen, num_items, seed, n)
+    return out
+
+
+# --- accuracy ------------------------------------------------------------------------------------
+
+def hit_and_ndcg(candidate_scores: np.ndarray, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer HR@k and NDCG@k when column 0 of ``candidate_scores`` is the test item.
+
+    Ties are broken uniformly at random *in expectation* (exactly, not by drawing): a model that
+    scores everything equal gets HR@10 = 10/100, not 0 or 1.
+    """
+    scores = np.asarray(candidate_scores, dtype=np.float64)
+    test = scores[:, :1]
+    greater = (scores[:, 1:] > test).sum(axis=1)
+    ties = (scores[:, 1:] == test).sum(axis=1)
+    hr = np.zeros(len(scores))
+    ndcg = np.zeros(len(scores))
+    discounts = 1.0 / np.log2(np.arange(k) + 2.0)
+    for r in range(k):  # the test item is at position r with probability 1/(ties+1) for r in [g, g+ties]
+        at_r = (greater <= r) & (r <= greater + ties)
+        hr += at_r / (ties + 1)
+        ndcg += at_r * discounts[r] / (ties + 1)
+    return hr, ndcg
+
+
+def hit_and_ndcg_of_lists(lists: np.ndarray, test_items: np.ndarray, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
+    """HR@k, NDCG@k of explicit ranked lists (rows) against one test item per row."""
+    top = np.asarray(lists)[:, :k]
+    where = top == np.asarray(test_items)[:, None]
+    hit = where.any(axis=1).astype(float)
+    pos = np.argmax(where, axis=1)
+    return hit, np.where(hit > 0, 1.0 / np.log2(pos + 2.0), 0.0)
+
+
+# --- beyond accuracy -----------------------------------------------------------------------------
+
+def top_k_lists(scores: np.ndarray, exclude: list[np.ndarray] | None, k: int = TOP_K) -> np.ndarray:
+    """Row-wise top-k item indices of a (customers, items) score matrix, ``exclude[c]`` removed."""
+    s = np.array(scores, dtype=np.float64, copy=True)
+    if exclude is not None:
+        for c, items in enumerate(exclude):
+            s[c, items] = -np.inf
+    part = np.argpartition(-s, kth=min(k, s.shape[1] - 1), axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def coverage(lists: np.ndarray, num_items: int) -> float:
+    """Share of the catalogue that appears in at least one list."""
+    return float(len(np.unique(np.asarray(lists).ravel())) / num_items)
+
+
+def genre_distance(genres: np.ndarray) -> np.ndarray:
+    """Pairwise Jaccard distance of items' genre sets (0 for two items with no genres at all)."""
+    g = genres.astype(np.float64)
+    inter = g @ g.T
+    sizes = g.sum(axis=1)
+    union = sizes[:, None] + sizes[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, 1.0 - inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def intra_list_diversity(lists: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Per list: mean pairwise distance of its items.
+
+    ``features`` are the catalogue's genre flags (Jaccard distance) when it has genres, else item
+    embeddings (cosine distance) — a catalogue without genres still gets a meaningful number.
+    """
+    lists = np.asarray(lists)
+    k = lists.shape[1]
+    if k < 2:
+        return np.zeros(len(lists))
+    out = np.empty(len(lists))
+    if features.dtype == bool:
+        if features.shape[1] == 0:
+            raise ConfigError("intra-list diversity by genre needs a catalogue with genres")
+        for c, row in enumerate(lists):
+            d = genre_distance(features[row])
+            out[c] = d.sum() / (k * (k - 1))
+        return out
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    for c, row in enumerate(lists):
+        d = 1.0 - unit[row] @ unit[row].T
+        out[c] = (d.sum() - np.trace(d)) / (k * (k - 1))
+    return out
+
+
+# --- exploration share ---------------------------------------------------------------------------
+
+def explore_slots(k: int, share: float) -> int:
+    """How many of ``k`` slots the exploration share reserves (rounded, at least 1 for any share > 0)."""
+    if not 0.0 <= share < 1.0:
+        raise ConfigError(f"--explore must be in [0, 1) (got {share})")
+    return 0 if share == 0 else min(k - 1, max(1, round(share * k)))
+
+
+def taste_genres(genres: np.ndarray, history: np.ndarray, top: int = 2) -> np.ndarray:
+    """The customer's usual genres: the ``top`` most frequent genres of the items they interacted with."""
+    if genres.shape[1] == 0 or len(history) == 0:
+        return np.zeros(genres.shape[1], dtype=bool)
+    counts = genres[history].sum(axis=0)
+    taste = np.zeros(genres.shape[1], dtype=bool)
+    order = np.argsort(-counts, kind="stable")[:top]
+    taste[order[counts[order] > 0]] = True
+    return taste
+
+
+def exploration_mask(genres: np.ndarray, exposure: np.ndarray, history: np.ndarray,
+                     *, tail_quantile: float = 0.5) -> np.ndarray:
+    """Items outside the customer's usual taste: less exposed (below the median exposure) or sharing no
+    genre with the customer's usual genres. ``exposure`` is any popularity measure (the model's item
+    bias, or interaction counts)."""
+    tail = exposure < np.quantile(exposure, tail_quantile)
+    taste = taste_genres(genres, history)
+    if taste.any():
+        return tail | ~(genres[:, taste].any(axis=1))
+    return tail
+
+
+def rerank_with_exploration(scores: np.ndarray, candidates: np.ndarray, eligible: np.ndarray,
+                            k: int = TOP_K, share: float = 0.2) -> np.ndarray:
+    """One ranked list of ``k`` items from ``candidates`` (item indices, scores parallel to them).
+
+    The first ``k - e`` slots are the best-scoring candidates; the last ``e = explore_slots(k, share)``
+    go to the best-scoring candidates that are exploration-eligible (``eligible`` is a catalogue-wide
+    mask) and not already listed. If too few are eligible the remaining slots fall back to score order,
+    so a list is never short.
+    """
+    order = candidates[np.argsort(-scores, kind="stable")]
+    e = explore_slots(k, share)
+    head = order[: k - e]
+    rest = order[k - e:]
+    picks = rest[eligible[rest]][:e]
+    if len(picks) < e:
+        fill = rest[~np.isin(rest, picks)][: e - len(picks)]
+        picks = np.concatenate([picks, fill])
+    return np.concatenate([head, picks])[:k]
+
+
+# --- the popularity baseline ---------------------------------------------------------------------
+
+def popularity_scores(split: InteractionSplit, num_items: int) -> np.ndarray:
+    """Item scores of the popularity baseline: number of customers with the item in their training data."""
+    return split.item_customer_counts(num_items).astype(np.float64)
+
+
+# --- one evaluation, additive across partners ----------------------------------------------------
+
+@dataclass
+class RankingTotals:
+    """Sums of per-customer metrics and per-item recommendation counts.
+
+    Additive, so each partner evaluates its own customers and the coordinator adds the totals:
+    HR@k, NDCG@k and intra-list diversity become means, coverage is read off the summed counts.
+    ``*_explore`` are the same numbers with the exploration share applied.
+    """
+
+    customers: int
+    hr: float
+    ndcg: float
+    ild: float
+    hr_explore: float
+    ndcg_explore: float
+    ild_explore: float
+    recommended: np.ndarray  # (num_items,) times each item appeared in a full-catalogue top-k list
+    recommended_explore: np.ndarray
+
+    SCALARS = ("customers", "hr", "ndcg", "ild", "hr_explore", "ndcg_explore", "ild_explore")
+
+    @classmethod
+    def empty(cls, num_items: int) -> RankingTotals:
+        zeros = np.zeros(num_items, dtype=np.int64)
+        return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, zeros, zeros.copy())
+
+    def __add__(self, other: RankingTotals) -> RankingTotals:
+        values = {name: getattr(self, name) + getattr(other, name) for name in self.SCALARS}
+        return RankingTotals(**values, recommended=self.recommended + other.recommended,
+                             recommended_explore=self.recommended_explore + other.recommended_explore)
+
+    def metrics(self, k: int = TOP_K, share: float = 0.2) -> dict[str, object]:
+        """The summary.json block: HR@k, NDCG@k, coverage, ILD, and the exploration share's cost and gain."""
+        n = max(1, self.customers)
+        num_items = len(self.recommended)
+        base = {
+            f"hr@{k}": self.hr / n,
+            f"ndcg@{k}": self.ndcg / n,
+            "coverage": float((self.recommended > 0).sum() / num_items),
+            "ild": self.ild / n,
+        }
+        explore = {
+            "share": share,
+            f"hr@{k}": self.hr_explore / n,
+            f"ndcg@{k}": self.ndcg_explore / n,
+            "coverage": float((self.recommended_explore > 0).sum() / num_items),
+            "ild": self.ild_explore / n,
+        }
+        explore["hr_cost"] = base[f"hr@{k}"] - explore[f"hr@{k}"]
+        explore["ild_gain"] = explore["ild"] - base["ild"]
+        explore["coverage_gain"] = explore["coverage"] - base["coverage"]
+        return {**{key: round(float(v), 6) for key, v in base.items()}, "customers": self.customers,
+                "explore": {key: round(float(v), 6) for key, v in explore.items()}}
+
+
+def evaluate_ranking(
+    split: InteractionSplit,
+    catalogue: Catalogue,
+    score_rows,  # Callable[[np.ndarray], np.ndarray]: customer positions -> (len, num_items) scores
+    exposure: np.ndarray,
+    *,
+    seed: int,
+    k: int = TOP_K,
+    share: float = 0.2,
+    diversity_features: np.ndarray | None = None,
+    chunk: int = 512,
+) -> RankingTotals:
+    """Evaluate one scorer on one party's split with the module's protocol (see the module docstring).
+
+    ``exposure`` ranks items by how exposed they already are (used to pick exploration items);
+    ``diversity_features`` defaults to the catalogue's genres (pass item embeddings if it has none).
+    """
+    num_items = catalogue.num_items
+    features = catalogue.genres if diversity_features is None else diversity_features
+    candidates = evaluation_candidates(split, num_items, seed)
+    totals = RankingTotals.empty(num_items)
+    e = explore_slots(k, share)
+    for start in range(0, split.num_customers, chunk):
+        rows = np.arange(start, min(start + chunk, split.num_customers))
+        scores = np.asarray(score_rows(rows), dtype=np.float64)
+        cand = candidates[rows]
+        cand_scores = np.take_along_axis(scores, cand, axis=1)
+        hr, ndcg = hit_and_ndcg(cand_scores, k)
+        seen = [split.items_of(c) for c in rows]
+        lists = top_k_lists(scores, seen, k)
+        explore_lists = lists.copy()
+        sampled = np.empty((len(rows), k), dtype=np.int64)
+        for r, c in enumerate(rows):
+            eligible = exploration_mask(catalogue.genres, exposure, seen[r])
+            if e:
+                # ties among the candidates are broken by a per-customer random order, not by position
+                rng = np.random.default_rng(customer_seed(split.customer_ids[c], seed + 1))
+                shuffle = rng.permutation(cand.shape[1])
+                sampled[r] = rerank_with_exploration(cand_scores[r, shuffle], cand[r, shuffle], eligible, k, share)
+                unseen = np.ones(num_items, dtype=bool)
+                unseen[seen[r]] = False
+                pool = np.flatnonzero(unseen)
+                explore_lists[r] = rerank_with_exploration(scores[r, pool], pool, eligible, k, share)
+        hr_x, ndcg_x = hit_and_ndcg_of_lists(sampled, cand[:, 0], k) if e else (hr, ndcg)
+        totals = totals + RankingTotals(
+            customers=len(rows),
+            hr=float(hr.sum()), ndcg=float(ndcg.sum()),
+            ild=float(intra_list_diversity(lists, features).sum()),
+            hr_explore=float(hr_x.sum()), ndcg_explore=float(ndcg_x.sum()),
+            ild_explore=float(intra_list_diversity(explore_lists, features).sum()),
+            recommended=np.bincount(lists.ravel(), minlength=num_items),
+            recommended_explore=np.bincount(explore_lists.ravel(), minlength=num_items),
+        )
+    return totals

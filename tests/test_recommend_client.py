@@ -1,0 +1,152 @@
+"""The partner's recommender handlers, called directly (no Ray): what a reply may and may not contain."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedinsight.client import recommend as client
+from fedinsight.data.federation import write_partner_folder
+from fedinsight.data.partition import split_partner_tables
+from fedinsight.models.ranking import Catalogue
+from fedinsight.models.recommender import ItemParams
+from fedinsight.server.recommend import RecommendJob, message_config
+
+
+@pytest.fixture(scope="module")
+def partner_root(movielens, tmp_path_factory):
+    inter, users, items = movielens
+    ids = users["customer_id"].iloc[:120].to_numpy()
+    inter = inter.loc[inter["customer_id"].isin(ids)]
+    parts = split_partner_tables({"customers": users.iloc[:120], "interactions": inter, "items": items},
+                                 ids, np.arange(120) % 2)
+    root = tmp_path_factory.mktemp("rec-client") / "partners"
+    write_partner_folder(parts, root)
+    return root, Catalogue.from_items(items)
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+def _config(catalogue: Catalogue, root, *, epsilon: float, sigma: float = 2.0, **extra) -> dict:
+    job = RecommendJob(partners=2, epsilon=epsilon, delta=1e-3, dim=8, catalogue_path="unused", job_id="job-1",
+                       data_root=str(root))
+    return {**message_config(job, catalogue, sigma), **extra}
+
+
+def _msg(kind: str, config: dict, items: ItemParams | None = None) -> Message:
+    records = {"config": ConfigRecord(config)}
+    if items is not None:
+        records["items"] = ArrayRecord({"items": Array(items.as_matrix())})
+    return Message(RecordDict(records), dst_node_id=1, message_type=kind)
+
+
+def _context(**node) -> Context:
+    return Context(run_id=1, node_id=1, node_config={"partition-id": 0, **node}, state=RecordDict(), run_config={})
+
+
+def test_dp_train_reply_holds_only_the_item_table_change_and_public_scalars(partner_root):
+    root, catalogue = partner_root
+    items = ItemParams.init(catalogue.num_items, 8, seed=0)
+    config = _config(catalogue, root, epsilon=8.0, round=1)
+    reply = client.train(_msg("train.recommend", config, items), _context())
+    assert not reply.has_error(), reply.error
+    assert set(reply.content.array_records) == {"update"}
+    assert set(reply.content["update"]) == {"delta"}
+    assert reply.content["update"]["delta"].numpy().shape == (catalogue.num_items, 9)
+    assert set(reply.content["metrics"]) == {"customers", "steps", "seconds", "epsilon"}
+    assert 0 < reply.content["metrics"]["epsilon"] <= 8.0
+    # the customer embeddings stayed on the partner, in its state folder, and are not in the reply
+    state = client.load_customer_state(client.customer_state_path(root / "partner-0" / client.STATE_DIRNAME, "job-1"))
+    assert state.embeddings.shape == (60, 8) and state.rounds == 1
+    delta = reply.content["update"]["delta"].numpy()
+    for row in state.embeddings:
+        assert not np.isclose(delta[:, :8], row, atol=1e-6).all(axis=1).any()
+
+
+def test_popularity_release_is_catalogue_shaped_noisy_accounted_and_once_per_job(partner_root):
+    root, catalogue = partner_root
+    config = _config(catalogue, root, epsilon=8.0, op="popularity",
+                     **{"job-id": "job-pop", "pop-noise-multiplier": 3.0})
+    reply = client.query(_msg("query.recommend", config), _context())
+    assert not reply.has_error(), reply.error
+    released = reply.content["release"]["popularity"].numpy()
+    assert released.shape == (catalogue.num_items,)
+    split, _ = client.partner_split(_context(), config)
+    exact = client.popularity_counts(split, catalogue.num_items, clip=5.0)
+    assert float(np.std(released - exact)) == pytest.approx(3.0 * 5.0, rel=0.1)  # sigma x clip on every item
+    assert 0 < reply.content["metrics"]["epsilon"] < 8.0
+    again = client.query(_msg("query.recommend", config), _context())
+    assert again.has_error() and "already released" in again.error.reason
+
+
+def test_popularity_counts_bound_each_customers_contribution():
+    from fedinsight.models.ranking import InteractionSplit
+
+    split = InteractionSplit(("a", "b"), np.array([0, 100, 102]), np.concatenate([np.arange(100), [0, 1]]),
+                             np.array([0, 0]))
+    counts = client.popularity_counts(split, 100, clip=5.0)
+    assert counts[0] == pytest.approx(0.5 + 1.0)  # a's 100 items weigh 5 / sqrt(100) each, b's two weigh 1
+    assert np.linalg.norm(counts - client.popularity_counts(
+        InteractionSplit(("b",), np.array([0, 2]), np.array([0, 1]), np.array([0])), 100, clip=5.0)) <= 5.0 + 1e-9
+
+
+def test_non_private_train_reply_adds_item_counts_and_loss(partner_root):
+    root, catalogue = partner_root
+    config = _config(catalogue, root, epsilon=math.inf, round=1, **{"job-id": "job-np"})
+    reply = client.train(_msg("train.recommend", config, ItemParams.init(catalogue.num_items, 8, 0)), _context())
+    assert set(reply.content["update"]) == {"delta", "item-customers"}
+    assert reply.content["update"]["item-customers"].numpy().shape == (catalogue.num_items,)
+    assert "loss" in reply.content["metrics"] and "epsilon" not in reply.content["metrics"]
+
+
+def test_partner_refuses_a_round_past_the_jobs_epsilon_whatever_the_coordinator_says(partner_root):
+    root, catalogue = partner_root
+    # a coordinator that asks for far too little noise for epsilon 1
+    config = _config(catalogue, root, epsilon=1.0, sigma=0.3, round=1, **{"job-id": "job-greedy"})
+    reply = client.train(_msg("train.recommend", config, ItemParams.init(catalogue.num_items, 8, 0)), _context())
+    assert reply.has_error()
+    assert reply.error.reason.startswith("BudgetExceededError:")
+    assert not client.customer_state_path(root / "partner-0" / client.STATE_DIRNAME, "job-greedy").exists()
+
+
+def test_partner_ceiling_caps_what_a_job_may_spend(partner_root):
+    root, catalogue = partner_root
+    config = _config(catalogue, root, epsilon=8.0, round=1, **{"job-id": "job-capped"})
+    msg = _msg("train.recommend", config, ItemParams.init(catalogue.num_items, 8, 0))
+    refused = client.train(msg, _context(**{"max-epsilon": 0.5}))
+    assert refused.has_error() and "allowed 0.5" in refused.error.reason
+    assert not client.train(msg, _context(**{"max-epsilon": 8.0})).has_error()
+
+
+def test_require_dp_partner_refuses_a_non_private_job_at_hello(partner_root):
+    root, catalogue = partner_root
+    config = _config(catalogue, root, epsilon=math.inf)
+    ok = client.hello(_msg("query.recommend", config), _context())
+    assert dict(ok.content["info"]) == {"partner-id": "partner-0", "customers": 60}
+    refused = client.hello(_msg("query.recommend", config), _context(**{"require-dp": True}))
+    assert refused.has_error() and "require-dp" in refused.error.reason
+
+
+def test_evaluation_is_refused_for_a_partner_below_the_minimum_group_size(partner_root):
+    root, catalogue = partner_root
+    config = _config(catalogue, root, epsilon=math.inf, **{"eval-min-customers": 100})
+    reply = client.evaluate(_msg("evaluate.recommend", config, ItemParams.init(catalogue.num_items, 8, 0)),
+                            _context())
+    assert reply.has_error() and "fewer than the 100" in reply.error.reason
+
+
+def test_a_wrong_catalogue_is_refused(partner_root):
+    root, catalogue = partner_root
+    config = _config(catalogue, root, epsilon=math.inf, **{"catalogue-sha": "0" * 64})
+    reply = client.hello(_msg("query.recommend", config), _context())
+    assert reply.has_error() and "fingerprint" in reply.error.reason

@@ -1,0 +1,219 @@
+"""End to end on Flower's simulation runtime: every reply the ServerApp receives is inspected.
+
+A small slice of MovieLens-100K (3 partners x 50 customers, the full 1,682-item catalogue) keeps the
+runs short; the benchmark uses the full data set.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fedinsight.client.recommend import (
+    STATE_DIRNAME,
+    customer_state_path,
+    load_customer_state,
+    recommend_items,
+)
+from fedinsight.data.federation import write_partner_folder
+from fedinsight.data.partition import split_partner_tables
+from fedinsight.errors import BudgetExceededError, UnknownCustomerError
+from fedinsight.privacy.ledger import PrivacyLedger, dpsgd_event
+from fedinsight.server import recommend as server
+from fedinsight.server.simulation import run_simulation
+
+DIM = 8
+PARTNERS = 3
+
+
+class RecordingGrid:
+    """A Grid that keeps every message sent and every reply received."""
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+        self.sent: list = []
+        self.replies: list = []
+
+    def get_node_ids(self):
+        return self._grid.get_node_ids()
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        self.sent.extend(messages)
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        self.replies.extend(replies)
+        return replies
+
+
+RECORDED: list[RecordingGrid] = []
+recording_server = ServerApp()
+
+
+@recording_server.main()
+def _main(grid: Grid, context: Context) -> None:
+    recorder = RecordingGrid(grid)
+    RECORDED.append(recorder)
+    server.run(recorder, context)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def federation(movielens, tmp_path_factory):
+    inter, users, items = movielens
+    n = 50 * PARTNERS
+    ids = users["customer_id"].iloc[:n].to_numpy()
+    parts = split_partner_tables(
+        {"customers": users.iloc[:n], "interactions": inter.loc[inter["customer_id"].isin(ids)], "items": items},
+        ids, np.arange(n) % PARTNERS,
+    )
+    root = tmp_path_factory.mktemp("rec-flow")
+    write_partner_folder(parts, root / "partners")
+    items.to_parquet(root / "catalogue.parquet", index=False)
+    return root, items
+
+
+def _run_config(root, out, db, **extra):
+    return {"task": "recommend", "partners": PARTNERS, "rounds": 3, "local-epochs": 1, "dim": DIM, "epsilon": 8.0,
+            "delta": 1e-3, "seed": 0, "catalogue-path": str(root / "catalogue.parquet"), "out-dir": str(out),
+            "data-root": str(root / "partners"), "db-url": db, "dataset": "ml-slice", "popularity-share": 0.2,
+            **extra}
+
+
+@pytest.fixture(scope="module")
+def dp_run(federation, tmp_path_factory):
+    root, items = federation
+    out = tmp_path_factory.mktemp("rec-flow-out")
+    db = f"sqlite:///{out / 'ledger.db'}"
+    RECORDED.clear()
+    run_simulation(_run_config(root, out, db, budget=10.0, **{"job-id": "flow-1"}), PARTNERS,
+                   server_app=recording_server, cpus=2)
+    return root, out, db, RECORDED[-1], len(items)
+
+
+@pytest.mark.slow
+def test_no_reply_carries_anything_but_item_tables_and_scalars(dp_run):
+    root, _out, _db, recorder, num_items = dp_run
+    kinds = [m.metadata.message_type for m in recorder.sent]
+    assert kinds.count("query.recommend") == 2 * PARTNERS  # hello, popularity release
+    assert kinds.count("train.recommend") == 3 * PARTNERS
+    embeddings = [load_customer_state(customer_state_path(root / "partners" / f"partner-{k}" / STATE_DIRNAME,
+                                                          "flow-1")).embeddings for k in range(PARTNERS)]
+    assert all(e.shape == (50, DIM) for e in embeddings)
+    assert len(recorder.replies) == len(recorder.sent)
+    for reply in recorder.replies:
+        assert not reply.has_error()
+        for name, record in reply.content.items():
+            if isinstance(record, ArrayRecord):
+                assert name in ("update", "totals", "release")
+                for key, array in record.items():
+                    values = array.numpy()
+                    assert values.shape in ((num_items, DIM + 1), (num_items,)), (name, key, values.shape)
+                    if values.ndim == 2:  # no customer's embedding hides in the item table
+                        for e in embeddings:
+                            close = np.isclose(values[:, None, :DIM], e[None, :, :], atol=1e-6).all(axis=2)
+                            assert not close.any()
+            elif isinstance(record, MetricRecord):
+                assert all(isinstance(v, int | float) for v in record.values()), dict(record)
+                assert name == "metrics"
+            else:
+                assert isinstance(record, ConfigRecord) and name == "info"
+                assert set(record) == {"partner-id", "customers"}
+
+
+@pytest.mark.slow
+def test_the_ledger_was_charged_once_before_training_and_partners_agree(dp_run):
+    _root, out, db, _recorder, _ = dp_run
+    summary = json.loads((out / "summary.json").read_text())
+    privacy = summary["privacy"]
+    assert privacy["private"] and privacy["unit"] == "customer"
+    ledger = PrivacyLedger(db)
+    charges = ledger.charges()
+    assert sorted(c.partner_id for c in charges) == [f"partner-{k}" for k in range(PARTNERS)]
+    assert all(c.kind == "training" and c.job_id == "flow-1" for c in charges)
+    # one popularity release, then 3 rounds x 1 full-batch step, at the noise the summary reports
+    popularity, sgd = charges[0].event.events
+    assert popularity == dpsgd_event(popularity.event.event.noise_multiplier, 1.0, 1)
+    assert popularity.event.event.noise_multiplier == pytest.approx(privacy["popularity_noise_multiplier"], abs=1e-6)
+    assert sgd.count == 3 and sgd.event.sampling_probability == 1.0
+    assert sgd.event.event.noise_multiplier == pytest.approx(privacy["noise_multiplier"], abs=1e-6)
+    for k in range(PARTNERS):
+        status = ledger.status(f"partner-{k}")
+        assert status.epsilon_budget == 10.0
+        assert status.epsilon_spent == pytest.approx(privacy["epsilon_spent"][f"partner-{k}"], abs=1e-5)
+        assert 0 < status.epsilon_spent <= 8.0
+    assert privacy["epsilon_spent_max"] == pytest.approx(max(privacy["epsilon_spent"].values()))
+    # each partner's own Opacus accountant grows round by round and ends near the ledger's figure
+    eps = [r["epsilon"] for r in summary["metrics"]["per_round"]]
+    assert eps == sorted(eps) and eps[-1] == pytest.approx(privacy["epsilon_spent_max"], rel=0.1)
+    fed = summary["metrics"]["federated"]
+    assert {"hr@10", "ndcg@10", "coverage", "ild", "explore"} <= set(fed)
+    assert fed["customers"] == 50 * PARTNERS
+    assert set(summary["timing"]) >= {"wall_s", "local_train_s"}
+
+
+class InProcessGrid:
+    """The real ClientApp called in this process for each partner (no Ray): for server-logic checks."""
+
+    def __init__(self, partners: int) -> None:
+        from fedinsight.client.app import app as client_app
+
+        self.app = client_app
+        self.contexts = {k + 1: Context(run_id=1, node_id=k + 1, node_config={"partition-id": k}, state=RecordDict(),
+                                        run_config={}) for k in range(partners)}
+        self.sent: list = []
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        self.sent.extend(messages)
+        return [self.app(m, self.contexts[m.metadata.dst_node_id]) for m in messages]
+
+
+@pytest.mark.slow
+def test_a_job_past_the_budget_is_refused_before_any_partner_trains(dp_run):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    root, _out, db, _recorder, _ = dp_run
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    grid = InProcessGrid(PARTNERS)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config=_run_config(root, "", db, **{"job-id": "flow-2"}))
+    try:
+        with pytest.raises(BudgetExceededError, match="would reach epsilon"):
+            server.run(grid, context)  # type: ignore[arg-type]
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+    assert {m.metadata.message_type for m in grid.sent} == {"query.recommend"}
+    assert all(dict(m.content["config"]).get("op", "hello") == "hello" for m in grid.sent)
+    assert not customer_state_path(root / "partners" / "partner-0" / STATE_DIRNAME, "flow-2").exists()
+
+
+@pytest.mark.slow
+def test_partner_side_serving_returns_unseen_items_with_scores(dp_run):
+    root, out, _db, _recorder, _ = dp_run
+    partner = root / "partners" / "partner-1"
+    import pandas as pd
+
+    from fedinsight.client.protection import find_policy
+    from fedinsight.privacy.tokenize import Tokenizer
+
+    # The partner trained on tokenized ids; serving takes the partner's own (raw) id and tokenizes it.
+    state_ids = set(load_customer_state(customer_state_path(partner / STATE_DIRNAME, "flow-1")).customer_ids)
+    tokenizer = Tokenizer(find_policy(partner).tokenization_ring())
+    raw_ids = pd.read_parquet(partner / "customers.parquet")["customer_id"].astype(str)
+    customer = next(c for c in raw_ids if tokenizer.token(c) in state_ids)
+    recs = recommend_items(out / "model", partner, customer, k=10, explore=0.2)
+    assert [r.rank for r in recs] == list(range(1, 11))
+    assert len({r.item_id for r in recs}) == 10
+    seen = set(pd.read_parquet(partner / "interactions.parquet").query("customer_id == @customer")["item_id"])
+    assert not seen & {r.item_id for r in recs}
+    head = [r.score for r in recs[:8]]
+    assert head == sorted(head, reverse=True)
+    with pytest.raises(UnknownCustomerError, match="not in this partner"):
+        recommend_items(out / "model", partner, "no-such-customer")
