@@ -1097,6 +1097,414 @@ def _protected_view(root: Path, partner_names: list[str], *, purpose: str) -> di
 
     return {name: load_protected(root / name, find_policy(root / name)).for_purpose(purpose)
             for name in partner_names}
+# --- deployment: certs, coordinator, partner, job, tokens, audit ---------------------------------------
+
+certs_app = typer.Typer(help="Create the CA, the coordinator's TLS certificate and partner key pairs.",
+                        no_args_is_help=True)
+coordinator_app = typer.Typer(help="Run the coordinator: SuperLink (TLS, partner auth) + insights API.",
+                              no_args_is_help=True)
+job_app = typer.Typer(help="Submit and follow jobs on a running coordinator.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Create, list and revoke insights-API tokens.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read and verify the hash-chained audit log.", no_args_is_help=True)
+# `partner start|stop|ready` join the data-protection section's `partner` group.
+for _name, _group in (("certs", certs_app), ("coordinator", coordinator_app), ("job", job_app),
+                      ("tokens", tokens_app), ("audit", audit_app)):
+    app.add_typer(_group, name=_name)
+
+_COORD_CONFIG = typer.Option(..., "--config", "-c", envvar="FEDINSIGHT_COORDINATOR_CONFIG",
+                             help="The coordinator's coordinator.toml.")
+
+
+def _kv_table(title: str, rows: dict[str, object]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    return table
+
+
+def _show(as_json: bool, payload: object, table: Table) -> None:
+    if as_json:
+        out.print_json(json.dumps(payload, default=str))
+    else:
+        out.print(table)
+
+
+@simulate_app.command("secagg")
+def simulate_secagg(
+    dataset: str = typer.Option(..., help="Folder of partner folders (partner-0, partner-1, ...) or a built-in."),
+    partners: int = typer.Option(3, help="Number of partners, at least 3 (a folder's partner count wins)."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder (summary, ledger; built-in data is written here)."),
+    rounds: int = typer.Option(3, help="Federated rounds."),
+    noise_multiplier: float = typer.Option(1.0, help="DP-SGD noise multiplier."),
+    sample_rate: float = typer.Option(0.05, help="Poisson sampling rate of customers per step."),
+    local_steps: int = typer.Option(20, help="DP-SGD steps per partner per round."),
+    epsilon: float = typer.Option(10.0, help="Each partner's budget in the simulation's ledger."),
+    db: str | None = typer.Option(None, "--db", help="Ledger database URL (default: sqlite:///OUT/ledger.db)."),
+    seed: int = typer.Option(0, help="Partition seed for built-in datasets."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Simulate DP-SGD propensity training under SecAgg+ (the coordinator sees only the sum of updates).
+
+    Example: fedinsight simulate secagg --dataset data/synth --out runs/secagg --rounds 5
+    """
+    from fedinsight.client.protection import init_federation
+    from fedinsight.data.atomic import atomic_output_dir
+    from fedinsight.data.federation import PartitionSpec, load_federation, write_partner_folder
+    from fedinsight.errors import ConfigError
+    from fedinsight.server.secagg import SecAggJob
+    from fedinsight.server.simulation import run_simulation
+
+    root = Path(dataset)
+    if root.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("partner-"))
+        partners = len(found)
+        if found != [f"partner-{k}" for k in range(partners)]:
+            raise ConfigError(f"{root} must hold partner-0 ... partner-N folders (found: {', '.join(found)})")
+        data_root = root.resolve()
+    run_config = {"task": "secagg", "partners": partners, "num-server-rounds": rounds,
+                  "noise-multiplier": noise_multiplier, "sample-rate": sample_rate, "local-steps": local_steps,
+                  "epsilon-budget": epsilon, "ledger-url": db or f"sqlite:///{(out_dir / 'ledger.db').resolve()}"}
+    SecAggJob.from_run_config(run_config)  # refuse bad settings before any data is written or Ray starts
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _progress() as progress:
+        if not root.is_dir():
+            task = progress.add_task(f"writing {dataset} for {partners} partners", total=1)
+            parts = load_federation(dataset, PartitionSpec(partners=partners, seed=seed))
+            with atomic_output_dir(out_dir / "partners", overwrite=True) as tmp:
+                write_partner_folder(dict(zip([f"partner-{k}" for k in range(partners)], parts.values(),
+                                              strict=True)), tmp)
+                init_federation(tmp)
+            data_root = (out_dir / "partners").resolve()
+            progress.advance(task)
+        task = progress.add_task(f"secure aggregation, {partners} partners", total=1)
+        context = run_simulation({**run_config, "data-root": str(data_root)}, partners)
+        progress.advance(task)
+    summary = json.loads(str(context.state["secagg"]["summary"]))
+    (out_dir / "secagg.json").write_text(json.dumps(summary, indent=2))
+    rows: dict[str, object] = {"partners": len(summary["partners"]), "rounds": summary["rounds"],
+                               "SecAgg+ shares / threshold": f"{summary['num-shares']} / {summary['threshold']}",
+                               "seconds per round": ", ".join(f"{s:.2f}" for s in summary["round-seconds"])}
+    rows.update({f"ε of {p} after": f"{e:.4f}" for p, e in summary["epsilon-after"].items()})
+    _show(as_json, summary, _kv_table(f"secagg simulation -> {out_dir}", rows))
+
+
+@certs_app.command("init")
+def certs_init(
+    out_dir: Path = typer.Option(..., "--out", help="Folder for the CA, coordinator certificate and partner keys."),
+    hosts: list[str] = typer.Option(["localhost", "127.0.0.1"], "--host",
+                                    help="Host names / IPs partners and analysts use to reach the coordinator."),
+    partners: list[str] = typer.Option([], "--partner", help="A partner id (repeat for each partner)."),
+    days: int = typer.Option(825, help="Validity of the coordinator certificate in days."),
+    overwrite: bool = typer.Option(False, help="Replace existing files (old keys stop working)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Create a CA, the coordinator's TLS certificate (with SANs) and key, and one ECDSA key pair per partner.
+
+    Private keys are written with mode 0600. Send each partner ca.crt and its own partners/<id>.key;
+    keep ca.key offline.
+
+    Example: fedinsight certs init --out certs --host coord.example.com --host 10.0.0.5 --partner retail --partner bank
+    """
+    from fedinsight.server.certs import init_certs
+
+    bundle = init_certs(out_dir, hosts=list(hosts), partners=list(partners), days=days, overwrite=overwrite)
+    rows: dict[str, object] = {"CA certificate": bundle.ca_cert, "CA key (keep offline)": bundle.ca_key,
+                               "coordinator certificate": bundle.server_cert, "coordinator key": bundle.server_key,
+                               "hosts (SANs)": ", ".join(hosts)}
+    rows.update({f"partner {p}": f"{k} (private), {pub} (public)" for p, (k, pub) in bundle.partner_keys.items()})
+    _show(as_json, bundle.as_dict(), _kv_table(f"key material in {out_dir}", rows))
+
+
+@certs_app.command("partner-key")
+def certs_partner_key(
+    partner: str = typer.Argument(..., help="The partner id."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for <id>.key (0600) and <id>.pub."),
+    overwrite: bool = typer.Option(False, help="Replace an existing key pair (key rotation)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Create one partner authentication key pair (run it on the partner's machine; send only the .pub).
+
+    Example: fedinsight certs partner-key retail --out /srv/fedinsight/keys
+    """
+    from fedinsight.server.certs import write_partner_keypair
+
+    private, public = write_partner_keypair(out_dir, partner, overwrite=overwrite)
+    _show(as_json, {"private_key": str(private), "public_key": str(public)},
+          _kv_table(f"partner {partner}", {"private key (stays here)": private, "public key (send it)": public}))
+
+
+@coordinator_app.command("start")
+def coordinator_start(config: Path = _COORD_CONFIG) -> None:
+    """Start the SuperLink (TLS, SuperNode authentication, no runtime installs) and the insights API.
+
+    Runs in the foreground until SIGTERM or Ctrl-C, then stops every child process. Writes a PID file in
+    the state folder and refuses to start if the configuration is invalid.
+
+    Example: fedinsight coordinator start --config coordinator.toml
+    """
+    from fedinsight.server.coordinator import run_coordinator
+
+    code = run_coordinator(config, say=lambda m: err.print(m, highlight=False, markup=False))
+    if code:
+        raise typer.Exit(code)
+
+
+@coordinator_app.command("stop")
+def coordinator_stop(config: Path = _COORD_CONFIG) -> None:
+    """Stop the coordinator named by the PID file in its state folder (SIGTERM, then wait).
+
+    Example: fedinsight coordinator stop --config coordinator.toml
+    """
+    from fedinsight.procs import stop_by_pid_file
+    from fedinsight.server.config import load_coordinator_config
+
+    cfg = load_coordinator_config(config, check_files=False)
+    pid = stop_by_pid_file(cfg.pid_file, "coordinator", timeout=cfg.coordinator.stop_timeout * 3)
+    out.print("coordinator was not running" if pid is None else f"coordinator (PID {pid}) stopped")
+
+
+@partner_app.command("start")
+def partner_start(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml.")) -> None:
+    """Validate this partner's data, then run its SuperNode against the coordinator until stopped.
+
+    Example: fedinsight partner start --config partner.toml
+    """
+    from fedinsight.client.partner_process import run_partner
+
+    code = run_partner(config, say=lambda m: err.print(m, highlight=False, markup=False))
+    if code:
+        raise typer.Exit(code)
+
+
+@partner_app.command("stop")
+def partner_stop(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml.")) -> None:
+    """Stop the partner process named by the PID file in its state folder.
+
+    Example: fedinsight partner stop --config partner.toml
+    """
+    from fedinsight.procs import stop_by_pid_file
+    from fedinsight.server.config import load_partner_config
+
+    cfg = load_partner_config(config, check_files=False)
+    pid = stop_by_pid_file(cfg.pid_file, "partner")
+    out.print("partner was not running" if pid is None else f"partner (PID {pid}) stopped")
+
+
+@partner_app.command("ready")
+def partner_ready(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml."),
+                  as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Check the configuration, key, CA certificate and data without joining (exit 2 on any problem).
+
+    Example: fedinsight partner ready --config partner.toml
+    """
+    from fedinsight.client.partner_process import node_config, validate_partner_data
+    from fedinsight.server.config import load_partner_config
+
+    cfg = load_partner_config(config)
+    rows = validate_partner_data(cfg)
+    _show(as_json, {"partner": cfg.partner.id, "rows": rows, "node_config": node_config(cfg)},
+          _kv_table(f"partner {cfg.partner.id}: ready", {**{f"{k} rows": f"{v:,}" for k, v in rows.items()},
+                                                         "coordinator": cfg.superlink.address}))
+
+
+def _job_rows(job, spent: dict[str, float]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    rows: dict[str, object] = {"job": job.id, "task": job.task, "status": job.status,
+                               "flower run": job.flwr_run_id or "-", "requester": job.requester,
+                               "created": job.created_at, "finished": job.finished_at or "-"}
+    rows.update({f"ε spent by {p}": f"{e:.4f}" for p, e in sorted(spent.items())})
+    if job.error:
+        rows["error"] = job.error
+    return rows
+
+
+@job_app.command("run")
+def job_run(
+    task: str = typer.Argument(..., help="secagg, propensity, recommend or insights."),
+    federation: str = typer.Option(..., "--federation", help="The federation name in coordinator.toml."),
+    config: Path = _COORD_CONFIG,
+    options: list[str] = typer.Option([], "--option", "-o", help="Run-config KEY=VALUE for the task (repeat)."),
+    follow: bool = typer.Option(True, "--follow/--no-follow", help="Stream progress until the job finishes."),
+    timeout: float = typer.Option(3600.0, help="Seconds to follow before giving up (the job keeps running)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Submit a job (``flwr run``) to the running coordinator and stream its progress.
+
+    Example: fedinsight job run secagg --federation marketing --config coordinator.toml -o num-server-rounds=3
+    """
+    import re as _re
+
+    from fedinsight.server.config import load_coordinator_config
+    from fedinsight.server.jobs import follow_job, job_epsilon, parse_options, submit_job
+    from fedinsight.server.state import CoordinatorState
+
+    cfg = load_coordinator_config(config, check_files=False)
+    state = CoordinatorState.from_config(cfg)
+    opts = parse_options(list(options))
+    job = submit_job(cfg, state, task, federation=federation, options=opts, requester="operator")
+    if follow:
+        rounds = int(opts.get("num-server-rounds", 3))
+        with _progress() as progress:
+            bar = progress.add_task(f"{job.id} ({task}) rounds", total=rounds)
+
+            def on_line(line: str) -> None:
+                if m := _re.search(r"\[ROUND (\d+)\]", line):
+                    progress.update(bar, completed=int(m.group(1)) - 1)
+                if line.strip() and not as_json:
+                    progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+            job = follow_job(cfg, state, job, on_line=on_line, timeout=timeout)
+            if job.status == "completed":
+                progress.update(bar, completed=rounds)
+    spent = job_epsilon(state, job.id)
+    _show(as_json, {**job.as_dict(), "epsilon_by_partner": spent}, _kv_table(f"job {job.id}", _job_rows(job, spent)))
+    if job.status == "failed":
+        raise typer.Exit(1)
+
+
+@job_app.command("list")
+def job_list(config: Path = _COORD_CONFIG, limit: int = typer.Option(20, help="How many, newest first."),
+             as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """List jobs with their status (unfinished ones are checked against the SuperLink first).
+
+    Example: fedinsight job list --config coordinator.toml
+    """
+    from fedinsight.server.config import load_coordinator_config
+    from fedinsight.server.jobs import reconcile
+    from fedinsight.server.state import CoordinatorState
+
+    cfg = load_coordinator_config(config, check_files=False)
+    state = CoordinatorState.from_config(cfg)
+    try:
+        reconcile(cfg, state)
+    except FedinsightError as exc:
+        err.print(f"warning: could not reach the SuperLink to refresh statuses ({exc})", markup=False)
+    jobs = state.jobs.list(limit=limit)
+    table = Table(title=f"jobs ({cfg.coordinator.federation})")
+    for col in ("job", "task", "status", "requester", "created", "finished"):
+        table.add_column(col)
+    for j in jobs:
+        table.add_row(j.id, j.task, j.status, j.requester, str(j.created_at)[:19], str(j.finished_at or "-")[:19])
+    _show(as_json, [j.as_dict() for j in jobs], table)
+
+
+@job_app.command("status")
+def job_status(job_id: str = typer.Argument(..., help="A job id from `job list`."), config: Path = _COORD_CONFIG,
+               as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Show one job: status, Flower run, ε it spent per partner, error if any.
+
+    Example: fedinsight job status job-3f2a9c1b7d0e --config coordinator.toml
+    """
+    from fedinsight.server.config import load_coordinator_config
+    from fedinsight.server.jobs import job_epsilon, reconcile
+    from fedinsight.server.state import CoordinatorState
+
+    cfg = load_coordinator_config(config, check_files=False)
+    state = CoordinatorState.from_config(cfg)
+    job = state.jobs.get(job_id)
+    if not job.finished:
+        try:
+            reconcile(cfg, state)
+        except FedinsightError as exc:
+            err.print(f"warning: could not reach the SuperLink ({exc})", markup=False)
+        job = state.jobs.get(job_id)
+    spent = job_epsilon(state, job.id)
+    _show(as_json, {**job.as_dict(), "epsilon_by_partner": spent}, _kv_table(f"job {job.id}", _job_rows(job, spent)))
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: str = typer.Argument(..., help="Who or what uses the token."),
+    role: str = typer.Option(..., "--role", help="analyst, auditor or admin."),
+    partner: str | None = typer.Option(None, "--partner", help="Bind an analyst token to one partner's budget view."),
+    config: Path = _COORD_CONFIG,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Create an API token; the secret is printed once and stored only as an HMAC.
+
+    Example: fedinsight tokens create alice --role analyst --config coordinator.toml
+    """
+    from fedinsight.server.state import CoordinatorState
+
+    state = CoordinatorState.resolve(config)
+    token, info = state.tokens.create(name, role, partner_id=partner)
+    state.audit.append(actor="operator", role="operator", action="token.create", target=info.id,
+                       detail={"name": name, "role": role, "partner": partner})
+    _show(as_json, {"token": token, **info.as_dict()},
+          _kv_table("new API token (shown once)", {"token": token, "id": info.id, "name": name, "role": role}))
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: str = typer.Argument(..., help="The token id (from `tokens list`)."),
+                  config: Path = _COORD_CONFIG,
+                  as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Revoke a token; it stops working on its next request.
+
+    Example: fedinsight tokens revoke 3f2a9c1b7d0e4a55 --config coordinator.toml
+    """
+    from fedinsight.server.state import CoordinatorState
+
+    state = CoordinatorState.resolve(config)
+    info = state.tokens.revoke(token_id)
+    state.audit.append(actor="operator", role="operator", action="token.revoke", target=token_id)
+    _show(as_json, info.as_dict(), _kv_table(f"token {token_id}", {"name": info.name, "revoked": info.revoked_at}))
+
+
+@tokens_app.command("list")
+def tokens_list(config: Path = _COORD_CONFIG,
+                as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """List tokens (ids, names, roles, revocation) — never their secrets.
+
+    Example: fedinsight tokens list --config coordinator.toml
+    """
+    from fedinsight.server.state import CoordinatorState
+
+    infos = CoordinatorState.resolve(config).tokens.list_tokens()
+    table = Table(title="API tokens")
+    for col in ("id", "name", "role", "partner", "created", "revoked"):
+        table.add_column(col)
+    for t in infos:
+        table.add_row(t.id, t.name, t.role, t.partner_id or "-", str(t.created_at)[:19], str(t.revoked_at or "-")[:19])
+    _show(as_json, [t.as_dict() for t in infos], table)
+
+
+@audit_app.command("verify")
+def audit_verify(config: Path = _COORD_CONFIG,
+                 as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Re-check the whole hash chain; exit 6 if any entry was edited or deleted.
+
+    Example: fedinsight audit verify --config coordinator.toml
+    """
+    from fedinsight.errors import AuditVerificationError
+    from fedinsight.server.state import CoordinatorState
+
+    result = CoordinatorState.resolve(config).audit.verify()
+    payload = {"ok": result.ok, "entries": result.entries, "head_hash": result.head_hash, "problems": result.problems}
+    _show(as_json, payload, _kv_table("audit log", {"verified": result.ok, "entries": result.entries,
+                                                    "head hash (record it elsewhere)": result.head_hash}))
+    if not result.ok:
+        raise AuditVerificationError(f"{len(result.problems)} problem(s): " + "; ".join(result.problems))
+
+
+@audit_app.command("show")
+def audit_show(config: Path = _COORD_CONFIG, since: int = typer.Option(0, help="Entries after this sequence number."),
+               limit: int = typer.Option(50, help="At most this many."),
+               as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Print audit entries: who, what, when, outcome, ε.
+
+    Example: fedinsight audit show --config coordinator.toml --since 100
+    """
+    from fedinsight.server.state import CoordinatorState
+
+    entries = CoordinatorState.resolve(config).audit.entries(since_seq=since, limit=limit)
+    table = Table(title="audit log")
+    for col in ("seq", "at", "actor", "action", "target", "outcome", "ε"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(str(e.seq), str(e.at)[:19], e.actor, e.action, e.target[:40], e.outcome,
+                      "" if e.epsilon is None else f"{e.epsilon:.4f}")
+    _show(as_json, [e.as_dict() for e in entries], table)
 
 
 def _progress() -> Progress:

@@ -125,3 +125,24 @@ class UnknownCustomerError(FedinsightError):
     """A customer id that the partner's data (or its trained customer state) does not hold."""
 
     exit_code = 2
+
+
+# --- deployment (issue 6) ---------------------------------------------------------------------------
+
+
+class NotFoundError(FedinsightError):
+    """A job, token or other deployment record that does not exist."""
+
+    exit_code = 2
+
+
+class DeploymentError(FedinsightError):
+    """A coordinator or partner process could not be started, reached or stopped (ports, PID files, Flower)."""
+
+    exit_code = 5
+
+
+class AuditVerificationError(FedinsightError):
+    """The audit log's hash chain does not verify: entries were edited or deleted."""
+
+    exit_code = 6

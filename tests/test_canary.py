@@ -148,8 +148,9 @@ def test_a_leaky_policy_is_caught_and_the_default_one_is_not(tmp_path, planted):
 def test_canary_audit_of_every_installed_job_finds_nothing(tmp_path):
     bench = _load_benchmark()
     assert "preflight" in bench.installed_tasks()
-    report = bench.run_canary_audit(tmp_path / "audit", customers=400, partners=2, per_partner=6, seed=1)
-    assert report["canaries_planted"] == 2 * 6 * 4
+    # 3 partners: secure aggregation (the `secagg` task) needs at least three.
+    report = bench.run_canary_audit(tmp_path / "audit", customers=600, partners=3, per_partner=6, seed=1)
+    assert report["canaries_planted"] == 3 * 6 * 4
     assert report["control_canaries_found_in_inputs"] == report["canaries_planted"]  # the scanner works
     assert report["canaries_found"] == 0, report["leaks"]
     assert report["payloads_scanned"] >= 4 and report["streams_scanned"] >= 20 and report["files_scanned"] >= 10

@@ -18,6 +18,7 @@ CLIENT_TASK_MODULES: tuple[str, ...] = (
     "fedinsight.client.propensity",
     "fedinsight.client.insights",
     "fedinsight.client.recommend",
+    "fedinsight.client.secagg",
     "fedinsight.client.preflight",
 )
 """Modules that register task handlers on ``app`` when imported (those installed are loaded)."""

@@ -20,6 +20,7 @@ SERVER_TASKS: dict[str, str] = {
     "propensity": "fedinsight.server.propensity",
     "insights": "fedinsight.server.insights",
     "recommend": "fedinsight.server.recommend",
+    "secagg": "fedinsight.server.secagg",
     "preflight": "fedinsight.server.preflight",
 }
 """task name -> module exposing ``run(grid: Grid, context: Context) -> None``."""
@@ -37,7 +38,10 @@ def task_runner(task: str) -> Callable[[Grid, Context], None]:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Dispatch to the task named in the run config (recording messages if FEDINSIGHT_CAPTURE_DIR is set)."""
+    """Dispatch to the task named in the run config (recording messages if FEDINSIGHT_CAPTURE_DIR is set;
+    on a coordinator, inside the job's lifecycle record)."""
     from fedinsight.server.capture import capture_if_requested
+    from fedinsight.server.jobs import job_lifecycle
 
-    task_runner(str(context.run_config.get("task", "")))(capture_if_requested(grid), context)
+    with job_lifecycle(dict(context.run_config)):
+        task_runner(str(context.run_config.get("task", "")))(capture_if_requested(grid), context)

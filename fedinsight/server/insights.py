@@ -12,7 +12,8 @@ Order matters, and is the privacy guarantee:
 6. write ``insights.json`` / ``summary.json`` (if ``out-dir`` is set) and store the insights with the
    ledger, in the same database.
 
-Run config keys: ``batch`` (JSON :class:`~.insight_catalogue.InsightBatch`), ``partners``, ``db-url``,
+Run config keys: ``batch`` (JSON :class:`~.insight_catalogue.InsightBatch`), ``partners``, ``db-url``
+(default: ``$FEDINSIGHT_DB_URL``, which a coordinator sets),
 optional ``out-dir``, ``data-root`` (simulation), ``budget-epsilon``/``budget-delta`` (create budgets
 for partners that have none; without them, budgets must already exist), ``timeout`` (seconds).
 """
@@ -30,6 +31,7 @@ from flwr.serverapp import Grid
 from sqlalchemy.engine import make_url
 
 from fedinsight.data.atomic import atomic_output_file
+from fedinsight.db import default_db_url
 from fedinsight.errors import (
     BudgetExceededError,
     ConfigError,
@@ -221,7 +223,10 @@ def run(grid: Grid, context: Context) -> None:
     batch, skipped = plan_batch(batch, tables)
     noises = price_batch(batch)
 
-    ledger = PrivacyLedger(str(rc["db-url"]))
+    # On a coordinator the database comes from its environment (FEDINSIGHT_DB_URL), so deployment run
+    # configs -- which partners also receive -- never carry a database URL.
+    db_url = str(rc["db-url"]) if "db-url" in rc else default_db_url()
+    ledger = PrivacyLedger(db_url)
     pids = sorted(partner_of.values())
     if "budget-epsilon" in rc:
         budget_delta = float(rc.get("budget-delta", batch.delta))  # type: ignore[arg-type]
@@ -237,7 +242,7 @@ def run(grid: Grid, context: Context) -> None:
     replies = [json.loads(str(answers[n]["results"])) for n in nodes]
 
     insights = release_batch(batch, noises, replies)
-    ids = InsightStore(str(rc["db-url"])).save(batch.batch_id, insights, requester=batch.requester)
+    ids = InsightStore(db_url).save(batch.batch_id, insights, requester=batch.requester)
     summary = _summary(batch, insights, skipped, spent, ledger, noises, time.perf_counter() - started, ids)
     if "out-dir" in rc:
         write_outputs(Path(str(rc["out-dir"])), insights, summary, batch)

@@ -1,0 +1,260 @@
+"""A hash-chained, append-only audit log in the database: who did what, when, with what outcome and ε.
+
+Why a chain and why keyed: each entry's ``hash`` is an HMAC-SHA256 (key held in a 0600 file beside
+the database, not in it) over the previous entry's hash and the entry's own fields. Editing any field
+of any entry breaks that entry's MAC; deleting an entry breaks the sequence and the next entry's
+``prev_hash``; deleting the newest entries is caught by the MAC'd head record. Someone who can write
+to the database but cannot read the key file cannot forge a consistent chain. (Restoring an entire
+older copy of the database *and* head is a rollback only an external anchor catches: ``verify``
+prints the head hash so operators can record it elsewhere.)
+
+Appends take the database write lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL row lock on the head), so
+the API process, the CLI and the ServerApp can all append without forking the chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, hmac
+from sqlalchemy import DateTime, Float, Integer, String, Text, event, insert, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from fedinsight.db import Base, make_engine, write_locked
+from fedinsight.errors import ConfigError
+
+GENESIS = "0" * 64
+KEY_BYTES = 32
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(128), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(128))
+    target: Mapped[str] = mapped_column(String(512))
+    outcome: Mapped[str] = mapped_column(String(64))
+    epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    detail: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One access or job, as recorded."""
+
+    seq: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str
+    outcome: str
+    epsilon: float | None
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "at": self.at.isoformat() + "Z", "actor": self.actor, "role": self.role,
+                "action": self.action, "target": self.target, "outcome": self.outcome, "epsilon": self.epsilon,
+                "detail": self.detail, "hash": self.hash}
+
+
+@dataclass
+class VerifyResult:
+    """What ``verify`` found: ok only if every entry and the head check out."""
+
+    entries: int
+    head_hash: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The audit MAC key: read it, or create it (0600) on first use."""
+    from fedinsight.server.certs import write_private
+
+    path = Path(path)
+    if path.is_file():
+        key = path.read_bytes()
+        if len(key) < KEY_BYTES:
+            raise ConfigError(f"{path} holds a key shorter than {KEY_BYTES} bytes")
+        return key
+    with contextlib.suppress(ConfigError):  # another process may have created it first
+        write_private(path, os.urandom(KEY_BYTES))
+    return path.read_bytes()
+
+
+def _canonical(seq: int, at: datetime, actor: str, role: str, action: str, target: str, outcome: str,
+               epsilon: float | None, detail: str) -> bytes:
+    eps = None if epsilon is None else repr(float(epsilon))
+    return json.dumps([seq, at.isoformat(timespec="microseconds"), actor, role, action, target, outcome, eps, detail],
+                      separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def enable_sqlite_wal(engine: Any) -> None:
+    """WAL + synchronous=NORMAL on SQLite: readers never block the writer, commits stay sub-millisecond."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+class AuditLog:
+    """Append and verify the chained log. ``key``: the MAC key (see :func:`load_or_create_key`)."""
+
+    def __init__(self, url: str | None, key: bytes) -> None:
+        if len(key) < KEY_BYTES:
+            raise ConfigError(f"the audit key must be at least {KEY_BYTES} bytes")
+        self._key = key
+        self.engine = make_engine(url)
+        enable_sqlite_wal(self.engine)
+        self._writer = write_locked(self.engine)
+        Base.metadata.create_all(self.engine, tables=[AuditRow.__table__, AuditHeadRow.__table__])
+
+    def _mac(self, *parts: bytes) -> str:
+        mac = hmac.HMAC(self._key, hashes.SHA256())
+        for part in parts:
+            mac.update(len(part).to_bytes(8, "big"))
+            mac.update(part)
+        return mac.finalize().hex()
+
+    def _entry_hash(self, prev_hash: str, canonical: bytes) -> str:
+        return self._mac(b"entry", prev_hash.encode(), canonical)
+
+    def _head_mac(self, seq: int, head_hash: str) -> str:
+        return self._mac(b"head", str(seq).encode(), head_hash.encode())
+
+    def append(
+        self, *, actor: str, action: str, target: str = "", outcome: str = "ok", role: str = "",
+        epsilon: float | None = None, detail: dict[str, Any] | None = None,
+    ) -> AuditEntry:
+        """Record one entry at the end of the chain (atomically with the head)."""
+        return self.append_many([{"actor": actor, "action": action, "target": target, "outcome": outcome,
+                                  "role": role, "epsilon": epsilon, "detail": detail}])[0]
+
+    def append_many(self, items: list[dict[str, Any]]) -> list[AuditEntry]:
+        """Record several entries, in order, in one transaction (the API batches concurrent requests)."""
+        rows: list[dict[str, Any]] = []
+        for item in items:
+            epsilon = item.get("epsilon")
+            if epsilon is not None and not math.isfinite(epsilon):
+                raise ConfigError(f"audit epsilon must be finite (got {epsilon})")
+            rows.append({"actor": str(item["actor"]), "role": str(item.get("role", "")),
+                         "action": str(item["action"]), "target": str(item.get("target", ""))[:512],
+                         "outcome": str(item.get("outcome", "ok")), "epsilon": epsilon,
+                         "detail": json.dumps(item.get("detail") or {}, sort_keys=True, default=str)})
+        if not rows:
+            return []
+        head_t, log_t = AuditHeadRow.__table__, AuditRow.__table__
+        entries: list[AuditEntry] = []
+        # SQLAlchemy Core, not the ORM: this runs for every API request.
+        with self._writer.begin() as conn:
+            head = conn.execute(select(head_t.c.seq, head_t.c.hash).where(head_t.c.id == 1).with_for_update()).first()
+            seq, prev = (head.seq, head.hash) if head is not None else (0, GENESIS)
+            for row in rows:
+                seq += 1
+                at = _utcnow()
+                digest = self._entry_hash(prev, _canonical(seq, at, row["actor"], row["role"], row["action"],
+                                                           row["target"], row["outcome"], row["epsilon"],
+                                                           row["detail"]))
+                row.update(seq=seq, at=at, prev_hash=prev, hash=digest)
+                entries.append(AuditEntry(seq, at, row["actor"], row["role"], row["action"], row["target"],
+                                          row["outcome"], row["epsilon"], json.loads(row["detail"]), prev, digest))
+                prev = digest
+            conn.execute(insert(log_t), rows)
+            values = {"seq": seq, "hash": prev, "mac": self._head_mac(seq, prev)}
+            if head is None:
+                conn.execute(insert(head_t).values(id=1, **values))
+            else:
+                conn.execute(update(head_t).where(head_t.c.id == 1).values(**values))
+        return entries
+
+    @staticmethod
+    def _to_entry(r: AuditRow) -> AuditEntry:
+        return AuditEntry(r.seq, r.at, r.actor, r.role, r.action, r.target, r.outcome, r.epsilon,
+                          json.loads(r.detail), r.prev_hash, r.hash)
+
+    def entries(self, *, since_seq: int = 0, limit: int = 100, actor: str | None = None) -> list[AuditEntry]:
+        """Entries with ``seq > since_seq`` in order, at most ``limit``."""
+        with Session(self.engine) as session:
+            query = select(AuditRow).where(AuditRow.seq > since_seq).order_by(AuditRow.seq).limit(limit)
+            if actor is not None:
+                query = query.where(AuditRow.actor == actor)
+            return [self._to_entry(r) for r in session.scalars(query)]
+
+    def _iter_rows(self, session: Session, batch: int = 5000) -> Iterator[AuditRow]:
+        last = 0
+        while True:
+            rows = list(session.scalars(select(AuditRow).where(AuditRow.seq > last).order_by(AuditRow.seq)
+                                        .limit(batch)))
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].seq
+
+    def verify(self, max_problems: int = 50) -> VerifyResult:
+        """Walk the whole chain; report every edited, inserted or deleted entry (up to ``max_problems``)."""
+        problems: list[str] = []
+        expected_seq, prev, count = 1, GENESIS, 0
+        with Session(self.engine) as session:
+            for r in self._iter_rows(session):
+                count += 1
+                if r.seq != expected_seq:
+                    problems.append(f"entries {expected_seq}..{r.seq - 1} are missing (deleted)"
+                                    if r.seq > expected_seq else f"entry {r.seq} is out of order")
+                if r.prev_hash != prev:
+                    problems.append(f"entry {r.seq}: does not chain to the entry before it (an entry was "
+                                    "deleted or replaced)")
+                canonical = _canonical(r.seq, r.at, r.actor, r.role, r.action, r.target, r.outcome, r.epsilon,
+                                       r.detail)
+                if self._entry_hash(r.prev_hash, canonical) != r.hash:
+                    problems.append(f"entry {r.seq}: contents do not match its hash (edited)")
+                expected_seq, prev = r.seq + 1, r.hash
+                if len(problems) >= max_problems:
+                    break
+            head = session.get(AuditHeadRow, 1)
+        if head is None:
+            if count:
+                problems.append("the head record is missing")
+        else:
+            if head.mac != self._head_mac(head.seq, head.hash):
+                problems.append("the head record was altered")
+            if len(problems) < max_problems and (head.seq != expected_seq - 1 or head.hash != prev):
+                problems.append(f"the log ends at entry {expected_seq - 1} but the head says {head.seq} "
+                                "(newest entries deleted)")
+        return VerifyResult(entries=count, head_hash=prev, problems=problems)
