@@ -44,6 +44,7 @@ from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 from fedinsight.server.insight_catalogue import InsightBatch, parse_batch
 from fedinsight.server.insight_results import build_insight, combine
 from fedinsight.server.insight_store import InsightStore
+from fedinsight.server.partners import wait_for_partners
 
 MESSAGE_TYPE = "query.insights"
 MIN_PARTNERS = 2
@@ -117,15 +118,6 @@ def safe_url(url: str) -> str:
 
 # --- Flower orchestration -------------------------------------------------------------------------
 
-def _wait_for_partners(grid: Grid, expected: int, timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= expected:
-            return nodes
-        if time.monotonic() > deadline:
-            raise PartnerReplyError(f"only {len(nodes)} of {expected} partners connected within {timeout:.0f}s")
-        time.sleep(0.2)
 
 
 PARTNER_ERRORS: dict[str, type[FedinsightError]] = {
@@ -214,7 +206,7 @@ def run(grid: Grid, context: Context) -> None:
         raise ConfigError(f"insights need at least {MIN_PARTNERS} partners (got {expected})")
     base: dict[str, Any] = {"data-root": str(rc["data-root"])} if "data-root" in rc else {}
 
-    nodes = _wait_for_partners(grid, expected, timeout)
+    nodes = wait_for_partners(grid, expected, timeout, error=PartnerReplyError, poll=0.2)
     hello = _ask(grid, nodes, {**base, "op": "hello"}, timeout)
     partner_of = {node: str(r["partner-id"]) for node, r in hello.items()}
     if len(set(partner_of.values())) != len(partner_of):

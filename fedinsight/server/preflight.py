@@ -10,30 +10,21 @@ the job spends no privacy budget.
 from __future__ import annotations
 
 import json
-import time
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedinsight.errors import ConfigError
+from fedinsight.server.partners import wait_for_partners
 
 WAIT_SECONDS = 120.0
 
 
-def wait_for_partners(grid: Grid, expected: int, timeout: float = WAIT_SECONDS) -> list[int]:
-    """Node ids once ``expected`` partners are connected (Flower may report fewer at first)."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := list(grid.get_node_ids())) < expected:
-        if time.monotonic() > deadline:
-            raise ConfigError(f"only {len(nodes)} of {expected} partners connected within {timeout:.0f}s")
-        time.sleep(0.1)
-    return sorted(nodes)
 
 
 def run(grid: Grid, context: Context) -> None:
     """Send ``query.preflight`` to every partner; store the per-partner report in ``context.state``."""
     rc = context.run_config
-    nodes = wait_for_partners(grid, int(rc["partners"]))
+    nodes = wait_for_partners(grid, int(rc["partners"]), WAIT_SECONDS)
     config = ConfigRecord({"task": "preflight", "purpose": str(rc.get("purpose", "analytics"))})
     if "data-root" in rc:
         config["data-root"] = str(rc["data-root"])

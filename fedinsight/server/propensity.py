@@ -40,6 +40,7 @@ from fedinsight.models.federated_stats import PooledStats, histogram_cdf, histog
 from fedinsight.models.propensity import MODEL_KINDS, ModelBundle, build_model, get_weights
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
+from fedinsight.server.partners import wait_for_partners
 from fedinsight.server.propensity_strategy import PartnerTrack, PropensityFedAvg, evaluate_spec, evaluation_result
 from fedinsight.server.reply_guard import GuardLog, ReplySpec
 
@@ -167,14 +168,6 @@ class PropensityJob:
 
 # --- small message helpers ----------------------------------------------------------------------
 
-def wait_for_partners(grid: Grid, expected: int, timeout: float) -> list[int]:
-    """Block until ``expected`` partners are connected; a ConfigError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := sorted(grid.get_node_ids())) < expected:
-        if time.monotonic() > deadline:
-            raise ConfigError(f"only {len(nodes)} of {expected} partners connected within {timeout:.0f}s")
-        time.sleep(0.1)
-    return nodes
 
 
 def _query(grid: Grid, nodes: list[int], cfg: dict[str, Any], phase: str, timeout: float,

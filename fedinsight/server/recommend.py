@@ -39,6 +39,7 @@ from fedinsight.errors import ConfigError, DataValidationError, FedinsightError,
 from fedinsight.models.ranking import Catalogue, RankingTotals
 from fedinsight.models.recommender import DPConfig, ItemParams
 from fedinsight.privacy.ledger import dpsgd_event
+from fedinsight.server.partners import wait_for_partners
 
 MODEL_DIRNAME = "model"
 SERVER_OPTIMIZERS = ("fedavg", "fedadam")
@@ -207,16 +208,6 @@ def load_catalogue(path: str | Path) -> Catalogue:
 
 # --- messaging -----------------------------------------------------------------------------------
 
-def wait_for_partners(grid: Grid, expected: int, timeout_s: float) -> list[int]:
-    """Node ids once ``expected`` partners are connected (Flower may start before all are)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= expected:
-            return nodes[:expected]
-        if time.monotonic() > deadline:
-            raise ConfigError(f"only {len(nodes)} of {expected} partners connected within {timeout_s:.0f} s")
-        time.sleep(0.1)
 
 
 def _raise_partner_error(reason: str) -> None:
@@ -432,7 +423,7 @@ def run(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
     job = RecommendJob.from_run_config(dict(context.run_config))
     catalogue = load_catalogue(job.catalogue_path)
-    nodes = wait_for_partners(grid, job.partners, job.timeout_s)
+    nodes = wait_for_partners(grid, job.partners, job.timeout_s)[: job.partners]
     plan = PrivacyPlan.for_job(job)
     sigma, total_steps = plan.noise_multiplier, plan.steps
     config = message_config(job, catalogue, sigma, plan.popularity_noise_multiplier)

@@ -32,6 +32,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedinsight.errors import ConfigError
+from fedinsight.server.partners import wait_for_partners
 
 TASK = "secagg"
 DEFAULTS: dict[str, Any] = {
@@ -117,16 +118,6 @@ class SecAggJob:
         return dpsgd_event(self.noise_multiplier, self.sample_rate, self.rounds * self.local_steps)
 
 
-def wait_for_partners(grid: Grid, expected: int, timeout: float) -> list[int]:
-    """Node ids once ``expected`` partners are connected; ConfigError naming the shortfall after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= expected:
-            return nodes
-        if time.monotonic() > deadline:
-            raise ConfigError(f"only {len(nodes)} of {expected} partners connected within {timeout:.0f}s")
-        time.sleep(0.2)
 
 
 def identify_partners(grid: Grid, nodes: list[int], timeout: float) -> dict[int, str]:
