@@ -348,6 +348,10 @@ def simulate_propensity(
             run_simulation(job.to_run_config(), job.partners, cpus=cpus, verbose=verbose)
         wall = time.perf_counter() - start_t
     summary = json.loads((out_dir / "summary.json").read_text())
+    curves = summary.setdefault("curves", {})
+    for name, values in baselines.items():
+        if "curves" in values:
+            curves[name] = values.pop("curves")
     summary["metrics"].update(baselines)
     summary["partner_sources"] = names
     train_s = summary["timing"].get("local_train_s") or 0.0

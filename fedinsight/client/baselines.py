@@ -19,6 +19,7 @@ never runs it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ from fedinsight.client.features import (
 from fedinsight.data.schema import PartnerData
 from fedinsight.errors import ConfigError
 from fedinsight.models.bgnbd import fit_bgnbd
-from fedinsight.models.metrics import assign_tiers, exact_metrics, lift_top_decile, roc_auc
+from fedinsight.models.metrics import assign_tiers, exact_curves, exact_metrics, lift_top_decile, roc_auc
 from fedinsight.models.propensity import SharedScaler, TargetScaler, build_model, fit_centralized, predict
 from fedinsight.models.propensity_protocol import MIN_EVAL_CUSTOMERS
 
@@ -78,7 +79,7 @@ def _tier_cuts(spend: np.ndarray, levels: tuple[float, float]) -> tuple[tuple[fl
 
 def centralized_baseline(split: PooledSplit, window: LabelWindow, *, kind: str, seed: int,
                          caps: FeatureCaps | None = None, tier_levels: tuple[float, float] = (0.5, 0.8),
-                         epochs: int = 30) -> dict[str, float]:
+                         epochs: int = 30) -> dict[str, Any]:
     """The same model, trained on the pooled training customers without DP; metrics on the held-out ones."""
     caps = caps or FeatureCaps()
     table, test = split.table, split.test
@@ -95,12 +96,14 @@ def centralized_baseline(split: PooledSplit, window: LabelWindow, *, kind: str, 
     true_cuts, shares = _tier_cuts(spend[~test], tier_levels)
     pred_cuts = (float(np.quantile(ltv[~test], shares[0])), float(np.quantile(ltv[~test], shares[1])))
     ev = split.evaluated
-    return exact_metrics(buys[ev], p[ev], spend=spend[ev], ltv=ltv[ev],
-                         true_tiers=assign_tiers(spend[ev], true_cuts),
-                         predicted_tiers=assign_tiers(ltv[ev], pred_cuts))
+    true_tiers, predicted_tiers = assign_tiers(spend[ev], true_cuts), assign_tiers(ltv[ev], pred_cuts)
+    metrics: dict[str, Any] = exact_metrics(buys[ev], p[ev], spend=spend[ev], ltv=ltv[ev], true_tiers=true_tiers,
+                                            predicted_tiers=predicted_tiers)
+    metrics["curves"] = exact_curves(buys[ev], p[ev], true_tiers=true_tiers, predicted_tiers=predicted_tiers)
+    return metrics
 
 
-def bgnbd_baseline(split: PooledSplit, window: LabelWindow) -> dict[str, float]:
+def bgnbd_baseline(split: PooledSplit, window: LabelWindow) -> dict[str, Any]:
     """BG/NBD fitted on the pooled training customers, scored on the held-out ones (time in weeks)."""
     table, test, ev = split.table, split.test, split.evaluated
     x = table["frequency"].to_numpy(float)
@@ -109,4 +112,5 @@ def bgnbd_baseline(split: PooledSplit, window: LabelWindow) -> dict[str, float]:
     score = model.expected_purchases(window.holdout_days / WEEK_DAYS, x[ev], t_x[ev], T[ev])
     y = table["buys_again"].to_numpy(float)[ev]
     return {"auc": roc_auc(y, score), "lift_top_decile": lift_top_decile(y, score), "n": float(ev.sum()),
-            "params": {"r": model.r, "alpha": model.alpha, "a": model.a, "b": model.b}}  # type: ignore[dict-item]
+            "params": {"r": model.r, "alpha": model.alpha, "a": model.a, "b": model.b},
+            "curves": exact_curves(y, score, probability=False)}

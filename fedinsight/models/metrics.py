@@ -215,3 +215,58 @@ def exact_metrics(y: np.ndarray, p: np.ndarray, *, spend: np.ndarray | None = No
         "positive_rate": float(np.mean(y)) if len(np.asarray(y)) else float("nan"),
     }
     return out
+
+
+def _thin(n: int, max_points: int) -> np.ndarray:
+    """Indices 0..n-1 thinned to at most ``max_points``, always keeping both ends (curves stay anchored)."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+
+
+def summary_curves(summary: EvalSummary, *, calibration: bool = True, max_points: int = 101) -> dict[str, object]:
+    """Chart data of a pooled summary: ROC, cumulative gain, calibration bins and the LTV tier confusion.
+
+    Why from the summary: the report must draw the *federated* model's curves, and the coordinator
+    only ever holds the partners' summed histograms. ROC and gain points are read off the logit
+    histogram from the highest score down (one point per non-empty bin, thinned to ``max_points``);
+    calibration uses the equal-width probability bins that also give the ECE.
+    """
+    pos, neg = summary.hist_pos[::-1], summary.hist_neg[::-1]  # highest score first
+    n_pos, n_neg = float(pos.sum()), float(neg.sum())
+    out: dict[str, object] = {"n": float(summary.n), "positives": float(summary.positives)}
+    if n_pos > 0 and n_neg > 0:
+        keep = (pos + neg) > 0
+        tp, fp = np.concatenate([[0.0], np.cumsum(pos[keep])]), np.concatenate([[0.0], np.cumsum(neg[keep])])
+        idx = _thin(len(tp), max_points)
+        tpr, fpr = tp[idx] / n_pos, fp[idx] / n_neg
+        targeted = (tp[idx] + fp[idx]) / (n_pos + n_neg)
+        out["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+        out["gain"] = {"targeted": targeted.tolist(), "captured": tpr.tolist()}
+    if calibration:
+        filled = summary.cal_n > 0
+        centres = (np.arange(CALIBRATION_BINS) + 0.5) / CALIBRATION_BINS
+        out["calibration"] = {
+            "bin_centre": centres[filled].tolist(),
+            "predicted": (summary.cal_psum[filled] / summary.cal_n[filled]).tolist(),
+            "observed": (summary.cal_pos[filled] / summary.cal_n[filled]).tolist(),
+            "n": summary.cal_n[filled].tolist(),
+        }
+    if summary.tier_confusion.sum() > 0:
+        out["tiers"] = {"labels": list(TIERS),
+                        "confusion": summary.tier_confusion.reshape(len(TIERS), len(TIERS)).tolist()}
+    return out
+
+
+def exact_curves(y: np.ndarray, score: np.ndarray, *, probability: bool = True,
+                 true_tiers: np.ndarray | None = None, predicted_tiers: np.ndarray | None = None,
+                 max_points: int = 101) -> dict[str, object]:
+    """The same chart data for pooled arrays (the baselines), through the same summary so they compare.
+
+    A score that is not a probability (BG/NBD's expected purchases) is replaced by its rank, which keeps
+    ROC and gain exact up to binning and drops the calibration plot (it would mean nothing).
+    """
+    y, s = _arrays(y, score)
+    p = s if probability else rankdata(s) / (len(s) + 1)
+    summary = EvalSummary.compute(y, p, true_tiers=true_tiers, predicted_tiers=predicted_tiers)
+    return summary_curves(summary, calibration=probability, max_points=max_points)

@@ -37,11 +37,18 @@ from fedinsight.data.atomic import atomic_output_file
 from fedinsight.errors import BudgetExceededError, ConfigError
 from fedinsight.models import propensity_protocol as proto
 from fedinsight.models.federated_stats import PooledStats, histogram_cdf, histogram_quantile, stats_sensitivity
+from fedinsight.models.metrics import summary_curves
 from fedinsight.models.propensity import MODEL_KINDS, ModelBundle, build_model, get_weights
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 from fedinsight.server.partners import wait_for_partners
-from fedinsight.server.propensity_strategy import PartnerTrack, PropensityFedAvg, evaluate_spec, evaluation_result
+from fedinsight.server.propensity_strategy import (
+    PartnerTrack,
+    PropensityFedAvg,
+    evaluate_spec,
+    evaluation_result,
+    pooled_summary,
+)
 from fedinsight.server.reply_guard import GuardLog, ReplySpec
 
 ProgressListener = Callable[[str, int, dict[str, Any]], None]
@@ -327,7 +334,9 @@ def run(grid: Grid, context: Context) -> None:
     messages = [Message(RecordDict({proto.ARRAYS: final, proto.CONFIG: ConfigRecord(cfg)}), dst_node_id=n,
                         message_type=f"evaluate.{proto.ACTION}") for n in eval_nodes]
     replies = list(grid.send_and_receive(messages, timeout=job.round_timeout))
-    final_metrics = evaluation_result(guard.filter(replies, evaluate_spec(len(FEATURES))))
+    accepted = guard.filter(replies, evaluate_spec(len(FEATURES)))
+    final_metrics = evaluation_result(accepted)
+    curves = summary_curves(pooled_summary(accepted)) if accepted else {}
 
     weights = {k: v.numpy() for k, v in final.items()}
     bundle = ModelBundle(kind=job.model, features=FEATURES, weights=weights, scaler=scaler, target=target,
@@ -335,6 +344,7 @@ def run(grid: Grid, context: Context) -> None:
                          config={**job.window.to_config(), **job.caps.to_config(), "job-id": job.job_id,
                                  "tier-true": list(true_t)})
     summary = build_summary(state, strategy, final_metrics, started, true_t, pred_t)
+    summary["curves"] = _finite({"federated": curves})
     write_outputs(Path(job.out_dir), bundle, summary)
     _emit("done", 0, summary)
 

@@ -42,15 +42,20 @@ def evaluate_spec(n_features: int) -> ReplySpec:
     return ReplySpec("evaluate", metrics=proto.reply_metrics("evaluate", n_features), records=(proto.METRICS,))
 
 
+def pooled_summary(replies: list[Message]) -> EvalSummary:
+    """The sum of the partners' evaluation summaries (what pooled metrics and the report's curves use)."""
+    total = EvalSummary()
+    for msg in replies:
+        total = total + EvalSummary.from_metrics(dict(msg.content[proto.METRICS]))  # type: ignore[arg-type]
+    return total
+
+
 def evaluation_result(replies: list[Message]) -> dict[str, float]:
     """Pooled metrics from the summed summaries, and the sample-weighted mean of per-partner metrics."""
     if not replies:
         return {}
     metrics = [dict(msg.content[proto.METRICS]) for msg in replies]  # type: ignore[arg-type]
-    total = EvalSummary()
-    for m in metrics:
-        total = total + EvalSummary.from_metrics(m)
-    out = pooled_metrics(total)
+    out = pooled_metrics(pooled_summary(replies))
     for key in proto.EVALUATE_SCALARS:
         pairs = [(float(m["num-examples"]), float(m[key])) for m in metrics if math.isfinite(float(m[key]))]
         weight = sum(w for w, _ in pairs)
