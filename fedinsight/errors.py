@@ -146,3 +146,9 @@ class AuditVerificationError(FedinsightError):
     """The audit log's hash chain does not verify: entries were edited or deleted."""
 
     exit_code = 6
+
+
+class ReportError(FedinsightError):
+    """A run report cannot be written: the folder is not a finished run, or its files are unreadable."""
+
+    exit_code = 2

@@ -1,0 +1,174 @@
+"""Run reports: one self-contained HTML page per simulation or job (``RUN/report.html``).
+
+``write_report(run_dir)`` reads what a run wrote (``summary.json``, ``insights.json``), the privacy
+ledger it charged, and renders learning curves, model quality against the baselines, the insights
+with their intervals and suppressions, each partner's budget, the configuration and the command that
+reproduces the run. ``fedinsight report DIR`` calls it, so do ``simulate`` and ``job run`` at their end,
+and the coordinator's API serves it for stored jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fedinsight.errors import ReportError
+from fedinsight.report.page import Section, esc, fmt, key_values, page, table
+
+REPORT_NAME = "report.html"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}); "
+                          "re-run the job that wrote it") from None
+    except OSError as exc:
+        raise ReportError(f"cannot read {path}: {exc.strerror}") from exc
+    if not isinstance(data, dict):
+        raise ReportError(f"{path} should hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(summary, insights document or None)`` of a run folder, or a ReportError saying what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"run folder {run_dir} does not exist (give the --out folder of a simulate or job run)")
+    summary_path, insights_path = run_dir / "summary.json", run_dir / "insights.json"
+    if not summary_path.is_file() and not insights_path.is_file():
+        raise ReportError(f"{run_dir} has no summary.json or insights.json: it is not a finished fedinsight run")
+    summary = _read_json(summary_path) if summary_path.is_file() else {}
+    insights = _read_json(insights_path) if insights_path.is_file() else None
+    if insights is not None and not summary:
+        summary = {"task": "insights", "batch_id": insights.get("batch_id")}
+    return summary, insights
+
+
+def task_of(summary: dict[str, Any], insights: dict[str, Any] | None) -> str:
+    if summary.get("task"):
+        return str(summary["task"])
+    return "insights" if insights is not None or "batch_id" in summary else "run"
+
+
+def render_report(run_dir: Path, *, ledger_url: str | None = None, title: str | None = None) -> str:
+    """The report page of ``run_dir`` as an HTML string."""
+    from fedinsight.report.insights import insights_sections
+    from fedinsight.report.models import propensity_sections, recommend_sections
+    from fedinsight.report.privacy import job_id_of, ledger_url_for, privacy_section, read_ledger
+
+    run_dir = Path(run_dir)
+    summary, insights = load_run(run_dir)
+    task = task_of(summary, insights)
+    cards: list[str] = []
+    sections: list[Section] = []
+    if task == "propensity":
+        cards, sections = propensity_sections(summary)
+    elif task == "recommend":
+        cards, sections = recommend_sections(summary)
+    elif task == "insights" and insights is not None:
+        cards, sections = insights_sections(insights)
+    else:
+        sections = [_generic_section(summary)]
+
+    url = ledger_url_for(run_dir, summary, ledger_url)
+    spends = None
+    if url is not None:
+        try:
+            spends = read_ledger(url)
+        except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not cost the rest of the report
+            sections.append(_note_section("privacy-ledger", "Ledger not readable",
+                                          f"{type(exc).__name__}: {exc}"))
+    privacy_cards, privacy = privacy_section(summary, spends, url)
+    overview = Section("overview", "At a glance")
+    overview.add('<div class="cards">' + "".join(cards + privacy_cards) + "</div>")
+    sections = [overview, *sections, privacy, _config_section(summary, insights, run_dir)]
+    job = job_id_of(summary) or run_dir.name
+    created = summary.get("created") or (insights or {}).get("created_at") or _mtime(run_dir)
+    subtitle = " · ".join(str(x) for x in (f"job {job}", summary.get("dataset") and f"dataset {summary['dataset']}",
+                                           _partners(summary, insights), f"written {created}") if x)
+    return page(title or f"fedinsight {task} report", subtitle, sections)
+
+
+def write_report(run_dir: Path, *, ledger_url: str | None = None) -> Path:
+    """Render and write ``run_dir/report.html`` atomically; returns its path."""
+    from fedinsight.data.atomic import atomic_output_file
+
+    html = render_report(run_dir, ledger_url=ledger_url)
+    target = Path(run_dir) / REPORT_NAME
+    with atomic_output_file(target) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return target
+
+
+def _partners(summary: dict[str, Any], insights: dict[str, Any] | None) -> str | None:
+    n = summary.get("partners") or (insights or {}).get("partners")
+    return f"{n} partners" if n else None
+
+
+def _mtime(run_dir: Path) -> str:
+    return datetime.fromtimestamp(run_dir.stat().st_mtime, UTC).isoformat(timespec="seconds")
+
+
+def _note_section(sid: str, title: str, text: str) -> Section:
+    s = Section(sid, title)
+    s.add(f'<p class="note">{esc(text)}</p>')
+    return s
+
+
+def _flat(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in node.items():
+            out += _flat(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(node, list):
+        return [(prefix, f"[{len(node)} values]")] if node and not all(isinstance(x, int | float | str)
+                                                                          for x in node) else [(prefix, node)]
+    return [(prefix, node)]
+
+
+def _generic_section(summary: dict[str, Any]) -> Section:
+    """Tasks without a dedicated layout (secagg, preflight): their numbers as a table."""
+    s = Section("results", "Results")
+    rows = [[k, v if not isinstance(v, list) else ", ".join(fmt(x) for x in v)]
+            for k, v in _flat({k: v for k, v in summary.items() if k not in ("settings", "config", "privacy",
+                                                                              "command", "task")})]
+    s.add(table(["value", ""], rows) if rows else '<p class="note">This run recorded no results.</p>')
+    return s
+
+
+def _config_section(summary: dict[str, Any], insights: dict[str, Any] | None, run_dir: Path) -> Section:
+    s = Section("config", "Configuration and how to reproduce")
+    command = summary.get("command")
+    if command:
+        s.add("<h3>Command</h3><pre>" + esc(command) + "</pre>")
+        s.add('<p class="note">DP noise is never seeded, so a re-run reproduces the data, split and model '
+              "initialisation exactly and the private results up to fresh noise (within the intervals shown).</p>")
+    else:
+        s.add('<p class="note">The exact command was not recorded (a run written through the Python API or by an '
+              "older fedinsight); the settings below are complete.</p>")
+    settings = summary.get("settings") or summary.get("config") or {}
+    if not settings and insights is not None:
+        settings = {k: insights.get(k) for k in ("batch_id", "requester", "epsilon", "delta", "mechanism",
+                                                 "min_group_size", "suppression_margin_sd", "partners")}
+    if settings:
+        s.add("<h3>Settings</h3>" + key_values((k, _cell(v)) for k, v in settings.items()))
+    files = sorted(p.name for p in run_dir.iterdir() if p.name != REPORT_NAME)
+    s.add('<p class="note">Files in the run folder: ' + esc(", ".join(files)) + "</p>")
+    return s
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict | list):
+        return json.dumps(value)[:200]
+    return value
+
+
+__all__ = ["REPORT_NAME", "load_run", "render_report", "write_report"]
