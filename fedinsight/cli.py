@@ -185,6 +185,89 @@ def demo(
         local_epochs=1.0, lr=0.5, max_grad_norm=3.0, partner_budget=[], customers=5_000, start=None, cutoff=None,
         end=None, cpus=None, overwrite=True, verbose=False, as_json=False, out_dir=out_dir,
     )
+    report = out_dir.resolve() / "report.html"
+    if report.is_file():
+        out.print(f"\nReport (open in a browser): {report}")
+
+
+# --- run reports (HTML) -----------------------------------------------------------------------------
+
+_NOT_REPRODUCED = {"as_json", "verbose"}
+
+
+def _reproduce_command() -> str | None:
+    """The running command with every option spelled out (defaults included), so a re-run does not depend
+    on defaults that a later fedinsight may change."""
+    import shlex
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    parts = ["fedinsight", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        if param.name in _NOT_REPRODUCED or param.name not in ctx.params:
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param, click.Argument):
+            parts += [str(v) for v in (value if isinstance(value, list | tuple) else [value])]
+            continue
+        if value is None or value == [] or value == ():
+            continue
+        opt = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            if value:
+                parts.append(opt)
+            elif param.secondary_opts:
+                parts.append(max(param.secondary_opts, key=len))
+        elif getattr(param, "multiple", False):
+            for v in value:
+                parts += [opt, str(v)]
+        else:
+            parts += [opt, str(value)]
+    return shlex.join(parts)
+
+
+def _finish_run(out_dir: Path, *, db: str | None = None, command: str | None = None) -> Path | None:
+    """Record how the run was made and write OUT/report.html.
+
+    The run itself has succeeded by now: a report that cannot be written is a note (with the command to
+    retry), never a failure that would hide the run's results.
+    """
+    from fedinsight.report import record_command, write_report
+
+    try:
+        record_command(out_dir, command or _reproduce_command() or "")
+        path = write_report(out_dir, ledger_url=db)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        err.print(f"note: no report written ({type(exc).__name__}: {exc}); retry with `fedinsight report {out_dir}`")
+        return None
+    err.print(f"report: {path}")
+    return path
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder (the --out of a simulate, demo or job run)."),
+    db: str | None = typer.Option(None, "--db", help="Ledger URL, if not the one the run names or RUN/ledger.db."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report's path and contents as JSON."),
+) -> None:
+    """Write RUN/report.html: one self-contained page with charts of the run (no network needed to view it).
+
+    Learning curves against the baselines, ROC / calibration / gain (propensity), ranking metrics and the
+    exploration trade-off (recommendation), every insight with its intervals and suppressions, each partner's
+    ε against its budget from the ledger, and the configuration with the command that reproduces the run.
+    simulate, demo and job run write it automatically; use this to re-render or to point at another ledger.
+
+    Example: fedinsight report runs/demo   (then open runs/demo/report.html in a browser)
+    """
+    from fedinsight.report import load_run, task_of, write_report
+
+    summary, insights = load_run(run_dir)
+    path = write_report(run_dir, ledger_url=db)
+    html = path.read_text(encoding="utf-8")
+    info = {"report": str(path.resolve()), "task": task_of(summary, insights), "bytes": len(html.encode()),
+            "charts": html.count('<figure class="chart"'), "sections": html.count("<section ")}
+    _emit(info, _kv_table("report", info), as_json)
 
 
 # --- simulate propensity / score (propensity & LTV) ------------------------------------------------
@@ -366,6 +449,7 @@ def simulate_propensity(
     summary = _finite(summary)
     with atomic_output_file(out_dir / "summary.json") as tmp_file:
         tmp_file.write_text(json.dumps(summary, indent=2, default=_json_default, allow_nan=False))
+    _finish_run(out_dir, db=db)
     if as_json:
         out.print_json(json.dumps(summary, default=_json_default))
         return
@@ -558,6 +642,7 @@ def simulate_insights_command(
             mechanism=mechanism, requester=requester,
             as_of=as_of, only=only or None, on_phase=on_phase)
         progress.update(task, completed=len(phases))
+    _finish_run(out_dir)
     if as_json:
         out.print_json(json.dumps(summary))
         return
@@ -721,6 +806,7 @@ def simulate_recommend_cmd(
             progress.update(tasks[stage], completed=done)  # type: ignore[arg-type]
 
         summary = simulate_recommend(options, out_dir, overwrite=overwrite, progress=report)
+    _finish_run(out_dir, db=db)
     if as_json:
         out.print_json(json.dumps(summary))
         return
@@ -1083,6 +1169,7 @@ def simulate_preflight(
     rows = json.loads(str(context.state["preflight"]["report"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "preflight.json").write_text(json.dumps(rows, indent=2))
+    _finish_run(out_dir)
     table = Table(title=f"preflight ({purpose}) of {len(rows)} partners")
     for col in ("partner", "status", "policy", "dropped", "error"):
         table.add_column(col, overflow="fold")
@@ -1187,6 +1274,7 @@ def simulate_secagg(
         progress.advance(task)
     summary = json.loads(str(context.state["secagg"]["summary"]))
     (out_dir / "secagg.json").write_text(json.dumps(summary, indent=2))
+    _finish_run(out_dir, db=db)
     rows: dict[str, object] = {"partners": len(summary["partners"]), "rounds": summary["rounds"],
                                "SecAgg+ shares / threshold": f"{summary['num-shares']} / {summary['threshold']}",
                                "seconds per round": ", ".join(f"{s:.2f}" for s in summary["round-seconds"])}
@@ -1340,7 +1428,7 @@ def job_run(
     import re as _re
 
     from fedinsight.server.config import load_coordinator_config
-    from fedinsight.server.jobs import follow_job, job_epsilon, parse_options, submit_job
+    from fedinsight.server.jobs import follow_job, job_epsilon, job_output_dir, parse_options, submit_job
     from fedinsight.server.state import CoordinatorState
 
     cfg = load_coordinator_config(config, check_files=False)
@@ -1362,7 +1450,12 @@ def job_run(
             if job.status == "completed":
                 progress.update(bar, completed=rounds)
     spent = job_epsilon(state, job.id)
-    _show(as_json, {**job.as_dict(), "epsilon_by_partner": spent}, _kv_table(f"job {job.id}", _job_rows(job, spent)))
+    result: dict[str, object] = {**job.as_dict(), "epsilon_by_partner": spent}
+    output = job_output_dir(cfg.state_dir, job.id)
+    if job.status == "completed" and output.is_dir():
+        report = _finish_run(output, db=state.db_url)
+        result["report"] = str(report) if report else None
+    _show(as_json, result, _kv_table(f"job {job.id}", _job_rows(job, spent)))
     if job.status == "failed":
         raise typer.Exit(1)
 

@@ -22,6 +22,13 @@ REPORT_NAME = "report.html"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    data = _load_json(path)
+    if not isinstance(data, dict):
+        raise ReportError(f"{path} should hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _load_json(path: Path) -> Any:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -29,8 +36,6 @@ def _read_json(path: Path) -> dict[str, Any]:
                           "re-run the job that wrote it") from None
     except OSError as exc:
         raise ReportError(f"cannot read {path}: {exc.strerror}") from exc
-    if not isinstance(data, dict):
-        raise ReportError(f"{path} should hold a JSON object, found {type(data).__name__}")
     return data
 
 
@@ -40,13 +45,43 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if not run_dir.is_dir():
         raise ReportError(f"run folder {run_dir} does not exist (give the --out folder of a simulate or job run)")
     summary_path, insights_path = run_dir / "summary.json", run_dir / "insights.json"
+    if not summary_path.is_file() and (run_dir / "preflight.json").is_file():  # preflight writes a list of rows
+        rows = _load_json(run_dir / "preflight.json")
+        if not isinstance(rows, list):
+            raise ReportError(f"{run_dir / 'preflight.json'} should hold a list of partner rows")
+        summary = {"task": "preflight", "partners": len(rows), "results": rows, **_run_meta(run_dir)}
+        return summary, None
+    if not summary_path.is_file() and (run_dir / "secagg.json").is_file():
+        return {"task": "secagg", **_read_json(run_dir / "secagg.json"), **_run_meta(run_dir)}, None
     if not summary_path.is_file() and not insights_path.is_file():
         raise ReportError(f"{run_dir} has no summary.json or insights.json: it is not a finished fedinsight run")
     summary = _read_json(summary_path) if summary_path.is_file() else {}
     insights = _read_json(insights_path) if insights_path.is_file() else None
     if insights is not None and not summary:
         summary = {"task": "insights", "batch_id": insights.get("batch_id")}
+    meta = _run_meta(run_dir)
+    if meta.get("command") and not summary.get("command"):
+        summary["command"] = meta["command"]
     return summary, insights
+
+
+RUN_META = "run.json"
+
+
+def record_command(run_dir: Path, command: str) -> None:
+    """Write ``run_dir/run.json`` with the command that produced the run (the report's "reproduce" box)."""
+    import fedinsight
+    from fedinsight.data.atomic import atomic_output_file
+
+    meta = {"command": command, "fedinsight": fedinsight.__version__,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    with atomic_output_file(Path(run_dir) / RUN_META) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def _run_meta(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_META
+    return _read_json(path) if path.is_file() else {}
 
 
 def task_of(summary: dict[str, Any], insights: dict[str, Any] | None) -> str:
@@ -55,8 +90,13 @@ def task_of(summary: dict[str, Any], insights: dict[str, Any] | None) -> str:
     return "insights" if insights is not None or "batch_id" in summary else "run"
 
 
-def render_report(run_dir: Path, *, ledger_url: str | None = None, title: str | None = None) -> str:
-    """The report page of ``run_dir`` as an HTML string."""
+def render_report(run_dir: Path, *, ledger_url: str | None = None, title: str | None = None,
+                  partner_budgets: bool = True) -> str:
+    """The report page of ``run_dir`` as an HTML string.
+
+    ``partner_budgets=False`` leaves out each partner's budget and remaining ε (the API's view for an analyst,
+    who may see only the federation's tightest remaining budget, as ``GET /budget`` does).
+    """
     from fedinsight.report.insights import insights_sections
     from fedinsight.report.models import propensity_sections, recommend_sections
     from fedinsight.report.privacy import job_id_of, ledger_url_for, privacy_section, read_ledger
@@ -83,7 +123,7 @@ def render_report(run_dir: Path, *, ledger_url: str | None = None, title: str | 
         except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not cost the rest of the report
             sections.append(_note_section("privacy-ledger", "Ledger not readable",
                                           f"{type(exc).__name__}: {exc}"))
-    privacy_cards, privacy = privacy_section(summary, spends, url)
+    privacy_cards, privacy = privacy_section(summary, spends, url, partner_budgets=partner_budgets)
     overview = Section("overview", "At a glance")
     overview.add('<div class="cards">' + "".join(cards + privacy_cards) + "</div>")
     sections = [overview, *sections, privacy, _config_section(summary, insights, run_dir)]
@@ -133,12 +173,19 @@ def _flat(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _generic_section(summary: dict[str, Any]) -> Section:
-    """Tasks without a dedicated layout (secagg, preflight): their numbers as a table."""
+    """Tasks without a dedicated layout (secagg, preflight): their numbers, and lists of records as tables."""
     s = Section("results", "Results")
-    rows = [[k, v if not isinstance(v, list) else ", ".join(fmt(x) for x in v)]
-            for k, v in _flat({k: v for k, v in summary.items() if k not in ("settings", "config", "privacy",
-                                                                              "command", "task")})]
-    s.add(table(["value", ""], rows) if rows else '<p class="note">This run recorded no results.</p>')
+    body = {k: v for k, v in summary.items() if k not in ("settings", "config", "privacy", "command", "task")}
+    records = {k: v for k, v in body.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+    pairs = [(k, _short_list(v) if isinstance(v, list) else v)
+             for k, v in _flat({k: v for k, v in body.items() if k not in records})]
+    if pairs:
+        s.add(key_values(pairs))
+    for name, rows in records.items():
+        columns = list(dict.fromkeys(c for r in rows for c in r))
+        s.add(f"<h3>{esc(name)}</h3>" + table(columns, [[_cell(r.get(c)) for c in columns] for r in rows]))
+    if not pairs and not records:
+        s.add('<p class="note">This run recorded no results.</p>')
     return s
 
 
@@ -158,9 +205,14 @@ def _config_section(summary: dict[str, Any], insights: dict[str, Any] | None, ru
                                                  "min_group_size", "suppression_margin_sd", "partners")}
     if settings:
         s.add("<h3>Settings</h3>" + key_values((k, _cell(v)) for k, v in settings.items()))
-    files = sorted(p.name for p in run_dir.iterdir() if p.name != REPORT_NAME)
+    files = sorted(p.name for p in run_dir.iterdir() if p.name not in (REPORT_NAME, RUN_META))
     s.add('<p class="note">Files in the run folder: ' + esc(", ".join(files)) + "</p>")
     return s
+
+
+def _short_list(values: list[Any], limit: int = 12) -> str:
+    text = ", ".join(fmt(x) for x in values[:limit])
+    return text + (f" … ({len(values)} values)" if len(values) > limit else "")
 
 
 def _cell(value: Any) -> Any:
@@ -171,4 +223,4 @@ def _cell(value: Any) -> Any:
     return value
 
 
-__all__ = ["REPORT_NAME", "load_run", "render_report", "write_report"]
+__all__ = ["REPORT_NAME", "RUN_META", "load_run", "record_command", "render_report", "write_report"]

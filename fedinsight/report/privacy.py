@@ -72,13 +72,18 @@ def job_id_of(summary: dict[str, Any]) -> str | None:
     return summary.get("job_id") or summary.get("batch_id")
 
 
-def privacy_section(summary: dict[str, Any], spends: list[PartnerSpend] | None,
-                    ledger_url: str | None) -> tuple[list[str], Section]:
+def privacy_section(summary: dict[str, Any], spends: list[PartnerSpend] | None, ledger_url: str | None, *,
+                    partner_budgets: bool = True) -> tuple[list[str], Section]:
     section = Section("privacy", "Privacy budget")
     job = job_id_of(summary)
     privacy = summary.get("privacy", {}) if isinstance(summary.get("privacy"), dict) else {}
     cards = []
-    if spends:
+    if spends and not partner_budgets:
+        tightest = min(s.remaining for s in spends)
+        cards.append(card("federation budget left (tightest partner)", f"ε {tightest:.2f}", "per-partner budgets "
+                          "are shown to admins and auditors"))
+        section.add('<p class="note">Per-partner budgets are shown to admins and auditors only.</p>')
+    elif spends:
         worst = min(spends, key=lambda s: s.remaining)
         cards.append(card("budget left (lowest partner)", f"ε {worst.remaining:.2f} of {worst.budget:.3g}",
                           worst.partner_id, good=worst.remaining > 0.1 * worst.budget))

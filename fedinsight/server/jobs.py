@@ -338,6 +338,15 @@ def parse_options(options: list[str]) -> dict[str, Any]:
     return out
 
 
+def job_output_dir(state_dir: Path, job_id: str) -> Path:
+    """Where a deployed job's ServerApp writes its results (summary.json, model, report.html).
+
+    Chosen by the coordinator, never by the submitter (``out-dir`` is reserved), so a job cannot be aimed
+    at an arbitrary path on the coordinator's machine.
+    """
+    return Path(state_dir) / "jobs" / job_id / "output"
+
+
 def submit_job(config: Any, state: Any, task: str, *, federation: str, options: dict[str, Any] | None = None,
                requester: str = "operator") -> Job:
     """Record and start a job on the coordinator's SuperLink; returns the job with its Flower run id.
@@ -350,7 +359,7 @@ def submit_job(config: Any, state: Any, task: str, *, federation: str, options: 
     if task not in tasks:
         raise ConfigError(f"task '{task}' is not installed on this coordinator (available: {', '.join(tasks)})")
     run_config: dict[str, Any] = {"task": task, "partners": len(config.partners), **(options or {})}
-    reserved = {"job-id", "requester", "ledger-url", "db-url", "data-root"} & set(options or {})
+    reserved = {"job-id", "requester", "ledger-url", "db-url", "data-root", "out-dir"} & set(options or {})
     if reserved:
         raise ConfigError(f"--option cannot set {', '.join(sorted(reserved))} on a deployment")
     batch_options = None
@@ -361,7 +370,8 @@ def submit_job(config: Any, state: Any, task: str, *, federation: str, options: 
         insights_batch_json(dict(batch_options), preset=config.coordinator.catalogue_preset, requester=requester,
                             batch_id="validate")
     job = state.jobs.create(task=task, federation=federation, run_config=run_config, requester=requester)
-    run_config.update({"job-id": job.id, "requester": requester, "publish": True})
+    run_config.update({"job-id": job.id, "requester": requester, "publish": True,
+                       "out-dir": str(job_output_dir(config.state_dir, job.id).resolve())})
     if batch_options is not None:
         run_config["batch"] = insights_batch_json(batch_options, preset=config.coordinator.catalogue_preset,
                                                   requester=requester, batch_id=job.id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -245,6 +246,13 @@ def train(grid: Grid, context: Context, *, secure: bool = True, init_weights: li
         "weights": [float(v) for w in weights for v in np.ravel(w)],
     }
     context.state["secagg"] = ConfigRecord({"summary": json.dumps(summary)})
+    if run_config.get("out-dir"):  # a coordinator's job folder (or a simulation's --out): the run report reads it
+        from fedinsight.data.atomic import atomic_output_file
+
+        out = Path(str(run_config["out-dir"]))
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_output_file(out / "secagg.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
     if run_config.get("publish", False):  # on a coordinator: the model summary joins the insight store
         from fedinsight.privacy.ledger import compose_epsilon
         from fedinsight.server.insight_store import InsightStore
