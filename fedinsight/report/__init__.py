@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from fedinsight.errors import ReportError
 from fedinsight.report.page import Section, esc, fmt, key_values, page, table
 
 REPORT_NAME = "report.html"
+_RENDER_LOCK = threading.Lock()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -97,11 +99,15 @@ def render_report(run_dir: Path, *, ledger_url: str | None = None, title: str | 
     ``partner_budgets=False`` leaves out each partner's budget and remaining ε (the API's view for an analyst,
     who may see only the federation's tightest remaining budget, as ``GET /budget`` does).
     """
+    with _RENDER_LOCK:  # pyplot's state is global: one render at a time (the API renders in worker threads)
+        return _render(Path(run_dir), ledger_url=ledger_url, title=title, partner_budgets=partner_budgets)
+
+
+def _render(run_dir: Path, *, ledger_url: str | None, title: str | None, partner_budgets: bool) -> str:
     from fedinsight.report.insights import insights_sections
     from fedinsight.report.models import propensity_sections, recommend_sections
     from fedinsight.report.privacy import job_id_of, ledger_url_for, privacy_section, read_ledger
 
-    run_dir = Path(run_dir)
     summary, insights = load_run(run_dir)
     task = task_of(summary, insights)
     cards: list[str] = []

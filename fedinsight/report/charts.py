@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ def to_svg(fig: plt.Figure) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight")
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)  # creator/date RDF: bytes, no information
     # natural size (so every chart's text has the same size), shrunk by CSS when the column is narrower
     head_end = svg.index(">")
     return svg[:head_end] + ' class="chart-svg" role="img"' + svg[head_end:]
@@ -137,8 +139,7 @@ def heatmap(ax: plt.Axes, values: np.ndarray, rows: Sequence[str], cols: Sequenc
             vmax: float | None = None) -> plt.cm.ScalarMappable:
     """A heatmap where NaN cells (suppressed) are hatched grey rather than coloured as zero."""
     masked = np.ma.masked_invalid(values)
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     image = ax.imshow(masked, aspect="auto", cmap=cmap, vmin=0, vmax=vmax)
     for i, j in zip(*np.where(np.isnan(values)), strict=True):
         ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",

@@ -92,11 +92,16 @@ def privacy_section(summary: dict[str, Any], spends: list[PartnerSpend] | None, 
                 for s in spends]
         section.add(table(["partner", "ε budget", "ε spent (all jobs)", "ε left", "ε this job", "jobs charged"],
                           rows))
+        jobs = list(OrderedDict.fromkeys(j for s in spends for j in s.per_job))
+        if jobs:
+            section.add("<h3>ε by job (increase of each partner's composed ε)</h3>" + table(
+                ["job", *(s.partner_id for s in spends)],
+                [[f"{j} (this job)" if j == job else j, *(s.per_job.get(j) for s in spends)] for j in jobs]))
         section.add(f'<p class="note">From the privacy ledger <code>{esc(_redact(ledger_url))}</code>: each '
                     "partner's charges composed with its accountant; a job that would overspend is refused "
                     "before it runs.</p>")
     else:
-        spent = privacy.get("epsilon_spent") or {}
+        spent = {k: v for k, v in (privacy.get("epsilon_spent") or {}).items() if finite(v) is not None}
         if spent:
             section.charts([_spent_chart(spent, finite(privacy.get("epsilon_target")))])
         section.add('<p class="note">No ledger found next to this run (pass <code>--db URL</code> to '

@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 import fedinsight
@@ -202,6 +202,10 @@ Submitter = Callable[[str, dict[str, Any], Principal], Any]
 """(task, run options, principal) -> Job: starts a job (``jobs.submit_job`` on a coordinator)."""
 
 
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+"""The report page loads nothing and runs no script; the header makes the browser enforce that."""
+
+
 def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submit: Submitter | None = None,
                catalogue_preset: str = "synthetic",
                requests_per_second: float = 20.0, burst: int = 40, insight_reads_per_minute: int = 600,
@@ -379,6 +383,26 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
         if not (who.can(Permission.READ_JOBS) or job.requester == f"token:{who.token_id}"):
             raise HTTPException(403, "you may only read your own jobs")
         return _job_out(job)
+
+    @app.get("/jobs/{job_id}/report", response_class=HTMLResponse, tags=["queries"],
+             responses={200: {"content": {"text/html": {}}, "description": "The job's self-contained report page"}})
+    def job_report(job_id: str, request: Request, who: Principal = Depends(principal)) -> HTMLResponse:
+        """The job's HTML run report (the page ``fedinsight report`` writes), for the job's requester, admins and
+        auditors. Per-partner budgets appear only for roles that may read every budget."""
+        from fedinsight.report import render_report
+        from fedinsight.server.jobs import job_output_dir
+
+        request.state.target = job_id
+        job = state.jobs.get(job_id)
+        if not (who.can(Permission.READ_JOBS) or job.requester == f"token:{who.token_id}"):
+            raise HTTPException(403, "you may only read your own jobs")
+        folder = job_output_dir(state.state_dir, job.id)
+        if job.status != "completed" or not folder.is_dir():
+            raise HTTPException(404, f"job {job.id} has no results to report (status: {job.status})")
+        full = who.can(Permission.READ_ALL_BUDGETS)
+        html = render_report(folder, ledger_url=state.db_url, partner_budgets=full,
+                             title=f"fedinsight {job.task} report")
+        return HTMLResponse(html, headers={"Content-Security-Policy": REPORT_CSP, "Cache-Control": "no-store"})
 
     @app.get("/budget", response_model=BudgetOut, tags=["budget"])
     async def budget(who: Principal = Depends(require(Permission.READ_BUDGET))) -> BudgetOut:
