@@ -32,6 +32,7 @@ demo: data
 	$(VENV)/bin/fedinsight demo
 
 test: data
+	@bash scripts/ensure_chromium.sh
 	$(PY) -m ruff check fedinsight tests benchmarks examples
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 

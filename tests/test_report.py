@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_support import inspect_page, require_chromium
 
 from fedinsight.cli import main
-from tests.browser_support import inspect_page, require_chromium
 
 EXPECTED_CHARTS = {
     "propensity": {"propensity-learning", "propensity-roc", "propensity-calibration", "propensity-gain",
