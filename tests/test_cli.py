@@ -71,8 +71,54 @@ def test_demo_prints_partner_tables_and_trains_with_dp(tmp_path):
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["rounds"] == 2 and 0 < summary["privacy"]["epsilon_spent_max"] <= 1.0
     assert summary["metrics"]["federated"]["auc"] > 0.6  # a real model, well above chance on CDNOW
+    report = tmp_path / "demo" / "report.html"
+    assert report.is_file()
+    assert proc.stdout.strip().splitlines()[-1].endswith(str(report.resolve())), "the demo ends with the report path"
 
 
 def test_help_lists_commands():
     proc = run("--help")
     assert proc.returncode == 0 and "data" in proc.stdout and "demo" in proc.stdout
+
+
+def _leaf_commands():
+    import click
+    import typer.main
+
+    from fedinsight.cli import app
+
+    def walk(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield " ".join(path), cmd
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+# Long-running foreground processes print logs, not a result; the demo is a guided tour.
+NO_JSON = {"coordinator start", "partner start", "demo"}
+
+
+def test_every_command_has_an_example_and_json_output():
+    commands = _leaf_commands()
+    assert len(commands) > 30
+    for path, cmd in commands:
+        assert "Example: fedinsight" in (cmd.help or ""), f"`fedinsight {path} --help` has no example"
+        if path not in NO_JSON:
+            assert any("--json" in p.opts for p in cmd.params), f"`fedinsight {path}` has no --json"
+
+
+def test_data_commands_print_json_for_scripts(tmp_path, capsys):
+    import json
+
+    assert main(["data", "fetch", "all", "--json"]) == 0
+    fetched = json.loads(capsys.readouterr().out)
+    assert {d["dataset"] for d in fetched["datasets"]} == {"cdnow", "movielens-100k"}
+    assert main(["data", "partition", "--dataset", "movielens-100k", "--partners", "2", "--out",
+                 str(tmp_path / "ml"), "--json"]) == 0
+    parts = json.loads(capsys.readouterr().out)
+    rows = {r["partner"]: r for r in parts["partners"]}
+    assert set(rows) == {"partner-0", "partner-1", "total"}
+    assert rows["partner-0"]["customers"] + rows["partner-1"]["customers"] == rows["total"]["customers"] == 943

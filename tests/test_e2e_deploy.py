@@ -173,6 +173,16 @@ def test_deployment_end_to_end(deployment: Deployment):
     assert {job["id"], insights_job["id"]} <= set(released)
     one = api.get(f"/insights/{released[insights_job['id']]['id']}", headers=bearer["analyst"])
     assert one.status_code == 200 and one.json()["kind"] in ("segment_profile", "ltv_tiers")
+
+    # `job run` wrote the insights job's report into the coordinator's job folder; the API serves reports of
+    # stored jobs to auditors (and requesters), not to an analyst who did not submit the job.
+    assert insights_job.get("report") and Path(insights_job["report"]).is_file()
+    served = api.get(f"/jobs/{insights_job['id']}/report", headers=bearer["auditor"])
+    assert served.status_code == 200 and "Segment profile by RFM segment" in served.text
+    assert 'data-chart="privacy-budget"' in served.text
+    assert api.get(f"/jobs/{insights_job['id']}/report", headers=bearer["analyst"]).status_code == 403
+    training_report = api.get(f"/jobs/{training_id}/report", headers=bearer["auditor"])
+    assert training_report.status_code == 200 and "secagg" in training_report.text
     assert api.get("/insights", headers={"Authorization": "Bearer fit_0000000000000000_nope"}).status_code == 401
     assert api.get("/audit", headers=bearer["analyst"]).status_code == 403
     verify = api.get("/audit/verify", headers=bearer["auditor"]).json()
