@@ -78,7 +78,7 @@ def test_released_heatmap_matches_an_exact_recomputation_when_noise_is_tiny(fede
             assert est["ci95"][0] <= est["value"] <= est["ci95"][1]
             assert set(cell["share"]) >= {"value", "ci95", "noise_sd"}
             checked += 1
-    assert checked > 150 and truth.sum() > 500
+    assert checked >= int((truth >= 5).sum()) > 50 and truth.sum() > 500  # every slot of >= 5 customers shown
     uncapped = sum(_slot_truth(p, 168).sum() for p in federation.values())
     assert uncapped > truth.sum()  # the cap of K_SLOTS slots per customer was exercised
     d, h = divmod(int(truth.to_numpy().argmax()), 24)
