@@ -39,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from insights_baseline import pandas_catalogue  # noqa: E402
 
+from fedinsight.client.protection import init_federation  # noqa: E402
 from fedinsight.data.schema import PartnerData  # noqa: E402
 from fedinsight.data.synth import SynthConfig, generate_partner_frames, write_synthetic  # noqa: E402
 from fedinsight.privacy.suppression import CONFIDENCE_95  # noqa: E402
@@ -96,11 +97,12 @@ def ensure_data(root: Path, customers: int, partners: int, seed: int) -> Path:
     data = root / f"synth-{customers}-{partners}-{seed}"
     truth = data / "ground_truth.json"
     if truth.exists() and json.loads(truth.read_text())["config"]["customers"] == customers:
+        init_federation(data)  # a folder from before partners had to declare identifier columns
         return data
     with progress() as bar:
         task = bar.add_task(f"generating {customers:,} customers", total=customers)
         write_synthetic(SynthConfig(customers=customers, partners=partners, seed=seed), data, overwrite=True,
-                        progress=lambda done, total: bar.update(task, completed=done))
+                        progress=lambda done, total: bar.update(task, completed=done), finalize=init_federation)
     return data
 
 
