@@ -16,6 +16,10 @@ Usage::
 
     python benchmarks/insights.py                      # full sizes (~15-20 min on 2 cores)
     python benchmarks/insights.py --quick              # small sizes, a smoke run (~3 min)
+    python benchmarks/insights.py --no-heatmap         # golden-hours without its weekday x hour heatmap
+
+``--no-heatmap`` gives the figures of the catalogue before the heatmap existed (the same measures and
+bounds), so its cost in noise and speed can be read side by side.
 """
 
 from __future__ import annotations
@@ -35,15 +39,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from insights_baseline import pandas_catalogue  # noqa: E402
 
+from fedinsight.client.protection import init_federation  # noqa: E402
 from fedinsight.data.schema import PartnerData  # noqa: E402
 from fedinsight.data.synth import SynthConfig, generate_partner_frames, write_synthetic  # noqa: E402
 from fedinsight.privacy.suppression import CONFIDENCE_95  # noqa: E402
-from fedinsight.server.insight_catalogue import PRESETS, default_batch  # noqa: E402
+from fedinsight.server.insight_catalogue import PRESETS, InsightBatch, default_batch, parse_batch  # noqa: E402
 from fedinsight.server.insight_results import paired_estimates  # noqa: E402
 from fedinsight.server.insight_simulation import (  # noqa: E402
     exact_replies,
     local_aggregates,
     noisy_replies,
+    resolve_as_of,
     simulate_insights,
 )
 from fedinsight.server.insights import price_batch, release_batch  # noqa: E402
@@ -53,6 +59,27 @@ P = PRESETS["synthetic"]
 GOAL_BATCH = ["segment-profile-rfm", "segment-profile-lifecycle", "funnel-by-channel", "funnel-by-segment"]
 RATES = (("click_rate", "click", "exposure"), ("participate_rate", "participate", "click"),
          ("convert_rate", "convert", "participate"), ("conversion", "convert", "exposure"))
+
+
+HEATMAP = True
+"""Whether golden-hours releases its weekday x hour heatmap (``--no-heatmap`` switches it off)."""
+
+
+def catalogue(**kwargs: Any) -> InsightBatch:
+    """``default_batch("synthetic", ...)`` with golden-hours' heatmap set as ``HEATMAP`` says."""
+    batch = default_batch("synthetic", **kwargs)
+    if HEATMAP:
+        return batch
+    data = batch.model_dump(mode="json")
+    for query in data["queries"]:
+        if query["kind"] == "golden_hours":
+            query["heatmap"] = False
+    return parse_batch(data)
+
+
+def baseline(data: PartnerData) -> dict[str, Any]:
+    """The plain-pandas catalogue on one partner (with the heatmap's group-by when the catalogue has it)."""
+    return pandas_catalogue(data, P["as_of"], P["channels"], P["campaigns"], P["tx_channels"], heatmap=HEATMAP)
 
 
 def progress() -> Progress:
@@ -70,11 +97,12 @@ def ensure_data(root: Path, customers: int, partners: int, seed: int) -> Path:
     data = root / f"synth-{customers}-{partners}-{seed}"
     truth = data / "ground_truth.json"
     if truth.exists() and json.loads(truth.read_text())["config"]["customers"] == customers:
+        init_federation(data)  # a folder from before partners had to declare identifier columns
         return data
     with progress() as bar:
         task = bar.add_task(f"generating {customers:,} customers", total=customers)
         write_synthetic(SynthConfig(customers=customers, partners=partners, seed=seed), data, overwrite=True,
-                        progress=lambda done, total: bar.update(task, completed=done))
+                        progress=lambda done, total: bar.update(task, completed=done), finalize=init_federation)
     return data
 
 
@@ -86,8 +114,7 @@ def pooled_truth(data: Path, partners: int) -> dict[str, pd.DataFrame]:
     with progress() as bar:
         task = bar.add_task("plain pandas truth per partner", total=partners)
         for k in range(partners):
-            part = pandas_catalogue(read_partner(data / f"partner-{k}"), P["as_of"], P["channels"], P["campaigns"],
-                                    P["tx_channels"])
+            part = baseline(read_partner(data / f"partner-{k}"))
             for key in ("profile_rfm", "profile_lifecycle", "funnel_channel", "funnel_segment"):
                 total[key] = part[key] if key not in total else total[key].add(part[key], fill_value=0)
             bar.advance(task)
@@ -126,20 +153,34 @@ def accuracy(insights: dict[str, dict], truth: dict[str, pd.DataFrame]) -> dict[
     }
 
 
+def golden_hours_noise(insight: dict) -> dict[str, Any]:
+    """Noise sd of one golden-hours count cell (the same for every hour, weekday and slot cell) and how many
+    heatmap cells were released: what the heatmap costs the marginals, side by side with ``--no-heatmap``."""
+    groups = insight["result"]["groups"]
+    sds = {c["customers"]["noise_sd"] for g in groups for c in g["by_hour"].values() if not c.get("suppressed")}
+    slots = [c for g in groups for day in g.get("by_slot", {}).values() for c in day.values()]
+    return {"heatmap": any("by_slot" in g for g in groups), "count_noise_sd": max(sds) if sds else None,
+            "slot_cells": len(slots), "slot_cells_suppressed": sum(bool(c.get("suppressed")) for c in slots),
+            "peak_slots": {g[insight["query"]["by"]]: g.get("peak_slot") for g in groups}}
+
+
 def flower_runs(data: Path, partners: int, epsilon: float, out: Path) -> dict[str, Any]:
     truth = pooled_truth(data, partners)
     results = {}
     for label, only in (("whole_catalogue", None), ("goal_batch", GOAL_BATCH)):
         ERR.print(f"[bold]Flower run[/]: {label} at epsilon {epsilon} on {partners} partners")
         start = time.perf_counter()
+        batch = catalogue(epsilon=epsilon, only=only, as_of=resolve_as_of(str(data), None))
         summary = simulate_insights(str(data), partners=partners, epsilon=epsilon, seed=0, out=out / label,
-                                    budget=1_000.0, only=only)
+                                    budget=1_000.0, batch=batch)
         seconds = time.perf_counter() - start
         insights = {i["name"]: i for i in json.loads((out / label / "insights.json").read_text())["insights"]}
         results[label] = {"seconds": round(seconds, 1), "queries": len(insights),
                           "epsilon_batch": summary["privacy"]["epsilon_batch"],
                           "epsilon_spent_max": summary["privacy"]["epsilon_spent_max"],
                           "suppressed_groups": summary["suppressed_groups"], **accuracy(insights, truth)}
+        if "golden-hours" in insights:
+            results[label]["golden_hours"] = golden_hours_noise(insights["golden-hours"])
     return results
 
 
@@ -151,7 +192,7 @@ def noise_coverage(data: Path, partners: int, epsilon: float, draws: int) -> dic
     out: dict[str, Any] = {}
     for label, mechanism, margin in (("gaussian", "gaussian", 0.0), ("laplace", "laplace", 0.0),
                                      ("gaussian_margin_1.645", "gaussian", CONFIDENCE_95)):
-        batch = default_batch("synthetic", epsilon=epsilon, mechanism=mechanism, suppression_margin_sd=margin)
+        batch = catalogue(epsilon=epsilon, mechanism=mechanism, suppression_margin_sd=margin)
         aggs = local_aggregates(partner_data, batch)
         noises = price_batch(batch)
         exact = {i["name"]: i for i in release_batch(batch, noises, exact_replies(aggs, batch))}
@@ -185,7 +226,7 @@ def ab_coverage(seeds: int, customers: int, partners: int, epsilon: float) -> di
     """A/B difference intervals (sampling + DP noise) against the planted population difference."""
     covered = {"campaign-1": 0, "campaign-2": 0}
     significant = {"campaign-1": 0, "campaign-2": 0}
-    batch = default_batch("synthetic", epsilon=epsilon)
+    batch = catalogue(epsilon=epsilon)
     with progress() as bar:
         task = bar.add_task("A/B over data seeds", total=seeds)
         for seed in range(seeds):
@@ -217,7 +258,7 @@ def throughput(customers: int, repeats: int) -> dict[str, Any]:
     frames, _ = generate_partner_frames(SynthConfig(customers=customers, partners=1, seed=3))
     tables = {k: v for k, v in frames["partner-0"].items() if k != "interactions"}
     data = PartnerData("partner-0", **tables)
-    batch = default_batch("synthetic", epsilon=1.0)
+    batch = catalogue(epsilon=1.0)
     noises = price_batch(batch)
     wire = batch.wire({n: {"mechanism": q.mechanism, "multiplier": q.multiplier} for n, q in noises.items()})
     from fedinsight.client.insights import compute_batch
@@ -230,7 +271,7 @@ def throughput(customers: int, repeats: int) -> dict[str, Any]:
             compute_batch(data, wire)
             ours.append(time.perf_counter() - start)
             start = time.perf_counter()
-            pandas_catalogue(data, P["as_of"], P["channels"], P["campaigns"], P["tx_channels"])
+            baseline(data)
             plain.append(time.perf_counter() - start)
             bar.advance(task)
     rows = len(data.transactions)
@@ -252,11 +293,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-insights"))
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--no-heatmap", action="store_true", help="golden-hours without its weekday x hour heatmap "
+                        "(the catalogue as it was before the heatmap; compare noise and speed)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["flower", "coverage", "ab", "throughput"])
     args = parser.parse_args()
     if args.quick:
         args.customers, args.draws, args.ab_seeds = 100_000, 10, 5
         args.throughput_customers, args.repeats = 85_000, 2
+    global HEATMAP
+    HEATMAP = not args.no_heatmap
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     report: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}

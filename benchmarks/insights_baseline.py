@@ -16,8 +16,9 @@ TIERS = ("none", "low", "mid", "high", "top")
 
 
 def pandas_catalogue(data, as_of: str, channels: list[str], campaigns: list[str],
-                     tx_channels: list[str]) -> dict[str, pd.DataFrame | pd.Series]:
-    """Every catalogue aggregate with pandas group-bys (consenting customers, rows before ``as_of``)."""
+                     tx_channels: list[str], *, heatmap: bool = True) -> dict[str, pd.DataFrame | pd.Series]:
+    """Every catalogue aggregate with pandas group-bys (consenting customers, rows before ``as_of``);
+    ``heatmap`` adds the golden-hours weekday x hour slots, as the catalogue does by default."""
     ref = pd.Timestamp(as_of)
     customers = data.customers[data.customers["consent"]]
     ids = customers["customer_id"]
@@ -73,6 +74,10 @@ def pandas_catalogue(data, as_of: str, channels: list[str], campaigns: list[str]
     out["hours"] = resp.groupby(["rfm", resp["timestamp"].dt.hour])["customer_id"].nunique().unstack(fill_value=0)
     out["weekdays"] = resp.groupby(["rfm", resp["timestamp"].dt.day_of_week])["customer_id"].nunique().unstack(
         fill_value=0)
+    if heatmap:
+        ts = resp["timestamp"]
+        out["slots"] = resp.groupby(["rfm", ts.dt.day_of_week * 24 + ts.dt.hour])["customer_id"].nunique().unstack(
+            fill_value=0)
     out["channel_exposed"] = ev[ev["stage"] == "exposure"].groupby(["rfm", "channel"])["customer_id"].nunique()
     out["channel_responded"] = resp.groupby(["rfm", "channel"])["customer_id"].nunique()
     out["spend_by_channel"] = tx.groupby("channel").agg(customers=("customer_id", "nunique"),

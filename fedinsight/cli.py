@@ -603,7 +603,8 @@ def _headline(insight: dict) -> str:
         return "; ".join(f"{c['campaign']}: {c['decision']}" for c in result["campaigns"])
     if kind == "golden_hours":
         by = insight["query"]["by"]
-        return "; ".join(f"{g[by]} {g['golden_hour']}h" for g in result["groups"])
+        return "; ".join(f"{g[by]} {g['golden_hour']}h" + (f" ({g['peak_slot']})" if g.get("peak_slot") else "")
+                         for g in result["groups"])
     if kind == "channel_response":
         by = insight["query"]["by"]
         return "; ".join(f"{g[by]}: {g['best_channel']}" for g in result["groups"])
@@ -709,8 +710,24 @@ def _label(item: object) -> str | None:
     return None
 
 
-def _flatten(node: object, path: str = "") -> list[tuple[str, object]]:
-    """(path, estimate or text) for every released number and derived answer in an insight result."""
+HEATMAP_KEYS = frozenset({"by_slot"})
+"""Result keys holding a weekday x hour heatmap (168 cells per group): one summary row each in the table
+view unless ``insights show --cells``; ``--json`` always has every cell."""
+
+
+def _heatmap_summary(heatmap: dict) -> str:
+    """One short cell for a {weekday: {hour: cell}} heatmap: how many slots, how many suppressed (its peak
+    is the group's own ``peak_slot`` row)."""
+    cells = [c for day in heatmap.values() if isinstance(day, dict) for c in day.values()]
+    hidden = sum(1 for c in cells if not isinstance(c, dict) or c.get("suppressed"))
+    return f"heatmap: {len(cells)} slots ({hidden} suppressed)"
+
+
+def _flatten(node: object, path: str = "", *, cells: bool = True) -> list[tuple[str, object]]:
+    """(path, estimate or text) for every released number and derived answer in an insight result.
+
+    With ``cells=False`` a heatmap (see ``HEATMAP_KEYS``) becomes one summary row instead of 336.
+    """
     if isinstance(node, dict):
         if ("value" in node and "ci95" in node) or node == {"suppressed": True}:
             return [(path, node)]
@@ -718,13 +735,15 @@ def _flatten(node: object, path: str = "") -> list[tuple[str, object]]:
         label = _label(node)
         for key, value in node.items():
             sub = f"{path}.{key}" if path else key
-            if isinstance(value, dict | list):
-                items += _flatten(value, sub)
+            if key in HEATMAP_KEYS and isinstance(value, dict) and not cells:
+                items.append((sub, _heatmap_summary(value)))
+            elif isinstance(value, dict | list):
+                items += _flatten(value, sub, cells=cells)
             elif value is not label and key not in ("keys", "suppressed") and value is not None:
                 items.append((sub, str(value)))
         return items
     if isinstance(node, list):
-        return [pair for i, v in enumerate(node) for pair in _flatten(v, f"{path}.{_label(v) or i}")]
+        return [pair for i, v in enumerate(node) for pair in _flatten(v, f"{path}.{_label(v) or i}", cells=cells)]
     return []
 
 
@@ -733,8 +752,13 @@ def insights_show(
     ref: str = typer.Argument(..., help="Insight id, or a name (the latest insight with that name)."),
     db: str | None = typer.Option(None, help="Run folder, .db file or database URL (default: $FEDINSIGHT_DB_URL)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full insight document."),
+    cells: bool = typer.Option(False, "--cells", help="List every heatmap cell (168 per group) instead of a "
+                               "one-line summary per heatmap."),
 ) -> None:
     """Show one released insight: every number with its 95 % interval and noise scale.
+
+    A weekday x hour heatmap (golden-hours by_slot) is summarised in one row per group; --cells lists
+    every slot, --json prints the whole document.
 
     Example: fedinsight insights show ab-lift --db runs/ins
     """
@@ -747,9 +771,10 @@ def insights_show(
     i = stored.insight
     table = Table(title=f"#{stored.id} {i['name']} ({i['kind']}): epsilon {i['epsilon']:.3f}, "
                         f"{i['suppressed_groups']} of {i['groups']} groups suppressed (< {i['min_group_size']})")
-    for col in ("number", "value", "95 % interval", "noise sd"):
-        table.add_column(col, justify="left" if col == "number" else "right")
-    for path, e in _flatten(i["result"]):
+    for col in ("number", "value", "95 % interval", "noise sd"):  # fold long paths rather than cut them
+        table.add_column(col, justify="left" if col == "number" else "right", overflow="fold")
+    rows = _flatten(i["result"], cells=cells)
+    for path, e in rows:
         if isinstance(e, str):
             table.add_row(path, e, "", "")
         elif isinstance(e, dict) and e.get("suppressed"):
@@ -758,6 +783,8 @@ def insights_show(
             table.add_row(path, f"{e['value']:,.4g}", f"[{e['ci95'][0]:,.4g}, {e['ci95'][1]:,.4g}]",
                           f"{e['noise_sd']:,.3g}")
     out.print(table)
+    if not cells and any(isinstance(e, str) and e.startswith("heatmap: ") for _, e in rows):
+        out.print("heatmaps are summarised: --cells lists every slot, --json prints the whole document")
 
 
 

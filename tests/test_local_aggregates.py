@@ -22,6 +22,8 @@ QUERIES = [
     ("funnel", {"by": "rfm_segment"}),
     ("ab_test", {"campaigns": ["campaign-1", "campaign-2"]}),
     ("golden_hours", {"by": "rfm_segment", "max_hours_per_customer": 2, "max_weekdays_per_customer": 1}),
+    ("golden_hours", {"by": "lifecycle_stage", "max_slots_per_customer": 4, "heatmap": True}),
+    ("golden_hours", {"by": "all", "heatmap": False}),
     ("channel_response", {"by": "lifecycle_stage", "channels": CHANNELS[:3], "max_channels_per_customer": 1}),
     ("group_by", {"table": "transactions", "group_by": ["channel", "rfm_segment"],
                   "keys": {"channel": ["store", "web"]}, "value": "amount", "aggregates": ["count", "sum"],
@@ -107,6 +109,66 @@ def test_golden_hours_without_cap_match_pandas(partner, features):
     np.testing.assert_array_equal(agg["customers_by_weekday"].values[0], days.to_numpy())
 
 
+def test_golden_hours_heatmap_without_cap_matches_pandas(partner, features):
+    """The joint (weekday, hour) counts: customers per slot, keyed "mon-09", equal to a plain group-by."""
+    ev = partner.events.merge(_consenting(partner)[["customer_id"]], on="customer_id")
+    ev = ev[(ev["stage"] != "exposure") & (ev["timestamp"] < pd.Timestamp(AS_OF))]
+    agg = compute("golden_hours", features, {"by": "all", "max_slots_per_customer": 168}).by_name()
+    slots = agg["customers_by_slot"]
+    assert slots.dims[1][0] == "slot" and slots.dims[1][1][:2] == ("mon-00", "mon-01")
+    assert len(slots.dims[1][1]) == 168 and slots.dims[1][1][-1] == "sun-23"
+    key = ev["timestamp"].dt.day_of_week * 24 + ev["timestamp"].dt.hour
+    expected = ev.groupby(key)["customer_id"].nunique().reindex(range(168), fill_value=0)
+    np.testing.assert_array_equal(slots.values[0], expected.to_numpy())
+    assert slots.values.sum() > 0
+
+
+def _customer_with_many_events(partner: PartnerData) -> tuple[PartnerData, str]:
+    """``partner`` plus one new consenting customer who clicks at 300 distinct hours (every slot is hit)."""
+    template = _consenting(partner).iloc[[0]].copy()
+    cid = "heavy-clicker"
+    template["customer_id"] = cid
+    customers = pd.concat([partner.customers, template], ignore_index=True)
+    stamps = pd.Timestamp("2025-09-01", tz=partner.events["timestamp"].dt.tz) + pd.to_timedelta(
+        np.arange(300) * 5, unit="h")  # every 5 hours (coprime to 168): all 168 slots, all before AS_OF
+    row = partner.events.iloc[0]
+    events = pd.DataFrame({col: [row[col]] * stamps.size for col in partner.events.columns})
+    events = events.assign(customer_id=cid, timestamp=stamps, stage="click")
+    if "event_id" in events:
+        events["event_id"] = [f"heavy-{i}" for i in range(stamps.size)]
+    events = pd.concat([partner.events, events.astype(partner.events.dtypes.to_dict())], ignore_index=True)
+    return PartnerData("p", customers=customers, transactions=partner.transactions, events=events), cid
+
+
+@pytest.mark.parametrize(("k_h", "k_w", "k_s", "heatmap"), [(3, 2, 3, True), (1, 7, 10, True), (3, 2, 3, False)])
+def test_golden_hours_bounds_cover_a_customer_with_many_events(partner, k_h, k_w, k_s, heatmap):
+    """Privacy-critical: the declared L1/L2 include the heatmap's k_s, and are attained by a heavy customer.
+
+    The customer responds in 300 distinct hours, so without capping they would add to every slot; with
+    the caps they move hours by exactly k_h, weekdays by k_w and slots by k_s -- each measure within its
+    own cap, and the whole vector by exactly the declared bounds (so the bounds are neither exceeded
+    nor the old ones that forgot the heatmap).
+    """
+    params = {"by": "rfm_segment", "max_hours_per_customer": k_h, "max_weekdays_per_customer": k_w,
+              "max_slots_per_customer": k_s, "heatmap": heatmap}
+    with_heavy, cid = _customer_with_many_events(partner)
+    full = compute("golden_hours", customer_features(with_heavy, FeatureRules(as_of=AS_OF)), params)
+    reduced = compute("golden_hours", customer_features(_without(with_heavy, cid), FeatureRules(as_of=AS_OF)), params)
+    caps = {"customers_by_hour": k_h, "customers_by_weekday": k_w}
+    if heatmap:
+        caps["customers_by_slot"] = k_s
+    assert set(full.by_name()) == set(caps)
+    for name, cap in caps.items():
+        diff = full.by_name()[name].values - reduced.by_name()[name].values
+        assert diff.min() >= 0 and diff.max() <= 1  # at most once per cell
+        assert diff.sum() == cap, name  # the heavy customer reaches the cap of every measure
+    expected_l1 = k_h + k_w + (k_s if heatmap else 0)
+    assert full.l1 == expected_l1 and full.l2 == pytest.approx(np.sqrt(expected_l1))
+    diff = full.vector() - reduced.vector()
+    assert np.abs(diff).sum() == pytest.approx(full.l1)  # attained: the bound is exactly tight
+    assert np.sqrt((diff**2).sum()) == pytest.approx(full.l2)
+
+
 def test_group_by_counts_and_clamped_sums(partner, features):
     params = {"table": "transactions", "group_by": ["channel"], "keys": {"channel": ["store", "web", "app"]},
               "value": "amount", "aggregates": ["mean"], "bounds": [0.0, 100.0], "max_rows_per_customer": 1000}
@@ -180,6 +242,8 @@ def test_partner_without_events_contributes_zeros(partner):
                   "aggregates": ["sum"], "bounds": [0, 1]}, "may not be summed"),
     ("funnel", {"by": "channel", "channels": ["a", "other"]}, "reserved key"),
     ("golden_hours", {"max_hours_per_customer": 0}, ">= 1"),
+    ("golden_hours", {"max_slots_per_customer": 0}, ">= 1"),
+    ("golden_hours", {"heatmap": "yes"}, "heatmap must be true or false"),
 ])
 def test_bad_parameters_are_refused(features, kind, params, match):
     with pytest.raises(ConfigError, match=match):

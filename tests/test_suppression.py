@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fedinsight.errors import ConfigError
+from fedinsight.errors import ConfigError, PartnerReplyError
 from fedinsight.privacy.allocation import QueryNoise
 from fedinsight.privacy.suppression import CONFIDENCE_95, check_min_group_size, suppressed
 from fedinsight.server.insight_catalogue import (
@@ -104,9 +104,60 @@ def test_golden_hour_ignores_suppressed_hours():
     days = np.full((1, 7), 10.0)  # every weekday below the threshold
     cq = CombinedQuery({"customers_by_hour": Combined(dims_h, hours, np.ones_like(hours)),
                         "customers_by_weekday": Combined(dims_d, days, np.ones_like(days))}, "laplace", 4)
-    group = _build(GoldenHours(name="g"), cq)["result"]["groups"][0]
+    group = _build(GoldenHours(name="g", heatmap=False), cq)["result"]["groups"][0]
     assert group["golden_hour"] == "20" and group["best_weekday"] is None
     assert all(v == {"suppressed": True} for v in group["by_weekday"].values())
+    assert "by_slot" not in group and "peak_slot" not in group
+    with pytest.raises(PartnerReplyError, match="heatmap"):  # asked for, but the partners did not send it
+        _build(GoldenHours(name="g"), cq)
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+SLOTS = tuple(f"{d}-{h:02d}" for d in WEEKDAYS for h in range(24))
+
+
+def _golden_with_heatmap(slot_counts: np.ndarray) -> CombinedQuery:
+    """Two groups; marginals comfortably large, the heatmap as given (shape 2 x 168)."""
+    seg = ("rfm_segment", SEGMENTS[:2])
+    hours, days = np.full((2, 24), 500.0), np.full((2, 7), 900.0)
+    return CombinedQuery({
+        "customers_by_hour": Combined((seg, ("hour", tuple(f"{h:02d}" for h in range(24)))), hours,
+                                      np.full_like(hours, 25.0)),
+        "customers_by_weekday": Combined((seg, ("weekday", WEEKDAYS)), days, np.full_like(days, 25.0)),
+        "customers_by_slot": Combined((seg, ("slot", SLOTS)), slot_counts, np.full_like(slot_counts, 25.0))},
+        "gaussian", 3)
+
+
+def test_heatmap_cells_are_suppressed_one_by_one_and_shares_use_released_cells_only():
+    slots = np.full((2, 168), 80.0)
+    slots[0, SLOTS.index("thu-20")] = 400.0
+    slots[0, SLOTS.index("mon-03")] = 12.0  # below 50: hidden
+    slots[0, SLOTS.index("sun-23")] = 49.9
+    slots[1] = 5.0  # the second group: every slot hidden
+    insight = _build(GoldenHours(name="g"), _golden_with_heatmap(slots))
+    first, second = insight["result"]["groups"]
+    heat = first["by_slot"]
+    assert list(heat) == list(WEEKDAYS) and all(list(heat[d]) == [f"{h:02d}" for h in range(24)] for d in heat)
+    assert heat["mon"]["03"] == {"suppressed": True} and heat["sun"]["23"] == {"suppressed": True}
+    cell = heat["thu"]["20"]
+    assert cell["customers"]["value"] == 400.0 and set(cell["customers"]) >= {"value", "ci95", "noise_sd"}
+    assert cell["customers"]["noise_sd"] == pytest.approx(5.0)
+    released_total = 400.0 + 80.0 * 165
+    assert cell["share"]["value"] == pytest.approx(400.0 / released_total)
+    assert set(cell["share"]) >= {"value", "ci95", "noise_sd"} and cell["share"]["noise_sd"] > 0
+    shares = [c["share"]["value"] for d in heat.values() for c in d.values() if not c.get("suppressed")]
+    assert len(shares) == 166 and sum(shares) == pytest.approx(1.0)
+    assert first["peak_slot"] == "thu-20" and first["golden_hour"] is not None
+    assert second["peak_slot"] is None and all(c == {"suppressed": True} for d in second["by_slot"].values()
+                                                for c in d.values())
+    # every slot cell is a group for the suppression count: 2 x 168 slots + 2 x 24 hours + 2 x 7 weekdays
+    assert insight["groups"] == 2 * (168 + 24 + 7) and insight["suppressed_groups"] == 2 + 168
+
+    moved = slots.copy()
+    moved[0, SLOTS.index("mon-03")] = 40.0  # a hidden cell's noisy count changes: nothing released changes
+    moved[1] = 30.0
+    again = _build(GoldenHours(name="g"), _golden_with_heatmap(moved))
+    assert json.dumps(again["result"]) == json.dumps(insight["result"])
 
 
 def test_ltv_growth_needs_both_periods():

@@ -266,16 +266,29 @@ def ab_test(f: Features, *, campaigns: Sequence[str] = (), arms: Sequence[str] =
     )
 
 
-def golden_hours(f: Features, *, by: str = "rfm_segment", stages: Sequence[str] = ("click", "participate", "convert"),
-                 max_hours_per_customer: int = 3, max_weekdays_per_customer: int = 2) -> LocalAggregate:
-    """Customers responding at each hour of day and on each weekday, per group (UTC).
+SLOTS: tuple[str, ...] = tuple(f"{d}-{h}" for d in WEEKDAYS for h in HOURS)
+"""The 168 weekday x hour slots of the golden-hours heatmap, ``"mon-00"`` ... ``"sun-23"`` (weekday-major)."""
 
-    Each customer counts once per hour (their first ``max_hours_per_customer`` distinct hours) and
-    once per weekday (first ``max_weekdays_per_customer``).
+
+def golden_hours(f: Features, *, by: str = "rfm_segment", stages: Sequence[str] = ("click", "participate", "convert"),
+                 max_hours_per_customer: int = 3, max_weekdays_per_customer: int = 2,
+                 max_slots_per_customer: int = 3, heatmap: bool = True) -> LocalAggregate:
+    """Customers responding at each hour of day, on each weekday and (``heatmap``) in each weekday x hour
+    slot, per group (UTC).
+
+    Each customer counts once per hour (their first ``max_hours_per_customer`` distinct hours), once
+    per weekday (first ``max_weekdays_per_customer``) and once per slot (first ``max_slots_per_customer``
+    distinct slots by time). The three measures are released together, so one customer moves the
+    vector by at most ``k_h + k_w + k_s`` cells by one each: that is the L1 bound, its square root the
+    L2 bound. Without the heatmap the slot measure is not computed and ``k_s`` drops out of the bounds
+    (the marginals then get the smaller noise they had before the heatmap existed).
     """
     ev = f.events
     k_h = _positive_int("max_hours_per_customer", max_hours_per_customer)
     k_w = _positive_int("max_weekdays_per_customer", max_weekdays_per_customer)
+    k_s = _positive_int("max_slots_per_customer", max_slots_per_customer)
+    if not isinstance(heatmap, bool):
+        raise ConfigError(f"heatmap must be true or false (got {heatmap!r})")
     wanted = [FUNNEL_STAGES.index(s) for s in _key_list("stages", list(stages)) if s in FUNNEL_STAGES]
     if len(wanted) != len(stages):
         raise ConfigError(f"stages must be among {', '.join(FUNNEL_STAGES)} (got {list(stages)})")
@@ -288,11 +301,16 @@ def golden_hours(f: Features, *, by: str = "rfm_segment", stages: Sequence[str] 
     keep_w = _first_k_keys(cust, weekday, ts, 7, k_w)
     by_hour = _count_distinct(cust[keep_h], hour[keep_h], 24, group, len(keys))
     by_weekday = _count_distinct(cust[keep_w], weekday[keep_w], 7, group, len(keys))
-    return LocalAggregate(
-        (Measure("customers_by_hour", ((by, keys), ("hour", HOURS)), by_hour),
-         Measure("customers_by_weekday", ((by, keys), ("weekday", WEEKDAYS)), by_weekday)),
-        l1=float(k_h + k_w), l2=math.sqrt(k_h + k_w),
-    )
+    measures = [Measure("customers_by_hour", ((by, keys), ("hour", HOURS)), by_hour),
+                Measure("customers_by_weekday", ((by, keys), ("weekday", WEEKDAYS)), by_weekday)]
+    cells = k_h + k_w
+    if heatmap:
+        slot = weekday * 24 + hour
+        keep_s = _first_k_keys(cust, slot, ts, len(SLOTS), k_s)
+        by_slot = _count_distinct(cust[keep_s], slot[keep_s], len(SLOTS), group, len(keys))
+        measures.append(Measure("customers_by_slot", ((by, keys), ("slot", SLOTS)), by_slot))
+        cells += k_s
+    return LocalAggregate(tuple(measures), l1=float(cells), l2=math.sqrt(cells))
 
 
 def channel_response(f: Features, *, by: str = "rfm_segment", channels: Sequence[str] = (),

@@ -130,7 +130,13 @@ class AbTest(_Query):
 
 
 class GoldenHours(_Query):
-    """Customers responding by hour of day and weekday (UTC) per group; the peak hour and day."""
+    """Customers responding by hour of day, by weekday and (``heatmap``) by weekday x hour slot (UTC) per
+    group; the peak hour, day and slot.
+
+    The heatmap shares the query's epsilon with the two marginals: it adds ``max_slots_per_customer``
+    to the L1 bound (and to the squared L2 bound), so every cell of the query gets more noise. Switch it
+    off (``heatmap: false``) to release the marginals alone with their smaller noise.
+    """
 
     kind: Literal["golden_hours"] = "golden_hours"
     needs_events: ClassVar[bool] = True
@@ -139,6 +145,9 @@ class GoldenHours(_Query):
         default_factory=lambda: ["click", "participate", "convert"], min_length=1)
     max_hours_per_customer: int = Field(3, ge=1, le=24)
     max_weekdays_per_customer: int = Field(2, ge=1, le=7)
+    max_slots_per_customer: int = Field(3, ge=1, le=168, description=(
+        "Weekday x hour slots a customer counts in (their earliest distinct ones); only with the heatmap."))
+    heatmap: bool = Field(True, description="Also release the joint weekday x hour distribution (168 slots).")
 
 
 class ChannelResponse(_Query):

@@ -269,16 +269,41 @@ def _distribution(c: Combined, i: int, rel: _Release, mask: np.ndarray) -> tuple
     return out, peak
 
 
+def _heatmap(cells: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"mon-09": cell}`` (168 slots) nested as ``{"mon": {"09": cell}}``, weekdays and hours in order."""
+    nested: dict[str, dict[str, Any]] = {}
+    for slot, cell in cells.items():
+        day, hour = slot.split("-", 1)
+        nested.setdefault(day, {})[hour] = cell
+    return nested
+
+
 def _golden_hours(spec: _Query, cq: CombinedQuery, rel: _Release, rules: FeatureRulesSpec) -> dict:
+    """Per group: the hour and weekday marginals and, with the heatmap, the weekday x hour joint counts.
+
+    Every slot cell is suppressed on its own noisy count (the same rule as the marginals), and its
+    share is over the group's *released* slots only, so a hidden slot cannot be recovered from the
+    shares; ``peak_slot`` is the released slot with the largest noisy count.
+    """
     hours, days = cq.measures["customers_by_hour"], cq.measures["customers_by_weekday"]
+    slots = cq.measures.get("customers_by_slot")
+    if getattr(spec, "heatmap", False) and slots is None:
+        raise PartnerReplyError(f"query '{spec.name}': partners sent no weekday x hour heatmap although it was asked "
+                                "for (update the partners' fedinsight)")
     (by, keys), _ = hours.dims
     mask_h, mask_d = rel.mask(hours), rel.mask(days)
+    mask_s = rel.mask(slots) if slots is not None else None
     groups = []
     for i, key in enumerate(keys):
         by_hour, golden = _distribution(hours, i, rel, mask_h)
         by_day, best_day = _distribution(days, i, rel, mask_d)
-        groups.append({by: key, "golden_hour": golden, "best_weekday": best_day, "by_hour": by_hour,
-                       "by_weekday": by_day})
+        group: dict[str, Any] = {by: key, "golden_hour": golden, "best_weekday": best_day}
+        if slots is not None and mask_s is not None:
+            by_slot, peak = _distribution(slots, i, rel, mask_s)
+            group.update(peak_slot=peak, by_hour=by_hour, by_weekday=by_day, by_slot=_heatmap(by_slot))
+        else:
+            group.update(by_hour=by_hour, by_weekday=by_day)
+        groups.append(group)
     return {"groups": groups, "timezone": "UTC"}
 
 
