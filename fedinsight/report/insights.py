@@ -177,9 +177,9 @@ def _slot_heatmaps(ins: dict[str, Any], groups: list[dict[str, Any]], labels: li
     sds = [c["customers"]["noise_sd"] for g in groups for d in g["by_slot"].values() for c in d.values()
            if isinstance(c, dict) and _est(c.get("customers"))]
     n = len(groups)
-    with figure(ins["name"], 7.0, 1.6 * n + 0.6, ncols=1) as (fig, _):
+    with figure(ins["name"], 7.0, 1.9 * n + 0.6, ncols=1) as (fig, _):
         fig.clf()
-        axes = fig.subplots(n, 1, squeeze=False)[:, 0]
+        axes = fig.subplots(n, 1, squeeze=False, gridspec_kw={"hspace": 0.65})[:, 0]
         image = None
         for ax, grid, label, g in zip(axes, grids, labels, groups, strict=True):
             image = heatmap(ax, grid, WEEKDAYS, HOURS, label=f"{label} — peak {g.get('peak_slot') or 'n/a'}",
