@@ -146,3 +146,10 @@ class AuditVerificationError(FedinsightError):
     """The audit log's hash chain does not verify: entries were edited or deleted."""
 
     exit_code = 6
+
+
+class SecureAggregationError(FedinsightError):
+    """A secure-aggregation round that must not be released (a partner dropped out, the encoding overflowed,
+    or the coordinator configured SecAgg+ differently from what the job's privacy accounting assumes)."""
+
+    exit_code = 4

@@ -66,6 +66,9 @@ class RecommendSimulation:
     baseline_epochs: int = 50
     local_only: bool = True
     eval_every: int = 0
+    noise_model: str = "local"
+    honest_partners: int = 0
+    max_dropouts: int = 0
     budget: float | None = None
     db_url: str | None = None
     synthetic_customers: int = 5_000
@@ -203,7 +206,9 @@ def simulate_recommend(options: RecommendSimulation, out: str | Path, *, overwri
             "popularity-share": options.popularity_share,
             "seed": options.seed, "explore": options.explore, "server-optimizer": options.server_optimizer,
             "server-lr": options.server_lr, "personalize-epochs": options.personalize_epochs,
-            "eval-every": options.eval_every, "catalogue-path": str(tmp / "catalogue.parquet"),
+            "eval-every": options.eval_every, "noise-model": options.noise_model,
+            "honest-partners": options.honest_partners, "max-dropouts": options.max_dropouts,
+            "catalogue-path": str(tmp / "catalogue.parquet"),
             "out-dir": str(tmp), "data-root": str(data_root),
             "db-url": options.db_url or f"sqlite:///{tmp / 'ledger.db'}",
         }
