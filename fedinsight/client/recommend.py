@@ -13,7 +13,8 @@ What a partner sends, and only this:
 
 Customer embeddings stay here: they live in a partner-local state file written through
 :func:`save_customer_state` / :func:`load_customer_state`, sealed with AES-GCM under the partner's
-encryption key (its :class:`~fedinsight.client.protection.PartnerVault`), and never enter a reply. The partner also keeps its own Opacus accountant and refuses a
+encryption key (its :class:`~fedinsight.client.protection.PartnerVault`), and never enter a reply.
+The partner also keeps its own Opacus accountant and refuses a
 round that would take its customers past the job's epsilon, or past its own ceiling
 (``--node-config max-epsilon=E``), whatever the coordinator asks; ``require-dp=true`` makes it refuse
 non-private jobs outright.

@@ -32,8 +32,8 @@ from flwr.client.message_handler.message_handler import handle_legacy_message_fr
 from flwr.client.mod import secaggplus_mod
 
 from fedinsight.client.app import app
-from fedinsight.client.recommend_secagg import dropout_guard_mod
 from fedinsight.client.partner_data import load_partner_data, partner_id
+from fedinsight.client.recommend_secagg import dropout_guard_mod
 from fedinsight.errors import BudgetExceededError, ConfigError
 
 SECAGG_MODS = [dropout_guard_mod, secaggplus_mod]
