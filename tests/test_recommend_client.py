@@ -10,6 +10,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedinsight.client import recommend as client
+from fedinsight.client.protection import PartnerVault, find_policy
 from fedinsight.data.federation import write_partner_folder
 from fedinsight.data.partition import split_partner_tables
 from fedinsight.models.ranking import Catalogue
@@ -66,7 +67,8 @@ def test_dp_train_reply_holds_only_the_item_table_change_and_public_scalars(part
     assert set(reply.content["metrics"]) == {"customers", "steps", "seconds", "epsilon"}
     assert 0 < reply.content["metrics"]["epsilon"] <= 8.0
     # the customer embeddings stayed on the partner, in its state folder, and are not in the reply
-    state = client.load_customer_state(client.customer_state_path(root / "partner-0" / client.STATE_DIRNAME, "job-1"))
+    state = client.load_customer_state(client.customer_state_path(root / "partner-0" / client.STATE_DIRNAME, "job-1"),
+                                       PartnerVault(find_policy(root / "partner-0")))
     assert state.embeddings.shape == (60, 8) and state.rounds == 1
     delta = reply.content["update"]["delta"].numpy()
     for row in state.embeddings:

@@ -19,6 +19,7 @@ from fedinsight.client.recommend import (
     load_customer_state,
     recommend_items,
 )
+from fedinsight.client.protection import PartnerVault, find_policy
 from fedinsight.data.federation import write_partner_folder
 from fedinsight.data.partition import split_partner_tables
 from fedinsight.errors import BudgetExceededError, UnknownCustomerError
@@ -99,8 +100,9 @@ def test_no_reply_carries_anything_but_item_tables_and_scalars(dp_run):
     kinds = [m.metadata.message_type for m in recorder.sent]
     assert kinds.count("query.recommend") == 2 * PARTNERS  # hello, popularity release
     assert kinds.count("train.recommend") == 3 * PARTNERS
-    embeddings = [load_customer_state(customer_state_path(root / "partners" / f"partner-{k}" / STATE_DIRNAME,
-                                                          "flow-1")).embeddings for k in range(PARTNERS)]
+    embeddings = [load_customer_state(customer_state_path(root / "partners" / f"partner-{k}" / STATE_DIRNAME, "flow-1"),
+                                      PartnerVault(find_policy(root / "partners" / f"partner-{k}"))).embeddings
+                  for k in range(PARTNERS)]
     assert all(e.shape == (50, DIM) for e in embeddings)
     assert len(recorder.replies) == len(recorder.sent)
     for reply in recorder.replies:
@@ -204,7 +206,8 @@ def test_partner_side_serving_returns_unseen_items_with_scores(dp_run):
     from fedinsight.privacy.tokenize import Tokenizer
 
     # The partner trained on tokenized ids; serving takes the partner's own (raw) id and tokenizes it.
-    state_ids = set(load_customer_state(customer_state_path(partner / STATE_DIRNAME, "flow-1")).customer_ids)
+    state_ids = set(load_customer_state(customer_state_path(partner / STATE_DIRNAME, "flow-1"),
+                                        PartnerVault(find_policy(partner))).customer_ids)
     tokenizer = Tokenizer(find_policy(partner).tokenization_ring())
     raw_ids = pd.read_parquet(partner / "customers.parquet")["customer_id"].astype(str)
     customer = next(c for c in raw_ids if tokenizer.token(c) in state_ids)
