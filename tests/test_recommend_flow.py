@@ -49,6 +49,9 @@ class RecordingGrid:
         self.replies.extend(replies)
         return replies
 
+    def __getattr__(self, name):  # anything else the legacy SecAgg+ workflow needs
+        return getattr(self._grid, name)
+
 
 RECORDED: list[RecordingGrid] = []
 recording_server = ServerApp()
@@ -220,3 +223,57 @@ def test_partner_side_serving_returns_unseen_items_with_scores(dp_run):
     assert head == sorted(head, reverse=True)
     with pytest.raises(UnknownCustomerError, match="not in this partner"):
         recommend_items(out / "model", partner, "no-such-customer")
+
+
+@pytest.fixture(scope="module")
+def secagg_run(federation, tmp_path_factory):
+    root, items = federation
+    out = tmp_path_factory.mktemp("rec-flow-secagg")
+    db = f"sqlite:///{out / 'ledger.db'}"
+    RECORDED.clear()
+    run_simulation(_run_config(root, out, db, rounds=2, **{"job-id": "flow-secagg", "popularity-share": 0.0,
+                                                           "noise-model": "distributed-secagg", "eval-every": 1}),
+                   PARTNERS, server_app=recording_server, cpus=2)
+    return root, out, db, RECORDED[-1]
+
+
+@pytest.mark.slow
+def test_distributed_noise_the_coordinator_sees_only_masked_vectors_and_the_trust_model_is_recorded(secagg_run):
+    from flwr.common import bytes_to_ndarray
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+    root, out, db, recorder = secagg_run
+    masked = []
+    for reply in recorder.replies:
+        assert not reply.has_error(), reply.error
+        if reply.metadata.message_type != "train":
+            continue
+        for record in reply.content.array_records.values():
+            assert len(record) == 0  # secaggplus_mod cleared the plain parameters before the reply left
+        configs = reply.content.config_records[RECORD_KEY_CONFIGS]
+        if Key.MASKED_PARAMETERS in configs:
+            masked.append(np.concatenate([bytes_to_ndarray(b).ravel() for b in configs[Key.MASKED_PARAMETERS]]))
+    assert len(masked) == 2 * PARTNERS  # one masked vector per partner per round, nothing else
+    summary = json.loads((out / "summary.json").read_text())
+    secagg = summary["privacy"]["secagg"]
+    for vector in masked:  # an unmasked share would sit near Q/2; masks make it uniform on [0, 2^32)
+        assert abs(float(vector[1:].mean()) / 2**32 - 0.5) < 0.01
+        assert float(vector[1:].mean()) > secagg["quantization_range"]  # twice where a share would sit
+    assert summary["privacy"]["noise_model"] == "distributed-secagg"
+    assert secagg["noise_shares"] == PARTNERS and secagg["sensitivity"] < 1.001
+    rounds = summary["metrics"]["per_round"]
+    assert [r["secagg_partners"] for r in rounds] == [PARTNERS, PARTNERS]
+    assert all({"hr@10", "ndcg@10"} <= set(r) for r in rounds)  # the report's learning curve
+    charges = PrivacyLedger(db).charges()
+    assert len(charges) == PARTNERS and all("distributed-secagg" in c.description for c in charges)
+    event = charges[0].event  # 2 rounds x one full-batch Gaussian step at the summary's sigma
+    assert event.count == 2 and event.event.sampling_probability == 1.0
+    assert event.event.event.noise_multiplier == pytest.approx(summary["privacy"]["noise_multiplier"], abs=1e-6)
+    assert 0 < summary["privacy"]["epsilon_spent_max"] <= 8.0
+    # every partner's accountant saw exactly the two rounds; its state on disk is ciphertext
+    for k in range(PARTNERS):
+        folder = root / "partners" / f"partner-{k}"
+        path = customer_state_path(folder / STATE_DIRNAME, "flow-secagg")
+        assert path.read_bytes().startswith(b"FDIENC1\n")
+        state = load_customer_state(path, PartnerVault(find_policy(folder)))
+        assert state.rounds == 2 and state.accountant.history[0][1:] == (1.0, 2)
