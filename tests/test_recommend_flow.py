@@ -13,13 +13,13 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from fedinsight.client.protection import PartnerVault, find_policy
 from fedinsight.client.recommend import (
     STATE_DIRNAME,
     customer_state_path,
     load_customer_state,
     recommend_items,
 )
-from fedinsight.client.protection import PartnerVault, find_policy
 from fedinsight.data.federation import write_partner_folder
 from fedinsight.data.partition import split_partner_tables
 from fedinsight.errors import BudgetExceededError, UnknownCustomerError
