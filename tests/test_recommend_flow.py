@@ -6,11 +6,12 @@ runs short; the benchmark uses the full data set.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedinsight.client.protection import PartnerVault, find_policy
@@ -277,3 +278,71 @@ def test_distributed_noise_the_coordinator_sees_only_masked_vectors_and_the_trus
         assert path.read_bytes().startswith(b"FDIENC1\n")
         state = load_customer_state(path, PartnerVault(find_policy(folder)))
         assert state.rounds == 2 and state.accountant.history[0][1:] == (1.0, 2)
+
+
+class DroppingGrid(InProcessGrid):
+    """In-process partners, one of which goes silent when asked for its masked vector (a mid-round drop-out)."""
+
+    def __init__(self, partners: int, victim: int) -> None:
+        from types import SimpleNamespace
+
+        super().__init__(partners)
+        self.victim = victim
+        self.unmask_replies: list = []
+        self.run = SimpleNamespace(run_id=1)  # what Flower's legacy workflow reads of a Grid besides messaging
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+
+        messages = list(messages)
+        stages = {m.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) for m in messages
+                  if m.metadata.message_type == "train" and RECORD_KEY_CONFIGS in m.content.config_records}
+        if Stage.COLLECT_MASKED_VECTORS in stages:
+            messages = [m for m in messages if m.metadata.dst_node_id != self.victim]
+        # a real transport serialises each message; in process, partners must not share (and mutate) records
+        messages = [Message(copy.deepcopy(m.content), dst_node_id=m.metadata.dst_node_id,
+                            message_type=m.metadata.message_type, group_id=m.metadata.group_id) for m in messages]
+        replies = super().send_and_receive(messages, timeout=timeout)
+        if Stage.UNMASK in stages:
+            self.unmask_replies.extend(replies)
+        return replies
+
+
+def _secagg_in_process(root, db, job_id: str, grid: DroppingGrid, **extra):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config=_run_config(root, "", db, rounds=1, **{"job-id": job_id, "popularity-share": 0.0,
+                                                                        "noise-model": "distributed-secagg"}, **extra))
+    try:
+        server.run(grid, context)  # type: ignore[arg-type]
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+    return context
+
+
+@pytest.mark.slow
+def test_a_round_that_lost_a_partners_noise_share_is_never_unmasked(federation, tmp_path):
+    from fedinsight.errors import SecureAggregationError
+
+    root, _ = federation
+    grid = DroppingGrid(PARTNERS, victim=1)
+    with pytest.raises(SecureAggregationError, match="lacks noise shares"):
+        _secagg_in_process(root, f"sqlite:///{tmp_path / 'ledger.db'}", "flow-drop", grid)
+    # the two partners still online refused to hand over their unmasking shares
+    assert len(grid.unmask_replies) == PARTNERS - 1
+    assert all(r.has_error() and "refuses to unmask" in r.error.reason for r in grid.unmask_replies)
+
+
+@pytest.mark.slow
+def test_a_tolerated_drop_out_is_released_with_the_remaining_shares(federation, tmp_path):
+    root, _ = federation
+    grid = DroppingGrid(PARTNERS, victim=1)
+    context = _secagg_in_process(root, f"sqlite:///{tmp_path / 'ledger.db'}", "flow-drop-ok", grid,
+                                 **{"max-dropouts": 1})
+    summary = json.loads(context.state["summary"]["json"])
+    assert summary["privacy"]["secagg"]["noise_shares"] == PARTNERS - 1  # each share carries 1/(K_h - t)
+    assert summary["metrics"]["per_round"][0]["secagg_partners"] == PARTNERS - 1
+    assert grid.unmask_replies and not any(r.has_error() for r in grid.unmask_replies)
