@@ -728,7 +728,8 @@ def simulate_recommend_cmd(
     out.print(_recommend_table(summary))
     privacy = summary["privacy"]
     eps = "none (non-private)" if not privacy["private"] else f"{privacy['epsilon_spent_max']:.3f}"
-    out.print(f"epsilon spent (max over partners): {eps}; delta {privacy['delta']:.3g}; "
+    noise = f"; noise model {privacy['noise_model']}" if privacy.get("noise_model") else ""
+    out.print(f"epsilon spent (max over partners): {eps}; delta {privacy['delta']:.3g}{noise}; "
               f"wall {summary['timing']['wall_s']:.1f}s; summary: {out_dir / 'summary.json'}")
 
 
