@@ -814,6 +814,10 @@ def simulate_recommend_cmd(
     baseline_epochs: int = typer.Option(50, help="Epochs of the centralized and local-only BPR-MF baselines."),
     local_only: bool = typer.Option(True, "--local-only/--no-local-only", help="Also train each partner alone."),
     eval_every: int = typer.Option(0, help="Evaluate the federated model every N rounds (0: only at the end)."),
+    noise_model: str = typer.Option("local", help="DP: local (each partner adds all the noise) or distributed-secagg "
+                                    "(SecAgg+ sum, each partner adds a share; needs --local-epochs 1)."),
+    honest_partners: int = typer.Option(0, help="distributed-secagg: partners assumed not to collude (0: all)."),
+    max_dropouts: int = typer.Option(0, help="distributed-secagg: drop-outs a round tolerates (more noise each)."),
     budget: float | None = typer.Option(None, help="Each partner's epsilon budget in the ledger (default: --epsilon)."),
     db: str | None = typer.Option(None, "--db", help="Privacy ledger URL (default: sqlite:///OUT/ledger.db)."),
     out_dir: Path = typer.Option(..., "--out", help="Output folder."),
@@ -835,6 +839,7 @@ def simulate_recommend_cmd(
         clip=clip, dp_lr=dp_lr, popularity_share=popularity_share, server_optimizer=server_opt, server_lr=server_lr,
         personalize_epochs=personalize,
         baseline_epochs=baseline_epochs, local_only=local_only, eval_every=eval_every, budget=budget, db_url=db,
+        noise_model=noise_model, honest_partners=honest_partners, max_dropouts=max_dropouts,
     )
     with _progress() as progress:
         tasks: dict[str, object] = {}
@@ -852,7 +857,8 @@ def simulate_recommend_cmd(
     out.print(_recommend_table(summary))
     privacy = summary["privacy"]
     eps = "none (non-private)" if not privacy["private"] else f"{privacy['epsilon_spent_max']:.3f}"
-    out.print(f"epsilon spent (max over partners): {eps}; delta {privacy['delta']:.3g}; "
+    noise = f"; noise model {privacy['noise_model']}" if privacy.get("noise_model") else ""
+    out.print(f"epsilon spent (max over partners): {eps}; delta {privacy['delta']:.3g}{noise}; "
               f"wall {summary['timing']['wall_s']:.1f}s; summary: {out_dir / 'summary.json'}")
 
 

@@ -152,3 +152,10 @@ class ReportError(FedinsightError):
     """A run report cannot be written: the folder is not a finished run, or its files are unreadable."""
 
     exit_code = 2
+
+
+class SecureAggregationError(FedinsightError):
+    """A secure-aggregation round that must not be released (a partner dropped out, the encoding overflowed,
+    or the coordinator configured SecAgg+ differently from what the job's privacy accounting assumes)."""
+
+    exit_code = 4

@@ -24,7 +24,11 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("option", "message"),
     [(["--partition", "rows"], "--partition must be one of"), (["--explore", "1.5"], "--explore must be in"),
-     (["--epsilon", "0"], "--epsilon must be positive")],
+     (["--epsilon", "0"], "--epsilon must be positive"),
+     (["--noise-model", "central"], "--noise-model must be local or distributed-secagg"),
+     (["--epsilon", "8", "--noise-model", "distributed-secagg"], "use --local-epochs 1"),
+     (["--epsilon", "8", "--noise-model", "distributed-secagg", "--local-epochs", "1", "--honest-partners", "11"],
+      "--honest-partners must be between 1 and --partners")],
 )
 def test_bad_simulate_options_exit_2_before_anything_is_written(tmp_path, capsys, option, message):
     assert main(["simulate", "recommend", *option, "--out", str(tmp_path / "out")]) == 2

@@ -10,6 +10,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedinsight.client import recommend as client
+from fedinsight.client.protection import PartnerVault, find_policy
 from fedinsight.data.federation import write_partner_folder
 from fedinsight.data.partition import split_partner_tables
 from fedinsight.models.ranking import Catalogue
@@ -66,7 +67,8 @@ def test_dp_train_reply_holds_only_the_item_table_change_and_public_scalars(part
     assert set(reply.content["metrics"]) == {"customers", "steps", "seconds", "epsilon"}
     assert 0 < reply.content["metrics"]["epsilon"] <= 8.0
     # the customer embeddings stayed on the partner, in its state folder, and are not in the reply
-    state = client.load_customer_state(client.customer_state_path(root / "partner-0" / client.STATE_DIRNAME, "job-1"))
+    state = client.load_customer_state(client.customer_state_path(root / "partner-0" / client.STATE_DIRNAME, "job-1"),
+                                       PartnerVault(find_policy(root / "partner-0")))
     assert state.embeddings.shape == (60, 8) and state.rounds == 1
     delta = reply.content["update"]["delta"].numpy()
     for row in state.embeddings:
@@ -150,3 +152,28 @@ def test_a_wrong_catalogue_is_refused(partner_root):
     config = _config(catalogue, root, epsilon=math.inf, **{"catalogue-sha": "0" * 64})
     reply = client.hello(_msg("query.recommend", config), _context())
     assert reply.has_error() and "fingerprint" in reply.error.reason
+
+
+def test_customer_state_is_ciphertext_at_rest_and_tampering_is_detected(partner_root, tmp_path):
+    from fedinsight.errors import TamperedDataError
+
+    root, _catalogue = partner_root
+    vault = PartnerVault(find_policy(root / "partner-1"))
+    rng = np.random.default_rng(3)
+    embeddings = rng.standard_normal((5, 8)).astype(np.float32)
+    state = client.CustomerState("job-enc", tuple(f"c{i}" for i in range(5)), embeddings)
+    path = client.customer_state_path(tmp_path, "job-enc")
+    client.save_customer_state(path, state, vault)
+    blob = path.read_bytes()
+    assert blob.startswith(b"FDIENC1\n")
+    # no embedding row, nor any single float of them, appears in the file's bytes
+    for row in embeddings:
+        assert row.tobytes() not in blob
+    assert sum(value.tobytes() in blob for value in embeddings.ravel()) == 0
+    assert b"customer_ids" not in blob and b"c0" not in blob
+    assert np.array_equal(client.load_customer_state(path, vault).embeddings, embeddings)
+    tampered = bytearray(blob)
+    tampered[len(tampered) // 2] ^= 0x01
+    path.write_bytes(bytes(tampered))
+    with pytest.raises(TamperedDataError):
+        client.load_customer_state(path, vault)

@@ -6,13 +6,15 @@ runs short; the benchmark uses the full data set.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from fedinsight.client.protection import PartnerVault, find_policy
 from fedinsight.client.recommend import (
     STATE_DIRNAME,
     customer_state_path,
@@ -47,6 +49,9 @@ class RecordingGrid:
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         self.replies.extend(replies)
         return replies
+
+    def __getattr__(self, name):  # anything else the legacy SecAgg+ workflow needs
+        return getattr(self._grid, name)
 
 
 RECORDED: list[RecordingGrid] = []
@@ -99,8 +104,9 @@ def test_no_reply_carries_anything_but_item_tables_and_scalars(dp_run):
     kinds = [m.metadata.message_type for m in recorder.sent]
     assert kinds.count("query.recommend") == 2 * PARTNERS  # hello, popularity release
     assert kinds.count("train.recommend") == 3 * PARTNERS
-    embeddings = [load_customer_state(customer_state_path(root / "partners" / f"partner-{k}" / STATE_DIRNAME,
-                                                          "flow-1")).embeddings for k in range(PARTNERS)]
+    embeddings = [load_customer_state(customer_state_path(root / "partners" / f"partner-{k}" / STATE_DIRNAME, "flow-1"),
+                                      PartnerVault(find_policy(root / "partners" / f"partner-{k}"))).embeddings
+                  for k in range(PARTNERS)]
     assert all(e.shape == (50, DIM) for e in embeddings)
     assert len(recorder.replies) == len(recorder.sent)
     for reply in recorder.replies:
@@ -204,7 +210,8 @@ def test_partner_side_serving_returns_unseen_items_with_scores(dp_run):
     from fedinsight.privacy.tokenize import Tokenizer
 
     # The partner trained on tokenized ids; serving takes the partner's own (raw) id and tokenizes it.
-    state_ids = set(load_customer_state(customer_state_path(partner / STATE_DIRNAME, "flow-1")).customer_ids)
+    state_ids = set(load_customer_state(customer_state_path(partner / STATE_DIRNAME, "flow-1"),
+                                        PartnerVault(find_policy(partner))).customer_ids)
     tokenizer = Tokenizer(find_policy(partner).tokenization_ring())
     raw_ids = pd.read_parquet(partner / "customers.parquet")["customer_id"].astype(str)
     customer = next(c for c in raw_ids if tokenizer.token(c) in state_ids)
@@ -217,3 +224,125 @@ def test_partner_side_serving_returns_unseen_items_with_scores(dp_run):
     assert head == sorted(head, reverse=True)
     with pytest.raises(UnknownCustomerError, match="not in this partner"):
         recommend_items(out / "model", partner, "no-such-customer")
+
+
+@pytest.fixture(scope="module")
+def secagg_run(federation, tmp_path_factory):
+    root, items = federation
+    out = tmp_path_factory.mktemp("rec-flow-secagg")
+    db = f"sqlite:///{out / 'ledger.db'}"
+    RECORDED.clear()
+    run_simulation(_run_config(root, out, db, rounds=2, **{"job-id": "flow-secagg", "popularity-share": 0.0,
+                                                           "noise-model": "distributed-secagg", "eval-every": 1}),
+                   PARTNERS, server_app=recording_server, cpus=2)
+    return root, out, db, RECORDED[-1]
+
+
+@pytest.mark.slow
+def test_distributed_noise_the_coordinator_sees_only_masked_vectors_and_the_trust_model_is_recorded(secagg_run):
+    from flwr.common import bytes_to_ndarray
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+    root, out, db, recorder = secagg_run
+    masked = []
+    for reply in recorder.replies:
+        assert not reply.has_error(), reply.error
+        if reply.metadata.message_type != "train":
+            continue
+        for record in reply.content.array_records.values():
+            assert len(record) == 0  # secaggplus_mod cleared the plain parameters before the reply left
+        configs = reply.content.config_records[RECORD_KEY_CONFIGS]
+        if Key.MASKED_PARAMETERS in configs:
+            masked.append(np.concatenate([bytes_to_ndarray(b).ravel() for b in configs[Key.MASKED_PARAMETERS]]))
+    assert len(masked) == 2 * PARTNERS  # one masked vector per partner per round, nothing else
+    summary = json.loads((out / "summary.json").read_text())
+    secagg = summary["privacy"]["secagg"]
+    for vector in masked:  # an unmasked share would sit near Q/2; masks make it uniform on [0, 2^32)
+        assert abs(float(vector[1:].mean()) / 2**32 - 0.5) < 0.01
+        assert float(vector[1:].mean()) > secagg["quantization_range"]  # twice where a share would sit
+    assert summary["privacy"]["noise_model"] == "distributed-secagg"
+    assert secagg["noise_shares"] == PARTNERS and secagg["sensitivity"] < 1.001
+    rounds = summary["metrics"]["per_round"]
+    assert [r["secagg_partners"] for r in rounds] == [PARTNERS, PARTNERS]
+    assert all({"hr@10", "ndcg@10"} <= set(r) for r in rounds)  # the report's learning curve
+    charges = PrivacyLedger(db).charges()
+    assert len(charges) == PARTNERS and all("distributed-secagg" in c.description for c in charges)
+    event = charges[0].event  # 2 rounds x one full-batch Gaussian step at the summary's sigma
+    assert event.count == 2 and event.event.sampling_probability == 1.0
+    assert event.event.event.noise_multiplier == pytest.approx(summary["privacy"]["noise_multiplier"], abs=1e-6)
+    assert 0 < summary["privacy"]["epsilon_spent_max"] <= 8.0
+    # every partner's accountant saw exactly the two rounds; its state on disk is ciphertext
+    for k in range(PARTNERS):
+        folder = root / "partners" / f"partner-{k}"
+        path = customer_state_path(folder / STATE_DIRNAME, "flow-secagg")
+        assert path.read_bytes().startswith(b"FDIENC1\n")
+        state = load_customer_state(path, PartnerVault(find_policy(folder)))
+        assert state.rounds == 2 and state.accountant.history[0][1:] == (1.0, 2)
+
+
+class DroppingGrid(InProcessGrid):
+    """In-process partners, one of which goes silent when asked for its masked vector (a mid-round drop-out)."""
+
+    def __init__(self, partners: int, victim: int) -> None:
+        from types import SimpleNamespace
+
+        super().__init__(partners)
+        self.victim = victim
+        self.unmask_replies: list = []
+        self.run = SimpleNamespace(run_id=1)  # what Flower's legacy workflow reads of a Grid besides messaging
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+
+        messages = list(messages)
+        stages = {m.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) for m in messages
+                  if m.metadata.message_type == "train" and RECORD_KEY_CONFIGS in m.content.config_records}
+        if Stage.COLLECT_MASKED_VECTORS in stages:
+            messages = [m for m in messages if m.metadata.dst_node_id != self.victim]
+        # a real transport serialises each message; in process, partners must not share (and mutate) records
+        messages = [Message(copy.deepcopy(m.content), dst_node_id=m.metadata.dst_node_id,
+                            message_type=m.metadata.message_type, group_id=m.metadata.group_id) for m in messages]
+        replies = super().send_and_receive(messages, timeout=timeout)
+        if Stage.UNMASK in stages:
+            self.unmask_replies.extend(replies)
+        return replies
+
+
+def _secagg_in_process(root, db, job_id: str, grid: DroppingGrid, **extra):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config=_run_config(root, "", db, rounds=1, **{"job-id": job_id, "popularity-share": 0.0,
+                                                                        "noise-model": "distributed-secagg"}, **extra))
+    try:
+        server.run(grid, context)  # type: ignore[arg-type]
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+    return context
+
+
+@pytest.mark.slow
+def test_a_round_that_lost_a_partners_noise_share_is_never_unmasked(federation, tmp_path):
+    from fedinsight.errors import SecureAggregationError
+
+    root, _ = federation
+    grid = DroppingGrid(PARTNERS, victim=1)
+    with pytest.raises(SecureAggregationError, match="lacks noise shares"):
+        _secagg_in_process(root, f"sqlite:///{tmp_path / 'ledger.db'}", "flow-drop", grid)
+    # the two partners still online refused to hand over their unmasking shares
+    assert len(grid.unmask_replies) == PARTNERS - 1
+    assert all(r.has_error() and "refuses to unmask" in r.error.reason for r in grid.unmask_replies)
+
+
+@pytest.mark.slow
+def test_a_tolerated_drop_out_is_released_with_the_remaining_shares(federation, tmp_path):
+    root, _ = federation
+    grid = DroppingGrid(PARTNERS, victim=1)
+    context = _secagg_in_process(root, f"sqlite:///{tmp_path / 'ledger.db'}", "flow-drop-ok", grid,
+                                 **{"max-dropouts": 1})
+    summary = json.loads(context.state["summary"]["json"])
+    assert summary["privacy"]["secagg"]["noise_shares"] == PARTNERS - 1  # each share carries 1/(K_h - t)
+    assert summary["metrics"]["per_round"][0]["secagg_partners"] == PARTNERS - 1
+    assert grid.unmask_replies and not any(r.has_error() for r in grid.unmask_replies)

@@ -12,8 +12,9 @@ What a partner sends, and only this:
 * ``evaluate.recommend``: sums of ranking metrics and how often each item was recommended.
 
 Customer embeddings stay here: they live in a partner-local state file written through
-:func:`save_customer_state` / :func:`load_customer_state` (the one place where encryption at rest
-plugs in) and never enter a reply. The partner also keeps its own Opacus accountant and refuses a
+:func:`save_customer_state` / :func:`load_customer_state`, sealed with AES-GCM under the partner's
+encryption key (its :class:`~fedinsight.client.protection.PartnerVault`), and never enter a reply.
+The partner also keeps its own Opacus accountant and refuses a
 round that would take its customers past the job's epsilon, or past its own ceiling
 (``--node-config max-epsilon=E``), whatever the coordinator asks; ``require-dp=true`` makes it refuse
 non-private jobs outright.
@@ -23,9 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -36,6 +35,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, 
 
 from fedinsight.client.app import app
 from fedinsight.client.partner_data import load_partner_data, partner_data_path, partner_id
+from fedinsight.client.protection import PartnerVault
 from fedinsight.errors import BudgetExceededError, ConfigError, DataValidationError, FedinsightError, Problem
 from fedinsight.models.ranking import Catalogue, InteractionSplit, RankingTotals, evaluate_ranking, leave_latest_out
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer
@@ -62,13 +62,17 @@ class CustomerState:
 
 
 def customer_state_path(folder: str | Path, job_id: str) -> Path:
-    """Where a job's customer state lives inside a partner's state folder."""
+    """Where a job's (encrypted) customer state lives inside a partner's state folder."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", job_id)
-    return Path(folder) / f"{safe}.customers.npz"
+    return Path(folder) / f"{safe}.customers.enc"
 
 
-def save_customer_state(path: str | Path, state: CustomerState) -> None:
-    """Write the state atomically. The single place to add encryption at rest (data-protection issue)."""
+def save_customer_state(path: str | Path, state: CustomerState, vault: PartnerVault) -> None:
+    """Seal the state with the partner's encryption key (AES-GCM, bound to the file name) and write it
+    atomically (mode 0600); the vault's erasure register lists it as an ``embeddings`` artifact, so
+    ``partner forget`` knows which files predate an erasure request."""
+    from fedinsight.privacy.encryption import arrays_to_bytes, write_encrypted
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"job_id": state.job_id, "rounds": state.rounds, "accountant": state.accountant.history,
@@ -80,33 +84,37 @@ def save_customer_state(path: str | Path, state: CustomerState) -> None:
     }
     if state.personal_items is not None:
         arrays["personal_items"] = np.asarray(state.personal_items, dtype=np.float32)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_encrypted(path, arrays_to_bytes(arrays), vault.ring)
+    vault.register.register_artifact(path.name, "embeddings", str(path), job_id=state.job_id,
+                                     purpose="recommendation")
 
 
-def load_customer_state(path: str | Path) -> CustomerState:
-    """Read a state written by :func:`save_customer_state`."""
+def load_customer_state(path: str | Path, vault: PartnerVault) -> CustomerState:
+    """Open a state written by :func:`save_customer_state`; a modified file raises TamperedDataError."""
+    from fedinsight.privacy.encryption import arrays_from_bytes, read_encrypted
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no customer state at {path}: train the recommender on this partner first")
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data["meta"]))
-        personal = data["personal_items"] if "personal_items" in data.files else None
-        return CustomerState(
-            job_id=str(meta["job_id"]),
-            customer_ids=tuple(str(c) for c in data["customer_ids"]),
-            embeddings=np.array(data["embeddings"], dtype=np.float32),
-            accountant=CustomerLevelAccountant([tuple(h) for h in meta["accountant"]]),  # type: ignore[misc]
-            rounds=int(meta["rounds"]),
-            popularity_released=bool(meta.get("popularity_released", False)),
-            personal_items=None if personal is None else np.array(personal, dtype=np.float32),
-        )
+    data = arrays_from_bytes(read_encrypted(path, vault.ring))
+    meta = json.loads(str(data["meta"]))
+    personal = data.get("personal_items")
+    return CustomerState(
+        job_id=str(meta["job_id"]),
+        customer_ids=tuple(str(c) for c in data["customer_ids"]),
+        embeddings=np.array(data["embeddings"], dtype=np.float32),
+        accountant=CustomerLevelAccountant([tuple(h) for h in meta["accountant"]]),  # type: ignore[misc]
+        rounds=int(meta["rounds"]),
+        popularity_released=bool(meta.get("popularity_released", False)),
+        personal_items=None if personal is None else np.array(personal, dtype=np.float32),
+    )
+
+
+def vault_for(context: Context, config: dict[str, object]) -> PartnerVault:
+    """The partner's encrypted storage (its protection policy's key ring and erasure register)."""
+    from fedinsight.client.partner_data import partner_vault
+
+    return partner_vault(context, config)
 
 
 def state_folder(context: Context, config: dict[str, object]) -> Path:
@@ -196,7 +204,7 @@ def _load_or_new_state(context: Context, config: dict[str, object],
     job = str(config.get("job-id", "job"))
     path = customer_state_path(state_folder(context, config), job)
     if path.is_file():
-        state = load_customer_state(path)
+        state = load_customer_state(path, vault_for(context, config))
         if state.customer_ids != split.customer_ids:
             raise ConfigError(f"the customers of this partner changed since job '{job}' started; start a new job")
         return path, state
@@ -286,7 +294,7 @@ def _popularity(msg: Message, context: Context) -> Message:
     release = gaussian(popularity_counts(split, catalogue.num_items, clip), sensitivity=clip, noise_multiplier=sigma)
     state.accountant.step(sigma, 1.0, 1)
     state.popularity_released = True
-    save_customer_state(path, state)
+    save_customer_state(path, state, vault_for(context, config))
     metrics = MetricRecord({"epsilon": state.accountant.epsilon(float(config["delta"]))})  # type: ignore[arg-type]
     arrays = ArrayRecord({"popularity": Array(release.values.astype(np.float32))})
     return Message(RecordDict({"release": arrays, "metrics": metrics}), reply_to=msg)
@@ -322,7 +330,7 @@ def _train(msg: Message, context: Context) -> Message:
     state.rounds += 1
     if dp is not None:
         state.accountant.step(dp.noise_multiplier, dp.sample_rate, stats.steps)
-    save_customer_state(path, state)
+    save_customer_state(path, state, vault_for(context, config))
     arrays = {"delta": Array(new.as_matrix() - items.as_matrix())}
     metrics: dict[str, float | int] = {"customers": split.num_customers, "steps": stats.steps,
                                        "seconds": stats.seconds}
@@ -377,7 +385,7 @@ def _evaluate(msg: Message, context: Context) -> Message:
         assert trainer.customer_embeddings is not None
         state.embeddings = trainer.customer_embeddings
         state.personal_items = served.as_matrix() if personalize > 0 else None
-        save_customer_state(path, state)
+        save_customer_state(path, state, vault_for(context, config))
     metrics: dict[str, float] = {"seconds": time.perf_counter() - start}
     arrays: dict[str, Array] = {}
     for prefix, totals in results.items():
@@ -455,7 +463,7 @@ def recommend_items(model_dir: str | Path, partner_data: str | Path, customer_id
     policy = find_policy(partner_data)
     data = load_protected(partner_data, policy).for_purpose("recommendation")
     folder = Path(state_dir) if state_dir is not None else Path(partner_data) / STATE_DIRNAME
-    state = load_customer_state(customer_state_path(folder, model.job_id))
+    state = load_customer_state(customer_state_path(folder, model.job_id), PartnerVault(policy))
     raw_id = str(customer_id)
     cid = Tokenizer(policy.tokenization_ring()).token(raw_id)
     if cid not in state.customer_ids:

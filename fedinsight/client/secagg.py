@@ -33,10 +33,12 @@ from flwr.client.mod import secaggplus_mod
 
 from fedinsight.client.app import app
 from fedinsight.client.partner_data import load_partner_data, partner_id
+from fedinsight.client.recommend_secagg import dropout_guard_mod
 from fedinsight.errors import BudgetExceededError, ConfigError
 
-SECAGG_MODS = [secaggplus_mod]
-"""The mods the SecAgg+ train handler runs under (tests add an inner recording mod after these)."""
+SECAGG_MODS = [dropout_guard_mod, secaggplus_mod]
+"""The mods the SecAgg+ train handler runs under (tests add an inner recording mod after these).
+``dropout_guard_mod`` acts only in the recommender's distributed-noise rounds (see its module)."""
 
 HELLO_ACTION = "secagg_hello"
 NUM_FEATURES = 3
@@ -94,6 +96,10 @@ class _SecAggClient(NumPyClient):
         self.context = context
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
+        if config.get("secagg-task") == "recommend":  # the recommender's distributed-noise rounds share this handler
+            from fedinsight.client.recommend_secagg import secure_fit
+
+            return secure_fit(self.context, parameters, config)
         from fedinsight.models.dp_logreg import get_weights as weights_of
         from fedinsight.models.dp_logreg import make_model, set_weights, train_dp
 

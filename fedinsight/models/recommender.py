@@ -258,8 +258,27 @@ class LocalTrainer:
         with single_threaded():
             return self._train(items, epochs, dp, generator, train_items)
 
+    def clipped_item_sum(self, items: ItemParams, clip: float) -> tuple[np.ndarray, TrainStats]:
+        """One full-batch step's customer-level clipped sum on the item table, *not* noised or applied.
+
+        For distributed noise under secure aggregation (:mod:`fedinsight.privacy.distributed_dp`): the
+        partner adds its share of the noise and the coordinator applies the step to the global table.
+        The customer side takes its usual step (it never leaves the partner). Returns a
+        (num_items, dim + 1) array whose rows are [embedding gradient, bias gradient] summed over customers.
+        """
+        if items.num_items != self.num_items or items.dim != self.config.dim:
+            raise ConfigError(
+                f"item parameters are {items.num_items} x {items.dim}, expected {self.num_items} x {self.config.dim}"
+            )
+        collected: list[torch.Tensor] = []
+        dp = DPConfig(noise_multiplier=0.0, clip=clip, sample_rate=1.0)
+        with single_threaded():
+            _, stats = self._train(items, 1, dp, None, True, collected)
+        total = collected[0] if collected else torch.zeros(self.num_items, self.config.dim + 1)
+        return total.numpy().astype(np.float64), stats
+
     def _train(self, items: ItemParams, epochs: int, dp: DPConfig | None, generator: torch.Generator | None,
-               train_items: bool) -> tuple[ItemParams, TrainStats]:
+               train_items: bool, collect: list[torch.Tensor] | None = None) -> tuple[ItemParams, TrainStats]:
         cfg = self.config
         start = time.perf_counter()
         Q = torch.from_numpy(items.embeddings.copy())
@@ -278,7 +297,7 @@ class LocalTrainer:
         for batch in self._batches(epochs, dp):
             stats.steps += 1
             if len(batch) == 0:
-                if dp is not None and train_items:
+                if dp is not None and train_items and collect is None:
                     self._dp_item_step(Q, b, None, dp, generator, opt_q, opt_b, item_lr)
                 continue
             owner, pos = self._interactions_of(batch)
@@ -326,6 +345,9 @@ class LocalTrainer:
                                                 self.num_items, dp.clip)
                 clipped += summed.clipped_fraction
                 norms += summed.mean_norm
+                if collect is not None:  # distributed noise: the sum leaves (noised) instead of a local step
+                    collect.append(summed.total)
+                    continue
                 self._dp_item_step(Q, b, summed.total, dp, generator, opt_q, opt_b, item_lr)
         self.customer_embeddings = P.numpy()
         stats.loss = total_loss / max(1, stats.interactions)

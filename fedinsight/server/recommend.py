@@ -43,6 +43,7 @@ from fedinsight.server.partners import wait_for_partners
 
 MODEL_DIRNAME = "model"
 SERVER_OPTIMIZERS = ("fedavg", "fedadam")
+NOISE_MODELS = ("local", "distributed-secagg")
 
 ProgressFn = Callable[[str, int, int], None]
 _progress: ProgressFn | None = None
@@ -92,6 +93,9 @@ class RecommendJob:
     fit_epochs: int = 3
     personalize_epochs: int = 0
     eval_min_customers: int = 50
+    noise_model: str = "local"
+    honest_partners: int = 0  # 0: all partners
+    max_dropouts: int = 0
     job_id: str = ""
     dataset: str = ""
     catalogue_path: str = ""
@@ -104,6 +108,15 @@ class RecommendJob:
     @property
     def private(self) -> bool:
         return math.isfinite(self.epsilon)
+
+    @property
+    def distributed(self) -> bool:
+        """Noise split across partners under SecAgg+ (only private jobs)."""
+        return self.private and self.noise_model == "distributed-secagg"
+
+    @property
+    def honest(self) -> int:
+        return self.honest_partners or self.partners
 
     def __post_init__(self) -> None:
         checks = [
@@ -124,7 +137,21 @@ class RecommendJob:
             (0 <= self.popularity_share < 1, f"--popularity-share must be in [0, 1) (got {self.popularity_share})"),
             (self.popularity_clip > 0, f"--popularity-clip must be positive (got {self.popularity_clip})"),
             (bool(self.catalogue_path), "run config needs 'catalogue-path' (the public items table)"),
+            (self.noise_model in NOISE_MODELS,
+             f"--noise-model must be one of {', '.join(NOISE_MODELS)} (got {self.noise_model})"),
         ]
+        if self.distributed:
+            checks += [
+                (self.partners >= 2, "--noise-model distributed-secagg needs at least 2 partners"),
+                (self.sample_rate == 1.0 and self.local_epochs == 1,
+                 "--noise-model distributed-secagg runs one full-batch DP step per round: use --sample-rate 1 "
+                 "and --local-epochs 1"),
+                (self.popularity_share == 0, "--popularity-share is not available with distributed-secagg noise"),
+                (0 <= self.honest_partners <= self.partners,
+                 f"--honest-partners must be between 1 and --partners ({self.partners})"),
+                (0 <= self.max_dropouts < self.honest,
+                 "--max-dropouts must be below the number of honest partners"),
+            ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -143,7 +170,7 @@ class RecommendJob:
             raise ConfigError("run config needs 'partners' (how many partners take part)")
         types = {"partners": int, "rounds": int, "local_epochs": int, "dim": int, "seed": int, "k": int,
                  "eval_every": int, "batch_customers": int, "fit_epochs": int, "personalize_epochs": int,
-                 "eval_min_customers": int, "shrink": bool}
+                 "eval_min_customers": int, "shrink": bool, "honest_partners": int, "max_dropouts": int}
         for name, value in list(kwargs.items()):
             try:
                 if name in types:
@@ -351,7 +378,16 @@ def _evaluate(grid: Grid, nodes: list[int], job: RecommendJob, config: dict[str,
     return totals, seconds
 
 
-def _charge(job: RecommendJob, partner_ids: list[str], plan: PrivacyPlan) -> dict[str, float]:
+def noise_model_text(job: RecommendJob) -> str:
+    """The trust model, as the ledger and summary.json state it."""
+    if not job.distributed:
+        return "local noise: every partner adds the full N(0, (sigma C)^2) to its own update"
+    return (f"distributed-secagg: SecAgg+ sum of {job.partners} partners, each adding a discrete-Gaussian share "
+            f"N(0, (sigma C')^2 / {job.honest - job.max_dropouts}); assumes >= {job.honest} partners do not collude "
+            f"with the coordinator, rounds with more than {job.max_dropouts} drop-out(s) are never unmasked")
+
+
+def _charge(job: RecommendJob, partner_ids: list[str], plan: PrivacyPlan, trust: str = "") -> dict[str, float]:
     from fedinsight.privacy.ledger import PrivacyLedger
 
     ledger = PrivacyLedger(job.db_url or None)
@@ -365,7 +401,7 @@ def _charge(job: RecommendJob, partner_ids: list[str], plan: PrivacyPlan) -> dic
         partner_ids, event, job_id=job.job_id, kind="training", requester=job.requester,
         description=(f"recommender BPR-MF dim {job.dim}: {popularity}{job.rounds} rounds x {job.steps_per_round()} "
                      f"customer-level DP-SGD steps, sigma {plan.noise_multiplier:.4g}, q {job.sample_rate:g}, "
-                     f"C {job.clip:g}"),
+                     f"C {job.clip:g}; {trust or noise_model_text(job)}"),
     )
 
 
@@ -418,6 +454,23 @@ def _train_round(grid: Grid, nodes: list[int], job: RecommendJob, config: dict[s
     return ItemParams.from_matrix(optimizer.step(items.as_matrix(), update)), record, seconds
 
 
+def _distributed_round(grid: Grid, context: Context, job: RecommendJob, config: dict[str, Any], items: ItemParams,
+                       optimizer: ServerOptimizer, rnd: int, sizes: dict[int, int],
+                       enc: Any) -> tuple[ItemParams, dict[str, Any]]:
+    """One SecAgg+ round with distributed noise (:mod:`fedinsight.server.recommend_secagg`)."""
+    from fedinsight.server import recommend_secagg
+
+    start = time.perf_counter()
+    total, contributors = recommend_secagg.secure_sum(grid, context, job, config, items, enc, rnd)
+    update, noise_var = recommend_secagg.global_step(job, items, total, sum(sizes.values()), enc)
+    record: dict[str, Any] = {"round": rnd, "secagg_partners": contributors,
+                              "secagg_s": round(time.perf_counter() - start, 3)}
+    if noise_var > 0:
+        update, factor = james_stein(update, noise_var)
+        record["items_kept"] = int((factor > 0).sum())
+    return ItemParams.from_matrix(optimizer.step(items.as_matrix(), update)), record
+
+
 def run(grid: Grid, context: Context) -> None:
     """The ServerApp entry point for ``task = recommend`` (see the module docstring)."""
     started = time.perf_counter()
@@ -435,7 +488,7 @@ def run(grid: Grid, context: Context) -> None:
         raise ConfigError(f"two partners share one partner id: {sorted(names.values())}")
     spent: dict[str, float] = {}
     if job.private:  # the whole job is charged before any partner trains: refused jobs never start
-        spent = _charge(job, sorted(names.values()), plan)
+        spent = _charge(job, sorted(names.values()), plan, noise_model_text(job))
 
     items = ItemParams.init(catalogue.num_items, job.dim, job.seed)
     if plan.popularity_noise_multiplier:
@@ -447,10 +500,19 @@ def run(grid: Grid, context: Context) -> None:
     optimizer = ServerOptimizer(job.server_optimizer, job.server_lr, items.as_matrix().shape)
     per_round: list[dict[str, Any]] = []
     local_train_s = 0.0
+    enc = None
+    if job.distributed:
+        from fedinsight.server import recommend_secagg
+
+        enc = recommend_secagg.encoding(job, list(sizes.values()), items.as_matrix().size)
     for rnd in range(1, job.rounds + 1):
         round_start = time.perf_counter()
-        items, record, seconds = _train_round(grid, nodes, job, config, items, optimizer, rnd, names, sizes, sigma)
-        local_train_s += seconds
+        if enc is not None:
+            items, record = _distributed_round(grid, context, job, config, items, optimizer, rnd, sizes, enc)
+        else:
+            items, record, seconds = _train_round(grid, nodes, job, config, items, optimizer, rnd, names, sizes,
+                                                  sigma)
+            local_train_s += seconds
         if job.eval_every and rnd % job.eval_every == 0 and rnd < job.rounds:
             totals, _ = _evaluate(grid, nodes, job, config, items, final=False)
             m = totals[""].metrics(job.k, job.explore)
@@ -464,7 +526,7 @@ def run(grid: Grid, context: Context) -> None:
     per_round[-1].update({f"hr@{job.k}": federated[f"hr@{job.k}"], f"ndcg@{job.k}": federated[f"ndcg@{job.k}"]})
     summary = build_summary(job, catalogue, names=sorted(names.values()), sizes=sorted(sizes.values()),
                             spent=spent, sigma=sigma, total_steps=total_steps, federated=federated,
-                            popularity_sigma=plan.popularity_noise_multiplier,
+                            popularity_sigma=plan.popularity_noise_multiplier, encoding=enc,
                             per_round=per_round, wall_s=time.perf_counter() - started,
                             local_train_s=local_train_s, eval_s=eval_s)
     if "global-" in totals:  # partners personalised: also report the shared model on its own
@@ -479,7 +541,7 @@ def build_summary(job: RecommendJob, catalogue: Catalogue, *, names: list[str], 
                   spent: dict[str, float], sigma: float, total_steps: int, federated: dict[str, Any],
                   popularity_sigma: float,
                   per_round: list[dict[str, Any]], wall_s: float, local_train_s: float,
-                  eval_s: float) -> dict[str, Any]:
+                  eval_s: float, encoding: Any = None) -> dict[str, Any]:
     """``summary.json``, shaped like the propensity task's (task, privacy, metrics, timing)."""
     privacy: dict[str, Any] = {
         "unit": "customer",
@@ -493,7 +555,16 @@ def build_summary(job: RecommendJob, catalogue: Catalogue, *, names: list[str], 
                       "Poisson-subsampled Gaussian DP-SGD on the item table") if job.private
         else "none (non-private run)",
     }
+    privacy["noise_model"] = ("distributed-secagg" if job.distributed else "local") if job.private else None
     if job.private:
+        privacy["trust_model"] = noise_model_text(job)
+        if encoding is not None:
+            privacy["secagg"] = {"honest_partners": job.honest, "max_dropouts": job.max_dropouts,
+                                 "noise_shares": encoding.honest, "clipping_range": encoding.clipping_range,
+                                 "quantization_range": encoding.quantization, "modulus_range": 2**32,
+                                 "grid_step": encoding.step, "sensitivity": round(encoding.sensitivity, 9),
+                                 "overflow_probability": encoding.overflow_probability, "tau": encoding.tau,
+                                 "sum_noise_std": round(encoding.sum_noise_std, 6)}
         privacy.update({"noise_multiplier": round(sigma, 6), "sample_rate": job.sample_rate, "clip": job.clip,
                         "steps": total_steps, "popularity_share": job.popularity_share,
                         "popularity_noise_multiplier": round(popularity_sigma, 6),

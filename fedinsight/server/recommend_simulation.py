@@ -66,6 +66,9 @@ class RecommendSimulation:
     baseline_epochs: int = 50
     local_only: bool = True
     eval_every: int = 0
+    noise_model: str = "local"
+    honest_partners: int = 0
+    max_dropouts: int = 0
     budget: float | None = None
     db_url: str | None = None
     synthetic_customers: int = 5_000
@@ -86,7 +89,20 @@ class RecommendSimulation:
             (self.local_epochs >= 1, f"--local-epochs must be at least 1 (got {self.local_epochs})"),
             (self.personalize_epochs >= 0, f"--personalize must be >= 0 (got {self.personalize_epochs})"),
             (0 <= self.popularity_share < 1, f"--popularity-share must be in [0, 1) (got {self.popularity_share})"),
+            (self.noise_model in ("local", "distributed-secagg"),
+             f"--noise-model must be local or distributed-secagg (got {self.noise_model})"),
         ]
+        if self.noise_model == "distributed-secagg" and math.isfinite(self.epsilon):  # fail before data is written
+            checks += [
+                (self.local_epochs == 1 and self.sample_rate == 1.0,
+                 "--noise-model distributed-secagg runs one full-batch DP step per round: use --local-epochs 1 "
+                 "and --sample-rate 1"),
+                (self.popularity_share == 0, "--popularity-share is not available with distributed-secagg noise"),
+                (0 <= self.honest_partners <= self.partners,
+                 f"--honest-partners must be between 1 and --partners ({self.partners}), or 0 for all"),
+                (0 <= self.max_dropouts < (self.honest_partners or self.partners),
+                 "--max-dropouts must be below the number of honest partners"),
+            ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -203,7 +219,9 @@ def simulate_recommend(options: RecommendSimulation, out: str | Path, *, overwri
             "popularity-share": options.popularity_share,
             "seed": options.seed, "explore": options.explore, "server-optimizer": options.server_optimizer,
             "server-lr": options.server_lr, "personalize-epochs": options.personalize_epochs,
-            "eval-every": options.eval_every, "catalogue-path": str(tmp / "catalogue.parquet"),
+            "eval-every": options.eval_every, "noise-model": options.noise_model,
+            "honest-partners": options.honest_partners, "max-dropouts": options.max_dropouts,
+            "catalogue-path": str(tmp / "catalogue.parquet"),
             "out-dir": str(tmp), "data-root": str(data_root),
             "db-url": options.db_url or f"sqlite:///{tmp / 'ledger.db'}",
         }
