@@ -114,7 +114,7 @@ def privacy_section(summary: dict[str, Any], spends: list[PartnerSpend] | None, 
                           f"δ {privacy.get('delta', 0):.2g}"))
     plan = privacy.get("plan") if isinstance(privacy.get("plan"), dict) else {}
     keys = ("mechanism", "accountant", "unit", "noise_multiplier", "sample_rate", "clip", "steps", "noise_model",
-            "accountants_agree_with_ledger")
+            "trust_model", "accountants_agree_with_ledger")
     facts = {**{f"DP-SGD {k}": v for k, v in plan.items()}, **{k: privacy[k] for k in keys if k in privacy}}
     if facts:
         section.add("<h3>Mechanism</h3>" + key_values(facts.items()))

@@ -551,9 +551,7 @@ def build_summary(job: RecommendJob, catalogue: Catalogue, *, names: list[str], 
         "epsilon_spent": {pid: round(spent[pid], 6) for pid in names} if job.private else {pid: None for pid in names},
         "epsilon_spent_max": round(max(spent.values()), 6) if job.private and spent else None,
         "accountant": "rdp",
-        "mechanism": ("Gaussian release of clipped item popularity (OpenDP), then customer-level clipped, "
-                      "Poisson-subsampled Gaussian DP-SGD on the item table") if job.private
-        else "none (non-private run)",
+        "mechanism": _mechanism_text(job),
     }
     privacy["noise_model"] = ("distributed-secagg" if job.distributed else "local") if job.private else None
     if job.private:
@@ -599,3 +597,18 @@ def write_model(folder: Path, job: RecommendJob, catalogue: Catalogue, items: It
             "noise_multiplier": sigma, "explore": job.explore, "k": job.k,
             "personalize_epochs": job.personalize_epochs}
     (folder / "model.json").write_text(json.dumps(meta, indent=2))
+
+
+def _mechanism_text(job: RecommendJob) -> str:
+    """What was actually released, for the summary and the report (no popularity step when it was off)."""
+    if not job.private:
+        return "none (non-private run)"
+    steps = []
+    if job.popularity_share > 0:
+        steps.append("Gaussian release of clipped item popularity (OpenDP)")
+    if job.noise_model == "distributed-secagg":
+        steps.append("customer-level clipped full-batch item-table gradients, discrete-Gaussian noise shares summed "
+                     "under SecAgg+")
+    else:
+        steps.append("customer-level clipped, Poisson-subsampled Gaussian DP-SGD on the item table")
+    return ", then ".join(steps)
