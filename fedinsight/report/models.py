@@ -69,21 +69,30 @@ def _propensity_curve(summary: dict[str, Any]) -> Chart | None:
     rounds = [r for r in summary.get("metrics", {}).get("per_round", []) if finite(r.get("auc")) is not None]
     if not rounds:
         return None
-    metrics = summary["metrics"]
-    with figure("propensity-learning") as (fig, (ax,)):
-        ax.plot([r["round"] for r in rounds], [r["auc"] for r in rounds], marker="o", ms=3,
+    return _learning_chart(
+        summary, rounds, "auc", (("centralized", "--"), ("bgnbd", ":")), name="propensity-learning",
+        title="AUC per round", ylabel="held-out AUC", digits=4,
+        caption="Federated model evaluated on every partner's held-out customers after each round; "
+                "lines: baselines trained in the same run on the same split.")
+
+
+def _learning_chart(summary: dict[str, Any], rounds: list[dict[str, Any]], key: str,
+                    baselines: tuple[tuple[str, str], ...], *, name: str, title: str, ylabel: str, digits: int,
+                    caption: str) -> Chart:
+    """The federated metric per round, with each baseline of the same run as a horizontal line."""
+    metrics = summary.get("metrics", {})
+    with figure(name) as (fig, (ax,)):
+        ax.plot([r["round"] for r in rounds], [r[key] for r in rounds], marker="o", ms=3,
                 color=colour("federated"), label=_label("federated", summary))
-        for name, style in (("centralized", "--"), ("bgnbd", ":")):
-            value = finite(metrics.get(name, {}).get("auc"))
+        for base, style in baselines:
+            value = finite(metrics.get(base, {}).get(key))
             if value is not None:
-                ax.axhline(value, ls=style, color=colour(name), label=f"{_label(name, summary)} {value:.4f}")
+                ax.axhline(value, ls=style, color=colour(base), label=f"{_label(base, summary)} {value:.{digits}f}")
         ax.set_xlabel("round")
         integer_ticks(ax)
-        ax.set_ylabel("held-out AUC")
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize=7, frameon=False)
-        return render("propensity-learning", "AUC per round", fig,
-                      "Federated model evaluated on every partner's held-out customers after each round; "
-                      "lines: baselines trained in the same run on the same split.")
+        return render(name, title, fig, caption)
 
 
 def _curve_models(curves: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
@@ -239,21 +248,11 @@ def recommend_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section
 def _recommend_curve(summary: dict[str, Any]) -> Chart | None:
     per_round = summary.get("metrics", {}).get("per_round", [])
     evaluated = [r for r in per_round if finite(r.get("hr@10")) is not None]
-    metrics = summary.get("metrics", {})
     if evaluated:
-        with figure("recommend-learning") as (fig, (ax,)):
-            ax.plot([r["round"] for r in evaluated], [r["hr@10"] for r in evaluated], marker="o", ms=3,
-                    color=colour("federated"), label=_label("federated", summary))
-            for name, style in (("centralized", "--"), ("popularity", ":"), ("local_only", "-.")):
-                value = finite(metrics.get(name, {}).get("hr@10"))
-                if value is not None:
-                    ax.axhline(value, ls=style, color=colour(name), label=f"{_label(name, summary)} {value:.3f}")
-            ax.set_xlabel("round")
-            integer_ticks(ax)
-            ax.set_ylabel("HR@10")
-            ax.legend(fontsize=7, frameon=False)
-            return render("recommend-learning", "HR@10 per round", fig,
-                          "Shared model evaluated during training; lines: baselines on the same split.")
+        return _learning_chart(
+            summary, evaluated, "hr@10", (("centralized", "--"), ("popularity", ":"), ("local_only", "-.")),
+            name="recommend-learning", title="HR@10 per round", ylabel="HR@10", digits=3,
+            caption="Shared model evaluated during training; lines: baselines on the same split.")
     spent = [r for r in per_round if finite(r.get("epsilon")) is not None]
     if not spent:
         return None
