@@ -236,7 +236,9 @@ def _reproduce_command() -> str | None:
                 parts += [opt, str(v)]
         else:
             parts += [opt, str(value)]
-    return shlex.join(parts)
+    from fedinsight.report.page import redact_secrets
+
+    return redact_secrets(shlex.join(parts))  # a --db URL's password must not land in run.json
 
 
 def _finish_run(out_dir: Path, *, db: str | None = None, command: str | None = None) -> Path | None:

@@ -243,3 +243,19 @@ def test_api_report_page_renders_in_chromium(tmp_path):
     assert seen.console_errors == [] and seen.page_errors == []
     assert {"propensity-learning", "propensity-roc", "privacy-budget"} <= {c["name"] for c in seen.charts}
     assert all(c["width"] > 150 and c["marks"] >= 5 for c in seen.charts)
+
+
+def test_database_passwords_never_reach_the_page_or_the_recorded_command(tmp_path):
+    from fedinsight.report import record_command, render_report
+    from fedinsight.report.page import redact_secrets
+
+    run = tmp_path / "run"
+    _tiny_propensity_run(run, ledger=False)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["settings"]["ledger"] = "postgresql+psycopg://alice:hunter2@db.example:5432/fed"
+    (run / "summary.json").write_text(json.dumps(summary))
+    record_command(run, "fedinsight simulate propensity --db postgresql://alice:hunter2@db/fed --out run")
+    html = render_report(run)
+    assert "hunter2" not in html and "alice:***@db" in html
+    assert redact_secrets("--db postgresql://a:b@h/x --out y") == "--db postgresql://a:***@h/x --out y"
+    assert redact_secrets("sqlite:////tmp/ledger.db") == "sqlite:////tmp/ledger.db"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fedinsight.errors import ReportError
-from fedinsight.report.page import Section, esc, fmt, key_values, page, table
+from fedinsight.report.page import Section, esc, fmt, key_values, page, redact_secrets, table
 
 REPORT_NAME = "report.html"
 _RENDER_LOCK = threading.Lock()
@@ -199,7 +199,7 @@ def _config_section(summary: dict[str, Any], insights: dict[str, Any] | None, ru
     s = Section("config", "Configuration and how to reproduce")
     command = summary.get("command")
     if command:
-        s.add("<h3>Command</h3><pre>" + esc(command) + "</pre>")
+        s.add("<h3>Command</h3><pre>" + esc(redact_secrets(str(command))) + "</pre>")
         s.add('<p class="note">DP noise is never seeded, so a re-run reproduces the data, split and model '
               "initialisation exactly and the private results up to fresh noise (within the intervals shown).</p>")
     else:
@@ -225,8 +225,8 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict | list):
-        return json.dumps(value)[:200]
-    return value
+        return redact_secrets(json.dumps(value)[:200])
+    return redact_secrets(value) if isinstance(value, str) else value
 
 
 __all__ = ["REPORT_NAME", "RUN_META", "load_run", "record_command", "render_report", "write_report"]

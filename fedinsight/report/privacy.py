@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fedinsight.report.charts import Chart, colour, figure, finite, render
-from fedinsight.report.page import Section, card, esc, key_values, table
+from fedinsight.report.page import Section, card, esc, key_values, redact_secrets, table
 
 OTHER_JOBS = ("#c7c7c7", "#a5a5a5", "#8a8a8a", "#d9d9d9", "#b5b5b5")
 
@@ -122,12 +122,7 @@ def privacy_section(summary: dict[str, Any], spends: list[PartnerSpend] | None, 
 
 
 def _redact(url: str | None) -> str:
-    """A database URL without its password."""
-    if not url or "@" not in url or "://" not in url:
-        return url or ""
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return redact_secrets(url or "")
 
 
 def _budget_chart(spends: list[PartnerSpend], job: str | None) -> Chart:
