@@ -7,7 +7,6 @@ exit code (2 for invalid data or options); a traceback is only ever shown for a 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -392,7 +391,7 @@ def simulate_propensity(
     from fedinsight.client.baselines import bgnbd_baseline, centralized_baseline, pooled_split
     from fedinsight.data.atomic import atomic_output_dir, atomic_output_file
     from fedinsight.data.federation import write_partner_folder
-    from fedinsight.server.propensity import PropensityJob, progress_listener
+    from fedinsight.server.propensity import PropensityJob, json_finite, progress_listener
     from fedinsight.server.simulation import run_simulation
 
     parts, window, names = _propensity_federation(dataset, partners, partition, alpha, seed, customers, start,
@@ -460,7 +459,7 @@ def simulate_propensity(
     if fed.get("auc") is not None and summary["metrics"].get("bgnbd", {}).get("auc") is not None:
         comparison["auc_federated_minus_bgnbd"] = fed["auc"] - summary["metrics"]["bgnbd"]["auc"]
     summary["comparison"] = comparison
-    summary = _finite(summary)
+    summary = json_finite(summary)
     with atomic_output_file(out_dir / "summary.json") as tmp_file:
         tmp_file.write_text(json.dumps(summary, indent=2, default=_json_default, allow_nan=False))
     _finish_run(out_dir, db=db)
@@ -502,17 +501,6 @@ def _json_default(value: object) -> object:
     if hasattr(value, "item"):
         return value.item()  # type: ignore[union-attr]
     return str(value)
-
-
-def _finite(value: object) -> object:
-    """Replace NaN/inf (a metric with nothing to evaluate) by null, recursively, so JSON stays valid."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 @score_app.command("propensity")

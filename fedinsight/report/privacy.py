@@ -97,7 +97,8 @@ def privacy_section(summary: dict[str, Any], spends: list[PartnerSpend] | None, 
             section.add("<h3>ε by job (increase of each partner's composed ε)</h3>" + table(
                 ["job", *(s.partner_id for s in spends)],
                 [[f"{j} (this job)" if j == job else j, *(s.per_job.get(j) for s in spends)] for j in jobs]))
-        section.add(f'<p class="note">From the privacy ledger <code>{esc(_redact(ledger_url))}</code>: each '
+        shown_url = esc(redact_secrets(ledger_url or ""))
+        section.add(f'<p class="note">From the privacy ledger <code>{shown_url}</code>: each '
                     "partner's charges composed with its accountant; a job that would overspend is refused "
                     "before it runs.</p>")
     else:
@@ -119,10 +120,6 @@ def privacy_section(summary: dict[str, Any], spends: list[PartnerSpend] | None, 
     if facts:
         section.add("<h3>Mechanism</h3>" + key_values(facts.items()))
     return cards, section
-
-
-def _redact(url: str | None) -> str:
-    return redact_secrets(url or "")
 
 
 def _budget_chart(spends: list[PartnerSpend], job: str | None) -> Chart:

@@ -343,22 +343,21 @@ def run(grid: Grid, context: Context) -> None:
                          tier_thresholds=pred_t or (math.inf, math.inf),
                          config={**job.window.to_config(), **job.caps.to_config(), "job-id": job.job_id,
                                  "tier-true": list(true_t)})
-    summary = build_summary(state, strategy, final_metrics, started, true_t, pred_t)
-    summary["curves"] = _finite({"federated": curves})
+    summary = build_summary(state, strategy, final_metrics, curves, started, true_t, pred_t)
     write_outputs(Path(job.out_dir), bundle, summary)
     _emit("done", 0, summary)
 
 
-def _finite(value: Any) -> Any:
-    """JSON cannot hold NaN or infinity: they become null."""
+def json_finite(value: Any) -> Any:
+    """JSON cannot hold NaN or infinity: they become null, recursively (numpy scalars become Python numbers)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_finite(v) for v in value]
     if isinstance(value, np.floating | np.integer):
-        return _finite(value.item())
+        return json_finite(value.item())
     return value
 
 
@@ -387,7 +386,8 @@ def privacy_summary(state: JobState) -> dict[str, Any]:
     return out
 
 
-def build_summary(state: JobState, strategy: PropensityFedAvg, final: dict[str, float], started: float,
+def build_summary(state: JobState, strategy: PropensityFedAvg, final: dict[str, float], curves: dict[str, Any],
+                  started: float,
                   true_t: tuple[float, float], pred_t: tuple[float, float] | None) -> dict[str, Any]:
     job = state.job
     summary: dict[str, Any] = {
@@ -395,6 +395,7 @@ def build_summary(state: JobState, strategy: PropensityFedAvg, final: dict[str, 
         "seed": job.seed, "model": job.model, "job_id": job.job_id,
         "privacy": privacy_summary(state),
         "metrics": {"federated": final, "per_round": strategy.log.per_round},
+        "curves": {"federated": curves},
         "ltv_tiers": {"levels": [job.tier_mid, job.tier_high], "true_thresholds": list(true_t),
                       "predicted_thresholds": None if pred_t is None else list(pred_t)},
         "messages": {"replies_inspected": state.guard.inspected, "violations": state.guard.violations,
@@ -402,7 +403,7 @@ def build_summary(state: JobState, strategy: PropensityFedAvg, final: dict[str, 
         "timing": {"server_wall_s": time.perf_counter() - started, "local_train_s": strategy.log.train_seconds},
         "settings": {k: v for k, v in asdict(job).items() if k not in ("out_dir", "data_root", "ledger_url")},
     }
-    return _finite(summary)
+    return json_finite(summary)
 
 
 def write_outputs(out: Path, bundle: ModelBundle, summary: dict[str, Any]) -> None:
