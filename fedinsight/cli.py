@@ -1492,7 +1492,11 @@ def job_run(
     result: dict[str, object] = {**job.as_dict(), "epsilon_by_partner": spent}
     output = job_output_dir(cfg.state_dir, job.id)
     if job.status == "completed" and output.is_dir():
-        report = _finish_run(output, db=state.db_url)
+        from fedinsight.report import REPORT_NAME
+
+        # the coordinator writes the report as the job completes; render here only if it could not
+        written = output / REPORT_NAME
+        report = written if written.is_file() else _finish_run(output, db=state.db_url)
         result["report"] = str(report) if report else None
     _show(as_json, result, _kv_table(f"job {job.id}", _job_rows(job, spent)))
     if job.status == "failed":

@@ -150,6 +150,8 @@ def test_deployment_end_to_end(deployment: Deployment):
             break
         time.sleep(2)
     assert job["status"] == "completed", job
+    # nobody followed the training job: the coordinator wrote its report into the job folder itself
+    assert "secagg" in (root / "coordinator-state" / "jobs" / training_id / "output" / "report.html").read_text()
     assert set(job["epsilon_by_partner"]) == set(PARTNERS) and all(e > 0 for e in job["epsilon_by_partner"].values())
     # Each partner also charged its own local ledger (enforced on the partner's side).
     for p in PARTNERS:

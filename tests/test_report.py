@@ -219,6 +219,49 @@ def test_api_serves_the_report_to_the_requester_admins_and_auditors(tmp_path):
         assert "retail" in full.text and "bank" in full.text
 
 
+def test_a_completed_job_gets_its_report_on_the_coordinator_whoever_submitted_it(tmp_path, monkeypatch, caplog):
+    """`job run --no-follow` and API submissions have no client waiting: the ServerApp's lifecycle writes it."""
+    import logging
+
+    from fedinsight.server.jobs import job_lifecycle, job_output_dir
+    from fedinsight.server.state import CoordinatorState
+
+    state = CoordinatorState(f"sqlite:///{tmp_path / 'fedinsight.db'}", tmp_path)
+    for key, value in state.env().items():
+        monkeypatch.setenv(key, value)
+
+    def job(name: str, **options: object) -> tuple[str, Path]:
+        created = state.jobs.create(task="propensity", federation="marketing", requester="operator",
+                                    run_config={"task": "propensity", "partners": 3, **options})
+        return created.id, job_output_dir(tmp_path, created.id)
+
+    done, out = job("done", **{"num-server-rounds": 2, "non-private": True})
+    with job_lifecycle({"job-id": done, "out-dir": str(out)}):
+        _tiny_propensity_run(out, ledger=False)
+    assert state.jobs.get(done).status == "completed"
+    html = (out / "report.html").read_text()
+    command = json.loads((out / "run.json").read_text())["command"]
+    assert command == ("fedinsight job run propensity --federation marketing --config coordinator.toml "
+                       "-o non-private=true -o num-server-rounds=2")  # the job record keeps options sorted
+    assert command in html and 'data-chart="propensity-roc"' in html
+
+    # a run folder the report cannot read: the job still completes, the coordinator logs why and how to retry
+    broken, out = job("broken")
+    with caplog.at_level(logging.WARNING, logger="fedinsight.server.jobs"), job_lifecycle(
+            {"job-id": broken, "out-dir": str(out)}):
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text("{not json")
+    assert state.jobs.get(broken).status == "completed" and not (out / "report.html").exists()
+    assert "no report written" in caplog.text and f"fedinsight report {out}" in caplog.text
+
+    # a failed job gets no report
+    failed, out = job("failed")
+    with pytest.raises(RuntimeError), job_lifecycle({"job-id": failed, "out-dir": str(out)}):
+        _tiny_propensity_run(out, ledger=False)
+        raise RuntimeError("partner vanished")
+    assert state.jobs.get(failed).status == "failed" and not (out / "report.html").exists()
+
+
 def _h(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ from fedinsight.errors import ConfigError, DeploymentError, NotFoundError
 
 # dp_accounting's RDP search logs a warning per unconverged order while composing: noise on a CLI.
 logging.getLogger("absl").setLevel(logging.ERROR)
+log = logging.getLogger(__name__)
 
 STATUSES = ("submitted", "running", "completed", "failed")
 SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_SECONDS = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25"
@@ -212,7 +214,41 @@ def job_lifecycle(run_config: dict[str, Any]) -> Iterator[None]:
     except BaseException as exc:
         finish_job(state, job, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
+    if run_config.get("out-dir"):  # before "completed", so whoever sees the job completed finds its report
+        write_job_report(state, job, Path(str(run_config["out-dir"])))
     finish_job(state, job, "completed")
+
+
+def job_command(job: Job) -> str:
+    """The ``fedinsight job run`` command that submits ``job`` again (the report's "reproduce" box).
+
+    Built from what the submitter asked for; the coordinator's own keys (job id, output folder, ...) are
+    set anew by every submission, so they are not part of it.
+    """
+    parts = ["fedinsight", "job", "run", job.task, "--federation", job.federation, "--config", "coordinator.toml"]
+    for key, value in job.run_config.items():
+        if key in ("task", "partners"):
+            continue
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        parts += ["-o", f"{key}={text}"]
+    return shlex.join(parts)
+
+
+def write_job_report(state: Any, job: Job, out_dir: Path) -> Path | None:
+    """Write ``out_dir/report.html`` for a completed job, on the coordinator, whoever submitted it.
+
+    Why here: a job submitted with ``--no-follow`` or through the API has no client waiting to render
+    it. The job has already completed: a report that cannot be written is logged, never a failed job.
+    """
+    from fedinsight.report import record_command, write_report
+
+    try:
+        record_command(out_dir, job_command(job))
+        return write_report(out_dir, ledger_url=state.db_url)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("job %s: no report written (%s: %s); retry with `fedinsight report %s`", job.id,
+                    type(exc).__name__, exc, out_dir)
+        return None
 
 
 # --- talking to the SuperLink with Flower's CLI ---------------------------------------------------
@@ -362,6 +398,7 @@ def submit_job(config: Any, state: Any, task: str, *, federation: str, options: 
     reserved = {"job-id", "requester", "ledger-url", "db-url", "data-root", "out-dir"} & set(options or {})
     if reserved:
         raise ConfigError(f"--option cannot set {', '.join(sorted(reserved))} on a deployment")
+    submitted = dict(run_config)  # what the submitter asked for: the job record and its reproduce command
     batch_options = None
     if task == "insights" and "batch" not in run_config:  # build the catalogue batch (validated before recording)
         from fedinsight.server.queries import insights_batch_json
@@ -369,7 +406,7 @@ def submit_job(config: Any, state: Any, task: str, *, federation: str, options: 
         batch_options = {k: run_config.pop(k) for k in ("only", "epsilon", "as-of") if k in run_config}
         insights_batch_json(dict(batch_options), preset=config.coordinator.catalogue_preset, requester=requester,
                             batch_id="validate")
-    job = state.jobs.create(task=task, federation=federation, run_config=run_config, requester=requester)
+    job = state.jobs.create(task=task, federation=federation, run_config=submitted, requester=requester)
     run_config.update({"job-id": job.id, "requester": requester, "publish": True,
                        "out-dir": str(job_output_dir(config.state_dir, job.id).resolve())})
     if batch_options is not None:
