@@ -52,9 +52,23 @@ class PageCheck:
 CHART_PROBE = """() => Array.from(document.querySelectorAll('figure.chart')).map(f => {
   const svg = f.querySelector('svg');
   const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+  const tips = svg ? Array.from(svg.querySelectorAll('g.tip')) : [];
+  // Hover check: the browser's own hit test at a point inside the first tooltip mark must land in that mark
+  // (a mark hidden under another element, or an invisible one that ignores the pointer, would show nothing).
+  let hover = null;
+  const drawn = g => Array.from(g.querySelectorAll('path, use')).find(e => !e.closest('defs'));
+  const first = tips.find(drawn);
+  if (first) {
+    first.scrollIntoView({block: 'center'});
+    const r = drawn(first).getBoundingClientRect();
+    const hit = document.elementFromPoint(r.left + 0.3 * r.width, r.top + 0.8 * r.height);
+    const owner = hit ? hit.closest('g.tip') : null;
+    hover = {expected: first.querySelector('title').textContent,
+             got: owner ? owner.querySelector('title').textContent : null};
+  }
   return {name: f.dataset.chart, width: box.width, height: box.height,
           marks: svg ? svg.querySelectorAll('path, rect, line, polyline, use').length : 0,
-          texts: svg ? svg.querySelectorAll('text').length : 0};
+          texts: svg ? svg.querySelectorAll('text').length : 0, tips: tips.length, hover: hover};
 })"""
 
 

@@ -27,6 +27,9 @@ EXPECTED_CHARTS = {
                  "ltv-tiers", "privacy-budget"},
 }
 
+CURVE_CHARTS = {"propensity-roc", "propensity-gain"}
+"""Their tooltip sits on a thin curve, which a point inside the curve's bounding box need not touch."""
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
@@ -59,6 +62,9 @@ def test_every_chart_renders_in_headless_chromium(runs, task, tmp_path):
     for chart in seen.charts:
         assert chart["width"] > 150 and chart["height"] > 80, chart
         assert chart["marks"] >= 5 and chart["texts"] >= 2, chart
+        assert chart["tips"] >= 1, chart  # every chart says its numbers on hover (SVG <title>, no script)
+        if chart["name"] not in CURVE_CHARTS:  # the browser's hit test lands in a bar, cell or point
+            assert chart["hover"]["got"] == chart["hover"]["expected"], chart
     assert {"overview", "privacy", "config"} <= set(seen.sections)
     assert task in seen.title
     assert seen.screenshot is not None and seen.screenshot.stat().st_size > 20_000
@@ -302,3 +308,27 @@ def test_database_passwords_never_reach_the_page_or_the_recorded_command(tmp_pat
     assert "hunter2" not in html and "alice:***@db" in html
     assert redact_secrets("--db postgresql://a:b@h/x --out y") == "--db postgresql://a:***@h/x --out y"
     assert redact_secrets("sqlite:////tmp/ledger.db") == "sqlite:////tmp/ledger.db"
+
+
+def test_bars_and_heatmap_cells_carry_their_numbers_as_escaped_svg_titles():
+    from fedinsight.report.charts import bars_with_intervals, figure, heatmap, render
+
+    with figure("tips <one>") as (fig, (ax,)):
+        bars_with_intervals(ax, ["<b>champions</b>", "loyal"],
+                            {"customers": [{"value": 1234.0, "ci95": [1000.0, 1468.5]}, None]})
+        bars = render("tips <one>", "", fig)
+    titles = re.findall(r'<g id="([^"]+)" class="tip"[^>]*><title>(.*?)</title>', bars.svg)
+    assert [t for _, t in titles] == ["&lt;b&gt;champions&lt;/b&gt;: 1,234 (95 % interval 1,000 to 1,468)",
+                                      "loyal: suppressed (below the minimum group size)"]
+    assert all(gid.startswith("tips--one--tip-") for gid, _ in titles)  # unique per chart on a shared page
+
+    with figure("cells") as (fig, (ax,)):
+        heatmap(ax, np.array([[3.0, np.nan], [120.4, 7.0]]), ["mon", "tue"], ["09:00", "10:00"], label="x",
+                group="loyal")
+        cells = render("cells", "", fig)
+    found = re.findall(r'class="tip"( style="pointer-events: all")?><title>(.*?)</title>', cells.svg)
+    assert sorted(t for _, t in found) == ["loyal · mon 09:00: 3 customers",
+                                           "loyal · mon 10:00: suppressed (below the minimum group size)",
+                                           "loyal · tue 09:00: 120.4 customers", "loyal · tue 10:00: 7 customers"]
+    # released cells are invisible shapes over the image: they must still catch the pointer
+    assert {t for events, t in found if events} == {t for _, t in found if "suppressed" not in t}

@@ -18,8 +18,10 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from html import escape
 
 import matplotlib
+import matplotlib.artist
 import matplotlib.patches
 import matplotlib.ticker
 
@@ -58,19 +60,37 @@ def figure(name: str, width: float = 6.4, height: float = 3.6, ncols: int = 1) -
     with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": name, "font.size": 9, "axes.titlesize": 10,
                          "axes.spines.top": False, "axes.spines.right": False}):
         fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
+        fig.set_gid(re.sub(r"[^A-Za-z0-9_-]", "-", name))  # the prefix of this figure's tooltip ids
         try:
             yield fig, axes[0]
         finally:
             plt.close(fig)
 
 
+def tooltip(artist: matplotlib.artist.Artist, text: str, *, area: bool = False) -> None:
+    """Hover text for one mark, written as an SVG ``<title>``.
+
+    Why a ``<title>``: every browser shows it on hover with no JavaScript, so the page keeps its
+    ``default-src 'none'`` policy and still lets a reader see a bar's exact value and interval. ``area``
+    marks an invisible shape (a heatmap cell) that must still catch the pointer.
+    """
+    fig = artist.get_figure()
+    tips: list[tuple[str, str, bool]] = fig.__dict__.setdefault("fedinsight_tips", [])  # (id, text, area)
+    gid = f"{fig.get_gid() or 'chart'}-tip-{len(tips)}"
+    artist.set_gid(gid)
+    tips.append((gid, text, area))
+
+
 def to_svg(fig: plt.Figure) -> str:
-    """The figure as an inline ``<svg>`` element that scales with its container."""
+    """The figure as an inline ``<svg>`` element that scales with its container (tooltips included)."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)  # creator/date RDF: bytes, no information
+    for gid, text, area in fig.__dict__.get("fedinsight_tips", []):
+        events = ' style="pointer-events: all"' if area else ""
+        svg = svg.replace(f'<g id="{gid}">', f'<g id="{gid}" class="tip"{events}><title>{escape(text)}</title>', 1)
     # natural size (so every chart's text has the same size), shrunk by CSS when the column is narrower
     head_end = svg.index(">")
     return svg[:head_end] + ' class="chart-svg" role="img"' + svg[head_end:]
@@ -87,6 +107,13 @@ def finite(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(float(value)) else None
+
+
+def number(value: float, percent: bool = False) -> str:
+    """A value for a tooltip: a percentage, a whole thousands-separated number, or 4 significant digits."""
+    if percent:
+        return f"{value:.1%}"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def error_bars(values: Sequence[float], ci: Sequence[tuple[float, float]]) -> np.ndarray:
@@ -115,14 +142,23 @@ def bars_with_intervals(ax: plt.Axes, labels: Sequence[str], series: dict[str, l
         shown = [(p, e) for p, e in zip(pos, values, strict=True) if e]
         hidden = [p for p, e in zip(pos, values, strict=True) if not e]
         handles.append(matplotlib.patches.Patch(color=PALETTE[k % len(PALETTE)], label=name))
+        where = [f"{label} · {name}" if len(series) > 1 else str(label) for label in labels]
         if shown:
             ps, es = zip(*shown, strict=True)
             vals = [e["value"] for e in es]
-            ax.bar(ps, vals, width * 0.95, color=PALETTE[k % len(PALETTE)],
-                   yerr=error_bars(vals, [tuple(e["ci95"]) for e in es]), capsize=2, ecolor="#333333")
+            bars = ax.bar(ps, vals, width * 0.95, color=PALETTE[k % len(PALETTE)],
+                          yerr=error_bars(vals, [tuple(e["ci95"]) for e in es]), capsize=2, ecolor="#333333")
+            shown_at = [i for i, e in enumerate(values) if e]
+            for i, bar, e in zip(shown_at, bars.patches, es, strict=True):
+                lo, hi = e["ci95"]
+                tooltip(bar, f"{where[i]}: {number(e['value'], percent)} "
+                             f"(95 % interval {number(lo, percent)} to {number(hi, percent)})")
         if hidden:
             suppressed += len(hidden)
-            ax.bar(hidden, [top * 0.12] * len(hidden), width * 0.95, **SUPPRESSED_STYLE)
+            bars = ax.bar(hidden, [top * 0.12] * len(hidden), width * 0.95, **SUPPRESSED_STYLE)
+            hidden_at = [i for i, e in enumerate(values) if not e]
+            for i, bar in zip(hidden_at, bars.patches, strict=True):
+                tooltip(bar, f"{where[i]}: suppressed (below the minimum group size)")
     if suppressed:
         handles.append(matplotlib.patches.Patch(label="suppressed", **SUPPRESSED_STYLE))
     ax.set_xticks(x, labels, rotation=30 if max((len(s) for s in labels), default=0) > 8 else 0, ha="right"
@@ -136,14 +172,25 @@ def bars_with_intervals(ax: plt.Axes, labels: Sequence[str], series: dict[str, l
 
 
 def heatmap(ax: plt.Axes, values: np.ndarray, rows: Sequence[str], cols: Sequence[str], *, label: str,
-            vmax: float | None = None) -> plt.cm.ScalarMappable:
-    """A heatmap where NaN cells (suppressed) are hatched grey rather than coloured as zero."""
+            vmax: float | None = None, group: str = "", unit: str = "customers") -> plt.cm.ScalarMappable:
+    """A heatmap where NaN cells (suppressed) are hatched grey rather than coloured as zero.
+
+    Every cell carries a tooltip (``group``, row, column: value and ``unit``, or "suppressed").
+    """
     masked = np.ma.masked_invalid(values)
     cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     image = ax.imshow(masked, aspect="auto", cmap=cmap, vmin=0, vmax=vmax)
-    for i, j in zip(*np.where(np.isnan(values)), strict=True):
-        ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
-                                                  edgecolor="#aaaaaa", linewidth=0))
+    where = f"{group} · " if group else ""
+    for (i, j), value in np.ndenumerate(values):
+        if np.isnan(value):
+            cell = matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
+                                                edgecolor="#aaaaaa", linewidth=0)
+            text = "suppressed (below the minimum group size)"
+        else:  # an invisible cell over the image: the image itself is one bitmap and cannot hold a tooltip
+            cell = matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, linewidth=0)
+            text = f"{number(float(value))} {unit}"
+        ax.add_patch(cell)
+        tooltip(cell, f"{where}{rows[i]} {cols[j]}: {text}", area=not np.isnan(value))
     ax.set_yticks(range(len(rows)), rows)
     step = 1 if len(cols) <= 12 else 6 if len(cols) <= 24 else max(1, len(cols) // 8)
     ax.set_xticks(range(0, len(cols), step), [cols[j] for j in range(0, len(cols), step)])

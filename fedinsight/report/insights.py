@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fedinsight.report.charts import Chart, bars_with_intervals, figure, heatmap, render
+from fedinsight.report.charts import Chart, bars_with_intervals, figure, heatmap, number, render, tooltip
 from fedinsight.report.page import Section, esc, table
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -132,8 +132,10 @@ def _ab_test(ins: dict[str, Any]) -> list[Chart]:
                 continue
             lo, hi = diff["ci95"]
             significant = lo > 0 or hi < 0
-            ax.errorbar(diff["value"], i, xerr=[[diff["value"] - lo], [hi - diff["value"]]], fmt="o",
-                        color="#2e7d32" if significant else "#1f77b4", capsize=3)
+            mark = ax.errorbar(diff["value"], i, xerr=[[diff["value"] - lo], [hi - diff["value"]]], fmt="o",
+                               color="#2e7d32" if significant else "#1f77b4", capsize=3)
+            tooltip(mark.lines[0], f"{label}: {number(diff['value'], True)} "
+                                   f"(95 % interval {number(lo, True)} to {number(hi, True)})")
         ax.axvline(0, color="#999999", lw=0.8)
         if not any(_est(c.get("difference")) for c in campaigns):
             ax.set_xlim(-0.1, 0.1)
@@ -158,7 +160,7 @@ def _golden_hours(ins: dict[str, Any]) -> list[Chart]:
     hours = np.array([[_value(g.get("by_hour", {}).get(h)) for h in HOURS] for g in groups])
     days = np.array([[_value(g.get("by_weekday", {}).get(d)) for d in WEEKDAYS] for g in groups])
     with figure(ins["name"], 7.0, 0.9 + 0.45 * len(groups), ncols=2) as (fig, (ax, ax2)):
-        image = heatmap(ax, hours, labels, HOURS, label="customers by hour (UTC)")
+        image = heatmap(ax, hours, labels, [f"{h}:00" for h in HOURS], label="customers by hour (UTC)")
         heatmap(ax2, days, labels, WEEKDAYS, label="by weekday")
         ax2.set_yticks([])
         fig.colorbar(image, ax=[ax, ax2], shrink=0.8, label="customers")
@@ -182,8 +184,8 @@ def _slot_heatmaps(ins: dict[str, Any], groups: list[dict[str, Any]], labels: li
         axes = fig.subplots(n, 1, squeeze=False, gridspec_kw={"hspace": 0.65})[:, 0]
         image = None
         for ax, grid, label, g in zip(axes, grids, labels, groups, strict=True):
-            image = heatmap(ax, grid, WEEKDAYS, HOURS, label=f"{label} — peak {g.get('peak_slot') or 'n/a'}",
-                            vmax=vmax)
+            image = heatmap(ax, grid, WEEKDAYS, [f"{h}:00" for h in HOURS],
+                            label=f"{label} — peak {g.get('peak_slot') or 'n/a'}", vmax=vmax, group=label)
         fig.colorbar(image, ax=list(axes), shrink=0.6, label="customers")
         sd = f"; each cell ± {1.96 * float(np.median(sds)):.0f} customers (95 %)" if sds else ""
         return render(ins["name"], "", fig,

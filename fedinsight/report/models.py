@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fedinsight.report.charts import Chart, colour, figure, finite, integer_ticks, render
+from fedinsight.report.charts import Chart, colour, figure, finite, integer_ticks, number, render, tooltip
 from fedinsight.report.page import Section, card, fmt, table
 
 MODEL_LABELS = {"federated": "federated (DP)", "centralized": "centralized, no DP", "bgnbd": "BG/NBD",
@@ -76,6 +76,16 @@ def _propensity_curve(summary: dict[str, Any]) -> Chart | None:
                 "lines: baselines trained in the same run on the same split.")
 
 
+def _point_tips(ax: Any, rounds: list[dict[str, Any]], key: str, what: str, digits: int) -> None:
+    """One invisible hover target per round on a learning curve, saying the round and its value."""
+    for r in rounds:
+        value = finite(r.get(key))
+        if value is None:
+            continue
+        target = ax.scatter([r["round"]], [value], s=60, alpha=0, zorder=3)  # visible marker: the line's
+        tooltip(target, f"round {r['round']}: {what} {value:.{digits}f}", area=True)
+
+
 def _learning_chart(summary: dict[str, Any], rounds: list[dict[str, Any]], key: str,
                     baselines: tuple[tuple[str, str], ...], *, name: str, title: str, ylabel: str, digits: int,
                     caption: str) -> Chart:
@@ -84,6 +94,7 @@ def _learning_chart(summary: dict[str, Any], rounds: list[dict[str, Any]], key: 
     with figure(name) as (fig, (ax,)):
         ax.plot([r["round"] for r in rounds], [r[key] for r in rounds], marker="o", ms=3,
                 color=colour("federated"), label=_label("federated", summary))
+        _point_tips(ax, rounds, key, f"{_label('federated', summary)} {ylabel}", digits)
         for base, style in baselines:
             value = finite(metrics.get(base, {}).get(key))
             if value is not None:
@@ -105,7 +116,9 @@ def _roc(curves: dict[str, Any], summary: dict[str, Any]) -> Chart | None:
         return None
     with figure("propensity-roc", 4.2, 3.6) as (fig, (ax,)):
         for i, (name, roc) in enumerate(models):
-            ax.plot(roc["fpr"], roc["tpr"], color=colour(name, i), label=_label(name, summary))
+            (line,) = ax.plot(roc["fpr"], roc["tpr"], color=colour(name, i), label=_label(name, summary))
+            auc = finite(summary.get("metrics", {}).get(name, {}).get("auc"))
+            tooltip(line, _label(name, summary) + (f": AUC {auc:.4f}" if auc is not None else ""))
         ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8, ls="--", label="random")
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
@@ -124,7 +137,10 @@ def _calibration(curves: dict[str, Any], summary: dict[str, Any]) -> Chart | Non
         for i, (name, cal) in enumerate(models):
             sizes = 8 + 60 * np.sqrt(np.asarray(cal["n"]) / max(1.0, max(cal["n"], default=1.0)))
             ax.plot(cal["predicted"], cal["observed"], color=colour(name, i), lw=1, label=_label(name, summary))
-            ax.scatter(cal["predicted"], cal["observed"], s=sizes, color=colour(name, i), alpha=0.7)
+            for pred, obs, size, n in zip(cal["predicted"], cal["observed"], sizes, cal["n"], strict=True):
+                point = ax.scatter([pred], [obs], s=size, color=colour(name, i), alpha=0.7, zorder=3)
+                tooltip(point, f"{_label(name, summary)}: predicted {pred:.3f}, observed {obs:.3f} "
+                               f"({number(float(n))} customers)")
         ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8, ls="--", label="perfect")
         ax.set_xlabel("mean predicted probability")
         ax.set_ylabel("observed repurchase rate")
@@ -142,7 +158,10 @@ def _gain(curves: dict[str, Any], summary: dict[str, Any]) -> Chart | None:
     with figure("propensity-gain", 6.4, 3.4, ncols=2) as (fig, (ax, ax2)):
         for i, (name, gain) in enumerate(models):
             x, y = np.asarray(gain["targeted"]), np.asarray(gain["captured"])
-            ax.plot(x, y, color=colour(name, i), label=_label(name, summary))
+            (line,) = ax.plot(x, y, color=colour(name, i), label=_label(name, summary))
+            at = int(np.searchsorted(x, 0.1))
+            if at < len(x):
+                tooltip(line, f"{_label(name, summary)}: the top {x[at]:.0%} reach {y[at]:.0%} of repurchasers")
             keep = x >= 0.02  # lift at a handful of customers is noise
             ax2.plot(x[keep], y[keep] / x[keep], color=colour(name, i))
         ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8, ls="--", label="random")
@@ -260,6 +279,7 @@ def _recommend_curve(summary: dict[str, Any]) -> Chart | None:
     with figure("recommend-learning") as (fig, (ax,)):
         ax.plot([r["round"] for r in spent], [r["epsilon"] for r in spent], marker="o", ms=3,
                 color=colour("federated"), label="ε spent (partners' accountants)")
+        _point_tips(ax, spent, "epsilon", "cumulative ε", 3)
         if target is not None:
             ax.axhline(target, color=colour("budget"), ls="--", label=f"job ε {target:g}")
         ax.set_xlabel("round")
@@ -283,6 +303,8 @@ def _ranking_bars(metrics: dict[str, Any], summary: dict[str, Any]) -> Chart | N
             bars = ax.bar(x - 0.4 + width * (k + 0.5), values, width * 0.95, color=colour(name, k),
                           label=_label(name, summary))
             ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+            for col, bar, value in zip(cols, bars.patches, values, strict=True):
+                tooltip(bar, f"{_label(name, summary)} · {col}: {value:.4f}")
         ax.set_xticks(x, ["HR@10", "NDCG@10", "catalogue coverage"])
         ax.legend(fontsize=7, frameon=False)
         return render("recommend-ranking", "Federated vs baselines", fig,
@@ -303,8 +325,11 @@ def _explore_chart(metrics: dict[str, Any], summary: dict[str, Any]) -> Chart | 
         for k, name, before, after, _share in points:
             ax.annotate("", xy=after, xytext=before,
                         arrowprops={"arrowstyle": "->", "color": colour(name, k), "lw": 1.2})
-            ax.scatter(*before, color=colour(name, k), s=18, label=_label(name, summary))
-            ax.scatter(*after, color=colour(name, k), s=18, marker="D")
+            dot = ax.scatter(*before, color=colour(name, k), s=18, label=_label(name, summary))
+            diamond = ax.scatter(*after, color=colour(name, k), s=18, marker="D")
+            tooltip(dot, f"{_label(name, summary)}, pure ranking: HR@10 {before[1]:.4f}, diversity {before[0]:.3f}")
+            tooltip(diamond, f"{_label(name, summary)}, with exploration: HR@10 {after[1]:.4f}, "
+                             f"diversity {after[0]:.3f}")
         share = points[0][4]
         ax.set_xlabel("intra-list diversity of the top-10")
         ax.set_ylabel("HR@10")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fedinsight.report.charts import Chart, colour, figure, finite, render
+from fedinsight.report.charts import Chart, colour, figure, finite, number, render, tooltip
 from fedinsight.report.page import Section, card, esc, key_values, redact_secrets, table
 
 OTHER_JOBS = ("#c7c7c7", "#a5a5a5", "#8a8a8a", "#d9d9d9", "#b5b5b5")
@@ -131,15 +131,20 @@ def _budget_chart(spends: list[PartnerSpend], job: str | None) -> Chart:
         for j in jobs:
             widths = np.array([s.per_job.get(j, 0.0) for s in spends])
             if j == job:
-                ax.barh(y, widths, left=left, color=colour("federated"), label=f"this job ({j})")
+                bars = ax.barh(y, widths, left=left, color=colour("federated"), label=f"this job ({j})")
             else:
-                ax.barh(y, widths, left=left, color=OTHER_JOBS[others % len(OTHER_JOBS)], edgecolor="white",
-                        label="earlier / other jobs" if others == 0 else None)
+                bars = ax.barh(y, widths, left=left, color=OTHER_JOBS[others % len(OTHER_JOBS)], edgecolor="white",
+                               label="earlier / other jobs" if others == 0 else None)
                 others += 1
+            for s, bar, width in zip(spends, bars.patches, widths, strict=True):
+                tooltip(bar, f"{s.partner_id} · job {j}: ε +{number(width)}")
             left += widths
         budgets = np.array([s.budget for s in spends])
-        ax.barh(y, np.clip(budgets - left, 0, None), left=left, color="none", edgecolor="#999999", ls=":",
-                label="left")
+        bars = ax.barh(y, np.clip(budgets - left, 0, None), left=left, color="none", edgecolor="#999999", ls=":",
+                       label="left")
+        for s, bar, used in zip(spends, bars.patches, left, strict=True):
+            tooltip(bar, f"{s.partner_id}: ε {number(used)} spent of {number(s.budget)}, "
+                         f"{number(max(s.budget - used, 0.0))} left", area=True)
         ax.scatter(budgets, y, marker="|", s=300, color=colour("budget"), label="budget", zorder=3)
         ax.set_yticks(y, [s.partner_id for s in spends])
         ax.invert_yaxis()
@@ -153,7 +158,10 @@ def _budget_chart(spends: list[PartnerSpend], job: str | None) -> Chart:
 def _spent_chart(spent: dict[str, float], target: float | None) -> Chart:
     names = sorted(spent)
     with figure("privacy-budget", 6.4, 0.9 + 0.38 * len(names)) as (fig, (ax,)):
-        ax.barh(range(len(names)), [spent[n] for n in names], color=colour("federated"), label="ε spent this job")
+        bars = ax.barh(range(len(names)), [spent[n] for n in names], color=colour("federated"),
+                       label="ε spent this job")
+        for name, bar in zip(names, bars.patches, strict=True):
+            tooltip(bar, f"{name}: ε {number(spent[name])} this job")
         if target is not None:
             ax.axvline(target, color=colour("budget"), ls="--", label=f"job ε {target:g}")
         ax.set_yticks(range(len(names)), names)
