@@ -433,7 +433,10 @@ def simulate_propensity(
         def on_event(phase: str, step: int, info: dict) -> None:  # type: ignore[type-arg]
             if phase == "round":
                 auc = info.get("auc")
-                text = f"round {step}/{rounds}" + (f" auc {auc:.4f}" if isinstance(auc, float) else "")
+                trained = info.get("training_partners")
+                text = f"round {step}/{rounds}" + (f" · {trained}/{job.partners} partners training"
+                                                   if isinstance(trained, int) else "")
+                text += f" · auc {auc:.4f}" if isinstance(auc, float) else ""
                 progress.update(bar, advance=1, description=text)
             elif phase in ("stats", "ltv-hist", "final"):
                 progress.update(bar, advance=1, description={"stats": "feature statistics", "ltv-hist":
