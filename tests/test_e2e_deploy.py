@@ -125,7 +125,7 @@ def test_deployment_end_to_end(deployment: Deployment):
     dep, root = deployment, deployment.root
     coordinator = dep.spawn("coordinator", "coordinator", "start", "--config", "coordinator.toml")
     api = httpx.Client(base_url=f"https://127.0.0.1:{dep.api_port}", verify=str(root / "certs" / "ca.crt"),
-                       timeout=30)
+                       timeout=120)
     _wait_for_api(dep, api)
     assert (root / "coordinator-state" / "coordinator.pid").read_text().strip() == str(coordinator.pid)
     partners = [dep.spawn(p, "partner", "start", "--config", f"{p}.toml") for p in PARTNERS]
