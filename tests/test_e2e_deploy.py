@@ -97,7 +97,7 @@ def _write_configs(root: Path, dep: Deployment) -> None:
             f'[runtime]\nport = {free_port()}\n')
 
 
-def _wait_for_api(dep: Deployment, client: httpx.Client, timeout: float = 300) -> None:
+def _wait_for_api(dep: Deployment, client: httpx.Client, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert dep.procs[0].poll() is None, f"coordinator exited:\n{dep.output('coordinator')}"
