@@ -101,11 +101,27 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((target, port)) == 0
 
 
+_PORTS_GIVEN: set[int] = set()
+_PORTS_LOCK = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free right now (tests and benchmarks choose ports at run time)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port the OS says is free right now, and not one this process was given before.
+
+    Tests and benchmarks choose several ports at run time and bind them later. The kernel picks a
+    ``bind(("", 0))`` port at random among the free ones (about 14,000 on Linux), and a port handed out
+    but not yet bound is free again: two calls in a row return the same port about once in 14,000, six
+    calls about once in 1,000. Remembering the ports already given makes them distinct.
+    """
+    with _PORTS_LOCK:
+        for _ in range(1000):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _PORTS_GIVEN:
+                _PORTS_GIVEN.add(port)
+                return port
+    raise DeploymentError(f"no free port on {host} that this process has not already handed out")
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -185,8 +201,11 @@ class Supervisor:
         self.children.append(child)
         return child
 
-    def wait_port(self, child: Child, host: str, port: int, timeout: float = 60.0) -> None:
-        """Wait until ``child`` listens on (host, port); DeploymentError with its log tail if it dies first."""
+    def wait_port(self, child: Child, host: str, port: int, timeout: float = 180.0) -> None:
+        """Wait until ``child`` listens on (host, port); DeploymentError with its log tail if it dies first.
+
+        The deadline is generous on purpose (a loaded machine can take a minute to start a Python server);
+        a child that fails ends the wait at once."""
         deadline = time.monotonic() + timeout
         while not port_in_use(host, port):
             if child.proc.poll() is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+BROWSER_TIMEOUT_MS = 180_000
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                   "--disable-extensions", "--no-first-run"]
 
@@ -78,9 +79,13 @@ def inspect_page(target: str, screenshot: Path, *, html: str | None = None) -> P
 
     result = PageCheck()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_FLAGS)
+        # Playwright gives up after 30 s by default; a loaded machine can take longer to start Chromium or lay out
+        # a long report, so the deadlines are generous (each wait still ends as soon as its condition holds)
+        browser = p.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_FLAGS, timeout=BROWSER_TIMEOUT_MS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+            page.set_default_navigation_timeout(BROWSER_TIMEOUT_MS)
             page.on("console", lambda m: result.console_errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: result.page_errors.append(str(e)))
             page.on("request", lambda r: result.requests.append(r.url))

@@ -63,9 +63,11 @@ def pg_url() -> Iterator[str]:
     try:
         subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                         "--no-sync", "-E", "UTF8"], check=True, capture_output=True, env=env)
+        # pg_ctl waits (-w) up to -t seconds for the server to accept connections: generous on a loaded machine
         started = subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"),
-                                  "-w", "-o", f"-k {sock} -c listen_addresses='' -p {port} -c fsync=off", "start"],
-                                 capture_output=True, text=True, env=env, timeout=60)
+                                  "-w", "-t", "300", "-o",
+                                  f"-k {sock} -c listen_addresses='' -p {port} -c fsync=off", "start"],
+                                 capture_output=True, text=True, env=env, timeout=360)
         if started.returncode != 0:
             log = (data / "server.log").read_text() if (data / "server.log").exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {started.stderr}\n{log}")

@@ -35,7 +35,10 @@ def test_simulate_then_score_on_a_small_slice(tmp_path, capsys):
     assert "auc" in metrics["bgnbd"]
     assert [r["round"] for r in metrics["per_round"]] == [1, 2] and "auc" in metrics["per_round"][0]
     assert summary["messages"]["violations"] == [] and summary["messages"]["replies_inspected"] > 0
-    assert summary["timing"]["wall_s"] > summary["timing"]["local_train_s"] > 0
+    # the run's wall time contains the coordinator's; the partners' summed training time is not bounded by either
+    # (partners train in parallel), so it is only checked to be there
+    assert summary["timing"]["wall_s"] >= summary["timing"]["server_wall_s"] > 0
+    assert summary["timing"]["local_train_s"] > 0
     assert (out / "model.pt").is_file() and (out / "ledger.db").is_file()
 
     scores = tmp_path / "scores.parquet"

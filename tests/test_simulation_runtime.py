@@ -27,7 +27,7 @@ def _apps() -> tuple[ServerApp, ClientApp]:
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # generous: on a loaded machine Ray can be slow to bring nodes up
         while len(list(grid.get_node_ids())) < int(context.run_config["partners"]):
             assert time.monotonic() < deadline
             time.sleep(0.1)
