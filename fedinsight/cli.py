@@ -1499,7 +1499,11 @@ def job_run(
 
         # the coordinator writes the report as the job completes; render here only if it could not
         written = output / REPORT_NAME
-        report = written if written.is_file() else _finish_run(output, db=state.db_url)
+        if written.is_file():
+            err.print(f"report: {written}")
+            report: Path | None = written
+        else:
+            report = _finish_run(output, db=state.db_url)
         result["report"] = str(report) if report else None
     _show(as_json, result, _kv_table(f"job {job.id}", _job_rows(job, spent)))
     if job.status == "failed":

@@ -236,12 +236,12 @@ def test_a_completed_job_gets_its_report_on_the_coordinator_whoever_submitted_it
     for key, value in state.env().items():
         monkeypatch.setenv(key, value)
 
-    def job(name: str, **options: object) -> tuple[str, Path]:
+    def job(**options: object) -> tuple[str, Path]:
         created = state.jobs.create(task="propensity", federation="marketing", requester="operator",
                                     run_config={"task": "propensity", "partners": 3, **options})
         return created.id, job_output_dir(tmp_path, created.id)
 
-    done, out = job("done", **{"num-server-rounds": 2, "non-private": True})
+    done, out = job(**{"num-server-rounds": 2, "non-private": True})
     with job_lifecycle({"job-id": done, "out-dir": str(out)}):
         _tiny_propensity_run(out, ledger=False)
     assert state.jobs.get(done).status == "completed"
@@ -252,7 +252,7 @@ def test_a_completed_job_gets_its_report_on_the_coordinator_whoever_submitted_it
     assert command in html and 'data-chart="propensity-roc"' in html
 
     # a run folder the report cannot read: the job still completes, the coordinator logs why and how to retry
-    broken, out = job("broken")
+    broken, out = job()
     with caplog.at_level(logging.WARNING, logger="fedinsight.server.jobs"), job_lifecycle(
             {"job-id": broken, "out-dir": str(out)}):
         out.mkdir(parents=True)
@@ -261,11 +261,26 @@ def test_a_completed_job_gets_its_report_on_the_coordinator_whoever_submitted_it
     assert "no report written" in caplog.text and f"fedinsight report {out}" in caplog.text
 
     # a failed job gets no report
-    failed, out = job("failed")
+    failed, out = job()
     with pytest.raises(RuntimeError), job_lifecycle({"job-id": failed, "out-dir": str(out)}):
         _tiny_propensity_run(out, ledger=False)
         raise RuntimeError("partner vanished")
     assert state.jobs.get(failed).status == "failed" and not (out / "report.html").exists()
+
+    # a task that writes no results (preflight) gets no report, no folder and no warning
+    caplog.clear()
+    quiet, out = job()
+    with caplog.at_level(logging.WARNING, logger="fedinsight.server.jobs"), job_lifecycle(
+            {"job-id": quiet, "out-dir": str(out)}):
+        pass
+    assert state.jobs.get(quiet).status == "completed" and not out.exists() and caplog.text == ""
+
+    # whatever stops the report (here an interpreter exit), the finished job is still recorded as completed
+    stopped, out = job()
+    monkeypatch.setattr("fedinsight.report.write_report", lambda *a, **k: (_ for _ in ()).throw(SystemExit(3)))
+    with pytest.raises(SystemExit), job_lifecycle({"job-id": stopped, "out-dir": str(out)}):
+        _tiny_propensity_run(out, ledger=False)
+    assert state.jobs.get(stopped).status == "completed"
 
 
 def _h(token: str) -> dict[str, str]:
@@ -329,6 +344,6 @@ def test_bars_and_heatmap_cells_carry_their_numbers_as_escaped_svg_titles():
     found = re.findall(r'class="tip"( style="pointer-events: all")?><title>(.*?)</title>', cells.svg)
     assert sorted(t for _, t in found) == ["loyal · mon 09:00: 3 customers",
                                            "loyal · mon 10:00: suppressed (below the minimum group size)",
-                                           "loyal · tue 09:00: 120.4 customers", "loyal · tue 10:00: 7 customers"]
+                                           "loyal · tue 09:00: 120 customers", "loyal · tue 10:00: 7 customers"]
     # released cells are invisible shapes over the image: they must still catch the pointer
     assert {t for events, t in found if events} == {t for _, t in found if "suppressed" not in t}

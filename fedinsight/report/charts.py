@@ -113,7 +113,7 @@ def number(value: float, percent: bool = False) -> str:
     """A value for a tooltip: a percentage, a whole thousands-separated number, or 4 significant digits."""
     if percent:
         return f"{value:.1%}"
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return f"{value:,.0f}" if abs(value) >= 999.5 else f"{value:.4g}"  # 999.7 is "1,000", not "1000"
 
 
 def error_bars(values: Sequence[float], ci: Sequence[tuple[float, float]]) -> np.ndarray:
@@ -187,8 +187,9 @@ def heatmap(ax: plt.Axes, values: np.ndarray, rows: Sequence[str], cols: Sequenc
                                                 edgecolor="#aaaaaa", linewidth=0)
             text = "suppressed (below the minimum group size)"
         else:  # an invisible cell over the image: the image itself is one bitmap and cannot hold a tooltip
-            cell = matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, linewidth=0)
-            text = f"{number(float(value))} {unit}"
+            cell = matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, linewidth=0,
+                                                clip_on=False)  # inside the axes anyway; no clip-path bytes
+            text = f"{value:,.0f} {unit}"  # a noisy count, shown as a count
         ax.add_patch(cell)
         tooltip(cell, f"{where}{rows[i]} {cols[j]}: {text}", area=not np.isnan(value))
     ax.set_yticks(range(len(rows)), rows)

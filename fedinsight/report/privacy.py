@@ -137,7 +137,8 @@ def _budget_chart(spends: list[PartnerSpend], job: str | None) -> Chart:
                                label="earlier / other jobs" if others == 0 else None)
                 others += 1
             for s, bar, width in zip(spends, bars.patches, widths, strict=True):
-                tooltip(bar, f"{s.partner_id} · job {j}: ε +{number(width)}")
+                if width > 0:  # a partner this job did not charge has no segment to hover
+                    tooltip(bar, f"{s.partner_id} · job {j}: ε +{number(width)}")
             left += widths
         budgets = np.array([s.budget for s in spends])
         bars = ax.barh(y, np.clip(budgets - left, 0, None), left=left, color="none", edgecolor="#999999", ls=":",

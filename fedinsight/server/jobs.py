@@ -214,9 +214,11 @@ def job_lifecycle(run_config: dict[str, Any]) -> Iterator[None]:
     except BaseException as exc:
         finish_job(state, job, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    if run_config.get("out-dir"):  # before "completed", so whoever sees the job completed finds its report
-        write_job_report(state, job, Path(str(run_config["out-dir"])))
-    finish_job(state, job, "completed")
+    try:
+        if run_config.get("out-dir"):  # before "completed", so whoever sees the job completed finds its report
+            write_job_report(state, job, Path(str(run_config["out-dir"])))
+    finally:  # whatever happens to the report, the job's own work is done
+        finish_job(state, job, "completed")
 
 
 def job_command(job: Job) -> str:
@@ -239,15 +241,18 @@ def write_job_report(state: Any, job: Job, out_dir: Path) -> Path | None:
 
     Why here: a job submitted with ``--no-follow`` or through the API has no client waiting to render
     it. The job has already completed: a report that cannot be written is logged, never a failed job.
+    A task that wrote no results (``preflight`` reports to its caller only) gets no report and no folder.
     """
-    from fedinsight.report import record_command, write_report
-
+    if not out_dir.is_dir():
+        return None
     try:
+        from fedinsight.report import record_command, write_report
+
         record_command(out_dir, job_command(job))
         return write_report(out_dir, ledger_url=state.db_url)
     except Exception as exc:  # noqa: BLE001 - see the docstring
-        log.warning("job %s: no report written (%s: %s); retry with `fedinsight report %s`", job.id,
-                    type(exc).__name__, exc, out_dir)
+        log.warning("job %s: no report written (%s: %s); retry with `fedinsight report %s --db DATABASE_URL`",
+                    job.id, type(exc).__name__, exc, out_dir)
         return None
 
 
