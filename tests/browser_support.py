@@ -54,19 +54,25 @@ CHART_PROBE = """() => Array.from(document.querySelectorAll('figure.chart')).map
   const svg = f.querySelector('svg');
   const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
   const tips = svg ? Array.from(svg.querySelectorAll('g.tip')) : [];
-  // Hover check: the browser's own hit test at a point inside the first tooltip mark must land in that mark
-  // (a mark hidden under another element, or an invisible one that ignores the pointer, would show nothing).
-  let hover = null;
+  // Hover check: the browser's own hit test at a point inside each tooltip mark (left of a bar's error
+  // whisker, low in the mark) must land in that mark; an invisible shape that ignores the pointer, or a mark
+  // under another element, shows nothing. Marks under 2 px are not tried. Overlapping points (two models'
+  // calibration bins) can hide each other, so callers decide how many must be reachable.
   const drawn = g => Array.from(g.querySelectorAll('path, use')).find(e => !e.closest('defs'));
-  const first = tips.find(drawn);
-  if (first) {
-    first.scrollIntoView({block: 'center'});
-    const r = drawn(first).getBoundingClientRect();
+  let tried = 0, reached = 0;
+  const missed = [];
+  for (const g of tips) {
+    const mark = drawn(g);
+    if (!mark) continue;
+    mark.scrollIntoView({block: 'center', inline: 'center'});
+    const r = mark.getBoundingClientRect();
+    if (r.width < 2 || r.height < 2) continue;
+    tried += 1;
     const hit = document.elementFromPoint(r.left + 0.3 * r.width, r.top + 0.8 * r.height);
-    const owner = hit ? hit.closest('g.tip') : null;
-    hover = {expected: first.querySelector('title').textContent,
-             got: owner ? owner.querySelector('title').textContent : null};
+    if (hit && hit.closest('g.tip') === g) reached += 1;
+    else if (missed.length < 3) missed.push(g.querySelector('title').textContent);
   }
+  const hover = {tried: tried, reached: reached, missed: missed};
   return {name: f.dataset.chart, width: box.width, height: box.height,
           marks: svg ? svg.querySelectorAll('path, rect, line, polyline, use').length : 0,
           texts: svg ? svg.querySelectorAll('text').length : 0, tips: tips.length, hover: hover};

@@ -29,6 +29,10 @@ EXPECTED_CHARTS = {
 
 CURVE_CHARTS = {"propensity-roc", "propensity-gain"}
 """Their tooltip sits on a thin curve, which a point inside the curve's bounding box need not touch."""
+NOTHING_ON_TOP = {"golden-hours", "segment-profile-rfm", "funnel-by-channel", "funnel-by-segment", "ltv-tiers",
+                  "channel-response", "recommend-ranking", "propensity-learning", "recommend-learning"}
+"""Heatmap cells (invisible shapes over a bitmap), bars and learning-curve points: only other tooltip marks could
+cover them (whiskers, caps and lines ignore the pointer), and none do, so every one must be reachable."""
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +67,11 @@ def test_every_chart_renders_in_headless_chromium(runs, task, tmp_path):
         assert chart["width"] > 150 and chart["height"] > 80, chart
         assert chart["marks"] >= 5 and chart["texts"] >= 2, chart
         assert chart["tips"] >= 1, chart  # every chart says its numbers on hover (SVG <title>, no script)
-        if chart["name"] not in CURVE_CHARTS:  # the browser's hit test lands in a bar, cell or point
-            assert chart["hover"]["got"] == chart["hover"]["expected"], chart
+        hover = chart["hover"]
+        if chart["name"] not in CURVE_CHARTS:  # the browser's hit test lands in bars, cells and points
+            assert hover["reached"] >= 1 and hover["reached"] >= 0.5 * hover["tried"], chart
+        if chart["name"] in NOTHING_ON_TOP:  # here every mark must be reachable
+            assert hover["reached"] == hover["tried"] >= 1, chart
     assert {"overview", "privacy", "config"} <= set(seen.sections)
     assert task in seen.title
     assert seen.screenshot is not None and seen.screenshot.stat().st_size > 20_000

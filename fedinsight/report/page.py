@@ -42,6 +42,10 @@ figure.chart { margin: 6px 0; }
 figure.chart figcaption { color: var(--muted); font-size: 12px; }
 figure.chart .chart-title { font-weight: 600; font-size: 13px; margin-bottom: 2px; }
 svg.chart-svg { max-width: 100%; height: auto; display: block; }
+svg.chart-svg * { pointer-events: none; }  /* whiskers, caps, arrows, gridlines never hide a value's tooltip */
+svg.chart-svg g.tip { pointer-events: visiblePainted; }  /* an invisible heatmap cell's own style says "all" */
+svg.chart-svg g.tip * { pointer-events: inherit; }
+svg.chart-svg g.tip:hover path { opacity: 0.85; stroke: #111; stroke-width: 1.2px; }  /* the hovered mark */
 table { border-collapse: collapse; font-size: 12.5px; margin: 6px 0; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: right; vertical-align: top; }
 th:first-child, td:first-child { text-align: left; }
