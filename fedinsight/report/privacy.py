@@ -122,6 +122,15 @@ def privacy_section(summary: dict[str, Any], spends: list[PartnerSpend] | None, 
     return cards, section
 
 
+def _partner_rows(ax: Any, partners: list[str], xlabel: str, *, legend_columns: int) -> None:
+    """One horizontal bar row per partner, first at the top, with the legend below the axis (both ε charts)."""
+    ax.set_yticks(range(len(partners)), partners)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3 - 0.6 / len(partners)),
+              ncol=legend_columns)
+
+
 def _budget_chart(spends: list[PartnerSpend], job: str | None) -> Chart:
     jobs = list(OrderedDict.fromkeys(j for s in spends for j in s.per_job))
     with figure("privacy-budget", 6.4, 0.9 + 0.38 * len(spends)) as (fig, (ax,)):
@@ -147,11 +156,7 @@ def _budget_chart(spends: list[PartnerSpend], job: str | None) -> Chart:
             tooltip(bar, f"{s.partner_id}: ε {number(used)} spent of {number(s.budget)}, "
                          f"{number(max(s.budget - used, 0.0))} left", area=True)
         ax.scatter(budgets, y, marker="|", s=300, color=colour("budget"), label="budget", zorder=3)
-        ax.set_yticks(y, [s.partner_id for s in spends])
-        ax.invert_yaxis()
-        ax.set_xlabel("ε (composed over the partner's jobs)")
-        ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3 - 0.6 / len(spends)),
-                  ncol=4)
+        _partner_rows(ax, [s.partner_id for s in spends], "ε (composed over the partner's jobs)", legend_columns=4)
         return render("privacy-budget", "ε spent per partner against its budget", fig,
                       "Each bar segment is one job's increase of the partner's composed ε; red mark: budget.")
 
@@ -165,10 +170,6 @@ def _spent_chart(spent: dict[str, float], target: float | None) -> Chart:
             tooltip(bar, f"{name}: ε {number(spent[name])} this job")
         if target is not None:
             ax.axvline(target, color=colour("budget"), ls="--", label=f"job ε {target:g}")
-        ax.set_yticks(range(len(names)), names)
-        ax.invert_yaxis()
-        ax.set_xlabel("ε")
-        ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3 - 0.6 / len(names)),
-                  ncol=2)
+        _partner_rows(ax, names, "ε", legend_columns=2)
         return render("privacy-budget", "ε spent per partner (this job)", fig,
                       "As reported by each partner's own accountant.")
