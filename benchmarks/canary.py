@@ -13,7 +13,7 @@ Ray's temp dir all inside the audit's folders, so every file a run writes is sca
   per partner, ``data scan`` again, ``partner check`` for every purpose, ``partner forget`` of a few
   canary customers, ``partner artifacts``;
 - a Flower simulation of every job type installed: ``fedinsight simulate <task> --dataset DIR
-  --partners N --out DIR`` for each task of ``fedinsight.server.app.SERVER_TASKS`` whose module exists
+  --partners N --out DIR`` for each task of ``fedinsight.coordinator.serverapp.SERVER_TASKS`` whose module exists
   (``preflight`` always; ``propensity``, ``insights``, ``recommend`` once merged), with
   ``FEDINSIGHT_CAPTURE_DIR`` set so the ServerApp records every message in wire format.
 
@@ -39,12 +39,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedinsight.client.protection import find_policy
+from fedinsight.coordinator.serverapp import SERVER_TASKS
 from fedinsight.data.synth import SynthConfig, write_synthetic
+from fedinsight.federation.capture import CAPTURE_ENV
+from fedinsight.partner.protection import find_policy
 from fedinsight.privacy.canary import CanaryCustomer, CanaryScanner, plant_canaries
 from fedinsight.privacy.consent import PURPOSES
-from fedinsight.server.app import SERVER_TASKS
-from fedinsight.server.capture import CAPTURE_ENV
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 

@@ -41,7 +41,7 @@ def _dummy_client_app(size: int, secure: bool):  # type: ignore[no-untyped-def]
     from flwr.client.mod import secaggplus_mod
     from flwr.clientapp import ClientApp
 
-    from fedinsight.client.secagg import HELLO_ACTION, secagg_hello
+    from fedinsight.tasks.secure_training.client import HELLO_ACTION, secagg_hello
 
     class Dummy(NumPyClient):
         def fit(self, parameters, config):  # type: ignore[no-untyped-def]
@@ -62,10 +62,11 @@ def _real_client_app(secure: bool):  # type: ignore[no-untyped-def]
     from flwr.client.mod import secaggplus_mod
     from flwr.clientapp import ClientApp
 
-    from fedinsight.client.secagg import HELLO_ACTION, secagg_hello, secagg_train
+    from fedinsight.federation.secagg import legacy_train_handler
+    from fedinsight.tasks.secure_training.client import HELLO_ACTION, secagg_hello, secure_fit
 
     app = ClientApp()
-    app.train(mods=[secaggplus_mod] if secure else [])(secagg_train)
+    app.train(mods=[secaggplus_mod] if secure else [])(legacy_train_handler({"secagg": secure_fit}, default="secagg"))
     app.query(HELLO_ACTION)(secagg_hello)
     return app
 
@@ -73,7 +74,7 @@ def _real_client_app(secure: bool):  # type: ignore[no-untyped-def]
 def _server_app(secure: bool, init: list[np.ndarray] | None, out: dict[str, Any]):  # type: ignore[no-untyped-def]
     from flwr.serverapp import ServerApp
 
-    from fedinsight.server.secagg import train
+    from fedinsight.tasks.secure_training.server import train
 
     app = ServerApp()
 
@@ -86,7 +87,7 @@ def _server_app(secure: bool, init: list[np.ndarray] | None, out: dict[str, Any]
 
 def time_rounds(partners: int, *, secure: bool, rounds: int, run_config: dict[str, Any], client_app: Any,
                 init: list[np.ndarray] | None) -> dict[str, Any]:
-    from fedinsight.server.simulation import run_simulation
+    from fedinsight.federation.simulation import run_simulation
 
     out: dict[str, Any] = {}
     run_simulation({"task": "secagg", "partners": partners, "num-server-rounds": rounds, **run_config}, partners,
@@ -97,8 +98,8 @@ def time_rounds(partners: int, *, secure: bool, rounds: int, run_config: dict[st
 
 
 def bench_secagg(args: argparse.Namespace) -> dict[str, Any]:
-    from fedinsight.client.protection import init_partner
     from fedinsight.data.synth import SynthConfig, write_synthetic
+    from fedinsight.partner.protection import init_partner
 
     tmp = Path(tempfile.mkdtemp(prefix="fedinsight-bench-deploy-"))
     results: dict[str, Any] = {}
@@ -206,11 +207,11 @@ def load_main(argv: list[str]) -> None:
 
 
 def bench_api(args: argparse.Namespace) -> dict[str, Any]:
-    from fedinsight.procs import free_port, stop_tree
-    from fedinsight.server.certs import init_certs
-    from fedinsight.server.config import load_coordinator_config
-    from fedinsight.server.coordinator import api_command, child_env
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.process import api_command, child_env
+    from fedinsight.coordinator.state import CoordinatorState
+    from fedinsight.core.procs import free_port, stop_tree
+    from fedinsight.federation.certs import init_certs
 
     tmp = Path(tempfile.mkdtemp(prefix="fedinsight-bench-api-"))
     api = None

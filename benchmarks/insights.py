@@ -39,20 +39,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from insights_baseline import pandas_catalogue  # noqa: E402
 
-from fedinsight.client.protection import init_federation  # noqa: E402
 from fedinsight.data.schema import PartnerData  # noqa: E402
 from fedinsight.data.synth import SynthConfig, generate_partner_frames, write_synthetic  # noqa: E402
+from fedinsight.partner.protection import init_federation  # noqa: E402
 from fedinsight.privacy.suppression import CONFIDENCE_95  # noqa: E402
-from fedinsight.server.insight_catalogue import PRESETS, InsightBatch, default_batch, parse_batch  # noqa: E402
-from fedinsight.server.insight_results import paired_estimates  # noqa: E402
-from fedinsight.server.insight_simulation import (  # noqa: E402
+from fedinsight.tasks.insights.catalogue import PRESETS, InsightBatch, default_batch, parse_batch  # noqa: E402
+from fedinsight.tasks.insights.results import paired_estimates  # noqa: E402
+from fedinsight.tasks.insights.server import price_batch, release_batch  # noqa: E402
+from fedinsight.tasks.insights.simulate import (  # noqa: E402
     exact_replies,
     local_aggregates,
     noisy_replies,
     resolve_as_of,
     simulate_insights,
 )
-from fedinsight.server.insights import price_batch, release_batch  # noqa: E402
 
 ERR = Console(stderr=True)
 P = PRESETS["synthetic"]
@@ -261,7 +261,7 @@ def throughput(customers: int, repeats: int) -> dict[str, Any]:
     batch = catalogue(epsilon=1.0)
     noises = price_batch(batch)
     wire = batch.wire({n: {"mechanism": q.mechanism, "multiplier": q.multiplier} for n, q in noises.items()})
-    from fedinsight.client.insights import compute_batch
+    from fedinsight.tasks.insights.client import compute_batch
 
     ours, plain = [], []
     with progress() as bar:

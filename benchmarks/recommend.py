@@ -75,7 +75,7 @@ def _pick(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    from fedinsight.server.recommend_simulation import RecommendSimulation, simulate_recommend
+    from fedinsight.tasks.recommend.simulate import RecommendSimulation, simulate_recommend
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="movielens-100k")

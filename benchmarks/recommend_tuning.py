@@ -42,7 +42,7 @@ def main() -> None:
     from fedinsight.models.ranking import Catalogue, RankingTotals, evaluate_ranking, leave_latest_out
     from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer, fit_bpr
     from fedinsight.privacy.sparse_dp import noise_multiplier_for
-    from fedinsight.server.recommend import RecommendJob, dp_update_noise_variance, itemwise_average, james_stein
+    from fedinsight.tasks.recommend.server import RecommendJob, dp_update_noise_variance, itemwise_average, james_stein
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--partners", type=int, default=10)

@@ -1,6 +1,6 @@
 """The one ``fedinsight`` command.
 
-Every :class:`~fedinsight.errors.FedinsightError` becomes a plain message on stderr and the error's
+Every :class:`~fedinsight.core.errors.FedinsightError` becomes a plain message on stderr and the error's
 exit code (2 for invalid data or options); a traceback is only ever shown for a genuine bug.
 """
 
@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import fedinsight  # noqa: F401  (sets Flower's offline environment variables)
-from fedinsight.errors import DataValidationError, FedinsightError
+from fedinsight.core.errors import DataValidationError, FedinsightError
 
 app = typer.Typer(
     name="fedinsight",
@@ -119,8 +119,8 @@ def data_synth(
 
     Example: fedinsight data synth --customers 100000 --partners 5 --seed 1 --out data/synth --json
     """
-    from fedinsight.client.protection import init_federation
     from fedinsight.data.synth import SynthConfig, write_synthetic
+    from fedinsight.partner.protection import init_federation
 
     config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt)
     with _progress() as progress:
@@ -149,11 +149,11 @@ def data_partition(
 
     Example: fedinsight data partition --dataset movielens-100k --partners 10 --partition natural --out ml
     """
-    from fedinsight.data.atomic import atomic_output_dir
+    from fedinsight.core.files import atomic_output_dir
     from fedinsight.data.federation import PartitionSpec, load_federation, partner_table, write_partner_folder
 
     parts = load_federation(dataset, PartitionSpec(partners=partners, scheme=partition, alpha=alpha, seed=seed))
-    from fedinsight.client.protection import init_federation
+    from fedinsight.partner.protection import init_federation
 
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         write_partner_folder(parts, tmp, fmt)
@@ -293,9 +293,9 @@ app.add_typer(score_app, name="score")
 def _propensity_federation(dataset: str, partners: int | None, partition: str, alpha: float, seed: int,
                            customers: int, start: str | None, cutoff: str | None, end: str | None):  # type: ignore[no-untyped-def]
     """Partners (renamed partner-0..K-1) and the label window for ``--dataset NAME|PATH``."""
-    from fedinsight.client.features import CDNOW_WINDOW, LabelWindow, synthetic_window
+    from fedinsight.core.errors import ConfigError
     from fedinsight.data.federation import BUILTIN_DATASETS, PartitionSpec, load_federation
-    from fedinsight.errors import ConfigError
+    from fedinsight.tasks.propensity.features import CDNOW_WINDOW, LabelWindow, synthetic_window
 
     if dataset in BUILTIN_DATASETS:
         if dataset == "movielens-100k":
@@ -321,7 +321,7 @@ def _propensity_federation(dataset: str, partners: int | None, partition: str, a
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    from fedinsight.errors import ConfigError
+    from fedinsight.core.errors import ConfigError
 
     if out_dir.exists() and any(out_dir.iterdir()):
         ours = any((out_dir / n).exists() for n in ("summary.json", "partners", "ledger.db", "model.pt"))
@@ -388,11 +388,11 @@ def simulate_propensity(
 
     Example: fedinsight simulate propensity --dataset cdnow --partners 10 --partition dirichlet --out runs/cdnow
     """
-    from fedinsight.client.baselines import bgnbd_baseline, centralized_baseline, pooled_split
-    from fedinsight.data.atomic import atomic_output_dir, atomic_output_file
+    from fedinsight.core.files import atomic_output_dir, atomic_output_file
     from fedinsight.data.federation import write_partner_folder
-    from fedinsight.server.propensity import PropensityJob, json_finite, progress_listener
-    from fedinsight.server.simulation import run_simulation
+    from fedinsight.federation.simulation import run_simulation
+    from fedinsight.tasks.propensity.baselines import bgnbd_baseline, centralized_baseline, pooled_split
+    from fedinsight.tasks.propensity.server import PropensityJob, json_finite, progress_listener
 
     parts, window, names = _propensity_federation(dataset, partners, partition, alpha, seed, customers, start,
                                                   cutoff, end)
@@ -410,7 +410,7 @@ def simulate_propensity(
         ledger_url=db or f"sqlite:///{out_dir / 'ledger.db'}", dataset=dataset)
     job.plan()  # bad privacy settings fail here, before anything is written
     _prepare_out_dir(out_dir, overwrite)
-    from fedinsight.client.protection import init_federation
+    from fedinsight.partner.protection import init_federation
 
     if not in_place:
         with atomic_output_dir(out_dir / "partners") as tmp:
@@ -520,10 +520,10 @@ def score_propensity(
 
     Example: fedinsight score propensity --model runs/cdnow/model.pt --data partners/partner-0 --out s.parquet
     """
-    from fedinsight.client.scoring import load_transactions, score_customers
-    from fedinsight.data.atomic import atomic_output_file
-    from fedinsight.errors import ConfigError
+    from fedinsight.core.errors import ConfigError
+    from fedinsight.core.files import atomic_output_file
     from fedinsight.models.propensity import ModelBundle
+    from fedinsight.tasks.propensity.scoring import load_transactions, score_customers
 
     if out_path.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"--out {out_path}: use a .parquet or .csv file name")
@@ -565,7 +565,7 @@ def _insights_db(db: str | None) -> str | None:
     if path.is_dir():
         path = path / "ledger.db"
     if not path.exists():
-        from fedinsight.errors import ConfigError
+        from fedinsight.core.errors import ConfigError
 
         raise ConfigError(f"no insight database at {path} (give a run folder, a .db file or a database URL)")
     return f"sqlite:///{path.resolve()}"
@@ -633,7 +633,7 @@ def simulate_insights_command(
 
     Example: fedinsight simulate insights --dataset synthetic --partners 5 --epsilon 1 --seed 0 --out runs/ins
     """
-    from fedinsight.server.insight_simulation import simulate_insights
+    from fedinsight.tasks.insights.simulate import simulate_insights
 
     phases = ["pricing the batch", "writing partner data", "partners computing (Flower simulation)", "done"]
     with _progress() as progress:
@@ -679,7 +679,7 @@ def insights_list(
 
     Example: fedinsight insights list --db runs/ins
     """
-    from fedinsight.server.insight_store import InsightStore
+    from fedinsight.federation.store import InsightStore
 
     rows = [s.summary() for s in InsightStore(_insights_db(db)).list(batch_id=batch, limit=limit)]
     if as_json:
@@ -755,7 +755,7 @@ def insights_show(
 
     Example: fedinsight insights show ab-lift --db runs/ins
     """
-    from fedinsight.server.insight_store import InsightStore
+    from fedinsight.federation.store import InsightStore
 
     stored = InsightStore(_insights_db(db)).get(ref)
     if as_json:
@@ -824,7 +824,7 @@ def simulate_recommend_cmd(
 
     Example: fedinsight simulate recommend --partners 10 --rounds 50 --epsilon 8 --dim 32 --out runs/rec
     """
-    from fedinsight.server.recommend_simulation import RecommendSimulation, simulate_recommend
+    from fedinsight.tasks.recommend.simulate import RecommendSimulation, simulate_recommend
 
     options = RecommendSimulation(
         dataset=dataset, partners=partners, rounds=rounds, epsilon=epsilon, delta=delta, partition=partition,
@@ -884,7 +884,7 @@ def recommend_cmd(
     """
     from dataclasses import asdict
 
-    from fedinsight.client.recommend import recommend_items
+    from fedinsight.tasks.recommend.client import recommend_items
 
     recs = recommend_items(model, partner_data, customer, k=k, explore=explore, state_dir=state_dir)
     if as_json:
@@ -913,8 +913,8 @@ partner_app.add_typer(keys_app, name="keys")
 
 
 def _policy_for(data: Path | None, policy: Path | None):  # type: ignore[no-untyped-def]
-    from fedinsight.client.protection import find_policy, load_policy
-    from fedinsight.errors import ConfigError
+    from fedinsight.core.errors import ConfigError
+    from fedinsight.partner.protection import find_policy, load_policy
 
     if policy is not None:
         return load_policy(policy)
@@ -942,9 +942,10 @@ def data_scan(
 
     Example: fedinsight data scan data/synth
     """
-    from fedinsight.client.protection import CUSTOMER_KEY, find_policy
+    from fedinsight.core.errors import PiiDetectedError
     from fedinsight.data.federation import load_partner_folder
-    from fedinsight.errors import PiiDetectedError
+    from fedinsight.data.schema import SCHEMA_COLUMNS
+    from fedinsight.partner.protection import CUSTOMER_KEY, find_policy
     from fedinsight.privacy.pii import KINDS, scan_tables
 
     rows = []
@@ -953,7 +954,7 @@ def data_scan(
         task = progress.add_task("scanning partners", total=len(partners))
         for pid, data in partners.items():
             policy = find_policy(Path(str(data.meta["source"])))
-            for f in scan_tables(data.tables()):  # type: ignore[arg-type]
+            for f in scan_tables(data.tables(), schema=SCHEMA_COLUMNS):  # type: ignore[arg-type]
                 declared = "tokenize" if f.column == CUSTOMER_KEY else policy.declared(f.table, f.column)
                 rows.append({"partner": pid, "column": f.where, "kind": f.kind, "example": KINDS[f.kind].example,
                              "by": f.by, "share": f.share, "action": declared or "UNDECLARED",
@@ -987,7 +988,7 @@ def partner_init(
 
     Example: fedinsight partner init --data /srv/partner
     """
-    from fedinsight.client.protection import init_partner
+    from fedinsight.partner.protection import init_partner
 
     path, findings = init_partner(data, collaboration_key=collaboration_key, overwrite=overwrite)
     table = Table(title=f"wrote {path}")
@@ -1070,7 +1071,7 @@ def partner_check(
 
     Example: fedinsight partner check --data /srv/partner --purpose training
     """
-    from fedinsight.client.protection import load_protected
+    from fedinsight.partner.protection import load_protected
     from fedinsight.privacy.consent import resolve_purpose
 
     chosen = resolve_purpose(purpose)
@@ -1105,7 +1106,7 @@ def partner_forget(
 
     Example: fedinsight partner forget --customers erasure-2025-06.txt --data /srv/partner
     """
-    from fedinsight.client.protection import forget_customers, read_customer_list
+    from fedinsight.partner.protection import forget_customers, read_customer_list
 
     chosen = _policy_for(data, policy)
     ids = read_customer_list(customers)
@@ -1135,8 +1136,8 @@ def partner_artifacts(
 
     Example: fedinsight partner artifacts --data /srv/partner
     """
-    from fedinsight.client.protection import PartnerVault
-    from fedinsight.errors import TamperedDataError
+    from fedinsight.core.errors import TamperedDataError
+    from fedinsight.partner.protection import PartnerVault
 
     vault = PartnerVault(_policy_for(data, policy))
     checks = dict(vault.verify())
@@ -1173,11 +1174,11 @@ def simulate_preflight(
 
     Example: fedinsight simulate preflight --dataset data/synth --out runs/preflight
     """
-    from fedinsight.client.protection import init_federation
-    from fedinsight.data.atomic import atomic_output_dir
+    from fedinsight.core.files import atomic_output_dir
     from fedinsight.data.federation import PartitionSpec, load_federation, write_partner_folder
+    from fedinsight.federation.simulation import run_simulation
+    from fedinsight.partner.protection import init_federation
     from fedinsight.privacy.consent import resolve_purpose
-    from fedinsight.server.simulation import run_simulation
 
     resolve_purpose(purpose)
     root = Path(dataset)
@@ -1187,7 +1188,7 @@ def simulate_preflight(
             partners = len(found)
             expected = [f"partner-{k}" for k in range(partners)]
             if found != expected:
-                from fedinsight.errors import ConfigError
+                from fedinsight.core.errors import ConfigError
 
                 raise ConfigError(f"{root} must hold partner-0 ... partner-N folders (found: {', '.join(found)})")
             data_root = root.resolve()
@@ -1215,14 +1216,14 @@ def simulate_preflight(
         table.add_row(r["partner"], r["status"], r.get("policy", ""), ", ".join(r.get("dropped", [])), r["error"])
     _emit({"partners": rows}, table, as_json)
     if any(r["status"] != "ok" for r in rows):
-        from fedinsight.errors import ProtectionPolicyError
+        from fedinsight.core.errors import ProtectionPolicyError
 
         raise ProtectionPolicyError("some partners refused to load their data; see the table above")
 
 
 def _protected_view(root: Path, partner_names: list[str], *, purpose: str) -> dict:
     """Each partner folder under ``root`` as its partner would load it for ``purpose`` (for simulation baselines)."""
-    from fedinsight.client.protection import find_policy, load_protected
+    from fedinsight.partner.protection import find_policy, load_protected
 
     return {name: load_protected(root / name, find_policy(root / name)).for_purpose(purpose)
             for name in partner_names}
@@ -1278,12 +1279,12 @@ def simulate_secagg(
 
     Example: fedinsight simulate secagg --dataset data/synth --out runs/secagg --rounds 5
     """
-    from fedinsight.client.protection import init_federation
-    from fedinsight.data.atomic import atomic_output_dir
+    from fedinsight.core.errors import ConfigError
+    from fedinsight.core.files import atomic_output_dir
     from fedinsight.data.federation import PartitionSpec, load_federation, write_partner_folder
-    from fedinsight.errors import ConfigError
-    from fedinsight.server.secagg import SecAggJob
-    from fedinsight.server.simulation import run_simulation
+    from fedinsight.federation.simulation import run_simulation
+    from fedinsight.partner.protection import init_federation
+    from fedinsight.tasks.secure_training.server import SecAggJob
 
     root = Path(dataset)
     if root.is_dir():
@@ -1337,7 +1338,7 @@ def certs_init(
 
     Example: fedinsight certs init --out certs --host coord.example.com --host 10.0.0.5 --partner retail --partner bank
     """
-    from fedinsight.server.certs import init_certs
+    from fedinsight.federation.certs import init_certs
 
     bundle = init_certs(out_dir, hosts=list(hosts), partners=list(partners), days=days, overwrite=overwrite)
     rows: dict[str, object] = {"CA certificate": bundle.ca_cert, "CA key (keep offline)": bundle.ca_key,
@@ -1358,7 +1359,7 @@ def certs_partner_key(
 
     Example: fedinsight certs partner-key retail --out /srv/fedinsight/keys
     """
-    from fedinsight.server.certs import write_partner_keypair
+    from fedinsight.federation.certs import write_partner_keypair
 
     private, public = write_partner_keypair(out_dir, partner, overwrite=overwrite)
     _show(as_json, {"private_key": str(private), "public_key": str(public)},
@@ -1374,7 +1375,7 @@ def coordinator_start(config: Path = _COORD_CONFIG) -> None:
 
     Example: fedinsight coordinator start --config coordinator.toml
     """
-    from fedinsight.server.coordinator import run_coordinator
+    from fedinsight.coordinator.process import run_coordinator
 
     code = run_coordinator(config, say=lambda m: err.print(m, highlight=False, markup=False))
     if code:
@@ -1388,8 +1389,8 @@ def coordinator_stop(config: Path = _COORD_CONFIG,
 
     Example: fedinsight coordinator stop --config coordinator.toml
     """
-    from fedinsight.procs import stop_by_pid_file
-    from fedinsight.server.config import load_coordinator_config
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.core.procs import stop_by_pid_file
 
     cfg = load_coordinator_config(config, check_files=False)
     pid = stop_by_pid_file(cfg.pid_file, "coordinator", timeout=cfg.coordinator.stop_timeout * 3)
@@ -1403,7 +1404,7 @@ def partner_start(config: Path = typer.Option(..., "--config", "-c", help="This 
 
     Example: fedinsight partner start --config partner.toml
     """
-    from fedinsight.client.partner_process import run_partner
+    from fedinsight.partner.process import run_partner
 
     code = run_partner(config, say=lambda m: err.print(m, highlight=False, markup=False))
     if code:
@@ -1417,8 +1418,8 @@ def partner_stop(config: Path = typer.Option(..., "--config", "-c", help="This p
 
     Example: fedinsight partner stop --config partner.toml
     """
-    from fedinsight.procs import stop_by_pid_file
-    from fedinsight.server.config import load_partner_config
+    from fedinsight.core.procs import stop_by_pid_file
+    from fedinsight.partner.config import load_partner_config
 
     cfg = load_partner_config(config, check_files=False)
     pid = stop_by_pid_file(cfg.pid_file, "partner")
@@ -1433,8 +1434,8 @@ def partner_ready(config: Path = typer.Option(..., "--config", "-c", help="This 
 
     Example: fedinsight partner ready --config partner.toml
     """
-    from fedinsight.client.partner_process import node_config, validate_partner_data
-    from fedinsight.server.config import load_partner_config
+    from fedinsight.partner.config import load_partner_config
+    from fedinsight.partner.process import node_config, validate_partner_data
 
     cfg = load_partner_config(config)
     rows = validate_partner_data(cfg)
@@ -1469,9 +1470,9 @@ def job_run(
     """
     import re as _re
 
-    from fedinsight.server.config import load_coordinator_config
-    from fedinsight.server.jobs import follow_job, job_epsilon, job_output_dir, parse_options, submit_job
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.jobs import follow_job, job_epsilon, job_output_dir, parse_options, submit_job
+    from fedinsight.coordinator.state import CoordinatorState
 
     cfg = load_coordinator_config(config, check_files=False)
     state = CoordinatorState.from_config(cfg)
@@ -1517,9 +1518,9 @@ def job_list(config: Path = _COORD_CONFIG, limit: int = typer.Option(20, help="H
 
     Example: fedinsight job list --config coordinator.toml
     """
-    from fedinsight.server.config import load_coordinator_config
-    from fedinsight.server.jobs import reconcile
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.jobs import reconcile
+    from fedinsight.coordinator.state import CoordinatorState
 
     cfg = load_coordinator_config(config, check_files=False)
     state = CoordinatorState.from_config(cfg)
@@ -1543,9 +1544,9 @@ def job_status(job_id: str = typer.Argument(..., help="A job id from `job list`.
 
     Example: fedinsight job status job-3f2a9c1b7d0e --config coordinator.toml
     """
-    from fedinsight.server.config import load_coordinator_config
-    from fedinsight.server.jobs import job_epsilon, reconcile
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.jobs import job_epsilon, reconcile
+    from fedinsight.coordinator.state import CoordinatorState
 
     cfg = load_coordinator_config(config, check_files=False)
     state = CoordinatorState.from_config(cfg)
@@ -1572,7 +1573,7 @@ def tokens_create(
 
     Example: fedinsight tokens create alice --role analyst --config coordinator.toml
     """
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.state import CoordinatorState
 
     state = CoordinatorState.resolve(config)
     token, info = state.tokens.create(name, role, partner_id=partner)
@@ -1590,7 +1591,7 @@ def tokens_revoke(token_id: str = typer.Argument(..., help="The token id (from `
 
     Example: fedinsight tokens revoke 3f2a9c1b7d0e4a55 --config coordinator.toml
     """
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.state import CoordinatorState
 
     state = CoordinatorState.resolve(config)
     info = state.tokens.revoke(token_id)
@@ -1605,7 +1606,7 @@ def tokens_list(config: Path = _COORD_CONFIG,
 
     Example: fedinsight tokens list --config coordinator.toml
     """
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.state import CoordinatorState
 
     infos = CoordinatorState.resolve(config).tokens.list_tokens()
     table = Table(title="API tokens")
@@ -1623,8 +1624,8 @@ def audit_verify(config: Path = _COORD_CONFIG,
 
     Example: fedinsight audit verify --config coordinator.toml
     """
-    from fedinsight.errors import AuditVerificationError
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.state import CoordinatorState
+    from fedinsight.core.errors import AuditVerificationError
 
     result = CoordinatorState.resolve(config).audit.verify()
     payload = {"ok": result.ok, "entries": result.entries, "head_hash": result.head_hash, "problems": result.problems}
@@ -1642,7 +1643,7 @@ def audit_show(config: Path = _COORD_CONFIG, since: int = typer.Option(0, help="
 
     Example: fedinsight audit show --config coordinator.toml --since 100
     """
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.state import CoordinatorState
 
     entries = CoordinatorState.resolve(config).audit.entries(since_seq=since, limit=limit)
     table = Table(title="audit log")

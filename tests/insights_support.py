@@ -23,7 +23,7 @@ class FakeGrid:
         return list(self.roots)
 
     def send_and_receive(self, messages, timeout=None):
-        from fedinsight.client.insights import query_insights
+        from fedinsight.tasks.insights.client import query_insights
 
         out = []
         for msg in messages:

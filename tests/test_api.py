@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from fedinsight.server.api import create_app
-from fedinsight.server.state import CoordinatorState
+from fedinsight.coordinator.api import create_app
+from fedinsight.coordinator.state import CoordinatorState
 
 
 @pytest.fixture()
@@ -128,7 +128,7 @@ def test_query_submission_validation_and_probing_refusal(state):
 def test_insights_job_options_become_a_catalogue_batch():
     import json
 
-    from fedinsight.server.queries import insights_batch_json
+    from fedinsight.tasks.insights.queries import insights_batch_json
 
     batch = json.loads(insights_batch_json({"only": "ltv-tiers,segment-profile-rfm", "epsilon": 0.7,
                                             "as-of": "2025-06-30"}, preset="synthetic", requester="alice",

@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import delete, text, update
 from sqlalchemy.orm import Session
 
-from fedinsight.errors import ConfigError, NotFoundError
+from fedinsight.coordinator.abuse import ProbeDetector, TokenBucket
+from fedinsight.coordinator.auth import Permission, Role, TokenStore
+from fedinsight.core.errors import ConfigError, NotFoundError
 from fedinsight.privacy.audit import AuditHeadRow, AuditLog, AuditRow, load_or_create_key
-from fedinsight.server.abuse import ProbeDetector, TokenBucket
-from fedinsight.server.auth import Permission, Role, TokenStore
 
 
 @pytest.fixture()
@@ -99,7 +99,7 @@ def test_tokens_are_stored_hashed_and_checked(tmp_path):
 
 
 def test_least_privilege():
-    from fedinsight.server.auth import PERMISSIONS
+    from fedinsight.coordinator.auth import PERMISSIONS
 
     assert Permission.READ_AUDIT in PERMISSIONS[Role.AUDITOR]
     assert Permission.READ_AUDIT not in PERMISSIONS[Role.ANALYST] | PERMISSIONS[Role.ADMIN]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedinsight.client.features import CDNOW_WINDOW, customer_table
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 from fedinsight.models.bgnbd import BGNBD, fit_bgnbd, log_likelihood
 from fedinsight.models.metrics import roc_auc
+from fedinsight.tasks.propensity.features import CDNOW_WINDOW, customer_table
 
 
 def _simulate(params: BGNBD, n: int, T: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

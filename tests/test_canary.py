@@ -18,12 +18,12 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedinsight.client.protection import PartnerVault, find_policy, init_partner, load_protected
 from fedinsight.data.synth import SynthConfig, write_synthetic
+from fedinsight.federation.capture import CapturingGrid
+from fedinsight.partner.protection import PartnerVault, find_policy, init_partner, load_protected
 from fedinsight.privacy.canary import CanaryScanner, make_canary_customers, plant_canaries
 from fedinsight.privacy.encryption import write_encrypted
 from fedinsight.privacy.keys import generate_keyring
-from fedinsight.server.capture import CapturingGrid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def test_capturing_grid_records_both_directions_in_wire_format(monkeypatch, cust
             for n in grid.get_node_ids()]
     assert len(list(grid.send_and_receive(msgs))) == 2
     assert [d for d, _ in recorded] == ["sent", "sent", "received", "received"]
-    from fedinsight.server.capture import message_bytes
+    from fedinsight.federation.capture import message_bytes
 
     assert all(scanner.scan_bytes(message_bytes(m), d) for d, m in recorded)
 

@@ -9,10 +9,10 @@ import pytest
 from flwr.app import Context, RecordDict
 
 from fedinsight.cli import main
-from fedinsight.client.partner_data import load_partner_data, partner_vault
-from fedinsight.client.protection import find_policy, init_partner, load_protected
+from fedinsight.core.errors import ConfigError, DataValidationError, KeyFileError, PiiDetectedError
 from fedinsight.data.synth import SynthConfig, write_synthetic
-from fedinsight.errors import ConfigError, DataValidationError, KeyFileError, PiiDetectedError
+from fedinsight.partner.protection import find_policy, init_partner, load_protected
+from fedinsight.partner.view import load_partner_data, partner_vault
 from fedinsight.privacy.consent import consent_mask, resolve_purpose
 from fedinsight.privacy.keys import load_keyring, rotate_keyring
 

@@ -7,10 +7,10 @@ import zipfile
 import pandas as pd
 import pytest
 
-from fedinsight.data import fetch as fetch_mod
+import fedinsight.data.fetch as fetch_mod
+from fedinsight.core.errors import DatasetFetchError, DatasetNotFoundError, DataValidationError
 from fedinsight.data.fetch import DATASETS, extract_members, fetch_dataset
 from fedinsight.data.loaders import load_cdnow, load_movielens_100k
-from fedinsight.errors import DatasetFetchError, DatasetNotFoundError, DataValidationError
 
 
 def test_cdnow_matches_the_published_counts(cdnow):

@@ -11,8 +11,8 @@ import pytest
 from cryptography import x509
 
 from fedinsight.cli import main
-from fedinsight.errors import ConfigError, DataValidationError, DeploymentError
-from fedinsight.server.certs import certificate_hosts, init_certs, load_private_key, load_public_key
+from fedinsight.core.errors import ConfigError, DataValidationError, DeploymentError
+from fedinsight.federation.certs import certificate_hosts, init_certs, load_private_key, load_public_key
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def _coordinator_toml(folder: Path, certs: Path, **extra: str) -> Path:
 
 
 def test_coordinator_config_valid_and_relative_paths(certs, tmp_path):
-    from fedinsight.server.config import load_coordinator_config
+    from fedinsight.coordinator.config import load_coordinator_config
 
     cfg = load_coordinator_config(_coordinator_toml(tmp_path, certs))
     assert cfg.state_dir == (tmp_path / "state").resolve()
@@ -86,14 +86,14 @@ def test_coordinator_config_valid_and_relative_paths(certs, tmp_path):
     ({"superlink": "public-address = 'other.example.com:9092'"}, "not valid for 'other.example.com'"),
 ])
 def test_coordinator_config_errors_say_what_to_fix(certs, tmp_path, extra, message):
-    from fedinsight.server.config import load_coordinator_config
+    from fedinsight.coordinator.config import load_coordinator_config
 
     with pytest.raises(ConfigError, match=message):
         load_coordinator_config(_coordinator_toml(tmp_path, certs, **extra))
 
 
 def test_coordinator_config_missing_file_and_bad_toml(tmp_path):
-    from fedinsight.server.config import load_coordinator_config
+    from fedinsight.coordinator.config import load_coordinator_config
 
     with pytest.raises(ConfigError, match="does not exist"):
         load_coordinator_config(tmp_path / "nope.toml")
@@ -106,10 +106,10 @@ def test_coordinator_config_missing_file_and_bad_toml(tmp_path):
 
 
 def test_restart_keeps_spent_budget_records_changes_and_fails_interrupted_jobs(certs, tmp_path):
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.process import apply_budgets, fail_interrupted_jobs
+    from fedinsight.coordinator.state import CoordinatorState
     from fedinsight.privacy.ledger import dpsgd_event
-    from fedinsight.server.config import load_coordinator_config
-    from fedinsight.server.coordinator import apply_budgets, fail_interrupted_jobs
-    from fedinsight.server.state import CoordinatorState
 
     cfg = load_coordinator_config(_coordinator_toml(tmp_path, certs))
     state = CoordinatorState.from_config(cfg)
@@ -144,7 +144,7 @@ def test_job_app_builds_a_code_free_fab_and_options_parse(tmp_path):
 
     from flwr.cli.build import build_fab_from_disk
 
-    from fedinsight.server.jobs import parse_options, write_job_app
+    from fedinsight.coordinator.jobs import parse_options, write_job_app
 
     opts = parse_options(["num-server-rounds=2", "sample-rate=0.1", "cutoff=2025-06-30", "flag=true"])
     assert opts == {"num-server-rounds": 2, "sample-rate": 0.1, "cutoff": "2025-06-30", "flag": True}
@@ -156,14 +156,14 @@ def test_job_app_builds_a_code_free_fab_and_options_parse(tmp_path):
     import tomllib
 
     config = tomllib.loads(fab.read("pyproject.toml").decode())["tool"]["flwr"]["app"]
-    assert config["components"]["clientapp"] == "fedinsight.client.app:app"
+    assert config["components"]["clientapp"] == "fedinsight.partner.clientapp:app"
     assert config["config"]["job-id"] == "job-1" and config["config"]["num-server-rounds"] == 2
 
 
 def test_submit_refuses_unknown_task_and_wrong_federation(certs, tmp_path):
-    from fedinsight.server.config import load_coordinator_config
-    from fedinsight.server.jobs import submit_job
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.jobs import submit_job
+    from fedinsight.coordinator.state import CoordinatorState
 
     cfg = load_coordinator_config(_coordinator_toml(tmp_path, certs))
     state = CoordinatorState.from_config(cfg)
@@ -177,8 +177,8 @@ def test_submit_refuses_unknown_task_and_wrong_federation(certs, tmp_path):
 
 
 def test_partner_refuses_invalid_data_before_joining(certs, tmp_path):
-    from fedinsight.client.partner_process import node_config, run_partner
-    from fedinsight.server.config import load_partner_config
+    from fedinsight.partner.config import load_partner_config
+    from fedinsight.partner.process import node_config, run_partner
 
     data = tmp_path / "data"
     data.mkdir()
@@ -198,7 +198,7 @@ def test_pid_file_refuses_a_second_instance(tmp_path):
     import subprocess
     import sys
 
-    from fedinsight.procs import PidFile, stop_by_pid_file
+    from fedinsight.core.procs import PidFile, stop_by_pid_file
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

@@ -11,15 +11,10 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.secure_aggregation.quantization import dequantize, quantize
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
 
-from fedinsight.client.recommend_secagg import (
-    GUARD_RECORD,
-    check_protocol,
-    dropout_guard_mod,
-    from_legacy_config,
-    to_legacy_config,
-)
-from fedinsight.errors import ConfigError, SecureAggregationError
+from fedinsight.core.errors import ConfigError, SecureAggregationError
+from fedinsight.federation.secagg import GUARD_RECORD, dropout_guard_mod, from_legacy_config, to_legacy_config
 from fedinsight.privacy.distributed_dp import MODULUS, DistributedNoise, decode_sum, encode_noisy_share
+from fedinsight.tasks.recommend.secure_client import check_protocol
 
 COORDS = 300 * 9
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 from fedinsight.privacy.dpsgd import PartnerAccountant, history_epsilon, plan_dpsgd, train_dpsgd, train_sgd
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fedinsight.procs import descendants, free_port, pid_alive, stop_tree
-from fedinsight.server.certs import init_certs
+from fedinsight.core.procs import descendants, free_port, pid_alive, stop_tree
+from fedinsight.federation.certs import init_certs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PARTNERS = ("retail", "bank", "telco")
@@ -76,7 +76,7 @@ def _write_configs(root: Path, dep: Deployment) -> None:
     from fedinsight.data.synth import SynthConfig, write_synthetic
 
     init_certs(root / "certs", hosts=["localhost", "127.0.0.1"], partners=[*PARTNERS, "intruder"])
-    from fedinsight.client.protection import init_partner
+    from fedinsight.partner.protection import init_partner
 
     write_synthetic(SynthConfig(customers=1800, partners=3, seed=5), root / "data")
     for k in range(3):  # each partner's protection policy (drops the planted direct identifiers)

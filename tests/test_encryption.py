@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fedinsight.cli import main
-from fedinsight.client.protection import KeySource, PartnerVault, ProtectionPolicy
-from fedinsight.errors import KeyFileError, ProtectionPolicyError, TamperedDataError
+from fedinsight.core.errors import KeyFileError, ProtectionPolicyError, TamperedDataError
+from fedinsight.partner.protection import KeySource, PartnerVault, ProtectionPolicy
 from fedinsight.privacy.encryption import (
     decrypt_bytes,
     encrypt_bytes,

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedinsight.client.features import (
+from fedinsight.core.errors import ConfigError, DataValidationError
+from fedinsight.tasks.propensity.features import (
     CDNOW_WINDOW,
     FEATURES,
     LabelWindow,
@@ -16,7 +17,6 @@ from fedinsight.client.features import (
     unit_features,
     unit_spend,
 )
-from fedinsight.errors import ConfigError, DataValidationError
 
 WINDOW = LabelWindow(pd.Timestamp("2024-01-01"), pd.Timestamp("2024-04-01"), pd.Timestamp("2024-07-01"))
 

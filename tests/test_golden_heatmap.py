@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fedinsight.cli import main
-from fedinsight.client.customer_features import WEEKDAYS
 from fedinsight.data.schema import PartnerData
 from fedinsight.data.synth import SynthConfig, generate_partner_frames
-from fedinsight.server.insight_catalogue import default_batch, parse_batch
-from fedinsight.server.insight_simulation import release_in_process
-from fedinsight.server.insights import price_batch
+from fedinsight.tasks.insights.catalogue import default_batch, parse_batch
+from fedinsight.tasks.insights.customer_features import WEEKDAYS
+from fedinsight.tasks.insights.server import price_batch
+from fedinsight.tasks.insights.simulate import release_in_process
 
 AS_OF = "2026-01-01"
 K_SLOTS = 3
@@ -113,8 +113,8 @@ def test_heatmap_shares_the_epsilon_and_grows_the_noise_by_the_bounds(federation
 
 
 def test_cli_show_summarises_heatmaps_and_api_serves_the_nested_shape(federation, tmp_path, capsys):
-    from fedinsight.server.api import create_app
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.api import create_app
+    from fedinsight.coordinator.state import CoordinatorState
 
     insight, = release_in_process(federation, _batch(8.0, min_group_size=20))
     state = CoordinatorState(f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path)

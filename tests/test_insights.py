@@ -12,17 +12,17 @@ from dp_accounting import dp_event
 from flwr.app import Context, RecordDict
 from insights_support import FakeGrid
 
+import fedinsight.tasks.insights.server as server_insights
+from fedinsight.core.errors import BudgetExceededError, ConfigError, PartnerReplyError
 from fedinsight.data.schema import PartnerData
 from fedinsight.data.synth import SynthConfig, generate_partner_frames
-from fedinsight.errors import BudgetExceededError, ConfigError, PartnerReplyError
+from fedinsight.federation.store import InsightStore
 from fedinsight.privacy.allocation import batch_event, split_budget
 from fedinsight.privacy.intervals import laplace_sum_z95
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
-from fedinsight.server import insights as server_insights
-from fedinsight.server.insight_catalogue import default_batch, parse_batch
-from fedinsight.server.insight_results import combine, paired_estimates
-from fedinsight.server.insight_simulation import partner_replies, release_in_process
-from fedinsight.server.insight_store import InsightStore
+from fedinsight.tasks.insights.catalogue import default_batch, parse_batch
+from fedinsight.tasks.insights.results import combine, paired_estimates
+from fedinsight.tasks.insights.simulate import partner_replies, release_in_process
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def partner_folders(tmp_path_factory, synth):
     from fedinsight.data.federation import write_partner_folder
 
     partners, _ = synth
-    from fedinsight.client.protection import init_federation
+    from fedinsight.partner.protection import init_federation
 
     root = tmp_path_factory.mktemp("partners")
     write_partner_folder(partners, root)
@@ -200,7 +200,7 @@ def test_server_task_charges_first_then_refuses_before_partners_compute(tmp_path
 
 def test_server_task_needs_budgets_and_partners_can_refuse(tmp_path, partner_folders):
     batch = default_batch("synthetic", epsilon=1.0, only=["ltv-tiers"])
-    from fedinsight.errors import UnknownPartnerError
+    from fedinsight.core.errors import UnknownPartnerError
 
     with pytest.raises(UnknownPartnerError, match="no privacy budget"):
         server_insights.run(FakeGrid(partner_folders), _context(tmp_path, batch))
@@ -212,7 +212,7 @@ def test_server_task_needs_budgets_and_partners_can_refuse(tmp_path, partner_fol
 def test_partner_data_problems_come_back_typed_and_nothing_is_charged(tmp_path, partner_folders):
     import pandas as pd
 
-    from fedinsight.errors import DataValidationError
+    from fedinsight.core.errors import DataValidationError
 
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -325,8 +325,8 @@ def test_bad_batches_are_refused_with_what_to_fix(patch, match):
 def test_feature_rule_defaults_match_the_partner_side():
     from dataclasses import fields
 
-    from fedinsight.client.customer_features import FeatureRules
-    from fedinsight.server.insight_catalogue import FeatureRulesSpec
+    from fedinsight.tasks.insights.catalogue import FeatureRulesSpec
+    from fedinsight.tasks.insights.customer_features import FeatureRules
 
     spec = FeatureRulesSpec(as_of="2026-01-01")
     partner = FeatureRules(as_of="2026-01-01")

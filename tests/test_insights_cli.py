@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from fedinsight.cli import main
-from fedinsight.client.protection import init_federation
 from fedinsight.data.synth import SynthConfig, write_synthetic
+from fedinsight.partner.protection import init_federation
 
 BIN = Path(sys.executable).with_name("fedinsight")
 KINDS = {"segment_profile", "ltv_tiers", "funnel", "ab_test", "golden_hours", "channel_response", "group_by"}

@@ -7,7 +7,7 @@ import threading
 import pytest
 from dp_accounting import dp_event
 
-from fedinsight.errors import BudgetExceededError, ConfigError, UnknownPartnerError
+from fedinsight.core.errors import BudgetExceededError, ConfigError, UnknownPartnerError
 from fedinsight.privacy.ledger import (
     PrivacyLedger,
     compose_epsilon,

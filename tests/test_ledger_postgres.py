@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from dp_accounting import dp_event
 
-from fedinsight.errors import BudgetExceededError
+from fedinsight.core.errors import BudgetExceededError
+from fedinsight.federation.store import InsightStore
 from fedinsight.privacy.ledger import PrivacyLedger, dpsgd_event
-from fedinsight.server.insight_store import InsightStore
 
 
 def _pg_bin() -> Path | None:
@@ -91,11 +91,11 @@ def ledger_url(pg_url) -> str:
     """A clean schema state per test: drop fedinsight's tables."""
     from sqlalchemy import create_engine
 
-    from fedinsight.db import Base
+    from fedinsight.core.db import Base
 
     engine = create_engine(pg_url)
+    import fedinsight.federation.store  # noqa: F401
     import fedinsight.privacy.ledger  # noqa: F401  (register the tables on Base)
-    import fedinsight.server.insight_store  # noqa: F401
 
     Base.metadata.drop_all(engine)
     engine.dispose()
@@ -157,10 +157,10 @@ def test_insights_task_charges_and_stores_in_postgres(ledger_url, tmp_path):
     from flwr.app import Context, RecordDict
     from insights_support import FakeGrid
 
-    from fedinsight.client.protection import init_federation
+    import fedinsight.tasks.insights.server as server_insights
     from fedinsight.data.synth import SynthConfig, write_synthetic
-    from fedinsight.server import insights as server_insights
-    from fedinsight.server.insight_catalogue import default_batch
+    from fedinsight.partner.protection import init_federation
+    from fedinsight.tasks.insights.catalogue import default_batch
 
     write_synthetic(SynthConfig(customers=3_000, partners=2, seed=4), tmp_path / "data", finalize=init_federation)
     grid = FakeGrid({k: str(tmp_path / "data" / f"partner-{k}") for k in range(2)})

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedinsight.client.customer_features import LIFECYCLE_STAGES, RFM_SEGMENTS, FeatureRules, customer_features
-from fedinsight.client.local_aggregates import compute
+from fedinsight.core.errors import ConfigError
 from fedinsight.data.schema import FUNNEL_STAGES, PartnerData
 from fedinsight.data.synth import CAMPAIGN_CHANNELS, SynthConfig, generate_partner_frames
-from fedinsight.errors import ConfigError
+from fedinsight.tasks.insights.aggregates import compute
+from fedinsight.tasks.insights.customer_features import LIFECYCLE_STAGES, RFM_SEGMENTS, FeatureRules, customer_features
 
 AS_OF = "2026-01-01"
 CHANNELS = list(CAMPAIGN_CHANNELS)

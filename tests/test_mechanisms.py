@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 from fedinsight.privacy.ledger import compose_epsilon
 from fedinsight.privacy.mechanisms import gaussian, gaussian_noise_multiplier, laplace, release
 

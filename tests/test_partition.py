@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedinsight.core.errors import ConfigError
 from fedinsight.data.federation import PartitionSpec, load_federation, partner_table
 from fedinsight.data.partition import (
     dirichlet_partition,
@@ -17,7 +18,6 @@ from fedinsight.data.partition import (
     split_partner_tables,
     zip_region,
 )
-from fedinsight.errors import ConfigError
 
 
 @settings(max_examples=50, deadline=None)
@@ -122,8 +122,8 @@ def test_unknown_partition_and_dataset():
 
 
 def test_partner_folder_reports_unknown_customers(tmp_path):
+    from fedinsight.core.errors import DataValidationError
     from fedinsight.data.federation import load_partner_folder
-    from fedinsight.errors import DataValidationError
 
     p = tmp_path / "partner-0"
     p.mkdir()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from fedinsight.client.protection import ProtectionPolicy, plan_columns
-from fedinsight.errors import PiiDetectedError
+from fedinsight.core.errors import PiiDetectedError
+from fedinsight.data.schema import SCHEMA_COLUMNS
+from fedinsight.partner.protection import ProtectionPolicy, plan_columns
 from fedinsight.privacy.pii import kind_from_column_name, kind_from_values, scan_table, scan_tables
 
 VALUES = {
@@ -22,7 +23,7 @@ VALUES = {
 @pytest.mark.parametrize("kind", list(VALUES))
 def test_each_kind_is_found_by_values_under_a_neutral_column_name(kind):
     frame = pd.DataFrame({"field_7": VALUES[kind] * 3})
-    findings = scan_table("customers", frame)
+    findings = scan_table("customers", frame, schema_columns=SCHEMA_COLUMNS["customers"])
     assert [(f.column, f.kind, f.by) for f in findings] == [("field_7", kind, "values")]
 
 
@@ -57,18 +58,19 @@ def test_everyday_values_are_not_flagged(values):
 
 def test_boolean_flag_named_like_an_identifier_is_not_flagged():
     frame = pd.DataFrame({"email_opt_in": ["true", "false", "true"], "sms_consent": [True, False, True]})
-    assert scan_table("customers", frame) == []
+    assert scan_table("customers", frame, schema_columns=SCHEMA_COLUMNS["customers"]) == []
 
 
 def test_item_titles_are_not_names_but_customer_columns_are():
     titles = pd.DataFrame({"item_id": ["1", "2", "3", "4"], "title": ["Olive Oil", "Yoga Mat", "Face Cream", "Tea"]})
-    assert scan_table("items", titles) == []
+    assert scan_table("items", titles, schema_columns=SCHEMA_COLUMNS["items"]) == []
     assert [f.kind for f in scan_table("customers", titles.rename(columns={"title": "x"}))] == ["name"]
 
 
 def test_builtin_datasets_have_no_direct_identifiers(cdnow, movielens):
     inter, users, items = movielens
-    assert scan_tables({"transactions": cdnow, "interactions": inter, "customers": users, "items": items}) == []
+    assert scan_tables({"transactions": cdnow, "interactions": inter, "customers": users, "items": items},
+                       schema=SCHEMA_COLUMNS) == []
 
 
 def test_sampling_keeps_the_scan_cheap_and_still_finds_a_mixed_column():
@@ -132,8 +134,8 @@ def test_scan_and_init_cli_name_columns_never_values(tmp_path, capsys):
     ],
 )
 def test_policy_mistakes_are_refused_with_what_to_fix(tmp_path, text, message):
-    from fedinsight.client.protection import load_policy
-    from fedinsight.errors import ProtectionPolicyError
+    from fedinsight.core.errors import ProtectionPolicyError
+    from fedinsight.partner.protection import load_policy
 
     keys = '[keys]\ntokenization-file = "t.key"\nencryption-file = "e.key"\n'
     path = tmp_path / "protection.toml"

@@ -15,18 +15,18 @@ import pytest
 from _fake_grid import InProcessGrid
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from fedinsight.client.app import app as client_app
-from fedinsight.client.features import FEATURES, customer_table, holdout_mask, synthetic_window
-from fedinsight.client.protection import init_federation, load_protected
+import fedinsight.tasks.propensity.protocol as proto
+from fedinsight.core.errors import BudgetExceededError, ConfigError
 from fedinsight.data import PartitionSpec, load_federation
 from fedinsight.data.federation import write_partner_folder
-from fedinsight.errors import BudgetExceededError, ConfigError
-from fedinsight.models import propensity_protocol as proto
 from fedinsight.models.federated_stats import PooledStats
 from fedinsight.models.propensity import ModelBundle
+from fedinsight.partner.clientapp import app as client_app
+from fedinsight.partner.protection import init_federation, load_protected
 from fedinsight.privacy.dpsgd import history_epsilon
 from fedinsight.privacy.ledger import PrivacyLedger
-from fedinsight.server.propensity import PropensityJob, run
+from fedinsight.tasks.propensity.features import FEATURES, customer_table, holdout_mask, synthetic_window
+from fedinsight.tasks.propensity.server import PropensityJob, run
 
 PARTNERS = 3
 

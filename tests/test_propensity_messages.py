@@ -7,12 +7,12 @@ import pytest
 from _fake_grid import set_task_identity
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from fedinsight.client.features import FEATURES
-from fedinsight.errors import ReplyContentError
-from fedinsight.models import propensity_protocol as proto
+import fedinsight.tasks.propensity.protocol as proto
+from fedinsight.core.errors import ReplyContentError
+from fedinsight.federation.guard import GuardLog, ReplySpec, check_reply
 from fedinsight.models.propensity import build_model, get_weights
-from fedinsight.server.propensity_strategy import evaluate_spec, train_spec
-from fedinsight.server.reply_guard import GuardLog, ReplySpec, check_reply
+from fedinsight.tasks.propensity.features import FEATURES
+from fedinsight.tasks.propensity.strategy import evaluate_spec, train_spec
 
 WEIGHTS = get_weights(build_model(len(FEATURES), "logreg", 0))
 SHAPES = {k: tuple(v.shape) for k, v in WEIGHTS.items()}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedinsight.client.features import CDNOW_WINDOW, customer_table, unit_features, unit_spend
 from fedinsight.data import PartitionSpec, load_federation
 from fedinsight.models.federated_stats import (
     SPEND_BINS,
@@ -21,6 +20,7 @@ from fedinsight.models.federated_stats import (
 )
 from fedinsight.models.propensity import SharedScaler
 from fedinsight.privacy.mechanisms import gaussian
+from fedinsight.tasks.propensity.features import CDNOW_WINDOW, customer_table, unit_features, unit_spend
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedinsight.client.features import FEATURES, FeatureCaps, LabelWindow, customer_table, unit_features
-from fedinsight.client.scoring import score_customers, scoring_window
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
+from fedinsight.tasks.propensity.features import FEATURES, FeatureCaps, LabelWindow, customer_table, unit_features
+from fedinsight.tasks.propensity.scoring import score_customers, scoring_window
 
 WINDOW = LabelWindow(pd.Timestamp("2024-01-01"), pd.Timestamp("2024-04-01"), pd.Timestamp("2024-07-01"))
 

@@ -9,13 +9,13 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedinsight.client import recommend as client
-from fedinsight.client.protection import PartnerVault, find_policy
+import fedinsight.tasks.recommend.client as client
 from fedinsight.data.federation import write_partner_folder
 from fedinsight.data.partition import split_partner_tables
 from fedinsight.models.ranking import Catalogue
 from fedinsight.models.recommender import ItemParams
-from fedinsight.server.recommend import RecommendJob, message_config
+from fedinsight.partner.protection import PartnerVault, find_policy
+from fedinsight.tasks.recommend.server import RecommendJob, message_config
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_a_wrong_catalogue_is_refused(partner_root):
 
 
 def test_customer_state_is_ciphertext_at_rest_and_tampering_is_detected(partner_root, tmp_path):
-    from fedinsight.errors import TamperedDataError
+    from fedinsight.core.errors import TamperedDataError
 
     root, _catalogue = partner_root
     vault = PartnerVault(find_policy(root / "partner-1"))

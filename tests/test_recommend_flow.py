@@ -14,19 +14,19 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedinsight.client.protection import PartnerVault, find_policy
-from fedinsight.client.recommend import (
+import fedinsight.tasks.recommend.server as server
+from fedinsight.core.errors import BudgetExceededError, UnknownCustomerError
+from fedinsight.data.federation import write_partner_folder
+from fedinsight.data.partition import split_partner_tables
+from fedinsight.federation.simulation import run_simulation
+from fedinsight.partner.protection import PartnerVault, find_policy
+from fedinsight.privacy.ledger import PrivacyLedger, dpsgd_event
+from fedinsight.tasks.recommend.client import (
     STATE_DIRNAME,
     customer_state_path,
     load_customer_state,
     recommend_items,
 )
-from fedinsight.data.federation import write_partner_folder
-from fedinsight.data.partition import split_partner_tables
-from fedinsight.errors import BudgetExceededError, UnknownCustomerError
-from fedinsight.privacy.ledger import PrivacyLedger, dpsgd_event
-from fedinsight.server import recommend as server
-from fedinsight.server.simulation import run_simulation
 
 DIM = 8
 PARTNERS = 3
@@ -164,7 +164,7 @@ class InProcessGrid:
     """The real ClientApp called in this process for each partner (no Ray): for server-logic checks."""
 
     def __init__(self, partners: int) -> None:
-        from fedinsight.client.app import app as client_app
+        from fedinsight.partner.clientapp import app as client_app
 
         self.app = client_app
         self.contexts = {k + 1: Context(run_id=1, node_id=k + 1, node_config={"partition-id": k}, state=RecordDict(),
@@ -206,7 +206,7 @@ def test_partner_side_serving_returns_unseen_items_with_scores(dp_run):
     partner = root / "partners" / "partner-1"
     import pandas as pd
 
-    from fedinsight.client.protection import find_policy
+    from fedinsight.partner.protection import find_policy
     from fedinsight.privacy.tokenize import Tokenizer
 
     # The partner trained on tokenized ids; serving takes the partner's own (raw) id and tokenizes it.
@@ -328,7 +328,7 @@ def _secagg_in_process(root, db, job_id: str, grid: DroppingGrid, **extra):
 
 @pytest.mark.slow
 def test_a_round_that_lost_a_partners_noise_share_is_never_unmasked(federation, tmp_path):
-    from fedinsight.errors import SecureAggregationError
+    from fedinsight.core.errors import SecureAggregationError
 
     root, _ = federation
     grid = DroppingGrid(PARTNERS, victim=1)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 from fedinsight.models.ranking import Catalogue, evaluate_ranking, leave_latest_out, popularity_scores
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer, fit_bpr
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 from fedinsight.privacy.ledger import compose_epsilon
-from fedinsight.server.recommend import (
+from fedinsight.tasks.recommend.server import (
     PrivacyPlan,
     RecommendJob,
     ServerOptimizer,

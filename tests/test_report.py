@@ -201,9 +201,9 @@ def test_report_without_a_ledger_falls_back_to_the_partners_accountants(tmp_path
 def test_api_serves_the_report_to_the_requester_admins_and_auditors(tmp_path):
     from fastapi.testclient import TestClient
 
-    from fedinsight.server.api import create_app
-    from fedinsight.server.jobs import job_output_dir
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.api import create_app
+    from fedinsight.coordinator.jobs import job_output_dir
+    from fedinsight.coordinator.state import CoordinatorState
 
     state = CoordinatorState(f"sqlite:///{tmp_path / 'fedinsight.db'}", tmp_path)
     for pid in ("retail", "bank"):
@@ -236,8 +236,8 @@ def test_a_completed_job_gets_its_report_on_the_coordinator_whoever_submitted_it
     """`job run --no-follow` and API submissions have no client waiting: the ServerApp's lifecycle writes it."""
     import logging
 
-    from fedinsight.server.jobs import job_lifecycle, job_output_dir
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.jobs import job_lifecycle, job_output_dir
+    from fedinsight.coordinator.state import CoordinatorState
 
     state = CoordinatorState(f"sqlite:///{tmp_path / 'fedinsight.db'}", tmp_path)
     for key, value in state.env().items():
@@ -260,7 +260,7 @@ def test_a_completed_job_gets_its_report_on_the_coordinator_whoever_submitted_it
 
     # a run folder the report cannot read: the job still completes, the coordinator logs why and how to retry
     broken, out = job()
-    with caplog.at_level(logging.WARNING, logger="fedinsight.server.jobs"), job_lifecycle(
+    with caplog.at_level(logging.WARNING, logger="fedinsight.coordinator.jobs"), job_lifecycle(
             {"job-id": broken, "out-dir": str(out)}):
         out.mkdir(parents=True)
         (out / "summary.json").write_text("{not json")
@@ -277,7 +277,7 @@ def test_a_completed_job_gets_its_report_on_the_coordinator_whoever_submitted_it
     # a task that writes no results (preflight) gets no report, no folder and no warning
     caplog.clear()
     quiet, out = job()
-    with caplog.at_level(logging.WARNING, logger="fedinsight.server.jobs"), job_lifecycle(
+    with caplog.at_level(logging.WARNING, logger="fedinsight.coordinator.jobs"), job_lifecycle(
             {"job-id": quiet, "out-dir": str(out)}):
         pass
     assert state.jobs.get(quiet).status == "completed" and not out.exists() and caplog.text == ""
@@ -299,9 +299,9 @@ def test_api_report_page_renders_in_chromium(tmp_path):
     require_chromium()
     from fastapi.testclient import TestClient
 
-    from fedinsight.server.api import create_app
-    from fedinsight.server.jobs import job_output_dir
-    from fedinsight.server.state import CoordinatorState
+    from fedinsight.coordinator.api import create_app
+    from fedinsight.coordinator.jobs import job_output_dir
+    from fedinsight.coordinator.state import CoordinatorState
 
     state = CoordinatorState(f"sqlite:///{tmp_path / 'fedinsight.db'}", tmp_path)
     client = TestClient(create_app(state))

@@ -23,9 +23,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fedinsight.errors import BudgetExceededError, ConfigError
+from fedinsight.core.errors import BudgetExceededError, ConfigError
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
-from fedinsight.server.secagg import SecAggJob
+from fedinsight.tasks.secure_training.server import SecAggJob
 
 ROUNDS = 2
 DROP_PARTNER, DROP_ROUND = 0, 2
@@ -33,8 +33,8 @@ DROP_PARTNER, DROP_ROUND = 0, 2
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
-    from fedinsight.client.protection import init_partner
     from fedinsight.data.synth import SynthConfig, write_synthetic
+    from fedinsight.partner.protection import init_partner
 
     root = tmp_path_factory.mktemp("secagg") / "data"
     write_synthetic(SynthConfig(customers=2400, partners=3, seed=3), root)
@@ -79,7 +79,7 @@ def test_overspending_job_is_refused_before_any_partner_trains(tmp_path):
     from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.supercore.task_identity import TaskIdentity
 
-    from fedinsight.server.secagg import run
+    from fedinsight.tasks.secure_training.server import run
 
     # What a ServerApp process has set before its main runs (Messages read it).
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
@@ -158,14 +158,16 @@ def _all_arrays(content: RecordDict) -> list[np.ndarray]:
 def test_server_sees_only_masked_vectors_and_a_round_survives_a_dropout(synth_root, tmp_path):
     from flwr.client.mod import secaggplus_mod
 
-    from fedinsight.client.secagg import HELLO_ACTION, secagg_hello, secagg_train
-    from fedinsight.server.secagg import run
-    from fedinsight.server.simulation import run_simulation
+    from fedinsight.federation.secagg import legacy_train_handler
+    from fedinsight.federation.simulation import run_simulation
+    from fedinsight.tasks.secure_training.client import HELLO_ACTION, secagg_hello, secure_fit
+    from fedinsight.tasks.secure_training.server import run
 
     plain_dir = tmp_path / "plain"
     plain_dir.mkdir()
     client = ClientApp()
-    client.train(mods=[secaggplus_mod, _plaintext_mod(str(plain_dir))])(secagg_train)
+    handler = legacy_train_handler({"secagg": secure_fit}, default="secagg")
+    client.train(mods=[secaggplus_mod, _plaintext_mod(str(plain_dir))])(handler)
     client.query(HELLO_ACTION)(secagg_hello)
 
     server = ServerApp()

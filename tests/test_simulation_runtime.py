@@ -9,9 +9,9 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fedinsight.errors import ConfigError
-from fedinsight.server.app import task_runner
-from fedinsight.server.simulation import run_simulation
+from fedinsight.coordinator.serverapp import task_runner
+from fedinsight.core.errors import ConfigError
+from fedinsight.federation.simulation import run_simulation
 
 
 def _apps() -> tuple[ServerApp, ClientApp]:

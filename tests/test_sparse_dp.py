@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 from fedinsight.privacy.ledger import compose_epsilon, dpsgd_event
 from fedinsight.privacy.sparse_dp import (
     CustomerLevelAccountant,

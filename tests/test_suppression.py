@@ -7,17 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from fedinsight.errors import ConfigError, PartnerReplyError
+from fedinsight.core.errors import ConfigError, PartnerReplyError
 from fedinsight.privacy.allocation import QueryNoise
 from fedinsight.privacy.suppression import CONFIDENCE_95, check_min_group_size, suppressed
-from fedinsight.server.insight_catalogue import (
+from fedinsight.tasks.insights.catalogue import (
     FeatureRulesSpec,
     Funnel,
     GoldenHours,
     LtvTiers,
     SegmentProfile,
 )
-from fedinsight.server.insight_results import Combined, CombinedQuery, build_insight
+from fedinsight.tasks.insights.results import Combined, CombinedQuery, build_insight
 
 RULES = FeatureRulesSpec(as_of="2026-01-01")
 NOISE = QueryNoise("gaussian", 5.0)

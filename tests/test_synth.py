@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fedinsight.core.errors import ConfigError
 from fedinsight.data.schema import FUNNEL_STAGES, TABLES
 from fedinsight.data.synth import (
     BLOCK_CUSTOMERS,
@@ -18,7 +19,6 @@ from fedinsight.data.synth import (
     write_synthetic,
 )
 from fedinsight.data.validate import read_table
-from fedinsight.errors import ConfigError
 
 SMALL = SynthConfig(customers=600, partners=3, seed=11, items=60)
 

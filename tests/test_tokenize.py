@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from fedinsight.cli import main
-from fedinsight.errors import KeyFileError
+from fedinsight.core.errors import KeyFileError
 from fedinsight.privacy.keys import (
     generate_keyring,
     keyring_from_env,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fedinsight.core.errors import DataValidationError
 from fedinsight.data.validate import read_table, validate_paths
-from fedinsight.errors import DataValidationError
 
 GOOD_TX = "customer_id,timestamp,amount,quantity,channel\nc1,2024-01-01,10.5,1,web\nc2,2024-02-03 10:00,3,2,\n"
 

@@ -12,10 +12,10 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedinsight.core.errors import DataValidationError
 from fedinsight.data.federation import load_partner_folder
 from fedinsight.data.schema import TABLES
 from fedinsight.data.validate import read_table
-from fedinsight.errors import DataValidationError
 
 GOOD_VALUES = {
     "string": st.sampled_from(["a", "c-17", "Zoë", "x y"]),

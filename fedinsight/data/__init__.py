@@ -8,6 +8,7 @@ Public entry points other parts rely on::
     read_table(PATH)        -> validated, typed table (raises DataValidationError)
 """
 
+from fedinsight.core.paths import fedinsight_home
 from fedinsight.data.federation import (
     BUILTIN_DATASETS,
     PartitionSpec,
@@ -15,7 +16,7 @@ from fedinsight.data.federation import (
     load_partner_folder,
     partner_table,
 )
-from fedinsight.data.fetch import DATASETS, fedinsight_home, fetch_dataset
+from fedinsight.data.fetch import DATASETS, fetch_dataset
 from fedinsight.data.loaders import cdnow_customers, load_cdnow, load_movielens_100k
 from fedinsight.data.schema import TABLES, PartnerData
 from fedinsight.data.validate import read_table, validate_frame, validate_paths

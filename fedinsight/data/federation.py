@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 from fedinsight.data.partition import (
     PARTITION_SCHEMES,
     dirichlet_partition,
@@ -25,7 +26,6 @@ from fedinsight.data.partition import (
 )
 from fedinsight.data.schema import TABLES, PartnerData
 from fedinsight.data.validate import _read_and_check, table_for_path
-from fedinsight.errors import ConfigError, DataValidationError, Problem
 
 BUILTIN_DATASETS: tuple[str, ...] = ("cdnow", "movielens-100k", "synthetic")
 CDNOW_CALIBRATION_END = pd.Timestamp("1997-09-30 23:59:59")

@@ -10,7 +10,6 @@ extracted into ``$FEDINSIGHT_HOME/datasets/<name>/``. Work already done is skipp
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -19,8 +18,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedinsight.data.atomic import atomic_output_dir
-from fedinsight.errors import DatasetFetchError, DatasetNotFoundError
+from fedinsight.core.errors import DatasetFetchError, DatasetNotFoundError
+from fedinsight.core.files import atomic_output_dir
+from fedinsight.core.paths import fedinsight_home
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,6 @@ DATASETS: dict[str, WheelDataset] = {
         description="MovieLens-100K: 100,000 ratings by 943 users of 1,682 films",
     ),
 }
-
-
-def fedinsight_home() -> Path:
-    """Root of fedinsight's cache: ``$FEDINSIGHT_HOME`` or ``~/.cache/fedinsight``."""
-    env = os.environ.get("FEDINSIGHT_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fedinsight"
 
 
 def dataset_dir(name: str) -> Path:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedinsight.core.errors import DataValidationError, Problem
 from fedinsight.data.fetch import require_fetched
 from fedinsight.data.schema import CUSTOMERS, INTERACTIONS, ITEMS, TRANSACTIONS, TableSpec
 from fedinsight.data.validate import validate_frame
-from fedinsight.errors import DataValidationError, Problem
 
 MOVIELENS_GENRES: tuple[str, ...] = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from fedinsight.core.errors import ConfigError
 from fedinsight.data.schema import PartnerData
-from fedinsight.errors import ConfigError
 
 PARTITION_SCHEMES: tuple[str, ...] = ("iid", "dirichlet", "natural")
 

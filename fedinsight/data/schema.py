@@ -169,3 +169,7 @@ class PartnerData:
             if df is not None:
                 ids.update(df["customer_id"].unique())  # type: ignore[index]
         return len(ids)
+
+
+SCHEMA_COLUMNS: dict[str, tuple[str, ...]] = {name: tuple(spec.column_names) for name, spec in TABLES.items()}
+"""Table -> its canonical column names (the PII scan judges these by their values only)."""

@@ -54,9 +54,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fedinsight.data.atomic import atomic_output_dir
+from fedinsight.core.errors import ConfigError
+from fedinsight.core.files import atomic_output_dir
 from fedinsight.data.schema import FUNNEL_STAGES, TABLES
-from fedinsight.errors import ConfigError
 
 __all__ = [
     "BLOCK_CUSTOMERS",

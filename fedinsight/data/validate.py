@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedinsight.core.errors import DataValidationError, Problem
 from fedinsight.data.schema import SUPPORTED_SUFFIXES, TABLES, ColumnSpec, TableSpec
-from fedinsight.errors import DataValidationError, Problem
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}

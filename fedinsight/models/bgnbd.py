@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1, logsumexp
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 
 MODEL_KINDS: tuple[str, ...] = ("logreg", "mlp")
 MLP_HIDDEN: tuple[int, ...] = (32, 16)

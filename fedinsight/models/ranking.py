@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fedinsight.errors import ConfigError, DataValidationError, Problem
+from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 
 NUM_NEGATIVES = 99
 TOP_K = 10

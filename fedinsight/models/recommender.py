@@ -11,7 +11,7 @@ gives (a) a dense-free update, and (b) per-customer contributions that
 :mod:`fedinsight.privacy.sparse_dp` can clip customer by customer — customer-level DP at almost the
 cost of plain SGD, where Opacus's per-sample hooks on ``nn.Embedding`` cost ~220x.
 
-Nothing here knows about Flower; :mod:`fedinsight.client.recommend` and the centralized baseline both
+Nothing here knows about Flower; :mod:`fedinsight.tasks.recommend.client` and the centralized baseline both
 call :class:`LocalTrainer`.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 from fedinsight.models.ranking import InteractionSplit
 from fedinsight.privacy.sparse_dp import add_gaussian_noise, clip_per_unit_rank_one, noise_generator
 
@@ -174,7 +174,7 @@ class LocalTrainer:
     """One party's BPR training state: its interactions and its customers' private embeddings.
 
     A partner keeps one of these per job (customer embeddings saved between rounds with
-    :func:`fedinsight.client.recommend.save_customer_state`); the centralized baseline uses one for
+    :func:`fedinsight.tasks.recommend.client.save_customer_state`); the centralized baseline uses one for
     the pooled data. ``train`` returns a new :class:`ItemParams` and never the customer embeddings.
     """
 

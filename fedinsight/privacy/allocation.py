@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from dp_accounting import dp_event
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 from fedinsight.privacy.ledger import compose_epsilon
 from fedinsight.privacy.mechanisms import Mechanism, gaussian_noise_multiplier
 

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives import hashes, hmac
 from sqlalchemy import DateTime, Float, Integer, String, Text, event, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fedinsight.db import Base, make_engine, write_locked
-from fedinsight.errors import ConfigError
+from fedinsight.core.db import Base, make_engine, write_locked
+from fedinsight.core.errors import ConfigError
 
 GENESIS = "0" * 64
 KEY_BYTES = 32
@@ -101,7 +101,7 @@ class VerifyResult:
 
 def load_or_create_key(path: Path) -> bytes:
     """The audit MAC key: read it, or create it (0600) on first use."""
-    from fedinsight.server.certs import write_private
+    from fedinsight.core.files import write_private
 
     path = Path(path)
     if path.is_file():

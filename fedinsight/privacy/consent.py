@@ -27,8 +27,8 @@ import pandas as pd
 from sqlalchemy import DateTime, Integer, String, Text, UniqueConstraint, func, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fedinsight.db import Base, make_engine, write_locked
-from fedinsight.errors import ConfigError, DataValidationError, Problem
+from fedinsight.core.db import Base, make_engine, write_locked
+from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 
 PURPOSES: tuple[str, ...] = ("analytics", "training", "recommendation")
 TASK_PURPOSES: dict[str, str] = {"propensity": "training", "insights": "analytics", "recommend": "recommendation",

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedinsight.errors import ConfigError, SecureAggregationError
+from fedinsight.core.errors import ConfigError, SecureAggregationError
 
 MODULUS = 2**32  # Flower's SecAgg+ modulus (its maximum)
 MAX_QUANTIZATION = 2**30  # Flower casts quantised values to int32

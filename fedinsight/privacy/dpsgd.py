@@ -35,7 +35,7 @@ from opacus.optimizers import DPOptimizer
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import nn
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 from fedinsight.privacy.ledger import compose_epsilon, dpsgd_event
 
 LossFn = Callable[[nn.Module, Sequence[torch.Tensor]], torch.Tensor]

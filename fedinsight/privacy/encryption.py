@@ -2,7 +2,7 @@
 
 Why authenticated encryption: confidentiality alone would let a modified checkpoint or score file be
 loaded silently. GCM's tag makes any change -- one flipped bit, a truncation, a file swapped for
-another artifact's -- fail to load with :class:`~fedinsight.errors.TamperedDataError`.
+another artifact's -- fail to load with :class:`~fedinsight.core.errors.TamperedDataError`.
 
 File format (all of it authenticated)::
 
@@ -28,8 +28,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from fedinsight.data.atomic import atomic_output_file
-from fedinsight.errors import KeyFileError, TamperedDataError
+from fedinsight.core.errors import KeyFileError, TamperedDataError
+from fedinsight.core.files import atomic_output_file
 from fedinsight.privacy.keys import KeyRing
 
 MAGIC = b"FDIENC1\n"

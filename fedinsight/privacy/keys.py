@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from fedinsight.errors import KeyFileError
+from fedinsight.core.errors import KeyFileError
 
 KeyKind = Literal["tokenization", "collaboration", "encryption"]
 KEY_KINDS: tuple[str, ...] = ("tokenization", "collaboration", "encryption")

@@ -26,8 +26,8 @@ from dp_accounting import dp_event
 from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fedinsight.db import Base, make_engine, write_locked
-from fedinsight.errors import BudgetExceededError, ConfigError, UnknownPartnerError
+from fedinsight.core.db import Base, make_engine, write_locked
+from fedinsight.core.errors import BudgetExceededError, ConfigError, UnknownPartnerError
 
 ACCOUNTANTS = ("rdp", "pld")
 

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from dp_accounting import dp_event
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 
 Mechanism = Literal["laplace", "gaussian"]
 

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from fedinsight.data.schema import TABLES
 
 MAX_SAMPLE = 2_000
 """Distinct values inspected per column (a seeded sample when there are more)."""
@@ -253,10 +252,10 @@ def kind_from_values(values: pd.Series, *, kinds: tuple[str, ...] = tuple(KINDS)
     return best
 
 
-def scan_table(table: str, frame: pd.DataFrame) -> list[PiiFinding]:
-    """Findings for every column of one table. Schema columns are judged by values only."""
-    spec = TABLES.get(table)
-    canonical = set(spec.column_names) if spec is not None else set()
+def scan_table(table: str, frame: pd.DataFrame, *, schema_columns: Collection[str] = ()) -> list[PiiFinding]:
+    """Findings for every column of one table. ``schema_columns`` (the canonical columns of this table, whose
+    names say what they hold) are judged by their values only."""
+    canonical = set(schema_columns)
     kinds = tuple(k for k in KINDS if not (table == "items" and k == "name"))
     findings: list[PiiFinding] = []
     for column in frame.columns:
@@ -273,6 +272,9 @@ def scan_table(table: str, frame: pd.DataFrame) -> list[PiiFinding]:
     return findings
 
 
-def scan_tables(tables: dict[str, pd.DataFrame]) -> list[PiiFinding]:
-    """Findings for every table of a partner (``PartnerData.tables()``)."""
-    return [f for name, frame in tables.items() for f in scan_table(name, frame)]
+def scan_tables(tables: Mapping[str, pd.DataFrame], *,
+                schema: Mapping[str, Collection[str]] | None = None) -> list[PiiFinding]:
+    """Findings for every table of a partner (``PartnerData.tables()``); ``schema``: table -> its canonical
+    columns (see :func:`scan_table`)."""
+    schema = schema or {}
+    return [f for name, frame in tables.items() for f in scan_table(name, frame, schema_columns=schema.get(name, ()))]

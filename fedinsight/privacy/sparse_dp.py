@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from dp_accounting import dp_event
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 from fedinsight.privacy.ledger import compose_epsilon, dpsgd_event
 
 

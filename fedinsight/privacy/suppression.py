@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedinsight.errors import ConfigError
+from fedinsight.core.errors import ConfigError
 
 DEFAULT_MIN_GROUP_SIZE = 50
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from cryptography.hazmat.primitives import hashes, hmac
 
-from fedinsight.errors import KeyFileError
+from fedinsight.core.errors import KeyFileError
 from fedinsight.privacy.keys import KeyRing, SecretKey
 
 TOKEN_PREFIX = "tk_"

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedinsight.errors import ReportError
+from fedinsight.core.errors import ReportError
 from fedinsight.report.page import Section, esc, fmt, key_values, page, redact_secrets, table
 
 REPORT_NAME = "report.html"
@@ -73,7 +73,7 @@ RUN_META = "run.json"
 def record_command(run_dir: Path, command: str) -> None:
     """Write ``run_dir/run.json`` with the command that produced the run (the report's "reproduce" box)."""
     import fedinsight
-    from fedinsight.data.atomic import atomic_output_file
+    from fedinsight.core.files import atomic_output_file
 
     meta = {"command": command, "fedinsight": fedinsight.__version__,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -104,9 +104,9 @@ def render_report(run_dir: Path, *, ledger_url: str | None = None, title: str | 
 
 
 def _render(run_dir: Path, *, ledger_url: str | None, title: str | None, partner_budgets: bool) -> str:
-    from fedinsight.report.insights import insights_sections
-    from fedinsight.report.models import propensity_sections, recommend_sections
     from fedinsight.report.privacy import job_id_of, ledger_url_for, privacy_section, read_ledger
+    from fedinsight.tasks.insights.report import insights_sections
+    from fedinsight.tasks.report_models import propensity_sections, recommend_sections
 
     summary, insights = load_run(run_dir)
     task = task_of(summary, insights)
@@ -142,7 +142,7 @@ def _render(run_dir: Path, *, ledger_url: str | None, title: str | None, partner
 
 def write_report(run_dir: Path, *, ledger_url: str | None = None) -> Path:
     """Render and write ``run_dir/report.html`` atomically; returns its path."""
-    from fedinsight.data.atomic import atomic_output_file
+    from fedinsight.core.files import atomic_output_file
 
     html = render_report(run_dir, ledger_url=ledger_url)
     target = Path(run_dir) / REPORT_NAME

@@ -1,0 +1,77 @@
+"""Writing files safely: all-or-nothing output folders and files, private (0600) key files.
+
+Why: a command that fails half-way (bad input, Ctrl-C, full disk) must leave no partial output that a
+later job could mistake for a complete dataset. Everything is written into a hidden sibling folder and
+moved into place with one rename once it is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fedinsight.core.errors import ConfigError
+
+PRIVATE_MODE = 0o600
+
+
+@contextmanager
+def atomic_output_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder that becomes ``out`` only if the block finishes without error."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"output folder {out} already exists and is not empty (use --overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+@contextmanager
+def atomic_output_file(out: str | Path) -> Iterator[Path]:
+    """Yield a temporary path that replaces ``out`` only if the block finishes without error."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+
+
+def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to a new file created with mode 0600 (refuses to replace a file unless asked)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, PRIVATE_MODE)
+    except FileExistsError:
+        raise ConfigError(f"{path} already exists; pass --overwrite to replace it (old keys stop working)") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, PRIVATE_MODE)  # O_TRUNC of an existing file keeps its old mode
+    return path
+
+
+def write_public(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write a certificate or public key (0644), refusing to replace a file unless asked."""
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} already exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.chmod(path, 0o644)
+    return path

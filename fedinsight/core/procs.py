@@ -1,0 +1,239 @@
+"""Supervising long-lived child processes: PID files, ports, clean stops of whole process trees.
+
+The coordinator runs ``flower-superlink`` and the API server; a partner runs ``flower-supernode``. Flower's
+processes start their own helpers in new sessions (``flower-superexec``, one ``flwr-serverapp`` /
+``flwr-clientapp`` per task), so stopping "the child" is not enough: :func:`stop_tree` snapshots every
+descendant from ``/proc`` first, asks the child to stop (SIGTERM), then any descendant still alive, and
+SIGKILLs whatever ignores both. Only processes we started, or started by them, are ever signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedinsight.core.errors import DeploymentError
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    state = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError, IndexError):
+        return state.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    return True
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendants of ``pid`` (Linux ``/proc``), children before grandchildren."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parents.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    frontier = [pid]
+    while frontier:
+        nxt = []
+        for p in frontier:
+            for c in parents.get(p, []):
+                out.append(c)
+                nxt.append(c)
+        frontier = nxt
+    return out
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def stop_tree(proc: subprocess.Popen, *, timeout: float = 15.0) -> int | None:
+    """Stop ``proc`` and everything it started; return its exit code (None if it had to be killed)."""
+    tree = descendants(proc.pid)
+    if proc.poll() is None:
+        _signal(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
+        else:
+            code = proc.returncode
+    else:
+        code = proc.returncode
+    stop_pids([p for p in tree if pid_alive(p)], timeout=timeout)
+    return code
+
+
+def stop_pids(pids: Sequence[int], *, timeout: float = 15.0) -> None:
+    """SIGTERM each pid, wait up to ``timeout`` for all, SIGKILL the rest."""
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if pid_alive(pid):
+            _signal(pid, signal.SIGKILL)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already listens on (host, port)."""
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    with socket.socket(socket.AF_INET6 if ":" in target else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((target, port)) == 0
+
+
+_PORTS_GIVEN: set[int] = set()
+_PORTS_LOCK = threading.Lock()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free right now, and not one this process was given before.
+
+    Tests and benchmarks choose several ports at run time and bind them later. The kernel picks a
+    ``bind(("", 0))`` port at random among the free ones (about 14,000 on Linux), and a port handed out
+    but not yet bound is free again: two calls in a row return the same port about once in 14,000, six
+    calls about once in 1,000. Remembering the ports already given makes them distinct.
+    """
+    with _PORTS_LOCK:
+        for _ in range(1000):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _PORTS_GIVEN:
+                _PORTS_GIVEN.add(port)
+                return port
+    raise DeploymentError(f"no free port on {host} that this process has not already handed out")
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+class PidFile:
+    """A PID file that refuses a second instance and is removed on a clean stop."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = Path(path), what
+
+    def read(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> None:
+        pid = self.read()
+        if pid is not None and pid != os.getpid() and pid_alive(pid):
+            raise DeploymentError(f"the {self.what} is already running (PID {pid}, {self.path}); stop it first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(f"{os.getpid()}\n")
+        tmp.replace(self.path)
+
+    def release(self) -> None:
+        if self.read() == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def stop_by_pid_file(path: Path, what: str, *, timeout: float = 30.0) -> int | None:
+    """SIGTERM the process named by a PID file and wait for it to exit; its PID, or None if none ran."""
+    pid = PidFile(path, what).read()
+    if pid is None or not pid_alive(pid):
+        Path(path).unlink(missing_ok=True)
+        return None
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            raise DeploymentError(f"the {what} (PID {pid}) did not stop within {timeout:.0f}s")
+        time.sleep(0.2)
+    return pid
+
+
+@dataclass
+class Child:
+    """A started child process, its log file and how to describe it."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+
+@dataclass
+class Supervisor:
+    """Starts children, watches them, stops them all (in reverse order) on SIGTERM/SIGINT or a child's death."""
+
+    log_dir: Path
+    stop_timeout: float = 15.0
+    children: list[Child] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def start(self, name: str, cmd: Sequence[str], env: dict[str, str]) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
+        with open(log, "ab") as handle:
+            proc = subprocess.Popen(list(cmd), env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def wait_port(self, child: Child, host: str, port: int, timeout: float = 180.0) -> None:
+        """Wait until ``child`` listens on (host, port); DeploymentError with its log tail if it dies first.
+
+        The deadline is generous on purpose (a loaded machine can take a minute to start a Python server);
+        a child that fails ends the wait at once."""
+        deadline = time.monotonic() + timeout
+        while not port_in_use(host, port):
+            if child.proc.poll() is not None:
+                raise DeploymentError(f"{child.name} exited with code {child.proc.returncode} while starting; "
+                                      f"last lines of {child.log}:\n{log_tail(child.log)}")
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"{child.name} did not listen on {host}:{port} within {timeout:.0f}s; "
+                                      f"see {child.log}")
+            time.sleep(0.2)
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT (Ctrl-C) set the stop flag; :meth:`watch` then returns."""
+        def handler(signum: int, _frame: object) -> None:
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def watch(self, poll: float = 0.5) -> Child | None:
+        """Block until asked to stop (returns None) or a child exits on its own (returns that child)."""
+        while not self.stopping.wait(poll):
+            for child in self.children:
+                if child.proc.poll() is not None:
+                    return child
+        return None
+
+    def stop_all(self) -> dict[str, int | None]:
+        codes = {}
+        for child in reversed(self.children):
+            codes[child.name] = stop_tree(child.proc, timeout=self.stop_timeout)
+        return codes

@@ -1,0 +1,141 @@
+"""Flower's SecAgg+ as fedinsight uses it: the transport under which the coordinator sees only sums.
+
+Flower 1.41 runs SecAgg+ only on its legacy path: the server's ``SecAggPlusWorkflow`` drives plain
+``train`` messages through four stages, and ``secaggplus_mod`` on the partner answers the key-exchange
+stages itself and masks the training result in the "collect masked vectors" stage. Every task that
+releases through SecAgg+ shares this one transport:
+
+- :func:`strict_workflow`: ``SecAggPlusWorkflow`` that raises when a round halts (too few partners online
+  to unmask) instead of silently keeping the old model;
+- :func:`to_legacy_config` / :func:`from_legacy_config`: legacy fit configs hold scalars only;
+- :func:`dropout_guard_mod`: before ``secaggplus_mod`` on the partner, refuses to unmask a distributed-noise
+  round that lost more partners (and so noise shares) than the job tolerates;
+- :data:`SECAGG_MODS` and :func:`legacy_train_handler`: the partner's one legacy ``train`` handler, which
+  hands each fit to the secure fit of the task named in its config (``secagg-task``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from flwr.app import Context, Error, Message
+from flwr.client import NumPyClient
+from flwr.client.message_handler.message_handler import handle_legacy_message_from_msgtype
+from flwr.client.mod import secaggplus_mod
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.serverapp import Grid
+
+from fedinsight.core.errors import ConfigError
+
+GUARD_RECORD = "fedinsight.recommend-secagg"
+GUARD_ERROR_CODE = 3002
+"""Partner state a distributed-noise round leaves for :func:`dropout_guard_mod`; the error code of its refusal."""
+
+
+class SecAggRoundFailed(RuntimeError):
+    """A SecAgg+ round halted (fewer partners than the reconstruction threshold stayed online)."""
+
+
+def strict_workflow(**kwargs: Any):  # type: ignore[no-untyped-def]
+    """``SecAggPlusWorkflow`` that raises when a round halts, instead of silently keeping the old model."""
+    from flwr.server.workflow import SecAggPlusWorkflow
+
+    class StrictSecAggPlusWorkflow(SecAggPlusWorkflow):
+        def __call__(self, grid: Grid, context: Context) -> None:
+            self._unmasked = False
+            super().__call__(grid, context)
+            if not self._unmasked:
+                raise SecAggRoundFailed("a secure-aggregation round halted: too few partners stayed online to "
+                                        "reconstruct the sum (see the coordinator log)")
+
+        def unmask_stage(self, grid, context, state) -> bool:  # type: ignore[no-untyped-def]
+            self._unmasked = bool(super().unmask_stage(grid, context, state))
+            return self._unmasked
+
+    return StrictSecAggPlusWorkflow(**kwargs)
+
+
+class TimedRounds:
+    """Wraps a fit workflow and records each round's wall time (for the job summary and benchmarks)."""
+
+    def __init__(self, fit_workflow: Any) -> None:
+        self.fit_workflow = fit_workflow
+        self.seconds: list[float] = []
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        started = time.perf_counter()
+        self.fit_workflow(grid, context)
+        self.seconds.append(time.perf_counter() - started)
+
+
+def to_legacy_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Legacy fit configs hold scalars only: list values travel as JSON strings (``<key>-json``)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, list):
+            out[f"{key}-json"] = json.dumps(value)
+        else:
+            out[key] = value
+    return out
+
+
+def from_legacy_config(config: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key.endswith("-json") and isinstance(value, str):
+            out[key[: -len("-json")]] = json.loads(value)
+        else:
+            out[key] = value
+    return out
+
+
+def dropout_guard_mod(msg: Message, ctxt: Context, call_next):  # type: ignore[no-untyped-def]
+    """Before ``secaggplus_mod``: in the unmask stage of a distributed-noise round, refuse to send shares
+    when more partners dropped out than the job tolerates (their noise shares are missing from the sum)."""
+    if GUARD_RECORD not in ctxt.state.config_records or RECORD_KEY_CONFIGS not in msg.content.config_records:
+        return call_next(msg, ctxt)
+    configs = msg.content.config_records[RECORD_KEY_CONFIGS]
+    if configs.get(Key.STAGE) != Stage.UNMASK:
+        return call_next(msg, ctxt)
+    guard = ctxt.state.config_records.pop(GUARD_RECORD)
+    dead = list(configs.get(Key.DEAD_NODE_ID_LIST, []))  # type: ignore[arg-type]
+    allowed = int(guard["max-dropouts"])  # type: ignore[arg-type]
+    if len(dead) > allowed:
+        reason = (f"SecureAggregationError: {len(dead)} partner(s) dropped out of this round, at most {allowed} "
+                  "tolerated: the sum would lack their noise shares; this partner refuses to unmask it")
+        return Message(Error(code=GUARD_ERROR_CODE, reason=reason), reply_to=msg)
+    return call_next(msg, ctxt)
+
+
+SECAGG_MODS = [dropout_guard_mod, secaggplus_mod]
+"""The mods the partner's legacy ``train`` handler runs under (tests add an inner recording mod after these)."""
+
+SecureFit = Callable[[Context, list[np.ndarray], dict[str, Any]], tuple[list[np.ndarray], int, dict[str, Any]]]
+"""A task's SecAgg+ fit on the partner: (context, global parameters, fit config) -> (vector to mask, weight, {})."""
+
+TASK_KEY = "secagg-task"
+
+
+def legacy_train_handler(fits: Mapping[str, SecureFit], default: str) -> Callable[[Message, Context], Message]:
+    """The partner's legacy ``train`` handler: NumPyClient-style fit, dispatched to ``fits[config[TASK_KEY]]``."""
+
+    class _Client(NumPyClient):
+        def __init__(self, context: Context) -> None:
+            self.context = context
+
+        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
+            task = str(config.get(TASK_KEY, default))
+            if task not in fits:
+                known = ", ".join(sorted(fits))
+                raise ConfigError(f"no task '{task}' trains under secure aggregation (known: {known})")
+            return fits[task](self.context, parameters, config)
+
+    def handle(msg: Message, context: Context) -> Message:
+        return handle_legacy_message_from_msgtype(client_fn=lambda ctx: _Client(ctx).to_client(), message=msg,
+                                                  context=context)
+
+    return handle

@@ -1,0 +1,84 @@
+"""Run a fedinsight job on Flower's simulation runtime (Ray virtual SuperNodes) in this process.
+
+Why not ``flwr run .``: that path starts a detached SuperLink and SuperExec that outlive the command
+(~290 MB) and gives us no handle on the result. Flower's own ``flwr-simulation`` process drives the
+runtime through ``_run_simulation`` with a ``Run`` carrying the run config; we do the same here, so the
+ServerApp receives ``context.run_config`` exactly as under ``flwr run`` and the same ServerApp code
+serves simulation and deployment. Ray is started for the run and shut down when it ends.
+
+Virtual partners get ``node_config['partition-id']``; the run config reaches the ClientApps inside
+the messages the ServerApp sends (Flower does not give simulated nodes the run config).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flwr.app import Context, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+from fedinsight.core.errors import ConfigError
+
+MAX_PARTNERS = 1_000
+
+
+def run_simulation(
+    run_config: dict[str, Any],
+    num_partners: int,
+    *,
+    server_app: ServerApp | None = None,
+    client_app: ClientApp | None = None,
+    cpus: int | None = None,
+    cpus_per_partner: float = 1.0,
+    verbose: bool = False,
+) -> Context:
+    """Run ``server_app`` against ``num_partners`` virtual partners; return the ServerApp's final context.
+
+    Defaults to fedinsight's own apps (``fedinsight.coordinator.serverapp:app``/``fedinsight.partner.clientapp:app``).
+    ``run_config`` values must be Flower config scalars (str, int, float, bool).
+    """
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.constant import NOOP_FEDERATION_ID
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supercore.telemetry import EventType
+
+    if not 1 <= num_partners <= MAX_PARTNERS:
+        raise ConfigError(f"--partners must be between 1 and {MAX_PARTNERS} (got {num_partners})")
+    for key, value in run_config.items():
+        if not isinstance(value, str | int | float | bool):
+            raise ConfigError(f"run config value {key}={value!r} must be a str, int, float or bool")
+    if server_app is None:
+        from fedinsight.coordinator.serverapp import app as server_app
+    if client_app is None:
+        from fedinsight.partner.clientapp import app as client_app
+
+    run_id = int.from_bytes(os.urandom(7), "big")
+    run = Run.create_empty(run_id=run_id)
+    run.override_config = dict(run_config)
+    run.primary_task_id = int.from_bytes(os.urandom(7), "big")
+    run.federation_id = NOOP_FEDERATION_ID
+    # Flower's legacy API sets the same process-wide task identity before simulating.
+    TaskIdentity.task_id = 1
+    TaskIdentity.run_id = run_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    context = Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config=dict(run_config))
+    total_cpus = cpus or max(1, os.cpu_count() or 1)
+    backend_config = {
+        "client_resources": {"num_cpus": cpus_per_partner, "num_gpus": 0.0},
+        "init_args": {"num_cpus": total_cpus, "logging_level": "error", "log_to_driver": verbose},
+    }
+    result = _run_simulation(
+        num_supernodes=num_partners,
+        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+        client_app=client_app,
+        server_app=server_app,
+        backend_config=backend_config,  # type: ignore[arg-type]
+        run=run,
+        server_app_context=context,
+        verbose_logging=verbose,
+    )
+    return result.context

@@ -1,0 +1,118 @@
+"""The partner process: validate local data, then run ``flower-supernode`` against the coordinator.
+
+``fedinsight partner start --config partner.toml``:
+
+1. validates the configuration, the CA certificate and the private key (which must be mode 0600);
+2. validates the partner's data *before* joining — canonical schema, PII scan against its protection
+   policy, tokenization keys (:mod:`fedinsight.partner.protection`) — a partner with broken data is refused
+   here with every problem listed, instead of failing inside a job later;
+3. takes the PID file and starts ``flower-supernode`` with ``--root-certificates`` (only the federation's
+   CA is trusted), ``--auth-supernode-private-key`` (the coordinator admits registered keys only) and
+   ``--node-config`` carrying the data path, partner id, protection policy (which names the tokenization
+   key) and the partner's own
+   ledger and local budget (enforced by the ClientApp on this machine). Runtime dependency installation
+   stays off (Flower's SuperNode default), and its ClientApp API listens on loopback only;
+4. stops the SuperNode and its ClientApp processes on SIGTERM/Ctrl-C; if the SuperNode exits by itself —
+   e.g. the coordinator refused an unregistered key — exits non-zero with the reason from its log.
+
+Nothing here opens a port to the outside: the partner dials out to the coordinator.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fedinsight.core.errors import ConfigError, DeploymentError
+from fedinsight.core.procs import PidFile, Supervisor, log_tail, port_in_use
+from fedinsight.partner.config import PartnerConfig, load_partner_config
+
+Say = Callable[[str], None]
+
+AUTH_REFUSED_HINT = ("the coordinator refused this partner: its public key is probably not registered "
+                     "(send <id>.pub to the operator) or the CA certificate does not match")
+
+
+def validate_partner_data(config: PartnerConfig) -> dict[str, int]:
+    """Run the partner-side pipeline on the data folder (schema, PII scan against the protection policy,
+    tokenization keys); rows per table, or the typed error listing what to fix."""
+    from fedinsight.partner.protection import find_policy, load_protected
+
+    explicit = config.partner.protection_policy
+    protected = load_protected(config.partner.data_path, find_policy(config.partner.data_path, explicit))
+    return {name: len(frame) for name, frame in protected.data.tables().items()}  # type: ignore[arg-type]
+
+
+def _quote(value: str) -> str:
+    if '"' in value or "'" in value:
+        raise ConfigError(f"path {value!r} contains a quote character; Flower's --node-config cannot carry it")
+    return f'"{value}"'
+
+
+def node_config(config: PartnerConfig) -> str:
+    """The ``--node-config`` string: what the ClientApp reads from ``context.node_config``."""
+    items = {
+        "partner-id": _quote(config.partner.id),
+        "data-path": _quote(str(config.partner.data_path)),
+        "local-ledger": _quote(config.ledger_url),
+        "local-epsilon": repr(float(config.partner.local_epsilon)),
+        "local-delta": repr(float(config.partner.local_delta)),
+    }
+    if config.partner.protection_policy is not None:  # names the tokenization/encryption key files
+        items["protection-policy"] = _quote(str(config.partner.protection_policy))
+    return " ".join(f"{k}={v}" for k, v in items.items())
+
+
+def supernode_command(config: PartnerConfig) -> list[str]:
+    bindir = Path(sys.executable).parent
+    exe = bindir / "flower-supernode"
+    cmd = [str(exe) if exe.exists() else "flower-supernode",
+           "--root-certificates", str(config.superlink.ca_cert), "--superlink", config.superlink.address,
+           "--auth-supernode-private-key", str(config.superlink.private_key), "--node-config", node_config(config),
+           "--host", "127.0.0.1", "--port", str(config.runtime.port)]
+    if config.superlink.max_retries is not None:
+        cmd += ["--max-retries", str(config.superlink.max_retries)]
+    if config.superlink.max_wait_time is not None:
+        cmd += ["--max-wait-time", str(config.superlink.max_wait_time)]
+    return cmd
+
+
+def supernode_env(config: PartnerConfig) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"FLWR_HOME": str(config.state_dir / "flwr"), "FLWR_TELEMETRY_ENABLED": "0",
+                "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+                "PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")})
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25")  # each SecAgg+ stage waits on this poll
+    return env
+
+
+def run_partner(config_path: str | Path, *, say: Say = print) -> int:
+    """Validate, start the SuperNode, block until stopped; 0 on a clean stop."""
+    config = load_partner_config(config_path)
+    rows = validate_partner_data(config)
+    say(f"partner {config.partner.id}: data valid ({', '.join(f'{k} {v:,}' for k, v in rows.items())})")
+    if port_in_use("127.0.0.1", config.runtime.port):
+        raise DeploymentError(f"[runtime] port {config.runtime.port} is already in use on 127.0.0.1; choose another "
+                              f"in {config_path}")
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = PidFile(config.pid_file, f"partner {config.partner.id}")
+    pid_file.acquire()
+    supervisor = Supervisor(config.state_dir / "logs")
+    supervisor.install_signal_handlers()
+    code = 0
+    try:
+        node = supervisor.start("supernode", supernode_command(config), supernode_env(config))
+        say(f"SuperNode for {config.partner.id} -> {config.superlink.address} (TLS, key auth), PID {node.proc.pid}")
+        died = supervisor.watch()
+        if died is not None:
+            code = died.proc.returncode or 1
+            tail = log_tail(died.log, 25)
+            hint = f" ({AUTH_REFUSED_HINT})" if "305" in tail or "Failed to activate" in tail else ""
+            say(f"the SuperNode exited with code {died.proc.returncode}{hint}. Last lines of {died.log}:\n{tail}")
+    finally:
+        supervisor.stop_all()
+        pid_file.release()
+        say(f"partner {config.partner.id} stopped")
+    return code

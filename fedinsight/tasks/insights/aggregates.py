@@ -1,0 +1,439 @@
+"""Local aggregates for insights: per-customer features, then group counts and sums with bounded contributions.
+
+Why this module exists: it is the only insight code that reads a partner's rows. It turns the partner's
+tables into *exact* aggregates whose change when one customer (the privacy unit) is added or removed
+is bounded by construction -- every customer counts at most once per cell, at most ``k`` cells where a
+customer could otherwise reach many (channels, hours, rows), and values are clamped. The caller
+(:mod:`fedinsight.tasks.insights.client`) then adds calibrated OpenDP noise to exactly these numbers, using
+the bound each function reports; nothing here is noisy, nothing here leaves the partner.
+
+Everything that decides which group a customer falls into is a *declared* rule (fixed thresholds,
+a fixed reference date, declared key lists) and never a data-dependent quantile, so the group
+structure itself reveals nothing about any customer. Keys outside a declared list are counted under
+``"other"`` so no row silently disappears.
+
+Units: each measure has a ``scale`` (1 for counts, the clamp bound for sums); the reported L1/L2
+bounds are for the measures divided by their scales, which is the vector the noise is added to.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.data.schema import FUNNEL_STAGES
+from fedinsight.tasks.insights.customer_features import (
+    DERIVED_GROUPS,
+    HOURS,
+    LTV_TIERS,
+    WEEKDAYS,
+    Features,
+    codes_of,
+)
+
+OTHER = "other"
+"""The key every undeclared value of a grouped column is counted under."""
+
+GROUP_BY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customers": ("region", "gender", "occupation", *DERIVED_GROUPS),
+    "transactions": ("channel", "category", "region", "gender", *DERIVED_GROUPS),
+    "events": ("campaign", "channel", "stage", "arm", "region", "gender", *DERIVED_GROUPS),
+}
+"""Allow-list of columns a generic group-by may group on, per table (customer columns are joined in)."""
+
+GROUP_BY_VALUES: dict[str, tuple[str, ...]] = {
+    "customers": ("age",),
+    "transactions": ("amount", "quantity"),
+    "events": (),
+}
+"""Allow-list of numeric columns a generic group-by may sum or average, per table."""
+
+MAX_CELLS = 20_000
+
+# --- results -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Measure:
+    """One named array over declared group keys, and the unit that one customer's part is bounded by."""
+
+    name: str
+    dims: tuple[tuple[str, tuple[str, ...]], ...]
+    values: np.ndarray  # shape = lengths of dims
+    scale: float = 1.0
+
+    def layout(self) -> dict[str, Any]:
+        return {"name": self.name, "dims": [[d, list(k)] for d, k in self.dims], "scale": self.scale}
+
+
+@dataclass(frozen=True)
+class LocalAggregate:
+    """Exact, contribution-bounded measures of one query, and the per-customer sensitivity of them all.
+
+    ``l1`` / ``l2`` bound how much the vector ``concat(m.values / m.scale)`` moves when one customer's
+    rows are added or removed -- what Laplace (L1) or Gaussian (L2) noise must be calibrated to.
+    """
+
+    measures: tuple[Measure, ...]
+    l1: float
+    l2: float
+
+    def vector(self) -> np.ndarray:
+        """The normalised vector the noise is added to."""
+        if not self.measures:
+            return np.zeros(0)
+        return np.concatenate([np.ravel(m.values).astype(float) / m.scale for m in self.measures])
+
+    def layout(self) -> list[dict[str, Any]]:
+        return [m.layout() for m in self.measures]
+
+    def by_name(self) -> dict[str, Measure]:
+        return {m.name: m for m in self.measures}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _keys(keys: Sequence[str]) -> tuple[str, ...]:
+    return (*keys, OTHER)
+
+
+def _count_distinct(cust: np.ndarray, cell: np.ndarray, n_cells: int, group: np.ndarray,
+                    n_groups: int) -> np.ndarray:
+    """Customers per (group of the customer, cell), each customer counted once per cell."""
+    if cust.size == 0:
+        return np.zeros((n_groups, n_cells))
+    key = np.unique(cust.astype(np.int64) * n_cells + cell)
+    c, k = np.divmod(key, n_cells)
+    return np.bincount(group[c].astype(np.int64) * n_cells + k, minlength=n_groups * n_cells).reshape(
+        n_groups, n_cells).astype(float)
+
+
+def _first_k_keys(cust: np.ndarray, key: np.ndarray, ts: np.ndarray, n_keys: int, k: int) -> np.ndarray:
+    """Mask of rows whose (customer, key) is among the customer's first ``k`` distinct keys by time.
+
+    The choice depends on that customer's own rows only, so capping does not couple customers.
+    """
+    if cust.size == 0:
+        return np.zeros(0, dtype=bool)
+    pair = cust.astype(np.int64) * n_keys + key
+    order = np.lexsort((ts, pair))
+    pair_sorted = pair[order]
+    first = np.ones(pair_sorted.size, dtype=bool)
+    first[1:] = pair_sorted[1:] != pair_sorted[:-1]
+    pairs, first_ts = pair_sorted[first], ts[order][first]
+    pair_cust = pairs // n_keys
+    by_time = np.lexsort((pairs, first_ts, pair_cust))  # per customer, earliest key first
+    c_sorted = pair_cust[by_time]
+    start = np.ones(c_sorted.size, dtype=bool)
+    start[1:] = c_sorted[1:] != c_sorted[:-1]
+    run_start = np.maximum.accumulate(np.where(start, np.arange(c_sorted.size), 0))
+    rank = np.empty(c_sorted.size, dtype=np.int64)
+    rank[by_time] = np.arange(c_sorted.size) - run_start
+    allowed = pairs[rank < k]
+    return np.isin(pair, allowed, assume_unique=False, kind="sort") if allowed.size < pairs.size else np.ones(
+        pair.size, dtype=bool)
+
+
+def _rank_within_customer(cust: np.ndarray) -> np.ndarray:
+    """0, 1, 2 ... for each customer's rows in their stored order."""
+    if cust.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    grouped = bool(np.all(cust[1:] >= cust[:-1]))  # rows grouped by customer (the common layout): no sort
+    order = np.arange(cust.size) if grouped else np.argsort(cust, kind="stable")
+    c = cust[order]
+    start = np.ones(c.size, dtype=bool)
+    start[1:] = c[1:] != c[:-1]
+    run_start = np.maximum.accumulate(np.where(start, np.arange(c.size), 0))
+    rank = np.empty(c.size, dtype=np.int64)
+    rank[order] = np.arange(c.size) - run_start
+    return rank
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1 (got {value!r})")
+    return value
+
+
+def _key_list(name: str, keys: Any) -> tuple[str, ...]:
+    if not isinstance(keys, list | tuple) or not keys or not all(isinstance(k, str) and k for k in keys):
+        raise ConfigError(f"{name} must be a non-empty list of declared keys (got {keys!r})")
+    if len(set(keys)) != len(keys) or OTHER in keys:
+        raise ConfigError(f"{name} must not repeat keys or use the reserved key '{OTHER}' (got {keys!r})")
+    return tuple(keys)
+
+
+# --- the queries ---------------------------------------------------------------------------------
+
+def segment_profile(f: Features, *, by: str = "rfm_segment") -> LocalAggregate:
+    """Customers, clamped trailing spend and repeat buyers per segment (one segment per customer)."""
+    codes, keys = f.attribute(by)
+    g = len(keys)
+    dims = ((by, keys),)
+    spend = np.clip(f.spend_now, 0.0, f.rules.spend_cap)
+    repeat = (f.purchases >= f.rules.repurchase_min_purchases).astype(float)
+    return LocalAggregate(
+        measures=(
+            Measure("customers", dims, np.bincount(codes, minlength=g).astype(float)),
+            Measure("spend", dims, np.bincount(codes, weights=spend, minlength=g), scale=f.rules.spend_cap),
+            Measure("repurchasers", dims, np.bincount(codes, weights=repeat, minlength=g)),
+        ),
+        l1=3.0, l2=math.sqrt(3.0),
+    )
+
+
+def ltv_tiers(f: Features) -> LocalAggregate:
+    """Customers and clamped value per LTV tier, now (trailing window) and in the window before."""
+    dims = (("ltv_tier", LTV_TIERS),)
+    g, cap = len(LTV_TIERS), f.rules.value_cap
+    now = np.clip(f.spend_now, 0.0, cap)
+    prev = np.clip(f.spend_prev, 0.0, cap)
+    return LocalAggregate(
+        measures=(
+            Measure("customers", dims, np.bincount(f.tier_now, minlength=g).astype(float)),
+            Measure("value", dims, np.bincount(f.tier_now, weights=now, minlength=g), scale=cap),
+            Measure("customers_prev", dims, np.bincount(f.tier_prev, minlength=g).astype(float)),
+            Measure("value_prev", dims, np.bincount(f.tier_prev, weights=prev, minlength=g), scale=cap),
+        ),
+        l1=4.0, l2=2.0,
+    )
+
+
+def funnel(f: Features, *, by: str = "channel", channels: Sequence[str] = (),
+           max_channels_per_customer: int = 2) -> LocalAggregate:
+    """Customers reaching each funnel stage, by channel or by a customer grouping.
+
+    By channel, a customer counts in at most ``max_channels_per_customer`` channels (their earliest);
+    by segment, a customer is in one group. Either way at most once per (group, stage).
+    """
+    ev = f.events
+    stages = f.event_stage
+    n_st = len(FUNNEL_STAGES)
+    if by == "channel":
+        keys = _keys(_key_list("channels", list(channels)))
+        m = _positive_int("max_channels_per_customer", max_channels_per_customer)
+        ch = codes_of(ev.frame["channel"], keys[:-1])
+        keep = _first_k_keys(ev.cust, ch, ev.ts, len(keys), m)
+        counts = _count_distinct(ev.cust[keep], ch[keep] * n_st + stages[keep], len(keys) * n_st,
+                                 np.zeros(f.n, dtype=np.int8), 1).reshape(len(keys), n_st)
+        l1, l2 = 4.0 * m, 2.0 * math.sqrt(m)
+    else:
+        group, keys = f.attribute(by)
+        counts = _count_distinct(ev.cust, stages.astype(np.int64), n_st, group, len(keys))
+        l1, l2 = 4.0, 2.0
+    dims = ((by, keys), ("stage", FUNNEL_STAGES))
+    return LocalAggregate((Measure("customers", dims, counts),), l1=l1, l2=l2)
+
+
+def ab_test(f: Features, *, campaigns: Sequence[str] = (), arms: Sequence[str] = ("A", "B")) -> LocalAggregate:
+    """Per declared campaign and arm: customers exposed, and of those, customers who converted.
+
+    A customer's arm in a campaign is the arm of their first exposure there, so each customer adds at
+    most one to ``exposed`` and one to ``converted`` per campaign.
+    """
+    ev = f.events
+    camps = _key_list("campaigns", list(campaigns))
+    arm_keys = _key_list("arms", list(arms))
+    stages = f.event_stage
+    c = codes_of(ev.frame["campaign"], camps, other=False)
+    a = codes_of(ev.frame["arm"], arm_keys, other=False) if "arm" in ev.frame.columns else np.full(c.size, -1)
+    n_c, n_a = len(camps), len(arm_keys)
+    exposed = np.zeros((n_c, n_a))
+    converted = np.zeros((n_c, n_a))
+    expo = (stages == 0) & (c >= 0) & (a >= 0)
+    if expo.any():
+        cust, camp, arm, ts = ev.cust[expo], c[expo], a[expo], ev.ts[expo]
+        order = np.lexsort((ts, cust * n_c + camp))
+        key = (cust * n_c + camp)[order]
+        first = np.ones(key.size, dtype=bool)
+        first[1:] = key[1:] != key[:-1]
+        first_key, first_arm = key[first], arm[order][first]  # sorted unique (customer, campaign) keys
+        exposed = np.bincount((first_key % n_c) * n_a + first_arm, minlength=n_c * n_a).reshape(n_c, n_a)
+        conv = (stages == FUNNEL_STAGES.index("convert")) & (c >= 0)
+        conv_key = np.unique(ev.cust[conv] * n_c + c[conv])
+        pos = np.searchsorted(first_key, conv_key)
+        hit = (pos < first_key.size) & (first_key[np.minimum(pos, first_key.size - 1)] == conv_key)
+        converted = np.bincount((conv_key[hit] % n_c) * n_a + first_arm[pos[hit]], minlength=n_c * n_a).reshape(
+            n_c, n_a)
+    dims = (("campaign", camps), ("arm", arm_keys))
+    return LocalAggregate(
+        (Measure("exposed", dims, exposed.astype(float)), Measure("converted", dims, converted.astype(float))),
+        l1=2.0 * n_c, l2=math.sqrt(2.0 * n_c),
+    )
+
+
+SLOTS: tuple[str, ...] = tuple(f"{d}-{h}" for d in WEEKDAYS for h in HOURS)
+"""The 168 weekday x hour slots of the golden-hours heatmap, ``"mon-00"`` ... ``"sun-23"`` (weekday-major)."""
+
+
+def golden_hours(f: Features, *, by: str = "rfm_segment", stages: Sequence[str] = ("click", "participate", "convert"),
+                 max_hours_per_customer: int = 3, max_weekdays_per_customer: int = 2,
+                 max_slots_per_customer: int = 3, heatmap: bool = True) -> LocalAggregate:
+    """Customers responding at each hour of day, on each weekday and (``heatmap``) in each weekday x hour
+    slot, per group (UTC).
+
+    Each customer counts once per hour (their first ``max_hours_per_customer`` distinct hours), once
+    per weekday (first ``max_weekdays_per_customer``) and once per slot (first ``max_slots_per_customer``
+    distinct slots by time). The three measures are released together, so one customer moves the
+    vector by at most ``k_h + k_w + k_s`` cells by one each: that is the L1 bound, its square root the
+    L2 bound. Without the heatmap the slot measure is not computed and ``k_s`` drops out of the bounds
+    (the marginals then get the smaller noise they had before the heatmap existed).
+    """
+    ev = f.events
+    k_h = _positive_int("max_hours_per_customer", max_hours_per_customer)
+    k_w = _positive_int("max_weekdays_per_customer", max_weekdays_per_customer)
+    k_s = _positive_int("max_slots_per_customer", max_slots_per_customer)
+    if not isinstance(heatmap, bool):
+        raise ConfigError(f"heatmap must be true or false (got {heatmap!r})")
+    wanted = [FUNNEL_STAGES.index(s) for s in _key_list("stages", list(stages)) if s in FUNNEL_STAGES]
+    if len(wanted) != len(stages):
+        raise ConfigError(f"stages must be among {', '.join(FUNNEL_STAGES)} (got {list(stages)})")
+    sel = np.isin(f.event_stage, wanted)
+    cust, ts = ev.cust[sel], ev.ts[sel]
+    hour = (ts // 3600) % 24
+    weekday = (ts // 86_400 + 3) % 7  # 1970-01-01 was a Thursday
+    group, keys = f.attribute(by)
+    keep_h = _first_k_keys(cust, hour, ts, 24, k_h)
+    keep_w = _first_k_keys(cust, weekday, ts, 7, k_w)
+    by_hour = _count_distinct(cust[keep_h], hour[keep_h], 24, group, len(keys))
+    by_weekday = _count_distinct(cust[keep_w], weekday[keep_w], 7, group, len(keys))
+    measures = [Measure("customers_by_hour", ((by, keys), ("hour", HOURS)), by_hour),
+                Measure("customers_by_weekday", ((by, keys), ("weekday", WEEKDAYS)), by_weekday)]
+    cells = k_h + k_w
+    if heatmap:
+        slot = weekday * 24 + hour
+        keep_s = _first_k_keys(cust, slot, ts, len(SLOTS), k_s)
+        by_slot = _count_distinct(cust[keep_s], slot[keep_s], len(SLOTS), group, len(keys))
+        measures.append(Measure("customers_by_slot", ((by, keys), ("slot", SLOTS)), by_slot))
+        cells += k_s
+    return LocalAggregate(tuple(measures), l1=float(cells), l2=math.sqrt(cells))
+
+
+def channel_response(f: Features, *, by: str = "rfm_segment", channels: Sequence[str] = (),
+                     max_channels_per_customer: int = 2) -> LocalAggregate:
+    """Per channel and group: customers exposed, and customers who responded (clicked or beyond)."""
+    ev = f.events
+    keys = _keys(_key_list("channels", list(channels)))
+    m = _positive_int("max_channels_per_customer", max_channels_per_customer)
+    ch = codes_of(ev.frame["channel"], keys[:-1])
+    keep = _first_k_keys(ev.cust, ch, ev.ts, len(keys), m)
+    group, gkeys = f.attribute(by)
+    cust, chk, st = ev.cust[keep], ch[keep], f.event_stage[keep]
+    exposed = _count_distinct(cust[st == 0], chk[st == 0], len(keys), group, len(gkeys))
+    responded = _count_distinct(cust[st >= 1], chk[st >= 1], len(keys), group, len(gkeys))
+    dims = ((by, gkeys), ("channel", keys))
+    return LocalAggregate((Measure("exposed", dims, exposed), Measure("responded", dims, responded)),
+                          l1=2.0 * m, l2=math.sqrt(2.0 * m))
+
+
+def group_by(f: Features, *, table: str, group_by: Sequence[str], keys: dict[str, list[str]] | None = None,
+             value: str | None = None, aggregates: Sequence[str] = ("count",), bounds: Sequence[float] | None = None,
+             max_rows_per_customer: int = 10) -> LocalAggregate:
+    """Generic DP group-by over allow-listed columns: customers, rows (count) and clamped sums per group.
+
+    Each customer keeps at most ``max_rows_per_customer`` rows (their first, in stored order), values
+    are clamped to ``bounds``; a group's key list is declared (derived groupings have fixed keys).
+    """
+    if table not in GROUP_BY_COLUMNS:
+        raise ConfigError(f"group-by table must be one of {', '.join(GROUP_BY_COLUMNS)} (got {table!r})")
+    cols = list(group_by)
+    if not cols or len(set(cols)) != len(cols):
+        raise ConfigError("group_by needs one or more distinct columns")
+    bad = [c for c in cols if c not in GROUP_BY_COLUMNS[table]]
+    if bad:
+        raise ConfigError(f"column(s) {', '.join(bad)} may not be grouped on in {table}; "
+                          f"allowed: {', '.join(GROUP_BY_COLUMNS[table])}")
+    aggs = tuple(aggregates)
+    if not aggs or any(a not in ("count", "sum", "mean") for a in aggs):
+        raise ConfigError(f"aggregates must be among count, sum, mean (got {list(aggs)})")
+    needs_value = any(a in ("sum", "mean") for a in aggs)
+    if needs_value:
+        if value not in GROUP_BY_VALUES[table]:
+            allowed = ", ".join(GROUP_BY_VALUES[table]) or "none"
+            raise ConfigError(f"value column {value!r} may not be summed in {table}; allowed: {allowed}")
+        if bounds is None or len(bounds) != 2 or not all(math.isfinite(float(b)) for b in bounds) \
+                or not float(bounds[0]) < float(bounds[1]):
+            raise ConfigError(f"sum/mean need declared bounds [low, high] with low < high (got {bounds!r})")
+    cap = 1 if table == "customers" else _positive_int("max_rows_per_customer", max_rows_per_customer)
+    declared = dict(keys or {})
+
+    if table == "customers":
+        frame, cust = f.customers, np.arange(f.n)
+    else:
+        rows = f.transactions if table == "transactions" else f.events
+        rank = _rank_within_customer(rows.cust)
+        keep = rank < cap
+        frame, cust = rows.frame.loc[keep] if not keep.all() else rows.frame, rows.cust[keep]
+
+    dims: list[tuple[str, tuple[str, ...]]] = []
+    cell = np.zeros(cust.size, dtype=np.int64)
+    for col in cols:
+        if col in DERIVED_GROUPS:
+            codes_c, k = f.attribute(col)
+            codes, dim_keys = codes_c[cust].astype(np.int64), k
+        else:
+            if col not in declared:
+                raise ConfigError(f"declare the keys of column '{col}' (group keys must not come from the data)")
+            dim_keys = _keys(_key_list(f"keys of {col}", declared[col]))
+            if col in frame.columns:
+                codes = codes_of(frame[col], dim_keys[:-1])
+            elif col in f.customers.columns:  # a customer attribute joined onto the rows
+                codes = codes_of(f.customers[col], dim_keys[:-1])[cust]
+            else:  # the partner does not have the column: everything is "other"
+                codes = np.full(cust.size, len(dim_keys) - 1, dtype=np.int64)
+        dims.append((col, dim_keys))
+        cell = cell * len(dim_keys) + codes
+    n_cells = int(np.prod([len(k) for _, k in dims]))
+    if n_cells > MAX_CELLS:
+        raise ConfigError(f"the group-by has {n_cells} cells; at most {MAX_CELLS} are allowed")
+    shape = tuple(len(k) for _, k in dims)
+    dims_t = tuple(dims)
+    customers = _count_distinct(cust, cell, n_cells, np.zeros(max(f.n, 1), dtype=np.int8), 1).reshape(shape)
+    measures = [Measure("customers", dims_t, customers)]
+    l1, l2sq = float(cap), float(cap)
+    if "count" in aggs or "mean" in aggs:
+        measures.append(Measure("count", dims_t, np.bincount(cell, minlength=n_cells).reshape(shape).astype(float)))
+        l1, l2sq = l1 + cap, l2sq + cap**2
+    if needs_value:
+        lo, hi = float(bounds[0]), float(bounds[1])  # type: ignore[index]
+        raw = frame[value].to_numpy(dtype=float, na_value=np.nan)  # type: ignore[index]
+        clamped = np.clip(np.nan_to_num(raw, nan=0.0), lo, hi)  # a missing value counts as 0, then clamped
+        scale = max(abs(lo), abs(hi))
+        measures.append(Measure("sum", dims_t, np.bincount(cell, weights=clamped, minlength=n_cells).reshape(shape),
+                                scale=scale))
+        l1, l2sq = l1 + cap, l2sq + cap**2
+    return LocalAggregate(tuple(measures), l1=l1, l2=math.sqrt(l2sq))
+
+
+LOCAL_QUERIES: dict[str, Callable[..., LocalAggregate]] = {
+    "segment_profile": segment_profile,
+    "ltv_tiers": ltv_tiers,
+    "funnel": funnel,
+    "ab_test": ab_test,
+    "golden_hours": golden_hours,
+    "channel_response": channel_response,
+    "group_by": group_by,
+}
+"""Query kind -> local computation; the parameters are the query spec's fields."""
+
+NEEDS_EVENTS = frozenset({"funnel", "ab_test", "golden_hours", "channel_response"})
+
+
+def compute(kind: str, features: Features, params: dict[str, Any]) -> LocalAggregate:
+    """Run one query kind with its declared parameters (unknown kinds or parameters are refused)."""
+    func = LOCAL_QUERIES.get(kind)
+    if func is None:
+        raise ConfigError(f"unknown insight query kind '{kind}' (known: {', '.join(LOCAL_QUERIES)})")
+    import inspect
+
+    accepted = set(inspect.signature(func).parameters) - {"f"}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"query kind '{kind}' does not take {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}"
+        )
+    return func(features, **params)

@@ -1,0 +1,79 @@
+"""Score a partner's own customers with a trained propensity/LTV model, on the partner's premises.
+
+The model file holds only weights and public preprocessing (the shared scaler, caps, the label window
+length, tier thresholds); the partner's rows are read locally and the scores are written locally.
+Nothing is sent anywhere.
+
+Scoring date: features describe the ``calibration_days`` before ``as_of`` and the scores predict the
+``holdout_days`` after it -- the same window lengths the model was trained with. By default ``as_of`` is
+the training cutoff (reproduces the training-time scores); pass the date you score for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedinsight.core.errors import ConfigError, DataValidationError, Problem
+from fedinsight.data.federation import load_partner_folder
+from fedinsight.data.validate import read_table
+from fedinsight.models.metrics import TIERS, assign_tiers
+from fedinsight.models.propensity import ModelBundle, predict
+from fedinsight.tasks.propensity.features import (
+    FeatureCaps,
+    LabelWindow,
+    customer_table,
+    spend_from_unit,
+    unit_features,
+)
+
+
+def load_transactions(path: str | Path) -> pd.DataFrame:
+    """A partner's transactions: a ``transactions.csv|parquet`` file, or one partner's folder."""
+    path = Path(path)
+    if path.is_file():
+        return read_table(path, "transactions")
+    partners = load_partner_folder(path)
+    if len(partners) != 1:
+        raise ConfigError(f"--data {path} holds {len(partners)} partners' folders; point it at one partner's folder")
+    data = next(iter(partners.values()))
+    if data.transactions is None:
+        raise DataValidationError(Problem(str(path), "no transactions table (transactions.csv or .parquet)"))
+    return data.transactions  # type: ignore[return-value]
+
+
+def scoring_window(bundle: ModelBundle, as_of: str | pd.Timestamp | None) -> LabelWindow:
+    """The window of the model's training, moved so that its cutoff is ``as_of``."""
+    trained = LabelWindow.from_config(bundle.config)
+    if as_of is None:
+        return trained
+    try:
+        cutoff = pd.Timestamp(as_of)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"--as-of '{as_of}' is not a date (use YYYY-MM-DD)") from exc
+    return LabelWindow(cutoff - (trained.cutoff - trained.start), cutoff, cutoff + (trained.end - trained.cutoff))
+
+
+def score_customers(bundle: ModelBundle, transactions: pd.DataFrame, as_of: str | pd.Timestamp | None = None,
+                    ) -> pd.DataFrame:
+    """Per customer with a purchase in the calibration window: propensity, churn, expected LTV and tier."""
+    window = scoring_window(bundle, as_of)
+    caps = FeatureCaps.from_config(bundle.config)
+    table = customer_table(transactions, window)
+    if table.empty:
+        raise ConfigError(f"no customer bought anything between {window.start.date()} and {window.cutoff.date()}; "
+                          "choose --as-of inside the data's time range")
+    p, z_hat = predict(bundle.model(), bundle.scaler.transform(unit_features(table, window, caps)))
+    ltv = p * spend_from_unit(np.clip(bundle.target.inverse(z_hat), 0, 1), caps)
+    tiers = assign_tiers(ltv, bundle.tier_thresholds)
+    return pd.DataFrame({
+        "customer_id": table.index.astype(str),
+        "propensity": p,
+        "churn_probability": 1.0 - p,
+        "expected_spend": ltv,
+        "ltv_tier": pd.Categorical([TIERS[t] for t in tiers], categories=list(TIERS)),
+        "as_of": window.cutoff,
+        "horizon_days": window.holdout_days,
+    })

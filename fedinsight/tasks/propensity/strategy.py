@@ -1,0 +1,197 @@
+"""FedAvg for the propensity job: only consenting partners, inspected replies, pooled evaluation.
+
+A subclass of Flower's Message-API ``FedAvg`` that
+
+- sends ``train.propensity`` / ``evaluate.propensity`` messages (the ClientApp routes on the action);
+- trains with every partner that is still in (no sampling: DP accounting assumes each partner's own
+  sampling, and a partner that refused a round for lack of budget is left out of later rounds);
+- checks every reply with :mod:`fedinsight.federation.guard` before aggregating it;
+- averages weights by each partner's *noisy* customer count (released with the feature statistics), so
+  no exact count is ever sent;
+- decays the learning rate over the rounds (cosine) and keeps an exponential moving average of the
+  global models, which is what is evaluated and released: averaging DP iterates removes noise for free
+  (post-processing);
+- aggregates evaluation as pooled metrics from the partners' summed counts, plus the sample-weighted
+  mean of per-partner metrics (Flower's usual figure).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+import fedinsight.tasks.propensity.protocol as proto
+from fedinsight.federation.guard import GuardLog, ReplySpec
+from fedinsight.models.metrics import EvalSummary, pooled_metrics
+
+ProgressFn = Callable[[str, int, dict[str, Any]], None]
+
+
+def train_spec(shapes: dict[str, tuple[int, ...]], n_features: int) -> ReplySpec:
+    return ReplySpec("train", arrays=shapes, metrics=proto.reply_metrics("train", n_features))
+
+
+def evaluate_spec(n_features: int) -> ReplySpec:
+    return ReplySpec("evaluate", metrics=proto.reply_metrics("evaluate", n_features), records=(proto.METRICS,))
+
+
+def pooled_summary(replies: list[Message]) -> EvalSummary:
+    """The sum of the partners' evaluation summaries (what pooled metrics and the report's curves use)."""
+    total = EvalSummary()
+    for msg in replies:
+        total = total + EvalSummary.from_metrics(dict(msg.content[proto.METRICS]))  # type: ignore[arg-type]
+    return total
+
+
+def evaluation_result(replies: list[Message]) -> dict[str, float]:
+    """Pooled metrics from the summed summaries, and the sample-weighted mean of per-partner metrics."""
+    if not replies:
+        return {}
+    metrics = [dict(msg.content[proto.METRICS]) for msg in replies]  # type: ignore[arg-type]
+    out = pooled_metrics(pooled_summary(replies))
+    for key in proto.EVALUATE_SCALARS:
+        pairs = [(float(m["num-examples"]), float(m[key])) for m in metrics if math.isfinite(float(m[key]))]
+        weight = sum(w for w, _ in pairs)
+        out[f"{key}_weighted"] = sum(w * v for w, v in pairs) / weight if weight else float("nan")
+    suppressed = sum(int(m.get("suppressed", 0)) for m in metrics)
+    out["partners"] = float(len(replies) - suppressed)
+    out["partners_suppressed"] = float(suppressed)
+    return out
+
+
+def cosine_lr(base: float, server_round: int, rounds: int) -> float:
+    """Learning rate of round ``server_round`` (1-based): cosine decay from ``base`` towards 0."""
+    return base * 0.5 * (1 + math.cos(math.pi * (server_round - 1) / max(rounds, 1)))
+
+
+@dataclass
+class PartnerTrack:
+    """What the coordinator knows about one partner during the run (all of it from its replies)."""
+
+    partner_id: str
+    epsilon: float = 0.0
+    epsilon_job: float = 0.0
+    rounds_trained: int = 0
+    refused: dict[str, float] | None = None
+    failed: str | None = None
+
+
+@dataclass
+class RoundLog:
+    per_round: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+class PropensityFedAvg(FedAvg):
+    """See the module docstring. ``partners`` maps node ids to partner names (from the hello phase)."""
+
+    def __init__(
+        self,
+        *,
+        partners: dict[int, PartnerTrack],
+        shapes: dict[str, tuple[int, ...]],
+        n_features: int,
+        rounds: int,
+        base_lr: float,
+        ema: float,
+        guard: GuardLog,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        super().__init__(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=1, min_evaluate_nodes=1,
+                         min_available_nodes=len(partners), arrayrecord_key=proto.ARRAYS,
+                         configrecord_key=proto.CONFIG)
+        self.partners = partners
+        self.shapes = shapes
+        self.n_features = n_features
+        self.rounds = rounds
+        self.base_lr = base_lr
+        self.ema_decay = ema
+        self.guard = guard
+        self.progress = progress
+        self.log = RoundLog()
+        self.ema: dict[str, np.ndarray] | None = None
+
+    # --- who takes part ---------------------------------------------------------------------------
+    def training_nodes(self) -> list[int]:
+        return sorted(n for n, p in self.partners.items() if p.refused is None and p.failed is None)
+
+    def evaluation_nodes(self) -> list[int]:
+        return sorted(n for n, p in self.partners.items() if p.failed is None)
+
+    def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
+        return [Message(content=record, message_type=f"{message_type}.{proto.ACTION}", dst_node_id=n)
+                for n in node_ids]
+
+    def _note_failures(self, replies: list[Message]) -> None:
+        for msg in replies:
+            if msg.has_error() and msg.metadata.src_node_id in self.partners:
+                self.partners[msg.metadata.src_node_id].failed = msg.error.reason
+
+    # --- training ---------------------------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        cfg = ConfigRecord(dict(config))
+        cfg["server-round"] = server_round
+        cfg["lr"] = cosine_lr(self.base_lr, server_round, self.rounds)
+        record = RecordDict({proto.ARRAYS: arrays, proto.CONFIG: cfg})
+        return self._construct_messages(record, self.training_nodes(), "train")
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        self._note_failures(replies)
+        trained: list[Message] = []
+        for msg in self.guard.filter(replies, train_spec(self.shapes, self.n_features)):
+            metrics = msg.content[proto.METRICS]
+            track = self.partners[msg.metadata.src_node_id]
+            track.epsilon, track.epsilon_job = float(metrics["epsilon"]), float(metrics["epsilon-job"])
+            if int(metrics["refused"]) != 0:
+                track.refused = {"round": float(server_round), "code": float(metrics["refused"]),
+                                 "epsilon": float(metrics["epsilon"]),
+                                 "epsilon_would_be": float(metrics["epsilon-would-be"]),
+                                 "epsilon_budget": float(metrics["epsilon-budget"])}
+                continue
+            track.rounds_trained += 1
+            self.log.train_seconds += float(metrics["train-seconds"])
+            trained.append(msg)
+        if not trained:
+            return None, None
+        arrays, metrics = super().aggregate_train(server_round, trained)
+        if arrays is not None:
+            current = {k: v.numpy() for k, v in arrays.items()}
+            self.ema = current if self.ema is None else {
+                k: self.ema_decay * self.ema[k] + (1 - self.ema_decay) * current[k] for k in current}
+        return arrays, metrics
+
+    def released_arrays(self, fallback: ArrayRecord) -> ArrayRecord:
+        """The model the job releases: the moving average of the global models (or ``fallback``)."""
+        if self.ema is None:
+            return fallback
+        return ArrayRecord({k: Array(np.asarray(v, dtype=np.float32)) for k, v in self.ema.items()})
+
+    # --- evaluation -------------------------------------------------------------------------------
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        cfg = ConfigRecord(dict(config))
+        cfg["server-round"] = server_round
+        record = RecordDict({proto.ARRAYS: self.released_arrays(arrays), proto.CONFIG: cfg})
+        return self._construct_messages(record, self.evaluation_nodes(), "evaluate")
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        replies = list(replies)
+        self._note_failures(replies)
+        kept = self.guard.filter(replies, evaluate_spec(self.n_features))
+        result = evaluation_result(kept)
+        row = {"round": server_round, **result,
+               "training_partners": len(self.training_nodes())}
+        self.log.per_round.append(row)
+        if self.progress is not None:
+            self.progress("round", server_round, row)
+        return MetricRecord({k: float(v) for k, v in result.items()}) if result else None

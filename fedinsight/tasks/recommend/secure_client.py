@@ -1,0 +1,97 @@
+"""Partner side of the recommender's distributed-noise rounds (SecAgg+, ``noise-model = distributed-secagg``).
+
+Flower 1.41 runs SecAgg+ only on its legacy path, so these rounds arrive as plain ``train`` messages
+handled by :mod:`fedinsight.tasks.secure_training.client` under ``secaggplus_mod``; its NumPyClient hands fit
+configs with ``secagg-task = recommend`` to :func:`secure_fit`. What the partner sends: its clipped item-table
+gradient sum plus *its share* of the noise (:mod:`fedinsight.privacy.distributed_dp`), masked by
+SecAgg+; no metrics, weight 1.
+
+The partner does not take the coordinator's word for the protocol: before releasing a share it checks
+that SecAgg+ was set up with exactly the quantisation its accounting assumes and with every partner
+of the job in the sum, and :func:`dropout_guard_mod` refuses to hand over its unmasking shares when
+more partners dropped out than the job tolerates — a sum that lost noise shares is never unmasked.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Context
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
+
+from fedinsight.core.errors import ConfigError, SecureAggregationError
+from fedinsight.federation.secagg import GUARD_RECORD, from_legacy_config
+from fedinsight.privacy.distributed_dp import MODULUS, DistributedNoise, encode_noisy_share
+
+
+def encoding_for(config: dict[str, Any]) -> DistributedNoise:
+    return DistributedNoise.from_config(config, float(config["noise-multiplier"]), float(config.get("clip", 1.0)))
+
+
+def check_protocol(context: Context, enc: DistributedNoise, max_dropouts: int) -> None:
+    """Refuse unless SecAgg+ was set up as the job's accounting assumes (read from ``secaggplus_mod``'s state)."""
+    if RECORD_KEY_STATE not in context.state.config_records:
+        raise SecureAggregationError("a distributed-noise round arrived outside SecAgg+; refused")
+    state = context.state.config_records[RECORD_KEY_STATE]
+    expected = enc.flower_settings()
+    got = {"clipping_range": float(state.get("clipping_range", 0.0)),  # type: ignore[arg-type]
+           "quantization_range": int(state.get("target_range", 0)),  # type: ignore[arg-type]
+           "modulus_range": int(state.get("mod_range", 0))}  # type: ignore[arg-type]
+    if got != {"clipping_range": float(expected["clipping_range"]),
+               "quantization_range": int(expected["quantization_range"]), "modulus_range": MODULUS}:
+        raise SecureAggregationError(f"SecAgg+ is set up with {got}, the job's encoding needs {expected}; refused")
+    if float(state.get("max_weight", 0.0)) != 1.0:  # type: ignore[arg-type]
+        raise SecureAggregationError("SecAgg+ max-weight must be 1 (the weight would rescale the noisy share)")
+    sampled, shares = int(state.get("sample_num", 0)), int(state.get("share_num", 0))  # type: ignore[arg-type]
+    if sampled < enc.partners - max_dropouts:
+        raise SecureAggregationError(f"only {sampled} of the job's {enc.partners} partners are in this round; "
+                                     f"at most {max_dropouts} may be missing; refused")
+    if shares < sampled:
+        raise SecureAggregationError("every partner must share keys with every other (num_shares = all) so that "
+                                     "each one sees every drop-out; refused")
+
+
+def secure_fit(context: Context, parameters: list[np.ndarray], config: dict[str, Any]
+               ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    """One distributed-noise round: clipped gradient sum + this partner's noise share, for SecAgg+ to mask."""
+    from fedinsight.models.recommender import ItemParams, LocalTrainer
+    from fedinsight.tasks.recommend.client import (
+        _check_budget,
+        _load_or_new_state,
+        bpr_config,
+        partner_split,
+        save_customer_state,
+        vault_for,
+    )
+    from fedinsight.tasks.recommend.client import _round_seed as round_seed
+
+    config = from_legacy_config(config)
+    if not math.isfinite(float(config.get("epsilon", math.inf))):
+        raise ConfigError("distributed-noise rounds belong to private jobs only")
+    enc = encoding_for(config)
+    max_dropouts = int(config.get("max-dropouts", 0))
+    check_protocol(context, enc, max_dropouts)
+    split, catalogue = partner_split(context, config)
+    if split.num_customers > enc.max_customers:
+        raise SecureAggregationError(f"this partner has {split.num_customers} customers, more than the job's public "
+                                     f"bound {enc.max_customers}; refused")
+    items = ItemParams.from_matrix(np.asarray(parameters[0]))
+    if items.num_items != catalogue.num_items:
+        raise ConfigError(f"item table has {items.num_items} rows for a catalogue of {catalogue.num_items} items")
+    cfg = bpr_config(config)
+    path, state = _load_or_new_state(context, config, split)
+    _check_budget(context, config, state, enc.noise_multiplier, 1.0, 1, "this round")
+    trainer = LocalTrainer(split, catalogue.num_items, cfg, seed=round_seed(config, context, 2),
+                           customer_embeddings=state.embeddings)
+    total, _ = trainer.clipped_item_sum(items, enc.clip)
+    share = encode_noisy_share(total, enc).reshape(total.shape)
+    assert trainer.customer_embeddings is not None
+    state.embeddings = trainer.customer_embeddings
+    state.rounds += 1
+    state.accountant.step(enc.noise_multiplier, 1.0, 1)
+    save_customer_state(path, state, vault_for(context, config))
+    context.state.config_records[GUARD_RECORD] = ConfigRecord({"max-dropouts": max_dropouts,
+                                                               "partners": enc.partners})
+    return [share], 1, {}
