@@ -34,10 +34,12 @@ demo: data
 test: data
 	@bash scripts/ensure_chromium.sh
 	$(PY) -m ruff check fedinsight tests benchmarks examples
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
 lint: install
 	$(PY) -m ruff check fedinsight tests benchmarks examples
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -12,10 +12,10 @@ Ray's temp dir all inside the audit's folders, so every file a run writes is sca
 - ``data scan`` before any policy exists (must refuse, naming columns but no values), ``partner init``
   per partner, ``data scan`` again, ``partner check`` for every purpose, ``partner forget`` of a few
   canary customers, ``partner artifacts``;
-- a Flower simulation of every job type installed: ``fedinsight simulate <task> --dataset DIR
-  --partners N --out DIR`` for each task of ``fedinsight.coordinator.serverapp.SERVER_TASKS`` whose module exists
-  (``preflight`` always; ``propensity``, ``insights``, ``recommend`` once merged), with
-  ``FEDINSIGHT_CAPTURE_DIR`` set so the ServerApp records every message in wire format.
+- a Flower simulation of every task installed: ``fedinsight simulate <command> --dataset DIR
+  --partners N --out DIR`` for each task in the task registry (``fedinsight.federation.registry``:
+  preflight, propensity, insights, recommend, secure_training -- whose command is ``secure-training``),
+  with ``FEDINSIGHT_CAPTURE_DIR`` set so the ServerApp records every message in wire format.
 
 What is scanned: every captured Flower message, every file under the audit folder except the planted
 input tables themselves (runs, databases, logs, keys, policies, reports, encrypted artifacts after
@@ -33,14 +33,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib.util import find_spec
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedinsight.coordinator.serverapp import SERVER_TASKS
+import fedinsight.tasks  # noqa: F401 - importing it registers every task
+from fedinsight.cli.simulate import command_name
 from fedinsight.data.synth import SynthConfig, write_synthetic
+from fedinsight.federation import registry
 from fedinsight.federation.capture import CAPTURE_ENV
 from fedinsight.partner.protection import find_policy
 from fedinsight.privacy.canary import CanaryCustomer, CanaryScanner, plant_canaries
@@ -50,8 +51,8 @@ TABLE_SUFFIXES = (".csv", ".parquet")
 
 
 def installed_tasks() -> list[str]:
-    """Job types this installation can run (their server module exists)."""
-    return [t for t, module in SERVER_TASKS.items() if find_spec(module) is not None]
+    """The tasks this installation can run: every task in the task registry."""
+    return registry.names()
 
 
 class Sandbox:
@@ -129,8 +130,9 @@ def run_canary_audit(out: Path, *, customers: int = 3_000, partners: int = 3, pe
 
             for task in tasks:
                 progress.update(bar, description=f"simulate {task}")
-                code = sandbox.run(f"simulate-{task}", "simulate", task, "--dataset", str(data), "--partners",
-                                   str(partners), "--out", str(out / "runs" / task), capture_as=task)
+                code = sandbox.run(f"simulate-{task}", "simulate", command_name(registry.get(task)), "--dataset",
+                                   str(data), "--partners", str(partners), "--out", str(out / "runs" / task),
+                                   capture_as=task)
                 jobs[f"simulate-{task}"] = "ok" if code == 0 else f"failed (exit {code})"
                 progress.advance(bar)
 

@@ -1,7 +1,8 @@
 """Deployment benchmarks, printed as JSON with side-by-side figures and ratios.
 
 1. ``secagg`` — SecAgg+ round time against the plain (FedAvg, no secure aggregation) round time, same
-   partners, same training, same Flower runtime (simulation), one after the other:
+   partners, same training, same Flower runtime (simulation), one after the other: both runs go through the
+   ``secure_training`` task's coordinator loop, the plain one with its rounds unmasked:
    * 10 partners running the real DP-SGD logistic-regression training on synthetic data (goal ≤ 1.5x);
    * 100 dummy clients that return a fixed-size random update, i.e. pure protocol cost (goal ≤ 2.5x).
    Round 1 (actor start-up, imports) is excluded; the median of the remaining rounds is reported.
@@ -35,13 +36,17 @@ import numpy as np
 # --- 1. SecAgg+ vs plain round time -------------------------------------------------------------------
 
 
+TASK = "secure_training"
+
+
 def _dummy_client_app(size: int, secure: bool):  # type: ignore[no-untyped-def]
+    """Clients that answer the task's hello and return a fixed-size random update (pure protocol cost)."""
     from flwr.client import NumPyClient
     from flwr.client.message_handler.message_handler import handle_legacy_message_from_msgtype
-    from flwr.client.mod import secaggplus_mod
     from flwr.clientapp import ClientApp
 
-    from fedinsight.tasks.secure_training.client import HELLO_ACTION, secagg_hello
+    from fedinsight.federation.secagg import SECAGG_MODS
+    from fedinsight.federation.task import partner_reply
 
     class Dummy(NumPyClient):
         def fit(self, parameters, config):  # type: ignore[no-untyped-def]
@@ -52,49 +57,88 @@ def _dummy_client_app(size: int, secure: bool):  # type: ignore[no-untyped-def]
         return handle_legacy_message_from_msgtype(client_fn=lambda ctx: Dummy().to_client(), message=msg,
                                                   context=context)
 
+    def hello(msg, context):  # type: ignore[no-untyped-def]
+        return partner_reply(msg, f"dummy-{context.node_config['partition-id']}", {})
+
     app = ClientApp()
-    app.train(mods=[secaggplus_mod] if secure else [])(handler)
-    app.query(HELLO_ACTION)(secagg_hello)
+    app.train(mods=SECAGG_MODS if secure else [])(handler)
+    app.query(TASK)(hello)
     return app
 
 
 def _real_client_app(secure: bool):  # type: ignore[no-untyped-def]
-    from flwr.client.mod import secaggplus_mod
+    """The partners' own ClientApp for the task; without SecAgg+'s mods on the train path for the plain run."""
     from flwr.clientapp import ClientApp
 
+    from fedinsight.federation import registry
     from fedinsight.federation.secagg import legacy_train_handler
-    from fedinsight.tasks.secure_training.client import HELLO_ACTION, secagg_hello, secure_fit
+    from fedinsight.partner.clientapp import build_client_app, partner_for
 
+    task = registry.get(TASK)
+    full = build_client_app([task])
+    if secure:
+        return full
     app = ClientApp()
-    app.train(mods=[secaggplus_mod] if secure else [])(legacy_train_handler({"secagg": secure_fit}, default="secagg"))
-    app.query(HELLO_ACTION)(secagg_hello)
+    app.query(TASK)(full)  # hello, exactly as the partners' app answers it
+    app.train()(legacy_train_handler({TASK: task.secure_fit()}, default=TASK,
+                                     partner_for=lambda name, ctx, cfg: partner_for(task, ctx, cfg)))
     return app
 
 
-def _server_app(secure: bool, init: list[np.ndarray] | None, out: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _server_app(secure: bool, init: list[np.ndarray] | None):  # type: ignore[no-untyped-def]
+    """The coordinator's loop for the task (``start``: hello, plan, charge, run), its rounds with or without
+    SecAgg+ and from ``init``. Plain FedAvg sends every update in clear, so its manifest declares them."""
+    from dataclasses import replace
+
     from flwr.serverapp import ServerApp
 
-    from fedinsight.tasks.secure_training.server import train
+    from fedinsight.federation.manifest import PUBLIC, Manifest, Release
+    from fedinsight.federation.secagg import SECAGG_REPLY
+    from fedinsight.federation.task import TaskResult, start
+    from fedinsight.models.dp_logreg import get_weights, make_model
+    from fedinsight.tasks.secure_training import SecureTrainingTask, server
+    from fedinsight.tasks.secure_training.client import NUM_FEATURES
+
+    weights = init if init is not None else get_weights(make_model(NUM_FEATURES))
+
+    class Timed(SecureTrainingTask):
+        def plan(self, session):  # type: ignore[no-untyped-def]
+            plan = super().plan(session)
+            if secure:
+                return plan
+            clear = Release(SECAGG_REPLY, "fitres.parameters", {str(i): w.shape for i, w in enumerate(weights)},
+                            PUBLIC, kind="arrays", what="the plain (unmasked) update",
+                            reason="benchmark only: plain FedAvg, the round time SecAgg+ is compared with")
+            releases = [clear if r.record == "fitres.parameters" else r for r in plan.manifest.releases]
+            return replace(plan, manifest=Manifest(plan.manifest.task, tuple(releases)))
+
+        def run(self, session):  # type: ignore[no-untyped-def]
+            return TaskResult(server.train(session, secure=secure, init_weights=init))
 
     app = ServerApp()
 
     @app.main()
     def main(grid, context) -> None:  # type: ignore[no-untyped-def]
-        out.update(train(grid, context, secure=secure, init_weights=init))
+        start(Timed(), grid, context)
 
     return app
 
 
 def time_rounds(partners: int, *, secure: bool, rounds: int, run_config: dict[str, Any], client_app: Any,
                 init: list[np.ndarray] | None) -> dict[str, Any]:
+    from fedinsight.federation.job import JobSettings
+    from fedinsight.federation.options import merge_run_config
     from fedinsight.federation.simulation import run_simulation
+    from fedinsight.federation.task import result_of
+    from fedinsight.tasks.secure_training.options import SecureTrainingOptions
 
-    out: dict[str, Any] = {}
-    run_simulation({"task": "secagg", "partners": partners, "num-server-rounds": rounds, **run_config}, partners,
-                   server_app=_server_app(secure, init, out), client_app=client_app,
-                   cpus=max(1, os.cpu_count() or 1), cpus_per_partner=1.0)
-    steady = out["round-seconds"][1:] or out["round-seconds"]
-    return {"round_seconds": out["round-seconds"], "median_round_s": round(statistics.median(steady), 3)}
+    config = merge_run_config(JobSettings.from_run_config({"task": TASK, "partners": partners, **run_config}),
+                              SecureTrainingOptions.from_run_config({**run_config, "rounds": rounds}))
+    context = run_simulation(config, partners, server_app=_server_app(secure, init), client_app=client_app,
+                             cpus=max(1, os.cpu_count() or 1), cpus_per_partner=1.0)
+    seconds = result_of(context)["timing"]["round_s"]
+    steady = seconds[1:] or seconds
+    return {"round_seconds": seconds, "median_round_s": round(statistics.median(steady), 3)}
 
 
 def bench_secagg(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,13 +152,14 @@ def bench_secagg(args: argparse.Namespace) -> dict[str, Any]:
         write_synthetic(SynthConfig(customers=args.customers, partners=10, seed=7), data)
         for k in range(10):  # each partner's protection policy: planted direct identifiers are dropped
             init_partner(data / f"partner-{k}")
-        real_cfg = {"data-root": str(data), "local-steps": args.local_steps, "sample-rate": 0.05,
-                    "ledger-url": f"sqlite:///{tmp / 'ledger-real.db'}", "epsilon-budget": 1e6, "max-shares": 9}
+        real_cfg = {"data-root": str(data), "local-steps": args.local_steps, "sample-rate": 0.05, "budget": 1e6,
+                    "max-shares": 9}
         real = {}
         for secure in (False, True):
+            ledgers = {"ledger-url": f"sqlite:///{tmp / f'l-real-{secure}.db'}",
+                       "partner-ledger-url": f"sqlite:///{tmp / f'pl-real-{secure}.db'}"}
             real["secagg" if secure else "plain"] = time_rounds(
-                10, secure=secure, rounds=args.rounds, run_config={**real_cfg, "ledger-url":
-                                                                    f"sqlite:///{tmp / f'l-real-{secure}.db'}"},
+                10, secure=secure, rounds=args.rounds, run_config={**real_cfg, **ledgers},
                 client_app=_real_client_app(secure), init=None)
         real["ratio"] = round(real["secagg"]["median_round_s"] / real["plain"]["median_round_s"], 2)
         real["goal_ratio_max"] = 1.5
@@ -123,8 +168,8 @@ def bench_secagg(args: argparse.Namespace) -> dict[str, Any]:
         init = [np.zeros(args.dummy_size)]
         dummy = {}
         for secure in (False, True):
-            cfg = {"ledger-url": f"sqlite:///{tmp / f'l-dummy-{secure}.db'}", "epsilon-budget": 1e6,
-                   "max-shares": 9, "wait-timeout": 600.0}
+            cfg = {"ledger-url": f"sqlite:///{tmp / f'l-dummy-{secure}.db'}", "budget": 1e6, "max-shares": 9,
+                   "timeout": 600.0}
             dummy["secagg" if secure else "plain"] = time_rounds(
                 args.dummy_clients, secure=secure, rounds=args.rounds, run_config=cfg,
                 client_app=_dummy_client_app(args.dummy_size, secure), init=init)

@@ -4,7 +4,7 @@ Goals (issue 5), all measured in one run:
 
 - accuracy: at epsilon = 1 per query batch, 10 partners, 1 million synthetic customers -- relative error
   of segment counts <= 1 %, funnel conversion rates <= 0.5 percentage points (against plain pandas on
-  the pooled data), through Flower's simulation runtime (``simulate_insights``). Two batches are run:
+  the pooled data), through Flower's simulation runtime (``simulate("insights", ...)``). Two batches are run:
   the whole catalogue at epsilon 1, and the "goal batch" (segment profiles and funnels) at epsilon 1.
 - coverage: 95 % intervals cover the exact aggregate 93-97 % of the time, over many noise draws (the
   partners' own noising code on their exact aggregates; no data is recomputed per draw), and the A/B
@@ -43,15 +43,17 @@ from fedinsight.data.schema import PartnerData  # noqa: E402
 from fedinsight.data.synth import SynthConfig, generate_partner_frames, write_synthetic  # noqa: E402
 from fedinsight.partner.protection import init_federation  # noqa: E402
 from fedinsight.privacy.suppression import CONFIDENCE_95  # noqa: E402
+from fedinsight.simulation.options import SimulationOptions  # noqa: E402
+from fedinsight.simulation.run import simulate  # noqa: E402
 from fedinsight.tasks.insights.catalogue import PRESETS, InsightBatch, default_batch, parse_batch  # noqa: E402
+from fedinsight.tasks.insights.options import InsightsOptions  # noqa: E402
 from fedinsight.tasks.insights.results import paired_estimates  # noqa: E402
 from fedinsight.tasks.insights.server import price_batch, release_batch  # noqa: E402
 from fedinsight.tasks.insights.simulate import (  # noqa: E402
     exact_replies,
     local_aggregates,
     noisy_replies,
-    resolve_as_of,
-    simulate_insights,
+    simulation_options,
 )
 
 ERR = Console(stderr=True)
@@ -107,6 +109,17 @@ def ensure_data(root: Path, customers: int, partners: int, seed: int) -> Path:
 
 
 # --- accuracy through Flower ----------------------------------------------------------------------
+
+def folder_as_of(data: Path) -> str:
+    """The reference date a simulation gives this synthetic folder (the day after its generator's window)."""
+    from fedinsight.federation.task import Simulated
+    from fedinsight.simulation.federation import Federation
+
+    fed = Federation.from_folder(data)
+    sim = Simulated(dataset=fed.dataset, builtin=False, data_root=fed.root, partner_names=fed.names, out_dir=fed.root,
+                    seed=0, views=fed.views, facts=fed.facts)
+    return str(simulation_options(InsightsOptions(), sim)["as_of"])
+
 
 def pooled_truth(data: Path, partners: int) -> dict[str, pd.DataFrame]:
     """Plain pandas per partner, summed: counts of disjoint customers add up across partners."""
@@ -170,9 +183,10 @@ def flower_runs(data: Path, partners: int, epsilon: float, out: Path) -> dict[st
     for label, only in (("whole_catalogue", None), ("goal_batch", GOAL_BATCH)):
         ERR.print(f"[bold]Flower run[/]: {label} at epsilon {epsilon} on {partners} partners")
         start = time.perf_counter()
-        batch = catalogue(epsilon=epsilon, only=only, as_of=resolve_as_of(str(data), None))
-        summary = simulate_insights(str(data), partners=partners, epsilon=epsilon, seed=0, out=out / label,
-                                    budget=1_000.0, batch=batch)
+        batch = catalogue(epsilon=epsilon, only=only, as_of=folder_as_of(data))
+        sim = SimulationOptions(dataset=str(data), partners=partners, seed=0, out=str(out / label), budget=1_000.0,
+                                overwrite=True)
+        summary = simulate("insights", sim, {"epsilon": epsilon, "batch": batch.model_dump_json()}).summary
         seconds = time.perf_counter() - start
         insights = {i["name"]: i for i in json.loads((out / label / "insights.json").read_text())["insights"]}
         results[label] = {"seconds": round(seconds, 1), "queries": len(insights),

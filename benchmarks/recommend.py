@@ -75,7 +75,8 @@ def _pick(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    from fedinsight.tasks.recommend.simulate import RecommendSimulation, simulate_recommend
+    from fedinsight.simulation.options import SimulationOptions
+    from fedinsight.simulation.run import simulate
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="movielens-100k")
@@ -100,19 +101,20 @@ def main() -> None:
             for noise_model in (args.noise_models.split(",") if private else ["local"]):
                 distributed = noise_model == "distributed-secagg"
                 key = eps_text if not distributed else f"{eps_text}-secagg"
-                options = RecommendSimulation(
-                    dataset=args.dataset, partners=args.partners, rounds=args.rounds, epsilon=eps,
-                    dim=args.secagg_dim if distributed else args.dim,
-                    explore=args.explore, seed=args.seed, local_epochs=1 if private else 2,
-                    personalize_epochs=args.personalize if private else 0, local_only=not private,
-                    noise_model=noise_model,
-                )
+                sim = SimulationOptions(dataset=args.dataset, partners=args.partners, seed=args.seed,
+                                        out=str(root / f"eps-{key}"), overwrite=True)
+                options: dict[str, Any] = {
+                    "rounds": args.rounds, "epsilon": eps, "dim": args.secagg_dim if distributed else args.dim,
+                    "explore": args.explore, "seed": args.seed, "local_epochs": 1 if private else 2,
+                    "personalize_epochs": args.personalize if private else 0, "local_only": not private,
+                    "noise_model": noise_model,
+                }
                 start = time.perf_counter()
-                summary = simulate_recommend(options, root / f"eps-{key}", overwrite=True)
+                summary = simulate("recommend", sim, options).summary
                 m = summary["metrics"]
                 runs[key] = {
                     "noise_model": summary["privacy"].get("noise_model"),
-                    "dim": options.dim,
+                    "dim": options["dim"],
                     "epsilon_spent_max": summary["privacy"]["epsilon_spent_max"],
                     "delta": summary["privacy"]["delta"],
                     "federated": _pick(m["federated"]),

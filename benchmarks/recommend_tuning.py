@@ -42,6 +42,7 @@ def main() -> None:
     from fedinsight.models.ranking import Catalogue, RankingTotals, evaluate_ranking, leave_latest_out
     from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer, fit_bpr
     from fedinsight.privacy.sparse_dp import noise_multiplier_for
+    from fedinsight.tasks.recommend.options import RecommendOptions
     from fedinsight.tasks.recommend.server import RecommendJob, dp_update_noise_variance, itemwise_average, james_stein
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -67,8 +68,9 @@ def main() -> None:
     per_partner = sigma / math.sqrt(args.partners) if args.noise_model == "distributed-secagg" else sigma
     config = BPRConfig(dim=args.dim, dp_lr=args.dp_lr, optimizer="sgd")
     dp = DPConfig(noise_multiplier=per_partner, clip=args.clip, sample_rate=1.0)
-    job = RecommendJob(partners=args.partners, dp_lr=args.dp_lr, clip=args.clip, local_epochs=1,
-                       epsilon=args.epsilon, delta=delta, catalogue_path="-")
+    options = RecommendOptions(rounds=args.rounds, epsilon=args.epsilon, delta=delta, dim=args.dim, local_epochs=1,
+                               clip=args.clip, dp_lr=args.dp_lr, noise_model=args.noise_model)
+    job = RecommendJob(options, partners=args.partners, delta=delta, job_id="tuning", timeout_s=0.0)
     items = ItemParams.init(n_items, args.dim, args.seed)
     trainers = {k: LocalTrainer(s, n_items, config, seed=i) for i, (k, s) in enumerate(splits.items())}
     sizes = [s.num_customers for s in splits.values()]

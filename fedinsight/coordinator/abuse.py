@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fedinsight.core.db import Base, make_engine
+from fedinsight.core.db import Base, create_tables, make_engine
 
 
 def _utcnow() -> datetime:
@@ -96,7 +96,7 @@ class ProbeDetector:
         self.window = timedelta(seconds=window_s)
         self.max_variants = max_variants
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine, tables=[QueryHistoryRow.__table__])
+        create_tables(self.engine, [QueryHistoryRow.__table__])
 
     def check(self, token_id: str, query: str, filters: dict[str, Any], *, record: bool = True) -> ProbeVerdict:
         """Judge a query; allowed queries are recorded (refused ones are not, so they do not compound)."""

@@ -390,7 +390,7 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
         """The job's HTML run report (the page ``fedinsight report`` writes), for the job's requester, admins and
         auditors. Per-partner budgets appear only for roles that may read every budget."""
         from fedinsight.coordinator.jobs import job_output_dir
-        from fedinsight.report import render_report
+        from fedinsight.tasks.runs import render_run_report
 
         request.state.target = job_id
         job = state.jobs.get(job_id)
@@ -400,8 +400,8 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
         if job.status != "completed" or not folder.is_dir():
             raise HTTPException(404, f"job {job.id} has no results to report (status: {job.status})")
         full = who.can(Permission.READ_ALL_BUDGETS)
-        html = render_report(folder, ledger_url=state.db_url, partner_budgets=full,
-                             title=f"fedinsight {job.task} report")
+        html = render_run_report(folder, ledger_url=state.db_url, partner_budgets=full,
+                                 title=f"fedinsight {job.task} report")
         return HTMLResponse(html, headers={"Content-Security-Policy": REPORT_CSP, "Cache-Control": "no-store"})
 
     @app.get("/budget", response_model=BudgetOut, tags=["budget"])

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import constant_time, hashes, hmac
 from sqlalchemy import DateTime, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fedinsight.core.db import Base, make_engine
+from fedinsight.core.db import Base, create_tables, make_engine
 from fedinsight.core.errors import ConfigError, NotFoundError
 
 TOKEN_PREFIX = "fit"
@@ -114,7 +114,7 @@ class TokenStore:
         from fedinsight.privacy.audit import enable_sqlite_wal
 
         enable_sqlite_wal(self.engine)
-        Base.metadata.create_all(self.engine, tables=[ApiTokenRow.__table__])
+        create_tables(self.engine, [ApiTokenRow.__table__])
 
     def _digest(self, secret: str) -> bytes:
         mac = hmac.HMAC(self._pepper, hashes.SHA256())

@@ -20,150 +20,29 @@ import json
 import logging
 import os
 import re
-import secrets
 import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, String, Text, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
-
-from fedinsight.core.db import Base, make_engine
-from fedinsight.core.errors import ConfigError, DeploymentError, NotFoundError
+import fedinsight.tasks  # noqa: F401  (registers every task)
+from fedinsight.coordinator.job_store import Job
+from fedinsight.coordinator.state import CoordinatorState
+from fedinsight.core.errors import ConfigError, DeploymentError
+from fedinsight.federation import registry
+from fedinsight.federation.job import RESERVED, SIMULATION_ONLY
+from fedinsight.federation.task import settings_of
 
 # dp_accounting's RDP search logs a warning per unconverged order while composing: noise on a CLI.
 logging.getLogger("absl").setLevel(logging.ERROR)
 log = logging.getLogger(__name__)
 
-STATUSES = ("submitted", "running", "completed", "failed")
 SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_SECONDS = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25"
 """Flower's SuperExec polls for new app tasks every 1 s by default; each SecAgg+ stage waits on it."""
-UNFINISHED = ("submitted", "running")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-class JobRow(Base):
-    __tablename__ = "coordinator_jobs"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    task: Mapped[str] = mapped_column(String(64))
-    federation: Mapped[str] = mapped_column(String(64))
-    requester: Mapped[str] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    flwr_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    run_config: Mapped[str] = mapped_column(Text)
-    error: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    task: str
-    federation: str
-    requester: str
-    status: str
-    flwr_run_id: str | None
-    run_config: dict[str, Any]
-    error: str
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-    @property
-    def finished(self) -> bool:
-        return self.status not in UNFINISHED
-
-    def as_dict(self) -> dict[str, Any]:
-        def iso(t: datetime | None) -> str | None:
-            return None if t is None else t.isoformat() + "Z"
-
-        return {"id": self.id, "task": self.task, "federation": self.federation, "requester": self.requester,
-                "status": self.status, "flwr_run_id": self.flwr_run_id, "run_config": self.run_config,
-                "error": self.error, "created_at": iso(self.created_at), "started_at": iso(self.started_at),
-                "finished_at": iso(self.finished_at)}
-
-
-class JobStore:
-    """The job table (``url``: SQLAlchemy URL)."""
-
-    def __init__(self, url: str | None) -> None:
-        self.engine = make_engine(url)
-        from fedinsight.privacy.audit import enable_sqlite_wal
-
-        enable_sqlite_wal(self.engine)
-        Base.metadata.create_all(self.engine, tables=[JobRow.__table__])
-
-    @staticmethod
-    def _to(r: JobRow) -> Job:
-        return Job(r.id, r.task, r.federation, r.requester, r.status, r.flwr_run_id, json.loads(r.run_config),
-                   r.error, r.created_at, r.started_at, r.finished_at)
-
-    def create(self, *, task: str, federation: str, run_config: dict[str, Any], requester: str,
-               job_id: str | None = None) -> Job:
-        job_id = job_id or f"job-{secrets.token_hex(6)}"
-        with Session(self.engine) as session, session.begin():
-            session.add(JobRow(id=job_id, task=task, federation=federation, requester=requester, status="submitted",
-                               run_config=json.dumps(run_config, sort_keys=True), error="", created_at=_utcnow()))
-        return self.get(job_id)
-
-    def get(self, job_id: str) -> Job:
-        with Session(self.engine) as session:
-            row = session.get(JobRow, job_id)
-            if row is None:
-                raise NotFoundError(f"no job '{job_id}' (see `fedinsight job list`)")
-            return self._to(row)
-
-    def list(self, *, limit: int = 50, status: str | None = None) -> list[Job]:
-        with Session(self.engine) as session:
-            query = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
-            if status is not None:
-                query = query.where(JobRow.status == status)
-            return [self._to(r) for r in session.scalars(query)]
-
-    def unfinished(self) -> list[Job]:
-        with Session(self.engine) as session:
-            return [self._to(r) for r in session.scalars(select(JobRow).where(JobRow.status.in_(UNFINISHED)))]
-
-    def set_run_id(self, job_id: str, run_id: str) -> None:
-        with Session(self.engine) as session, session.begin():
-            self._row(session, job_id).flwr_run_id = run_id
-
-    def mark(self, job_id: str, status: str, *, error: str = "") -> Job:
-        """Move a job to ``status``; a finished job stays finished (first outcome wins)."""
-        if status not in STATUSES:
-            raise ConfigError(f"unknown job status '{status}'")
-        with Session(self.engine) as session, session.begin():
-            row = self._row(session, job_id)
-            if row.status not in UNFINISHED:
-                return self._to(row)
-            row.status = status
-            if status == "running" and row.started_at is None:
-                row.started_at = _utcnow()
-            if status in ("completed", "failed"):
-                row.finished_at = _utcnow()
-                row.error = error[:4000]
-        return self.get(job_id)
-
-    @staticmethod
-    def _row(session: Session, job_id: str) -> JobRow:
-        row = session.get(JobRow, job_id)
-        if row is None:
-            raise NotFoundError(f"no job '{job_id}' (see `fedinsight job list`)")
-        return row
 
 
 def job_epsilon(state: Any, job_id: str) -> dict[str, float]:
@@ -201,8 +80,6 @@ def job_lifecycle(run_config: dict[str, Any]) -> Iterator[None]:
 
     A no-op outside a coordinator (simulations have no job record).
     """
-    from fedinsight.coordinator.state import CoordinatorState
-
     state = CoordinatorState.from_env()
     job_id = run_config.get("job-id")
     if state is None or job_id is None:
@@ -246,10 +123,11 @@ def write_job_report(state: Any, job: Job, out_dir: Path) -> Path | None:
     if not out_dir.is_dir():
         return None
     try:
-        from fedinsight.report import record_command, write_report
+        from fedinsight.report import record_command
+        from fedinsight.tasks.runs import write_run_report
 
         record_command(out_dir, job_command(job))
-        return write_report(out_dir, ledger_url=state.db_url)
+        return write_run_report(out_dir, ledger_url=state.db_url)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("job %s: no report written (%s: %s); retry with `fedinsight report %s --db DATABASE_URL`",
                     job.id, type(exc).__name__, exc, out_dir)
@@ -330,9 +208,8 @@ def run_statuses(flwr_home: Path, connection: str) -> dict[str, str]:
 # --- submitting and following jobs ----------------------------------------------------------------
 
 def available_tasks() -> list[str]:
-    from fedinsight.coordinator.serverapp import SERVER_TASKS
-
-    return sorted(t for t, module in SERVER_TASKS.items() if find_spec(module) is not None)
+    """Every registered task (the same registry the ServerApp and the partners' ClientApp serve)."""
+    return registry.names()
 
 
 def _toml_scalar(key: str, value: Any) -> Any:
@@ -396,27 +273,19 @@ def submit_job(config: Any, state: Any, task: str, *, federation: str, options: 
     """
     if federation != config.coordinator.federation:
         raise ConfigError(f"this coordinator serves federation '{config.coordinator.federation}', not '{federation}'")
-    tasks = available_tasks()
-    if task not in tasks:
-        raise ConfigError(f"task '{task}' is not installed on this coordinator (available: {', '.join(tasks)})")
-    run_config: dict[str, Any] = {"task": task, "partners": len(config.partners), **(options or {})}
-    reserved = {"job-id", "requester", "ledger-url", "db-url", "data-root", "out-dir"} & set(options or {})
+    spec = registry.get(task)  # an unknown task is refused, naming the known ones
+    task = spec.name  # an old name (a stored job row, an old script) resolves to today's
+    reserved = sorted((set(RESERVED) | set(SIMULATION_ONLY)) & set(options or {}))
     if reserved:
-        raise ConfigError(f"--option cannot set {', '.join(sorted(reserved))} on a deployment")
+        raise ConfigError(f"--option cannot set {', '.join(reserved)} on a deployment")
+    run_config: dict[str, Any] = {"task": task, "partners": len(config.partners), **(options or {})}
+    if "preset" in spec.options.run_config_keys() and "preset" not in run_config:  # the catalogue vocabulary
+        run_config["preset"] = config.coordinator.catalogue_preset
+    settings_of(spec, run_config)  # options are validated before anything is recorded
     submitted = dict(run_config)  # what the submitter asked for: the job record and its reproduce command
-    batch_options = None
-    if task == "insights" and "batch" not in run_config:  # build the catalogue batch (validated before recording)
-        from fedinsight.tasks.insights.queries import insights_batch_json
-
-        batch_options = {k: run_config.pop(k) for k in ("only", "epsilon", "as-of") if k in run_config}
-        insights_batch_json(dict(batch_options), preset=config.coordinator.catalogue_preset, requester=requester,
-                            batch_id="validate")
     job = state.jobs.create(task=task, federation=federation, run_config=submitted, requester=requester)
     run_config.update({"job-id": job.id, "requester": requester, "publish": True,
                        "out-dir": str(job_output_dir(config.state_dir, job.id).resolve())})
-    if batch_options is not None:
-        run_config["batch"] = insights_batch_json(batch_options, preset=config.coordinator.catalogue_preset,
-                                                  requester=requester, batch_id=job.id)
     state.audit.append(actor=requester, role="operator" if requester == "operator" else "", action="job.submit",
                        target=job.id, outcome="submitted", detail={"task": task, "run_config": run_config})
     app_dir = write_job_app(config.state_dir / "jobs" / job.id, run_config)

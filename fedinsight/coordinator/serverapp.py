@@ -1,47 +1,31 @@
-"""The coordinator's Flower ServerApp (``[tool.flwr.app.components] serverapp``).
+"""The coordinator's Flower ServerApp (``[tool.flwr.app.components] serverapp``), built from the task registry.
 
-One app serves every job type: ``run_config['task']`` names the task, and the task's module
-(``fedinsight.server.<task>``) provides ``run(grid, context)``. The same code runs under the
-simulation runtime (``fedinsight simulate``) and under a real SuperLink (``flwr run``).
+One app serves every job: ``run_config['task']`` names a registered task, and the task contract's one loop
+(:func:`fedinsight.federation.task.start`) runs it. The same code runs under the simulation runtime
+(``fedinsight simulate``) and under a real SuperLink (``flwr run``). On a coordinator the job's record is
+kept around it (:func:`~fedinsight.coordinator.jobs.job_lifecycle`); with ``FEDINSIGHT_CAPTURE_DIR`` set,
+every message is recorded byte for byte (:mod:`fedinsight.federation.capture`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from importlib import import_module
-from importlib.util import find_spec
-
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedinsight.core.errors import ConfigError
+from fedinsight.coordinator.jobs import job_lifecycle
+from fedinsight.federation import registry
+from fedinsight.federation.capture import capture_if_requested
+from fedinsight.federation.task import start
+from fedinsight.tasks import TASKS
 
-SERVER_TASKS: dict[str, str] = {
-    "propensity": "fedinsight.tasks.propensity.server",
-    "insights": "fedinsight.tasks.insights.server",
-    "recommend": "fedinsight.tasks.recommend.server",
-    "secagg": "fedinsight.tasks.secure_training.server",
-    "preflight": "fedinsight.tasks.preflight.server",
-}
-"""task name -> module exposing ``run(grid: Grid, context: Context) -> None``."""
+assert TASKS  # importing fedinsight.tasks registered every task
 
 app = ServerApp()
 
 
-def task_runner(task: str) -> Callable[[Grid, Context], None]:
-    """The ``run`` function of a task, or a ConfigError naming the known tasks."""
-    if task not in SERVER_TASKS or find_spec(SERVER_TASKS[task]) is None:
-        known = ", ".join(sorted(t for t, m in SERVER_TASKS.items() if find_spec(m) is not None)) or "none"
-        raise ConfigError(f"unknown task '{task}' in run config (known tasks: {known})")
-    return import_module(SERVER_TASKS[task]).run
-
-
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Dispatch to the task named in the run config (recording messages if FEDINSIGHT_CAPTURE_DIR is set;
-    on a coordinator, inside the job's lifecycle record)."""
-    from fedinsight.coordinator.jobs import job_lifecycle
-    from fedinsight.federation.capture import capture_if_requested
-
+    """Run the job the run config names (its task's loop, inside the job's lifecycle record)."""
+    task = registry.get(str(context.run_config.get("task", "")))
     with job_lifecycle(dict(context.run_config)):
-        task_runner(str(context.run_config.get("task", "")))(capture_if_requested(grid), context)
+        start(task, capture_if_requested(grid), context)

@@ -20,7 +20,7 @@ from fedinsight.core.errors import ConfigError
 if TYPE_CHECKING:
     from fedinsight.coordinator.auth import TokenStore
     from fedinsight.coordinator.config import CoordinatorConfig
-    from fedinsight.coordinator.jobs import JobStore
+    from fedinsight.coordinator.job_store import JobStore
     from fedinsight.federation.store import InsightStore
     from fedinsight.privacy.audit import AuditLog
     from fedinsight.privacy.ledger import PrivacyLedger
@@ -91,7 +91,7 @@ class CoordinatorState:
 
     @cached_property
     def jobs(self) -> JobStore:
-        from fedinsight.coordinator.jobs import JobStore
+        from fedinsight.coordinator.job_store import JobStore
 
         return JobStore(self.db_url)
 

@@ -29,6 +29,13 @@ class Base(DeclarativeBase):
     """Declarative base shared by every fedinsight table."""
 
 
+def create_tables(engine: Engine, tables: list) -> None:  # type: ignore[type-arg]
+    """Create ``tables`` if missing, holding SQLite's write lock while checking and creating: processes opening
+    one new database file at the same moment (simulated partners sharing a ledger file) wait for each other
+    instead of failing with "database is locked"."""
+    Base.metadata.create_all(write_locked(engine), tables=tables)
+
+
 def default_db_url() -> str:
     """``$FEDINSIGHT_DB_URL`` or a SQLite file under ``$FEDINSIGHT_HOME``."""
     if url := os.environ.get("FEDINSIGHT_DB_URL"):

@@ -102,7 +102,11 @@ def load_builtin_federation(
     return partners
 
 
-def _partner_dirs(root: Path) -> list[Path]:
+def partner_folders(root: Path) -> list[Path]:
+    """The partner folders under ``root``, in name order, whatever they are called: every sub-folder holding
+    at least one table file (hidden folders and folders without tables, e.g. a generator's ground truth, are
+    not partners); ``[root]`` if ``root`` holds table files itself (one partner)."""
+    root = Path(root)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     with_tables = [d for d in subdirs if any(table_for_path(f) for f in d.iterdir() if f.is_file())]
     if with_tables:
@@ -121,7 +125,7 @@ def load_partner_folder(path: str | Path, *, encoding: str = "utf-8") -> dict[st
     root = Path(path)
     if not root.is_dir():
         raise DataValidationError(Problem(str(root), "is not a folder of partner data"))
-    dirs = _partner_dirs(root)
+    dirs = partner_folders(root)
     if not dirs:
         raise DataValidationError(
             Problem(str(root), f"no partner tables found; expected sub-folders with {', '.join(TABLES)} files")

@@ -1,4 +1,4 @@
-"""Inspect every partner reply before the coordinator uses it: weights and allow-listed metrics only.
+"""Inspect every partner reply before the coordinator uses it: only what the task's manifest declares.
 
 Why: the promise to partners is that nothing row-level leaves their premises -- only model updates and
 aggregates. A bug or a careless change on the client side (a customer id in a metric name, a vector of
@@ -10,6 +10,9 @@ against a :class:`ReplySpec` and discards what does not fit:
 - a MetricRecord may hold only allow-listed keys, each a scalar or a list of the *protocol's* fixed
   length (so its size cannot depend on how many customers a partner has);
 - a ConfigRecord may hold only allow-listed string keys whose values match a pattern.
+
+The allow-lists come from the task's release manifest (:mod:`fedinsight.federation.manifest`):
+:class:`ReplyGuard` turns the releases declared for a kind of reply into a :class:`ReplySpec`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
 from fedinsight.core.errors import ReplyContentError
+from fedinsight.federation.manifest import Manifest
+
+ANY = "<any>"
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ def _check_config(msg: Message, spec: ReplySpec, name: str, record: ConfigRecord
         pattern = spec.config.get(key)
         if pattern is None:
             raise _fail(msg, spec, f"config entry '{key}' is not on the allow-list")
+        if pattern == ANY:  # a protocol's own record (SecAgg+): keys checked, values are the protocol's
+            continue
         if not isinstance(value, str) or re.fullmatch(pattern, value) is None:
             raise _fail(msg, spec, f"config entry '{key}' does not match {pattern}")
 
@@ -124,3 +132,47 @@ class GuardLog:
                 continue
             kept.append(msg)
         return kept
+
+
+def spec_for(manifest: Manifest, reply: str) -> ReplySpec:
+    """The allow-list of one kind of reply: the union of the records its releases declare."""
+    arrays: dict[str, tuple[int, ...]] | None = None
+    metrics: dict[str, int | None] = {}
+    config: dict[str, str] = {}
+    records: list[str] = []
+    for r in manifest.for_reply(reply):
+        records.append(r.record)
+        if r.kind == "arrays":
+            arrays = {**(arrays or {}), **{k: tuple(v or ()) for k, v in r.fields.items()}}  # {}: must be empty
+        elif r.kind == "text":
+            config.update(r.patterns)
+        elif r.kind == "protocol":
+            config.update(dict.fromkeys(r.fields, ANY))
+        else:
+            for key, shape in r.fields.items():
+                if shape is not None and len(shape) != 1:
+                    raise ReplyContentError(f"metric '{key}' of {manifest.task}/{reply} must be a scalar or a list")
+                metrics[key] = None if shape is None else int(shape[0])
+    return ReplySpec(reply, arrays=arrays, metrics=metrics, config=config, records=tuple(dict.fromkeys(records)))
+
+
+class ReplyGuard(GuardLog):
+    """A job's reply inspector: every reply is held against the manifest's releases for its kind."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        super().__init__()
+        self.manifest = manifest
+        self._specs: dict[str, ReplySpec] = {}
+
+    def spec(self, reply: str) -> ReplySpec:
+        if reply not in self._specs:
+            self._specs[reply] = spec_for(self.manifest, reply)
+        return self._specs[reply]
+
+    def check(self, replies: list[Message], reply: str) -> list[Message]:
+        """The replies of kind ``reply`` that hold only declared values; the others recorded and dropped."""
+        return self.filter(list(replies), self.spec(reply))
+
+    def summary(self) -> dict[str, object]:
+        return {"replies_inspected": self.inspected, "violations": list(self.violations),
+                "failures": list(self.failures)}

@@ -17,6 +17,7 @@ releases through SecAgg+ shares this one transport:
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +31,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.serverapp import Grid
 
 from fedinsight.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 GUARD_RECORD = "fedinsight.recommend-secagg"
 GUARD_ERROR_CODE = 3002
@@ -114,14 +117,23 @@ def dropout_guard_mod(msg: Message, ctxt: Context, call_next):  # type: ignore[n
 SECAGG_MODS = [dropout_guard_mod, secaggplus_mod]
 """The mods the partner's legacy ``train`` handler runs under (tests add an inner recording mod after these)."""
 
-SecureFit = Callable[[Context, list[np.ndarray], dict[str, Any]], tuple[list[np.ndarray], int, dict[str, Any]]]
-"""A task's SecAgg+ fit on the partner: (context, global parameters, fit config) -> (vector to mask, weight, {})."""
+SecureFit = Callable[[Any, list[np.ndarray], dict[str, Any]], tuple[list[np.ndarray], int, dict[str, Any]]]
+"""A task's SecAgg+ fit on the partner: (partner, global parameters, fit config) -> (vector to mask, weight, {})."""
 
-TASK_KEY = "secagg-task"
+TASK_KEY = "task"
+SECAGG_REPLY = "secagg"
+PROTOCOL_KEYS = (Key.PUBLIC_KEY_1, Key.PUBLIC_KEY_2, Key.DESTINATION_LIST, Key.CIPHERTEXT_LIST, Key.NODE_ID_LIST,
+                 Key.SHARE_LIST)
 
 
-def legacy_train_handler(fits: Mapping[str, SecureFit], default: str) -> Callable[[Message, Context], Message]:
-    """The partner's legacy ``train`` handler: NumPyClient-style fit, dispatched to ``fits[config[TASK_KEY]]``."""
+def legacy_train_handler(fits: Mapping[str, SecureFit], default: str,
+                         partner_for: Callable[[str, Context, dict[str, Any]], Any] | None = None,
+                         ) -> Callable[[Message, Context], Message]:
+    """The partner's legacy ``train`` handler: NumPyClient-style fit, dispatched to ``fits[config["task"]]``.
+
+    ``partner_for(task, context, config)`` builds what the fit is handed as its partner (the ClientApp passes
+    its :class:`~fedinsight.federation.task.Partner` factory; tests may pass the Flower context through).
+    """
 
     class _Client(NumPyClient):
         def __init__(self, context: Context) -> None:
@@ -132,10 +144,58 @@ def legacy_train_handler(fits: Mapping[str, SecureFit], default: str) -> Callabl
             if task not in fits:
                 known = ", ".join(sorted(fits))
                 raise ConfigError(f"no task '{task}' trains under secure aggregation (known: {known})")
-            return fits[task](self.context, parameters, config)
+            partner = partner_for(task, self.context, config) if partner_for is not None else self.context
+            return fits[task](partner, parameters, config)
 
     def handle(msg: Message, context: Context) -> Message:
         return handle_legacy_message_from_msgtype(client_fn=lambda ctx: _Client(ctx).to_client(), message=msg,
                                                   context=context)
 
     return handle
+
+
+def secagg_releases(*, update_event: Any, count: int, what: str, sensitivity: str) -> list[Any]:
+    """The manifest of a task that releases through SecAgg+: the protocol's messages, and the masked update."""
+    from fedinsight.federation.manifest import PUBLIC, Release
+
+    protocol = Release(SECAGG_REPLY, RECORD_KEY_CONFIGS, dict.fromkeys(PROTOCOL_KEYS), PUBLIC, kind="protocol",
+                       what="SecAgg+ key agreement: public keys, encrypted shares for other partners, unmasking "
+                            "shares of drop-outs",
+                       reason="key material and shares encrypted to other partners reveal nothing of the data "
+                              "(Bell et al., CCS 2020); unmasking shares are sent only for partners that dropped out")
+    masked = Release(SECAGG_REPLY, RECORD_KEY_CONFIGS, {Key.MASKED_PARAMETERS: None}, "dp-sgd+secagg",
+                     kind="protocol", what=what, sensitivity=sensitivity, event=update_event, count=count)
+    envelope = "the legacy fit reply around the masked vector (Flower's NumPyClient format)"
+    fit = [Release(SECAGG_REPLY, "fitres.num_examples", {"num_examples": None}, PUBLIC, what="the partner's weight",
+                   reason="always 1: partners are weighted equally (a customer count would be confidential)"),
+           Release(SECAGG_REPLY, "fitres.status", {"code": None, "message": None}, PUBLIC, kind="protocol",
+                   what="the fit's status", reason=envelope),
+           Release(SECAGG_REPLY, "fitres.metrics", {}, PUBLIC, kind="text", what="no metrics",
+                   reason=envelope + "; must be empty"),
+           Release(SECAGG_REPLY, "fitres.parameters", {}, PUBLIC, kind="arrays", what="no parameters",
+                   reason=envelope + "; secaggplus_mod empties it (the parameters travel masked)")]
+    return [protocol, masked, *fit]
+
+
+class _GuardedGrid:
+    """A Grid whose received SecAgg+ replies are checked against the job's manifest (others dropped)."""
+
+    def __init__(self, grid: Grid, guard: Any) -> None:
+        self._grid, self._guard = grid, guard
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> list[Message]:
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        ok = [r for r in replies if not r.has_error()]
+        before = len(self._guard.violations)
+        kept = self._guard.check(ok, SECAGG_REPLY)
+        for violation in self._guard.violations[before:]:
+            log.warning("SecAgg+ reply dropped: %s", violation)
+        return [*kept, *[r for r in replies if r.has_error()]]
+
+
+def guarded(grid: Grid, guard: Any) -> Grid:
+    """``grid`` with every reply held against the manifest's SecAgg+ releases."""
+    return _GuardedGrid(grid, guard)  # type: ignore[return-value]

@@ -28,15 +28,16 @@ def run_simulation(
     run_config: dict[str, Any],
     num_partners: int,
     *,
-    server_app: ServerApp | None = None,
-    client_app: ClientApp | None = None,
+    server_app: ServerApp,
+    client_app: ClientApp,
     cpus: int | None = None,
     cpus_per_partner: float = 1.0,
     verbose: bool = False,
 ) -> Context:
     """Run ``server_app`` against ``num_partners`` virtual partners; return the ServerApp's final context.
 
-    Defaults to fedinsight's own apps (``fedinsight.coordinator.serverapp:app``/``fedinsight.partner.clientapp:app``).
+    fedinsight's own apps are ``fedinsight.coordinator.serverapp:app`` and ``fedinsight.partner.clientapp:app``
+    (:func:`fedinsight.simulation.run.simulate` passes them).
     ``run_config`` values must be Flower config scalars (str, int, float, bool).
     """
     from flwr.common.constant import SUPERLINK_NODE_ID
@@ -51,10 +52,6 @@ def run_simulation(
     for key, value in run_config.items():
         if not isinstance(value, str | int | float | bool):
             raise ConfigError(f"run config value {key}={value!r} must be a str, int, float or bool")
-    if server_app is None:
-        from fedinsight.coordinator.serverapp import app as server_app
-    if client_app is None:
-        from fedinsight.partner.clientapp import app as client_app
 
     run_id = int.from_bytes(os.urandom(7), "big")
     run = Run.create_empty(run_id=run_id)

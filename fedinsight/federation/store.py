@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import DateTime, Float, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fedinsight.core.db import Base, make_engine
+from fedinsight.core.db import Base, create_tables, make_engine
 from fedinsight.core.errors import InsightNotFoundError
 
 
@@ -69,7 +69,7 @@ class InsightStore:
 
     def __init__(self, url: str | None = None) -> None:
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine, tables=[InsightRow.__table__])
+        create_tables(self.engine, [InsightRow.__table__])
 
     def save(self, batch_id: str, insights: list[dict[str, Any]], *, requester: str) -> list[int]:
         """Store a batch's released insights in one transaction; returns their ids."""

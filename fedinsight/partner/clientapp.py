@@ -1,37 +1,77 @@
-"""The partner's Flower ClientApp (``[tool.flwr.app.components] clientapp``).
+"""The partner's Flower ClientApp (``[tool.flwr.app.components] clientapp``), built from the task registry.
 
-Runs on the partner's premises. Each task module registers its handlers on :data:`app` with the task
-name as the Flower *action*, so message types read ``train.propensity``, ``evaluate.propensity``,
-``query.insights`` ... Nothing here ever puts customer rows into a message.
+Runs on the partner's premises. Every registered task gets its message kinds (``query.<task>``,
+``train.<task>``, ``evaluate.<task>``); each message is handed to the task's handler with a
+:class:`~fedinsight.partner.side.PartnerSide` -- the partner's data view, budget gate, vault and own
+settings -- so no handler opens a file, reads a node config or spends budget any other way. The ``hello``
+phase of every task is answered here (the partner's id and the task's public facts). A handler's failure
+becomes one error reply (:func:`~fedinsight.federation.messages.error_reply`): a user error's message, or
+a bug's type only. SecAgg+ rounds arrive on Flower's legacy path as plain ``train`` messages and go to
+the secure fit of the task their config names.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from importlib.util import find_spec
+from collections.abc import Sequence
+from typing import Any
 
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-app = ClientApp()
+from fedinsight.federation import registry
+from fedinsight.federation.messages import config_of, error_reply
+from fedinsight.federation.secagg import SECAGG_MODS, legacy_train_handler
+from fedinsight.federation.task import Handler, Task, partner_reply, phase_of
+from fedinsight.partner.side import PartnerSide
+from fedinsight.tasks import TASKS
 
-CLIENT_TASK_MODULES: tuple[str, ...] = (
-    "fedinsight.tasks.propensity.client",
-    "fedinsight.tasks.insights.client",
-    "fedinsight.tasks.recommend.client",
-    "fedinsight.tasks.secure_training.client",
-    "fedinsight.tasks.preflight.client",
-)
-"""Modules that register task handlers on ``app`` when imported (those installed are loaded)."""
 
-for _module in CLIENT_TASK_MODULES:
-    if find_spec(_module) is not None:
-        import_module(_module)
+def partner_for(task: Task, context: Context, config: dict[str, Any]) -> PartnerSide:
+    return PartnerSide(task.purpose_for(config), context, config)
 
-# The one legacy `train` handler (SecAgg+ runs only on Flower's legacy path): each fit goes to the secure fit of
-# the task its config names.
-from fedinsight.federation.secagg import SECAGG_MODS, legacy_train_handler  # noqa: E402
-from fedinsight.tasks.recommend.secure_client import secure_fit as _recommend_secure_fit  # noqa: E402
-from fedinsight.tasks.secure_training.client import secure_fit as _training_secure_fit  # noqa: E402
 
-app.train(mods=SECAGG_MODS)(legacy_train_handler({"secagg": _training_secure_fit, "recommend": _recommend_secure_fit},
-                                                 default="secagg"))
+def _hello(task: Task, msg: Message, partner: PartnerSide) -> Message:
+    config = config_of(msg)
+    facts = task.hello_facts(partner, config)
+    release = task.hello_facts_release(task.options.from_run_config(config)) if facts else None
+    return partner_reply(msg, partner.partner_id, facts, release.kind if release is not None else "metrics")
+
+
+def _wrap(task: Task, kind: str, handler: Handler | None) -> Any:
+    def handle(msg: Message, context: Context) -> Message:
+        try:
+            partner = partner_for(task, context, config_of(msg))
+            if kind == "query" and phase_of(msg) == "hello":
+                return _hello(task, msg, partner)
+            if handler is None:
+                from fedinsight.core.errors import ConfigError
+
+                raise ConfigError(f"task {task.name} has no '{kind}' step '{phase_of(msg)}'")
+            return handler(msg, partner)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one reply (see error_reply)
+            return error_reply(msg, exc)
+
+    handle.__name__ = f"{kind}_{task.name}"
+    return handle
+
+
+def build_client_app(tasks: Sequence[Task] | None = None, *, inner_mods: Sequence[Any] = ()) -> ClientApp:
+    """A ClientApp serving ``tasks`` (default: every registered task). ``inner_mods`` run after SecAgg+'s mods
+    on the legacy train path (tests record the plaintext update there)."""
+    tasks = list(tasks) if tasks is not None else registry.tasks()
+    app = ClientApp()
+    for task in tasks:
+        handlers = dict(task.handlers())
+        handlers.setdefault("query", None)  # type: ignore[arg-type]  # every task answers hello
+        for kind, handler in handlers.items():
+            getattr(app, kind)(task.name)(_wrap(task, kind, handler))
+    fits = {t.name: fit for t in tasks if (fit := t.secure_fit()) is not None}
+    if fits:
+        by_name = {t.name: t for t in tasks}
+        app.train(mods=[*SECAGG_MODS, *inner_mods])(legacy_train_handler(
+            fits, default=next(iter(fits)), partner_for=lambda name, ctx, cfg: partner_for(by_name[name], ctx, cfg)))
+    return app
+
+
+assert TASKS  # importing fedinsight.tasks registered every task
+app = build_client_app()

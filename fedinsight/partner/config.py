@@ -7,7 +7,7 @@ Example ``partner.toml``::
     id = "retail"
     data-path = "/srv/fedinsight/data"
     state-dir = "/srv/fedinsight/state"
-    local-epsilon = 10.0
+    epsilon = 10.0                    # this partner's own lifetime cap
     [superlink]
     address = "coordinator.example.com:9092"
     ca-cert = "ca.crt"
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.core.settings import Model as _Model
@@ -30,8 +30,10 @@ class PartnerSection(_Model):
     data_path: Path
     state_dir: Path = Path("state")
     protection_policy: Path | None = None  # default: <data-path>/protection.toml (names the tokenization keys)
-    local_epsilon: float = Field(10.0, gt=0)
-    local_delta: float = Field(1e-6, gt=0, lt=1)
+    # the partner's own lifetime cap, enforced on its machine whatever a coordinator sends (``local-epsilon`` /
+    # ``local-delta``: the spellings of earlier versions, still read)
+    epsilon: float = Field(10.0, gt=0, validation_alias=AliasChoices("epsilon", "local-epsilon"))
+    delta: float = Field(1e-6, gt=0, lt=1, validation_alias=AliasChoices("delta", "local-delta"))
 
 
 class PartnerSuperLinkSection(_Model):

@@ -36,13 +36,12 @@ AUTH_REFUSED_HINT = ("the coordinator refused this partner: its public key is pr
 
 
 def validate_partner_data(config: PartnerConfig) -> dict[str, int]:
-    """Run the partner-side pipeline on the data folder (schema, PII scan against the protection policy,
-    tokenization keys); rows per table, or the typed error listing what to fix."""
-    from fedinsight.partner.protection import find_policy, load_protected
+    """Run the partner's data view on its folder (schema, PII scan against the protection policy, tokenization
+    keys, consent, erasures); rows per table, or the typed error listing what to fix."""
+    from fedinsight.partner.view import PartnerView
 
-    explicit = config.partner.protection_policy
-    protected = load_protected(config.partner.data_path, find_policy(config.partner.data_path, explicit))
-    return {name: len(frame) for name, frame in protected.data.tables().items()}  # type: ignore[arg-type]
+    view = PartnerView(config.partner.data_path, "analytics", policy_file=config.partner.protection_policy)
+    return {name: len(frame) for name, frame in view.tables().tables().items()}  # type: ignore[arg-type]
 
 
 def _quote(value: str) -> str:
@@ -53,12 +52,14 @@ def _quote(value: str) -> str:
 
 def node_config(config: PartnerConfig) -> str:
     """The ``--node-config`` string: what the ClientApp reads from ``context.node_config``."""
-    items = {
+    items = {  # one spelling per key, read by every task's handlers (fedinsight.partner.settings)
         "partner-id": _quote(config.partner.id),
         "data-path": _quote(str(config.partner.data_path)),
-        "local-ledger": _quote(config.ledger_url),
-        "local-epsilon": repr(float(config.partner.local_epsilon)),
-        "local-delta": repr(float(config.partner.local_delta)),
+        "state-dir": _quote(str(config.state_dir)),
+        "ledger-url": _quote(config.ledger_url),
+        "epsilon": repr(float(config.partner.epsilon)),
+        "delta": repr(float(config.partner.delta)),
+        "require-dp": "true",
     }
     if config.partner.protection_policy is not None:  # names the tokenization/encryption key files
         items["protection-policy"] = _quote(str(config.partner.protection_policy))

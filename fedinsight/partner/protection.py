@@ -430,7 +430,8 @@ def _isin(values: pd.Series, allowed: pa.Array) -> np.ndarray:
     return np.asarray(pc.is_in(column, value_set=allowed).fill_null(False), dtype=bool)
 
 
-def _customer_ids(raw: PartnerData) -> pd.Series:
+def customer_ids(raw: PartnerData) -> pd.Series:
+    """Every customer id of a partner's raw tables, once (its customers table's, else the union of the others')."""
     if raw.customers is not None:
         return raw.customers[CUSTOMER_KEY]  # type: ignore[index]
     parts = [getattr(raw, t)[CUSTOMER_KEY] for t in ("transactions", "interactions", "events")
@@ -459,7 +460,7 @@ def protect(raw: PartnerData, policy: ProtectionPolicy) -> ProtectedPartner:
             else:
                 result[column] = frame[column]
         setattr(out, name, pd.DataFrame(result, index=frame.index))
-    raw_ids = _customer_ids(raw).astype("string")
+    raw_ids = customer_ids(raw).astype("string")
     active = tokenizer.tokenize(raw_ids).to_numpy(dtype=object)
     retired = {k.key_id: tokenizer.tokenize(raw_ids, key_id=k.key_id).to_numpy(dtype=object)
                for k in tokenizer.ring.retired}

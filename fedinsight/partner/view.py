@@ -1,13 +1,23 @@
-"""Where a partner's data is, and loading it once per process.
+"""The partner data view: the one door through which any task reads a partner's customer data.
 
-In a deployment the partner's SuperNode is started with ``--node-config "data-path=/srv/partner"``
-(the coordinator never names partner paths). In a simulation the virtual partner with
-``partition-id`` k reads ``<data-root>/partner-k`` where ``data-root`` comes in the job's config.
+:class:`PartnerView` applies, in this order and on every read:
 
-Every load goes through the protection pipeline (:mod:`fedinsight.partner.protection`): PII scan,
-the partner's column policy (``<data-path>/protection.toml``, or ``--node-config
-"protection-policy=FILE"``), tokenization, then the consent/erasure filter for the job's purpose.
-Only the tokenized tables are cached; raw ids never outlive the load.
+1. **validation** of the partner's files against the canonical schema (every problem at once);
+2. the **protection policy** (``protection.toml``): undeclared personal data stops the load, declared
+   identifier columns are dropped or tokenized, customer ids are always tokenized (HMAC under the
+   partner's key); raw frames are dropped right after;
+3. **consent** for the task's purpose (analytics, training, recommendation);
+4. the **erasure register**: customers forgotten with ``fedinsight partner forget`` are removed from every
+   table, for every purpose, from the next read on.
+
+Steps 1-2 are cached per process (tokens only: a Ray actor or SuperNode serves many rounds of a job);
+3-4 run on every read, so a ``partner forget`` takes effect for the next message even on a long-running
+SuperNode. No task opens partner files itself: training, evaluation, local aggregates, scoring, serving
+and exports all read through here.
+
+Where a partner's data is: a deployed partner names its folder (``--node-config data-path=...``); a
+simulated partner with ``partition-id`` k reads the k-th partner folder (in name order) under the job's
+``data-root``, whatever the folders are called, in place -- nothing is copied.
 """
 
 from __future__ import annotations
@@ -15,79 +25,79 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
-from flwr.app import Context
+import pandas as pd
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.data.federation import partner_folders
 from fedinsight.data.schema import PartnerData
-from fedinsight.partner.protection import PartnerVault, ProtectedPartner, ProtectionPolicy, find_policy, load_protected
-from fedinsight.privacy.consent import erasure_register, resolve_purpose
-
-
-def partner_data_path(context: Context, config: dict[str, object] | None = None) -> Path:
-    """The folder of this partner's canonical tables."""
-    node = context.node_config
-    if "data-path" in node:
-        return Path(str(node["data-path"]))
-    root = (config or {}).get("data-root")
-    if root is None or "partition-id" not in node:
-        raise ConfigError("partner has no data: start it with --node-config data-path=FOLDER")
-    return Path(str(root)) / f"partner-{int(node['partition-id'])}"
-
-
-def partner_id(context: Context) -> str:
-    """This partner's name: ``node_config['partner-id']`` in a deployment, ``partner-<k>`` in simulation.
-
-    It names the partner's privacy budget in the coordinator's ledger.
-    """
-    node = context.node_config
-    if "partner-id" in node:
-        return str(node["partner-id"])
-    if "partition-id" in node:
-        return f"partner-{int(node['partition-id'])}"
-    raise ConfigError("partner has no id: start it with --node-config partner-id=NAME")
-
-
-def partner_policy(context: Context, config: dict[str, object] | None = None) -> ProtectionPolicy:
-    """This partner's protection policy (``node_config['protection-policy']`` or the data folder's)."""
-    explicit = context.node_config.get("protection-policy")
-    return find_policy(partner_data_path(context, config), None if explicit is None else str(explicit))
-
+from fedinsight.partner.protection import (
+    PartnerVault,
+    ProtectedPartner,
+    ProtectionPolicy,
+    find_policy,
+    load_protected,
+)
+from fedinsight.privacy.consent import PURPOSES, erasure_register
 
 _CACHE: OrderedDict[tuple[str, str, str], ProtectedPartner] = OrderedDict()
 _CACHE_SIZE = 8
 
 
-def _protected(path: str, policy: ProtectionPolicy) -> ProtectedPartner:
-    """Cached per process (Ray actors serve many rounds); a changed policy or key ring reloads."""
-    key = (path, policy.fingerprint, policy.tokenization_ring().fingerprint)
+def _protected(folder: Path, policy: ProtectionPolicy) -> ProtectedPartner:
+    """Cached per process; a changed policy or key ring reloads."""
+    key = (str(folder.resolve()), policy.fingerprint, policy.tokenization_ring().fingerprint)
     if key not in _CACHE:
-        _CACHE[key] = load_protected(path, policy)
+        _CACHE[key] = load_protected(folder, policy)
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)
     return _CACHE[key]
 
 
-def load_partner_data(
-    context: Context, config: dict[str, object] | None = None, *, purpose: str | None = None
-) -> PartnerData:
-    """This partner's protected tables for the job's purpose.
+class PartnerView:
+    """One partner's customer data for one purpose (see the module docstring)."""
 
-    ``purpose`` (analytics, training, recommendation) defaults to ``config['purpose']``, else the
-    purpose of ``config['task']``; with neither, only customers who consent to every purpose are used.
-    Customer ids are tokens; declared columns are dropped or tokenized; forgotten customers are gone.
-    """
-    config = config or {}
-    policy = partner_policy(context, config)
-    path = str(partner_data_path(context, config).resolve())
-    protected = _protected(path, policy)
-    chosen = resolve_purpose(
-        purpose or (str(config["purpose"]) if "purpose" in config else None),
-        str(config["task"]) if "task" in config else None,
-    )
-    return protected.for_purpose(chosen, erasure_register(policy.register_url))
+    def __init__(self, folder: str | Path, purpose: str, *, policy_file: str | Path | None = None) -> None:
+        if purpose not in PURPOSES:
+            raise ConfigError(f"unknown purpose '{purpose}', expected one of {', '.join(PURPOSES)}")
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise ConfigError(f"partner data folder {self.folder} does not exist")
+        self.purpose = purpose
+        self.policy = find_policy(self.folder, policy_file)
+
+    def tables(self) -> PartnerData:
+        """The partner's tables: validated, protected, consent for the purpose, erased customers removed."""
+        protected = _protected(self.folder, self.policy)
+        return protected.for_purpose(self.purpose, erasure_register(self.policy.register_url))
+
+    def identities(self, tokens: pd.Series) -> pd.Series:
+        """The partner's own customer ids for tokens of its customers: only ever on the partner, for its own
+        exports (scores, target lists). Unknown tokens become missing values."""
+        from fedinsight.data.federation import load_partner_folder
+        from fedinsight.partner.protection import customer_ids
+        from fedinsight.privacy.tokenize import Tokenizer
+
+        raw = next(iter(load_partner_folder(self.folder).values()))
+        ids = customer_ids(raw).astype("string")
+        mapping = dict(zip(Tokenizer(self.policy.tokenization_ring()).tokenize(ids), ids, strict=True))
+        return pd.Series(tokens).astype("string").map(mapping)
+
+    @property
+    def vault(self) -> PartnerVault:
+        """Encrypted storage for anything derived from these customers (checkpoints, embeddings, scores)."""
+        return PartnerVault(self.policy)
+
+    @property
+    def state_dir(self) -> Path:
+        """The partner's own state folder (keys, erasure register, ledger, encrypted artifacts)."""
+        return self.policy.state_dir
 
 
-def partner_vault(context: Context, config: dict[str, object] | None = None) -> PartnerVault:
-    """Encrypted storage for this partner's checkpoints, embeddings, feature caches and scores."""
-    return PartnerVault(partner_policy(context, config))
+def simulated_folder(data_root: str | Path, partition_id: int) -> Path:
+    """The folder of the simulated partner with ``partition_id``: the k-th partner folder under ``data_root``."""
+    folders = partner_folders(Path(data_root))
+    if not 0 <= partition_id < len(folders):
+        raise ConfigError(f"simulated partner {partition_id} has no folder: {data_root} holds {len(folders)} "
+                          "partner folders")
+    return folders[partition_id]

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, hmac
 from sqlalchemy import DateTime, Float, Integer, String, Text, event, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fedinsight.core.db import Base, make_engine, write_locked
+from fedinsight.core.db import Base, create_tables, make_engine, write_locked
 from fedinsight.core.errors import ConfigError
 
 GENESIS = "0" * 64
@@ -144,7 +144,7 @@ class AuditLog:
         self.engine = make_engine(url)
         enable_sqlite_wal(self.engine)
         self._writer = write_locked(self.engine)
-        Base.metadata.create_all(self.engine, tables=[AuditRow.__table__, AuditHeadRow.__table__])
+        create_tables(self.engine, [AuditRow.__table__, AuditHeadRow.__table__])
 
     def _mac(self, *parts: bytes) -> str:
         mac = hmac.HMAC(self._key, hashes.SHA256())

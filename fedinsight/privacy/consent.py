@@ -27,27 +27,21 @@ import pandas as pd
 from sqlalchemy import DateTime, Integer, String, Text, UniqueConstraint, func, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fedinsight.core.db import Base, make_engine, write_locked
+from fedinsight.core.db import Base, create_tables, make_engine, write_locked
 from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 
 PURPOSES: tuple[str, ...] = ("analytics", "training", "recommendation")
-TASK_PURPOSES: dict[str, str] = {"propensity": "training", "insights": "analytics", "recommend": "recommendation",
-                                 "preflight": "analytics"}
-"""Which purpose each job type serves (a job's data is filtered by its purpose's consent)."""
 MISSING_CONSENT = ("deny", "allow")
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
 
-def resolve_purpose(purpose: str | None = None, task: str | None = None) -> str | None:
-    """The purpose named, or the one a task serves; ``None`` means "every purpose" (the strictest)."""
-    if purpose is not None:
-        if purpose not in PURPOSES:
-            raise ConfigError(f"unknown purpose '{purpose}', expected one of {', '.join(PURPOSES)}")
-        return purpose
-    if task is not None and task in TASK_PURPOSES:
-        return TASK_PURPOSES[task]
-    return None
+def resolve_purpose(purpose: str | None = None) -> str | None:
+    """The purpose named (checked), or ``None``: every purpose at once (the strictest). Which purpose a task
+    serves is the task's own declaration (its contract's ``purpose``), never guessed here."""
+    if purpose is not None and purpose not in PURPOSES:
+        raise ConfigError(f"unknown purpose '{purpose}', expected one of {', '.join(PURPOSES)}")
+    return purpose
 
 
 def _flags(values: pd.Series, column: str) -> pd.Series:
@@ -166,9 +160,7 @@ class ErasureRegister:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         self._writer = write_locked(self.engine)
-        Base.metadata.create_all(
-            self.engine, tables=[ErasureRow.__table__, ErasureRequestRow.__table__, ArtifactRow.__table__]
-        )
+        create_tables(self.engine, [ErasureRow.__table__, ErasureRequestRow.__table__, ArtifactRow.__table__])
 
     def record(self, tokens_by_key: Mapping[str, Sequence[str]], *, note: str = "") -> ErasureReceipt:
         """Record one erasure request.

@@ -248,14 +248,14 @@ def train_dpsgd(
     steps: int,
     max_grad_norm: float,
     lr: float,
-    accountant: PartnerAccountant,
+    accountant: PartnerAccountant | None = None,
     seed: int | None = None,
     momentum: float = 0.0,
 ) -> tuple[nn.Module, TrainStats]:
     """Run ``steps`` DP-SGD steps (Poisson sampling at ``sample_rate``, per-sample clipping, Gaussian noise).
 
     Returns a trained copy of ``model`` (the argument is not modified). Every optimizer step is recorded
-    in ``accountant`` by Opacus's own accountant hook. Empty Poisson batches are real steps (pure noise),
+    in ``accountant`` (if given) by Opacus's own accountant hook. Empty Poisson batches are real steps (pure noise),
     as the accounting assumes. ``seed=None`` (what partners use) draws the sampling and noise seeds from
     OS entropy: a seed the coordinator knows would let it subtract the noise. A seed is for tests only.
     """
@@ -275,7 +275,8 @@ def train_dpsgd(
         loss_reduction="mean",
         generator=torch.Generator().manual_seed(int(seed) + 1),
     )
-    optimizer.attach_step_hook(accountant.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+    if accountant is not None:  # callers that account elsewhere (a budget gate) pass none
+        optimizer.attach_step_hook(accountant.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
     gsm.train()
     with warnings.catch_warnings():  # torch warns that Opacus's hooks see no input gradients: expected
         warnings.filterwarnings("ignore", message="Full backward hook is firing")

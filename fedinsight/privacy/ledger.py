@@ -26,7 +26,7 @@ from dp_accounting import dp_event
 from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fedinsight.core.db import Base, make_engine, write_locked
+from fedinsight.core.db import Base, create_tables, make_engine, write_locked
 from fedinsight.core.errors import BudgetExceededError, ConfigError, UnknownPartnerError
 
 ACCOUNTANTS = ("rdp", "pld")
@@ -178,17 +178,18 @@ class PrivacyLedger:
         self.accountant = accountant
         self.engine = make_engine(url)
         self._writer = write_locked(self.engine)
-        Base.metadata.create_all(
-            self.engine, tables=[BudgetRow.__table__, BudgetChangeRow.__table__, ChargeRow.__table__]
-        )
+        create_tables(self.engine, [BudgetRow.__table__, BudgetChangeRow.__table__, ChargeRow.__table__])
 
     # budgets
     def set_budget(
         self, partner_id: str, epsilon: float, delta: float, *, reason: str = "initial budget",
-        changed_by: str = "operator",
+        changed_by: str = "operator", unlimited: bool = False,
     ) -> BudgetStatus:
-        """Create a partner's budget, or change it explicitly (the change is recorded, never silent)."""
-        if not (epsilon > 0 and math.isfinite(epsilon)):
+        """Create a partner's budget, or change it explicitly (the change is recorded, never silent).
+
+        ``unlimited=True`` admits ``epsilon = inf``: a record-only ledger (a simulated partner without a cap
+        of its own still records what it released, and each job's target is still checked against it)."""
+        if not (epsilon > 0 and (math.isfinite(epsilon) or (unlimited and epsilon == math.inf))):
             raise ConfigError(f"epsilon budget must be a positive number (got {epsilon})")
         if not (0 < delta < 1):
             raise ConfigError(f"delta must be in (0, 1) (got {delta})")
@@ -279,6 +280,67 @@ class PrivacyLedger:
                 session.add(ChargeRow(partner_id=pid, job_id=job_id, kind=kind, description=description,
                                       requester=requester, event_json=payload, epsilon_after=after[pid]))
         return after
+
+    def charge_all(
+        self,
+        partner_ids: Sequence[str],
+        entries: Sequence[tuple[dp_event.DpEvent, str, str]],
+        *,
+        job_id: str,
+        requester: str = "",
+        create: tuple[float, float] | None = None,
+    ) -> dict[str, float]:
+        """Atomically check and record several releases ``(event, kind, description)`` for every partner.
+
+        All partners can afford all of them and everything is recorded, or nothing is recorded at all and
+        :class:`BudgetExceededError` names every partner that cannot. ``create = (epsilon, delta)`` gives a
+        partner without a budget that budget -- inside the same transaction, so a refused job leaves no
+        budget behind either. Returns each partner's cumulative epsilon after the last entry.
+        """
+        if not entries:
+            return {}
+        payloads = [json.dumps(event_to_dict(event)) for event, _, _ in entries]
+        with Session(self._writer) as session, session.begin():
+            refused: list[str] = []
+            rows: dict[str, tuple[BudgetRow, list[float]]] = {}
+            for pid in sorted(set(partner_ids)):  # fixed lock order: no deadlocks between concurrent charges
+                row = session.get(BudgetRow, pid, with_for_update=True)
+                if row is None and create is not None:
+                    epsilon, delta = create
+                    if not (epsilon > 0 and math.isfinite(epsilon)) or not 0 < delta < 1:
+                        raise ConfigError(f"budget ({epsilon}, {delta}) for new partner '{pid}' is not valid")
+                    row = BudgetRow(partner_id=pid, epsilon=epsilon, delta=delta)
+                    session.add(row)
+                    session.flush()
+                    session.add(BudgetChangeRow(partner_id=pid, old_epsilon=None, new_epsilon=epsilon,
+                                                old_delta=None, new_delta=delta, reason="initial budget",
+                                                changed_by=requester or "job"))
+                elif row is None:
+                    row = self._budget(session, pid)  # raises UnknownPartnerError naming the known partners
+                before = self._events(session, pid)
+                running = [compose_epsilon([*before, *(e for e, _, _ in entries[: i + 1])], row.delta,
+                                           self.accountant) for i in range(len(entries))]
+                if running[-1] > row.epsilon + 1e-9:
+                    spent = compose_epsilon(before, row.delta, self.accountant)
+                    refused.append(
+                        f"{pid}: would reach epsilon {running[-1]:.4g} > budget {row.epsilon:.4g} "
+                        f"(spent {spent:.4g}, remaining {max(0.0, row.epsilon - spent):.4g}, delta {row.delta:g})")
+                rows[pid] = (row, running)
+            if refused:
+                raise BudgetExceededError(f"refused job '{job_id}' before any partner computed: " + "; ".join(refused))
+            for pid, (_, running) in rows.items():
+                for (_, kind, description), payload, after in zip(entries, payloads, running, strict=True):
+                    session.add(ChargeRow(partner_id=pid, job_id=job_id, kind=kind, description=description,
+                                          requester=requester, event_json=payload, epsilon_after=after))
+        return {pid: running[-1] for pid, (_, running) in rows.items()}
+
+    def job_events(self, partner_id: str, job_id: str) -> list[dp_event.DpEvent]:
+        """The events recorded for one job of one partner, in order."""
+        with Session(self.engine) as session:
+            rows = session.scalars(select(ChargeRow.event_json).where(ChargeRow.partner_id == partner_id,
+                                                                       ChargeRow.job_id == job_id)
+                                   .order_by(ChargeRow.id))
+            return [event_from_dict(json.loads(r)) for r in rows]
 
     def charges(self, partner_id: str | None = None) -> list[Charge]:
         with Session(self.engine) as session:

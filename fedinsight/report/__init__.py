@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fedinsight.core.errors import ReportError
-from fedinsight.report.page import Section, esc, fmt, key_values, page, redact_secrets, table
+from fedinsight.core.redact import redact_secrets
+from fedinsight.report.page import Section, esc, fmt, key_values, page, table
 
 REPORT_NAME = "report.html"
 _RENDER_LOCK = threading.Lock()
@@ -47,20 +49,10 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if not run_dir.is_dir():
         raise ReportError(f"run folder {run_dir} does not exist (give the --out folder of a simulate or job run)")
     summary_path, insights_path = run_dir / "summary.json", run_dir / "insights.json"
-    if not summary_path.is_file() and (run_dir / "preflight.json").is_file():  # preflight writes a list of rows
-        rows = _load_json(run_dir / "preflight.json")
-        if not isinstance(rows, list):
-            raise ReportError(f"{run_dir / 'preflight.json'} should hold a list of partner rows")
-        summary = {"task": "preflight", "partners": len(rows), "results": rows, **_run_meta(run_dir)}
-        return summary, None
-    if not summary_path.is_file() and (run_dir / "secagg.json").is_file():
-        return {"task": "secagg", **_read_json(run_dir / "secagg.json"), **_run_meta(run_dir)}, None
-    if not summary_path.is_file() and not insights_path.is_file():
-        raise ReportError(f"{run_dir} has no summary.json or insights.json: it is not a finished fedinsight run")
-    summary = _read_json(summary_path) if summary_path.is_file() else {}
+    if not summary_path.is_file():
+        raise ReportError(f"{run_dir} has no summary.json: it is not a finished fedinsight run")
+    summary = _read_json(summary_path)
     insights = _read_json(insights_path) if insights_path.is_file() else None
-    if insights is not None and not summary:
-        summary = {"task": "insights", "batch_id": insights.get("batch_id")}
     meta = _run_meta(run_dir)
     if meta.get("command") and not summary.get("command"):
         summary["command"] = meta["command"]
@@ -92,34 +84,30 @@ def task_of(summary: dict[str, Any], insights: dict[str, Any] | None) -> str:
     return "insights" if insights is not None or "batch_id" in summary else "run"
 
 
-def render_report(run_dir: Path, *, ledger_url: str | None = None, title: str | None = None,
+Sections = Callable[[dict[str, Any], Path], tuple[list[str], list[Section]]]
+"""A task's report sections: ``(summary, run folder) -> (headline cards, sections)``."""
+
+
+def render_report(run_dir: Path, sections: Sections, *, ledger_url: str | None = None, title: str | None = None,
                   partner_budgets: bool = True) -> str:
-    """The report page of ``run_dir`` as an HTML string.
+    """The report page of ``run_dir`` as an HTML string; ``sections`` are the task's own (its contract's
+    ``report_sections``); a task with none gets the generic results section.
 
     ``partner_budgets=False`` leaves out each partner's budget and remaining ε (the API's view for an analyst,
     who may see only the federation's tightest remaining budget, as ``GET /budget`` does).
     """
     with _RENDER_LOCK:  # pyplot's state is global: one render at a time (the API renders in worker threads)
-        return _render(Path(run_dir), ledger_url=ledger_url, title=title, partner_budgets=partner_budgets)
+        return _render(Path(run_dir), sections, ledger_url=ledger_url, title=title, partner_budgets=partner_budgets)
 
 
-def _render(run_dir: Path, *, ledger_url: str | None, title: str | None, partner_budgets: bool) -> str:
+def _render(run_dir: Path, task_sections: Sections, *, ledger_url: str | None, title: str | None,
+            partner_budgets: bool) -> str:
     from fedinsight.report.privacy import job_id_of, ledger_url_for, privacy_section, read_ledger
-    from fedinsight.tasks.insights.report import insights_sections
-    from fedinsight.tasks.report_models import propensity_sections, recommend_sections
 
     summary, insights = load_run(run_dir)
     task = task_of(summary, insights)
-    cards: list[str] = []
-    sections: list[Section] = []
-    if task == "propensity":
-        cards, sections = propensity_sections(summary)
-    elif task == "recommend":
-        cards, sections = recommend_sections(summary)
-    elif task == "insights" and insights is not None:
-        cards, sections = insights_sections(insights)
-    else:
-        sections = [_generic_section(summary)]
+    cards, found = task_sections(summary, run_dir)
+    sections: list[Section] = list(found) or [_generic_section(summary)]
 
     url = ledger_url_for(run_dir, summary, ledger_url)
     spends = None
@@ -140,11 +128,11 @@ def _render(run_dir: Path, *, ledger_url: str | None, title: str | None, partner
     return page(title or f"fedinsight {task} report", subtitle, sections)
 
 
-def write_report(run_dir: Path, *, ledger_url: str | None = None) -> Path:
+def write_report(run_dir: Path, sections: Sections, *, ledger_url: str | None = None) -> Path:
     """Render and write ``run_dir/report.html`` atomically; returns its path."""
     from fedinsight.core.files import atomic_output_file
 
-    html = render_report(run_dir, ledger_url=ledger_url)
+    html = render_report(run_dir, sections, ledger_url=ledger_url)
     target = Path(run_dir) / REPORT_NAME
     with atomic_output_file(target) as tmp:
         tmp.write_text(html, encoding="utf-8")
@@ -179,9 +167,11 @@ def _flat(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _generic_section(summary: dict[str, Any]) -> Section:
-    """Tasks without a dedicated layout (secagg, preflight): their numbers, and lists of records as tables."""
+    """Tasks without a layout of their own (secure training, preflight): their numbers, and lists of records
+    as tables."""
     s = Section("results", "Results")
-    body = {k: v for k, v in summary.items() if k not in ("settings", "config", "privacy", "command", "task")}
+    body = {k: v for k, v in summary.items() if k not in ("settings", "config", "privacy", "command", "task",
+                                                         "messages", "artifacts")}
     records = {k: v for k, v in body.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
     pairs = [(k, _short_list(v) if isinstance(v, list) else v)
              for k, v in _flat({k: v for k, v in body.items() if k not in records})]

@@ -7,7 +7,6 @@ were mailed, and it prints cleanly. Everything the reader sees is built here fro
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -57,15 +56,6 @@ pre { background: #f3f4f6; padding: 10px; border-radius: 6px; overflow-x: auto; 
 details summary { cursor: pointer; color: var(--accent); }
 @media print { nav { display: none; } section { break-inside: avoid; } }
 """
-
-
-_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@\s]+):[^@\s]+@")
-
-
-def redact_secrets(text: str) -> str:
-    """Database URLs without their passwords (``postgresql://user:***@host/db``): reports and recorded
-    commands are shared with people who must not get the coordinator's database credentials."""
-    return _URL_PASSWORD.sub(r"\1:***@", text)
 
 
 def esc(value: object) -> str:

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from fedinsight.core.redact import redact_secrets
 from fedinsight.report.charts import Chart, colour, figure, finite, number, render, tooltip
-from fedinsight.report.page import Section, card, esc, key_values, redact_secrets, table
+from fedinsight.report.page import Section, card, esc, key_values, table
 
 OTHER_JOBS = ("#c7c7c7", "#a5a5a5", "#8a8a8a", "#d9d9d9", "#b5b5b5")
 

@@ -1,17 +1,11 @@
-"""The partner side of DP insights: ``@app.query("insights")`` (message type ``query.insights``).
+"""The partner side of DP insights: ``query.insights``, phase ``compute``.
 
-Two operations, both answered on the partner's premises:
-
-- ``hello``: the partner's id and which tables/columns it holds (no customer data). The coordinator
-  needs the ids to charge each partner's privacy budget *before* anyone computes anything.
-- ``compute``: the batch of queries. The partner computes each query's contribution-bounded aggregate
-  (:mod:`fedinsight.tasks.insights.aggregates`), works out the sensitivity *itself* from the declared
-  bounds, and adds noise from OpenDP's samplers (:mod:`fedinsight.privacy.mechanisms`) at the noise
-  multiplier the coordinator priced. Only the noisy vectors leave; the coordinator never sees an exact
-  figure of any partner.
-
-A partner can refuse batches that are too expensive for its own taste: ``--node-config
-"insights-max-epsilon=2.0"`` makes it compose the batch's releases itself (RDP) and refuse above that.
+The partner computes each query's contribution-bounded aggregate (:mod:`.aggregates`), works out the
+sensitivity *itself* from the declared bounds, and adds noise from OpenDP's samplers
+(:mod:`fedinsight.privacy.mechanisms`) at the noise multiplier the coordinator priced -- after the batch's
+events have passed the partner's own budget gate. Only the noisy vectors leave; the coordinator never
+sees an exact figure of any partner. In hello (the framework's) it states which tables and columns it
+holds: schema only.
 """
 
 from __future__ import annotations
@@ -19,19 +13,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.app import Message, MetricRecord
 
-from fedinsight.core.errors import BudgetExceededError, ConfigError, FedinsightError
+from fedinsight.core.errors import ConfigError
 from fedinsight.data.schema import PartnerData
-from fedinsight.partner.clientapp import app
-from fedinsight.partner.view import load_partner_data, partner_id
+from fedinsight.federation.messages import config_of, reply
+from fedinsight.federation.task import Partner, phase_of
 from fedinsight.privacy.allocation import QueryNoise, query_noise
-from fedinsight.privacy.ledger import compose_epsilon
 from fedinsight.privacy.mechanisms import gaussian, laplace
 from fedinsight.tasks.insights.aggregates import LocalAggregate, compute
 from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
 
-TASK = "insights"
+RESULTS = "results"
 
 
 def table_columns(data: PartnerData) -> dict[str, list[str]]:
@@ -39,28 +32,19 @@ def table_columns(data: PartnerData) -> dict[str, list[str]]:
     return {name: [str(c) for c in frame.columns] for name, frame in data.tables().items()}  # type: ignore[attr-defined]
 
 
+def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
+    return {"tables": json.dumps(table_columns(partner.data()), sort_keys=True)}
+
+
 def _noise(query: dict[str, Any]) -> QueryNoise:
     noise = query.get("noise") or {}
     return query_noise(str(noise.get("mechanism")), noise.get("multiplier"))  # type: ignore[arg-type]
 
 
-def check_batch_cost(batch: dict[str, Any], max_epsilon: float | None) -> float:
-    """The batch's epsilon as this partner computes it; refused above the partner's own limit."""
-    delta = float(batch.get("delta", 1e-6))
-    epsilon = compose_epsilon([_noise(q).event for q in batch["queries"]], delta)
-    if max_epsilon is not None and epsilon > float(max_epsilon) + 1e-9:
-        raise BudgetExceededError(
-            f"this partner accepts at most epsilon {float(max_epsilon):g} per insight batch; "
-            f"batch {batch.get('batch_id', '?')} would cost {epsilon:.4g} (ask for less epsilon or fewer queries)"
-        )
-    return epsilon
-
-
-def compute_batch(data: PartnerData, batch: dict[str, Any], *, max_epsilon: float | None = None) -> dict[str, Any]:
-    """Noisy, contribution-bounded aggregates of every query in ``batch`` (what the partner sends back)."""
+def compute_batch(data: PartnerData, batch: dict[str, Any]) -> dict[str, Any]:
+    """Noisy, contribution-bounded aggregates of every query in ``batch`` (the wire batch, noise assigned)."""
     if not isinstance(batch.get("queries"), list) or not batch["queries"]:
         raise ConfigError("an insight batch needs a non-empty list of queries")
-    check_batch_cost(batch, max_epsilon)
     features = customer_features(data, FeatureRules.from_dict(batch.get("features") or {}))
     results: dict[str, Any] = {}
     for query in batch["queries"]:
@@ -86,35 +70,15 @@ def noisy_reply(agg: LocalAggregate, noise: QueryNoise) -> dict[str, Any]:
     }
 
 
-USER_ERROR_CODE = 4_000
-"""Flower error code of a reply that carries a :class:`FedinsightError` (``reason`` = "Type: message")."""
-
-
-def _answer(msg: Message, context: Context) -> ConfigRecord:
-    config = dict(msg.content["config"])
-    op = config.get("op")
-    pid = partner_id(context)
-    if op == "hello":
-        tables = table_columns(load_partner_data(context, config))
-        return ConfigRecord({"partner-id": pid, "tables": json.dumps(tables)})
-    if op == "compute":
-        batch = json.loads(str(config["batch"]))
-        limit = context.node_config.get("insights-max-epsilon")
-        results = compute_batch(load_partner_data(context, config), batch,
-                                max_epsilon=None if limit is None else float(limit))  # type: ignore[arg-type]
-        return ConfigRecord({"partner-id": pid, "results": json.dumps(results)})
-    raise ConfigError(f"unknown insights operation {op!r} (expected hello or compute)")
-
-
-@app.query(TASK)
-def query_insights(msg: Message, context: Context) -> Message:
-    """Answer the coordinator's ``hello`` or ``compute`` for an insight batch.
-
-    A user-fixable problem on the partner (invalid data, a batch above the partner's own limit) is
-    answered as an error reply naming the problem; anything else is a bug and raises.
-    """
-    try:
-        reply = _answer(msg, context)
-    except FedinsightError as exc:
-        return Message(Error(code=USER_ERROR_CODE, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
-    return Message(RecordDict({"reply": reply}), reply_to=msg)
+def query(msg: Message, partner: Partner) -> Message:
+    """``compute``: the batch's noisy aggregates, once the batch's cost has passed this partner's gate."""
+    config = config_of(msg)
+    if phase_of(msg) != "compute":
+        raise ConfigError(f"unknown insights step '{phase_of(msg)}' (expected compute)")
+    wire = json.loads(str(config["wire"]))
+    events = [_noise(q).event for q in wire["queries"]]
+    partner.gate.spend(str(config["job-id"]), events, job_epsilon=float(config["epsilon-job"]),
+                       job_delta=float(wire["delta"]), kind="query",
+                       description="insights: " + ", ".join(str(q["name"]) for q in wire["queries"]))
+    results = compute_batch(partner.data(), wire)
+    return reply(msg, **{RESULTS: MetricRecord({name: r["values"] for name, r in results.items()})})

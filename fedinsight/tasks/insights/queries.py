@@ -54,17 +54,3 @@ def job_options(name: str, filters: dict[str, Any], epsilon: float | None, prese
     if "as_of" in filters:
         options["as-of"] = filters["as_of"]
     return options
-
-
-def insights_batch_json(options: dict[str, Any], *, preset: str, requester: str, batch_id: str) -> str:
-    """Turn job options (``only``, ``epsilon``, ``as-of``) into the insights task's ``batch`` run-config value.
-
-    The batch id is the job id, so the insights a job releases are found by its id.
-    """
-    from fedinsight.tasks.insights.catalogue import default_batch
-
-    only = [s.strip() for s in str(options.pop("only")).split(",")] if "only" in options else None
-    batch = default_batch(preset, epsilon=float(options.pop("epsilon", 1.0)),
-                          as_of=str(options.pop("as-of")) if "as-of" in options else None, only=only,
-                          requester=requester)
-    return batch.model_copy(update={"batch_id": batch_id}).model_dump_json()

@@ -1,57 +1,43 @@
-"""The coordinator's DP insights job (``run_config["task"] = "insights"``).
+"""The coordinator's side of DP insights: plan and price a batch, combine the noisy answers, release.
 
-Order matters, and is the privacy guarantee:
-
-1. wait for the expected partners, ask each for its id and table schema (``hello``: no customer data);
-2. plan the batch (queries no partner has data for are skipped, with the reason) and split its
-   (epsilon, delta) over the queries (:mod:`fedinsight.privacy.allocation`);
-3. **charge every partner's ledger entry atomically** with the composed event of the batch -- a batch
-   that would overspend any partner is refused here, with the remaining budget, before anyone computes;
-4. send ``compute``; each partner bounds, aggregates and noises locally;
-5. combine, suppress small groups on noisy counts, attach error bars (:mod:`.insight_results`);
-6. write ``insights.json`` / ``summary.json`` (if ``out-dir`` is set) and store the insights with the
-   ledger, in the same database.
-
-Run config keys: ``batch`` (JSON :class:`~.insight_catalogue.InsightBatch`), ``partners``, ``db-url``
-(default: ``$FEDINSIGHT_DB_URL``, which a coordinator sets),
-optional ``out-dir``, ``data-root`` (simulation), ``budget-epsilon``/``budget-delta`` (create budgets
-for partners that have none; without them, budgets must already exist), ``timeout`` (seconds).
+The task contract (:func:`fedinsight.federation.task.start`) runs the order that is the guarantee: hello
+(each partner's id and table schema, no customer data), :func:`plan` (queries no partner has data for are
+skipped with the reason; the batch's (epsilon, delta) is split over the queries), the ledger charge of the
+composed batch for every partner -- or a refusal before anyone computes --, then :func:`run`: ``compute``
+on every partner, combination, suppression of small groups on noisy counts, error bars
+(:mod:`.results`), the insight store and ``insights.json``.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.serverapp import Grid
-from sqlalchemy.engine import make_url
+import pandas as pd
 
-from fedinsight.core.db import default_db_url
 from fedinsight.core.errors import (
     BudgetExceededError,
     ConfigError,
-    DataValidationError,
-    FedinsightError,
     PartnerReplyError,
 )
 from fedinsight.core.files import atomic_output_file
-from fedinsight.federation.partners import wait_for_partners
-from fedinsight.federation.store import InsightStore
+from fedinsight.core.redact import safe_url
+from fedinsight.federation.manifest import PUBLIC, Release
 from fedinsight.privacy.allocation import QueryNoise, batch_event, split_budget
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
-from fedinsight.tasks.insights.catalogue import InsightBatch, parse_batch
+from fedinsight.tasks.insights.aggregates import LocalAggregate
+from fedinsight.tasks.insights.catalogue import InsightBatch
+from fedinsight.tasks.insights.client import RESULTS
 from fedinsight.tasks.insights.results import build_insight, combine
 
-MESSAGE_TYPE = "query.insights"
+TABLES_JSON = r"[][{}\":,A-Za-z0-9_. -]{0,20000}"
 MIN_PARTNERS = 2
 """Fewer partners and an answer would be one partner's own (noisy) figure."""
 
 
-# --- planning and pricing (no Flower here: the CLI prices with the same functions) ------------------
+# --- planning and pricing (no Flower here: the simulation prices with the same functions) ----------
 
 def plan_batch(batch: InsightBatch, tables: dict[str, dict[str, list[str]]]) -> tuple[InsightBatch, list[dict]]:
     """Drop queries that no partner holds data for (spending budget on all-zero answers helps nobody)."""
@@ -108,51 +94,7 @@ def release_batch(batch: InsightBatch, noises: dict[str, QueryNoise], replies: l
     return out
 
 
-def safe_url(url: str) -> str:
-    """A database URL without its password (for logs and summaries)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: show nothing of it
-        return "<database>"
-
-
-# --- Flower orchestration -------------------------------------------------------------------------
-
-
-
-PARTNER_ERRORS: dict[str, type[FedinsightError]] = {
-    "BudgetExceededError": BudgetExceededError, "ConfigError": ConfigError,
-    "DataValidationError": DataValidationError,
-}
-"""Typed errors a partner reports (``"Type: message"``) that keep their type (and exit code) here."""
-
-
-def _partner_error(node: int, op: str, reason: str) -> FedinsightError:
-    kind, _, message = reason.partition(": ")
-    cls = PARTNER_ERRORS.get(kind)
-    if cls is None:
-        return PartnerReplyError(f"a partner (node {node}) failed on '{op}': {reason}")
-    if cls is DataValidationError:
-        return DataValidationError(message, file=f"partner node {node}")
-    return cls(f"a partner refused '{op}': {message}")
-
-
-def _ask(grid: Grid, nodes: list[int], config: dict[str, Any], timeout: float) -> dict[int, dict[str, Any]]:
-    msgs = [Message(RecordDict({"config": ConfigRecord(config)}), dst_node_id=n, message_type=MESSAGE_TYPE)
-            for n in nodes]
-    replies: dict[int, dict[str, Any]] = {}
-    for reply in grid.send_and_receive(msgs, timeout=timeout):
-        node = reply.metadata.src_node_id
-        if reply.has_error():
-            raise _partner_error(node, str(config["op"]), reply.error.reason)
-        replies[node] = dict(reply.content["reply"])
-    missing = sorted(set(nodes) - set(replies))
-    if missing:
-        raise PartnerReplyError(f"{len(missing)} partner(s) did not answer '{config['op']}' within {timeout:.0f}s")
-    return replies
-
-
-def _summary(batch: InsightBatch, insights: list[dict], skipped: list[dict], spent: dict[str, float],
+def summary_of(batch: InsightBatch, insights: list[dict], skipped: list[dict], spent: dict[str, float],
              ledger: PrivacyLedger, noises: dict[str, QueryNoise], seconds: float, ids: list[int]) -> dict:
     statuses = [ledger.status(pid) for pid in sorted(spent)]
     return {
@@ -182,60 +124,61 @@ def _summary(batch: InsightBatch, insights: list[dict], skipped: list[dict], spe
     }
 
 
-def write_outputs(out_dir: Path, insights: list[dict], summary: dict, batch: InsightBatch) -> None:
-    """``insights.json`` (every released insight) and ``summary.json``, each written atomically."""
+def write_insights(out_dir: Path, insights: list[dict], summary: dict, batch: InsightBatch) -> Path:
+    """``insights.json``: every released insight, written atomically; its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"batch_id": batch.batch_id, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
            "requester": batch.requester, "epsilon": batch.epsilon, "delta": batch.delta,
            "mechanism": batch.mechanism, "min_group_size": batch.min_group_size,
            "suppression_margin_sd": batch.suppression_margin_sd, "partners": summary["partners"],
            "insights": insights, "skipped": summary["skipped"]}
-    for name, payload in (("insights.json", doc), ("summary.json", summary)):
-        with atomic_output_file(out_dir / name) as tmp:
-            tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    path = out_dir / "insights.json"
+    with atomic_output_file(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    return path
 
 
-def run(grid: Grid, context: Context) -> None:
-    """The ServerApp task: see the module docstring for the order of steps."""
-    started = time.perf_counter()
-    rc = context.run_config
-    batch = parse_batch(str(rc["batch"]))
-    expected = int(rc.get("partners", MIN_PARTNERS))  # type: ignore[arg-type]
-    timeout = float(rc.get("timeout", 600))  # type: ignore[arg-type]
-    if expected < MIN_PARTNERS:
-        raise ConfigError(f"insights need at least {MIN_PARTNERS} partners (got {expected})")
-    base: dict[str, Any] = {"data-root": str(rc["data-root"])} if "data-root" in rc else {}
+# --- the task's workflow ------------------------------------------------------------------------------
 
-    nodes = wait_for_partners(grid, expected, timeout, error=PartnerReplyError, poll=0.2)
-    hello = _ask(grid, nodes, {**base, "op": "hello"}, timeout)
-    partner_of = {node: str(r["partner-id"]) for node, r in hello.items()}
-    if len(set(partner_of.values())) != len(partner_of):
-        raise PartnerReplyError("two partner nodes reported the same partner id")
-    tables = {partner_of[n]: json.loads(str(r["tables"])) for n, r in hello.items()}
-    batch, skipped = plan_batch(batch, tables)
-    noises = price_batch(batch)
+def layout_of(batch: InsightBatch) -> dict[str, LocalAggregate]:
+    """Each query's aggregate over no customers: its layout, length and declared sensitivity (all public)."""
+    from fedinsight.data.schema import TABLES, PartnerData
+    from fedinsight.tasks.insights.aggregates import compute
+    from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
 
-    # On a coordinator the database comes from its environment (FEDINSIGHT_DB_URL), so deployment run
-    # configs -- which partners also receive -- never carry a database URL.
-    db_url = str(rc["db-url"]) if "db-url" in rc else default_db_url()
-    ledger = PrivacyLedger(db_url)
-    pids = sorted(partner_of.values())
-    if "budget-epsilon" in rc:
-        budget_delta = float(rc.get("budget-delta", batch.delta))  # type: ignore[arg-type]
-        for pid in pids:
-            ledger.ensure_budget(pid, float(rc["budget-epsilon"]), budget_delta)  # type: ignore[arg-type]
-    spent = ledger.charge(pids, batch_event(noises), job_id=batch.batch_id, kind="query",
-                          description="insights: " + ", ".join(q.name for q in batch.queries),
-                          requester=batch.requester)
+    empty = PartnerData(partner_id="layout")
+    for name, spec in TABLES.items():
+        setattr(empty, name, pd.DataFrame({c: pd.Series(dtype=object) for c in spec.column_names}))
+    features = customer_features(empty, FeatureRules.from_dict(batch.features.model_dump(mode="json")))
+    return {q.name: compute(q.kind, features, q.params()) for q in batch.queries}  # type: ignore[attr-defined]
 
-    wire = json.dumps(batch.wire({n: {"mechanism": q.mechanism, "multiplier": q.multiplier}
-                                  for n, q in noises.items()}))
-    answers = _ask(grid, nodes, {**base, "op": "compute", "batch": wire}, timeout)
-    replies = [json.loads(str(answers[n]["results"])) for n in nodes]
 
-    insights = release_batch(batch, noises, replies)
-    ids = InsightStore(db_url).save(batch.batch_id, insights, requester=batch.requester)
-    summary = _summary(batch, insights, skipped, spent, ledger, noises, time.perf_counter() - started, ids)
-    if "out-dir" in rc:
-        write_outputs(Path(str(rc["out-dir"])), insights, summary, batch)
-    context.state["insights"] = ConfigRecord({"summary": json.dumps(summary)})
+def manifest_of(batch: InsightBatch, noises: dict[str, QueryNoise], layouts: dict[str, LocalAggregate],
+                task: str) -> list[Release]:
+    releases = [Release(
+        "compute", RESULTS, {q.name: (len(layouts[q.name].vector()),)}, noises[q.name].mechanism,
+        what=f"{q.title}: contribution-bounded {', '.join(m.name for m in layouts[q.name].measures)}",
+        sensitivity=(f"L1 {layouts[q.name].l1:g}" if noises[q.name].mechanism == "laplace"
+                     else f"L2 {layouts[q.name].l2:.4g}") + " per customer (declared bounds)",
+        event=noises[q.name].event) for q in batch.queries]
+    return [manifest_of_facts(), *releases]
+
+
+def manifest_of_facts() -> Release:
+    return Release("hello", "facts", {"tables": None}, PUBLIC, kind="text", patterns={"tables": TABLES_JSON},
+                   what="which canonical tables and columns the partner holds",
+                   reason="the schema of the partner's tables: names, no values")
+
+
+def replies_from(values: dict[str, list[float]], batch: InsightBatch, noises: dict[str, QueryNoise],
+                 layouts: dict[str, LocalAggregate]) -> dict[str, Any]:
+    """A partner's noisy vectors with what the coordinator knows of them (layout, noise) for combination."""
+    out = {}
+    for q in batch.queries:
+        agg, noise = layouts[q.name], noises[q.name]
+        sensitivity = agg.l1 if noise.mechanism == "laplace" else agg.l2
+        scale = sensitivity * noise.multiplier
+        out[q.name] = {"layout": agg.layout(), "values": list(values[q.name]), "mechanism": noise.mechanism,
+                       "multiplier": noise.multiplier, "sensitivity": sensitivity,
+                       "noise_variance": 2 * scale**2 if noise.mechanism == "laplace" else scale**2}
+    return out

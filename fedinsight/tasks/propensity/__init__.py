@@ -1,0 +1,72 @@
+"""The ``propensity`` task: repurchase propensity and LTV, trained across partners with DP-SGD.
+
+Each partner trains on its own customers under Opacus DP-SGD (:mod:`.client`); the coordinator averages
+with Flower's FedAvg and releases the moving average of the global models (:mod:`.server`,
+:mod:`.strategy`). Features and labels are fixed, public transforms of a partner's purchases
+(:mod:`.features`); :mod:`.baselines` trains the centralized and BG/NBD models a simulation compares
+with; :mod:`.scoring` scores a partner's own customers with a released model, on the partner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.federation.options import Options
+from fedinsight.federation.task import Handler, Plan, Session, Simulated, Task, TaskResult, privacy_headline
+from fedinsight.tasks.propensity import client, server, simulate
+from fedinsight.tasks.propensity.options import PropensityOptions
+
+
+class PropensityTask(Task):
+    name = "propensity"
+    title = "Repurchase propensity and LTV"
+    purpose = "training"
+    options: ClassVar[type[Options]] = PropensityOptions
+    default_partners = 10
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"query": client.query, "train": client.train, "evaluate": client.evaluate}
+
+    def plan(self, session: Session) -> Plan:
+        _ = session.options.window  # type: ignore[attr-defined]  # the window must be set before anyone computes
+        return server.plan(session, self.name)
+
+    def run(self, session: Session) -> TaskResult:
+        return server.run(session)
+
+    def simulation_dataset(self, dataset: str) -> None:
+        if dataset == "movielens-100k":
+            raise ConfigError("movielens-100k has no purchases; use --dataset cdnow, synthetic or a folder")
+
+    def simulation_options(self, options: Options, sim: Simulated) -> dict[str, Any]:
+        return simulate.window_options(options, sim)  # type: ignore[arg-type]
+
+    def simulation_baselines(self, options: Options, sim: Simulated) -> dict[str, Any]:
+        return simulate.baselines(options, sim, self.purpose)  # type: ignore[arg-type]
+
+    def simulation_summary(self, summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
+        return simulate.merge(summary, baselines)
+
+    def report_sections(self, summary: dict[str, Any], run_dir: Path) -> tuple[list[str], list[Any]]:
+        from fedinsight.tasks.propensity.report import propensity_sections
+
+        return propensity_sections(summary)
+
+    def headline(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
+        rows = []
+        for name, m in summary.get("metrics", {}).items():
+            if isinstance(m, dict) and name != "per_round" and m.get("auc") is not None:
+                rows.append((f"{name}: AUC / lift@10% / LTV tier accuracy",
+                             " / ".join("-" if m.get(k) is None else f"{m[k]:.4f}"
+                                        for k in ("auc", "lift_top_decile", "tier_accuracy"))))
+        refused = (summary.get("privacy") or {}).get("refused") or {}
+        if refused:
+            rows.append(("refused (their own cap)", ", ".join(sorted(refused))))
+        return rows + privacy_headline(summary)
+
+
+TASK = PropensityTask()
+__all__ = ["TASK", "PropensityOptions", "PropensityTask"]

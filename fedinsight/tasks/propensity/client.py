@@ -1,37 +1,33 @@
-"""The partner side of a propensity/LTV job: Flower handlers registered on the fedinsight ClientApp.
+"""The partner side of a propensity/LTV job.
 
-Message types (the job's phases, in order):
+Message types (the job's phases, in order; ``hello`` is the framework's):
 
-- ``query.propensity`` phase ``hello``: reply with this partner's name (it names its budget in the ledger);
 - ``query.propensity`` phase ``stats``: the noisy feature statistics for the shared scaler;
 - ``train.propensity``: DP-SGD on the training customers, reply with the new weights;
 - ``evaluate.propensity``: fixed-size evaluation counts on the held-out customers;
 - ``query.propensity`` phase ``ltv-hist``: a noisy histogram of predicted LTV for the tier thresholds.
 
-Privacy is enforced here, on the partner, not only on the coordinator: every release is priced first on
-this partner's own Opacus accountants (:class:`~fedinsight.privacy.dpsgd.PartnerAccountant`), kept in the
-node's ``context.state`` across rounds: one for this job, checked against the job's epsilon, and one for
-the partner's lifetime, checked against its own cap (``--node-config epsilon-budget=...``) and, with
-``--node-config state-dir=...``, kept in a partner-local file across jobs. A release that would pass
-either cap is refused, and the reply says so (``refused``, ``epsilon``, ``epsilon-would-be``,
-``epsilon-budget``) instead of carrying anything else.
-DP noise and Poisson sampling use fresh OS entropy, never a seed the coordinator could know.
+Every release passes the partner's budget gate first (:class:`~fedinsight.federation.budget.BudgetGate`):
+its own lifetime cap and the job's epsilon. A release that would pass either is refused, and the reply
+says so (``refused``, ``epsilon``, ``epsilon-would-be``, ``epsilon-budget``) instead of carrying anything
+else; the other partners finish the job. DP noise and Poisson sampling use fresh OS entropy, never a seed
+the coordinator could know.
 """
 
 from __future__ import annotations
 
-import json
-import math
+from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 
 import fedinsight.tasks.propensity.protocol as proto
 from fedinsight.core.errors import ConfigError
-from fedinsight.core.files import atomic_output_file
+from fedinsight.federation.budget import GateStatus
+from fedinsight.federation.messages import config_of, reply
+from fedinsight.federation.task import Partner, phase_of
 from fedinsight.models.federated_stats import partner_stats, spend_histogram, stats_sensitivity
 from fedinsight.models.metrics import EvalSummary, assign_tiers, exact_metrics
 from fedinsight.models.propensity import (
@@ -44,9 +40,8 @@ from fedinsight.models.propensity import (
     set_weights,
     tensors,
 )
-from fedinsight.partner.clientapp import app
-from fedinsight.partner.view import load_partner_data, partner_data_path, partner_id
-from fedinsight.privacy.dpsgd import DpsgdPlan, PartnerAccountant, train_dpsgd, train_sgd
+from fedinsight.privacy.dpsgd import DpsgdPlan, train_dpsgd, train_sgd
+from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.propensity.features import (
     FEATURES,
@@ -58,14 +53,12 @@ from fedinsight.tasks.propensity.features import (
     unit_features,
     unit_spend,
 )
+from fedinsight.tasks.propensity.options import PropensityOptions
 
-STATE_ALL = "propensity.accountant"
-STATE_JOB = "propensity.accountant-job"
 STATE_COUNT = "propensity.noisy-count"
-ACCOUNTANT_FILE = "propensity_accountant.json"
 
 
-# --- the partner's data, prepared once per process ----------------------------------------------
+# --- the partner's data, prepared once per job ------------------------------------------------------
 
 @dataclass(frozen=True)
 class PartnerSplit:
@@ -79,125 +72,70 @@ class PartnerSplit:
     spend_test: np.ndarray
 
 
-_SPLITS: dict[tuple[Any, ...], PartnerSplit] = {}
+_SPLITS: OrderedDict[tuple[Any, ...], PartnerSplit] = OrderedDict()
+_MAX_SPLITS = 16
 
 
-def prepare(context: Context, cfg: dict[str, Any]) -> PartnerSplit:
-    """This partner's split for the job's window, caps, held-out share and split seed (cached per process:
-    a Ray actor or SuperNode serves every round of a job)."""
-    window, caps = LabelWindow.from_config(cfg), FeatureCaps.from_config(cfg)
-    key = (str(partner_data_path(context, cfg).resolve()), window, caps, float(cfg["test-share"]), int(cfg["seed"]))
+def prepare(partner: Partner, options: PropensityOptions, job_id: str) -> PartnerSplit:
+    """This partner's split for the job (cached per job: a Ray actor or SuperNode serves every round of it;
+    the next job reads the data view again, so consent changes and erasures take effect)."""
+    window, caps = options.window, options.caps
+    key = (partner.partner_id, job_id, window, caps, options.test_share, options.seed)
     if key not in _SPLITS:
-        data = load_partner_data(context, cfg)
+        data = partner.data()
         if data.transactions is None:
-            raise ConfigError(f"partner {partner_id(context)} has no transactions table; propensity needs purchases")
+            raise ConfigError(f"partner {partner.partner_id} has no transactions table; propensity needs purchases")
         table = customer_table(data.transactions, window)  # type: ignore[arg-type]
-        test = holdout_mask(table.index, key[3], key[4])
+        test = holdout_mask(table.index, options.test_share, options.seed)
         unit = unit_features(table, window, caps)
         buys, spend = table["buys_again"].to_numpy(float), table["spend"].to_numpy(float)
-        if len(_SPLITS) > 16:
-            _SPLITS.clear()
         _SPLITS[key] = PartnerSplit(unit[~test], buys[~test], spend[~test], unit[test], buys[test], spend[test])
+        while len(_SPLITS) > _MAX_SPLITS:
+            _SPLITS.popitem(last=False)
     return _SPLITS[key]
 
 
-# --- the partner's accountant ---------------------------------------------------------------------
+# --- the partner's budget -----------------------------------------------------------------------------
 
-def job_budget(context: Context, cfg: dict[str, Any]) -> float:
-    """This job's cap on this partner: the job's target, or lower if the simulation gives this partner a
-    smaller cap in ``partner-budgets`` (``partner-1=0.5,partner-3=0.2``)."""
-    caps = [float(cfg["epsilon"])]
-    pid = partner_id(context)
-    for item in filter(None, (s.strip() for s in str(cfg.get("partner-budgets", "")).split(","))):
-        name, _, value = item.partition("=")
-        if name.strip() == pid:
-            caps.append(float(value))
-    return min(caps)
+def _status_metrics(status: GateStatus, options: PropensityOptions, refused: int = 0, would_be: float = 0.0,
+                    limit: float | None = None) -> dict[str, float]:
+    """The gate's answer as reply metrics; ``epsilon-budget`` is the limit that binds (the partner's own cap, or
+    the job's epsilon), and ``epsilon`` the partner's epsilon at that limit."""
+    cap = min(status.cap, options.epsilon) if limit is None else limit
+    epsilon = status.epsilon_lifetime if cap == status.cap else status.epsilon_job
+    return {"refused": refused, "epsilon": epsilon, "epsilon-job": status.epsilon_job,
+            "epsilon-would-be": would_be, "epsilon-budget": cap}
 
 
-def lifetime_budget(context: Context) -> float:
-    """The partner's own cap on everything its accountant has ever seen (``--node-config epsilon-budget=``);
-    unlimited when not set (the coordinator's ledger still limits every job)."""
-    value = context.node_config.get("epsilon-budget")
-    return float(value) if value is not None else math.inf
-
-
-def _state_file(context: Context) -> Path | None:
-    folder = context.node_config.get("state-dir")
-    return Path(str(folder)) / ACCOUNTANT_FILE if folder else None
-
-
-def _history(context: Context, key: str) -> list[tuple[float, float, int]]:
-    if key == STATE_ALL and (path := _state_file(context)) is not None and path.is_file():
-        return PartnerAccountant.history_from_dict(json.loads(path.read_text()))
-    if key in context.state:
-        return PartnerAccountant.history_from_dict(dict(context.state[key]))  # type: ignore[arg-type]
-    return []
-
-
-@dataclass
-class Accountants:
-    """This partner's lifetime accountant (checked against its own cap) and this job's (checked against
-    the job's target): a release goes ahead only if neither would pass its cap."""
-
-    all: PartnerAccountant
-    job: PartnerAccountant
-
-    def binding(self, entries: list[tuple[float, float, int]]) -> PartnerAccountant | None:
-        """The accountant whose cap ``entries`` would pass, if any."""
-        for acc in (self.all, self.job):
-            if acc.would_exceed(entries):
-                return acc
-        return None
-
-    def refusal(self, entries: list[tuple[float, float, int]], code: int = proto.REFUSED_BUDGET) -> MetricRecord:
-        acc = self.binding(entries) or self.job
-        return MetricRecord({"refused": code, "epsilon": acc.epsilon(), "epsilon-job": self.job.epsilon(),
-                             "epsilon-would-be": acc.epsilon_after(entries) if entries else 0.0,
-                             "epsilon-budget": acc.budget})
-
-    def metrics(self) -> dict[str, float]:
-        return {"refused": 0, "epsilon": self.all.epsilon(), "epsilon-job": self.job.epsilon(),
-                "epsilon-would-be": 0.0, "epsilon-budget": min(self.all.budget, self.job.budget)}
-
-
-def load_accountants(context: Context, cfg: dict[str, Any]) -> Accountants:
-    delta = float(cfg["delta"])
-    job_key = f"{STATE_JOB}:{cfg['job-id']}"
-    return Accountants(PartnerAccountant(_history(context, STATE_ALL), delta=delta, budget=lifetime_budget(context)),
-                       PartnerAccountant(_history(context, job_key), delta=delta, budget=job_budget(context, cfg)))
-
-
-def save_accountants(context: Context, cfg: dict[str, Any], acc: Accountants) -> None:
-    context.state[STATE_ALL] = ConfigRecord(acc.all.to_dict())  # type: ignore[arg-type]
-    context.state[f"{STATE_JOB}:{cfg['job-id']}"] = ConfigRecord(acc.job.to_dict())  # type: ignore[arg-type]
-    if (path := _state_file(context)) is not None:
-        with atomic_output_file(path) as tmp:
-            tmp.write_text(json.dumps(acc.all.to_dict()))
-
-
-def non_private_allowed(context: Context) -> bool:
-    """Only simulated partners, or partners started with ``allow-non-private=true``, train without DP."""
-    node = context.node_config
-    if "data-path" not in node:
-        return True
-    return str(node.get("allow-non-private", "false")).lower() in ("1", "true", "yes")
+def _gate(partner: Partner, options: PropensityOptions, job_id: str, events: list[Any], kind: str,
+          description: str) -> tuple[dict[str, float], bool]:
+    """Spend ``events`` at the partner's gate: (status metrics, released?). A refusal is a reply, not an error."""
+    gate = partner.gate
+    if not events:  # a non-private job: only partners that allow it take part
+        if gate.require_dp:
+            status = gate.status(job_id, options.delta)
+            return _status_metrics(status, options, proto.REFUSED_NON_PRIVATE), False
+        return _status_metrics(gate.status(job_id, options.delta), options), True
+    binding = gate.binding(job_id, events, job_epsilon=options.epsilon, job_delta=options.delta)
+    if binding is not None:
+        status = gate.status(job_id, options.delta)
+        return _status_metrics(status, options, proto.REFUSED_BUDGET, binding.would_be, binding.epsilon), False
+    status = gate.spend(job_id, events, job_epsilon=options.epsilon, job_delta=options.delta, kind=kind,
+                        description=description)
+    return _status_metrics(status, options), True
 
 
 # --- message helpers ------------------------------------------------------------------------------
 
-def _config(msg: Message) -> dict[str, Any]:
-    return dict(msg.content[proto.CONFIG])  # type: ignore[arg-type]
+def _options(msg: Message) -> tuple[PropensityOptions, dict[str, Any]]:
+    cfg = config_of(msg)
+    return PropensityOptions.from_run_config(cfg), cfg
 
 
-def _reply(msg: Message, **records: Any) -> Message:
-    return Message(RecordDict(records), reply_to=msg)
-
-
-def _model(msg: Message, cfg: dict[str, Any]) -> PropensityNet:
+def _model(msg: Message, options: PropensityOptions) -> PropensityNet:
     arrays: ArrayRecord = msg.content[proto.ARRAYS]  # type: ignore[assignment]
     weights = {k: v.numpy() for k, v in arrays.items()}
-    return set_weights(PropensityNet(len(FEATURES), str(cfg["model"])), weights)
+    return set_weights(PropensityNet(len(FEATURES), options.model), weights)
 
 
 def _scalers(cfg: dict[str, Any]) -> tuple[SharedScaler, TargetScaler]:
@@ -205,124 +143,111 @@ def _scalers(cfg: dict[str, Any]) -> tuple[SharedScaler, TargetScaler]:
             TargetScaler(float(cfg["target-mean"]), float(cfg["target-std"])))
 
 
-def _predict_ltv(model: PropensityNet, unit: np.ndarray, cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def _predict_ltv(model: PropensityNet, unit: np.ndarray, cfg: dict[str, Any],
+                 caps: FeatureCaps) -> tuple[np.ndarray, np.ndarray]:
     scaler, target = _scalers(cfg)
     p, z_hat = predict(model, scaler.transform(unit))
-    spend_if_buy = spend_from_unit(np.clip(target.inverse(z_hat), 0.0, 1.0), FeatureCaps.from_config(cfg))
+    spend_if_buy = spend_from_unit(np.clip(target.inverse(z_hat), 0.0, 1.0), caps)
     return p, p * spend_if_buy
 
 
-def _plan(cfg: dict[str, Any]) -> DpsgdPlan | None:
-    return None if bool(cfg.get("non-private", False)) else DpsgdPlan.from_dict(cfg)
+def _plan(options: PropensityOptions, cfg: dict[str, Any]) -> DpsgdPlan | None:
+    return None if options.non_private else DpsgdPlan.from_dict(cfg)
 
 
 # --- handlers -------------------------------------------------------------------------------------
 
-@app.query(proto.ACTION)
-def query(msg: Message, context: Context) -> Message:
+def query(msg: Message, partner: Partner) -> Message:
     """Dispatch on the job phase named in the message's config."""
-    cfg = _config(msg)
-    phase = str(cfg.get("phase", ""))
-    if phase == "hello":
-        return _reply(msg, **{proto.PARTNER: ConfigRecord({"partner-id": partner_id(context)})})
+    phase = phase_of(msg)
     if phase == "stats":
-        return _stats(msg, context, cfg)
+        return _stats(msg, partner)
     if phase == "ltv-hist":
-        return _ltv_hist(msg, context, cfg)
+        return _ltv_hist(msg, partner)
     raise ConfigError(f"unknown propensity phase '{phase}' (expected one of {', '.join(proto.PHASES)})")
 
 
-def _gaussian_release(msg: Message, context: Context, cfg: dict[str, Any], values: np.ndarray, sensitivity: float,
-                      key: str) -> Message:
-    """Release ``values`` with the plan's Gaussian noise, if the partner's budget allows it."""
-    acc = load_accountants(context, cfg)
-    plan = _plan(cfg)
-    if plan is None:
-        if not non_private_allowed(context):
-            return _reply(msg, **{proto.METRICS: acc.refusal([], proto.REFUSED_NON_PRIVATE)})
-        noisy = np.asarray(values, float)
-    else:
-        entry = [(plan.gaussian_noise_multiplier, 1.0, 1)]
-        if acc.binding(entry) is not None:
-            return _reply(msg, **{proto.METRICS: acc.refusal(entry)})
-        noisy = gaussian(values, sensitivity, plan.gaussian_noise_multiplier).values
-        acc.all.record_gaussian(plan.gaussian_noise_multiplier)
-        acc.job.record_gaussian(plan.gaussian_noise_multiplier)
-        save_accountants(context, cfg, acc)
-    return _reply(msg, **{proto.METRICS: MetricRecord({key: [float(v) for v in noisy], **acc.metrics()})})
+def _gaussian_release(msg: Message, partner: Partner, values: np.ndarray, sensitivity: float, key: str) -> Message:
+    """Release ``values`` with the plan's Gaussian noise, if the partner's gate allows it."""
+    options, cfg = _options(msg)
+    plan = _plan(options, cfg)
+    events = [] if plan is None else [plan.gaussian_event()]
+    status, released = _gate(partner, options, str(cfg["job-id"]), events, "stats", f"propensity {key}")
+    if not released:
+        return reply(msg, **{proto.METRICS: MetricRecord(status)})
+    noisy = np.asarray(values, float) if plan is None else \
+        gaussian(values, sensitivity, plan.gaussian_noise_multiplier).values
+    return reply(msg, **{proto.METRICS: MetricRecord({key: [float(v) for v in noisy], **status})})
 
 
-def _stats(msg: Message, context: Context, cfg: dict[str, Any]) -> Message:
-    split = prepare(context, cfg)
-    vector = partner_stats(split.unit_train, split.buys_train, unit_spend(split.spend_train,
-                                                                         FeatureCaps.from_config(cfg)))
-    reply = _gaussian_release(msg, context, cfg, vector, stats_sensitivity(len(FEATURES)), "stats")
-    metrics: MetricRecord = reply.content[proto.METRICS]  # type: ignore[assignment]
+def _stats(msg: Message, partner: Partner) -> Message:
+    options, cfg = _options(msg)
+    split = prepare(partner, options, str(cfg["job-id"]))
+    vector = partner_stats(split.unit_train, split.buys_train, unit_spend(split.spend_train, options.caps))
+    out = _gaussian_release(msg, partner, vector, stats_sensitivity(len(FEATURES)), "stats")
+    metrics: MetricRecord = out.content[proto.METRICS]  # type: ignore[assignment]
     if int(metrics["refused"]) == 0:  # the noisy count weights this partner in FedAvg (post-processing)
-        context.state[STATE_COUNT] = ConfigRecord({"n": max(1.0, float(metrics["stats"][0]))})  # type: ignore[index]
-    return reply
+        partner.context.state[STATE_COUNT] = ConfigRecord({"n": max(1.0, float(metrics["stats"][0]))})  # type: ignore[index]
+    return out
 
 
-def _ltv_hist(msg: Message, context: Context, cfg: dict[str, Any]) -> Message:
-    split = prepare(context, cfg)
-    _, ltv = _predict_ltv(_model(msg, cfg), split.unit_train, cfg)
-    hist = spend_histogram(unit_spend(ltv, FeatureCaps.from_config(cfg)))
-    return _gaussian_release(msg, context, cfg, hist, 1.0, "ltv-hist")
+def _ltv_hist(msg: Message, partner: Partner) -> Message:
+    options, cfg = _options(msg)
+    split = prepare(partner, options, str(cfg["job-id"]))
+    _, ltv = _predict_ltv(_model(msg, options), split.unit_train, cfg, options.caps)
+    hist = spend_histogram(unit_spend(ltv, options.caps))
+    return _gaussian_release(msg, partner, hist, 1.0, "ltv-hist")
 
 
-@app.train(proto.ACTION)
-def train(msg: Message, context: Context) -> Message:
+def train(msg: Message, partner: Partner) -> Message:
     """Local DP-SGD steps from the global weights; the reply carries the new weights and privacy metrics."""
-    cfg = _config(msg)
-    acc = load_accountants(context, cfg)
-    plan = _plan(cfg)
-    if plan is None and not non_private_allowed(context):
-        return _reply(msg, **{proto.METRICS: acc.refusal([], proto.REFUSED_NON_PRIVATE)})
+    options, cfg = _options(msg)
+    plan = _plan(options, cfg)
     steps = int(cfg["steps-per-round"])
-    if plan is not None:
-        entry = [(plan.noise_multiplier, plan.sample_rate, steps)]
-        if acc.binding(entry) is not None:
-            return _reply(msg, **{proto.METRICS: acc.refusal(entry)})
-    split = prepare(context, cfg)
+    events = [] if plan is None else [dpsgd_event(plan.noise_multiplier, plan.sample_rate, steps)]
+    split = prepare(partner, options, str(cfg["job-id"]))
+    status, released = _gate(partner, options, str(cfg["job-id"]), events, "training",
+                             f"propensity DP-SGD round {cfg.get('server-round', '?')}: {steps} steps")
+    if not released:
+        return reply(msg, **{proto.METRICS: MetricRecord(status)})
     scaler, target = _scalers(cfg)
     data = tensors(scaler.transform(split.unit_train), split.buys_train,
-                   target.transform(unit_spend(split.spend_train, FeatureCaps.from_config(cfg))))
-    model = _model(msg, cfg)
+                   target.transform(unit_spend(split.spend_train, options.caps)))
+    model = _model(msg, options)
     lr = float(cfg["lr"])
     if plan is None:
-        seed = int(cfg["seed"]) * 100_003 + int(cfg.get("server-round", 0)) * 101 + int(
-            context.node_config.get("partition-id", 0))
-        trained, stats = train_sgd(model, data, propensity_loss, sample_rate=float(cfg["sample-rate"]), steps=steps,
-                                   lr=lr, seed=seed, max_grad_norm=float(cfg["max-grad-norm"]))
+        import os
+
+        trained, stats = train_sgd(model, data, propensity_loss, sample_rate=options.sample_rate, steps=steps,
+                                   lr=lr, seed=int.from_bytes(os.urandom(7), "big"),
+                                   max_grad_norm=options.max_grad_norm)
     else:
         trained, stats = train_dpsgd(model, data, propensity_loss, noise_multiplier=plan.noise_multiplier,
                                      sample_rate=plan.sample_rate, steps=steps, max_grad_norm=plan.max_grad_norm,
-                                     lr=lr, accountant=acc.all)
-        acc.job.record_steps(plan.noise_multiplier, plan.sample_rate, steps)
-        save_accountants(context, cfg, acc)
-    count = context.state[STATE_COUNT]["n"] if STATE_COUNT in context.state else float(len(split.buys_train))
+                                     lr=lr)
+    state = partner.context.state
+    count = state[STATE_COUNT]["n"] if STATE_COUNT in state else float(len(split.buys_train))
     arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in get_weights(trained).items()})
-    metrics = MetricRecord({"num-examples": float(count), "train-seconds": stats.seconds, "steps": stats.steps,
-                            **acc.metrics()})
-    return _reply(msg, **{proto.ARRAYS: arrays, proto.METRICS: metrics})
+    metrics = MetricRecord({"num-examples": float(count), "train-seconds": round(stats.seconds, 1),
+                            "steps": stats.steps, **status})
+    return reply(msg, **{proto.ARRAYS: arrays, proto.METRICS: metrics})
 
 
-@app.evaluate(proto.ACTION)
-def evaluate(msg: Message, context: Context) -> Message:
+def evaluate(msg: Message, partner: Partner) -> Message:
     """Evaluate the global model on the held-out customers; reply with fixed-size counts and scalars.
 
-    These counts are not noised: held-out customers never take part in training, and the coordinator
-    needs exact evaluation to compare models (see docs/propensity.md). A partner with fewer held-out
-    customers than its minimum reports nothing but ``suppressed = 1``.
+    These counts are not noised yet (docs/privacy.md lists them as such). A partner with fewer held-out
+    customers than its own minimum (``min-eval-customers``, never lowered by a job) reports nothing but
+    ``suppressed = 1``.
     """
-    cfg = _config(msg)
-    split = prepare(context, cfg)
-    minimum = max(proto.MIN_EVAL_CUSTOMERS, int(context.node_config.get("min-eval-customers", 0)))
+    options, cfg = _options(msg)
+    split = prepare(partner, options, str(cfg["job-id"]))
+    minimum = max(proto.MIN_EVAL_CUSTOMERS, int(partner.setting("min-eval-customers", 0)))
     if len(split.buys_test) < minimum:
         empty = EvalSummary().to_metrics()
         nan = {k: float("nan") for k in proto.EVALUATE_SCALARS}
-        return _reply(msg, **{proto.METRICS: MetricRecord({"num-examples": 0.0, "suppressed": 1, **empty, **nan})})
-    p, ltv = _predict_ltv(_model(msg, cfg), split.unit_test, cfg)
+        return reply(msg, **{proto.METRICS: MetricRecord({"num-examples": 0.0, "suppressed": 1, **empty, **nan})})
+    p, ltv = _predict_ltv(_model(msg, options), split.unit_test, cfg, options.caps)
     tiers: dict[str, np.ndarray] = {}
     if "tier-true" in cfg and "tier-pred" in cfg:
         tiers = {"true_tiers": assign_tiers(split.spend_test, tuple(cfg["tier-true"])),  # type: ignore[arg-type]
@@ -331,4 +256,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     local = exact_metrics(split.buys_test, p)
     values: dict[str, Any] = {"num-examples": float(len(p)), "suppressed": 0, **summary.to_metrics()}
     values.update({k: float(local[k]) for k in proto.EVALUATE_SCALARS})
-    return _reply(msg, **{proto.METRICS: MetricRecord(values)})
+    return reply(msg, **{proto.METRICS: MetricRecord(values)})
+
+
+def window_of(options: PropensityOptions) -> LabelWindow:
+    return options.window
+
+
+__all__ = ["FeatureCaps", "evaluate", "prepare", "query", "train"]

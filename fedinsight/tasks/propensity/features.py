@@ -66,8 +66,11 @@ class LabelWindow:
 
     @classmethod
     def from_config(cls, config: dict[str, object]) -> LabelWindow:
+        def bound(k: str) -> pd.Timestamp:  # model files spell them window-<k>, job options <k>
+            return pd.Timestamp(str(config[f"window-{k}"] if f"window-{k}" in config else config[k]))
+
         try:
-            return cls(*(pd.Timestamp(str(config[f"window-{k}"])) for k in ("start", "cutoff", "end")))
+            return cls(bound("start"), bound("cutoff"), bound("end"))
         except KeyError as exc:
             raise ConfigError(f"job config lacks {exc.args[0]}") from exc
 

@@ -6,11 +6,15 @@ metrics, and fixed-length count vectors whose length depends only on the protoco
 customers a partner has. Anything else in a reply (an extra record, an unknown key, a list of the
 wrong length, a string) is a protocol violation and the reply is discarded.
 
-Plain data, no Flower imports: the server turns these into a reply spec.
+Plain data, no Flower imports: :func:`releases` turns these into the task's release manifest.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
+from fedinsight.federation.manifest import PUBLIC, Release
 from fedinsight.models.federated_stats import SPEND_BINS, stats_length
 from fedinsight.models.metrics import EvalSummary
 
@@ -58,5 +62,54 @@ def reply_metrics(kind: str, n_features: int) -> dict[str, int | None]:
     }
     return tables[kind]
 
-HELLO_CONFIG: dict[str, str] = {"partner-id": r"[A-Za-z0-9_.:-]{1,128}"}
-"""The hello reply's only record is a ConfigRecord with the partner's name (no customer data)."""
+
+
+def releases(options: Any, plan: Any, shapes: dict[str, tuple[int, ...]], n_features: int) -> list[Release]:
+    """Every value a partner sends in a propensity job (the task's release manifest)."""
+    from dp_accounting import dp_event
+
+    from fedinsight.models.federated_stats import stats_sensitivity
+    from fedinsight.privacy.ledger import dpsgd_event
+
+    private = plan is not None
+    nonprivate = "non-private run: only partners that allow it (require-dp=false) take part"
+    status = Release("*", METRICS, dict.fromkeys(PRIVACY_METRICS), PUBLIC,
+                     what="the partner's own accounting: refused?, its epsilon so far, its cap",
+                     reason="functions of the job's public noise parameters and the partner's own cap")
+
+    def noisy(reply: str, key: str, length: int, sensitivity: float, what: str) -> Release:
+        if not private:
+            return Release(reply, METRICS, {key: (length,)}, PUBLIC, what=what, reason=nonprivate)
+        return Release(reply, METRICS, {key: (length,)}, "gaussian", what=what,
+                       sensitivity=f"L2 {sensitivity:.4g} per customer (unit-clipped features)",
+                       event=dp_event.GaussianDpEvent(plan.gaussian_noise_multiplier))
+
+    weights = (Release("train", ARRAYS, {k: tuple(v) for k, v in shapes.items()}, "dp-sgd", kind="arrays",
+                       what="the model's weights after local DP-SGD steps",
+                       sensitivity=f"per-customer gradient clipped to L2 {plan.max_grad_norm:g}, noise multiplier "
+                                   f"{plan.noise_multiplier:.4g}, Poisson sample rate {plan.sample_rate:g}",
+                       event=dpsgd_event(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round),
+                       count=options.rounds)
+               if private else Release("train", ARRAYS, {k: tuple(v) for k, v in shapes.items()}, PUBLIC,
+                                       kind="arrays", what="the model's weights after local SGD", reason=nonprivate))
+    train_info = Release("train", METRICS, dict.fromkeys(("num-examples", "train-seconds", "steps")), PUBLIC,
+                         what="the partner's weight in FedAvg, its training time (0.1 s), its step count",
+                         reason="the weight is the noisy count of the stats release (post-processing); steps are "
+                                "the job's; the wall time grows with the number of customers, which DP-SGD's "
+                                "sample-rate convention treats as public")
+    evaluation = Release("evaluate", METRICS, {**{k: None for k in ("num-examples", "suppressed", *EVALUATE_SCALARS,
+                                                                      *EvalSummary.SCALARS)},
+                                               **{k: (n,) for k, n in EvalSummary.LIST_LENGTHS.items()}}, PUBLIC,
+                         what="evaluation counts on the partner's held-out customers (fixed-size histograms, sums)",
+                         reason="held-out customers never take part in training; exact counts, not yet noised "
+                                "(docs/privacy.md says so); not reported below the partner's own minimum",
+                         count=options.rounds + 1)
+    return [
+        noisy("stats", "stats", stats_length(n_features), stats_sensitivity(n_features),
+              "noisy feature statistics for the shared scaler (count, sums, squares)"),
+        replace(status, reply="stats"),
+        weights, train_info, replace(status, reply="train"),
+        evaluation,
+        noisy("ltv-hist", "ltv-hist", SPEND_BINS, 1.0, "noisy histogram of predicted LTV for the tier thresholds"),
+        replace(status, reply="ltv-hist"),
+    ]

@@ -2,7 +2,7 @@
 
 The model file holds only weights and public preprocessing (the shared scaler, caps, the label window
 length, tier thresholds); the partner's rows are read locally and the scores are written locally.
-Nothing is sent anywhere.
+Nothing is sent anywhere; customers come from the partner's data view (:func:`score_partner`).
 
 Scoring date: features describe the ``calibration_days`` before ``as_of`` and the scores predict the
 ``holdout_days`` after it -- the same window lengths the model was trained with. By default ``as_of`` is
@@ -11,14 +11,11 @@ the training cutoff (reproduces the training-time scores); pass the date you sco
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from fedinsight.core.errors import ConfigError, DataValidationError, Problem
-from fedinsight.data.federation import load_partner_folder
-from fedinsight.data.validate import read_table
+from fedinsight.federation.task import Partner
 from fedinsight.models.metrics import TIERS, assign_tiers
 from fedinsight.models.propensity import ModelBundle, predict
 from fedinsight.tasks.propensity.features import (
@@ -30,18 +27,16 @@ from fedinsight.tasks.propensity.features import (
 )
 
 
-def load_transactions(path: str | Path) -> pd.DataFrame:
-    """A partner's transactions: a ``transactions.csv|parquet`` file, or one partner's folder."""
-    path = Path(path)
-    if path.is_file():
-        return read_table(path, "transactions")
-    partners = load_partner_folder(path)
-    if len(partners) != 1:
-        raise ConfigError(f"--data {path} holds {len(partners)} partners' folders; point it at one partner's folder")
-    data = next(iter(partners.values()))
+def score_partner(bundle: ModelBundle, partner: Partner, as_of: str | pd.Timestamp | None = None) -> pd.DataFrame:
+    """Score the customers the partner's data view hands out (consent for the task's purpose, erasures applied);
+    ``customer_id`` is the partner's own id again (resolved on the partner, from its own files)."""
+    data = partner.data()
     if data.transactions is None:
-        raise DataValidationError(Problem(str(path), "no transactions table (transactions.csv or .parquet)"))
-    return data.transactions  # type: ignore[return-value]
+        raise DataValidationError(Problem(f"partner {partner.partner_id}",
+                                          "no transactions table (transactions.csv or .parquet)"))
+    scores = score_customers(bundle, data.transactions, as_of)  # type: ignore[arg-type]
+    raw = partner.identities(scores["customer_id"])
+    return scores.assign(customer_id=raw.to_numpy())
 
 
 def scoring_window(bundle: ModelBundle, as_of: str | pd.Timestamp | None) -> LabelWindow:

@@ -18,7 +18,7 @@ A subclass of Flower's Message-API ``FedAvg`` that
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,18 +28,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 import fedinsight.tasks.propensity.protocol as proto
-from fedinsight.federation.guard import GuardLog, ReplySpec
+from fedinsight.federation import progress
+from fedinsight.federation.guard import ReplyGuard
 from fedinsight.models.metrics import EvalSummary, pooled_metrics
-
-ProgressFn = Callable[[str, int, dict[str, Any]], None]
-
-
-def train_spec(shapes: dict[str, tuple[int, ...]], n_features: int) -> ReplySpec:
-    return ReplySpec("train", arrays=shapes, metrics=proto.reply_metrics("train", n_features))
-
-
-def evaluate_spec(n_features: int) -> ReplySpec:
-    return ReplySpec("evaluate", metrics=proto.reply_metrics("evaluate", n_features), records=(proto.METRICS,))
 
 
 def pooled_summary(replies: list[Message]) -> EvalSummary:
@@ -101,8 +92,8 @@ class PropensityFedAvg(FedAvg):
         rounds: int,
         base_lr: float,
         ema: float,
-        guard: GuardLog,
-        progress: ProgressFn | None = None,
+        guard: ReplyGuard,
+        task: str = proto.ACTION,
     ) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=1, min_evaluate_nodes=1,
                          min_available_nodes=len(partners), arrayrecord_key=proto.ARRAYS,
@@ -114,7 +105,7 @@ class PropensityFedAvg(FedAvg):
         self.base_lr = base_lr
         self.ema_decay = ema
         self.guard = guard
-        self.progress = progress
+        self.task = task
         self.log = RoundLog()
         self.ema: dict[str, np.ndarray] | None = None
 
@@ -126,7 +117,7 @@ class PropensityFedAvg(FedAvg):
         return sorted(n for n, p in self.partners.items() if p.failed is None)
 
     def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
-        return [Message(content=record, message_type=f"{message_type}.{proto.ACTION}", dst_node_id=n)
+        return [Message(content=record, message_type=f"{message_type}.{self.task}", dst_node_id=n)
                 for n in node_ids]
 
     def _note_failures(self, replies: list[Message]) -> None:
@@ -148,7 +139,7 @@ class PropensityFedAvg(FedAvg):
         replies = list(replies)
         self._note_failures(replies)
         trained: list[Message] = []
-        for msg in self.guard.filter(replies, train_spec(self.shapes, self.n_features)):
+        for msg in self.guard.check(replies, "train"):
             metrics = msg.content[proto.METRICS]
             track = self.partners[msg.metadata.src_node_id]
             track.epsilon, track.epsilon_job = float(metrics["epsilon"]), float(metrics["epsilon-job"])
@@ -187,11 +178,12 @@ class PropensityFedAvg(FedAvg):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
         self._note_failures(replies)
-        kept = self.guard.filter(replies, evaluate_spec(self.n_features))
+        kept = self.guard.check(replies, "evaluate")
         result = evaluation_result(kept)
         row = {"round": server_round, **result,
                "training_partners": len(self.training_nodes())}
         self.log.per_round.append(row)
-        if self.progress is not None:
-            self.progress("round", server_round, row)
+        auc = result.get("auc")
+        progress.report("rounds", server_round, self.rounds, auc=auc if isinstance(auc, float) else None,
+                        training_partners=len(self.training_nodes()), partners=len(self.partners))
         return MetricRecord({k: float(v) for k, v in result.items()}) if result else None

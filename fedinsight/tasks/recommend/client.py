@@ -1,50 +1,46 @@
-"""The partner side of the federated recommender (Flower handlers ``*.recommend``).
+"""The partner side of the federated recommender (``*.recommend`` messages).
 
-What a partner sends, and only this:
+What a partner sends, and only this (the task's manifest, :mod:`.server`):
 
-* ``query.recommend`` (hello): its partner id and number of customers (public, as in DP-SGD's
-  sample-rate convention), after checking its data against the job's catalogue — so a broken partner
-  fails before any budget is charged;
-* ``train.recommend``: the change of the *item* table (embeddings + biases, catalogue-shaped) after
-  local epochs, and scalar metrics. Under DP the change is the result of customer-level clipped,
-  noised steps (:mod:`fedinsight.privacy.sparse_dp`) and only public scalars come with it; without DP,
-  the number of customers who touched each item comes too (for item-wise averaging) and the loss;
+* hello (the framework's): its number of customers (public, as in DP-SGD's sample-rate convention), after
+  checking its data against the job's catalogue -- so a broken partner fails before any budget is charged;
+* ``query.recommend`` phase ``popularity`` (private jobs that ask for it): one Gaussian release of clipped
+  per-item customer counts;
+* ``train.recommend``: the change of the *item* table (embeddings + biases, catalogue-shaped) after local
+  epochs, and scalar metrics. Under DP the change is the result of customer-level clipped, noised steps
+  (:mod:`fedinsight.privacy.sparse_dp`) and only public scalars come with it; without DP, the number of
+  customers who touched each item comes too (for item-wise averaging) and the loss;
 * ``evaluate.recommend``: sums of ranking metrics and how often each item was recommended.
 
-Customer embeddings stay here: they live in a partner-local state file written through
-:func:`save_customer_state` / :func:`load_customer_state`, sealed with AES-GCM under the partner's
-encryption key (its :class:`~fedinsight.partner.protection.PartnerVault`), and never enter a reply.
-The partner also keeps its own Opacus accountant and refuses a
-round that would take its customers past the job's epsilon, or past its own ceiling
-(``--node-config max-epsilon=E``), whatever the coordinator asks; ``require-dp=true`` makes it refuse
-non-private jobs outright.
+Customer embeddings stay here, sealed in the partner's vault (AES-GCM under its encryption key, listed for
+erasure follow-up), and never enter a reply. Every DP release passes the partner's budget gate first (its
+own lifetime cap and the job's epsilon); a deployed partner refuses non-private jobs unless it allows them.
+Sampling, shuffles and initialisation draw from OS entropy; the job's seed fixes only public things (the
+evaluation's sampled negatives).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord
 
-from fedinsight.core.errors import BudgetExceededError, ConfigError, DataValidationError, FedinsightError, Problem
+from fedinsight.core.errors import ConfigError, DataValidationError, Problem
+from fedinsight.federation.messages import config_of, reply
+from fedinsight.federation.task import Partner, Vault, phase_of
 from fedinsight.models.ranking import Catalogue, InteractionSplit, RankingTotals, evaluate_ranking, leave_latest_out
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer
-from fedinsight.partner.clientapp import app
-from fedinsight.partner.protection import PartnerVault
-from fedinsight.partner.view import load_partner_data, partner_data_path, partner_id
-from fedinsight.privacy.ledger import compose_epsilon
+from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.sparse_dp import CustomerLevelAccountant
-
-STATE_DIRNAME = ".fedinsight-state"
-ERROR_CODE = 3001  # Flower error code of a fedinsight error raised on the partner
-
 
 # --- customer state (partner-local, never sent) ---------------------------------------------------
 
@@ -61,20 +57,16 @@ class CustomerState:
     popularity_released: bool = False
 
 
-def customer_state_path(folder: str | Path, job_id: str) -> Path:
-    """Where a job's (encrypted) customer state lives inside a partner's state folder."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", job_id)
-    return Path(folder) / f"{safe}.customers.enc"
+def customer_state_name(job_id: str) -> str:
+    """The vault name of a job's (encrypted) customer state."""
+    return "recommend-" + re.sub(r"[^A-Za-z0-9._-]", "_", job_id) + ".customers"
 
 
-def save_customer_state(path: str | Path, state: CustomerState, vault: PartnerVault) -> None:
-    """Seal the state with the partner's encryption key (AES-GCM, bound to the file name) and write it
-    atomically (mode 0600); the vault's erasure register lists it as an ``embeddings`` artifact, so
-    ``partner forget`` knows which files predate an erasure request."""
-    from fedinsight.privacy.encryption import arrays_to_bytes, write_encrypted
+def save_customer_state(vault: Vault, name: str, state: CustomerState) -> Path:
+    """Seal the state in the partner's vault (AES-GCM, bound to its name, written atomically, mode 0600); the
+    vault lists it as an ``embeddings`` artifact, so ``partner forget`` knows which files predate a request."""
+    from fedinsight.privacy.encryption import arrays_to_bytes
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"job_id": state.job_id, "rounds": state.rounds, "accountant": state.accountant.history,
             "popularity_released": state.popularity_released}
     arrays: dict[str, np.ndarray] = {
@@ -84,19 +76,16 @@ def save_customer_state(path: str | Path, state: CustomerState, vault: PartnerVa
     }
     if state.personal_items is not None:
         arrays["personal_items"] = np.asarray(state.personal_items, dtype=np.float32)
-    write_encrypted(path, arrays_to_bytes(arrays), vault.ring)
-    vault.register.register_artifact(path.name, "embeddings", str(path), job_id=state.job_id,
-                                     purpose="recommendation")
+    return vault.save(name, arrays_to_bytes(arrays), kind="embeddings", job_id=state.job_id, purpose="recommendation")
 
 
-def load_customer_state(path: str | Path, vault: PartnerVault) -> CustomerState:
+def load_customer_state(vault: Vault, name: str) -> CustomerState:
     """Open a state written by :func:`save_customer_state`; a modified file raises TamperedDataError."""
-    from fedinsight.privacy.encryption import arrays_from_bytes, read_encrypted
+    from fedinsight.privacy.encryption import arrays_from_bytes
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no customer state at {path}: train the recommender on this partner first")
-    data = arrays_from_bytes(read_encrypted(path, vault.ring))
+    if not vault.exists(name):
+        raise ConfigError(f"no customer state '{name}' on this partner: train the recommender on it first")
+    data = arrays_from_bytes(vault.load(name))
     meta = json.loads(str(data["meta"]))
     personal = data.get("personal_items")
     return CustomerState(
@@ -110,23 +99,9 @@ def load_customer_state(path: str | Path, vault: PartnerVault) -> CustomerState:
     )
 
 
-def vault_for(context: Context, config: dict[str, object]) -> PartnerVault:
-    """The partner's encrypted storage (its protection policy's key ring and erasure register)."""
-    from fedinsight.partner.view import partner_vault
-
-    return partner_vault(context, config)
-
-
-def state_folder(context: Context, config: dict[str, object]) -> Path:
-    """``node_config['state-dir']`` if the partner set one, else a hidden folder next to its data."""
-    if "state-dir" in context.node_config:
-        return Path(str(context.node_config["state-dir"]))
-    return partner_data_path(context, config) / STATE_DIRNAME
-
-
 # --- the partner's data as a split --------------------------------------------------------------
 
-def catalogue_from_config(config: dict[str, object]) -> Catalogue:
+def catalogue_from_config(config: dict[str, Any]) -> Catalogue:
     """The job's catalogue, as the coordinator sent it (public: item ids and genres)."""
     ids = config.get("item-ids")
     if not isinstance(ids, list) or not ids:
@@ -139,24 +114,25 @@ def catalogue_from_config(config: dict[str, object]) -> Catalogue:
     return catalogue
 
 
-_SPLITS: OrderedDict[tuple[str, str], InteractionSplit] = OrderedDict()
+_SPLITS: OrderedDict[tuple[str, str, str], InteractionSplit] = OrderedDict()
 _MAX_SPLITS = 64  # Ray actors serve many virtual partners; keep each one's split across rounds
 
 
-def partner_split(context: Context, config: dict[str, object]) -> tuple[InteractionSplit, Catalogue]:
-    """This partner's leave-latest-one-out split in the job's catalogue (cached per process)."""
+def partner_split(partner: Partner, config: dict[str, Any]) -> tuple[InteractionSplit, Catalogue]:
+    """This partner's leave-latest-one-out split in the job's catalogue (cached per job: the next job reads the
+    data view again, so consent changes and erasures take effect)."""
     catalogue = catalogue_from_config(config)
-    path = str(partner_data_path(context, config).resolve())
-    key = (path, catalogue.fingerprint())
+    key = (partner.partner_id, str(config.get("job-id", "")), catalogue.fingerprint())
     if key in _SPLITS:
         _SPLITS.move_to_end(key)
         return _SPLITS[key], catalogue
-    data = load_partner_data(context, config)
+    data = partner.data()
+    where = f"partner {partner.partner_id}"
     if data.interactions is None:
-        raise DataValidationError(Problem(path, "this partner has no interactions table; the recommender needs one"))
+        raise DataValidationError(Problem(where, "this partner has no interactions table; the recommender needs one"))
     split = leave_latest_out(data.interactions, catalogue)  # type: ignore[arg-type]
     if split.num_customers == 0:
-        raise DataValidationError(Problem(path, "no customer has two or more interactions with catalogue items"))
+        raise DataValidationError(Problem(where, "no customer has two or more interactions with catalogue items"))
     _SPLITS[key] = split
     while len(_SPLITS) > _MAX_SPLITS:
         _SPLITS.popitem(last=False)
@@ -165,104 +141,72 @@ def partner_split(context: Context, config: dict[str, object]) -> tuple[Interact
 
 # --- job settings carried by the messages ---------------------------------------------------------
 
-def bpr_config(config: dict[str, object]) -> BPRConfig:
+def bpr_config(config: dict[str, Any]) -> BPRConfig:
     return BPRConfig(
-        dim=int(config.get("dim", 32)),  # type: ignore[arg-type]
-        lr=float(config.get("lr", 0.01)),  # type: ignore[arg-type]
-        customer_lr=float(config.get("customer-lr", 0.01)),  # type: ignore[arg-type]
-        reg=float(config.get("reg", 1e-5)),  # type: ignore[arg-type]
-        customer_reg=float(config.get("customer-reg", 1e-5)),  # type: ignore[arg-type]
-        batch_customers=int(config.get("batch-customers", 32)),  # type: ignore[arg-type]
-        dp_lr=float(config.get("dp-lr", 5.0)),  # type: ignore[arg-type]
+        dim=int(config.get("dim", 32)),
+        lr=float(config.get("lr", 0.01)),
+        customer_lr=float(config.get("customer-lr", 0.01)),
+        reg=float(config.get("reg", 1e-5)),
+        customer_reg=float(config.get("customer-reg", 1e-5)),
+        batch_customers=int(config.get("batch-customers", 32)),
+        dp_lr=float(config.get("dp-lr", 5.0)),
         optimizer="sgd" if is_private(config) else "adam",
     )
 
 
-def is_private(config: dict[str, object]) -> bool:
-    return math.isfinite(float(config.get("epsilon", math.inf)))  # type: ignore[arg-type]
+def is_private(config: dict[str, Any]) -> bool:
+    return math.isfinite(float(config.get("epsilon", math.inf)))
 
 
-def dp_config(config: dict[str, object]) -> DPConfig | None:
+def dp_config(config: dict[str, Any]) -> DPConfig | None:
     if not is_private(config):
         return None
-    return DPConfig(
-        noise_multiplier=float(config["noise-multiplier"]),  # type: ignore[arg-type]
-        clip=float(config.get("clip", 1.0)),  # type: ignore[arg-type]
-        sample_rate=float(config["sample-rate"]),  # type: ignore[arg-type]
-    )
+    return DPConfig(noise_multiplier=float(config["noise-multiplier"]), clip=float(config.get("clip", 1.0)),
+                    sample_rate=float(config["sample-rate"]))
 
 
-def _round_seed(config: dict[str, object], context: Context, salt: int) -> int:
-    pid = partner_id(context)
-    seq = np.random.SeedSequence([int(config.get("seed", 0)), int(config.get("round", 0)), salt,  # type: ignore[arg-type]
-                                  *[ord(ch) for ch in pid]])
-    return int(seq.generate_state(1)[0])
+def fresh_seed() -> int:
+    """A seed from OS entropy: the coordinator must not be able to reproduce a partner's batches or noise."""
+    return int.from_bytes(os.urandom(7), "big")
 
 
-def _load_or_new_state(context: Context, config: dict[str, object],
-                       split: InteractionSplit) -> tuple[Path, CustomerState]:
+def _load_or_new_state(partner: Partner, config: dict[str, Any], split: InteractionSplit) -> tuple[str, CustomerState]:
     job = str(config.get("job-id", "job"))
-    path = customer_state_path(state_folder(context, config), job)
-    if path.is_file():
-        state = load_customer_state(path, vault_for(context, config))
+    name = customer_state_name(job)
+    if partner.vault.exists(name):
+        state = load_customer_state(partner.vault, name)
         if state.customer_ids != split.customer_ids:
             raise ConfigError(f"the customers of this partner changed since job '{job}' started; start a new job")
-        return path, state
+        return name, state
     cfg = bpr_config(config)
-    rng = np.random.default_rng(_round_seed(config, context, 1))
+    rng = np.random.default_rng(fresh_seed())
     emb = (rng.standard_normal((split.num_customers, cfg.dim)) * cfg.init_scale).astype(np.float32)
-    return path, CustomerState(job, split.customer_ids, emb)
+    return name, CustomerState(job, split.customer_ids, emb)
 
 
-def _config(msg: Message) -> dict[str, object]:
-    return dict(msg.content["config"]) if "config" in msg.content else {}
-
-
-def _error_reply(msg: Message, exc: FedinsightError) -> Message:
-    return Message(Error(code=ERROR_CODE, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+def spend(partner: Partner, config: dict[str, Any], noise_multiplier: float, sample_rate: float, steps: int,
+          what: str) -> float:
+    """Pass one release through the partner's gate (its own cap and the job's epsilon); the job's epsilon after."""
+    status = partner.gate.spend(str(config.get("job-id", "job")), [dpsgd_event(noise_multiplier, sample_rate, steps)],
+                                job_epsilon=float(config["epsilon"]), job_delta=float(config["delta"]),
+                                kind="training", description=f"recommender: {what}")
+    return status.epsilon_job
 
 
 # --- handlers ------------------------------------------------------------------------------------
 
-@app.query("recommend")
-def query(msg: Message, context: Context) -> Message:
-    """``op=hello`` (default): check the data, say who we are; ``op=popularity``: the DP popularity release."""
-    try:
-        if str(_config(msg).get("op", "hello")) == "popularity":
-            return _popularity(msg, context)
-        return _hello(msg, context)
-    except FedinsightError as exc:
-        return _error_reply(msg, exc)
+def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
+    """Check the data against the catalogue and the partner's policy; state how many customers it has."""
+    partner.gate.allow(is_private(config))
+    split, _ = partner_split(partner, config)
+    return {"customers": split.num_customers}
 
 
-hello = query  # the name the tests and docs use for the handshake
-
-
-def _hello(msg: Message, context: Context) -> Message:
-    config = _config(msg)
-    split, _ = partner_split(context, config)
-    if not is_private(config) and bool(context.node_config.get("require-dp", False)):
-        raise BudgetExceededError("this partner only takes part in differentially private jobs (require-dp)")
-    info = ConfigRecord({"partner-id": partner_id(context), "customers": split.num_customers})
-    return Message(RecordDict({"info": info}), reply_to=msg)
-
-
-def _check_budget(context: Context, config: dict[str, object], state: CustomerState, noise_multiplier: float,
-                  sample_rate: float, steps: int, what: str) -> None:
-    """Refuse a release that would take this partner's customers past the job's (or its own) epsilon."""
-    delta = float(config["delta"])  # type: ignore[arg-type]
-    target = float(config["epsilon"])  # type: ignore[arg-type]
-    planned = CustomerLevelAccountant(list(state.accountant.history))
-    planned.step(noise_multiplier, sample_rate, steps)
-    after = compose_epsilon(planned.events(), delta)
-    cap = context.node_config.get("max-epsilon")  # the partner's own ceiling, whatever the job says
-    if cap is not None:
-        target = min(target, float(cap))  # type: ignore[arg-type]
-    if after > target * (1 + 1e-6):
-        raise BudgetExceededError(
-            f"partner {partner_id(context)}: {what} would take its customers to epsilon {after:.3f} "
-            f"> the allowed {target:g}; refused"
-        )
+def query(msg: Message, partner: Partner) -> Message:
+    """``popularity``: the DP popularity release (the hello phase is the framework's)."""
+    if phase_of(msg) != "popularity":
+        raise ConfigError(f"unknown recommend step '{phase_of(msg)}' (expected popularity)")
+    return _popularity(msg, partner)
 
 
 def popularity_counts(split: InteractionSplit, num_items: int, clip: float) -> np.ndarray:
@@ -276,99 +220,88 @@ def popularity_counts(split: InteractionSplit, num_items: int, clip: float) -> n
     return np.bincount(split.train_items, weights=np.repeat(weights, sizes), minlength=num_items)
 
 
-def _popularity(msg: Message, context: Context) -> Message:
+def _popularity(msg: Message, partner: Partner) -> Message:
     """One Gaussian release (OpenDP sampler) of clipped per-item customer counts; the shared item biases
     start from it, so the shared model knows what is popular before DP-SGD spends the rest of the budget."""
+    from fedinsight.core.errors import BudgetExceededError
     from fedinsight.privacy.mechanisms import gaussian
 
-    config = _config(msg)
+    config = config_of(msg)
     if not is_private(config):
         raise ConfigError("the popularity release belongs to private jobs only")
-    split, catalogue = partner_split(context, config)
-    sigma = float(config["pop-noise-multiplier"])  # type: ignore[arg-type]
-    clip = float(config["pop-clip"])  # type: ignore[arg-type]
-    path, state = _load_or_new_state(context, config, split)
+    split, catalogue = partner_split(partner, config)
+    sigma = float(config["pop-noise-multiplier"])
+    clip = float(config["pop-clip"])
+    name, state = _load_or_new_state(partner, config, split)
     if state.popularity_released:
-        raise BudgetExceededError(f"partner {partner_id(context)} already released popularity for this job")
-    _check_budget(context, config, state, sigma, 1.0, 1, "the popularity release")
+        raise BudgetExceededError(f"partner {partner.partner_id} already released popularity for this job")
+    epsilon = spend(partner, config, sigma, 1.0, 1, "the popularity release")
     release = gaussian(popularity_counts(split, catalogue.num_items, clip), sensitivity=clip, noise_multiplier=sigma)
     state.accountant.step(sigma, 1.0, 1)
     state.popularity_released = True
-    save_customer_state(path, state, vault_for(context, config))
-    metrics = MetricRecord({"epsilon": state.accountant.epsilon(float(config["delta"]))})  # type: ignore[arg-type]
-    arrays = ArrayRecord({"popularity": Array(release.values.astype(np.float32))})
-    return Message(RecordDict({"release": arrays, "metrics": metrics}), reply_to=msg)
+    save_customer_state(partner.vault, name, state)
+    return reply(msg, release=ArrayRecord({"popularity": Array(release.values.astype(np.float32))}),
+                 metrics=MetricRecord({"epsilon": epsilon}))
 
 
-@app.train("recommend")
-def train(msg: Message, context: Context) -> Message:
+def train(msg: Message, partner: Partner) -> Message:
     """Local epochs from the global item table; reply with the item-table change only."""
-    try:
-        return _train(msg, context)
-    except FedinsightError as exc:
-        return _error_reply(msg, exc)
-
-
-def _train(msg: Message, context: Context) -> Message:
-    config = _config(msg)
-    split, catalogue = partner_split(context, config)
+    config = config_of(msg)
+    split, catalogue = partner_split(partner, config)
     items = ItemParams.from_matrix(msg.content["items"]["items"].numpy())
     if items.num_items != catalogue.num_items:
         raise ConfigError(f"item table has {items.num_items} rows for a catalogue of {catalogue.num_items} items")
     cfg = bpr_config(config)
     dp = dp_config(config)
-    epochs = int(config.get("local-epochs", 2))  # type: ignore[arg-type]
-    path, state = _load_or_new_state(context, config, split)
-    if dp is not None:
-        _check_budget(context, config, state, dp.noise_multiplier, dp.sample_rate,
-                      epochs * dp.steps_per_epoch(), "this round")
-    trainer = LocalTrainer(split, catalogue.num_items, cfg, seed=_round_seed(config, context, 2),
-                           customer_embeddings=state.embeddings)
+    epochs = int(config.get("local-epochs", 2))
+    name, state = _load_or_new_state(partner, config, split)
+    epsilon = None
+    if dp is None:
+        partner.gate.allow(False)
+    else:
+        epsilon = spend(partner, config, dp.noise_multiplier, dp.sample_rate, epochs * dp.steps_per_epoch(),
+                        f"round {config.get('round', '?')}")
+    trainer = LocalTrainer(split, catalogue.num_items, cfg, seed=fresh_seed(), customer_embeddings=state.embeddings)
     new, stats = trainer.train(items, epochs, dp)
     assert trainer.customer_embeddings is not None
     state.embeddings = trainer.customer_embeddings
     state.rounds += 1
     if dp is not None:
         state.accountant.step(dp.noise_multiplier, dp.sample_rate, stats.steps)
-    save_customer_state(path, state, vault_for(context, config))
+    save_customer_state(partner.vault, name, state)
     arrays = {"delta": Array(new.as_matrix() - items.as_matrix())}
-    metrics: dict[str, float | int] = {"customers": split.num_customers, "steps": stats.steps,
-                                       "seconds": stats.seconds}
+    metrics: dict[str, float | int] = {"steps": stats.steps, "seconds": round(stats.seconds, 1)}
     if dp is None:  # non-private job: statistics of the data may travel (the loss, who touched what)
         arrays["item-customers"] = Array(split.item_customer_counts(catalogue.num_items).astype(np.float32))
         metrics["loss"] = stats.loss
     else:
-        metrics["epsilon"] = state.accountant.epsilon(float(config["delta"]))  # type: ignore[arg-type]
-    return Message(RecordDict({"update": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
+        metrics["epsilon"] = float(epsilon or 0.0)
+    return reply(msg, update=ArrayRecord(arrays), metrics=MetricRecord(metrics))
 
 
-@app.evaluate("recommend")
-def evaluate(msg: Message, context: Context) -> Message:
+EVAL_MIN_CUSTOMERS = 50
+"""A partner does not report ranking totals on fewer customers than this (or its own, higher, minimum)."""
+
+
+def evaluate(msg: Message, partner: Partner) -> Message:
     """Fit customer embeddings to the final item table (and optionally personalise it), then rank."""
-    try:
-        return _evaluate(msg, context)
-    except FedinsightError as exc:
-        return _error_reply(msg, exc)
-
-
-def _evaluate(msg: Message, context: Context) -> Message:
-    config = _config(msg)
-    split, catalogue = partner_split(context, config)
-    minimum = int(config.get("eval-min-customers", 50))  # type: ignore[arg-type]
+    config = config_of(msg)
+    split, catalogue = partner_split(partner, config)
+    minimum = max(EVAL_MIN_CUSTOMERS, int(partner.setting("min-eval-customers", 0)))  # never lowered by a job
     if split.num_customers < minimum:
         raise ConfigError(
-            f"partner {partner_id(context)} has {split.num_customers} customers, fewer than the "
+            f"partner {partner.partner_id} has {split.num_customers} customers, fewer than the "
             f"{minimum} an evaluation release needs"
         )
     items = ItemParams.from_matrix(msg.content["items"]["items"].numpy())
     cfg = bpr_config(config)
-    path, state = _load_or_new_state(context, config, split)
+    name, state = _load_or_new_state(partner, config, split)
     start = time.perf_counter()
-    trainer = LocalTrainer(split, catalogue.num_items, replace(cfg, optimizer="adam"),
-                           seed=_round_seed(config, context, 3), customer_embeddings=state.embeddings)
-    trainer.train(items, int(config.get("fit-epochs", 3)), train_items=False)  # type: ignore[arg-type]
-    seed, k = int(config.get("seed", 0)), int(config.get("k", 10))  # type: ignore[arg-type]
-    share = float(config.get("explore", 0.2))  # type: ignore[arg-type]
+    trainer = LocalTrainer(split, catalogue.num_items, replace(cfg, optimizer="adam"), seed=fresh_seed(),
+                           customer_embeddings=state.embeddings)
+    trainer.train(items, int(config.get("fit-epochs", 3)), train_items=False)
+    seed, k = int(config.get("seed", 0)), int(config.get("k", 10))
+    share = float(config.get("explore", 0.2))
 
     def rank(served: ItemParams) -> RankingTotals:
         return evaluate_ranking(split, catalogue, lambda rows: trainer.scores(served, rows), served.bias,
@@ -376,7 +309,7 @@ def _evaluate(msg: Message, context: Context) -> Message:
                                 diversity_features=None if catalogue.genres.shape[1] else served.embeddings)
 
     results = {"": rank(items)}
-    personalize = int(config.get("personalize-epochs", 0))  # type: ignore[arg-type]
+    personalize = int(config.get("personalize-epochs", 0))
     served = items
     if personalize > 0:  # partner-local fine-tuning: never leaves the partner, costs no budget
         served, _ = trainer.train(items, personalize)
@@ -385,14 +318,14 @@ def _evaluate(msg: Message, context: Context) -> Message:
         assert trainer.customer_embeddings is not None
         state.embeddings = trainer.customer_embeddings
         state.personal_items = served.as_matrix() if personalize > 0 else None
-        save_customer_state(path, state, vault_for(context, config))
-    metrics: dict[str, float] = {"seconds": time.perf_counter() - start}
+        save_customer_state(partner.vault, name, state)
+    metrics: dict[str, float] = {"seconds": round(time.perf_counter() - start, 1)}
     arrays: dict[str, Array] = {}
     for prefix, totals in results.items():
         metrics.update({prefix + name: float(getattr(totals, name)) for name in totals.SCALARS})
         arrays[prefix + "recommended"] = Array(totals.recommended.astype(np.float32))
         arrays[prefix + "recommended-explore"] = Array(totals.recommended_explore.astype(np.float32))
-    return Message(RecordDict({"totals": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
+    return reply(msg, totals=ArrayRecord(arrays), metrics=MetricRecord(metrics))
 
 
 # --- partner-side serving ------------------------------------------------------------------------
@@ -436,40 +369,34 @@ class ItemModel:
         return cls(str(meta["job_id"]), ids, genres, items, meta)
 
 
-def recommend_items(model_dir: str | Path, partner_data: str | Path, customer_id: str, *, k: int = 10,
-                    explore: float | None = None, state_dir: str | Path | None = None) -> list[Recommendation]:
+def recommend_items(model_dir: str | Path, partner: Partner, customer_id: str, *, k: int = 10,
+                    explore: float | None = None) -> list[Recommendation]:
     """Top-``k`` items for one of this partner's customers, with scores; runs on the partner only.
 
-    Needs the partner's own data folder (to exclude what the customer already has) and the customer
-    state the partner kept from training (``<partner-data>/.fedinsight-state`` unless ``state_dir``).
-    ``explore`` (default: the job's share) reserves that share of the slots for items outside the
-    customer's usual taste. Raises :class:`UnknownCustomerError` for a customer this partner cannot serve.
+    ``partner`` is the partner's own view (``fedinsight.partner.side.open_partner(folder, "recommendation")``):
+    its data, read through its protection policy, consent for recommendation and its erasure register, and
+    the customer state it kept from training in its vault. ``explore`` (default: the job's share) reserves
+    that share of the slots for items outside the customer's usual taste. Raises
+    :class:`UnknownCustomerError` for a customer this partner cannot serve -- unknown, without an
+    embedding, without consent for recommendations, or erased.
     """
     from fedinsight.core.errors import UnknownCustomerError
-    from fedinsight.data.federation import load_partner_folder
     from fedinsight.models.ranking import exploration_mask, explore_slots, rerank_with_exploration
-    from fedinsight.partner.protection import find_policy, load_protected
-    from fedinsight.privacy.tokenize import Tokenizer
 
     if k < 1:
         raise ConfigError(f"--k must be at least 1 (got {k})")
     model = ItemModel.load(model_dir)
     share = float(model.meta.get("explore", 0.2)) if explore is None else float(explore)  # type: ignore[arg-type]
-    partners = load_partner_folder(partner_data)
-    if len(partners) != 1:
-        raise ConfigError(f"{partner_data} holds {len(partners)} partners' data; point --partner-data at one partner")
-    # Training saw the partner's data through its protection pipeline (tokenized ids, consent filter):
-    # serve the same view, and look the requested customer up by its token under the partner's key.
-    policy = find_policy(partner_data)
-    data = load_protected(partner_data, policy).for_purpose("recommendation")
-    folder = Path(state_dir) if state_dir is not None else Path(partner_data) / STATE_DIRNAME
-    state = load_customer_state(customer_state_path(folder, model.job_id), PartnerVault(policy))
+    data = partner.data()
+    state = load_customer_state(partner.vault, customer_state_name(model.job_id))
     raw_id = str(customer_id)
-    cid = Tokenizer(policy.tokenization_ring()).token(raw_id)
-    if cid not in state.customer_ids:
-        known = data.customers is not None and cid in set(data.customers["customer_id"].astype(str))  # type: ignore[index]
-        hint = ("it has fewer than two interactions, so the model has no embedding for it" if known
-                else "it is not in this partner's customers table")
+    cid = partner.token(raw_id)
+    served_now = data.customers is not None and cid in set(data.customers["customer_id"].astype(str))  # type: ignore[index]
+    if data.customers is None and data.interactions is not None:
+        served_now = cid in set(data.interactions["customer_id"].astype(str))  # type: ignore[index]
+    if cid not in state.customer_ids or not served_now:
+        hint = ("it is not among this partner's customers who consent to recommendations (or it was erased)"
+                if not served_now else "it has fewer than two interactions, so the model has no embedding for it")
         raise UnknownCustomerError(f"customer '{raw_id}' cannot be served by this partner: {hint}")
     items = model.items if state.personal_items is None else ItemParams.from_matrix(state.personal_items)
     if len(model.item_ids) < k + 1:

@@ -1,10 +1,10 @@
 """Partner side of the recommender's distributed-noise rounds (SecAgg+, ``noise-model = distributed-secagg``).
 
 Flower 1.41 runs SecAgg+ only on its legacy path, so these rounds arrive as plain ``train`` messages
-handled by :mod:`fedinsight.tasks.secure_training.client` under ``secaggplus_mod``; its NumPyClient hands fit
-configs with ``secagg-task = recommend`` to :func:`secure_fit`. What the partner sends: its clipped item-table
-gradient sum plus *its share* of the noise (:mod:`fedinsight.privacy.distributed_dp`), masked by
-SecAgg+; no metrics, weight 1.
+handled by the partner's one legacy train handler (:mod:`fedinsight.federation.secagg`) under
+``secaggplus_mod``, which hands fit configs with ``task = recommend`` to :func:`secure_fit`. What the
+partner sends: its clipped item-table gradient sum plus *its share* of the noise
+(:mod:`fedinsight.privacy.distributed_dp`), masked by SecAgg+; no metrics, weight 1.
 
 The partner does not take the coordinator's word for the protocol: before releasing a share it checks
 that SecAgg+ was set up with exactly the quantisation its accounting assumes and with every partner
@@ -23,6 +23,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
 
 from fedinsight.core.errors import ConfigError, SecureAggregationError
 from fedinsight.federation.secagg import GUARD_RECORD, from_legacy_config
+from fedinsight.federation.task import Partner
+from fedinsight.models.recommender import ItemParams, LocalTrainer
 from fedinsight.privacy.distributed_dp import MODULUS, DistributedNoise, encode_noisy_share
 
 
@@ -53,27 +55,26 @@ def check_protocol(context: Context, enc: DistributedNoise, max_dropouts: int) -
                                      "each one sees every drop-out; refused")
 
 
-def secure_fit(context: Context, parameters: list[np.ndarray], config: dict[str, Any]
+def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str, Any]
                ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
     """One distributed-noise round: clipped gradient sum + this partner's noise share, for SecAgg+ to mask."""
-    from fedinsight.models.recommender import ItemParams, LocalTrainer
     from fedinsight.tasks.recommend.client import (
-        _check_budget,
         _load_or_new_state,
         bpr_config,
+        fresh_seed,
         partner_split,
         save_customer_state,
-        vault_for,
+        spend,
     )
-    from fedinsight.tasks.recommend.client import _round_seed as round_seed
 
     config = from_legacy_config(config)
     if not math.isfinite(float(config.get("epsilon", math.inf))):
         raise ConfigError("distributed-noise rounds belong to private jobs only")
+    context = partner.context
     enc = encoding_for(config)
     max_dropouts = int(config.get("max-dropouts", 0))
     check_protocol(context, enc, max_dropouts)
-    split, catalogue = partner_split(context, config)
+    split, catalogue = partner_split(partner, config)
     if split.num_customers > enc.max_customers:
         raise SecureAggregationError(f"this partner has {split.num_customers} customers, more than the job's public "
                                      f"bound {enc.max_customers}; refused")
@@ -81,17 +82,16 @@ def secure_fit(context: Context, parameters: list[np.ndarray], config: dict[str,
     if items.num_items != catalogue.num_items:
         raise ConfigError(f"item table has {items.num_items} rows for a catalogue of {catalogue.num_items} items")
     cfg = bpr_config(config)
-    path, state = _load_or_new_state(context, config, split)
-    _check_budget(context, config, state, enc.noise_multiplier, 1.0, 1, "this round")
-    trainer = LocalTrainer(split, catalogue.num_items, cfg, seed=round_seed(config, context, 2),
-                           customer_embeddings=state.embeddings)
+    name, state = _load_or_new_state(partner, config, split)
+    spend(partner, config, enc.noise_multiplier, 1.0, 1, f"distributed-noise round {config.get('round', '?')}")
+    trainer = LocalTrainer(split, catalogue.num_items, cfg, seed=fresh_seed(), customer_embeddings=state.embeddings)
     total, _ = trainer.clipped_item_sum(items, enc.clip)
     share = encode_noisy_share(total, enc).reshape(total.shape)
     assert trainer.customer_embeddings is not None
     state.embeddings = trainer.customer_embeddings
     state.rounds += 1
     state.accountant.step(enc.noise_multiplier, 1.0, 1)
-    save_customer_state(path, state, vault_for(context, config))
+    save_customer_state(partner.vault, name, state)
     context.state.config_records[GUARD_RECORD] = ConfigRecord({"max-dropouts": max_dropouts,
                                                                "partners": enc.partners})
     return [share], 1, {}

@@ -18,35 +18,33 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flwr.app import Context
-from flwr.serverapp import Grid
 
 from fedinsight.core.errors import SecureAggregationError
-from fedinsight.federation.secagg import SecAggRoundFailed, strict_workflow, to_legacy_config
+from fedinsight.federation.secagg import SecAggRoundFailed, guarded, strict_workflow, to_legacy_config
+from fedinsight.federation.task import Session
 from fedinsight.models.recommender import ItemParams
 from fedinsight.privacy.distributed_dp import DistributedNoise, decode_sum
+from fedinsight.tasks.recommend.options import PrivacyPlan
 
 
 def encoding(job: Any, sizes: list[int], coordinates: int) -> DistributedNoise:
     """The job's encoding; noise is split over ``honest - max_dropouts`` shares (see docs/recommender.md)."""
-    from fedinsight.tasks.recommend.server import PrivacyPlan
-
-    plan = PrivacyPlan.for_job(job)
+    plan = PrivacyPlan.for_job(job, job.delta)
     return DistributedNoise.for_job(partners=job.partners, honest=job.honest - job.max_dropouts,
                                     noise_multiplier=plan.noise_multiplier, clip=job.clip,
                                     max_customers=max(sizes), coordinates=coordinates, rounds=job.rounds)
 
 
-def secure_sum(grid: Grid, context: Context, job: Any, config: dict[str, Any], items: ItemParams,
+def secure_sum(session: Session, job: Any, config: dict[str, Any], items: ItemParams,
                enc: DistributedNoise, rnd: int) -> tuple[np.ndarray, int]:
     """Run one SecAgg+ round; returns the exact sum of the partners' noisy shares and how many it holds."""
+    from flwr.app import Context, RecordDict
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow
 
-
-    fit_config = to_legacy_config({**config, **enc.as_config(), "secagg-task": "recommend", "round": rnd,
+    fit_config = to_legacy_config({**config, **enc.as_config(), "phase": "secagg", "round": rnd,
                                    "max-dropouts": job.max_dropouts})
 
     class _Counting(FedAvg):
@@ -67,6 +65,7 @@ def secure_sum(grid: Grid, context: Context, job: Any, config: dict[str, Any], i
         initial_parameters=ndarrays_to_parameters([items.as_matrix().astype(np.float64)]),
         on_fit_config_fn=lambda _rnd: fit_config, accept_failures=True,
     )
+    context = Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={})
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=1), strategy=strategy)
     settings = enc.flower_settings()
     workflow = strict_workflow(num_shares=1.0, reconstruction_threshold=0.5, max_weight=1.0,
@@ -74,7 +73,7 @@ def secure_sum(grid: Grid, context: Context, job: Any, config: dict[str, Any], i
                                 quantization_range=int(settings["quantization_range"]),
                                 modulus_range=int(settings["modulus_range"]), timeout=job.timeout_s)
     try:
-        DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
+        DefaultWorkflow(fit_workflow=workflow)(guarded(session.grid, session.guard), legacy)
     except SecAggRoundFailed as exc:
         raise SecureAggregationError(f"round {rnd}: {exc}; partners refuse to unmask a sum that lacks noise shares "
                                      "(a partner dropped out or refused: see the partners' logs)") from None

@@ -1,10 +1,11 @@
-"""The coordinator side of the federated recommender: ``run(grid, context)`` for ``task = recommend``.
+"""The coordinator side of the federated recommender.
 
-A job: wait for the partners; say hello (each checks its data against the catalogue and names
-itself); charge every partner's privacy ledger for the whole job *before* round 1 (refused jobs never
-reach a partner's data); then rounds of ``train.recommend`` — each partner runs local epochs from the
-global item table and returns the table's change — aggregated item-wise; a final
-``evaluate.recommend``; the item model and ``summary.json`` go to ``run_config['out-dir']``.
+A job, after the framework's hello (each partner checks its data against the catalogue and states its
+number of customers) and the ledger charge of the whole job (planned here, :func:`plan`): rounds of
+``train.recommend`` -- each partner runs local epochs from the global item table and returns the table's
+change -- aggregated item-wise (or, with ``noise-model = distributed-secagg``, SecAgg+ rounds whose sum
+carries the noise, :mod:`.secure_server`); a final ``evaluate.recommend``; the item model in the job's
+output folder.
 
 Aggregation. Without DP, each item's change is averaged over the partners weighted by how many of
 their customers touched that item (a partner that never saw an item does not dilute its update).
@@ -21,9 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,197 +30,39 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from dp_accounting import dp_event
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import Array, ArrayRecord
 
-import fedinsight.core.errors as errors
-from fedinsight.core.errors import ConfigError, DataValidationError, FedinsightError, Problem
-from fedinsight.federation.partners import wait_for_partners
+from fedinsight.core.errors import ConfigError, DataValidationError, Problem
+from fedinsight.federation import progress
+from fedinsight.federation.budget import Charge
+from fedinsight.federation.manifest import PUBLIC, Manifest, Release
+from fedinsight.federation.task import Plan, Session, TaskResult
 from fedinsight.models.ranking import Catalogue, RankingTotals
-from fedinsight.models.recommender import DPConfig, ItemParams
+from fedinsight.models.recommender import ItemParams
 from fedinsight.privacy.ledger import dpsgd_event
+from fedinsight.tasks.recommend.options import PrivacyPlan, RecommendOptions
 
 MODEL_DIRNAME = "model"
-SERVER_OPTIMIZERS = ("fedavg", "fedadam")
-NOISE_MODELS = ("local", "distributed-secagg")
-
-ProgressFn = Callable[[str, int, int], None]
-_progress: ProgressFn | None = None
-
-
-def set_progress(callback: ProgressFn | None) -> None:
-    """Let the CLI show a progress bar: ``callback(stage, done, total)`` after every round."""
-    global _progress
-    _progress = callback
-
-
-def _report(stage: str, done: int, total: int) -> None:
-    if _progress is not None:
-        _progress(stage, done, total)
-
 
 # --- the job -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class RecommendJob:
-    """Everything a recommender job needs, read (and checked) from the Flower run config."""
+    """A recommender job as the coordinator runs it: its options, the federation's size and the resolved delta
+    (the options' attributes read through)."""
 
+    options: RecommendOptions
     partners: int
-    rounds: int = 50
-    local_epochs: int = 2
-    dim: int = 32
-    epsilon: float = math.inf
-    delta: float = 1e-5
-    budget: float | None = None
-    sample_rate: float = 1.0
-    clip: float = 1.0
-    seed: int = 0
-    explore: float = 0.2
-    k: int = 10
-    eval_every: int = 0
-    server_optimizer: str = "fedavg"
-    server_lr: float = 1.0
-    shrink: bool = True
-    popularity_share: float = 0.0
-    popularity_clip: float = 5.0
-    lr: float = 0.01
-    customer_lr: float = 0.01
-    reg: float = 1e-5
-    customer_reg: float = 1e-5
-    dp_lr: float = 5.0
-    batch_customers: int = 32
-    fit_epochs: int = 3
-    personalize_epochs: int = 0
-    eval_min_customers: int = 50
-    noise_model: str = "local"
-    honest_partners: int = 0  # 0: all partners
-    max_dropouts: int = 0
-    job_id: str = ""
-    dataset: str = ""
-    catalogue_path: str = ""
-    out_dir: str = ""
-    data_root: str = ""
-    db_url: str = ""
-    requester: str = "simulation"
-    timeout_s: float = 600.0
+    delta: float
+    job_id: str
+    timeout_s: float
 
-    @property
-    def private(self) -> bool:
-        return math.isfinite(self.epsilon)
-
-    @property
-    def distributed(self) -> bool:
-        """Noise split across partners under SecAgg+ (only private jobs)."""
-        return self.private and self.noise_model == "distributed-secagg"
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.options, name)
 
     @property
     def honest(self) -> int:
-        return self.honest_partners or self.partners
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.partners >= 1, f"--partners must be at least 1 (got {self.partners})"),
-            (self.rounds >= 1, f"--rounds must be at least 1 (got {self.rounds})"),
-            (self.local_epochs >= 1, f"--local-epochs must be at least 1 (got {self.local_epochs})"),
-            (1 <= self.dim <= 1024, f"--dim must be between 1 and 1024 (got {self.dim})"),
-            (self.epsilon > 0, f"--epsilon must be positive, or inf for no DP (got {self.epsilon})"),
-            (0 < self.delta < 1, f"--delta must be in (0, 1) (got {self.delta})"),
-            (0 < self.sample_rate <= 1, f"--sample-rate must be in (0, 1] (got {self.sample_rate})"),
-            (self.clip > 0, f"--clip must be positive (got {self.clip})"),
-            (0 <= self.explore < 1, f"--explore must be in [0, 1) (got {self.explore})"),
-            (self.k >= 1, f"--k must be at least 1 (got {self.k})"),
-            (self.server_optimizer in SERVER_OPTIMIZERS,
-             f"--server-opt must be one of {', '.join(SERVER_OPTIMIZERS)} (got {self.server_optimizer})"),
-            (self.server_lr > 0, f"--server-lr must be positive (got {self.server_lr})"),
-            (self.personalize_epochs >= 0, "--personalize must be >= 0"),
-            (0 <= self.popularity_share < 1, f"--popularity-share must be in [0, 1) (got {self.popularity_share})"),
-            (self.popularity_clip > 0, f"--popularity-clip must be positive (got {self.popularity_clip})"),
-            (bool(self.catalogue_path), "run config needs 'catalogue-path' (the public items table)"),
-            (self.noise_model in NOISE_MODELS,
-             f"--noise-model must be one of {', '.join(NOISE_MODELS)} (got {self.noise_model})"),
-        ]
-        if self.distributed:
-            checks += [
-                (self.partners >= 2, "--noise-model distributed-secagg needs at least 2 partners"),
-                (self.sample_rate == 1.0 and self.local_epochs == 1,
-                 "--noise-model distributed-secagg runs one full-batch DP step per round: use --sample-rate 1 "
-                 "and --local-epochs 1"),
-                (self.popularity_share == 0, "--popularity-share is not available with distributed-secagg noise"),
-                (0 <= self.honest_partners <= self.partners,
-                 f"--honest-partners must be between 1 and --partners ({self.partners})"),
-                (0 <= self.max_dropouts < self.honest,
-                 "--max-dropouts must be below the number of honest partners"),
-            ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        if self.budget is not None and self.private and self.budget < self.epsilon:
-            raise ConfigError(f"--budget {self.budget} is below the job's --epsilon {self.epsilon}")
-
-    @classmethod
-    def from_run_config(cls, run_config: dict[str, Any]) -> RecommendJob:
-        """Run-config keys are the field names with dashes (``local-epochs``, ``catalogue-path`` ...)."""
-        known = {f.replace("_", "-"): f for f in cls.__dataclass_fields__}
-        kwargs: dict[str, Any] = {}
-        for key, value in run_config.items():
-            if key in known:
-                kwargs[known[key]] = value
-        if "partners" not in kwargs:
-            raise ConfigError("run config needs 'partners' (how many partners take part)")
-        types = {"partners": int, "rounds": int, "local_epochs": int, "dim": int, "seed": int, "k": int,
-                 "eval_every": int, "batch_customers": int, "fit_epochs": int, "personalize_epochs": int,
-                 "eval_min_customers": int, "shrink": bool, "honest_partners": int, "max_dropouts": int}
-        for name, value in list(kwargs.items()):
-            try:
-                if name in types:
-                    kwargs[name] = types[name](value)
-                elif name in ("epsilon", "delta", "sample_rate", "clip", "explore", "server_lr", "lr", "customer_lr",
-                              "reg", "customer_reg", "dp_lr", "timeout_s", "popularity_share", "popularity_clip"):
-                    kwargs[name] = float(value)
-                elif name == "budget":
-                    kwargs[name] = None if value in ("", None) else float(value)
-                else:
-                    kwargs[name] = str(value)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"run config '{name.replace('_', '-')}' = {value!r} is not valid") from exc
-        if not kwargs.get("job_id"):
-            kwargs["job_id"] = f"recommend-{uuid.uuid4().hex[:12]}"
-        return cls(**kwargs)
-
-    def steps_per_round(self) -> int:
-        """DP-SGD steps one partner runs per round (Poisson steps visiting everyone once per epoch)."""
-        return self.local_epochs * DPConfig(noise_multiplier=0.0, sample_rate=self.sample_rate).steps_per_epoch()
-
-
-@dataclass(frozen=True)
-class PrivacyPlan:
-    """What a private job releases per partner, decided before it starts.
-
-    First one Gaussian release of clipped per-item customer counts (the shared item biases start from
-    it), calibrated to ``popularity_share`` of epsilon on its own; then ``steps`` DP-SGD steps whose noise
-    multiplier is the smallest that keeps the composition of both within (epsilon, delta).
-    """
-
-    noise_multiplier: float = 0.0
-    steps: int = 0
-    popularity_noise_multiplier: float = 0.0  # 0: no popularity release
-
-    @classmethod
-    def for_job(cls, job: RecommendJob) -> PrivacyPlan:
-        from fedinsight.privacy.mechanisms import gaussian_noise_multiplier
-        from fedinsight.privacy.sparse_dp import noise_multiplier_for
-
-        steps = job.rounds * job.steps_per_round()
-        if not job.private:
-            return cls(0.0, steps, 0.0)
-        pop = gaussian_noise_multiplier(job.popularity_share * job.epsilon, job.delta) if job.popularity_share else 0.0
-        prior = [dpsgd_event(pop, 1.0, 1)] if pop else []
-        return cls(noise_multiplier_for(job.epsilon, job.delta, job.sample_rate, steps, prior=prior), steps, pop)
-
-    def events(self, job: RecommendJob) -> list[dp_event.DpEvent]:
-        """In the order partners run them (and record them in their own accountants)."""
-        release = [dpsgd_event(self.popularity_noise_multiplier, 1.0, 1)] if self.popularity_noise_multiplier else []
-        return [*release, dpsgd_event(self.noise_multiplier, job.sample_rate, self.steps)]
+        return self.options.honest(self.partners)
 
 
 def load_catalogue(path: str | Path) -> Catalogue:
@@ -235,31 +76,6 @@ def load_catalogue(path: str | Path) -> Catalogue:
 
 # --- messaging -----------------------------------------------------------------------------------
 
-
-
-def _raise_partner_error(reason: str) -> None:
-    name, _, message = reason.partition(": ")
-    cls = getattr(errors, name, None)
-    if isinstance(cls, type) and issubclass(cls, FedinsightError) and cls is not errors.DataValidationError:
-        raise cls(f"partner error: {message}")
-    if cls is errors.DataValidationError:
-        raise errors.DataValidationError(f"partner error: {message}")
-    raise ConfigError(f"a partner failed: {reason[:2000]}")
-
-
-def exchange(grid: Grid, nodes: Iterable[int], message_type: str,
-             content: Callable[[int], RecordDict], timeout_s: float) -> dict[int, Message]:
-    """Send one message per node and return every reply, raising the partner's typed error if any."""
-    nodes = list(nodes)
-    messages = [Message(content(n), dst_node_id=n, message_type=message_type) for n in nodes]
-    replies = {r.metadata.src_node_id: r for r in grid.send_and_receive(messages, timeout=timeout_s)}
-    for reply in replies.values():
-        if reply.has_error():
-            _raise_partner_error(str(reply.error.reason))
-    missing = [n for n in nodes if n not in replies]
-    if missing:
-        raise ConfigError(f"{len(missing)} partner(s) did not answer '{message_type}' within {timeout_s:.0f} s")
-    return replies
 
 
 # --- aggregation ---------------------------------------------------------------------------------
@@ -327,38 +143,31 @@ class ServerOptimizer:
 
 # --- the job's messages --------------------------------------------------------------------------
 
-def message_config(job: RecommendJob, catalogue: Catalogue, noise_multiplier: float,
-                   popularity_noise_multiplier: float = 0.0) -> dict[str, Any]:
-    """What partners need (the run config does not reach simulated partners)."""
-    config: dict[str, Any] = {
-        "job-id": job.job_id, "seed": job.seed, "dim": job.dim, "local-epochs": job.local_epochs,
-        "lr": job.lr, "customer-lr": job.customer_lr, "reg": job.reg, "customer-reg": job.customer_reg,
-        "dp-lr": job.dp_lr, "batch-customers": job.batch_customers, "epsilon": job.epsilon, "delta": job.delta,
-        "noise-multiplier": noise_multiplier, "sample-rate": job.sample_rate, "clip": job.clip,
-        "pop-noise-multiplier": popularity_noise_multiplier, "pop-clip": job.popularity_clip,
-        "explore": job.explore, "k": job.k, "fit-epochs": job.fit_epochs,
-        "personalize-epochs": job.personalize_epochs, "eval-min-customers": job.eval_min_customers,
-        "item-ids": list(catalogue.item_ids), "item-genres": catalogue.genre_strings(),
-        "catalogue-sha": catalogue.fingerprint(),
-    }
-    if job.data_root:
-        config["data-root"] = job.data_root
-    return config
+def message_config(session: Session, catalogue: Catalogue, noise_multiplier: float,
+                   popularity_noise_multiplier: float, delta: float) -> dict[str, Any]:
+    """What partners need besides the options (the run config does not reach simulated partners)."""
+    return session.config("train", **{
+        "delta": delta, "noise-multiplier": noise_multiplier, "pop-noise-multiplier": popularity_noise_multiplier,
+        "pop-clip": session.options.popularity_clip,  # type: ignore[attr-defined]
+        **catalogue_config(catalogue)})
 
 
-def _content(config: dict[str, Any], items: ItemParams | None = None, **extra: Any) -> RecordDict:
-    records: dict[str, Any] = {"config": ConfigRecord({**config, **extra})}
-    if items is not None:
-        records["items"] = ArrayRecord({"items": Array(items.as_matrix())})
-    return RecordDict(records)
+def catalogue_config(catalogue: Catalogue) -> dict[str, Any]:
+    """The public catalogue, as partners receive it (ids, genres and its fingerprint)."""
+    return {"item-ids": list(catalogue.item_ids), "item-genres": catalogue.genre_strings(),
+            "catalogue-sha": catalogue.fingerprint()}
 
 
-def _evaluate(grid: Grid, nodes: list[int], job: RecommendJob, config: dict[str, Any], items: ItemParams,
-              *, final: bool) -> tuple[dict[str, RankingTotals], float]:
+def _items(items: ItemParams) -> dict[str, Any]:
+    return {"items": ArrayRecord({"items": Array(items.as_matrix())})}
+
+
+def _evaluate(session: Session, config: dict[str, Any], items: ItemParams, *, final: bool
+              ) -> tuple[dict[str, RankingTotals], float]:
     """Sum the partners' evaluation totals: ``""`` for the model partners serve, ``"global-"`` for the
     shared item model alone when partners personalise it."""
-    replies = exchange(grid, nodes, "evaluate.recommend", lambda _n: _content(config, items, final=final),
-                       job.timeout_s)
+    replies = session.ask("evaluate", "evaluate", config={**config, "phase": "evaluate", "final": final},
+                          records=_items(items))
     totals: dict[str, RankingTotals] = {}
     seconds = 0.0
     for reply in replies.values():
@@ -387,24 +196,6 @@ def noise_model_text(job: RecommendJob) -> str:
             f"with the coordinator, rounds with more than {job.max_dropouts} drop-out(s) are never unmasked")
 
 
-def _charge(job: RecommendJob, partner_ids: list[str], plan: PrivacyPlan, trust: str = "") -> dict[str, float]:
-    from fedinsight.privacy.ledger import PrivacyLedger
-
-    ledger = PrivacyLedger(job.db_url or None)
-    for pid in partner_ids:
-        ledger.ensure_budget(pid, job.budget if job.budget is not None else job.epsilon, job.delta)
-    events = plan.events(job)
-    event = events[0] if len(events) == 1 else dp_event.ComposedDpEvent(events)
-    popularity = (f"popularity release sigma {plan.popularity_noise_multiplier:.4g} (C {job.popularity_clip:g}), "
-                  if plan.popularity_noise_multiplier else "")
-    return ledger.charge(
-        partner_ids, event, job_id=job.job_id, kind="training", requester=job.requester,
-        description=(f"recommender BPR-MF dim {job.dim}: {popularity}{job.rounds} rounds x {job.steps_per_round()} "
-                     f"customer-level DP-SGD steps, sigma {plan.noise_multiplier:.4g}, q {job.sample_rate:g}, "
-                     f"C {job.clip:g}; {trust or noise_model_text(job)}"),
-    )
-
-
 def popularity_bias(counts: np.ndarray, noise_std: float = 0.0) -> np.ndarray:
     """Initial item biases from noisy customer counts: centred log(1 + max(0, count - 2 noise_std)).
 
@@ -416,13 +207,13 @@ def popularity_bias(counts: np.ndarray, noise_std: float = 0.0) -> np.ndarray:
     return (bias - bias.mean()).astype(np.float32)
 
 
-def _train_round(grid: Grid, nodes: list[int], job: RecommendJob, config: dict[str, Any], items: ItemParams,
+def _train_round(session: Session, job: RecommendJob, config: dict[str, Any], items: ItemParams,
                  optimizer: ServerOptimizer, rnd: int, names: dict[int, str], sizes: dict[int, int],
                  sigma: float) -> tuple[ItemParams, dict[str, Any], float]:
     """One round: every partner trains from ``items``; their changes are averaged (and, under DP,
     shrunk) and applied. Returns the new item table, the round's record and the partners' seconds."""
-    content = _content(config, items, round=rnd)
-    replies = exchange(grid, nodes, "train.recommend", lambda _n: content, job.timeout_s)
+    nodes = session.nodes
+    replies = session.ask("train", "train", config={**config, "phase": "train", "round": rnd}, records=_items(items))
     deltas, weights, steps, losses, eps = [], [], [], [], []
     seconds = 0.0
     for n in nodes:
@@ -454,13 +245,13 @@ def _train_round(grid: Grid, nodes: list[int], job: RecommendJob, config: dict[s
     return ItemParams.from_matrix(optimizer.step(items.as_matrix(), update)), record, seconds
 
 
-def _distributed_round(grid: Grid, context: Context, job: RecommendJob, config: dict[str, Any], items: ItemParams,
+def _distributed_round(session: Session, job: RecommendJob, config: dict[str, Any], items: ItemParams,
                        optimizer: ServerOptimizer, rnd: int, sizes: dict[int, int],
                        enc: Any) -> tuple[ItemParams, dict[str, Any]]:
     """One SecAgg+ round with distributed noise (:mod:`fedinsight.tasks.recommend.secure_server`)."""
     import fedinsight.tasks.recommend.secure_server as recommend_secagg
     start = time.perf_counter()
-    total, contributors = recommend_secagg.secure_sum(grid, context, job, config, items, enc, rnd)
+    total, contributors = recommend_secagg.secure_sum(session, job, config, items, enc, rnd)
     update, noise_var = recommend_secagg.global_step(job, items, total, sum(sizes.values()), enc)
     record: dict[str, Any] = {"round": rnd, "secagg_partners": contributors,
                               "secagg_s": round(time.perf_counter() - start, 3)}
@@ -470,31 +261,103 @@ def _distributed_round(grid: Grid, context: Context, job: RecommendJob, config: 
     return ItemParams.from_matrix(optimizer.step(items.as_matrix(), update)), record
 
 
-def run(grid: Grid, context: Context) -> None:
-    """The ServerApp entry point for ``task = recommend`` (see the module docstring)."""
-    started = time.perf_counter()
-    job = RecommendJob.from_run_config(dict(context.run_config))
-    catalogue = load_catalogue(job.catalogue_path)
-    nodes = wait_for_partners(grid, job.partners, job.timeout_s)[: job.partners]
-    plan = PrivacyPlan.for_job(job)
-    sigma, total_steps = plan.noise_multiplier, plan.steps
-    config = message_config(job, catalogue, sigma, plan.popularity_noise_multiplier)
+def job_of(session: Session) -> RecommendJob:
+    """The job's options, its size, and delta resolved (default: 1 / the federation's customers, from hello)."""
+    options: RecommendOptions = session.options  # type: ignore[assignment]
+    customers = sum(int(p.facts.get("customers", 0)) for p in session.partners.values())
+    delta = options.delta if options.delta is not None else 1.0 / max(customers, 2)
+    return RecommendJob(options, len(session.nodes), delta, session.job.job_id, session.job.timeout)
 
-    hello = exchange(grid, nodes, "query.recommend", lambda _n: _content(config), job.timeout_s)
-    names = {n: str(r.content["info"]["partner-id"]) for n, r in hello.items()}
-    sizes = {n: int(r.content["info"]["customers"]) for n, r in hello.items()}
-    if len(set(names.values())) != len(names):
-        raise ConfigError(f"two partners share one partner id: {sorted(names.values())}")
-    spent: dict[str, float] = {}
-    if job.private:  # the whole job is charged before any partner trains: refused jobs never start
-        spent = _charge(job, sorted(names.values()), plan, noise_model_text(job))
+
+def plan(session: Session, task: str) -> Plan:
+    """The job's manifest and its one ledger line (popularity release and every round's DP-SGD steps)."""
+    options: RecommendOptions = session.options  # type: ignore[assignment]
+    options.check_partners(len(session.nodes))
+    job = job_of(session)
+    catalogue = load_catalogue(options.catalogue_path)
+    privacy = PrivacyPlan.for_job(job, job.delta)
+    session.state.update(job=job, catalogue=catalogue, privacy=privacy)
+    manifest = Manifest(task, tuple(releases(job, catalogue, privacy)))
+    if not job.private:
+        return Plan(manifest, [], {"non_private": True}, delta=job.delta)
+    events = privacy.events(job)
+    event = events[0] if len(events) == 1 else dp_event.ComposedDpEvent(events)
+    popularity = (f"popularity release sigma {privacy.popularity_noise_multiplier:.4g} (C {job.popularity_clip:g}), "
+                  if privacy.popularity_noise_multiplier else "")
+    description = (f"recommender BPR-MF dim {job.dim}: {popularity}{job.rounds} rounds x {job.steps_per_round()} "
+                   f"customer-level DP-SGD steps, sigma {privacy.noise_multiplier:.4g}, q {job.sample_rate:g}, "
+                   f"C {job.clip:g}; {noise_model_text(job)}")
+    return Plan(manifest, [Charge("training", event, description)], delta=job.delta)
+
+
+def releases(job: RecommendJob, catalogue: Catalogue, privacy: PrivacyPlan) -> list[Release]:
+    """Every value a partner sends in a recommender job."""
+    from fedinsight.federation.secagg import secagg_releases
+
+    width = job.dim + 1
+    items = catalogue.num_items
+    nonprivate = "non-private run: only partners that allow it (require-dp=false) take part"
+    out = [Release("hello", "facts", {"customers": None}, PUBLIC, what="the partner's number of customers",
+                   reason="treated as public, as DP-SGD's sample-rate convention assumes: it weights partners in the "
+                          "average and bounds the distributed-noise encoding")]
+    if privacy.popularity_noise_multiplier:
+        out += [Release("popularity", "release", {"popularity": (items,)}, "gaussian", kind="arrays",
+                        what="clipped per-item customer counts, for the initial item biases",
+                        sensitivity=f"L2 {job.popularity_clip:g} per customer",
+                        event=dpsgd_event(privacy.popularity_noise_multiplier, 1.0, 1)),
+                Release("popularity", "metrics", {"epsilon": None}, PUBLIC, what="the job's epsilon so far",
+                        reason="a function of the job's public noise parameters")]
+    steps = job.steps_per_round()
+    if job.distributed:
+        out += secagg_releases(update_event=dpsgd_event(privacy.noise_multiplier, 1.0, 1), count=job.rounds,
+                               what="the clipped item-table gradient sum plus this partner's discrete-Gaussian "
+                                    "noise share, masked",
+                               sensitivity=f"customer-level L2 {job.clip:g}")
+    elif job.private:
+        out.append(Release("train", "update", {"delta": (items, width)}, "dp-sgd", kind="arrays",
+                           what="the change of the item table after local customer-level DP-SGD",
+                           sensitivity=f"customer-level L2 {job.clip:g}, noise multiplier "
+                                       f"{privacy.noise_multiplier:.4g}, sample rate {job.sample_rate:g}, "
+                                       f"{steps} steps per round",
+                           event=dpsgd_event(privacy.noise_multiplier, job.sample_rate, steps), count=job.rounds))
+    else:
+        out.append(Release("train", "update", {"delta": (items, width), "item-customers": (items,)}, PUBLIC,
+                           kind="arrays", what="the item table's change and who touched each item", reason=nonprivate))
+    train_metrics = {"steps": None, "seconds": None, **({"epsilon": None} if job.private else {"loss": None})}
+    if not job.distributed:
+        out.append(Release("train", "metrics", train_metrics, PUBLIC,
+                           what="steps, training time (0.1 s), and the job's epsilon (DP) or the loss (non-private)",
+                           reason="steps and epsilon follow from public parameters; the time grows with the customer "
+                                  "count, which is treated as public" + ("" if job.private else f"; {nonprivate}")))
+    prefixes = ("", "global-") if job.personalize_epochs > 0 else ("",)  # global-: the shared model alone
+    totals = {f"{p}{k}": (items,) for p in prefixes for k in ("recommended", "recommended-explore")}
+    out += [Release("evaluate", "totals", totals, PUBLIC, kind="arrays",
+                    what="how often each item was recommended to the partner's evaluation customers",
+                    reason="exact evaluation counts, not yet noised (docs/privacy.md says so); not reported below "
+                           "the partner's own minimum of customers", count=job.rounds + 1),
+            Release("evaluate", "metrics", {"seconds": None, **{f"{p}{k}": None for p in prefixes
+                                                                 for k in RankingTotals.SCALARS}}, PUBLIC,
+                    what="sums of ranking metrics (hits, NDCG, ...) over the partner's evaluation customers",
+                    reason="exact evaluation sums, not yet noised (docs/privacy.md says so)", count=job.rounds + 1)]
+    return out
+
+
+def run(session: Session) -> TaskResult:
+    """Rounds of local training (or SecAgg+ rounds with distributed noise), then the final evaluation."""
+    job: RecommendJob = session.state["job"]
+    catalogue: Catalogue = session.state["catalogue"]
+    privacy: PrivacyPlan = session.state["privacy"]
+    nodes = session.nodes
+    sigma, total_steps = privacy.noise_multiplier, privacy.steps
+    config = message_config(session, catalogue, sigma, privacy.popularity_noise_multiplier, job.delta)
+    names = {n: p.partner_id for n, p in session.partners.items()}
+    sizes = {n: int(p.facts["customers"]) for n, p in session.partners.items()}
 
     items = ItemParams.init(catalogue.num_items, job.dim, job.seed)
-    if plan.popularity_noise_multiplier:
-        released = exchange(grid, nodes, "query.recommend", lambda _n: _content(config, op="popularity"),
-                            job.timeout_s)
+    if privacy.popularity_noise_multiplier:
+        released = session.ask("query", "popularity", config={**config, "phase": "popularity"})
         counts = sum(released[n].content["release"]["popularity"].numpy().astype(np.float64) for n in nodes)
-        noise_std = math.sqrt(len(nodes)) * plan.popularity_noise_multiplier * job.popularity_clip
+        noise_std = math.sqrt(len(nodes)) * privacy.popularity_noise_multiplier * job.popularity_clip
         items = ItemParams(items.embeddings, popularity_bias(counts, noise_std))
     optimizer = ServerOptimizer(job.server_optimizer, job.server_lr, items.as_matrix().shape)
     per_round: list[dict[str, Any]] = []
@@ -502,37 +365,39 @@ def run(grid: Grid, context: Context) -> None:
     enc = None
     if job.distributed:
         import fedinsight.tasks.recommend.secure_server as recommend_secagg
+
         enc = recommend_secagg.encoding(job, list(sizes.values()), items.as_matrix().size)
     for rnd in range(1, job.rounds + 1):
         round_start = time.perf_counter()
         if enc is not None:
-            items, record = _distributed_round(grid, context, job, config, items, optimizer, rnd, sizes, enc)
+            items, record = _distributed_round(session, job, config, items, optimizer, rnd, sizes, enc)
         else:
-            items, record, seconds = _train_round(grid, nodes, job, config, items, optimizer, rnd, names, sizes,
-                                                  sigma)
+            items, record, seconds = _train_round(session, job, config, items, optimizer, rnd, names, sizes, sigma)
             local_train_s += seconds
         if job.eval_every and rnd % job.eval_every == 0 and rnd < job.rounds:
-            totals, _ = _evaluate(grid, nodes, job, config, items, final=False)
+            totals, _ = _evaluate(session, config, items, final=False)
             m = totals[""].metrics(job.k, job.explore)
             record.update({f"hr@{job.k}": m[f"hr@{job.k}"], f"ndcg@{job.k}": m[f"ndcg@{job.k}"]})
         record["seconds"] = round(time.perf_counter() - round_start, 3)
         per_round.append(record)
-        _report("rounds", rnd, job.rounds)
+        progress.report("rounds", rnd, job.rounds)
 
-    totals, eval_s = _evaluate(grid, nodes, job, config, items, final=True)
+    totals, eval_s = _evaluate(session, config, items, final=True)
     federated = totals[""].metrics(job.k, job.explore)
     per_round[-1].update({f"hr@{job.k}": federated[f"hr@{job.k}"], f"ndcg@{job.k}": federated[f"ndcg@{job.k}"]})
     summary = build_summary(job, catalogue, names=sorted(names.values()), sizes=sorted(sizes.values()),
-                            spent=spent, sigma=sigma, total_steps=total_steps, federated=federated,
-                            popularity_sigma=plan.popularity_noise_multiplier, encoding=enc,
-                            per_round=per_round, wall_s=time.perf_counter() - started,
+                            spent=session.spent, sigma=sigma, total_steps=total_steps, federated=federated,
+                            popularity_sigma=privacy.popularity_noise_multiplier, encoding=enc,
+                            per_round=per_round, wall_s=time.perf_counter() - session.started,
                             local_train_s=local_train_s, eval_s=eval_s)
     if "global-" in totals:  # partners personalised: also report the shared model on its own
         summary["metrics"]["federated_global"] = totals["global-"].metrics(job.k, job.explore)
-    if job.out_dir:
-        write_model(Path(job.out_dir) / MODEL_DIRNAME, job, catalogue, items, sigma)
-        (Path(job.out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    context.state["summary"] = ConfigRecord({"json": json.dumps(summary)})
+    artifacts = {}
+    if session.job.out_dir:
+        folder = Path(session.job.out_dir) / MODEL_DIRNAME
+        write_model(folder, job, catalogue, items, sigma)
+        artifacts["model"] = str(folder)
+    return TaskResult(summary, artifacts)
 
 
 def build_summary(job: RecommendJob, catalogue: Catalogue, *, names: list[str], sizes: list[int],
@@ -566,15 +431,9 @@ def build_summary(job: RecommendJob, catalogue: Catalogue, *, names: list[str], 
                         "popularity_noise_multiplier": round(popularity_sigma, 6),
                         "popularity_clip": job.popularity_clip})
     return {
-        "task": "recommend",
-        "job_id": job.job_id,
-        "dataset": job.dataset,
-        "partners": job.partners,
         "rounds": job.rounds,
         "seed": job.seed,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": {key: value for key, value in asdict(job).items()
-                   if key not in ("catalogue_path", "out_dir", "data_root", "db_url", "epsilon", "budget")},
         "catalogue": {"items": catalogue.num_items, "sha256": catalogue.fingerprint()},
         "customers": {"total": int(sum(sizes)), "per_partner": sizes},
         "privacy": privacy,

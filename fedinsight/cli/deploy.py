@@ -1,0 +1,318 @@
+"""Deployment: ``certs``, ``coordinator``, ``job``, ``tokens`` and ``audit`` command groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from fedinsight.cli.common import (
+    emit,
+    err,
+    kv_table,
+    progress_bar,
+    show,
+)
+from fedinsight.core.errors import FedinsightError
+
+certs_app = typer.Typer(help="Create the CA, the coordinator's TLS certificate and partner key pairs.",
+                        no_args_is_help=True)
+coordinator_app = typer.Typer(help="Run the coordinator: SuperLink (TLS, partner auth) + insights API.",
+                              no_args_is_help=True)
+job_app = typer.Typer(help="Submit and follow jobs on a running coordinator.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Create, list and revoke insights-API tokens.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read and verify the hash-chained audit log.", no_args_is_help=True)
+
+
+_COORD_CONFIG = typer.Option(..., "--config", "-c", envvar="FEDINSIGHT_COORDINATOR_CONFIG",
+                             help="The coordinator's coordinator.toml.")
+
+
+@certs_app.command("init")
+def certs_init(
+    out_dir: Path = typer.Option(..., "--out", help="Folder for the CA, coordinator certificate and partner keys."),
+    hosts: list[str] = typer.Option(["localhost", "127.0.0.1"], "--host",
+                                    help="Host names / IPs partners and analysts use to reach the coordinator."),
+    partners: list[str] = typer.Option([], "--partner", help="A partner id (repeat for each partner)."),
+    days: int = typer.Option(825, help="Validity of the coordinator certificate in days."),
+    overwrite: bool = typer.Option(False, help="Replace existing files (old keys stop working)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Create a CA, the coordinator's TLS certificate (with SANs) and key, and one ECDSA key pair per partner.
+
+    Private keys are written with mode 0600. Send each partner ca.crt and its own partners/<id>.key;
+    keep ca.key offline.
+
+    Example: fedinsight certs init --out certs --host coord.example.com --host 10.0.0.5 --partner retail --partner bank
+    """
+    from fedinsight.federation.certs import init_certs
+
+    bundle = init_certs(out_dir, hosts=list(hosts), partners=list(partners), days=days, overwrite=overwrite)
+    rows: dict[str, object] = {"CA certificate": bundle.ca_cert, "CA key (keep offline)": bundle.ca_key,
+                               "coordinator certificate": bundle.server_cert, "coordinator key": bundle.server_key,
+                               "hosts (SANs)": ", ".join(hosts)}
+    rows.update({f"partner {p}": f"{k} (private), {pub} (public)" for p, (k, pub) in bundle.partner_keys.items()})
+    show(as_json, bundle.as_dict(), kv_table(f"key material in {out_dir}", rows))
+
+
+@certs_app.command("partner-key")
+def certs_partner_key(
+    partner: str = typer.Argument(..., help="The partner id."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for <id>.key (0600) and <id>.pub."),
+    overwrite: bool = typer.Option(False, help="Replace an existing key pair (key rotation)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Create one partner authentication key pair (run it on the partner's machine; send only the .pub).
+
+    Example: fedinsight certs partner-key retail --out /srv/fedinsight/keys
+    """
+    from fedinsight.federation.certs import write_partner_keypair
+
+    private, public = write_partner_keypair(out_dir, partner, overwrite=overwrite)
+    show(as_json, {"private_key": str(private), "public_key": str(public)},
+          kv_table(f"partner {partner}", {"private key (stays here)": private, "public key (send it)": public}))
+
+
+@coordinator_app.command("start")
+def coordinator_start(config: Path = _COORD_CONFIG) -> None:
+    """Start the SuperLink (TLS, SuperNode authentication, no runtime installs) and the insights API.
+
+    Runs in the foreground until SIGTERM or Ctrl-C, then stops every child process. Writes a PID file in
+    the state folder and refuses to start if the configuration is invalid.
+
+    Example: fedinsight coordinator start --config coordinator.toml
+    """
+    from fedinsight.coordinator.process import run_coordinator
+
+    code = run_coordinator(config, say=lambda m: err.print(m, highlight=False, markup=False))
+    if code:
+        raise typer.Exit(code)
+
+
+@coordinator_app.command("stop")
+def coordinator_stop(config: Path = _COORD_CONFIG,
+                     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Stop the coordinator named by the PID file in its state folder (SIGTERM, then wait).
+
+    Example: fedinsight coordinator stop --config coordinator.toml
+    """
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.core.procs import stop_by_pid_file
+
+    cfg = load_coordinator_config(config, check_files=False)
+    pid = stop_by_pid_file(cfg.pid_file, "coordinator", timeout=cfg.coordinator.stop_timeout * 3)
+    result = {"process": "coordinator", "pid": pid, "state": "not running" if pid is None else "stopped"}
+    emit(result, kv_table("coordinator stop", result), as_json)
+
+
+def _job_rows(job, spent: dict[str, float]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    rows: dict[str, object] = {"job": job.id, "task": job.task, "status": job.status,
+                               "flower run": job.flwr_run_id or "-", "requester": job.requester,
+                               "created": job.created_at, "finished": job.finished_at or "-"}
+    rows.update({f"ε spent by {p}": f"{e:.4f}" for p, e in sorted(spent.items())})
+    if job.error:
+        rows["error"] = job.error
+    return rows
+
+
+@job_app.command("run")
+def job_run(
+    task: str = typer.Argument(..., help="A registered task (see `fedinsight simulate --help`)."),
+    federation: str = typer.Option(..., "--federation", help="The federation name in coordinator.toml."),
+    config: Path = _COORD_CONFIG,
+    options: list[str] = typer.Option([], "--option", "-o", help="Run-config KEY=VALUE for the task (repeat)."),
+    follow: bool = typer.Option(True, "--follow/--no-follow", help="Stream progress until the job finishes."),
+    timeout: float = typer.Option(3600.0, help="Seconds to follow before giving up (the job keeps running)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Submit a job (``flwr run``) to the running coordinator and stream its progress.
+
+    Example: fedinsight job run secure_training --federation marketing --config coordinator.toml -o rounds=3
+    """
+    import re as _re
+
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.jobs import follow_job, job_epsilon, job_output_dir, parse_options, submit_job
+    from fedinsight.coordinator.state import CoordinatorState
+
+    cfg = load_coordinator_config(config, check_files=False)
+    state = CoordinatorState.from_config(cfg)
+    opts = parse_options(list(options))
+    job = submit_job(cfg, state, task, federation=federation, options=opts, requester="operator")
+    if follow:
+        rounds = int(opts.get("rounds", opts.get("num-server-rounds", 3)))
+        with progress_bar() as progress:
+            bar = progress.add_task(f"{job.id} ({task}) rounds", total=rounds)
+
+            def on_line(line: str) -> None:
+                if m := _re.search(r"\[ROUND (\d+)\]", line):
+                    progress.update(bar, completed=int(m.group(1)) - 1)
+                if line.strip() and not as_json:
+                    progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+            job = follow_job(cfg, state, job, on_line=on_line, timeout=timeout)
+            if job.status == "completed":
+                progress.update(bar, completed=rounds)
+    spent = job_epsilon(state, job.id)
+    result: dict[str, object] = {**job.as_dict(), "epsilon_by_partner": spent}
+    output = job_output_dir(cfg.state_dir, job.id)
+    if job.status == "completed" and output.is_dir():
+        from fedinsight.report import REPORT_NAME
+        from fedinsight.tasks.runs import write_run_report
+
+        # the coordinator writes the report as the job completes; render here only if it could not
+        written = output / REPORT_NAME
+        if written.is_file():
+            err.print(f"report: {written}")
+            report: Path | None = written
+        else:
+            report = write_run_report(output, ledger_url=state.db_url)
+        result["report"] = str(report) if report else None
+    show(as_json, result, kv_table(f"job {job.id}", _job_rows(job, spent)))
+    if job.status == "failed":
+        raise typer.Exit(1)
+
+
+@job_app.command("list")
+def job_list(config: Path = _COORD_CONFIG, limit: int = typer.Option(20, help="How many, newest first."),
+             as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """List jobs with their status (unfinished ones are checked against the SuperLink first).
+
+    Example: fedinsight job list --config coordinator.toml
+    """
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.jobs import reconcile
+    from fedinsight.coordinator.state import CoordinatorState
+
+    cfg = load_coordinator_config(config, check_files=False)
+    state = CoordinatorState.from_config(cfg)
+    try:
+        reconcile(cfg, state)
+    except FedinsightError as exc:
+        err.print(f"warning: could not reach the SuperLink to refresh statuses ({exc})", markup=False)
+    jobs = state.jobs.list(limit=limit)
+    table = Table(title=f"jobs ({cfg.coordinator.federation})")
+    for col in ("job", "task", "status", "requester", "created", "finished"):
+        table.add_column(col)
+    for j in jobs:
+        table.add_row(j.id, j.task, j.status, j.requester, str(j.created_at)[:19], str(j.finished_at or "-")[:19])
+    show(as_json, [j.as_dict() for j in jobs], table)
+
+
+@job_app.command("status")
+def job_status(job_id: str = typer.Argument(..., help="A job id from `job list`."), config: Path = _COORD_CONFIG,
+               as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Show one job: status, Flower run, ε it spent per partner, error if any.
+
+    Example: fedinsight job status job-3f2a9c1b7d0e --config coordinator.toml
+    """
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.jobs import job_epsilon, reconcile
+    from fedinsight.coordinator.state import CoordinatorState
+
+    cfg = load_coordinator_config(config, check_files=False)
+    state = CoordinatorState.from_config(cfg)
+    job = state.jobs.get(job_id)
+    if not job.finished:
+        try:
+            reconcile(cfg, state)
+        except FedinsightError as exc:
+            err.print(f"warning: could not reach the SuperLink ({exc})", markup=False)
+        job = state.jobs.get(job_id)
+    spent = job_epsilon(state, job.id)
+    show(as_json, {**job.as_dict(), "epsilon_by_partner": spent}, kv_table(f"job {job.id}", _job_rows(job, spent)))
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: str = typer.Argument(..., help="Who or what uses the token."),
+    role: str = typer.Option(..., "--role", help="analyst, auditor or admin."),
+    partner: str | None = typer.Option(None, "--partner", help="Bind an analyst token to one partner's budget view."),
+    config: Path = _COORD_CONFIG,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Create an API token; the secret is printed once and stored only as an HMAC.
+
+    Example: fedinsight tokens create alice --role analyst --config coordinator.toml
+    """
+    from fedinsight.coordinator.state import CoordinatorState
+
+    state = CoordinatorState.resolve(config)
+    token, info = state.tokens.create(name, role, partner_id=partner)
+    state.audit.append(actor="operator", role="operator", action="token.create", target=info.id,
+                       detail={"name": name, "role": role, "partner": partner})
+    show(as_json, {"token": token, **info.as_dict()},
+          kv_table("new API token (shown once)", {"token": token, "id": info.id, "name": name, "role": role}))
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: str = typer.Argument(..., help="The token id (from `tokens list`)."),
+                  config: Path = _COORD_CONFIG,
+                  as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Revoke a token; it stops working on its next request.
+
+    Example: fedinsight tokens revoke 3f2a9c1b7d0e4a55 --config coordinator.toml
+    """
+    from fedinsight.coordinator.state import CoordinatorState
+
+    state = CoordinatorState.resolve(config)
+    info = state.tokens.revoke(token_id)
+    state.audit.append(actor="operator", role="operator", action="token.revoke", target=token_id)
+    show(as_json, info.as_dict(), kv_table(f"token {token_id}", {"name": info.name, "revoked": info.revoked_at}))
+
+
+@tokens_app.command("list")
+def tokens_list(config: Path = _COORD_CONFIG,
+                as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """List tokens (ids, names, roles, revocation) — never their secrets.
+
+    Example: fedinsight tokens list --config coordinator.toml
+    """
+    from fedinsight.coordinator.state import CoordinatorState
+
+    infos = CoordinatorState.resolve(config).tokens.list_tokens()
+    table = Table(title="API tokens")
+    for col in ("id", "name", "role", "partner", "created", "revoked"):
+        table.add_column(col)
+    for t in infos:
+        table.add_row(t.id, t.name, t.role, t.partner_id or "-", str(t.created_at)[:19], str(t.revoked_at or "-")[:19])
+    show(as_json, [t.as_dict() for t in infos], table)
+
+
+@audit_app.command("verify")
+def audit_verify(config: Path = _COORD_CONFIG,
+                 as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Re-check the whole hash chain; exit 6 if any entry was edited or deleted.
+
+    Example: fedinsight audit verify --config coordinator.toml
+    """
+    from fedinsight.coordinator.state import CoordinatorState
+    from fedinsight.core.errors import AuditVerificationError
+
+    result = CoordinatorState.resolve(config).audit.verify()
+    payload = {"ok": result.ok, "entries": result.entries, "head_hash": result.head_hash, "problems": result.problems}
+    show(as_json, payload, kv_table("audit log", {"verified": result.ok, "entries": result.entries,
+                                                    "head hash (record it elsewhere)": result.head_hash}))
+    if not result.ok:
+        raise AuditVerificationError(f"{len(result.problems)} problem(s): " + "; ".join(result.problems))
+
+
+@audit_app.command("show")
+def auditshow(config: Path = _COORD_CONFIG, since: int = typer.Option(0, help="Entries after this sequence number."),
+               limit: int = typer.Option(50, help="At most this many."),
+               as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Print audit entries: who, what, when, outcome, ε.
+
+    Example: fedinsight audit show --config coordinator.toml --since 100
+    """
+    from fedinsight.coordinator.state import CoordinatorState
+
+    entries = CoordinatorState.resolve(config).audit.entries(since_seq=since, limit=limit)
+    table = Table(title="audit log")
+    for col in ("seq", "at", "actor", "action", "target", "outcome", "ε"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(str(e.seq), str(e.at)[:19], e.actor, e.action, e.target[:40], e.outcome,
+                      "" if e.epsilon is None else f"{e.epsilon:.4f}")
+    show(as_json, [e.as_dict() for e in entries], table)

@@ -1,0 +1,266 @@
+"""``fedinsight partner ...``: a partner's data protection (policy, keys, consent, erasure) and its process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from fedinsight.cli.common import (
+    emit,
+    err,
+    kv_table,
+    out,
+    progress_bar,
+    show,
+)
+
+partner_app = typer.Typer(
+    help="Partner-side data protection and process: policy, keys, consent checks, erasure, start/stop.",
+    no_args_is_help=True,
+)
+keys_app = typer.Typer(help="Generate, rotate and list partner-held secret keys (files mode 0600).",
+                       no_args_is_help=True)
+partner_app.add_typer(keys_app, name="keys")
+
+
+def _policy_for(data: Path | None, policy: Path | None):  # type: ignore[no-untyped-def]
+    from fedinsight.core.errors import ConfigError
+    from fedinsight.partner.protection import find_policy, load_policy
+
+    if policy is not None:
+        return load_policy(policy)
+    if data is not None:
+        return find_policy(data)
+    raise ConfigError("say which partner: pass --data FOLDER (its protection.toml is used) or --policy FILE")
+
+
+@partner_app.command("init")
+def partner_init(
+    data: Path = typer.Option(..., "--data", help="This partner's data folder."),
+    collaboration_key: Path | None = typer.Option(None, help="A collaboration key ring shared by all partners."),
+    overwrite: bool = typer.Option(False, help="Replace an existing protection.toml (keys are kept)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Write DATA/protection.toml with every detected identifier column set to "drop", and create the keys.
+
+    Review the file: change "drop" to "tokenize" for keys you need to join on, or "keep" where a
+    column only looks like personal data.
+
+    Example: fedinsight partner init --data /srv/partner
+    """
+    from fedinsight.partner.protection import init_partner
+
+    path, findings = init_partner(data, collaboration_key=collaboration_key, overwrite=overwrite)
+    table = Table(title=f"wrote {path}")
+    table.add_column("column")
+    table.add_column("looks like")
+    table.add_column("declared")
+    for f in findings:
+        table.add_row(f.where, f.kind, "tokenize (always)" if f.column == "customer_id" else "drop")
+    emit({"policy": str(path), "declared_drop": [f.where for f in findings if f.column != "customer_id"]},
+          table, as_json)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    kind: str = typer.Option(..., help="tokenization, encryption or collaboration"),
+    out_file: Path = typer.Option(..., "--out", help="Key ring file to create (mode 0600)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create a new key ring with one fresh 256-bit key. Refuses to replace an existing ring.
+
+    Example: fedinsight partner keys generate --kind tokenization --out keys/tokenization.key
+    """
+    from fedinsight.privacy.keys import generate_keyring
+
+    ring = generate_keyring(out_file, kind)
+    emit({"file": str(out_file), "kind": ring.kind, "active": ring.active.key_id}, None, as_json)
+    if not as_json:
+        out.print(f"{kind} key {ring.active.key_id} written to {out_file} (mode 0600); back it up securely")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    file: Path = typer.Argument(..., help="Key ring file."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add a new active key; the old one is kept as retired (opens old files, recognises old tokens).
+
+    After rotating a tokenization key, customer tokens change: retrain customer-level artifacts.
+
+    Example: fedinsight partner keys rotate keys/tokenization.key
+    """
+    from fedinsight.privacy.keys import rotate_keyring
+
+    ring = rotate_keyring(file)
+    emit({"file": str(file), "active": ring.active.key_id, "retired": [k.key_id for k in ring.retired]}, None,
+          as_json)
+    if not as_json:
+        out.print(f"{file}: active key is now {ring.active.key_id}; {len(ring.retired)} retired key(s) kept")
+
+
+@keys_app.command("list")
+def keys_list(
+    file: Path = typer.Argument(..., help="Key ring file."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show a ring's key ids, status and creation time (never the secrets).
+
+    Example: fedinsight partner keys list keys/encryption.key
+    """
+    from fedinsight.privacy.keys import load_keyring
+
+    ring = load_keyring(file)
+    table = Table(title=f"{ring.kind} keys in {file}")
+    for col in ("key id", "status", "created"):
+        table.add_column(col)
+    for k in ring.keys:
+        table.add_row(k.key_id, k.status, k.created)
+    emit({"kind": ring.kind, "keys": [{"id": k.key_id, "status": k.status, "created": k.created}
+                                       for k in ring.keys]}, table, as_json)
+
+
+@partner_app.command("check")
+def partner_check(
+    data: Path = typer.Option(..., "--data", help="This partner's data folder."),
+    policy: Path | None = typer.Option(None, help="Protection policy (default: DATA/protection.toml)."),
+    purpose: str | None = typer.Option(None, help="analytics, training or recommendation (default: all)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run the protection pipeline on this partner's data, in memory, and show what a job would get.
+
+    Example: fedinsight partner check --data /srv/partner --purpose training
+    """
+    from fedinsight.partner.protection import load_protected
+    from fedinsight.privacy.consent import resolve_purpose
+
+    chosen = resolve_purpose(purpose)
+    with progress_bar() as progress:
+        task = progress.add_task("scan, tokenize, consent filter", total=2)
+        protected = load_protected(data, _policy_for(data, policy))
+        progress.advance(task)
+        report = dict(protected.for_purpose(chosen).meta["protection"])  # type: ignore[arg-type]
+        progress.advance(task)
+    report["policy_file"] = str(protected.policy.source or "built-in default")
+    table = Table(title=f"protection of {data}")
+    table.add_column("item")
+    table.add_column("value")
+    for key, value in report.items():
+        table.add_row(key, ", ".join(value) if isinstance(value, list) else f"{value:,}" if isinstance(value, int)
+                      else str(value))
+    emit(report, table, as_json)
+
+
+@partner_app.command("forget")
+def partner_forget(
+    customers: Path = typer.Option(..., "--customers", help="Ids to forget: one per line, or CSV with customer_id."),
+    data: Path | None = typer.Option(None, "--data", help="This partner's data folder (its policy is used)."),
+    policy: Path | None = typer.Option(None, help="Protection policy file."),
+    note: str = typer.Option("", help="A reference for the request (ticket number); no personal data."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Record erasure requests: these customers are excluded from every later job, for every purpose.
+
+    Stores keyed tokens only (never the ids) and lists stored artifacts that predate the request and
+    must be retrained.
+
+    Example: fedinsight partner forget --customers erasure-2025-06.txt --data /srv/partner
+    """
+    from fedinsight.partner.protection import forget_customers, read_customer_list
+
+    chosen = _policy_for(data, policy)
+    ids = read_customer_list(customers)
+    receipt = forget_customers(ids, chosen, note=note)
+    payload = {"request_id": receipt.request_id, "customers": receipt.customers,
+               "newly_forgotten": receipt.new_customers, "requested_at": receipt.requested_at.isoformat(),
+               "retrain": [{"name": a.name, "kind": a.kind, "created_at": a.created_at.isoformat(),
+                            "job_id": a.job_id} for a in receipt.stale_artifacts]}
+    table = Table(title=f"erasure request {receipt.request_id}: {receipt.customers:,} customer(s), "
+                        f"{receipt.new_customers:,} newly forgotten; artifacts to retrain")
+    for col in ("artifact", "kind", "created (UTC)", "job"):
+        table.add_column(col)
+    for a in receipt.stale_artifacts:
+        table.add_row(a.name, a.kind, f"{a.created_at:%Y-%m-%d %H:%M:%S}", a.job_id)
+    emit(payload, table, as_json)
+
+
+@partner_app.command("artifacts")
+def partner_artifacts(
+    data: Path | None = typer.Option(None, "--data", help="This partner's data folder."),
+    policy: Path | None = typer.Option(None, help="Protection policy file."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List stored artifacts, whether each opens and authenticates, and which predate the last erasure.
+
+    Exit code 5 if any stored file fails authentication (tampered or not encrypted).
+
+    Example: fedinsight partner artifacts --data /srv/partner
+    """
+    from fedinsight.core.errors import TamperedDataError
+    from fedinsight.partner.protection import PartnerVault
+
+    vault = PartnerVault(_policy_for(data, policy))
+    checks = dict(vault.verify())
+    stale = {a.name for a in vault.register.artifacts_before()}
+    rows = [{"name": a.name, "kind": a.kind, "created_at": a.created_at.isoformat(), "job_id": a.job_id,
+             "retrain": a.name in stale, "integrity": checks.pop(a.name, "missing")}
+            for a in vault.register.artifacts()]
+    rows += [{"name": n, "kind": "?", "created_at": "", "job_id": "", "retrain": False, "integrity": s}
+             for n, s in checks.items()]
+    table = Table(title=f"artifacts in {vault.root}")
+    for col in ("artifact", "kind", "created (UTC)", "retrain", "integrity"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["kind"], r["created_at"], "yes" if r["retrain"] else "", r["integrity"])
+    emit({"artifacts": rows, "forgotten_customers": vault.register.count()}, table, as_json)
+    bad = [r["name"] for r in rows if r["integrity"] != "ok"]
+    if bad:
+        raise TamperedDataError(f"{len(bad)} stored artifact(s) failed to open: {', '.join(bad)}")
+
+
+@partner_app.command("start")
+def partner_start(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml.")) -> None:
+    """Validate this partner's data, then run its SuperNode against the coordinator until stopped.
+
+    Example: fedinsight partner start --config partner.toml
+    """
+    from fedinsight.partner.process import run_partner
+
+    code = run_partner(config, say=lambda m: err.print(m, highlight=False, markup=False))
+    if code:
+        raise typer.Exit(code)
+
+
+@partner_app.command("stop")
+def partner_stop(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml."),
+                 as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Stop the partner process named by the PID file in its state folder.
+
+    Example: fedinsight partner stop --config partner.toml
+    """
+    from fedinsight.core.procs import stop_by_pid_file
+    from fedinsight.partner.config import load_partner_config
+
+    cfg = load_partner_config(config, check_files=False)
+    pid = stop_by_pid_file(cfg.pid_file, "partner")
+    result = {"process": "partner", "pid": pid, "state": "not running" if pid is None else "stopped"}
+    emit(result, kv_table("partner stop", result), as_json)
+
+
+@partner_app.command("ready")
+def partner_ready(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml."),
+                  as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Check the configuration, key, CA certificate and data without joining (exit 2 on any problem).
+
+    Example: fedinsight partner ready --config partner.toml
+    """
+    from fedinsight.partner.config import load_partner_config
+    from fedinsight.partner.process import node_config, validate_partner_data
+
+    cfg = load_partner_config(config)
+    rows = validate_partner_data(cfg)
+    show(as_json, {"partner": cfg.partner.id, "rows": rows, "node_config": node_config(cfg)},
+          kv_table(f"partner {cfg.partner.id}: ready", {**{f"{k} rows": f"{v:,}" for k, v in rows.items()},
+                                                         "coordinator": cfg.superlink.address}))

@@ -1,0 +1,149 @@
+"""The one budget path, on both sides of a job.
+
+**Coordinator** (:func:`charge_before_compute`): after the partners have said who they are and before any
+of them computes anything, the job's planned DP releases (its manifest's events) are priced on every
+partner's ledger entry and charged in one transaction -- or the job is refused, naming every partner
+that cannot afford it, and nothing is recorded (not even the budget row of a new simulated partner).
+
+**Partner** (:class:`BudgetGate`): every DP release a task's handlers make passes through the partner's
+own gate, which holds whatever the coordinator sends:
+
+- its *lifetime* cap (``epsilon`` / ``delta`` in its node config) over everything it ever released,
+  recorded in its own ledger (``ledger-url``; by default a SQLite file in its state folder);
+- the *job's* target (the epsilon the coordinator priced the job at): a coordinator cannot run more
+  rounds or queries under a job than it charged for;
+- ``require-dp``: a partner that requires DP refuses non-private jobs outright (deployed partners do by
+  default).
+
+Both sides compose with Google's ``dp_accounting`` (:mod:`fedinsight.privacy.ledger`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dp_accounting import dp_event
+
+from fedinsight.core.errors import BudgetExceededError, ConfigError
+from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One line of a job's bill: a DP event, what it is for."""
+
+    kind: str  # "training", "query", "stats", "evaluation"
+    event: dp_event.DpEvent
+    description: str
+
+
+def charge_before_compute(ledger: PrivacyLedger, partner_ids: Sequence[str], charges: Sequence[Charge], *,
+                          job_id: str, requester: str, budget: tuple[float, float] | None = None,
+                          ) -> dict[str, float]:
+    """Charge every partner for the whole job, all or nothing; each partner's epsilon after the charge.
+
+    ``budget`` creates the budget of a partner the ledger does not know yet (simulation); without it such
+    a partner is an error. Raises :class:`BudgetExceededError` before any partner computes.
+    """
+    if not charges:
+        return {pid: ledger.status(pid).epsilon_spent for pid in partner_ids} if budget is None else {}
+    return ledger.charge_all(list(partner_ids), [(c.event, c.kind, c.description) for c in charges],
+                             job_id=job_id, requester=requester, create=budget)
+
+
+def composed_epsilon(charges: Sequence[Charge], delta: float, accountant: str = "rdp") -> float:
+    return compose_epsilon([c.event for c in charges], delta, accountant)
+
+
+# --- the partner's gate ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GateStatus:
+    """What the partner's accounting says after (or instead of) a release."""
+
+    epsilon_lifetime: float  # the partner's cumulative epsilon over every job, at its own delta
+    epsilon_job: float  # this job's epsilon at the job's delta
+    cap: float  # the partner's own lifetime cap (inf: none)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Which limit a release would pass: the partner's own (``partner``) or the job's (``job``)."""
+
+    limit: str
+    epsilon: float  # the limit
+    would_be: float  # the epsilon the release would have brought it to (at that limit's delta)
+    reason: str
+
+
+class BudgetGate:
+    """The partner's own budget: every DP release of every task is recorded here, or refused.
+
+    ``ledger``: the partner's ledger (one budget row, its own id). ``cap``/``delta``: its lifetime cap,
+    ``None`` for no cap of its own (simulated partners; the coordinator's ledger still limits every job).
+    """
+
+    def __init__(self, partner_id: str, ledger: PrivacyLedger, *, cap: float | None, delta: float,
+                 require_dp: bool) -> None:
+        self.partner_id = partner_id
+        self.ledger = ledger
+        self.cap = math.inf if cap is None else float(cap)
+        self.delta = float(delta)
+        self.require_dp = require_dp
+        status = None
+        if partner_id in ledger.partners():
+            status = ledger.status(partner_id)
+        if status is None:
+            ledger.set_budget(partner_id, self.cap, self.delta, reason="the partner's own cap",
+                              changed_by="partner", unlimited=True)
+        elif (status.epsilon_budget, status.delta) != (self.cap, self.delta):
+            ledger.set_budget(partner_id, self.cap, self.delta, reason="the partner changed its own cap",
+                              changed_by="partner", unlimited=True)
+
+    def allow(self, private: bool) -> None:
+        """Refuse a non-private job if this partner requires DP (before anything is computed)."""
+        if not private and self.require_dp:
+            raise BudgetExceededError(f"partner {self.partner_id} only takes part in differentially private jobs "
+                                      "(require-dp); refused")
+
+    def status(self, job_id: str, job_delta: float) -> GateStatus:
+        return GateStatus(self.ledger.status(self.partner_id).epsilon_spent,
+                          compose_epsilon(self.ledger.job_events(self.partner_id, job_id), job_delta), self.cap)
+
+    def binding(self, job_id: str, events: Sequence[dp_event.DpEvent], *, job_epsilon: float,
+                job_delta: float) -> Refusal | None:
+        """The limit ``events`` would pass -- the partner's own cap first, then the job's target -- or None."""
+        after_all = self.ledger.price(self.partner_id, events)
+        if after_all > self.cap * (1 + 1e-9):
+            return Refusal("partner", self.cap, after_all,
+                           f"partner {self.partner_id}: the release would take its customers to epsilon "
+                           f"{after_all:.4g} > its own cap {self.cap:g}")
+        after_job = compose_epsilon([*self.ledger.job_events(self.partner_id, job_id), *events], job_delta)
+        if after_job > job_epsilon * (1 + 1e-6):
+            return Refusal("job", job_epsilon, after_job,
+                           f"partner {self.partner_id}: the release would take job '{job_id}' to epsilon "
+                           f"{after_job:.4g} > the {job_epsilon:g} it was charged for")
+        return None
+
+    def would_refuse(self, job_id: str, events: Sequence[dp_event.DpEvent], *, job_epsilon: float,
+                     job_delta: float) -> str | None:
+        """Why ``events`` would be refused (lifetime cap or job target), or None."""
+        found = self.binding(job_id, events, job_epsilon=job_epsilon, job_delta=job_delta)
+        return None if found is None else found.reason
+
+    def spend(self, job_id: str, events: Sequence[dp_event.DpEvent], *, job_epsilon: float, job_delta: float,
+              kind: str, description: str) -> GateStatus:
+        """Record ``events`` if both the lifetime cap and the job's target allow them; else BudgetExceededError."""
+        if not events:
+            return self.status(job_id, job_delta)
+        if not job_epsilon > 0:
+            raise ConfigError(f"job '{job_id}' carries no epsilon target; refused")
+        reason = self.would_refuse(job_id, events, job_epsilon=job_epsilon, job_delta=job_delta)
+        if reason is not None:
+            raise BudgetExceededError(reason + "; refused")
+        event = events[0] if len(events) == 1 else dp_event.ComposedDpEvent(list(events))
+        self.ledger.charge(self.partner_id, event, job_id=job_id, kind=kind, description=description,
+                           requester="coordinator")
+        return self.status(job_id, job_delta)

@@ -1,0 +1,105 @@
+"""The partner as a task's handlers see it: its data view, its budget gate, its vault and its own settings.
+
+:class:`PartnerSide` implements the task contract's :class:`~fedinsight.federation.task.Partner`. The
+ClientApp builds one per message (cheap: the view and the gate are cached per process), and the CLI's
+partner-side commands (scoring, serving, exports) build one for a folder with :func:`open_partner`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, RecordDict
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.data.schema import PartnerData
+from fedinsight.federation.budget import BudgetGate
+from fedinsight.federation.job import JobSettings
+from fedinsight.partner.protection import PartnerVault
+from fedinsight.partner.settings import float_setting, node_settings, require_dp
+from fedinsight.partner.view import PartnerView, simulated_folder
+from fedinsight.privacy.ledger import PrivacyLedger
+
+DEFAULT_DELTA = 1e-6
+LEDGER_FILE = "partner-ledger.db"
+
+
+@functools.cache
+def _ledger(url: str) -> PrivacyLedger:
+    return PrivacyLedger(url)
+
+
+@functools.cache
+def _gate(partner_id: str, url: str, cap: float | None, delta: float, require: bool) -> BudgetGate:
+    return BudgetGate(partner_id, _ledger(url), cap=cap, delta=delta, require_dp=require)
+
+
+class PartnerSide:
+    """One partner, for one task (its consent purpose), as its handlers see it."""
+
+    def __init__(self, purpose: str, context: Context | None, config: Mapping[str, Any], *,
+                 folder: str | Path | None = None) -> None:
+        self.context = context or Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={})
+        self.settings = node_settings(self.context.node_config)
+        self.config = dict(config)
+        self.deployed = "data-path" in self.settings
+        if folder is not None:
+            path = Path(folder)
+        elif self.deployed:
+            path = Path(str(self.settings["data-path"]))
+        elif "partition-id" in self.settings and config.get("data-root"):
+            path = simulated_folder(str(config["data-root"]), int(self.settings["partition-id"]))
+        else:
+            raise ConfigError("partner has no data: start it with --node-config data-path=FOLDER")
+        self.view = PartnerView(path, purpose, policy_file=self.settings.get("protection-policy"))
+        self.partner_id = str(self.settings.get("partner-id") or path.name)
+
+    # the Partner protocol
+    def data(self) -> PartnerData:
+        return self.view.tables()
+
+    @property
+    def vault(self) -> PartnerVault:
+        return self.view.vault
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+    def identities(self, tokens: Any) -> Any:
+        return self.view.identities(tokens)
+
+    def token(self, customer_id: str) -> str:
+        from fedinsight.privacy.tokenize import Tokenizer
+
+        return Tokenizer(self.view.policy.tokenization_ring()).token(str(customer_id))
+
+    @property
+    def state_dir(self) -> Path:
+        explicit = self.settings.get("state-dir")
+        return Path(str(explicit)) if explicit else self.view.state_dir
+
+    @property
+    def gate(self) -> BudgetGate:
+        """The partner's own budget: its node config in a deployment; the simulation's stand-ins otherwise."""
+        if self.deployed:
+            url = str(self.settings.get("ledger-url") or f"sqlite:///{self.state_dir / LEDGER_FILE}")
+            cap = float_setting(self.settings, "epsilon")
+            delta = float_setting(self.settings, "delta") or DEFAULT_DELTA
+        else:
+            url = str(self.config.get("partner-ledger-url") or f"sqlite:///{self.state_dir / LEDGER_FILE}")
+            caps = JobSettings(partner_caps=str(self.config.get("partner-caps", ""))).caps()
+            cap = caps.get(self.partner_id, float_setting(self.settings, "epsilon"))
+            delta = float_setting(self.settings, "delta") or DEFAULT_DELTA
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return _gate(self.partner_id, url, cap, delta, require_dp(self.settings, self.deployed))
+
+
+def open_partner(folder: str | Path, purpose: str, *, policy_file: str | Path | None = None) -> PartnerSide:
+    """A partner's own folder, read on its own machine by a CLI command (scoring, serving, exports)."""
+    node = {"protection-policy": str(policy_file)} if policy_file is not None else {}
+    context = Context(run_id=0, node_id=0, node_config=node, state=RecordDict(), run_config={})
+    return PartnerSide(purpose, context, {}, folder=folder)

@@ -1,0 +1,29 @@
+"""The settings of a simulation itself (which data, how many partners, where the run goes), defined once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedinsight.data.partition import PARTITION_SCHEMES
+from fedinsight.federation.options import Options, option
+
+PARTITIONS = (*PARTITION_SCHEMES, "zip")
+
+
+@dataclass(frozen=True)
+class SimulationOptions(Options):
+    dataset: str = option("synthetic", "cdnow, movielens-100k, synthetic, or a folder of partner folders (any names).")
+    partners: int | None = option(None, "Partners to simulate (a folder's partner count wins).", minimum=1,
+                                  maximum=1000)
+    partition: str = option("iid", "How a built-in dataset is split: iid, dirichlet, natural or zip.",
+                            choices=PARTITIONS)
+    alpha: float = option(0.5, "Dirichlet concentration (smaller = more skew).", above=0)
+    seed: int = option(0, "Seed of the partition (and of the task's own seed, if it has one).")
+    customers: int = option(5_000, "Customers of the synthetic dataset.", minimum=1)
+    out: str = option("", "Run folder: summary.json, report.html, the ledger, the task's artifacts.", flag="out")
+    db: str = option("", "Privacy ledger URL (default: sqlite:///OUT/ledger.db).")
+    budget: float | None = option(None, "Each partner's epsilon budget in the ledger, if it has none yet "
+                                  "(default: what this job needs).", above=0)
+    partner_caps: str = option("", "Simulated partners' own lifetime caps: NAME=EPSILON,... (e.g. partner-1=0.5).")
+    overwrite: bool = option(False, "Start from an empty run folder (discards its ledger too).")
+    cpus: int | None = option(None, "CPUs for the simulation (default: all; 1 per partner).", minimum=1)

@@ -1,0 +1,164 @@
+"""Simulate any registered task on this machine: the CLI's ``simulate`` commands and the Python API.
+
+One driver for every task, in this order: resolve the dataset into partner folders (built-ins are
+written once into the run folder; a user's own folder is used in place, any folder names), let the task
+fill the options its dataset decides (a built-in's label window, a preset's reference date, the
+catalogue), compute its baselines on the partners' *protected* views (consent- and erasure-filtered,
+identifiers tokenized), run the job on Flower's simulation runtime with the coordinator's ServerApp and
+the partners' ClientApp, merge, and write ``summary.json``, ``run.json`` and ``report.html``.
+
+The run folder keeps the simulation's ledgers (the coordinator's ``ledger.db`` and the simulated partners'
+own ``partner-ledgers.db``), so a second run into the same folder spends from the same budgets;
+``--overwrite`` starts from an empty folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.core.files import atomic_output_file
+from fedinsight.data.federation import BUILTIN_DATASETS
+from fedinsight.federation import registry
+from fedinsight.federation.job import JobSettings
+from fedinsight.federation.options import merge_run_config
+from fedinsight.federation.simulation import run_simulation
+from fedinsight.federation.task import Simulated, json_finite, result_of
+from fedinsight.simulation.federation import Federation, resolve
+from fedinsight.simulation.options import SimulationOptions
+
+LEDGER = "ledger.db"
+PARTNER_LEDGERS = "partner-ledgers.db"
+RESULT_FILES = ("summary.json", "report.html", "run.json", "insights.json")
+
+
+@dataclass
+class Run:
+    """A finished simulation: its summary and where its files are."""
+
+    task: str
+    out_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.summary.get("metrics", {}))
+
+    @property
+    def privacy(self) -> dict[str, Any]:
+        return dict(self.summary.get("privacy", {}))
+
+    @property
+    def report_path(self) -> Path | None:
+        path = self.out_dir / "report.html"
+        return path if path.is_file() else None
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """``out`` ready for a run: emptied with ``overwrite`` (only if it looks like a run folder), else reused."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    if overwrite and out.exists() and any(out.iterdir()):
+        ours = any((out / n).exists() for n in (*RESULT_FILES, LEDGER, "partners", "model.pt", "model"))
+        if not ours:
+            raise ConfigError(f"refusing to --overwrite {out}: it does not look like a simulation's output")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def quiet_flower(quiet: bool) -> Iterator[None]:
+    """Flower logs every round at INFO: keep the terminal readable unless asked for (``--verbose``)."""
+    loggers = [logging.getLogger(n) for n in ("flwr", "flwr.common.logger")]
+    saved = [lg.level for lg in loggers]
+    if quiet:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
+
+
+def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | None = None, *,
+             command: str | None = None, verbose: bool = False) -> Run:
+    """Run ``task_name`` on the simulated federation ``sim`` with the task's ``options``; see the module docstring."""
+    from fedinsight.coordinator.serverapp import app as server_app
+    from fedinsight.partner.clientapp import app as client_app
+    from fedinsight.tasks.runs import write_run_report
+
+    task = registry.get(task_name)
+    task_options = task.options(**(options or {}))  # bad options are refused before anything is written
+    if not sim.out:
+        raise ConfigError("give the run folder: --out FOLDER")
+    out = Path(sim.out).resolve()
+    task.simulation_dataset(sim.dataset)
+    partners = sim.partners
+    if sim.dataset not in BUILTIN_DATASETS:  # a folder is read in place: check it before anything is written
+        partners = len(Federation.from_folder(sim.dataset).folders)
+    task.check(task_options, JobSettings(task=task.name, partners=partners or task.default_partners))
+    prepare_out_dir(out, sim.overwrite)
+    started = time.perf_counter()
+    federation = resolve(sim.dataset, partners=sim.partners, partition=sim.partition, alpha=sim.alpha,
+                         seed=sim.seed, customers=sim.customers, out_dir=out, default_partners=task.default_partners)
+    simulated = Simulated(dataset=sim.dataset, builtin=federation.builtin, data_root=federation.root,
+                          partner_names=federation.names, out_dir=out, seed=sim.seed, views=federation.views,
+                          facts=federation.facts)
+    overrides = task.simulation_options(task_options, simulated)
+    if overrides:
+        task_options = task_options.replace(**overrides)
+    budget = sim.budget if sim.budget is not None else task.simulation_budget(task_options)
+    job = JobSettings(task=task.name, partners=len(federation.folders), out_dir=str(out),
+                      data_root=str(federation.root), ledger_url=sim.db or f"sqlite:///{out / LEDGER}",
+                      budget=budget, partner_caps=sim.partner_caps,
+                      partner_ledger_url=f"sqlite:///{out / PARTNER_LEDGERS}", dataset=sim.dataset)
+    task.check(task_options, job)
+    baselines = task.simulation_baselines(task_options, simulated)
+    run_config = merge_run_config(job, task_options)
+    sim_started = time.perf_counter()
+    with quiet_flower(not verbose):
+        context = run_simulation(run_config, job.partners, server_app=server_app, client_app=client_app,
+                                 cpus=sim.cpus, verbose=verbose)
+    wall = time.perf_counter() - sim_started
+    summary = task.simulation_summary(result_of(context), baselines)
+    timing = dict(summary.get("timing") or {})
+    train = timing.get("local_train_s") or 0.0
+    timing.update({"simulation_s": round(wall, 3), "wall_s": round(time.perf_counter() - started, 3),
+                   "federation_overhead": round(wall / train, 3) if train else None})
+    summary["timing"] = timing
+    summary["partner_folders"] = federation.names
+    summary = json_finite(summary)
+    with atomic_output_file(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    _report(out, command, write_run_report, sim.db or None)
+    task.check_result(summary)
+    return Run(task.name, out, summary)
+
+
+def _report(out: Path, command: str | None, write: Any, ledger_url: str | None) -> None:
+    """``run.json`` (how the run was made) and ``report.html``. The run has succeeded by now: a report that
+    cannot be written is a note (with the command to retry), never a failure that would hide the results."""
+    from fedinsight.report import record_command
+
+    try:
+        record_command(out, command or "")
+        path = write(out, ledger_url=ledger_url)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        logging.getLogger(__name__).warning("no report written (%s: %s); retry with `fedinsight report %s`",
+                                            type(exc).__name__, exc, out)
+        return
+    logging.getLogger(__name__).info("report: %s", path)
+
+
+def finite_or(value: float, default: float) -> float:
+    return value if math.isfinite(value) else default

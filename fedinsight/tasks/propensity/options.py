@@ -1,0 +1,74 @@
+"""The propensity task's options, defined once (the CLI, Python, the job API and the run config derive)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.federation.options import Options, option
+from fedinsight.models.propensity import MODEL_KINDS
+from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
+from fedinsight.tasks.propensity.features import FeatureCaps, LabelWindow
+
+
+@dataclass(frozen=True)
+class PropensityOptions(Options):
+    rounds: int = option(20, "Federated rounds.", minimum=1)
+    epsilon: float = option(1.0, "Each partner's epsilon for the whole run (DP-SGD + statistics).", above=0)
+    delta: float = option(1e-5, "Each partner's delta.", above=0, below=1)
+    non_private: bool = option(False, "No DP at all (to measure what DP costs; partners must allow it).")
+    model: str = option("logreg", "logreg or mlp.", choices=MODEL_KINDS)
+    seed: int = option(0, "Seed of the held-out split and the initial model.")
+    start: str = option("", "Calibration start (features from here; default: the dataset's).")
+    cutoff: str = option("", "Cutoff between calibration and holdout (labels after it).")
+    end: str = option("", "End of the holdout window.")
+    test_share: float = option(0.2, "Share of each partner's customers held out for evaluation.", above=0, below=1)
+    sample_rate: float = option(0.1, "Poisson sampling rate of DP-SGD batches.", above=0, maximum=1)
+    local_epochs: float = option(1.0, "Local epochs per round (steps = epochs / sample rate).", above=0)
+    lr: float = option(0.5, "Initial learning rate (cosine decay over the rounds).", above=0)
+    max_grad_norm: float = option(3.0, "DP-SGD per-customer gradient clipping norm.", above=0)
+    stats_share: float = option(0.15, "Share of epsilon for the feature statistics and the LTV histogram.",
+                                above=0, below=1)
+    ema: float = option(0.7, "Decay of the moving average of global models that is released.", minimum=0,
+                        below=1)
+    tier_mid: float = option(0.5, "True LTV tiers: mid from this quantile of holdout spend.", above=0, below=1)
+    tier_high: float = option(0.8, "True LTV tiers: high from this quantile.", above=0, below=1)
+    cap_amount: float = option(FeatureCaps.amount, "Public cap of one purchase day's spend.", above=0)
+    cap_total_amount: float = option(FeatureCaps.total_amount, "Public cap of calibration or holdout spend.",
+                                     above=0)
+    cap_quantity: float = option(FeatureCaps.quantity, "Public cap of quantities.", above=0)
+
+    ALIASES: ClassVar[dict[str, str]] = {"window-start": "start", "window-cutoff": "cutoff", "window-end": "end"}
+
+    def validate(self) -> None:
+        if not self.tier_mid < self.tier_high:
+            raise ConfigError(f"tier levels must satisfy 0 < mid < high < 1 (got {self.tier_mid}, {self.tier_high})")
+        if not self.non_private and not math.isfinite(self.epsilon):
+            raise ConfigError(f"--epsilon must be a finite positive number (got {self.epsilon}); or use --non-private")
+        if self.start or self.cutoff or self.end:
+            _ = self.window  # start < cutoff < end
+        _ = self.plan()  # bad privacy settings fail here, before anything runs
+
+    @property
+    def window(self) -> LabelWindow:
+        if not (self.start and self.cutoff and self.end):
+            raise ConfigError("give --start, --cutoff and --end (calibration from start to cutoff, holdout from "
+                              "cutoff to end)")
+        return LabelWindow(self.start, self.cutoff, self.end)  # type: ignore[arg-type]
+
+    @property
+    def caps(self) -> FeatureCaps:
+        return FeatureCaps(self.cap_amount, self.cap_total_amount, self.cap_quantity)
+
+    @property
+    def steps_per_round(self) -> int:
+        return max(1, round(self.local_epochs / self.sample_rate))
+
+    def plan(self) -> DpsgdPlan | None:
+        if self.non_private:
+            return None
+        return plan_dpsgd(self.epsilon, self.delta, sample_rate=self.sample_rate, steps_per_round=self.steps_per_round,
+                          rounds=self.rounds, max_grad_norm=self.max_grad_norm, gaussian_releases=2,
+                          gaussian_share=self.stats_share)

@@ -1,0 +1,170 @@
+"""The propensity run's report sections: did the federated model reach the centralized one?
+
+Learning curve per round against the centralized and BG/NBD lines, ROC, calibration, cumulative gain with
+lift, and the LTV tier table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedinsight.report.charts import Chart, colour, figure, finite, number, render, tooltip
+from fedinsight.report.learning import learning_chart, model_label
+from fedinsight.report.page import Section, card, table
+
+
+def propensity_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]:
+    """Headline cards and the sections of a propensity run."""
+    metrics = summary.get("metrics", {})
+    fed, cen = metrics.get("federated", {}), metrics.get("centralized", {})
+    cards = []
+    auc_f, auc_c = finite(fed.get("auc")), finite(cen.get("auc"))
+    if auc_f is not None:
+        ratio = auc_f / auc_c if auc_c else None
+        cards.append(card("federated AUC", f"{auc_f:.4f}",
+                          f"{ratio:.1%} of centralized ({auc_c:.4f})" if ratio else "no centralized baseline",
+                          good=None if ratio is None else ratio >= 0.97))
+    auc_b = finite(metrics.get("bgnbd", {}).get("auc"))
+    if auc_f is not None and auc_b is not None:
+        cards.append(card("vs BG/NBD", f"{auc_f - auc_b:+.4f} AUC", f"BG/NBD {auc_b:.4f}", good=auc_f >= auc_b))
+    lift = finite(fed.get("lift_top_decile"))
+    if lift is not None:
+        cards.append(card("top-decile lift", f"{lift:.2f}×", "buyers in the top 10 % vs average"))
+
+    learning = Section("learning", "Learning curve")
+    learning.charts([c for c in (_propensity_curve(summary),) if c])
+    if not learning.parts:
+        learning.add('<p class="note">No per-round evaluation in this run.</p>')
+
+    quality = Section("model", "Propensity model")
+    curves = summary.get("curves", {})
+    quality.charts([c for c in (_roc(curves, summary), _calibration(curves, summary), _gain(curves, summary)) if c])
+    quality.add(_metrics_table(metrics, ("auc", "log_loss", "ece", "lift_top_decile", "mae", "tier_accuracy"),
+                               summary))
+    quality.add(_tier_table(summary))
+    if not curves:
+        quality.add('<p class="note">This summary has no curve data (written by an older fedinsight); '
+                    "re-run the job to get ROC, calibration and gain charts.</p>")
+    return cards, [learning, quality]
+
+
+def _propensity_curve(summary: dict[str, Any]) -> Chart | None:
+    rounds = [r for r in summary.get("metrics", {}).get("per_round", []) if finite(r.get("auc")) is not None]
+    if not rounds:
+        return None
+    return learning_chart(
+        summary, rounds, "auc", (("centralized", "--"), ("bgnbd", ":")), name="propensity-learning",
+        title="AUC per round", ylabel="held-out AUC", digits=4,
+        caption="Federated model evaluated on every partner's held-out customers after each round; "
+                "lines: baselines trained in the same run on the same split.")
+
+
+def _curve_models(curves: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(name, c[key]) for name, c in curves.items() if isinstance(c, dict) and key in c]
+
+
+def _roc(curves: dict[str, Any], summary: dict[str, Any]) -> Chart | None:
+    models = _curve_models(curves, "roc")
+    if not models:
+        return None
+    with figure("propensity-roc", 4.2, 3.6) as (fig, (ax,)):
+        for i, (name, roc) in enumerate(models):
+            (line,) = ax.plot(roc["fpr"], roc["tpr"], color=colour(name, i), label=model_label(name, summary))
+            auc = finite(summary.get("metrics", {}).get(name, {}).get("auc"))
+            tooltip(line, model_label(name, summary) + (f": AUC {auc:.4f}" if auc is not None else ""))
+        ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8, ls="--", label="random")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, frameon=False, loc="lower right")
+        return render("propensity-roc", "ROC curve (repurchase)", fig,
+                      "Federated curve read off the partners' summed score histograms (no customer score left a "
+                      "partner).")
+
+
+def _calibration(curves: dict[str, Any], summary: dict[str, Any]) -> Chart | None:
+    models = _curve_models(curves, "calibration")
+    if not models:
+        return None
+    with figure("propensity-calibration", 4.2, 3.6) as (fig, (ax,)):
+        for i, (name, cal) in enumerate(models):
+            sizes = 8 + 60 * np.sqrt(np.asarray(cal["n"]) / max(1.0, max(cal["n"], default=1.0)))
+            label = model_label(name, summary)
+            ax.plot(cal["predicted"], cal["observed"], color=colour(name, i), lw=1, label=label)
+            for pred, obs, size, n in zip(cal["predicted"], cal["observed"], sizes, cal["n"], strict=True):
+                point = ax.scatter([pred], [obs], s=size, color=colour(name, i), alpha=0.7, zorder=3)
+                tooltip(point, f"{model_label(name, summary)}: predicted {pred:.3f}, observed {obs:.3f} "
+                               f"({number(float(n))} customers)")
+        ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8, ls="--", label="perfect")
+        ax.set_xlabel("mean predicted probability")
+        ax.set_ylabel("observed repurchase rate")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
+        return render("propensity-calibration", "Calibration", fig,
+                      "Ten equal-width probability bins; marker area grows with the customers in the bin.")
+
+
+def _gain(curves: dict[str, Any], summary: dict[str, Any]) -> Chart | None:
+    models = _curve_models(curves, "gain")
+    if not models:
+        return None
+    with figure("propensity-gain", 6.4, 3.4, ncols=2) as (fig, (ax, ax2)):
+        for i, (name, gain) in enumerate(models):
+            x, y = np.asarray(gain["targeted"]), np.asarray(gain["captured"])
+            (line,) = ax.plot(x, y, color=colour(name, i), label=model_label(name, summary))
+            at = int(np.searchsorted(x, 0.1))
+            if at < len(x):
+                tooltip(line, f"{model_label(name, summary)}: the top {x[at]:.0%} reach {y[at]:.0%} of repurchasers")
+            keep = x >= 0.02  # lift at a handful of customers is noise
+            ax2.plot(x[keep], y[keep] / x[keep], color=colour(name, i))
+        ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8, ls="--", label="random")
+        ax.set_xlabel("share of customers targeted (best scores first)")
+        ax.set_ylabel("share of repurchasers reached")
+        ax.legend(fontsize=7, frameon=False, loc="lower right")
+        ax2.axhline(1, color="#bbbbbb", lw=0.8, ls="--")
+        ax2.set_xlabel("share of customers targeted")
+        ax2.set_ylabel("lift")
+        fig.tight_layout()
+        return render("propensity-gain", "Cumulative gain and lift", fig,
+                      "Target the top x % by predicted propensity: the share of next-period buyers you reach "
+                      "(left) and how many times the average rate that is (right).")
+
+
+def _metrics_table(metrics: dict[str, Any], columns: tuple[str, ...], summary: dict[str, Any]) -> str:
+    rows = []
+    for name, values in metrics.items():
+        if not isinstance(values, dict) or name in ("ratios",):
+            continue
+        if not any(c in values for c in columns):
+            continue
+        rows.append([model_label(name, summary), *(finite(values.get(c)) for c in columns)])
+    return "<h3>Metrics on the held-out customers</h3>" + table(["model", *columns], rows) if rows else ""
+
+
+def _tier_table(summary: dict[str, Any]) -> str:
+    tiers = summary.get("ltv_tiers", {})
+    curves = summary.get("curves", {})
+    parts = []
+    if tiers:
+        levels = tiers.get("levels") or []
+        true_t, pred_t = tiers.get("true_thresholds") or [], tiers.get("predicted_thresholds") or []
+        rows = []
+        for i, name in enumerate(("mid", "high")):
+            rows.append([f"{name} tier starts at", f"{levels[i]:.0%} quantile" if i < len(levels) else None,
+                         true_t[i] if i < len(true_t) else None, pred_t[i] if i < len(pred_t) else None])
+        parts.append("<h3>LTV tiers</h3>" + table(["threshold", "level", "actual spend", "predicted LTV"], rows))
+    for name in ("federated", "centralized"):
+        conf = curves.get(name, {}).get("tiers")
+        if not conf:
+            continue
+        labels, matrix = conf["labels"], np.asarray(conf["confusion"], dtype=float)
+        total = matrix.sum() or 1.0
+        rows = [[f"actual {labels[i]}", *(f"{matrix[i, j]:,.0f} ({matrix[i, j] / total:.0%})"
+                                          for j in range(len(labels)))] for i in range(len(labels))]
+        accuracy = float(np.trace(matrix) / total)
+        parts.append(f"<h3>Tier confusion, {model_label(name, summary)} (accuracy {accuracy:.1%})</h3>"
+                     + table(["", *(f"predicted {x}" for x in labels)], rows))
+    return "".join(parts)

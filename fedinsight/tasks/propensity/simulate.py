@@ -1,0 +1,65 @@
+"""What a propensity simulation adds: the dataset's label window, and the baselines on the same split."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fedinsight.core.errors import ConfigError, FedinsightError
+from fedinsight.federation.task import Simulated
+from fedinsight.tasks.propensity.baselines import bgnbd_baseline, centralized_baseline, pooled_split
+from fedinsight.tasks.propensity.features import CDNOW_WINDOW, LabelWindow, synthetic_window
+from fedinsight.tasks.propensity.options import PropensityOptions
+
+log = logging.getLogger(__name__)
+
+
+def window_options(options: PropensityOptions, sim: Simulated) -> dict[str, Any]:
+    """The label window the dataset defines, for whichever of start/cutoff/end the user did not give."""
+    if sim.dataset == "movielens-100k":
+        raise ConfigError("movielens-100k has no purchases; use --dataset cdnow, synthetic or a folder")
+    given = {"start": options.start, "cutoff": options.cutoff, "end": options.end}
+    if all(given.values()):
+        return {}
+    if sim.builtin:
+        window: LabelWindow = CDNOW_WINDOW if sim.dataset == "cdnow" else synthetic_window()
+        planted = {"start": window.start.isoformat(), "cutoff": window.cutoff.isoformat(),
+                   "end": window.end.isoformat()}
+    else:
+        planted = {k: v for k, v in sim.facts.get("window", {}).items() if k in given}
+    chosen = {k: given[k] or planted.get(k, "") for k in given}
+    if not all(chosen.values()):
+        raise ConfigError(f"--dataset {sim.dataset}: give --start, --cutoff and --end (calibration from start to "
+                          "cutoff, holdout from cutoff to end)")
+    return {k: v for k, v in chosen.items() if v != given[k]}
+
+
+def baselines(options: PropensityOptions, sim: Simulated, purpose: str) -> dict[str, Any]:
+    """The same model centralized without DP, and BG/NBD, on the partners' views and the federation's split."""
+    parts = sim.views(purpose)
+    split = pooled_split(parts, options.window, options.test_share, options.seed)
+    out = {"centralized": centralized_baseline(split, options.window, kind=options.model, seed=options.seed,
+                                               caps=options.caps, tier_levels=(options.tier_mid, options.tier_high))}
+    try:
+        out["bgnbd"] = bgnbd_baseline(split, options.window)
+    except FedinsightError as exc:
+        log.warning("BG/NBD baseline skipped: %s", exc)
+    return out
+
+
+def merge(summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
+    """The baselines beside the federated model: metrics, curves and the headline ratios."""
+    curves = summary.setdefault("curves", {})
+    for name, values in baselines.items():
+        values = dict(values)
+        if "curves" in values:
+            curves[name] = values.pop("curves")
+        summary["metrics"][name] = values
+    fed, cen = summary["metrics"].get("federated", {}), summary["metrics"].get("centralized", {})
+    comparison = {}
+    if fed.get("auc") is not None and cen.get("auc"):
+        comparison["auc_federated_over_centralized"] = fed["auc"] / cen["auc"]
+    if fed.get("auc") is not None and summary["metrics"].get("bgnbd", {}).get("auc") is not None:
+        comparison["auc_federated_minus_bgnbd"] = fed["auc"] - summary["metrics"]["bgnbd"]["auc"]
+    summary["comparison"] = comparison
+    return summary

@@ -1,0 +1,128 @@
+"""The recommender's options, defined once, and the privacy plan they imply."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from dp_accounting import dp_event
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.federation.options import Options, option
+from fedinsight.models.recommender import DPConfig
+from fedinsight.privacy.ledger import dpsgd_event
+
+SERVER_OPTIMIZERS = ("fedavg", "fedadam")
+NOISE_MODELS = ("local", "distributed-secagg")
+
+
+@dataclass(frozen=True)
+class RecommendOptions(Options):
+    rounds: int = option(50, "Federated rounds.", minimum=1)
+    epsilon: float = option(math.inf, "Customer-level epsilon per partner; inf = no DP.", above=0)
+    delta: float | None = option(None, "DP delta (default: 1 / the federation's number of customers).", above=0,
+                                 below=1)
+    dim: int = option(32, "Embedding dimension (federated and centralized alike).", minimum=1, maximum=1024)
+    local_epochs: int = option(2, "Local epochs per round on each partner.", minimum=1)
+    sample_rate: float = option(1.0, "DP: Poisson rate at which customers join a step (1 = all).", above=0,
+                                maximum=1)
+    clip: float = option(1.0, "DP: L2 bound of one customer's whole item-side update.", above=0)
+    dp_lr: float = option(5.0, "DP: item step size.", above=0)
+    popularity_share: float = option(0.0, "DP: share of epsilon for an item-popularity release (0: none).",
+                                     minimum=0, below=1)
+    popularity_clip: float = option(5.0, "DP: L2 bound of one customer's popularity contribution.", above=0)
+    explore: float = option(0.2, "Share of the top-k slots reserved for exploration.", minimum=0, below=1)
+    k: int = option(10, "Recommendations per customer (the k of HR@k).", minimum=1)
+    seed: int = option(0, "Seed of the item table's initialisation and of the evaluation's sampled negatives.")
+    eval_every: int = option(0, "Evaluate the federated model every N rounds (0: only at the end).", minimum=0)
+    server_optimizer: str = option("fedavg", "Server optimizer.", choices=SERVER_OPTIMIZERS, flag="server-opt")
+    server_lr: float = option(1.0, "Server learning rate.", above=0)
+    shrink: bool = option(True, "DP: shrink each item's averaged change by the known noise variance.")
+    lr: float = option(0.01, "Item learning rate (non-private Adam).", above=0)
+    customer_lr: float = option(0.01, "Customer learning rate.", above=0)
+    reg: float = option(1e-5, "Item L2 regularisation.", minimum=0)
+    customer_reg: float = option(1e-5, "Customer L2 regularisation.", minimum=0)
+    batch_customers: int = option(32, "Customers per local batch (non-private).", minimum=1)
+    fit_epochs: int = option(3, "Epochs fitting customer embeddings to the final item table.", minimum=0)
+    personalize_epochs: int = option(0, "Partner-local fine-tuning epochs of the final model (never sent).",
+                                     minimum=0, flag="personalize")
+    noise_model: str = option("local", "DP: local (each partner adds all the noise) or distributed-secagg (SecAgg+ "
+                              "sum, each partner adds a share; needs --local-epochs 1).", choices=NOISE_MODELS)
+    honest_partners: int = option(0, "distributed-secagg: partners assumed not to collude (0: all).", minimum=0)
+    max_dropouts: int = option(0, "distributed-secagg: drop-outs a round tolerates (more noise each).", minimum=0)
+    baseline_epochs: int = option(50, "(simulation) Epochs of the centralized and local-only BPR-MF baselines.",
+                                  minimum=1)
+    local_only: bool = option(True, "(simulation) Also train each partner alone.")
+    catalogue_path: str = option("", "The public item catalogue (an items table, .parquet or .csv).", flag="catalogue")
+
+    ALIASES: ClassVar[dict[str, str]] = {"server-opt": "server-optimizer", "personalize": "personalize-epochs",
+                                         "catalogue": "catalogue-path"}
+
+    @property
+    def private(self) -> bool:
+        return math.isfinite(self.epsilon)
+
+    @property
+    def distributed(self) -> bool:
+        """Noise split across partners under SecAgg+ (only private jobs)."""
+        return self.private and self.noise_model == "distributed-secagg"
+
+    def validate(self) -> None:
+        if self.distributed:
+            if not (self.sample_rate == 1.0 and self.local_epochs == 1):
+                raise ConfigError("--noise-model distributed-secagg runs one full-batch DP step per round: use "
+                                  "--sample-rate 1 and --local-epochs 1")
+            if self.popularity_share != 0:
+                raise ConfigError("--popularity-share is not available with distributed-secagg noise")
+
+    def check_partners(self, partners: int) -> None:
+        """Checks that need the federation's size (before anyone is contacted)."""
+        if self.distributed:
+            if partners < 2:
+                raise ConfigError("--noise-model distributed-secagg needs at least 2 partners")
+            if not 0 <= self.honest_partners <= partners:
+                raise ConfigError(f"--honest-partners must be between 1 and the number of partners ({partners}), "
+                                  "or 0 for all")
+            if not self.max_dropouts < self.honest(partners):
+                raise ConfigError("--max-dropouts must be below the number of honest partners")
+
+    def honest(self, partners: int) -> int:
+        return self.honest_partners or partners
+
+    def steps_per_round(self) -> int:
+        """DP-SGD steps one partner runs per round (Poisson steps visiting everyone once per epoch)."""
+        return self.local_epochs * DPConfig(noise_multiplier=0.0, sample_rate=self.sample_rate).steps_per_epoch()
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    """What a private job releases per partner, decided before it starts.
+
+    First one Gaussian release of clipped per-item customer counts (the shared item biases start from
+    it), calibrated to ``popularity_share`` of epsilon on its own; then ``steps`` DP-SGD steps whose noise
+    multiplier is the smallest that keeps the composition of both within (epsilon, delta).
+    """
+
+    noise_multiplier: float = 0.0
+    steps: int = 0
+    popularity_noise_multiplier: float = 0.0  # 0: no popularity release
+
+    @classmethod
+    def for_job(cls, job: Any, delta: float) -> PrivacyPlan:
+        from fedinsight.privacy.mechanisms import gaussian_noise_multiplier
+        from fedinsight.privacy.sparse_dp import noise_multiplier_for
+
+        steps = job.rounds * job.steps_per_round()
+        if not job.private:
+            return cls(0.0, steps, 0.0)
+        pop = gaussian_noise_multiplier(job.popularity_share * job.epsilon, delta) if job.popularity_share else 0.0
+        prior = [dpsgd_event(pop, 1.0, 1)] if pop else []
+        return cls(noise_multiplier_for(job.epsilon, delta, job.sample_rate, steps, prior=prior), steps, pop)
+
+    def events(self, job: Any) -> list[dp_event.DpEvent]:
+        """In the order partners run them (and record them in their own accountants)."""
+        release = [dpsgd_event(self.popularity_noise_multiplier, 1.0, 1)] if self.popularity_noise_multiplier else []
+        return [*release, dpsgd_event(self.noise_multiplier, job.sample_rate, self.steps)]
+
+

@@ -1,0 +1,139 @@
+"""The recommender run's report sections.
+
+HR@10 / NDCG@10 / coverage against the baselines, the exploration share's accuracy cost and diversity gain,
+and the learning curve (or the privacy spent per round when per-round evaluation was switched off).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedinsight.report.charts import Chart, colour, figure, finite, integer_ticks, render, tooltip
+from fedinsight.report.learning import learning_chart, model_label, point_tips
+from fedinsight.report.page import Section, card, fmt, table
+
+REC_MODELS = ("federated", "federated_global", "centralized", "local_only", "popularity")
+
+
+def recommend_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]:
+    metrics = summary.get("metrics", {})
+    fed, cen, pop = (metrics.get(k, {}) for k in ("federated", "centralized", "popularity"))
+    cards = []
+    hr_f, hr_c, hr_p = (finite(m.get("hr@10")) for m in (fed, cen, pop))
+    if hr_f is not None:
+        ratio = hr_f / hr_c if hr_c else None
+        cards.append(card("federated HR@10", f"{hr_f:.3f}",
+                          f"{ratio:.1%} of centralized ({hr_c:.3f})" if ratio else "", good=None if ratio is None
+                          else ratio >= 0.9))
+    if hr_f is not None and hr_p is not None:
+        cards.append(card("vs popularity", f"{hr_f - hr_p:+.3f} HR@10", f"popularity {hr_p:.3f}", good=hr_f > hr_p))
+    explore = fed.get("explore", {})
+    if finite(explore.get("share")) is not None:
+        cards.append(card("exploration share", f"{explore['share']:.0%} of slots",
+                          f"HR cost {fmt(finite(explore.get('hr_cost')), 3)}, diversity gain "
+                          f"{fmt(finite(explore.get('ild_gain')), 3)}"))
+
+    learning = Section("learning", "Learning curve")
+    chart = _recommend_curve(summary)
+    if chart:
+        learning.charts([chart])
+    else:
+        learning.add('<p class="note">No per-round evaluation in this run (use --eval-every N to record one).</p>')
+
+    quality = Section("model", "Recommendations")
+    quality.charts([c for c in (_ranking_bars(metrics, summary), _explore_chart(metrics, summary)) if c])
+    cols = ("hr@10", "ndcg@10", "coverage", "ild")
+    rows = [[model_label(n, summary), *(finite(metrics[n].get(c)) for c in cols)] for n in REC_MODELS
+            if isinstance(metrics.get(n), dict)]
+    quality.add("<h3>Ranking metrics (latest interaction vs 99 unseen items)</h3>"
+                + table(["model", "HR@10", "NDCG@10", "coverage", "intra-list diversity"], rows))
+    rows = []
+    for n in REC_MODELS:
+        ex = metrics.get(n, {}).get("explore") if isinstance(metrics.get(n), dict) else None
+        if ex:
+            rows.append([model_label(n, summary), finite(metrics[n].get("hr@10")), finite(ex.get("hr@10")),
+                         finite(ex.get("hr_cost")), finite(ex.get("ild_gain")), finite(ex.get("coverage_gain"))])
+    if rows:
+        quality.add("<h3>Exploration share: what it costs and what it buys</h3>"
+                    + table(["model", "HR@10 without", "HR@10 with", "HR cost", "diversity gain", "coverage gain"],
+                            rows))
+    return cards, [learning, quality]
+
+
+def _recommend_curve(summary: dict[str, Any]) -> Chart | None:
+    per_round = summary.get("metrics", {}).get("per_round", [])
+    evaluated = [r for r in per_round if finite(r.get("hr@10")) is not None]
+    if evaluated:
+        return learning_chart(
+            summary, evaluated, "hr@10", (("centralized", "--"), ("popularity", ":"), ("local_only", "-.")),
+            name="recommend-learning", title="HR@10 per round", ylabel="HR@10", digits=3,
+            caption="Shared model evaluated during training; lines: baselines on the same split.")
+    spent = [r for r in per_round if finite(r.get("epsilon")) is not None]
+    if not spent:
+        return None
+    target = finite(summary.get("privacy", {}).get("epsilon_target"))
+    with figure("recommend-learning") as (fig, (ax,)):
+        ax.plot([r["round"] for r in spent], [r["epsilon"] for r in spent], marker="o", ms=3,
+                color=colour("federated"), label="ε spent (partners' accountants)")
+        point_tips(ax, spent, "epsilon", "cumulative ε", 3)
+        if target is not None:
+            ax.axhline(target, color=colour("budget"), ls="--", label=f"job ε {target:g}")
+        ax.set_xlabel("round")
+        integer_ticks(ax)
+        ax.set_ylabel("cumulative ε")
+        ax.legend(fontsize=7, frameon=False)
+        return render("recommend-learning", "Privacy spent per round", fig,
+                      "No per-round ranking evaluation in this run: the chart shows ε accumulating instead.")
+
+
+def _ranking_bars(metrics: dict[str, Any], summary: dict[str, Any]) -> Chart | None:
+    names = [n for n in REC_MODELS if isinstance(metrics.get(n), dict) and finite(metrics[n].get("hr@10")) is not None]
+    if not names:
+        return None
+    cols = ("hr@10", "ndcg@10", "coverage")
+    with figure("recommend-ranking") as (fig, (ax,)):
+        width = 0.8 / len(names)
+        x = np.arange(len(cols))
+        for k, name in enumerate(names):
+            values = [finite(metrics[name].get(c)) or 0.0 for c in cols]
+            bars = ax.bar(x - 0.4 + width * (k + 0.5), values, width * 0.95, color=colour(name, k),
+                          label=model_label(name, summary))
+            ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+            for col, bar, value in zip(cols, bars.patches, values, strict=True):
+                tooltip(bar, f"{model_label(name, summary)} · {col}: {value:.4f}")
+        ax.set_xticks(x, ["HR@10", "NDCG@10", "catalogue coverage"])
+        ax.legend(fontsize=7, frameon=False)
+        return render("recommend-ranking", "Federated vs baselines", fig,
+                      "Same customers, same held-out items, same 99 sampled negatives for every model.")
+
+
+def _explore_chart(metrics: dict[str, Any], summary: dict[str, Any]) -> Chart | None:
+    points = []
+    for k, name in enumerate(REC_MODELS):
+        m = metrics.get(name)
+        ex = m.get("explore") if isinstance(m, dict) else None
+        if not ex or finite(ex.get("hr@10")) is None or finite(m.get("ild")) is None:
+            continue
+        points.append((k, name, (m["ild"], m["hr@10"]), (ex["ild"], ex["hr@10"]), ex.get("share")))
+    if not points:
+        return None
+    with figure("recommend-exploration", 5.0, 3.6) as (fig, (ax,)):
+        for k, name, before, after, _share in points:
+            ax.annotate("", xy=after, xytext=before,
+                        arrowprops={"arrowstyle": "->", "color": colour(name, k), "lw": 1.2})
+            dot = ax.scatter(*before, color=colour(name, k), s=18, label=model_label(name, summary))
+            diamond = ax.scatter(*after, color=colour(name, k), s=18, marker="D")
+            label = model_label(name, summary)
+            tooltip(dot, f"{label}, pure ranking: HR@10 {before[1]:.4f}, diversity {before[0]:.3f}")
+            tooltip(diamond, f"{model_label(name, summary)}, with exploration: HR@10 {after[1]:.4f}, "
+                             f"diversity {after[0]:.3f}")
+        share = points[0][4]
+        ax.set_xlabel("intra-list diversity of the top-10")
+        ax.set_ylabel("HR@10")
+        ax.legend(fontsize=7, frameon=False)
+        ax.margins(0.15)
+        return render("recommend-exploration", "Exploration share trade-off", fig,
+                      f"Arrow: from pure ranking (dot) to {share:.0%} of slots reserved for exploration (diamond)."
+                      if isinstance(share, float) else "Arrow: from pure ranking to the exploration share.")
