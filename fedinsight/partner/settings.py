@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.options import convert
 
 ALIASES: dict[str, str] = {
     "local-ledger": "ledger-url", "local-epsilon": "epsilon", "local-delta": "delta",
@@ -55,14 +56,10 @@ def node_settings(node_config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"node config {key}={value!r} must be true or false")
+    try:
+        return bool(convert(key, bool, value))
+    except ConfigError:
+        raise ConfigError(f"node config {key}={value!r} must be true or false") from None
 
 
 def require_dp(settings: Mapping[str, Any], deployed: bool) -> bool:
