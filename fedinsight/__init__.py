@@ -2,6 +2,16 @@
 
 Partners keep their customer rows; they train models (Flower + Opacus DP-SGD) and compute noisy
 aggregates (OpenDP) locally, and a coordinator only ever sees model updates and de-identified insights.
+
+From Python (the same tasks and option names as ``fedinsight simulate <task>``)::
+
+    import fedinsight as fi
+
+    fed = fi.Federation.from_folder("data/partners")        # one sub-folder per partner, any names
+    run = fed.simulate("propensity", epsilon=1.0, rounds=20, start="2024-01-01", cutoff="2025-07-01",
+                       end="2026-01-01")
+    run.metrics["federated"]["auc"], run.report_path
+    fi.task_names()                                         # the registered tasks
 """
 
 from __future__ import annotations
@@ -20,3 +30,30 @@ for _name, _value in {
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
 }.items():
     os.environ.setdefault(_name, _value)
+
+__all__ = ["Federation", "FedinsightError", "__version__", "simulate", "task_names"]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy: `import fedinsight` must stay light (no torch, no Flower)
+    if name == "Federation":
+        from fedinsight.simulation.federation import Federation
+
+        return Federation
+    if name == "simulate":
+        from fedinsight.simulation.run import simulate
+
+        return simulate
+    if name == "FedinsightError":
+        from fedinsight.core.errors import FedinsightError
+
+        return FedinsightError
+    if name == "task_names":
+        def task_names() -> list[str]:
+            """The names of the registered tasks."""
+            from fedinsight.federation import registry
+            from fedinsight.tasks import TASKS
+
+            return sorted(t.name for t in TASKS) if TASKS else registry.names()
+
+        return task_names
+    raise AttributeError(f"module 'fedinsight' has no attribute {name!r}")

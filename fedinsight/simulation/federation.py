@@ -47,9 +47,40 @@ class Federation:
     def names(self) -> list[str]:
         return [f.name for f in self.folders]
 
+    def simulate(self, task: str, *, out: str | Path | None = None, **settings: Any) -> Any:
+        """Run ``task`` on these partners (the Python call of ``fedinsight simulate <task>``): ``settings`` are the
+        task's options and the simulation's (``epsilon=1, rounds=20, partner_caps=...``), by the same names as
+        the command's flags; a run folder is made under the system's temporary folder unless ``out`` is given.
+        Returns the :class:`~fedinsight.simulation.run.Run` (``.summary``, ``.metrics``, ``.report_path``)."""
+        import tempfile
+
+        from fedinsight.federation import registry
+        from fedinsight.simulation.options import SimulationOptions
+        from fedinsight.simulation.run import simulate
+
+        spec = registry.get(task)
+        sim_names = set(SimulationOptions.run_config_keys().values())
+        task_names = set(spec.options.run_config_keys().values())
+        unknown = sorted(set(settings) - sim_names - task_names)
+        if unknown:
+            raise ConfigError(f"{spec.name} has no setting {', '.join(unknown)} (its options: "
+                              f"{', '.join(sorted(task_names))})")
+        folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"fedinsight-{spec.name}-"))
+        sim = SimulationOptions(**{k: v for k, v in settings.items() if k in sim_names and k != "dataset"},
+                                dataset=self.dataset, out=str(folder))
+        return simulate(spec.name, sim, {k: v for k, v in settings.items() if k in task_names})
+
     def views(self, purpose: str) -> dict[str, PartnerData]:
         """Every partner's tables as its data view gives them for ``purpose``."""
         return {f.name: PartnerView(f, purpose).tables() for f in self.folders}
+
+    @classmethod
+    def builtin(cls, name: str) -> Federation:
+        """A built-in dataset (``cdnow``, ``movielens-100k``, ``synthetic``): split into partners when a task runs
+        (``partners=``, ``partition=``, ``seed=`` ... are settings of :meth:`simulate`)."""
+        if name not in BUILTIN_DATASETS:
+            raise ConfigError(f"unknown built-in dataset '{name}' (known: {', '.join(BUILTIN_DATASETS)})")
+        return cls(Path(name), name, True)
 
     @classmethod
     def from_folder(cls, path: str | Path) -> Federation:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 from support.federations import PARTNER_NAMES, own_federation, raw_frames, run_in_process
@@ -49,6 +50,9 @@ def test_every_value_a_partner_sends_is_declared_and_the_charge_is_the_manifests
     for msg, reply in pairs:
         assert not reply.has_error(), reply.error.reason
         check_reply(reply, spec_for(manifest, _kind(msg)))  # raises on anything undeclared
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "privacy.md").read_text()
+    for release in manifest.releases:  # docs/privacy.md lists every release of every task
+        assert f"| {release.reply} | {release.record}:" in docs, (task, release.reply, release.record)
     for release in manifest.private():  # each partner made each DP release exactly as often as declared
         made = Counter(m.metadata.dst_node_id for m, r in pairs if _kind(m) == release.reply
                        and release.record in r.content and set(release.fields) <= set(r.content[release.record]))
