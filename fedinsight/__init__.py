@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-__version__ = "0.1.0"
+from fedinsight.core.version import __version__
 
 # Flower must run offline on partner machines: no telemetry, no update check, and no per-run
 # `uv sync` of a fresh environment (which could pull CUDA torch). Set before flwr is imported.

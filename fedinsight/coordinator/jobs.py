@@ -220,13 +220,13 @@ def _toml_scalar(key: str, value: Any) -> Any:
 
 def write_job_app(folder: Path, run_config: dict[str, Any]) -> Path:
     """The code-less Flower app folder for one job (its config is the job's run config)."""
-    import fedinsight
     from fedinsight.core.settings import dump_toml
+    from fedinsight.core.version import __version__
 
     folder.mkdir(parents=True, exist_ok=True)
     header = dump_toml({
         "build-system": {"requires": ["setuptools>=68"], "build-backend": "setuptools.build_meta"},
-        "project": {"name": "fedinsight-job", "version": fedinsight.__version__,
+        "project": {"name": "fedinsight-job", "version": __version__,
                     "description": "A fedinsight job: runs the fedinsight installed on each machine",
                     "license": "Apache-2.0"},
         "tool.flwr.app": {"publisher": "fedinsight"},

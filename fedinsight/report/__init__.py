@@ -64,10 +64,10 @@ RUN_META = "run.json"
 
 def record_command(run_dir: Path, command: str) -> None:
     """Write ``run_dir/run.json`` with the command that produced the run (the report's "reproduce" box)."""
-    import fedinsight
     from fedinsight.core.files import atomic_output_file
+    from fedinsight.core.version import __version__
 
-    meta = {"command": command, "fedinsight": fedinsight.__version__,
+    meta = {"command": command, "fedinsight": __version__,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
     with atomic_output_file(Path(run_dir) / RUN_META) as tmp:
         tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")

@@ -1,63 +1,34 @@
-"""A federation to simulate: partner folders on this machine, used in place, whatever they are called.
+"""A federation to simulate, as a Python object.
 
-A built-in dataset (CDNOW, MovieLens-100K, synthetic) is split into partners and written once under the
-run folder (``OUT/partners``), each with a protection policy declaring the identifier columns fedinsight
-itself generated. A folder of a user's own partner folders is used **in place**: each simulated partner
-reads its own folder through its own data view, and nothing of it is copied anywhere.
+:class:`Federation` is :class:`~fedinsight.simulation.partners.Partners` (partner folders on this machine, used
+in place, whatever they are called) plus :meth:`Federation.simulate`, the Python call of
+``fedinsight simulate <task>``.
+
+It sits above the run driver (``simulation.run``), which only needs the partners: the driver never imports
+this module, so the two do not import each other.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from fedinsight.core.errors import ConfigError
-from fedinsight.core.files import atomic_output_dir
-from fedinsight.data.federation import (
-    BUILTIN_DATASETS,
-    PartitionSpec,
-    load_federation,
-    partner_folders,
-    write_partner_folder,
-)
-from fedinsight.data.schema import PartnerData
-from fedinsight.partner.protection import init_federation
-from fedinsight.partner.view import PartnerView
-
-BUILTIN_FOLDER = "partners"
-SPEC_FILE = ".simulation.json"
+from fedinsight.federation import registry
+from fedinsight.simulation.options import SimulationOptions
+from fedinsight.simulation.partners import Partners
+from fedinsight.simulation.run import Run, simulate
 
 
-@dataclass
-class Federation:
-    """Partner folders under ``root`` (one per partner, in name order) and what is known about the dataset."""
+class Federation(Partners):
+    """Partner folders under ``root`` (one per partner, in name order) that tasks can be simulated on."""
 
-    root: Path
-    dataset: str
-    builtin: bool
-    facts: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def folders(self) -> list[Path]:
-        return partner_folders(self.root)
-
-    @property
-    def names(self) -> list[str]:
-        return [f.name for f in self.folders]
-
-    def simulate(self, task: str, *, out: str | Path | None = None, **settings: Any) -> Any:
+    def simulate(self, task: str, *, out: str | Path | None = None, **settings: Any) -> Run:
         """Run ``task`` on these partners (the Python call of ``fedinsight simulate <task>``): ``settings`` are the
         task's options and the simulation's (``epsilon=1, rounds=20, partner_caps=...``), by the same names as
         the command's flags; a run folder is made under the system's temporary folder unless ``out`` is given.
         Returns the :class:`~fedinsight.simulation.run.Run` (``.summary``, ``.metrics``, ``.report_path``)."""
-        import tempfile
-
-        from fedinsight.federation import registry
-        from fedinsight.simulation.options import SimulationOptions
-        from fedinsight.simulation.run import simulate
-
         spec = registry.get(task)
         sim_names = set(SimulationOptions.run_config_keys().values())
         task_names = set(spec.options.run_config_keys().values())
@@ -69,66 +40,3 @@ class Federation:
         sim = SimulationOptions(**{k: v for k, v in settings.items() if k in sim_names and k != "dataset"},
                                 dataset=self.dataset, out=str(folder))
         return simulate(spec.name, sim, {k: v for k, v in settings.items() if k in task_names})
-
-    def views(self, purpose: str) -> dict[str, PartnerData]:
-        """Every partner's tables as its data view gives them for ``purpose``."""
-        return {f.name: PartnerView(f, purpose).tables() for f in self.folders}
-
-    @classmethod
-    def builtin(cls, name: str) -> Federation:
-        """A built-in dataset (``cdnow``, ``movielens-100k``, ``synthetic``): split into partners when a task runs
-        (``partners=``, ``partition=``, ``seed=`` ... are settings of :meth:`simulate`)."""
-        if name not in BUILTIN_DATASETS:
-            raise ConfigError(f"unknown built-in dataset '{name}' (known: {', '.join(BUILTIN_DATASETS)})")
-        return cls(Path(name), name, True)
-
-    @classmethod
-    def from_folder(cls, path: str | Path) -> Federation:
-        """A folder of partner folders (any names), used in place."""
-        root = Path(path).resolve()
-        if not root.is_dir():
-            raise ConfigError(f"--dataset {path} is neither a built-in ({', '.join(BUILTIN_DATASETS)}) nor a folder")
-        if not partner_folders(root):
-            raise ConfigError(f"{root} holds no partner data: expected one sub-folder per partner with its table files "
-                              "(transactions, customers, events, interactions, items as .csv or .parquet)")
-        truth = root / "ground_truth.json"  # written by `fedinsight data synth`: public facts about the generator
-        facts = json.loads(truth.read_text()) if truth.is_file() else {}
-        return cls(root, str(root), False, facts)
-
-    @classmethod
-    def builtin_dataset(cls, name: str, spec: PartitionSpec, out_dir: Path, *, customers: int) -> Federation:
-        """A built-in dataset split into ``spec.partners`` partners, written once under ``out_dir/partners``.
-
-        The run folder is a simulated world: a later run into it finds the same partners (their keys, their
-        erasure registers) and spends from the same ledgers; a run asking for other partners is refused.
-        """
-        target = out_dir / BUILTIN_FOLDER
-        wanted = {"dataset": name, "partners": spec.partners, "partition": spec.scheme, "alpha": spec.alpha,
-                  "seed": spec.seed, **({"customers": customers} if name == "synthetic" else {})}
-        marker = target / SPEC_FILE
-        if target.exists():
-            found = json.loads(marker.read_text()) if marker.is_file() else None
-            if found != wanted:
-                raise ConfigError(f"{out_dir} already holds the partners of another simulation ({found}); use "
-                                  "another --out, or --overwrite to start from an empty folder")
-            return cls(target.resolve(), name, True)
-        parts = load_federation(name, spec, **({"synthetic_customers": customers} if name == "synthetic" else {}))
-        with atomic_output_dir(target) as tmp:
-            write_partner_folder(parts, tmp)
-            init_federation(tmp)  # fedinsight knows (and declares) the identifier columns it planted
-            (tmp / SPEC_FILE).write_text(json.dumps(wanted))
-        return cls(target.resolve(), name, True)
-
-
-def resolve(dataset: str, *, partners: int | None, partition: str, alpha: float, seed: int, customers: int,
-            out_dir: Path, default_partners: int) -> Federation:
-    """``--dataset NAME|PATH`` as a federation (a folder's own partner count must agree with ``partners``)."""
-    if dataset in BUILTIN_DATASETS:
-        spec = PartitionSpec(partners=partners or default_partners, scheme=partition, alpha=alpha, seed=seed)
-        return Federation.builtin_dataset(dataset, spec, out_dir, customers=customers)
-    federation = Federation.from_folder(dataset)
-    found = len(federation.folders)
-    if partners is not None and partners != found:
-        raise ConfigError(f"--dataset {dataset} holds {found} partners ({', '.join(federation.names)}) but "
-                          f"--partners is {partners}")
-    return federation

@@ -33,8 +33,8 @@ from fedinsight.federation.job import JobSettings
 from fedinsight.federation.options import merge_run_config
 from fedinsight.federation.simulation import run_simulation
 from fedinsight.federation.task import Simulated, json_finite, result_of
-from fedinsight.simulation.federation import Federation, resolve
 from fedinsight.simulation.options import SimulationOptions
+from fedinsight.simulation.partners import Partners, resolve
 
 LEDGER = "ledger.db"
 PARTNER_LEDGERS = "partner-ledgers.db"
@@ -105,7 +105,7 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     task.simulation_dataset(sim.dataset)
     partners = sim.partners
     if sim.dataset not in BUILTIN_DATASETS:  # a folder is read in place: check it before anything is written
-        partners = len(Federation.from_folder(sim.dataset).folders)
+        partners = len(Partners.from_folder(sim.dataset).folders)
     task.check(task_options, JobSettings(task=task.name, partners=partners or task.default_partners))
     prepare_out_dir(out, sim.overwrite)
     started = time.perf_counter()
