@@ -1,0 +1,111 @@
+"""The request dependencies the routes share: who is calling (:func:`principal`), whether their role allows
+an action (:func:`require`), and the bulk-read limit on insights (:func:`pull`).
+
+The objects they work with — token cache, rate limiters, stores — are built once per app by
+:func:`~fedinsight.coordinator.api.main.create_app` and kept in one :class:`ApiContext` on ``app.state``,
+so routes and dependencies are plain module-level functions that find them through the request.
+
+Dependencies and read endpoints are ``async def``: their work (one indexed SQLite read, an HMAC) is far
+cheaper than a hop to the thread pool, which FastAPI makes for every sync dependency.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, HTTPException, Request
+
+from fedinsight.coordinator.abuse import ProbeDetector, TokenBucket
+from fedinsight.coordinator.api.audit import AuditWriter
+from fedinsight.coordinator.api.reader import InsightReader
+from fedinsight.coordinator.auth import Permission, Principal, TokenStore
+from fedinsight.coordinator.state import CoordinatorState
+from fedinsight.privacy.ledger import PrivacyLedger
+
+log = logging.getLogger("fedinsight.api")
+AUTH_CACHE_SECONDS = 1.0
+
+Submitter = Callable[[str, dict[str, Any], Principal], Any]
+"""(task, run options, principal) -> Job: starts a job (``jobs.submit_job`` on a coordinator)."""
+
+
+class TokenCache:
+    """Verified tokens are remembered for AUTH_CACHE_SECONDS: a revoked token stops working within that time."""
+
+    def __init__(self, tokens: TokenStore) -> None:
+        self.tokens = tokens
+        self.verified: dict[str, tuple[Principal, float]] = {}
+
+    def authenticate(self, token: str) -> Principal | None:
+        now = time.monotonic()
+        hit = self.verified.get(token)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        who = self.tokens.authenticate(token)
+        if who is not None:
+            if len(self.verified) > 10_000:
+                self.verified.clear()
+            self.verified[token] = (who, now + AUTH_CACHE_SECONDS)
+        return who
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """Everything one app's routes share (``app.state.api``)."""
+
+    state: CoordinatorState
+    federation: str
+    catalogue_preset: str
+    submit: Submitter | None  # None: query submission disabled
+    tokens: TokenCache
+    rate: TokenBucket  # requests per token
+    bulk: TokenBucket  # insight records read per token
+    insight_reads_per_minute: int
+    probes: ProbeDetector
+    insights: InsightReader
+    ledger: PrivacyLedger
+    writer: AuditWriter
+
+
+def shared(request: Request) -> ApiContext:
+    """The :class:`ApiContext` of the app serving ``request``."""
+    return request.app.state.api
+
+
+async def principal(request: Request) -> Principal:
+    ctx = shared(request)
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    who = ctx.tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    if who is None:
+        raise HTTPException(401, "missing, unknown or revoked API token", {"WWW-Authenticate": "Bearer"})
+    request.state.principal = who
+    wait = ctx.rate.take(who.token_id)
+    if wait > 0:
+        request.state.refusal = "rate-limited"
+        raise HTTPException(429, f"too many requests; retry in {wait:.1f}s", {"Retry-After": f"{wait:.0f}"})
+    return who
+
+
+def require(permission: Permission) -> Callable[..., Principal]:
+    async def check(who: Principal = Depends(principal)) -> Principal:
+        if not who.can(permission):
+            raise HTTPException(403, f"role '{who.role.value}' may not {permission.value}")
+        return who
+
+    return check
+
+
+def pull(request: Request, who: Principal, records: int) -> None:
+    """Count ``records`` insight records read against the token's bulk-read limit (429 when exceeded)."""
+    ctx = shared(request)
+    wait = ctx.bulk.take(who.token_id, cost=max(records, 1))
+    if wait > 0:
+        request.state.refusal = "bulk-pull-refused"
+        log.warning("bulk pull refused for token %s (%s): %d records", who.token_id, who.name, records)
+        raise HTTPException(429, f"insight read rate exceeded ({ctx.insight_reads_per_minute}/min); retry in "
+                                 f"{wait:.0f}s", {"Retry-After": f"{wait:.0f}"})

@@ -1,0 +1,77 @@
+"""Builds the app: the shared objects (one :class:`~fedinsight.coordinator.api.deps.ApiContext` on
+``app.state``), the audit middleware, the error handlers and one router per resource."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from fedinsight.coordinator.abuse import ProbeDetector, TokenBucket
+from fedinsight.coordinator.api.audit import AuditEveryAccess, AuditWriter
+from fedinsight.coordinator.api.deps import ApiContext, Submitter, TokenCache
+from fedinsight.coordinator.api.reader import InsightReader
+from fedinsight.coordinator.api.routes import audit, budget, insights, jobs, meta, queries
+from fedinsight.coordinator.auth import Principal
+from fedinsight.coordinator.config import load_coordinator_config
+from fedinsight.coordinator.jobs import submit_job
+from fedinsight.coordinator.state import ENV_CONFIG, CoordinatorState
+from fedinsight.core.errors import ConfigError, FedinsightError, NotFoundError
+from fedinsight.core.version import __version__
+
+
+async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _user_error(request: Request, exc: FedinsightError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submit: Submitter | None = None,
+               catalogue_preset: str = "synthetic",
+               requests_per_second: float = 20.0, burst: int = 40, insight_reads_per_minute: int = 600,
+               probe_window_s: float = 3600.0, probe_max_variants: int = 3) -> FastAPI:
+    """Build the API over a coordinator's state. ``submit`` starts jobs (None: query submission disabled)."""
+    app = FastAPI(title="fedinsight insights API", version=__version__,
+                  description="De-identified, differentially private insights from a fedinsight federation.")
+    rate = TokenBucket(requests_per_second, burst)
+    bulk = TokenBucket(insight_reads_per_minute / 60.0, insight_reads_per_minute)
+    probes = ProbeDetector(state.db_url, window_s=probe_window_s, max_variants=probe_max_variants)
+    # The stores are opened now, not on the first request: a bad key file or accountant fails at start-up.
+    audit_log, tokens, ledger = state.audit, state.tokens, state.ledger
+    reader = InsightReader(state)
+    writer = AuditWriter(audit_log)
+    app.state.api = ApiContext(state=state, federation=federation, catalogue_preset=catalogue_preset,
+                               submit=submit, tokens=TokenCache(tokens), rate=rate, bulk=bulk,
+                               insight_reads_per_minute=insight_reads_per_minute, probes=probes,
+                               insights=reader, ledger=ledger, writer=writer)
+
+    app.add_middleware(AuditEveryAccess, writer=writer)
+    app.add_exception_handler(NotFoundError, _not_found)
+    app.add_exception_handler(FedinsightError, _user_error)
+    for module in (meta, insights, queries, jobs, budget, audit):
+        app.include_router(module.router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory used by the coordinator: reads ``$FEDINSIGHT_COORDINATOR_CONFIG``."""
+    path = os.environ.get(ENV_CONFIG)
+    if not path:
+        raise ConfigError(f"set {ENV_CONFIG} to the coordinator.toml path")
+    config = load_coordinator_config(path, check_files=False)
+    state = CoordinatorState.from_config(config)
+
+    def submit(task: str, options: dict[str, Any], who: Principal) -> Any:
+        return submit_job(config, state, task, federation=config.coordinator.federation, options=options,
+                          requester=f"token:{who.token_id}")
+
+    abuse = config.abuse
+    return create_app(state, federation=config.coordinator.federation, submit=submit,
+                      catalogue_preset=config.coordinator.catalogue_preset,
+                      requests_per_second=abuse.requests_per_second, burst=abuse.burst,
+                      insight_reads_per_minute=abuse.insight_reads_per_minute, probe_window_s=abuse.probe_window_s,
+                      probe_max_variants=abuse.probe_max_variants)

@@ -1,0 +1,1 @@
+"""One router per resource; :mod:`fedinsight.coordinator.api.main` includes them all."""

@@ -1,0 +1,57 @@
+"""``/catalogue`` and ``/queries``: only catalogue queries can be submitted, and a query that probes for
+individuals (one filter nudged, again and again) is refused before any job starts."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from fedinsight.coordinator.api.deps import require, shared
+from fedinsight.coordinator.api.schemas import CatalogueEntry, JobOut, QueryRequest, job_out
+from fedinsight.coordinator.auth import Permission, Principal
+from fedinsight.coordinator.jobs import available_tasks
+from fedinsight.core.errors import ConfigError
+from fedinsight.tasks.insights.queries import FILTERS as QUERY_FILTERS
+from fedinsight.tasks.insights.queries import catalogue as query_catalogue
+from fedinsight.tasks.insights.queries import job_options
+
+log = logging.getLogger("fedinsight.api")
+router = APIRouter(tags=["queries"])
+
+
+@router.get("/catalogue", response_model=list[CatalogueEntry])
+def catalogue(request: Request, who: Principal = Depends(require(Permission.SUBMIT_QUERY))) -> list[CatalogueEntry]:
+    """The queries that can be submitted, their filters, and whether this coordinator can run them."""
+    available = "insights" in available_tasks()
+    return [CatalogueEntry(name=q.name, task="insights", description=q.title,
+                           filters={k: t.__name__ for k, t in QUERY_FILTERS.items()}, available=available)
+            for q in query_catalogue(shared(request).catalogue_preset)]
+
+
+@router.post("/queries", response_model=JobOut, status_code=202)
+def submit_query(body: QueryRequest, request: Request,
+                 who: Principal = Depends(require(Permission.SUBMIT_QUERY))) -> JobOut:
+    """Start a catalogue query as an insights job; refused if it probes for individuals. Poll GET /jobs/{id}."""
+    ctx = shared(request)
+    request.state.target = body.query
+    request.state.audit_detail = {"filters": body.filters, "epsilon": body.epsilon}
+    if body.query not in {q.name for q in query_catalogue(ctx.catalogue_preset)}:
+        raise HTTPException(404, f"no query '{body.query}' in the catalogue (see GET /catalogue)")
+    try:
+        options = job_options(body.query, body.filters, body.epsilon, ctx.catalogue_preset)
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
+    verdict = ctx.probes.check(who.token_id, body.query, body.filters)
+    if verdict.refused:
+        request.state.refusal = "refused-probing"
+        log.warning("probing refused for token %s (%s): %s", who.token_id, who.name, verdict.reason)
+        raise HTTPException(403, verdict.reason)
+    if ctx.submit is None:
+        raise HTTPException(503, "this API instance cannot start jobs")
+    try:
+        job = ctx.submit("insights", options, who)
+    except ConfigError as exc:
+        raise HTTPException(409, str(exc)) from None
+    request.state.audit_detail["job"] = job.id
+    return job_out(job)

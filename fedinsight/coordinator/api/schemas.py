@@ -1,0 +1,97 @@
+"""The API's request and response models: what ``/openapi.json`` documents, and all a caller ever gets back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    federation: str
+
+
+class InsightSummary(BaseModel):
+    id: str
+    job_id: str
+    name: str
+    kind: str
+    epsilon: float | None
+    created_at: str
+
+
+class Insight(InsightSummary):
+    payload: dict[str, Any]
+
+
+class InsightPage(BaseModel):
+    items: list[InsightSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class CatalogueEntry(BaseModel):
+    name: str
+    task: str
+    description: str
+    filters: dict[str, str]
+    available: bool
+
+
+class QueryRequest(BaseModel):
+    query: str = Field(description="A name from GET /catalogue")
+    filters: dict[str, Any] = Field(default_factory=dict, description="Only as_of (a date) can be set")
+    epsilon: float | None = Field(None, description="Privacy cost of this query (default 0.5, at most 2)")
+
+
+class JobOut(BaseModel):
+    id: str
+    task: str
+    status: str
+    requester: str
+    created_at: str
+    finished_at: str | None
+    error: str
+
+
+def job_out(job: Any) -> JobOut:
+    d = job.as_dict()
+    return JobOut(id=d["id"], task=d["task"], status=d["status"], requester=d["requester"],
+                  created_at=d["created_at"], finished_at=d["finished_at"], error=d["error"])
+
+
+class PartnerBudget(BaseModel):
+    partner_id: str
+    epsilon_budget: float
+    epsilon_spent: float
+    epsilon_remaining: float
+    delta: float
+
+
+class BudgetOut(BaseModel):
+    scope: str = Field(description="'federation' (the tightest partner), 'partner' or 'all-partners'")
+    epsilon_remaining: float
+    partners: list[PartnerBudget] | None = None
+
+
+class AuditEntryOut(BaseModel):
+    seq: int
+    at: str
+    actor: str
+    role: str
+    action: str
+    target: str
+    outcome: str
+    epsilon: float | None
+    detail: dict[str, Any]
+    hash: str
+
+
+class AuditVerifyOut(BaseModel):
+    ok: bool
+    entries: int
+    head_hash: str
+    problems: list[str]
