@@ -40,7 +40,10 @@ from fedinsight.partner.protection import (
 from fedinsight.privacy.consent import PURPOSES, erasure_register
 
 _CACHE: OrderedDict[tuple[str, str, str], ProtectedPartner] = OrderedDict()
-_CACHE_SIZE = 8
+# A deployed SuperNode serves one partner; a simulation's Ray actor serves every partner in turn, round after
+# round. The bound must exceed the partners of any simulation, or a round-robin over k > size partners misses
+# on every read (each round would re-read and re-tokenize every folder: 7x slower at 10 partners with 8).
+_CACHE_SIZE = 256
 
 
 def _protected(folder: Path, policy: ProtectionPolicy) -> ProtectedPartner:

@@ -19,6 +19,7 @@ Nothing here knows about marketing or Flower: tensors in, a trained module out.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import time
@@ -96,11 +97,25 @@ class DpsgdPlan:
 
 
 def history_epsilon(history: Sequence[HistoryEntry], delta: float) -> float:
-    """Epsilon at ``delta`` of an Opacus RDP history (0 for an empty history)."""
+    """Epsilon at ``delta`` of an Opacus RDP history (0 for an empty history).
+
+    Entries of one (noise multiplier, sample rate) are merged into one with their steps added -- Opacus
+    adds the RDP of every entry, and the RDP of t steps is t times that of one, so the figure is the same --
+    and the result is remembered: a partner checks its history on every message.
+    """
     if not history:
         return 0.0
+    steps: dict[tuple[float, float], int] = {}
+    for s, q, t in history:
+        key = (float(s), float(q))
+        steps[key] = steps.get(key, 0) + int(t)
+    return _history_epsilon(tuple(sorted((s, q, t) for (s, q), t in steps.items())), float(delta))
+
+
+@functools.lru_cache(maxsize=4096)
+def _history_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
     acc = RDPAccountant()
-    acc.history = [(float(s), float(q), int(t)) for s, q, t in history]
+    acc.history = list(history)
     with warnings.catch_warnings():  # "optimal order is the largest alpha": the bound is valid, only loose
         warnings.simplefilter("ignore", UserWarning)
         return float(acc.get_epsilon(delta))
@@ -120,6 +135,7 @@ def _check_plan_inputs(epsilon: float, delta: float, sample_rate: float, steps_p
         raise ConfigError(f"the share of epsilon for feature statistics must be in (0, 1) (got {gaussian_share})")
 
 
+@functools.lru_cache(maxsize=256)
 def plan_dpsgd(
     epsilon: float,
     delta: float,
@@ -137,6 +153,9 @@ def plan_dpsgd(
     epsilon`` over all planned steps; the Gaussian releases then get the smallest noise multiplier that
     keeps the RDP composition of everything at or below ``epsilon`` (checked with Opacus's and
     dp_accounting's accountants, the larger figure counts).
+
+    Remembered per arguments (the plan is frozen and a pure function of them): every partner message
+    re-reads its task options, and a calibration costs about half a second.
     """
     _check_plan_inputs(epsilon, delta, sample_rate, steps_per_round, rounds, gaussian_share)
     total = steps_per_round * rounds

@@ -14,6 +14,7 @@ recorded act (``set_budget(..., reason=...)``).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -106,10 +107,55 @@ def event_from_dict(data: dict[str, Any]) -> dp_event.DpEvent:
     return cls(**kwargs)
 
 
+def _count_events(events: Sequence[dp_event.DpEvent], times: int, into: dict[dp_event.DpEvent, int]) -> None:
+    for event in events:
+        if isinstance(event, dp_event.ComposedDpEvent):
+            _count_events(event.events, times, into)
+        elif isinstance(event, dp_event.SelfComposedDpEvent):
+            _count_events([event.event], times * int(event.count), into)
+        else:
+            into[event] = into.get(event, 0) + times
+
+
+def _grouped(events: Sequence[dp_event.DpEvent]) -> frozenset[tuple[dp_event.DpEvent, int]] | None:
+    """``events`` as {mechanism: how many times}, or None if one of them cannot be a dictionary key.
+
+    Composition is commutative and associative, and n runs of one mechanism are that mechanism self-composed
+    n times, so the grouped form has exactly the same epsilon -- but costs one accountant step per distinct
+    mechanism instead of one per charge (a partner's ledger grows by a few charges every round).
+    """
+    counts: dict[dp_event.DpEvent, int] = {}
+    try:
+        _count_events(events, 1, counts)
+    except TypeError:  # an event holding a list (say, an unknown composite): compose it as given
+        return None
+    return frozenset(counts.items())
+
+
+@functools.lru_cache(maxsize=4096)
+def _compose_grouped(groups: frozenset[tuple[dp_event.DpEvent, int]], delta: float, accountant: str) -> float:
+    ordered = sorted(groups, key=repr)  # a fixed order: the same figure whatever order the charges came in
+    return _compose([e if n == 1 else dp_event.SelfComposedDpEvent(e, n) for e, n in ordered], delta, accountant)
+
+
 def compose_epsilon(events: Sequence[dp_event.DpEvent], delta: float, accountant: str = "rdp") -> float:
-    """Cumulative epsilon at ``delta`` of all ``events``, by Google's dp_accounting."""
+    """Cumulative epsilon at ``delta`` of all ``events``, by Google's dp_accounting.
+
+    Identical mechanisms are composed as one self-composed event and the figure is remembered (the
+    accountant is a pure function of the multiset of events): budget checks on every partner message stay
+    cheap however long the ledger gets.
+    """
     if not events:
         return 0.0
+    if accountant not in ACCOUNTANTS:
+        raise ConfigError(f"unknown accountant '{accountant}', expected one of {', '.join(ACCOUNTANTS)}")
+    groups = _grouped(events)
+    if groups is None:
+        return _compose(list(events), delta, accountant)
+    return _compose_grouped(groups, float(delta), accountant)
+
+
+def _compose(events: list[dp_event.DpEvent], delta: float, accountant: str) -> float:
     if accountant == "rdp":
         from dp_accounting.rdp import RdpAccountant
 
