@@ -31,6 +31,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from fedinsight.core.db import Base, create_tables, make_engine
 from fedinsight.core.errors import ConfigError, NotFoundError
+from fedinsight.privacy.audit import enable_sqlite_wal
 
 TOKEN_PREFIX = "fit"
 
@@ -111,8 +112,6 @@ class TokenStore:
             raise ConfigError("the token pepper must be at least 32 bytes")
         self._pepper = pepper
         self.engine = make_engine(url)
-        from fedinsight.privacy.audit import enable_sqlite_wal
-
         enable_sqlite_wal(self.engine)
         create_tables(self.engine, [ApiTokenRow.__table__])
 

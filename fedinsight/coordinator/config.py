@@ -34,6 +34,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from fedinsight.core.errors import ConfigError
 from fedinsight.core.settings import Model as _Model
 from fedinsight.core.settings import Port, check_host, format_errors, read_config
+from fedinsight.federation.certs import certificate_hosts, load_certificate, load_public_key
 
 
 class CoordinatorSection(_Model):
@@ -155,8 +156,6 @@ def load_coordinator_config(path: str | Path, *, check_files: bool = True) -> Co
 
 def check_coordinator_files(config: CoordinatorConfig) -> None:
     """The TLS material parses, the certificate names the advertised host, every partner key is an EC key."""
-    from fedinsight.federation.certs import certificate_hosts, load_certificate, load_public_key
-
     load_certificate(config.tls.ca_cert)
     cert = load_certificate(config.tls.cert)
     if not config.tls.key.is_file():

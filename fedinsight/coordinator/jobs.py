@@ -24,6 +24,7 @@ import shlex
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,9 +34,12 @@ import fedinsight.tasks  # noqa: F401  (registers every task)
 from fedinsight.coordinator.job_store import Job
 from fedinsight.coordinator.state import CoordinatorState
 from fedinsight.core.errors import ConfigError, DeploymentError
+from fedinsight.core.settings import dump_toml
+from fedinsight.core.version import __version__
 from fedinsight.federation import registry
 from fedinsight.federation.job import RESERVED, SIMULATION_ONLY
 from fedinsight.federation.task import settings_of
+from fedinsight.privacy.ledger import compose_epsilon
 
 # dp_accounting's RDP search logs a warning per unconverged order while composing: noise on a CLI.
 logging.getLogger("absl").setLevel(logging.ERROR)
@@ -47,8 +51,6 @@ SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_SECONDS = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
 
 def job_epsilon(state: Any, job_id: str) -> dict[str, float]:
     """ε each partner was charged by this job alone (its events composed at the partner's δ)."""
-    from fedinsight.privacy.ledger import compose_epsilon
-
     by_partner: dict[str, list[Any]] = {}
     for charge in state.ledger.charges():
         if charge.job_id == job_id:
@@ -123,6 +125,7 @@ def write_job_report(state: Any, job: Job, out_dir: Path) -> Path | None:
     if not out_dir.is_dir():
         return None
     try:
+        # heavy: both load matplotlib, which the coordinator needs only when a job completes
         from fedinsight.report import record_command
         from fedinsight.tasks.runs import write_run_report
 
@@ -154,8 +157,6 @@ def flwr_bin(name: str = "flwr") -> str:
 
 def write_flwr_connection(flwr_home: Path, name: str, address: str, ca_cert: Path) -> Path:
     """Flower CLI's ``config.toml`` with one SuperLink connection (TLS, our CA), made the default."""
-    from fedinsight.core.settings import dump_toml
-
     flwr_home.mkdir(parents=True, exist_ok=True)
     path = flwr_home / "config.toml"
     path.write_text(dump_toml({"superlink": {"default": name}}) + "\n"
@@ -220,9 +221,6 @@ def _toml_scalar(key: str, value: Any) -> Any:
 
 def write_job_app(folder: Path, run_config: dict[str, Any]) -> Path:
     """The code-less Flower app folder for one job (its config is the job's run config)."""
-    from fedinsight.core.settings import dump_toml
-    from fedinsight.core.version import __version__
-
     folder.mkdir(parents=True, exist_ok=True)
     header = dump_toml({
         "build-system": {"requires": ["setuptools>=68"], "build-backend": "setuptools.build_meta"},
@@ -240,8 +238,6 @@ def write_job_app(folder: Path, run_config: dict[str, Any]) -> Path:
 
 def parse_options(options: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs (values parsed as TOML scalars: ``3``, ``0.5``, ``true``, ``"text"``)."""
-    import tomllib
-
     out: dict[str, Any] = {}
     for item in options:
         key, sep, raw = item.partition("=")

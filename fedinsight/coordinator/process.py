@@ -59,7 +59,7 @@ def apply_budgets(config: CoordinatorConfig, state: CoordinatorState) -> dict[st
 
 def fail_interrupted_jobs(state: CoordinatorState) -> list[str]:
     """Jobs still marked submitted/running from a previous coordinator run are failed, with an audit entry."""
-    from fedinsight.coordinator.jobs import finish_job
+    from fedinsight.coordinator.jobs import finish_job  # heavy: imports the task registry (torch)
 
     failed = []
     for job in state.jobs.unfinished():
@@ -69,7 +69,7 @@ def fail_interrupted_jobs(state: CoordinatorState) -> list[str]:
 
 
 def superlink_command(config: CoordinatorConfig) -> list[str]:
-    from fedinsight.coordinator.jobs import flwr_bin
+    from fedinsight.coordinator.jobs import flwr_bin  # heavy: imports the task registry (torch)
 
     return [flwr_bin("flower-superlink"), "--ssl-ca-certfile", str(config.tls.ca_cert),
             "--ssl-certfile", str(config.tls.cert), "--ssl-keyfile", str(config.tls.key),
@@ -87,7 +87,7 @@ def api_command(config: CoordinatorConfig) -> list[str]:
 
 
 def child_env(config: CoordinatorConfig, state: CoordinatorState) -> dict[str, str]:
-    from fedinsight.coordinator.jobs import flwr_env
+    from fedinsight.coordinator.jobs import flwr_env  # heavy: imports the task registry (torch)
 
     env = flwr_env(config.flwr_home)
     env.update(state.env())
@@ -98,6 +98,7 @@ def child_env(config: CoordinatorConfig, state: CoordinatorState) -> dict[str, s
 
 def run_coordinator(config_path: str | Path, *, say: Say = print, ready: Callable[[], None] | None = None) -> int:
     """Start everything, block until stopped; 0 on a clean stop, non-zero if a child died on its own."""
+    # heavy: coordinator.jobs imports the task registry (torch)
     from fedinsight.coordinator.jobs import register_partner_key, write_flwr_connection
 
     config = load_coordinator_config(config_path)

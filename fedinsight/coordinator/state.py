@@ -13,17 +13,14 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from fedinsight.coordinator.auth import TokenStore, audit_key_path, token_pepper_path
+from fedinsight.coordinator.config import CoordinatorConfig, load_coordinator_config
+from fedinsight.coordinator.job_store import JobStore
 from fedinsight.core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fedinsight.coordinator.auth import TokenStore
-    from fedinsight.coordinator.config import CoordinatorConfig
-    from fedinsight.coordinator.job_store import JobStore
-    from fedinsight.federation.store import InsightStore
-    from fedinsight.privacy.audit import AuditLog
-    from fedinsight.privacy.ledger import PrivacyLedger
+from fedinsight.federation.store import InsightStore
+from fedinsight.privacy.audit import AuditLog, load_or_create_key
+from fedinsight.privacy.ledger import PrivacyLedger
 
 ENV_DB_URL = "FEDINSIGHT_DB_URL"
 ENV_STATE_DIR = "FEDINSIGHT_STATE_DIR"
@@ -55,8 +52,6 @@ class CoordinatorState:
     def resolve(cls, config_path: str | Path | None) -> CoordinatorState:
         """From ``--config`` if given, else from the environment, else a ConfigError saying what to pass."""
         if config_path is not None:
-            from fedinsight.coordinator.config import load_coordinator_config
-
             return cls.from_config(load_coordinator_config(config_path, check_files=False))
         if (env_path := os.environ.get(ENV_CONFIG)) is not None:
             return cls.resolve(env_path)
@@ -71,32 +66,20 @@ class CoordinatorState:
 
     @cached_property
     def ledger(self) -> PrivacyLedger:
-        from fedinsight.privacy.ledger import PrivacyLedger
-
         return PrivacyLedger(self.db_url, accountant=self.accountant)
 
     @cached_property
     def audit(self) -> AuditLog:
-        from fedinsight.coordinator.auth import audit_key_path
-        from fedinsight.privacy.audit import AuditLog, load_or_create_key
-
         return AuditLog(self.db_url, load_or_create_key(audit_key_path(self.state_dir)))
 
     @cached_property
     def tokens(self) -> TokenStore:
-        from fedinsight.coordinator.auth import TokenStore, token_pepper_path
-        from fedinsight.privacy.audit import load_or_create_key
-
         return TokenStore(self.db_url, load_or_create_key(token_pepper_path(self.state_dir)))
 
     @cached_property
     def jobs(self) -> JobStore:
-        from fedinsight.coordinator.job_store import JobStore
-
         return JobStore(self.db_url)
 
     @cached_property
     def insights(self) -> InsightStore:
-        from fedinsight.federation.store import InsightStore
-
         return InsightStore(self.db_url)

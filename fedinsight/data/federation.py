@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fedinsight.core.errors import ConfigError, DataValidationError, Problem
+from fedinsight.data.loaders import cdnow_customers, load_cdnow, load_movielens_100k
 from fedinsight.data.partition import (
     PARTITION_SCHEMES,
     dirichlet_partition,
@@ -25,6 +26,7 @@ from fedinsight.data.partition import (
     zip_region,
 )
 from fedinsight.data.schema import TABLES, PartnerData
+from fedinsight.data.synth import SynthConfig, generate_partner_frames
 from fedinsight.data.validate import _read_and_check, table_for_path
 
 BUILTIN_DATASETS: tuple[str, ...] = ("cdnow", "movielens-100k", "synthetic")
@@ -65,8 +67,6 @@ def load_builtin_federation(
     name: str, spec: PartitionSpec, *, synthetic_customers: int = 5_000
 ) -> dict[str, PartnerData]:
     """Load a built-in dataset and split it into ``spec.partners`` simulated partners."""
-    from fedinsight.data.loaders import cdnow_customers, load_cdnow, load_movielens_100k
-
     if name == "cdnow":
         tx = load_cdnow()
         customers = cdnow_customers(tx)
@@ -82,8 +82,6 @@ def load_builtin_federation(
         )
         tables = {"customers": users, "interactions": inter, "items": items}
     elif name == "synthetic":
-        from fedinsight.data.synth import SynthConfig, generate_partner_frames
-
         frames, _truth = generate_partner_frames(
             SynthConfig(customers=synthetic_customers, partners=1, seed=spec.seed)
         )

@@ -31,6 +31,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.serverapp import Grid
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.manifest import PUBLIC, Release
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,6 @@ def legacy_train_handler(fits: Mapping[str, SecureFit], default: str,
 
 def secagg_releases(*, update_event: Any, count: int, what: str, sensitivity: str) -> list[Any]:
     """The manifest of a task that releases through SecAgg+: the protocol's messages, and the masked update."""
-    from fedinsight.federation.manifest import PUBLIC, Release
-
     protocol = Release(SECAGG_REPLY, RECORD_KEY_CONFIGS, dict.fromkeys(PROTOCOL_KEYS), PUBLIC, kind="protocol",
                        what="SecAgg+ key agreement: public keys, encrypted shares for other partners, unmasking "
                             "shares of drop-outs",

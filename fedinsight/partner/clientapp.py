@@ -18,6 +18,7 @@ from typing import Any
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from fedinsight.core.errors import ConfigError
 from fedinsight.federation import registry
 from fedinsight.federation.messages import config_of, error_reply
 from fedinsight.federation.secagg import SECAGG_MODS, legacy_train_handler
@@ -44,8 +45,6 @@ def _wrap(task: Task, kind: str, handler: Handler | None) -> Any:
             if kind == "query" and phase_of(msg) == "hello":
                 return _hello(task, msg, partner)
             if handler is None:
-                from fedinsight.core.errors import ConfigError
-
                 raise ConfigError(f"task {task.name} has no '{kind}' step '{phase_of(msg)}'")
             return handler(msg, partner)
         except Exception as exc:  # noqa: BLE001 - every failure becomes one reply (see error_reply)

@@ -23,6 +23,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from fedinsight.core.errors import ConfigError
 from fedinsight.core.settings import Model as _Model
 from fedinsight.core.settings import Port, format_errors, read_config
+from fedinsight.federation.certs import load_certificate, load_private_key
 
 
 class PartnerSection(_Model):
@@ -92,8 +93,6 @@ def load_partner_config(path: str | Path, *, check_files: bool = True) -> Partne
 
 
 def check_partner_files(config: PartnerConfig) -> None:
-    from fedinsight.federation.certs import load_certificate, load_private_key
-
     load_certificate(config.superlink.ca_cert)
     load_private_key(config.superlink.private_key)
     policy = config.partner.protection_policy

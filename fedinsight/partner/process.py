@@ -28,6 +28,7 @@ from pathlib import Path
 from fedinsight.core.errors import ConfigError, DeploymentError
 from fedinsight.core.procs import PidFile, Supervisor, log_tail, port_in_use
 from fedinsight.partner.config import PartnerConfig, load_partner_config
+from fedinsight.partner.view import PartnerView
 
 Say = Callable[[str], None]
 
@@ -38,8 +39,6 @@ AUTH_REFUSED_HINT = ("the coordinator refused this partner: its public key is pr
 def validate_partner_data(config: PartnerConfig) -> dict[str, int]:
     """Run the partner's data view on its folder (schema, PII scan against the protection policy, tokenization
     keys, consent, erasures); rows per table, or the typed error listing what to fix."""
-    from fedinsight.partner.view import PartnerView
-
     view = PartnerView(config.partner.data_path, "analytics", policy_file=config.partner.protection_policy)
     return {name: len(frame) for name, frame in view.tables().tables().items()}  # type: ignore[arg-type]
 

@@ -39,8 +39,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fedinsight.core.errors import KeyFileError, PiiDetectedError, ProtectionPolicyError
+from fedinsight.core.errors import DataValidationError, KeyFileError, PiiDetectedError, Problem, ProtectionPolicyError
+from fedinsight.data.federation import load_partner_folder
 from fedinsight.data.schema import SCHEMA_COLUMNS, TABLES, PartnerData
+from fedinsight.data.validate import table_for_path
 from fedinsight.privacy.consent import (
     MISSING_CONSENT,
     PURPOSES,
@@ -260,8 +262,6 @@ def starter_policy(findings: list[PiiFinding], *, keys_dir: str = f"{STATE_DIR}/
 def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | None = None,
                  overwrite: bool = False) -> tuple[Path, list[PiiFinding]]:
     """Write ``<data_folder>/protection.toml`` (detected identifiers -> drop) and create its keys."""
-    from fedinsight.data.federation import load_partner_folder
-
     folder = Path(data_folder)
     path = folder / POLICY_FILE
     if path.exists() and not overwrite:
@@ -291,8 +291,6 @@ def init_federation(root: str | Path) -> list[Path]:
     For simulations of data fedinsight generated itself (built-in datasets, ``data synth``): the
     identifier columns it planted are declared ``drop``. Real partners run ``partner init`` and review.
     """
-    from fedinsight.data.validate import table_for_path
-
     written = []
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
         holds_tables = any(table_for_path(f) is not None for f in folder.iterdir() if f.is_file())
@@ -469,8 +467,6 @@ def protect(raw: PartnerData, policy: ProtectionPolicy) -> ProtectedPartner:
 
 def load_protected(folder: str | Path, policy: ProtectionPolicy | None = None) -> ProtectedPartner:
     """Read, validate and protect one partner's folder (nothing raw outlives this call)."""
-    from fedinsight.data.federation import load_partner_folder
-
     policy = policy or find_policy(folder)
     partners = load_partner_folder(folder)
     if len(partners) != 1:
@@ -489,8 +485,6 @@ def forget_customers(ids: list[str], policy: ProtectionPolicy, *, note: str = ""
 def read_customer_list(path: str | Path) -> list[str]:
     """Customer ids from a text file (one per line, optional ``customer_id`` header) or a CSV/Parquet
     table with a ``customer_id`` column."""
-    from fedinsight.core.errors import DataValidationError, Problem
-
     path = Path(path)
     if not path.is_file():
         raise DataValidationError(Problem(str(path), "file does not exist (expected customer ids, one per line)"))

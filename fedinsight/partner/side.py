@@ -22,6 +22,7 @@ from fedinsight.partner.protection import PartnerVault
 from fedinsight.partner.settings import float_setting, node_settings, require_dp
 from fedinsight.partner.view import PartnerView, simulated_folder
 from fedinsight.privacy.ledger import PrivacyLedger
+from fedinsight.privacy.tokenize import Tokenizer
 
 DEFAULT_DELTA = 1e-6
 LEDGER_FILE = "partner-ledger.db"
@@ -72,8 +73,6 @@ class PartnerSide:
         return self.view.identities(tokens)
 
     def token(self, customer_id: str) -> str:
-        from fedinsight.privacy.tokenize import Tokenizer
-
         return Tokenizer(self.view.policy.tokenization_ring()).token(str(customer_id))
 
     @property

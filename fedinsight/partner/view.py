@@ -28,16 +28,18 @@ from pathlib import Path
 import pandas as pd
 
 from fedinsight.core.errors import ConfigError
-from fedinsight.data.federation import partner_folders
+from fedinsight.data.federation import load_partner_folder, partner_folders
 from fedinsight.data.schema import PartnerData
 from fedinsight.partner.protection import (
     PartnerVault,
     ProtectedPartner,
     ProtectionPolicy,
+    customer_ids,
     find_policy,
     load_protected,
 )
 from fedinsight.privacy.consent import PURPOSES, erasure_register
+from fedinsight.privacy.tokenize import Tokenizer
 
 _CACHE: OrderedDict[tuple[str, str, str], ProtectedPartner] = OrderedDict()
 # A deployed SuperNode serves one partner; a simulation's Ray actor serves every partner in turn, round after
@@ -77,10 +79,6 @@ class PartnerView:
     def identities(self, tokens: pd.Series) -> pd.Series:
         """The partner's own customer ids for tokens of its customers: only ever on the partner, for its own
         exports (scores, target lists). Unknown tokens become missing values."""
-        from fedinsight.data.federation import load_partner_folder
-        from fedinsight.partner.protection import customer_ids
-        from fedinsight.privacy.tokenize import Tokenizer
-
         raw = next(iter(load_partner_folder(self.folder).values()))
         ids = customer_ids(raw).astype("string")
         mapping = dict(zip(Tokenizer(self.policy.tokenization_ring()).tokenize(ids), ids, strict=True))

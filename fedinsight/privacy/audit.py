@@ -30,6 +30,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from fedinsight.core.db import Base, create_tables, make_engine, write_locked
 from fedinsight.core.errors import ConfigError
+from fedinsight.core.files import write_private
 
 GENESIS = "0" * 64
 KEY_BYTES = 32
@@ -101,8 +102,6 @@ class VerifyResult:
 
 def load_or_create_key(path: Path) -> bytes:
     """The audit MAC key: read it, or create it (0600) on first use."""
-    from fedinsight.core.files import write_private
-
     path = Path(path)
     if path.is_file():
         key = path.read_bytes()

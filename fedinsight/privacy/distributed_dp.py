@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedinsight.core.errors import ConfigError, SecureAggregationError
+from fedinsight.privacy.mechanisms import _opendp
 
 MODULUS = 2**32  # Flower's SecAgg+ modulus (its maximum)
 MAX_QUANTIZATION = 2**30  # Flower casts quantised values to int32
@@ -147,8 +148,6 @@ class DistributedNoise:
 
 def discrete_gaussian_noise(size: int, scale: float) -> np.ndarray:
     """``size`` integers from the discrete Gaussian N_Z(0, scale^2), drawn by OpenDP's exact sampler."""
-    from fedinsight.privacy.mechanisms import _opendp
-
     dp = _opendp()
     space = dp.vector_domain(dp.atom_domain(T="i32")), dp.l2_distance(T="i32")
     meas = space >> dp.m.then_gaussian(scale=float(scale))

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from fedinsight.core.errors import KeyFileError, TamperedDataError
 from fedinsight.core.files import atomic_output_file
-from fedinsight.privacy.keys import KeyRing
+from fedinsight.privacy.keys import KeyRing, resolve_keyring
 
 MAGIC = b"FDIENC1\n"
 NONCE_BYTES = 12
@@ -153,6 +153,4 @@ def arrays_from_bytes(data: bytes) -> dict[str, Any]:
 
 def encryption_keyring(file: str | Path | None = None, *, env_var: str | None = None) -> KeyRing:
     """The encryption key ring from ``file``, or from ``env_var``/``$FEDINSIGHT_ENCRYPTION_KEY``."""
-    from fedinsight.privacy.keys import resolve_keyring
-
     return resolve_keyring("encryption", file=file, env_var=env_var)

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from fedinsight.core.errors import ReportError
+from fedinsight.core.files import atomic_output_file
 from fedinsight.core.redact import redact_secrets
+from fedinsight.core.version import __version__
 from fedinsight.report.page import Section, esc, fmt, key_values, page, table
 
 REPORT_NAME = "report.html"
@@ -64,9 +66,6 @@ RUN_META = "run.json"
 
 def record_command(run_dir: Path, command: str) -> None:
     """Write ``run_dir/run.json`` with the command that produced the run (the report's "reproduce" box)."""
-    from fedinsight.core.files import atomic_output_file
-    from fedinsight.core.version import __version__
-
     meta = {"command": command, "fedinsight": __version__,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
     with atomic_output_file(Path(run_dir) / RUN_META) as tmp:
@@ -130,8 +129,6 @@ def _render(run_dir: Path, task_sections: Sections, *, ledger_url: str | None, t
 
 def write_report(run_dir: Path, sections: Sections, *, ledger_url: str | None = None) -> Path:
     """Render and write ``run_dir/report.html`` atomically; returns its path."""
-    from fedinsight.core.files import atomic_output_file
-
     html = render_report(run_dir, sections, ledger_url=ledger_url)
     target = Path(run_dir) / REPORT_NAME
     with atomic_output_file(target) as tmp:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fedinsight.core.redact import redact_secrets
+from fedinsight.privacy.ledger import PrivacyLedger
 from fedinsight.report.charts import Chart, colour, figure, finite, number, render, tooltip
 from fedinsight.report.page import Section, card, esc, key_values, table
 
@@ -52,8 +53,6 @@ def ledger_url_for(run_dir: Path, summary: dict[str, Any], explicit: str | None 
 
 def read_ledger(url: str) -> list[PartnerSpend]:
     """Every partner's budget, composed spend and per-job increments."""
-    from fedinsight.privacy.ledger import PrivacyLedger
-
     ledger = PrivacyLedger(url)
     out = []
     for pid in ledger.partners():

@@ -93,6 +93,7 @@ def quiet_flower(quiet: bool) -> Iterator[None]:
 def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | None = None, *,
              command: str | None = None, verbose: bool = False) -> Run:
     """Run ``task_name`` on the simulated federation ``sim`` with the task's ``options``; see the module docstring."""
+    # heavy: the apps import the task registry (torch); tasks.runs loads matplotlib
     from fedinsight.coordinator.serverapp import app as server_app
     from fedinsight.partner.clientapp import app as client_app
     from fedinsight.tasks.runs import write_run_report
@@ -148,7 +149,7 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
 def _report(out: Path, command: str | None, write: Any, ledger_url: str | None) -> None:
     """``run.json`` (how the run was made) and ``report.html``. The run has succeeded by now: a report that
     cannot be written is a note (with the command to retry), never a failure that would hide the results."""
-    from fedinsight.report import record_command
+    from fedinsight.report import record_command  # heavy: loads matplotlib
 
     try:
         record_command(out, command or "")

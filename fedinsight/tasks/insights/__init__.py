@@ -19,7 +19,9 @@ from dp_accounting import dp_event
 from fedinsight.federation.budget import Charge
 from fedinsight.federation.manifest import Manifest, Release
 from fedinsight.federation.options import Options
+from fedinsight.federation.store import InsightStore
 from fedinsight.federation.task import Handler, Partner, Plan, Session, Simulated, Task, TaskResult, privacy_headline
+from fedinsight.privacy.ledger import PrivacyLedger
 from fedinsight.tasks.insights import client, server, simulate
 from fedinsight.tasks.insights.catalogue import InsightBatch
 from fedinsight.tasks.insights.options import InsightsOptions
@@ -57,9 +59,6 @@ class InsightsTask(Task):
                                          "mechanism": batch.mechanism})
 
     def run(self, session: Session) -> TaskResult:
-        from fedinsight.federation.store import InsightStore
-        from fedinsight.privacy.ledger import PrivacyLedger
-
         batch: InsightBatch = session.state["batch"]
         noises, layouts = session.state["noises"], session.state["layouts"]
         wire = json.dumps(batch.wire({n: {"mechanism": q.mechanism, "multiplier": q.multiplier}
@@ -88,7 +87,7 @@ class InsightsTask(Task):
         return simulate.DEFAULT_BUDGET
 
     def report_sections(self, summary: dict[str, Any], run_dir: Path) -> tuple[list[str], list[Any]]:
-        from fedinsight.tasks.insights.report import insights_sections
+        from fedinsight.tasks.insights.report import insights_sections  # heavy: loads matplotlib
 
         document = json.loads((run_dir / "insights.json").read_text()) if (run_dir / "insights.json").is_file() \
             else None

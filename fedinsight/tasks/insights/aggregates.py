@@ -18,6 +18,7 @@ bounds are for the measures divided by their scales, which is the vector the noi
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -428,8 +429,6 @@ def compute(kind: str, features: Features, params: dict[str, Any]) -> LocalAggre
     func = LOCAL_QUERIES.get(kind)
     if func is None:
         raise ConfigError(f"unknown insight query kind '{kind}' (known: {', '.join(LOCAL_QUERIES)})")
-    import inspect
-
     accepted = set(inspect.signature(func).parameters) - {"f"}
     unknown = sorted(set(params) - accepted)
     if unknown:

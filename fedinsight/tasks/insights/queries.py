@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.tasks.insights.catalogue import PRESETS, default_queries
 
 DEFAULT_QUERY_EPSILON = 0.5
 MAX_QUERY_EPSILON = 2.0
@@ -29,8 +30,6 @@ class CatalogueEntry:
 
 def catalogue(preset: str) -> list[CatalogueEntry]:
     """The submittable queries for the coordinator's catalogue preset."""
-    from fedinsight.tasks.insights.catalogue import PRESETS, default_queries
-
     p = PRESETS.get(preset, PRESETS["synthetic"])
     return [CatalogueEntry(q.name, q.kind, q.title)  # type: ignore[attr-defined]
             for q in default_queries(channels=p["channels"], campaigns=p["campaigns"], tx_channels=p["tx_channels"])]

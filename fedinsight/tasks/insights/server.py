@@ -24,12 +24,14 @@ from fedinsight.core.errors import (
 )
 from fedinsight.core.files import atomic_output_file
 from fedinsight.core.redact import safe_url
+from fedinsight.data.schema import TABLES, PartnerData
 from fedinsight.federation.manifest import PUBLIC, Release
 from fedinsight.privacy.allocation import QueryNoise, batch_event, split_budget
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
-from fedinsight.tasks.insights.aggregates import LocalAggregate
+from fedinsight.tasks.insights.aggregates import LocalAggregate, compute
 from fedinsight.tasks.insights.catalogue import InsightBatch
 from fedinsight.tasks.insights.client import RESULTS
+from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
 from fedinsight.tasks.insights.results import build_insight, combine
 
 TABLES_JSON = r"[][{}\":,A-Za-z0-9_. -]{0,20000}"
@@ -142,10 +144,6 @@ def write_insights(out_dir: Path, insights: list[dict], summary: dict, batch: In
 
 def layout_of(batch: InsightBatch) -> dict[str, LocalAggregate]:
     """Each query's aggregate over no customers: its layout, length and declared sensitivity (all public)."""
-    from fedinsight.data.schema import TABLES, PartnerData
-    from fedinsight.tasks.insights.aggregates import compute
-    from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
-
     empty = PartnerData(partner_id="layout")
     for name, spec in TABLES.items():
         setattr(empty, name, pd.DataFrame({c: pd.Series(dtype=object) for c in spec.column_names}))

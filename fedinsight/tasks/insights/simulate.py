@@ -13,9 +13,12 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import Simulated
+from fedinsight.tasks.insights.aggregates import compute
 from fedinsight.tasks.insights.catalogue import PRESETS, InsightBatch
+from fedinsight.tasks.insights.client import compute_batch, noisy_reply
+from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
 from fedinsight.tasks.insights.options import InsightsOptions
-from fedinsight.tasks.insights.server import price_batch
+from fedinsight.tasks.insights.server import price_batch, release_batch
 
 DEFAULT_BUDGET = 10.0
 """Each simulated partner's budget when the run folder's ledger has none yet: several batches fit."""
@@ -46,9 +49,6 @@ def local_aggregates(partners: dict[str, Any], batch: InsightBatch) -> list[dict
     Only for one-machine runs on synthetic or public data: the "truth" that intervals are checked
     against, and the input that benchmarks re-noise many times.
     """
-    from fedinsight.tasks.insights.aggregates import compute
-    from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
-
     out = []
     for data in partners.values():
         features = customer_features(data, FeatureRules.from_dict(batch.features.model_dump(mode="json")))
@@ -58,8 +58,6 @@ def local_aggregates(partners: dict[str, Any], batch: InsightBatch) -> list[dict
 
 def noisy_replies(aggregates: list[dict[str, Any]], batch: InsightBatch) -> list[dict[str, Any]]:
     """Partner replies with fresh noise (the partner's own noising code) on given exact aggregates."""
-    from fedinsight.tasks.insights.client import noisy_reply
-
     noises = price_batch(batch)
     return [{name: noisy_reply(agg, noises[name]) for name, agg in partner.items()} for partner in aggregates]
 
@@ -74,8 +72,6 @@ def exact_replies(aggregates: list[dict[str, Any]], batch: InsightBatch) -> list
 
 def partner_replies(partners: dict[str, Any], batch: InsightBatch, *, exact: bool = False) -> list[dict[str, Any]]:
     """Each partner's reply to ``batch``: through :func:`fedinsight.tasks.insights.client.compute_batch`, or exact."""
-    from fedinsight.tasks.insights.client import compute_batch
-
     if exact:
         return exact_replies(local_aggregates(partners, batch), batch)
     noises = price_batch(batch)
@@ -85,6 +81,4 @@ def partner_replies(partners: dict[str, Any], batch: InsightBatch, *, exact: boo
 
 def release_in_process(partners: dict[str, Any], batch: InsightBatch, *, exact: bool = False) -> list[dict]:
     """Released insights of ``batch`` over in-memory partners (no ledger charge: callers price themselves)."""
-    from fedinsight.tasks.insights.server import release_batch
-
     return release_batch(batch, price_batch(batch), partner_replies(partners, batch, exact=exact))

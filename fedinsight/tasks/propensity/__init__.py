@@ -51,7 +51,7 @@ class PropensityTask(Task):
         return simulate.merge(summary, baselines)
 
     def report_sections(self, summary: dict[str, Any], run_dir: Path) -> tuple[list[str], list[Any]]:
-        from fedinsight.tasks.propensity.report import propensity_sections
+        from fedinsight.tasks.propensity.report import propensity_sections  # heavy: loads matplotlib
 
         return propensity_sections(summary)
 

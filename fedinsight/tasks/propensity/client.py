@@ -16,6 +16,7 @@ the coordinator could know.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -216,8 +217,6 @@ def train(msg: Message, partner: Partner) -> Message:
     model = _model(msg, options)
     lr = float(cfg["lr"])
     if plan is None:
-        import os
-
         trained, stats = train_sgd(model, data, propensity_loss, sample_rate=options.sample_rate, steps=steps,
                                    lr=lr, seed=int.from_bytes(os.urandom(7), "big"),
                                    max_grad_norm=options.max_grad_norm)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fedinsight.core.errors import ConfigError, DataValidationError, Problem
+from fedinsight.data.synth import SynthConfig
 
 FEATURES: tuple[str, ...] = (
     "frequency",  # repeat purchase days (distinct purchase days - 1), as in BG/NBD
@@ -81,8 +82,6 @@ CDNOW_WINDOW = LabelWindow(pd.Timestamp("1997-01-01"), pd.Timestamp("1997-10-01"
 
 def synthetic_window() -> LabelWindow:
     """The window the synthetic generator planted its propensity signal on (its ``start/cutoff/end``)."""
-    from fedinsight.data.synth import SynthConfig
-
     cfg = SynthConfig()
     return LabelWindow(pd.Timestamp(cfg.start), pd.Timestamp(cfg.cutoff), pd.Timestamp(cfg.end))
 

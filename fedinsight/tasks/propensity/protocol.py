@@ -14,9 +14,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from dp_accounting import dp_event
+
 from fedinsight.federation.manifest import PUBLIC, Release
-from fedinsight.models.federated_stats import SPEND_BINS, stats_length
+from fedinsight.models.federated_stats import SPEND_BINS, stats_length, stats_sensitivity
 from fedinsight.models.metrics import EvalSummary
+from fedinsight.privacy.ledger import dpsgd_event
 
 ACTION = "propensity"
 """Flower action: message types are ``query.propensity``, ``train.propensity``, ``evaluate.propensity``."""
@@ -66,11 +69,6 @@ def reply_metrics(kind: str, n_features: int) -> dict[str, int | None]:
 
 def releases(options: Any, plan: Any, shapes: dict[str, tuple[int, ...]], n_features: int) -> list[Release]:
     """Every value a partner sends in a propensity job (the task's release manifest)."""
-    from dp_accounting import dp_event
-
-    from fedinsight.models.federated_stats import stats_sensitivity
-    from fedinsight.privacy.ledger import dpsgd_event
-
     private = plan is not None
     nonprivate = "non-private run: only partners that allow it (require-dp=false) take part"
     status = Release("*", METRICS, dict.fromkeys(PRIVACY_METRICS), PUBLIC,

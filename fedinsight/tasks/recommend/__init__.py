@@ -64,7 +64,7 @@ class RecommendTask(Task):
         return simulate.merge(summary, baselines)
 
     def report_sections(self, summary: dict[str, Any], run_dir: Path) -> tuple[list[str], list[Any]]:
-        from fedinsight.tasks.recommend.report import recommend_sections
+        from fedinsight.tasks.recommend.report import recommend_sections  # heavy: loads matplotlib
 
         return recommend_sections(summary)
 

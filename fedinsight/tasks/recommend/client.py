@@ -34,12 +34,23 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 
-from fedinsight.core.errors import ConfigError, DataValidationError, Problem
+from fedinsight.core.errors import BudgetExceededError, ConfigError, DataValidationError, Problem, UnknownCustomerError
 from fedinsight.federation.messages import config_of, reply
 from fedinsight.federation.task import Partner, Vault, phase_of
-from fedinsight.models.ranking import Catalogue, InteractionSplit, RankingTotals, evaluate_ranking, leave_latest_out
+from fedinsight.models.ranking import (
+    Catalogue,
+    InteractionSplit,
+    RankingTotals,
+    evaluate_ranking,
+    exploration_mask,
+    explore_slots,
+    leave_latest_out,
+    rerank_with_exploration,
+)
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer
+from fedinsight.privacy.encryption import arrays_from_bytes, arrays_to_bytes
 from fedinsight.privacy.ledger import dpsgd_event
+from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.privacy.sparse_dp import CustomerLevelAccountant
 
 # --- customer state (partner-local, never sent) ---------------------------------------------------
@@ -65,8 +76,6 @@ def customer_state_name(job_id: str) -> str:
 def save_customer_state(vault: Vault, name: str, state: CustomerState) -> Path:
     """Seal the state in the partner's vault (AES-GCM, bound to its name, written atomically, mode 0600); the
     vault lists it as an ``embeddings`` artifact, so ``partner forget`` knows which files predate a request."""
-    from fedinsight.privacy.encryption import arrays_to_bytes
-
     meta = {"job_id": state.job_id, "rounds": state.rounds, "accountant": state.accountant.history,
             "popularity_released": state.popularity_released}
     arrays: dict[str, np.ndarray] = {
@@ -81,8 +90,6 @@ def save_customer_state(vault: Vault, name: str, state: CustomerState) -> Path:
 
 def load_customer_state(vault: Vault, name: str) -> CustomerState:
     """Open a state written by :func:`save_customer_state`; a modified file raises TamperedDataError."""
-    from fedinsight.privacy.encryption import arrays_from_bytes
-
     if not vault.exists(name):
         raise ConfigError(f"no customer state '{name}' on this partner: train the recommender on it first")
     data = arrays_from_bytes(vault.load(name))
@@ -223,9 +230,6 @@ def popularity_counts(split: InteractionSplit, num_items: int, clip: float) -> n
 def _popularity(msg: Message, partner: Partner) -> Message:
     """One Gaussian release (OpenDP sampler) of clipped per-item customer counts; the shared item biases
     start from it, so the shared model knows what is popular before DP-SGD spends the rest of the budget."""
-    from fedinsight.core.errors import BudgetExceededError
-    from fedinsight.privacy.mechanisms import gaussian
-
     config = config_of(msg)
     if not is_private(config):
         raise ConfigError("the popularity release belongs to private jobs only")
@@ -380,9 +384,6 @@ def recommend_items(model_dir: str | Path, partner: Partner, customer_id: str, *
     :class:`UnknownCustomerError` for a customer this partner cannot serve -- unknown, without an
     embedding, without consent for recommendations, or erased.
     """
-    from fedinsight.core.errors import UnknownCustomerError
-    from fedinsight.models.ranking import exploration_mask, explore_slots, rerank_with_exploration
-
     if k < 1:
         raise ConfigError(f"--k must be at least 1 (got {k})")
     model = ItemModel.load(model_dir)

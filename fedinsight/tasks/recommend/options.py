@@ -12,6 +12,8 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.federation.options import Options, option
 from fedinsight.models.recommender import DPConfig
 from fedinsight.privacy.ledger import dpsgd_event
+from fedinsight.privacy.mechanisms import gaussian_noise_multiplier
+from fedinsight.privacy.sparse_dp import noise_multiplier_for
 
 SERVER_OPTIMIZERS = ("fedavg", "fedadam")
 NOISE_MODELS = ("local", "distributed-secagg")
@@ -110,9 +112,6 @@ class PrivacyPlan:
 
     @classmethod
     def for_job(cls, job: Any, delta: float) -> PrivacyPlan:
-        from fedinsight.privacy.mechanisms import gaussian_noise_multiplier
-        from fedinsight.privacy.sparse_dp import noise_multiplier_for
-
         steps = job.rounds * job.steps_per_round()
         if not job.private:
             return cls(0.0, steps, 0.0)

@@ -26,6 +26,14 @@ from fedinsight.federation.secagg import GUARD_RECORD, from_legacy_config
 from fedinsight.federation.task import Partner
 from fedinsight.models.recommender import ItemParams, LocalTrainer
 from fedinsight.privacy.distributed_dp import MODULUS, DistributedNoise, encode_noisy_share
+from fedinsight.tasks.recommend.client import (
+    _load_or_new_state,
+    bpr_config,
+    fresh_seed,
+    partner_split,
+    save_customer_state,
+    spend,
+)
 
 
 def encoding_for(config: dict[str, Any]) -> DistributedNoise:
@@ -58,15 +66,6 @@ def check_protocol(context: Context, enc: DistributedNoise, max_dropouts: int) -
 def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str, Any]
                ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
     """One distributed-noise round: clipped gradient sum + this partner's noise share, for SecAgg+ to mask."""
-    from fedinsight.tasks.recommend.client import (
-        _load_or_new_state,
-        bpr_config,
-        fresh_seed,
-        partner_split,
-        save_customer_state,
-        spend,
-    )
-
     config = from_legacy_config(config)
     if not math.isfinite(float(config.get("epsilon", math.inf))):
         raise ConfigError("distributed-noise rounds belong to private jobs only")

@@ -32,10 +32,12 @@ import pandas as pd
 from dp_accounting import dp_event
 from flwr.app import Array, ArrayRecord
 
+import fedinsight.tasks.recommend.secure_server as recommend_secagg
 from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 from fedinsight.federation import progress
 from fedinsight.federation.budget import Charge
 from fedinsight.federation.manifest import PUBLIC, Manifest, Release
+from fedinsight.federation.secagg import secagg_releases
 from fedinsight.federation.task import Plan, Session, TaskResult
 from fedinsight.models.ranking import Catalogue, RankingTotals
 from fedinsight.models.recommender import ItemParams
@@ -249,7 +251,6 @@ def _distributed_round(session: Session, job: RecommendJob, config: dict[str, An
                        optimizer: ServerOptimizer, rnd: int, sizes: dict[int, int],
                        enc: Any) -> tuple[ItemParams, dict[str, Any]]:
     """One SecAgg+ round with distributed noise (:mod:`fedinsight.tasks.recommend.secure_server`)."""
-    import fedinsight.tasks.recommend.secure_server as recommend_secagg
     start = time.perf_counter()
     total, contributors = recommend_secagg.secure_sum(session, job, config, items, enc, rnd)
     update, noise_var = recommend_secagg.global_step(job, items, total, sum(sizes.values()), enc)
@@ -292,8 +293,6 @@ def plan(session: Session, task: str) -> Plan:
 
 def releases(job: RecommendJob, catalogue: Catalogue, privacy: PrivacyPlan) -> list[Release]:
     """Every value a partner sends in a recommender job."""
-    from fedinsight.federation.secagg import secagg_releases
-
     width = job.dim + 1
     items = catalogue.num_items
     nonprivate = "non-private run: only partners that allow it (require-dp=false) take part"
@@ -364,8 +363,6 @@ def run(session: Session) -> TaskResult:
     local_train_s = 0.0
     enc = None
     if job.distributed:
-        import fedinsight.tasks.recommend.secure_server as recommend_secagg
-
         enc = recommend_secagg.encoding(job, list(sizes.values()), items.as_matrix().size)
     for rnd in range(1, job.rounds + 1):
         round_start = time.perf_counter()

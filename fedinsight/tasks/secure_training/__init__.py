@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from fedinsight.federation.manifest import PUBLIC, Manifest, Release
 from fedinsight.federation.options import Options
 from fedinsight.federation.secagg import secagg_releases
+from fedinsight.federation.store import InsightStore
 from fedinsight.federation.task import Handler, Partner, Plan, Session, Task, TaskResult, privacy_headline
 from fedinsight.tasks.secure_training import client, server
 from fedinsight.tasks.secure_training.options import SecureTrainingOptions
@@ -52,8 +53,6 @@ class SecureTrainingTask(Task):
     def run(self, session: Session) -> TaskResult:
         summary = server.train(session, secure=True)
         if session.job.publish:  # on a coordinator: the model summary joins the result store
-            from fedinsight.federation.store import InsightStore
-
             options: SecureTrainingOptions = session.options  # type: ignore[assignment]
             InsightStore(session.job.ledger).save(session.job.job_id, [{
                 "name": "propensity-model-secure-training", "kind": "model", "epsilon": options.epsilon,

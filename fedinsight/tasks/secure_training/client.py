@@ -16,6 +16,8 @@ import pandas as pd
 
 from fedinsight.core.errors import BudgetExceededError, ConfigError
 from fedinsight.federation.task import Partner
+from fedinsight.models.dp_logreg import DpSgdSettings, make_model, set_weights, train_dp
+from fedinsight.models.dp_logreg import get_weights as weights_of
 from fedinsight.tasks.secure_training.options import SecureTrainingOptions
 
 NUM_FEATURES = 3
@@ -55,9 +57,6 @@ def training_data(partner: Partner, options: SecureTrainingOptions) -> tuple[np.
 def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str, Any]
                ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
     """One round of local DP-SGD from the global weights; ``secaggplus_mod`` masks the result before it leaves."""
-    from fedinsight.models.dp_logreg import DpSgdSettings, make_model, set_weights, train_dp
-    from fedinsight.models.dp_logreg import get_weights as weights_of
-
     options = SecureTrainingOptions.from_run_config(config)
     x, y = training_data(partner, options)
     partner.gate.spend(str(config["job-id"]), [options.round_event()], job_epsilon=options.epsilon,

@@ -21,6 +21,7 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.federation import progress
 from fedinsight.federation.secagg import TimedRounds, guarded, strict_workflow
 from fedinsight.federation.task import Session
+from fedinsight.models.dp_logreg import get_weights, make_model
 from fedinsight.tasks.secure_training.client import NUM_FEATURES
 from fedinsight.tasks.secure_training.options import SecureTrainingOptions
 
@@ -36,8 +37,6 @@ def train(session: Session, *, secure: bool = True, init_weights: list[np.ndarra
     from flwr.server.workflow import DefaultWorkflow
     from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
     from flwr.server.workflow.default_workflows import default_fit_workflow
-
-    from fedinsight.models.dp_logreg import get_weights, make_model
 
     options: SecureTrainingOptions = session.options  # type: ignore[assignment]
     partners = len(session.nodes)
