@@ -164,6 +164,11 @@ class ReplyGuard(GuardLog):
         self.manifest = manifest
         self._specs: dict[str, ReplySpec] = {}
 
+    def replace(self, manifest: Manifest) -> None:
+        """Hold later replies against ``manifest`` (a plan that learnt its shapes from an earlier DP release)."""
+        self.manifest = manifest
+        self._specs.clear()
+
     def spec(self, reply: str) -> ReplySpec:
         if reply not in self._specs:
             self._specs[reply] = spec_for(self.manifest, reply)

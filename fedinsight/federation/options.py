@@ -34,15 +34,17 @@ Scalar = str | int | float | bool
 
 def option(default: Any = MISSING, help: str = "", *, choices: Sequence[str] | None = None,  # noqa: A002
            minimum: float | None = None, maximum: float | None = None, above: float | None = None,
-           below: float | None = None, cli: bool = True, flag: str | None = None) -> Any:
+           below: float | None = None, cli: bool = True, flag: str | None = None, file: bool = False) -> Any:
     """A field of an :class:`Options` class.
 
     ``minimum``/``maximum`` are inclusive bounds, ``above``/``below`` exclusive ones; ``choices`` the allowed
     strings. ``cli=False`` keeps a field out of the command line (set by the framework, e.g. paths chosen
-    by the coordinator). ``flag`` overrides the CLI flag's name (default: the field name with dashes).
+    by the coordinator). ``flag`` overrides the CLI flag's name (default: the field name with dashes). ``file``: on
+    the command line and in the Python call the value may name a file, whose text is the value (a run config
+    always carries the text: a coordinator never reads a path a submitter names).
     """
     meta = {"help": help, "choices": tuple(choices) if choices else None, "minimum": minimum, "maximum": maximum,
-            "above": above, "below": below, "cli": cli, "flag": flag}
+            "above": above, "below": below, "cli": cli, "flag": flag, "file": file}
     return field(default=default, metadata=meta)
 
 
@@ -183,8 +185,13 @@ class Options:
             default = None if f.default is MISSING else f.default
             out.append(CliOption(f.name, f.metadata.get("flag") or dashed(f.name), kind, default,
                                  f.default is MISSING, optional, f.metadata.get("help", ""),
-                                 f.metadata.get("choices")))
+                                 f.metadata.get("choices"), bool(f.metadata.get("file"))))
         return out
+
+    @classmethod
+    def file_fields(cls) -> list[str]:
+        """Fields whose value may name a file on the command line or in the Python call (see :func:`option`)."""
+        return [f.name for f in fields(cls) if f.metadata.get("file")]
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,24 @@ class CliOption:
     optional: bool
     help: str
     choices: tuple[str, ...] | None
+    file: bool = False
+
+
+def read_option_file(name: str, value: Any) -> Any:
+    """The text of the file a ``file`` option names (a path given on the command line or in Python); other
+    values unchanged. An unreadable file is a ConfigError naming the option."""
+    from pathlib import Path
+
+    if isinstance(value, Path) or (isinstance(value, str) and value and "\n" not in value
+                                   and not value.lstrip().startswith("{") and "=" not in value):
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigError(f"--{dashed(name)}: no file {path}")
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--{dashed(name)}: cannot read {path} ({exc})") from None
+    return value
 
 
 def merge_run_config(*groups: Options, **extra: Scalar) -> dict[str, Scalar]:

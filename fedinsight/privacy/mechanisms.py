@@ -118,3 +118,101 @@ def gaussian_noise_multiplier(epsilon: float, delta: float) -> float:
     return float(
         calibrate_dp_mechanism(RdpAccountant, dp_event.GaussianDpEvent, epsilon, delta, bracket_interval=None)
     )
+
+
+# --- key selection: release only keys whose noisy count clears a threshold (OpenDP) -------------------
+
+@dataclass(frozen=True)
+class ThresholdRelease:
+    """Noisy counts of the keys that cleared the threshold, and what the release cost.
+
+    The release is ``(rho or epsilon, delta)``: the noise part is the ``event`` (what the ledger composes);
+    ``delta`` is the chance that a key held by a single customer clears the threshold at all -- the price
+    of not knowing the keys in advance (Rogers 2023).
+    """
+
+    counts: dict[str, float]
+    mechanism: Mechanism
+    scale: float  # Laplace b or Gaussian sigma per key
+    threshold: float
+    delta: float
+    event: dp_event.DpEvent
+
+
+def _threshold_measurement(mechanism: Mechanism, scale: float, threshold: float):  # type: ignore[no-untyped-def]
+    dp = _opendp()
+    domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=float, nan=False))
+    if mechanism == "laplace":
+        metric = dp.l01inf_distance(dp.absolute_distance(T=float))
+        return dp.m.make_laplace_threshold(domain, metric, scale=float(scale), threshold=float(threshold))
+    if mechanism == "gaussian":
+        metric = dp.l02inf_distance(dp.absolute_distance(T=float))
+        return dp.m.make_gaussian_threshold(domain, metric, scale=float(scale), threshold=float(threshold))
+    raise ConfigError(f"unknown mechanism '{mechanism}', expected laplace or gaussian")
+
+
+def _key_bound(mechanism: Mechanism, keys_per_unit: int) -> tuple[float, tuple[int, float, float]]:
+    """(sensitivity the multiplier is relative to, OpenDP's input distance) for ``keys_per_unit`` keys, +1 each."""
+    if isinstance(keys_per_unit, bool) or not isinstance(keys_per_unit, int) or keys_per_unit < 1:
+        raise ConfigError(f"keys per customer must be a whole number >= 1 (got {keys_per_unit!r})")
+    l1, l2 = float(keys_per_unit), math.sqrt(keys_per_unit)
+    return (l1, (keys_per_unit, l1, 1.0)) if mechanism == "laplace" else (l2, (keys_per_unit, l2, 1.0))
+
+
+def threshold_delta(mechanism: Mechanism, multiplier: float, keys_per_unit: int, threshold: float) -> float:
+    """OpenDP's delta of a threshold release (the chance a key of one customer shows at all)."""
+    sensitivity, d_in = _key_bound(mechanism, keys_per_unit)
+    meas = _threshold_measurement(mechanism, multiplier * sensitivity, threshold)
+    return float(meas.map(d_in)[1])
+
+
+def threshold_for_delta(mechanism: Mechanism, multiplier: float, keys_per_unit: int, delta: float,
+                        floor: float = 1.0) -> float:
+    """The smallest whole-number threshold >= ``floor`` whose release has OpenDP delta <= ``delta``."""
+    if not 0 < delta < 1:
+        raise ConfigError(f"key-selection delta must be in (0, 1) (got {delta})")
+    lo = max(1.0, math.ceil(floor))
+    if threshold_delta(mechanism, multiplier, keys_per_unit, lo) <= delta:
+        return lo
+    hi = lo * 2
+    while threshold_delta(mechanism, multiplier, keys_per_unit, hi) > delta:
+        lo, hi = hi, hi * 2
+        if hi > 1e12:
+            raise ConfigError("no threshold reaches the key-selection delta: raise epsilon or delta")
+    while hi - lo > 1:  # whole numbers: a count clears it or not
+        mid = math.floor((lo + hi) / 2)
+        lo, hi = (mid, hi) if threshold_delta(mechanism, multiplier, keys_per_unit, mid) > delta else (lo, mid)
+    return float(hi)
+
+
+def threshold_release(counts: dict[str, float], *, mechanism: Mechanism, multiplier: float, keys_per_unit: int,
+                      threshold: float, max_delta: float) -> ThresholdRelease:
+    """Release the keys of ``counts`` whose noisy count reaches ``threshold`` (OpenDP's threshold mechanisms).
+
+    ``counts``: customers per key, each customer counted in at most ``keys_per_unit`` keys, once each (the
+    caller bounds this). ``multiplier``: noise scale per unit of L1 (Laplace) or L2 (Gaussian) sensitivity,
+    as :func:`laplace` / :func:`gaussian` take it. OpenDP's own privacy map is checked against the event
+    charged and against ``max_delta``; a key absent from the output was either rare or unlucky -- nobody
+    can tell which.
+    """
+    if not (isinstance(multiplier, int | float) and math.isfinite(multiplier) and multiplier > 0):
+        raise ConfigError(f"noise multiplier must be a positive number (got {multiplier!r})")
+    sensitivity, d_in = _key_bound(mechanism, keys_per_unit)
+    scale = multiplier * sensitivity
+    meas = _threshold_measurement(mechanism, scale, threshold)
+    loss, delta = meas.map(d_in)
+    if mechanism == "laplace":
+        event: dp_event.DpEvent = dp_event.LaplaceDpEvent(multiplier)
+        if loss > (1.0 / multiplier) * (1 + 1e-9):
+            raise AssertionError(f"OpenDP guarantees epsilon {loss}, expected {1.0 / multiplier}")
+    else:
+        event = dp_event.GaussianDpEvent(multiplier)
+        if loss > 1.0 / (2.0 * multiplier**2) * (1 + 1e-6):
+            raise AssertionError(f"OpenDP guarantees rho {loss}, expected {1.0 / (2.0 * multiplier**2)}")
+    if delta > max_delta * (1 + 1e-9):
+        raise ConfigError(f"key selection at threshold {threshold:g} has delta {delta:.3g} > the {max_delta:.3g} "
+                          "it was priced at; refused")
+    clean = {str(k): float(v) for k, v in counts.items() if float(v) > 0}
+    released = meas(clean) if clean else {}
+    return ThresholdRelease({str(k): float(v) for k, v in released.items()}, mechanism, scale, float(threshold),
+                            float(delta), event)

@@ -11,18 +11,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from dp_accounting import dp_event
 
 from fedinsight.federation.budget import Charge
+from fedinsight.federation.job import JobSettings
 from fedinsight.federation.manifest import Manifest, Release
 from fedinsight.federation.options import Options
 from fedinsight.federation.store import InsightStore
 from fedinsight.federation.task import Handler, Partner, Plan, Session, Simulated, Task, TaskResult, privacy_headline
 from fedinsight.privacy.ledger import PrivacyLedger
-from fedinsight.tasks.insights import client, server, simulate
+from fedinsight.tasks.insights import client, discovery, planner, server, simulate
 from fedinsight.tasks.insights.catalogue import InsightBatch
 from fedinsight.tasks.insights.options import InsightsOptions
 
@@ -44,30 +46,64 @@ class InsightsTask(Task):
     def hello_facts_release(self, options: Options) -> Release | None:
         return server.manifest_of_facts()
 
+    def check(self, options: Options, job: JobSettings) -> None:
+        super().check(options, job)
+        opts: InsightsOptions = options  # type: ignore[assignment]
+        if opts.spec and not opts.accept_suppression:
+            planner.refuse_if_mostly_suppressed(opts, job.partners)
+
     def plan(self, session: Session) -> Plan:
         options: InsightsOptions = session.options  # type: ignore[assignment]
-        batch = options.resolve(requester=session.job.requester, batch_id=session.job.job_id)
         tables = {p.partner_id: json.loads(str(p.facts["tables"])) for p in session.partners.values()}
+        job = options.spec_job(requester=session.job.requester) if options.spec else None
+        if job is not None:
+            batch, _ = job.batch(only=options.only_names())
+            batch = batch.model_copy(update={"batch_id": session.job.job_id})
+        else:
+            batch = options.resolve(requester=session.job.requester, batch_id=session.job.job_id)
         batch, skipped = server.plan_batch(batch, tables)
-        noises = server.price_batch(batch)
+        kept = [q.name for q in batch.queries]
+        vocabs = [v for v in job.discover if any(n.vocabulary == v and n.query in kept for n in job.needs)] \
+            if job is not None else []
+        noises = server.price_batch(batch, extra={discovery.NAME: job.spec.discovery.weight} if vocabs else None)
         layouts = server.layout_of(batch)
-        manifest = Manifest(self.name, tuple(server.manifest_of(batch, noises, layouts, self.name)))
-        session.state.update(batch=batch, skipped=skipped, noises=noises, layouts=layouts)
-        event = server.batch_event(noises)
-        charge = Charge("query", event, "insights: " + ", ".join(q.name for q in batch.queries))
-        return Plan(manifest, [charge], {"epsilon_requested": batch.epsilon, "delta": batch.delta,
-                                         "mechanism": batch.mechanism})
+        releases = server.manifest_of(batch, noises, layouts, self.name)
+        charges = []
+        if job is not None and vocabs:
+            wire = discovery.wire_of(job, vocabs, noises[discovery.NAME], min_group_size=batch.min_group_size,
+                                     delta=batch.delta)
+            releases.insert(1, discovery.release_of(wire, noises[discovery.NAME]))
+            charges.append(Charge("query", noises[discovery.NAME].event,
+                                  f"insights key discovery: {', '.join(vocabs)}"))
+            session.state["discovery"] = wire
+        queries = {q.name: noises[q.name] for q in batch.queries}
+        charges.append(Charge("query", server.batch_event(queries), "insights: " + ", ".join(kept)))
+        session.state.update(batch=batch, skipped=skipped, noises=noises, layouts=layouts, job=job, kept=kept,
+                             zones=sorted({str(p.facts.get("timezone") or "UTC") for p in session.partners.values()}))
+        summary: dict[str, Any] = {"epsilon_requested": batch.epsilon, "delta": batch.delta,
+                                   "mechanism": batch.mechanism}
+        if vocabs:
+            summary["key_discovery_delta"] = session.state["discovery"]["max_delta"]
+        return Plan(Manifest(self.name, tuple(releases)), charges, summary)
 
     def run(self, session: Session) -> TaskResult:
         batch: InsightBatch = session.state["batch"]
         noises, layouts = session.state["noises"], session.state["layouts"]
-        wire = json.dumps(batch.wire({n: {"mechanism": q.mechanism, "multiplier": q.multiplier}
-                                      for n, q in noises.items()}))
+        keys = self._keys(session)
+        if "discovery" in session.state:
+            batch, layouts = self._discover(session, keys)
+        wire = json.dumps(batch.wire({q.name: {"mechanism": noises[q.name].mechanism,
+                                               "multiplier": noises[q.name].multiplier} for q in batch.queries}))
         answers = session.ask("query", "compute", config=session.config("compute", wire=wire,
                                                                          **{"epsilon-job": batch.epsilon}))
         replies = [server.replies_from(dict(answers[n].content[client.RESULTS]), batch, noises, layouts)
                    for n in session.nodes]
         insights = server.release_batch(batch, noises, replies)
+        zones = session.state["zones"]
+        for insight in insights:
+            if insight["kind"] == "golden_hours":
+                zone = insight["query"].get("timezone", "UTC")
+                insight["result"]["zones"] = zones if zone == "local" else [zone]
         ids = InsightStore(session.job.ledger).save(batch.batch_id, insights, requester=batch.requester)
         ledger = PrivacyLedger(session.job.ledger)
         try:
@@ -75,10 +111,50 @@ class InsightsTask(Task):
                                         time.perf_counter() - session.started, ids)
         finally:
             ledger.engine.dispose()
+        summary.update(keys=keys, timezones=zones)
         artifacts = {}
         if session.job.out_dir:
             artifacts["insights"] = str(server.write_insights(Path(session.job.out_dir), insights, summary, batch))
         return TaskResult(summary, artifacts)
+
+    @staticmethod
+    def _keys(session: Session) -> dict[str, Any]:
+        """Where each vocabulary's keys came from (declared, a default, or to be discovered) and the keys."""
+        job = session.state.get("job")
+        if job is None:
+            return {}
+        wanted = {n.vocabulary for n in job.needs if n.query in session.state["kept"]}
+        return {v: {"source": job.sources[v], "keys": job.declared.get(v, [])} for v in job.sources if v in wanted}
+
+    @staticmethod
+    def _discover(session: Session, keys: dict[str, Any]) -> tuple[InsightBatch, dict[str, Any]]:
+        """Key discovery, then the batch with the keys found; the manifest learns the batch's shapes."""
+        wire, job = session.state["discovery"], session.state["job"]
+        batch: InsightBatch = session.state["batch"]
+        answers = session.ask("query", "discover", config=session.config(
+            "discover", wire=json.dumps(wire, ensure_ascii=False), **{"epsilon-job": batch.epsilon}))
+        found = discovery.combine([discovery.parse_reply(str(answers[n].content[discovery.RECORD][discovery.RECORD]))
+                                   for n in session.nodes], wire)
+        for vocab, entries in found.items():
+            keys[vocab] = {"source": "discovered", "keys": [e["key"] for e in entries], "found": entries,
+                           "threshold": wire["threshold"], "delta": wire["max_delta"]}
+        batch, skipped = job.batch({v: [e["key"] for e in entries] for v, entries in found.items()},
+                                   only=session.state["kept"])
+        batch = batch.model_copy(update={"batch_id": session.state["batch"].batch_id})
+        session.state["skipped"] = session.state["skipped"] + skipped
+        layouts = server.layout_of(batch)
+        shapes = {name: (len(agg.vector()),) for name, agg in layouts.items()}
+
+        def resized(manifest: Manifest) -> Manifest:
+            return Manifest(manifest.task, tuple(
+                replace(r, fields={n: shapes[n] for n in r.fields}) if r.reply == "compute"
+                and set(r.fields) <= set(shapes) else r for r in manifest.releases))
+
+        assert session.plan is not None
+        session.plan.manifest = resized(session.plan.manifest)
+        session.guard.replace(resized(session.guard.manifest))
+        session.state.update(batch=batch, layouts=layouts)
+        return batch, layouts
 
     def simulation_options(self, options: Options, sim: Simulated) -> dict[str, Any]:
         return simulate.simulation_options(options, sim)  # type: ignore[arg-type]

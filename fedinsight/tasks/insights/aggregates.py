@@ -35,6 +35,7 @@ from fedinsight.tasks.insights.customer_features import (
     WEEKDAYS,
     Features,
     codes_of,
+    local_seconds,
 )
 
 OTHER = "other"
@@ -273,16 +274,25 @@ SLOTS: tuple[str, ...] = tuple(f"{d}-{h}" for d in WEEKDAYS for h in HOURS)
 
 def golden_hours(f: Features, *, by: str = "rfm_segment", stages: Sequence[str] = ("click", "participate", "convert"),
                  max_hours_per_customer: int = 3, max_weekdays_per_customer: int = 2,
-                 max_slots_per_customer: int = 3, heatmap: bool = True) -> LocalAggregate:
+                 max_slots_per_customer: int = 3, heatmap: bool = True, timezone: str = "local",
+                 channels: Sequence[str] = (), max_channels_per_customer: int = 2) -> LocalAggregate:
     """Customers responding at each hour of day, on each weekday and (``heatmap``) in each weekday x hour
-    slot, per group (UTC).
+    slot, per group, in the customer's local time.
 
-    Each customer counts once per hour (their first ``max_hours_per_customer`` distinct hours), once
-    per weekday (first ``max_weekdays_per_customer``) and once per slot (first ``max_slots_per_customer``
-    distinct slots by time). The three measures are released together, so one customer moves the
-    vector by at most ``k_h + k_w + k_s`` cells by one each: that is the L1 bound, its square root the
-    L2 bound. Without the heatmap the slot measure is not computed and ``k_s`` drops out of the bounds
-    (the marginals then get the smaller noise they had before the heatmap existed).
+    ``timezone``: ``"local"`` reads hours in the partner's own zone (its customers' local time), anything
+    else is an IANA zone the analyst chose for every partner. Timestamps are naive UTC; daylight saving is
+    applied per event.
+
+    Per customer group (a segment): each customer counts once per hour (their first ``max_hours_per_customer``
+    distinct hours), once per weekday (first ``max_weekdays_per_customer``) and once per slot (first
+    ``max_slots_per_customer`` distinct slots by time). The three measures are released together, so one
+    customer moves the vector by at most ``k_h + k_w + k_s`` cells by one each: that is the L1 bound, its
+    square root the L2 bound. Without the heatmap ``k_s`` drops out of the bounds.
+
+    ``by = "channel"`` (the best hour per channel): the groups are the declared channels plus ``other``; a
+    customer counts in their first ``max_channels_per_customer`` channels (``m``) and, across them, in at most
+    ``m x k`` (channel, hour) pairs -- and likewise for weekdays and slots -- so the bounds are ``m`` times the
+    segment bounds.
     """
     ev = f.events
     k_h = _positive_int("max_hours_per_customer", max_hours_per_customer)
@@ -295,23 +305,40 @@ def golden_hours(f: Features, *, by: str = "rfm_segment", stages: Sequence[str] 
         raise ConfigError(f"stages must be among {', '.join(FUNNEL_STAGES)} (got {list(stages)})")
     sel = np.isin(f.event_stage, wanted)
     cust, ts = ev.cust[sel], ev.ts[sel]
-    hour = (ts // 3600) % 24
-    weekday = (ts // 86_400 + 3) % 7  # 1970-01-01 was a Thursday
-    group, keys = f.attribute(by)
-    keep_h = _first_k_keys(cust, hour, ts, 24, k_h)
-    keep_w = _first_k_keys(cust, weekday, ts, 7, k_w)
-    by_hour = _count_distinct(cust[keep_h], hour[keep_h], 24, group, len(keys))
-    by_weekday = _count_distinct(cust[keep_w], weekday[keep_w], 7, group, len(keys))
-    measures = [Measure("customers_by_hour", ((by, keys), ("hour", HOURS)), by_hour),
-                Measure("customers_by_weekday", ((by, keys), ("weekday", WEEKDAYS)), by_weekday)]
+    wall = local_seconds(ts, f.zone(str(timezone)))
+    hour = (wall // 3600) % 24
+    weekday = (wall // 86_400 + 3) % 7  # 1970-01-01 was a Thursday
+    if by == "channel":
+        keys = _keys(_key_list("channels", list(channels)))
+        m = _positive_int("max_channels_per_customer", max_channels_per_customer)
+        ch = codes_of(ev.frame["channel"], keys[:-1])[sel]
+        keep = _first_k_keys(cust, ch, ts, len(keys), m)
+        cust, ts, hour, weekday, ch = cust[keep], ts[keep], hour[keep], weekday[keep], ch[keep]
+        n_groups, per_group = len(keys), m
+
+        def counts(cell: np.ndarray, n_cells: int, k: int) -> np.ndarray:
+            pair = ch * n_cells + cell
+            kept = _first_k_keys(cust, pair, ts, n_groups * n_cells, m * k)
+            return _count_distinct(cust[kept], pair[kept], n_groups * n_cells, np.zeros(max(f.n, 1), dtype=np.int8),
+                                   1).reshape(n_groups, n_cells)
+    else:
+        if channels:
+            raise ConfigError("channels are only used by golden hours by channel")
+        group, keys = f.attribute(by)
+        per_group = 1
+
+        def counts(cell: np.ndarray, n_cells: int, k: int) -> np.ndarray:
+            kept = _first_k_keys(cust, cell, ts, n_cells, k)
+            return _count_distinct(cust[kept], cell[kept], n_cells, group, len(keys))
+
+    measures = [Measure("customers_by_hour", ((by, keys), ("hour", HOURS)), counts(hour, 24, k_h)),
+                Measure("customers_by_weekday", ((by, keys), ("weekday", WEEKDAYS)), counts(weekday, 7, k_w))]
     cells = k_h + k_w
     if heatmap:
-        slot = weekday * 24 + hour
-        keep_s = _first_k_keys(cust, slot, ts, len(SLOTS), k_s)
-        by_slot = _count_distinct(cust[keep_s], slot[keep_s], len(SLOTS), group, len(keys))
-        measures.append(Measure("customers_by_slot", ((by, keys), ("slot", SLOTS)), by_slot))
+        measures.append(Measure("customers_by_slot", ((by, keys), ("slot", SLOTS)),
+                                counts(weekday * 24 + hour, len(SLOTS), k_s)))
         cells += k_s
-    return LocalAggregate(tuple(measures), l1=float(cells), l2=math.sqrt(cells))
+    return LocalAggregate(tuple(measures), l1=float(per_group * cells), l2=math.sqrt(per_group * cells))
 
 
 def channel_response(f: Features, *, by: str = "rfm_segment", channels: Sequence[str] = (),

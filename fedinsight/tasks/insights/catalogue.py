@@ -19,9 +19,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE
+from fedinsight.tasks.insights.customer_features import check_zone
 
 CustomerGrouping = Literal["rfm_segment", "lifecycle_stage", "ltv_tier", "all"]
 KeyList = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=500)]
+
+
+def _check_date(name: str, value: str) -> str:
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        stamp = pd.NaT
+    if stamp is pd.NaT:
+        raise ValueError(f"{name} must be a date such as 2026-01-01 (got {value!r})")
+    return value
 
 
 class FeatureRulesSpec(BaseModel):
@@ -43,19 +56,19 @@ class FeatureRulesSpec(BaseModel):
     spend_cap: float = Field(5_000.0, gt=0)
     value_cap: float = Field(10_000.0, gt=0)
     require_consent: bool = True
+    events_from: str = Field("", description=(
+        "Start of the time window: events (exposures, clicks, conversions) before this date are ignored; "
+        "empty: every event before as_of counts. Purchases keep the segment rules' own windows."))
 
     @field_validator("as_of")
     @classmethod
     def _a_date(cls, value: str) -> str:
-        import pandas as pd
+        return _check_date("as_of", value)
 
-        try:
-            stamp = pd.Timestamp(value)
-        except (TypeError, ValueError):
-            stamp = pd.NaT
-        if stamp is pd.NaT:
-            raise ValueError(f"as_of must be a date such as 2026-01-01 (got {value!r})")
-        return value
+    @field_validator("events_from")
+    @classmethod
+    def _a_start(cls, value: str) -> str:
+        return _check_date("events_from", value) if value else value
 
     @field_validator("ltv_tier_bounds")
     @classmethod
@@ -130,8 +143,11 @@ class AbTest(_Query):
 
 
 class GoldenHours(_Query):
-    """Customers responding by hour of day, by weekday and (``heatmap``) by weekday x hour slot (UTC) per
-    group; the peak hour, day and slot.
+    """Customers responding by hour of day, by weekday and (``heatmap``) by weekday x hour slot per group
+    (a customer segment, or ``by = "channel"``: the best hour per channel); the peak hour, day and slot.
+
+    Hours are the customer's local time by default (``timezone = "local"``: each partner's own zone, from
+    its data view, UTC when it states none), or one IANA zone the analyst names for every partner.
 
     The heatmap shares the query's epsilon with the two marginals: it adds ``max_slots_per_customer``
     to the L1 bound (and to the squared L2 bound), so every cell of the query gets more noise. Switch it
@@ -140,7 +156,10 @@ class GoldenHours(_Query):
 
     kind: Literal["golden_hours"] = "golden_hours"
     needs_events: ClassVar[bool] = True
-    by: CustomerGrouping = "rfm_segment"
+    by: Literal["rfm_segment", "lifecycle_stage", "ltv_tier", "all", "channel"] = "rfm_segment"
+    channels: list[str] = Field(default_factory=list, description="Declared channels (only with by = channel).")
+    max_channels_per_customer: int = Field(2, ge=1, le=20)
+    timezone: str = Field("local", description="'local' (each partner's zone) or an IANA zone name.")
     stages: list[Literal["exposure", "click", "participate", "convert"]] = Field(
         default_factory=lambda: ["click", "participate", "convert"], min_length=1)
     max_hours_per_customer: int = Field(3, ge=1, le=24)
@@ -148,6 +167,19 @@ class GoldenHours(_Query):
     max_slots_per_customer: int = Field(3, ge=1, le=168, description=(
         "Weekday x hour slots a customer counts in (their earliest distinct ones); only with the heatmap."))
     heatmap: bool = Field(True, description="Also release the joint weekday x hour distribution (168 slots).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _a_zone(cls, value: str) -> str:
+        return check_zone(value)
+
+    @model_validator(mode="after")
+    def _channels_declared(self) -> GoldenHours:
+        if self.by == "channel" and not self.channels:
+            raise ValueError("golden hours by channel need the declared list of channels")
+        if self.by != "channel" and self.channels:
+            raise ValueError("channels are only used by golden hours by channel")
+        return self
 
 
 class ChannelResponse(_Query):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flwr.app import Message, MetricRecord
+from flwr.app import ConfigRecord, Message, MetricRecord
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.data.schema import PartnerData
@@ -21,8 +21,9 @@ from fedinsight.federation.messages import config_of, reply
 from fedinsight.federation.task import Partner, phase_of
 from fedinsight.privacy.allocation import QueryNoise, query_noise
 from fedinsight.privacy.mechanisms import gaussian, laplace
+from fedinsight.tasks.insights import discovery
 from fedinsight.tasks.insights.aggregates import LocalAggregate, compute
-from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
+from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features, partner_zone
 
 RESULTS = "results"
 
@@ -33,7 +34,8 @@ def table_columns(data: PartnerData) -> dict[str, list[str]]:
 
 
 def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
-    return {"tables": json.dumps(table_columns(partner.data()), sort_keys=True)}
+    data = partner.data()
+    return {"tables": json.dumps(table_columns(data), sort_keys=True), "timezone": partner_zone(data)}
 
 
 def _noise(query: dict[str, Any]) -> QueryNoise:
@@ -71,10 +73,13 @@ def noisy_reply(agg: LocalAggregate, noise: QueryNoise) -> dict[str, Any]:
 
 
 def query(msg: Message, partner: Partner) -> Message:
-    """``compute``: the batch's noisy aggregates, once the batch's cost has passed this partner's gate."""
+    """``discover``: the keys of the spec's dimensions that clear the threshold; ``compute``: the batch's noisy
+    aggregates. Either once its cost has passed this partner's gate."""
     config = config_of(msg)
+    if phase_of(msg) == "discover":
+        return _discover(msg, partner, config)
     if phase_of(msg) != "compute":
-        raise ConfigError(f"unknown insights step '{phase_of(msg)}' (expected compute)")
+        raise ConfigError(f"unknown insights step '{phase_of(msg)}' (expected discover or compute)")
     wire = json.loads(str(config["wire"]))
     events = [_noise(q).event for q in wire["queries"]]
     partner.gate.spend(str(config["job-id"]), events, job_epsilon=float(config["epsilon-job"]),
@@ -82,3 +87,13 @@ def query(msg: Message, partner: Partner) -> Message:
                        description="insights: " + ", ".join(str(q["name"]) for q in wire["queries"]))
     results = compute_batch(partner.data(), wire)
     return reply(msg, **{RESULTS: MetricRecord({name: r["values"] for name, r in results.items()})})
+
+
+def _discover(msg: Message, partner: Partner, config: dict[str, Any]) -> Message:
+    wire = json.loads(str(config["wire"]))
+    noise = _noise(wire)
+    names = ", ".join(str(d.get("name")) for d in wire.get("dimensions") or [])
+    partner.gate.spend(str(config["job-id"]), [noise.event], job_epsilon=float(config["epsilon-job"]),
+                       job_delta=float(wire["delta"]), kind="query", description=f"insights key discovery: {names}")
+    found = discovery.discover(partner.data(), wire)
+    return reply(msg, **{discovery.RECORD: ConfigRecord({discovery.RECORD: discovery.reply_text(found)})})

@@ -58,8 +58,16 @@ class FeatureRules:
     spend_cap: float = 5_000.0
     value_cap: float = 10_000.0
     require_consent: bool = True
+    events_from: str = ""  # start of the time window for events ("" = no start)
 
     def __post_init__(self) -> None:
+        if self.events_from:
+            try:
+                start = pd.Timestamp(self.events_from)
+            except (TypeError, ValueError):
+                start = pd.NaT
+            if start is pd.NaT:
+                raise ConfigError(f"events_from must be a date such as 2025-10-01 (got {self.events_from!r})")
         try:
             stamp = pd.Timestamp(self.as_of)
         except (TypeError, ValueError) as exc:
@@ -84,10 +92,11 @@ class FeatureRules:
 
     @property
     def as_of_seconds(self) -> int:
-        stamp = pd.Timestamp(self.as_of)
-        if stamp.tzinfo is not None:
-            stamp = stamp.tz_convert("UTC").tz_localize(None)
-        return int(stamp.to_datetime64().astype("datetime64[s]").astype(np.int64))
+        return _utc_seconds(self.as_of)
+
+    @property
+    def events_from_seconds(self) -> int | None:
+        return _utc_seconds(self.events_from) if self.events_from else None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureRules:
@@ -101,6 +110,47 @@ class FeatureRules:
         if "ltv_tier_bounds" in values:
             values["ltv_tier_bounds"] = tuple(values["ltv_tier_bounds"])
         return cls(**values)
+
+
+def _utc_seconds(date: str) -> int:
+    stamp = pd.Timestamp(date)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return int(stamp.to_datetime64().astype("datetime64[s]").astype(np.int64))
+
+
+UTC_ZONE = "UTC"
+LOCAL = "local"
+
+
+def check_zone(name: str) -> str:
+    """``name`` if it is ``"local"`` or an IANA time zone this machine knows (``Asia/Shanghai``); else ValueError."""
+    if name == LOCAL:
+        return name
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(f"time zone {name!r} is neither 'local' nor an IANA zone name such as Asia/Shanghai "
+                         "or America/New_York") from None
+    return name
+
+
+def local_seconds(utc_seconds: np.ndarray, zone: str) -> np.ndarray:
+    """Naive-UTC epoch seconds as wall-clock seconds in ``zone`` (daylight saving included), for hours and days.
+
+    Why wall-clock seconds: hour of day and weekday are then ``(s // 3600) % 24`` and ``(s // 86400 + 3) % 7``
+    whatever the zone, so every hour-based insight reads the same arrays.
+    """
+    if zone == UTC_ZONE or utc_seconds.size == 0:
+        return utc_seconds
+    try:
+        check_zone(zone)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    stamps = pd.DatetimeIndex(utc_seconds.astype("datetime64[s]")).tz_localize("UTC").tz_convert(zone)
+    return stamps.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
 
 
 def codes_of(values: pd.Series, keys: Sequence[str], *, other: bool = True) -> np.ndarray:
@@ -141,6 +191,11 @@ class Features:
     events: Rows
     event_stage: np.ndarray  # int8 index into FUNNEL_STAGES, per events row
     tables: tuple[str, ...] = field(default_factory=tuple)
+    timezone: str = UTC_ZONE  # the partner's own zone (its customers' local time), from its data view
+
+    def zone(self, requested: str) -> str:
+        """The zone hours are read in: the partner's own for ``"local"``, else the one the analyst named."""
+        return self.timezone if requested == LOCAL else requested
 
     def attribute(self, name: str) -> tuple[np.ndarray, tuple[str, ...]]:
         """A derived per-customer attribute as (codes per customer, keys)."""
@@ -206,6 +261,11 @@ def customer_features(data: PartnerData, rules: FeatureRules) -> Features:
     # A partner without a table simply has no such rows: its aggregates are zeros (plus noise).
     tx = _rows(data.transactions if data.transactions is not None else _empty(TRANSACTIONS), index, as_of)
     ev = _rows(data.events if data.events is not None else _empty(EVENTS), index, as_of)
+    start = rules.events_from_seconds
+    if start is not None and len(ev.cust):
+        late = ev.ts >= start
+        if not late.all():
+            ev = Rows(ev.cust[late], ev.ts[late], ev.frame.loc[late])
 
     window = rules.window_days * _DAY
     if len(tx.cust):
@@ -261,7 +321,16 @@ def customer_features(data: PartnerData, rules: FeatureRules) -> Features:
         rules=rules, n=n, rfm=rfm, lifecycle=lifecycle, tier_now=tier(spend_now), tier_prev=tier(spend_prev),
         spend_now=spend_now, spend_prev=spend_prev, purchases=purchases, customers=customers,
         transactions=tx, events=ev, event_stage=stage_codes.astype(np.int8),
-        tables=tuple(data.tables()),
+        tables=tuple(data.tables()), timezone=partner_zone(data),
     )
+
+
+def partner_zone(data: PartnerData) -> str:
+    """The partner's own time zone from its data view (``meta["timezone"]``), UTC when it states none."""
+    zone = str(data.meta.get("timezone") or UTC_ZONE)
+    try:
+        return check_zone(zone) if zone != LOCAL else UTC_ZONE
+    except ValueError as exc:
+        raise ConfigError(f"partner {data.partner_id}: {exc}") from None
 
 

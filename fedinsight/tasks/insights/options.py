@@ -1,13 +1,16 @@
-"""The insights task's options, defined once: the batch's budget and rules, or a whole batch."""
+"""The insights task's options, defined once: the batch's budget and rules, a spec, or a whole batch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
+from fedinsight.core.errors import ConfigError
 from fedinsight.federation.options import Options, option
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE
 from fedinsight.tasks.insights.catalogue import PRESETS, InsightBatch, default_batch, parse_batch
+from fedinsight.tasks.insights.spec import InsightSpec, SpecJob, canonical, looks_like_spec_file, parse_spec, spec_job
 
 
 @dataclass(frozen=True)
@@ -21,24 +24,71 @@ class InsightsOptions(Options):
     suppression_margin: float = option(
         0.0, "Also require the noisy count to clear the minimum by this many noise sds (1.645: 95 %).",
         minimum=0, maximum=5)
-    as_of: str = option("", "Reference date for segments (default: the preset's, or a synthetic folder's).")
+    as_of: str = option("", "Reference date for segments (default: the spec's, the preset's, or a synthetic "
+                            "folder's).")
     only: str = option("", "Run only these insights (comma-separated names).")
     preset: str = option("synthetic", "The catalogue's vocabulary (declared channels and campaigns).",
                          choices=tuple(PRESETS))
+    spec: str = option("", "An insight spec (TOML file): your own insights, campaigns, channels, time window, zone "
+                           "and budget split; its epsilon etc. win over these flags. See docs/insights.md.",
+                       file=True)
+    accept_suppression: bool = option(False, "Run even when the plan predicts that most answers will be "
+                                             "suppressed (the federation is too small for this spec and epsilon).",
+                                      flag="yes")
     batch: str = option("", "A whole insight batch (JSON); overrides the options above.", cli=False)
 
-    ALIASES: ClassVar[dict[str, str]] = {"suppression-margin-sd": "suppression-margin"}
+    ALIASES: ClassVar[dict[str, str]] = {"suppression-margin-sd": "suppression-margin", "yes": "accept-suppression"}
+
+    def __post_init__(self) -> None:
+        spec: Any = self.spec
+        if isinstance(spec, Path):
+            spec = parse_spec(spec)
+        elif isinstance(spec, str) and spec.strip() and looks_like_spec_file(spec):
+            raise ConfigError(f"spec {spec!r} looks like a file name: give the spec's text, a pathlib.Path, or "
+                              "--spec FILE on the command line")
+        if isinstance(spec, dict | InsightSpec) or (isinstance(spec, str) and spec.strip()):
+            object.__setattr__(self, "spec", canonical(parse_spec(spec)))
+        elif spec is None:
+            object.__setattr__(self, "spec", "")
+        super().__post_init__()
+
+    def parsed_spec(self) -> InsightSpec | None:
+        return parse_spec(self.spec) if self.spec else None
+
+    def spec_job(self, *, requester: str, as_of: str | None = None) -> SpecJob:
+        """The job this options' spec describes (ConfigError if there is none)."""
+        spec = self.parsed_spec()
+        if spec is None:
+            raise ConfigError("these insights options carry no spec")
+        return spec_job(spec, epsilon=self.epsilon, delta=self.delta, mechanism=self.mechanism,
+                        min_group_size=self.min_group_size, suppression_margin_sd=self.suppression_margin,
+                        requester=requester, as_of=self.as_of or as_of)
+
+    def only_names(self) -> list[str] | None:
+        return [s.strip() for s in self.only.split(",") if s.strip()] or None
 
     def resolve(self, *, requester: str, batch_id: str) -> InsightBatch:
-        """The batch this job runs: the given one, or the preset's catalogue with these options."""
+        """The batch this job runs: the given one, the spec's (discovered keys still placeholders), or the
+        preset's catalogue with these options."""
         if self.batch:
             batch = parse_batch(self.batch)
+        elif self.spec:
+            batch, _ = self.spec_job(requester=requester).batch(only=self.only_names())
         else:
-            only = [s.strip() for s in self.only.split(",") if s.strip()] or None
             batch = default_batch(self.preset, epsilon=self.epsilon, delta=self.delta, as_of=self.as_of or None,
                                   mechanism=self.mechanism, min_group_size=self.min_group_size,
-                                  suppression_margin_sd=self.suppression_margin, requester=requester, only=only)
+                                  suppression_margin_sd=self.suppression_margin, requester=requester,
+                                  only=self.only_names())
         return batch.model_copy(update={"batch_id": batch_id})
 
     def validate(self) -> None:
+        if self.batch and self.spec:
+            raise ConfigError("give an insight spec or a whole batch, not both")
+        if self.spec:  # the reference date may still come from the dataset (a simulation fills it in later)
+            self.spec_job(requester="validate", as_of=VALIDATION_DATE).batch(only=self.only_names())
+            return
         self.resolve(requester="validate", batch_id="validate")  # a bad batch is refused before anything runs
+
+
+VALIDATION_DATE = "2000-01-01"
+"""Stands in for a spec's reference date while its options are checked, before a dataset supplies one."""

@@ -304,7 +304,7 @@ def _golden_hours(spec: _Query, cq: CombinedQuery, rel: _Release, rules: Feature
         else:
             group.update(by_hour=by_hour, by_weekday=by_day)
         groups.append(group)
-    return {"groups": groups, "timezone": "UTC"}
+    return {"groups": groups, "timezone": getattr(spec, "timezone", "UTC")}
 
 
 def _channel_response(spec: _Query, cq: CombinedQuery, rel: _Release, rules: FeatureRulesSpec) -> dict:

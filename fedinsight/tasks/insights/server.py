@@ -35,6 +35,7 @@ from fedinsight.tasks.insights.customer_features import FeatureRules, customer_f
 from fedinsight.tasks.insights.results import build_insight, combine
 
 TABLES_JSON = r"[][{}\":,A-Za-z0-9_. -]{0,20000}"
+TIMEZONE = r"[A-Za-z0-9_+/-]{1,64}"
 MIN_PARTNERS = 2
 """Fewer partners and an answer would be one partner's own (noisy) figure."""
 
@@ -56,10 +57,12 @@ def plan_batch(batch: InsightBatch, tables: dict[str, dict[str, list[str]]]) -> 
     return batch.model_copy(update={"queries": keep}), skipped
 
 
-def price_batch(batch: InsightBatch, *, accountant: str = "rdp") -> dict[str, QueryNoise]:
-    """Noise per query so the batch composes to the batch's (epsilon, delta)."""
-    return split_budget({q.name: q.weight for q in batch.queries}, batch.epsilon, batch.delta, batch.mechanism,
-                        accountant=accountant)
+def price_batch(batch: InsightBatch, *, accountant: str = "rdp",
+                extra: dict[str, float] | None = None) -> dict[str, QueryNoise]:
+    """Noise per query so the batch composes to the batch's (epsilon, delta); ``extra`` are further releases of
+    the batch by weight (key discovery), priced in the same split."""
+    return split_budget({**{q.name: q.weight for q in batch.queries}, **(extra or {})}, batch.epsilon, batch.delta,
+                        batch.mechanism, accountant=accountant)
 
 
 def check_affordable(ledger: PrivacyLedger, partner_ids: list[str], noises: dict[str, QueryNoise]) -> None:
@@ -163,9 +166,11 @@ def manifest_of(batch: InsightBatch, noises: dict[str, QueryNoise], layouts: dic
 
 
 def manifest_of_facts() -> Release:
-    return Release("hello", "facts", {"tables": None}, PUBLIC, kind="text", patterns={"tables": TABLES_JSON},
-                   what="which canonical tables and columns the partner holds",
-                   reason="the schema of the partner's tables: names, no values")
+    return Release("hello", "facts", {"tables": None, "timezone": None}, PUBLIC, kind="text",
+                   patterns={"tables": TABLES_JSON, "timezone": TIMEZONE},
+                   what="which canonical tables and columns the partner holds, and its own time zone",
+                   reason="the schema of the partner's tables (names, no values) and the zone its customers' local "
+                          "time is read in (the partner's setting, not a customer's)")
 
 
 def replies_from(values: dict[str, list[float]], batch: InsightBatch, noises: dict[str, QueryNoise],

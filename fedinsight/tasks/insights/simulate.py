@@ -19,6 +19,7 @@ from fedinsight.tasks.insights.client import compute_batch, noisy_reply
 from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
 from fedinsight.tasks.insights.options import InsightsOptions
 from fedinsight.tasks.insights.server import price_batch, release_batch
+from fedinsight.tasks.insights.spec import canonical
 
 DEFAULT_BUDGET = 10.0
 """Each simulated partner's budget when the run folder's ledger has none yet: several batches fit."""
@@ -29,6 +30,16 @@ def simulation_options(options: InsightsOptions, sim: Simulated) -> dict[str, An
     out: dict[str, Any] = {}
     if sim.builtin and sim.dataset in PRESETS and options.preset != sim.dataset:
         out["preset"] = sim.dataset
+    spec = options.parsed_spec()
+    if spec is not None and sim.builtin:  # a built-in dataset's vocabulary is public: declare what the spec left out
+        vocabulary = PRESETS.get(sim.dataset, PRESETS["synthetic"])
+        given = {"channels": vocabulary["channels"], "campaigns": vocabulary["campaigns"],
+                 "purchase_channels": vocabulary["tx_channels"]}
+        keys = {**{k: v for k, v in given.items() if v}, **spec.keys}
+        if keys != spec.keys:
+            out["spec"] = canonical(spec.model_copy(update={"keys": keys}))
+    if spec is not None and spec.window.end:
+        return out
     if not options.as_of and not options.batch:
         if sim.builtin:
             out["as_of"] = str(PRESETS[sim.dataset if sim.dataset in PRESETS else "synthetic"]["as_of"])
