@@ -100,3 +100,26 @@ def progress_bar() -> Progress:
         console=err,
         transient=False,
     )
+
+
+def preview_table(preview) -> Table:  # type: ignore[no-untyped-def]
+    """A task's :class:`~fedinsight.federation.task.Preview` as a rich table (its notes as the caption)."""
+    from rich.markup import escape
+
+    table = Table(title=escape(preview.title), caption=escape("\n".join(preview.notes)) or None,
+                  caption_justify="left")
+    for i, col in enumerate(preview.columns):
+        table.add_column(escape(col), justify="left" if i < 2 else "right", overflow="fold")
+    for row in preview.rows:
+        table.add_row(*[escape(c) for c in row])
+    return table
+
+
+def show_preview(preview, *, as_json: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Print a preview (to stderr when the command's stdout is JSON), its warning in bold."""
+    console = err if as_json else out
+    console.print(preview_table(preview))
+    if preview.warning:
+        from rich.markup import escape
+
+        console.print(f"[bold yellow]warning:[/] {escape(preview.warning)}", highlight=False)

@@ -1,4 +1,4 @@
-"""``fedinsight insights list|show``: read released DP insights from the insight store."""
+"""``fedinsight insights list|show|plan|run``: read released DP insights; plan and run an analyst's own spec."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fedinsight.cli.common import (
-    out,
-)
+from fedinsight.cli.common import err, kv_table, out, progress_bar, reproduce_command, show_preview
 
-insights_app = typer.Typer(help="Read released DP insights from the insight store.", no_args_is_help=True)
+insights_app = typer.Typer(help="Plan and run your own insight spec; read released DP insights from the store.",
+                           no_args_is_help=True)
 
 
 def _insights_db(db: str | None) -> str | None:
@@ -172,3 +171,186 @@ def insightsshow(
     out.print(table)
     if not cells and any(isinstance(e, str) and e.startswith("heatmap: ") for _, e in rows):
         out.print("heatmaps are summarised: --cells lists every slot, --json prints the whole document")
+
+
+# --- your own questions: plan and run a spec ------------------------------------------------------------
+
+_SPEC = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="The insight spec (TOML), see "
+                       "docs/insights.md 'Your own questions'.")
+_DATASET = typer.Option(None, "--dataset", help="A folder of partner folders (any names), or a built-in dataset "
+                        "(synthetic, cdnow): simulate the partners on this machine.")
+_CONFIG = typer.Option(None, "--config", help="coordinator.toml: run the spec as a job on the deployed federation.")
+
+
+def _partners(dataset: str | None, partners: int | None, config: Path | None) -> int:
+    from fedinsight.data.federation import BUILTIN_DATASETS
+    from fedinsight.simulation.partners import Partners
+    from fedinsight.tasks.insights import InsightsTask
+
+    if config is not None:
+        from fedinsight.coordinator.config import load_coordinator_config
+
+        return len(load_coordinator_config(config, check_files=False).partners)
+    if dataset is None:
+        from fedinsight.core.errors import ConfigError
+
+        raise ConfigError("say where the partners are: --dataset FOLDER|NAME (simulation) or --config coordinator.toml")
+    if dataset not in BUILTIN_DATASETS:
+        return len(Partners.from_folder(dataset).folders)
+    return partners or InsightsTask.default_partners
+
+
+def _census(spec_text: str, dataset: str, out_dir: Path, epsilon: float, partners: int | None, customers: int,
+            as_of: str) -> dict[str, object]:
+    """A charged noisy count of the federation's sizes (an ordinary insights job: lifecycle stages and the funnel
+    over all customers) in ``out_dir/census``, charged to ``out_dir``'s ledger; the sizes for the planner."""
+    from fedinsight.simulation.options import SimulationOptions
+    from fedinsight.simulation.run import simulate
+    from fedinsight.tasks.insights.planner import census_spec, sizes_from_census
+    from fedinsight.tasks.insights.spec import parse_spec
+
+    spec = parse_spec(spec_text)
+    folder = out_dir / "census"  # its own results, the run folder's ledger
+    sim = SimulationOptions(dataset=dataset, out=str(folder), partners=partners, customers=customers,
+                            db=f"sqlite:///{(out_dir / 'ledger.db').resolve()}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with progress_bar() as bars:
+        bars.add_task(f"noisy count of the federation's sizes (epsilon {epsilon:g}, charged)", total=None)
+        run = simulate("insights", sim, {"spec": census_spec(spec, epsilon), "as_of": as_of})
+    document = json.loads((folder / "insights.json").read_text())
+    sizes = sizes_from_census(document["insights"])
+    return {"sizes": sizes, "epsilon": run.summary["privacy"].get("epsilon_charged")}
+
+
+def _plan(spec: Path, dataset: str | None, partners: int | None, config: Path | None, count: bool,
+          count_epsilon: float, out_dir: Path | None, customers: int, as_of: str, only: str):
+    from fedinsight.core.errors import ConfigError
+    from fedinsight.tasks.insights.options import VALIDATION_DATE, InsightsOptions
+    from fedinsight.tasks.insights.planner import plan_job, preview_of
+
+    text = spec.read_text(encoding="utf-8")
+    options = InsightsOptions(spec=text, only=only, as_of=as_of)
+    n = _partners(dataset, partners, config)
+    sizes, source = None, "declared in the spec"
+    if count:
+        if dataset is None or out_dir is None:
+            raise ConfigError("--count measures sizes in a simulation: give --dataset and --out (the run folder whose "
+                              "ledger it is charged to)")
+        census = _census(text, dataset, out_dir, count_epsilon, partners, customers, as_of)
+        sizes, source = census["sizes"], f"noisy count (charged epsilon {census['epsilon']:.3g})"
+    job = options.spec_job(requester="plan", as_of=VALIDATION_DATE)
+    plan = plan_job(job, n, sizes=sizes, source=source, only=options.only_names())  # type: ignore[arg-type]
+    return options, plan, preview_of(plan)
+
+
+@insights_app.command("plan")
+def insights_plan(
+    spec: Path = _SPEC,
+    dataset: str | None = _DATASET,
+    config: Path | None = _CONFIG,
+    partners: int | None = typer.Option(None, help="Partners of a built-in dataset (default 3)."),
+    customers: int = typer.Option(20_000, help="Customers of the synthetic dataset (with --count)."),
+    count: bool = typer.Option(False, "--count", help="Measure the federation's sizes with a noisy count first "
+                               "(a charged release, recorded in --out's ledger)."),
+    count_epsilon: float = typer.Option(0.2, help="Epsilon the noisy count spends per partner."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Run folder for --count (its ledger is charged)."),
+    as_of: str = typer.Option("", help="Reference date, if the spec has no [window] end."),
+    only: str = typer.Option("", help="Plan only these insights (comma-separated names)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Before spending anything: per insight and cell, the noise sd, the 95 % interval, the chance of suppression
+    and a proposed epsilon split; a warning (with the customers or epsilon needed) when most answers would be
+    suppressed.
+
+    Example: fedinsight insights plan insights.toml --dataset partners/
+    """
+    _, _, preview = _plan(spec, dataset, partners, config, count, count_epsilon, out_dir, customers, as_of, only)
+    if as_json:
+        out.print_json(json.dumps(preview.data, default=str))
+        return
+    show_preview(preview)
+
+
+def _confirm(preview, yes: bool) -> None:  # type: ignore[no-untyped-def]
+    """Go on, or refuse (ConfigError, exit 2, nothing charged) when the plan says most answers would be hidden."""
+    import sys
+
+    from fedinsight.core.errors import ConfigError
+
+    if not preview.warning or yes:
+        return
+    if sys.stdin.isatty() and typer.confirm("Most answers would be suppressed. Run anyway?", default=False):
+        return
+    raise ConfigError(f"refused before anything was charged: {preview.warning}. Run anyway with --yes")
+
+
+@insights_app.command("run")
+def insights_run(
+    spec: Path = _SPEC,
+    dataset: str | None = _DATASET,
+    out_dir: Path | None = typer.Option(None, "--out", help="Run folder of a simulation (its ledger is reused)."),
+    config: Path | None = _CONFIG,
+    federation: str | None = typer.Option(None, "--federation", help="Federation name in coordinator.toml "
+                                          "(default: the coordinator's own)."),
+    partners: int | None = typer.Option(None, help="Partners of a built-in dataset (default 3)."),
+    customers: int = typer.Option(20_000, help="Customers of the synthetic dataset."),
+    as_of: str = typer.Option("", help="Reference date, if the spec has no [window] end."),
+    only: str = typer.Option("", help="Run only these insights (comma-separated names)."),
+    budget: float | None = typer.Option(None, help="Each simulated partner's budget when its ledger has none yet."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Run even if the plan says most answers would be "
+                             "suppressed."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of a table."),
+) -> None:
+    """Run an insight spec: shows the plan, then simulates it on --dataset (into --out) or submits it as a job to
+    the coordinator of --config. Without --yes a plan that would hide most answers is refused, nothing charged.
+
+    Example: fedinsight insights run insights.toml --dataset partners/ --out runs/mine
+    """
+    from fedinsight.core.errors import ConfigError
+
+    options, _, preview = _plan(spec, dataset, partners, config, False, 0.0, None, customers, as_of, only)
+    show_preview(preview, as_json=as_json)
+    _confirm(preview, yes)
+    task_options = {"spec": options.spec, "accept_suppression": True, "only": only, "as_of": as_of}
+    if config is not None:
+        _submit(config, federation, task_options, as_json)
+        return
+    if out_dir is None:
+        raise ConfigError("give the run folder: --out FOLDER")
+    from fedinsight.cli.simulate import headline_table
+    from fedinsight.simulation.options import SimulationOptions
+    from fedinsight.simulation.run import simulate
+    from fedinsight.tasks import insights as insights_task
+
+    sim = SimulationOptions(dataset=str(dataset), out=str(out_dir), partners=partners, customers=customers,
+                            budget=budget)
+    with progress_bar() as bars:
+        bars.add_task("running the spec on the simulated partners", total=None)
+        run = simulate("insights", sim, task_options, command=reproduce_command())
+    if as_json:
+        out.print_json(json.dumps(run.summary))
+        return
+    out.print(headline_table(insights_task.TASK, run.summary))
+    if run.report_path is not None:
+        err.print(f"report: {run.report_path}")
+
+
+def _submit(config: Path, federation: str | None, task_options: dict[str, object], as_json: bool) -> None:
+    """The spec as a job of the deployed federation (the same options a `job run insights -o spec=...` carries)."""
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.jobs import follow_job, job_epsilon, submit_job
+    from fedinsight.coordinator.state import CoordinatorState
+
+    cfg = load_coordinator_config(config, check_files=False)
+    state = CoordinatorState.from_config(cfg)
+    options = {k.replace("_", "-"): v for k, v in task_options.items() if v not in ("", None)}
+    job = submit_job(cfg, state, "insights", federation=federation or cfg.coordinator.federation, options=options,
+                     requester="operator")
+    job = follow_job(cfg, state, job)
+    result = {**job.as_dict(), "epsilon_by_partner": job_epsilon(state, job.id)}
+    if as_json:
+        out.print_json(json.dumps(result, default=str))
+    else:
+        out.print(kv_table(f"job {job.id}", {k: str(v) for k, v in result.items()}))
+    if job.status == "failed":
+        raise typer.Exit(1)

@@ -14,9 +14,9 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from fedinsight.cli.common import err, out, progress_bar, reproduce_command
+from fedinsight.cli.common import err, out, progress_bar, reproduce_command, show_preview
 from fedinsight.federation import progress
-from fedinsight.federation.options import CliOption, Options
+from fedinsight.federation.options import CliOption, Options, read_option_file
 from fedinsight.federation.task import Task
 from fedinsight.simulation.options import SimulationOptions
 from fedinsight.tasks import TASKS
@@ -53,6 +53,16 @@ def _split(task: Task, values: dict[str, Any]) -> tuple[SimulationOptions, dict[
     return sim, options
 
 
+def simulated_partners(task: Task, sim: SimulationOptions) -> int:
+    """How many partners a simulation will have (a folder's partner folders, else ``--partners`` or the task's)."""
+    from fedinsight.data.federation import BUILTIN_DATASETS
+    from fedinsight.simulation.partners import Partners
+
+    if sim.dataset not in BUILTIN_DATASETS:
+        return len(Partners.from_folder(sim.dataset).folders)
+    return sim.partners or task.default_partners
+
+
 def headline_table(task: Task, summary: dict[str, Any]) -> Table:
     table = Table(title=f"{task.title}: {summary.get('partners')} partners ({summary.get('dataset')})",
                   show_header=False)
@@ -71,6 +81,12 @@ def make_command(task: Task) -> Any:
 
         as_json, verbose = values.pop("as_json"), values.pop("verbose")
         sim, options = _split(task, values)
+        for name in task.options.file_fields():  # a file named on the command line: the run config gets its text
+            if options.get(name):
+                options[name] = read_option_file(name, options[name])
+        preview = task.preview(task.options(**options), simulated_partners(task, sim))
+        if preview is not None:
+            show_preview(preview, as_json=as_json)
         with progress_bar() as bars:
             ids: dict[str, Any] = {}
 

@@ -240,6 +240,20 @@ class Simulated:
     facts: dict[str, Any] = field(default_factory=dict)  # public facts of the dataset (e.g. a generator's window)
 
 
+@dataclass
+class Preview:
+    """What a job will do, shown before it runs (a task's plan in words): a table, notes and an optional warning.
+
+    Plain data, so every front end (the CLI's rich table, JSON, the API) renders it its own way."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    warning: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # the full plan, for --json
+
+
 # --- the task --------------------------------------------------------------------------------------
 
 class Task(ABC):
@@ -316,6 +330,10 @@ class Task(ABC):
         if baselines:
             summary["baselines"] = baselines
         return summary
+
+    def preview(self, options: Options, partners: int) -> Preview | None:
+        """The job's plan in words, shown before it runs (``None``: nothing worth showing)."""
+        return None
 
     def check_result(self, summary: dict[str, Any]) -> None:  # noqa: B027 - optional hook, no-op by default
         """Raise the typed error a finished job's result stands for, if any (after its outputs are written)."""
@@ -458,5 +476,5 @@ def phase_of(msg: Message) -> str:
     return str(config_of(msg).get(PHASE, ""))
 
 
-__all__ = ["Handler", "Partner", "PartnerInfo", "Plan", "Session", "Task", "TaskResult", "FedinsightError",
+__all__ = ["Handler", "Partner", "PartnerInfo", "Plan", "Preview", "Session", "Task", "TaskResult", "FedinsightError",
            "start", "finish", "result_of", "settings_of", "json_finite"]

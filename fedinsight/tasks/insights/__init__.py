@@ -22,7 +22,17 @@ from fedinsight.federation.job import JobSettings
 from fedinsight.federation.manifest import Manifest, Release
 from fedinsight.federation.options import Options
 from fedinsight.federation.store import InsightStore
-from fedinsight.federation.task import Handler, Partner, Plan, Session, Simulated, Task, TaskResult, privacy_headline
+from fedinsight.federation.task import (
+    Handler,
+    Partner,
+    Plan,
+    Preview,
+    Session,
+    Simulated,
+    Task,
+    TaskResult,
+    privacy_headline,
+)
 from fedinsight.privacy.ledger import PrivacyLedger
 from fedinsight.tasks.insights import client, discovery, planner, server, simulate
 from fedinsight.tasks.insights.catalogue import InsightBatch
@@ -51,6 +61,15 @@ class InsightsTask(Task):
         opts: InsightsOptions = options  # type: ignore[assignment]
         if opts.spec and not opts.accept_suppression:
             planner.refuse_if_mostly_suppressed(opts, job.partners)
+
+    def preview(self, options: Options, partners: int) -> Preview | None:
+        opts: InsightsOptions = options  # type: ignore[assignment]
+        if not opts.spec:
+            return None
+        from fedinsight.tasks.insights.options import VALIDATION_DATE
+
+        job = opts.spec_job(requester="plan", as_of=VALIDATION_DATE)
+        return planner.preview_of(planner.plan_job(job, partners, only=opts.only_names()))
 
     def plan(self, session: Session) -> Plan:
         options: InsightsOptions = session.options  # type: ignore[assignment]

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.task import Preview
 from fedinsight.privacy.allocation import QueryNoise, split_budget
 from fedinsight.privacy.intervals import noise_z95
 from fedinsight.tasks.insights import discovery, server
@@ -265,7 +266,7 @@ def _p_below(expected: np.ndarray, sd: float, bar: np.ndarray | float) -> np.nda
 
 
 def _class_label(kind: str, measure: str, dims: tuple[tuple[str, tuple[str, ...]], ...], index: int | None) -> str:
-    words = {"customers": "customers", "customers_prev": "customers a window earlier", "exposed": "exposed",
+    words = {"customers": "customers", "customers_prev": "customers, the window before", "exposed": "exposed",
              "converted": "converted", "responded": "responded", "customers_by_hour": "by hour",
              "customers_by_weekday": "by weekday", "customers_by_slot": "by weekday x hour"}
     base = words.get(measure, measure)
@@ -418,6 +419,81 @@ def _needed_epsilon(build: Any, epsilon: float) -> float | None:
     return hi
 
 
+# --- a charged noisy count of the federation's sizes ---------------------------------------------------
+
+CENSUS_CUSTOMERS, CENSUS_STAGES = "census-customers", "census-stages"
+
+
+def census_spec(spec: InsightSpec, epsilon: float) -> str:
+    """The spec of a noisy count of the sizes the planner needs: customers per lifecycle stage (so: customers,
+    purchasers) and customers at each funnel stage, in ``spec``'s window. An ordinary insights job, charged."""
+    from fedinsight.tasks.insights.spec import canonical, parse_spec
+
+    return canonical(parse_spec({
+        "epsilon": epsilon, "window": spec.window.model_dump(exclude_none=True), "features": spec.features,
+        "insight": [{"name": CENSUS_CUSTOMERS, "kind": "segment_profile", "by": "lifecycle_stage",
+                     "title": "Federation size: customers per lifecycle stage"},
+                    {"name": CENSUS_STAGES, "kind": "funnel", "by": "all",
+                     "title": "Federation size: customers at each funnel stage"}]}))
+
+
+def sizes_from_census(insights: list[dict[str, Any]]) -> Sizes:
+    """The sizes a census job released (a suppressed group counts as empty: fewer than the minimum anyway)."""
+    def value(node: Any) -> float:
+        return float(node["value"]) if isinstance(node, dict) and "value" in node else 0.0
+
+    by_name = {i["name"]: i for i in insights}
+    groups = by_name[CENSUS_CUSTOMERS]["result"]["groups"]
+    per_stage = {g["lifecycle_stage"]: value(g.get("customers")) for g in groups}
+    customers = sum(per_stage.values())
+    purchasers = per_stage.get("purchased", 0.0) + per_stage.get("loyal", 0.0)
+    funnel = by_name[CENSUS_STAGES]["result"]["groups"][0]["customers"] if CENSUS_STAGES in by_name else {}
+    stages = [max(0.0, value(funnel.get(s))) for s in ("exposure", "click", "participate", "convert")]
+    return Sizes(customers=round(max(customers, 0.0)), purchasers=round(max(purchasers, 0.0)),
+                 exposed=round(stages[0]), clicked=round(stages[1]), participated=round(stages[2]),
+                 converted=round(stages[3]))
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "?" if value is None else f"{value:,.{digits}f}"
+
+
+def preview_of(plan: SpecPlan) -> Preview:
+    """The plan as a table a marketer reads: per insight and kind of cell, the noise, the interval, the expected
+    customers and the chance of being hidden."""
+    rows = []
+    for ins in plan.insights:
+        share = ins.suppressed_share
+        head = f"{ins.name} (ε {ins.epsilon:.2g}" + ("" if share is None else f", {share:.0%} hidden") + ")"
+        for n, c in enumerate(ins.classes):
+            rows.append([head if n == 0 else "", c.label, str(c.cells), f"{c.noise_sd:,.1f}",
+                         f"± {c.ci95_width / 2:,.0f}", _num(c.expected),
+                         "?" if c.p_suppressed is None else f"{c.p_suppressed:.0%}", f"{c.needed:,.0f}"])
+    sizes = plan.populations
+    notes = ["noise sd and 95 % ± are in customers; 'customers per cell' spreads the federation's size evenly over "
+             "the keys; 'needed': customers a cell needs to be shown 95 % of the time"]
+    notes += [f"{plan.partners} partners, epsilon {plan.epsilon:g} (delta {plan.delta:g}, {plan.mechanism}), groups "
+             f"under {plan.min_group_size} customers (noisy) are suppressed; sizes: "
+             + (f"{sizes.customers:,.0f} customers ({sizes.source})" if sizes.known else "unknown")]
+    if plan.keys:
+        notes.append("keys: " + ", ".join(f"{v} {s}" for v, s in plan.keys.items()))
+    if plan.discovery:
+        d = plan.discovery
+        notes.append(f"key discovery of {', '.join(d['dimensions'])}: epsilon {d['epsilon']:.3g}, noise sd "
+                     f"{d['noise_sd_per_partner']:.1f} per partner; a key is found if at least about "
+                     f"{d['threshold']:,.0f} customers of one partner have it (delta {d['delta']:.2g})")
+    share = plan.suppressed_share
+    if share is not None:
+        notes.append(f"expected share of suppressed cells, averaged over the insights: {share:.0%}")
+    notes += plan.notes
+    notes.append("proposed [split] (towards equal relative error): "
+                 + ", ".join(f'"{n}" = {w:g}' for n, w in plan.split.items()))
+    return Preview(f"Insight plan: {len(plan.insights)} insights on {plan.partners} partners",
+                   ["insight", "cells", "n", "noise sd", "95 % ±", "customers per cell", "P(hidden)",
+                    "needed"],
+                   rows, notes, plan.warning(), plan.as_dict())
+
+
 def refuse_if_mostly_suppressed(options: Any, partners: int, *, sizes: Sizes | None = None) -> SpecPlan | None:
     """Raise ConfigError (nothing is charged yet) when a spec's plan says most answers would be suppressed."""
     job = options.spec_job(requester="plan", as_of=VALIDATION_DATE)
@@ -429,4 +505,4 @@ def refuse_if_mostly_suppressed(options: Any, partners: int, *, sizes: Sizes | N
     return plan
 
 
-__all__ = ["SpecPlan", "plan_job", "refuse_if_mostly_suppressed", "split_budget"]
+__all__ = ["SpecPlan", "plan_job", "preview_of", "refuse_if_mostly_suppressed", "split_budget"]
