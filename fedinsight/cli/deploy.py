@@ -139,6 +139,12 @@ def job_run(
     cfg = load_coordinator_config(config, check_files=False)
     state = CoordinatorState.from_config(cfg)
     opts = parse_options(list(options))
+    from fedinsight.federation import registry
+    from fedinsight.federation.options import dashed, read_option_file
+
+    for name in registry.get(task).options.file_fields():  # -o spec=insights.toml: the job carries the file's text
+        if isinstance(opts.get(dashed(name)), str):
+            opts[dashed(name)] = read_option_file(name, opts[dashed(name)])
     job = submit_job(cfg, state, task, federation=federation, options=opts, requester="operator")
     if follow:
         rounds = int(opts.get("rounds", opts.get("num-server-rounds", 3)))

@@ -38,6 +38,7 @@ from fedinsight.core.settings import dump_toml
 from fedinsight.core.version import __version__
 from fedinsight.federation import registry
 from fedinsight.federation.job import RESERVED, SIMULATION_ONLY
+from fedinsight.federation.options import dashed
 from fedinsight.federation.task import settings_of
 from fedinsight.privacy.ledger import compose_epsilon
 
@@ -277,7 +278,10 @@ def submit_job(config: Any, state: Any, task: str, *, federation: str, options: 
     run_config: dict[str, Any] = {"task": task, "partners": len(config.partners), **(options or {})}
     if "preset" in spec.options.run_config_keys() and "preset" not in run_config:  # the catalogue vocabulary
         run_config["preset"] = config.coordinator.catalogue_preset
-    settings_of(spec, run_config)  # options are validated before anything is recorded
+    _, checked = settings_of(spec, run_config)  # options are validated before anything is recorded
+    for name in spec.options.file_fields():  # a file's text (e.g. a TOML spec) travels in its canonical form
+        if dashed(name) in run_config:
+            run_config[dashed(name)] = getattr(checked, name)
     submitted = dict(run_config)  # what the submitter asked for: the job record and its reproduce command
     job = state.jobs.create(task=task, federation=federation, run_config=submitted, requester=requester)
     run_config.update({"job-id": job.id, "requester": requester, "publish": True,

@@ -16,6 +16,7 @@ from typing import Any
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation import registry
+from fedinsight.federation.options import read_option_file
 from fedinsight.simulation.options import SimulationOptions
 from fedinsight.simulation.partners import Partners
 from fedinsight.simulation.run import Run, simulate
@@ -27,7 +28,8 @@ class Federation(Partners):
     def simulate(self, task: str, *, out: str | Path | None = None, **settings: Any) -> Run:
         """Run ``task`` on these partners (the Python call of ``fedinsight simulate <task>``): ``settings`` are the
         task's options and the simulation's (``epsilon=1, rounds=20, partner_caps=...``), by the same names as
-        the command's flags; a run folder is made under the system's temporary folder unless ``out`` is given.
+        the command's flags (a file option such as insights' ``spec`` may name a file); a run folder is made under
+        the system's temporary folder unless ``out`` is given.
         Returns the :class:`~fedinsight.simulation.run.Run` (``.summary``, ``.metrics``, ``.report_path``)."""
         spec = registry.get(task)
         sim_names = set(SimulationOptions.run_config_keys().values())
@@ -36,6 +38,9 @@ class Federation(Partners):
         if unknown:
             raise ConfigError(f"{spec.name} has no setting {', '.join(unknown)} (its options: "
                               f"{', '.join(sorted(task_names))})")
+        for name in spec.options.file_fields():  # spec="insights.toml": a file on this machine, read here
+            if isinstance(settings.get(name), str | Path):
+                settings[name] = read_option_file(name, settings[name])
         folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"fedinsight-{spec.name}-"))
         sim = SimulationOptions(**{k: v for k, v in settings.items() if k in sim_names and k != "dataset"},
                                 dataset=self.dataset, out=str(folder))

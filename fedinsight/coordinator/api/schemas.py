@@ -42,9 +42,14 @@ class CatalogueEntry(BaseModel):
 
 
 class QueryRequest(BaseModel):
-    query: str = Field(description="A name from GET /catalogue")
+    query: str | None = Field(None, description="A name from GET /catalogue (or give a spec)")
     filters: dict[str, Any] = Field(default_factory=dict, description="Only as_of (a date) can be set")
     epsilon: float | None = Field(None, description="Privacy cost of this query (default 0.5, at most 2)")
+    spec: str | dict[str, Any] | None = Field(None, description=(
+        "Instead of a catalogue query: an insight spec (TOML or JSON text, or an object) with your own insights, "
+        "campaigns, channels, window and time zone; see docs/insights.md"))
+    accept_suppression: bool = Field(False, description=(
+        "Run a spec even when its plan says most answers would be suppressed (otherwise refused, nothing charged)"))
 
 
 class JobOut(BaseModel):

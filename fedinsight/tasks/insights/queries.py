@@ -53,3 +53,36 @@ def job_options(name: str, filters: dict[str, Any], epsilon: float | None, prese
     if "as_of" in filters:
         options["as-of"] = filters["as_of"]
     return options
+
+
+# --- an analyst's own spec -----------------------------------------------------------------------------
+
+def spec_job_options(source: str | dict[str, Any], epsilon: float | None, *,
+                     accept_suppression: bool = False) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The insights job's run options for an analyst's spec (TOML/JSON text or an object), and what the probing
+    detector judges it by: the spec's identity without its window and key lists, and those as its filters -- so
+    a spec asked again and again with one campaign list or one date nudged is refused like a nudged filter.
+
+    The spec's epsilon (or ``epsilon``, default :data:`DEFAULT_QUERY_EPSILON`) is capped at
+    :data:`MAX_QUERY_EPSILON` like a catalogue query's; ConfigError on anything not allowed.
+    """
+    import hashlib
+    import json
+
+    from fedinsight.tasks.insights.spec import canonical, parse_spec
+
+    spec = parse_spec(source)
+    eps = spec.epsilon if spec.epsilon is not None else (DEFAULT_QUERY_EPSILON if epsilon is None else float(epsilon))
+    if epsilon is not None and spec.epsilon is not None and abs(float(epsilon) - spec.epsilon) > 1e-12:
+        raise ConfigError(f"the spec says epsilon {spec.epsilon:g} and the request {epsilon:g}: give one")
+    if not 0 < eps <= MAX_QUERY_EPSILON:
+        raise ConfigError(f"epsilon must be in (0, {MAX_QUERY_EPSILON}] for one spec (got {eps})")
+    spec = spec.model_copy(update={"epsilon": eps})
+    identity = json.loads(canonical(spec.model_copy(update={"window": None, "keys": {}})))
+    name = "spec:" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    filters: dict[str, Any] = {"window.start": spec.window.start or "", "window.end": spec.window.end or ""}
+    filters.update({f"keys.{k}": json.dumps(v, ensure_ascii=False) for k, v in sorted(spec.keys.items())})
+    options: dict[str, Any] = {"spec": canonical(spec), "epsilon": eps}
+    if accept_suppression:
+        options["accept-suppression"] = True
+    return options, name, filters

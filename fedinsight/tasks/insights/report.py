@@ -148,19 +148,31 @@ def _ab_test(ins: dict[str, Any]) -> list[Chart]:
                        "Green: the interval excludes zero (significant at 5 %, noise and sampling included).")]
 
 
+def zone_words(result: dict[str, Any], *, short: bool = False) -> str:
+    """Which clock the hours are read on, in words: the customers' local time (the partners' zones) or one zone."""
+    zone = str(result.get("timezone") or "UTC")
+    zones = [str(z) for z in result.get("zones") or []]
+    if zone == "local":
+        if short:
+            return "local time"
+        return "each customer's local time" + (f" ({', '.join(zones)})" if zones else "")
+    return zone
+
+
 def _golden_hours(ins: dict[str, Any]) -> list[Chart]:
     by = ins.get("query", {}).get("by")
+    clock = zone_words(ins["result"], short=True)
     groups = ins["result"].get("groups", [])
     if not groups:
         return []
     labels = [_group_label(g, by) for g in groups]
     if all(isinstance(g.get("by_slot"), dict) for g in groups):
-        return [_slot_heatmaps(ins, groups, labels)]
+        return [_slot_heatmaps(ins, groups, labels, clock)]
     # marginals only: segment × hour and segment × weekday
     hours = np.array([[_value(g.get("by_hour", {}).get(h)) for h in HOURS] for g in groups])
     days = np.array([[_value(g.get("by_weekday", {}).get(d)) for d in WEEKDAYS] for g in groups])
     with figure(ins["name"], 7.0, 0.9 + 0.45 * len(groups), ncols=2) as (fig, (ax, ax2)):
-        image = heatmap(ax, hours, labels, [f"{h}:00" for h in HOURS], label="customers by hour (UTC)")
+        image = heatmap(ax, hours, labels, [f"{h}:00" for h in HOURS], label=f"customers by hour ({clock})")
         heatmap(ax2, days, labels, WEEKDAYS, label="by weekday")
         ax2.set_yticks([])
         fig.colorbar(image, ax=[ax, ax2], shrink=0.8, label="customers")
@@ -173,7 +185,7 @@ def _value(cell: Any) -> float:
     return float(est["value"]) if est else float("nan")
 
 
-def _slot_heatmaps(ins: dict[str, Any], groups: list[dict[str, Any]], labels: list[str]) -> Chart:
+def _slot_heatmaps(ins: dict[str, Any], groups: list[dict[str, Any]], labels: list[str], clock: str) -> Chart:
     grids = [np.array([[_value(g["by_slot"].get(d, {}).get(h)) for h in HOURS] for d in WEEKDAYS]) for g in groups]
     vmax = max((float(np.nanmax(x)) for x in grids if np.isfinite(x).any()), default=1.0)
     sds = [c["customers"]["noise_sd"] for g in groups for d in g["by_slot"].values() for c in d.values()
@@ -189,7 +201,7 @@ def _slot_heatmaps(ins: dict[str, Any], groups: list[dict[str, Any]], labels: li
         fig.colorbar(image, ax=list(axes), shrink=0.6, label="customers")
         sd = f"; each cell ± {1.96 * float(np.median(sds)):.0f} customers (95 %)" if sds else ""
         return render(ins["name"], "", fig,
-                      f"Customers responding per weekday × hour (UTC), per segment; hatched grey: suppressed{sd}.")
+                      f"Customers responding per weekday × hour ({clock}), per group; hatched grey: suppressed{sd}.")
 
 
 def _channel_response(ins: dict[str, Any]) -> list[Chart]:
@@ -233,14 +245,36 @@ def _headline_rows(ins: dict[str, Any]) -> list[list[object]]:
     """The one-line answers an insight carries (best channel, golden hour, A/B decision)."""
     result, by = ins.get("result", {}), ins.get("query", {}).get("by")
     rows: list[list[object]] = []
+    hour = f"golden hour ({zone_words(result, short=True)})"
     for g in result.get("groups", []):
-        for key, label in (("best_channel", "best channel"), ("golden_hour", "golden hour (UTC)"),
+        for key, label in (("best_channel", "best channel"), ("golden_hour", hour),
                            ("best_weekday", "best weekday"), ("peak_slot", "peak weekday-hour")):
             if key in g:
                 rows.append([_group_label(g, by), label, g[key] if g[key] is not None else "not released"])
     for c in result.get("campaigns", []):
         rows.append([c.get("campaign"), "decision", c.get("decision")])
     return rows
+
+
+KEY_WORDS = {"campaigns": "Campaigns", "arms": "A/B arms", "channels": "Channels", "purchase_channels":
+             "Purchase channels", "categories": "Categories", "regions": "Regions", "genders": "Genders",
+             "occupations": "Occupations", "stages": "Funnel stages"}
+
+
+def _keys_note(keys: dict[str, Any]) -> str:
+    """Where the names grouped by came from, in words: declared by the analyst, or found privately."""
+    lines = []
+    for vocab, entry in keys.items():
+        names = ", ".join(str(k) for k in entry.get("keys") or []) or "none"
+        what = KEY_WORDS.get(vocab, vocab)
+        if entry.get("source") == "discovered":
+            lines.append(f"<li>{esc(what)}: {esc(names)} — found privately across the partners: each was held by "
+                         f"at least about {float(entry.get('threshold', 0)):,.0f} customers at one partner (noisy "
+                         "count); rarer values stay hidden and count under “other”.</li>")
+        else:
+            lines.append(f"<li>{esc(what)}: {esc(names)} — as named in the spec"
+                         + (" (default)" if entry.get("source") == "default" else "") + ".</li>")
+    return f'<p class="note">What the insights group by:</p><ul class="note">{"".join(lines)}</ul>' if lines else ""
 
 
 def insights_sections(document: dict[str, Any]) -> tuple[list[str], list[Section]]:
@@ -258,10 +292,15 @@ def insights_sections(document: dict[str, Any]) -> tuple[list[str], list[Section
     section.add(f'<p class="note">Every number below is a differentially private estimate ({mechanism}'
                 " noise added on each partner); whiskers and brackets are 95 % intervals of that noise and, for "
                 "rates, of sampling.</p>")
+    keys = _keys_note(document.get("keys") or {})
+    if keys:
+        section.add(keys)
     for ins in insights:
         section.add(f"<h3>{esc(ins.get('title', ins.get('name')))}</h3>")
+        clock = f" · hours in {esc(zone_words(ins['result']))}" if ins.get("kind") == "golden_hours" \
+            and isinstance(ins.get("result"), dict) else ""
         section.add(f'<p class="note">{esc(ins.get("kind"))} · ε {ins.get("epsilon", 0):.3g} · '
-                    f'{ins.get("partners", "?")} partners</p>')
+                    f'{ins.get("partners", "?")} partners{clock}</p>')
         builder = BUILDERS.get(str(ins.get("kind")))
         try:
             charts = builder(ins) if builder and isinstance(ins.get("result"), dict) else []

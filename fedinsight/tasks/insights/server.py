@@ -136,7 +136,8 @@ def write_insights(out_dir: Path, insights: list[dict], summary: dict, batch: In
            "requester": batch.requester, "epsilon": batch.epsilon, "delta": batch.delta,
            "mechanism": batch.mechanism, "min_group_size": batch.min_group_size,
            "suppression_margin_sd": batch.suppression_margin_sd, "partners": summary["partners"],
-           "insights": insights, "skipped": summary["skipped"]}
+           "insights": insights, "skipped": summary["skipped"], "keys": summary.get("keys", {}),
+           "timezones": summary.get("timezones", [])}
     path = out_dir / "insights.json"
     with atomic_output_file(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")

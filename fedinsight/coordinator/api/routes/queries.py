@@ -1,5 +1,6 @@
-"""``/catalogue`` and ``/queries``: only catalogue queries can be submitted, and a query that probes for
-individuals (one filter nudged, again and again) is refused before any job starts."""
+"""``/catalogue`` and ``/queries``: catalogue queries or an analyst's own insight spec can be submitted (each an
+insights job that prices, charges and noises every release), and a query that probes for individuals (one filter,
+window or key list nudged, again and again) is refused before any job starts."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fedinsight.coordinator.jobs import available_tasks
 from fedinsight.core.errors import ConfigError
 from fedinsight.tasks.insights.queries import FILTERS as QUERY_FILTERS
 from fedinsight.tasks.insights.queries import catalogue as query_catalogue
-from fedinsight.tasks.insights.queries import job_options
+from fedinsight.tasks.insights.queries import job_options, spec_job_options
 
 log = logging.getLogger("fedinsight.api")
 router = APIRouter(tags=["queries"])
@@ -32,17 +33,30 @@ def catalogue(request: Request, who: Principal = Depends(require(Permission.SUBM
 @router.post("/queries", response_model=JobOut, status_code=202)
 def submit_query(body: QueryRequest, request: Request,
                  who: Principal = Depends(require(Permission.SUBMIT_QUERY))) -> JobOut:
-    """Start a catalogue query as an insights job; refused if it probes for individuals. Poll GET /jobs/{id}."""
+    """Start a catalogue query or an insight spec as an insights job; refused if it probes for individuals (or, for
+    a spec, if its plan says most answers would be suppressed, unless ``accept_suppression``). Poll GET /jobs/{id}."""
     ctx = shared(request)
-    request.state.target = body.query
-    request.state.audit_detail = {"filters": body.filters, "epsilon": body.epsilon}
-    if body.query not in {q.name for q in query_catalogue(ctx.catalogue_preset)}:
-        raise HTTPException(404, f"no query '{body.query}' in the catalogue (see GET /catalogue)")
-    try:
-        options = job_options(body.query, body.filters, body.epsilon, ctx.catalogue_preset)
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from None
-    verdict = ctx.probes.check(who.token_id, body.query, body.filters)
+    if (body.query is None) == (body.spec is None):
+        raise HTTPException(422, "give either a catalogue query (see GET /catalogue) or an insight spec")
+    if body.spec is not None:
+        try:
+            options, name, filters = spec_job_options(body.spec, body.epsilon,
+                                                      accept_suppression=body.accept_suppression)
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if body.filters:
+            raise HTTPException(422, "a spec sets its own window and keys: filters are for catalogue queries")
+    else:
+        name, filters = str(body.query), body.filters
+        if name not in {q.name for q in query_catalogue(ctx.catalogue_preset)}:
+            raise HTTPException(404, f"no query '{name}' in the catalogue (see GET /catalogue)")
+        try:
+            options = job_options(name, filters, body.epsilon, ctx.catalogue_preset)
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from None
+    request.state.target = name
+    request.state.audit_detail = {"filters": filters, "epsilon": options.get("epsilon")}
+    verdict = ctx.probes.check(who.token_id, name, filters)
     if verdict.refused:
         request.state.refusal = "refused-probing"
         log.warning("probing refused for token %s (%s): %s", who.token_id, who.name, verdict.reason)
