@@ -53,6 +53,10 @@ SUPPRESSION_MEASURES: dict[str, tuple[str, ...]] = {
 """The customer counts each kind of insight is suppressed on (what the planner forecasts)."""
 
 STAGE_SIZES = ("exposed", "clicked", "participated", "converted")
+ASSUMED_RATES = {"purchasers": 0.5, "exposed": 0.7, "clicked": 0.1, "participated": 0.5, "converted": 0.3}
+"""Typical shares the planner assumes for a size the spec does not declare (of the broader size before it:
+purchasers and exposed of customers, clicked of exposed ...). Rough on purpose; ``[federation]`` or ``--count``
+replaces them."""
 
 
 @dataclass(frozen=True)
@@ -67,20 +71,25 @@ class Populations:
 
     @classmethod
     def of(cls, sizes: Sizes, source: str) -> Populations:
+        """Sizes as given; a size not given is the broader one times a typical rate (:data:`ASSUMED_RATES`), said so
+        in ``assumed`` -- a forecast from customers alone is rough, declare the rest or measure it."""
         customers = sizes.customers
         assumed = []
-        purchasers = sizes.purchasers
-        if purchasers is None and customers is not None:
-            purchasers, _ = customers, assumed.append("purchasers = customers")
+
+        def fill(name: str, value: float | None, base: float | None, base_name: str) -> float | None:
+            if value is not None or base is None:
+                return value
+            rate = ASSUMED_RATES[name]
+            assumed.append(f"{name} = {rate:g} x {base_name}")
+            return base * rate
+
+        purchasers = fill("purchasers", sizes.purchasers, customers, "customers")
         stages: list[float | None] = []
-        broader: float | None = customers
+        broader, broader_name = customers, "customers"
         for name in STAGE_SIZES:
-            value = getattr(sizes, name)
-            if value is None and broader is not None:
-                assumed.append(f"{name} = {'customers' if not stages else STAGE_SIZES[len(stages) - 1]}")
-                value = broader
+            value = fill(name, getattr(sizes, name), broader, broader_name)
             stages.append(value)
-            broader = value
+            broader, broader_name = value, name
         return cls(None if customers is None else float(customers), None if purchasers is None else float(purchasers),
                    tuple(None if s is None else float(s) for s in stages),  # type: ignore[arg-type]
                    source if customers is not None else "unknown", tuple(assumed))
