@@ -195,5 +195,22 @@ class InsightsTask(Task):
         return rows + privacy_headline(summary)
 
 
+def plan_spec(spec: str | Path | dict[str, Any], partners: int, *, sizes: dict[str, int] | None = None,
+              as_of: str | None = None) -> planner.SpecPlan:
+    """The budget planner on a spec (TOML/JSON text, a file or a dict) for a federation of ``partners``, before
+    anything is spent: ``plan.insights`` (per insight and cell: noise sd, 95 % interval, expected customers, chance
+    of suppression), ``plan.warning()``, ``plan.split`` (a proposed budget split), ``plan.as_dict()``.
+    ``sizes`` (``{"customers": 3300, "clicked": 400, ...}``) override the spec's ``[federation]`` table."""
+    from fedinsight.tasks.insights.options import VALIDATION_DATE
+    from fedinsight.tasks.insights.spec import Sizes, canonical, looks_like_spec_file, parse_spec
+
+    if isinstance(spec, str) and looks_like_spec_file(spec):
+        spec = Path(spec)  # a file name, on the caller's own machine
+    options = InsightsOptions(spec=canonical(parse_spec(spec)))
+    job = options.spec_job(requester="plan", as_of=as_of or VALIDATION_DATE)
+    return planner.plan_job(job, partners, sizes=Sizes(**sizes) if sizes else None,
+                            source="given to plan_spec" if sizes else "declared in the spec")
+
+
 TASK = InsightsTask()
-__all__ = ["TASK", "InsightsTask", "dp_event"]
+__all__ = ["TASK", "InsightsTask", "dp_event", "plan_spec"]

@@ -309,3 +309,17 @@ def test_the_contract_federation_runs_a_spec_too(tmp_path_factory, tmp_path):
         'group_by = ["category"]\nvalue = "amount"\naggregates = ["mean"]\nbounds = [0, 500]\n')))
     assert run.summary["partner_ids"] == sorted(PARTNER_NAMES)
     assert run.summary["keys"]["categories"]["source"] == "discovered"
+
+
+def test_the_docs_worked_example_is_a_valid_spec_and_plans():
+    from fedinsight.tasks.insights import plan_spec
+
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "insights.md").read_text(encoding="utf-8")
+    section = docs[docs.index("## Your own questions"):]
+    text = section[section.index("```toml") + len("```toml"):section.index("```", section.index("```toml") + 7)]
+    plan = plan_spec(text, partners=2)
+    names = [i.name for i in plan.insights]
+    assert {"best-hour-per-channel", "spend-by-category", "funnel-by-channel", "ab-lift"} <= set(names)
+    assert plan.keys["campaigns"] == "declared" and plan.keys["categories"] == "discover"
+    assert plan.discovery is not None and plan.discovery["dimensions"] == ["categories"]
+    assert plan.suppressed_share is not None and not plan.mostly_suppressed  # 48,000 customers: most shown
