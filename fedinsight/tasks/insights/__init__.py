@@ -192,6 +192,13 @@ class InsightsTask(Task):
         rows = [(i["name"], f"epsilon {i['epsilon']:.3f}, {i['groups']} groups, {i['suppressed_groups']} suppressed")
                 for i in summary.get("insights", [])]
         rows += [(f"skipped {s['name']}", s["reason"]) for s in summary.get("skipped", [])]
+        for vocab, entry in (summary.get("keys") or {}).items():
+            if entry.get("source") == "discovered":
+                names = ", ".join(entry.get("keys") or []) or "none"
+                rows.append((f"{vocab} (found privately)", f"{names} (at least ~{entry.get('threshold', 0):,.0f} "
+                                                           "customers at one partner)"))
+        if summary.get("timezones") and any(i.get("kind") == "golden_hours" for i in summary.get("insights", [])):
+            rows.append(("partners' time zones", ", ".join(summary["timezones"])))
         return rows + privacy_headline(summary)
 
 
