@@ -323,3 +323,38 @@ def test_the_docs_worked_example_is_a_valid_spec_and_plans():
     assert plan.keys["campaigns"] == "declared" and plan.keys["categories"] == "discover"
     assert plan.discovery is not None and plan.discovery["dimensions"] == ["categories"]
     assert plan.suppressed_share is not None and not plan.mostly_suppressed  # 48,000 customers: most shown
+
+
+def test_spec_rules_keys_split_and_presets():
+    from fedinsight.core.errors import ConfigError
+
+    def job(text: str, top: str = "", **kwargs):
+        return InsightsOptions(spec=top + '[window]\nend = "2026-01-01"\n' + text, **kwargs).spec_job(requester="t")
+
+    preset = job('[keys]\nchannels = ["微信小程序", "APP"]\n[split]\nab-lift = 5\n'
+                 '[[insight]]\nname = "golden-hours"\nkind = "golden_hours"\nby = "all"\n',
+                 top='preset = "marketing-overview"\n')
+    batch, _ = preset.batch()
+    queries = {q.name: q for q in batch.queries}
+    assert queries["funnel-by-channel"].channels == ["微信小程序", "APP"]  # type: ignore[attr-defined]
+    assert queries["golden-hours"].by == "all"  # type: ignore[attr-defined]  # the own entry replaced the preset's
+    assert queries["ab-lift"].weight == 5 and preset.sources["campaigns"] == "discover"
+    assert preset.discover == ["campaigns", "purchase_channels"]
+    assert job("[[insight]]\nname = \"x\"\nkind = \"ltv_tiers\"\n", top="epsilon = 3\n", epsilon=1.0).settings[
+        "epsilon"] == 3  # the spec's own budget wins over the flag
+    for bad, words in (("[split]\nnope = 2\n[[insight]]\nname = \"x\"\nkind = \"ltv_tiers\"\n", "unknown insight"),
+                       ("[[insight]]\nkind = \"ltv_tiers\"\n", "needs a name"),
+                       ("[keys]\nchannels = \"discover\"\n", "at least one [[insight]]"),
+                       ("[[insight]]\nname = \"x\"\nkind = \"ab_test\"\nweight = -1\n", "greater than 0"),
+                       ("[features]\nas_of = \"2025-01-01\"\n[[insight]]\nname = \"x\"\nkind = \"ltv_tiers\"\n",
+                        "[window] end")):
+        with pytest.raises(ConfigError, match=re_escape(words)):
+            job(bad)
+    with pytest.raises(ConfigError, match="reference date"):
+        InsightsOptions(spec="[[insight]]\nname = \"x\"\nkind = \"ltv_tiers\"\n").spec_job(requester="t")
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
