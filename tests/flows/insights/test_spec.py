@@ -358,3 +358,21 @@ def re_escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+@pytest.mark.slow
+def test_a_spec_file_runs_through_flower_from_python_and_the_cli(own, tmp_path, capsys):
+    import fedinsight as fi
+
+    spec = tmp_path / "mine.toml"
+    spec.write_text(SPEC, encoding="utf-8")
+    run = fi.Federation.from_folder(own).simulate("insights", spec=str(spec), out=tmp_path / "py")
+    assert set(run.summary["keys"]["channels"]["keys"]) == set(CHANNELS.values())
+    assert run.summary["partner_ids"] == sorted(OWN) and run.report_path is not None
+    html = run.report_path.read_text(encoding="utf-8")
+    assert "春节大促" in html and "found privately" in html
+    assert main(["simulate", "insights", "--dataset", str(own), "--spec", str(spec), "--out", str(tmp_path / "cli"),
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["keys"]["campaigns"]["keys"] == ["春节大促", "Black Friday"]
+    assert summary["privacy"]["epsilon_charged"] == pytest.approx(4.0, rel=1e-4)
