@@ -26,7 +26,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     [(["--partition", "rows"], "--partition must be one of"), (["--explore", "1.5"], "--explore must be less than 1"),
      (["--epsilon", "0"], "--epsilon must be greater than 0"),
      (["--noise-model", "central"], "--noise-model must be one of local, distributed-secagg"),
-     (["--epsilon", "8", "--noise-model", "distributed-secagg"], "use --sample-rate 1 and --local-epochs 1"),
+     (["--epsilon", "8", "--noise-model", "distributed-secagg", "--local-epochs", "2"],
+      "use --sample-rate 1 and --local-epochs 1"),
      (["--epsilon", "8", "--noise-model", "distributed-secagg", "--local-epochs", "1", "--honest-partners", "11"],
       "--honest-partners must be between 1 and the number of partners (10)")],
 )
