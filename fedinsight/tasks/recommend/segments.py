@@ -79,7 +79,8 @@ def segment_labels(values: pd.Series, column: str) -> pd.Series:
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) \
             and values.nunique() > NUMERIC_BINS:
         bins = pd.qcut(values.astype("float64"), NUMERIC_BINS, duplicates="drop")
-        text = bins.map(lambda b: f"{b.left:g}-{b.right:g}").astype("string")
+        names = {b: f"{b.left:g}-{b.right:g}" for b in bins.cat.categories}
+        text = pd.Series([names.get(b) for b in bins], index=values.index, dtype="string")
     else:
         text = values.astype("string")
     return (column + "=" + text.fillna("unknown")).astype(str)
