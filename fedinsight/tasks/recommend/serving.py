@@ -63,6 +63,7 @@ class ItemModel:
 
     job_id: str
     catalogue: Catalogue
+    attribute_text: tuple[str, ...]  # each item's genres or category as written ('|'-separated)
     embeddings: np.ndarray  # (items, dim) float32
     bias: np.ndarray  # (items,) float32
     meta: dict[str, object]
@@ -84,7 +85,8 @@ class ItemModel:
             bias = np.array(data["bias"], dtype=np.float32)
         attribute = meta.get("attribute", "genres" if key == "genres" else None)
         catalogue = Catalogue.from_ids(ids, values, attribute=attribute)  # type: ignore[arg-type]
-        return cls(str(meta["job_id"]), catalogue, embeddings, bias, meta)
+        text = tuple(values) if catalogue.has_attribute else ("",) * len(ids)
+        return cls(str(meta["job_id"]), catalogue, text, embeddings, bias, meta)
 
 
 class PartnerServer:
@@ -127,8 +129,9 @@ class PartnerServer:
         self.popularity = segments.popularity(labels, column, self.indptr, self.seen, catalogue.num_items,
                                               min_segment)
         self.item_ids = np.asarray(catalogue.item_ids, dtype=object)
-        self.attribute_text = np.asarray(catalogue.attribute_strings(), dtype=object)
+        self.attribute_text = np.asarray(self.model.attribute_text, dtype=object)
         self.titles = self._titles(data.items, catalogue)  # type: ignore[arg-type]
+        self._own: np.ndarray | None = None
 
     # --- loading -------------------------------------------------------------------------------------
 
@@ -233,12 +236,14 @@ class PartnerServer:
         return out
 
     def own_ids(self) -> np.ndarray:
-        """The partner's own ids of its servable customers (resolved on the partner through its data view)."""
-        own = self.partner.identities(pd.Series(self.tokens))
-        if own.isna().any():
-            raise ConfigError(f"{int(own.isna().sum())} customer token(s) do not match this partner's own ids: was "
-                              "its tokenization key replaced since its data was read? Retry with the current key")
-        return own.astype(str).to_numpy()
+        """The partner's own ids of its servable customers (resolved once, on the partner, through its view)."""
+        if self._own is None:
+            own = self.partner.identities(pd.Series(self.tokens))
+            if own.isna().any():
+                raise ConfigError(f"{int(own.isna().sum())} customer token(s) do not match this partner's own "
+                                  "ids: was its tokenization key replaced since its data was read? Retry")
+            self._own = own.astype(str).to_numpy()
+        return self._own
 
     def recommend_all(self, k: int = 10, *, batch: int = BATCH, progress: Progress | None = None) -> pd.DataFrame:
         """Every servable customer's list, one row per (customer, rank), in the order of the partner's own ids.
