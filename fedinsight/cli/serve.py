@@ -94,9 +94,9 @@ def recommend_cmd(
     partner's own popular items in their segment (source "popular-in-segment"). Customers who refused
     recommendations and erased customers are never served: an error for --customer, absent from --all.
 
-    Examples:
-      fedinsight recommend --model runs/rec/model --partner-data /srv/shop --customer 42 --k 10
-      fedinsight recommend --model runs/rec/model --partner-data /srv/shop --all --out recs.parquet
+    Example: fedinsight recommend --model runs/rec/model --partner-data /srv/shop --customer 42 --k 10
+
+    Example: fedinsight recommend --model runs/rec/model --partner-data /srv/shop --all --out recs.parquet
     """
     from fedinsight.core.errors import ConfigError
     from fedinsight.federation import registry
