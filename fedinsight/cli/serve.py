@@ -103,6 +103,8 @@ def recommend_cmd(
     from fedinsight.partner.side import open_partner
     from fedinsight.tasks.recommend.serving import OUTPUT_SUFFIXES, PartnerServer, write_recommendations
 
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1 (got {k})")
     if (customer is None) == (not serve_all):
         raise ConfigError("say whom to serve: --customer ID for one customer, or --all --out FILE for every one")
     if serve_all and (out_path is None or out_path.suffix.lower() not in OUTPUT_SUFFIXES):
