@@ -6,14 +6,22 @@ Both read the partner's customers through its data view: protected, consent- and
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from fedinsight.cli.common import (
+    emit,
+    kv_table,
     out,
+    progress_bar,
 )
+
+if TYPE_CHECKING:
+    from fedinsight.tasks.recommend.serving import Recommendation
 
 score_app = typer.Typer(help="Score a partner's own customers with a trained model (runs on the partner).",
                         no_args_is_help=True)
@@ -70,30 +78,76 @@ def score_propensity(
 def recommend_cmd(
     model: Path = typer.Option(..., "--model", help="The item model folder (OUT/model of a run)."),
     partner_data: Path = typer.Option(..., "--partner-data", help="This partner's data folder."),
-    customer: str = typer.Option(..., "--customer", help="The customer id (as in the partner's data)."),
-    k: int = typer.Option(10, "--k", help="How many items."),
+    customer: str | None = typer.Option(None, "--customer", help="One customer id (as in the partner's data)."),
+    serve_all: bool = typer.Option(False, "--all", help="Every servable customer of the partner (needs --out)."),
+    out_path: Path | None = typer.Option(None, "--out", help="With --all: the lists file (.parquet or .csv)."),
+    k: int = typer.Option(10, "--k", help="How many items per customer."),
     explore: float | None = typer.Option(None, help="Exploration share (default: the model's)."),
+    segment: str | None = typer.Option(None, "--segment", help="Customers column for cold-start segments "
+                                       "(default: segment, rfm_segment, customer_segment, tier or region if present)."),
+    min_segment: int = typer.Option(20, "--min-segment", help="Smaller segments use the whole partner's popularity."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Recommend items to one customer, on the partner's own machine (customer embeddings never leave it).
+    """Recommend items on the partner's own machine (customer embeddings never leave it; nothing is sent).
 
-    Example: fedinsight recommend --model runs/rec/model --partner-data runs/rec/partners/partner-0 --customer 42 --k 10
+    A customer with an embedding gets personal items; one with fewer than two interactions gets the
+    partner's own popular items in their segment (source "popular-in-segment"). Customers who refused
+    recommendations and erased customers are never served: an error for --customer, absent from --all.
+
+    Example: fedinsight recommend --model runs/rec/model --partner-data /srv/shop --customer 42 --k 10
+
+    Example: fedinsight recommend --model runs/rec/model --partner-data /srv/shop --all --out recs.parquet
     """
-    from dataclasses import asdict
-
+    from fedinsight.core.errors import ConfigError
     from fedinsight.federation import registry
     from fedinsight.partner.side import open_partner
-    from fedinsight.tasks.recommend.client import recommend_items
+    from fedinsight.tasks.recommend.serving import OUTPUT_SUFFIXES, PartnerServer, write_recommendations
 
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1 (got {k})")
+    if (customer is None) == (not serve_all):
+        raise ConfigError("say whom to serve: --customer ID for one customer, or --all --out FILE for every one")
+    if serve_all and (out_path is None or out_path.suffix.lower() not in OUTPUT_SUFFIXES):
+        raise ConfigError(f"--all writes a file: pass --out FILE ending in .parquet or .csv (got {out_path})")
+    if out_path is not None and not serve_all:
+        raise ConfigError("--out goes with --all (one customer's list is printed)")
     partner = open_partner(partner_data, registry.get("recommend").purpose)
-    recs = recommend_items(model, partner, customer, k=k, explore=explore)
+    if customer is not None:
+        server = PartnerServer(model, partner, explore=explore, segment=segment, min_segment=min_segment)
+        _print_one(customer, k, server.recommend(customer, k), server.model.catalogue.attribute, as_json)
+        return
+    assert out_path is not None
+    with progress_bar() as progress:
+        loading = progress.add_task("load model, customer state and data view", total=1)
+        server = PartnerServer(model, partner, explore=explore, segment=segment, min_segment=min_segment)
+        progress.advance(loading)
+        task = progress.add_task("score and rank customers", total=max(1, len(server.tokens)))
+        frame = server.recommend_all(k, progress=lambda done, total: progress.update(task, completed=done))
+        writing = progress.add_task(f"write {out_path.name}", total=1)
+        write_recommendations(frame, out_path)
+        progress.advance(writing)
+    customers = int(frame["customer_id"].nunique())
+    by_source = frame.drop_duplicates("customer_id")["source"].value_counts()
+    result = {"customers": customers, "rows": len(frame), "k": k, "out": str(out_path),
+              "personal": int(by_source.get("personal", 0)),
+              "popular_in_segment": int(by_source.get("popular-in-segment", 0)),
+              "segment_column": server.popularity.column, "segments": list(server.popularity.labels)}
+    table = kv_table(f"recommendations for {customers:,} customers", {
+        "personal": f"{result['personal']:,}", "popular-in-segment (cold start)": f"{result['popular_in_segment']:,}",
+        "segments": f"{server.popularity.column or 'none'}: {len(server.popularity.labels)}", "written": str(out_path)})
+    emit(result, table, as_json)
+
+
+def _print_one(customer: str, k: int, recs: list[Recommendation], attribute: str | None, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps({"customer": customer, "items": [asdict(r) for r in recs]}))
         return
-    table = Table(title=f"top {k} for customer {customer}")
-    for col in ("rank", "item", "title", "genres", "score", "slot"):
+    where = f" (popular in segment {recs[0].segment})" if recs and recs[0].source == "popular-in-segment" else ""
+    table = Table(title=f"top {k} for customer {customer}{where}")
+    columns = ("rank", "item", "title", *([attribute] if attribute else []), "score", "slot")
+    for col in columns:
         table.add_column(col, justify="right" if col in ("rank", "score") else "left")
     for r in recs:
-        table.add_row(str(r.rank), r.item_id, r.title or "", r.genres, f"{r.score:.3f}",
+        table.add_row(str(r.rank), r.item_id, r.title or "", *([r.attributes] if attribute else []), f"{r.score:.3f}",
                       "explore" if r.exploration else "")
     out.print(table)

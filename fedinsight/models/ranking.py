@@ -5,7 +5,8 @@ out as the test item; the model ranks it against 99 items the customer never int
 at random; HR@10 is the share of customers whose test item lands in the top 10, NDCG@10 rewards a
 higher position (1 / log2(rank + 2)). Beyond accuracy we measure the full-catalogue top-10 lists a
 customer would actually be served (seen items excluded): catalogue coverage (share of the catalogue
-recommended to anyone) and intra-list diversity (mean pairwise genre distance within a list).
+recommended to anyone) and intra-list diversity (mean pairwise distance of the items' genres, or
+categories, within a list; unavailable for a catalogue with neither).
 
 Why everything here is a pure function of (customer id, seen items, seed): the federated model is
 evaluated on each partner and the centralized baselines in the coordinator's process. Both must see
@@ -31,17 +32,35 @@ TOP_K = 10
 
 # --- the catalogue -------------------------------------------------------------------------------
 
+ATTRIBUTE_COLUMNS: tuple[str, ...] = ("genres", "category")
+"""The item attributes diversity and exploration can use, in order of preference: the first column of the
+items table that has any value. ``genres`` is a '|'-separated list per item, ``category`` one value."""
+
+NO_ATTRIBUTE = "the catalogue has neither a genres nor a category column"
+
+
 @dataclass(frozen=True)
 class Catalogue:
-    """The public item catalogue: item ids in a fixed order (the row order of item parameters), genres."""
+    """The public item catalogue: item ids in a fixed order (the row order of item parameters) and the one
+    item attribute it has (genres, else category, else none) as a flag matrix.
+
+    Why one attribute and not none-or-genres: partners' catalogues differ. A film catalogue has genres, a shop
+    has categories, some have neither; diversity and exploration use whatever is there and say which, and a
+    catalogue without any reports diversity as unavailable instead of failing.
+    """
 
     item_ids: tuple[str, ...]
-    genres: np.ndarray  # bool (num_items, num_genres); zero columns when the catalogue has no genres
-    genre_names: tuple[str, ...] = ()
+    attributes: np.ndarray  # bool (num_items, num_values); zero columns when the catalogue has no attribute
+    attribute_values: tuple[str, ...] = ()
+    attribute: str | None = None  # "genres", "category" or None
 
     @property
     def num_items(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def has_attribute(self) -> bool:
+        return self.attribute is not None and self.attributes.shape[1] > 0
 
     def index(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.item_ids)}
@@ -52,33 +71,69 @@ class Catalogue:
 
     @classmethod
     def from_items(cls, items: pd.DataFrame) -> Catalogue:
-        """Sorted unique item ids of an ``items`` table; genres from its '|'-separated ``genres`` column."""
+        """Sorted unique item ids of an ``items`` table, with its first non-empty attribute column
+        (:data:`ATTRIBUTE_COLUMNS`): '|'-separated ``genres``, else ``category``, else none."""
         if items is None or "item_id" not in items.columns or len(items) == 0:
             raise DataValidationError(Problem("items", "the item catalogue is empty or has no item_id column"))
         frame = items.drop_duplicates("item_id").sort_values("item_id", kind="stable")
         ids = tuple(str(i) for i in frame["item_id"])
-        return cls.from_ids(ids, frame["genres"].tolist() if "genres" in frame.columns else None)
+        for column in ATTRIBUTE_COLUMNS:
+            if column in frame.columns:
+                values = frame[column].tolist()
+                if any(_values_of(v, column) for v in values):
+                    return cls.from_ids(ids, values, attribute=column)
+        return cls.from_ids(ids)
 
     @classmethod
-    def from_ids(cls, item_ids: Sequence[str], genres: Sequence[object] | None = None) -> Catalogue:
-        """A catalogue from ordered ids and optional '|'-separated genre strings (one per item)."""
+    def from_ids(cls, item_ids: Sequence[str], values: Sequence[object] | None = None,
+                 attribute: str | None = "genres") -> Catalogue:
+        """A catalogue from ordered ids and, optionally, one attribute string per item ('|'-separated for
+        genres; a category is one value even if it contains '|')."""
         ids = tuple(str(i) for i in item_ids)
         if len(set(ids)) != len(ids):
             raise ConfigError("catalogue item ids must be unique")
-        lists = [[] if g is None or (isinstance(g, float) and np.isnan(g)) else [x for x in str(g).split("|") if x]
-                 for g in (genres if genres is not None else [None] * len(ids))]
+        if values is None or attribute is None:
+            return cls(ids, np.zeros((len(ids), 0), dtype=bool), (), None)
+        lists = [_values_of(v, attribute) for v in values]
         if len(lists) != len(ids):
-            raise ConfigError("catalogue genres must have one entry per item")
+            raise ConfigError(f"catalogue {attribute} must have one entry per item")
         names = tuple(sorted({g for gs in lists for g in gs}))
+        if not names:
+            return cls(ids, np.zeros((len(ids), 0), dtype=bool), (), None)
         pos = {g: j for j, g in enumerate(names)}
         matrix = np.zeros((len(ids), len(names)), dtype=bool)
         for i, gs in enumerate(lists):
             matrix[i, [pos[g] for g in gs]] = True
-        return cls(ids, matrix, names)
+        return cls(ids, matrix, names, attribute)
 
-    def genre_strings(self) -> list[str]:
-        """Genres back as '|'-separated strings (how the catalogue travels in a Flower ConfigRecord)."""
-        return ["|".join(self.genre_names[j] for j in np.flatnonzero(row)) for row in self.genres]
+    def attribute_strings(self) -> list[str]:
+        """The attribute back as '|'-separated strings (how the catalogue travels in a Flower ConfigRecord)."""
+        return ["|".join(self.attribute_values[j] for j in np.flatnonzero(row)) for row in self.attributes]
+
+    def diversity_text(self) -> str:
+        """How intra-list diversity is measured on this catalogue, in words (summary.json, the report)."""
+        if not self.has_attribute:
+            return f"unavailable: {NO_ATTRIBUTE}"
+        return f"mean pairwise Jaccard distance of the items' {self.attribute}"
+
+    def exploration_text(self) -> str:
+        """What the exploration share picks on this catalogue, in words."""
+        base = "items below the median exposure (item bias)"
+        if not self.has_attribute:
+            return f"{base} only: popularity-based, because {NO_ATTRIBUTE}"
+        return f"{base} or sharing no {self.attribute} value with the customer's two most frequent ones"
+
+
+def _values_of(value: object, attribute: str) -> list[str]:
+    """The attribute values of one item: genres split on '|', a category as one value; none if missing."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return []
+    text = str(value).strip()
+    if not text:
+        return []
+    if attribute == "genres":
+        return [x.strip() for x in text.split("|") if x.strip()]
+    return [text]
 
 
 # --- the split -----------------------------------------------------------------------------------
@@ -238,9 +293,9 @@ def coverage(lists: np.ndarray, num_items: int) -> float:
     return float(len(np.unique(np.asarray(lists).ravel())) / num_items)
 
 
-def genre_distance(genres: np.ndarray) -> np.ndarray:
-    """Pairwise Jaccard distance of items' genre sets (0 for two items with no genres at all)."""
-    g = genres.astype(np.float64)
+def attribute_distance(attributes: np.ndarray) -> np.ndarray:
+    """Pairwise Jaccard distance of items' attribute sets (0 for two items with none at all)."""
+    g = attributes.astype(np.float64)
     inter = g @ g.T
     sizes = g.sum(axis=1)
     union = sizes[:, None] + sizes[None, :] - inter
@@ -248,28 +303,23 @@ def genre_distance(genres: np.ndarray) -> np.ndarray:
         return np.where(union > 0, 1.0 - inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def intra_list_diversity(lists: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """Per list: mean pairwise distance of its items.
+def intra_list_diversity(lists: np.ndarray, attributes: np.ndarray) -> np.ndarray:
+    """Per list: mean pairwise Jaccard distance of its items' attribute sets (genres or a category).
 
-    ``features`` are the catalogue's genre flags (Jaccard distance) when it has genres, else item
-    embeddings (cosine distance) — a catalogue without genres still gets a meaningful number.
+    Why no fallback to embedding distance for a catalogue without attributes: it would differ from model to
+    model (each has its own embeddings), so the numbers could not be compared; such a catalogue reports
+    diversity as unavailable instead (:meth:`RankingTotals.metrics`).
     """
     lists = np.asarray(lists)
     k = lists.shape[1]
+    if attributes.shape[1] == 0:
+        raise ConfigError(f"intra-list diversity needs item attributes: {NO_ATTRIBUTE}")
     if k < 2:
         return np.zeros(len(lists))
     out = np.empty(len(lists))
-    if features.dtype == bool:
-        if features.shape[1] == 0:
-            raise ConfigError("intra-list diversity by genre needs a catalogue with genres")
-        for c, row in enumerate(lists):
-            d = genre_distance(features[row])
-            out[c] = d.sum() / (k * (k - 1))
-        return out
-    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     for c, row in enumerate(lists):
-        d = 1.0 - unit[row] @ unit[row].T
-        out[c] = (d.sum() - np.trace(d)) / (k * (k - 1))
+        d = attribute_distance(attributes[row])
+        out[c] = d.sum() / (k * (k - 1))
     return out
 
 
@@ -282,26 +332,28 @@ def explore_slots(k: int, share: float) -> int:
     return 0 if share == 0 else min(k - 1, max(1, round(share * k)))
 
 
-def taste_genres(genres: np.ndarray, history: np.ndarray, top: int = 2) -> np.ndarray:
-    """The customer's usual genres: the ``top`` most frequent genres of the items they interacted with."""
-    if genres.shape[1] == 0 or len(history) == 0:
-        return np.zeros(genres.shape[1], dtype=bool)
-    counts = genres[history].sum(axis=0)
-    taste = np.zeros(genres.shape[1], dtype=bool)
+def usual_values(attributes: np.ndarray, history: np.ndarray, top: int = 2) -> np.ndarray:
+    """The customer's usual attribute values: the ``top`` most frequent genres (or categories) of the items
+    they interacted with."""
+    if attributes.shape[1] == 0 or len(history) == 0:
+        return np.zeros(attributes.shape[1], dtype=bool)
+    counts = attributes[history].sum(axis=0)
+    taste = np.zeros(attributes.shape[1], dtype=bool)
     order = np.argsort(-counts, kind="stable")[:top]
     taste[order[counts[order] > 0]] = True
     return taste
 
 
-def exploration_mask(genres: np.ndarray, exposure: np.ndarray, history: np.ndarray,
+def exploration_mask(attributes: np.ndarray, exposure: np.ndarray, history: np.ndarray,
                      *, tail_quantile: float = 0.5) -> np.ndarray:
     """Items outside the customer's usual taste: less exposed (below the median exposure) or sharing no
-    genre with the customer's usual genres. ``exposure`` is any popularity measure (the model's item
-    bias, or interaction counts)."""
+    genre (or category) with the customer's usual ones. ``exposure`` is any popularity measure (the model's
+    item bias, or interaction counts). Without attributes only the first part applies: exploration is then
+    popularity-based (:meth:`Catalogue.exploration_text`)."""
     tail = exposure < np.quantile(exposure, tail_quantile)
-    taste = taste_genres(genres, history)
+    taste = usual_values(attributes, history)
     if taste.any():
-        return tail | ~(genres[:, taste].any(axis=1))
+        return tail | ~(attributes[:, taste].any(axis=1))
     return tail
 
 
@@ -340,7 +392,9 @@ class RankingTotals:
 
     Additive, so each partner evaluates its own customers and the coordinator adds the totals:
     HR@k, NDCG@k and intra-list diversity become means, coverage is read off the summed counts.
-    ``*_explore`` are the same numbers with the exploration share applied.
+    ``*_explore`` are the same numbers with the exploration share applied. ``diversity`` is False when the
+    catalogue has no attribute to measure diversity by: the ILD sums are then zeros that mean nothing, and
+    :meth:`metrics` reports diversity as unavailable (``None``).
     """
 
     customers: int
@@ -352,21 +406,24 @@ class RankingTotals:
     ild_explore: float
     recommended: np.ndarray  # (num_items,) times each item appeared in a full-catalogue top-k list
     recommended_explore: np.ndarray
+    diversity: bool = True
 
     SCALARS = ("customers", "hr", "ndcg", "ild", "hr_explore", "ndcg_explore", "ild_explore")
 
     @classmethod
-    def empty(cls, num_items: int) -> RankingTotals:
+    def empty(cls, num_items: int, diversity: bool = True) -> RankingTotals:
         zeros = np.zeros(num_items, dtype=np.int64)
-        return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, zeros, zeros.copy())
+        return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, zeros, zeros.copy(), diversity)
 
     def __add__(self, other: RankingTotals) -> RankingTotals:
         values = {name: getattr(self, name) + getattr(other, name) for name in self.SCALARS}
         return RankingTotals(**values, recommended=self.recommended + other.recommended,
-                             recommended_explore=self.recommended_explore + other.recommended_explore)
+                             recommended_explore=self.recommended_explore + other.recommended_explore,
+                             diversity=self.diversity and other.diversity)
 
     def metrics(self, k: int = TOP_K, share: float = 0.2) -> dict[str, object]:
-        """The summary.json block: HR@k, NDCG@k, coverage, ILD, and the exploration share's cost and gain."""
+        """The summary.json block: HR@k, NDCG@k, coverage, ILD (``None``: unavailable), and the exploration
+        share's cost and gain."""
         n = max(1, self.customers)
         num_items = len(self.recommended)
         base = {
@@ -385,8 +442,13 @@ class RankingTotals:
         explore["hr_cost"] = base[f"hr@{k}"] - explore[f"hr@{k}"]
         explore["ild_gain"] = explore["ild"] - base["ild"]
         explore["coverage_gain"] = explore["coverage"] - base["coverage"]
-        return {**{key: round(float(v), 6) for key, v in base.items()}, "customers": self.customers,
-                "explore": {key: round(float(v), 6) for key, v in explore.items()}}
+        if not self.diversity:
+            base["ild"] = explore["ild"] = explore["ild_gain"] = None
+
+        def rounded(values: dict[str, float | None]) -> dict[str, float | None]:
+            return {key: None if v is None else round(float(v), 6) for key, v in values.items()}
+
+        return {**rounded(base), "customers": self.customers, "explore": rounded(explore)}
 
 
 def evaluate_ranking(
@@ -398,18 +460,18 @@ def evaluate_ranking(
     seed: int,
     k: int = TOP_K,
     share: float = 0.2,
-    diversity_features: np.ndarray | None = None,
     chunk: int = 512,
 ) -> RankingTotals:
     """Evaluate one scorer on one party's split with the module's protocol (see the module docstring).
 
-    ``exposure`` ranks items by how exposed they already are (used to pick exploration items);
-    ``diversity_features`` defaults to the catalogue's genres (pass item embeddings if it has none).
+    ``exposure`` ranks items by how exposed they already are (used to pick exploration items); diversity is
+    measured on the catalogue's attribute (genres or category), and reported unavailable without one.
     """
     num_items = catalogue.num_items
-    features = catalogue.genres if diversity_features is None else diversity_features
+    features = catalogue.attributes
+    diversity = catalogue.has_attribute
     candidates = evaluation_candidates(split, num_items, seed)
-    totals = RankingTotals.empty(num_items)
+    totals = RankingTotals.empty(num_items, diversity)
     e = explore_slots(k, share)
     for start in range(0, split.num_customers, chunk):
         rows = np.arange(start, min(start + chunk, split.num_customers))
@@ -422,7 +484,7 @@ def evaluate_ranking(
         explore_lists = lists.copy()
         sampled = np.empty((len(rows), k), dtype=np.int64)
         for r, c in enumerate(rows):
-            eligible = exploration_mask(catalogue.genres, exposure, seen[r])
+            eligible = exploration_mask(catalogue.attributes, exposure, seen[r])
             if e:
                 # ties among the candidates are broken by a per-customer random order, not by position
                 rng = np.random.default_rng(customer_seed(split.customer_ids[c], seed + 1))
@@ -436,10 +498,11 @@ def evaluate_ranking(
         totals = totals + RankingTotals(
             customers=len(rows),
             hr=float(hr.sum()), ndcg=float(ndcg.sum()),
-            ild=float(intra_list_diversity(lists, features).sum()),
+            ild=float(intra_list_diversity(lists, features).sum()) if diversity else 0.0,
             hr_explore=float(hr_x.sum()), ndcg_explore=float(ndcg_x.sum()),
-            ild_explore=float(intra_list_diversity(explore_lists, features).sum()),
+            ild_explore=float(intra_list_diversity(explore_lists, features).sum()) if diversity else 0.0,
             recommended=np.bincount(lists.ravel(), minlength=num_items),
             recommended_explore=np.bincount(explore_lists.ravel(), minlength=num_items),
+            diversity=diversity,
         )
     return totals

@@ -3,8 +3,9 @@
 Partners train the shared item table from their own customers' interactions and keep the customer
 embeddings at home (:mod:`.client`); the coordinator averages the item table's changes, or sums them
 under SecAgg+ with distributed noise (:mod:`.server`, :mod:`.secure_server`, :mod:`.secure_client`).
-:mod:`.simulate` holds the baselines a simulation compares with; serving runs on the partner
-(:func:`.client.recommend_items`).
+:mod:`.simulate` holds the baselines a simulation compares with; serving runs on the partner (:mod:`.serving`: one
+customer or all of them, cold start from the partner's own popular items per segment, :mod:`.segments`), from the
+customer state it keeps in its vault (:mod:`.state`).
 """
 
 from __future__ import annotations

@@ -21,100 +21,47 @@ evaluation's sampled negatives).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 
-from fedinsight.core.errors import BudgetExceededError, ConfigError, DataValidationError, Problem, UnknownCustomerError
+from fedinsight.core.errors import BudgetExceededError, ConfigError, DataValidationError, Problem
 from fedinsight.federation.messages import config_of, reply
-from fedinsight.federation.task import Partner, Vault, phase_of
+from fedinsight.federation.task import Partner, phase_of
 from fedinsight.models.ranking import (
     Catalogue,
     InteractionSplit,
     RankingTotals,
     evaluate_ranking,
-    exploration_mask,
-    explore_slots,
     leave_latest_out,
-    rerank_with_exploration,
 )
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer
-from fedinsight.privacy.encryption import arrays_from_bytes, arrays_to_bytes
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
-from fedinsight.privacy.sparse_dp import CustomerLevelAccountant
-
-# --- customer state (partner-local, never sent) ---------------------------------------------------
-
-@dataclass
-class CustomerState:
-    """A partner's private side of one recommender job."""
-
-    job_id: str
-    customer_ids: tuple[str, ...]
-    embeddings: np.ndarray  # (customers, dim) float32
-    accountant: CustomerLevelAccountant = field(default_factory=CustomerLevelAccountant)
-    rounds: int = 0
-    personal_items: np.ndarray | None = None  # (items, dim + 1) partner-local fine-tuned item table
-    popularity_released: bool = False
-
-
-def customer_state_name(job_id: str) -> str:
-    """The vault name of a job's (encrypted) customer state."""
-    return "recommend-" + re.sub(r"[^A-Za-z0-9._-]", "_", job_id) + ".customers"
-
-
-def save_customer_state(vault: Vault, name: str, state: CustomerState) -> Path:
-    """Seal the state in the partner's vault (AES-GCM, bound to its name, written atomically, mode 0600); the
-    vault lists it as an ``embeddings`` artifact, so ``partner forget`` knows which files predate a request."""
-    meta = {"job_id": state.job_id, "rounds": state.rounds, "accountant": state.accountant.history,
-            "popularity_released": state.popularity_released}
-    arrays: dict[str, np.ndarray] = {
-        "customer_ids": np.asarray(state.customer_ids, dtype=str),
-        "embeddings": np.asarray(state.embeddings, dtype=np.float32),
-        "meta": np.asarray(json.dumps(meta)),
-    }
-    if state.personal_items is not None:
-        arrays["personal_items"] = np.asarray(state.personal_items, dtype=np.float32)
-    return vault.save(name, arrays_to_bytes(arrays), kind="embeddings", job_id=state.job_id, purpose="recommendation")
-
-
-def load_customer_state(vault: Vault, name: str) -> CustomerState:
-    """Open a state written by :func:`save_customer_state`; a modified file raises TamperedDataError."""
-    if not vault.exists(name):
-        raise ConfigError(f"no customer state '{name}' on this partner: train the recommender on it first")
-    data = arrays_from_bytes(vault.load(name))
-    meta = json.loads(str(data["meta"]))
-    personal = data.get("personal_items")
-    return CustomerState(
-        job_id=str(meta["job_id"]),
-        customer_ids=tuple(str(c) for c in data["customer_ids"]),
-        embeddings=np.array(data["embeddings"], dtype=np.float32),
-        accountant=CustomerLevelAccountant([tuple(h) for h in meta["accountant"]]),  # type: ignore[misc]
-        rounds=int(meta["rounds"]),
-        popularity_released=bool(meta.get("popularity_released", False)),
-        personal_items=None if personal is None else np.array(personal, dtype=np.float32),
-    )
-
+from fedinsight.tasks.recommend.state import (
+    CustomerState,
+    customer_state_name,
+    load_customer_state,
+    save_customer_state,
+)
 
 # --- the partner's data as a split --------------------------------------------------------------
 
 def catalogue_from_config(config: dict[str, Any]) -> Catalogue:
-    """The job's catalogue, as the coordinator sent it (public: item ids and genres)."""
+    """The job's catalogue, as the coordinator sent it (public: item ids and their genres or category)."""
     ids = config.get("item-ids")
     if not isinstance(ids, list) or not ids:
         raise ConfigError("the job message carries no item catalogue ('item-ids')")
-    genres = config.get("item-genres")
-    catalogue = Catalogue.from_ids([str(i) for i in ids], list(genres) if isinstance(genres, list) else None)
+    values = config.get("item-attributes", config.get("item-genres"))
+    attribute = str(config.get("item-attribute", "genres")) or None
+    catalogue = Catalogue.from_ids([str(i) for i in ids], list(values) if isinstance(values, list) else None,
+                                   attribute=attribute)
     expected = config.get("catalogue-sha")
     if expected is not None and catalogue.fingerprint() != expected:
         raise ConfigError("the catalogue in the job message does not match its fingerprint")
@@ -309,8 +256,7 @@ def evaluate(msg: Message, partner: Partner) -> Message:
 
     def rank(served: ItemParams) -> RankingTotals:
         return evaluate_ranking(split, catalogue, lambda rows: trainer.scores(served, rows), served.bias,
-                                seed=seed, k=k, share=share,
-                                diversity_features=None if catalogue.genres.shape[1] else served.embeddings)
+                                seed=seed, k=k, share=share)
 
     results = {"": rank(items)}
     personalize = int(config.get("personalize-epochs", 0))
@@ -330,99 +276,3 @@ def evaluate(msg: Message, partner: Partner) -> Message:
         arrays[prefix + "recommended"] = Array(totals.recommended.astype(np.float32))
         arrays[prefix + "recommended-explore"] = Array(totals.recommended_explore.astype(np.float32))
     return reply(msg, totals=ArrayRecord(arrays), metrics=MetricRecord(metrics))
-
-
-# --- partner-side serving ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Recommendation:
-    """One recommended item for one customer."""
-
-    rank: int
-    item_id: str
-    score: float
-    exploration: bool  # filled by the exploration share (outside the customer's usual taste)
-    title: str | None = None
-    genres: str = ""
-
-
-@dataclass(frozen=True)
-class ItemModel:
-    """The item model a coordinator wrote (``<out>/model``): public, the same for every partner."""
-
-    job_id: str
-    item_ids: tuple[str, ...]
-    genres: tuple[str, ...]
-    items: ItemParams
-    meta: dict[str, object]
-
-    @classmethod
-    def load(cls, folder: str | Path) -> ItemModel:
-        folder = Path(folder)
-        if not (folder / "items.npz").is_file() or not (folder / "model.json").is_file():
-            # accept the run's output folder too
-            if (folder / "model" / "items.npz").is_file():
-                folder = folder / "model"
-            else:
-                raise ConfigError(f"{folder} is not a recommender model folder (expected items.npz and model.json)")
-        meta = json.loads((folder / "model.json").read_text())
-        with np.load(folder / "items.npz", allow_pickle=False) as data:
-            items = ItemParams(np.array(data["embeddings"], dtype=np.float32), np.array(data["bias"], dtype=np.float32))
-            ids = tuple(str(i) for i in data["item_ids"])
-            genres = tuple(str(g) for g in data["genres"])
-        return cls(str(meta["job_id"]), ids, genres, items, meta)
-
-
-def recommend_items(model_dir: str | Path, partner: Partner, customer_id: str, *, k: int = 10,
-                    explore: float | None = None) -> list[Recommendation]:
-    """Top-``k`` items for one of this partner's customers, with scores; runs on the partner only.
-
-    ``partner`` is the partner's own view (``fedinsight.partner.side.open_partner(folder, "recommendation")``):
-    its data, read through its protection policy, consent for recommendation and its erasure register, and
-    the customer state it kept from training in its vault. ``explore`` (default: the job's share) reserves
-    that share of the slots for items outside the customer's usual taste. Raises
-    :class:`UnknownCustomerError` for a customer this partner cannot serve -- unknown, without an
-    embedding, without consent for recommendations, or erased.
-    """
-    if k < 1:
-        raise ConfigError(f"--k must be at least 1 (got {k})")
-    model = ItemModel.load(model_dir)
-    share = float(model.meta.get("explore", 0.2)) if explore is None else float(explore)  # type: ignore[arg-type]
-    data = partner.data()
-    state = load_customer_state(partner.vault, customer_state_name(model.job_id))
-    raw_id = str(customer_id)
-    cid = partner.token(raw_id)
-    served_now = data.customers is not None and cid in set(data.customers["customer_id"].astype(str))  # type: ignore[index]
-    if data.customers is None and data.interactions is not None:
-        served_now = cid in set(data.interactions["customer_id"].astype(str))  # type: ignore[index]
-    if cid not in state.customer_ids or not served_now:
-        hint = ("it is not among this partner's customers who consent to recommendations (or it was erased)"
-                if not served_now else "it has fewer than two interactions, so the model has no embedding for it")
-        raise UnknownCustomerError(f"customer '{raw_id}' cannot be served by this partner: {hint}")
-    items = model.items if state.personal_items is None else ItemParams.from_matrix(state.personal_items)
-    if len(model.item_ids) < k + 1:
-        raise ConfigError(f"--k {k} is larger than the catalogue allows ({len(model.item_ids)} items)")
-    catalogue = Catalogue.from_ids(model.item_ids, list(model.genres))
-    index = catalogue.index()
-    history = np.array([], dtype=np.int64)
-    if data.interactions is not None:
-        frame = data.interactions
-        mine = frame.loc[frame["customer_id"].astype(str) == cid, "item_id"].astype(str)  # type: ignore[index]
-        history = np.array(sorted({index[i] for i in mine if i in index}), dtype=np.int64)
-    scores = state.embeddings[state.customer_ids.index(cid)] @ items.embeddings.T + items.bias
-    pool = np.setdiff1d(np.arange(catalogue.num_items), history)
-    eligible = exploration_mask(catalogue.genres, items.bias, history)
-    ranked = rerank_with_exploration(scores[pool], pool, eligible, k, share)
-    exploring = np.zeros(len(ranked), dtype=bool)
-    e = explore_slots(k, share)
-    if e:
-        exploring[k - e:] = eligible[ranked[k - e:]]
-    titles: dict[str, str] = {}
-    if data.items is not None and "title" in data.items.columns:  # type: ignore[union-attr]
-        titles = dict(zip(data.items["item_id"].astype(str), data.items["title"].astype(str), strict=False))  # type: ignore[index]
-    genres = catalogue.genre_strings()
-    return [
-        Recommendation(rank=r + 1, item_id=catalogue.item_ids[i], score=float(scores[i]),
-                       exploration=bool(exploring[r]), title=titles.get(catalogue.item_ids[i]), genres=genres[i])
-        for r, i in enumerate(ranked)
-    ]

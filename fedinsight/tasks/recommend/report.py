@@ -12,7 +12,7 @@ import numpy as np
 
 from fedinsight.report.charts import Chart, colour, figure, finite, integer_ticks, render, tooltip
 from fedinsight.report.learning import learning_chart, model_label, point_tips
-from fedinsight.report.page import Section, card, fmt, table
+from fedinsight.report.page import Section, card, esc, fmt, table
 
 REC_MODELS = ("federated", "federated_global", "centralized", "local_only", "popularity")
 
@@ -30,10 +30,13 @@ def recommend_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section
     if hr_f is not None and hr_p is not None:
         cards.append(card("vs popularity", f"{hr_f - hr_p:+.3f} HR@10", f"popularity {hr_p:.3f}", good=hr_f > hr_p))
     explore = fed.get("explore", {})
+    catalogue = summary.get("catalogue", {})
+    diversity = str(catalogue.get("diversity") or "")
+    unavailable = diversity.startswith("unavailable")
     if finite(explore.get("share")) is not None:
+        gain = "diversity unavailable" if unavailable else f"diversity gain {fmt(finite(explore.get('ild_gain')), 3)}"
         cards.append(card("exploration share", f"{explore['share']:.0%} of slots",
-                          f"HR cost {fmt(finite(explore.get('hr_cost')), 3)}, diversity gain "
-                          f"{fmt(finite(explore.get('ild_gain')), 3)}"))
+                          f"HR cost {fmt(finite(explore.get('hr_cost')), 3)}, {gain}"))
 
     learning = Section("learning", "Learning curve")
     chart = _recommend_curve(summary)
@@ -49,6 +52,9 @@ def recommend_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section
             if isinstance(metrics.get(n), dict)]
     quality.add("<h3>Ranking metrics (latest interaction vs 99 unseen items)</h3>"
                 + table(["model", "HR@10", "NDCG@10", "coverage", "intra-list diversity"], rows))
+    if diversity:
+        quality.add(f'<p class="note">Intra-list diversity: {esc(diversity)}. Exploration slots: '
+                    f'{esc(str(catalogue.get("exploration") or ""))}.</p>')
     rows = []
     for n in REC_MODELS:
         ex = metrics.get(n, {}).get("explore") if isinstance(metrics.get(n), dict) else None

@@ -155,16 +155,17 @@ def message_config(session: Session, catalogue: Catalogue, noise_multiplier: flo
 
 
 def catalogue_config(catalogue: Catalogue) -> dict[str, Any]:
-    """The public catalogue, as partners receive it (ids, genres and its fingerprint)."""
-    return {"item-ids": list(catalogue.item_ids), "item-genres": catalogue.genre_strings(),
-            "catalogue-sha": catalogue.fingerprint()}
+    """The public catalogue, as partners receive it (ids, its attribute -- genres, category or none -- and
+    its fingerprint)."""
+    return {"item-ids": list(catalogue.item_ids), "item-attribute": catalogue.attribute or "",
+            "item-attributes": catalogue.attribute_strings(), "catalogue-sha": catalogue.fingerprint()}
 
 
 def _items(items: ItemParams) -> dict[str, Any]:
     return {"items": ArrayRecord({"items": Array(items.as_matrix())})}
 
 
-def _evaluate(session: Session, config: dict[str, Any], items: ItemParams, *, final: bool
+def _evaluate(session: Session, config: dict[str, Any], items: ItemParams, catalogue: Catalogue, *, final: bool
               ) -> tuple[dict[str, RankingTotals], float]:
     """Sum the partners' evaluation totals: ``""`` for the model partners serve, ``"global-"`` for the
     shared item model alone when partners personalise it."""
@@ -183,6 +184,7 @@ def _evaluate(session: Session, config: dict[str, Any], items: ItemParams, *, fi
                    for name in RankingTotals.SCALARS},
                 recommended=arrays[prefix + "recommended"].numpy().astype(np.int64),
                 recommended_explore=arrays[prefix + "recommended-explore"].numpy().astype(np.int64),
+                diversity=catalogue.has_attribute,
             )
             totals[prefix] = totals[prefix] + part if prefix in totals else part
         seconds += float(m["seconds"])
@@ -372,14 +374,14 @@ def run(session: Session) -> TaskResult:
             items, record, seconds = _train_round(session, job, config, items, optimizer, rnd, names, sizes, sigma)
             local_train_s += seconds
         if job.eval_every and rnd % job.eval_every == 0 and rnd < job.rounds:
-            totals, _ = _evaluate(session, config, items, final=False)
+            totals, _ = _evaluate(session, config, items, catalogue, final=False)
             m = totals[""].metrics(job.k, job.explore)
             record.update({f"hr@{job.k}": m[f"hr@{job.k}"], f"ndcg@{job.k}": m[f"ndcg@{job.k}"]})
         record["seconds"] = round(time.perf_counter() - round_start, 3)
         per_round.append(record)
         progress.report("rounds", rnd, job.rounds)
 
-    totals, eval_s = _evaluate(session, config, items, final=True)
+    totals, eval_s = _evaluate(session, config, items, catalogue, final=True)
     federated = totals[""].metrics(job.k, job.explore)
     per_round[-1].update({f"hr@{job.k}": federated[f"hr@{job.k}"], f"ndcg@{job.k}": federated[f"ndcg@{job.k}"]})
     summary = build_summary(job, catalogue, names=sorted(names.values()), sizes=sorted(sizes.values()),
@@ -431,7 +433,9 @@ def build_summary(job: RecommendJob, catalogue: Catalogue, *, names: list[str], 
         "rounds": job.rounds,
         "seed": job.seed,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "catalogue": {"items": catalogue.num_items, "sha256": catalogue.fingerprint()},
+        "catalogue": {"items": catalogue.num_items, "sha256": catalogue.fingerprint(),
+                      "attribute": catalogue.attribute, "diversity": catalogue.diversity_text(),
+                      "exploration": catalogue.exploration_text()},
         "customers": {"total": int(sum(sizes)), "per_partner": sizes},
         "privacy": privacy,
         "metrics": {"federated": federated, "per_round": per_round},
@@ -443,10 +447,10 @@ def write_model(folder: Path, job: RecommendJob, catalogue: Catalogue, items: It
     """The item model a partner serves from: ``items.npz`` (ids, embeddings, biases) + ``model.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / "items.npz", item_ids=np.asarray(catalogue.item_ids, dtype=str),
-             genres=np.asarray(catalogue.genre_strings(), dtype=str),
+             attributes=np.asarray(catalogue.attribute_strings(), dtype=str),
              embeddings=items.embeddings, bias=items.bias)
     meta = {"kind": "bpr-mf", "job_id": job.job_id, "dim": job.dim, "items": catalogue.num_items,
-            "catalogue_sha256": catalogue.fingerprint(), "rounds": job.rounds,
+            "catalogue_sha256": catalogue.fingerprint(), "attribute": catalogue.attribute, "rounds": job.rounds,
             "epsilon": job.epsilon if job.private else None, "delta": job.delta,
             "noise_multiplier": sigma, "explore": job.explore, "k": job.k,
             "personalize_epochs": job.personalize_epochs}

@@ -53,8 +53,7 @@ def _bpr_totals(split: InteractionSplit, catalogue: Catalogue, config: BPRConfig
                 explore: float, on_epoch: Callable[[int], None] | None = None) -> RankingTotals:
     trainer, items = fit_bpr(split, catalogue.num_items, config, epochs, seed, on_epoch)
     return evaluate_ranking(split, catalogue, lambda rows: trainer.scores(items, rows), items.bias, seed=seed,
-                            share=explore,
-                            diversity_features=None if catalogue.genres.shape[1] else items.embeddings)
+                            share=explore)
 
 
 def baselines(partners: dict[str, PartnerData], catalogue: Catalogue, options: RecommendOptions,
@@ -77,7 +76,7 @@ def baselines(partners: dict[str, PartnerData], catalogue: Catalogue, options: R
                "centralized": central.metrics(share=options.explore)}
     if options.local_only:
         start = time.perf_counter()
-        alone = RankingTotals.empty(catalogue.num_items)
+        alone = RankingTotals.empty(catalogue.num_items, catalogue.has_attribute)
         for k, data in enumerate(partners.values()):
             if data.interactions is None:
                 continue

@@ -103,7 +103,7 @@ def test_scores_and_recommendations_leave_out_opted_out_and_erased_customers(fed
     from fedinsight.models.propensity import ModelBundle
     from fedinsight.partner.side import open_partner
     from fedinsight.tasks.propensity.scoring import score_partner
-    from fedinsight.tasks.recommend.client import recommend_items
+    from fedinsight.tasks.recommend.serving import recommend_items
 
     run_in_process("propensity", federation, tmp_path / "p")
     run_in_process("recommend", federation, tmp_path / "r")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fedinsight.cli import main
@@ -26,7 +27,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     [(["--partition", "rows"], "--partition must be one of"), (["--explore", "1.5"], "--explore must be less than 1"),
      (["--epsilon", "0"], "--epsilon must be greater than 0"),
      (["--noise-model", "central"], "--noise-model must be one of local, distributed-secagg"),
-     (["--epsilon", "8", "--noise-model", "distributed-secagg"], "use --sample-rate 1 and --local-epochs 1"),
+     (["--epsilon", "8", "--noise-model", "distributed-secagg", "--local-epochs", "2"],
+      "use --sample-rate 1 and --local-epochs 1"),
      (["--epsilon", "8", "--noise-model", "distributed-secagg", "--local-epochs", "1", "--honest-partners", "11"],
       "--honest-partners must be between 1 and the number of partners (10)")],
 )
@@ -78,3 +80,32 @@ def test_simulate_then_serve_on_a_small_federation(movielens, tmp_path, capsys):
     proc = run("recommend", "--model", str(out / "model"), "--partner-data", str(partner), "--customer", "nobody")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "customer 'nobody' cannot be served" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_simulate_and_serve_on_partner_folders_named_anything_without_genres(movielens, tmp_path, capsys):
+    """A new user's folder: partner folders named by the partners, a catalogue without genres, no --epsilon."""
+    inter, users, items = movielens
+    ids = users["customer_id"].iloc[:150].to_numpy()
+    parts = split_partner_tables(
+        {"customers": users.iloc[:150], "interactions": inter.loc[inter["customer_id"].isin(ids)],
+         "items": items.drop(columns=["genres"])}, ids, np.arange(150) % 3)
+    names = ["上海旗舰店", "online-shop", "Store B"]
+    parts = {new: parts[old] for old, new in zip(sorted(parts), names, strict=True)}
+    for name, data in parts.items():
+        data.partner_id = name
+    write_partner_folder(parts, tmp_path / "data")
+    out = tmp_path / "run"
+    code = main(["simulate", "recommend", "--dataset", str(tmp_path / "data"), "--rounds", "2", "--dim", "8",
+                 "--baseline-epochs", "2", "--explore", "0", "--out", str(out), "--json"])
+    assert code == 0
+    capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["partner_ids"] == sorted(names) and summary["privacy"]["private"] is True
+    assert summary["catalogue"]["attribute"] is None and summary["metrics"]["federated"]["ild"] is None
+    assert "diversity unavailable" in (out / "report.html").read_text()
+    recs = tmp_path / "recs.csv"
+    assert main(["recommend", "--model", str(out / "model"), "--partner-data", str(tmp_path / "data" / names[0]),
+                 "--all", "--out", str(recs)]) == 0
+    frame = pd.read_csv(recs, dtype={"customer_id": str})
+    assert set(frame["customer_id"]) == set(parts[names[0]].customers["customer_id"].astype(str))

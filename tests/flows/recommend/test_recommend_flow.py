@@ -24,7 +24,8 @@ from fedinsight.partner.protection import PartnerVault, find_policy
 from fedinsight.partner.side import open_partner
 from fedinsight.privacy.ledger import PrivacyLedger, dpsgd_event
 from fedinsight.tasks.recommend import TASK
-from fedinsight.tasks.recommend.client import customer_state_name, load_customer_state, recommend_items
+from fedinsight.tasks.recommend.serving import recommend_items
+from fedinsight.tasks.recommend.state import customer_state_name, load_customer_state
 
 DIM = 8
 PARTNERS = 3

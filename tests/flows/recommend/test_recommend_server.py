@@ -83,8 +83,8 @@ def test_privacy_plan_fits_the_target_with_and_without_a_popularity_release():
         assert plan.steps == 10
         assert (plan.popularity_noise_multiplier > 0) == (share > 0)
         assert compose_epsilon(plan.events(job), 1e-3) <= 4.0 + 1e-9
-    assert PrivacyPlan.for_job(RecommendOptions(catalogue_path="c"), 1e-3).noise_multiplier == 0.0
-    assert math.isinf(RecommendOptions(catalogue_path="c").epsilon)
+    assert PrivacyPlan.for_job(RecommendOptions(catalogue_path="c", epsilon=math.inf), 1e-3).noise_multiplier == 0.0
+    assert PrivacyPlan.for_job(RecommendOptions(catalogue_path="c"), 1e-3).noise_multiplier > 0  # private default
 
 
 def test_popularity_bias_orders_items_and_flattens_what_noise_can_explain():

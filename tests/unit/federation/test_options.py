@@ -20,7 +20,8 @@ def test_run_config_round_trip_uses_the_dashed_name_of_each_field():
     rc = options.to_run_config()
     assert rc["local-epochs"] == 1 and rc["popularity-share"] == 0.1 and "delta" not in rc  # unset: left out
     assert RecommendOptions.from_run_config(rc) == options
-    assert options.settings()["local_epochs"] == 1 and options.settings()["epsilon"] == "inf"  # summary.json
+    assert options.settings()["local_epochs"] == 1 and options.settings()["epsilon"] == 1.0  # summary.json
+    assert RecommendOptions(epsilon=float("inf")).settings()["epsilon"] == "inf"
 
 
 def test_values_from_a_run_config_or_a_flag_are_converted_and_bounded():
@@ -67,7 +68,7 @@ def test_one_run_config_from_several_groups_holds_scalars_only():
     rc = merge_run_config(JobSettings(task="recommend", partners=3), RecommendOptions(epsilon=8.0), out_dir="x")
     assert rc["task"] == "recommend" and rc["epsilon"] == 8.0 and rc["out-dir"] == "x"
     assert all(isinstance(v, str | int | float | bool) for v in rc.values())
-    assert math.isinf(RecommendOptions.from_run_config({}).epsilon)
+    assert math.isfinite(RecommendOptions.from_run_config({}).epsilon)  # private by default
 
 
 def test_cli_fields_carry_flag_names_help_and_requiredness():

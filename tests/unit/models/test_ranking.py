@@ -119,7 +119,7 @@ def test_exploration_mask_is_tail_or_outside_the_customers_usual_genres():
     cat = _catalogue(6, ["X", "X", "Y", "Z", "X|Z", "Y"])
     exposure = np.array([10.0, 9, 8, 1, 7, 0])
     history = np.array([0, 1, 4])  # X three times, Z once: taste = {X, Z}
-    mask = exploration_mask(cat.genres, exposure, history)
+    mask = exploration_mask(cat.attributes, exposure, history)
     # tail (below the median exposure 7.5): items 3, 4, 5; outside {X, Z}: items 2, 5
     assert mask.tolist() == [False, False, True, True, True, True]
 
@@ -132,7 +132,7 @@ def test_exploration_raises_diversity_and_costs_accuracy_when_the_taste_is_narro
     split = leave_latest_out(frame, cat)
     scores = np.concatenate([np.linspace(10, 9, 40), np.linspace(1, 0, 80)])
     lists = top_k_lists(scores[None, :], [split.items_of(0)], k=10)
-    assert intra_list_diversity(lists, cat.genres)[0] == 0.0
+    assert intra_list_diversity(lists, cat.attributes)[0] == 0.0
     m = evaluate_ranking(split, cat, lambda rows: np.tile(scores, (len(rows), 1)), scores, seed=1, share=0.2)
     metrics = m.metrics(share=0.2)
     assert metrics["ild"] == 0.0
