@@ -52,7 +52,7 @@ def decode(raw: bytes, encoding: str | None = None) -> DecodedText:
 
 # --- numbers and amounts ------------------------------------------------------------------------------------
 
-_CURRENCY_MARK = r"[^\d\s.,'+\-−()]{1,4}"  # a symbol or code around an amount: $ ¥ ￥ € £ USD RMB 元 HK$ ...
+_CURRENCY_MARK = r"(?:[A-Z]{1,3}\$|[A-Z]{3}|[$¢£¤¥฿₠-₿＄￠￡￥￦]|元|圆|円|块)"  # $ ¥ ￥ € £ USD RMB 元 HK$ ...
 
 
 def _number_pattern(decimal: str) -> re.Pattern[str]:
