@@ -23,6 +23,8 @@ score_app = typer.Typer(help="Score a partner's own customers with a trained mod
 def score_propensity(
     model_path: Path = typer.Option(..., "--model", help="A model.pt written by `simulate propensity`."),
     data: Path = typer.Option(..., "--data", help="This partner's data folder (its protection policy applies)."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="How its own exports are read (default: "
+                                                                "DATA/mapping.toml if present)."),
     out_path: Path = typer.Option(..., "--out", help="Scores file (.parquet or .csv)."),
     as_of: str | None = typer.Option(None, "--as-of", help="Score as of this date (default: the training cutoff)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of a table."),
@@ -44,7 +46,8 @@ def score_propensity(
     if out_path.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"--out {out_path}: use a .parquet or .csv file name")
     bundle = ModelBundle.load(model_path)
-    scores = score_partner(bundle, open_partner(data, registry.get("propensity").purpose), as_of)
+    scores = score_partner(bundle, open_partner(data, registry.get("propensity").purpose, mapping_file=mapping),
+                           as_of)
     with atomic_output_file(out_path) as tmp:
         if out_path.suffix.lower() == ".csv":
             scores.to_csv(tmp, index=False)
@@ -70,6 +73,8 @@ def score_propensity(
 def recommend_cmd(
     model: Path = typer.Option(..., "--model", help="The item model folder (OUT/model of a run)."),
     partner_data: Path = typer.Option(..., "--partner-data", help="This partner's data folder."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="How its own exports are read (default: "
+                                                                "PARTNER_DATA/mapping.toml if present)."),
     customer: str = typer.Option(..., "--customer", help="The customer id (as in the partner's data)."),
     k: int = typer.Option(10, "--k", help="How many items."),
     explore: float | None = typer.Option(None, help="Exploration share (default: the model's)."),
@@ -85,7 +90,7 @@ def recommend_cmd(
     from fedinsight.partner.side import open_partner
     from fedinsight.tasks.recommend.client import recommend_items
 
-    partner = open_partner(partner_data, registry.get("recommend").purpose)
+    partner = open_partner(partner_data, registry.get("recommend").purpose, mapping_file=mapping)
     recs = recommend_items(model, partner, customer, k=k, explore=explore)
     if as_json:
         out.print_json(json.dumps({"customer": customer, "items": [asdict(r) for r in recs]}))

@@ -110,26 +110,38 @@ def _read_file(mapping: PartnerMapping, table: TableMapping, path: Path) -> tupl
     return source, problems, []
 
 
-def _check_columns(mapping: PartnerMapping, table: TableMapping, path: Path, columns: list[str]) -> list[Problem]:
-    """Mapping problems: a mapped source column, the group_by column or a value-mapped column this file lacks."""
-    problems = []
-    listed = ", ".join(columns[:30]) + (" ..." if len(columns) > 30 else "")
+@dataclass
+class _Missing:
+    """A column the mapping names that some of its files lack (one problem per key, naming every such file)."""
 
-    def missing(key: str, source: str, what: str) -> None:
-        hint = difflib.get_close_matches(source, columns, n=1, cutoff=0.5)
-        did = f"; did you mean '{hint[0]}'?" if hint else ""
-        problems.append(mapping.problem(key, f"{what} '{source}' is not a column of {path.name}{did} (its columns: "
-                                             f"{listed})"))
+    source: str
+    what: str
+    files: list[str]
+    columns: list[str]
 
-    for canonical, source in table.columns.items():
+
+def _check_columns(table: TableMapping, path: Path, columns: list[str], missing: dict[str, _Missing]) -> bool:
+    """Record each mapped source column, group_by column or value-mapped column this file lacks; True if none."""
+    wanted = [(_key(table, "columns", c), s, "source column") for c, s in table.columns.items()]
+    if table.group_by is not None:
+        wanted.append((_key(table, "group_by"), table.group_by, "group_by column"))
+    wanted += [(_key(table, "values", c), table.source(c), "column") for c in table.values if c not in table.columns]
+    ok = True
+    for key, source, what in wanted:
         if source not in columns:
-            missing(_key(table, "columns", canonical), source, "source column")
-    if table.group_by is not None and table.group_by not in columns:
-        missing(_key(table, "group_by"), table.group_by, "group_by column")
-    for canonical in table.values:
-        source = table.source(canonical)
-        if canonical not in table.columns and source not in columns:
-            missing(_key(table, "values", canonical), source, "column")
+            missing.setdefault(key, _Missing(source, what, [], columns)).files.append(path.name)
+            ok = False
+    return ok
+
+
+def _missing_problems(mapping: PartnerMapping, missing: dict[str, _Missing]) -> list[Problem]:
+    problems = []
+    for key, m in missing.items():
+        hint = difflib.get_close_matches(m.source, m.columns, n=1, cutoff=0.5)
+        did = f"; did you mean '{hint[0]}'?" if hint else ""
+        listed = ", ".join(m.columns[:30]) + (" ..." if len(m.columns) > 30 else "")
+        problems.append(mapping.problem(key, f"{m.what} '{m.source}' is not a column of {', '.join(m.files)}{did} "
+                                             f"(its columns: {listed})"))
     return problems
 
 
@@ -192,6 +204,7 @@ def _read_table(mapping: PartnerMapping, table: TableMapping,
     data_problems: list[Problem] = []
     own: list[Problem] = []
     units = set()
+    missing: dict[str, _Missing] = {}
     for path in table.files:
         raw, problems, mapping_problems = _read_file(mapping, table, path)
         data_problems += problems
@@ -199,15 +212,13 @@ def _read_table(mapping: PartnerMapping, table: TableMapping,
         if raw is None:
             continue
         columns = [str(c) for c in raw.frame.columns]
-        if not table.implicit:
-            file_problems = _check_columns(mapping, table, path, columns)
-            if file_problems:
-                own += file_problems
-                continue
+        if not table.implicit and not _check_columns(table, path, columns, missing):
+            continue
         frames.append(_canonical_frame(table, raw.frame))
         files.append(np.full(len(raw.frame), str(path), dtype=object))
         numbers.append(np.arange(len(raw.frame)) + raw.first_row_number)
         units.add(raw.unit)
+    own += _missing_problems(mapping, missing)
     if not frames or data_problems or own:
         return None, data_problems, own
     frame = pd.concat(frames, ignore_index=True, sort=False)
