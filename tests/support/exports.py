@@ -254,8 +254,9 @@ def write_cn_export(folder: Path, *, customers: int = 300, seed: int = 1, encodi
             "gender": cust["gender"].map(CN_GENDERS), "region": cust["region"].map(CN_CITIES),
             "signup_date": signup_day.dt.tz_convert("UTC").dt.tz_localize(None)}),
         "events": pd.DataFrame({
-            "customer_id": ev["customer_id"], "timestamp": ev["timestamp"], "campaign": ev["campaign"].map(CN_CAMPAIGNS),
-            "channel": ev["channel"].map(CN_EVENT_CHANNELS), "stage": ev["stage"], "arm": ev["arm"]}),
+            "customer_id": ev["customer_id"], "timestamp": ev["timestamp"],
+            "campaign": ev["campaign"].map(CN_CAMPAIGNS), "channel": ev["channel"].map(CN_EVENT_CHANNELS),
+            "stage": ev["stage"], "arm": ev["arm"]}),
     }
     if mapping:
         (folder / "mapping.toml").write_text(CN_MAPPING, encoding="utf-8")

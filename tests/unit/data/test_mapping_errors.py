@@ -21,7 +21,8 @@ def _edit(text: str, old: str, new: str) -> str:
 
 CASES = {
     "missing source column": (lambda m: _edit(m, 'customer_id = "会员手机号"', 'customer_id = "会员手机"'),
-                              "tables.transactions.columns.customer_id", "'会员手机' is not a column of 订单明细_2024.csv"),
+                              "tables.transactions.columns.customer_id",
+                              "'会员手机' is not a column of 订单明细_2024.csv, 订单明细_2025.csv"),
     "unknown table": (lambda m: _edit(m, "[tables.events]", "[tables.event]")
                       .replace("[tables.events.columns]", "[tables.event.columns]")
                       .replace("[tables.events.values.stage]", "[tables.event.values.stage]"),
