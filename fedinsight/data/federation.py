@@ -130,6 +130,21 @@ def partner_folders(root: Path) -> list[Path]:
     return []
 
 
+def unmapped_folders(root: Path) -> list[Problem]:
+    """Sub-folders of data files that are not partner folders, next to partners with a mapping (a partner whose
+    mapping.toml is missing would otherwise silently drop out of a federation of own exports)."""
+    root = Path(root)
+    folders = partner_folders(root) if root.is_dir() else []
+    if not any(has_mapping(d) for d in folders) or folders == [root]:
+        return []
+    problems = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p not in folders):
+        found = [f for f in sorted(d.rglob("*")) if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES]
+        if found:
+            problems.append(Problem(str(d), nothing_to_validate(found, d)))
+    return problems
+
+
 def _canonical_tables(folder: Path, encoding: str) -> tuple[dict[str, tuple[pd.DataFrame, TableSource]],
                                                             list[Path], list[Problem]]:
     """The tables of a folder of canonical-named files: (table -> (typed frame, its rows' source), files, problems)."""
@@ -217,12 +232,12 @@ def load_partner_folder(path: str | Path, *, encoding: str = "utf-8",
     if not dirs:
         found = [f for f in sorted(root.rglob("*")) if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES]
         if found:
-            raise DataValidationError(Problem(str(root), nothing_to_validate(found)))
+            raise DataValidationError(Problem(str(root), nothing_to_validate(found, root)))
         raise DataValidationError(
             Problem(str(root), f"no partner tables found; expected sub-folders with {', '.join(TABLES)} files "
                                "or a mapping.toml")
         )
-    problems: list[Problem] = []
+    problems: list[Problem] = unmapped_folders(root) if mapping is None else []
     mapping_problems: list[Problem] = []
     partners: dict[str, PartnerData] = {}
     for d in dirs:
@@ -257,6 +272,7 @@ def check_paths(paths: list[Path], *, encoding: str = "utf-8",
     for p in map(Path, paths):
         folders = partner_folders(p) if p.is_dir() else []
         mapped = [d for d in folders if has_mapping(d)]
+        problems += unmapped_folders(p) if p.is_dir() else []
         plain += [d for d in folders if d not in mapped] if mapped else [p]
         for d in mapped:
             try:

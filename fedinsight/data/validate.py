@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -397,14 +398,15 @@ def iter_table_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path
     return files, skipped
 
 
-def nothing_to_validate(found: Sequence[Path]) -> str:
+def nothing_to_validate(found: Sequence[Path], folder: Path | None = None) -> str:
     """Why a folder has nothing to validate, and what to do: its own exports need a mapping."""
     if not found:
         return "no .csv or .parquet files found"
     names = ", ".join(f.name for f in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    where = shlex.quote(str(folder)) if folder is not None else "FOLDER"
     return (f"found {len(found)} data file(s) ({names}) but none is named after a canonical table "
             f"({', '.join(TABLES)}); say what they hold in a mapping.toml: "
-            f"'fedinsight partner map --suggest FOLDER' writes a draft to check")
+            f"'fedinsight partner map --suggest {where}' writes a draft to check")
 
 
 def validate_paths(
@@ -414,7 +416,8 @@ def validate_paths(
     files, skipped = iter_table_files(paths)
     problems: list[Problem] = []
     if not files:
-        problems.append(Problem(", ".join(map(str, paths)), nothing_to_validate(skipped)))
+        folder = Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir() else None
+        problems.append(Problem(", ".join(map(str, paths)), nothing_to_validate(skipped, folder)))
     for path in files:
         if not path.exists():
             problems.append(Problem(str(path), "file does not exist"))

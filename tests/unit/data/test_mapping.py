@@ -185,3 +185,14 @@ def test_mapping_records_what_it_reads(tmp_path):
     assert mapping.timezone == "Asia/Shanghai" and mapping.currency == "CNY"
     with pytest.raises(MappingError):
         load_mapping(tmp_path / "missing.toml")
+
+
+def test_a_folder_of_exports_without_mapping_next_to_mapped_partners_is_reported(tmp_path):
+    write_cn_export(tmp_path / "华东零售", customers=40)
+    write_us_export(tmp_path / "us shop", customers=40, mapping=False)  # forgot its mapping
+    _, problems, _ = check_paths([tmp_path])
+    (problem,) = problems
+    assert problem.file == str(tmp_path / "us shop") and "partner map --suggest" in problem.message
+    assert "'" + str(tmp_path / "us shop") + "'" in problem.message  # the command to run, quoted
+    with pytest.raises(DataValidationError, match="us shop"):
+        load_partner_folder(tmp_path)  # not silently a federation of one
