@@ -10,6 +10,7 @@ exports), and nothing of it is copied anywhere.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from fedinsight.data.federation import (
     write_partner_folder,
 )
 from fedinsight.data.schema import PartnerData
+from fedinsight.federation.task import PARTNER_ID_PATTERN
 from fedinsight.partner.protection import init_federation
 from fedinsight.partner.view import PartnerView
 
@@ -73,6 +75,10 @@ class Partners:
                               "mapping.toml saying how its own exports are read ('fedinsight partner map --suggest')")
         if problems := unmapped_folders(root):
             raise DataValidationError(problems)
+        for folder in partner_folders(root):  # a simulated partner is named after its folder
+            if not re.fullmatch(PARTNER_ID_PATTERN, folder.name):
+                raise ConfigError(f"partner folder '{folder.name}' cannot name a partner: use letters, digits, spaces "
+                                  "and _ - . : ( ) [ ] + & , # (at most 128), e.g. rename it")
         truth = root / "ground_truth.json"  # written by `fedinsight data synth`: public facts about the generator
         facts = json.loads(truth.read_text()) if truth.is_file() else {}
         return cls(root, str(root), False, facts)
