@@ -196,3 +196,13 @@ def test_a_folder_of_exports_without_mapping_next_to_mapped_partners_is_reported
     assert "'" + str(tmp_path / "us shop") + "'" in problem.message  # the command to run, quoted
     with pytest.raises(DataValidationError, match="us shop"):
         load_partner_folder(tmp_path)  # not silently a federation of one
+
+
+def test_canonical_files_beside_a_mapping_are_read_in_its_time_zone(tmp_path):
+    export = write_cn_export(tmp_path / "p", customers=40)
+    customer = export.expected["customers"]["customer_id"].iloc[0]
+    (export.folder / "interactions.csv").write_text(f"customer_id,item_id,timestamp\n{customer},I1,2024-01-16 13:32\n")
+    (export.folder / "items.csv").write_text("item_id,title,price\nI1,茶杯,12.5\n")
+    data = _partner(export.folder)
+    assert data.interactions["timestamp"].iloc[0] == pd.Timestamp("2024-01-16 05:32")  # Beijing time -> UTC
+    assert data.items["title"].tolist() == ["茶杯"]

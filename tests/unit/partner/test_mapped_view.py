@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from support.exports import CN_MAPPING, write_cn_export, write_us_export
+from support.exports import CN_MAPPING, US_MAPPING, write_cn_export, write_us_export
 
 from fedinsight.cli import main
 from fedinsight.partner.protection import find_policy, forget_customers, init_partner
@@ -84,3 +84,22 @@ def test_partner_check_shows_the_mapping(tmp_path, capsys):
     report = capsys.readouterr().out
     assert '"timezone": "America/New_York"' in report and '"currency": "USD"' in report
     assert "mapping.toml" in report
+
+
+def test_a_deployed_partner_names_its_mapping_in_partner_toml(tmp_path):
+    from fedinsight.partner.config import load_partner_config
+    from fedinsight.partner.process import node_config, validate_partner_data
+
+    export = write_us_export(tmp_path / "exports", customers=60, mapping=False)
+    text = US_MAPPING
+    for name in ("orders_export.csv", "customers_export.csv", "campaign_log.csv"):
+        text = text.replace(f'"{name}"', f'"exports/{name}"')
+    (tmp_path / "shop-mapping.toml").write_text(text, encoding="utf-8")
+    init_partner(export.folder, mapping=tmp_path / "shop-mapping.toml")
+    toml = tmp_path / "partner.toml"
+    toml.write_text('[partner]\nid = "shop"\ndata-path = "exports"\nmapping = "shop-mapping.toml"\n\n'
+                    '[superlink]\naddress = "127.0.0.1:9"\nca-cert = "ca.crt"\nprivate-key = "shop.key"\n')
+    config = load_partner_config(toml, check_files=False)
+    assert f'mapping="{tmp_path / "shop-mapping.toml"}"' in node_config(config)
+    rows = validate_partner_data(config)
+    assert rows["transactions"] > 0 and rows["events"] > 0
