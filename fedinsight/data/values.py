@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 AUTO_ENCODINGS: tuple[str, ...] = ("utf-8", "gb18030")
 """Tried in this order when a mapping declares no encoding (UTF-8 with or without BOM, then GB18030/GBK)."""
@@ -53,19 +55,23 @@ def decode(raw: bytes, encoding: str | None = None) -> DecodedText:
 # --- numbers and amounts ------------------------------------------------------------------------------------
 
 _CURRENCY_MARK = r"(?:[A-Z]{1,3}\$|[A-Z]{3}|[$¢£¤¥฿₠-₿＄￠￡￥￦]|元|圆|円|块)"  # $ ¥ ￥ € £ USD RMB 元 HK$ ...
+_NULL = pa.scalar(None, pa.large_string())
 
 
-def _number_pattern(decimal: str) -> re.Pattern[str]:
-    thousands = r"[,'\u00a0\u202f ]" if decimal == "." else r"[.'\u00a0\u202f ]"
+def _number_pattern(decimal: str) -> str:
+    thousands = r"[,'\x{00a0}\x{202f} ]" if decimal == "." else r"[.'\x{00a0}\x{202f} ]"
     d = re.escape(decimal)
-    number = rf"\d{{1,3}}(?:{thousands}\d{{3}})+(?:{d}\d*)?|\d+(?:{d}\d*)?|{d}\d+"
-    return re.compile(
-        rf"^\s*(?P<open>\()?\s*(?P<sign>[-−+])?\s*(?:{_CURRENCY_MARK})?\s*(?P<sign2>[-−+])?\s*(?P<number>{number})"
-        rf"\s*(?:{_CURRENCY_MARK})?\s*(?P<close>\))?\s*$"
-    )
+    return rf"^[-−+]?\s*(?:\d{{1,3}}(?:{thousands}\d{{3}})+(?:{d}\d*)?|\d+(?:{d}\d*)?|{d}\d+)$"
 
 
-_PATTERNS = {mark: _number_pattern(mark) for mark in DECIMAL_MARKS}
+def _strings(values: pd.Series) -> pa.Array:
+    """The values as an Arrow string array (missing and empty -> null): Arrow's regex kernels run in C++."""
+    text = pc.utf8_trim_whitespace(pa.array(values.astype("str"), from_pandas=True).cast(pa.large_string()))
+    return pc.if_else(pc.equal(text, ""), _NULL, text)
+
+
+def _series(array: pa.Array, index: pd.Index, dtype: str = "float64") -> pd.Series:
+    return pd.Series(array.to_numpy(zero_copy_only=False), index=index).astype(dtype)
 
 
 def parse_number(values: pd.Series, decimal: str = ".") -> pd.Series:
@@ -75,18 +81,23 @@ def parse_number(values: pd.Series, decimal: str = ".") -> pd.Series:
         return pd.Series(np.nan, index=values.index, dtype="float64")
     if pd.api.types.is_numeric_dtype(values.dtype):
         return values.astype("float64")
-    text = values.astype("str").str.strip()
-    parts = text.str.extract(_PATTERNS[decimal])
-    digits = parts["number"].str.replace(r"[^\d" + re.escape(decimal) + "]", "", regex=True)
+    text = _strings(values)
+    brackets = pc.fill_null(pc.match_substring_regex(text, r"^\(.*\)$"), False)
+    t = pc.replace_substring_regex(text, r"^\(\s*(.*?)\s*\)$", r"\1")
+    t = pc.replace_substring_regex(t, rf"^([-−+]?)\s*{_CURRENCY_MARK}\s*", r"\1")  # $12, -$5, ¥ 12
+    t = pc.replace_substring_regex(t, rf"\s*{_CURRENCY_MARK}$", "")  # 12.5 元, 1.204,50 €
+    ok = pc.fill_null(pc.match_substring_regex(t, _number_pattern(decimal)), False)
+    digits = pc.replace_substring_regex(t, rf"[^\d{re.escape(decimal)}]", "")
     if decimal != ".":
-        digits = digits.str.replace(decimal, ".", regex=False)
-    out = pd.to_numeric(digits, errors="coerce").astype("float64")
-    negative = parts["sign"].isin(["-", "−"]) | parts["sign2"].isin(["-", "−"])
-    negative |= parts["open"].notna() & parts["close"].notna()
-    out = out.where(~negative.to_numpy(), -out)
-    unreadable = out.isna() & text.notna()
+        digits = pc.replace_substring(digits, decimal, ".")
+    digits = pc.replace_substring_regex(digits, r"\.$", ".0")
+    number = pc.cast(pc.if_else(ok, digits, _NULL), pa.float64())
+    negative = pc.xor(pc.fill_null(pc.match_substring_regex(t, r"^[-−]"), False), brackets)
+    out = _series(pc.if_else(negative, pc.negate(number), number), values.index)
+    unreadable = out.isna() & _series(pc.is_valid(text), values.index, "bool")
     if unreadable.any():  # plain numbers the pattern does not cover: 1e5, 12.5e-3
-        out = out.where(~unreadable, pd.to_numeric(text.where(unreadable), errors="coerce"))
+        plain = pd.to_numeric(values.astype("str").str.strip().where(unreadable), errors="coerce")
+        out = out.where(~unreadable, plain)
     return out
 
 
@@ -97,10 +108,8 @@ def number_hint(decimal: str) -> str:
 
 # --- timestamps -----------------------------------------------------------------------------------------
 
-_OFFSET = re.compile(
-    r"^(?P<base>.*\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s*[AaPp][Mm])?)\s*"
-    r"(?:(?P<utc>Z|UTC|GMT)|(?:UTC|GMT)?(?P<sign>[+-])(?P<hh>\d{2}):?(?P<mm>\d{2})?)$"
-)
+_ZONE = r"(?:Z|UTC|GMT|(?:UTC|GMT)?[+-]\d{2}(?::?\d{2})?)"
+_HAS_OFFSET = rf"\d:\d{{2}}(?::\d{{2}}(?:[.,]\d+)?)?(?:\s*[AaPp][Mm])?\s*{_ZONE}$"  # an offset after a time of day
 
 
 def strip_zone_directives(fmt: str) -> str:
@@ -110,13 +119,22 @@ def strip_zone_directives(fmt: str) -> str:
 
 def split_offsets(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """(the timestamps without their UTC offset, each row's offset in minutes or NaN where none is written)."""
-    parts = text.str.extract(_OFFSET)
-    has_offset = parts["base"].notna()
-    base = text.where(~has_offset, parts["base"])
-    minutes = parts["hh"].astype("float64") * 60 + parts["mm"].astype("float64").fillna(0.0)
-    minutes = minutes.where(parts["sign"] != "-", -minutes)
-    minutes = minutes.where(parts["utc"].isna(), 0.0)
-    return base, minutes.where(has_offset)
+    values = _strings(text)
+    has = pc.fill_null(pc.match_substring_regex(values, _HAS_OFFSET), False)
+    if not pc.any(has).as_py():
+        return text, pd.Series(np.nan, index=text.index)
+    base = pc.if_else(has, pc.replace_substring_regex(values, rf"\s*{_ZONE}$", ""), values)
+    zone = pc.replace_substring_regex(values, rf"^.*?\s*({_ZONE})$", r"\1")
+    zone = pc.replace_substring(pc.replace_substring_regex(zone, r"^(?:UTC|GMT)", ""), ":", "")
+    zone = pc.if_else(pc.or_(pc.invert(has), pc.is_in(zone, pa.array(["", "Z"], pa.large_string()))), "+0000", zone)
+    hours = pc.cast(pc.utf8_slice_codeunits(zone, 1, 3), pa.float64(), safe=False)
+    minutes = pc.cast(pc.if_else(pc.equal(pc.utf8_length(zone), 5), pc.utf8_slice_codeunits(zone, 3, 5), "0"),
+                      pa.float64(), safe=False)
+    total = pc.add(pc.multiply(hours, 60.0), minutes)
+    total = pc.if_else(pc.starts_with(zone, "-"), pc.negate(total), total)
+    offset = pc.if_else(has, total, pa.scalar(None, pa.float64()))
+    return (pd.Series(base.to_numpy(zero_copy_only=False), index=text.index, dtype="str"),
+            _series(offset, text.index))
 
 
 def parse_timestamps(values: pd.Series, fmt: str | None = None, timezone: str = "UTC") -> pd.Series:
