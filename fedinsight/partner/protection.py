@@ -325,17 +325,20 @@ class ColumnDecision:
     finding: PiiFinding | None = None
 
 
-def _pii_message(undeclared: list[PiiFinding], policy: ProtectionPolicy) -> str:
+def _pii_message(undeclared: list[PiiFinding], policy: ProtectionPolicy,
+                 sources: Mapping[str, Mapping[str, str]] | None = None) -> str:
     where = policy.source or "a protection.toml in the partner's data folder ('fedinsight partner init')"
-    details = "; ".join(f.describe() for f in undeclared)
+    details = "; ".join(_source_note(f, sources) + f.describe() for f in undeclared)
     example = undeclared[0].where
     return (f"{len(undeclared)} undeclared column(s) look like personal data: {details}. Declare each in [columns] "
             f'of {where} as "drop", "tokenize" or "keep", e.g. "{example}" = "drop"')
 
 
-def plan_columns(tables: Mapping[str, pd.DataFrame], policy: ProtectionPolicy) -> tuple[list[ColumnDecision],
-                                                                                        list[PiiFinding]]:
-    """Decide every column's action; undeclared personal data raises PiiDetectedError (all at once)."""
+def plan_columns(tables: Mapping[str, pd.DataFrame], policy: ProtectionPolicy,
+                 sources: Mapping[str, Mapping[str, str]] | None = None) -> tuple[list[ColumnDecision],
+                                                                            list[PiiFinding]]:
+    """Decide every column's action; undeclared personal data raises PiiDetectedError (all at once). ``sources``
+    (a mapped partner's ``meta["columns"]``) names the partner's own column of a mapped one in the message."""
     findings = scan_tables(dict(tables), schema=SCHEMA_COLUMNS)
     by_column = {(f.table, f.column): f for f in findings}
     consent_columns = {policy.consent_column, *policy.consent_purposes.values(),
@@ -360,7 +363,7 @@ def plan_columns(tables: Mapping[str, pd.DataFrame], policy: ProtectionPolicy) -
             else:
                 decisions.append(ColumnDecision(table, column, policy.undeclared, "undeclared"))
     if undeclared:
-        raise PiiDetectedError(_pii_message(undeclared, policy))
+        raise PiiDetectedError(_pii_message(undeclared, policy, sources))
     return decisions, findings
 
 
@@ -453,7 +456,8 @@ def customer_ids(raw: PartnerData) -> pd.Series:
 def protect(raw: PartnerData, policy: ProtectionPolicy) -> ProtectedPartner:
     """Scan, apply the column policy and tokenize. ``raw`` is not modified; drop it afterwards."""
     tables = {name: frame for name, frame in raw.tables().items()}
-    decisions, findings = plan_columns(tables, policy)  # type: ignore[arg-type]
+    sources = raw.meta.get("columns")
+    decisions, findings = plan_columns(tables, policy, sources if isinstance(sources, dict) else None)  # type: ignore[arg-type]
     tokenizer = Tokenizer(policy.tokenization_ring(), policy.collaboration_ring(), memo=True)
     out = PartnerData(partner_id=raw.partner_id, meta=dict(raw.meta))
     actions = {(d.table, d.column): d.action for d in decisions}

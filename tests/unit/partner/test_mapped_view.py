@@ -103,3 +103,18 @@ def test_a_deployed_partner_names_its_mapping_in_partner_toml(tmp_path):
     assert f'mapping="{tmp_path / "shop-mapping.toml"}"' in node_config(config)
     rows = validate_partner_data(config)
     assert rows["transactions"] > 0 and rows["events"] > 0
+
+
+def test_personal_data_under_a_canonical_name_is_named_by_its_source_column(tmp_path):
+    from fedinsight.core.errors import PiiDetectedError
+
+    export = write_cn_export(tmp_path / "partner", customers=60)
+    members = export.folder / "会员信息.csv"
+    frame = pd.read_csv(members, dtype=str, encoding="gb18030")
+    frame["收货地址"] = [f"上海市南京路{i + 1}号" for i in range(len(frame))]
+    frame.to_csv(members, index=False, encoding="gb18030")
+    export.mapping_path.write_text(CN_MAPPING.replace('region = "城市"', 'region = "收货地址"'), encoding="utf-8")
+    with pytest.raises(PiiDetectedError, match="source column 收货地址: customers.region looks like a street address"):
+        PartnerView(export.folder, "analytics").tables()
+    path, _ = init_partner(export.folder)
+    assert '"customers.region" = "drop"   # source column 收货地址: ' in path.read_text(encoding="utf-8")
