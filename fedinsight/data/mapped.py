@@ -168,6 +168,9 @@ def _apply_value_maps(mapping: PartnerMapping, table: TableMapping, frame: pd.Da
         text = column.astype("str").str.strip()
         present = column.notna() & text.ne("")
         mapped = text.map(values)
+        if mapped.isna().any():  # "Yes" for "yes", "IMPRESSION" for "impression": case is not a different value
+            folded = {k.casefold(): v for k, v in values.items()}
+            mapped = mapped.where(mapped.notna(), text.str.casefold().map(folded))
         spec = table.spec.column(canonical)
         if spec.allowed is not None:
             canonical_already = text.str.lower().isin(spec.allowed)

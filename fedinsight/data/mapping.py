@@ -90,8 +90,12 @@ class PartnerMapping:
 
     @property
     def fingerprint(self) -> str:
-        """Changes when the mapping or the set of files it reads changes (the data view's cache key)."""
-        files = [str(f) for t in self.tables.values() for f in t.files]
+        """Changes when the mapping, the set of files it reads or any of those files changes (the data view's
+        cache key: a new month's export, or rows appended to one, are read by the next job)."""
+        files = []
+        for f in (f for t in self.tables.values() for f in t.files):
+            stat = f.stat() if f.exists() else None
+            files.append(f"{f}:{stat.st_size}:{stat.st_mtime_ns}" if stat else str(f))
         return hashlib.sha256("\n".join([self.digest, *files]).encode()).hexdigest()[:16]
 
     def problem(self, key: str, message: str, *, values: tuple[str, ...] = ()) -> Problem:

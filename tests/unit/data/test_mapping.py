@@ -206,3 +206,19 @@ def test_canonical_files_beside_a_mapping_are_read_in_its_time_zone(tmp_path):
     data = _partner(export.folder)
     assert data.interactions["timestamp"].iloc[0] == pd.Timestamp("2024-01-16 05:32")  # Beijing time -> UTC
     assert data.items["title"].tolist() == ["茶杯"]
+
+
+def test_value_maps_ignore_case_when_nothing_matches_exactly(tmp_path):
+    export = write_us_export(tmp_path / "shop", customers=40)
+    log = export.folder / "campaign_log.csv"
+    log.write_text(log.read_text().replace(",impression,", ",Impression,"))
+    data = _partner(export.folder)
+    assert set(data.events["stage"]) <= {"exposure", "click", "participate", "convert"}
+
+
+def test_the_view_cache_key_follows_the_files(tmp_path):
+    export = write_cn_export(tmp_path / "p", customers=40)
+    before = load_mapping(export.mapping_path).fingerprint
+    members = export.folder / "会员信息.csv"
+    members.write_bytes(members.read_bytes() + "13899999999,王伟,男,30,北京,2024/01/01,是\n".encode("gb18030"))
+    assert load_mapping(export.mapping_path).fingerprint != before
