@@ -52,21 +52,29 @@ def data_fetch(
 
 @data_app.command("validate")
 def data_validate(
-    paths: list[Path] = typer.Argument(..., help="Files or folders of partner data (.csv/.parquet)."),
-    encoding: str = typer.Option("utf-8", help="Text encoding of CSV files."),
+    paths: list[Path] = typer.Argument(..., help="Files or folders of partner data (.csv/.parquet, or a partner "
+                                                 "folder with a mapping.toml)."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="Read the ONE partner folder given through this "
+                                                                "mapping file (default: FOLDER/mapping.toml)."),
+    encoding: str = typer.Option("utf-8", help="Text encoding of canonical-named CSV files (a mapping names its own)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Check partner files against the canonical schema and report every problem at once.
 
-    Exit code 0 when all files are valid, 2 when any problem was found.
+    A partner folder with a mapping.toml is read through it (its own file and column names); problems name
+    the source file and column and show a few offending values. Exit code 0 when all files are valid, 2 when
+    any problem was found.
 
     Example: fedinsight data validate partners/partner-0/
     """
-    from fedinsight.data.validate import validate_paths
+    from fedinsight.core.errors import MappingError
+    from fedinsight.data.federation import check_paths
 
-    files, problems = validate_paths(paths, encoding=encoding)
+    files, problems, mapping_problems = check_paths(paths, encoding=encoding, mapping=mapping)
     if as_json:
         out.print_json(json.dumps({"files": [str(f) for f in files], "problems": [str(p) for p in problems]}))
+    if mapping_problems:
+        raise MappingError(problems)
     if problems:
         raise DataValidationError(problems)
     if not as_json:
@@ -140,6 +148,8 @@ def data_partition(
 @data_app.command("scan")
 def data_scan(
     path: Path = typer.Argument(..., help="A partner folder, or a folder of partner folders."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="Read the ONE partner folder given through this "
+                                                                "mapping file (default: each folder's mapping.toml)."),
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ) -> None:
     """Scan partner files for direct identifiers and show what each partner's policy does with them.
@@ -157,7 +167,7 @@ def data_scan(
 
     rows = []
     with progress_bar() as progress:
-        partners = load_partner_folder(path)
+        partners = load_partner_folder(path, mapping=mapping)
         task = progress.add_task("scanning partners", total=len(partners))
         for pid, data in partners.items():
             policy = find_policy(Path(str(data.meta["source"])))

@@ -17,7 +17,8 @@ from fedinsight.cli.common import (
 )
 
 partner_app = typer.Typer(
-    help="Partner-side data protection and process: policy, keys, consent checks, erasure, start/stop.",
+    help="Partner-side data: mapping of its own exports, protection policy, keys, consent checks, erasure, "
+         "start/stop.",
     no_args_is_help=True,
 )
 keys_app = typer.Typer(help="Generate, rotate and list partner-held secret keys (files mode 0600).",
@@ -36,9 +37,121 @@ def _policy_for(data: Path | None, policy: Path | None):  # type: ignore[no-unty
     raise ConfigError("say which partner: pass --data FOLDER (its protection.toml is used) or --policy FILE")
 
 
+@partner_app.command("map")
+def partner_map(
+    suggest: Path | None = typer.Option(None, "--suggest", help="Draft a mapping for the exports in this folder."),
+    out_file: Path | None = typer.Option(None, "--out", help="Where the draft goes (default: FOLDER/mapping.toml)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing mapping file."),
+    data: Path | None = typer.Option(None, "--data", help="Show how this partner folder is read through its mapping."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="The mapping to show (default: DATA/mapping.toml)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Say how this partner's own exports are read: draft a mapping.toml (--suggest), or show one (--data).
+
+    The draft matches headers and value patterns (Chinese and English names, dates, amounts, order lines,
+    consent and funnel words, UTC offsets); lines marked CHECK need a look. Nothing but the draft is written.
+
+    Example: fedinsight partner map --suggest /srv/exports   then   fedinsight data validate /srv/exports
+    """
+    from fedinsight.core.errors import ConfigError
+
+    if (suggest is None) == (data is None):
+        raise ConfigError("give --suggest FOLDER (write a draft mapping) or --data FOLDER (show how it is read)")
+    if suggest is not None:
+        _map_suggest(suggest, out_file, force, as_json)
+    else:
+        assert data is not None
+        _map_show(data, mapping, as_json)
+
+
+def _map_suggest(folder: Path, out_file: Path | None, force: bool, as_json: bool) -> None:
+    from fedinsight.core.errors import ConfigError, DataValidationError
+    from fedinsight.core.files import atomic_output_file
+    from fedinsight.data.federation import read_partner
+    from fedinsight.data.mapping import MAPPING_FILE, load_mapping
+    from fedinsight.data.suggest import suggest_mapping
+
+    if not folder.is_dir():
+        raise ConfigError(f"--suggest {folder} is not a folder of export files")
+    target = out_file or folder / MAPPING_FILE
+    if target.exists() and not force:
+        raise ConfigError(f"{target} already exists; edit it, or pass --force to replace it with a new draft")
+    draft = suggest_mapping(folder, target)
+    if not draft.tables:
+        raise DataValidationError(f"no table recognised among the files in {folder} "
+                                  f"({len(draft.unassigned)} readable, {len(draft.unreadable)} unreadable); write "
+                                  "mapping.toml by hand (docs/data.md, \"Your own exports: the mapping\")",
+                                  file=str(folder))
+    with atomic_output_file(target) as tmp:
+        tmp.write_text(draft.text, encoding="utf-8")
+    problems: list[str] = []
+    rows: dict[str, int] = {}
+    try:
+        read = read_partner(folder, mapping=load_mapping(target))
+        problems = [str(p) for p in read.problems]
+        rows = {name: len(frame) for name, frame in read.data.tables().items()}  # type: ignore[arg-type]
+    except DataValidationError as exc:  # the draft itself needs an edit (a CHECK line)
+        problems = [str(p) for p in exc.problems]
+    result = {"mapping": str(target), "timezone": draft.timezone, "currency": draft.currency,
+              "tables": {t: {"files": [str(p.path.name) for p in d.group], "columns": d.columns,
+                             "group_by": d.group_by} for t, d in draft.tables.items()},
+              "rows": rows, "check": draft.checks, "problems": problems,
+              "not_mapped": draft.unassigned, "unreadable": draft.unreadable}
+    if as_json:
+        emit(result, None, True)
+        return
+    table = Table(title=f"draft mapping written to {target}")
+    for col in ("table", "files", "columns (canonical <- yours)", "rows read"):
+        table.add_column(col, overflow="fold")
+    for name, d in draft.tables.items():
+        read = f"{rows[name]:,}" if name in rows else "-"
+        table.add_row(name, ", ".join(p.path.name for p in d.group),
+                      ", ".join(f"{c} <- {s}" for c, s in d.columns.items()), read)
+    out.print(table)
+    out.print(f"time zone: {draft.timezone or 'not known (naive times read as UTC): set timezone'}; "
+              f"currency: {draft.currency or 'not known: set currency'}", highlight=False)
+    for check in draft.checks:
+        out.print(f"CHECK: {check}", highlight=False)
+    if problems:
+        out.print(f"the draft does not read yet ({len(problems)} problem(s)); edit {target}, then run "
+                  f"'fedinsight data validate {folder}':", highlight=False)
+        for problem in problems[:10]:
+            out.print(f"  {problem}", highlight=False, soft_wrap=True)
+    else:
+        out.print(f"the draft reads every table; review it, then run 'fedinsight partner init --data {folder}'",
+                  highlight=False)
+
+
+def _map_show(data: Path, mapping: Path | None, as_json: bool) -> None:
+    from fedinsight.core.errors import ConfigError
+    from fedinsight.data.federation import load_partner_folder
+    from fedinsight.data.mapping import find_mapping
+
+    found = find_mapping(data, mapping)
+    if found is None:
+        raise ConfigError(f"{data} has no mapping.toml: its files must have canonical names, or write one with "
+                          f"'fedinsight partner map --suggest {data}'")
+    (partner,) = load_partner_folder(data, mapping=found.path).values()
+    columns = partner.meta.get("columns") or {}
+    result = {"mapping": str(found.path), "timezone": found.timezone, "currency": found.currency,
+              "tables": {name: {"files": [str(f) for f in t.files], "rows": len(getattr(partner, name)),
+                                "columns": columns.get(name, {})}  # type: ignore[union-attr]
+                         for name, t in found.tables.items()}}
+    table = Table(title=f"{data} read through {found.path} (time zone {found.timezone}, currency "
+                        f"{found.currency or 'not set'})")
+    for col in ("table", "files", "rows", "columns (canonical <- yours)"):
+        table.add_column(col, overflow="fold")
+    for name, info in result["tables"].items():
+        table.add_row(name, ", ".join(Path(f).name for f in info["files"]), f"{info['rows']:,}",
+                      ", ".join(f"{c} <- {s}" for c, s in info["columns"].items()))
+    emit(result, table, as_json)
+
+
 @partner_app.command("init")
 def partner_init(
     data: Path = typer.Option(..., "--data", help="This partner's data folder."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="How its own exports are read (default: "
+                                                                "DATA/mapping.toml if present)."),
     collaboration_key: Path | None = typer.Option(None, help="A collaboration key ring shared by all partners."),
     overwrite: bool = typer.Option(False, help="Replace an existing protection.toml (keys are kept)."),
     as_json: bool = typer.Option(False, "--json"),
@@ -52,7 +165,7 @@ def partner_init(
     """
     from fedinsight.partner.protection import init_partner
 
-    path, findings = init_partner(data, collaboration_key=collaboration_key, overwrite=overwrite)
+    path, findings = init_partner(data, collaboration_key=collaboration_key, overwrite=overwrite, mapping=mapping)
     table = Table(title=f"wrote {path}")
     table.add_column("column")
     table.add_column("looks like")
@@ -125,6 +238,8 @@ def keys_list(
 @partner_app.command("check")
 def partner_check(
     data: Path = typer.Option(..., "--data", help="This partner's data folder."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="How its own exports are read (default: "
+                                                                "DATA/mapping.toml if present)."),
     policy: Path | None = typer.Option(None, help="Protection policy (default: DATA/protection.toml)."),
     purpose: str | None = typer.Option(None, help="analytics, training or recommendation (default: all)."),
     as_json: bool = typer.Option(False, "--json"),
@@ -139,11 +254,14 @@ def partner_check(
     chosen = resolve_purpose(purpose)
     with progress_bar() as progress:
         task = progress.add_task("scan, tokenize, consent filter", total=2)
-        protected = load_protected(data, _policy_for(data, policy))
+        protected = load_protected(data, _policy_for(data, policy), mapping=mapping)
         progress.advance(task)
         report = dict(protected.for_purpose(chosen).meta["protection"])  # type: ignore[arg-type]
         progress.advance(task)
     report["policy_file"] = str(protected.policy.source or "built-in default")
+    report["mapping"] = str(protected.data.meta.get("mapping") or "none (canonical file names)")
+    report["timezone"] = str(protected.data.meta.get("timezone", "UTC"))
+    report["currency"] = str(protected.data.meta.get("currency") or "not set")
     table = Table(title=f"protection of {data}")
     table.add_column("item")
     table.add_column("value")

@@ -31,6 +31,8 @@ score_app = typer.Typer(help="Score a partner's own customers with a trained mod
 def score_propensity(
     model_path: Path = typer.Option(..., "--model", help="A model.pt written by `simulate propensity`."),
     data: Path = typer.Option(..., "--data", help="This partner's data folder (its protection policy applies)."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="How its own exports are read (default: "
+                                                                "DATA/mapping.toml if present)."),
     out_path: Path = typer.Option(..., "--out", help="Scores file (.parquet or .csv)."),
     as_of: str | None = typer.Option(None, "--as-of", help="Score as of this date (default: the training cutoff)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of a table."),
@@ -52,7 +54,8 @@ def score_propensity(
     if out_path.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"--out {out_path}: use a .parquet or .csv file name")
     bundle = ModelBundle.load(model_path)
-    scores = score_partner(bundle, open_partner(data, registry.get("propensity").purpose), as_of)
+    scores = score_partner(bundle, open_partner(data, registry.get("propensity").purpose, mapping_file=mapping),
+                           as_of)
     with atomic_output_file(out_path) as tmp:
         if out_path.suffix.lower() == ".csv":
             scores.to_csv(tmp, index=False)
@@ -78,6 +81,8 @@ def score_propensity(
 def recommend_cmd(
     model: Path = typer.Option(..., "--model", help="The item model folder (OUT/model of a run)."),
     partner_data: Path = typer.Option(..., "--partner-data", help="This partner's data folder."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="How its own exports are read (default: "
+                                                                "PARTNER_DATA/mapping.toml if present)."),
     customer: str | None = typer.Option(None, "--customer", help="One customer id (as in the partner's data)."),
     serve_all: bool = typer.Option(False, "--all", help="Every servable customer of the partner (needs --out)."),
     out_path: Path | None = typer.Option(None, "--out", help="With --all: the lists file (.parquet or .csv)."),
@@ -111,7 +116,7 @@ def recommend_cmd(
         raise ConfigError(f"--all writes a file: pass --out FILE ending in .parquet or .csv (got {out_path})")
     if out_path is not None and not serve_all:
         raise ConfigError("--out goes with --all (one customer's list is printed)")
-    partner = open_partner(partner_data, registry.get("recommend").purpose)
+    partner = open_partner(partner_data, registry.get("recommend").purpose, mapping_file=mapping)
     if customer is not None:
         server = PartnerServer(model, partner, explore=explore, segment=segment, min_segment=min_segment)
         _print_one(customer, k, server.recommend(customer, k), server.model.catalogue.attribute, as_json)

@@ -14,6 +14,11 @@ class FedinsightError(Exception):
 
     exit_code: int = 1
 
+    @property
+    def public_message(self) -> str:
+        """What may leave the partner's machine in a job's error reply (subclasses strip data values)."""
+        return str(self)
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -23,8 +28,14 @@ class Problem:
     message: str
     column: str | None = None
     rows: tuple[int, ...] = field(default_factory=tuple)
+    values: tuple[str, ...] = field(default_factory=tuple)  # a few offending values, shown on the partner only
 
     def __str__(self) -> str:
+        shown = ", ".join(f"'{v}'" for v in self.values)
+        return self.public() + (f"; values: {shown}" if self.values else "")
+
+    def public(self) -> str:
+        """The problem without its offending values: what may leave the partner's machine (a job's error reply)."""
         where = self.file if self.column is None else f"{self.file}: column '{self.column}'"
         rows = ""
         if self.rows:
@@ -46,6 +57,16 @@ class DataValidationError(FedinsightError):
             problems = [problems]
         self.problems: list[Problem] = list(problems)
         super().__init__("; ".join(str(p) for p in self.problems))
+
+    @property
+    def public_message(self) -> str:
+        """The message without offending values (they are customer data): what a job's error reply carries."""
+        return "; ".join(p.public() for p in self.problems)
+
+
+class MappingError(DataValidationError):
+    """A partner's ``mapping.toml`` is malformed or does not fit its files (a missing source column, a glob that
+    matches nothing, a value map that leaves values unmapped ...). Each problem names the mapping file and the key."""
 
 
 class DatasetFetchError(FedinsightError):

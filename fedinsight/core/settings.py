@@ -43,7 +43,8 @@ def _resolve(data: Any, base: Path, keys: set[str]) -> Any:
     return data
 
 
-_PATH_KEYS = {"state-dir", "ca-cert", "cert", "key", "public-key", "data-path", "protection-policy", "private-key"}
+_PATH_KEYS = {"state-dir", "ca-cert", "cert", "key", "public-key", "data-path", "protection-policy", "mapping",
+              "private-key"}
 
 
 def format_errors(path: Path, exc: ValidationError) -> str:

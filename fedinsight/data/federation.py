@@ -1,9 +1,10 @@
 """A federation: the partners of a run, each with its own canonical tables.
 
 ``--dataset NAME|PATH`` everywhere in the CLI resolves here: a built-in name (cdnow, movielens-100k,
-synthetic) is loaded and split into simulated partners; a PATH is a folder of per-partner files in the
-canonical schema (one sub-folder per partner, as ``fedinsight data synth`` writes them), validated
-file by file, with every problem of every partner reported at once.
+synthetic) is loaded and split into simulated partners; a PATH is a folder of partner folders (any names):
+each holds canonical-named files (as ``fedinsight data synth`` writes them) or a ``mapping.toml`` saying how
+its own exports are read (:mod:`fedinsight.data.mapping`). Every file is validated, with every problem of every
+partner reported at once.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedinsight.core.errors import ConfigError, DataValidationError, Problem
+from fedinsight.core.errors import ConfigError, DataValidationError, MappingError, Problem
 from fedinsight.data.loaders import cdnow_customers, load_cdnow, load_movielens_100k
+from fedinsight.data.mapped import read_mapped
+from fedinsight.data.mapping import PartnerMapping, find_mapping, has_mapping, load_mapping
 from fedinsight.data.partition import (
     PARTITION_SCHEMES,
     dirichlet_partition,
@@ -25,9 +28,16 @@ from fedinsight.data.partition import (
     split_partner_tables,
     zip_region,
 )
-from fedinsight.data.schema import TABLES, PartnerData
+from fedinsight.data.schema import SUPPORTED_SUFFIXES, TABLES, PartnerData
 from fedinsight.data.synth import SynthConfig, generate_partner_frames
-from fedinsight.data.validate import _read_and_check, table_for_path
+from fedinsight.data.validate import (
+    TableSource,
+    _read_and_check,
+    nothing_to_validate,
+    row_problems,
+    table_for_path,
+    validate_paths,
+)
 
 BUILTIN_DATASETS: tuple[str, ...] = ("cdnow", "movielens-100k", "synthetic")
 CDNOW_CALIBRATION_END = pd.Timestamp("1997-09-30 23:59:59")
@@ -100,13 +110,19 @@ def load_builtin_federation(
     return partners
 
 
+def _holds_partner_data(folder: Path) -> bool:
+    return has_mapping(folder) or any(table_for_path(f) for f in folder.iterdir() if f.is_file())
+
+
 def partner_folders(root: Path) -> list[Path]:
-    """The partner folders under ``root``, in name order, whatever they are called: every sub-folder holding
-    at least one table file (hidden folders and folders without tables, e.g. a generator's ground truth, are
-    not partners); ``[root]`` if ``root`` holds table files itself (one partner)."""
+    """The partner folders under ``root``, in name order, whatever they are called: every sub-folder holding a
+    ``mapping.toml`` or at least one table file (hidden folders and folders without tables, e.g. a generator's
+    ground truth, are not partners); ``[root]`` if ``root`` holds a mapping or table files itself (one partner)."""
     root = Path(root)
+    if has_mapping(root):
+        return [root]
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    with_tables = [d for d in subdirs if any(table_for_path(f) for f in d.iterdir() if f.is_file())]
+    with_tables = [d for d in subdirs if _holds_partner_data(d)]
     if with_tables:
         return with_tables
     if any(table_for_path(f) for f in root.iterdir() if f.is_file()):
@@ -114,58 +130,165 @@ def partner_folders(root: Path) -> list[Path]:
     return []
 
 
-def load_partner_folder(path: str | Path, *, encoding: str = "utf-8") -> dict[str, PartnerData]:
-    """Load and validate a folder of partner data: ``ROOT/<partner>/<table>.{csv,parquet}``.
+def unmapped_folders(root: Path) -> list[Problem]:
+    """Sub-folders of data files that are not partner folders, next to partners with a mapping (a partner whose
+    mapping.toml is missing would otherwise silently drop out of a federation of own exports)."""
+    root = Path(root)
+    folders = partner_folders(root) if root.is_dir() else []
+    if not any(has_mapping(d) for d in folders) or folders == [root]:
+        return []
+    problems = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p not in folders):
+        found = [f for f in sorted(d.rglob("*")) if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES]
+        if found:
+            problems.append(Problem(str(d), nothing_to_validate(found, d)))
+    return problems
 
-    A folder holding table files directly is one partner named after the folder. Raises one
-    :class:`DataValidationError` listing every problem in every file; returns nothing partial.
+
+def _canonical_tables(folder: Path, encoding: str) -> tuple[dict[str, tuple[pd.DataFrame, TableSource]],
+                                                            list[Path], list[Problem]]:
+    """The tables of a folder of canonical-named files: (table -> (typed frame, its rows' source), files, problems)."""
+    tables: dict[str, tuple[pd.DataFrame, TableSource]] = {}
+    seen: dict[str, Path] = {}
+    problems: list[Problem] = []
+    for f in sorted(folder.iterdir()):
+        spec = table_for_path(f) if f.is_file() else None
+        if spec is None:
+            continue
+        if spec.name in seen:
+            problems.append(Problem(str(f), f"a second '{spec.name}' table (first: {seen[spec.name].name})"))
+            continue
+        seen[spec.name] = f
+        frame, file_problems = _read_and_check(f, spec, encoding, None)
+        problems.extend(file_problems)
+        if not file_problems and frame is not None:
+            csv = f.suffix.lower() == ".csv"
+            tables[spec.name] = (frame, TableSource(frame, 2 if csv else 1, "lines" if csv else "rows",
+                                                    np.full(len(frame), str(f), dtype=object)))
+    return tables, list(seen.values()), problems
+
+
+@dataclass
+class PartnerRead:
+    """One partner folder as read: its data (complete only without problems), the files read, the problems."""
+
+    data: PartnerData
+    files: list[Path]
+    problems: list[Problem]
+    mapping_problems: list[Problem]
+
+
+def read_partner(folder: Path, *, encoding: str = "utf-8", mapping: PartnerMapping | None = None,
+                 dataset: str | None = None) -> PartnerRead:
+    """Read one partner's folder -- through its mapping when it has one -- and check it; nothing is raised."""
+    meta: dict[str, object] = {"dataset": dataset or str(folder), "source": str(folder), "timezone": "UTC",
+                               "currency": None}
+    data = PartnerData(partner_id=folder.name, meta=meta)
+    if mapping is None:
+        tables, files, problems = _canonical_tables(folder, encoding)
+        mapping_problems: list[Problem] = []
+    else:
+        read = read_mapped(mapping)
+        tables = {name: (t.frame, t.source) for name, t in read.tables.items()}
+        files, problems, mapping_problems = read.files, read.problems, read.mapping_problems
+        meta.update({"timezone": mapping.timezone, "currency": mapping.currency, "mapping": str(mapping.path),
+                     "columns": {name: dict(t.columns) for name, t in read.tables.items()}})
+    for name, (frame, _source) in tables.items():
+        setattr(data, name, frame)
+    if data.customers is not None:
+        known = data.customers["customer_id"]
+        for table in ("transactions", "interactions", "events"):
+            if table not in tables:
+                continue
+            frame, source = tables[table]
+            unknown = ~frame["customer_id"].isin(known)
+            if unknown.any():
+                problems = problems + row_problems(str(files[0]), "customer_id", "customer_id not in this partner's "
+                                                   "customers table", unknown, source, frame["customer_id"])
+    return PartnerRead(data, files, problems, mapping_problems)
+
+
+def _raise(problems: list[Problem], mapping_problems: list[Problem]) -> None:
+    if mapping_problems:
+        raise MappingError(problems)
+    if problems:
+        raise DataValidationError(problems)
+
+
+def load_partner_folder(path: str | Path, *, encoding: str = "utf-8",
+                        mapping: str | Path | None = None) -> dict[str, PartnerData]:
+    """Load and validate a folder of partner data: ``ROOT/<partner>/`` with canonical-named table files
+    (``transactions.csv`` ...) or a ``mapping.toml`` saying how the partner's own files are read.
+
+    A folder holding a mapping or table files directly is one partner named after the folder; ``mapping`` (a
+    file) reads ``path`` as one partner through it. Raises one :class:`DataValidationError` (a
+    :class:`MappingError` when the mapping does not fit) listing every problem in every file; returns nothing
+    partial.
     """
     root = Path(path)
     if not root.is_dir():
         raise DataValidationError(Problem(str(root), "is not a folder of partner data"))
-    dirs = partner_folders(root)
+    dirs = [root] if mapping is not None else partner_folders(root)
     if not dirs:
+        found = [f for f in sorted(root.rglob("*")) if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES]
+        if found:
+            raise DataValidationError(Problem(str(root), nothing_to_validate(found, root)))
         raise DataValidationError(
-            Problem(str(root), f"no partner tables found; expected sub-folders with {', '.join(TABLES)} files")
+            Problem(str(root), f"no partner tables found; expected sub-folders with {', '.join(TABLES)} files "
+                               "or a mapping.toml")
         )
-    problems: list[Problem] = []
+    problems: list[Problem] = unmapped_folders(root) if mapping is None else []
+    mapping_problems: list[Problem] = []
     partners: dict[str, PartnerData] = {}
     for d in dirs:
-        data = PartnerData(partner_id=d.name, meta={"dataset": str(root), "source": str(d)})
-        seen: dict[str, Path] = {}
-        for f in sorted(d.iterdir()):
-            spec = table_for_path(f) if f.is_file() else None
-            if spec is None:
-                continue
-            if spec.name in seen:
-                problems.append(Problem(str(f), f"a second '{spec.name}' table (first: {seen[spec.name].name})"))
-                continue
-            seen[spec.name] = f
-            frame, file_problems = _read_and_check(f, spec, encoding, None)
-            problems.extend(file_problems)
-            if not file_problems:
-                setattr(data, spec.name, frame)
-        if data.customers is not None:
-            known = set(data.customers["customer_id"])
-            for table in ("transactions", "interactions", "events"):
-                frame = getattr(data, table)
-                if frame is None:
-                    continue
-                unknown = ~frame["customer_id"].isin(known)
-                if unknown.any():
-                    is_csv = seen[table].suffix.lower() == ".csv"
-                    first, unit = (2, "lines") if is_csv else (1, "rows")
-                    shown = ", ".join(str(int(i) + first) for i in np.flatnonzero(unknown.to_numpy())[:10])
-                    problems.append(Problem(
-                        str(seen[table]),
-                        f"customer_id not in this partner's customers table in {int(unknown.sum())} row(s) "
-                        f"({unit} {shown})",
-                        column="customer_id",
-                    ))
-        partners[d.name] = data
-    if problems:
-        raise DataValidationError(problems)
+        try:
+            partner_mapping = find_mapping(d, mapping)
+        except MappingError as exc:
+            problems += exc.problems
+            mapping_problems += exc.problems
+            continue
+        read = read_partner(d, encoding=encoding, mapping=partner_mapping, dataset=str(root))
+        problems += read.problems
+        mapping_problems += read.mapping_problems
+        partners[d.name] = read.data
+    _raise(problems, mapping_problems)
     return partners
+
+
+def check_paths(paths: list[Path], *, encoding: str = "utf-8",
+                mapping: str | Path | None = None) -> tuple[list[Path], list[Problem], list[Problem]]:
+    """What ``fedinsight data validate`` checks: every partner folder with a mapping (read through it, with the
+    cross-table checks), every other table file (canonical names). Returns (files, problems, mapping problems)."""
+    if mapping is not None:
+        if len(paths) != 1 or not Path(paths[0]).is_dir():
+            raise ConfigError("--mapping reads one partner's folder: give that folder (and only it)")
+        partner_mapping = load_mapping(mapping)
+        read = read_partner(Path(paths[0]), encoding=encoding, mapping=partner_mapping)
+        return read.files, read.problems, read.mapping_problems
+    files: list[Path] = []
+    problems: list[Problem] = []
+    mapping_problems: list[Problem] = []
+    plain: list[Path] = []  # files and folders of canonical-named files
+    for p in map(Path, paths):
+        folders = partner_folders(p) if p.is_dir() else []
+        mapped = [d for d in folders if has_mapping(d)]
+        problems += unmapped_folders(p) if p.is_dir() else []
+        plain += [d for d in folders if d not in mapped] if mapped else [p]
+        for d in mapped:
+            try:
+                read = read_partner(d, encoding=encoding, mapping=find_mapping(d))
+            except MappingError as exc:
+                problems += exc.problems
+                mapping_problems += exc.problems
+                continue
+            files += read.files
+            problems += read.problems
+            mapping_problems += read.mapping_problems
+    if plain:
+        more_files, more = validate_paths(plain, encoding=encoding)
+        files += more_files
+        problems += more
+    return files, problems, mapping_problems
 
 
 def load_federation(dataset: str | Path, spec: PartitionSpec | None = None, **kwargs: int) -> dict[str, PartnerData]:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import difflib
 import io
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import shlex
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -24,18 +25,35 @@ import pandas as pd
 from fedinsight.core.errors import DataValidationError, Problem
 from fedinsight.data.schema import SUPPORTED_SUFFIXES, TABLES, ColumnSpec, TableSpec
 
-_TRUE = {"true", "t", "yes", "y", "1"}
-_FALSE = {"false", "f", "no", "n", "0"}
+TRUE_WORDS = {"true", "t", "yes", "y", "1"}
+FALSE_WORDS = {"false", "f", "no", "n", "0"}
 MAX_ROWS_SHOWN = 10
+MAX_VALUES_SHOWN = 5
 
 
 @dataclass
-class _Reader:
-    """A raw table as read from disk plus how to turn positions into user-facing row numbers."""
+class TableSource:
+    """A raw table as read from disk plus how to turn positions into user-facing row numbers.
+
+    A table read through a partner's mapping (:mod:`fedinsight.data.mapped`) may come from several files:
+    ``files``/``numbers`` then give each row's source file and line, ``columns`` the source column of each
+    canonical one (problems name what the partner knows), and the parsers read its numbers and timestamps.
+    """
 
     frame: pd.DataFrame
     first_row_number: int  # the number of the first data row (2 for CSV lines, 1 for Parquet rows)
     unit: str  # "lines" or "rows"
+    files: np.ndarray | None = None  # per row: the file it came from (None: the file being validated)
+    numbers: np.ndarray | None = None  # per row: its line (or row) number in that file
+    columns: Mapping[str, str] = field(default_factory=dict)  # canonical -> source column name
+    parse_number: Callable[[pd.Series], pd.Series] | None = None
+    number_hint: str = ""
+    parse_time: Callable[[pd.Series], pd.Series] | None = None
+    time_hint: str = "expected ISO 8601, e.g. 2024-03-31 14:05"
+
+    def column_label(self, column: str) -> str:
+        source = self.columns.get(column)
+        return column if source is None or source == column else f"{source} ({column})"
 
 
 def table_for_path(path: str | Path) -> TableSpec | None:
@@ -47,30 +65,14 @@ def _now_naive_utc() -> pd.Timestamp:
     return pd.Timestamp(datetime.utcnow())  # noqa: DTZ003 - naive UTC is the canonical representation
 
 
-def _read_raw(path: Path, encoding: str) -> tuple[_Reader | None, list[Problem]]:
+def _read_raw(path: Path, encoding: str) -> tuple[TableSource | None, list[Problem]]:
     """Read a CSV (everything as text) or Parquet file without interpreting values yet."""
     name = str(path)
-    if not path.exists():
-        return None, [Problem(name, "file does not exist")]
-    if path.is_dir():
-        return None, [Problem(name, "is a folder, expected a .csv or .parquet file")]
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        return None, [Problem(name, f"unsupported file type '{suffix}', expected one of .csv, .parquet")]
-    raw = path.read_bytes()
-    if not raw.strip():
-        return None, [Problem(name, "file is empty: expected a header row and at least one data row")]
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-
-            frame = pq.read_table(io.BytesIO(raw)).to_pandas()
-        except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
-            return None, [Problem(name, f"not a readable Parquet file ({type(exc).__name__})")]
-        if frame.empty:
-            return None, [Problem(name, "file has no data rows")]
-        frame.columns = [str(c).strip() for c in frame.columns]
-        return _Reader(frame.reset_index(drop=True), 1, "rows"), []
+    raw, problems = read_bytes(path)
+    if raw is None:
+        return None, problems
+    if path.suffix.lower() == ".parquet":
+        return parquet_frame(raw, name)
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -84,10 +86,43 @@ def _read_raw(path: Path, encoding: str) -> tuple[_Reader | None, list[Problem]]
         ]
     except LookupError:
         return None, [Problem(name, f"unknown text encoding '{encoding}'")]
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    return csv_frame(text.removeprefix("\ufeff"), name)
+
+
+def read_bytes(path: Path) -> tuple[bytes | None, list[Problem]]:
+    """A table file's bytes, or why it cannot be a table file (missing, a folder, another type, empty)."""
+    name = str(path)
+    if not path.exists():
+        return None, [Problem(name, "file does not exist")]
+    if path.is_dir():
+        return None, [Problem(name, "is a folder, expected a .csv or .parquet file")]
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        return None, [Problem(name, f"unsupported file type '{suffix}', expected one of .csv, .parquet")]
+    raw = path.read_bytes()
+    if not raw.strip():
+        return None, [Problem(name, "file is empty: expected a header row and at least one data row")]
+    return raw, []
+
+
+def parquet_frame(raw: bytes, name: str) -> tuple[TableSource | None, list[Problem]]:
+    """A Parquet file's table as stored (its own types), rows numbered from 1."""
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, skipinitialspace=True)
+        import pyarrow.parquet as pq
+
+        frame = pq.read_table(io.BytesIO(raw)).to_pandas()
+    except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
+        return None, [Problem(name, f"not a readable Parquet file ({type(exc).__name__})")]
+    if frame.empty:
+        return None, [Problem(name, "file has no data rows")]
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return TableSource(frame.reset_index(drop=True), 1, "rows"), []
+
+
+def csv_frame(text: str, name: str, delimiter: str = ",") -> tuple[TableSource | None, list[Problem]]:
+    """A CSV file's table with every value as text, rows numbered by their line (the header is line 1)."""
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, skipinitialspace=True, sep=delimiter)
     except pd.errors.ParserError as exc:
         return None, [Problem(name, f"is not a well-formed CSV table: {str(exc).strip()}")]
     except pd.errors.EmptyDataError:
@@ -100,25 +135,41 @@ def _read_raw(path: Path, encoding: str) -> tuple[_Reader | None, list[Problem]]
     dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
     if dupes:
         return None, [Problem(name, f"column names appear more than once: {', '.join(dupes)}")]
-    return _Reader(frame, 2, "lines"), []
-
-
-def _rows(mask: np.ndarray | pd.Series, reader: _Reader) -> tuple[int, ...]:
-    positions = np.flatnonzero(np.asarray(mask, dtype=bool))
-    return tuple(int(p) + reader.first_row_number for p in positions[: MAX_ROWS_SHOWN + 1])
+    return TableSource(frame, 2, "lines"), []
 
 
 def _count(mask: np.ndarray | pd.Series) -> int:
     return int(np.asarray(mask, dtype=bool).sum())
 
 
-def _problem(file: str, col: str, msg: str, mask: pd.Series, reader: _Reader) -> Problem:
-    n = _count(mask)
-    rows = _rows(mask, reader)
-    unit = reader.unit
-    shown = ", ".join(str(r) for r in rows[:MAX_ROWS_SHOWN])
-    more = f" and {n - MAX_ROWS_SHOWN} more" if n > MAX_ROWS_SHOWN else ""
-    return Problem(file, f"{msg} in {n} row(s) ({unit} {shown}{more})", column=col)
+def shown_values(values: pd.Series | None, positions: np.ndarray) -> tuple[str, ...]:
+    """Up to MAX_VALUES_SHOWN distinct offending values (missing ones left out), each cut to 40 characters."""
+    if values is None or not len(positions):
+        return ()
+    picked = values.iloc[positions]
+    picked = picked[picked.notna()]
+    text = pd.unique(picked.astype("str").str.strip().to_numpy())
+    return tuple(v if len(v) <= 40 else v[:39] + "…" for v in text if v)[:MAX_VALUES_SHOWN]
+
+
+def row_problems(file: str, col: str, msg: str, mask: np.ndarray | pd.Series, reader: TableSource,
+              values: pd.Series | None = None) -> list[Problem]:
+    """One problem per source file holding offending rows: count, the first row numbers and a few values."""
+    positions = np.flatnonzero(np.asarray(mask, dtype=bool))
+    files = reader.files[positions] if reader.files is not None else np.full(len(positions), file, dtype=object)
+    numbers = (reader.numbers[positions] if reader.numbers is not None
+               else positions + reader.first_row_number)
+    label = reader.column_label(col)
+    out = []
+    for name in pd.unique(files):
+        here = files == name
+        n = int(here.sum())
+        rows = numbers[here][:MAX_ROWS_SHOWN]
+        shown = ", ".join(str(int(r)) for r in rows)
+        more = f" and {n - MAX_ROWS_SHOWN} more" if n > MAX_ROWS_SHOWN else ""
+        out.append(Problem(str(name), f"{msg} in {n} row(s) ({reader.unit} {shown}{more})", column=label,
+                           values=shown_values(values, positions[here])))
+    return out
 
 
 def _as_text(values: pd.Series) -> pd.Series:
@@ -133,7 +184,7 @@ def _as_text(values: pd.Series) -> pd.Series:
 
 
 def _coerce_column(
-    values: pd.Series, spec: ColumnSpec, file: str, reader: _Reader, now: pd.Timestamp
+    values: pd.Series, spec: ColumnSpec, file: str, reader: TableSource, now: pd.Timestamp
 ) -> tuple[pd.Series, list[Problem]]:
     """Convert one column to its canonical type; report every value that does not fit."""
     problems: list[Problem] = []
@@ -142,34 +193,38 @@ def _coerce_column(
         present &= values.astype("str").str.strip().ne("")
     col = spec.name
 
+    def report(message: str, mask: pd.Series) -> None:
+        problems.extend(row_problems(file, col, message, mask, reader, values))
+
     if spec.type in ("string", "category"):
         out = _as_text(values)
         if spec.allowed is not None:
             lowered = out.str.lower()
             bad = present & ~lowered.isin(spec.allowed)
             if bad.any():
-                problems.append(
-                    _problem(file, col, f"expected one of {', '.join(spec.allowed)}", bad, reader)
-                )
+                report(f"expected one of {', '.join(spec.allowed)}", bad)
             out = lowered
     elif spec.type in ("int", "float"):
-        if pd.api.types.is_bool_dtype(values.dtype):
+        if reader.parse_number is not None:
+            numeric = reader.parse_number(values)
+        elif pd.api.types.is_bool_dtype(values.dtype):
             numeric = pd.Series(np.nan, index=values.index)
         else:
             numeric = pd.to_numeric(values, errors="coerce")
         numeric = numeric.astype("float64")
         bad = present & (numeric.isna() | ~np.isfinite(numeric.fillna(0.0)))
         if bad.any():
-            problems.append(_problem(file, col, f"expected a number ({spec.type})", bad, reader))
+            hint = f"; {reader.number_hint}" if reader.number_hint else ""
+            report(f"expected a number ({spec.type}{hint})", bad)
         if spec.type == "int":
             frac = present & ~bad & (numeric % 1 != 0)
             if frac.any():
-                problems.append(_problem(file, col, "expected a whole number", frac, reader))
+                report("expected a whole number", frac)
         if spec.min_value is not None:
             low = present & ~bad & (numeric < spec.min_value)
             if low.any():
                 what = "negative value" if spec.min_value == 0 else f"value below {spec.min_value}"
-                problems.append(_problem(file, col, f"{what} (must be >= {spec.min_value:g})", low, reader))
+                report(f"{what} (must be >= {spec.min_value:g})", low)
         numeric = numeric.where(present & ~bad)
         out = numeric.round().astype("Int64") if spec.type == "int" else numeric
     elif spec.type == "bool":
@@ -177,15 +232,17 @@ def _coerce_column(
             out = values.astype("boolean")
         else:
             text = values.astype("str").str.strip().str.lower()
-            is_true, is_false = text.isin(_TRUE), text.isin(_FALSE)
+            is_true, is_false = text.isin(TRUE_WORDS), text.isin(FALSE_WORDS)
             bad = present & ~(is_true | is_false)
             if bad.any():
-                problems.append(_problem(file, col, "expected true/false (or 1/0, yes/no)", bad, reader))
+                report("expected true/false (or 1/0, yes/no)", bad)
             out = pd.Series(pd.NA, index=values.index, dtype="boolean")
             out[is_true] = True
             out[is_false] = False
     elif spec.type == "timestamp":
-        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        if reader.parse_time is not None:
+            parsed = reader.parse_time(values)
+        elif pd.api.types.is_datetime64_any_dtype(values.dtype):
             parsed = values
             if getattr(parsed.dt, "tz", None) is not None:
                 parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -196,15 +253,10 @@ def _coerce_column(
         parsed = parsed.astype("datetime64[us]")
         bad = present & parsed.isna()
         if bad.any():
-            problems.append(
-                _problem(file, col, "unparsable date/time (expected ISO 8601, e.g. 2024-03-31 14:05)", bad,
-                         reader)
-            )
+            report(f"unparsable date/time ({reader.time_hint})", bad)
         future = present & ~bad & (parsed > now)
         if future.any():
-            problems.append(
-                _problem(file, col, f"timestamp in the future (after {now:%Y-%m-%d %H:%M} UTC)", future, reader)
-            )
+            report(f"timestamp in the future (after {now:%Y-%m-%d %H:%M} UTC)", future)
         out = parsed
     else:  # pragma: no cover - the schema only declares the types above
         raise AssertionError(spec.type)
@@ -212,8 +264,7 @@ def _coerce_column(
     if not spec.nullable:
         missing = ~present
         if missing.any():
-            label = "missing value (empty or NaN)"
-            problems.append(_problem(file, col, label, missing, reader))
+            report("missing value (empty or NaN)", missing)
     return out, problems
 
 
@@ -223,14 +274,14 @@ def validate_frame(
     file: str = "<frame>",
     *,
     now: pd.Timestamp | None = None,
-    _reader: _Reader | None = None,
+    source: TableSource | None = None,
 ) -> tuple[pd.DataFrame, list[Problem]]:
     """Check a raw table against ``spec`` and return (typed table, problems).
 
     Columns not in the schema are kept unchanged (privacy tooling decides what to do with them).
     The typed table is only meaningful when ``problems`` is empty.
     """
-    reader = _reader or _Reader(frame.reset_index(drop=True), 1, "rows")
+    reader = source or TableSource(frame.reset_index(drop=True), 1, "rows")
     frame = reader.frame
     now = now if now is not None else _now_naive_utc()
     problems: list[Problem] = []
@@ -249,21 +300,30 @@ def validate_frame(
             )
         )
     out = frame.copy()
+    failed: set[str] = set()
     for col_spec in spec.columns:
         if col_spec.name not in columns:
             continue
         coerced, col_problems = _coerce_column(frame[col_spec.name], col_spec, file, reader, now)
         out[col_spec.name] = coerced
         problems.extend(col_problems)
+        if col_problems:
+            failed.add(col_spec.name)
     key_present = spec.key and all(k in columns for k in spec.key)
-    if key_present and not any(p.column in spec.key for p in problems):
-        dup = out.duplicated(subset=list(spec.key), keep="first")
-        if dup.any():
-            problems.append(
-                _problem(file, ", ".join(spec.key), f"duplicate key ({' + '.join(spec.key)} must be unique)",
-                         dup, reader)
-            )
+    if key_present and not failed & set(spec.key):
+        problems.extend(duplicate_key_problems(out, spec, file, reader))
     return out, problems
+
+
+def duplicate_key_problems(frame: pd.DataFrame, spec: TableSpec, file: str, reader: TableSource) -> list[Problem]:
+    """Rows whose key repeats an earlier row's (the repeated keys are shown)."""
+    keys = list(spec.key)
+    dup = frame.duplicated(subset=keys, keep="first")
+    if not dup.any():
+        return []
+    shown = frame[keys[0]].astype("str") if len(keys) == 1 else frame[keys].astype("str").agg(" + ".join, axis=1)
+    label = ", ".join(reader.column_label(k) for k in keys)
+    return row_problems(file, label, f"duplicate key ({' + '.join(keys)} must be unique)", dup, reader, shown)
 
 
 def read_table(
@@ -314,7 +374,7 @@ def _read_and_check(
     reader, problems = _read_raw(path, encoding)
     if reader is None:
         return None, problems
-    frame, problems = validate_frame(reader.frame, spec, str(path), now=now, _reader=reader)
+    frame, problems = validate_frame(reader.frame, spec, str(path), now=now, source=reader)
     return frame, problems
 
 
@@ -338,14 +398,26 @@ def iter_table_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path
     return files, skipped
 
 
+def nothing_to_validate(found: Sequence[Path], folder: Path | None = None) -> str:
+    """Why a folder has nothing to validate, and what to do: its own exports need a mapping."""
+    if not found:
+        return "no .csv or .parquet files found"
+    names = ", ".join(f.name for f in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    where = shlex.quote(str(folder)) if folder is not None else "FOLDER"
+    return (f"found {len(found)} data file(s) ({names}) but none is named after a canonical table "
+            f"({', '.join(TABLES)}); say what they hold in a mapping.toml: "
+            f"'fedinsight partner map --suggest {where}' writes a draft to check")
+
+
 def validate_paths(
     paths: Sequence[str | Path], *, encoding: str = "utf-8", now: pd.Timestamp | None = None
 ) -> tuple[list[Path], list[Problem]]:
     """Validate every table file under ``paths``; return (files checked, all problems found)."""
-    files, _skipped = iter_table_files(paths)
+    files, skipped = iter_table_files(paths)
     problems: list[Problem] = []
     if not files:
-        problems.append(Problem(", ".join(map(str, paths)), "no .csv or .parquet files found"))
+        folder = Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir() else None
+        problems.append(Problem(", ".join(map(str, paths)), nothing_to_validate(skipped, folder)))
     for path in files:
         if not path.exists():
             problems.append(Problem(str(path), "file does not exist"))

@@ -47,10 +47,12 @@ def reply(msg: Message, **records: Any) -> Message:
 
 
 def error_reply(msg: Message, exc: BaseException) -> Message:
-    """The reply for a failed handler: a user error's type and message; for anything else, the type only
-    (a library's message might quote a data value) and the traceback in the partner's own log."""
+    """The reply for a failed handler: a user error's type and public message (a validation error's offending
+    values stay on the partner); for anything else, the type only (a library's message might quote a data value)
+    and the traceback in the partner's own log."""
     if isinstance(exc, FedinsightError):
-        return Message(Error(code=USER_ERROR_CODE, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+        return Message(Error(code=USER_ERROR_CODE, reason=f"{type(exc).__name__}: {exc.public_message}"),
+                       reply_to=msg)
     log.error("handler failed on this partner", exc_info=exc)
     return Message(Error(code=BUG_ERROR_CODE, reason=f"{type(exc).__name__} (details are in the partner's log)"),
                    reply_to=msg)

@@ -52,8 +52,9 @@ if TYPE_CHECKING:
 
 PARTNER_RECORD = "partner"
 FACTS_RECORD = "facts"
-PARTNER_ID_PATTERN = r"[\w .:-]{1,128}"
-"""A partner's name: letters (any script), digits, space, ".", ":", "-", "_" (folder names, node ids)."""
+PARTNER_ID_PATTERN = r"[\w .:()\[\]+&,#-]{1,128}"
+"""A partner's name: letters (any script), digits, space, "_", "-", ".", ":", brackets, "+", "&", "," and "#" (folder
+names such as ``华东零售 (GB18030)``, node ids)."""
 RESULT_KEY = "result"
 """The ServerApp's context.state record holding the job's summary (``{"json": ...}``): the only one."""
 

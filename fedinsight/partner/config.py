@@ -7,6 +7,7 @@ Example ``partner.toml``::
     id = "retail"
     data-path = "/srv/fedinsight/data"
     state-dir = "/srv/fedinsight/state"
+    mapping = "/srv/fedinsight/data/mapping.toml"   # optional: how its own exports are read
     epsilon = 10.0                    # this partner's own lifetime cap
     [superlink]
     address = "coordinator.example.com:9092"
@@ -31,6 +32,7 @@ class PartnerSection(_Model):
     data_path: Path
     state_dir: Path = Path("state")
     protection_policy: Path | None = None  # default: <data-path>/protection.toml (names the tokenization keys)
+    mapping: Path | None = None  # how its own exports are read; default: <data-path>/mapping.toml if present
     # the partner's own lifetime cap, enforced on its machine whatever a coordinator sends (``local-epsilon`` /
     # ``local-delta``: the spellings of earlier versions, still read)
     epsilon: float = Field(10.0, gt=0, validation_alias=AliasChoices("epsilon", "local-epsilon"))
@@ -98,3 +100,6 @@ def check_partner_files(config: PartnerConfig) -> None:
     policy = config.partner.protection_policy
     if policy is not None and not policy.is_file():
         raise ConfigError(f"[partner] protection-policy {policy} does not exist")
+    mapping = config.partner.mapping
+    if mapping is not None and not mapping.is_file():
+        raise ConfigError(f"[partner] mapping {mapping} does not exist")

@@ -39,7 +39,8 @@ AUTH_REFUSED_HINT = ("the coordinator refused this partner: its public key is pr
 def validate_partner_data(config: PartnerConfig) -> dict[str, int]:
     """Run the partner's data view on its folder (schema, PII scan against the protection policy, tokenization
     keys, consent, erasures); rows per table, or the typed error listing what to fix."""
-    view = PartnerView(config.partner.data_path, "analytics", policy_file=config.partner.protection_policy)
+    view = PartnerView(config.partner.data_path, "analytics", policy_file=config.partner.protection_policy,
+                       mapping_file=config.partner.mapping)
     return {name: len(frame) for name, frame in view.tables().tables().items()}  # type: ignore[arg-type]
 
 
@@ -62,6 +63,8 @@ def node_config(config: PartnerConfig) -> str:
     }
     if config.partner.protection_policy is not None:  # names the tokenization/encryption key files
         items["protection-policy"] = _quote(str(config.partner.protection_policy))
+    if config.partner.mapping is not None:  # how the partner's own exports are read
+        items["mapping"] = _quote(str(config.partner.mapping))
     return " ".join(f"{k}={v}" for k, v in items.items())
 
 

@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 
 from fedinsight.core.errors import DataValidationError, KeyFileError, PiiDetectedError, Problem, ProtectionPolicyError
 from fedinsight.data.federation import load_partner_folder
+from fedinsight.data.mapping import has_mapping
 from fedinsight.data.schema import SCHEMA_COLUMNS, TABLES, PartnerData
 from fedinsight.data.validate import table_for_path
 from fedinsight.privacy.consent import (
@@ -163,7 +164,7 @@ def load_policy(path: str | Path) -> ProtectionPolicy:
             f"protection policy {path} does not exist; write one with 'fedinsight partner init --data FOLDER'"
         )
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise _bad(path, f"is not valid TOML ({exc})") from exc
     for section, value in doc.items():
@@ -228,8 +229,10 @@ def find_policy(data_folder: str | Path, explicit: str | Path | None = None) -> 
 
 
 def starter_policy(findings: list[PiiFinding], *, keys_dir: str = f"{STATE_DIR}/keys",
-                   state_dir: str = STATE_DIR, collaboration: bool = False) -> str:
-    """TOML text for a new policy: every detected identifier column is declared ``drop``."""
+                   state_dir: str = STATE_DIR, collaboration: bool = False,
+                   sources: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """TOML text for a new policy: every detected identifier column is declared ``drop``. ``sources`` (a mapped
+    partner's ``meta["columns"]``: table -> canonical -> source column) names the partner's own column in a comment."""
     lines = [
         "# fedinsight partner protection policy (docs/privacy.md). Every column that looks like personal",
         "# data must be declared here: drop | tokenize | keep. customer_id is always tokenized.",
@@ -255,21 +258,30 @@ def starter_policy(findings: list[PiiFinding], *, keys_dir: str = f"{STATE_DIR}/
     for f in sorted(findings, key=lambda f: f.where):
         if f.column == CUSTOMER_KEY:
             continue
-        lines.append(f'"{f.where}" = "drop"   # {f.describe()}')
+        lines.append(f'"{f.where}" = "drop"   # {_source_note(f, sources)}{f.describe()}')
     return "\n".join(lines) + "\n"
 
 
+def _source_note(finding: PiiFinding, sources: Mapping[str, Mapping[str, str]] | None) -> str:
+    source = (sources or {}).get(finding.table, {}).get(finding.column)
+    return f"source column {source}: " if source else ""
+
+
 def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | None = None,
-                 overwrite: bool = False) -> tuple[Path, list[PiiFinding]]:
-    """Write ``<data_folder>/protection.toml`` (detected identifiers -> drop) and create its keys."""
+                 overwrite: bool = False, mapping: str | Path | None = None) -> tuple[Path, list[PiiFinding]]:
+    """Write ``<data_folder>/protection.toml`` (detected identifiers -> drop) and create its keys. The data is read
+    through the partner's mapping (``mapping``, else ``<data_folder>/mapping.toml`` if present): columns it does
+    not map keep the partner's own names (``"transactions.邮箱" = "drop"``)."""
     folder = Path(data_folder)
     path = folder / POLICY_FILE
     if path.exists() and not overwrite:
         raise ProtectionPolicyError(f"{path} already exists (edit it, or pass --overwrite to replace it)")
-    partners = load_partner_folder(folder)
+    partners = load_partner_folder(folder, mapping=mapping)
     if len(partners) != 1:
         raise ProtectionPolicyError(f"{folder} holds {len(partners)} partners; run init in each partner's folder")
-    findings = scan_tables(next(iter(partners.values())).tables(), schema=SCHEMA_COLUMNS)  # type: ignore[arg-type]
+    data = next(iter(partners.values()))
+    findings = scan_tables(data.tables(), schema=SCHEMA_COLUMNS)  # type: ignore[arg-type]
+    sources = data.meta.get("columns")
     keys = folder / STATE_DIR / "keys"
     for kind in ("tokenization", "encryption"):
         if not (keys / f"{kind}.key").exists():
@@ -280,7 +292,8 @@ def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | Non
         if not target.exists():
             target.write_bytes(Path(ring.source).read_bytes())
             target.chmod(0o600)
-    path.write_text(starter_policy(findings, collaboration=collaboration_key is not None))
+    path.write_text(starter_policy(findings, collaboration=collaboration_key is not None,
+                                   sources=sources if isinstance(sources, dict) else None), encoding="utf-8")
     return path, findings
 
 
@@ -293,7 +306,7 @@ def init_federation(root: str | Path) -> list[Path]:
     """
     written = []
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        holds_tables = any(table_for_path(f) is not None for f in folder.iterdir() if f.is_file())
+        holds_tables = has_mapping(folder) or any(table_for_path(f) for f in folder.iterdir() if f.is_file())
         if holds_tables and not (folder / POLICY_FILE).exists():  # e.g. a generator's ground_truth/ is not a partner
             written.append(init_partner(folder)[0])
     return written
@@ -312,17 +325,20 @@ class ColumnDecision:
     finding: PiiFinding | None = None
 
 
-def _pii_message(undeclared: list[PiiFinding], policy: ProtectionPolicy) -> str:
+def _pii_message(undeclared: list[PiiFinding], policy: ProtectionPolicy,
+                 sources: Mapping[str, Mapping[str, str]] | None = None) -> str:
     where = policy.source or "a protection.toml in the partner's data folder ('fedinsight partner init')"
-    details = "; ".join(f.describe() for f in undeclared)
+    details = "; ".join(_source_note(f, sources) + f.describe() for f in undeclared)
     example = undeclared[0].where
     return (f"{len(undeclared)} undeclared column(s) look like personal data: {details}. Declare each in [columns] "
             f'of {where} as "drop", "tokenize" or "keep", e.g. "{example}" = "drop"')
 
 
-def plan_columns(tables: Mapping[str, pd.DataFrame], policy: ProtectionPolicy) -> tuple[list[ColumnDecision],
-                                                                                        list[PiiFinding]]:
-    """Decide every column's action; undeclared personal data raises PiiDetectedError (all at once)."""
+def plan_columns(tables: Mapping[str, pd.DataFrame], policy: ProtectionPolicy,
+                 sources: Mapping[str, Mapping[str, str]] | None = None) -> tuple[list[ColumnDecision],
+                                                                            list[PiiFinding]]:
+    """Decide every column's action; undeclared personal data raises PiiDetectedError (all at once). ``sources``
+    (a mapped partner's ``meta["columns"]``) names the partner's own column of a mapped one in the message."""
     findings = scan_tables(dict(tables), schema=SCHEMA_COLUMNS)
     by_column = {(f.table, f.column): f for f in findings}
     consent_columns = {policy.consent_column, *policy.consent_purposes.values(),
@@ -347,7 +363,7 @@ def plan_columns(tables: Mapping[str, pd.DataFrame], policy: ProtectionPolicy) -
             else:
                 decisions.append(ColumnDecision(table, column, policy.undeclared, "undeclared"))
     if undeclared:
-        raise PiiDetectedError(_pii_message(undeclared, policy))
+        raise PiiDetectedError(_pii_message(undeclared, policy, sources))
     return decisions, findings
 
 
@@ -440,7 +456,8 @@ def customer_ids(raw: PartnerData) -> pd.Series:
 def protect(raw: PartnerData, policy: ProtectionPolicy) -> ProtectedPartner:
     """Scan, apply the column policy and tokenize. ``raw`` is not modified; drop it afterwards."""
     tables = {name: frame for name, frame in raw.tables().items()}
-    decisions, findings = plan_columns(tables, policy)  # type: ignore[arg-type]
+    sources = raw.meta.get("columns")
+    decisions, findings = plan_columns(tables, policy, sources if isinstance(sources, dict) else None)  # type: ignore[arg-type]
     tokenizer = Tokenizer(policy.tokenization_ring(), policy.collaboration_ring(), memo=True)
     out = PartnerData(partner_id=raw.partner_id, meta=dict(raw.meta))
     actions = {(d.table, d.column): d.action for d in decisions}
@@ -465,10 +482,12 @@ def protect(raw: PartnerData, policy: ProtectionPolicy) -> ProtectedPartner:
     return ProtectedPartner(out, policy, tokenizer.key_id, active, retired, decisions, findings)
 
 
-def load_protected(folder: str | Path, policy: ProtectionPolicy | None = None) -> ProtectedPartner:
-    """Read, validate and protect one partner's folder (nothing raw outlives this call)."""
+def load_protected(folder: str | Path, policy: ProtectionPolicy | None = None, *,
+                   mapping: str | Path | None = None) -> ProtectedPartner:
+    """Read (through the partner's mapping, if it has one), validate and protect one partner's folder (nothing raw
+    outlives this call)."""
     policy = policy or find_policy(folder)
-    partners = load_partner_folder(folder)
+    partners = load_partner_folder(folder, mapping=mapping)
     if len(partners) != 1:
         raise ProtectionPolicyError(f"{folder} holds {len(partners)} partners' data; point at one partner's folder")
     return protect(next(iter(partners.values())), policy)

@@ -12,6 +12,8 @@ key                     meaning
 ``data-path``           the folder of its data files (a deployed partner)
 ``state-dir``           its own state: ledger, keys, erasure register (default: ``<data>/.fedinsight``)
 ``protection-policy``   its ``protection.toml`` (default: ``<data-path>/protection.toml``)
+``mapping``             its ``mapping.toml``: how its own exports are read (default: ``<data-path>/mapping.toml``
+                        if present, else canonical file names)
 ``ledger-url``          its own privacy ledger (default: SQLite in ``state-dir``)
 ``epsilon``/``delta``   its lifetime cap over every release of every job (none: no cap of its own)
 ``require-dp``          refuse non-private jobs (deployed partners: true unless set to false)
@@ -33,7 +35,7 @@ ALIASES: dict[str, str] = {
 }
 """Spellings of earlier versions (partners started before the rename keep working)."""
 
-KEYS = ("partner-id", "data-path", "state-dir", "protection-policy", "ledger-url", "epsilon", "delta",
+KEYS = ("partner-id", "data-path", "state-dir", "protection-policy", "mapping", "ledger-url", "epsilon", "delta",
         "require-dp", "min-eval-customers", "partition-id", "num-partitions")
 
 

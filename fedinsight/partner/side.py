@@ -55,7 +55,8 @@ class PartnerSide:
             path = simulated_folder(str(config["data-root"]), int(self.settings["partition-id"]))
         else:
             raise ConfigError("partner has no data: start it with --node-config data-path=FOLDER")
-        self.view = PartnerView(path, purpose, policy_file=self.settings.get("protection-policy"))
+        self.view = PartnerView(path, purpose, policy_file=self.settings.get("protection-policy"),
+                                mapping_file=self.settings.get("mapping"))
         self.partner_id = str(self.settings.get("partner-id") or path.name)
 
     # the Partner protocol
@@ -97,8 +98,12 @@ class PartnerSide:
         return _gate(self.partner_id, url, cap, delta, require_dp(self.settings, self.deployed))
 
 
-def open_partner(folder: str | Path, purpose: str, *, policy_file: str | Path | None = None) -> PartnerSide:
-    """A partner's own folder, read on its own machine by a CLI command (scoring, serving, exports)."""
+def open_partner(folder: str | Path, purpose: str, *, policy_file: str | Path | None = None,
+                 mapping_file: str | Path | None = None) -> PartnerSide:
+    """A partner's own folder, read on its own machine by a CLI command (scoring, serving, exports); its
+    ``mapping.toml`` applies, or ``mapping_file`` when given."""
     node = {"protection-policy": str(policy_file)} if policy_file is not None else {}
+    if mapping_file is not None:
+        node["mapping"] = str(mapping_file)
     context = Context(run_id=0, node_id=0, node_config=node, state=RecordDict(), run_config={})
     return PartnerSide(purpose, context, {}, folder=folder)

@@ -2,7 +2,9 @@
 
 :class:`PartnerView` applies, in this order and on every read:
 
-1. **validation** of the partner's files against the canonical schema (every problem at once);
+1. the partner's **mapping** (``mapping.toml`` beside its files, or ``--node-config mapping=FILE``): its own
+   exports read as the canonical tables, time zone and currency recorded in ``meta``; then **validation**
+   against the canonical schema (every problem at once);
 2. the **protection policy** (``protection.toml``): undeclared personal data stops the load, declared
    identifier columns are dropped or tokenized, customer ids are always tokenized (HMAC under the
    partner's key); raw frames are dropped right after;
@@ -15,9 +17,10 @@ Steps 1-2 are cached per process (tokens only: a Ray actor or SuperNode serves m
 SuperNode. No task opens partner files itself: training, evaluation, local aggregates, scoring, serving
 and exports all read through here.
 
-Where a partner's data is: a deployed partner names its folder (``--node-config data-path=...``); a
-simulated partner with ``partition-id`` k reads the k-th partner folder (in name order) under the job's
-``data-root``, whatever the folders are called, in place -- nothing is copied.
+Where a partner's data is: a deployed partner names its folder (``--node-config data-path=...``, and its
+mapping with ``mapping=...`` when it is not ``<data-path>/mapping.toml``); a simulated partner with
+``partition-id`` k reads the k-th partner folder (in name order) under the job's ``data-root``, whatever the
+folders and files are called, in place, through the folder's own ``mapping.toml`` -- nothing is copied.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.data.federation import load_partner_folder, partner_folders
+from fedinsight.data.mapping import PartnerMapping, find_mapping
 from fedinsight.data.schema import PartnerData
 from fedinsight.partner.protection import (
     PartnerVault,
@@ -41,18 +45,19 @@ from fedinsight.partner.protection import (
 from fedinsight.privacy.consent import PURPOSES, erasure_register
 from fedinsight.privacy.tokenize import Tokenizer
 
-_CACHE: OrderedDict[tuple[str, str, str], ProtectedPartner] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, str, str, str], ProtectedPartner] = OrderedDict()
 # A deployed SuperNode serves one partner; a simulation's Ray actor serves every partner in turn, round after
 # round. The bound must exceed the partners of any simulation, or a round-robin over k > size partners misses
 # on every read (each round would re-read and re-tokenize every folder: 7x slower at 10 partners with 8).
 _CACHE_SIZE = 256
 
 
-def _protected(folder: Path, policy: ProtectionPolicy) -> ProtectedPartner:
-    """Cached per process; a changed policy or key ring reloads."""
-    key = (str(folder.resolve()), policy.fingerprint, policy.tokenization_ring().fingerprint)
+def _protected(folder: Path, policy: ProtectionPolicy, mapping: PartnerMapping | None) -> ProtectedPartner:
+    """Cached per process; a changed policy, key ring or mapping (or the files it matches) reloads."""
+    key = (str(folder.resolve()), policy.fingerprint, policy.tokenization_ring().fingerprint,
+           mapping.fingerprint if mapping is not None else "")
     if key not in _CACHE:
-        _CACHE[key] = load_protected(folder, policy)
+        _CACHE[key] = load_protected(folder, policy, mapping=mapping.path if mapping is not None else None)
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)
@@ -62,7 +67,8 @@ def _protected(folder: Path, policy: ProtectionPolicy) -> ProtectedPartner:
 class PartnerView:
     """One partner's customer data for one purpose (see the module docstring)."""
 
-    def __init__(self, folder: str | Path, purpose: str, *, policy_file: str | Path | None = None) -> None:
+    def __init__(self, folder: str | Path, purpose: str, *, policy_file: str | Path | None = None,
+                 mapping_file: str | Path | None = None) -> None:
         if purpose not in PURPOSES:
             raise ConfigError(f"unknown purpose '{purpose}', expected one of {', '.join(PURPOSES)}")
         self.folder = Path(folder)
@@ -70,16 +76,18 @@ class PartnerView:
             raise ConfigError(f"partner data folder {self.folder} does not exist")
         self.purpose = purpose
         self.policy = find_policy(self.folder, policy_file)
+        self.mapping = find_mapping(self.folder, mapping_file)
 
     def tables(self) -> PartnerData:
-        """The partner's tables: validated, protected, consent for the purpose, erased customers removed."""
-        protected = _protected(self.folder, self.policy)
+        """The partner's tables: mapped, validated, protected, consent for the purpose, erased customers removed."""
+        protected = _protected(self.folder, self.policy, self.mapping)
         return protected.for_purpose(self.purpose, erasure_register(self.policy.register_url))
 
     def identities(self, tokens: pd.Series) -> pd.Series:
         """The partner's own customer ids for tokens of its customers: only ever on the partner, for its own
         exports (scores, target lists). Unknown tokens become missing values."""
-        raw = next(iter(load_partner_folder(self.folder).values()))
+        mapping = self.mapping.path if self.mapping is not None else None
+        raw = next(iter(load_partner_folder(self.folder, mapping=mapping).values()))
         ids = customer_ids(raw).astype("string")
         mapping = dict(zip(Tokenizer(self.policy.tokenization_ring()).tokenize(ids), ids, strict=True))
         return pd.Series(tokens).astype("string").map(mapping)

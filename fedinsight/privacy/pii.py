@@ -195,8 +195,23 @@ def _tokens(column: str) -> list[str]:
     return [t for t in re.split(r"[^a-z0-9]+", snake.lower()) if t]
 
 
+_CJK_NAME_HINTS: dict[str, tuple[str, ...]] = {
+    # Chinese headers have no Latin tokens: 会员手机号, 邮箱, 收货地址, 姓名 (partners' own exports, docs/data.md)
+    "email": ("邮箱", "电子邮件", "邮件地址"),
+    "ip": ("ip地址",),
+    "national_id": ("身份证", "证件号", "护照号"),
+    "phone": ("手机", "电话", "联系方式", "座机"),
+    "address": ("地址", "住址"),
+    "name": ("姓名", "名字", "收货人", "联系人", "收件人"),
+}
+
+
 def kind_from_column_name(column: str) -> str | None:
-    """The kind of identifier a column's *name* suggests, if any (``mobileNo`` -> phone)."""
+    """The kind of identifier a column's *name* suggests, if any (``mobileNo`` -> phone, ``会员手机号`` -> phone)."""
+    lowered = str(column).lower()
+    for kind, hints in _CJK_NAME_HINTS.items():
+        if any(h in lowered for h in hints):
+            return kind
     tokens = _tokens(column)
     compact = "".join(tokens)
     for kind, (whole, parts) in _NAME_TOKENS.items():

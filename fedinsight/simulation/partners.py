@@ -3,26 +3,30 @@
 A built-in dataset (CDNOW, MovieLens-100K, synthetic) is split into partners and written once under the
 run folder (``OUT/partners``), each with a protection policy declaring the identifier columns fedinsight
 itself generated. A folder of a user's own partner folders is used **in place**: each simulated partner
-reads its own folder through its own data view, and nothing of it is copied anywhere.
+reads its own folder through its own data view (and its ``mapping.toml``, when its files are its own
+exports), and nothing of it is copied anywhere.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedinsight.core.errors import ConfigError
+from fedinsight.core.errors import ConfigError, DataValidationError
 from fedinsight.core.files import atomic_output_dir
 from fedinsight.data.federation import (
     BUILTIN_DATASETS,
     PartitionSpec,
     load_federation,
     partner_folders,
+    unmapped_folders,
     write_partner_folder,
 )
 from fedinsight.data.schema import PartnerData
+from fedinsight.federation.task import PARTNER_ID_PATTERN
 from fedinsight.partner.protection import init_federation
 from fedinsight.partner.view import PartnerView
 
@@ -67,7 +71,14 @@ class Partners:
             raise ConfigError(f"--dataset {path} is neither a built-in ({', '.join(BUILTIN_DATASETS)}) nor a folder")
         if not partner_folders(root):
             raise ConfigError(f"{root} holds no partner data: expected one sub-folder per partner with its table files "
-                              "(transactions, customers, events, interactions, items as .csv or .parquet)")
+                              "(transactions, customers, events, interactions, items as .csv or .parquet) or with a "
+                              "mapping.toml saying how its own exports are read ('fedinsight partner map --suggest')")
+        if problems := unmapped_folders(root):
+            raise DataValidationError(problems)
+        for folder in partner_folders(root):  # a simulated partner is named after its folder
+            if not re.fullmatch(PARTNER_ID_PATTERN, folder.name):
+                raise ConfigError(f"partner folder '{folder.name}' cannot name a partner: use letters, digits, spaces "
+                                  "and _ - . : ( ) [ ] + & , # (at most 128), e.g. rename it")
         truth = root / "ground_truth.json"  # written by `fedinsight data synth`: public facts about the generator
         facts = json.loads(truth.read_text()) if truth.is_file() else {}
         return cls(root, str(root), False, facts)

@@ -1,0 +1,45 @@
+"""`fedinsight simulate propensity` on two partners' own exports, read in place through their mapping.toml."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from support.exports import write_raw_federation
+
+from fedinsight.cli import main
+
+
+@pytest.mark.slow
+def test_simulate_propensity_on_mapped_exports_in_place(tmp_path, capsys):
+    root = tmp_path / "exports"
+    exports = write_raw_federation(root, customers=400)
+    for name in exports:
+        assert main(["partner", "init", "--data", str(root / name)]) == 0
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and ".fedinsight" not in p.parts}
+    capsys.readouterr()
+    out = tmp_path / "run"
+    code = main(["simulate", "propensity", "--dataset", str(root), "--out", str(out), "--rounds", "2",
+                 "--start", "2024-01-01", "--cutoff", "2025-07-01", "--end", "2026-01-01", "--cpus", "1", "--json"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["partner_folders"] == sorted(exports) and summary["partners"] == 2
+    assert summary["metrics"]["federated"]["n"] > 0 and summary["messages"]["violations"] == []
+    assert set(summary["privacy"]["epsilon_spent"]) == set(exports)
+    # the partners' files were read in place: nothing rewritten, nothing copied into the run folder
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert not (out / "partners").exists()
+    raw_ids = {i for e in exports.values() for i in e.expected["customers"]["customer_id"]}
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".html"):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            assert not any(i in text for i in raw_ids), path  # no phone number or e-mail id reaches the results
+    # the partner scores its own customers, in its own ids (会员手机号), opted-out ones left out
+    cn = exports["华东零售 (GB18030)"]
+    scores_path = tmp_path / "scores.csv"
+    assert main(["score", "propensity", "--model", str(out / "model.pt"), "--data", str(cn.folder),
+                 "--out", str(scores_path), "--json"]) == 0
+    scores = pd.read_csv(scores_path, dtype={"customer_id": str})
+    assert set(scores["customer_id"]) <= set(cn.expected["customers"]["customer_id"]) - set(cn.opted_out)
+    assert len(scores) > 0
