@@ -19,8 +19,6 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,21 +73,6 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-@contextmanager
-def quiet_flower(quiet: bool) -> Iterator[None]:
-    """Flower logs every round at INFO: keep the terminal readable unless asked for (``--verbose``)."""
-    loggers = [logging.getLogger(n) for n in ("flwr", "flwr.common.logger")]
-    saved = [lg.level for lg in loggers]
-    if quiet:
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, saved, strict=True):
-            lg.setLevel(level)
-
-
 def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | None = None, *,
              command: str | None = None, verbose: bool = False) -> Run:
     """Run ``task_name`` on the simulated federation ``sim`` with the task's ``options``; see the module docstring."""
@@ -127,9 +110,8 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     baselines = task.simulation_baselines(task_options, simulated)
     run_config = merge_run_config(job, task_options)
     sim_started = time.perf_counter()
-    with quiet_flower(not verbose):
-        context = run_simulation(run_config, job.partners, server_app=server_app, client_app=client_app,
-                                 cpus=sim.cpus, verbose=verbose)
+    context = run_simulation(run_config, job.partners, server_app=server_app, client_app=client_app, cpus=sim.cpus,
+                             verbose=verbose)
     wall = time.perf_counter() - sim_started
     summary = task.simulation_summary(result_of(context), baselines)
     timing = dict(summary.get("timing") or {})
