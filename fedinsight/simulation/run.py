@@ -32,7 +32,7 @@ from fedinsight.federation.options import merge_run_config
 from fedinsight.federation.simulation import run_simulation
 from fedinsight.federation.task import Simulated, json_finite, result_of
 from fedinsight.simulation.options import SimulationOptions
-from fedinsight.simulation.partners import Partners, resolve
+from fedinsight.simulation.partners import folder_federation, resolve
 
 LEDGER = "ledger.db"
 PARTNER_LEDGERS = "partner-ledgers.db"
@@ -89,7 +89,7 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     task.simulation_dataset(sim.dataset)
     partners = sim.partners
     if sim.dataset not in BUILTIN_DATASETS:  # a folder is read in place: check it before anything is written
-        partners = len(Partners.from_folder(sim.dataset).folders)
+        partners = len(folder_federation(sim.dataset, sim.partners).folders)
     task.check(task_options, JobSettings(task=task.name, partners=partners or task.default_partners))
     prepare_out_dir(out, sim.overwrite)
     started = time.perf_counter()
