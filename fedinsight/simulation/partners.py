@@ -47,6 +47,13 @@ class Partners:
     def names(self) -> list[str]:
         return [f.name for f in self.folders]
 
+    def folder(self, name: str) -> Path:
+        """The folder of the partner called ``name`` (its folder's name)."""
+        for folder in self.folders:
+            if folder.name == name:
+                return folder
+        raise ConfigError(f"no partner '{name}' in {self.root} (its partners: {', '.join(self.names) or 'none'})")
+
     def views(self, purpose: str) -> dict[str, PartnerData]:
         """Every partner's tables as its data view gives them for ``purpose``."""
         return {f.name: PartnerView(f, purpose).tables() for f in self.folders}
