@@ -4,6 +4,9 @@
 of them computes anything, the job's planned DP releases (its manifest's events) are priced on every
 partner's ledger entry and charged in one transaction -- or the job is refused, naming every partner
 that cannot afford it, and nothing is recorded (not even the budget row of a new simulated partner).
+When the job ends, :func:`withdraw_unspent` takes the charge back from partners that released nothing
+private under it (they refused, failed, or were never asked; :mod:`fedinsight.federation.exposure`), with
+the budget row the job created for them: a refused or failed job leaves no phantom spending or partner.
 
 **Partner** (:class:`BudgetGate`): every DP release a task's handlers make passes through the partner's
 own gate, which holds whatever the coordinator sends:

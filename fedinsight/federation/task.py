@@ -16,8 +16,10 @@ A *task* is one kind of analysis (propensity, insights, recommend ...). It lives
 
 :func:`start` owns what is the same for every task, in this order: read the settings, wait for the
 partners, the shared ``hello`` (partner ids and the task's public facts, checked against the manifest),
-plan, charge every partner's ledger (or refuse: nothing has been computed), run, and write the one
-:class:`TaskResult` shape to ``summary.json``. Tasks fill in steps; none of them re-implements the order.
+plan, charge every partner's ledger (or refuse: nothing has been computed), run -- watching every reply, so
+that partners that released nothing private under the job get their charge back when it ends
+(:mod:`fedinsight.federation.exposure`) -- and write the one :class:`TaskResult` shape to ``summary.json``.
+Tasks fill in steps; none of them re-implements the order.
 """
 
 from __future__ import annotations
