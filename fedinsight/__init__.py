@@ -3,7 +3,7 @@
 Partners keep their customer rows; they train models (Flower + Opacus DP-SGD) and compute noisy
 aggregates (OpenDP) locally, and a coordinator only ever sees model updates and de-identified insights.
 
-From Python (the same tasks and option names as ``fedinsight simulate <task>``)::
+From Python (the same tasks and option names as ``fedinsight simulate <task>``; docs/python.md)::
 
     import fedinsight as fi
 
@@ -11,7 +11,12 @@ From Python (the same tasks and option names as ``fedinsight simulate <task>``):
     run = fed.simulate("propensity", epsilon=1.0, rounds=20, start="2024-01-01", cutoff="2025-07-01",
                        end="2026-01-01")
     run.metrics["federated"]["auc"], run.report_path
+    scores = run.model.score("shop-us")                     # on that partner's side: its own customer ids
+    table = fed.simulate("insights", as_of="2026-01-01").insights   # released numbers with 95 % intervals
     fi.task_names()                                         # the registered tasks
+    fi.Run.open("runs/propensity")                          # a finished run folder, read back
+
+``import fedinsight`` stays light: the names below load their modules (torch, Flower) on first use.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-__all__ = ["Federation", "FedinsightError", "__version__", "simulate", "task_names"]
+__all__ = ["ConfigError", "Federation", "FedinsightError", "Run", "__version__", "simulate", "task_names"]
 
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy: `import fedinsight` must stay light (no torch, no Flower)
@@ -43,10 +48,14 @@ def __getattr__(name: str):  # noqa: ANN202 - lazy: `import fedinsight` must sta
         from fedinsight.simulation.run import simulate
 
         return simulate
-    if name == "FedinsightError":
-        from fedinsight.core.errors import FedinsightError
+    if name == "Run":
+        from fedinsight.simulation.run import Run
 
-        return FedinsightError
+        return Run
+    if name in ("FedinsightError", "ConfigError"):
+        from fedinsight.core import errors
+
+        return getattr(errors, name)
     if name == "task_names":
         def task_names() -> list[str]:
             """The names of the registered tasks."""

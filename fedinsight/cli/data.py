@@ -163,7 +163,7 @@ def data_scan(
     from fedinsight.data.federation import load_partner_folder
     from fedinsight.data.schema import SCHEMA_COLUMNS
     from fedinsight.partner.protection import CUSTOMER_KEY, find_policy
-    from fedinsight.privacy.pii import KINDS, scan_tables
+    from fedinsight.privacy.pii import scan_tables
 
     rows = []
     with progress_bar() as progress:
@@ -173,7 +173,7 @@ def data_scan(
             policy = find_policy(Path(str(data.meta["source"])))
             for f in scan_tables(data.tables(), schema=SCHEMA_COLUMNS):  # type: ignore[arg-type]
                 declared = "tokenize" if f.column == CUSTOMER_KEY else policy.declared(f.table, f.column)
-                rows.append({"partner": pid, "column": f.where, "kind": f.kind, "example": KINDS[f.kind].example,
+                rows.append({"partner": pid, "column": f.where, "kind": f.kind, "example": f.example,
                              "by": f.by, "share": f.share, "action": declared or "UNDECLARED",
                              "policy": str(policy.source or "built-in default")})
             progress.advance(task)

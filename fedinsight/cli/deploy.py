@@ -15,6 +15,7 @@ from fedinsight.cli.common import (
     show,
 )
 from fedinsight.core.errors import FedinsightError
+from fedinsight.core.logs import plain, worth_showing
 
 certs_app = typer.Typer(help="Create the CA, the coordinator's TLS certificate and partner key pairs.",
                         no_args_is_help=True)
@@ -75,7 +76,10 @@ def certs_partner_key(
 
 
 @coordinator_app.command("start")
-def coordinator_start(config: Path = _COORD_CONFIG) -> None:
+def coordinator_start(config: Path = _COORD_CONFIG,
+                      verbose: bool = typer.Option(False, "--verbose",
+                                                   help="Quote Flower's DEBUG/INFO lines too if a child dies."),
+                      ) -> None:
     """Start the SuperLink (TLS, SuperNode authentication, no runtime installs) and the insights API.
 
     Runs in the foreground until SIGTERM or Ctrl-C, then stops every child process. Writes a PID file in
@@ -85,7 +89,7 @@ def coordinator_start(config: Path = _COORD_CONFIG) -> None:
     """
     from fedinsight.coordinator.process import run_coordinator
 
-    code = run_coordinator(config, say=lambda m: err.print(m, highlight=False, markup=False))
+    code = run_coordinator(config, say=lambda m: err.print(m, highlight=False, markup=False), verbose=verbose)
     if code:
         raise typer.Exit(code)
 
@@ -125,8 +129,10 @@ def job_run(
     follow: bool = typer.Option(True, "--follow/--no-follow", help="Stream progress until the job finishes."),
     timeout: float = typer.Option(3600.0, help="Seconds to follow before giving up (the job keeps running)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", help="Stream Flower's DEBUG/INFO log lines of the run too."),
 ) -> None:
-    """Submit a job (``flwr run``) to the running coordinator and stream its progress.
+    """Submit a job (``flwr run``) to the running coordinator and stream its progress (its warnings and errors;
+    every log line with ``--verbose``).
 
     Example: fedinsight job run secure_training --federation marketing --config coordinator.toml -o rounds=3
     """
@@ -154,8 +160,8 @@ def job_run(
             def on_line(line: str) -> None:
                 if m := _re.search(r"\[ROUND (\d+)\]", line):
                     progress.update(bar, completed=int(m.group(1)) - 1)
-                if line.strip() and not as_json:
-                    progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+                if not as_json and worth_showing([line], verbose=verbose):
+                    progress.console.print(plain(line), highlight=False, markup=False, soft_wrap=True)
 
             job = follow_job(cfg, state, job, on_line=on_line, timeout=timeout)
             if job.status == "completed":

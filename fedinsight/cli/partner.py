@@ -339,14 +339,17 @@ def partner_artifacts(
 
 
 @partner_app.command("start")
-def partner_start(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml.")) -> None:
+def partner_start(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml."),
+                  verbose: bool = typer.Option(False, "--verbose",
+                                               help="Quote Flower's DEBUG/INFO lines too if the SuperNode dies."),
+                  ) -> None:
     """Validate this partner's data, then run its SuperNode against the coordinator until stopped.
 
     Example: fedinsight partner start --config partner.toml
     """
     from fedinsight.partner.process import run_partner
 
-    code = run_partner(config, say=lambda m: err.print(m, highlight=False, markup=False))
+    code = run_partner(config, say=lambda m: err.print(m, highlight=False, markup=False), verbose=verbose)
     if code:
         raise typer.Exit(code)
 

@@ -28,7 +28,8 @@ from pathlib import Path
 from fedinsight.coordinator.config import CoordinatorConfig, load_coordinator_config
 from fedinsight.coordinator.state import ENV_CONFIG, CoordinatorState
 from fedinsight.core.errors import DeploymentError
-from fedinsight.core.procs import PidFile, Supervisor, log_tail, port_in_use
+from fedinsight.core.logs import log_tail
+from fedinsight.core.procs import PidFile, Supervisor, port_in_use
 
 Say = Callable[[str], None]
 
@@ -96,8 +97,10 @@ def child_env(config: CoordinatorConfig, state: CoordinatorState) -> dict[str, s
     return env
 
 
-def run_coordinator(config_path: str | Path, *, say: Say = print, ready: Callable[[], None] | None = None) -> int:
-    """Start everything, block until stopped; 0 on a clean stop, non-zero if a child died on its own."""
+def run_coordinator(config_path: str | Path, *, say: Say = print, ready: Callable[[], None] | None = None,
+                    verbose: bool = False) -> int:
+    """Start everything, block until stopped; 0 on a clean stop, non-zero if a child died on its own.
+    ``verbose``: quote a dying child's routine (DEBUG/INFO) log lines too (its full log is in ``logs/``)."""
     # heavy: coordinator.jobs imports the task registry (torch)
     from fedinsight.coordinator.jobs import register_partner_key, write_flwr_connection
 
@@ -108,7 +111,7 @@ def run_coordinator(config_path: str | Path, *, say: Say = print, ready: Callabl
             raise DeploymentError(f"{what} port {port} is already in use on {host}; choose another in {config_path}")
     pid_file = PidFile(config.pid_file, "coordinator")
     pid_file.acquire()
-    supervisor = Supervisor(config.state_dir / "logs", stop_timeout=config.coordinator.stop_timeout)
+    supervisor = Supervisor(config.state_dir / "logs", stop_timeout=config.coordinator.stop_timeout, verbose=verbose)
     supervisor.install_signal_handlers()
     state = CoordinatorState.from_config(config)
     code = 0
@@ -138,7 +141,7 @@ def run_coordinator(config_path: str | Path, *, say: Say = print, ready: Callabl
         if died is not None:
             code = 1
             say(f"{died.name} exited unexpectedly (code {died.proc.returncode}); stopping the coordinator. "
-                f"Last lines of {died.log}:\n{log_tail(died.log)}")
+                f"Last lines of {died.log}:\n{log_tail(died.log, verbose=verbose)}")
     finally:
         codes = supervisor.stop_all()
         state.audit.append(actor="operator", role="operator", action="coordinator.stop", target=str(config.source),

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedinsight.core.errors import DeploymentError
+from fedinsight.core.logs import log_tail
 
 
 def pid_alive(pid: int) -> bool:
@@ -124,14 +125,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise DeploymentError(f"no free port on {host} that this process has not already handed out")
 
 
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(text[-lines:])
-
-
 class PidFile:
     """A PID file that refuses a second instance and is removed on a clean stop."""
 
@@ -188,6 +181,7 @@ class Supervisor:
 
     log_dir: Path
     stop_timeout: float = 15.0
+    verbose: bool = False  # quote children's routine (DEBUG/INFO) log lines too
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -210,7 +204,7 @@ class Supervisor:
         while not port_in_use(host, port):
             if child.proc.poll() is not None:
                 raise DeploymentError(f"{child.name} exited with code {child.proc.returncode} while starting; "
-                                      f"last lines of {child.log}:\n{log_tail(child.log)}")
+                                      f"last lines of {child.log}:\n{log_tail(child.log, verbose=self.verbose)}")
             if time.monotonic() > deadline:
                 raise DeploymentError(f"{child.name} did not listen on {host}:{port} within {timeout:.0f}s; "
                                       f"see {child.log}")

@@ -4,6 +4,9 @@
 of them computes anything, the job's planned DP releases (its manifest's events) are priced on every
 partner's ledger entry and charged in one transaction -- or the job is refused, naming every partner
 that cannot afford it, and nothing is recorded (not even the budget row of a new simulated partner).
+When the job ends, :func:`withdraw_unspent` takes the charge back from partners that released nothing
+private under it (they refused, failed, or were never asked; :mod:`fedinsight.federation.exposure`), with
+the budget row the job created for them: a refused or failed job leaves no phantom spending or partner.
 
 **Partner** (:class:`BudgetGate`): every DP release a task's handlers make passes through the partner's
 own gate, which holds whatever the coordinator sends:
@@ -53,6 +56,14 @@ def charge_before_compute(ledger: PrivacyLedger, partner_ids: Sequence[str], cha
                              job_id=job_id, requester=requester, create=budget)
 
 
+def withdraw_unspent(ledger: PrivacyLedger, job_id: str, partner_ids: Sequence[str], *,
+                     created: Sequence[str] = ()) -> list[str]:
+    """Take back the job's charge of partners that released nothing private under it (the coordinator watched
+    every reply: :mod:`fedinsight.federation.exposure`); budgets the job created go with their last charge.
+    Returns the partners whose charge was withdrawn."""
+    return ledger.withdraw(job_id, partner_ids, created=created)
+
+
 def composed_epsilon(charges: Sequence[Charge], delta: float, accountant: str = "rdp") -> float:
     return compose_epsilon([c.event for c in charges], delta, accountant)
 
@@ -92,15 +103,26 @@ class BudgetGate:
         self.cap = math.inf if cap is None else float(cap)
         self.delta = float(delta)
         self.require_dp = require_dp
-        status = None
-        if partner_id in ledger.partners():
-            status = ledger.status(partner_id)
-        if status is None:
-            ledger.set_budget(partner_id, self.cap, self.delta, reason="the partner's own cap",
-                              changed_by="partner", unlimited=True)
-        elif (status.epsilon_budget, status.delta) != (self.cap, self.delta):
-            ledger.set_budget(partner_id, self.cap, self.delta, reason="the partner changed its own cap",
-                              changed_by="partner", unlimited=True)
+        self._recorded = False  # the ledger holds this cap (written with the first release, not before)
+
+    def _record_cap(self) -> None:
+        """The partner's budget row with its current cap: created (or its change recorded) by the first release,
+        so a job that is refused or fails before the partner releases anything leaves its ledger as it was."""
+        if self._recorded:
+            return
+        if self.partner_id not in self.ledger.partners():
+            self.ledger.set_budget(self.partner_id, self.cap, self.delta, reason="the partner's own cap",
+                                   changed_by="partner", unlimited=True)
+        else:
+            status = self.ledger.status(self.partner_id)
+            if (status.epsilon_budget, status.delta) != (self.cap, self.delta):
+                self.ledger.set_budget(self.partner_id, self.cap, self.delta,
+                                       reason="the partner changed its own cap", changed_by="partner", unlimited=True)
+        self._recorded = True
+
+    def _lifetime(self, events: Sequence[dp_event.DpEvent] = ()) -> float:
+        """The partner's epsilon over everything it released (and ``events``), at its own delta."""
+        return compose_epsilon([*self.ledger.events(self.partner_id), *events], self.delta, self.ledger.accountant)
 
     def allow(self, private: bool) -> None:
         """Refuse a non-private job if this partner requires DP (before anything is computed)."""
@@ -109,13 +131,13 @@ class BudgetGate:
                                       "(require-dp); refused")
 
     def status(self, job_id: str, job_delta: float) -> GateStatus:
-        return GateStatus(self.ledger.status(self.partner_id).epsilon_spent,
+        return GateStatus(self._lifetime(),
                           compose_epsilon(self.ledger.job_events(self.partner_id, job_id), job_delta), self.cap)
 
     def binding(self, job_id: str, events: Sequence[dp_event.DpEvent], *, job_epsilon: float,
                 job_delta: float) -> Refusal | None:
         """The limit ``events`` would pass -- the partner's own cap first, then the job's target -- or None."""
-        after_all = self.ledger.price(self.partner_id, events)
+        after_all = self._lifetime(events)
         if after_all > self.cap * (1 + 1e-9):
             return Refusal("partner", self.cap, after_all,
                            f"partner {self.partner_id}: the release would take its customers to epsilon "
@@ -144,6 +166,7 @@ class BudgetGate:
         if reason is not None:
             raise BudgetExceededError(reason + "; refused")
         event = events[0] if len(events) == 1 else dp_event.ComposedDpEvent(list(events))
+        self._record_cap()
         self.ledger.charge(self.partner_id, event, job_id=job_id, kind=kind, description=description,
                            requester="coordinator")
         return self.status(job_id, job_delta)

@@ -19,6 +19,7 @@ Old spellings stored in job rows (``budget-epsilon``, ``db-url`` ...) are read t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -157,6 +158,17 @@ class Options:
             raise ConfigError(f"{cls.__name__}: the run config lacks {', '.join(missing)}")
         return cls(**kwargs)
 
+    @classmethod
+    def python_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any], *, what: str = "") -> Self:
+        """From Python keyword values (``Federation.simulate``): a misspelt name is a ConfigError that lists the
+        options (and the closest one), not a dataclass TypeError."""
+        check_names(values, cls.python_names(), what=what or cls.__name__)
+        return cls(**values)
+
     def to_run_config(self) -> dict[str, Scalar]:
         """Flat Flower run config (dashed keys; unset optional values left out)."""
         return {dashed(f.name): getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -224,6 +236,18 @@ def read_option_file(name: str, value: Any) -> Any:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"--{dashed(name)}: cannot read {path} ({exc})") from None
     return value
+
+
+def check_names(values: Mapping[str, Any], known: Sequence[str], *, what: str) -> None:
+    """ConfigError for any name in ``values`` that is not ``known``: names the closest match and every option."""
+    unknown = [name for name in values if name not in known]
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        hints.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    raise ConfigError(f"{what} has no option {', '.join(hints)}; its options: {', '.join(sorted(known))}")
 
 
 def merge_run_config(*groups: Options, **extra: Scalar) -> dict[str, Scalar]:

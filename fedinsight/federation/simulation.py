@@ -12,7 +12,10 @@ the messages the ServerApp sends (Flower does not give simulated nodes the run c
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flwr.app import Context, RecordDict
@@ -22,6 +25,31 @@ from flwr.serverapp import ServerApp
 from fedinsight.core.errors import ConfigError
 
 MAX_PARTNERS = 1_000
+
+
+@contextmanager
+def flower_logs(verbose: bool) -> Iterator[None]:
+    """Flower's DEBUG/INFO lines (every node, every round) only with ``verbose``; its warnings and errors always.
+
+    Flower's logger keeps its own console handler, and ``verbose_logging`` lowers that handler to DEBUG for good;
+    Opacus installs a root handler at import, which would print every Flower line a second time. So for the
+    run Flower's records stop at its own handler, and its level, its handler's level and its propagation are
+    restored afterwards (a notebook's next run is as quiet as its first).
+    """
+    from flwr.common.logger import FLOWER_LOGGER  # the "flwr" logger
+
+    handlers = list(FLOWER_LOGGER.handlers)
+    saved = (FLOWER_LOGGER.level, FLOWER_LOGGER.propagate, [h.level for h in handlers])
+    FLOWER_LOGGER.propagate = False
+    if not verbose:
+        FLOWER_LOGGER.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        FLOWER_LOGGER.setLevel(saved[0])
+        FLOWER_LOGGER.propagate = saved[1]
+        for handler, level in zip(handlers, saved[2], strict=True):
+            handler.setLevel(level)
 
 
 def run_simulation(
@@ -38,7 +66,8 @@ def run_simulation(
 
     fedinsight's own apps are ``fedinsight.coordinator.serverapp:app`` and ``fedinsight.partner.clientapp:app``
     (:func:`fedinsight.simulation.run.simulate` passes them).
-    ``run_config`` values must be Flower config scalars (str, int, float, bool).
+    ``run_config`` values must be Flower config scalars (str, int, float, bool). Flower's and Ray's DEBUG/INFO
+    lines are shown only with ``verbose`` (:func:`flower_logs`).
     """
     from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.simulation.run_simulation import _run_simulation
@@ -68,14 +97,15 @@ def run_simulation(
         "client_resources": {"num_cpus": cpus_per_partner, "num_gpus": 0.0},
         "init_args": {"num_cpus": total_cpus, "logging_level": "error", "log_to_driver": verbose},
     }
-    result = _run_simulation(
-        num_supernodes=num_partners,
-        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-        client_app=client_app,
-        server_app=server_app,
-        backend_config=backend_config,  # type: ignore[arg-type]
-        run=run,
-        server_app_context=context,
-        verbose_logging=verbose,
-    )
+    with flower_logs(verbose):
+        result = _run_simulation(
+            num_supernodes=num_partners,
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app,
+            server_app=server_app,
+            backend_config=backend_config,  # type: ignore[arg-type]
+            run=run,
+            server_app_context=context,
+            verbose_logging=verbose,
+        )
     return result.context

@@ -16,13 +16,16 @@ A *task* is one kind of analysis (propensity, insights, recommend ...). It lives
 
 :func:`start` owns what is the same for every task, in this order: read the settings, wait for the
 partners, the shared ``hello`` (partner ids and the task's public facts, checked against the manifest),
-plan, charge every partner's ledger (or refuse: nothing has been computed), run, and write the one
-:class:`TaskResult` shape to ``summary.json``. Tasks fill in steps; none of them re-implements the order.
+plan, charge every partner's ledger (or refuse: nothing has been computed), run -- watching every reply, so
+that partners that released nothing private under the job get their charge back when it ends
+(:mod:`fedinsight.federation.exposure`) -- and write the one :class:`TaskResult` shape to ``summary.json``.
+Tasks fill in steps; none of them re-implements the order.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from abc import ABC, abstractmethod
@@ -38,7 +41,8 @@ from flwr.serverapp import Grid
 from fedinsight.core.errors import ConfigError, FedinsightError, PartnerReplyError
 from fedinsight.core.files import atomic_output_file
 from fedinsight.federation import progress
-from fedinsight.federation.budget import BudgetGate, Charge, charge_before_compute
+from fedinsight.federation.budget import BudgetGate, Charge, charge_before_compute, withdraw_unspent
+from fedinsight.federation.exposure import Exposure, WatchedGrid
 from fedinsight.federation.guard import ReplyGuard
 from fedinsight.federation.job import JobSettings
 from fedinsight.federation.manifest import PUBLIC, Manifest, Release
@@ -55,6 +59,7 @@ FACTS_RECORD = "facts"
 PARTNER_ID_PATTERN = r"[\w .:()\[\]+&,#-]{1,128}"
 """A partner's name: letters (any script), digits, space, "_", "-", ".", ":", brackets, "+", "&", "," and "#" (folder
 names such as ``华东零售 (GB18030)``, node ids)."""
+log = logging.getLogger(__name__)
 RESULT_KEY = "result"
 """The ServerApp's context.state record holding the job's summary (``{"json": ...}``): the only one."""
 
@@ -150,6 +155,8 @@ class Session:
         self.guard = ReplyGuard(Manifest(task.name, (hello_release(task), *([facts] if facts else []))))
         self.plan: Plan | None = None
         self.spent: dict[str, float] = {}
+        self.created: list[str] = []  # partners whose budget this job's charge created (simulated partners)
+        self.withdrawn: list[str] = []  # partners whose charge was taken back (they released nothing private)
         self.started = time.perf_counter()
         self.state: dict[str, Any] = {}  # the workflow's own bookkeeping
 
@@ -372,6 +379,7 @@ def start(task: Task, grid: Grid, context: Context) -> TaskResult:
     session.guard.manifest = Manifest(task.name, (hello_release(task), *[
         r for r in plan.manifest.releases if r.reply != "hello" or r.record != PARTNER_RECORD]))
     session.guard._specs.clear()
+    exposure = None
     if plan.charges:
         ledger = PrivacyLedger(job.ledger)
         budget = None
@@ -379,16 +387,51 @@ def start(task: Task, grid: Grid, context: Context) -> TaskResult:
             delta = job.budget_delta or job_delta(plan, options)
             budget = (job.budget, delta)
         try:
+            known = set(ledger.partners())
             session.spent = charge_before_compute(ledger, session.partner_ids, plan.charges, job_id=job.job_id,
                                                   requester=job.requester, budget=budget)
         finally:
             ledger.engine.dispose()
-    result = task.run(session)
+        session.created = [p for p in session.partner_ids if p not in known]
+        exposure = Exposure(session.guard.manifest)
+        session.grid = WatchedGrid(grid, exposure)  # type: ignore[assignment]
+    try:
+        result = task.run(session)
+    except Exception:
+        if exposure is not None:
+            _withdraw_unspent(session, exposure, failed=True)
+        raise
+    if exposure is not None:
+        _withdraw_unspent(session, exposure, failed=False)
     summary = finish(session, result)
     if job.out_dir:
         write_summary(Path(job.out_dir), summary)
     context.state[RESULT_KEY] = ConfigRecord({"json": json.dumps(summary)})
     return result
+
+
+def _withdraw_unspent(session: Session, exposure: Exposure, *, failed: bool) -> None:
+    """Take back the charge of every partner that released nothing private under this job (see
+    :mod:`fedinsight.federation.exposure`). On a failed job this must not hide the job's own error."""
+    idle = [p.partner_id for node, p in session.partners.items() if not exposure.exposed(node)]
+    if not idle:
+        return
+    try:
+        ledger = PrivacyLedger(session.job.ledger)
+        try:
+            session.withdrawn = withdraw_unspent(ledger, session.job.job_id, idle, created=session.created)
+            known = set(ledger.partners())
+            for pid in session.withdrawn:
+                if pid in known:
+                    session.spent[pid] = ledger.status(pid).epsilon_spent
+                else:
+                    session.spent.pop(pid, None)
+        finally:
+            ledger.engine.dispose()
+    except Exception:
+        if not failed:
+            raise
+        log.exception("job %s failed, and its charge of %s could not be withdrawn", session.job.job_id, idle)
 
 
 def finish(session: Session, result: TaskResult) -> dict[str, Any]:
@@ -402,6 +445,8 @@ def finish(session: Session, result: TaskResult) -> dict[str, Any]:
         privacy.setdefault("ledger_epsilon_after", {k: round(v, 6) for k, v in sorted(session.spent.items())})
         privacy.setdefault("releases", plan.manifest.describe())
         privacy.update(plan.summary)
+        if session.withdrawn:  # partners that released nothing private: their charge was taken back
+            privacy["charge_withdrawn"] = list(session.withdrawn)
     summary: dict[str, Any] = {
         "task": session.task.name, "job_id": job.job_id, "dataset": job.dataset, "partners": job.partners,
         "partner_ids": session.partner_ids, **result.summary, "privacy": privacy,

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedinsight.core.errors import ConfigError, DeploymentError
-from fedinsight.core.procs import PidFile, Supervisor, log_tail, port_in_use
+from fedinsight.core.logs import log_tail
+from fedinsight.core.procs import PidFile, Supervisor, port_in_use
 from fedinsight.partner.config import PartnerConfig, load_partner_config
 from fedinsight.partner.view import PartnerView
 
@@ -91,8 +92,9 @@ def supernode_env(config: PartnerConfig) -> dict[str, str]:
     return env
 
 
-def run_partner(config_path: str | Path, *, say: Say = print) -> int:
-    """Validate, start the SuperNode, block until stopped; 0 on a clean stop."""
+def run_partner(config_path: str | Path, *, say: Say = print, verbose: bool = False) -> int:
+    """Validate, start the SuperNode, block until stopped; 0 on a clean stop. ``verbose``: quote the SuperNode's
+    routine (DEBUG/INFO) log lines too when it dies (its full log is always in the state folder's ``logs/``)."""
     config = load_partner_config(config_path)
     rows = validate_partner_data(config)
     say(f"partner {config.partner.id}: data valid ({', '.join(f'{k} {v:,}' for k, v in rows.items())})")
@@ -102,7 +104,7 @@ def run_partner(config_path: str | Path, *, say: Say = print) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     pid_file = PidFile(config.pid_file, f"partner {config.partner.id}")
     pid_file.acquire()
-    supervisor = Supervisor(config.state_dir / "logs")
+    supervisor = Supervisor(config.state_dir / "logs", verbose=verbose)
     supervisor.install_signal_handlers()
     code = 0
     try:
@@ -111,8 +113,9 @@ def run_partner(config_path: str | Path, *, say: Say = print) -> int:
         died = supervisor.watch()
         if died is not None:
             code = died.proc.returncode or 1
-            tail = log_tail(died.log, 25)
-            hint = f" ({AUTH_REFUSED_HINT})" if "305" in tail or "Failed to activate" in tail else ""
+            raw = log_tail(died.log, 25, verbose=True)
+            tail = log_tail(died.log, 25, verbose=verbose)
+            hint = f" ({AUTH_REFUSED_HINT})" if "305" in raw or "Failed to activate" in raw else ""
             say(f"the SuperNode exited with code {died.proc.returncode}{hint}. Last lines of {died.log}:\n{tail}")
     finally:
         supervisor.stop_all()

@@ -9,7 +9,10 @@ option) to get the cumulative epsilon at the budget's delta. A charge that would
 refused before anything runs, atomically: two concurrent charges cannot both pass the check.
 
 Budgets never reset silently: charges are append-only, and changing a budget is an explicit,
-recorded act (``set_budget(..., reason=...)``).
+recorded act (``set_budget(..., reason=...)``). The one exception is :meth:`PrivacyLedger.withdraw`: a job's
+own failure path takes back the charge of partners that released nothing private under that job (decided
+by the budget path, which watched every reply), so a refused or failed job leaves no spending -- and no
+partner -- that never happened.
 """
 
 from __future__ import annotations
@@ -263,6 +266,11 @@ class PrivacyLedger:
         with Session(self.engine) as session:
             return list(session.scalars(select(BudgetRow.partner_id).order_by(BudgetRow.partner_id)))
 
+    def events(self, partner_id: str) -> list[dp_event.DpEvent]:
+        """Every event recorded for the partner, in order (none for a partner the ledger does not know)."""
+        with Session(self.engine) as session:
+            return self._events(session, partner_id)
+
     def _events(self, session: Session, partner_id: str) -> list[dp_event.DpEvent]:
         rows = session.scalars(select(ChargeRow.event_json).where(ChargeRow.partner_id == partner_id)
                                .order_by(ChargeRow.id))
@@ -379,6 +387,44 @@ class PrivacyLedger:
                     session.add(ChargeRow(partner_id=pid, job_id=job_id, kind=kind, description=description,
                                           requester=requester, event_json=payload, epsilon_after=after))
         return {pid: running[-1] for pid, (_, running) in rows.items()}
+
+    def withdraw(self, job_id: str, partner_ids: Sequence[str], *, created: Sequence[str] = ()) -> list[str]:
+        """Take back job ``job_id``'s charges of ``partner_ids`` (partners that released nothing under it); the
+        partners that had charges withdrawn.
+
+        ``created``: partners whose budget this job created (a simulated partner's first job): with no charge
+        left, their budget goes too, so the ledger's partner list is what it was. Later charges' cumulative
+        epsilon is recomputed without the withdrawn events. One transaction.
+        """
+        withdrawn: list[str] = []
+        with Session(self._writer) as session, session.begin():
+            for pid in sorted(set(partner_ids)):
+                rows = list(session.scalars(select(ChargeRow).where(ChargeRow.partner_id == pid,
+                                                                    ChargeRow.job_id == job_id)))
+                if not rows:
+                    continue
+                first = min(r.id for r in rows)
+                for row in rows:
+                    session.delete(row)
+                session.flush()
+                budget = self._budget(session, pid)
+                kept = list(session.scalars(select(ChargeRow).where(ChargeRow.partner_id == pid)
+                                            .order_by(ChargeRow.id)))
+                events: list[dp_event.DpEvent] = []
+                for row in kept:
+                    events.append(event_from_dict(json.loads(row.event_json)))
+                    if row.id > first:
+                        row.epsilon_after = compose_epsilon(events, budget.delta, self.accountant)
+                withdrawn.append(pid)
+            for pid in sorted(set(created) & set(partner_ids)):
+                if session.scalars(select(ChargeRow.id).where(ChargeRow.partner_id == pid).limit(1)).first() is None:
+                    for change in session.scalars(select(BudgetChangeRow).where(BudgetChangeRow.partner_id == pid)):
+                        session.delete(change)
+                    session.flush()
+                    budget = session.get(BudgetRow, pid)
+                    if budget is not None:
+                        session.delete(budget)
+        return withdrawn
 
     def job_events(self, partner_id: str, job_id: str) -> list[dp_event.DpEvent]:
         """The events recorded for one job of one partner, in order."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,7 +85,11 @@ def tooltip(artist: matplotlib.artist.Artist, text: str, *, area: bool = False) 
 def to_svg(fig: plt.Figure) -> str:
     """The figure as an inline ``<svg>`` element that scales with its container (tooltips included)."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    with warnings.catch_warnings():
+        # Text stays text in the SVG (svg.fonttype none): the browser draws a partner called "華東 retail" with its
+        # own fonts. Matplotlib only measures the label, and warns when its default font lacks a glyph.
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        fig.savefig(buf, format="svg", bbox_inches="tight")
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)  # creator/date RDF: bytes, no information

@@ -13,7 +13,8 @@ PARTITIONS = (*PARTITION_SCHEMES, "zip")
 @dataclass(frozen=True)
 class SimulationOptions(Options):
     dataset: str = option("synthetic", "cdnow, movielens-100k, synthetic, or a folder of partner folders (any names).")
-    partners: int | None = option(None, "Partners to simulate (a folder's partner count wins).", minimum=1,
+    partners: int | None = option(None, "Partners to split a built-in dataset into (default: the task's); a folder "
+                                  "of partner folders has its own count.", minimum=1,
                                   maximum=1000)
     partition: str = option("iid", "How a built-in dataset is split: iid, dirichlet, natural or zip.",
                             choices=PARTITIONS)

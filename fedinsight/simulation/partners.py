@@ -51,6 +51,13 @@ class Partners:
     def names(self) -> list[str]:
         return [f.name for f in self.folders]
 
+    def folder(self, name: str) -> Path:
+        """The folder of the partner called ``name`` (its folder's name)."""
+        for folder in self.folders:
+            if folder.name == name:
+                return folder
+        raise ConfigError(f"no partner '{name}' in {self.root} (its partners: {', '.join(self.names) or 'none'})")
+
     def views(self, purpose: str) -> dict[str, PartnerData]:
         """Every partner's tables as its data view gives them for ``purpose``."""
         return {f.name: PartnerView(f, purpose).tables() for f in self.folders}
@@ -114,9 +121,15 @@ def resolve(dataset: str, *, partners: int | None, partition: str, alpha: float,
     if dataset in BUILTIN_DATASETS:
         spec = PartitionSpec(partners=partners or default_partners, scheme=partition, alpha=alpha, seed=seed)
         return Partners.builtin_dataset(dataset, spec, out_dir, customers=customers)
+    return folder_federation(dataset, partners)
+
+
+def folder_federation(dataset: str, partners: int | None = None) -> Partners:
+    """A folder of partner folders: its own partner count is the simulation's, and ``--partners``, if given,
+    must agree with it (a folder's partners are never split or dropped)."""
     federation = Partners.from_folder(dataset)
     found = len(federation.folders)
     if partners is not None and partners != found:
         raise ConfigError(f"--dataset {dataset} holds {found} partners ({', '.join(federation.names)}) but "
-                          f"--partners is {partners}")
+                          f"--partners is {partners}; leave --partners out for a folder")
     return federation

@@ -19,11 +19,11 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.core.files import atomic_output_file
@@ -34,7 +34,8 @@ from fedinsight.federation.options import merge_run_config
 from fedinsight.federation.simulation import run_simulation
 from fedinsight.federation.task import Simulated, json_finite, result_of
 from fedinsight.simulation.options import SimulationOptions
-from fedinsight.simulation.partners import Partners, resolve
+from fedinsight.simulation.partners import BUILTIN_FOLDER, Partners, folder_federation, resolve
+from fedinsight.simulation.results import PartnerModel, model_of, read_insights
 
 LEDGER = "ledger.db"
 PARTNER_LEDGERS = "partner-ledgers.db"
@@ -43,15 +44,46 @@ RESULT_FILES = ("summary.json", "report.html", "run.json", "insights.json")
 
 @dataclass
 class Run:
-    """A finished simulation: its summary and where its files are."""
+    """A finished simulation: its summary, where its files are, and the partners it ran on.
+
+    ``run.model`` is the trained model, used on a partner's side (``run.model.score("shop-us")`` for propensity,
+    ``run.model.recommend("shop-us", k=10)`` for recommend); ``run.insights`` the released insights as a table
+    (:mod:`fedinsight.simulation.results`). ``Run.open(folder)`` reads a finished run folder back.
+    """
 
     task: str
     out_dir: Path
     summary: dict[str, Any]
+    partners: Partners | None = None
+
+    @classmethod
+    def open(cls, out_dir: str | Path) -> Run:
+        """A finished run folder (``--out`` of ``fedinsight simulate``, or ``run.out_dir``)."""
+        out = Path(out_dir)
+        if not (out / "summary.json").is_file():
+            raise ConfigError(f"{out} holds no summary.json: not a finished simulation's folder")
+        summary = json.loads((out / "summary.json").read_text())
+        dataset = str(summary.get("dataset") or "")
+        partners = None
+        if dataset in BUILTIN_DATASETS and (out / BUILTIN_FOLDER).is_dir():
+            partners = Partners((out / BUILTIN_FOLDER).resolve(), dataset, True)
+        elif dataset and dataset not in BUILTIN_DATASETS and Path(dataset).is_dir():
+            partners = Partners.from_folder(dataset)
+        return cls(str(summary.get("task", "")), out, summary, partners)
 
     @property
     def metrics(self) -> dict[str, Any]:
         return dict(self.summary.get("metrics", {}))
+
+    @property
+    def model(self) -> PartnerModel:
+        """The model this run trained (propensity, recommend); a ConfigError for tasks that train none."""
+        return model_of(self.task, self.out_dir, self.partners)
+
+    @property
+    def insights(self) -> pd.DataFrame:
+        """The released insights of an insights run, one row per number, with 95 % intervals."""
+        return read_insights(self.out_dir)
 
     @property
     def privacy(self) -> dict[str, Any]:
@@ -75,21 +107,6 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-@contextmanager
-def quiet_flower(quiet: bool) -> Iterator[None]:
-    """Flower logs every round at INFO: keep the terminal readable unless asked for (``--verbose``)."""
-    loggers = [logging.getLogger(n) for n in ("flwr", "flwr.common.logger")]
-    saved = [lg.level for lg in loggers]
-    if quiet:
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, saved, strict=True):
-            lg.setLevel(level)
-
-
 def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | None = None, *,
              command: str | None = None, verbose: bool = False) -> Run:
     """Run ``task_name`` on the simulated federation ``sim`` with the task's ``options``; see the module docstring."""
@@ -99,14 +116,14 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     from fedinsight.tasks.runs import write_run_report
 
     task = registry.get(task_name)
-    task_options = task.options(**(options or {}))  # bad options are refused before anything is written
+    task_options = task.options.of(options or {}, what=task.name)  # refused before anything is written
     if not sim.out:
         raise ConfigError("give the run folder: --out FOLDER")
     out = Path(sim.out).resolve()
     task.simulation_dataset(sim.dataset)
     partners = sim.partners
     if sim.dataset not in BUILTIN_DATASETS:  # a folder is read in place: check it before anything is written
-        partners = len(Partners.from_folder(sim.dataset).folders)
+        partners = len(folder_federation(sim.dataset, sim.partners).folders)
     task.check(task_options, JobSettings(task=task.name, partners=partners or task.default_partners))
     prepare_out_dir(out, sim.overwrite)
     started = time.perf_counter()
@@ -127,9 +144,8 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     baselines = task.simulation_baselines(task_options, simulated)
     run_config = merge_run_config(job, task_options)
     sim_started = time.perf_counter()
-    with quiet_flower(not verbose):
-        context = run_simulation(run_config, job.partners, server_app=server_app, client_app=client_app,
-                                 cpus=sim.cpus, verbose=verbose)
+    context = run_simulation(run_config, job.partners, server_app=server_app, client_app=client_app, cpus=sim.cpus,
+                             verbose=verbose)
     wall = time.perf_counter() - sim_started
     summary = task.simulation_summary(result_of(context), baselines)
     timing = dict(summary.get("timing") or {})
@@ -143,7 +159,7 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     _report(out, command, write_run_report, sim.db or None)
     task.check_result(summary)
-    return Run(task.name, out, summary)
+    return Run(task.name, out, summary, federation)
 
 
 def _report(out: Path, command: str | None, write: Any, ledger_url: str | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -161,6 +162,7 @@ def test_deployment_end_to_end(deployment: Deployment):
     intruder = dep.run("partner", "start", "--config", "intruder.toml", timeout=600)
     assert intruder.returncode != 0
     assert "refused this partner" in intruder.stdout + intruder.stderr
+    assert not re.search(r"(DEBUG|INFO)[^\n]*:", intruder.stdout + intruder.stderr), intruder.stderr  # no chatter
 
     # Analysts read insights with a token; a wrong token is 401; an analyst on an auditor endpoint is 403.
     tokens = {}

@@ -148,3 +148,38 @@ def test_errors(url):
         ledger.set_budget("p", 1.0, 0.0)
     with pytest.raises(ConfigError):
         PrivacyLedger(url, accountant="moments")
+
+
+def test_withdrawing_a_job_restores_what_came_before_and_after_it(url):
+    ledger = PrivacyLedger(url)
+    ledger.set_budget("old", epsilon=5.0, delta=1e-5)
+    query = dp_event.LaplaceDpEvent(4.0)
+    ledger.charge("old", query, job_id="a", kind="query")
+    before = ledger.status("old")
+    ledger.charge_all(["old", "new"], [(query, "query", "q"), (query, "query", "q")], job_id="b",
+                      create=(5.0, 1e-5))
+    ledger.charge("old", query, job_id="c", kind="query")
+    assert ledger.withdraw("b", ["old", "new"], created=["new"]) == ["new", "old"]
+    assert ledger.partners() == ["old"]  # the budget job b created went with its only charges
+    after = ledger.status("old")
+    assert after.charges == 2 and [c.job_id for c in ledger.charges("old")] == ["a", "c"]
+    # job c's cumulative epsilon no longer counts job b's events
+    fresh = PrivacyLedger(url.replace("ledger.db", "fresh.db"))
+    fresh.set_budget("old", epsilon=5.0, delta=1e-5)
+    for job in ("a", "c"):
+        fresh.charge("old", query, job_id=job, kind="query")
+    assert [c.epsilon_after for c in ledger.charges("old")] == pytest.approx(
+        [c.epsilon_after for c in fresh.charges("old")])
+    assert after.epsilon_spent == pytest.approx(fresh.status("old").epsilon_spent)
+    assert after.epsilon_spent > before.epsilon_spent
+
+
+def test_withdrawing_keeps_a_created_budget_that_still_has_charges_and_others_jobs(url):
+    ledger = PrivacyLedger(url)
+    query = dp_event.LaplaceDpEvent(4.0)
+    ledger.charge_all(["p"], [(query, "query", "q")], job_id="a", create=(5.0, 1e-5))
+    ledger.charge_all(["p"], [(query, "query", "q")], job_id="b", create=(5.0, 1e-5))
+    assert ledger.withdraw("b", ["p"], created=["p"]) == ["p"]
+    assert ledger.partners() == ["p"] and [c.job_id for c in ledger.charges()] == ["a"]
+    assert ledger.withdraw("b", ["p"]) == []  # nothing left to withdraw
+    assert ledger.withdraw("zzz", ["unknown"], created=["unknown"]) == []

@@ -8,7 +8,13 @@ import pytest
 from fedinsight.core.errors import PiiDetectedError
 from fedinsight.data.schema import SCHEMA_COLUMNS
 from fedinsight.partner.protection import ProtectionPolicy, plan_columns
-from fedinsight.privacy.pii import kind_from_column_name, kind_from_values, scan_table, scan_tables
+from fedinsight.privacy.pii import (
+    kind_from_column_name,
+    kind_from_values,
+    pattern_from_values,
+    scan_table,
+    scan_tables,
+)
 
 VALUES = {
     "email": ["ann.lee@example.com", "BOB_99@mail.co.uk", "x.y+tag@sub.domain.org", "zed@corp.io"],
@@ -87,7 +93,7 @@ def test_undeclared_pii_stops_the_load_naming_column_and_pattern_but_never_a_val
         plan_columns({"customers": frame}, ProtectionPolicy())
     message = str(info.value)
     assert "customers.contact" in message and "customers.who" in message
-    assert "+1 555-010-0199" in message and "Given Family" in message  # the example patterns
+    assert "CN mobile number (1[3-9] + 9 digits" in message and "personal name (2-4 capitalised words)" in message
     for value in [*VALUES["phone"], *VALUES["name"]]:
         assert value not in message
     assert "customers.age" not in message
@@ -142,3 +148,81 @@ def test_policy_mistakes_are_refused_with_what_to_fix(tmp_path, text, message):
     path.write_text(text if "[keys]" in text or "must name" in message or "TOML" in message else text + keys)
     with pytest.raises(ProtectionPolicyError, match=message):
         load_policy(path)
+
+
+# --- customer ids, product names, country-aware phone numbers, pattern classes ---------------------------
+
+CN_MOBILES = ["13800138000", "+86 139 4000 7000", "0086 150-1234-5678", "18612345678", "+86-177-0000-1111"]
+
+
+@pytest.mark.parametrize("column", ["Customer ID", "customer id", "customerId", "会员ID", "客户编号", "member id",
+                                    "Member No", "client_number", "loyalty_card_number", "custno", "会员号"])
+def test_columns_named_like_a_customer_id_are_identifiers_not_phone_numbers(column):
+    assert kind_from_column_name(column) == "customer_id"
+    frame = pd.DataFrame({column: CN_MOBILES * 4})  # Chinese retailers often use the mobile number as member id
+    findings = scan_table("transactions", frame, schema_columns=SCHEMA_COLUMNS["transactions"])
+    assert [(f.kind, f.by) for f in findings] == [("customer_id", "column name")]
+    assert "customer identifier" in findings[0].describe() and "phone" not in findings[0].describe()
+
+
+def test_the_key_column_is_never_a_finding_whatever_its_values_look_like():
+    frame = pd.DataFrame({"customer_id": CN_MOBILES * 4, "amount": [1] * 20})
+    assert scan_table("transactions", frame, schema_columns=SCHEMA_COLUMNS["transactions"]) == []
+    assert scan_table("transactions", frame) == []  # the pipeline always tokenizes it
+
+
+@pytest.mark.parametrize(("column", "kind"), [
+    ("customer_name", "name"), ("会员姓名", "name"), ("Billing Name", "name"), ("mobile", "phone"),
+    ("手机号", "phone"), ("会员手机号", "phone"), ("電話", "phone"), ("收货地址", "address")])
+def test_names_and_contacts_of_customers_stay_what_they_are(column, kind):
+    assert kind_from_column_name(column) == kind
+
+
+PRODUCTS = ["Blue Denim Jacket", "Olive Oil", "Yoga Mat", "Face Cream", "Green Tea Set", "Leather Wallet"]
+
+
+@pytest.mark.parametrize("column", ["Lineitem name", "商品名称", "product", "title", "product_title", "item_name",
+                                    "Product Name", "line_item_name", "产品名称"])
+def test_product_names_are_not_person_names(column):
+    assert kind_from_column_name(column) is None
+    frame = pd.DataFrame({column: PRODUCTS * 5})
+    assert scan_table("transactions", frame, schema_columns=SCHEMA_COLUMNS["transactions"]) == []
+    # the same values under a column that names nothing are still judged as names (they look like them)
+    assert [f.kind for f in scan_table("transactions", frame.set_axis(["x"], axis=1))] == ["name"]
+
+
+@pytest.mark.parametrize(
+    ("values", "pattern"),
+    [(CN_MOBILES, "cn-mobile"),
+     (["+44 20 7946 0958", "+49 30 1234567", "+4915123456789", "+33 1 42 68 53 00", "+47 912 34 567"], "e164"),
+     (["(201) 555-0123", "201-555-0188", "201.555.0147", "+1 415 555 0132", "1-800-555-0199"], "nanp"),
+     (["010-12345678", "021-87654321", "030-1234567", "020 7946 0958", "0755-2345678"], "trunk")],
+)
+def test_phone_numbers_are_recognised_by_country_aware_formats(values, pattern):
+    found = pattern_from_values(pd.Series(values * 3))
+    assert found is not None and found[0] == "phone" and found[2] == pattern and found[1] == 1.0
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["10023456789", "10023456790", "10023456791"],  # 11-digit member numbers that are not CN mobiles
+     ["2015550123", "4155550132", "3125550147"],  # bare 10-digit runs: ids as often as phones
+     ["00012345", "00012346", "00012347"],
+     ["123456789012345", "123456789012346", "123456789012347"]],
+)
+def test_bare_digit_runs_are_ids_not_phone_numbers(values):
+    assert kind_from_values(pd.Series(values * 4)) is None
+    assert kind_from_values(pd.Series([int(v) for v in values] * 4)) is None
+
+
+def test_a_finding_shows_the_pattern_class_never_a_value_nor_a_foreign_example():
+    frame = pd.DataFrame({"联系方式": CN_MOBILES * 3, "notes": CN_MOBILES * 3, "电话": ["x"] * 15})
+    findings = {f.column: f for f in scan_table("customers", frame, schema_columns=SCHEMA_COLUMNS["customers"])}
+    assert findings["联系方式"].by == "column name" and findings["notes"].by == "values"
+    for column in ("联系方式", "notes"):
+        text = findings[column].describe()
+        assert findings[column].example == "CN mobile number (1[3-9] + 9 digits, optional +86)"
+        assert "CN mobile number" in text and "555" not in text and "+1" not in text
+        assert not any(v in text or v.replace(" ", "") in text for v in CN_MOBILES)
+    # judged by its name alone (no value follows a known format): the kind, not a made-up example
+    assert findings["电话"].example == "phone number (by its column name)"

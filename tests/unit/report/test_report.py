@@ -355,3 +355,16 @@ def test_bars_and_heatmap_cells_carry_their_numbers_as_escaped_svg_titles():
                                            "loyal · tue 09:00: 120 customers", "loyal · tue 10:00: 7 customers"]
     # released cells are invisible shapes over the image: they must still catch the pointer
     assert {t for events, t in found if events} == {t for _, t in found if "suppressed" not in t}
+
+
+def test_a_partner_named_in_chinese_is_drawn_as_text_without_warnings():
+    import warnings
+
+    from fedinsight.report.charts import figure, render
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "Glyph ... missing from font" would fail here
+        with figure("cjk-partners") as (fig, axes):
+            axes[0].bar(["華東 retail", "shop-us"], [1.0, 2.0])
+            chart = render("cjk-partners", "budget", fig)
+    assert "華東 retail" in chart.svg  # text in the SVG: the browser draws it with its own fonts

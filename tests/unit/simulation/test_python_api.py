@@ -1,40 +1,125 @@
-"""The Python call of a simulation: the same tasks and option names as ``fedinsight simulate <task>``."""
+"""The Python API, as a notebook uses it: only ``import fedinsight as fi`` (and a federation written like a user's).
+
+The same tasks and option names as ``fedinsight simulate <task>``; a run's model is used on a partner's side
+(its own ids back, customers who refused consent or were forgotten absent); insights come as a tidy table.
+"""
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
+import tempfile
+
 import pytest
+from support.federations import own_federation
 
 import fedinsight as fi
-from fedinsight.core.errors import ConfigError
+
+PROPENSITY = {"rounds": 2, "start": "2024-01-01", "cutoff": "2025-07-01", "end": "2026-01-01"}
+INSIGHTS = {"as_of": "2026-01-01", "only": "segment-profile-rfm,ltv-tiers,ab-lift"}
 
 
-def test_the_package_lists_its_tasks_without_loading_them_eagerly():
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory):
+    return own_federation(tmp_path_factory.mktemp("own") / "partners", customers=900)
+
+
+def test_the_package_lists_its_tasks_and_public_names_without_loading_them_eagerly():
     assert fi.task_names() == ["insights", "preflight", "propensity", "recommend", "secure_training"]
-    assert set(fi.__all__) >= {"Federation", "simulate", "task_names", "FedinsightError"}
+    assert set(fi.__all__) >= {"Federation", "Run", "ConfigError", "FedinsightError", "simulate", "task_names"}
+    assert all(getattr(fi, name) is not None for name in fi.__all__)
     with pytest.raises(AttributeError):
         _ = fi.nothing_here
+    heavy = "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'flwr', 'ray', 'matplotlib'}))"
+    for first, loaded in (("", "[]"), ("fi.Federation.from_folder; ", "['flwr']")):  # torch waits for a run
+        found = subprocess.run([sys.executable, "-c", f"import sys, fedinsight as fi; {first}{heavy}"],
+                               capture_output=True, text=True, check=True)
+        assert found.stdout.strip() == loaded, first
 
 
-def test_unknown_settings_and_datasets_are_refused_before_anything_runs(tmp_path):
+def test_misspelt_options_unknown_tasks_and_datasets_are_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     fed = fi.Federation.builtin("synthetic")
-    with pytest.raises(ConfigError, match="propensity has no setting epsilonn"):
+    with pytest.raises(fi.ConfigError, match=r"propensity has no option 'epsilonn' \(did you mean 'epsilon'\?\)"
+                                             r"; its options: .*epsilon.*rounds"):
         fed.simulate("propensity", out=tmp_path / "x", epsilonn=1.0)
-    with pytest.raises(ConfigError, match="unknown task"):
+    with pytest.raises(fi.ConfigError, match="unknown task 'forecast'"):
         fed.simulate("forecast", out=tmp_path / "y")
-    with pytest.raises(ConfigError, match="unknown built-in dataset"):
+    with pytest.raises(fi.ConfigError, match="--rounds must be at least 1"):
+        fed.simulate("propensity", rounds=0)
+    with pytest.raises(fi.ConfigError, match="the Federation's own"):
+        fed.simulate("propensity", dataset="cdnow")
+    with pytest.raises(fi.ConfigError, match="unknown built-in dataset"):
         fi.Federation.builtin("iris")
-    with pytest.raises(ConfigError, match="holds no partner data"):
-        fi.Federation.from_folder(tmp_path)
+    with pytest.raises(fi.ConfigError, match="holds no partner data"):
+        fi.Federation.from_folder(tmp_path / "tmp")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []  # no temporary run folder left behind
+
+
+def test_a_run_refused_after_its_folder_was_made_leaves_no_temporary_folder(federation, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(fi.ConfigError, match="--as-of is required"):
+        fi.Federation.from_folder(federation.root).simulate("insights")  # an own folder has no reference date
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def propensity(federation, tmp_path_factory):
+    return fi.Federation.from_folder(federation.root).simulate("propensity", out=tmp_path_factory.mktemp("p"),
+                                                              **PROPENSITY)
 
 
 @pytest.mark.slow
-def test_a_folder_simulates_by_name_with_the_commands_option_names(tmp_path):
-    from support.federations import own_federation
+def test_a_propensity_model_scores_a_partners_own_customers_on_its_side(federation, propensity):
+    assert isinstance(propensity, fi.Run) and propensity.summary["task"] == "propensity"
+    assert 0.5 < propensity.metrics["federated"]["auc"] <= 1.0
+    assert propensity.report_path is not None and propensity.report_path.is_file()
+    for partner in federation.opted_out:
+        scores = propensity.model.score(partner)
+        ids = set(scores["customer_id"])
+        assert len(ids) > 50 and all(i.startswith("member-") for i in ids)  # the partner's own ids again
+        assert not ids & set(federation.excluded[partner])  # refused consent or forgotten: never scored
+        assert scores["propensity"].between(0, 1).all() and set(scores["ltv_tier"].astype(str)) <= {"low", "mid",
+                                                                                                     "high"}
+    with pytest.raises(fi.ConfigError, match="no partner 'nobody'.*shop-us"):
+        propensity.model.score("nobody")
+    with pytest.raises(fi.ConfigError, match="only an insights run releases insights"):
+        _ = propensity.insights
+    reopened = fi.Run.open(propensity.out_dir)  # a finished run folder, read back later
+    assert reopened.summary == propensity.summary
+    assert reopened.model.score("shop-us").equals(propensity.model.score("shop-us"))
 
-    federation = own_federation(tmp_path / "partners", customers=900)
-    run = fi.Federation.from_folder(federation.root).simulate("preflight", out=tmp_path / "run", purpose="training")
-    assert run.summary["task"] == "preflight" and run.summary["ok"] is True
-    assert [r["partner"] for r in run.summary["results"]] == sorted(p.name for p in federation.root.iterdir()
-                                                                    if p.is_dir())
-    assert run.report_path is not None and run.report_path.is_file()
+
+@pytest.mark.slow
+def test_insights_come_as_a_tidy_table_with_error_bars(federation, tmp_path):
+    run = fi.Federation.from_folder(federation.root).simulate("insights", out=tmp_path / "ins", **INSIGHTS)
+    table = run.insights
+    assert list(table.columns) == ["insight", "kind", "group", "measure", "value", "ci_low", "ci_high", "noise_sd",
+                                   "suppressed", "epsilon"]
+    assert set(table["insight"]) == set(INSIGHTS["only"].split(","))
+    released = table[~table["suppressed"]]
+    assert len(released) > 10 and (released["noise_sd"] > 0).all()
+    assert (released["ci_low"] <= released["value"] + 1e-9).all() and (released["value"] <= released["ci_high"]
+                                                                         + 1e-9).all()
+    assert table.loc[table["suppressed"], "value"].map(math.isnan).all()  # never a zero for a hidden group
+    rfm = released[(released["insight"] == "segment-profile-rfm") & (released["measure"] == "customers")]
+    assert set(rfm["group"]) <= {"champions", "loyal", "potential", "at_risk", "hibernating"} and len(rfm) >= 3
+    with pytest.raises(fi.ConfigError, match="trains no model"):
+        _ = run.model
+
+
+@pytest.mark.slow
+def test_a_recommender_serves_a_partners_consenting_customers_on_its_side(federation, tmp_path):
+    run = fi.Federation.from_folder(federation.root).simulate(
+        "recommend", out=tmp_path / "rec", rounds=2, epsilon=8.0, dim=8, local_epochs=1, popularity_share=0.2,
+        catalogue_path=str(federation.catalogue), baseline_epochs=2, local_only=False)
+    recs = run.model.recommend("shop-us", k=5)
+    assert recs["customer_id"].nunique() > 50 and (recs.groupby("customer_id").size() == 5).all()
+    assert not set(recs["customer_id"]) & set(federation.excluded["shop-us"])
+    one = run.model.recommend("shop-us", recs["customer_id"].iloc[0], k=3)
+    assert list(one["rank"]) == [1, 2, 3]
+    with pytest.raises(fi.FedinsightError, match="cannot be served"):
+        run.model.recommend("shop-us", federation.opted_out["shop-us"][0])
