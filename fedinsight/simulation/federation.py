@@ -25,8 +25,7 @@ from typing import Any
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation import registry
-from fedinsight.federation.options import read_option_file
-from fedinsight.federation.options import check_names
+from fedinsight.federation.options import check_names, read_option_file
 from fedinsight.simulation.options import SimulationOptions
 from fedinsight.simulation.partners import Partners
 from fedinsight.simulation.run import Run, simulate
@@ -42,9 +41,10 @@ class Federation(Partners):
         """Run ``task`` on these partners (the Python call of ``fedinsight simulate <task>``).
 
         ``settings`` are the task's options and the simulation's (``epsilon=1, rounds=20, partners=5`` ...), by
-        the command's flag names with ``_`` for ``-`` (a file option such as insights' ``spec`` may name a file); a misspelt one is a ConfigError listing them all. A run
-        folder is made under the system's temporary folder unless ``out`` is given; ``verbose`` shows Flower's
-        logs. Returns the :class:`~fedinsight.simulation.run.Run`.
+        the command's flag names with ``_`` for ``-`` (a file option such as insights' ``spec`` may name a file);
+        a misspelt one is a ConfigError listing them all. A run folder is made under the system's temporary
+        folder unless ``out`` is given; ``verbose`` shows Flower's logs.
+        Returns the :class:`~fedinsight.simulation.run.Run`.
         """
         import fedinsight.tasks  # noqa: F401 - heavy (torch): registers every task, on first use only
 
