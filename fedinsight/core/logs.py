@@ -17,7 +17,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ROUTINE = re.compile(
     r"^(?:\([\w:. -]+ pid=\d+(?:, ip=[\d.]+)?\)\s*)?"  # Ray's prefix of a forwarded worker line
     r"(?:"
-    r"(?:DEBUG|INFO)\s+(?:\d{4}-\d\d-\d\d [\d:,.]+)?\s*:"  # Flower's console format: "INFO :      ..."
+    r"(?:DEBUG|INFO)\s*(?:\d{4}-\d\d-\d\d [\d:,.]+)?\s*:"  # Flower's "INFO :      ...", uvicorn's "INFO:     ..."
     r"|\d\d/\d\d/\d{4} [\d:]+:(?:DEBUG|INFO):"  # the root handler some libraries install (Opacus)
     r"|\d{4}-\d\d-\d\d [\d:,.]+\s+(?:DEBUG|INFO)\s"  # Ray's own format: "2026-01-01 10:00:00,000 INFO ..."
     r"|\[\d{4}-\d\d-\d\d [\d:,.]+\s+(?:D|I)\s+\d+\s+\d+\]"  # Ray's core-worker (C++) format

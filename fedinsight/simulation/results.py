@@ -21,14 +21,15 @@ from typing import Any
 
 import pandas as pd
 
-from fedinsight.core.errors import ConfigError, UnknownCustomerError
+from fedinsight.core.errors import ConfigError
 from fedinsight.federation import registry
 from fedinsight.partner.side import PartnerSide, open_partner
 from fedinsight.simulation.partners import Partners
 
 INSIGHT_COLUMNS = ("insight", "kind", "group", "measure", "value", "ci_low", "ci_high", "noise_sd", "suppressed",
                    "epsilon")
-RECOMMENDATION_COLUMNS = ("customer_id", "rank", "item_id", "title", "genres", "score", "exploration")
+RECOMMENDATION_COLUMNS = ("customer_id", "rank", "item_id", "score", "exploration", "title", "attributes", "source",
+                          "segment")
 
 
 class PartnerModel:
@@ -70,32 +71,19 @@ class RecommenderModel(PartnerModel):
     def recommend(self, partner: str, customers: str | Sequence[str] | None = None, *, k: int = 10,
                   explore: float | None = None) -> pd.DataFrame:
         """Top-``k`` items for ``customers`` of ``partner`` (its own ids; default: every customer it can serve --
-        consenting to recommendations, not erased, with an embedding from training), one row per item:
-        ``customer_id``, ``rank``, ``item_id``, ``title``, ``genres``, ``score``, ``exploration``.
-        Naming a customer it cannot serve raises :class:`~fedinsight.core.errors.UnknownCustomerError`."""
-        from fedinsight.tasks.recommend.client import recommend_items  # heavy: torch
+        consenting to recommendations, not erased), one row per item: ``customer_id``, ``rank``, ``item_id``,
+        ``score``, ``source`` (personal, or popular-in-segment for a customer with too few interactions),
+        ``exploration``, ``segment`` and ``title`` -- as ``fedinsight recommend``. Naming a customer it cannot
+        serve raises :class:`~fedinsight.core.errors.UnknownCustomerError`."""
+        from fedinsight.tasks.recommend.serving import PartnerServer  # heavy: torch
 
-        side = self.partner(partner)
-        wanted = [customers] if isinstance(customers, str) else list(customers) if customers is not None else None
-        rows: list[dict[str, Any]] = []
-        for customer in wanted if wanted is not None else self._servable(side):
-            try:
-                found = recommend_items(self.path, side, customer, k=k, explore=explore)
-            except UnknownCustomerError:
-                if wanted is not None:
-                    raise
-                continue  # consenting, but too few interactions to have an embedding
-            rows += [{"customer_id": customer, **asdict(r)} for r in found]
-        return pd.DataFrame(rows, columns=list(RECOMMENDATION_COLUMNS))
-
-    def _servable(self, side: PartnerSide) -> list[str]:
-        """The partner's own ids of the customers its view hands out for recommendations."""
-        data = side.data()
-        frame = data.customers if data.customers is not None else data.interactions
-        if frame is None:
-            return []
-        tokens = pd.Series(sorted(set(frame["customer_id"].astype(str))))  # type: ignore[index]
-        return [str(c) for c in side.identities(tokens)]
+        server = PartnerServer(self.path, self.partner(partner), explore=explore)
+        if customers is None:
+            return server.recommend_all(k)
+        wanted = [customers] if isinstance(customers, str) else list(customers)
+        rows = [{"customer_id": customer, **asdict(r)} for customer in wanted for r in server.recommend(customer, k)]
+        frame = pd.DataFrame(rows, columns=list(RECOMMENDATION_COLUMNS))
+        return frame.astype({"customer_id": "string", "item_id": "string"})
 
 
 def model_of(task: str, out_dir: Path, partners: Partners | None) -> PartnerModel:

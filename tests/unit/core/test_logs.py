@@ -24,6 +24,7 @@ def test_flower_debug_and_info_lines_are_routine_in_every_format():
     assert is_routine("12/06/2026 10:12:38:DEBUG:Pre-registering run with id 4277")  # Opacus's root handler
     assert is_routine("2026-12-06 10:12:39,157\tINFO worker.py:1841 -- Started a local Ray instance.")
     assert is_routine("(ClientAppActor pid=4242) INFO :      Received: train message")
+    assert is_routine("INFO:     Uvicorn running on http://127.0.0.1:59411 (Press CTRL+C to quit)")  # a SuperNode's
 
 
 def test_warnings_errors_tracebacks_and_our_own_messages_are_kept():
