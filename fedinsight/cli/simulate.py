@@ -47,6 +47,9 @@ def _fields(task: Task) -> tuple[list[CliOption], list[CliOption]]:
 
 def _split(task: Task, values: dict[str, Any]) -> tuple[SimulationOptions, dict[str, Any]]:
     sim_fields, task_fields = _fields(task)
+    for name in SimulationOptions.file_fields():  # --rates rates.toml: the file's text
+        if values.get(name):
+            values[name] = read_option_file(name, values[name])
     sim = SimulationOptions(**{f.name: values[f.name] for f in sim_fields})
     task_names = {f.name for f in task.options.cli_fields()}
     options = {name: values[name] for name in task_names if name in values}
