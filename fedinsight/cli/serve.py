@@ -54,8 +54,9 @@ def score_propensity(
     if out_path.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"--out {out_path}: use a .parquet or .csv file name")
     bundle = ModelBundle.load(model_path)
-    scores = score_partner(bundle, open_partner(data, registry.get("propensity").purpose, mapping_file=mapping),
-                           as_of)
+    # the model learned from amounts in its job's reporting currency: this partner's are read in it too
+    partner = open_partner(data, registry.get("propensity").purpose, mapping_file=mapping, currency=bundle.config)
+    scores = score_partner(bundle, partner, as_of)
     with atomic_output_file(out_path) as tmp:
         if out_path.suffix.lower() == ".csv":
             scores.to_csv(tmp, index=False)

@@ -53,3 +53,17 @@ def test_the_reporting_currency_itself_needs_no_rate(tmp_path):
     same = open_partner(export.folder, "analytics", currency={"currency": "USD", "rates": ""}).data()
     assert same.transactions["amount"].tolist() == raw.transactions["amount"].tolist()
     assert same.meta["rate"] == 1.0
+
+
+def test_insights_spend_and_ltv_tiers_are_computed_in_the_reporting_currency(cn):
+    from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
+
+    rules = FeatureRules(as_of="2026-01-01")
+    raw = customer_features(PartnerView(cn.folder, "analytics").tables(), rules)
+    usd = customer_features(PartnerView(cn.folder, "analytics", rates=RateTable.of("USD", "CNY=0.138")).tables(),
+                            rules)
+    assert raw.spend_now.sum() > 0
+    assert usd.spend_now == pytest.approx(raw.spend_now * 0.138)
+    assert usd.spend_prev == pytest.approx(raw.spend_prev * 0.138)
+    # the declared tier bounds are in the reporting currency now: fewer customers reach a high tier
+    assert (usd.tier_now <= raw.tier_now).all() and (usd.tier_now < raw.tier_now).any()
