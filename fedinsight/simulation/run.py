@@ -181,7 +181,7 @@ def currency_record(table: RateTable | None, currencies: dict[str, str | None]) 
     declared = sorted({c for c in currencies.values() if c})
     if not declared:
         return None
-    return {"reporting": None, "rates": {}, "amounts": f"as the partners hold them ({declared[0]}): no rate table",
+    return {"reporting": None, "rates": {}, "amounts_in": declared[0],
             "partners": {name: code or NOT_DECLARED for name, code in sorted(currencies.items())}}
 
 
