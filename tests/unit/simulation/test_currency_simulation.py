@@ -78,3 +78,18 @@ def test_the_python_call_takes_a_dict_of_rates(exports, tmp_path, started):
     with pytest.raises(fi.ConfigError, match="--rates needs --currency"):
         fed.simulate("preflight", out=tmp_path / "other", rates={"USD": 7.2})
     assert not (tmp_path / "other").exists()
+
+
+SPEC = ('epsilon = 1.0\n[window]\nend = "2026-01-01"\n'
+        '[[insight]]\nname = "seg"\nkind = "segment_profile"\nby = "rfm_segment"\n')
+
+
+def test_insights_run_of_a_spec_takes_the_same_flags(exports, tmp_path, started, capsys):
+    spec = tmp_path / "mine.toml"
+    spec.write_text(SPEC, encoding="utf-8")
+    base = ["insights", "run", str(spec), "--dataset", str(exports), "--out", str(tmp_path / "run"), "--yes"]
+    assert main(base) == 2
+    assert "different currencies" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    with pytest.raises(Reached):
+        main([*base, "--currency", "USD", "--rates", "CNY=0.138"])
+    assert started["currency"] == "USD" and started["rates"] == "CNY=0.138"
