@@ -43,3 +43,16 @@ def test_without_a_table_the_page_says_amounts_are_as_held(tmp_path):
 def test_money_labels_carry_the_code_only_when_there_is_one():
     assert money_label({"currency": {"reporting": "USD", "rates": {}}}, "mean spend") == "mean spend (USD)"
     assert money_label({}, "mean spend") == "mean spend"
+
+
+def test_insights_money_charts_are_labelled_with_the_currency():
+    from fedinsight.tasks.insights.report import insights_sections
+
+    est = {"value": 120.0, "ci95": [100.0, 140.0]}
+    document = {"batch_id": "b", "insights": [{
+        "name": "segment-profile-rfm", "kind": "segment_profile", "epsilon": 0.5, "partners": 2,
+        "query": {"by": "rfm_segment"},
+        "result": {"groups": [{"rfm_segment": "loyal", "customers": est, "mean_spend": est}]}}]}
+    _, (with_code,) = insights_sections(document, "USD")
+    _, (without,) = insights_sections(document)
+    assert "mean spend (USD)" in with_code.html() and "mean spend (" not in without.html()
