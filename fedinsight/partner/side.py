@@ -56,10 +56,10 @@ class PartnerSide:
             path = simulated_folder(str(config["data-root"]), int(self.settings["partition-id"]))
         else:
             raise ConfigError("partner has no data: start it with --node-config data-path=FOLDER")
+        self.partner_id = str(self.settings.get("partner-id") or path.name)
         rates = RateTable.of(str(config.get("currency") or ""), str(config.get("rates") or ""))  # the job's table
         self.view = PartnerView(path, purpose, policy_file=self.settings.get("protection-policy"),
-                                mapping_file=self.settings.get("mapping"), rates=rates)
-        self.partner_id = str(self.settings.get("partner-id") or path.name)
+                                mapping_file=self.settings.get("mapping"), rates=rates, name=self.partner_id)
 
     # the Partner protocol
     def data(self) -> PartnerData:

@@ -72,7 +72,10 @@ class PartnerView:
     """One partner's customer data for one purpose (see the module docstring)."""
 
     def __init__(self, folder: str | Path, purpose: str, *, policy_file: str | Path | None = None,
-                 mapping_file: str | Path | None = None, rates: RateTable | None = None) -> None:
+                 mapping_file: str | Path | None = None, rates: RateTable | None = None,
+                 name: str | None = None) -> None:
+        """``rates``: the job's rate table (``None``: amounts as held); ``name``: the partner as messages name it
+        (default: its folder's name)."""
         if purpose not in PURPOSES:
             raise ConfigError(f"unknown purpose '{purpose}', expected one of {', '.join(PURPOSES)}")
         self.folder = Path(folder)
@@ -83,7 +86,7 @@ class PartnerView:
         self.mapping = find_mapping(self.folder, mapping_file)
         self.rates = rates
         if rates is not None:  # refused now, before any table is read for the job
-            rates.rate(self.currency, partner=self.folder.name)
+            rates.rate(self.currency, partner=name or self.folder.name)
 
     @property
     def currency(self) -> str | None:
