@@ -146,9 +146,11 @@ def job_run(
     state = CoordinatorState.from_config(cfg)
     opts = parse_options(list(options))
     from fedinsight.federation import registry
+    from fedinsight.federation.job import JobSettings
     from fedinsight.federation.options import dashed, read_option_file
 
-    for name in registry.get(task).options.file_fields():  # -o spec=insights.toml: the job carries the file's text
+    # -o spec=insights.toml, -o rates=rates.toml: the job carries the file's text
+    for name in (*registry.get(task).options.file_fields(), *JobSettings.file_fields()):
         if isinstance(opts.get(dashed(name)), str):
             opts[dashed(name)] = read_option_file(name, opts[dashed(name)])
     job = submit_job(cfg, state, task, federation=federation, options=opts, requester="operator")

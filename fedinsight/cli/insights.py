@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from fedinsight.cli.common import err, kv_table, out, progress_bar, reproduce_command, show_preview
+from fedinsight.federation.currency import CurrencyOptions
 
 insights_app = typer.Typer(help="Plan and run your own insight spec; read released DP insights from the store.",
                            no_args_is_help=True)
@@ -200,8 +201,21 @@ def _partners(dataset: str | None, partners: int | None, config: Path | None) ->
     return partners or InsightsTask.default_partners
 
 
+_MONEY = {f.name: f for f in CurrencyOptions.cli_fields()}
+_CURRENCY = typer.Option("", "--currency", help=_MONEY["currency"].help)
+_RATES = typer.Option("", "--rates", help=_MONEY["rates"].help)
+
+
+def _money(currency: str, rates: str) -> dict[str, str]:
+    """``--currency``/``--rates`` as the job's settings (a rates file read here), checked; empty when not given."""
+    from fedinsight.federation.options import read_option_file
+
+    checked = CurrencyOptions(currency=currency, rates=read_option_file("rates", rates) if rates else "")
+    return checked.message_config()
+
+
 def _census(spec_text: str, dataset: str, out_dir: Path, epsilon: float, partners: int | None, customers: int,
-            as_of: str) -> dict[str, object]:
+            as_of: str, money: dict[str, str] | None = None) -> dict[str, object]:
     """A charged noisy count of the federation's sizes (an ordinary insights job: lifecycle stages and the funnel
     over all customers) in ``out_dir/census``, charged to ``out_dir``'s ledger; the sizes for the planner."""
     from fedinsight.simulation.options import SimulationOptions
@@ -212,7 +226,7 @@ def _census(spec_text: str, dataset: str, out_dir: Path, epsilon: float, partner
     spec = parse_spec(spec_text)
     folder = out_dir / "census"  # its own results, the run folder's ledger
     sim = SimulationOptions(dataset=dataset, out=str(folder), partners=partners, customers=customers,
-                            db=f"sqlite:///{(out_dir / 'ledger.db').resolve()}")
+                            db=f"sqlite:///{(out_dir / 'ledger.db').resolve()}", **(money or {}))
     out_dir.mkdir(parents=True, exist_ok=True)
     with progress_bar() as bars:
         bars.add_task(f"noisy count of the federation's sizes (epsilon {epsilon:g}, charged)", total=None)
@@ -223,7 +237,8 @@ def _census(spec_text: str, dataset: str, out_dir: Path, epsilon: float, partner
 
 
 def _plan(spec: Path, dataset: str | None, partners: int | None, config: Path | None, count: bool,
-          count_epsilon: float, out_dir: Path | None, customers: int, as_of: str, only: str):
+          count_epsilon: float, out_dir: Path | None, customers: int, as_of: str, only: str,
+          money: dict[str, str] | None = None):
     from fedinsight.core.errors import ConfigError
     from fedinsight.tasks.insights.options import VALIDATION_DATE, InsightsOptions
     from fedinsight.tasks.insights.planner import plan_job, preview_of
@@ -236,7 +251,7 @@ def _plan(spec: Path, dataset: str | None, partners: int | None, config: Path | 
         if dataset is None or out_dir is None:
             raise ConfigError("--count measures sizes in a simulation: give --dataset and --out (the run folder whose "
                               "ledger it is charged to)")
-        census = _census(text, dataset, out_dir, count_epsilon, partners, customers, as_of)
+        census = _census(text, dataset, out_dir, count_epsilon, partners, customers, as_of, money)
         sizes, source = census["sizes"], f"noisy count (charged epsilon {census['epsilon']:.3g})"
     job = options.spec_job(requester="plan", as_of=VALIDATION_DATE)
     plan = plan_job(job, n, sizes=sizes, source=source, only=options.only_names())  # type: ignore[arg-type]
@@ -256,6 +271,8 @@ def insights_plan(
     out_dir: Path | None = typer.Option(None, "--out", help="Run folder for --count (its ledger is charged)."),
     as_of: str = typer.Option("", help="Reference date, if the spec has no [window] end."),
     only: str = typer.Option("", help="Plan only these insights (comma-separated names)."),
+    currency: str = _CURRENCY,
+    rates: str = _RATES,
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
     """Before spending anything: per insight and cell, the noise sd, the 95 % interval, the chance of suppression
@@ -264,7 +281,8 @@ def insights_plan(
 
     Example: fedinsight insights plan insights.toml --dataset partners/
     """
-    _, _, preview = _plan(spec, dataset, partners, config, count, count_epsilon, out_dir, customers, as_of, only)
+    _, _, preview = _plan(spec, dataset, partners, config, count, count_epsilon, out_dir, customers, as_of, only,
+                          _money(currency, rates))
     if as_json:
         out.print_json(json.dumps(preview.data, default=str))
         return
@@ -299,6 +317,8 @@ def insights_run(
     budget: float | None = typer.Option(None, help="Each simulated partner's budget when its ledger has none yet."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Run even if the plan says most answers would be "
                              "suppressed."),
+    currency: str = _CURRENCY,
+    rates: str = _RATES,
     as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of a table."),
 ) -> None:
     """Run an insight spec: shows the plan, then simulates it on --dataset (into --out) or submits it as a job to
@@ -308,12 +328,13 @@ def insights_run(
     """
     from fedinsight.core.errors import ConfigError
 
+    money = _money(currency, rates)  # a bad table is refused before the plan is shown
     options, _, preview = _plan(spec, dataset, partners, config, False, 0.0, None, customers, as_of, only)
     show_preview(preview, as_json=as_json)
     _confirm(preview, yes)
     task_options = {"spec": options.spec, "accept_suppression": True, "only": only, "as_of": as_of}
     if config is not None:
-        _submit(config, federation, task_options, as_json)
+        _submit(config, federation, {**task_options, **money}, as_json)
         return
     if out_dir is None:
         raise ConfigError("give the run folder: --out FOLDER")
@@ -323,7 +344,7 @@ def insights_run(
     from fedinsight.tasks import insights as insights_task
 
     sim = SimulationOptions(dataset=str(dataset), out=str(out_dir), partners=partners, customers=customers,
-                            budget=budget)
+                            budget=budget, **money)
     with progress_bar() as bars:
         bars.add_task("running the spec on the simulated partners", total=None)
         run = simulate("insights", sim, task_options, command=reproduce_command())

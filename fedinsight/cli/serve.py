@@ -54,8 +54,9 @@ def score_propensity(
     if out_path.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"--out {out_path}: use a .parquet or .csv file name")
     bundle = ModelBundle.load(model_path)
-    scores = score_partner(bundle, open_partner(data, registry.get("propensity").purpose, mapping_file=mapping),
-                           as_of)
+    # the model learned from amounts in its job's reporting currency: this partner's are read in it too
+    partner = open_partner(data, registry.get("propensity").purpose, mapping_file=mapping, currency=bundle.config)
+    scores = score_partner(bundle, partner, as_of)
     with atomic_output_file(out_path) as tmp:
         if out_path.suffix.lower() == ".csv":
             scores.to_csv(tmp, index=False)
@@ -65,12 +66,14 @@ def score_propensity(
     result = {"customers": len(scores), "as_of": str(scores["as_of"].iloc[0]),
               "mean_propensity": float(scores["propensity"].mean()),
               "expected_spend_total": float(scores["expected_spend"].sum()),
+              "currency": bundle.config.get("currency") or partner.view.currency,  # what expected spend is in
               "tiers": {k: int(v) for k, v in counts.items()}, "out": str(out_path)}
     if as_json:
         out.print_json(json.dumps(result))
         return
     table = Table(title=f"scored {len(scores):,} customers as of {result['as_of']}")
-    for col in ("customers", "mean propensity", "expected spend", "low", "mid", "high"):
+    spend = f"expected spend ({result['currency']})" if result["currency"] else "expected spend"
+    for col in ("customers", "mean propensity", spend, "low", "mid", "high"):
         table.add_column(col, justify="right")
     table.add_row(f"{len(scores):,}", f"{result['mean_propensity']:.3f}", f"{result['expected_spend_total']:,.2f}",
                   *(f"{result['tiers'][t]:,}" for t in ("low", "mid", "high")))

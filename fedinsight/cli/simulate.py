@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fedinsight.cli.common import err, out, progress_bar, reproduce_command, show_preview
 from fedinsight.federation import progress
+from fedinsight.federation.currency import CurrencyOptions
 from fedinsight.federation.options import CliOption, Options, read_option_file
 from fedinsight.federation.task import Task
 from fedinsight.simulation.options import SimulationOptions
@@ -40,13 +41,17 @@ def _parameter(opt: CliOption) -> inspect.Parameter:
 
 
 def _fields(task: Task) -> tuple[list[CliOption], list[CliOption]]:
-    sim = SimulationOptions.cli_fields()
+    money = set(CurrencyOptions.python_names())  # shared by every job: listed after the simulation's own flags
+    sim = sorted(SimulationOptions.cli_fields(), key=lambda f: f.name in money)
     names = {f.name for f in sim}
     return sim, [f for f in task.options.cli_fields() if f.name not in names]
 
 
 def _split(task: Task, values: dict[str, Any]) -> tuple[SimulationOptions, dict[str, Any]]:
     sim_fields, task_fields = _fields(task)
+    for name in SimulationOptions.file_fields():  # --rates rates.toml: the file's text
+        if values.get(name):
+            values[name] = read_option_file(name, values[name])
     sim = SimulationOptions(**{f.name: values[f.name] for f in sim_fields})
     task_names = {f.name for f in task.options.cli_fields()}
     options = {name: values[name] for name in task_names if name in values}

@@ -278,10 +278,11 @@ def submit_job(config: Any, state: Any, task: str, *, federation: str, options: 
     run_config: dict[str, Any] = {"task": task, "partners": len(config.partners), **(options or {})}
     if "preset" in spec.options.run_config_keys() and "preset" not in run_config:  # the catalogue vocabulary
         run_config["preset"] = config.coordinator.catalogue_preset
-    _, checked = settings_of(spec, run_config)  # options are validated before anything is recorded
+    job_settings, checked = settings_of(spec, run_config)  # options are validated before anything is recorded
     for name in spec.options.file_fields():  # a file's text (e.g. a TOML spec) travels in its canonical form
         if dashed(name) in run_config:
             run_config[dashed(name)] = getattr(checked, name)
+    run_config.update(job_settings.message_config())  # the rate table, canonical (CNY=0.138,EUR=1.08)
     submitted = dict(run_config)  # what the submitter asked for: the job record and its reproduce command
     job = state.jobs.create(task=task, federation=federation, run_config=submitted, requester=requester)
     run_config.update({"job-id": job.id, "requester": requester, "publish": True,

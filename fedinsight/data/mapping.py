@@ -19,13 +19,12 @@ import hashlib
 import os
 import tomllib
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from fedinsight.core.errors import MappingError, Problem
+from fedinsight.data.currency import currency_codes
 from fedinsight.data.schema import SUPPORTED_SUFFIXES, TABLES, TableSpec
 from fedinsight.data.values import DECIMAL_MARKS
 
@@ -35,13 +34,6 @@ TABLE_KEYS: tuple[str, ...] = ("files", "columns", "values", "group_by", "timest
                                "delimiter")
 GROUPABLE = ("transactions",)
 """Tables whose rows may be order lines (``group_by``): a transaction is one order, however many lines it has."""
-
-
-@cache
-def currency_codes() -> frozenset[str]:
-    """ISO 4217 codes, shipped with the package (``fedinsight/data/currencies.txt``): nothing is downloaded."""
-    text = resources.files("fedinsight.data").joinpath("currencies.txt").read_text(encoding="utf-8")
-    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ class ColumnSpec:
     min_value: float | None = None
     allowed: tuple[str, ...] | None = None
     description: str = ""
+    money: bool = False  # an amount in the partner's currency: converted to the job's reporting currency on read
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ TRANSACTIONS = TableSpec(
         ColumnSpec("transaction_id", "string", required=False),
         ColumnSpec("customer_id", "string"),
         ColumnSpec("timestamp", "timestamp"),
-        ColumnSpec("amount", "float", min_value=0.0, description="Order value in the partner's currency."),
+        ColumnSpec("amount", "float", min_value=0.0, money=True,
+                   description="Order value in the partner's currency (the job's reporting currency once read)."),
         ColumnSpec("quantity", "int", min_value=0),
         ColumnSpec("category", "string", required=False, nullable=True),
         ColumnSpec("channel", "string", required=False, nullable=True),
@@ -114,7 +116,7 @@ ITEMS = TableSpec(
         ColumnSpec("year", "int", required=False, nullable=True),
         ColumnSpec("genres", "string", required=False, nullable=True, description="'|'-separated list."),
         ColumnSpec("category", "string", required=False, nullable=True),
-        ColumnSpec("price", "float", required=False, nullable=True, min_value=0.0),
+        ColumnSpec("price", "float", required=False, nullable=True, min_value=0.0, money=True),
     ),
 )
 
@@ -170,6 +172,10 @@ class PartnerData:
                 ids.update(df["customer_id"].unique())  # type: ignore[index]
         return len(ids)
 
+
+MONEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    name: cols for name, spec in TABLES.items() if (cols := tuple(c.name for c in spec.columns if c.money))}
+"""Table -> its money columns (converted to the job's reporting currency by :mod:`fedinsight.data.currency`)."""
 
 SCHEMA_COLUMNS: dict[str, tuple[str, ...]] = {name: tuple(spec.column_names) for name, spec in TABLES.items()}
 """Table -> its canonical column names (the PII scan judges these by their values only)."""

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 from fedinsight.core.db import default_db_url
 from fedinsight.core.errors import ConfigError
-from fedinsight.federation.options import Options, option
+from fedinsight.federation.currency import CurrencyOptions
+from fedinsight.federation.options import option
 
 SIMULATION_ONLY = ("data-root", "ledger-url", "budget", "budget-delta", "partner-caps", "partner-ledger-url")
 """Run-config keys a deployed job may not set: a coordinator never names partner paths, picks its own
@@ -24,8 +25,8 @@ RESERVED = ("job-id", "requester", "out-dir", "publish", "task", "partners")
 
 
 @dataclass(frozen=True)
-class JobSettings(Options):
-    """What every job carries besides its task's options."""
+class JobSettings(CurrencyOptions):
+    """What every job carries besides its task's options (and the reporting currency: :class:`CurrencyOptions`)."""
 
     task: str = option("", cli=False)
     partners: int = option(0, "Number of partners taking part.", minimum=0, cli=False)
@@ -51,6 +52,7 @@ class JobSettings(Options):
     }
 
     def validate(self) -> None:
+        super().validate()
         for item in filter(None, (s.strip() for s in self.partner_caps.split(","))):
             name, sep, value = item.partition("=")
             try:

@@ -167,6 +167,7 @@ class Session:
         if self.job.simulated:  # simulated partners do not get the run config: it travels in messages
             base.update({"data-root": self.job.data_root, "partner-caps": self.job.partner_caps,
                          "partner-ledger-url": self.job.partner_ledger_url})
+        base.update(self.job.message_config())  # the public rate table: partners convert their amounts on read
         base.update(self.options.to_run_config())
         base.update(extra)
         return base
@@ -453,6 +454,8 @@ def finish(session: Session, result: TaskResult) -> dict[str, Any]:
         "messages": session.guard.summary(), "artifacts": result.artifacts,
         "settings": session.options.settings(),
     }
+    if (currency := job.currency_summary()) is not None:  # public configuration, like the settings
+        summary["currency"] = currency
     timing = dict(summary.get("timing") or {})
     timing.setdefault("server_wall_s", round(time.perf_counter() - session.started, 3))
     summary["timing"] = timing

@@ -15,6 +15,7 @@ from typing import Any
 from flwr.app import Context, RecordDict
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.data.currency import RateTable
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.budget import BudgetGate
 from fedinsight.federation.job import JobSettings
@@ -55,9 +56,10 @@ class PartnerSide:
             path = simulated_folder(str(config["data-root"]), int(self.settings["partition-id"]))
         else:
             raise ConfigError("partner has no data: start it with --node-config data-path=FOLDER")
-        self.view = PartnerView(path, purpose, policy_file=self.settings.get("protection-policy"),
-                                mapping_file=self.settings.get("mapping"))
         self.partner_id = str(self.settings.get("partner-id") or path.name)
+        rates = RateTable.of(str(config.get("currency") or ""), str(config.get("rates") or ""))  # the job's table
+        self.view = PartnerView(path, purpose, policy_file=self.settings.get("protection-policy"),
+                                mapping_file=self.settings.get("mapping"), rates=rates, name=self.partner_id)
 
     # the Partner protocol
     def data(self) -> PartnerData:
@@ -99,11 +101,13 @@ class PartnerSide:
 
 
 def open_partner(folder: str | Path, purpose: str, *, policy_file: str | Path | None = None,
-                 mapping_file: str | Path | None = None) -> PartnerSide:
+                 mapping_file: str | Path | None = None, currency: Mapping[str, Any] | None = None) -> PartnerSide:
     """A partner's own folder, read on its own machine by a CLI command (scoring, serving, exports); its
-    ``mapping.toml`` applies, or ``mapping_file`` when given."""
+    ``mapping.toml`` applies, or ``mapping_file`` when given. ``currency``: the ``currency``/``rates`` of the job
+    whose model is used (its amounts were in that reporting currency, so the partner's must be too)."""
     node = {"protection-policy": str(policy_file)} if policy_file is not None else {}
     if mapping_file is not None:
         node["mapping"] = str(mapping_file)
     context = Context(run_id=0, node_id=0, node_config=node, state=RecordDict(), run_config={})
-    return PartnerSide(purpose, context, {}, folder=folder)
+    config = {k: currency[k] for k in ("currency", "rates") if currency and currency.get(k)}
+    return PartnerSide(purpose, context, config, folder=folder)

@@ -10,7 +10,10 @@
    partner's key); raw frames are dropped right after;
 3. **consent** for the task's purpose (analytics, training, recommendation);
 4. the **erasure register**: customers forgotten with ``fedinsight partner forget`` are removed from every
-   table, for every purpose, from the next read on.
+   table, for every purpose, from the next read on;
+5. the job's **rate table** (:mod:`fedinsight.data.currency`), when it declares one: money columns are converted
+   from the partner's declared currency to the job's reporting currency. A currency the table does not cover
+   is refused when the view is opened (in hello: before anything is computed or charged).
 
 Steps 1-2 are cached per process (tokens only: a Ray actor or SuperNode serves many rounds of a job);
 3-4 run on every read, so a ``partner forget`` takes effect for the next message even on a long-running
@@ -31,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.data.currency import RateTable, convert
 from fedinsight.data.federation import load_partner_folder, partner_folders
 from fedinsight.data.mapping import PartnerMapping, find_mapping
 from fedinsight.data.schema import PartnerData
@@ -68,7 +72,10 @@ class PartnerView:
     """One partner's customer data for one purpose (see the module docstring)."""
 
     def __init__(self, folder: str | Path, purpose: str, *, policy_file: str | Path | None = None,
-                 mapping_file: str | Path | None = None) -> None:
+                 mapping_file: str | Path | None = None, rates: RateTable | None = None,
+                 name: str | None = None) -> None:
+        """``rates``: the job's rate table (``None``: amounts as held); ``name``: the partner as messages name it
+        (default: its folder's name)."""
         if purpose not in PURPOSES:
             raise ConfigError(f"unknown purpose '{purpose}', expected one of {', '.join(PURPOSES)}")
         self.folder = Path(folder)
@@ -77,11 +84,20 @@ class PartnerView:
         self.purpose = purpose
         self.policy = find_policy(self.folder, policy_file)
         self.mapping = find_mapping(self.folder, mapping_file)
+        self.rates = rates
+        if rates is not None:  # refused now, before any table is read for the job
+            rates.rate(self.currency, partner=name or self.folder.name)
+
+    @property
+    def currency(self) -> str | None:
+        """The currency the partner's mapping declares for its amounts (``None``: not declared)."""
+        return self.mapping.currency if self.mapping is not None else None
 
     def tables(self) -> PartnerData:
-        """The partner's tables: mapped, validated, protected, consent for the purpose, erased customers removed."""
+        """The partner's tables: mapped, validated, protected, consent for the purpose, erased customers removed,
+        amounts in the job's reporting currency."""
         protected = _protected(self.folder, self.policy, self.mapping)
-        return protected.for_purpose(self.purpose, erasure_register(self.policy.register_url))
+        return convert(protected.for_purpose(self.purpose, erasure_register(self.policy.register_url)), self.rates)
 
     def identities(self, tokens: pd.Series) -> pd.Series:
         """The partner's own customer ids for tokens of its customers: only ever on the partner, for its own

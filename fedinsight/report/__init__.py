@@ -21,7 +21,7 @@ from fedinsight.core.errors import ReportError
 from fedinsight.core.files import atomic_output_file
 from fedinsight.core.redact import redact_secrets
 from fedinsight.core.version import __version__
-from fedinsight.report.page import Section, esc, fmt, key_values, page, table
+from fedinsight.report.page import Section, currency_code, esc, fmt, key_values, money_label, page, table
 
 REPORT_NAME = "report.html"
 _RENDER_LOCK = threading.Lock()
@@ -122,8 +122,10 @@ def _render(run_dir: Path, task_sections: Sections, *, ledger_url: str | None, t
     sections = [overview, *sections, privacy, _config_section(summary, insights, run_dir)]
     job = job_id_of(summary) or run_dir.name
     created = summary.get("created") or (insights or {}).get("created_at") or _mtime(run_dir)
+    money = currency_code(summary)
     subtitle = " · ".join(str(x) for x in (f"job {job}", summary.get("dataset") and f"dataset {summary['dataset']}",
-                                           _partners(summary, insights), f"written {created}") if x)
+                                           _partners(summary, insights), money and f"amounts in {money}",
+                                           f"written {created}") if x)
     return page(title or f"fedinsight {task} report", subtitle, sections)
 
 
@@ -168,7 +170,7 @@ def _generic_section(summary: dict[str, Any]) -> Section:
     as tables."""
     s = Section("results", "Results")
     body = {k: v for k, v in summary.items() if k not in ("settings", "config", "privacy", "command", "task",
-                                                         "messages", "artifacts")}
+                                                         "messages", "artifacts", "currency")}
     records = {k: v for k, v in body.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
     pairs = [(k, _short_list(v) if isinstance(v, list) else v)
              for k, v in _flat({k: v for k, v in body.items() if k not in records})]
@@ -198,9 +200,32 @@ def _config_section(summary: dict[str, Any], insights: dict[str, Any] | None, ru
                                                  "min_group_size", "suppression_margin_sd", "partners")}
     if settings:
         s.add("<h3>Settings</h3>" + key_values((k, _cell(v)) for k, v in settings.items()))
+    s.add(_currency_block(summary))
     files = sorted(p.name for p in run_dir.iterdir() if p.name not in (REPORT_NAME, RUN_META))
     s.add('<p class="note">Files in the run folder: ' + esc(", ".join(files)) + "</p>")
     return s
+
+
+def _currency_block(summary: dict[str, Any]) -> str:
+    """The job's reporting currency and rate table (public configuration), and each partner's declared currency."""
+    record = summary.get("currency")
+    if not isinstance(record, dict):
+        return ""
+    code = record.get("reporting")
+    if not code:
+        held = f" ({esc(record['amounts_in'])})" if record.get("amounts_in") else ""
+        return f'<h3>Money</h3><p class="note">No rate table: amounts are as the partners hold them{held}.</p>'
+    rates = record.get("rates") or {}
+    rows = [[other, fmt(rate, 6), f"1 {other} = {fmt(rate, 6)} {code}"] for other, rate in rates.items()]
+    out = (f'<h3>Money</h3><p class="note">Every amount (order values, prices, spend, LTV) was converted on each '
+           f"partner to the reporting currency <b>{esc(code)}</b> with the job's declared rate table, before any "
+           "task read it.</p>")
+    out += table(["currency", money_label(summary, "rate"), "meaning"], rows) if rows else \
+        f'<p class="note">No other currency in the table: every partner holds {esc(code)}.</p>'
+    partners = record.get("partners")
+    if isinstance(partners, dict) and partners:
+        out += table(["partner", "declared currency"], [[name, value] for name, value in partners.items()])
+    return out
 
 
 def _short_list(values: list[Any], limit: int = 12) -> str:
@@ -216,4 +241,5 @@ def _cell(value: Any) -> Any:
     return redact_secrets(value) if isinstance(value, str) else value
 
 
-__all__ = ["REPORT_NAME", "RUN_META", "load_run", "record_command", "render_report", "write_report"]
+__all__ = ["REPORT_NAME", "RUN_META", "currency_code", "load_run", "money_label", "record_command", "render_report",
+           "write_report"]

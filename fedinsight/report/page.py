@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from fedinsight.report.charts import Chart
 
@@ -139,3 +140,15 @@ def page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
             f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header><nav>{nav}</nav>"
             f"<main>{''.join(s.html() for s in sections)}</main></body></html>\n")
+
+
+def currency_code(summary: dict[str, Any]) -> str | None:
+    """The run's reporting currency (``summary["currency"]["reporting"]``), or ``None`` when amounts are as held."""
+    record = summary.get("currency")
+    return str(record["reporting"]) if isinstance(record, dict) and record.get("reporting") else None
+
+
+def money_label(summary: dict[str, Any], label: str) -> str:
+    """``label`` naming the currency its amounts are in (``mean spend (USD)``), so no figure's unit is guessed."""
+    code = currency_code(summary)
+    return f"{label} ({code})" if code else label

@@ -25,6 +25,7 @@ from typing import Any
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation import registry
+from fedinsight.federation.currency import rates_text
 from fedinsight.federation.options import check_names, read_option_file
 from fedinsight.simulation.options import SimulationOptions
 from fedinsight.simulation.partners import Partners
@@ -40,7 +41,8 @@ class Federation(Partners):
     def simulate(self, task: str, *, out: str | Path | None = None, verbose: bool = False, **settings: Any) -> Run:
         """Run ``task`` on these partners (the Python call of ``fedinsight simulate <task>``).
 
-        ``settings`` are the task's options and the simulation's (``epsilon=1, rounds=20, partners=5`` ...), by
+        ``settings`` are the task's options and the simulation's (``epsilon=1, rounds=20, partners=5``,
+        ``currency="USD", rates={"CNY": 0.138}`` or ``rates="rates.toml"`` ...), by
         the command's flag names with ``_`` for ``-`` (a file option such as insights' ``spec`` may name a file);
         a misspelt one is a ConfigError listing them all. A run folder is made under the system's temporary
         folder unless ``out`` is given; ``verbose`` shows Flower's logs.
@@ -55,7 +57,9 @@ class Federation(Partners):
         sim_names = [n for n in SimulationOptions.python_names() if n not in FEDERATION_DECIDES]
         task_names = spec.options.python_names()
         check_names(settings, sorted({*sim_names, *task_names}), what=spec.name)
-        for name in spec.options.file_fields():  # spec="insights.toml": a file on this machine, read here
+        if "rates" in settings:  # rates={"CNY": 0.138} or "CNY=0.138,EUR=1.08" or a file
+            settings["rates"] = rates_text(settings["rates"])
+        for name in (*spec.options.file_fields(), *SimulationOptions.file_fields()):  # a file here, read here
             if isinstance(settings.get(name), str | Path):
                 settings[name] = read_option_file(name, settings[name])
         options = {k: v for k, v in settings.items() if k in task_names}

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedinsight.data.partition import PARTITION_SCHEMES
-from fedinsight.federation.options import Options, option
+from fedinsight.federation.currency import CurrencyOptions
+from fedinsight.federation.options import option
 
 PARTITIONS = (*PARTITION_SCHEMES, "zip")
 
 
 @dataclass(frozen=True)
-class SimulationOptions(Options):
+class SimulationOptions(CurrencyOptions):
+    """The simulation's own flags, and the job's reporting currency (``--currency``, ``--rates``)."""
+
     dataset: str = option("synthetic", "cdnow, movielens-100k, synthetic, or a folder of partner folders (any names).")
     partners: int | None = option(None, "Partners to split a built-in dataset into (default: the task's); a folder "
                                   "of partner folders has its own count.", minimum=1,

@@ -17,6 +17,7 @@ from typing import Any
 
 from fedinsight.core.errors import ConfigError, DataValidationError
 from fedinsight.core.files import atomic_output_dir
+from fedinsight.data.currency import RateTable
 from fedinsight.data.federation import (
     BUILTIN_DATASETS,
     PartitionSpec,
@@ -25,6 +26,7 @@ from fedinsight.data.federation import (
     unmapped_folders,
     write_partner_folder,
 )
+from fedinsight.data.mapping import find_mapping
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.task import PARTNER_ID_PATTERN
 from fedinsight.partner.protection import init_federation
@@ -58,9 +60,13 @@ class Partners:
                 return folder
         raise ConfigError(f"no partner '{name}' in {self.root} (its partners: {', '.join(self.names) or 'none'})")
 
-    def views(self, purpose: str) -> dict[str, PartnerData]:
-        """Every partner's tables as its data view gives them for ``purpose``."""
-        return {f.name: PartnerView(f, purpose).tables() for f in self.folders}
+    def views(self, purpose: str, rates: RateTable | None = None) -> dict[str, PartnerData]:
+        """Every partner's tables as its data view gives them for ``purpose`` (amounts converted with ``rates``)."""
+        return {f.name: PartnerView(f, purpose, rates=rates).tables() for f in self.folders}
+
+    def currencies(self) -> dict[str, str | None]:
+        """Each partner's declared currency (its mapping's ``currency``; ``None``: not declared)."""
+        return {f.name: (m.currency if (m := find_mapping(f)) is not None else None) for f in self.folders}
 
     @classmethod
     def builtin(cls, name: str) -> Partners:

@@ -40,9 +40,10 @@ class PartnerModel:
     def __init__(self, path: Path, partners: Partners) -> None:
         self.path, self.partners = Path(path), partners
 
-    def partner(self, name: str) -> PartnerSide:
-        """``name``'s own view of its data for this task's consent purpose (see the module docstring)."""
-        return open_partner(self.partners.folder(name), registry.get(self.task).purpose)
+    def partner(self, name: str, currency: dict[str, Any] | None = None) -> PartnerSide:
+        """``name``'s own view of its data for this task's consent purpose (see the module docstring); ``currency``:
+        the training job's ``currency``/``rates``, so amounts are read in the currency the model learned in."""
+        return open_partner(self.partners.folder(name), registry.get(self.task).purpose, currency=currency)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, partners={self.partners.names})"
@@ -60,7 +61,8 @@ class PropensityModel(PartnerModel):
         from fedinsight.models.propensity import ModelBundle  # heavy: torch
         from fedinsight.tasks.propensity.scoring import score_partner
 
-        return score_partner(ModelBundle.load(self.path), self.partner(partner), as_of)
+        bundle = ModelBundle.load(self.path)
+        return score_partner(bundle, self.partner(partner, bundle.config), as_of)
 
 
 class RecommenderModel(PartnerModel):

@@ -27,6 +27,7 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.core.files import atomic_output_file
+from fedinsight.data.currency import NOT_DECLARED, RateTable, partner_currencies
 from fedinsight.data.federation import BUILTIN_DATASETS
 from fedinsight.federation import registry
 from fedinsight.federation.job import JobSettings
@@ -122,16 +123,22 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     out = Path(sim.out).resolve()
     task.simulation_dataset(sim.dataset)
     partners = sim.partners
+    table = sim.rate_table()
+    currencies: dict[str, str | None] | None = None
     if sim.dataset not in BUILTIN_DATASETS:  # a folder is read in place: check it before anything is written
-        partners = len(folder_federation(sim.dataset, sim.partners).folders)
+        found = folder_federation(sim.dataset, sim.partners)
+        partners = len(found.folders)
+        currencies = partner_currencies(found.currencies(), table)  # a rate missing, or currencies mixed
     task.check(task_options, JobSettings(task=task.name, partners=partners or task.default_partners))
     prepare_out_dir(out, sim.overwrite)
     started = time.perf_counter()
     federation = resolve(sim.dataset, partners=sim.partners, partition=sim.partition, alpha=sim.alpha,
                          seed=sim.seed, customers=sim.customers, out_dir=out, default_partners=task.default_partners)
+    if currencies is None:
+        currencies = partner_currencies(federation.currencies(), table)
     simulated = Simulated(dataset=sim.dataset, builtin=federation.builtin, data_root=federation.root,
-                          partner_names=federation.names, out_dir=out, seed=sim.seed, views=federation.views,
-                          facts=federation.facts)
+                          partner_names=federation.names, out_dir=out, seed=sim.seed,
+                          views=lambda purpose: federation.views(purpose, rates=table), facts=federation.facts)
     overrides = task.simulation_options(task_options, simulated)
     if overrides:
         task_options = task_options.replace(**overrides)
@@ -139,7 +146,8 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     job = JobSettings(task=task.name, partners=len(federation.folders), out_dir=str(out),
                       data_root=str(federation.root), ledger_url=sim.db or f"sqlite:///{out / LEDGER}",
                       budget=budget, partner_caps=sim.partner_caps,
-                      partner_ledger_url=f"sqlite:///{out / PARTNER_LEDGERS}", dataset=sim.dataset)
+                      partner_ledger_url=f"sqlite:///{out / PARTNER_LEDGERS}", dataset=sim.dataset,
+                      currency=sim.currency, rates=sim.rates)
     task.check(task_options, job)
     baselines = task.simulation_baselines(task_options, simulated)
     run_config = merge_run_config(job, task_options)
@@ -154,12 +162,27 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
                    "federation_overhead": round(wall / train, 3) if train else None})
     summary["timing"] = timing
     summary["partner_folders"] = federation.names
+    if record := currency_record(table, currencies):
+        summary["currency"] = record
     summary = json_finite(summary)
     with atomic_output_file(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     _report(out, command, write_run_report, sim.db or None)
     task.check_result(summary)
     return Run(task.name, out, summary, federation)
+
+
+def currency_record(table: RateTable | None, currencies: dict[str, str | None]) -> dict[str, Any] | None:
+    """``summary.json["currency"]`` of a simulation: the job's table and each partner's declared currency (the
+    simulation reads every partner's mapping; a deployed job records the table only). Without a table it is
+    recorded only when partners declare a currency (then they all declare the same one, or the run was refused)."""
+    if table is not None:
+        return table.record(currencies)
+    declared = sorted({c for c in currencies.values() if c})
+    if not declared:
+        return None
+    return {"reporting": None, "rates": {}, "amounts_in": declared[0],
+            "partners": {name: code or NOT_DECLARED for name, code in sorted(currencies.items())}}
 
 
 def _report(out: Path, command: str | None, write: Any, ledger_url: str | None) -> None:

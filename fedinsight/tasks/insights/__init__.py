@@ -182,11 +182,12 @@ class InsightsTask(Task):
         return simulate.DEFAULT_BUDGET
 
     def report_sections(self, summary: dict[str, Any], run_dir: Path) -> tuple[list[str], list[Any]]:
+        from fedinsight.report.page import currency_code
         from fedinsight.tasks.insights.report import insights_sections  # heavy: loads matplotlib
 
         document = json.loads((run_dir / "insights.json").read_text()) if (run_dir / "insights.json").is_file() \
             else None
-        return insights_sections(document) if document is not None else ([], [])
+        return insights_sections(document, currency_code(summary)) if document is not None else ([], [])
 
     def headline(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
         rows = [(i["name"], f"epsilon {i['epsilon']:.3f}, {i['groups']} groups, {i['suppressed_groups']} suppressed")

@@ -75,6 +75,15 @@ def _suppression_note(insight: dict[str, Any]) -> str:
             f'<p class="note">{shown}</p></details>')
 
 
+MONEY_WORDS = ("amount", "spend", "revenue", "value", "price")
+"""An aggregate whose name holds one of these is an amount of money (labelled with the reporting currency)."""
+
+
+def _money(ins: dict[str, Any], label: str) -> str:
+    """``label`` with the run's reporting currency (``ins["currency"]``, set by :func:`insights_sections`)."""
+    return f"{label} ({ins['currency']})" if ins.get("currency") else label
+
+
 # --- one chart builder per insight kind ----------------------------------------------------------------
 
 def _segment_profile(ins: dict[str, Any]) -> list[Chart]:
@@ -85,10 +94,10 @@ def _segment_profile(ins: dict[str, Any]) -> list[Chart]:
     with figure(name, 6.4, 3.2, ncols=2) as (fig, (ax, ax2)):
         bars_with_intervals(ax, labels, {"customers": [_est(g.get("customers")) for g in groups]},
                             ylabel="customers")
-        bars_with_intervals(ax2, labels, {"mean spend": [_est(g.get("mean_spend")) for g in groups]},
-                            ylabel="mean spend")
+        spend = _money(ins, "mean spend")
+        bars_with_intervals(ax2, labels, {spend: [_est(g.get("mean_spend")) for g in groups]}, ylabel=spend)
         ax.set_title("segment size")
-        ax2.set_title("mean spend")
+        ax2.set_title(spend)
         fig.tight_layout()
         return [render(name, "", fig, "Bars: DP estimates; whiskers: 95 % intervals.")]
 
@@ -229,8 +238,9 @@ def _group_by(ins: dict[str, Any]) -> list[Chart]:
         bars_with_intervals(axes[0], labels, {"customers": [_est(g.get("customers")) for g in groups]})
         axes[0].set_title("customers")
         for ax, agg in zip(axes[1:], aggregates, strict=True):
-            bars_with_intervals(ax, labels, {agg: [_est(g.get(agg)) for g in groups]})
-            ax.set_title(agg)
+            label = _money(ins, agg) if any(w in agg for w in MONEY_WORDS) else agg
+            bars_with_intervals(ax, labels, {label: [_est(g.get(agg)) for g in groups]})
+            ax.set_title(label)
         fig.tight_layout()
         return [render(ins["name"], "", fig, "DP estimates with 95 % intervals.")]
 
@@ -277,8 +287,9 @@ def _keys_note(keys: dict[str, Any]) -> str:
     return f'<p class="note">What the insights group by:</p><ul class="note">{"".join(lines)}</ul>' if lines else ""
 
 
-def insights_sections(document: dict[str, Any]) -> tuple[list[str], list[Section]]:
-    """Sections for an ``insights.json`` document (a batch)."""
+def insights_sections(document: dict[str, Any], currency: str | None = None) -> tuple[list[str], list[Section]]:
+    """Sections for an ``insights.json`` document (a batch); ``currency``: the run's reporting currency, which
+    money figures are labelled with."""
     from fedinsight.report.page import card
 
     insights = document.get("insights", [])
@@ -303,7 +314,7 @@ def insights_sections(document: dict[str, Any]) -> tuple[list[str], list[Section
                     f'{ins.get("partners", "?")} partners{clock}</p>')
         builder = BUILDERS.get(str(ins.get("kind")))
         try:
-            charts = builder(ins) if builder and isinstance(ins.get("result"), dict) else []
+            charts = builder({**ins, "currency": currency}) if builder and isinstance(ins.get("result"), dict) else []
         except (KeyError, TypeError, ValueError) as exc:  # a result shape this report does not know
             charts = []
             section.add(f'<p class="note">No chart for this result ({esc(type(exc).__name__)}: {esc(exc)}).</p>')

@@ -12,7 +12,7 @@ import numpy as np
 
 from fedinsight.report.charts import Chart, colour, figure, finite, number, render, tooltip
 from fedinsight.report.learning import learning_chart, model_label
-from fedinsight.report.page import Section, card, table
+from fedinsight.report.page import Section, card, money_label, table
 
 
 def propensity_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]:
@@ -141,7 +141,8 @@ def _metrics_table(metrics: dict[str, Any], columns: tuple[str, ...], summary: d
         if not any(c in values for c in columns):
             continue
         rows.append([model_label(name, summary), *(finite(values.get(c)) for c in columns)])
-    return "<h3>Metrics on the held-out customers</h3>" + table(["model", *columns], rows) if rows else ""
+    headers = [money_label(summary, c) if c == "mae" else c for c in columns]  # mae: of spend, a money figure
+    return "<h3>Metrics on the held-out customers</h3>" + table(["model", *headers], rows) if rows else ""
 
 
 def _tier_table(summary: dict[str, Any]) -> str:
@@ -155,7 +156,8 @@ def _tier_table(summary: dict[str, Any]) -> str:
         for i, name in enumerate(("mid", "high")):
             rows.append([f"{name} tier starts at", f"{levels[i]:.0%} quantile" if i < len(levels) else None,
                          true_t[i] if i < len(true_t) else None, pred_t[i] if i < len(pred_t) else None])
-        parts.append("<h3>LTV tiers</h3>" + table(["threshold", "level", "actual spend", "predicted LTV"], rows))
+        parts.append("<h3>LTV tiers</h3>" + table(["threshold", "level", money_label(summary, "actual spend"),
+                                                    money_label(summary, "predicted LTV")], rows))
     for name in ("federated", "centralized"):
         conf = curves.get(name, {}).get("tiers")
         if not conf:

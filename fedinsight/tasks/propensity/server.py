@@ -176,7 +176,7 @@ def run(session: Session) -> TaskResult:
     bundle = ModelBundle(kind=options.model, features=FEATURES, weights=weights, scaler=scaler, target=target,
                          tier_thresholds=pred_t or (math.inf, math.inf),
                          config={**options.window.to_config(), **options.caps.to_config(), "job-id": session.job.job_id,
-                                 "tier-true": list(true_t)})
+                                 "tier-true": list(true_t), **session.job.message_config()})
     artifacts = {}
     if session.job.out_dir:
         artifacts["model"] = str(write_model(Path(session.job.out_dir), bundle))

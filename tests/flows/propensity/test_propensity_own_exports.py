@@ -1,4 +1,8 @@
-"""`fedinsight simulate propensity` on two partners' own exports, read in place through their mapping.toml."""
+"""`fedinsight simulate propensity` on two partners' own exports, read in place through their mapping.toml.
+
+The two partners hold CNY and USD: the job declares a rate table (``--currency USD --rates CNY=0.138``), which
+``summary.json``, the report and the model record, and scoring reads the partner's amounts in it again.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +25,14 @@ def test_simulate_propensity_on_mapped_exports_in_place(tmp_path, capsys):
     capsys.readouterr()
     out = tmp_path / "run"
     code = main(["simulate", "propensity", "--dataset", str(root), "--out", str(out), "--rounds", "2",
-                 "--start", "2024-01-01", "--cutoff", "2025-07-01", "--end", "2026-01-01", "--cpus", "1", "--json"])
+                 "--start", "2024-01-01", "--cutoff", "2025-07-01", "--end", "2026-01-01", "--cpus", "1", "--json",
+                 "--currency", "USD", "--rates", "CNY=0.138"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["currency"] == {"reporting": "USD", "rates": {"CNY": 0.138},
+                                   "partners": {"us shop": "USD", "华东零售 (GB18030)": "CNY"}}
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "amounts in USD" in report and "1 CNY = 0.138 USD" in report and "predicted LTV (USD)" in report
     assert summary["partner_folders"] == sorted(exports) and summary["partners"] == 2
     assert summary["metrics"]["federated"]["n"] > 0 and summary["messages"]["violations"] == []
     assert set(summary["privacy"]["epsilon_spent"]) == set(exports)
@@ -41,5 +50,8 @@ def test_simulate_propensity_on_mapped_exports_in_place(tmp_path, capsys):
     assert main(["score", "propensity", "--model", str(out / "model.pt"), "--data", str(cn.folder),
                  "--out", str(scores_path), "--json"]) == 0
     scores = pd.read_csv(scores_path, dtype={"customer_id": str})
+    from fedinsight.models.propensity import ModelBundle
+
+    assert ModelBundle.load(out / "model.pt").config["rates"] == "CNY=0.138"  # scoring reads amounts in USD too
     assert set(scores["customer_id"]) <= set(cn.expected["customers"]["customer_id"]) - set(cn.opted_out)
     assert len(scores) > 0

@@ -260,3 +260,25 @@ def test_cli_simulate_secure_training_refuses_fewer_than_three_partners(tmp_path
         assert code == 2
         assert "at least 3 partners" in capsys.readouterr().err
         assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_deployed_job_s_rate_table_is_checked_and_travels_canonically(certs, tmp_path, monkeypatch):
+    import tomllib
+
+    import fedinsight.coordinator.jobs as jobs
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.state import CoordinatorState
+
+    cfg = load_coordinator_config(_coordinator_toml(tmp_path, certs))
+    state = CoordinatorState.from_config(cfg)
+    with pytest.raises(ConfigError, match="--rates: the rate of CNY must be a positive number"):
+        jobs.submit_job(cfg, state, "insights", federation="marketing",
+                        options={"currency": "USD", "rates": "CNY=zero", "as-of": "2026-01-01"})
+    assert state.jobs.list() == []  # refused before anything was recorded
+    apps: list[str] = []
+    monkeypatch.setattr(jobs, "flwr_json", lambda args, home: apps.append(args[1]) or {"run-id": 7})
+    job = jobs.submit_job(cfg, state, "insights", federation="marketing",
+                          options={"currency": "usd", "rates": "EUR = 1.08\nCNY = 0.138\n", "as-of": "2026-01-01"})
+    config = tomllib.loads((Path(apps[0]) / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert config["currency"] == "USD" and config["rates"] == "CNY=0.138,EUR=1.08"
+    assert job.run_config["rates"] == "CNY=0.138,EUR=1.08"
