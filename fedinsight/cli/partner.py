@@ -1,4 +1,7 @@
-"""``fedinsight partner ...``: a partner's data protection (policy, keys, consent, erasure) and its process."""
+"""``fedinsight partner ...``: a partner's data protection (policy, keys, consent, erasure) and its process.
+
+``partner export`` (files for the partner's own use, such as target lists) lives in :mod:`.targets`.
+"""
 
 from __future__ import annotations
 
