@@ -15,7 +15,7 @@ from support.exports import write_cn_export, write_us_export
 from fedinsight.cli import main
 from fedinsight.core.errors import ConfigError
 from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
-from fedinsight.partner.protection import find_policy, forget_customers, init_partner
+from fedinsight.partner.protection import PartnerVault, find_policy, forget_customers, init_partner
 from fedinsight.partner.targets import Top
 from fedinsight.tasks.propensity.features import FEATURES, FeatureCaps, LabelWindow
 
@@ -148,3 +148,45 @@ def test_the_python_api_gives_the_same_list_as_the_command(tmp_path, model):
     with pytest.raises(ConfigError, match="analytics, training, recommendation"):
         PropensityModel(model, Partners(tmp_path / "partners", "own", False)).targets(export.folder.name,
                                                                                     purpose="marketing")
+
+
+def test_recommended_items_only_for_customers_who_consent_to_recommendations(tmp_path, model):
+    import json
+
+    import numpy as np
+
+    from fedinsight.privacy.tokenize import Tokenizer
+    from fedinsight.tasks.recommend.state import CustomerState, customer_state_name, save_customer_state
+
+    export = write_us_export(tmp_path / "us", customers=120)
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    ids = {c: f"M{i:05d}" for i, c in enumerate(export.expected["customers"]["customer_id"])}
+    customers = export.expected["customers"].assign(customer_id=lambda f: f["customer_id"].map(ids), consent=True)
+    refused = set(customers["customer_id"][::3])  # every third customer refuses recommendations only
+    customers["consent_recommendation"] = ~customers["customer_id"].isin(refused)
+    customers.to_csv(folder / "customers.csv", index=False)
+    export.expected["transactions"].assign(customer_id=lambda f: f["customer_id"].map(ids)).to_csv(
+        folder / "transactions.csv", index=False)
+    init_partner(folder)
+    # a recommender's public item model and this partner's customer state, as a recommend run leaves them
+    rng = np.random.default_rng(0)
+    items = tmp_path / "rec"
+    items.mkdir()
+    np.savez(items / "items.npz", item_ids=np.asarray([f"SKU{i}" for i in range(30)]),
+             attributes=np.asarray([""] * 30), embeddings=rng.normal(size=(30, 4)).astype(np.float32),
+             bias=np.zeros(30, dtype=np.float32))
+    (items / "model.json").write_text(json.dumps({"job_id": "rec-1", "explore": 0.0, "attribute": None}))
+    policy = find_policy(folder)
+    tokens = Tokenizer(policy.tokenization_ring()).tokenize(customers["customer_id"].astype("string"))
+    save_customer_state(PartnerVault(policy), customer_state_name("rec-1"),
+                        CustomerState("rec-1", tuple(tokens), rng.normal(size=(len(tokens), 4)).astype(np.float32)))
+    out = tmp_path / "targets.csv"
+    assert _run(model, folder, out, "--top", "100%", "--purpose", "analytics", "--recommender", str(items),
+                "--k", "3") == 0
+    targets = pd.read_csv(out, dtype=str, keep_default_na=False)
+    served = targets["recommended_items"].ne("")
+    assert targets["customer_id"].isin(refused).any()  # on the list: they consent to analytics and training
+    assert not served[targets["customer_id"].isin(refused)].any()  # but nothing recommended to them
+    assert served[~targets["customer_id"].isin(refused)].all()
+    assert targets.loc[served, "recommended_items"].str.split("|").map(len).eq(3).all()
