@@ -90,7 +90,8 @@ def check_purpose(purpose: str) -> str:
     """``purpose`` if it is a consent purpose, else one ConfigError listing them."""
     if purpose not in PURPOSES:
         raise ConfigError(f"--purpose '{purpose}' is not a consent purpose; use one of {', '.join(PURPOSES)} "
-                          "(customers without consent for it are left out of the list)")
+                          "(customers without consent for it are left out of the list; a marketing-consent column of "
+                          "your exports mapped to `consent` covers every purpose, `consent_<purpose>` columns one)")
     return purpose
 
 

@@ -61,7 +61,7 @@ class PropensityModel(PartnerModel):
 
         return score_partner(ModelBundle.load(self.path), self.partner(partner), as_of)
 
-    def targets(self, partner: str, *, top: str | int = "20%", purpose: str = "analytics",
+    def targets(self, partner: str, *, purpose: str, top: str | int = "20%",
                 recommender: str | Path | RecommenderModel | None = None, k: int = 5, contact: str | None = None,
                 as_of: str | None = None) -> pd.DataFrame:
         """``partner``'s target list, best first, as ``fedinsight partner export targets`` writes it on that partner:
