@@ -44,8 +44,7 @@ def export_targets(
     recommendations. The contact column is read from the partner's own files (the PII scan's e-mail or phone
     column, or --contact); without one, the file holds ids only.
 
-    Example: fedinsight partner export targets --model runs/p/model.pt --partner-data /srv/shop --top 20%
-    --purpose analytics --out targets.csv
+    Example: fedinsight partner export targets --model m.pt --partner-data shop --top 20% --purpose training --out t.csv
     """
     from fedinsight.models.propensity import ModelBundle
     from fedinsight.partner.targets import Top, build_targets, check_output, check_purpose, write_targets
