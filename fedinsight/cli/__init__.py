@@ -9,6 +9,7 @@ module                 commands
 :mod:`.data`           ``data fetch|validate|synth|partition|scan``, ``demo``
 :mod:`.simulate`       ``simulate <task>`` for every registered task (flags from its options)
 :mod:`.partner`        ``partner map|init|check|forget|artifacts|keys|start|stop|ready``
+:mod:`.targets`        ``partner export targets`` (on the partner)
 :mod:`.serve`          ``score propensity``, ``recommend`` (on the partner)
 :mod:`.insights`       ``insights list|show``
 :mod:`.deploy`         ``certs``, ``coordinator``, ``job``, ``tokens``, ``audit``

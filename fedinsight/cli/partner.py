@@ -1,4 +1,7 @@
-"""``fedinsight partner ...``: a partner's data protection (policy, keys, consent, erasure) and its process."""
+"""``fedinsight partner ...``: a partner's data protection (policy, keys, consent, erasure) and its process.
+
+``partner export`` (files for the partner's own use, such as target lists) lives in :mod:`.targets`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from fedinsight.cli.common import (
     progress_bar,
     show,
 )
+from fedinsight.cli.targets import export_app
 
 partner_app = typer.Typer(
     help="Partner-side data: mapping of its own exports, protection policy, keys, consent checks, erasure, "
@@ -24,6 +28,7 @@ partner_app = typer.Typer(
 keys_app = typer.Typer(help="Generate, rotate and list partner-held secret keys (files mode 0600).",
                        no_args_is_help=True)
 partner_app.add_typer(keys_app, name="keys")
+partner_app.add_typer(export_app, name="export")
 
 
 def _policy_for(data: Path | None, policy: Path | None):  # type: ignore[no-untyped-def]

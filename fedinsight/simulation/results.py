@@ -64,6 +64,20 @@ class PropensityModel(PartnerModel):
         bundle = ModelBundle.load(self.path)
         return score_partner(bundle, self.partner(partner, bundle.config), as_of)
 
+    def targets(self, partner: str, *, purpose: str, top: str | int = "20%",
+                recommender: str | Path | RecommenderModel | None = None, k: int = 5, contact: str | None = None,
+                as_of: str | None = None) -> pd.DataFrame:
+        """``partner``'s target list, best first, as ``fedinsight partner export targets`` writes it on that partner:
+        ``top`` a share (``"20%"``, rounded up) or a count of its scored customers who consent to ``purpose`` and to
+        training and were not erased; ``customer_id`` its own id, ``contact`` its e-mail or phone column (the PII
+        scan's, or ``contact``), and ``recommended_items`` with a ``recommender`` (another run's model)."""
+        from fedinsight.models.propensity import ModelBundle  # heavy: torch
+        from fedinsight.partner.targets import build_targets
+
+        model = recommender.path if isinstance(recommender, RecommenderModel) else recommender
+        return build_targets(ModelBundle.load(self.path), self.partners.folder(partner), purpose=purpose, top=top,
+                             recommender=model, k=k, contact=contact, as_of=as_of).frame
+
 
 class RecommenderModel(PartnerModel):
     """The item model of a ``recommend`` run (``OUT/model``); customer embeddings stay with each partner."""

@@ -16,7 +16,7 @@ from typing import Any
 from flwr.app import ConfigRecord, Message, MetricRecord
 
 from fedinsight.core.errors import ConfigError
-from fedinsight.data.schema import PartnerData
+from fedinsight.data.schema import TABLES, PartnerData
 from fedinsight.federation.messages import config_of, reply
 from fedinsight.federation.task import Partner, phase_of
 from fedinsight.privacy.allocation import QueryNoise, query_noise
@@ -29,8 +29,11 @@ RESULTS = "results"
 
 
 def table_columns(data: PartnerData) -> dict[str, list[str]]:
-    """Which canonical tables and columns the partner holds (schema only)."""
-    return {name: [str(c) for c in frame.columns] for name, frame in data.tables().items()}  # type: ignore[attr-defined]
+    """Which canonical tables and columns the partner holds (schema only): a mapped partner's columns kept under
+    its own names (``商品编码``, ``Lineitem sku``) are neither needed by any query nor the coordinator's business,
+    and a non-ASCII name would break the hello release's pattern."""
+    return {name: [str(c) for c in frame.columns if name not in TABLES or str(c) in TABLES[name].column_names]
+            for name, frame in data.tables().items()}  # type: ignore[attr-defined]
 
 
 def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
