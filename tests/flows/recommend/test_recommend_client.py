@@ -237,7 +237,8 @@ def test_nothing_the_coordinator_sends_determines_a_partners_batches(partner_roo
     split, _ = client.partner_split(PartnerSide("recommendation", _context(), config), config)
     dp = client.dp_config(config)
     for guess in (0, 1):
-        replayed = client.LocalTrainer(split, catalogue.num_items, client.bpr_config(config), seed=guess)._batches(1, dp)
+        guessed = client.LocalTrainer(split, catalogue.num_items, client.bpr_config(config), seed=guess)
+        replayed = guessed._batches(1, dp)
         assert any(not np.array_equal(a, b) for a, b in zip(first, replayed, strict=True))
 
 
