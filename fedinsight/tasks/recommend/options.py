@@ -170,8 +170,8 @@ def eval_noise_multiplier(epsilon: float, delta: float, share: float, evaluation
     Gaussian release, would allow noise ``sigma_all`` (dp_accounting's RDP calibration at (epsilon, delta));
     giving ``share`` of that rho to ``evaluations`` releases means sigma = sigma_all * sqrt(evaluations / share).
     Why not calibrate the share to (share x epsilon, delta) on its own, as the popularity release does: RDP
-    composes far better than epsilons add, so that would buy ~2.5x the noise for the same cost to training
-    (at epsilon 1, delta 1e-6, share 0.1: sigma 41 vs 14; training's sigma rises by ~4 % either way).
+    composes far better than epsilons add, so that would buy 2.9x the noise for the same cost to training
+    (at epsilon 1, delta 1e-6, share 0.1: sigma 41 vs 14; training's sigma rises by ~5 %: 32.1 -> 33.9).
     """
     if share <= 0 or evaluations < 1:
         return 0.0

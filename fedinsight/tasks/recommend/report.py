@@ -85,8 +85,9 @@ def dp_note(block: dict[str, Any]) -> str:
     eps = finite(block.get("epsilon"))
     return (f"Federated metrics are means of the partners' noised sums (Gaussian, OpenDP; each customer adds a value "
             f"in [0, 1] to each sum) over the {block.get('customers')} customers the partners counted in hello: "
-            f"± {fmt(half, 3)} at 95 % from the noise alone; the {block.get('releases')} evaluation release(s) cost "
-            f"ε {fmt(eps, 3)} of the job's budget (charged with it). Model evaluated: {block.get('model')}. "
+            f"± {fmt(half, 3)} at 95 % from the noise alone. The {block.get('releases')} evaluation release(s) are "
+            f"(ε {fmt(eps, 3)}, δ)-DP on their own and were charged with training in the job's ε (they compose in "
+            f"RDP, so their share of it is smaller). Model evaluated: {block.get('model')}. "
             "Coverage is not released under DP (it would need per-item counts).")
 
 
