@@ -73,7 +73,7 @@ class RecommenderModel(PartnerModel):
         consenting to recommendations, not erased, with an embedding from training), one row per item:
         ``customer_id``, ``rank``, ``item_id``, ``title``, ``genres``, ``score``, ``exploration``.
         Naming a customer it cannot serve raises :class:`~fedinsight.core.errors.UnknownCustomerError`."""
-        from fedinsight.tasks.recommend.client import recommend_items  # heavy: torch
+        from fedinsight.tasks.recommend.serving import recommend_items  # heavy: torch
 
         side = self.partner(partner)
         wanted = [customers] if isinstance(customers, str) else list(customers) if customers is not None else None
