@@ -176,18 +176,27 @@ class LocalTrainer:
     A partner keeps one of these per job (customer embeddings saved between rounds with
     :func:`fedinsight.tasks.recommend.client.save_customer_state`); the centralized baseline uses one for
     the pooled data. ``train`` returns a new :class:`ItemParams` and never the customer embeddings.
+
+    ``seed=None`` (the default, and what partners use) draws Poisson batches, shuffles, negatives and the
+    initial customer embeddings from OS entropy (a fresh 128-bit ``SeedSequence``): subsampling amplification
+    assumes the sample is secret, and a coordinator that knows the seed could replay every batch. An integer
+    seed makes a run repeatable, for the simulation's non-private baselines and for tests only.
     """
 
     split: InteractionSplit
     num_items: int
     config: BPRConfig = field(default_factory=BPRConfig)
-    seed: int = 0
+    seed: int | None = None
     customer_embeddings: np.ndarray | None = None
+
+    def _generator(self, stream: int) -> np.random.Generator:
+        """The generator of one stream: OS entropy without a seed, else repeatable from (seed, stream)."""
+        return np.random.default_rng(np.random.SeedSequence() if self.seed is None else [self.seed, stream])
 
     def __post_init__(self) -> None:
         n = self.split.num_customers
         if self.customer_embeddings is None:
-            rng = np.random.default_rng([self.seed, 11])
+            rng = self._generator(11)
             self.customer_embeddings = (rng.standard_normal((n, self.config.dim)) * self.config.init_scale
                                         ).astype(np.float32)
         if self.customer_embeddings.shape != (n, self.config.dim):
@@ -195,7 +204,7 @@ class LocalTrainer:
                 f"stored customer embeddings have shape {self.customer_embeddings.shape}, expected "
                 f"({n}, {self.config.dim}); the partner's data or --dim changed since they were trained"
             )
-        self._rng = np.random.default_rng([self.seed, 13])
+        self._rng = self._generator(13)
         cust = self.split.train_customer_index()
         self._seen_keys = np.sort(cust.astype(np.int64) * self.num_items + self.split.train_items)
         self._seen: np.ndarray | None = None  # dense (customers x items) lookup when it is small enough

@@ -74,7 +74,8 @@ class RecommendTask(Task):
         for name in ("federated", "federated_global", "centralized", "local_only", "popularity"):
             m = summary.get("metrics", {}).get(name)
             if isinstance(m, dict) and m.get("hr@10") is not None:
-                rows.append((f"{name}: HR@10 / NDCG@10", f"{m['hr@10']:.4f} / {m['ndcg@10']:.4f}"))
+                noise = f" (DP-noised, ± {m['ci95_halfwidth']:.3f} at 95 %)" if m.get("noised") else ""
+                rows.append((f"{name}: HR@10 / NDCG@10", f"{m['hr@10']:.4f} / {m['ndcg@10']:.4f}{noise}"))
         return rows + privacy_headline(summary)
 
 

@@ -10,25 +10,29 @@ What a partner sends, and only this (the task's manifest, :mod:`.server`):
   epochs, and scalar metrics. Under DP the change is the result of customer-level clipped, noised steps
   (:mod:`fedinsight.privacy.sparse_dp`) and only public scalars come with it; without DP, the number of
   customers who touched each item comes too (for item-wise averaging) and the loss;
-* ``evaluate.recommend``: sums of ranking metrics and how often each item was recommended.
+* ``evaluate.recommend``: under DP, one Gaussian release (OpenDP) of the sums of per-customer ranking metrics of
+  the *shared* model (each customer adds a value in [0, 1] to each sum), charged through the same gate as
+  training; without DP, exact sums and how often each item was recommended (non-private jobs only).
 
 Customer embeddings stay here, sealed in the partner's vault (AES-GCM under its encryption key, listed for
 erasure follow-up), and never enter a reply. Every DP release passes the partner's budget gate first (its
 own lifetime cap and the job's epsilon); a deployed partner refuses non-private jobs unless it allows them.
-Sampling, shuffles and initialisation draw from OS entropy; the job's seed fixes only public things (the
-evaluation's sampled negatives).
+Sampling, shuffles, negatives and initialisation draw from OS entropy (:func:`partner_trainer`); the job's seed
+fixes only public things (the shared item table's initialisation, the evaluation protocol's sampled negatives).
+The partner holds its own limits whatever a message says: its evaluation minimum (:data:`EVAL_MIN_CUSTOMERS`
+or its own higher one) and the largest delta it accepts (:func:`check_delta`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from dp_accounting import dp_event
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 
 from fedinsight.core.errors import BudgetExceededError, ConfigError, DataValidationError, Problem
@@ -44,6 +48,7 @@ from fedinsight.models.ranking import (
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
+from fedinsight.tasks.recommend.options import EVAL_FIELDS
 from fedinsight.tasks.recommend.state import (
     CustomerState,
     customer_state_name,
@@ -119,9 +124,35 @@ def dp_config(config: dict[str, Any]) -> DPConfig | None:
                     sample_rate=float(config["sample-rate"]))
 
 
-def fresh_seed() -> int:
-    """A seed from OS entropy: the coordinator must not be able to reproduce a partner's batches or noise."""
-    return int.from_bytes(os.urandom(7), "big")
+def partner_trainer(split: InteractionSplit, num_items: int, cfg: BPRConfig,
+                    embeddings: np.ndarray | None) -> LocalTrainer:
+    """The partner's trainer: no seed, so its Poisson batches, shuffles and negatives come from OS entropy.
+
+    Why nothing from the message seeds it: subsampling amplification (the epsilon a job is charged at
+    sample rate q < 1) assumes the coordinator does not know who was in a batch; a seed made of values it
+    knows (run seed, round, partner id) would let it replay every batch.
+    """
+    return LocalTrainer(split, num_items, cfg, customer_embeddings=embeddings)
+
+
+DELTA_FACTOR = 10
+"""A partner accepts a job's delta only up to 1 / (DELTA_FACTOR x its customers): with delta near 1 / n, an
+(epsilon, delta) guarantee allows a mechanism that publishes one customer's data outright."""
+
+
+def max_delta(customers: int) -> float:
+    return 1.0 / (DELTA_FACTOR * max(int(customers), 1))
+
+
+def check_delta(partner: Partner, config: dict[str, Any], customers: int) -> None:
+    """Refuse a private job whose delta is too large for this partner's customers (its own rule)."""
+    if not is_private(config) or config.get("delta") is None:
+        return
+    delta = float(config["delta"])
+    if not 0 < delta <= max_delta(customers):
+        raise BudgetExceededError(
+            f"partner {partner.partner_id} refuses delta {delta:.3g}: with {customers} customers it accepts at most "
+            f"1 / ({DELTA_FACTOR} x {customers}) = {max_delta(customers):.3g}")
 
 
 def _load_or_new_state(partner: Partner, config: dict[str, Any], split: InteractionSplit) -> tuple[str, CustomerState]:
@@ -133,17 +164,22 @@ def _load_or_new_state(partner: Partner, config: dict[str, Any], split: Interact
             raise ConfigError(f"the customers of this partner changed since job '{job}' started; start a new job")
         return name, state
     cfg = bpr_config(config)
-    rng = np.random.default_rng(fresh_seed())
+    rng = np.random.default_rng()  # OS entropy
     emb = (rng.standard_normal((split.num_customers, cfg.dim)) * cfg.init_scale).astype(np.float32)
     return name, CustomerState(job, split.customer_ids, emb)
 
 
 def spend(partner: Partner, config: dict[str, Any], noise_multiplier: float, sample_rate: float, steps: int,
-          what: str) -> float:
-    """Pass one release through the partner's gate (its own cap and the job's epsilon); the job's epsilon after."""
-    status = partner.gate.spend(str(config.get("job-id", "job")), [dpsgd_event(noise_multiplier, sample_rate, steps)],
+          what: str, *, event: dp_event.DpEvent | None = None, kind: str = "training") -> float:
+    """Pass one release through the partner's gate (its own cap and the job's epsilon); the job's epsilon after.
+
+    The job's delta is checked against the partner's own rule first (:func:`check_delta`)."""
+    split, _ = partner_split(partner, config)
+    check_delta(partner, config, split.num_customers)
+    status = partner.gate.spend(str(config.get("job-id", "job")),
+                                [event or dpsgd_event(noise_multiplier, sample_rate, steps)],
                                 job_epsilon=float(config["epsilon"]), job_delta=float(config["delta"]),
-                                kind="training", description=f"recommender: {what}")
+                                kind=kind, description=f"recommender: {what}")
     return status.epsilon_job
 
 
@@ -153,6 +189,7 @@ def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
     """Check the data against the catalogue and the partner's policy; state how many customers it has."""
     partner.gate.allow(is_private(config))
     split, _ = partner_split(partner, config)
+    check_delta(partner, config, split.num_customers)  # an explicit delta: refused before any charge
     return {"customers": split.num_customers}
 
 
@@ -212,7 +249,7 @@ def train(msg: Message, partner: Partner) -> Message:
     else:
         epsilon = spend(partner, config, dp.noise_multiplier, dp.sample_rate, epochs * dp.steps_per_epoch(),
                         f"round {config.get('round', '?')}")
-    trainer = LocalTrainer(split, catalogue.num_items, cfg, seed=fresh_seed(), customer_embeddings=state.embeddings)
+    trainer = partner_trainer(split, catalogue.num_items, cfg, state.embeddings)
     new, stats = trainer.train(items, epochs, dp)
     assert trainer.customer_embeddings is not None
     state.embeddings = trainer.customer_embeddings
@@ -231,25 +268,47 @@ def train(msg: Message, partner: Partner) -> Message:
 
 
 EVAL_MIN_CUSTOMERS = 50
-"""A partner does not report ranking totals on fewer customers than this (or its own, higher, minimum)."""
+"""A partner does not evaluate on fewer customers than this (or its own, higher, minimum): no message lowers it."""
+
+
+def eval_minimum(partner: Partner) -> int:
+    """The partner's own evaluation minimum: max(the floor, its ``min-eval-customers`` setting). A job's
+    ``eval-min-customers`` is not read at all."""
+    return max(EVAL_MIN_CUSTOMERS, int(partner.setting("min-eval-customers", 0)))
+
+
+def eval_fields(config: dict[str, Any]) -> tuple[str, ...]:
+    chosen = str(config.get("eval-metrics", "accuracy"))
+    if chosen not in EVAL_FIELDS:
+        raise ConfigError(f"unknown eval-metrics '{chosen}' (expected one of {', '.join(EVAL_FIELDS)})")
+    return EVAL_FIELDS[chosen]
 
 
 def evaluate(msg: Message, partner: Partner) -> Message:
-    """Fit customer embeddings to the final item table (and optionally personalise it), then rank."""
+    """Fit customer embeddings to the item table, rank; under DP release noised sums of the shared model's
+    metrics (:func:`_private_evaluation`), else exact totals (and optionally the personalised model's)."""
     config = config_of(msg)
     split, catalogue = partner_split(partner, config)
-    minimum = max(EVAL_MIN_CUSTOMERS, int(partner.setting("min-eval-customers", 0)))  # never lowered by a job
+    minimum = eval_minimum(partner)
     if split.num_customers < minimum:
         raise ConfigError(
             f"partner {partner.partner_id} has {split.num_customers} customers, fewer than the "
             f"{minimum} an evaluation release needs"
         )
+    private = is_private(config)
+    sigma = float(config.get("eval-noise-multiplier", 0.0))
+    if private and not sigma > 0:
+        raise ConfigError("a private job's evaluation needs its noise multiplier ('eval-noise-multiplier')")
+    epsilon = None
+    if private:  # charged before anything is computed: a refused release computes nothing
+        fields = eval_fields(config)
+        what = "final evaluation" if config.get("final") else f"evaluation after round {config.get('round', '?')}"
+        epsilon = spend(partner, config, sigma, 1.0, 1, what, event=dp_event.GaussianDpEvent(sigma), kind="evaluation")
     items = ItemParams.from_matrix(msg.content["items"]["items"].numpy())
     cfg = bpr_config(config)
     name, state = _load_or_new_state(partner, config, split)
     start = time.perf_counter()
-    trainer = LocalTrainer(split, catalogue.num_items, replace(cfg, optimizer="adam"), seed=fresh_seed(),
-                           customer_embeddings=state.embeddings)
+    trainer = partner_trainer(split, catalogue.num_items, replace(cfg, optimizer="adam"), state.embeddings)
     trainer.train(items, int(config.get("fit-epochs", 3)), train_items=False)
     seed, k = int(config.get("seed", 0)), int(config.get("k", 10))
     share = float(config.get("explore", 0.2))
@@ -258,18 +317,28 @@ def evaluate(msg: Message, partner: Partner) -> Message:
         return evaluate_ranking(split, catalogue, lambda rows: trainer.scores(served, rows), served.bias,
                                 seed=seed, k=k, share=share)
 
-    results = {"": rank(items)}
+    shared = rank(items)
     personalize = int(config.get("personalize-epochs", 0))
     served = items
-    if personalize > 0:  # partner-local fine-tuning: never leaves the partner, costs no budget
+    results = {"": shared}
+    if personalize > 0 and (bool(config.get("final", False)) or not private):
+        # partner-local fine-tuning: never leaves the partner, costs no budget -- and under DP its metrics are not
+        # released either: the fine-tuned table depends on every local customer, so no per-customer bound holds
         served, _ = trainer.train(items, personalize)
-        results = {"": rank(served), "global-": results[""]}
+        if not private:
+            results = {"": rank(served), "global-": shared}
     if bool(config.get("final", False)):
         assert trainer.customer_embeddings is not None
         state.embeddings = trainer.customer_embeddings
         state.personal_items = served.as_matrix() if personalize > 0 else None
         save_customer_state(partner.vault, name, state)
     metrics: dict[str, float] = {"seconds": round(time.perf_counter() - start, 1)}
+    if private:
+        release = gaussian([float(getattr(shared, f)) for f in fields], sensitivity=math.sqrt(len(fields)),
+                           noise_multiplier=sigma)
+        metrics["epsilon"] = float(epsilon or 0.0)
+        return reply(msg, release=MetricRecord({f: float(v) for f, v in zip(fields, release.values, strict=True)}),
+                     metrics=MetricRecord(metrics))
     arrays: dict[str, Array] = {}
     for prefix, totals in results.items():
         metrics.update({prefix + name: float(getattr(totals, name)) for name in totals.SCALARS})

@@ -2,6 +2,11 @@
 
 HR@10 / NDCG@10 / coverage against the baselines, the exploration share's accuracy cost and diversity gain,
 and the learning curve (or the privacy spent per round when per-round evaluation was switched off).
+
+In a private job the federated numbers are means of the partners' *noised* sums (the evaluation is a DP
+release like any other): the report says so next to them, with the noise's 95 % half-width and the epsilon the
+evaluation releases cost, so nobody reads a noisy 0.41 as exactly 0.41. The baselines of a simulation are exact
+(they run in the simulation driver, on data the partners never send).
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ def recommend_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section
     fed, cen, pop = (metrics.get(k, {}) for k in ("federated", "centralized", "popularity"))
     cards = []
     hr_f, hr_c, hr_p = (finite(m.get("hr@10")) for m in (fed, cen, pop))
+    noise = dp_note(fed)
     if hr_f is not None:
         ratio = hr_f / hr_c if hr_c else None
-        cards.append(card("federated HR@10", f"{hr_f:.3f}",
-                          f"{ratio:.1%} of centralized ({hr_c:.3f})" if ratio else "", good=None if ratio is None
-                          else ratio >= 0.9))
+        detail = f"{ratio:.1%} of centralized ({hr_c:.3f})" if ratio else ""
+        if noise:
+            detail = f"± {fed['ci95_halfwidth']:.3f} (95 %, DP noise){'; ' + detail if detail else ''}"
+        cards.append(card("federated HR@10", f"{hr_f:.3f}", detail, good=None if ratio is None else ratio >= 0.9))
     if hr_f is not None and hr_p is not None:
         cards.append(card("vs popularity", f"{hr_f - hr_p:+.3f} HR@10", f"popularity {hr_p:.3f}", good=hr_f > hr_p))
     explore = fed.get("explore", {})
@@ -52,6 +59,8 @@ def recommend_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section
             if isinstance(metrics.get(n), dict)]
     quality.add("<h3>Ranking metrics (latest interaction vs 99 unseen items)</h3>"
                 + table(["model", "HR@10", "NDCG@10", "coverage", "intra-list diversity"], rows))
+    if noise:
+        quality.add(f'<p class="note">{esc(noise)}</p>')
     if diversity:
         quality.add(f'<p class="note">Intra-list diversity: {esc(diversity)}. Exploration slots: '
                     f'{esc(str(catalogue.get("exploration") or ""))}.</p>')
@@ -66,6 +75,20 @@ def recommend_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section
                     + table(["model", "HR@10 without", "HR@10 with", "HR cost", "diversity gain", "coverage gain"],
                             rows))
     return cards, [learning, quality]
+
+
+def dp_note(block: dict[str, Any]) -> str:
+    """What a noised federated block is, in one sentence ("": an exact, non-private evaluation)."""
+    if not isinstance(block, dict) or not block.get("noised"):
+        return ""
+    half = finite(block.get("ci95_halfwidth"))
+    eps = finite(block.get("epsilon"))
+    return (f"Federated metrics are means of the partners' noised sums (Gaussian, OpenDP; each customer adds a value "
+            f"in [0, 1] to each sum) over the {block.get('customers')} customers the partners counted in hello: "
+            f"± {fmt(half, 3)} at 95 % from the noise alone. The {block.get('releases')} evaluation release(s) are "
+            f"(ε {fmt(eps, 3)}, δ)-DP on their own and were charged with training in the job's ε (they compose in "
+            f"RDP, so their share of it is smaller). Model evaluated: {block.get('model')}. "
+            "Coverage is not released under DP (it would need per-item counts).")
 
 
 def _recommend_curve(summary: dict[str, Any]) -> Chart | None:

@@ -24,13 +24,13 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
 from fedinsight.core.errors import ConfigError, SecureAggregationError
 from fedinsight.federation.secagg import GUARD_RECORD, from_legacy_config
 from fedinsight.federation.task import Partner
-from fedinsight.models.recommender import ItemParams, LocalTrainer
+from fedinsight.models.recommender import ItemParams
 from fedinsight.privacy.distributed_dp import MODULUS, DistributedNoise, encode_noisy_share
 from fedinsight.tasks.recommend.client import (
     _load_or_new_state,
     bpr_config,
-    fresh_seed,
     partner_split,
+    partner_trainer,
     save_customer_state,
     spend,
 )
@@ -83,7 +83,7 @@ def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str,
     cfg = bpr_config(config)
     name, state = _load_or_new_state(partner, config, split)
     spend(partner, config, enc.noise_multiplier, 1.0, 1, f"distributed-noise round {config.get('round', '?')}")
-    trainer = LocalTrainer(split, catalogue.num_items, cfg, seed=fresh_seed(), customer_embeddings=state.embeddings)
+    trainer = partner_trainer(split, catalogue.num_items, cfg, state.embeddings)  # OS entropy: see partner_trainer
     total, _ = trainer.clipped_item_sum(items, enc.clip)
     share = encode_noisy_share(total, enc).reshape(total.shape)
     assert trainer.customer_embeddings is not None

@@ -41,7 +41,9 @@ from fedinsight.federation.secagg import secagg_releases
 from fedinsight.federation.task import Plan, Session, TaskResult
 from fedinsight.models.ranking import Catalogue, RankingTotals
 from fedinsight.models.recommender import ItemParams
-from fedinsight.privacy.ledger import dpsgd_event
+from fedinsight.privacy.ledger import compose_epsilon, dpsgd_event
+from fedinsight.privacy.mechanisms import GAUSSIAN_Z95
+from fedinsight.tasks.recommend.client import max_delta
 from fedinsight.tasks.recommend.options import PrivacyPlan, RecommendOptions
 
 MODEL_DIRNAME = "model"
@@ -146,10 +148,12 @@ class ServerOptimizer:
 # --- the job's messages --------------------------------------------------------------------------
 
 def message_config(session: Session, catalogue: Catalogue, noise_multiplier: float,
-                   popularity_noise_multiplier: float, delta: float) -> dict[str, Any]:
+                   popularity_noise_multiplier: float, delta: float, eval_noise_multiplier: float = 0.0
+                   ) -> dict[str, Any]:
     """What partners need besides the options (the run config does not reach simulated partners)."""
     return session.config("train", **{
         "delta": delta, "noise-multiplier": noise_multiplier, "pop-noise-multiplier": popularity_noise_multiplier,
+        "eval-noise-multiplier": eval_noise_multiplier,
         "pop-clip": session.options.popularity_clip,  # type: ignore[attr-defined]
         **catalogue_config(catalogue)})
 
@@ -165,14 +169,22 @@ def _items(items: ItemParams) -> dict[str, Any]:
     return {"items": ArrayRecord({"items": Array(items.as_matrix())})}
 
 
-def _evaluate(session: Session, config: dict[str, Any], items: ItemParams, catalogue: Catalogue, *, final: bool
-              ) -> tuple[dict[str, RankingTotals], float]:
-    """Sum the partners' evaluation totals: ``""`` for the model partners serve, ``"global-"`` for the
-    shared item model alone when partners personalise it."""
-    replies = session.ask("evaluate", "evaluate", config={**config, "phase": "evaluate", "final": final},
-                          records=_items(items))
+def _evaluate(session: Session, job: RecommendJob, privacy: PrivacyPlan, config: dict[str, Any], items: ItemParams,
+              catalogue: Catalogue, *, final: bool, rnd: int) -> tuple[dict[str, dict[str, Any]], float]:
+    """One evaluation of ``items`` on every partner: the metrics blocks of summary.json and the partners' seconds.
+
+    Private job: the partners' noised sums added up (:func:`noised_metrics`): ``federated`` is then the shared
+    model's. Non-private job: the exact totals, ``federated`` for the model partners serve and ``federated_global``
+    for the shared item model alone when partners personalise it."""
+    replies = session.ask("evaluate", "evaluate", config={**config, "phase": "evaluate", "final": final,
+                                                           "round": rnd}, records=_items(items))
+    seconds = sum(float(r.content["metrics"]["seconds"]) for r in replies.values())
+    if job.private:
+        fields = job.eval_fields()
+        sums = {f: sum(float(r.content["release"][f]) for r in replies.values()) for f in fields}
+        customers = sum(int(session.partners[n].facts["customers"]) for n in replies)
+        return {"federated": noised_metrics(job, privacy, sums, customers, len(replies), catalogue)}, seconds
     totals: dict[str, RankingTotals] = {}
-    seconds = 0.0
     for reply in replies.values():
         m = reply.content["metrics"]
         arrays = reply.content["totals"]
@@ -187,8 +199,47 @@ def _evaluate(session: Session, config: dict[str, Any], items: ItemParams, catal
                 diversity=catalogue.has_attribute,
             )
             totals[prefix] = totals[prefix] + part if prefix in totals else part
-        seconds += float(m["seconds"])
-    return totals, seconds
+    blocks = {"federated": totals[""].metrics(job.k, job.explore)}
+    if "global-" in totals:
+        blocks["federated_global"] = totals["global-"].metrics(job.k, job.explore)
+    return blocks, seconds
+
+
+def noised_metrics(job: RecommendJob, privacy: PrivacyPlan, sums: dict[str, float], customers: int, partners: int,
+                   catalogue: Catalogue) -> dict[str, Any]:
+    """Means from the partners' noised sums (post-processing): each sum over the public customer count, clamped to
+    [0, 1]; with the noise's 95 % half-width on each mean and the epsilon of the job's evaluation releases.
+
+    Coverage is not released under DP: it needs per-item recommendation counts, a histogram whose noise at a
+    tenth of the budget would swamp the (mostly 0/1) counts of a catalogue's tail, so it is dropped, not guessed.
+    """
+    n = max(customers, 1)
+    fields = job.eval_fields()
+    std = privacy.eval_noise_multiplier * math.sqrt(len(fields)) * math.sqrt(partners)  # of each summed metric
+
+    def mean(name: str) -> float | None:
+        if name not in sums or (name.startswith("ild") and not catalogue.has_attribute):
+            return None
+        return round(min(1.0, max(0.0, sums[name] / n)), 6)
+
+    k = job.k
+    block: dict[str, Any] = {f"hr@{k}": mean("hr"), f"ndcg@{k}": mean("ndcg"), "coverage": None, "ild": mean("ild"),
+                             "customers": customers, "noised": True,
+                             "model": "the shared item table, with each customer's own embedding (partner-local "
+                                      "personalisation is not released under DP)",
+                             "ci95_halfwidth": round(GAUSSIAN_Z95 * std / n, 6),
+                             "epsilon": round(compose_epsilon(privacy.evaluation_events(), job.delta), 6),
+                             "releases": privacy.evaluations}
+    if "hr_explore" in sums:
+        explore: dict[str, Any] = {"share": job.explore, f"hr@{k}": mean("hr_explore"),
+                                   f"ndcg@{k}": mean("ndcg_explore"), "coverage": None, "ild": mean("ild_explore"),
+                                   "coverage_gain": None}
+        hr, hr_x = block[f"hr@{k}"], explore[f"hr@{k}"]
+        explore["hr_cost"] = None if hr is None or hr_x is None else round(hr - hr_x, 6)
+        ild, ild_x = block["ild"], explore["ild"]
+        explore["ild_gain"] = None if ild is None or ild_x is None else round(ild_x - ild, 6)
+        block["explore"] = explore
+    return block
 
 
 def noise_model_text(job: RecommendJob) -> str:
@@ -264,11 +315,23 @@ def _distributed_round(session: Session, job: RecommendJob, config: dict[str, An
     return ItemParams.from_matrix(optimizer.step(items.as_matrix(), update)), record
 
 
+DEFAULT_DELTA = 1e-6
+
+
+def default_delta(sizes: list[int]) -> float:
+    """The delta a job is stated at unless the submitter sets one: at most 1e-6, and at most 1 / (10 x the largest
+    partner's customers) -- the most any partner accepts (:func:`fedinsight.tasks.recommend.client.check_delta`)."""
+    return min(DEFAULT_DELTA, max_delta(max(sizes, default=1)))
+
+
 def job_of(session: Session) -> RecommendJob:
-    """The job's options, its size, and delta resolved (default: 1 / the federation's customers, from hello)."""
+    """The job's options, its size, and delta resolved (default: :func:`default_delta` of the hello counts)."""
     options: RecommendOptions = session.options  # type: ignore[assignment]
-    customers = sum(int(p.facts.get("customers", 0)) for p in session.partners.values())
-    delta = options.delta if options.delta is not None else 1.0 / max(customers, 2)
+    sizes = [int(p.facts.get("customers", 0)) for p in session.partners.values()]
+    delta = options.delta if options.delta is not None else default_delta(sizes)
+    if options.private and sizes and delta > max_delta(max(sizes)):
+        raise ConfigError(f"--delta {delta:.3g} is above 1 / (10 x {max(sizes)} customers) = "
+                          f"{max_delta(max(sizes)):.3g}: the largest partner would refuse it; use a smaller delta")
     return RecommendJob(options, len(session.nodes), delta, session.job.job_id, session.job.timeout)
 
 
@@ -283,14 +346,32 @@ def plan(session: Session, task: str) -> Plan:
     manifest = Manifest(task, tuple(releases(job, catalogue, privacy)))
     if not job.private:
         return Plan(manifest, [], {"non_private": True}, delta=job.delta)
-    events = privacy.events(job)
+    events = privacy.training_events(job)
     event = events[0] if len(events) == 1 else dp_event.ComposedDpEvent(events)
     popularity = (f"popularity release sigma {privacy.popularity_noise_multiplier:.4g} (C {job.popularity_clip:g}), "
                   if privacy.popularity_noise_multiplier else "")
     description = (f"recommender BPR-MF dim {job.dim}: {popularity}{job.rounds} rounds x {job.steps_per_round()} "
                    f"customer-level DP-SGD steps, sigma {privacy.noise_multiplier:.4g}, q {job.sample_rate:g}, "
                    f"C {job.clip:g}; {noise_model_text(job)}")
-    return Plan(manifest, [Charge("training", event, description)], delta=job.delta)
+    charges = [Charge("training", event, description)]
+    for evaluation in privacy.evaluation_events():
+        charges.append(Charge("evaluation", evaluation, (
+            f"recommender evaluation: {privacy.evaluations} Gaussian release(s) of per-customer {job.eval_metrics} "
+            f"metric sums, sigma {privacy.eval_noise_multiplier:.4g} x L2 sqrt({len(job.eval_fields())}) "
+            f"({job.eval_share:.0%} of the job's budget)")))
+    return Plan(manifest, charges, eval_summary(job, privacy), delta=job.delta)
+
+
+def eval_summary(job: RecommendJob, privacy: PrivacyPlan) -> dict[str, Any]:
+    """What summary.json["privacy"] says about the job's delta and its evaluation releases."""
+    return {"delta_rule": "given by the submitter" if job.options.delta is not None else
+            "default: min(1e-6, 1 / (10 x the largest partner's customers))",
+            "evaluation": {"releases": privacy.evaluations, "share": job.eval_share, "metrics": job.eval_metrics,
+                           "mechanism": "gaussian (OpenDP)" if privacy.eval_noise_multiplier else
+                           ("none" if not privacy.evaluations else "exact (non-private run)"),
+                           "noise_multiplier": round(privacy.eval_noise_multiplier, 6),
+                           "sensitivity": f"L2 sqrt({len(job.eval_fields())}): each customer adds a value in [0, 1] "
+                                          f"to each of {', '.join(job.eval_fields())}"}}
 
 
 def releases(job: RecommendJob, catalogue: Catalogue, privacy: PrivacyPlan) -> list[Release]:
@@ -330,17 +411,39 @@ def releases(job: RecommendJob, catalogue: Catalogue, privacy: PrivacyPlan) -> l
                            what="steps, training time (0.1 s), and the job's epsilon (DP) or the loss (non-private)",
                            reason="steps and epsilon follow from public parameters; the time grows with the customer "
                                   "count, which is treated as public" + ("" if job.private else f"; {nonprivate}")))
+    out += evaluation_releases(job, catalogue, privacy, nonprivate)
+    return out
+
+
+def evaluation_releases(job: RecommendJob, catalogue: Catalogue, privacy: PrivacyPlan, nonprivate: str
+                        ) -> list[Release]:
+    """The evaluate reply: under DP one Gaussian release of the shared model's per-customer metric sums; without
+    DP exact totals (and the personalised model's too); nothing when evaluation is off."""
+    count = privacy.evaluations
+    if not count:
+        return []
+    fields = job.eval_fields()
+    if job.private:
+        return [Release("evaluate", "release", {f: None for f in fields}, "gaussian",
+                        what=f"sums over the partner's customers of the shared model's {', '.join(fields)} "
+                             f"(latest interaction vs 99 unseen items), OpenDP Gaussian, sigma "
+                             f"{privacy.eval_noise_multiplier:.4g} x the L2 bound",
+                        sensitivity=f"L2 sqrt({len(fields)}) per customer: each adds a value in [0, 1] to each sum",
+                        event=dp_event.GaussianDpEvent(privacy.eval_noise_multiplier), count=count),
+                Release("evaluate", "metrics", {"seconds": None, "epsilon": None}, PUBLIC,
+                        what="evaluation time (0.1 s) and the job's epsilon so far",
+                        reason="epsilon follows from public noise parameters; the time grows with the customer count, "
+                               "which is treated as public")]
+    items = catalogue.num_items
     prefixes = ("", "global-") if job.personalize_epochs > 0 else ("",)  # global-: the shared model alone
     totals = {f"{p}{k}": (items,) for p in prefixes for k in ("recommended", "recommended-explore")}
-    out += [Release("evaluate", "totals", totals, PUBLIC, kind="arrays",
+    return [Release("evaluate", "totals", totals, PUBLIC, kind="arrays",
                     what="how often each item was recommended to the partner's evaluation customers",
-                    reason="exact evaluation counts, not yet noised (docs/privacy.md says so); not reported below "
-                           "the partner's own minimum of customers", count=job.rounds + 1),
+                    reason=f"exact evaluation counts; {nonprivate}", count=count),
             Release("evaluate", "metrics", {"seconds": None, **{f"{p}{k}": None for p in prefixes
                                                                  for k in RankingTotals.SCALARS}}, PUBLIC,
                     what="sums of ranking metrics (hits, NDCG, ...) over the partner's evaluation customers",
-                    reason="exact evaluation sums, not yet noised (docs/privacy.md says so)", count=job.rounds + 1)]
-    return out
+                    reason=f"exact evaluation sums; {nonprivate}", count=count)]
 
 
 def run(session: Session) -> TaskResult:
@@ -350,7 +453,8 @@ def run(session: Session) -> TaskResult:
     privacy: PrivacyPlan = session.state["privacy"]
     nodes = session.nodes
     sigma, total_steps = privacy.noise_multiplier, privacy.steps
-    config = message_config(session, catalogue, sigma, privacy.popularity_noise_multiplier, job.delta)
+    config = message_config(session, catalogue, sigma, privacy.popularity_noise_multiplier, job.delta,
+                            privacy.eval_noise_multiplier)
     names = {n: p.partner_id for n, p in session.partners.items()}
     sizes = {n: int(p.facts["customers"]) for n, p in session.partners.items()}
 
@@ -373,24 +477,25 @@ def run(session: Session) -> TaskResult:
         else:
             items, record, seconds = _train_round(session, job, config, items, optimizer, rnd, names, sizes, sigma)
             local_train_s += seconds
-        if job.eval_every and rnd % job.eval_every == 0 and rnd < job.rounds:
-            totals, _ = _evaluate(session, config, items, catalogue, final=False)
-            m = totals[""].metrics(job.k, job.explore)
+        if job.evaluates and job.eval_every and rnd % job.eval_every == 0 and rnd < job.rounds:
+            blocks, _ = _evaluate(session, job, privacy, config, items, catalogue, final=False, rnd=rnd)
+            m = blocks["federated"]
             record.update({f"hr@{job.k}": m[f"hr@{job.k}"], f"ndcg@{job.k}": m[f"ndcg@{job.k}"]})
         record["seconds"] = round(time.perf_counter() - round_start, 3)
         per_round.append(record)
         progress.report("rounds", rnd, job.rounds)
 
-    totals, eval_s = _evaluate(session, config, items, catalogue, final=True)
-    federated = totals[""].metrics(job.k, job.explore)
-    per_round[-1].update({f"hr@{job.k}": federated[f"hr@{job.k}"], f"ndcg@{job.k}": federated[f"ndcg@{job.k}"]})
+    blocks: dict[str, dict[str, Any]] = {}
+    eval_s = 0.0
+    if job.evaluates:
+        blocks, eval_s = _evaluate(session, job, privacy, config, items, catalogue, final=True, rnd=job.rounds)
+        federated = blocks["federated"]
+        per_round[-1].update({f"hr@{job.k}": federated[f"hr@{job.k}"], f"ndcg@{job.k}": federated[f"ndcg@{job.k}"]})
     summary = build_summary(job, catalogue, names=sorted(names.values()), sizes=sorted(sizes.values()),
-                            spent=session.spent, sigma=sigma, total_steps=total_steps, federated=federated,
+                            spent=session.spent, sigma=sigma, total_steps=total_steps, blocks=blocks,
                             popularity_sigma=privacy.popularity_noise_multiplier, encoding=enc,
                             per_round=per_round, wall_s=time.perf_counter() - session.started,
                             local_train_s=local_train_s, eval_s=eval_s)
-    if "global-" in totals:  # partners personalised: also report the shared model on its own
-        summary["metrics"]["federated_global"] = totals["global-"].metrics(job.k, job.explore)
     artifacts = {}
     if session.job.out_dir:
         folder = Path(session.job.out_dir) / MODEL_DIRNAME
@@ -400,7 +505,7 @@ def run(session: Session) -> TaskResult:
 
 
 def build_summary(job: RecommendJob, catalogue: Catalogue, *, names: list[str], sizes: list[int],
-                  spent: dict[str, float], sigma: float, total_steps: int, federated: dict[str, Any],
+                  spent: dict[str, float], sigma: float, total_steps: int, blocks: dict[str, dict[str, Any]],
                   popularity_sigma: float,
                   per_round: list[dict[str, Any]], wall_s: float, local_train_s: float,
                   eval_s: float, encoding: Any = None) -> dict[str, Any]:
@@ -438,7 +543,7 @@ def build_summary(job: RecommendJob, catalogue: Catalogue, *, names: list[str], 
                       "exploration": catalogue.exploration_text()},
         "customers": {"total": int(sum(sizes)), "per_partner": sizes},
         "privacy": privacy,
-        "metrics": {"federated": federated, "per_round": per_round},
+        "metrics": {**blocks, "per_round": per_round},
         "timing": {"wall_s": round(wall_s, 3), "local_train_s": round(local_train_s, 3), "eval_s": round(eval_s, 3)},
     }
 

@@ -97,7 +97,7 @@ def test_simulate_and_serve_on_partner_folders_named_anything_without_genres(mov
     write_partner_folder(parts, tmp_path / "data")
     out = tmp_path / "run"
     code = main(["simulate", "recommend", "--dataset", str(tmp_path / "data"), "--rounds", "2", "--dim", "8",
-                 "--baseline-epochs", "2", "--explore", "0", "--out", str(out), "--json"])
+                 "--baseline-epochs", "2", "--explore", "0", "--eval-metrics", "all", "--out", str(out), "--json"])
     assert code == 0
     capsys.readouterr()
     summary = json.loads((out / "summary.json").read_text())

@@ -209,3 +209,87 @@ def test_customer_state_is_ciphertext_at_rest_and_tampering_is_detected(partner_
     path.write_bytes(bytes(tampered))
     with pytest.raises(TamperedDataError):
         client.load_customer_state(vault, name)
+
+
+def test_nothing_the_coordinator_sends_determines_a_partners_batches(partner_root, monkeypatch):
+    """Two identical train messages (same run seed, round, job and partner): the partner draws different Poisson
+    batches, so a coordinator cannot replay them (subsampling amplification assumes it cannot)."""
+    drawn: list[tuple[object, list[np.ndarray]]] = []
+
+    class Recording(client.LocalTrainer):
+        def _batches(self, epochs, dp):
+            batches = super()._batches(epochs, dp)
+            drawn.append((self.seed, batches))
+            return batches
+
+    monkeypatch.setattr(client, "LocalTrainer", Recording)
+    root, catalogue = partner_root
+    config = _config(catalogue, root, epsilon=8.0, round=1, seed=0, **{"job-id": "job-batches", "sample-rate": 0.5})
+    items = ItemParams.init(catalogue.num_items, 8, seed=0)
+    for _ in range(2):
+        reply = app(_msg("train.recommend", config, items), _context())
+        assert not reply.has_error(), reply.error
+    (seed_a, first), (seed_b, second) = drawn
+    assert seed_a is None and seed_b is None  # no value of the message seeds the partner's generator
+    assert len(first) == len(second) == 2  # 1 local epoch at q = 0.5
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    # what a coordinator could compute from what it knows: the trainer seeded with the run seed or the round
+    split, _ = client.partner_split(PartnerSide("recommendation", _context(), config), config)
+    dp = client.dp_config(config)
+    for guess in (0, 1):
+        guessed = client.LocalTrainer(split, catalogue.num_items, client.bpr_config(config), seed=guess)
+        replayed = guessed._batches(1, dp)
+        assert any(not np.array_equal(a, b) for a, b in zip(first, replayed, strict=True))
+
+
+def test_partner_refuses_a_delta_above_one_over_ten_times_its_customers(partner_root):
+    root, catalogue = partner_root  # partner-0 has 60 customers: it accepts delta <= 1/600
+    too_big = _config(catalogue, root, epsilon=8.0, phase="hello", delta=1e-2)
+    reply = app(_msg("query.recommend", too_big), _context())
+    assert reply.has_error() and reply.error.reason.startswith("BudgetExceededError:")
+    assert "refuses delta 0.01" in reply.error.reason and "1 / (10 x 60)" in reply.error.reason
+    train = _config(catalogue, root, epsilon=8.0, round=1, delta=2e-3, **{"job-id": "job-delta"})
+    refused = app(_msg("train.recommend", train, ItemParams.init(catalogue.num_items, 8, 0)), _context())
+    assert refused.has_error() and "refuses delta" in refused.error.reason
+    assert _state(root, "job-delta") is None
+    assert not app(_msg("query.recommend", {**too_big, "delta": 1e-6}), _context()).has_error()
+
+
+def test_private_evaluation_releases_only_noised_sums_charged_to_the_partner(partner_root, monkeypatch):
+    from fedinsight.privacy.ledger import PrivacyLedger
+
+    root, catalogue = partner_root
+    released = []
+    original = client.gaussian
+
+    def spy(values, sensitivity, noise_multiplier):
+        out = original(values, sensitivity=sensitivity, noise_multiplier=noise_multiplier)
+        released.append((list(values), out))
+        return out
+
+    monkeypatch.setattr(client, "gaussian", spy)
+    ledger = f"sqlite:///{root / 'eval-ledger.db'}"
+    config = _config(catalogue, root, epsilon=8.0, final=True, **{"job-id": "job-eval", "eval-noise-multiplier": 3.0,
+                                                                  "eval-min-customers": 1})
+    reply = app(_msg("evaluate.recommend", config, ItemParams.init(catalogue.num_items, 8, 0)),
+                _deployed(root, **{"ledger-url": ledger}))
+    assert not reply.has_error(), reply.error
+    assert set(reply.content) == {"release", "metrics"}  # no per-item counts, no exact sums
+    assert set(reply.content["release"]) == {"hr", "ndcg"} and set(reply.content["metrics"]) == {"seconds", "epsilon"}
+    (exact, noisy), = released
+    assert noisy.sensitivity == pytest.approx(math.sqrt(2)) and noisy.scale == pytest.approx(3.0 * math.sqrt(2))
+    assert [reply.content["release"][k] for k in ("hr", "ndcg")] == pytest.approx(list(noisy.values))
+    assert 0 <= exact[1] <= exact[0] <= 60  # sums over 60 customers of values in [0, 1] (NDCG <= hit)
+    charges = PrivacyLedger(ledger).charges("partner-0")
+    assert [(c.kind, c.event.noise_multiplier) for c in charges] == [("evaluation", 3.0)]
+    assert "final evaluation" in charges[0].description
+
+
+def test_a_private_evaluation_with_too_little_noise_is_refused(partner_root):
+    root, catalogue = partner_root
+    config = _config(catalogue, root, epsilon=1.0, **{"job-id": "job-eval-greedy", "eval-noise-multiplier": 0.2})
+    reply = app(_msg("evaluate.recommend", config, ItemParams.init(catalogue.num_items, 8, 0)), _context())
+    assert reply.has_error() and "the 1 it was charged for" in reply.error.reason
+    missing = _config(catalogue, root, epsilon=1.0, **{"job-id": "job-eval-none"})
+    reply = app(_msg("evaluate.recommend", missing, ItemParams.init(catalogue.num_items, 8, 0)), _context())
+    assert reply.has_error() and "eval-noise-multiplier" in reply.error.reason

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from dp_accounting import dp_event
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
@@ -22,7 +23,7 @@ from fedinsight.federation.task import result_of, start
 from fedinsight.partner.clientapp import app as client_app
 from fedinsight.partner.protection import PartnerVault, find_policy
 from fedinsight.partner.side import open_partner
-from fedinsight.privacy.ledger import PrivacyLedger, dpsgd_event
+from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon, dpsgd_event
 from fedinsight.tasks.recommend import TASK
 from fedinsight.tasks.recommend.serving import recommend_items
 from fedinsight.tasks.recommend.state import customer_state_name, load_customer_state
@@ -125,7 +126,7 @@ def test_no_reply_carries_anything_but_item_tables_and_scalars(dp_run):
                             assert not close.any()
             elif isinstance(record, MetricRecord):
                 assert all(isinstance(v, int | float) for v in record.values()), dict(record)
-                assert name in ("metrics", "facts")
+                assert name in ("metrics", "facts", "release")
                 if name == "facts":
                     assert set(record) == {"customers"}
             else:
@@ -141,10 +142,17 @@ def test_the_ledger_was_charged_once_before_training_and_partners_agree(dp_run):
     assert privacy["private"] and privacy["unit"] == "customer"
     ledger = PrivacyLedger(db)
     charges = ledger.charges()
-    assert sorted(c.partner_id for c in charges) == [f"partner-{k}" for k in range(PARTNERS)]
-    assert all(c.kind == "training" and c.job_id == "flow-1" for c in charges)
+    assert sorted((c.partner_id, c.kind) for c in charges) == [
+        (f"partner-{k}", kind) for k in range(PARTNERS) for kind in ("evaluation", "training")]
+    assert all(c.job_id == "flow-1" for c in charges)
+    training = [c for c in charges if c.kind == "training"]
+    # the final evaluation: one Gaussian release at the noise the summary reports
+    evaluation = [c.event for c in charges if c.kind == "evaluation"]
+    assert all(isinstance(e, dp_event.GaussianDpEvent) for e in evaluation) and len(evaluation) == PARTNERS
+    assert [e.noise_multiplier for e in evaluation] == pytest.approx([privacy["evaluation"]["noise_multiplier"]] * 3,
+                                                                     abs=1e-6)
     # one popularity release, then 3 rounds x 1 full-batch step, at the noise the summary reports
-    popularity, sgd = charges[0].event.events
+    popularity, sgd = training[0].event.events
     assert popularity == dpsgd_event(popularity.event.event.noise_multiplier, 1.0, 1)
     assert popularity.event.event.noise_multiplier == pytest.approx(privacy["popularity_noise_multiplier"], abs=1e-6)
     assert sgd.count == 3 and sgd.event.sampling_probability == 1.0
@@ -157,10 +165,13 @@ def test_the_ledger_was_charged_once_before_training_and_partners_agree(dp_run):
     assert privacy["epsilon_spent_max"] == pytest.approx(max(privacy["epsilon_spent"].values()))
     # each partner's own Opacus accountant grows round by round and ends near the ledger's figure
     eps = [r["epsilon"] for r in summary["metrics"]["per_round"]]
-    assert eps == sorted(eps) and eps[-1] == pytest.approx(privacy["epsilon_spent_max"], rel=0.1)
-    fed = summary["metrics"]["federated"]
-    assert {"hr@10", "ndcg@10", "coverage", "ild", "explore"} <= set(fed)
-    assert fed["customers"] == 50 * PARTNERS
+    trained = compose_epsilon([training[0].event], privacy["delta"])  # the job without its evaluation release
+    assert eps == sorted(eps) and eps[-1] == pytest.approx(trained, rel=0.1) and trained < privacy["epsilon_spent_max"]
+    fed = summary["metrics"]["federated"]  # from the partners' noised sums: means in [0, 1], no coverage
+    assert fed["noised"] and fed["customers"] == 50 * PARTNERS and fed["coverage"] is None
+    assert 0 <= fed["hr@10"] <= 1 and 0 <= fed["ndcg@10"] <= 1 and fed["ci95_halfwidth"] > 0
+    assert 0 < fed["epsilon"] < privacy["epsilon_spent_max"]
+    assert "federated_global" not in summary["metrics"]  # the personalised model's metrics stay on the partners
     assert set(summary["timing"]) >= {"wall_s", "local_train_s"}
 
 
@@ -274,8 +285,13 @@ def test_distributed_noise_the_coordinator_sees_only_masked_vectors_and_the_trus
     assert [r["secagg_partners"] for r in rounds] == [PARTNERS, PARTNERS]
     assert all({"hr@10", "ndcg@10"} <= set(r) for r in rounds)  # the report's learning curve
     charges = PrivacyLedger(db).charges()
-    assert len(charges) == PARTNERS and all("distributed-secagg" in c.description for c in charges)
-    event = charges[0].event  # 2 rounds x one full-batch Gaussian step at the summary's sigma
+    training = [c for c in charges if c.kind == "training"]
+    assert len(training) == PARTNERS and all("distributed-secagg" in c.description for c in training)
+    evaluation = [c.event for c in charges if c.kind == "evaluation"]  # after round 1, and the final one
+    sigma_eval = summary["privacy"]["evaluation"]["noise_multiplier"]
+    assert len(evaluation) == PARTNERS and all(e.count == 2 for e in evaluation)
+    assert [e.event.noise_multiplier for e in evaluation] == pytest.approx([sigma_eval] * PARTNERS, abs=1e-6)
+    event = training[0].event  # 2 rounds x one full-batch Gaussian step at the summary's sigma
     assert event.count == 2 and event.event.sampling_probability == 1.0
     assert event.event.event.noise_multiplier == pytest.approx(summary["privacy"]["noise_multiplier"], abs=1e-6)
     assert 0 < summary["privacy"]["epsilon_spent_max"] <= 8.0

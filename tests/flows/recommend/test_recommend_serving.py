@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import support.federations as federations
+from dp_accounting import dp_event
 from support.federations import PARTNER_NAMES, own_federation, raw_frames, run_in_process
 
 from fedinsight.cli import main
@@ -75,13 +76,18 @@ def test_the_default_epsilon_is_finite_and_charged_on_every_ledger(default_run):
     privacy = run.summary["privacy"]
     assert privacy["private"] is True and privacy["epsilon_target"] == DEFAULT_EPSILON
     assert run.summary["settings"]["local_epochs"] == 1 and run.summary["settings"]["personalize_epochs"] == 50
+    # the default delta, recorded with its rule: 1e-6 here (far below 1 / (10 x the largest partner's customers))
+    assert privacy["delta"] == 1e-6 and privacy["delta_rule"].startswith("default: min(1e-6")
+    assert privacy["evaluation"]["releases"] == 1 and privacy["evaluation"]["share"] == 0.1
     coordinator = PrivacyLedger(f"sqlite:///{out / 'ledger.db'}")
     own = PrivacyLedger(f"sqlite:///{out / 'partners.db'}")
     for partner in PARTNER_NAMES:
         assert 0 < coordinator.status(partner).epsilon_spent <= DEFAULT_EPSILON + 1e-9
         # the partner's own gate spent it too (composed at the job's delta; its ledger's own delta is another's)
         events = own.job_events(partner, run.summary["job_id"])
-        assert len(events) == 2 and 0 < compose_epsilon(events, privacy["delta"]) <= DEFAULT_EPSILON + 1e-9
+        # training (popularity release + DP-SGD steps) and the final evaluation release
+        assert len(events) == 3 and 0 < compose_epsilon(events, privacy["delta"]) <= DEFAULT_EPSILON + 1e-9
+        assert events[-1] == dp_event.GaussianDpEvent(events[-1].noise_multiplier)
 
 
 def test_batch_output_is_every_consenting_non_erased_customer_by_own_id_and_never_a_seen_item(
@@ -218,7 +224,8 @@ def bare_run(federation, tmp_path_factory):
     out = tmp_path_factory.mktemp("rec-bare")
     bare = out / "catalogue-bare.parquet"
     pd.read_parquet(federation.catalogue).drop(columns=["genres", "category"]).to_parquet(bare, index=False)
-    return run_in_process("recommend", federation, out, **{"catalogue-path": str(bare), "explore": 0.2}), out
+    return run_in_process("recommend", federation, out, **{"catalogue-path": str(bare), "explore": 0.2,
+                                                           "eval-metrics": "all"}), out
 
 
 def test_a_catalogue_without_genres_trains_reports_diversity_unavailable_and_serves(federation, bare_run):

@@ -59,3 +59,22 @@ def test_stored_customer_embeddings_must_match_the_data(planted):
     trainer = LocalTrainer(split, catalogue.num_items, BPRConfig(dim=8))
     with pytest.raises(ConfigError, match="item parameters are"):
         trainer.train(ItemParams.init(catalogue.num_items, 4, seed=0), 1)
+
+
+def test_without_a_seed_batches_and_negatives_come_from_os_entropy(planted):
+    """A partner's trainer (no seed) draws different Poisson batches and negatives every time, even for the
+    same data; only an explicit seed (baselines, tests) repeats them -- which shows the check can see it."""
+    split, catalogue = planted
+    dp = DPConfig(noise_multiplier=1.0, sample_rate=0.3)
+    config = BPRConfig(dim=8)
+
+    def draws(trainer: LocalTrainer) -> tuple[list[np.ndarray], np.ndarray]:
+        batches = trainer._batches(2, dp)
+        return batches, trainer._negatives(np.arange(split.num_customers))
+
+    (b1, n1), (b2, n2) = draws(LocalTrainer(split, catalogue.num_items, config)), draws(
+        LocalTrainer(split, catalogue.num_items, config))
+    assert any(not np.array_equal(x, y) for x, y in zip(b1, b2, strict=True))
+    assert not np.array_equal(n1, n2)
+    (s1, m1), (s2, m2) = (draws(LocalTrainer(split, catalogue.num_items, config, seed=5)) for _ in range(2))
+    assert all(np.array_equal(x, y) for x, y in zip(s1, s2, strict=True)) and np.array_equal(m1, m2)

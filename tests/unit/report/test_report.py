@@ -43,7 +43,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "propensity": ["simulate", "propensity", "--dataset", "cdnow", "--partners", "3", "--rounds", "2"],
         "insights": ["simulate", "insights", "--dataset", "synthetic", "--partners", "3", "--customers", "30000"],
         "recommend": ["simulate", "recommend", "--dataset", "movielens-100k", "--partners", "3", "--rounds", "2",
-                      "--epsilon", "8", "--eval-every", "1", "--baseline-epochs", "5"],
+                      "--epsilon", "8", "--eval-every", "1", "--eval-metrics", "all", "--baseline-epochs", "5"],
     }
     out = {}
     for task, args in commands.items():
