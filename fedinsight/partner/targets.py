@@ -4,7 +4,8 @@ A marketing team wants a file, not a model: the top customers by repurchase prop
 perhaps the items to show them, and how to reach them. Everything here runs where the partner's data is and
 sends nothing: customers come from the partner's data view, so a list holds only customers who
 
-* consent to the purpose named (``analytics``, ``training`` or ``recommendation``: the consent purposes of
+* consent to the purpose named (``marketing``, ``analytics``, ``training`` or ``recommendation``: the
+  consent purposes of
   :mod:`fedinsight.privacy.consent`) **and** to ``training`` (scores come from the propensity model, as in
   ``fedinsight score propensity``), and
 * were not forgotten with ``fedinsight partner forget``.

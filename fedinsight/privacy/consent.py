@@ -1,7 +1,8 @@
 """Consent per purpose, and the partner's erasure register ("forget these customers").
 
-Purposes: a customer may allow *analytics* (aggregate insights), *training* (propensity/LTV models)
-and *recommendation* (personal recommendations) separately. A customers table holds either one
+Purposes: a customer may allow *analytics* (aggregate insights), *training* (propensity/LTV models),
+*recommendation* (personal recommendations) and *marketing* (being contacted with offers: target lists)
+separately. A customers table holds either one
 ``consent`` flag for all purposes or ``consent_<purpose>`` flags that override it. A customer with
 no consent information (no column, no customers table, or an empty cell) is treated as the policy's
 ``missing`` setting says -- ``deny`` unless the partner declares otherwise.
@@ -30,7 +31,11 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from fedinsight.core.db import Base, create_tables, make_engine, write_locked
 from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 
-PURPOSES: tuple[str, ...] = ("analytics", "training", "recommendation")
+DATA_PURPOSES: tuple[str, ...] = ("analytics", "training", "recommendation")
+"""What tasks compute for (each task declares one); ``None`` as a purpose means all of these at once."""
+PURPOSES: tuple[str, ...] = (*DATA_PURPOSES, "marketing")
+"""Every consent purpose. ``marketing`` is contacting a customer with offers: no task computes for it, a target
+list (``partner export targets --purpose marketing``) asks for it, with ``consent_marketing`` or ``consent``."""
 MISSING_CONSENT = ("deny", "allow")
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
@@ -76,7 +81,7 @@ def consent_mask(
     if customers is None:
         return None
     default = missing == "allow"
-    purposes = PURPOSES if purpose is None else (purpose,)
+    purposes = DATA_PURPOSES if purpose is None else (purpose,)
     allowed = pd.Series(True, index=customers.index)
     general = _flags(customers[column], column) if column in customers.columns else None
     for p in purposes:

@@ -32,7 +32,7 @@ def test_an_unknown_task_or_purpose_is_an_error():
     from fedinsight.privacy.consent import resolve_purpose
 
     with pytest.raises(ConfigError, match="unknown purpose"):
-        resolve_purpose("marketing")
+        resolve_purpose("astrology")
     with pytest.raises(ConfigError, match="unknown purpose"):
         PartnerView(".", "everything")
 

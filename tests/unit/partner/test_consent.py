@@ -45,6 +45,15 @@ def test_consent_mask_general_flag_purpose_overrides_and_missing_policy():
         consent_mask(pd.DataFrame({"consent_training": ["maybe"]}), "training")
 
 
+def test_marketing_consent_is_its_own_purpose_and_only_asked_for_by_name():
+    """Being contacted with offers (target lists) is a purpose of its own: ``consent_marketing`` overrides the
+    general flag, and it is not part of "every purpose" (no task computes for it)."""
+    customers = pd.DataFrame({"consent": [True, True, False], "consent_marketing": ["no", None, "yes"]})
+    assert consent_mask(customers, "marketing").tolist() == [False, True, True]
+    assert consent_mask(customers, None).tolist() == [True, True, False]  # the tasks' purposes only
+    assert consent_mask(pd.DataFrame({"consent": [True, False]}), "marketing").tolist() == [True, False]
+
+
 def test_purposes_come_from_the_tasks_and_an_unknown_one_is_an_error():
     from fedinsight.federation import registry
 
@@ -53,9 +62,9 @@ def test_purposes_come_from_the_tasks_and_an_unknown_one_is_an_error():
     assert purposes["insights"] == "analytics"
     assert resolve_purpose() is None and resolve_purpose("training") == "training"
     with pytest.raises(ConfigError, match="unknown purpose"):
-        resolve_purpose("marketing")
+        resolve_purpose("astrology")
     with pytest.raises(ConfigError, match="unknown purpose"):
-        PartnerView(".", "marketing")
+        PartnerView(".", "astrology")
 
 
 def test_task_load_refuses_undeclared_pii_then_returns_tokens_only(partner):

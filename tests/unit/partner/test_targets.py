@@ -95,8 +95,8 @@ def test_top_parses_shares_and_counts():
 def test_mistakes_are_refused_with_exit_2_and_nothing_written(tmp_path, model, capsys):
     export, _ = _export(tmp_path, "us", erase=0)
     out = tmp_path / "targets.csv"
-    assert _run(model, export.folder, out, "--top", "20%", "--purpose", "marketing") == 2
-    assert "analytics, training, recommendation" in capsys.readouterr().err
+    assert _run(model, export.folder, out, "--top", "20%", "--purpose", "astrology") == 2
+    assert "analytics, training, recommendation, marketing" in capsys.readouterr().err
     assert _run(model, export.folder, out, "--top", "twenty", "--purpose", "analytics") == 2
     assert "--top" in capsys.readouterr().err
     assert _run(model, export.folder, tmp_path / "targets.xlsx", "--top", "20%", "--purpose", "analytics") == 2
@@ -145,9 +145,9 @@ def test_the_python_api_gives_the_same_list_as_the_command(tmp_path, model):
     written = pd.read_csv(out, dtype={"customer_id": str, "contact": str})
     assert frame["customer_id"].tolist() == written["customer_id"].tolist() and len(frame) == 25
     assert not set(frame["customer_id"]) & set(erased + export.opted_out)
-    with pytest.raises(ConfigError, match="analytics, training, recommendation"):
+    with pytest.raises(ConfigError, match="analytics, training, recommendation, marketing"):
         PropensityModel(model, Partners(tmp_path / "partners", "own", False)).targets(export.folder.name,
-                                                                                    purpose="marketing")
+                                                                                    purpose="astrology")
 
 
 def test_recommended_items_only_for_customers_who_consent_to_recommendations(tmp_path, model):
