@@ -15,6 +15,7 @@ the API process, the CLI and the ServerApp can all append without forking the ch
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -34,6 +35,12 @@ from fedinsight.core.files import write_private
 
 GENESIS = "0" * 64
 KEY_BYTES = 32
+MAX_DETAIL_BYTES = 4096
+"""A detail larger than this (e.g. a request body's filters) is kept as its size and SHA-256 only: the log
+records that something was asked without storing whatever a caller sent, and one request cannot bloat it."""
+LIMITS = {"actor": 128, "role": 32, "action": 128, "target": 512, "outcome": 64}
+"""Column sizes: fields are cut to them before the append (PostgreSQL refuses longer values, SQLite does not),
+so an entry for an odd request (a 1,000-character path) is written like any other and fails nobody's batch."""
 
 
 def _utcnow() -> datetime:
@@ -113,6 +120,21 @@ def load_or_create_key(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bounded_detail(detail: dict[str, Any]) -> str:
+    """``detail`` as canonical JSON, or its size and digest when it is larger than :data:`MAX_DETAIL_BYTES`."""
+    text = json.dumps(detail, sort_keys=True, default=str)
+    raw = text.encode()
+    if len(raw) <= MAX_DETAIL_BYTES:
+        return text
+    kept = {k: detail[k] for k in ("status", "ms", "job", "epsilon") if k in detail and len(str(detail[k])) < 64}
+    return json.dumps({**kept, "truncated": True, "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
+                       "keys": sorted(str(k)[:64] for k in detail)[:20]}, sort_keys=True, default=str)
+
+
 def _canonical(seq: int, at: datetime, actor: str, role: str, action: str, target: str, outcome: str,
                epsilon: float | None, detail: str) -> bytes:
     eps = None if epsilon is None else repr(float(epsilon))
@@ -173,10 +195,10 @@ class AuditLog:
             epsilon = item.get("epsilon")
             if epsilon is not None and not math.isfinite(epsilon):
                 raise ConfigError(f"audit epsilon must be finite (got {epsilon})")
-            rows.append({"actor": str(item["actor"]), "role": str(item.get("role", "")),
-                         "action": str(item["action"]), "target": str(item.get("target", ""))[:512],
-                         "outcome": str(item.get("outcome", "ok")), "epsilon": epsilon,
-                         "detail": json.dumps(item.get("detail") or {}, sort_keys=True, default=str)})
+            fields = {"actor": item["actor"], "role": item.get("role", ""), "action": item["action"],
+                      "target": item.get("target", ""), "outcome": item.get("outcome", "ok")}
+            rows.append({**{k: _cut(str(v), LIMITS[k]) for k, v in fields.items()}, "epsilon": epsilon,
+                         "detail": _bounded_detail(item.get("detail") or {})})
         if not rows:
             return []
         head_t, log_t = AuditHeadRow.__table__, AuditRow.__table__
