@@ -30,8 +30,8 @@ from sqlalchemy import DateTime, Float, Integer, String, Text, event, insert, se
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from fedinsight.core.db import Base, create_tables, make_engine, write_locked
-from fedinsight.core.errors import ConfigError
-from fedinsight.core.files import write_private
+from fedinsight.core.errors import ConfigError, StateIntegrityError
+from fedinsight.core.files import write_private, write_private_atomic
 
 GENESIS = "0" * 64
 KEY_BYTES = 32
@@ -107,9 +107,13 @@ class VerifyResult:
         return not self.problems
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """The audit MAC key: read it, or create it (0600) on first use."""
+def load_or_create_key(path: Path, *, create: bool = True) -> bytes:
+    """The audit MAC key: read it, or create it (0600) on first use (``create``; else a missing key is an error:
+    a log with history must never be verified against a new key)."""
     path = Path(path)
+    if not path.is_file() and not create:
+        raise StateIntegrityError(f"the audit key {path} is missing but the audit log has history: restore the key "
+                                  "from a backup (a new key would report every entry as edited)")
     if path.is_file():
         key = path.read_bytes()
         if len(key) < KEY_BYTES:
@@ -158,10 +162,11 @@ def enable_sqlite_wal(engine: Any) -> None:
 class AuditLog:
     """Append and verify the chained log. ``key``: the MAC key (see :func:`load_or_create_key`)."""
 
-    def __init__(self, url: str | None, key: bytes) -> None:
+    def __init__(self, url: str | None, key: bytes, anchor: Path | None = None) -> None:
         if len(key) < KEY_BYTES:
             raise ConfigError(f"the audit key must be at least {KEY_BYTES} bytes")
         self._key = key
+        self.anchor = Path(anchor) if anchor is not None else None
         self.engine = make_engine(url)
         enable_sqlite_wal(self.engine)
         self._writer = write_locked(self.engine)
@@ -223,7 +228,29 @@ class AuditLog:
                 conn.execute(insert(head_t).values(id=1, **values))
             else:
                 conn.execute(update(head_t).where(head_t.c.id == 1).values(**values))
+            if self.anchor is not None:  # under the write lock: anchors of concurrent appends never go backwards
+                write_private_atomic(self.anchor, json.dumps(values).encode())
         return entries
+
+    def head(self) -> tuple[int, str]:
+        """The database's head record: (last sequence number, its hash); (0, genesis) for an empty log."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(AuditHeadRow.seq, AuditHeadRow.hash).where(AuditHeadRow.id == 1)).first()
+        return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
+
+    def read_anchor(self) -> dict[str, Any] | None:
+        """The head recorded outside the database (``None`` without an anchor file); a ``problem`` key says why
+        it cannot be trusted (unreadable, or its MAC does not match: edited without the key)."""
+        if self.anchor is None or not self.anchor.is_file():
+            return None
+        try:
+            found = json.loads(self.anchor.read_text())
+            seq, digest, mac = int(found["seq"]), str(found["hash"]), str(found["mac"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"seq": 0, "hash": "", "problem": f"the anchor {self.anchor} is unreadable"}
+        if mac != self._head_mac(seq, digest):
+            return {"seq": seq, "hash": digest, "problem": f"the anchor {self.anchor} was altered"}
+        return {"seq": seq, "hash": digest}
 
     @staticmethod
     def _to_entry(r: AuditRow) -> AuditEntry:
@@ -278,4 +305,19 @@ class AuditLog:
             if len(problems) < max_problems and (head.seq != expected_seq - 1 or head.hash != prev):
                 problems.append(f"the log ends at entry {expected_seq - 1} but the head says {head.seq} "
                                 "(newest entries deleted)")
+        problems += self._anchor_problems(expected_seq - 1, prev)
         return VerifyResult(entries=count, head_hash=prev, problems=problems)
+
+    def _anchor_problems(self, last_seq: int, last_hash: str) -> list[str]:
+        """What the anchor outside the database says about the chain that ends at ``last_seq``."""
+        anchor = self.read_anchor()
+        if anchor is None:
+            return []
+        if "problem" in anchor:
+            return [anchor["problem"]]
+        if last_seq < anchor["seq"]:
+            return [f"the log ends at entry {last_seq} but the anchor outside the database says {anchor['seq']} "
+                    "(entries deleted, or the database was emptied, replaced or rolled back)"]
+        if last_seq == anchor["seq"] and last_hash != anchor["hash"]:
+            return [f"entry {last_seq} is not the one the anchor outside the database recorded (log replaced)"]
+        return []  # the anchor may lag the database by the batch being written; it never leads it
