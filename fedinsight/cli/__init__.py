@@ -23,11 +23,13 @@ import sys
 
 import click
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 import fedinsight  # noqa: F401  (sets Flower's offline environment variables)
 from fedinsight.cli import data, deploy, insights, partner, report, serve, simulate
 from fedinsight.cli.common import err
-from fedinsight.core.errors import DataValidationError, FedinsightError
+from fedinsight.core.errors import DataValidationError, FedinsightError, StateIntegrityError
+from fedinsight.core.redact import redact_secrets
 
 app = typer.Typer(
     name="fedinsight",
@@ -65,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     except FedinsightError as exc:
         _report_error(exc)
         return exc.exit_code
+    except SQLAlchemyError as exc:  # a database failing mid-command: one line, never a driver traceback
+        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        err.print(f"error: the database failed: {redact_secrets(first)[:300]} (check the URL, that the server is up, "
+                  "or restore the file from a backup)", highlight=False, markup=False, soft_wrap=True)
+        return StateIntegrityError.exit_code
     except click.exceptions.Abort:
         err.print("aborted")
         return 130

@@ -79,6 +79,8 @@ def certs_partner_key(
 def coordinator_start(config: Path = _COORD_CONFIG,
                       verbose: bool = typer.Option(False, "--verbose",
                                                    help="Quote Flower's DEBUG/INFO lines too if a child dies."),
+                      init_state: bool = typer.Option(False, "--init-state", help="Start although the database "
+                                                      "was lost (spent budgets are lost; the audit log says so)."),
                       ) -> None:
     """Start the SuperLink (TLS, SuperNode authentication, no runtime installs) and the insights API.
 
@@ -89,7 +91,8 @@ def coordinator_start(config: Path = _COORD_CONFIG,
     """
     from fedinsight.coordinator.process import run_coordinator
 
-    code = run_coordinator(config, say=lambda m: err.print(m, highlight=False, markup=False), verbose=verbose)
+    code = run_coordinator(config, say=lambda m: err.print(m, highlight=False, markup=False), verbose=verbose,
+                           init_state=init_state)
     if code:
         raise typer.Exit(code)
 
@@ -201,6 +204,7 @@ def job_list(config: Path = _COORD_CONFIG, limit: int = typer.Option(20, help="H
 
     cfg = load_coordinator_config(config, check_files=False)
     state = CoordinatorState.from_config(cfg)
+    state.jobs  # noqa: B018 - an unreadable database is the error to report, not an unreachable SuperLink
     try:
         reconcile(cfg, state)
     except FedinsightError as exc:

@@ -98,9 +98,11 @@ def child_env(config: CoordinatorConfig, state: CoordinatorState) -> dict[str, s
 
 
 def run_coordinator(config_path: str | Path, *, say: Say = print, ready: Callable[[], None] | None = None,
-                    verbose: bool = False) -> int:
+                    verbose: bool = False, init_state: bool = False) -> int:
     """Start everything, block until stopped; 0 on a clean stop, non-zero if a child died on its own.
-    ``verbose``: quote a dying child's routine (DEBUG/INFO) log lines too (its full log is in ``logs/``)."""
+    ``verbose``: quote a dying child's routine (DEBUG/INFO) log lines too (its full log is in ``logs/``).
+    Refuses to start on a lost or unreadable database while the state folder shows history, unless
+    ``init_state`` (then the database is taken as it is and re-anchored, and the audit log says so)."""
     # heavy: coordinator.jobs imports the task registry (torch)
     from fedinsight.coordinator.jobs import register_partner_key, write_flwr_connection
 
@@ -116,6 +118,11 @@ def run_coordinator(config_path: str | Path, *, say: Say = print, ready: Callabl
     state = CoordinatorState.from_config(config)
     code = 0
     try:
+        if init_state:
+            replaced = state.init_state()
+            say(f"started fresh state (the old audit anchor was at entry {replaced['anchor_seq']}; kept beside it)")
+        else:
+            state.check_integrity()
         budgets = apply_budgets(config, state)
         interrupted = fail_interrupted_jobs(state)
         if interrupted:

@@ -163,6 +163,13 @@ class DeploymentError(FedinsightError):
     exit_code = 5
 
 
+class StateIntegrityError(FedinsightError):
+    """The coordinator's database or keys were lost, emptied, replaced or corrupted while its state folder shows
+    history: starting anyway would reset every spent budget, so nothing starts until the operator decides."""
+
+    exit_code = 7
+
+
 class AuditVerificationError(FedinsightError):
     """The audit log's hash chain does not verify: entries were edited or deleted."""
 

@@ -67,6 +67,17 @@ def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
     return path
 
 
+def write_private_atomic(path: Path, data: bytes) -> Path:
+    """Replace ``path`` with ``data`` (0600) in one step: a reader sees the old content or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)  # no fsync: this runs for every API request (see privacy.audit on crash ordering)
+    os.replace(tmp, path)
+    return path
+
+
 def write_public(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
     """Write a certificate or public key (0644), refusing to replace a file unless asked."""
     if path.exists() and not overwrite:

@@ -15,6 +15,7 @@ the API process, the CLI and the ServerApp can all append without forking the ch
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -29,11 +30,17 @@ from sqlalchemy import DateTime, Float, Integer, String, Text, event, insert, se
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from fedinsight.core.db import Base, create_tables, make_engine, write_locked
-from fedinsight.core.errors import ConfigError
-from fedinsight.core.files import write_private
+from fedinsight.core.errors import ConfigError, StateIntegrityError
+from fedinsight.core.files import write_private, write_private_atomic
 
 GENESIS = "0" * 64
 KEY_BYTES = 32
+MAX_DETAIL_BYTES = 4096
+"""A detail larger than this (e.g. a request body's filters) is kept as its size and SHA-256 only: the log
+records that something was asked without storing whatever a caller sent, and one request cannot bloat it."""
+LIMITS = {"actor": 128, "role": 32, "action": 128, "target": 512, "outcome": 64}
+"""Column sizes: fields are cut to them before the append (PostgreSQL refuses longer values, SQLite does not),
+so an entry for an odd request (a 1,000-character path) is written like any other and fails nobody's batch."""
 
 
 def _utcnow() -> datetime:
@@ -100,9 +107,13 @@ class VerifyResult:
         return not self.problems
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """The audit MAC key: read it, or create it (0600) on first use."""
+def load_or_create_key(path: Path, *, create: bool = True) -> bytes:
+    """The audit MAC key: read it, or create it (0600) on first use (``create``; else a missing key is an error:
+    a log with history must never be verified against a new key)."""
     path = Path(path)
+    if not path.is_file() and not create:
+        raise StateIntegrityError(f"the audit key {path} is missing but the audit log has history: restore the key "
+                                  "from a backup (a new key would report every entry as edited)")
     if path.is_file():
         key = path.read_bytes()
         if len(key) < KEY_BYTES:
@@ -111,6 +122,21 @@ def load_or_create_key(path: Path) -> bytes:
     with contextlib.suppress(ConfigError):  # another process may have created it first
         write_private(path, os.urandom(KEY_BYTES))
     return path.read_bytes()
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bounded_detail(detail: dict[str, Any]) -> str:
+    """``detail`` as canonical JSON, or its size and digest when it is larger than :data:`MAX_DETAIL_BYTES`."""
+    text = json.dumps(detail, sort_keys=True, default=str)
+    raw = text.encode()
+    if len(raw) <= MAX_DETAIL_BYTES:
+        return text
+    kept = {k: detail[k] for k in ("status", "ms", "job", "epsilon") if k in detail and len(str(detail[k])) < 64}
+    return json.dumps({**kept, "truncated": True, "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
+                       "keys": sorted(str(k)[:64] for k in detail)[:20]}, sort_keys=True, default=str)
 
 
 def _canonical(seq: int, at: datetime, actor: str, role: str, action: str, target: str, outcome: str,
@@ -136,10 +162,11 @@ def enable_sqlite_wal(engine: Any) -> None:
 class AuditLog:
     """Append and verify the chained log. ``key``: the MAC key (see :func:`load_or_create_key`)."""
 
-    def __init__(self, url: str | None, key: bytes) -> None:
+    def __init__(self, url: str | None, key: bytes, anchor: Path | None = None) -> None:
         if len(key) < KEY_BYTES:
             raise ConfigError(f"the audit key must be at least {KEY_BYTES} bytes")
         self._key = key
+        self.anchor = Path(anchor) if anchor is not None else None
         self.engine = make_engine(url)
         enable_sqlite_wal(self.engine)
         self._writer = write_locked(self.engine)
@@ -173,10 +200,10 @@ class AuditLog:
             epsilon = item.get("epsilon")
             if epsilon is not None and not math.isfinite(epsilon):
                 raise ConfigError(f"audit epsilon must be finite (got {epsilon})")
-            rows.append({"actor": str(item["actor"]), "role": str(item.get("role", "")),
-                         "action": str(item["action"]), "target": str(item.get("target", ""))[:512],
-                         "outcome": str(item.get("outcome", "ok")), "epsilon": epsilon,
-                         "detail": json.dumps(item.get("detail") or {}, sort_keys=True, default=str)})
+            fields = {"actor": item["actor"], "role": item.get("role", ""), "action": item["action"],
+                      "target": item.get("target", ""), "outcome": item.get("outcome", "ok")}
+            rows.append({**{k: _cut(str(v), LIMITS[k]) for k, v in fields.items()}, "epsilon": epsilon,
+                         "detail": _bounded_detail(item.get("detail") or {})})
         if not rows:
             return []
         head_t, log_t = AuditHeadRow.__table__, AuditRow.__table__
@@ -201,7 +228,29 @@ class AuditLog:
                 conn.execute(insert(head_t).values(id=1, **values))
             else:
                 conn.execute(update(head_t).where(head_t.c.id == 1).values(**values))
+            if self.anchor is not None:  # under the write lock: anchors of concurrent appends never go backwards
+                write_private_atomic(self.anchor, json.dumps(values).encode())
         return entries
+
+    def head(self) -> tuple[int, str]:
+        """The database's head record: (last sequence number, its hash); (0, genesis) for an empty log."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(AuditHeadRow.seq, AuditHeadRow.hash).where(AuditHeadRow.id == 1)).first()
+        return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
+
+    def read_anchor(self) -> dict[str, Any] | None:
+        """The head recorded outside the database (``None`` without an anchor file); a ``problem`` key says why
+        it cannot be trusted (unreadable, or its MAC does not match: edited without the key)."""
+        if self.anchor is None or not self.anchor.is_file():
+            return None
+        try:
+            found = json.loads(self.anchor.read_text())
+            seq, digest, mac = int(found["seq"]), str(found["hash"]), str(found["mac"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"seq": 0, "hash": "", "problem": f"the anchor {self.anchor} is unreadable"}
+        if mac != self._head_mac(seq, digest):
+            return {"seq": seq, "hash": digest, "problem": f"the anchor {self.anchor} was altered"}
+        return {"seq": seq, "hash": digest}
 
     @staticmethod
     def _to_entry(r: AuditRow) -> AuditEntry:
@@ -256,4 +305,19 @@ class AuditLog:
             if len(problems) < max_problems and (head.seq != expected_seq - 1 or head.hash != prev):
                 problems.append(f"the log ends at entry {expected_seq - 1} but the head says {head.seq} "
                                 "(newest entries deleted)")
+        problems += self._anchor_problems(expected_seq - 1, prev)
         return VerifyResult(entries=count, head_hash=prev, problems=problems)
+
+    def _anchor_problems(self, last_seq: int, last_hash: str) -> list[str]:
+        """What the anchor outside the database says about the chain that ends at ``last_seq``."""
+        anchor = self.read_anchor()
+        if anchor is None:
+            return []
+        if "problem" in anchor:
+            return [anchor["problem"]]
+        if last_seq < anchor["seq"]:
+            return [f"the log ends at entry {last_seq} but the anchor outside the database says {anchor['seq']} "
+                    "(entries deleted, or the database was emptied, replaced or rolled back)"]
+        if last_seq == anchor["seq"] and last_hash != anchor["hash"]:
+            return [f"entry {last_seq} is not the one the anchor outside the database recorded (log replaced)"]
+        return []  # the anchor may lag the database by the batch being written; it never leads it

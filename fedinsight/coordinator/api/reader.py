@@ -11,6 +11,9 @@ from fedinsight.coordinator.state import CoordinatorState
 from fedinsight.core.errors import NotFoundError
 from fedinsight.federation.store import InsightRow
 
+MAX_ID = 2**63 - 1
+"""Ids are 64-bit integers in the database: anything larger is no insight (a 404, never a driver error)."""
+
 
 class InsightReader:
     """Reads the insight store's table with SQLAlchemy Core (the API's hottest path)."""
@@ -34,7 +37,7 @@ class InsightReader:
 
     def get(self, insight_id: str) -> dict[str, Any]:
         row = None
-        if insight_id.isdigit():
+        if insight_id.isascii() and insight_id.isdigit() and int(insight_id) <= MAX_ID:  # '¹'.isdigit() too
             with self.engine.connect() as conn:
                 row = conn.execute(select(self.table).where(self.table.c.id == int(insight_id))).first()
         if row is None:

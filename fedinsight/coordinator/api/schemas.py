@@ -6,6 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+MAX_OFFSET = 2**31 - 1
+"""Offsets and sequence numbers a query may name: far beyond any store, and within every database's integers
+(a larger value is a 422 that says so, never a driver error)."""
+
 
 class Health(BaseModel):
     status: str

@@ -134,3 +134,13 @@ def test_insights_job_options_become_a_catalogue_batch():
     assert batch["batch_id"] == "job-9" and batch["epsilon"] == 0.7 and batch["requester"] == "alice"
     assert [q["name"] for q in batch["queries"]] == ["segment-profile-rfm", "ltv-tiers"]
     assert batch["features"]["as_of"] == "2025-06-30"
+
+
+def test_out_of_range_ids_and_numbers_are_client_errors_never_5xx(state):
+    client, tokens, _ = _client(state)  # the test client re-raises any server error
+    analyst, auditor = _h(tokens["analyst"]), _h(tokens["auditor"])
+    for path in ("/insights/%C2%B9", "/insights/99999999999999999999", "/insights/-1", "/insights/1e3"):
+        assert client.get(path, headers=analyst).status_code == 404, path
+    assert client.get("/insights?offset=9223372036854775808", headers=analyst).status_code == 422
+    assert client.get("/audit?since=9223372036854775808", headers=auditor).status_code == 422
+    assert client.get("/insights?offset=1000", headers=analyst).status_code == 200  # past the end: empty page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -131,3 +132,16 @@ def test_probe_detector_refuses_one_filter_sweeps(tmp_path):
     # the history is in the database: a new detector (restart) remembers it
     again = ProbeDetector(f"sqlite:///{tmp_path / 'p.db'}", max_variants=3)
     assert again.check("tok", "segment-sizes", {**base, "zip": "10005"}).refused
+
+
+def test_an_entry_is_bounded_whatever_the_request_carried(tmp_path):
+    """Column sizes hold on every database (PostgreSQL enforces VARCHAR(128)), and a huge request body never
+    lands in the log: what is kept is its size and digest."""
+    audit = AuditLog(f"sqlite:///{tmp_path / 'a.db'}", load_or_create_key(tmp_path / "keys" / "audit.key"))
+    entry = audit.append(actor="a" * 500, role="r" * 100, action="GET /" + "x" * 1000, target="t" * 2000,
+                         outcome="o" * 200, detail={"filters": {"campaign": "y" * 200_000}})
+    assert len(entry.actor) <= 128 and len(entry.role) <= 32 and len(entry.action) <= 128
+    assert len(entry.target) <= 512 and len(entry.outcome) <= 64
+    assert entry.detail["truncated"] is True and entry.detail["bytes"] > 200_000 and len(entry.detail["sha256"]) == 64
+    assert "y" * 100 not in json.dumps(entry.detail)
+    assert audit.verify().ok

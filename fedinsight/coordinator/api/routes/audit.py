@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 
 from fedinsight.coordinator.api.deps import require, shared
-from fedinsight.coordinator.api.schemas import AuditEntryOut, AuditVerifyOut
+from fedinsight.coordinator.api.schemas import MAX_OFFSET, AuditEntryOut, AuditVerifyOut
 from fedinsight.coordinator.auth import Permission, Principal
 
 router = APIRouter(tags=["audit"])
 
 
 @router.get("/audit", response_model=list[AuditEntryOut])
-def read_audit(request: Request, since: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
+def read_audit(request: Request, since: int = Query(0, ge=0, le=MAX_OFFSET), limit: int = Query(100, ge=1, le=1000),
                actor: str | None = None,
                who: Principal = Depends(require(Permission.READ_AUDIT))) -> list[AuditEntryOut]:
     """Audit entries after sequence number ``since`` (auditors only)."""

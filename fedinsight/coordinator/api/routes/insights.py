@@ -6,14 +6,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 
 from fedinsight.coordinator.api.deps import pull, require, shared
-from fedinsight.coordinator.api.schemas import Insight, InsightPage, InsightSummary
+from fedinsight.coordinator.api.schemas import MAX_OFFSET, Insight, InsightPage, InsightSummary
 from fedinsight.coordinator.auth import Permission, Principal
 
 router = APIRouter(tags=["insights"])
 
 
 @router.get("/insights", response_model=InsightPage)
-async def list_insights(request: Request, limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0),
+async def list_insights(request: Request, limit: int = Query(20, ge=1, le=100),
+                        offset: int = Query(0, ge=0, le=MAX_OFFSET),
                         who: Principal = Depends(require(Permission.READ_INSIGHTS))) -> InsightPage:
     """Released insights, newest first (summaries; each counts towards the bulk-read limit)."""
     items, total = shared(request).insights.page(limit, offset)
