@@ -27,7 +27,7 @@ from fedinsight.data.federation import (
 )
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.task import PARTNER_ID_PATTERN
-from fedinsight.partner.protection import init_federation
+from fedinsight.partner.protection import PartnerVault, init_federation
 from fedinsight.partner.view import PartnerView
 
 BUILTIN_FOLDER = "partners"
@@ -61,6 +61,11 @@ class Partners:
     def views(self, purpose: str) -> dict[str, PartnerData]:
         """Every partner's tables as its data view gives them for ``purpose``."""
         return {f.name: PartnerView(f, purpose).tables() for f in self.folders}
+
+    def vaults(self) -> dict[str, PartnerVault]:
+        """Every partner's vault: the simulation driver plays every partner, and baselines must split customers
+        with the keys the partners hold (e.g. propensity's holdout key)."""
+        return {f.name: PartnerView(f, "training").vault for f in self.folders}
 
     @classmethod
     def builtin(cls, name: str) -> Partners:

@@ -131,7 +131,7 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
                          seed=sim.seed, customers=sim.customers, out_dir=out, default_partners=task.default_partners)
     simulated = Simulated(dataset=sim.dataset, builtin=federation.builtin, data_root=federation.root,
                           partner_names=federation.names, out_dir=out, seed=sim.seed, views=federation.views,
-                          facts=federation.facts)
+                          facts=federation.facts, vaults=federation.vaults)
     overrides = task.simulation_options(task_options, simulated)
     if overrides:
         task_options = task_options.replace(**overrides)

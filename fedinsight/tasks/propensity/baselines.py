@@ -1,8 +1,9 @@
 """Baselines that need everyone's rows in one place: for simulations only.
 
 What a single data holder with the pooled customers of all partners would get, on exactly the split the
-federation uses (the held-out customers are chosen by a keyed hash of the customer id, so a customer is
-held out in the pool if and only if it is held out on its partner):
+federation uses (each partner's held-out customers follow its own secret key, which the simulation driver
+reads from each simulated partner's vault: a customer is held out in the pool if and only if it is held out
+on its partner):
 
 - the same model, trained centralized without DP, with an exactly fitted scaler and exact quantiles;
 - BG/NBD (Fader, Hardie & Lee 2005) fitted on the pooled calibration summaries, ranking customers by
@@ -40,6 +41,7 @@ from fedinsight.tasks.propensity.features import (
     unit_spend,
 )
 from fedinsight.tasks.propensity.protocol import MIN_EVAL_CUSTOMERS
+from fedinsight.tasks.propensity.split import DEFAULT_TEST_SHARE
 
 WEEK_DAYS = 7.0
 
@@ -51,24 +53,25 @@ class PooledSplit:
     evaluated: np.ndarray  # held-out customers whose partner reports evaluation (enough held-out customers)
 
 
-def pooled_split(partners: dict[str, PartnerData], window: LabelWindow, share: float, seed: int,
-                 min_eval: int = MIN_EVAL_CUSTOMERS) -> PooledSplit:
-    """All partners' customers with the federation's held-out split; ``evaluated`` leaves out the held-out
-    customers of partners that suppress their evaluation (fewer than ``min_eval``), as the federation does."""
-    tables, evaluated = [], []
-    for data in partners.values():
+def pooled_split(partners: dict[str, PartnerData], window: LabelWindow, keys: dict[str, bytes],
+                 share: float = DEFAULT_TEST_SHARE, min_eval: int = MIN_EVAL_CUSTOMERS) -> PooledSplit:
+    """All partners' customers with the federation's held-out split (each partner's own ``keys[name]`` and
+    ``share``, as the partner splits them); ``evaluated`` leaves out the held-out customers of partners that
+    suppress their evaluation (fewer than ``min_eval``), as the federation does."""
+    tables, tests, evaluated = [], [], []
+    for name, data in partners.items():
         if data.transactions is None:
             continue
         table = customer_table(data.transactions, window)  # type: ignore[arg-type]
-        test = holdout_mask(table.index, share, seed)
+        test = holdout_mask(table.index, share, keys[name])
         tables.append(table)
+        tests.append(test)
         evaluated.append(test & (test.sum() >= min_eval))
     if not tables:
         raise ConfigError("no partner has transactions; propensity needs purchases")
     table = pd.concat(tables)
     order = np.argsort(table.index.to_numpy(), kind="stable")
-    return PooledSplit(table.iloc[order], holdout_mask(table.index, share, seed)[order],
-                       np.concatenate(evaluated)[order])
+    return PooledSplit(table.iloc[order], np.concatenate(tests)[order], np.concatenate(evaluated)[order])
 
 
 def _tier_cuts(spend: np.ndarray, levels: tuple[float, float]) -> tuple[tuple[float, float], tuple[float, float]]:

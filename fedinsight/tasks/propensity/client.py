@@ -55,6 +55,7 @@ from fedinsight.tasks.propensity.features import (
     unit_spend,
 )
 from fedinsight.tasks.propensity.options import PropensityOptions
+from fedinsight.tasks.propensity.split import DEFAULT_TEST_SHARE, holdout_key, partner_share
 
 STATE_COUNT = "propensity.noisy-count"
 
@@ -79,15 +80,17 @@ _MAX_SPLITS = 16
 
 def prepare(partner: Partner, options: PropensityOptions, job_id: str) -> PartnerSplit:
     """This partner's split for the job (cached per job: a Ray actor or SuperNode serves every round of it;
-    the next job reads the data view again, so consent changes and erasures take effect)."""
+    the next job reads the data view again, so consent changes and erasures take effect). The held-out
+    customers follow the partner's own secret key and share (:mod:`.split`), whatever the job asks."""
     window, caps = options.window, options.caps
-    key = (partner.partner_id, job_id, window, caps, options.test_share, options.seed)
+    share = partner_share(partner.setting("test-share", DEFAULT_TEST_SHARE))  # the partner's, not the job's
+    key = (partner.partner_id, job_id, window, caps, share)
     if key not in _SPLITS:
         data = partner.data()
         if data.transactions is None:
             raise ConfigError(f"partner {partner.partner_id} has no transactions table; propensity needs purchases")
         table = customer_table(data.transactions, window)  # type: ignore[arg-type]
-        test = holdout_mask(table.index, options.test_share, options.seed)
+        test = holdout_mask(table.index, share, holdout_key(partner.vault))
         unit = unit_features(table, window, caps)
         buys, spend = table["buys_again"].to_numpy(float), table["spend"].to_numpy(float)
         _SPLITS[key] = PartnerSplit(unit[~test], buys[~test], spend[~test], unit[test], buys[test], spend[test])

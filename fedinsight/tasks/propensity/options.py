@@ -20,11 +20,13 @@ class PropensityOptions(Options):
     delta: float = option(1e-5, "Each partner's delta.", above=0, below=1)
     non_private: bool = option(False, "No DP at all (to measure what DP costs; partners must allow it).")
     model: str = option("logreg", "logreg or mlp.", choices=MODEL_KINDS)
-    seed: int = option(0, "Seed of the held-out split and the initial model.")
+    seed: int = option(0, "Seed of the initial model (public: every partner starts from the same weights).")
     start: str = option("", "Calibration start (features from here; default: the dataset's).")
     cutoff: str = option("", "Cutoff between calibration and holdout (labels after it).")
     end: str = option("", "End of the holdout window.")
-    test_share: float = option(0.2, "Share of each partner's customers held out for evaluation.", above=0, below=1)
+    test_share: float = option(0.2, "Ignored: each partner holds out its own share (its node config test-share, "
+                                    "default 0.2) with its own secret key; kept so older job specs still parse.",
+                               above=0, below=1)
     sample_rate: float = option(0.1, "Poisson sampling rate of DP-SGD batches.", above=0, maximum=1)
     local_epochs: float = option(1.0, "Local epochs per round (steps = epochs / sample rate).", above=0)
     lr: float = option(0.5, "Initial learning rate (cosine decay over the rounds).", above=0)

@@ -10,6 +10,7 @@ from fedinsight.federation.task import Simulated
 from fedinsight.tasks.propensity.baselines import bgnbd_baseline, centralized_baseline, pooled_split
 from fedinsight.tasks.propensity.features import CDNOW_WINDOW, LabelWindow, synthetic_window
 from fedinsight.tasks.propensity.options import PropensityOptions
+from fedinsight.tasks.propensity.split import holdout_key
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,10 @@ def window_options(options: PropensityOptions, sim: Simulated) -> dict[str, Any]
 def baselines(options: PropensityOptions, sim: Simulated, purpose: str) -> dict[str, Any]:
     """The same model centralized without DP, and BG/NBD, on the partners' views and the federation's split."""
     parts = sim.views(purpose)
-    split = pooled_split(parts, options.window, options.test_share, options.seed)
+    if sim.vaults is None:
+        raise ConfigError("propensity baselines need the simulated partners' vaults (their holdout keys)")
+    keys = {name: holdout_key(vault) for name, vault in sim.vaults().items()}
+    split = pooled_split(parts, options.window, keys)
     out = {"centralized": centralized_baseline(split, options.window, kind=options.model, seed=options.seed,
                                                caps=options.caps, tier_levels=(options.tier_mid, options.tier_high))}
     try:

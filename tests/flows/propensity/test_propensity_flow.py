@@ -25,10 +25,12 @@ from fedinsight.models.federated_stats import PooledStats
 from fedinsight.models.propensity import ModelBundle
 from fedinsight.partner.clientapp import app as client_app
 from fedinsight.partner.protection import init_federation, load_protected
+from fedinsight.partner.view import PartnerView
 from fedinsight.privacy.ledger import PrivacyLedger
 from fedinsight.tasks.propensity import TASK
 from fedinsight.tasks.propensity.features import FEATURES, customer_table, holdout_mask, synthetic_window
 from fedinsight.tasks.propensity.options import PropensityOptions
+from fedinsight.tasks.propensity.split import DEFAULT_TEST_SHARE, holdout_key
 
 PARTNERS = 3
 
@@ -237,14 +239,14 @@ def test_partner_budget_persists_across_jobs_in_its_state_dir(tmp_path, data_roo
 
 
 def _held_out_spend(data_root: Path, job: Job) -> np.ndarray:
-    """Holdout-window spend of the customers the partners evaluate on: each partner's own split (a keyed hash
-    of the tokenized id, over the customers who consented to training), as the partner computes it."""
+    """Holdout-window spend of the customers the partners evaluate on: each partner's own split (an HMAC of the
+    tokenized id under the partner's own holdout key, over the customers who consented to training)."""
     spends = []
     for k in range(PARTNERS):
         data = load_protected(data_root / f"partner-{k}").for_purpose("training")
-        options = job.options
-        table = customer_table(data.transactions, options.window)
-        spends.append(table["spend"].to_numpy()[holdout_mask(table.index, options.test_share, options.seed)])
+        key = holdout_key(PartnerView(data_root / f"partner-{k}", "training").vault)
+        table = customer_table(data.transactions, job.options.window)
+        spends.append(table["spend"].to_numpy()[holdout_mask(table.index, DEFAULT_TEST_SHARE, key)])
     return np.concatenate(spends)
 
 
