@@ -185,7 +185,8 @@ def run(session: Session) -> TaskResult:
     strategy = PropensityFedAvg(partners=partners, shapes={k: tuple(v.shape) for k, v in initial.items()},
                                 n_features=len(FEATURES), rounds=options.rounds, base_lr=options.lr, ema=options.ema,
                                 guard=session.guard, task=session.task.name,
-                                evaluate_rounds=options.evaluate and options.eval_every_round)
+                                evaluate_rounds=options.evaluate and options.eval_every_round,
+                                eval_noise_multiplier=options.eval_noise_multiplier())
     result = strategy.start(session.grid, _arrays(initial), num_rounds=options.rounds, timeout=session.job.timeout,
                             train_config=ConfigRecord({**cfg, "phase": "train"}),
                             evaluate_config=ConfigRecord({**cfg, "phase": "evaluate"}))
@@ -205,7 +206,8 @@ def run(session: Session) -> TaskResult:
                     for n in strategy.evaluation_nodes()]
         replies = list(session.grid.send_and_receive(messages, timeout=session.job.timeout))
         accepted = session.guard.check(replies, "evaluate")
-        final_metrics, noisy = read_evaluations(accepted, partners, tiers=pred_t is not None)
+        final_metrics, noisy = read_evaluations(accepted, partners, tiers=pred_t is not None,
+                                                noise_multiplier=options.eval_noise_multiplier())
         curves = summary_curves(noisy) if noisy is not None else {}
 
     weights = {k: v.numpy() for k, v in final.items()}

@@ -35,7 +35,7 @@ from fedinsight.tasks.propensity import evaluation
 
 
 def read_evaluations(replies: list[Message], partners: dict[int, PartnerTrack], *, tiers: bool,
-                     ) -> tuple[dict[str, float], EvalSummary | None]:
+                     noise_multiplier: float | None = None) -> tuple[dict[str, float], EvalSummary | None]:
     """Pooled metrics from the partners' noisy evaluation releases (post-processing only), and their sum.
 
     Suppressed partners (too few held-out customers) and refusals (their budget) are recorded on their
@@ -63,7 +63,7 @@ def read_evaluations(replies: list[Message], partners: dict[int, PartnerTrack], 
         return {}, None
     summary = None
     if released:
-        out, summary = evaluation.read(released, tiers=tiers)
+        out, summary = evaluation.read(released, tiers=tiers, noise_multiplier=noise_multiplier)
     else:
         out = {
         k: float("nan") for k in ("auc", "log_loss", "ece", "lift_top_decile", "mae", "tier_accuracy")}
@@ -111,6 +111,7 @@ class PropensityFedAvg(FedAvg):
         guard: ReplyGuard,
         task: str = proto.ACTION,
         evaluate_rounds: bool = False,
+        eval_noise_multiplier: float | None = None,
     ) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=1, min_evaluate_nodes=1,
                          min_available_nodes=len(partners), arrayrecord_key=proto.ARRAYS,
@@ -124,6 +125,7 @@ class PropensityFedAvg(FedAvg):
         self.guard = guard
         self.task = task
         self.evaluate_rounds = evaluate_rounds
+        self.eval_noise_multiplier = eval_noise_multiplier
         self.log = RoundLog()
         self.ema: dict[str, np.ndarray] | None = None
 
@@ -199,7 +201,7 @@ class PropensityFedAvg(FedAvg):
         replies = list(replies)
         self._note_failures(replies)
         kept = self.guard.check(replies, "evaluate") if replies else []
-        result, _ = read_evaluations(kept, self.partners, tiers=False)
+        result, _ = read_evaluations(kept, self.partners, tiers=False, noise_multiplier=self.eval_noise_multiplier)
         row = {"round": server_round, **result,
                "training_partners": len(self.training_nodes())}
         self.log.per_round.append(row)
