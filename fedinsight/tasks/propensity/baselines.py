@@ -29,7 +29,14 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.data.schema import PartnerData
 from fedinsight.models.bgnbd import fit_bgnbd
 from fedinsight.models.metrics import assign_tiers, exact_curves, exact_metrics, lift_top_decile, roc_auc
-from fedinsight.models.propensity import SharedScaler, TargetScaler, build_model, fit_centralized, predict
+from fedinsight.models.propensity import (
+    ModelBundle,
+    SharedScaler,
+    TargetScaler,
+    build_model,
+    fit_centralized,
+    predict,
+)
 from fedinsight.tasks.propensity.features import (
     FEATURES,
     FeatureCaps,
@@ -117,3 +124,22 @@ def bgnbd_baseline(split: PooledSplit, window: LabelWindow) -> dict[str, Any]:
     return {"auc": roc_auc(y, score), "lift_top_decile": lift_top_decile(y, score), "n": float(ev.sum()),
             "params": {"r": model.r, "alpha": model.alpha, "a": model.a, "b": model.b},
             "curves": exact_curves(y, score, probability=False)}
+
+
+def released_model_exact(split: PooledSplit, window: LabelWindow, bundle: ModelBundle) -> dict[str, Any]:
+    """The federation's released model evaluated *exactly* on the customers it was evaluated on (simulation only).
+
+    Why: the federation's own evaluation is a DP release, noisy by design; a simulation, which holds every
+    partner's rows anyway, can say how far the noisy figures are from the exact ones of the same model. A real
+    federation cannot compute this and never does."""
+    caps = FeatureCaps.from_config(bundle.config)
+    table, ev = split.table, split.evaluated
+    p, z_hat = predict(bundle.model(), bundle.scaler.transform(unit_features(table, window, caps)))
+    ltv = p * spend_from_unit(np.clip(bundle.target.inverse(z_hat), 0, 1), caps)
+    buys, spend = table["buys_again"].to_numpy(float), table["spend"].to_numpy(float)
+    tiers: dict[str, np.ndarray] = {}
+    if "tier-true" in bundle.config and np.all(np.isfinite(bundle.tier_thresholds)):
+        true_cuts = tuple(float(v) for v in bundle.config["tier-true"])
+        tiers = {"true_tiers": assign_tiers(spend[ev], true_cuts),  # type: ignore[arg-type]
+                 "predicted_tiers": assign_tiers(ltv[ev], bundle.tier_thresholds)}
+    return exact_metrics(buys[ev], p[ev], spend=spend[ev], ltv=ltv[ev], **tiers)

@@ -120,7 +120,7 @@ def _evaluation(options: Any, private: bool, nonprivate: str, status: Release) -
         dp = Release("evaluate", METRICS, fields, "gaussian", what=what, count=count,
                      sensitivity=f"L2 {evaluation.SENSITIVITY:g} per customer after scaling (1 for its histogram "
                                  f"bin; {evaluation.SECONDARY_WEIGHT:g} each for its count, its label, its log loss "
-                                 f"clipped to {options.eval_log_loss_cap:g}, its |spend - LTV| clipped to "
+                                 f"clipped to {options.eval_log_loss_cap:g}, its abs(spend - LTV) clipped to "
                                  f"{options.eval_error_cap:g}, its tier cell); noise multiplier {m:.4g}",
                      event=evaluation.eval_event(m))
     else:

@@ -1,15 +1,24 @@
-"""What a propensity simulation adds: the dataset's label window, and the baselines on the same split."""
+"""What a propensity simulation adds: the dataset's label window, the baselines on the same split, and the
+released model's exact evaluation (``federated_exact``: what the federation's DP evaluation estimated)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from fedinsight.core.errors import ConfigError, FedinsightError
 from fedinsight.federation.task import Simulated
-from fedinsight.tasks.propensity.baselines import bgnbd_baseline, centralized_baseline, pooled_split
+from fedinsight.models.propensity import ModelBundle
+from fedinsight.tasks.propensity.baselines import (
+    bgnbd_baseline,
+    centralized_baseline,
+    pooled_split,
+    released_model_exact,
+)
 from fedinsight.tasks.propensity.features import CDNOW_WINDOW, LabelWindow, synthetic_window
 from fedinsight.tasks.propensity.options import PropensityOptions
+from fedinsight.tasks.propensity.server import MODEL_FILE
 from fedinsight.tasks.propensity.split import holdout_key
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,9 @@ def baselines(options: PropensityOptions, sim: Simulated, purpose: str) -> dict[
         out["bgnbd"] = bgnbd_baseline(split, options.window)
     except FedinsightError as exc:
         log.warning("BG/NBD baseline skipped: %s", exc)
+    model = Path(sim.out_dir) / MODEL_FILE
+    if options.evaluate and model.is_file():  # what the noisy evaluation measured, exactly (simulation only)
+        out["federated_exact"] = released_model_exact(split, options.window, ModelBundle.load(model))
     return out
 
 
@@ -65,5 +77,10 @@ def merge(summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
         comparison["auc_federated_over_centralized"] = fed["auc"] / cen["auc"]
     if fed.get("auc") is not None and summary["metrics"].get("bgnbd", {}).get("auc") is not None:
         comparison["auc_federated_minus_bgnbd"] = fed["auc"] - summary["metrics"]["bgnbd"]["auc"]
+    exact = summary["metrics"].get("federated_exact", {})
+    if fed.get("auc") is not None and exact.get("auc") is not None:  # the DP evaluation's own error
+        comparison["auc_noisy_minus_exact"] = fed["auc"] - exact["auc"]
+        if cen.get("auc"):
+            comparison["auc_exact_federated_over_centralized"] = exact["auc"] / cen["auc"]
     summary["comparison"] = comparison
     return summary
