@@ -18,10 +18,11 @@ from fedinsight.tasks.propensity.baselines import (
 )
 from fedinsight.tasks.propensity.features import CDNOW_WINDOW, LabelWindow, synthetic_window
 from fedinsight.tasks.propensity.options import PropensityOptions
-from fedinsight.tasks.propensity.server import MODEL_FILE
 from fedinsight.tasks.propensity.split import holdout_key
 
 log = logging.getLogger(__name__)
+EXACT = "_released-model-exact"
+"""The baselines' entry that carries the pooled split to :func:`merge`, which evaluates the released model."""
 
 
 def window_options(options: PropensityOptions, sim: Simulated) -> dict[str, Any]:
@@ -57,14 +58,17 @@ def baselines(options: PropensityOptions, sim: Simulated, purpose: str) -> dict[
         out["bgnbd"] = bgnbd_baseline(split, options.window)
     except FedinsightError as exc:
         log.warning("BG/NBD baseline skipped: %s", exc)
-    model = Path(sim.out_dir) / MODEL_FILE
-    if options.evaluate and model.is_file():  # what the noisy evaluation measured, exactly (simulation only)
-        out["federated_exact"] = released_model_exact(split, options.window, ModelBundle.load(model))
+    if options.evaluate:  # the released model is evaluated exactly after the run (:func:`merge`)
+        out[EXACT] = (split, options.window)
     return out
 
 
 def merge(summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
     """The baselines beside the federated model: metrics, curves and the headline ratios."""
+    exact = baselines.pop(EXACT, None)
+    model = (summary.get("artifacts") or {}).get("model")
+    if exact is not None and model and Path(model).is_file():  # what the noisy evaluation estimated, exactly
+        baselines["federated_exact"] = released_model_exact(*exact, ModelBundle.load(model))
     curves = summary.setdefault("curves", {})
     for name, values in baselines.items():
         values = dict(values)

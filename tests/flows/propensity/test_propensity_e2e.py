@@ -34,8 +34,8 @@ def test_simulate_then_score_on_a_small_slice(tmp_path, capsys):
     assert metrics["federated"]["partners"] == 2 and metrics["federated"]["n"] >= 0
     assert metrics["federated_exact"]["n"] == metrics["centralized"]["n"] > 0
     assert privacy["evaluation"]["releases"] == 1 and 0 < privacy["evaluation"]["epsilon"] < 1
-    assert "auc_noisy_minus_exact" in summary["comparison"]
-    for name in ("federated", "centralized", "federated_exact"):
+    assert 0.5 < metrics["federated_exact"]["auc"] <= 1  # (the noisy AUC of ~60 held-out customers may be none)
+    for name in ("centralized", "federated_exact"):
         assert {"auc", "log_loss", "ece", "lift_top_decile", "mae", "tier_accuracy"} <= set(metrics[name])
     assert "auc" in metrics["bgnbd"]
     assert [r["round"] for r in metrics["per_round"]] == [1, 2]  # no per-round evaluation unless planned
