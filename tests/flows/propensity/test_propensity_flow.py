@@ -335,3 +335,16 @@ def test_a_simulated_non_private_job_charges_nothing_and_stays_stable(tmp_path, 
     # did not diverge. Over 600 tokenization keys mae / mean spend was 0.65 +- 0.07 (skewed away from 1), so it
     # reaches 1 with probability ~3e-7; the mean spend of *all* customers used before was 4.3 sd away (~1e-5).
     assert fed["mae"] < float(held_out.mean())
+
+
+def test_partners_refuse_a_delta_too_large_for_their_customers_before_anything_is_charged(tmp_path, data_root):
+    """delta must stay below 1 / (10 x a partner's customers) (~580 here): each partner checks its own count in
+    hello, and the error names a power of ten rather than the count."""
+    job = _job(tmp_path, data_root, delta=1e-3, budget_delta=1e-3)
+    grid = InProcessGrid(client_app, PARTNERS)
+    with pytest.raises(ConfigError, match=r"delta 0.001 is above 1 / \(10 x its number of customers\); run the job "
+                                          r"with --delta 0.0001 or smaller"):
+        _run(job, grid)
+    assert {_phase(m) for m in grid.sent} == {"hello"}
+    assert PrivacyLedger(job.ledger_url).partners() == []  # refused before any charge
+    assert PropensityOptions().delta == 1e-6  # the default
