@@ -270,6 +270,8 @@ def evaluate(msg: Message, partner: Partner) -> Message:
     if len(split.buys_test) < minimum:
         return reply(msg, **{proto.METRICS: MetricRecord({"suppressed": 1})})
     plan = _plan(options, cfg)
+    if plan is not None and "eval-noise-multiplier" not in cfg:
+        raise ConfigError("the job's plan carries no evaluation noise (an older coordinator?): nothing released")
     multiplier = None if plan is None else float(cfg["eval-noise-multiplier"])
     events = [] if multiplier is None else [evaluation.eval_event(multiplier)]
     when = f"round {cfg['server-round']}" if "server-round" in cfg else "final"
