@@ -2,8 +2,11 @@
 
 Goals (issue 3), checked for every configuration run here:
 
-- CDNOW, Dirichlet(alpha=0.5) label skew, epsilon = 1 (delta = 1e-5): federated AUC >= 0.99 x the
-  centralized non-private AUC measured in the same run, and >= the BG/NBD AUC of the same run;
+- CDNOW, Dirichlet(alpha=0.5) label skew, epsilon = 1 (delta = 1e-6): federated AUC >= 0.99 x the
+  centralized non-private AUC measured in the same run, and >= the BG/NBD AUC of the same run. Since issue 14
+  the federation's own evaluation is a DP release (10 % of epsilon): the goals compare the released model's
+  *exact* AUC on the same customers (``federated_exact``, which only a simulation can compute), and the noisy
+  AUC the federation reports is listed beside it with its error (``auc_noisy_minus_exact``);
 - for several seeds and partner counts between 3 and 20, not one tuned configuration;
 - the same at epsilon = 0.5, 3, 8 and non-private, reported side by side;
 - the federation overhead: wall time of the simulation / summed local training time.
@@ -47,7 +50,7 @@ def run_one(config: dict[str, Any], work: Path, model: str, cpus: int) -> dict[s
     out = work / f"eps{eps}-k{config['partners']}-s{config['seed']}"
     cmd = [sys.executable, "-m", "fedinsight.cli", "simulate", "propensity", "--dataset", "cdnow",
            "--partners", str(config["partners"]), "--rounds", str(ROUNDS), "--partition", "dirichlet",
-           "--alpha", "0.5", "--model", model, "--seed", str(config["seed"]), "--delta", "1e-5",
+           "--alpha", "0.5", "--model", model, "--seed", str(config["seed"]), "--delta", "1e-6",
            "--out", str(out), "--cpus", str(cpus), "--json"]
     cmd += ["--non-private"] if eps is None else ["--epsilon", str(eps)]
     start = time.perf_counter()
@@ -56,12 +59,20 @@ def run_one(config: dict[str, Any], work: Path, model: str, cpus: int) -> dict[s
     if proc.returncode != 0:
         return {**config, "error": proc.stderr.strip().splitlines()[-1:] or proc.returncode}
     summary = json.loads((out / "summary.json").read_text())
-    fed, cen = summary["metrics"]["federated"], summary["metrics"]["centralized"]
+    noisy, cen = summary["metrics"]["federated"], summary["metrics"]["centralized"]
+    fed = summary["metrics"].get("federated_exact") or noisy  # non-private runs: the evaluation is exact
     bg = summary["metrics"].get("bgnbd", {}).get("auc")
     timing = summary["timing"]
     return {
         **config,
         "auc": {"federated": fed["auc"], "centralized": cen["auc"], "bgnbd": bg},
+        "dp_evaluation": {"auc_noisy": noisy.get("auc"), "auc_exact": fed["auc"],
+                          "auc_noisy_minus_exact": None if noisy.get("auc") is None else noisy["auc"] - fed["auc"],
+                          "auc_noise_sd": noisy.get("auc_noise_sd"),
+                          "log_loss_noisy_minus_exact": None if noisy.get("log_loss") is None
+                          else noisy["log_loss"] - fed["log_loss"],
+                          "mae_noisy_minus_exact": None if noisy.get("mae") is None else noisy["mae"] - fed["mae"],
+                          "epsilon": (summary["privacy"].get("evaluation") or {}).get("epsilon")},
         "auc_federated_over_centralized": fed["auc"] / cen["auc"],
         "auc_federated_minus_bgnbd": None if bg is None else fed["auc"] - bg,
         "meets_0.99_centralized": fed["auc"] >= 0.99 * cen["auc"],
@@ -98,7 +109,7 @@ def main() -> None:
     goal_runs = [r for r in results if r.get("epsilon") == 1.0 and "error" not in r]
     report = {
         "benchmark": "propensity", "dataset": "cdnow", "partition": "dirichlet(alpha=0.5)", "rounds": ROUNDS,
-        "model": args.model, "delta": 1e-5, "cpus": args.cpus,
+        "model": args.model, "delta": 1e-6, "cpus": args.cpus,
         "goals_at_epsilon_1": {
             "runs": len(goal_runs),
             "all_meet_0.99_centralized": all(r["meets_0.99_centralized"] for r in goal_runs),

@@ -247,6 +247,8 @@ class Simulated:
     seed: int
     views: Callable[[str], dict[str, PartnerData]]
     facts: dict[str, Any] = field(default_factory=dict)  # public facts of the dataset (e.g. a generator's window)
+    vaults: Callable[[], dict[str, Vault]] | None = None  # each simulated partner's vault (partner-held keys a
+    # baseline must split by exactly as the partner does, e.g. propensity's holdout key)
 
 
 @dataclass

@@ -11,6 +11,7 @@ customer's gradient to ``max_grad_norm`` and adds Gaussian noise. One row per cu
 
 from __future__ import annotations
 
+import secrets
 import warnings
 from dataclasses import dataclass
 
@@ -52,11 +53,14 @@ def train_dp(model: nn.Module, x: np.ndarray, y: np.ndarray, settings: DpSgdSett
     from opacus import PrivacyEngine
     from opacus.data_loader import DPDataLoader
 
-    if seed is not None:
-        torch.manual_seed(seed)
+    # Batch sampling and noise come from generators seeded from OS entropy (``seed=None``, what partners use),
+    # never from torch's global generator: anything in the process may have seeded that with a public run seed
+    # (e.g. a model initialised with the job's seed), which would let the coordinator replay the batches.
+    base = secrets.randbits(62) if seed is None else int(seed)
     dataset = torch.utils.data.TensorDataset(torch.as_tensor(x, dtype=torch.float32),
                                              torch.as_tensor(y, dtype=torch.float32).reshape(-1, 1))
-    loader = DPDataLoader(dataset, sample_rate=settings.sample_rate)
+    loader = DPDataLoader(dataset, sample_rate=settings.sample_rate,
+                          generator=torch.Generator().manual_seed(base))
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate)
     engine = PrivacyEngine(accountant="rdp")
     with warnings.catch_warnings():
@@ -64,6 +68,7 @@ def train_dp(model: nn.Module, x: np.ndarray, y: np.ndarray, settings: DpSgdSett
         private_model, private_opt, private_loader = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=settings.noise_multiplier,
             max_grad_norm=settings.max_grad_norm, poisson_sampling=False,
+            noise_generator=torch.Generator().manual_seed(base + 1),
         )
     loss_fn = nn.BCEWithLogitsLoss()
     losses: list[float] = []

@@ -18,6 +18,8 @@ key                     meaning
 ``epsilon``/``delta``   its lifetime cap over every release of every job (none: no cap of its own)
 ``require-dp``          refuse non-private jobs (deployed partners: true unless set to false)
 ``min-eval-customers``  the fewest held-out customers it reports evaluation on (never lowered by a job)
+``test-share``          the share of its customers it holds out for evaluation (propensity; default 0.2; a
+                        job cannot change it)
 ======================  ==========================================================================
 """
 
@@ -36,7 +38,7 @@ ALIASES: dict[str, str] = {
 """Spellings of earlier versions (partners started before the rename keep working)."""
 
 KEYS = ("partner-id", "data-path", "state-dir", "protection-policy", "mapping", "ledger-url", "epsilon", "delta",
-        "require-dp", "min-eval-customers", "partition-id", "num-partitions")
+        "require-dp", "min-eval-customers", "test-share", "partition-id", "num-partitions")
 
 
 def node_settings(node_config: Mapping[str, Any]) -> dict[str, Any]:

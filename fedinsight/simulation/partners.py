@@ -29,7 +29,7 @@ from fedinsight.data.federation import (
 from fedinsight.data.mapping import find_mapping
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.task import PARTNER_ID_PATTERN
-from fedinsight.partner.protection import init_federation
+from fedinsight.partner.protection import PartnerVault, init_federation
 from fedinsight.partner.view import PartnerView
 
 BUILTIN_FOLDER = "partners"
@@ -67,6 +67,11 @@ class Partners:
     def currencies(self) -> dict[str, str | None]:
         """Each partner's declared currency (its mapping's ``currency``; ``None``: not declared)."""
         return {f.name: (m.currency if (m := find_mapping(f)) is not None else None) for f in self.folders}
+
+    def vaults(self) -> dict[str, PartnerVault]:
+        """Every partner's vault: the simulation driver plays every partner, and baselines must split customers
+        with the keys the partners hold (e.g. propensity's holdout key)."""
+        return {f.name: PartnerView(f, "training").vault for f in self.folders}
 
     @classmethod
     def builtin(cls, name: str) -> Partners:

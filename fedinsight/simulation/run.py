@@ -138,7 +138,8 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
         currencies = partner_currencies(federation.currencies(), table)
     simulated = Simulated(dataset=sim.dataset, builtin=federation.builtin, data_root=federation.root,
                           partner_names=federation.names, out_dir=out, seed=sim.seed,
-                          views=lambda purpose: federation.views(purpose, rates=table), facts=federation.facts)
+                          views=lambda purpose: federation.views(purpose, rates=table), facts=federation.facts,
+                          vaults=federation.vaults)
     overrides = task.simulation_options(task_options, simulated)
     if overrides:
         task_options = task_options.replace(**overrides)

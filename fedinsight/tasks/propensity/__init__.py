@@ -15,7 +15,16 @@ from typing import Any, ClassVar
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.options import Options
-from fedinsight.federation.task import Handler, Plan, Session, Simulated, Task, TaskResult, privacy_headline
+from fedinsight.federation.task import (
+    Handler,
+    Partner,
+    Plan,
+    Session,
+    Simulated,
+    Task,
+    TaskResult,
+    privacy_headline,
+)
 from fedinsight.tasks.propensity import client, server, simulate
 from fedinsight.tasks.propensity.options import PropensityOptions
 
@@ -29,6 +38,12 @@ class PropensityTask(Task):
 
     def handlers(self) -> Mapping[str, Handler]:
         return {"query": client.query, "train": client.train, "evaluate": client.evaluate}
+
+    def hello_facts(self, partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
+        """No facts: the partner checks, before anything is charged, that it can serve the job (its data reads,
+        and the job's delta is small enough for its number of customers: :func:`.client.check_delta`)."""
+        client.check_delta(partner, PropensityOptions.from_run_config(config), str(config.get("job-id", "")))
+        return {}
 
     def plan(self, session: Session) -> Plan:
         _ = session.options.window  # type: ignore[attr-defined]  # the window must be set before anyone computes
@@ -62,6 +77,11 @@ class PropensityTask(Task):
                 rows.append((f"{name}: AUC / lift@10% / LTV tier accuracy",
                              " / ".join("-" if m.get(k) is None else f"{m[k]:.4f}"
                                         for k in ("auc", "lift_top_decile", "tier_accuracy"))))
+        evaluation = (summary.get("privacy") or {}).get("evaluation") or {}
+        if evaluation.get("epsilon") is not None:
+            rows.append(("evaluation (DP, in the charge)",
+                         f"epsilon {evaluation['epsilon']:.3g} alone, {evaluation['releases']} release(s), "
+                         f"noise multiplier {evaluation['noise_multiplier']:.3g}"))
         refused = (summary.get("privacy") or {}).get("refused") or {}
         if refused:
             rows.append(("refused (their own cap)", ", ".join(sorted(refused))))

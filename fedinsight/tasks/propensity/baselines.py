@@ -1,8 +1,9 @@
 """Baselines that need everyone's rows in one place: for simulations only.
 
 What a single data holder with the pooled customers of all partners would get, on exactly the split the
-federation uses (the held-out customers are chosen by a keyed hash of the customer id, so a customer is
-held out in the pool if and only if it is held out on its partner):
+federation uses (each partner's held-out customers follow its own secret key, which the simulation driver
+reads from each simulated partner's vault: a customer is held out in the pool if and only if it is held out
+on its partner):
 
 - the same model, trained centralized without DP, with an exactly fitted scaler and exact quantiles;
 - BG/NBD (Fader, Hardie & Lee 2005) fitted on the pooled calibration summaries, ranking customers by
@@ -28,7 +29,14 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.data.schema import PartnerData
 from fedinsight.models.bgnbd import fit_bgnbd
 from fedinsight.models.metrics import assign_tiers, exact_curves, exact_metrics, lift_top_decile, roc_auc
-from fedinsight.models.propensity import SharedScaler, TargetScaler, build_model, fit_centralized, predict
+from fedinsight.models.propensity import (
+    ModelBundle,
+    SharedScaler,
+    TargetScaler,
+    build_model,
+    fit_centralized,
+    predict,
+)
 from fedinsight.tasks.propensity.features import (
     FEATURES,
     FeatureCaps,
@@ -40,6 +48,7 @@ from fedinsight.tasks.propensity.features import (
     unit_spend,
 )
 from fedinsight.tasks.propensity.protocol import MIN_EVAL_CUSTOMERS
+from fedinsight.tasks.propensity.split import DEFAULT_TEST_SHARE
 
 WEEK_DAYS = 7.0
 
@@ -51,24 +60,25 @@ class PooledSplit:
     evaluated: np.ndarray  # held-out customers whose partner reports evaluation (enough held-out customers)
 
 
-def pooled_split(partners: dict[str, PartnerData], window: LabelWindow, share: float, seed: int,
-                 min_eval: int = MIN_EVAL_CUSTOMERS) -> PooledSplit:
-    """All partners' customers with the federation's held-out split; ``evaluated`` leaves out the held-out
-    customers of partners that suppress their evaluation (fewer than ``min_eval``), as the federation does."""
-    tables, evaluated = [], []
-    for data in partners.values():
+def pooled_split(partners: dict[str, PartnerData], window: LabelWindow, keys: dict[str, bytes],
+                 share: float = DEFAULT_TEST_SHARE, min_eval: int = MIN_EVAL_CUSTOMERS) -> PooledSplit:
+    """All partners' customers with the federation's held-out split (each partner's own ``keys[name]`` and
+    ``share``, as the partner splits them); ``evaluated`` leaves out the held-out customers of partners that
+    suppress their evaluation (fewer than ``min_eval``), as the federation does."""
+    tables, tests, evaluated = [], [], []
+    for name, data in partners.items():
         if data.transactions is None:
             continue
         table = customer_table(data.transactions, window)  # type: ignore[arg-type]
-        test = holdout_mask(table.index, share, seed)
+        test = holdout_mask(table.index, share, keys[name])
         tables.append(table)
+        tests.append(test)
         evaluated.append(test & (test.sum() >= min_eval))
     if not tables:
         raise ConfigError("no partner has transactions; propensity needs purchases")
     table = pd.concat(tables)
     order = np.argsort(table.index.to_numpy(), kind="stable")
-    return PooledSplit(table.iloc[order], holdout_mask(table.index, share, seed)[order],
-                       np.concatenate(evaluated)[order])
+    return PooledSplit(table.iloc[order], np.concatenate(tests)[order], np.concatenate(evaluated)[order])
 
 
 def _tier_cuts(spend: np.ndarray, levels: tuple[float, float]) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -114,3 +124,22 @@ def bgnbd_baseline(split: PooledSplit, window: LabelWindow) -> dict[str, Any]:
     return {"auc": roc_auc(y, score), "lift_top_decile": lift_top_decile(y, score), "n": float(ev.sum()),
             "params": {"r": model.r, "alpha": model.alpha, "a": model.a, "b": model.b},
             "curves": exact_curves(y, score, probability=False)}
+
+
+def released_model_exact(split: PooledSplit, window: LabelWindow, bundle: ModelBundle) -> dict[str, Any]:
+    """The federation's released model evaluated *exactly* on the customers it was evaluated on (simulation only).
+
+    Why: the federation's own evaluation is a DP release, noisy by design; a simulation, which holds every
+    partner's rows anyway, can say how far the noisy figures are from the exact ones of the same model. A real
+    federation cannot compute this and never does."""
+    caps = FeatureCaps.from_config(bundle.config)
+    table, ev = split.table, split.evaluated
+    p, z_hat = predict(bundle.model(), bundle.scaler.transform(unit_features(table, window, caps)))
+    ltv = p * spend_from_unit(np.clip(bundle.target.inverse(z_hat), 0, 1), caps)
+    buys, spend = table["buys_again"].to_numpy(float), table["spend"].to_numpy(float)
+    tiers: dict[str, np.ndarray] = {}
+    if "tier-true" in bundle.config and np.all(np.isfinite(bundle.tier_thresholds)):
+        true_cuts = tuple(float(v) for v in bundle.config["tier-true"])
+        tiers = {"true_tiers": assign_tiers(spend[ev], true_cuts),  # type: ignore[arg-type]
+                 "predicted_tiers": assign_tiers(ltv[ev], bundle.tier_thresholds)}
+    return exact_metrics(buys[ev], p[ev], spend=spend[ev], ltv=ltv[ev], **tiers)

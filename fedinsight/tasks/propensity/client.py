@@ -4,7 +4,7 @@ Message types (the job's phases, in order; ``hello`` is the framework's):
 
 - ``query.propensity`` phase ``stats``: the noisy feature statistics for the shared scaler;
 - ``train.propensity``: DP-SGD on the training customers, reply with the new weights;
-- ``evaluate.propensity``: fixed-size evaluation counts on the held-out customers;
+- ``evaluate.propensity``: one DP release (noisy histograms and clipped sums) on the held-out customers;
 - ``query.propensity`` phase ``ltv-hist``: a noisy histogram of predicted LTV for the tier thresholds.
 
 Every release passes the partner's budget gate first (:class:`~fedinsight.federation.budget.BudgetGate`):
@@ -16,6 +16,7 @@ the coordinator could know.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from fedinsight.federation.budget import GateStatus
 from fedinsight.federation.messages import config_of, reply
 from fedinsight.federation.task import Partner, phase_of
 from fedinsight.models.federated_stats import partner_stats, spend_histogram, stats_sensitivity
-from fedinsight.models.metrics import EvalSummary, assign_tiers, exact_metrics
+from fedinsight.models.metrics import assign_tiers
 from fedinsight.models.propensity import (
     PropensityNet,
     SharedScaler,
@@ -44,6 +45,7 @@ from fedinsight.models.propensity import (
 from fedinsight.privacy.dpsgd import DpsgdPlan, train_dpsgd, train_sgd
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
+from fedinsight.tasks.propensity import evaluation
 from fedinsight.tasks.propensity.features import (
     FEATURES,
     FeatureCaps,
@@ -55,6 +57,7 @@ from fedinsight.tasks.propensity.features import (
     unit_spend,
 )
 from fedinsight.tasks.propensity.options import PropensityOptions
+from fedinsight.tasks.propensity.split import DEFAULT_TEST_SHARE, holdout_key, partner_share
 
 STATE_COUNT = "propensity.noisy-count"
 
@@ -79,21 +82,38 @@ _MAX_SPLITS = 16
 
 def prepare(partner: Partner, options: PropensityOptions, job_id: str) -> PartnerSplit:
     """This partner's split for the job (cached per job: a Ray actor or SuperNode serves every round of it;
-    the next job reads the data view again, so consent changes and erasures take effect)."""
+    the next job reads the data view again, so consent changes and erasures take effect). The held-out
+    customers follow the partner's own secret key and share (:mod:`.split`), whatever the job asks."""
     window, caps = options.window, options.caps
-    key = (partner.partner_id, job_id, window, caps, options.test_share, options.seed)
+    share = partner_share(partner.setting("test-share", DEFAULT_TEST_SHARE))  # the partner's, not the job's
+    key = (partner.partner_id, job_id, window, caps, share)
     if key not in _SPLITS:
         data = partner.data()
         if data.transactions is None:
             raise ConfigError(f"partner {partner.partner_id} has no transactions table; propensity needs purchases")
         table = customer_table(data.transactions, window)  # type: ignore[arg-type]
-        test = holdout_mask(table.index, options.test_share, options.seed)
+        test = holdout_mask(table.index, share, holdout_key(partner.vault))
         unit = unit_features(table, window, caps)
         buys, spend = table["buys_again"].to_numpy(float), table["spend"].to_numpy(float)
         _SPLITS[key] = PartnerSplit(unit[~test], buys[~test], spend[~test], unit[test], buys[test], spend[test])
         while len(_SPLITS) > _MAX_SPLITS:
             _SPLITS.popitem(last=False)
     return _SPLITS[key]
+
+
+def check_delta(partner: Partner, options: PropensityOptions, job_id: str) -> None:
+    """Refuse a DP job whose delta exceeds 1 / (10 x this partner's customers) (asked in hello, before any
+    charge). delta bounds the chance that the guarantee fails for a customer; above 1/n it could fail for one
+    of them outright. The error names a power of ten that would do, not the partner's count."""
+    if options.non_private:
+        return
+    split = prepare(partner, options, job_id)
+    n = len(split.buys_train) + len(split.buys_test)
+    limit = 1.0 / (10.0 * max(n, 1))
+    if options.delta > limit:
+        suggestion = 10.0 ** math.floor(math.log10(limit))
+        raise ConfigError(f"partner {partner.partner_id}: delta {options.delta:g} is above 1 / (10 x its number of "
+                          f"customers); run the job with --delta {suggestion:g} or smaller")
 
 
 # --- the partner's budget -----------------------------------------------------------------------------
@@ -225,37 +245,49 @@ def train(msg: Message, partner: Partner) -> Message:
                                      sample_rate=plan.sample_rate, steps=steps, max_grad_norm=plan.max_grad_norm,
                                      lr=lr)
     state = partner.context.state
-    count = state[STATE_COUNT]["n"] if STATE_COUNT in state else float(len(split.buys_train))
+    # the FedAvg weight: the noisy count released with the statistics (post-processing), else 1 -- never the
+    # exact count; the training time is coarsened to whole seconds
+    count = state[STATE_COUNT]["n"] if STATE_COUNT in state else 1.0
     arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in get_weights(trained).items()})
-    metrics = MetricRecord({"num-examples": float(count), "train-seconds": round(stats.seconds, 1),
+    metrics = MetricRecord({"num-examples": float(count), "train-seconds": float(math.ceil(stats.seconds)),
                             "steps": stats.steps, **status})
     return reply(msg, **{proto.ARRAYS: arrays, proto.METRICS: metrics})
 
 
 def evaluate(msg: Message, partner: Partner) -> Message:
-    """Evaluate the global model on the held-out customers; reply with fixed-size counts and scalars.
+    """Evaluate the global model on the held-out customers; reply with one DP release (:mod:`.evaluation`).
 
-    These counts are not noised yet (docs/privacy.md lists them as such). A partner with fewer held-out
-    customers than its own minimum (``min-eval-customers``, never lowered by a job) reports nothing but
-    ``suppressed = 1``.
+    The release passes the partner's budget gate like any other (charged as ``evaluation``). A partner with
+    fewer held-out customers than the largest of 50, its own ``min-eval-customers`` and the job's reports only
+    ``suppressed = 1`` (nothing else sent, nothing charged). A job that said ``evaluate = false`` gets no
+    evaluation, whatever it sends.
     """
     options, cfg = _options(msg)
+    if not options.evaluate:
+        raise ConfigError("this job was planned without evaluation (evaluate = false): nothing to release")
     split = prepare(partner, options, str(cfg["job-id"]))
-    minimum = max(proto.MIN_EVAL_CUSTOMERS, int(partner.setting("min-eval-customers", 0)))
+    minimum = max(proto.MIN_EVAL_CUSTOMERS, int(partner.setting("min-eval-customers", 0)), options.min_eval_customers)
     if len(split.buys_test) < minimum:
-        empty = EvalSummary().to_metrics()
-        nan = {k: float("nan") for k in proto.EVALUATE_SCALARS}
-        return reply(msg, **{proto.METRICS: MetricRecord({"num-examples": 0.0, "suppressed": 1, **empty, **nan})})
+        return reply(msg, **{proto.METRICS: MetricRecord({"suppressed": 1})})
+    plan = _plan(options, cfg)
+    if plan is not None and "eval-noise-multiplier" not in cfg:
+        raise ConfigError("the job's plan carries no evaluation noise (an older coordinator?): nothing released")
+    multiplier = None if plan is None else float(cfg["eval-noise-multiplier"])
+    events = [] if multiplier is None else [evaluation.eval_event(multiplier)]
+    when = f"round {cfg['server-round']}" if "server-round" in cfg else "final"
+    status, released = _gate(partner, options, str(cfg["job-id"]), events, "evaluation",
+                             f"propensity evaluation ({when}): Gaussian, multiplier {multiplier}")
+    if not released:
+        return reply(msg, **{proto.METRICS: MetricRecord(status)})
     p, ltv = _predict_ltv(_model(msg, options), split.unit_test, cfg, options.caps)
     tiers: dict[str, np.ndarray] = {}
     if "tier-true" in cfg and "tier-pred" in cfg:
         tiers = {"true_tiers": assign_tiers(split.spend_test, tuple(cfg["tier-true"])),  # type: ignore[arg-type]
                  "predicted_tiers": assign_tiers(ltv, tuple(cfg["tier-pred"]))}  # type: ignore[arg-type]
-    summary = EvalSummary.compute(split.buys_test, p, spend=split.spend_test, ltv=ltv, **tiers)
-    local = exact_metrics(split.buys_test, p)
-    values: dict[str, Any] = {"num-examples": float(len(p)), "suppressed": 0, **summary.to_metrics()}
-    values.update({k: float(local[k]) for k in proto.EVALUATE_SCALARS})
-    return reply(msg, **{proto.METRICS: MetricRecord(values)})
+    exact = evaluation.exact_release(split.buys_test, p, caps=options.eval_caps, spend=split.spend_test, ltv=ltv,
+                                     **tiers)
+    values = evaluation.noisy_release(exact, options.eval_caps, multiplier)
+    return reply(msg, **{proto.METRICS: MetricRecord({**values, "suppressed": 0, **status})})
 
 
 def window_of(options: PropensityOptions) -> LabelWindow:

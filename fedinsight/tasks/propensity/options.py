@@ -10,6 +10,7 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.federation.options import Options, option
 from fedinsight.models.propensity import MODEL_KINDS
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
+from fedinsight.tasks.propensity.evaluation import EvalCaps, eval_noise_multiplier
 from fedinsight.tasks.propensity.features import FeatureCaps, LabelWindow
 
 
@@ -17,20 +18,33 @@ from fedinsight.tasks.propensity.features import FeatureCaps, LabelWindow
 class PropensityOptions(Options):
     rounds: int = option(20, "Federated rounds.", minimum=1)
     epsilon: float = option(1.0, "Each partner's epsilon for the whole run (DP-SGD + statistics).", above=0)
-    delta: float = option(1e-5, "Each partner's delta.", above=0, below=1)
+    delta: float = option(1e-6, "Each partner's delta (at most 1e-6 by default; each partner refuses a delta above "
+                                "1 / (10 x its customers)).", above=0, below=1)
     non_private: bool = option(False, "No DP at all (to measure what DP costs; partners must allow it).")
     model: str = option("logreg", "logreg or mlp.", choices=MODEL_KINDS)
-    seed: int = option(0, "Seed of the held-out split and the initial model.")
+    seed: int = option(0, "Seed of the initial model (public: every partner starts from the same weights).")
     start: str = option("", "Calibration start (features from here; default: the dataset's).")
     cutoff: str = option("", "Cutoff between calibration and holdout (labels after it).")
     end: str = option("", "End of the holdout window.")
-    test_share: float = option(0.2, "Share of each partner's customers held out for evaluation.", above=0, below=1)
+    test_share: float = option(0.2, "Ignored: each partner holds out its own share (its node config test-share, "
+                                    "default 0.2) with its own secret key; kept so older job specs still parse.",
+                               above=0, below=1)
     sample_rate: float = option(0.1, "Poisson sampling rate of DP-SGD batches.", above=0, maximum=1)
     local_epochs: float = option(1.0, "Local epochs per round (steps = epochs / sample rate).", above=0)
     lr: float = option(0.5, "Initial learning rate (cosine decay over the rounds).", above=0)
     max_grad_norm: float = option(3.0, "DP-SGD per-customer gradient clipping norm.", above=0)
     stats_share: float = option(0.15, "Share of epsilon for the feature statistics and the LTV histogram.",
                                 above=0, below=1)
+    evaluate: bool = option(True, "Evaluate on the partners' held-out customers (DP releases, charged); false: "
+                                  "no evaluation is asked for, sent or charged.")
+    eval_share: float = option(0.1, "Share of epsilon for the DP evaluation releases.", above=0, below=1)
+    eval_every_round: bool = option(False, "Also evaluate after every round (rounds + 1 releases instead of 1: "
+                                           "much more noise per release for the same share).")
+    eval_log_loss_cap: float = option(3.0, "Public per-customer clip of the released log loss.", above=0)
+    eval_error_cap: float = option(200.0, "Public per-customer clip of the released |spend - LTV| (money).",
+                                   above=0)
+    min_eval_customers: int = option(50, "Fewest held-out customers a partner evaluates on (a partner takes the "
+                                         "larger of this and its own; never below 50).", minimum=50)
     ema: float = option(0.7, "Decay of the moving average of global models that is released.", minimum=0,
                         below=1)
     tier_mid: float = option(0.5, "True LTV tiers: mid from this quantile of holdout spend.", above=0, below=1)
@@ -49,7 +63,7 @@ class PropensityOptions(Options):
             raise ConfigError(f"--epsilon must be a finite positive number (got {self.epsilon}); or use --non-private")
         if self.start or self.cutoff or self.end:
             _ = self.window  # start < cutoff < end
-        _ = self.plan()  # bad privacy settings fail here, before anything runs
+        _ = self.eval_noise_multiplier()  # bad privacy settings fail here, before anything runs
 
     @property
     def window(self) -> LabelWindow:
@@ -66,9 +80,36 @@ class PropensityOptions(Options):
     def steps_per_round(self) -> int:
         return max(1, round(self.local_epochs / self.sample_rate))
 
+    @property
+    def eval_releases(self) -> int:
+        """How many evaluation releases one partner makes in the job (0: no evaluation)."""
+        if not self.evaluate:
+            return 0
+        return self.rounds + 1 if self.eval_every_round else 1
+
+    @property
+    def eval_caps(self) -> EvalCaps:
+        return EvalCaps(self.eval_log_loss_cap, self.eval_error_cap)
+
+    @property
+    def training_epsilon(self) -> float:
+        """Epsilon of training and the feature statistics: the job's, less the evaluation's share.
+
+        Why 10 % by default: one final evaluation is a single Gaussian release of a small vector; at 10 % of
+        epsilon = 1 its noise (sigma ~ 21 customers per bin and partner on CDNOW) moves the pooled AUC by about
+        0.01, while the 90 % left for DP-SGD costs the model less than that (docs/propensity.md)."""
+        return self.epsilon * (1 - self.eval_share) if self.eval_releases else self.epsilon
+
     def plan(self) -> DpsgdPlan | None:
         if self.non_private:
             return None
-        return plan_dpsgd(self.epsilon, self.delta, sample_rate=self.sample_rate, steps_per_round=self.steps_per_round,
-                          rounds=self.rounds, max_grad_norm=self.max_grad_norm, gaussian_releases=2,
-                          gaussian_share=self.stats_share)
+        return plan_dpsgd(self.training_epsilon, self.delta, sample_rate=self.sample_rate,
+                          steps_per_round=self.steps_per_round, rounds=self.rounds, max_grad_norm=self.max_grad_norm,
+                          gaussian_releases=2, gaussian_share=self.stats_share)
+
+    def eval_noise_multiplier(self) -> float | None:
+        """The Gaussian multiplier of each evaluation release (None: non-private, or no evaluation)."""
+        dp = self.plan()
+        if dp is None or not self.eval_releases:
+            return None
+        return eval_noise_multiplier(dp, self.epsilon, self.delta, self.eval_releases)

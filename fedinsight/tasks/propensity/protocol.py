@@ -18,8 +18,8 @@ from dp_accounting import dp_event
 
 from fedinsight.federation.manifest import PUBLIC, Release
 from fedinsight.models.federated_stats import SPEND_BINS, stats_length, stats_sensitivity
-from fedinsight.models.metrics import EvalSummary
 from fedinsight.privacy.ledger import dpsgd_event
+from fedinsight.tasks.propensity import evaluation
 
 ACTION = "propensity"
 """Flower action: message types are ``query.propensity``, ``train.propensity``, ``evaluate.propensity``."""
@@ -36,9 +36,10 @@ REFUSED_BUDGET = 1
 REFUSED_NON_PRIVATE = 2
 
 MIN_EVAL_CUSTOMERS = 50
-"""A partner does not report evaluation counts on fewer held-out customers than this (the design's
-minimum group size): with exact counts on a handful of customers, a coordinator choosing a tiny
-``test-share`` could read single customers' labels. Partners can raise it (``min-eval-customers``)."""
+"""A partner does not release evaluation on fewer held-out customers than this (the design's minimum group
+size), even though the release is DP: on a handful of customers the noise would drown it anyway. Neither a job
+(``min-eval-customers``) nor the partner's own setting can lower it; each can raise it, and the partner takes
+the largest of the three."""
 
 PRIVACY_METRICS: dict[str, int | None] = {
     "refused": None,  # 0 = done, 1 = would exceed the partner's budget, 2 = non-private run not allowed
@@ -49,8 +50,6 @@ PRIVACY_METRICS: dict[str, int | None] = {
 }
 """Metric key -> None for a scalar, or the exact length of a list."""
 
-EVALUATE_SCALARS: tuple[str, ...] = ("auc", "log_loss", "ece", "lift_top_decile")
-"""Per-partner metrics (for the sample-weighted mean); pooled metrics come from the summary counts."""
 
 
 def reply_metrics(kind: str, n_features: int) -> dict[str, int | None]:
@@ -60,8 +59,7 @@ def reply_metrics(kind: str, n_features: int) -> dict[str, int | None]:
         "stats": {**PRIVACY_METRICS, "stats": stats_length(n_features)},
         "ltv-hist": {**PRIVACY_METRICS, "ltv-hist": SPEND_BINS},
         "train": {**PRIVACY_METRICS, "num-examples": None, "train-seconds": None, "steps": None},
-        "evaluate": {"num-examples": None, "suppressed": None, **{k: None for k in EVALUATE_SCALARS},
-                     **{k: None for k in EvalSummary.SCALARS}, **EvalSummary.LIST_LENGTHS},
+        "evaluate": {**PRIVACY_METRICS, "suppressed": None, **evaluation.LENGTHS},
     }
     return tables[kind]
 
@@ -91,23 +89,45 @@ def releases(options: Any, plan: Any, shapes: dict[str, tuple[int, ...]], n_feat
                if private else Release("train", ARRAYS, {k: tuple(v) for k, v in shapes.items()}, PUBLIC,
                                        kind="arrays", what="the model's weights after local SGD", reason=nonprivate))
     train_info = Release("train", METRICS, dict.fromkeys(("num-examples", "train-seconds", "steps")), PUBLIC,
-                         what="the partner's weight in FedAvg, its training time (0.1 s), its step count",
-                         reason="the weight is the noisy count of the stats release (post-processing); steps are "
-                                "the job's; the wall time grows with the number of customers, which DP-SGD's "
-                                "sample-rate convention treats as public")
-    evaluation = Release("evaluate", METRICS, {**{k: None for k in ("num-examples", "suppressed", *EVALUATE_SCALARS,
-                                                                      *EvalSummary.SCALARS)},
-                                               **{k: (n,) for k, n in EvalSummary.LIST_LENGTHS.items()}}, PUBLIC,
-                         what="evaluation counts on the partner's held-out customers (fixed-size histograms, sums)",
-                         reason="held-out customers never take part in training; exact counts, not yet noised "
-                                "(docs/privacy.md says so); not reported below the partner's own minimum",
-                         count=options.rounds + 1)
+                         what="the partner's weight in FedAvg, its training time (rounded up to 1 s), its step count",
+                         reason="the weight is the noisy count of the stats release (post-processing), or 1 when "
+                                "the partner holds no such count (never its exact count); steps are the job's; the "
+                                "wall time, coarsened to whole seconds, grows with the number of customers, which "
+                                "DP-SGD's sample-rate convention treats as public")
+    evaluation_releases = _evaluation(options, private, nonprivate, status)
     return [
         noisy("stats", "stats", stats_length(n_features), stats_sensitivity(n_features),
               "noisy feature statistics for the shared scaler (count, sums, squares)"),
         replace(status, reply="stats"),
         weights, train_info, replace(status, reply="train"),
-        evaluation,
+        *evaluation_releases,
         noisy("ltv-hist", "ltv-hist", SPEND_BINS, 1.0, "noisy histogram of predicted LTV for the tier thresholds"),
         replace(status, reply="ltv-hist"),
     ]
+
+
+def _evaluation(options: Any, private: bool, nonprivate: str, status: Release) -> list[Release]:
+    """The evaluation replies: one DP release per evaluation (none when the job does not evaluate)."""
+    count = options.eval_releases
+    if not count:
+        return []
+    fields = {k: None if n is None else (n,) for k, n in evaluation.LENGTHS.items()}
+    what = ("noisy evaluation on the partner's held-out customers: logit histograms by label "
+            f"({evaluation.DP_LOGIT_BINS} bins), clipped log-loss and LTV-error sums, the LTV tier matrix; "
+            + ("after every round and at the end" if options.eval_every_round else "once, at the end"))
+    if private:
+        m = options.eval_noise_multiplier()
+        dp = Release("evaluate", METRICS, fields, "gaussian", what=what, count=count,
+                     sensitivity=f"L2 {evaluation.SENSITIVITY:g} per customer after scaling (1 for its histogram "
+                                 f"bin; {evaluation.SECONDARY_WEIGHT:g} each for its count, its label, its log loss "
+                                 f"clipped to {options.eval_log_loss_cap:g}, its abs(spend - LTV) clipped to "
+                                 f"{options.eval_error_cap:g}, its tier cell); noise multiplier {m:.4g}",
+                     event=evaluation.eval_event(m))
+    else:
+        dp = Release("evaluate", METRICS, fields, PUBLIC, what=what, reason=nonprivate, count=count)
+    suppressed = Release("evaluate", METRICS, {"suppressed": None}, PUBLIC,
+                         what="1 when the partner has fewer held-out customers than its minimum (then nothing else "
+                              "is sent and nothing charged)",
+                         reason="the held-out set is fixed per partner (its own key and share), so the bit changes "
+                                "only with its customer count, which DP-SGD's sample-rate convention treats as public")
+    return [dp, suppressed, replace(status, reply="evaluate")]

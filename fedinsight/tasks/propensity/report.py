@@ -26,6 +26,18 @@ def propensity_sections(summary: dict[str, Any]) -> tuple[list[str], list[Sectio
         cards.append(card("federated AUC", f"{auc_f:.4f}",
                           f"{ratio:.1%} of centralized ({auc_c:.4f})" if ratio else "no centralized baseline",
                           good=None if ratio is None else ratio >= 0.97))
+    evaluation = (summary.get("privacy") or {}).get("evaluation") or {}
+    if finite(evaluation.get("epsilon")) is not None:
+        sd = finite(fed.get("auc_noise_sd"))
+        exact = finite(metrics.get("federated_exact", {}).get("auc"))
+        detail = f"{evaluation.get('releases')} Gaussian release(s) per partner, in the job's charge"
+        if sd is not None:
+            detail += f"; the noise alone moves the AUC by about ±{sd:.3f}"
+        if exact is not None:
+            detail += f"; exact AUC of the same model {exact:.4f} (simulation only)"
+        cards.append(card("evaluation epsilon", f"{evaluation['epsilon']:.3g}", detail))
+    elif evaluation and not evaluation.get("evaluate", True):
+        cards.append(card("evaluation", "off", "evaluate = false: nothing was sent or charged for it"))
     auc_b = finite(metrics.get("bgnbd", {}).get("auc"))
     if auc_f is not None and auc_b is not None:
         cards.append(card("vs BG/NBD", f"{auc_f - auc_b:+.4f} AUC", f"BG/NBD {auc_b:.4f}", good=auc_f >= auc_b))
@@ -80,8 +92,8 @@ def _roc(curves: dict[str, Any], summary: dict[str, Any]) -> Chart | None:
         ax.set_aspect("equal")
         ax.legend(fontsize=7, frameon=False, loc="lower right")
         return render("propensity-roc", "ROC curve (repurchase)", fig,
-                      "Federated curve read off the partners' summed score histograms (no customer score left a "
-                      "partner).")
+                      "Federated curve read off the partners' summed *noisy* score histograms (DP releases, "
+                      "16 logit bins; no customer score left a partner): its steps are the bins, its wiggles noise.")
 
 
 def _calibration(curves: dict[str, Any], summary: dict[str, Any]) -> Chart | None:
@@ -104,7 +116,8 @@ def _calibration(curves: dict[str, Any], summary: dict[str, Any]) -> Chart | Non
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7, frameon=False, loc="upper left")
         return render("propensity-calibration", "Calibration", fig,
-                      "Ten equal-width probability bins; marker area grows with the customers in the bin.")
+                      "Ten equal-width probability bins (federated: read off the noisy logit histograms at each "
+                      "bin's centre); marker area grows with the customers in the bin.")
 
 
 def _gain(curves: dict[str, Any], summary: dict[str, Any]) -> Chart | None:

@@ -6,10 +6,11 @@ message round to the partners (see :mod:`.client`):
 
 1. ``stats``: noisy federated sums -> one shared feature scaler, the spend target's scaler and the true
    LTV tier thresholds;
-2. FedAvg rounds (:class:`~.strategy.PropensityFedAvg`) with evaluation on the partners' held-out
-   customers after every round;
+2. FedAvg rounds (:class:`~.strategy.PropensityFedAvg`), with a DP evaluation on the partners' held-out
+   customers after every round only when the job planned it (``eval-every-round``);
 3. ``ltv-hist``: a noisy histogram of predicted LTV -> the predicted-tier thresholds;
-4. a final evaluation with the tiers, then ``model.pt`` in the job's output folder.
+4. a final DP evaluation with the tiers (unless ``evaluate = false``; :mod:`.evaluation`), then ``model.pt``
+   in the job's output folder.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from fedinsight.models.metrics import summary_curves
 from fedinsight.models.propensity import ModelBundle, build_model, get_weights
 from fedinsight.privacy.dpsgd import DpsgdPlan
 from fedinsight.privacy.ledger import compose_epsilon
+from fedinsight.tasks.propensity import evaluation
 from fedinsight.tasks.propensity.features import FEATURES, spend_from_unit
 from fedinsight.tasks.propensity.options import PropensityOptions
-from fedinsight.tasks.propensity.strategy import PartnerTrack, PropensityFedAvg, evaluation_result, pooled_summary
+from fedinsight.tasks.propensity.strategy import PartnerTrack, PropensityFedAvg, read_evaluations
 
 MODEL_FILE = "model.pt"
 
@@ -58,14 +60,41 @@ def plan(session: Session, task: str) -> Plan:
     training = dp_event.SelfComposedDpEvent(
         dp_event.PoissonSampledDpEvent(dp.sample_rate, dp_event.GaussianDpEvent(dp.noise_multiplier)),
         dp.total_steps)
+    at = f" (at delta {options.delta:g})"
     charges = [
         Charge("stats", dp.gaussian_event(), f"noisy feature statistics for the shared scaler (Gaussian, multiplier "
-                                            f"{dp.gaussian_noise_multiplier:.3f})"),
+                                            f"{dp.gaussian_noise_multiplier:.3f}){at}"),
         Charge("training", training, f"DP-SGD {options.model}: noise {dp.noise_multiplier:.3f}, sample rate "
-                                     f"{dp.sample_rate:g}, {dp.total_steps} steps, clip {dp.max_grad_norm:g}"),
-        Charge("stats", dp.gaussian_event(), "noisy predicted-LTV histogram for the tier thresholds"),
+                                     f"{dp.sample_rate:g}, {dp.total_steps} steps, clip {dp.max_grad_norm:g}{at}"),
+        Charge("stats", dp.gaussian_event(), f"noisy predicted-LTV histogram for the tier thresholds{at}"),
     ]
-    return Plan(manifest, charges, {"plan": dp.to_dict(), "epsilon_planned": dp.planned_epsilon()})
+    extra: dict[str, Any] = {"plan": dp.to_dict(), "epsilon_planned": dp.planned_epsilon(),
+                             "evaluation": evaluation_summary(options)}
+    m = options.eval_noise_multiplier()
+    if m is not None:
+        event = evaluation.eval_event(m)
+        count = options.eval_releases
+        charges.append(Charge("evaluation", event if count == 1 else dp_event.SelfComposedDpEvent(event, count),
+                              f"DP evaluation on held-out customers: {count} Gaussian release(s), multiplier "
+                              f"{m:.3f}, L2 {evaluation.SENSITIVITY:g} per customer{at}"))
+    return Plan(manifest, charges, extra)
+
+
+def evaluation_summary(options: PropensityOptions) -> dict[str, Any]:
+    """What the job's evaluation costs and how it is noised (``summary.json`` privacy.evaluation)."""
+    m = options.eval_noise_multiplier()
+    out: dict[str, Any] = {"evaluate": options.evaluate, "releases": options.eval_releases,
+                           "every_round": options.evaluate and options.eval_every_round,
+                           "epsilon_share": options.eval_share if m is not None else 0.0,
+                           "noise_multiplier": m, "sensitivity_l2": evaluation.SENSITIVITY,
+                           "logit_bins": evaluation.DP_LOGIT_BINS,
+                           "clip": {"log_loss": options.eval_log_loss_cap, "ltv_error": options.eval_error_cap},
+                           "held_out": "each partner's own share (default 0.2) and secret key; the job's "
+                                       "test-share is not used"}
+    if m is not None:
+        event = dp_event.SelfComposedDpEvent(evaluation.eval_event(m), options.eval_releases)
+        out["epsilon"] = compose_epsilon([event], options.delta)  # the evaluation alone, at the job's delta
+    return out
 
 
 def message_config(session: Session, dp: DpsgdPlan | None, phase: str, **extra: Any) -> dict[str, Any]:
@@ -73,6 +102,10 @@ def message_config(session: Session, dp: DpsgdPlan | None, phase: str, **extra: 
     cfg = session.config(phase, **{"steps-per-round": options.steps_per_round}, **extra)
     if dp is not None:
         cfg.update(dp.to_dict())
+        cfg["epsilon"] = options.epsilon  # the job's target (the plan's own covers training and statistics only)
+        multiplier = options.eval_noise_multiplier()
+        if multiplier is not None:
+            cfg["eval-noise-multiplier"] = multiplier
     return cfg
 
 
@@ -151,7 +184,9 @@ def run(session: Session) -> TaskResult:
     initial = get_weights(model)
     strategy = PropensityFedAvg(partners=partners, shapes={k: tuple(v.shape) for k, v in initial.items()},
                                 n_features=len(FEATURES), rounds=options.rounds, base_lr=options.lr, ema=options.ema,
-                                guard=session.guard, task=session.task.name)
+                                guard=session.guard, task=session.task.name,
+                                evaluate_rounds=options.evaluate and options.eval_every_round,
+                                eval_noise_multiplier=options.eval_noise_multiplier())
     result = strategy.start(session.grid, _arrays(initial), num_rounds=options.rounds, timeout=session.job.timeout,
                             train_config=ConfigRecord({**cfg, "phase": "train"}),
                             evaluate_config=ConfigRecord({**cfg, "phase": "evaluate"}))
@@ -163,14 +198,17 @@ def run(session: Session) -> TaskResult:
                                       options)
     if pred_t is not None:
         cfg.update({"tier-true": list(true_t), "tier-pred": list(pred_t)})
-    progress.report("final evaluation", options.rounds + 2, options.rounds + 3)
-    eval_nodes = strategy.evaluation_nodes()
-    messages = [request("evaluate", session.task.name, n, {**cfg, "phase": "evaluate"}, arrays=final)
-                for n in eval_nodes]
-    replies = list(session.grid.send_and_receive(messages, timeout=session.job.timeout))
-    accepted = session.guard.check(replies, "evaluate")
-    final_metrics = evaluation_result(accepted)
-    curves = summary_curves(pooled_summary(accepted)) if accepted else {}
+    final_metrics: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    if options.evaluate:
+        progress.report("final evaluation", options.rounds + 2, options.rounds + 3)
+        messages = [request("evaluate", session.task.name, n, {**cfg, "phase": "evaluate"}, arrays=final)
+                    for n in strategy.evaluation_nodes()]
+        replies = list(session.grid.send_and_receive(messages, timeout=session.job.timeout))
+        accepted = session.guard.check(replies, "evaluate")
+        final_metrics, noisy = read_evaluations(accepted, partners, tiers=pred_t is not None,
+                                                noise_multiplier=options.eval_noise_multiplier())
+        curves = summary_curves(noisy) if noisy is not None else {}
 
     weights = {k: v.numpy() for k, v in final.items()}
     bundle = ModelBundle(kind=options.model, features=FEATURES, weights=weights, scaler=scaler, target=target,
@@ -199,6 +237,7 @@ def privacy_summary(session: Session, partners: dict[int, PartnerTrack], dp: Dps
     spent = {p.partner_id: p.epsilon_job for p in sorted(partners.values(), key=lambda t: t.partner_id)}
     out: dict[str, Any] = {
         "epsilon_target": None if dp is None else options.epsilon, "delta": options.delta, "non_private": dp is None,
+        "delta_rule": "at most 1e-6 by default; each partner refuses a delta above 1 / (10 x its customers)",
         "epsilon_spent": spent, "epsilon_spent_max": max(spent.values(), default=0.0),
         "refused": {p.partner_id: p.refused for p in partners.values() if p.refused},
         "failed": {p.partner_id: p.failed for p in partners.values() if p.failed},
@@ -206,7 +245,9 @@ def privacy_summary(session: Session, partners: dict[int, PartnerTrack], dp: Dps
     if dp is None or session.plan is None:
         return out
     charged = compose_epsilon([c.event for c in session.plan.charges], options.delta)
-    completed = {p.partner_id for p in partners.values() if p.refused is None and p.failed is None}
+    # partners that made every release: suppressed ones (too few held-out customers) skip the evaluation's
+    completed = {p.partner_id for p in partners.values() if p.refused is None and p.failed is None
+                 and not (p.suppressed and options.evaluate)}
     agree = all(e <= charged + 1e-6 for e in spent.values()) and all(
         abs(spent[pid] - charged) <= 1e-3 * max(1.0, charged) for pid in completed)
     out.update({"ledger_epsilon_charged_this_job": charged, "ledger_url": safe_url(session.job.ledger),

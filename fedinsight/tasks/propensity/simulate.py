@@ -1,17 +1,28 @@
-"""What a propensity simulation adds: the dataset's label window, and the baselines on the same split."""
+"""What a propensity simulation adds: the dataset's label window, the baselines on the same split, and the
+released model's exact evaluation (``federated_exact``: what the federation's DP evaluation estimated)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from fedinsight.core.errors import ConfigError, FedinsightError
 from fedinsight.federation.task import Simulated
-from fedinsight.tasks.propensity.baselines import bgnbd_baseline, centralized_baseline, pooled_split
+from fedinsight.models.propensity import ModelBundle
+from fedinsight.tasks.propensity.baselines import (
+    bgnbd_baseline,
+    centralized_baseline,
+    pooled_split,
+    released_model_exact,
+)
 from fedinsight.tasks.propensity.features import CDNOW_WINDOW, LabelWindow, synthetic_window
 from fedinsight.tasks.propensity.options import PropensityOptions
+from fedinsight.tasks.propensity.split import holdout_key
 
 log = logging.getLogger(__name__)
+EXACT = "_released-model-exact"
+"""The baselines' entry that carries the pooled split to :func:`merge`, which evaluates the released model."""
 
 
 def window_options(options: PropensityOptions, sim: Simulated) -> dict[str, Any]:
@@ -37,18 +48,27 @@ def window_options(options: PropensityOptions, sim: Simulated) -> dict[str, Any]
 def baselines(options: PropensityOptions, sim: Simulated, purpose: str) -> dict[str, Any]:
     """The same model centralized without DP, and BG/NBD, on the partners' views and the federation's split."""
     parts = sim.views(purpose)
-    split = pooled_split(parts, options.window, options.test_share, options.seed)
+    if sim.vaults is None:
+        raise ConfigError("propensity baselines need the simulated partners' vaults (their holdout keys)")
+    keys = {name: holdout_key(vault) for name, vault in sim.vaults().items()}
+    split = pooled_split(parts, options.window, keys)
     out = {"centralized": centralized_baseline(split, options.window, kind=options.model, seed=options.seed,
                                                caps=options.caps, tier_levels=(options.tier_mid, options.tier_high))}
     try:
         out["bgnbd"] = bgnbd_baseline(split, options.window)
     except FedinsightError as exc:
         log.warning("BG/NBD baseline skipped: %s", exc)
+    if options.evaluate:  # the released model is evaluated exactly after the run (:func:`merge`)
+        out[EXACT] = (split, options.window)
     return out
 
 
 def merge(summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
     """The baselines beside the federated model: metrics, curves and the headline ratios."""
+    exact = baselines.pop(EXACT, None)
+    model = (summary.get("artifacts") or {}).get("model")
+    if exact is not None and model and Path(model).is_file():  # what the noisy evaluation estimated, exactly
+        baselines["federated_exact"] = released_model_exact(*exact, ModelBundle.load(model))
     curves = summary.setdefault("curves", {})
     for name, values in baselines.items():
         values = dict(values)
@@ -61,5 +81,10 @@ def merge(summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
         comparison["auc_federated_over_centralized"] = fed["auc"] / cen["auc"]
     if fed.get("auc") is not None and summary["metrics"].get("bgnbd", {}).get("auc") is not None:
         comparison["auc_federated_minus_bgnbd"] = fed["auc"] - summary["metrics"]["bgnbd"]["auc"]
+    exact = summary["metrics"].get("federated_exact", {})
+    if fed.get("auc") is not None and exact.get("auc") is not None:  # the DP evaluation's own error
+        comparison["auc_noisy_minus_exact"] = fed["auc"] - exact["auc"]
+        if cen.get("auc"):
+            comparison["auc_exact_federated_over_centralized"] = exact["auc"] / cen["auc"]
     summary["comparison"] = comparison
     return summary

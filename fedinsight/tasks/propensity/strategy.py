@@ -11,8 +11,8 @@ A subclass of Flower's Message-API ``FedAvg`` that
 - decays the learning rate over the rounds (cosine) and keeps an exponential moving average of the
   global models, which is what is evaluated and released: averaging DP iterates removes noise for free
   (post-processing);
-- aggregates evaluation as pooled metrics from the partners' summed counts, plus the sample-weighted
-  mean of per-partner metrics (Flower's usual figure).
+- aggregates evaluation as pooled metrics from the partners' summed *noisy* evaluation releases
+  (:mod:`.evaluation`); evaluates after each round only when the job planned (and was charged) for it.
 """
 
 from __future__ import annotations
@@ -30,31 +30,46 @@ from flwr.serverapp.strategy import FedAvg
 import fedinsight.tasks.propensity.protocol as proto
 from fedinsight.federation import progress
 from fedinsight.federation.guard import ReplyGuard
-from fedinsight.models.metrics import EvalSummary, pooled_metrics
+from fedinsight.models.metrics import EvalSummary
+from fedinsight.tasks.propensity import evaluation
 
 
-def pooled_summary(replies: list[Message]) -> EvalSummary:
-    """The sum of the partners' evaluation summaries (what pooled metrics and the report's curves use)."""
-    total = EvalSummary()
+def read_evaluations(replies: list[Message], partners: dict[int, PartnerTrack], *, tiers: bool,
+                     noise_multiplier: float | None = None) -> tuple[dict[str, float], EvalSummary | None]:
+    """Pooled metrics from the partners' noisy evaluation releases (post-processing only), and their sum.
+
+    Suppressed partners (too few held-out customers) and refusals (their budget) are recorded on their
+    track; ``tiers``: the tier matrix was evaluated (the final evaluation, after the LTV tiers are known)."""
+    released: list[dict[str, object]] = []
+    suppressed = 0
     for msg in replies:
-        total = total + EvalSummary.from_metrics(dict(msg.content[proto.METRICS]))  # type: ignore[arg-type]
-    return total
-
-
-def evaluation_result(replies: list[Message]) -> dict[str, float]:
-    """Pooled metrics from the summed summaries, and the sample-weighted mean of per-partner metrics."""
-    if not replies:
-        return {}
-    metrics = [dict(msg.content[proto.METRICS]) for msg in replies]  # type: ignore[arg-type]
-    out = pooled_metrics(pooled_summary(replies))
-    for key in proto.EVALUATE_SCALARS:
-        pairs = [(float(m["num-examples"]), float(m[key])) for m in metrics if math.isfinite(float(m[key]))]
-        weight = sum(w for w, _ in pairs)
-        out[f"{key}_weighted"] = sum(w * v for w, v in pairs) / weight if weight else float("nan")
-    suppressed = sum(int(m.get("suppressed", 0)) for m in metrics)
-    out["partners"] = float(len(replies) - suppressed)
+        metrics = dict(msg.content[proto.METRICS])
+        track = partners.get(msg.metadata.src_node_id)
+        if int(metrics.get("suppressed", 0)):
+            suppressed += 1
+            if track is not None:
+                track.suppressed = True
+            continue
+        if track is not None and "refused" in metrics:
+            track.epsilon, track.epsilon_job = float(metrics["epsilon"]), float(metrics["epsilon-job"])  # type: ignore[arg-type]
+            if int(metrics["refused"]) != 0:  # type: ignore[call-overload]
+                track.refused = track.refused or {"phase": "evaluate", "code": float(metrics["refused"]),  # type: ignore[arg-type]
+                                 "epsilon": float(metrics["epsilon"]),  # type: ignore[arg-type]
+                                 "epsilon_would_be": float(metrics["epsilon-would-be"]),  # type: ignore[arg-type]
+                                 "epsilon_budget": float(metrics["epsilon-budget"])}  # type: ignore[arg-type]
+                continue
+        released.append(metrics)
+    if not released and not suppressed:
+        return {}, None
+    summary = None
+    if released:
+        out, summary = evaluation.read(released, tiers=tiers, noise_multiplier=noise_multiplier)
+    else:
+        out = {
+        k: float("nan") for k in ("auc", "log_loss", "ece", "lift_top_decile", "mae", "tier_accuracy")}
+    out["partners"] = float(len(released))
     out["partners_suppressed"] = float(suppressed)
-    return out
+    return out, summary
 
 
 def cosine_lr(base: float, server_round: int, rounds: int) -> float:
@@ -70,6 +85,7 @@ class PartnerTrack:
     epsilon: float = 0.0
     epsilon_job: float = 0.0
     rounds_trained: int = 0
+    suppressed: bool = False  # too few held-out customers to evaluate on
     refused: dict[str, float] | None = None
     failed: str | None = None
 
@@ -94,6 +110,8 @@ class PropensityFedAvg(FedAvg):
         ema: float,
         guard: ReplyGuard,
         task: str = proto.ACTION,
+        evaluate_rounds: bool = False,
+        eval_noise_multiplier: float | None = None,
     ) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=1, min_evaluate_nodes=1,
                          min_available_nodes=len(partners), arrayrecord_key=proto.ARRAYS,
@@ -106,6 +124,8 @@ class PropensityFedAvg(FedAvg):
         self.ema_decay = ema
         self.guard = guard
         self.task = task
+        self.evaluate_rounds = evaluate_rounds
+        self.eval_noise_multiplier = eval_noise_multiplier
         self.log = RoundLog()
         self.ema: dict[str, np.ndarray] | None = None
 
@@ -170,6 +190,8 @@ class PropensityFedAvg(FedAvg):
     # --- evaluation -------------------------------------------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
+        if not self.evaluate_rounds:  # each evaluation is a charged DP release: per round only when planned
+            return []
         cfg = ConfigRecord(dict(config))
         cfg["server-round"] = server_round
         record = RecordDict({proto.ARRAYS: self.released_arrays(arrays), proto.CONFIG: cfg})
@@ -178,8 +200,8 @@ class PropensityFedAvg(FedAvg):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
         self._note_failures(replies)
-        kept = self.guard.check(replies, "evaluate")
-        result = evaluation_result(kept)
+        kept = self.guard.check(replies, "evaluate") if replies else []
+        result, _ = read_evaluations(kept, self.partners, tiers=False, noise_multiplier=self.eval_noise_multiplier)
         row = {"round": server_round, **result,
                "training_partners": len(self.training_nodes())}
         self.log.per_round.append(row)

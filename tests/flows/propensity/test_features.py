@@ -76,20 +76,23 @@ def test_cdnow_follows_fader_hardie_lee(cdnow):
     assert CDNOW_WINDOW.calibration_days == CDNOW_WINDOW.holdout_days == 273  # 39 weeks each
 
 
-def test_holdout_split_is_by_customer_and_deterministic():
+def test_holdout_split_is_by_customer_and_keyed():
     ids = [f"C{i:05d}" for i in range(20_000)]
-    mask = holdout_mask(ids, 0.2, seed=3)
+    key = bytes(range(32))
+    mask = holdout_mask(ids, 0.2, key)
     assert mask.mean() == pytest.approx(0.2, abs=0.01)
     # the same customer is held out wherever it is: on its partner or in the pool
-    assert np.array_equal(holdout_mask(ids[5000:7000], 0.2, seed=3), mask[5000:7000])
-    assert not np.array_equal(holdout_mask(ids, 0.2, seed=4), mask)
+    assert np.array_equal(holdout_mask(ids[5000:7000], 0.2, key), mask[5000:7000])
+    assert not np.array_equal(holdout_mask(ids, 0.2, bytes(32)), mask)  # another key, another split
 
 
 def test_bad_inputs_are_refused():
     with pytest.raises(ConfigError, match="start < cutoff < end"):
         LabelWindow(pd.Timestamp("2024-04-01"), pd.Timestamp("2024-01-01"), pd.Timestamp("2024-07-01"))
     with pytest.raises(ConfigError, match="test-share"):
-        holdout_mask(["a"], 1.5, 0)
+        holdout_mask(["a"], 1.5, bytes(32))
+    with pytest.raises(ConfigError, match="secret key"):
+        holdout_mask(["a"], 0.2, b"3")  # a seed is not a key
     with pytest.raises(DataValidationError, match="amount"):
         customer_table(pd.DataFrame({"customer_id": ["a"], "timestamp": [pd.Timestamp("2024-01-01")],
                                      "quantity": [1]}), WINDOW)

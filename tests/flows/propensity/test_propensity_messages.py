@@ -71,7 +71,7 @@ def test_count_vectors_must_have_the_protocol_length():
     good = {k: 0.0 for k, v in proto.reply_metrics("evaluate", len(FEATURES)).items() if v is None}
     lists = {k: [0.0] * n for k, n in proto.reply_metrics("evaluate", len(FEATURES)).items() if n is not None}
     check_reply(_reply(metrics=MetricRecord({**good, **lists})), spec)
-    with pytest.raises(ReplyContentError, match="must be a list of 512"):
+    with pytest.raises(ReplyContentError, match="must be a list of 16"):
         check_reply(_reply(metrics=MetricRecord({**good, **lists, "hist_pos": [1.0] * 37})), spec)
     with pytest.raises(ReplyContentError, match="unexpected record 'arrays'"):
         check_reply(_reply(metrics=MetricRecord(good), arrays=_arrays()), spec)

@@ -40,7 +40,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """Three short simulations through the CLI, each of which writes its report at the end."""
     root = tmp_path_factory.mktemp("runs")
     commands = {
-        "propensity": ["simulate", "propensity", "--dataset", "cdnow", "--partners", "3", "--rounds", "2"],
+        "propensity": ["simulate", "propensity", "--dataset", "cdnow", "--partners", "3", "--rounds", "2",
+                       "--eval-every-round"],  # the learning curve needs per-round (charged) evaluation
         "insights": ["simulate", "insights", "--dataset", "synthetic", "--partners", "3", "--customers", "30000"],
         "recommend": ["simulate", "recommend", "--dataset", "movielens-100k", "--partners", "3", "--rounds", "2",
                       "--epsilon", "8", "--eval-every", "1", "--eval-metrics", "all", "--baseline-epochs", "5"],

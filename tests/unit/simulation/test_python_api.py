@@ -75,7 +75,10 @@ def propensity(federation, tmp_path_factory):
 @pytest.mark.slow
 def test_a_propensity_model_scores_a_partners_own_customers_on_its_side(federation, propensity):
     assert isinstance(propensity, fi.Run) and propensity.summary["task"] == "propensity"
-    assert 0.5 < propensity.metrics["federated"]["auc"] <= 1.0
+    # the federation's own evaluation is a DP release (a few hundred held-out customers here: its AUC may be
+    # none); the simulation evaluates the released model exactly too
+    assert propensity.metrics["federated"].get("auc") is None or 0 <= propensity.metrics["federated"]["auc"] <= 1
+    assert 0.5 < propensity.metrics["federated_exact"]["auc"] <= 1.0
     assert propensity.report_path is not None and propensity.report_path.is_file()
     for partner in federation.opted_out:
         scores = propensity.model.score(partner)
