@@ -70,7 +70,7 @@ def insights_list(
     limit: int = typer.Option(50, help="At most this many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List released insights: id, batch, name, epsilon, suppressed groups, requester, time.
+    """List released insights: id, batch, name, epsilon, noise model, suppressed groups, requester, time.
 
     Example: fedinsight insights list --db runs/ins
     """
@@ -81,10 +81,11 @@ def insights_list(
         out.print_json(json.dumps(rows))
         return
     table = Table(title=f"{len(rows)} insight(s)")
-    for col in ("id", "batch_id", "name", "kind", "epsilon", "suppressed_groups", "requester", "created_at"):
+    for col in ("id", "batch_id", "name", "kind", "epsilon", "noise_model", "suppressed_groups", "requester",
+                "created_at"):
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r["id"]), r["batch_id"], r["name"], r["kind"], f"{r['epsilon']:.3f}",
+        table.add_row(str(r["id"]), r["batch_id"], r["name"], r["kind"], f"{r['epsilon']:.3f}", r["noise_model"],
                       str(r["suppressed_groups"]), r["requester"], r["created_at"])
     out.print(table)
 
