@@ -172,3 +172,32 @@ def test_too_many_tolerated_drop_outs_are_refused_before_anyone_is_contacted(tmp
     with pytest.raises(ConfigError, match="max-dropouts"):
         run_task(grid, _config(tmp_path, batch, **{"max-dropouts": 3}))
     assert grid.sent == []
+
+
+@pytest.mark.slow
+def test_every_value_sent_is_declared_and_the_charge_is_the_manifests(tmp_path_factory, tmp_path):
+    """The task contract's check (tests/flows/every_task) on the distributed-noise mode."""
+    from support.federations import PARTNER_NAMES, own_federation, run_in_process
+
+    from fedinsight.federation.guard import check_reply, spec_for
+    from fedinsight.federation.task import job_delta
+
+    federation = own_federation(tmp_path_factory.mktemp("own") / "partners")
+    run = run_in_process("insights", federation, tmp_path, **{"noise-model": "distributed-secagg"})
+    manifest = run.session.guard.manifest
+    assert run.summary["messages"]["violations"] == [] and run.summary["messages"]["failures"] == []
+    pairs = list(zip(run.grid.sent, run.grid.replies, strict=True))
+    kinds = set()
+    for msg, reply in pairs:
+        assert not reply.has_error(), reply.error.reason
+        kind = "secagg" if "." not in msg.metadata.message_type else str(msg.content["config"]["phase"])
+        kinds.add(kind)
+        check_reply(reply, spec_for(manifest, kind))
+    assert kinds == {"hello", "secagg"}
+    delta = job_delta(run.session.plan, run.session.options)
+    expected = compose_epsilon(manifest.events(), delta)
+    assert run.summary["privacy"]["epsilon_charged"] == pytest.approx(expected, rel=1e-6)
+    own = PrivacyLedger(f"sqlite:///{tmp_path / 'partners.db'}")
+    for partner in PARTNER_NAMES:  # each partner's own gate spent the same
+        assert compose_epsilon(own.job_events(partner, run.session.job.job_id), delta) == pytest.approx(expected,
+                                                                                                      rel=1e-6)
