@@ -107,6 +107,12 @@ def test_distributed_noise_releases_the_sum_with_a_sqrt_k_smaller_sd(federation,
     document = json.loads((tmp_path / "out" / "insights.json").read_text())
     assert document["noise_model"] == "distributed-secagg"
     assert {s.insight["noise_model"] for s in InsightStore(rc["ledger-url"]).list()} == {"distributed-secagg"}
+    assert {s.summary()["noise_model"] for s in InsightStore(rc["ledger-url"]).list()} == {"distributed-secagg"}
+    from fedinsight.tasks.insights.report import insights_sections
+
+    html = insights_sections(document)[1][0].html()
+    assert "summed under SecAgg+" in html and "Trust model: distributed-secagg" in html
+    assert html.count("distributed-secagg noise") == len(QUERIES)
 
     # the sum's noise sd is about 1/sqrt(K) of local mode's (times the grid's rounding inflation, here < 1 %)
     for name, q in secagg["queries"].items():
