@@ -116,7 +116,8 @@ def main() -> int:
     parser.add_argument("--epsilon", type=float, default=1.0)
     parser.add_argument("--draws", type=int, default=5, help="noise draws per noise model and batch")
     parser.add_argument("--max-customers", type=int, default=0,
-                        help="public bound per partner for the SecAgg+ grid (0: the largest partner, rounded up)")
+                        help="public bound per partner for the SecAgg+ grid (0: the largest partner's customer "
+                             "count, a benchmark shortcut: a real job states a public bound)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-insights"))
     args = parser.parse_args()
     started = time.perf_counter()

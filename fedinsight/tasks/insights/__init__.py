@@ -84,7 +84,8 @@ class InsightsTask(Task):
         from fedinsight.tasks.insights.options import VALIDATION_DATE
 
         job = opts.spec_job(requester="plan", as_of=VALIDATION_DATE)
-        return planner.preview_of(planner.plan_job(job, partners, only=opts.only_names()))
+        return planner.preview_of(planner.plan_job(job, partners, only=opts.only_names(),
+                                                   distributed=planner.noise_setting(opts, partners)))
 
     def plan(self, session: Session) -> Plan:
         options: InsightsOptions = session.options  # type: ignore[assignment]
@@ -114,6 +115,7 @@ class InsightsTask(Task):
                 sensitivity="per query: L2 1 per customer after division by the declared bound, plus the grid's "
                             "rounding (calibrated to C' = 1 + sqrt(d) Delta)")]
             trust = distributed.trust_text(len(session.nodes), options.honest_partners, options.max_dropouts)
+            secure_server.encoding_of(batch, noises, layouts, options, len(session.nodes))  # refused before the charge
         else:
             releases = server.manifest_of(batch, noises, layouts, self.name)
             trust = distributed.LOCAL_TRUST
@@ -256,20 +258,23 @@ class InsightsTask(Task):
 
 
 def plan_spec(spec: str | Path | dict[str, Any], partners: int, *, sizes: dict[str, int] | None = None,
-              as_of: str | None = None) -> planner.SpecPlan:
+              as_of: str | None = None, noise_model: str = "local") -> planner.SpecPlan:
     """The budget planner on a spec (TOML/JSON text, a file or a dict) for a federation of ``partners``, before
     anything is spent: ``plan.insights`` (per insight and cell: noise sd, 95 % interval, expected customers, chance
     of suppression), ``plan.warning()``, ``plan.split`` (a proposed budget split), ``plan.as_dict()``.
-    ``sizes`` (``{"customers": 3300, "clicked": 400, ...}``) override the spec's ``[federation]`` table."""
+    ``sizes`` (``{"customers": 3300, "clicked": 400, ...}``) override the spec's ``[federation]`` table;
+    ``noise_model="distributed-secagg"`` plans SecAgg+ noise shares (every partner honest, no drop-out, the
+    default ``max-customers``)."""
     from fedinsight.tasks.insights.options import VALIDATION_DATE
     from fedinsight.tasks.insights.spec import Sizes, canonical, looks_like_spec_file, parse_spec
 
     if isinstance(spec, str) and looks_like_spec_file(spec):
         spec = Path(spec)  # a file name, on the caller's own machine
-    options = InsightsOptions(spec=canonical(parse_spec(spec)))
+    options = InsightsOptions(spec=canonical(parse_spec(spec)), noise_model=noise_model)
     job = options.spec_job(requester="plan", as_of=as_of or VALIDATION_DATE)
     return planner.plan_job(job, partners, sizes=Sizes(**sizes) if sizes else None,
-                            source="given to plan_spec" if sizes else "declared in the spec")
+                            source="given to plan_spec" if sizes else "declared in the spec",
+                            distributed=planner.noise_setting(options, partners))
 
 
 TASK = InsightsTask()

@@ -96,3 +96,20 @@ def test_the_default_catalogue_fits_ten_partners_at_a_million_customers_each():
                   {n: layouts[n].l2 for n in names}), partners=10, shares=10, max_customers=1_000_000)
     assert all(enc.inflation(n) <= MAX_INFLATION for n in names)
     assert "at least 10 partners do not collude" in trust_text(10, 0, 0)
+
+
+def test_the_planner_forecasts_the_distributed_noise_before_anything_is_spent():
+    from pathlib import Path
+
+    from fedinsight.tasks.insights import plan_spec
+
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "insights.md").read_text(encoding="utf-8")
+    section = docs[docs.index("## Your own questions"):]
+    text = section[section.index("```toml") + len("```toml"):section.index("```", section.index("```toml") + 7)]
+    local = plan_spec(text, partners=10, sizes={"customers": 1_000_000})
+    dist = plan_spec(text, partners=10, sizes={"customers": 1_000_000}, noise_model="distributed-secagg")
+    assert dist.as_dict()["noise_model"] == "distributed-secagg" and local.noise_model == "local"
+    for a, b in zip(local.insights, dist.insights, strict=True):
+        for ca, cb in zip(a.classes, b.classes, strict=True):  # about 1/sqrt(10), times the grid's rounding
+            assert 1 / math.sqrt(10) <= cb.noise_sd / ca.noise_sd <= MAX_INFLATION / math.sqrt(10)
+    # (the share of suppressed cells need not fall: a cell expected below the bar is hidden more surely)
