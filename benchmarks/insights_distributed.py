@@ -120,7 +120,7 @@ def flower_run(data: Path, partners: int, epsilon: float, bound: int, truth: dic
     sim = SimulationOptions(dataset=str(data), partners=partners, seed=0, out=str(out / "flower-distributed"),
                             budget=1_000.0, overwrite=True)
     summary = simulate("insights", sim, {"epsilon": epsilon, "batch": batch.model_dump_json(),
-                                         "noise-model": "distributed-secagg", "max-customers": bound}).summary
+                                         "noise_model": "distributed-secagg", "max_customers": bound}).summary
     insights = {i["name"]: i for i in
                 json.loads((out / "flower-distributed" / "insights.json").read_text())["insights"]}
     acc = accuracy(insights, truth)
@@ -151,6 +151,7 @@ def main() -> int:
     truth = pooled_truth(data, args.partners)
     partners = {f"partner-{k}": read_partner(data / f"partner-{k}") for k in range(args.partners)}
     bound = args.max_customers or max(len(p.customers) for p in partners.values())  # type: ignore[attr-defined]
+    partial = args.out / "insights_distributed.partial.json"
     report: dict[str, Any] = {"config": {"customers": args.customers, "partners": args.partners,
                                          "epsilon": args.epsilon, "draws": args.draws, "max_customers": bound}}
     for label, only in (("catalogue", None), ("goal_batch", GOAL_BATCH)):
@@ -159,6 +160,7 @@ def main() -> int:
         aggregates = local_aggregates(partners, batch)
         report[label] = {"aggregate_seconds": round(time.perf_counter() - t0, 1),
                          **compare(batch, aggregates, truth, args.draws, bound)}
+        partial.write_text(json.dumps(report, indent=2))  # kept if a later step fails
     if args.flower:
         report["flower_goal_batch_distributed"] = flower_run(data, args.partners, args.epsilon, bound, truth, args.out)
     report["seconds"] = round(time.perf_counter() - started, 1)
