@@ -3,7 +3,10 @@
 Segments, LTV tiers, funnels, A/B lift, golden hours, channel response and generic group-bys: each partner
 bounds every customer's contribution and adds calibrated OpenDP noise on its own premises (:mod:`.client`);
 the coordinator sums the noisy vectors, suppresses small groups on noisy counts and attaches 95 %
-intervals (:mod:`.server`, :mod:`.results`). The catalogue and its presets are in :mod:`.catalogue`.
+intervals (:mod:`.server`, :mod:`.results`). With ``noise-model = distributed-secagg`` each partner adds only
+a discrete-Gaussian share and the coordinator sees only the SecAgg+ sum (:mod:`.distributed`,
+:mod:`.secure_client`, :mod:`.secure_server`): about sqrt(K) less noise at the same epsilon, under the trust
+model the job states. The catalogue and its presets are in :mod:`.catalogue`.
 """
 
 from __future__ import annotations
