@@ -113,3 +113,31 @@ def test_the_planner_forecasts_the_distributed_noise_before_anything_is_spent():
         for ca, cb in zip(a.classes, b.classes, strict=True):  # about 1/sqrt(10), times the grid's rounding
             assert 1 / math.sqrt(10) <= cb.noise_sd / ca.noise_sd <= MAX_INFLATION / math.sqrt(10)
     # (the share of suppressed cells need not fall: a cell expected below the bar is hidden more surely)
+
+
+def test_a_partner_checks_secaggs_own_state_before_it_releases_a_share():
+    from flwr.app import ConfigRecord, Context, RecordDict
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
+
+    from fedinsight.federation.secagg import check_secagg_setup
+
+    enc = InsightsEncoding.for_batch(BLOCKS, partners=3, shares=3, max_customers=5_000)
+    settings = enc.flower_settings()
+    good = {"clipping_range": float(settings["clipping_range"]), "target_range": int(settings["quantization_range"]),
+            "mod_range": int(settings["modulus_range"]), "max_weight": 1.0, "sample_num": 3, "share_num": 3}
+
+    def context(**state) -> Context:
+        ctx = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+        ctx.state.config_records[RECORD_KEY_STATE] = ConfigRecord({**good, **state})
+        return ctx
+
+    check_secagg_setup(context(), settings, 3, 0)
+    for state, message in (({"clipping_range": 2.0 * enc.clipping_range}, "set up with"),
+                           ({"max_weight": 5.0}, "max-weight"), ({"sample_num": 2, "share_num": 2}, "only 2 of"),
+                           ({"share_num": 1}, "num_shares")):
+        with pytest.raises(SecureAggregationError, match=message):
+            check_secagg_setup(context(**state), settings, 3, 0)
+    check_secagg_setup(context(sample_num=2, share_num=2), settings, 3, 1)  # one tolerated drop-out
+    with pytest.raises(SecureAggregationError, match="outside SecAgg"):
+        check_secagg_setup(Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={}),
+                           settings, 3, 0)

@@ -207,3 +207,18 @@ def test_every_value_sent_is_declared_and_the_charge_is_the_manifests(tmp_path_f
     for partner in PARTNER_NAMES:  # each partner's own gate spent the same
         assert compose_epsilon(own.job_events(partner, run.session.job.job_id), delta) == pytest.approx(expected,
                                                                                                       rel=1e-6)
+
+
+@pytest.mark.slow
+def test_partners_above_the_public_bound_refuse_and_nothing_stays_charged(federation, tmp_path):
+    _, folders = federation
+    batch = default_batch("synthetic", epsilon=1.0, only=["segment-profile-rfm"])
+    grid = SecAggGrid(folders)
+    rc = _config(tmp_path, batch, **{"max-customers": 100})  # each partner has ~3,000 customers
+    with pytest.raises(SecureAggregationError):
+        run_task(grid, rc)
+    refusals = [r for r in grid.replies if r.has_error()]
+    assert len(refusals) == PARTNERS and all("--max-customers 100" in r.error.reason for r in refusals)
+    assert InsightStore(rc["ledger-url"]).list() == []
+    ledger = PrivacyLedger(rc["ledger-url"])  # nobody released anything private: the charges were taken back
+    assert all(ledger.status(p).epsilon_spent == 0 for p in ledger.partners())
