@@ -42,6 +42,21 @@ def secure_config(config: dict[str, Any]) -> tuple[int, int, int, int]:
         raise ConfigError(f"a distributed-noise insight batch lacks its public parameters ({exc})") from None
 
 
+def check_own_trust(partner: Partner, assumed_honest: int) -> None:
+    """The trust model is the partner's to accept: its node config ``max-honest-partners`` is the most partners it
+    trusts not to collude with the coordinator (0: it takes part in no distributed-noise job)."""
+    own = partner.setting("max-honest-partners")
+    if own is None:
+        return
+    try:
+        limit = int(own)
+    except (TypeError, ValueError):
+        raise ConfigError(f"node config max-honest-partners={own!r} must be a whole number") from None
+    if assumed_honest > limit:
+        raise SecureAggregationError(f"the job assumes {assumed_honest} partners do not collude with the coordinator; "
+                                     f"this partner trusts at most {limit} (node config max-honest-partners); refused")
+
+
 def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str, Any]
                ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
     """The batch's exact bounded vectors + this partner's noise shares, for SecAgg+ to mask."""
@@ -58,6 +73,7 @@ def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str,
         raise ConfigError("distributed-noise insights are Gaussian only; refused")
     partners, honest, max_dropouts, max_customers = secure_config(config)
     shares = shares_of(partners, honest, max_dropouts)
+    check_own_trust(partner, honest or partners)
     context = partner.context
     features = customer_features(partner.data(), FeatureRules.from_dict(wire.get("features") or {}))
     if features.n > max_customers:

@@ -222,3 +222,22 @@ def test_partners_above_the_public_bound_refuse_and_nothing_stays_charged(federa
     assert InsightStore(rc["ledger-url"]).list() == []
     ledger = PrivacyLedger(rc["ledger-url"])  # nobody released anything private: the charges were taken back
     assert all(ledger.status(p).epsilon_spent == 0 for p in ledger.partners())
+
+
+@pytest.mark.slow
+def test_a_partner_that_trusts_fewer_partners_than_the_job_assumes_refuses(federation, tmp_path):
+    _, folders = federation
+    batch = default_batch("synthetic", epsilon=1.0, only=["segment-profile-rfm"])
+    grid = SecAggGrid(folders)
+    grid.contexts[101].node_config["max-honest-partners"] = 2  # partner-1's own setting, not the coordinator's
+    with pytest.raises(SecureAggregationError, match="lacks noise shares"):
+        run_task(grid, _config(tmp_path, batch))
+    refusal = [r for r in grid.replies if r.has_error() and "max-honest-partners" in r.error.reason]
+    assert len(refusal) == 1 and "trusts at most 2" in refusal[0].error.reason
+    assert InsightStore(f"sqlite:///{tmp_path / 'ledger.db'}").list() == []
+    # the same partner takes part when the job assumes no more honest partners than it trusts
+    grid = SecAggGrid(folders, victim=None)
+    grid.contexts[101].node_config["max-honest-partners"] = 2
+    run_task(grid, _config(tmp_path, batch, **{"job-id": "trust-2", "honest-partners": 2}))
+    privacy = json.loads((tmp_path / "out" / "summary.json").read_text())["privacy"]
+    assert privacy["secagg"]["noise_shares"] == 2 and "at least 2 partners do not collude" in privacy["trust_model"]
