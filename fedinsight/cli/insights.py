@@ -71,7 +71,7 @@ def insights_list(
     limit: int = typer.Option(50, help="At most this many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List released insights: id, batch, name, epsilon, suppressed groups, requester, time.
+    """List released insights: id, batch, name, epsilon, noise model, suppressed groups, requester, time.
 
     Example: fedinsight insights list --db runs/ins
     """
@@ -82,10 +82,11 @@ def insights_list(
         out.print_json(json.dumps(rows))
         return
     table = Table(title=f"{len(rows)} insight(s)")
-    for col in ("id", "batch_id", "name", "kind", "epsilon", "suppressed_groups", "requester", "created_at"):
+    for col in ("id", "batch_id", "name", "kind", "epsilon", "noise_model", "suppressed_groups", "requester",
+                "created_at"):
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r["id"]), r["batch_id"], r["name"], r["kind"], f"{r['epsilon']:.3f}",
+        table.add_row(str(r["id"]), r["batch_id"], r["name"], r["kind"], f"{r['epsilon']:.3f}", r["noise_model"],
                       str(r["suppressed_groups"]), r["requester"], r["created_at"])
     out.print(table)
 
@@ -181,6 +182,8 @@ _SPEC = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="Th
 _DATASET = typer.Option(None, "--dataset", help="A folder of partner folders (any names), or a built-in dataset "
                         "(synthetic, cdnow): simulate the partners on this machine.")
 _CONFIG = typer.Option(None, "--config", help="coordinator.toml: run the spec as a job on the deployed federation.")
+_NOISE = typer.Option("local", "--noise-model", help="local, or distributed-secagg (SecAgg+ noise shares: about "
+                      "sqrt(partners) less noise; see docs/insights.md for the trust it needs).")
 
 
 def _partners(dataset: str | None, partners: int | None, config: Path | None) -> int:
@@ -238,13 +241,13 @@ def _census(spec_text: str, dataset: str, out_dir: Path, epsilon: float, partner
 
 def _plan(spec: Path, dataset: str | None, partners: int | None, config: Path | None, count: bool,
           count_epsilon: float, out_dir: Path | None, customers: int, as_of: str, only: str,
-          money: dict[str, str] | None = None):
+          money: dict[str, str] | None = None, noise_model: str = "local"):
     from fedinsight.core.errors import ConfigError
     from fedinsight.tasks.insights.options import VALIDATION_DATE, InsightsOptions
-    from fedinsight.tasks.insights.planner import plan_job, preview_of
+    from fedinsight.tasks.insights.planner import noise_setting, plan_job, preview_of
 
     text = spec.read_text(encoding="utf-8")
-    options = InsightsOptions(spec=text, only=only, as_of=as_of)
+    options = InsightsOptions(spec=text, only=only, as_of=as_of, noise_model=noise_model)
     n = _partners(dataset, partners, config)
     sizes, source = None, "declared in the spec"
     if count:
@@ -254,7 +257,8 @@ def _plan(spec: Path, dataset: str | None, partners: int | None, config: Path | 
         census = _census(text, dataset, out_dir, count_epsilon, partners, customers, as_of, money)
         sizes, source = census["sizes"], f"noisy count (charged epsilon {census['epsilon']:.3g})"
     job = options.spec_job(requester="plan", as_of=VALIDATION_DATE)
-    plan = plan_job(job, n, sizes=sizes, source=source, only=options.only_names())  # type: ignore[arg-type]
+    plan = plan_job(job, n, sizes=sizes, source=source, only=options.only_names(),  # type: ignore[arg-type]
+                    distributed=noise_setting(options, n))
     return options, plan, preview_of(plan)
 
 
@@ -274,6 +278,7 @@ def insights_plan(
     currency: str = _CURRENCY,
     rates: str = _RATES,
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    noise_model: str = _NOISE,
 ) -> None:
     """Before spending anything: per insight and cell, the noise sd, the 95 % interval, the chance of suppression
     and a proposed epsilon split; a warning (with the customers or epsilon needed) when most answers would be
@@ -282,7 +287,7 @@ def insights_plan(
     Example: fedinsight insights plan insights.toml --dataset partners/
     """
     _, _, preview = _plan(spec, dataset, partners, config, count, count_epsilon, out_dir, customers, as_of, only,
-                          _money(currency, rates))
+                          _money(currency, rates), noise_model)
     if as_json:
         out.print_json(json.dumps(preview.data, default=str))
         return
@@ -320,6 +325,7 @@ def insights_run(
     currency: str = _CURRENCY,
     rates: str = _RATES,
     as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of a table."),
+    noise_model: str = _NOISE,
 ) -> None:
     """Run an insight spec: shows the plan, then simulates it on --dataset (into --out) or submits it as a job to
     the coordinator of --config. Without --yes a plan that would hide most answers is refused, nothing charged.
@@ -329,10 +335,12 @@ def insights_run(
     from fedinsight.core.errors import ConfigError
 
     money = _money(currency, rates)  # a bad table is refused before the plan is shown
-    options, _, preview = _plan(spec, dataset, partners, config, False, 0.0, None, customers, as_of, only)
+    options, _, preview = _plan(spec, dataset, partners, config, False, 0.0, None, customers, as_of, only,
+                                noise_model=noise_model)
     show_preview(preview, as_json=as_json)
     _confirm(preview, yes)
-    task_options = {"spec": options.spec, "accept_suppression": True, "only": only, "as_of": as_of}
+    task_options = {"spec": options.spec, "accept_suppression": True, "only": only, "as_of": as_of,
+                    "noise_model": noise_model}
     if config is not None:
         _submit(config, federation, {**task_options, **money}, as_json)
         return

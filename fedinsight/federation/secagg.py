@@ -11,7 +11,9 @@ releases through SecAgg+ shares this one transport:
 - :func:`dropout_guard_mod`: before ``secaggplus_mod`` on the partner, refuses to unmask a distributed-noise
   round that lost more partners (and so noise shares) than the job tolerates;
 - :data:`SECAGG_MODS` and :func:`legacy_train_handler`: the partner's one legacy ``train`` handler, which
-  hands each fit to the secure fit of the task named in its config (``secagg-task``).
+  hands each fit to the secure fit of the task named in its config (``secagg-task``);
+- :func:`check_secagg_setup` (partner) and :func:`secure_sum` (coordinator): one distributed-noise round of
+  any task, the partner checking SecAgg+'s own state before it releases a share.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from flwr.app import Context, Error, Message
 from flwr.client import NumPyClient
 from flwr.client.message_handler.message_handler import handle_legacy_message_from_msgtype
 from flwr.client.mod import secaggplus_mod
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
 from flwr.serverapp import Grid
 
-from fedinsight.core.errors import ConfigError
+from fedinsight.core.errors import ConfigError, SecureAggregationError
 from fedinsight.federation.manifest import PUBLIC, Release
 
 log = logging.getLogger(__name__)
@@ -155,14 +157,16 @@ def legacy_train_handler(fits: Mapping[str, SecureFit], default: str,
     return handle
 
 
-def secagg_releases(*, update_event: Any, count: int, what: str, sensitivity: str) -> list[Any]:
-    """The manifest of a task that releases through SecAgg+: the protocol's messages, and the masked update."""
+def secagg_releases(*, update_event: Any, count: int, what: str, sensitivity: str,
+                    mechanism: str = "dp-sgd+secagg") -> list[Any]:
+    """The manifest of a task that releases through SecAgg+: the protocol's messages, and the masked update
+    (``mechanism``: what protects it, as the manifest and ledger name it)."""
     protocol = Release(SECAGG_REPLY, RECORD_KEY_CONFIGS, dict.fromkeys(PROTOCOL_KEYS), PUBLIC, kind="protocol",
                        what="SecAgg+ key agreement: public keys, encrypted shares for other partners, unmasking "
                             "shares of drop-outs",
                        reason="key material and shares encrypted to other partners reveal nothing of the data "
                               "(Bell et al., CCS 2020); unmasking shares are sent only for partners that dropped out")
-    masked = Release(SECAGG_REPLY, RECORD_KEY_CONFIGS, {Key.MASKED_PARAMETERS: None}, "dp-sgd+secagg",
+    masked = Release(SECAGG_REPLY, RECORD_KEY_CONFIGS, {Key.MASKED_PARAMETERS: None}, mechanism,
                      kind="protocol", what=what, sensitivity=sensitivity, event=update_event, count=count)
     envelope = "the legacy fit reply around the masked vector (Flower's NumPyClient format)"
     fit = [Release(SECAGG_REPLY, "fitres.num_examples", {"num_examples": None}, PUBLIC, what="the partner's weight",
@@ -198,3 +202,79 @@ class _GuardedGrid:
 def guarded(grid: Grid, guard: Any) -> Grid:
     """``grid`` with every reply held against the manifest's SecAgg+ releases."""
     return _GuardedGrid(grid, guard)  # type: ignore[return-value]
+
+
+def check_secagg_setup(context: Context, settings: Mapping[str, float | int], partners: int,
+                       max_dropouts: int) -> None:
+    """On the partner: refuse a distributed-noise share unless SecAgg+ was set up as the job's accounting assumes
+    (``settings``: the encoding's clipping, quantisation and modulus ranges; weight 1; at least ``partners -
+    max_dropouts`` partners in the round, each sharing keys with all others so it sees every drop-out).
+    Read from ``secaggplus_mod``'s own state, never from the coordinator's word."""
+    if RECORD_KEY_STATE not in context.state.config_records:
+        raise SecureAggregationError("a distributed-noise round arrived outside SecAgg+; refused")
+    state = context.state.config_records[RECORD_KEY_STATE]
+    got = {"clipping_range": float(state.get("clipping_range", 0.0)),  # type: ignore[arg-type]
+           "quantization_range": int(state.get("target_range", 0)),  # type: ignore[arg-type]
+           "modulus_range": int(state.get("mod_range", 0))}  # type: ignore[arg-type]
+    expected = {"clipping_range": float(settings["clipping_range"]),
+                "quantization_range": int(settings["quantization_range"]),
+                "modulus_range": int(settings["modulus_range"])}
+    if got != expected:
+        raise SecureAggregationError(f"SecAgg+ is set up with {got}, the job's encoding needs {expected}; refused")
+    if float(state.get("max_weight", 0.0)) != 1.0:  # type: ignore[arg-type]
+        raise SecureAggregationError("SecAgg+ max-weight must be 1 (the weight would rescale the noisy share)")
+    sampled, shares = int(state.get("sample_num", 0)), int(state.get("share_num", 0))  # type: ignore[arg-type]
+    if sampled < partners - max_dropouts:
+        raise SecureAggregationError(f"only {sampled} of the job's {partners} partners are in this round; at most "
+                                     f"{max_dropouts} may be missing; refused")
+    if shares < sampled:
+        raise SecureAggregationError("every partner must share keys with every other (num_shares = all) so that "
+                                     "each one sees every drop-out; refused")
+
+
+def secure_sum(grid: Grid, guard: Any, *, fit_config: dict[str, Any], settings: Mapping[str, float | int],
+               partners: int, max_dropouts: int, timeout: float | None,
+               initial: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], int]:
+    """One SecAgg+ round over ``partners`` partners (every one of them sampled, weight 1): Flower's average of the
+    unmasked vectors and how many partners it holds. Raises :class:`SecureAggregationError` when the round halted
+    (too few partners online, or partners refused to unmask a sum that lost more than ``max_dropouts`` shares)."""
+    from flwr.app import RecordDict
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.strategy import FedAvg
+    from flwr.server.workflow import DefaultWorkflow
+
+    config = to_legacy_config({**fit_config, "max-dropouts": max_dropouts})
+
+    class _Counting(FedAvg):
+        """FedAvg over identical unmasked sums (SecAgg+ hands every result the same vector); counts them."""
+
+        contributors = 0
+        result: list[np.ndarray] | None = None
+
+        def aggregate_fit(self, server_round, results, failures):  # type: ignore[no-untyped-def]
+            self.contributors = len(results)
+            if results:
+                self.result = parameters_to_ndarrays(results[0][1].parameters)
+            return super().aggregate_fit(server_round, results, failures)
+
+    strategy = _Counting(
+        fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=partners, min_evaluate_clients=0,
+        min_available_clients=partners,
+        initial_parameters=ndarrays_to_parameters(initial if initial is not None else [np.zeros(1)]),
+        on_fit_config_fn=lambda _rnd: config, accept_failures=True)
+    context = Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=1), strategy=strategy)
+    workflow = strict_workflow(num_shares=1.0, reconstruction_threshold=0.5, max_weight=1.0,
+                               clipping_range=float(settings["clipping_range"]),
+                               quantization_range=int(settings["quantization_range"]),
+                               modulus_range=int(settings["modulus_range"]), timeout=timeout)
+    try:
+        DefaultWorkflow(fit_workflow=workflow)(guarded(grid, guard), legacy)
+    except SecAggRoundFailed as exc:
+        raise SecureAggregationError(f"{exc}; partners refuse to unmask a sum that lacks noise shares (a partner "
+                                     "dropped out or refused: see the partners' logs)") from None
+    if strategy.result is None or strategy.contributors < partners - max_dropouts:
+        raise SecureAggregationError(f"the secure sum holds {strategy.contributors} of {partners} partners' shares "
+                                     f"(at most {max_dropouts} may be missing); not released")
+    return strategy.result, strategy.contributors

@@ -61,7 +61,8 @@ class StoredInsight:
         return {"id": self.id, "batch_id": self.batch_id, "name": self.name, "kind": self.kind,
                 "epsilon": self.epsilon, "delta": self.delta, "partners": self.partners,
                 "suppressed_groups": self.suppressed_groups, "requester": self.requester,
-                "created_at": self.created_at.isoformat(timespec="seconds")}
+                "created_at": self.created_at.isoformat(timespec="seconds"),
+                "noise_model": self.insight.get("noise_model", "local")}  # stored before it was recorded: local
 
 
 class InsightStore:

@@ -5,7 +5,6 @@ none of its own and takes the simulation's stand-ins from the job's messages (it
 ``partner-caps``, its ledger in ``partner-ledger-url``). A deployed partner never takes those from a
 message: whatever the coordinator sends, its own cap holds.
 
-======================  ==========================================================================
 key                     meaning
 ======================  ==========================================================================
 ``partner-id``          the partner's name (its ledger entry at the coordinator)
@@ -21,6 +20,25 @@ key                     meaning
 ``test-share``          the share of its customers it holds out for evaluation (propensity; default 0.2; a
                         job cannot change it)
 ======================  ==========================================================================
+=======
+=======================  ==========================================================================
+key                      meaning
+=======================  ==========================================================================
+``partner-id``           the partner's name (its ledger entry at the coordinator)
+``data-path``            the folder of its data files (a deployed partner)
+``state-dir``            its own state: ledger, keys, erasure register (default: ``<data>/.fedinsight``)
+``protection-policy``    its ``protection.toml`` (default: ``<data-path>/protection.toml``)
+``mapping``              its ``mapping.toml``: how its own exports are read (default: ``<data-path>/mapping.toml``
+                         if present, else canonical file names)
+``ledger-url``           its own privacy ledger (default: SQLite in ``state-dir``)
+``epsilon``/``delta``    its lifetime cap over every release of every job (none: no cap of its own)
+``require-dp``           refuse non-private jobs (deployed partners: true unless set to false)
+``min-eval-customers``   the fewest held-out customers it reports evaluation on (never lowered by a job)
+``test-share``           the share of its customers it holds out for evaluation (propensity; default 0.2; a
+                         job cannot change it)
+``max-honest-partners``  insights with distributed noise: the most partners it trusts not to collude with the
+                         coordinator; a job assuming more is refused (0: no distributed-noise job)
+=======================  ==========================================================================
 """
 
 from __future__ import annotations
@@ -38,7 +56,7 @@ ALIASES: dict[str, str] = {
 """Spellings of earlier versions (partners started before the rename keep working)."""
 
 KEYS = ("partner-id", "data-path", "state-dir", "protection-policy", "mapping", "ledger-url", "epsilon", "delta",
-        "require-dp", "min-eval-customers", "test-share", "partition-id", "num-partitions")
+        "require-dp", "min-eval-customers", "test-share", "max-honest-partners", "partition-id", "num-partitions")
 
 
 def node_settings(node_config: Mapping[str, Any]) -> dict[str, Any]:

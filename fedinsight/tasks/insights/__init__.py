@@ -3,7 +3,10 @@
 Segments, LTV tiers, funnels, A/B lift, golden hours, channel response and generic group-bys: each partner
 bounds every customer's contribution and adds calibrated OpenDP noise on its own premises (:mod:`.client`);
 the coordinator sums the noisy vectors, suppresses small groups on noisy counts and attaches 95 %
-intervals (:mod:`.server`, :mod:`.results`). The catalogue and its presets are in :mod:`.catalogue`.
+intervals (:mod:`.server`, :mod:`.results`). With ``noise-model = distributed-secagg`` each partner adds only
+a discrete-Gaussian share and the coordinator sees only the SecAgg+ sum (:mod:`.distributed`,
+:mod:`.secure_client`, :mod:`.secure_server`): about sqrt(K) less noise at the same epsilon, under the trust
+model the job states. The catalogue and its presets are in :mod:`.catalogue`.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from typing import Any, ClassVar
 
 from dp_accounting import dp_event
 
+from fedinsight.core.errors import ConfigError
 from fedinsight.federation.budget import Charge
 from fedinsight.federation.job import JobSettings
 from fedinsight.federation.manifest import Manifest, Release
 from fedinsight.federation.options import Options
+from fedinsight.federation.secagg import secagg_releases
 from fedinsight.federation.store import InsightStore
 from fedinsight.federation.task import (
     Handler,
@@ -34,7 +39,16 @@ from fedinsight.federation.task import (
     privacy_headline,
 )
 from fedinsight.privacy.ledger import PrivacyLedger
-from fedinsight.tasks.insights import client, discovery, planner, server, simulate
+from fedinsight.tasks.insights import (
+    client,
+    discovery,
+    distributed,
+    planner,
+    secure_client,
+    secure_server,
+    server,
+    simulate,
+)
 from fedinsight.tasks.insights.catalogue import InsightBatch
 from fedinsight.tasks.insights.options import InsightsOptions
 
@@ -50,6 +64,9 @@ class InsightsTask(Task):
     def handlers(self) -> Mapping[str, Handler]:
         return {"query": client.query}
 
+    def secure_fit(self):  # type: ignore[no-untyped-def]
+        return secure_client.secure_fit
+
     def hello_facts(self, partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
         return client.hello_facts(partner, config)
 
@@ -59,6 +76,7 @@ class InsightsTask(Task):
     def check(self, options: Options, job: JobSettings) -> None:
         super().check(options, job)
         opts: InsightsOptions = options  # type: ignore[assignment]
+        opts.check_partners(job.partners)
         if opts.spec and not opts.accept_suppression:
             planner.refuse_if_mostly_suppressed(opts, job.partners)
 
@@ -69,7 +87,8 @@ class InsightsTask(Task):
         from fedinsight.tasks.insights.options import VALIDATION_DATE
 
         job = opts.spec_job(requester="plan", as_of=VALIDATION_DATE)
-        return planner.preview_of(planner.plan_job(job, partners, only=opts.only_names()))
+        return planner.preview_of(planner.plan_job(job, partners, only=opts.only_names(),
+                                                   distributed=planner.noise_setting(opts, partners)))
 
     def plan(self, session: Session) -> Plan:
         options: InsightsOptions = session.options  # type: ignore[assignment]
@@ -86,7 +105,23 @@ class InsightsTask(Task):
             if job is not None else []
         noises = server.price_batch(batch, extra={discovery.NAME: job.spec.discovery.weight} if vocabs else None)
         layouts = server.layout_of(batch)
-        releases = server.manifest_of(batch, noises, layouts, self.name)
+        queries = {q.name: noises[q.name] for q in batch.queries}
+        if options.distributed:
+            options.check_partners(len(session.nodes))
+            if batch.mechanism != "gaussian":
+                raise ConfigError("--noise-model distributed-secagg adds discrete-Gaussian shares: the batch's "
+                                  f"mechanism is {batch.mechanism}; use gaussian (or local noise)")
+            releases = [server.manifest_of_facts(), *secagg_releases(
+                update_event=server.batch_event(queries), count=1, mechanism=distributed.MECHANISM,
+                what="every query's contribution-bounded vector (divided by its L2 bound) plus this partner's "
+                     "discrete-Gaussian noise share, masked",
+                sensitivity="per query: L2 1 per customer after division by the declared bound, plus the grid's "
+                            "rounding (calibrated to C' = 1 + sqrt(d) Delta)")]
+            trust = distributed.trust_text(len(session.nodes), options.honest_partners, options.max_dropouts)
+            secure_server.encoding_of(batch, noises, layouts, options, len(session.nodes))  # refused before the charge
+        else:
+            releases = server.manifest_of(batch, noises, layouts, self.name)
+            trust = distributed.LOCAL_TRUST
         charges = []
         if job is not None and vocabs:
             wire = discovery.wire_of(job, vocabs, noises[discovery.NAME], min_group_size=batch.min_group_size,
@@ -95,12 +130,17 @@ class InsightsTask(Task):
             charges.append(Charge("query", noises[discovery.NAME].event,
                                   f"insights key discovery: {', '.join(vocabs)}"))
             session.state["discovery"] = wire
-        queries = {q.name: noises[q.name] for q in batch.queries}
-        charges.append(Charge("query", server.batch_event(queries), "insights: " + ", ".join(kept)))
+        mechanism = distributed.MECHANISM if options.distributed else batch.mechanism
+        charges.append(Charge("query", server.batch_event(queries), f"insights ({mechanism}; {trust}): "
+                              + ", ".join(kept)))
         session.state.update(batch=batch, skipped=skipped, noises=noises, layouts=layouts, job=job, kept=kept,
                              zones=sorted({str(p.facts.get("timezone") or "UTC") for p in session.partners.values()}))
         summary: dict[str, Any] = {"epsilon_requested": batch.epsilon, "delta": batch.delta,
-                                   "mechanism": batch.mechanism}
+                                   "mechanism": mechanism, "noise_model": options.noise_model,
+                                   "trust_model": trust}
+        if options.distributed:
+            summary.update(honest_partners=options.honest_partners or len(session.nodes),
+                           max_dropouts=options.max_dropouts, max_customers=options.max_customers)
         if vocabs:
             summary["key_discovery_delta"] = session.state["discovery"]["max_delta"]
         return Plan(Manifest(self.name, tuple(releases)), charges, summary)
@@ -111,13 +151,26 @@ class InsightsTask(Task):
         keys = self._keys(session)
         if "discovery" in session.state:
             batch, layouts = self._discover(session, keys)
-        wire = json.dumps(batch.wire({q.name: {"mechanism": noises[q.name].mechanism,
-                                               "multiplier": noises[q.name].multiplier} for q in batch.queries}))
-        answers = session.ask("query", "compute", config=session.config("compute", wire=wire,
-                                                                         **{"epsilon-job": batch.epsilon}))
-        replies = [server.replies_from(dict(answers[n].content[client.RESULTS]), batch, noises, layouts)
-                   for n in session.nodes]
-        insights = server.release_batch(batch, noises, replies)
+        options: InsightsOptions = session.options  # type: ignore[assignment]
+        secagg: dict[str, Any] | None = None
+        if options.distributed:
+            enc = secure_server.encoding_of(batch, noises, layouts, options, len(session.nodes))
+            summed, contributors = secure_server.secure_replies(session, batch, noises, layouts, enc)
+            insights = server.release_batch(batch, noises, [summed], contributors=contributors,
+                                            noise_model=options.noise_model)
+            secagg = {**enc.as_dict(), "contributors": contributors}
+            for name, entry in secagg["queries"].items():  # per unit of the query's vector: the sum vs local noise
+                entry["noise_sd"] = round(enc.sum_noise_sd(name, contributors), 6)
+                entry["local_noise_sd"] = round(noises[name].multiplier * layouts[name].l2 * len(session.nodes) ** 0.5,
+                                                6)
+        else:
+            wire = json.dumps(batch.wire({q.name: {"mechanism": noises[q.name].mechanism,
+                                                   "multiplier": noises[q.name].multiplier} for q in batch.queries}))
+            answers = session.ask("query", "compute", config=session.config("compute", wire=wire,
+                                                                             **{"epsilon-job": batch.epsilon}))
+            replies = [server.replies_from(dict(answers[n].content[client.RESULTS]), batch, noises, layouts)
+                       for n in session.nodes]
+            insights = server.release_batch(batch, noises, replies)
         zones = session.state["zones"]
         for insight in insights:
             if insight["kind"] == "golden_hours":
@@ -131,6 +184,11 @@ class InsightsTask(Task):
         finally:
             ledger.engine.dispose()
         summary.update(keys=keys, timezones=zones)
+        summary["privacy"].update(noise_model=options.noise_model, mechanism=session.plan.summary["mechanism"]
+                                  if session.plan else batch.mechanism,
+                                  trust_model=session.plan.summary.get("trust_model", "") if session.plan else "")
+        if secagg is not None:
+            summary["privacy"]["secagg"] = secagg
         artifacts = {}
         if session.job.out_dir:
             artifacts["insights"] = str(server.write_insights(Path(session.job.out_dir), insights, summary, batch))
@@ -204,20 +262,23 @@ class InsightsTask(Task):
 
 
 def plan_spec(spec: str | Path | dict[str, Any], partners: int, *, sizes: dict[str, int] | None = None,
-              as_of: str | None = None) -> planner.SpecPlan:
+              as_of: str | None = None, noise_model: str = "local") -> planner.SpecPlan:
     """The budget planner on a spec (TOML/JSON text, a file or a dict) for a federation of ``partners``, before
     anything is spent: ``plan.insights`` (per insight and cell: noise sd, 95 % interval, expected customers, chance
     of suppression), ``plan.warning()``, ``plan.split`` (a proposed budget split), ``plan.as_dict()``.
-    ``sizes`` (``{"customers": 3300, "clicked": 400, ...}``) override the spec's ``[federation]`` table."""
+    ``sizes`` (``{"customers": 3300, "clicked": 400, ...}``) override the spec's ``[federation]`` table;
+    ``noise_model="distributed-secagg"`` plans SecAgg+ noise shares (every partner honest, no drop-out, the
+    default ``max-customers``)."""
     from fedinsight.tasks.insights.options import VALIDATION_DATE
     from fedinsight.tasks.insights.spec import Sizes, canonical, looks_like_spec_file, parse_spec
 
     if isinstance(spec, str) and looks_like_spec_file(spec):
         spec = Path(spec)  # a file name, on the caller's own machine
-    options = InsightsOptions(spec=canonical(parse_spec(spec)))
+    options = InsightsOptions(spec=canonical(parse_spec(spec)), noise_model=noise_model)
     job = options.spec_job(requester="plan", as_of=as_of or VALIDATION_DATE)
     return planner.plan_job(job, partners, sizes=Sizes(**sizes) if sizes else None,
-                            source="given to plan_spec" if sizes else "declared in the spec")
+                            source="given to plan_spec" if sizes else "declared in the spec",
+                            distributed=planner.noise_setting(options, partners))
 
 
 TASK = InsightsTask()

@@ -10,6 +10,7 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.federation.options import Options, option
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE
 from fedinsight.tasks.insights.catalogue import PRESETS, InsightBatch, default_batch, parse_batch
+from fedinsight.tasks.insights.distributed import DEFAULT_MAX_CUSTOMERS, NOISE_MODELS, shares_of
 from fedinsight.tasks.insights.spec import InsightSpec, SpecJob, canonical, looks_like_spec_file, parse_spec, spec_job
 
 
@@ -35,6 +36,15 @@ class InsightsOptions(Options):
     accept_suppression: bool = option(False, "Run even when the plan predicts that most answers will be "
                                              "suppressed (the federation is too small for this spec and epsilon).",
                                       flag="yes")
+    noise_model: str = option("local", "local (each partner adds all the noise to its own vector) or "
+                              "distributed-secagg (SecAgg+ sum, each partner adds a share: about sqrt(partners) "
+                              "less noise; Gaussian only). See docs/privacy.md.", choices=NOISE_MODELS)
+    honest_partners: int = option(0, "distributed-secagg: partners assumed not to collude with the coordinator "
+                                     "(0: all).", minimum=0)
+    max_dropouts: int = option(0, "distributed-secagg: partners that may drop out of the secure sum (more noise "
+                                  "each).", minimum=0)
+    max_customers: int = option(DEFAULT_MAX_CUSTOMERS, "distributed-secagg: public bound on each partner's "
+                                "customers (sizes the SecAgg+ grid; a partner with more refuses).", minimum=1)
     batch: str = option("", "A whole insight batch (JSON); overrides the options above.", cli=False)
 
     ALIASES: ClassVar[dict[str, str]] = {"suppression-margin-sd": "suppression-margin", "yes": "accept-suppression"}
@@ -81,7 +91,20 @@ class InsightsOptions(Options):
                                   only=self.only_names())
         return batch.model_copy(update={"batch_id": batch_id})
 
+    @property
+    def distributed(self) -> bool:
+        """Noise split across partners under SecAgg+ (``noise-model = distributed-secagg``)."""
+        return self.noise_model == "distributed-secagg"
+
+    def check_partners(self, partners: int) -> None:
+        """Checks that need the federation's size (before anyone is contacted)."""
+        if self.distributed:
+            shares_of(partners, self.honest_partners, self.max_dropouts)
+
     def validate(self) -> None:
+        if self.distributed and self.mechanism != "gaussian":
+            raise ConfigError("--noise-model distributed-secagg adds discrete-Gaussian shares: use --mechanism "
+                              "gaussian (or local noise for Laplace)")
         if self.batch and self.spec:
             raise ConfigError("give an insight spec or a whole batch, not both")
         if self.spec:  # the reference date may still come from the dataset (a simulation fills it in later)

@@ -5,7 +5,8 @@ back suppressed -- and nothing said so before the budget was gone. Most of what 
 any partner computes:
 
 - **noise sd and 95 % interval width** of every cell: exact. They depend only on the budget split, the
-  declared contribution bounds and the number of partners (each adds its own noise), not on any data;
+  declared contribution bounds and the number of partners (each adds its own noise; with distributed noise,
+  the SecAgg+ encoding's share split), not on any data;
 - **the chance a cell is suppressed**: ``P(count + noise < min_group_size + margin x sd)``, for an *expected*
   count. Expected counts come from the federation's sizes -- declared in the spec's ``[federation]`` table, or
   measured with a charged noisy count (``fedinsight insights plan --count``) -- spread **evenly** over each
@@ -35,6 +36,7 @@ from fedinsight.tasks.insights import discovery, server
 from fedinsight.tasks.insights.aggregates import OTHER, LocalAggregate
 from fedinsight.tasks.insights.catalogue import InsightBatch
 from fedinsight.tasks.insights.customer_features import DERIVED_GROUPS
+from fedinsight.tasks.insights.distributed import InsightsEncoding, blocks_of, shares_of
 from fedinsight.tasks.insights.options import VALIDATION_DATE
 from fedinsight.tasks.insights.spec import VOCABULARIES, InsightSpec, Sizes, SpecJob
 
@@ -160,6 +162,7 @@ class SpecPlan:
     needed_customers: float | None = None
     needed_epsilon: float | None = None
     notes: list[str] = field(default_factory=list)
+    noise_model: str = "local"
 
     @property
     def suppressed_share(self) -> float | None:
@@ -196,6 +199,7 @@ class SpecPlan:
     def as_dict(self) -> dict[str, Any]:
         return {
             "partners": self.partners, "epsilon": self.epsilon, "delta": self.delta, "mechanism": self.mechanism,
+            "noise_model": self.noise_model,
             "min_group_size": self.min_group_size, "suppression_margin_sd": self.margin_sd,
             "sizes": {"source": self.populations.source, "customers": self.populations.customers,
                       "purchasers": self.populations.purchasers,
@@ -291,15 +295,24 @@ def _class_label(kind: str, measure: str, dims: tuple[tuple[str, tuple[str, ...]
 
 
 def forecast(batch: InsightBatch, noises: dict[str, QueryNoise], layouts: dict[str, LocalAggregate], partners: int,
-             pop: Populations) -> list[InsightForecast]:
-    """Each insight's cells: noise, interval, expected count and chance of suppression."""
+             pop: Populations, distributed: tuple[int, int] | None = None) -> list[InsightForecast]:
+    """Each insight's cells: noise, interval, expected count and chance of suppression. ``distributed``: (noise
+    shares, max customers) of a ``distributed-secagg`` job, whose sum carries one share-split noise instead of
+    every partner's full noise (:mod:`.distributed`)."""
     z = noise_z95(batch.mechanism, partners)
+    enc = None
+    if distributed is not None:
+        names = [q.name for q in batch.queries]
+        enc = InsightsEncoding.for_batch(
+            blocks_of(names, {n: layouts[n].vector().size for n in names}, {n: noises[n].multiplier for n in names},
+                      {n: layouts[n].l2 for n in names}), partners=partners, shares=distributed[0],
+            max_customers=distributed[1])
     out = []
     for q in batch.queries:
         noise, agg = noises[q.name], layouts[q.name]
         per_partner = (math.sqrt(2) * noise.multiplier * agg.l1 if noise.mechanism == "laplace"
                        else noise.multiplier * agg.l2)
-        sd = per_partner * math.sqrt(partners)
+        sd = enc.sum_noise_sd(q.name) if enc is not None else per_partner * math.sqrt(partners)
         bar = batch.min_group_size + batch.suppression_margin_sd * sd
         needed = bar + 1.6448536269514722 * sd
         classes: list[CellClass] = []
@@ -355,8 +368,10 @@ def propose_split(insights: list[InsightForecast], mechanism: str) -> dict[str, 
 # --- the whole plan ------------------------------------------------------------------------------------
 
 def plan_job(job: SpecJob, partners: int, *, sizes: Sizes | None = None, source: str = "declared in the spec",
-             only: list[str] | None = None, search: bool = True) -> SpecPlan:
-    """The plan of ``job`` on ``partners`` partners; ``sizes`` override the spec's ``[federation]`` (a census)."""
+             only: list[str] | None = None, search: bool = True,
+             distributed: tuple[int, int] | None = None) -> SpecPlan:
+    """The plan of ``job`` on ``partners`` partners; ``sizes`` override the spec's ``[federation]`` (a census);
+    ``distributed``: (noise shares, max customers) when the job runs with ``noise-model = distributed-secagg``."""
     spec: InsightSpec = job.spec
     if partners < 1:
         raise ConfigError("the planner needs the number of partners")
@@ -369,7 +384,7 @@ def plan_job(job: SpecJob, partners: int, *, sizes: Sizes | None = None, source:
     def build(eps: float, population: Populations) -> tuple[list[InsightForecast], dict[str, QueryNoise]]:
         b = batch.model_copy(update={"epsilon": eps})
         noises = server.price_batch(b, extra={discovery.NAME: spec.discovery.weight} if vocabs else None)
-        return forecast(b, noises, server.layout_of(b), partners, population), noises
+        return forecast(b, noises, server.layout_of(b), partners, population, distributed), noises
 
     insights, noises = build(batch.epsilon, pop)
     disc = None
@@ -385,7 +400,8 @@ def plan_job(job: SpecJob, partners: int, *, sizes: Sizes | None = None, source:
     plan = SpecPlan(partners, batch.epsilon, batch.delta, batch.mechanism, batch.min_group_size,
                     batch.suppression_margin_sd, pop, insights, disc, propose_split(insights, batch.mechanism),
                     keys={v: job.sources[v] for v in VOCABULARIES
-                          if any(nd.vocabulary == v and nd.query in kept for nd in job.needs)})
+                          if any(nd.vocabulary == v and nd.query in kept for nd in job.needs)},
+                    noise_model="local" if distributed is None else "distributed-secagg")
     if not pop.known:
         plan.notes.append("sizes unknown: the chance of suppression needs the federation's size -- declare "
                           "[federation] customers = N in the spec, or measure it with `fedinsight insights plan "
@@ -481,7 +497,8 @@ def preview_of(plan: SpecPlan) -> Preview:
     sizes = plan.populations
     notes = ["noise sd and 95 % ± are in customers; 'customers per cell' spreads the federation's size evenly over "
              "the keys; 'needed': customers a cell needs to be shown 95 % of the time"]
-    notes += [f"{plan.partners} partners, epsilon {plan.epsilon:g} (delta {plan.delta:g}, {plan.mechanism}), groups "
+    notes += [f"{plan.partners} partners, epsilon {plan.epsilon:g} (delta {plan.delta:g}, {plan.mechanism}, "
+             f"{plan.noise_model} noise), groups "
              f"under {plan.min_group_size} customers (noisy) are suppressed; sizes: "
              + (f"{sizes.customers:,.0f} customers ({sizes.source})" if sizes.known else "unknown")]
     if plan.keys:
@@ -503,10 +520,18 @@ def preview_of(plan: SpecPlan) -> Preview:
                    rows, notes, plan.warning(), plan.as_dict())
 
 
+def noise_setting(options: Any, partners: int) -> tuple[int, int] | None:
+    """(noise shares, max customers) of a distributed-noise job's options, None for local noise."""
+    if getattr(options, "noise_model", "local") != "distributed-secagg":
+        return None
+    return shares_of(partners, options.honest_partners, options.max_dropouts), options.max_customers
+
+
 def refuse_if_mostly_suppressed(options: Any, partners: int, *, sizes: Sizes | None = None) -> SpecPlan | None:
     """Raise ConfigError (nothing is charged yet) when a spec's plan says most answers would be suppressed."""
     job = options.spec_job(requester="plan", as_of=VALIDATION_DATE)
-    plan = plan_job(job, partners, sizes=sizes, only=options.only_names())
+    plan = plan_job(job, partners, sizes=sizes, only=options.only_names(),
+                    distributed=noise_setting(options, partners))
     warning = plan.warning()
     if warning:
         raise ConfigError(f"refused before anything was charged: {warning}. See `fedinsight insights plan`; run "

@@ -287,6 +287,15 @@ def _keys_note(keys: dict[str, Any]) -> str:
     return f'<p class="note">What the insights group by:</p><ul class="note">{"".join(lines)}</ul>' if lines else ""
 
 
+def noise_words(document: dict[str, Any]) -> str:
+    """Which noise model the batch was released with, in words (escaped)."""
+    mechanism = esc(document.get("mechanism", ""))
+    if document.get("noise_model") == "distributed-secagg":
+        return ("Every number below is a differentially private estimate (discrete-Gaussian noise shares added on "
+                "each partner, summed under SecAgg+: the coordinator saw only the noisy sum)")
+    return f"Every number below is a differentially private estimate ({mechanism} noise added on each partner)"
+
+
 def insights_sections(document: dict[str, Any], currency: str | None = None) -> tuple[list[str], list[Section]]:
     """Sections for an ``insights.json`` document (a batch); ``currency``: the run's reporting currency, which
     money figures are labelled with."""
@@ -299,10 +308,10 @@ def insights_sections(document: dict[str, Any], currency: str | None = None) -> 
              card("groups suppressed", f"{suppressed} of {groups}",
                   f"noisy count below {document.get('min_group_size', '?')} customers")]
     section = Section("insights", "Insights")
-    mechanism = esc(document.get("mechanism", ""))
-    section.add(f'<p class="note">Every number below is a differentially private estimate ({mechanism}'
-                " noise added on each partner); whiskers and brackets are 95 % intervals of that noise and, for "
-                "rates, of sampling.</p>")
+    section.add(f'<p class="note">{noise_words(document)}; whiskers and brackets are 95 % intervals of that '
+                "noise and, for rates, of sampling.</p>")
+    if document.get("trust_model"):
+        section.add(f'<p class="note">Trust model: {esc(document["trust_model"])}.</p>')
     keys = _keys_note(document.get("keys") or {})
     if keys:
         section.add(keys)
@@ -311,7 +320,7 @@ def insights_sections(document: dict[str, Any], currency: str | None = None) -> 
         clock = f" · hours in {esc(zone_words(ins['result']))}" if ins.get("kind") == "golden_hours" \
             and isinstance(ins.get("result"), dict) else ""
         section.add(f'<p class="note">{esc(ins.get("kind"))} · ε {ins.get("epsilon", 0):.3g} · '
-                    f'{ins.get("partners", "?")} partners{clock}</p>')
+                    f'{ins.get("partners", "?")} partners · {esc(ins.get("noise_model", "local"))} noise{clock}</p>')
         builder = BUILDERS.get(str(ins.get("kind")))
         try:
             charts = builder({**ins, "currency": currency}) if builder and isinstance(ins.get("result"), dict) else []

@@ -11,6 +11,7 @@ on every partner, combination, suppression of small groups on noisy counts, erro
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,10 +82,17 @@ def check_affordable(ledger: PrivacyLedger, partner_ids: list[str], noises: dict
 
 
 def release_batch(batch: InsightBatch, noises: dict[str, QueryNoise], replies: list[dict[str, Any]], *,
-                  accountant: str = "rdp") -> list[dict[str, Any]]:
-    """Combine partner replies (one dict per partner: query name -> reply) into released insights."""
-    if len(replies) < MIN_PARTNERS:
-        raise ConfigError(f"insights need at least {MIN_PARTNERS} partners (got {len(replies)}), "
+                  accountant: str = "rdp", contributors: int | None = None,
+                  noise_model: str = "local") -> list[dict[str, Any]]:
+    """Combine partner replies (one dict per partner: query name -> reply) into released insights.
+
+    ``contributors``: ``replies`` is one reply already summed over that many partners under SecAgg+
+    (``noise_model`` distributed-secagg); each insight records its noise model."""
+    partners = len(replies) if contributors is None else contributors
+    if contributors is not None and len(replies) != 1:
+        raise ConfigError("a secure sum is one reply")
+    if partners < MIN_PARTNERS:
+        raise ConfigError(f"insights need at least {MIN_PARTNERS} partners (got {partners}), "
                           "so that no answer is one partner's own figure")
     out = []
     for q in batch.queries:
@@ -92,10 +100,11 @@ def release_batch(batch: InsightBatch, noises: dict[str, QueryNoise], replies: l
             per_partner = [r[q.name] for r in replies]
         except KeyError:
             raise PartnerReplyError(f"a partner did not answer query '{q.name}'") from None
-        combined = combine(q.name, per_partner, noises[q.name])
-        out.append(build_insight(q, combined, rules=batch.features, min_group_size=batch.min_group_size,
-                                 noise=noises[q.name], epsilon=noises[q.name].epsilon(batch.delta, accountant),
-                                 delta=batch.delta, margin_sd=batch.suppression_margin_sd))
+        combined = replace(combine(q.name, per_partner, noises[q.name]), partners=partners)
+        insight = build_insight(q, combined, rules=batch.features, min_group_size=batch.min_group_size,
+                                noise=noises[q.name], epsilon=noises[q.name].epsilon(batch.delta, accountant),
+                                delta=batch.delta, margin_sd=batch.suppression_margin_sd)
+        out.append({**insight, "noise_model": noise_model})
     return out
 
 
@@ -136,6 +145,8 @@ def write_insights(out_dir: Path, insights: list[dict], summary: dict, batch: In
            "requester": batch.requester, "epsilon": batch.epsilon, "delta": batch.delta,
            "mechanism": batch.mechanism, "min_group_size": batch.min_group_size,
            "suppression_margin_sd": batch.suppression_margin_sd, "partners": summary["partners"],
+           "noise_model": summary["privacy"].get("noise_model", "local"),
+           "trust_model": summary["privacy"].get("trust_model", ""),
            "insights": insights, "skipped": summary["skipped"], "keys": summary.get("keys", {}),
            "timezones": summary.get("timezones", [])}
     path = out_dir / "insights.json"
