@@ -28,10 +28,15 @@ import numpy as np
 from fedinsight.core.errors import ConfigError
 
 DEFAULT_MIN_GROUP_SIZE = 50
+MIN_GROUP_FLOOR = 10
+"""No job, spec, batch or API request may set a smaller minimum group size: a noisy count is DP whatever the
+minimum, but a released group of a handful of customers invites reading individuals into it (and a group of 1
+is one customer's row, noise or not). Partners and operators can only raise it."""
 
 
 def check_min_group_size(value: object) -> int:
-    """A valid minimum group size (a whole number of customers, at least 1)."""
+    """A valid minimum group size (a whole number of customers, at least 1; user-facing settings are held to
+    :data:`MIN_GROUP_FLOOR` where they are read)."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < 1:
         raise ConfigError(f"min_group_size must be a whole number of customers >= 1 (got {value!r})")
     return int(value)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedinsight.core.errors import ConfigError
-from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE
+from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
 from fedinsight.tasks.insights.customer_features import check_zone
 
 CustomerGrouping = Literal["rfm_segment", "lifecycle_stage", "ltv_tier", "all"]
@@ -236,7 +236,7 @@ class InsightBatch(BaseModel):
     epsilon: float = Field(gt=0, le=100)
     delta: float = Field(1e-6, gt=0, lt=1)
     mechanism: Literal["gaussian", "laplace"] = "gaussian"
-    min_group_size: int = Field(DEFAULT_MIN_GROUP_SIZE, ge=1)
+    min_group_size: int = Field(DEFAULT_MIN_GROUP_SIZE, ge=MIN_GROUP_FLOOR)
     suppression_margin_sd: float = Field(0.0, ge=0, le=5, description=(
         "Release a group only if its noisy count >= min_group_size + margin x noise sd (0: plain rule; "
         "1.645: 95 % one-sided confidence, stricter hiding but intervals near the bar cover less often)."))

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.options import Options, option
-from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE
+from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
 from fedinsight.tasks.insights.catalogue import PRESETS, InsightBatch, default_batch, parse_batch
 from fedinsight.tasks.insights.distributed import DEFAULT_MAX_CUSTOMERS, NOISE_MODELS, shares_of
 from fedinsight.tasks.insights.spec import InsightSpec, SpecJob, canonical, looks_like_spec_file, parse_spec, spec_job
@@ -21,7 +21,7 @@ class InsightsOptions(Options):
     delta: float = option(1e-6, "Delta of the batch.", above=0, below=1)
     mechanism: str = option("gaussian", "gaussian or laplace (OpenDP samplers).", choices=("gaussian", "laplace"))
     min_group_size: int = option(DEFAULT_MIN_GROUP_SIZE, "Groups with fewer customers (noisy count) are suppressed.",
-                                 minimum=1)
+                                 minimum=MIN_GROUP_FLOOR)
     suppression_margin: float = option(
         0.0, "Also require the noisy count to clear the minimum by this many noise sds (1.645: 95 %).",
         minimum=0, maximum=5)

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.data.schema import FUNNEL_STAGES
-from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE
+from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
 from fedinsight.tasks.insights.catalogue import InsightBatch, default_queries, parse_batch
 from fedinsight.tasks.insights.customer_features import check_zone
 
@@ -109,7 +109,7 @@ class Discovery(_Strict):
     max_keys: int = Field(20, ge=1, le=200, description="Keys kept per dimension, most customers first.")
     max_keys_per_customer: int = Field(2, ge=1, le=20, description=(
         "Keys of one dimension a customer counts towards (their earliest): the release's sensitivity."))
-    min_customers: int | None = Field(None, ge=1, description=(
+    min_customers: int | None = Field(None, ge=MIN_GROUP_FLOOR, description=(
         "A key must reach this many customers (noisy) at one partner; default: the minimum group size."))
     weight: float = Field(1.0, gt=0, description="Share of the budget, relative to the insights' weights.")
     delta: float | None = Field(None, gt=0, lt=1, description=(
@@ -142,7 +142,7 @@ class InsightSpec(_Strict):
     epsilon: float | None = Field(None, gt=0, le=100)
     delta: float | None = Field(None, gt=0, lt=1)
     mechanism: Literal["gaussian", "laplace"] | None = None
-    min_group_size: int | None = Field(None, ge=1)
+    min_group_size: int | None = Field(None, ge=MIN_GROUP_FLOOR)
     suppression_margin_sd: float | None = Field(None, ge=0, le=5)
     timezone: str = "local"
     window: Window = Field(default_factory=Window)

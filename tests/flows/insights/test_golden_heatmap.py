@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from fedinsight.cli import main
 from fedinsight.data.schema import PartnerData
 from fedinsight.data.synth import SynthConfig, generate_partner_frames
+from fedinsight.privacy.suppression import MIN_GROUP_FLOOR
 from fedinsight.tasks.insights.catalogue import default_batch, parse_batch
 from fedinsight.tasks.insights.customer_features import WEEKDAYS
 from fedinsight.tasks.insights.server import price_batch
@@ -59,7 +60,9 @@ def _rfm_all(batch):
 
 
 def test_released_heatmap_matches_an_exact_recomputation_when_noise_is_tiny(federation):
-    batch = _rfm_all(_batch(100.0, min_group_size=1))
+    # the heatmap's arithmetic, not suppression, is under test: a minimum of 1 (below the floor no job may set,
+    # hence model_copy, which skips validation) shows every slot that is not (near-)empty
+    batch = _rfm_all(_batch(100.0)).model_copy(update={"min_group_size": 1})
     insight, = release_in_process(federation, batch)
     truth = sum(_slot_truth(p, K_SLOTS) for p in federation.values())
     group, = insight["result"]["groups"]
@@ -95,8 +98,8 @@ def test_heatmap_shares_the_epsilon_and_grows_the_noise_by_the_bounds(federation
     """Same epsilon, same noise multiplier; the noise sd grows by sqrt((k_h+k_w+k_s)/(k_h+k_w)) (Gaussian)
     or (k_h+k_w+k_s)/(k_h+k_w) (Laplace) -- the figures written in docs/insights.md."""
     for mechanism, factor in (("gaussian", np.sqrt(8 / 5)), ("laplace", 8 / 5)):
-        with_heat = _batch(1.0, mechanism=mechanism, min_group_size=1)
-        without = _batch(1.0, mechanism=mechanism, min_group_size=1, heatmap=False)
+        with_heat = _batch(1.0, mechanism=mechanism, min_group_size=MIN_GROUP_FLOOR)
+        without = _batch(1.0, mechanism=mechanism, min_group_size=MIN_GROUP_FLOOR, heatmap=False)
         assert price_batch(with_heat) == price_batch(without)  # the price does not depend on the bounds
         a, = release_in_process(federation, with_heat)
         b, = release_in_process(federation, without)

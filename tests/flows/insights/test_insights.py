@@ -311,6 +311,7 @@ def test_cdnow_catalogue_runs_without_events():
     ({"epsilon": 0}, "epsilon"),
     ({"features": {"as_of": "someday"}}, "as_of"),
     ({"min_group_size": 0}, "min_group_size"),
+    ({"min_group_size": 9}, "min_group_size"),  # below the floor no job or API request can go
     ({"queries": [{"kind": "group_by", "name": "g", "table": "transactions", "group_by": ["channel"],
                    "aggregates": ["sum"]}]}, "bounds"),
 ])
@@ -340,3 +341,15 @@ def test_query_event_round_trip_through_ledger(tmp_path):
     ledger.charge("p", batch_event(noises), job_id="x", kind="query")
     (charge,) = ledger.charges("p")
     assert isinstance(charge.event, dp_event.ComposedDpEvent) and len(charge.event.events) == len(noises)
+
+
+def test_no_option_spec_or_request_goes_below_the_minimum_group_floor():
+    from fedinsight.privacy.suppression import MIN_GROUP_FLOOR
+    from fedinsight.tasks.insights.options import InsightsOptions
+    from fedinsight.tasks.insights.spec import parse_spec
+
+    with pytest.raises(ConfigError, match="min"):
+        InsightsOptions.of({"min_group_size": MIN_GROUP_FLOOR - 1}, what="insights")
+    assert InsightsOptions.of({"min_group_size": MIN_GROUP_FLOOR}, what="insights").min_group_size == MIN_GROUP_FLOOR
+    with pytest.raises(ConfigError, match="min_group_size"):
+        parse_spec(f'preset = "marketing-overview"\nmin_group_size = {MIN_GROUP_FLOOR - 1}\n')
