@@ -5,7 +5,9 @@ written once into the run folder; a user's own folder is used in place, any fold
 fill the options its dataset decides (a built-in's label window, a preset's reference date, the
 catalogue), compute its baselines on the partners' *protected* views (consent- and erasure-filtered,
 identifiers tokenized), run the job on Flower's simulation runtime with the coordinator's ServerApp and
-the partners' ClientApp, merge, and write ``summary.json``, ``run.json`` and ``report.html``.
+the partners' ClientApp, merge, and write ``summary.json``, ``run.json`` and ``report.html``. A run whose
+result fails the task's own check (a preflight with a refusing partner) writes none of them, only
+``FAILED.json`` saying why: a report of a failed run would read like a finished one.
 
 The run folder keeps the simulation's ledgers (the coordinator's ``ledger.db`` and the simulated partners'
 own ``partner-ledgers.db``), so a second run into the same folder spends from the same budgets;
@@ -25,8 +27,9 @@ from typing import Any
 
 import pandas as pd
 
-from fedinsight.core.errors import ConfigError
+from fedinsight.core.errors import ConfigError, FedinsightError
 from fedinsight.core.files import atomic_output_file
+from fedinsight.core.redact import redact_secrets
 from fedinsight.data.currency import NOT_DECLARED, RateTable, partner_currencies
 from fedinsight.data.federation import BUILTIN_DATASETS
 from fedinsight.federation import registry
@@ -41,6 +44,7 @@ from fedinsight.simulation.results import PartnerModel, model_of, read_insights
 LEDGER = "ledger.db"
 PARTNER_LEDGERS = "partner-ledgers.db"
 RESULT_FILES = ("summary.json", "report.html", "run.json", "insights.json")
+FAILED = "FAILED.json"  # the only result a run that fails its task's check leaves (why, and that it failed)
 
 
 @dataclass
@@ -101,7 +105,7 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     if overwrite and out.exists() and any(out.iterdir()):
-        ours = any((out / n).exists() for n in (*RESULT_FILES, LEDGER, "partners", "model.pt", "model"))
+        ours = any((out / n).exists() for n in (*RESULT_FILES, FAILED, LEDGER, "partners", "model.pt", "model"))
         if not ours:
             raise ConfigError(f"refusing to --overwrite {out}: it does not look like a simulation's output")
         shutil.rmtree(out)
@@ -166,11 +170,23 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     if record := currency_record(table, currencies):
         summary["currency"] = record
     summary = json_finite(summary)
+    try:
+        task.check_result(summary)
+    except FedinsightError as exc:
+        _write_failed(out, task.name, exc)
+        raise
+    (out / FAILED).unlink(missing_ok=True)  # an earlier failed run into this folder
     with atomic_output_file(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     _report(out, command, write_run_report, sim.db or None)
-    task.check_result(summary)
     return Run(task.name, out, summary, federation)
+
+
+def _write_failed(out: Path, task: str, exc: FedinsightError) -> None:
+    """The failed marker: the task, that it failed, and the error the user was shown (value-free)."""
+    record = {"task": task, "status": "failed", "error": type(exc).__name__, "message": redact_secrets(str(exc))}
+    with atomic_output_file(out / FAILED) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def currency_record(table: RateTable | None, currencies: dict[str, str | None]) -> dict[str, Any] | None:
