@@ -29,7 +29,7 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError, FedinsightError
 from fedinsight.core.files import atomic_output_file
-from fedinsight.core.redact import redact_secrets
+from fedinsight.core.redact import redact_secrets, redact_tree
 from fedinsight.data.currency import NOT_DECLARED, RateTable, partner_currencies
 from fedinsight.data.federation import BUILTIN_DATASETS
 from fedinsight.federation import registry
@@ -169,7 +169,7 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     summary["partner_folders"] = federation.names
     if record := currency_record(table, currencies):
         summary["currency"] = record
-    summary = json_finite(summary)
+    summary = redact_tree(json_finite(summary))  # a --db password never reaches summary.json or --json
     try:
         task.check_result(summary)
     except FedinsightError as exc:
@@ -212,7 +212,7 @@ def _report(out: Path, command: str | None, write: Any, ledger_url: str | None) 
         path = write(out, ledger_url=ledger_url)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         logging.getLogger(__name__).warning("no report written (%s: %s); retry with `fedinsight report %s`",
-                                            type(exc).__name__, exc, out)
+                                            type(exc).__name__, redact_secrets(str(exc)), out)
         return
     logging.getLogger(__name__).info("report: %s", path)
 
