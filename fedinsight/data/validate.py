@@ -132,6 +132,21 @@ def _stat_problem(path: Path) -> Problem | None:
     return None
 
 
+def unreadable_tables(folder: Path) -> list[Problem]:
+    """The table files of ``folder`` that cannot be read at all (a folder, a pipe, a broken link, no permission),
+    from ``os.stat`` and ``os.access`` only: cheap enough to check every partner before a job starts."""
+    problems = []
+    for path in sorted(folder.iterdir()):
+        if not looks_like_table_file(path):
+            continue
+        problem = _stat_problem(path)
+        if problem is None and not os.access(path, os.R_OK):
+            problem = _unreadable(str(path), PermissionError(errno.EACCES, "Permission denied"))
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
 def read_bytes(path: Path) -> tuple[bytes | None, list[Problem]]:
     """A table file's bytes, or why it cannot be a table file (missing, a folder, a pipe, a broken link, unreadable,
     another type, empty)."""

@@ -75,3 +75,21 @@ def test_preflight_refusal_carries_no_data_values(monkeypatch):
     record = preflight.check(None, _Partner())[preflight.RECORD]  # type: ignore[arg-type,index]
     assert record["status"] == "refused" and "amount" in str(record["error"])
     assert "SECRET-VALUE" not in str(record["error"])
+
+
+@pytest.mark.parametrize("broken", ["folder", "dangling link", "link loop", "pipe"])
+def test_a_partner_table_that_cannot_be_read_stops_the_run_before_anything_is_written(tmp_path, broken, monkeypatch):
+    """The audit's case: such a partner was skipped and 'simulate insights' charged epsilon without its table."""
+    import os
+
+    started: list[bool] = []
+    monkeypatch.setattr(driver, "run_simulation", lambda *a, **k: started.append(True))
+    root = _folder(tmp_path / "partners")
+    table = root / "beta" / "transactions.csv"
+    table.unlink()
+    {"folder": table.mkdir, "dangling link": lambda: table.symlink_to(root / "gone.csv"),
+     "link loop": lambda: table.symlink_to(table), "pipe": lambda: os.mkfifo(table)}[broken]()
+    sim = SimulationOptions(dataset=str(root), out=str(tmp_path / "run"))
+    with pytest.raises(DataValidationError, match="beta/transactions.csv"):
+        driver.simulate("insights", sim, {})
+    assert not started and not (tmp_path / "run").exists()
