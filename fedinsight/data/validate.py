@@ -197,7 +197,7 @@ def dupes_problem(name: str, dupes: Sequence[str]) -> Problem:
 
 def _csv_header(text: str, delimiter: str) -> list[str]:
     try:
-        return next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
+        return next(csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True), [])
     except (csv.Error, StopIteration):
         return []
 
@@ -208,7 +208,7 @@ def csv_line_numbers(text: str, delimiter: str, rows: int) -> np.ndarray | None:
     if '"' not in text and "\n\n" not in text and "\n\r\n" not in text:
         return None
     starts: list[int] = []
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
     try:
         previous = 0
         for record in reader:
@@ -325,7 +325,7 @@ def _coerce_column(
         if spec.type == "int":
             huge = present & ~bad & (numeric.abs() >= INT64_LIMIT)
             if huge.any():  # pandas cannot hold it as an integer (a CSV typo, a Parquet uint64 maximum)
-                report("whole number too large (the largest supported is 9223372036854775807)", huge)
+                report("whole number too large (must be below 9.2e18, the 64-bit integer limit)", huge)
                 bad = bad | huge
             frac = present & ~bad & (numeric % 1 != 0)
             if frac.any():
