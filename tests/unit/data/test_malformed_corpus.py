@@ -16,6 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fedinsight.cli import main
 from fedinsight.core.errors import DataValidationError
@@ -296,3 +298,35 @@ def test_a_partner_whose_table_cannot_be_read_stops_the_federation(tmp_path, mak
     make(tmp_path / "beta")
     with pytest.raises(DataValidationError, match="beta"):
         load_partner_folder(tmp_path)
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 2), st.booleans()), min_size=1, max_size=12))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_reported_lines_are_file_lines(tmp_path, records):
+    """Whatever quoted line breaks and blank lines come before them, bad rows are reported at their file line.
+
+    Each record: (its channel holds a quoted line break, blank lines before it, its date is bad)."""
+    lines = [H]
+    bad_at = []
+    physical = 1  # the file lines written so far
+    for i, (broken, blanks, bad) in enumerate(records):
+        lines += [""] * blanks
+        physical += blanks
+        if bad:
+            bad_at.append(physical + 1)
+        channel = '"we\nb"' if broken else "web"
+        lines.append(f"t{i},c{i},{'never' if bad else '2024-01-01'},1,1,{channel}")
+        physical += 2 if broken else 1
+    text = "\n".join(lines) + "\n"
+    path = tmp_path / "lines" / TX
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    if not bad_at:
+        read_table(path)
+        return
+    with pytest.raises(DataValidationError) as info:
+        read_table(path)
+    (problem,) = info.value.problems
+    shown = ", ".join(str(n) for n in bad_at[:10])
+    assert f"(lines {shown}" in problem.message
+    assert all(text.split("\n")[n - 1].split(",")[2] == "never" for n in bad_at)  # the numbers are file lines
