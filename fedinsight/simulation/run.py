@@ -65,6 +65,9 @@ class Run:
     def open(cls, out_dir: str | Path) -> Run:
         """A finished run folder (``--out`` of ``fedinsight simulate``, or ``run.out_dir``)."""
         out = Path(out_dir)
+        if not (out / "summary.json").is_file() and (out / FAILED).is_file():
+            failed = json.loads((out / FAILED).read_text())
+            raise ConfigError(f"{out} holds a failed {failed.get('task', '')} run: {failed.get('message', '')}")
         if not (out / "summary.json").is_file():
             raise ConfigError(f"{out} holds no summary.json: not a finished simulation's folder")
         summary = json.loads((out / "summary.json").read_text())

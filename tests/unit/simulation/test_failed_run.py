@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fedinsight.core.errors import DataValidationError, Problem, ProtectionPolicyError
+from fedinsight.core.errors import ConfigError, DataValidationError, Problem, ProtectionPolicyError
 from fedinsight.simulation import run as driver
 from fedinsight.simulation.options import SimulationOptions
 from fedinsight.tasks import preflight
@@ -52,6 +52,8 @@ def test_failed_preflight_writes_only_a_failed_marker(tmp_path, stub_runtime):
         assert not (out / name).exists(), name
     marker = json.loads((out / driver.FAILED).read_text())
     assert marker["status"] == "failed" and marker["task"] == "preflight" and "beta" in marker["message"]
+    with pytest.raises(ConfigError, match="holds a failed preflight run: some partners refused"):
+        driver.Run.open(out)
 
 
 def test_a_later_successful_run_clears_the_failed_marker(tmp_path, stub_runtime):
