@@ -330,3 +330,12 @@ def test_reported_lines_are_file_lines(tmp_path, records):
     shown = ", ".join(str(n) for n in bad_at[:10])
     assert f"(lines {shown}" in problem.message
     assert all(text.split("\n")[n - 1].split(",")[2] == "never" for n in bad_at)  # the numbers are file lines
+
+
+def test_mapped_files_report_file_lines_too(tmp_path):
+    orders = 'kunde,date,total,qty,note\nk1,2024-01-01,5,1,"two\nlines"\nk2,2024-01-02,lots,2,x\n'
+    mapped(MAPPING.format(files="orders.csv", customer="kunde"), orders)(tmp_path)
+    with pytest.raises(DataValidationError) as info:
+        load_partner_folder(tmp_path)
+    (problem,) = info.value.problems
+    assert problem.file.endswith("orders.csv") and "lines 4)" in problem.message
