@@ -78,3 +78,18 @@ def test_state_and_log_folders(tmp_path):
     child = supervisor.start("noop", [sys.executable, "-c", "print('hello')"], dict(os.environ))
     child.proc.wait(timeout=60)
     assert mode(tmp_path / "logs") == 0o700 and mode(child.log) == 0o600
+
+
+def test_coordinator_state_folder_and_database(tmp_path):
+    from types import SimpleNamespace
+
+    from fedinsight.coordinator.state import CoordinatorState
+
+    folder = tmp_path / "coordinator-state"
+    config = SimpleNamespace(state_dir=folder, database_url=f"sqlite:///{folder / 'fedinsight.db'}",
+                             coordinator=SimpleNamespace(accountant="rdp"))
+    state = CoordinatorState.from_config(config)  # type: ignore[arg-type]
+    state.ledger.set_budget("retail", 1.0, 1e-6, reason="test")
+    state.audit.append(actor="operator", action="test")
+    assert mode(folder) == 0o700 and mode(folder / "fedinsight.db") == 0o600
+    assert not [p for p in folder.rglob("*") if p.is_file() and mode(p) & 0o077]  # keys, anchor: 0600 too
