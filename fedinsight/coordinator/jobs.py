@@ -34,6 +34,7 @@ import fedinsight.tasks  # noqa: F401  (registers every task)
 from fedinsight.coordinator.job_store import Job
 from fedinsight.coordinator.state import CoordinatorState
 from fedinsight.core.errors import ConfigError, DeploymentError
+from fedinsight.core.redact import redact_secrets
 from fedinsight.core.settings import dump_toml
 from fedinsight.core.version import __version__
 from fedinsight.federation import registry
@@ -134,7 +135,7 @@ def write_job_report(state: Any, job: Job, out_dir: Path) -> Path | None:
         return write_run_report(out_dir, ledger_url=state.db_url)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("job %s: no report written (%s: %s); retry with `fedinsight report %s --db DATABASE_URL`",
-                    job.id, type(exc).__name__, exc, out_dir)
+                    job.id, type(exc).__name__, redact_secrets(str(exc)), out_dir)
         return None
 
 

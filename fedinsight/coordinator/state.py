@@ -25,6 +25,7 @@ from fedinsight.coordinator.auth import TokenStore, audit_key_path, token_pepper
 from fedinsight.coordinator.config import CoordinatorConfig, load_coordinator_config
 from fedinsight.coordinator.job_store import JobStore
 from fedinsight.core.errors import ConfigError, StateIntegrityError
+from fedinsight.core.files import private_dir
 from fedinsight.core.redact import safe_url
 from fedinsight.federation.store import InsightStore
 from fedinsight.privacy.audit import AuditLog, load_or_create_key
@@ -46,7 +47,7 @@ class CoordinatorState:
 
     @classmethod
     def from_config(cls, config: CoordinatorConfig) -> CoordinatorState:
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.state_dir)  # keys, the database and logs: the operator only
         return cls(config.database_url, config.state_dir, config.coordinator.accountant)
 
     @classmethod

@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase
 
+from fedinsight.core.files import private_file
 from fedinsight.core.paths import fedinsight_home
 
 WRITE_LOCK_OPTION = "fedinsight_write_lock"
@@ -43,13 +45,24 @@ def default_db_url() -> str:
     return f"sqlite:///{fedinsight_home() / 'fedinsight.db'}"
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for an in-memory or URI-style database)."""
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
 def make_engine(url: str | None = None) -> Engine:
     """Create an engine (stores create their own tables); SQLite gets a busy timeout and lockable begins."""
     url = url or default_db_url()
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(url)
+        if path is not None:
+            private_file(path)  # budgets, tokens and erasures: 0600 from the start, not the umask's 0644
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")

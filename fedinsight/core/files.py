@@ -1,4 +1,5 @@
-"""Writing files safely: all-or-nothing output folders and files, private (0600) key files.
+"""Writing files safely: all-or-nothing output folders and files, private (0600) key files and databases in
+private (0700) state folders.
 
 Why: a command that fails half-way (bad input, Ctrl-C, full disk) must leave no partial output that a
 later job could mistake for a complete dataset. Everything is written into a hidden sibling folder and
@@ -17,6 +18,32 @@ from pathlib import Path
 from fedinsight.core.errors import ConfigError
 
 PRIVATE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_dir(path: str | Path) -> Path:
+    """``path`` as a folder only its owner can enter (0700), created if missing. For state folders: budgets,
+    keys, the erasure register and logs live there, and ``mkdir`` alone would leave them to the umask (0755)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def private_file(path: str | Path) -> Path:
+    """``path`` as an existing file only its owner can read (0600), created empty if missing -- before a library
+    (SQLite, a log handler) creates it with the umask's mode. SQLite's journal and WAL files copy this mode."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    except FileExistsError:
+        try:
+            if path.stat().st_mode & 0o777 != PRIVATE_MODE:
+                os.chmod(path, PRIVATE_MODE)
+        except PermissionError:  # another user's file opened read-only (a report reading a ledger): leave it
+            pass
+    return path
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedinsight.core.errors import DeploymentError
+from fedinsight.core.files import private_dir, private_file
 from fedinsight.core.logs import log_tail
 
 
@@ -186,8 +187,8 @@ class Supervisor:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self, name: str, cmd: Sequence[str], env: dict[str, str]) -> Child:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_dir / f"{name}.log"
+        private_dir(self.log_dir)  # logs may quote paths, URLs and data problems: the operator only
+        log = private_file(self.log_dir / f"{name}.log")
         with open(log, "ab") as handle:
             proc = subprocess.Popen(list(cmd), env=env, stdout=handle, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)

@@ -33,6 +33,7 @@ from fedinsight.data.synth import SynthConfig, generate_partner_frames
 from fedinsight.data.validate import (
     TableSource,
     _read_and_check,
+    looks_like_table_file,
     nothing_to_validate,
     row_problems,
     table_for_path,
@@ -111,7 +112,7 @@ def load_builtin_federation(
 
 
 def _holds_partner_data(folder: Path) -> bool:
-    return has_mapping(folder) or any(table_for_path(f) for f in folder.iterdir() if f.is_file())
+    return has_mapping(folder) or any(looks_like_table_file(f) for f in folder.iterdir())
 
 
 def partner_folders(root: Path) -> list[Path]:
@@ -125,7 +126,7 @@ def partner_folders(root: Path) -> list[Path]:
     with_tables = [d for d in subdirs if _holds_partner_data(d)]
     if with_tables:
         return with_tables
-    if any(table_for_path(f) for f in root.iterdir() if f.is_file()):
+    if any(looks_like_table_file(f) for f in root.iterdir()):
         return [root]
     return []
 
@@ -152,7 +153,7 @@ def _canonical_tables(folder: Path, encoding: str) -> tuple[dict[str, tuple[pd.D
     seen: dict[str, Path] = {}
     problems: list[Problem] = []
     for f in sorted(folder.iterdir()):
-        spec = table_for_path(f) if f.is_file() else None
+        spec = table_for_path(f) if looks_like_table_file(f) else None
         if spec is None:
             continue
         if spec.name in seen:

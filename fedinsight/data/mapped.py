@@ -219,7 +219,7 @@ def _read_table(mapping: PartnerMapping, table: TableMapping,
             continue
         frames.append(_canonical_frame(table, raw.frame))
         files.append(np.full(len(raw.frame), str(path), dtype=object))
-        numbers.append(np.arange(len(raw.frame)) + raw.first_row_number)
+        numbers.append(raw.numbers if raw.numbers is not None else np.arange(len(raw.frame)) + raw.first_row_number)
         units.add(raw.unit)
     own += _missing_problems(mapping, missing)
     if not frames or data_problems or own:

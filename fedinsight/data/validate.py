@@ -5,15 +5,23 @@ joining a federation, and a vague or partial error costs a round-trip with the c
 So every problem in every file is collected (not just the first), each names the file, the column,
 up to ten offending rows and what was expected, and nothing is written anywhere while validating.
 
-Row numbers: for CSV files they are *line numbers* in the file (the header is line 1); for Parquet
-files they are 1-based row positions.
+Row numbers: for CSV files they are *line numbers* in the file (the header is line 1; a record whose quoted
+field spans several lines is numbered by its first line, and blank lines count); for Parquet files they are
+1-based row positions.
+
+Files that cannot be read at all (a folder, a pipe, a dangling link or a link loop, no read permission)
+are problems too, found with ``os.stat`` before anything is opened: a pipe would block the reader forever.
 """
 
 from __future__ import annotations
 
+import csv
 import difflib
+import errno
 import io
+import os
 import shlex
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +37,7 @@ TRUE_WORDS = {"true", "t", "yes", "y", "1"}
 FALSE_WORDS = {"false", "f", "no", "n", "0"}
 MAX_ROWS_SHOWN = 10
 MAX_VALUES_SHOWN = 5
+INT64_LIMIT = float(2**63)  # integers at or beyond this do not fit the int64 columns tables are typed to
 
 
 @dataclass
@@ -89,17 +98,69 @@ def _read_raw(path: Path, encoding: str) -> tuple[TableSource | None, list[Probl
     return csv_frame(text.removeprefix("\ufeff"), name)
 
 
-def read_bytes(path: Path) -> tuple[bytes | None, list[Problem]]:
-    """A table file's bytes, or why it cannot be a table file (missing, a folder, another type, empty)."""
+def looks_like_table_file(path: Path) -> bool:
+    """A folder entry named after a canonical table that must be checked, whatever it is: a regular file, or a
+    ``.csv``/``.parquet`` name that is a folder, pipe or broken link (skipping those silently would let a partner
+    join a federation without the table it meant to give)."""
+    return table_for_path(path) is not None and (path.is_file() or path.suffix.lower() in SUPPORTED_SUFFIXES)
+
+
+def _unreadable(name: str, exc: OSError) -> Problem:
+    if isinstance(exc, PermissionError):
+        return Problem(name, "cannot be read: permission denied; give the user running fedinsight read access "
+                             "(e.g. chmod o+r, or run as the file's owner)")
+    return Problem(name, f"cannot be read ({exc.strerror or type(exc).__name__})")
+
+
+def _stat_problem(path: Path) -> Problem | None:
+    """Why ``path`` is not a regular file that can be read, from ``os.stat`` alone (nothing is opened)."""
     name = str(path)
-    if not path.exists():
-        return None, [Problem(name, "file does not exist")]
-    if path.is_dir():
-        return None, [Problem(name, "is a folder, expected a .csv or .parquet file")]
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if path.is_symlink():
+            return Problem(name, f"is a symbolic link to a missing file ({os.readlink(path)}); fix or remove the link")
+        return Problem(name, "file does not exist")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return Problem(name, "is a symbolic link loop; point the link at the real file")
+        return _unreadable(name, exc)
+    if stat.S_ISDIR(st.st_mode):
+        return Problem(name, "is a folder, expected a .csv or .parquet file")
+    if not stat.S_ISREG(st.st_mode):
+        return Problem(name, "is not a regular file (a pipe, socket or device); export the table to a regular file")
+    return None
+
+
+def unreadable_tables(folder: Path) -> list[Problem]:
+    """The table files of ``folder`` that cannot be read at all (a folder, a pipe, a broken link, no permission),
+    from ``os.stat`` and ``os.access`` only: cheap enough to check every partner before a job starts."""
+    problems = []
+    for path in sorted(folder.iterdir()):
+        if not looks_like_table_file(path):
+            continue
+        problem = _stat_problem(path)
+        if problem is None and not os.access(path, os.R_OK):
+            problem = _unreadable(str(path), PermissionError(errno.EACCES, "Permission denied"))
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def read_bytes(path: Path) -> tuple[bytes | None, list[Problem]]:
+    """A table file's bytes, or why it cannot be a table file (missing, a folder, a pipe, a broken link, unreadable,
+    another type, empty)."""
+    name = str(path)
+    problem = _stat_problem(path)
+    if problem is not None:
+        return None, [problem]
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         return None, [Problem(name, f"unsupported file type '{suffix}', expected one of .csv, .parquet")]
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, [_unreadable(name, exc)]
     if not raw.strip():
         return None, [Problem(name, "file is empty: expected a header row and at least one data row")]
     return raw, []
@@ -115,12 +176,57 @@ def parquet_frame(raw: bytes, name: str) -> tuple[TableSource | None, list[Probl
         return None, [Problem(name, f"not a readable Parquet file ({type(exc).__name__})")]
     if frame.empty:
         return None, [Problem(name, "file has no data rows")]
+    dupes = _duplicated([str(c) for c in frame.columns])
+    if dupes:
+        return None, [dupes_problem(name, dupes)]
     frame.columns = [str(c).strip() for c in frame.columns]
     return TableSource(frame.reset_index(drop=True), 1, "rows"), []
 
 
+def _duplicated(header: Sequence[str]) -> list[str]:
+    """Column names that appear more than once once surrounding spaces are ignored."""
+    stripped = [h.strip() for h in header]
+    return sorted({h for h in stripped if stripped.count(h) > 1})
+
+
+def dupes_problem(name: str, dupes: Sequence[str]) -> Problem:
+    shown = ", ".join(f"'{d}'" for d in dupes)
+    return Problem(name, f"column names appear more than once (ignoring surrounding spaces): {shown}; "
+                         "rename or drop the extra column(s)")
+
+
+def _csv_header(text: str, delimiter: str) -> list[str]:
+    try:
+        return next(csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True), [])
+    except (csv.Error, StopIteration):
+        return []
+
+
+def csv_line_numbers(text: str, delimiter: str, rows: int) -> np.ndarray | None:
+    """Each data record's first line in the file, when quoted line breaks or blank lines make it differ from
+    ``position + 2`` (None otherwise, or when the csv module reads a different number of records than pandas)."""
+    if '"' not in text and "\n\n" not in text and "\n\r\n" not in text:
+        return None
+    starts: list[int] = []
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
+    try:
+        previous = 0
+        for record in reader:
+            if record and (len(record) > 1 or record[0].strip()):
+                starts.append(previous + 1)
+            previous = reader.line_num
+    except csv.Error:
+        return None
+    if len(starts) != rows + 1:  # the header plus every data record
+        return None
+    return np.asarray(starts[1:], dtype=np.int64)
+
+
 def csv_frame(text: str, name: str, delimiter: str = ",") -> tuple[TableSource | None, list[Problem]]:
     """A CSV file's table with every value as text, rows numbered by their line (the header is line 1)."""
+    dupes = _duplicated(_csv_header(text, delimiter))
+    if dupes:  # pandas would rename the second 'amount' to 'amount.1' and read on
+        return None, [dupes_problem(name, dupes)]
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, skipinitialspace=True, sep=delimiter)
     except pd.errors.ParserError as exc:
@@ -132,10 +238,10 @@ def csv_frame(text: str, name: str, delimiter: str = ",") -> tuple[TableSource |
     if frame.empty:
         return None, [Problem(name, "file has a header but no data rows")]
     frame.columns = [str(c).strip() for c in frame.columns]
-    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    dupes = _duplicated(list(frame.columns))
     if dupes:
-        return None, [Problem(name, f"column names appear more than once: {', '.join(dupes)}")]
-    return TableSource(frame, 2, "lines"), []
+        return None, [dupes_problem(name, dupes)]
+    return TableSource(frame, 2, "lines", numbers=csv_line_numbers(text, delimiter, len(frame))), []
 
 
 def _count(mask: np.ndarray | pd.Series) -> int:
@@ -217,6 +323,10 @@ def _coerce_column(
             hint = f"; {reader.number_hint}" if reader.number_hint else ""
             report(f"expected a number ({spec.type}{hint})", bad)
         if spec.type == "int":
+            huge = present & ~bad & (numeric.abs() >= INT64_LIMIT)
+            if huge.any():  # pandas cannot hold it as an integer (a CSV typo, a Parquet uint64 maximum)
+                report("whole number too large (must be below 9.2e18, the 64-bit integer limit)", huge)
+                bad = bad | huge
             frac = present & ~bad & (numeric % 1 != 0)
             if frac.any():
                 report("expected a whole number", frac)
@@ -390,9 +500,10 @@ def iter_table_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if not f.is_file() or f.suffix.lower() not in SUPPORTED_SUFFIXES:
-                    continue
-                (files if table_for_path(f) is not None else skipped).append(f)
+                if looks_like_table_file(f):
+                    files.append(f)
+                elif f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES:
+                    skipped.append(f)
         else:
             files.append(p)
     return files, skipped
@@ -419,7 +530,7 @@ def validate_paths(
         folder = Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir() else None
         problems.append(Problem(", ".join(map(str, paths)), nothing_to_validate(skipped, folder)))
     for path in files:
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             problems.append(Problem(str(path), "file does not exist"))
             continue
         spec = table_for_path(path)

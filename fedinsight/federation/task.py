@@ -40,6 +40,7 @@ from flwr.serverapp import Grid
 
 from fedinsight.core.errors import ConfigError, FedinsightError, PartnerReplyError
 from fedinsight.core.files import atomic_output_file
+from fedinsight.core.redact import redact_tree
 from fedinsight.federation import progress
 from fedinsight.federation.budget import BudgetGate, Charge, charge_before_compute, withdraw_unspent
 from fedinsight.federation.exposure import Exposure, WatchedGrid
@@ -503,8 +504,8 @@ def job_delta(plan: Plan, options: Options) -> float:
 def write_summary(out_dir: Path, summary: dict[str, Any]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "summary.json"
-    with atomic_output_file(path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    with atomic_output_file(path) as tmp:  # no database password in a file that is shared
+        tmp.write_text(json.dumps(redact_tree(summary), indent=2, allow_nan=False) + "\n")
     return path
 
 

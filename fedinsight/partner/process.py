@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedinsight.core.errors import ConfigError, DeploymentError
+from fedinsight.core.files import private_dir
 from fedinsight.core.logs import log_tail
 from fedinsight.core.procs import PidFile, Supervisor, port_in_use
 from fedinsight.partner.config import PartnerConfig, load_partner_config
@@ -101,7 +102,7 @@ def run_partner(config_path: str | Path, *, say: Say = print, verbose: bool = Fa
     if port_in_use("127.0.0.1", config.runtime.port):
         raise DeploymentError(f"[runtime] port {config.runtime.port} is already in use on 127.0.0.1; choose another "
                               f"in {config_path}")
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.state_dir)  # its ledger, PID file and logs: the partner's operator only
     pid_file = PidFile(config.pid_file, f"partner {config.partner.id}")
     pid_file.acquire()
     supervisor = Supervisor(config.state_dir / "logs", verbose=verbose)

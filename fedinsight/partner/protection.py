@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedinsight.core.errors import DataValidationError, KeyFileError, PiiDetectedError, Problem, ProtectionPolicyError
+from fedinsight.core.files import private_dir, write_private
 from fedinsight.data.federation import load_partner_folder
 from fedinsight.data.mapping import has_mapping
 from fedinsight.data.schema import SCHEMA_COLUMNS, TABLES, PartnerData
@@ -282,7 +283,8 @@ def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | Non
     data = next(iter(partners.values()))
     findings = scan_tables(data.tables(), schema=SCHEMA_COLUMNS)  # type: ignore[arg-type]
     sources = data.meta.get("columns")
-    keys = folder / STATE_DIR / "keys"
+    private_dir(folder / STATE_DIR)  # keys, the erasure register and the partner's ledger live here
+    keys = private_dir(folder / STATE_DIR / "keys")
     for kind in ("tokenization", "encryption"):
         if not (keys / f"{kind}.key").exists():
             generate_keyring(keys / f"{kind}.key", kind)
@@ -290,8 +292,7 @@ def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | Non
         ring = resolve_keyring("collaboration", file=collaboration_key)
         target = keys / "collaboration.key"
         if not target.exists():
-            target.write_bytes(Path(ring.source).read_bytes())
-            target.chmod(0o600)
+            write_private(target, Path(ring.source).read_bytes())
     path.write_text(starter_policy(findings, collaboration=collaboration_key is not None,
                                    sources=sources if isinstance(sources, dict) else None), encoding="utf-8")
     return path, findings

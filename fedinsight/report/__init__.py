@@ -66,7 +66,7 @@ RUN_META = "run.json"
 
 def record_command(run_dir: Path, command: str) -> None:
     """Write ``run_dir/run.json`` with the command that produced the run (the report's "reproduce" box)."""
-    meta = {"command": command, "fedinsight": __version__,
+    meta = {"command": redact_secrets(command), "fedinsight": __version__,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
     with atomic_output_file(Path(run_dir) / RUN_META) as tmp:
         tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")

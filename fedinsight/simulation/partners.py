@@ -28,6 +28,7 @@ from fedinsight.data.federation import (
 )
 from fedinsight.data.mapping import find_mapping
 from fedinsight.data.schema import PartnerData
+from fedinsight.data.validate import unreadable_tables
 from fedinsight.federation.task import PARTNER_ID_PATTERN
 from fedinsight.partner.protection import PartnerVault, init_federation
 from fedinsight.partner.view import PartnerView
@@ -97,6 +98,9 @@ class Partners:
             if not re.fullmatch(PARTNER_ID_PATTERN, folder.name):
                 raise ConfigError(f"partner folder '{folder.name}' cannot name a partner: use letters, digits, spaces "
                                   "and _ - . : ( ) [ ] + & , # (at most 128), e.g. rename it")
+        # a table that is a folder, a pipe or a broken link: refused here, before a run folder or a budget is touched
+        if problems := [p for folder in partner_folders(root) for p in unreadable_tables(folder)]:
+            raise DataValidationError(problems)
         truth = root / "ground_truth.json"  # written by `fedinsight data synth`: public facts about the generator
         facts = json.loads(truth.read_text()) if truth.is_file() else {}
         return cls(root, str(root), False, facts)

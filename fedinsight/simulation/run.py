@@ -5,7 +5,9 @@ written once into the run folder; a user's own folder is used in place, any fold
 fill the options its dataset decides (a built-in's label window, a preset's reference date, the
 catalogue), compute its baselines on the partners' *protected* views (consent- and erasure-filtered,
 identifiers tokenized), run the job on Flower's simulation runtime with the coordinator's ServerApp and
-the partners' ClientApp, merge, and write ``summary.json``, ``run.json`` and ``report.html``.
+the partners' ClientApp, merge, and write ``summary.json``, ``run.json`` and ``report.html``. A run whose
+result fails the task's own check (a preflight with a refusing partner) writes none of them, only
+``FAILED.json`` saying why: a report of a failed run would read like a finished one.
 
 The run folder keeps the simulation's ledgers (the coordinator's ``ledger.db`` and the simulated partners'
 own ``partner-ledgers.db``), so a second run into the same folder spends from the same budgets;
@@ -25,8 +27,9 @@ from typing import Any
 
 import pandas as pd
 
-from fedinsight.core.errors import ConfigError
+from fedinsight.core.errors import ConfigError, FedinsightError
 from fedinsight.core.files import atomic_output_file
+from fedinsight.core.redact import redact_secrets, redact_tree
 from fedinsight.data.currency import NOT_DECLARED, RateTable, partner_currencies
 from fedinsight.data.federation import BUILTIN_DATASETS
 from fedinsight.federation import registry
@@ -41,6 +44,7 @@ from fedinsight.simulation.results import PartnerModel, model_of, read_insights
 LEDGER = "ledger.db"
 PARTNER_LEDGERS = "partner-ledgers.db"
 RESULT_FILES = ("summary.json", "report.html", "run.json", "insights.json")
+FAILED = "FAILED.json"  # the only result a run that fails its task's check leaves (why, and that it failed)
 
 
 @dataclass
@@ -61,6 +65,9 @@ class Run:
     def open(cls, out_dir: str | Path) -> Run:
         """A finished run folder (``--out`` of ``fedinsight simulate``, or ``run.out_dir``)."""
         out = Path(out_dir)
+        if not (out / "summary.json").is_file() and (out / FAILED).is_file():
+            failed = json.loads((out / FAILED).read_text())
+            raise ConfigError(f"{out} holds a failed {failed.get('task', '')} run: {failed.get('message', '')}")
         if not (out / "summary.json").is_file():
             raise ConfigError(f"{out} holds no summary.json: not a finished simulation's folder")
         summary = json.loads((out / "summary.json").read_text())
@@ -101,7 +108,7 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     if overwrite and out.exists() and any(out.iterdir()):
-        ours = any((out / n).exists() for n in (*RESULT_FILES, LEDGER, "partners", "model.pt", "model"))
+        ours = any((out / n).exists() for n in (*RESULT_FILES, FAILED, LEDGER, "partners", "model.pt", "model"))
         if not ours:
             raise ConfigError(f"refusing to --overwrite {out}: it does not look like a simulation's output")
         shutil.rmtree(out)
@@ -165,12 +172,24 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     summary["partner_folders"] = federation.names
     if record := currency_record(table, currencies):
         summary["currency"] = record
-    summary = json_finite(summary)
+    summary = redact_tree(json_finite(summary))  # a --db password never reaches summary.json or --json
+    try:
+        task.check_result(summary)
+    except FedinsightError as exc:
+        _write_failed(out, task.name, exc)
+        raise
+    (out / FAILED).unlink(missing_ok=True)  # an earlier failed run into this folder
     with atomic_output_file(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     _report(out, command, write_run_report, sim.db or None)
-    task.check_result(summary)
     return Run(task.name, out, summary, federation)
+
+
+def _write_failed(out: Path, task: str, exc: FedinsightError) -> None:
+    """The failed marker: the task, that it failed, and the error the user was shown (value-free)."""
+    record = {"task": task, "status": "failed", "error": type(exc).__name__, "message": redact_secrets(str(exc))}
+    with atomic_output_file(out / FAILED) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def currency_record(table: RateTable | None, currencies: dict[str, str | None]) -> dict[str, Any] | None:
@@ -196,7 +215,7 @@ def _report(out: Path, command: str | None, write: Any, ledger_url: str | None) 
         path = write(out, ledger_url=ledger_url)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         logging.getLogger(__name__).warning("no report written (%s: %s); retry with `fedinsight report %s`",
-                                            type(exc).__name__, exc, out)
+                                            type(exc).__name__, redact_secrets(str(exc)), out)
         return
     logging.getLogger(__name__).info("report: %s", path)
 

@@ -69,6 +69,19 @@ class PreflightTask(Task):
         return TaskResult({"purpose": session.options.purpose, "results": rows,  # type: ignore[attr-defined]
                            "ok": all(r["status"] == "ok" for r in rows)})
 
+    def headline(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
+        return [(r["partner"], r["status"] + (f": {r['error']}" if r["error"] else
+                                              f" (drops {', '.join(r['dropped']) or 'nothing'})"))
+                for r in summary.get("results", [])]
+
+    def check_result(self, summary: dict[str, Any]) -> None:
+        """A preflight with a refusal fails: its message names each refusing partner and why (no table is
+        printed for a failed run, so the reasons travel in the error)."""
+        if not summary.get("ok", True):
+            why = "; ".join(f"{r['partner']}: {r['error'] or r['status']}" for r in summary.get("results", [])
+                            if r["status"] != "ok")
+            raise ProtectionPolicyError(f"some partners refused to load their data -- {why}")
+
 
 def _split(value: Any) -> list[str]:
     return [c for c in str(value).split(",") if c]
@@ -79,8 +92,8 @@ def check(msg: Message, partner: Partner) -> Message:
     record = ConfigRecord({"status": "ok", "error": "", "policy": "", "dropped": "", "tokenized": ""})
     try:
         report = partner.data().meta["protection"]
-    except FedinsightError as exc:  # our messages are value-free by construction
-        record["status"], record["error"] = "refused", f"{type(exc).__name__}: {exc}"[:2000]
+    except FedinsightError as exc:  # public_message leaves data values out (a validation error's offending values)
+        record["status"], record["error"] = "refused", f"{type(exc).__name__}: {exc.public_message}"[:2000]
     except Exception as exc:  # a library's message might quote a data value: only its type leaves the partner
         log.exception("preflight failed on this partner")
         record["status"], record["error"] = "error", f"{type(exc).__name__} (details are in the partner's log)"
@@ -90,15 +103,6 @@ def check(msg: Message, partner: Partner) -> Message:
         record["dropped"] = ",".join(str(c) for c in report["dropped"])
         record["tokenized"] = ",".join(str(c) for c in report["tokenized"])
     return reply(msg, **{RECORD: record})
-
-    def headline(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
-        return [(r["partner"], r["status"] + (f": {r['error']}" if r["error"] else
-                                              f" (drops {', '.join(r['dropped']) or 'nothing'})"))
-                for r in summary.get("results", [])]
-
-    def check_result(self, summary: dict[str, Any]) -> None:
-        if not summary.get("ok", True):
-            raise ProtectionPolicyError("some partners refused to load their data; see the table above")
 
 
 TASK = PreflightTask()
