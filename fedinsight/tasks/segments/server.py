@@ -1,0 +1,94 @@
+"""Coordinator side of segments: initialise from the noisy histogram, run the Lloyd steps, release sizes.
+
+Everything here is post-processing of the partners' summed noisy releases (the job was charged, on every
+ledger, before this runs). The model file ``segments.json`` holds only public things: the features, their
+public caps, the reference date and the centres -- what a partner needs to place its own customers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedinsight.core.files import atomic_output_file
+from fedinsight.federation import progress
+from fedinsight.federation.task import Session
+from fedinsight.privacy.intervals import estimate
+from fedinsight.privacy.suppression import suppressed
+from fedinsight.tasks.segments import kmeans
+from fedinsight.tasks.segments.client import RECORD
+from fedinsight.tasks.segments.features import FEATURES, describe, raw_value
+from fedinsight.tasks.segments.options import SegmentsOptions
+
+MODEL_FILE = "segments.json"
+MIN_COUNT_SD = 2.0
+"""A cluster's centre moves only if its summed noisy count clears this many noise sds (else it stays)."""
+
+
+def _summed(replies: dict[int, Any], record: str, key: str) -> np.ndarray:
+    return np.sum([np.asarray(m.content[record][key], dtype=float) for m in replies.values()], axis=0)
+
+
+def run(session: Session) -> dict[str, Any]:
+    """The workflow; returns the task's part of ``summary.json`` (the centres and the released sizes)."""
+    options: SegmentsOptions = session.options  # type: ignore[assignment]
+    plan = options.noise()
+    partners = len(session.nodes)
+    total = options.iterations + 2
+    progress.report("steps", 0, total)
+    hist = _summed(session.ask("query", "histogram"), RECORD, "histogram")
+    centres = kmeans.weighted_kmeans(kmeans.cell_centres(options.dim, options.grid_size), hist, options.k,
+                                     options.seed)
+    history = [centres.tolist()]
+    min_count = max(1.0, MIN_COUNT_SD * plan.counts * math.sqrt(partners))
+    for step in range(1, options.iterations + 1):
+        progress.report("steps", step, total)
+        replies = session.ask("query", "assign", config=session.config("assign", centres=json.dumps(
+            centres.tolist()), step=step))
+        counts = _summed(replies, "counts", "counts")
+        sums = _summed(replies, "sums", "sums").reshape(options.k, options.dim)
+        centres = kmeans.update(centres, counts, sums, min_count)
+        history.append(centres.tolist())
+    replies = session.ask("query", "sizes", config=session.config("sizes", centres=json.dumps(centres.tolist())))
+    sizes = _summed(replies, RECORD, "sizes")
+    progress.report("steps", total, total)
+    sd = plan.sizes * math.sqrt(partners)
+    hidden = suppressed(sizes, options.min_group_size)
+    segments = []
+    for j in range(options.k):
+        est = estimate(float(sizes[j]), sd**2, lower=0.0)
+        segments.append({
+            "segment": j + 1, "centre": [round(float(v), 4) for v in centres[j]],
+            "words": describe(centres[j], options.names),
+            "typical": {n: round(raw_value(float(v), n), 2) for v, n in zip(centres[j], options.names, strict=True)},
+            "size": None if hidden[j] else round(est.value, 1),
+            "ci95": None if hidden[j] else [round(est.ci95[0], 1), round(est.ci95[1], 1)],
+            "suppressed": bool(hidden[j]),
+        })
+    return {
+        "k": options.k, "iterations": options.iterations, "features": list(options.names), "as_of": options.as_of,
+        "segments": segments, "centres": centres.tolist(), "centre_history": history,
+        "suppressed_segments": int(hidden.sum()), "size_noise_sd": sd,
+        "noise": {"init": plan.init, "counts": plan.counts, "sums": plan.sums, "sizes": plan.sizes,
+                  "rho": plan.rho, "sum_bound": options.sum_bound},
+    }
+
+
+def model(summary: dict[str, Any]) -> dict[str, Any]:
+    """The public model a partner assigns its own customers with (``partner export segments``)."""
+    names = summary["features"]
+    return {"kind": "fedinsight-segments", "version": 1, "as_of": summary["as_of"], "features": names,
+            "caps": {n: FEATURES[n].cap for n in names}, "centres": summary["centres"],
+            "words": [s["words"] for s in summary["segments"]]}
+
+
+def write_model(out_dir: Path, summary: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / MODEL_FILE
+    with atomic_output_file(path) as tmp:
+        tmp.write_text(json.dumps(model(summary), indent=2) + "\n")
+    return path
