@@ -28,15 +28,18 @@ class Feature:
     name: str
     cap: float
     unit: str
-    high: str  # what a high value means, in a marketer's words
-    low: str
+    bands: tuple[tuple[float, str], ...]  # (raw value at least, word), highest first; the last one catches all
 
 
 FEATURES: dict[str, Feature] = {
-    "recency": Feature("recency", 730.0, "days since the last purchase", "recent", "lapsed"),
-    "frequency": Feature("frequency", 50.0, "purchases", "frequent", "one-off"),
-    "monetary": Feature("monetary", 5_000.0, "total spend", "high spend", "low spend"),
-    "basket": Feature("basket", 1_000.0, "mean order value", "big baskets", "small baskets"),
+    "recency": Feature("recency", 730.0, "days since the last purchase",
+                       ((365, "lapsed"), (180, "lapsing"), (90, "cooling"), (30, "recent"), (0, "very recent"))),
+    "frequency": Feature("frequency", 50.0, "purchases",
+                         ((10, "very frequent"), (4, "frequent"), (1.5, "repeat"), (0, "one-off"))),
+    "monetary": Feature("monetary", 5_000.0, "total spend",
+                        ((1000, "top spend"), (250, "high spend"), (75, "mid spend"), (0, "low spend"))),
+    "basket": Feature("basket", 1_000.0, "mean order value",
+                      ((200, "big baskets"), (50, "mid baskets"), (0, "small baskets"))),
 }
 """The features a job may choose (``--features``), with their public caps."""
 
@@ -88,11 +91,13 @@ def customer_vectors(transactions: pd.DataFrame | None, as_of: str, features: tu
 
 
 def describe(centre: np.ndarray, features: tuple[str, ...]) -> str:
-    """A centre in a marketer's words: each feature as high / mid / low (thirds of [0, 1])."""
+    """A centre in a marketer's words: each feature's typical raw value (:func:`raw_value`) placed in the
+    feature's declared bands ("very recent", "frequent", "high spend" ...). Bands are on raw values, not on the
+    log scale, so that "recent" means the same number of days whatever the cap."""
     words = []
     for value, name in zip(centre, features, strict=True):
-        f = FEATURES[name]
-        words.append(f.high if value >= 2 / 3 else f.low if value < 1 / 3 else f"mid {f.name}")
+        raw = raw_value(float(value), name)
+        words.append(next(word for floor, word in FEATURES[name].bands if raw >= floor))
     return ", ".join(words)
 
 
