@@ -76,7 +76,8 @@ class SegmentsTask(Task):
         summary = server.run(session)
         artifacts = {}
         if session.job.out_dir:
-            artifacts["segments"] = str(server.write_model(Path(session.job.out_dir), summary))
+            artifacts["segments"] = str(server.write_model(Path(session.job.out_dir), summary,
+                                                                     session.job.message_config()))
         return TaskResult(summary, artifacts)
 
     # simulations

@@ -78,17 +78,18 @@ def run(session: Session) -> dict[str, Any]:
     }
 
 
-def model(summary: dict[str, Any]) -> dict[str, Any]:
-    """The public model a partner assigns its own customers with (``partner export segments``)."""
+def model(summary: dict[str, Any], currency: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The public model a partner assigns its own customers with (``partner export segments``); ``currency``: the
+    job's public reporting currency and rates (the partner converts its amounts the same way)."""
     names = summary["features"]
     return {"kind": "fedinsight-segments", "version": 1, "as_of": summary["as_of"], "features": names,
             "caps": {n: FEATURES[n].cap for n in names}, "centres": summary["centres"],
-            "words": [s["words"] for s in summary["segments"]]}
+            "words": [s["words"] for s in summary["segments"]], "currency": dict(currency or {})}
 
 
-def write_model(out_dir: Path, summary: dict[str, Any]) -> Path:
+def write_model(out_dir: Path, summary: dict[str, Any], currency: dict[str, Any] | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / MODEL_FILE
     with atomic_output_file(path) as tmp:
-        tmp.write_text(json.dumps(model(summary), indent=2) + "\n")
+        tmp.write_text(json.dumps(model(summary, currency), indent=2) + "\n")
     return path

@@ -35,7 +35,7 @@ def test_segments_and_the_model_file_hold_no_customer(federation, tmp_path):
         assert (s["size"] is None) == s["suppressed"] == (s["ci95"] is None)
         assert s["suppressed"] or s["size"] >= 50
     model = json.loads((tmp_path / "segments.json").read_text())
-    assert set(model) == {"kind", "version", "as_of", "features", "caps", "centres", "words"}
+    assert set(model) == {"kind", "version", "as_of", "features", "caps", "centres", "words", "currency"}
     assert np.asarray(model["centres"]).shape == (3, 3)
 
 
@@ -70,3 +70,23 @@ def test_simulated_on_cdnow_through_flower_charges_the_plan_and_nearly_matches_c
     assert ratio <= 1.5
     assert summary["baselines"]["cost_ratio"] == pytest.approx(ratio, rel=0.05)  # the simulation's own figure
     assert "Customer segments" in (tmp_path / "report.html").read_text()
+
+
+def test_a_partner_exports_its_own_ids_of_consenting_non_erased_customers_only(federation, tmp_path):
+    import pandas as pd
+    from support.federations import PARTNER_NAMES
+
+    from fedinsight.cli import main
+
+    run_in_process("segments", federation, tmp_path, k=3, iterations=2, epsilon=2.0)
+    partner = PARTNER_NAMES[0]
+    out = tmp_path / "seg.csv"
+    assert main(["partner", "export", "segments", "--model", str(tmp_path / "segments.json"), "--partner-data",
+                 str(federation.folder(partner)), "--out", str(out)]) == 0
+    frame = pd.read_csv(out, dtype={"customer_id": str})
+    assert len(frame) > 50 and frame["customer_id"].notna().all()
+    assert all(i.startswith("member-") for i in frame["customer_id"])  # the partner's own ids, on the partner
+    assert not set(frame["customer_id"]) & set(federation.excluded[partner])
+    assert set(frame["segment"]) <= {1, 2, 3} and frame["segment_words"].str.len().gt(0).all()
+    assert main(["partner", "export", "segments", "--model", str(tmp_path / "summary.json"), "--partner-data",
+                 str(federation.folder(partner)), "--out", str(tmp_path / "other.csv")]) != 0  # not a model
