@@ -54,22 +54,37 @@ def query(msg: Message, partner: Partner) -> Message:
     x = vectors(partner, options)
     if phase == "histogram":
         spend(partner, config, options, [plan.events()[0]], "segments: initial histogram")
-        noisy = gaussian(kmeans.histogram(x, options.grid_size), 1.0, plan.init)
-        return reply(msg, **{RECORD: MetricRecord({"histogram": noisy.values.tolist()})})
+        return reply(msg, **{RECORD: MetricRecord({"histogram": noisy_histogram(x, options).tolist()})})
     centres = centres_of(config, options)
-    counts, sums = kmeans.cluster_stats(x, centres)
     if phase == "assign":
         events = plan.events()[1:3]
         spend(partner, config, options, events, f"segments: Lloyd step {config.get('step', '?')}")
-        noisy_counts = gaussian(counts, 1.0, plan.counts)
-        noisy_sums = gaussian(sums.ravel(), options.sum_bound, plan.sums)
-        return reply(msg, counts=MetricRecord({"counts": noisy_counts.values.tolist()}),
-                     sums=MetricRecord({"sums": noisy_sums.values.tolist()}))
+        counts, sums = noisy_stats(x, centres, options)
+        return reply(msg, counts=MetricRecord({"counts": counts.tolist()}),
+                     sums=MetricRecord({"sums": sums.ravel().tolist()}))
     if phase == "sizes":
         spend(partner, config, options, [plan.events()[-1]], "segments: final segment sizes")
-        noisy = gaussian(counts, 1.0, plan.sizes)
-        return reply(msg, **{RECORD: MetricRecord({"sizes": noisy.values.tolist()})})
+        return reply(msg, **{RECORD: MetricRecord({"sizes": noisy_sizes(x, centres, options).tolist()})})
     raise ConfigError(f"unknown segments step '{phase}' (expected histogram, assign or sizes)")
+
+
+def noisy_histogram(x: np.ndarray, options: SegmentsOptions) -> np.ndarray:
+    """The grid histogram plus OpenDP Gaussian noise (L2 1: one cell per customer)."""
+    return gaussian(kmeans.histogram(x, options.grid_size), 1.0, options.noise().init).values
+
+
+def noisy_stats(x: np.ndarray, centres: np.ndarray, options: SegmentsOptions) -> tuple[np.ndarray, np.ndarray]:
+    """One Lloyd step's per-cluster counts (L2 1) and vector sums (L2 sqrt(d)), each plus OpenDP Gaussian noise."""
+    plan = options.noise()
+    counts, sums = kmeans.cluster_stats(x, centres)
+    noisy_sums = gaussian(sums.ravel(), options.sum_bound, plan.sums).values.reshape(sums.shape)
+    return gaussian(counts, 1.0, plan.counts).values, noisy_sums
+
+
+def noisy_sizes(x: np.ndarray, centres: np.ndarray, options: SegmentsOptions) -> np.ndarray:
+    """Customers nearest each final centre, plus OpenDP Gaussian noise (L2 1)."""
+    counts, _ = kmeans.cluster_stats(x, centres)
+    return gaussian(counts, 1.0, options.noise().sizes).values
 
 
 def spend(partner: Partner, config: dict[str, Any], options: SegmentsOptions, events: list[Any],

@@ -33,29 +33,44 @@ def _summed(replies: dict[int, Any], record: str, key: str) -> np.ndarray:
     return np.sum([np.asarray(m.content[record][key], dtype=float) for m in replies.values()], axis=0)
 
 
+def initial_centres(histogram: np.ndarray, options: SegmentsOptions) -> np.ndarray:
+    """Weighted k-means++ (public seed) on the grid's cell centres, weighted by the summed noisy histogram."""
+    return kmeans.weighted_kmeans(kmeans.cell_centres(options.dim, options.grid_size), histogram, options.k,
+                                  options.seed)
+
+
+def step(centres: np.ndarray, counts: np.ndarray, sums: np.ndarray, options: SegmentsOptions,
+         partners: int) -> np.ndarray:
+    """One Lloyd update from the summed noisy counts and sums of ``partners`` partners."""
+    min_count = max(1.0, MIN_COUNT_SD * options.noise().counts * math.sqrt(partners))
+    return kmeans.update(centres, counts, np.asarray(sums).reshape(options.k, options.dim), min_count)
+
+
 def run(session: Session) -> dict[str, Any]:
     """The workflow; returns the task's part of ``summary.json`` (the centres and the released sizes)."""
     options: SegmentsOptions = session.options  # type: ignore[assignment]
-    plan = options.noise()
     partners = len(session.nodes)
     total = options.iterations + 2
     progress.report("steps", 0, total)
-    hist = _summed(session.ask("query", "histogram"), RECORD, "histogram")
-    centres = kmeans.weighted_kmeans(kmeans.cell_centres(options.dim, options.grid_size), hist, options.k,
-                                     options.seed)
+    centres = initial_centres(_summed(session.ask("query", "histogram"), RECORD, "histogram"), options)
     history = [centres.tolist()]
-    min_count = max(1.0, MIN_COUNT_SD * plan.counts * math.sqrt(partners))
-    for step in range(1, options.iterations + 1):
-        progress.report("steps", step, total)
+    for number in range(1, options.iterations + 1):
+        progress.report("steps", number, total)
         replies = session.ask("query", "assign", config=session.config("assign", centres=json.dumps(
-            centres.tolist()), step=step))
-        counts = _summed(replies, "counts", "counts")
-        sums = _summed(replies, "sums", "sums").reshape(options.k, options.dim)
-        centres = kmeans.update(centres, counts, sums, min_count)
+            centres.tolist()), step=number))
+        centres = step(centres, _summed(replies, "counts", "counts"), _summed(replies, "sums", "sums"), options,
+                       partners)
         history.append(centres.tolist())
     replies = session.ask("query", "sizes", config=session.config("sizes", centres=json.dumps(centres.tolist())))
-    sizes = _summed(replies, RECORD, "sizes")
     progress.report("steps", total, total)
+    return {**describe_segments(centres, _summed(replies, RECORD, "sizes"), options, partners),
+            "centre_history": history}
+
+
+def describe_segments(centres: np.ndarray, sizes: np.ndarray, options: SegmentsOptions,
+                      partners: int) -> dict[str, Any]:
+    """The task's summary: each segment's centre, words, typical customer and noisy size (or suppressed)."""
+    plan = options.noise()
     sd = plan.sizes * math.sqrt(partners)
     hidden = suppressed(sizes, options.min_group_size)
     segments = []
@@ -71,7 +86,7 @@ def run(session: Session) -> dict[str, Any]:
         })
     return {
         "k": options.k, "iterations": options.iterations, "features": list(options.names), "as_of": options.as_of,
-        "segments": segments, "centres": centres.tolist(), "centre_history": history,
+        "segments": segments, "centres": centres.tolist(),
         "suppressed_segments": int(hidden.sum()), "size_noise_sd": sd,
         "noise": {"init": plan.init, "counts": plan.counts, "sums": plan.sums, "sizes": plan.sizes,
                   "rho": plan.rho, "sum_bound": options.sum_bound},
