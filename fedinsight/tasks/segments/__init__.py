@@ -106,8 +106,10 @@ class SegmentsTask(Task):
     def headline(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
         rows = []
         for s in summary.get("segments", []):
-            size = "suppressed" if s.get("suppressed") else f"~{s['size']:,.0f} customers"
-            rows.append((f"segment {s['segment']}", f"{s['words']} ({size})"))
+            if s.get("suppressed"):
+                rows.append((f"segment {s['segment']}", "suppressed (under the minimum group size)"))
+            else:
+                rows.append((f"segment {s['segment']}", f"{s['words']} (~{s['size']:,.0f} customers)"))
         ratio = (summary.get("baselines") or {}).get("cost_ratio")
         if ratio is not None:
             rows.append(("k-means cost vs non-private", f"{ratio:.3f}x"))

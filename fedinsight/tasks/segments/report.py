@@ -28,17 +28,17 @@ def segments_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]
     rows = []
     for s in segments:
         typical = ", ".join(f"{FEATURES[n].unit} ~{v:,.0f}" for n, v in (s.get("typical") or {}).items())
-        if s.get("suppressed"):
-            size, interval, share = "suppressed", "", ""
-        else:
-            size = f"{s['size']:,.0f}"
-            interval = f"{s['ci95'][0]:,.0f} – {s['ci95'][1]:,.0f}"
-            share = f"{s['size'] / total:.0%}"
+        if s.get("suppressed"):  # too small to describe to a marketer: no words, no typical customer either
+            rows.append([s["segment"], "(under the minimum group size)", "suppressed", "", "", ""])
+            continue
+        size = f"{s['size']:,.0f}"
+        interval = f"{s['ci95'][0]:,.0f} – {s['ci95'][1]:,.0f}"
+        share = f"{s['size'] / total:.0%}"
         rows.append([s["segment"], s["words"], size, interval, share, typical])
     section = Section("segments", "Customer segments")
     section.add(table(["segment", "in words", "customers (noisy)", "95 % interval", "share of shown", "typical "
                        "customer (centre)"], rows))
-    centre_rows = [[s["segment"], *s["centre"]] for s in segments]
+    centre_rows = [[s["segment"], *s["centre"]] for s in segments if not s.get("suppressed")]
     section.add("<h3>Centres (features scaled to [0, 1])</h3>" + table(["segment", *names], centre_rows))
     caps = "; ".join(f"{n}: log1p({FEATURES[n].unit}) / log1p({FEATURES[n].cap:g})" for n in names)
     as_of = summary.get("as_of")

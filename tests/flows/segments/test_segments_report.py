@@ -25,7 +25,7 @@ def test_the_section_describes_each_segment_and_hides_suppressed_sizes():
     html = sections[0].html()
     assert "very recent, frequent, high spend" in html and "1,234" in html and "1,190 – 1,279" in html
     assert "62%" in html and "38%" in html  # shares over the shown segments only
-    assert "suppressed" in html
+    assert "suppressed" in html and "cooling, repeat, mid spend" not in html  # a small segment is not described
     assert any("1.08x" in c for c in cards)
 
 
