@@ -66,3 +66,34 @@ def test_centres_are_described_by_declared_bands_of_their_typical_raw_values():
     assert describe(np.array(at(400, 1, 20)), names) == "lapsed, one-off, low spend"
     assert raw_value(at(10, 12, 2000)[0], "recency") == pytest.approx(10)
     assert set(FEATURES) == set(NAMES)
+
+
+def test_the_reference_date_comes_from_the_dataset_or_must_be_given(tmp_path):
+    from fedinsight.federation.task import Simulated
+    from fedinsight.tasks.segments import TASK
+    from fedinsight.tasks.segments.options import SegmentsOptions
+
+    def sim(dataset: str, builtin: bool, facts: dict) -> Simulated:  # noqa: FBT001
+        return Simulated(dataset, builtin, tmp_path, [], tmp_path, 0, lambda purpose: {}, facts)
+
+    assert TASK.simulation_options(SegmentsOptions(), sim("cdnow", True, {})) == {"as_of": "1998-07-01"}
+    window = {"window": {"start": "2025-01-01", "end": "2025-12-31"}}
+    assert TASK.simulation_options(SegmentsOptions(), sim("x", False, window)) == {"as_of": "2026-01-01"}
+    assert TASK.simulation_options(SegmentsOptions(as_of="2020-01-01"), sim("x", False, {})) == {}
+    with pytest.raises(ConfigError, match="--as-of is required"):
+        TASK.simulation_options(SegmentsOptions(), sim("x", False, {}))
+
+
+def test_centres_of_the_wrong_shape_are_refused_by_the_partner():
+    import json
+
+    from fedinsight.tasks.segments.client import centres_of
+    from fedinsight.tasks.segments.options import SegmentsOptions
+
+    options = SegmentsOptions(k=2, as_of=AS_OF)
+    assert centres_of({"centres": json.dumps([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])}, options).shape == (2, 3)
+    for bad in ([[0.1, 0.2]], [[0.1, 0.2, float("nan")], [0, 0, 0]], "no"):
+        with pytest.raises(ConfigError, match="centres"):
+            centres_of({"centres": json.dumps(bad)}, options)
+    with pytest.raises(ConfigError, match="centres"):
+        centres_of({}, options)
