@@ -13,14 +13,14 @@ import numpy as np
 
 from fedinsight.federation.task import Simulated
 from fedinsight.tasks.segments import kmeans
-from fedinsight.tasks.segments.features import customer_vectors
+from fedinsight.tasks.segments.features import customer_vectors, partner_zone
 from fedinsight.tasks.segments.options import SegmentsOptions
 
 
 def pooled_vectors(options: SegmentsOptions, sim: Simulated) -> np.ndarray:
     views = sim.views("analytics")
-    parts = [customer_vectors(v.transactions, options.as_of, options.names).to_numpy()  # type: ignore[arg-type]
-             for v in views.values()]
+    parts = [customer_vectors(v.transactions, options.as_of, options.names,  # type: ignore[arg-type]
+                              partner_zone(v.meta)).to_numpy() for v in views.values()]
     return np.concatenate(parts) if parts else np.zeros((0, options.dim))
 
 

@@ -20,7 +20,7 @@ from fedinsight.federation.messages import config_of, reply
 from fedinsight.federation.task import Partner, phase_of
 from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.segments import kmeans
-from fedinsight.tasks.segments.features import customer_vectors
+from fedinsight.tasks.segments.features import customer_vectors, partner_zone
 from fedinsight.tasks.segments.options import SegmentsOptions
 
 RECORD = "release"
@@ -31,7 +31,8 @@ def vectors(partner: Partner, options: SegmentsOptions) -> np.ndarray:
     if not options.as_of:
         raise ConfigError("segments needs --as-of (the reference date, e.g. 2026-01-01)")
     data = partner.data()
-    return customer_vectors(data.transactions, options.as_of, options.names).to_numpy()  # type: ignore[arg-type]
+    return customer_vectors(data.transactions, options.as_of, options.names,  # type: ignore[arg-type]
+                            partner_zone(data.meta)).to_numpy()
 
 
 def centres_of(config: dict[str, Any], options: SegmentsOptions) -> np.ndarray:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import Partner
-from fedinsight.tasks.segments.features import FEATURES, customer_vectors
+from fedinsight.tasks.segments.features import FEATURES, customer_vectors, partner_zone
 from fedinsight.tasks.segments.kmeans import assign
 
 KIND = "fedinsight-segments"
@@ -46,7 +46,9 @@ def label_customers(model: dict[str, Any], partner: Partner) -> pd.DataFrame:
     """``customer_id`` (the partner's own), ``segment`` (1..k) and ``segment_words``, one row per consenting,
     non-erased customer with a purchase before the model's reference date."""
     names = tuple(model["features"])
-    vectors = customer_vectors(partner.data().transactions, str(model["as_of"]), names)  # type: ignore[arg-type]
+    data = partner.data()
+    vectors = customer_vectors(data.transactions, str(model["as_of"]), names,  # type: ignore[arg-type]
+                               partner_zone(data.meta))
     labels = assign(vectors.to_numpy(), np.asarray(model["centres"], dtype=float)) + 1
     words = list(model.get("words") or [""] * len(model["centres"]))
     ids = partner.identities(pd.Series(vectors.index.astype(str)))

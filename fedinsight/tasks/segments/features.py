@@ -29,6 +29,7 @@ class Feature:
     cap: float
     unit: str
     bands: tuple[tuple[float, str], ...]  # (raw value at least, word), highest first; the last one catches all
+    share: bool = False  # already a share in [0, 1]: used as it is, no log scale
 
 
 FEATURES: dict[str, Feature] = {
@@ -40,6 +41,10 @@ FEATURES: dict[str, Feature] = {
                         ((1000, "top spend"), (250, "high spend"), (75, "mid spend"), (0, "low spend"))),
     "basket": Feature("basket", 1_000.0, "mean order value",
                       ((200, "big baskets"), (50, "mid baskets"), (0, "small baskets"))),
+    "tenure": Feature("tenure", 3_650.0, "days since the first purchase",
+                      ((1095, "long-standing"), (365, "established"), (90, "settling in"), (0, "new"))),
+    "evening": Feature("evening", 1.0, "share of purchases 18:00-24:00 local time",
+                       ((0.5, "evening shoppers"), (0.2, "some evenings"), (0, "daytime shoppers")), share=True),
 }
 """The features a job may choose (``--features``), with their public caps."""
 
@@ -60,9 +65,22 @@ def scale(raw: np.ndarray, cap: float) -> np.ndarray:
     return np.clip(np.log1p(np.maximum(np.asarray(raw, dtype=float), 0.0)) / math.log1p(cap), 0.0, 1.0)
 
 
-def customer_vectors(transactions: pd.DataFrame | None, as_of: str, features: tuple[str, ...]) -> pd.DataFrame:
+def partner_zone(meta: dict[str, object]) -> str:
+    """The partner's own time zone from its data view (``meta["timezone"]``; UTC when it states none), checked."""
+    zone = str(meta.get("timezone") or "UTC")
+    zone = "UTC" if zone == "local" else zone
+    try:
+        pd.Timestamp("2000-01-01", tz=zone)
+    except Exception:  # noqa: BLE001 - any unknown zone name
+        raise ConfigError(f"the partner's time zone {zone!r} is not an IANA zone (e.g. Asia/Shanghai)") from None
+    return zone
+
+
+def customer_vectors(transactions: pd.DataFrame | None, as_of: str, features: tuple[str, ...],
+                     zone: str = "UTC") -> pd.DataFrame:
     """One row per customer with a purchase before ``as_of`` (index: the view's customer tokens), one column per
-    feature, every value in [0, 1]. Recency is reversed (1 = bought yesterday) so that "high" reads as good."""
+    feature, every value in [0, 1]. Recency is reversed (1 = bought yesterday) so that "high" reads as good;
+    ``evening`` reads purchase hours in the partner's own time ``zone``."""
     try:
         cut = pd.Timestamp(as_of)
     except (TypeError, ValueError):
@@ -82,10 +100,15 @@ def customer_vectors(transactions: pd.DataFrame | None, as_of: str, features: tu
     spend = amount.groupby(tx["customer_id"]).sum()
     count = grouped.size()
     days = (cut - grouped["timestamp"].max()).dt.total_seconds() / 86_400.0
-    raw = {"recency": days, "frequency": count, "monetary": spend, "basket": spend / count}
+    raw = {"recency": days, "frequency": count, "monetary": spend, "basket": spend / count,
+           "tenure": (cut - grouped["timestamp"].min()).dt.total_seconds() / 86_400.0}
+    if "evening" in features:
+        evening = (tx["timestamp"].dt.tz_convert(zone).dt.hour >= 18).astype(float)
+        raw["evening"] = evening.groupby(tx["customer_id"]).mean()
     out = pd.DataFrame(index=count.index)
     for name in features:
-        values = scale(raw[name].reindex(count.index).to_numpy(), FEATURES[name].cap)
+        column = raw[name].reindex(count.index).to_numpy()
+        values = np.clip(column, 0.0, 1.0) if FEATURES[name].share else scale(column, FEATURES[name].cap)
         out[name] = 1.0 - values if name == "recency" else values
     return out.astype(float)
 
@@ -104,5 +127,5 @@ def describe(centre: np.ndarray, features: tuple[str, ...]) -> str:
 def raw_value(value: float, name: str) -> float:
     """The typical raw value a scaled coordinate stands for (inverse of :func:`scale`), for the report."""
     f = FEATURES[name]
-    v = 1.0 - value if name == "recency" else value
-    return float(math.expm1(min(max(v, 0.0), 1.0) * math.log1p(f.cap)))
+    v = min(max(1.0 - value if name == "recency" else value, 0.0), 1.0)
+    return float(v) if f.share else float(math.expm1(v * math.log1p(f.cap)))

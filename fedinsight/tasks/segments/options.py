@@ -25,12 +25,13 @@ class SegmentsOptions(Options):
                             above=0, maximum=100)
     delta: float = option(1e-6, "Delta the job's epsilon is stated at.", above=0, below=1)
     features: str = option(DEFAULT_FEATURES, "Comma-separated customer features: recency, frequency, monetary, "
-                                             "basket.")
+                                             "basket, tenure, evening.")
     as_of: str = option("", "Reference date: only purchases strictly before it count (default: a built-in "
                             "dataset's or a synthetic folder's).")
     min_group_size: int = option(DEFAULT_MIN_GROUP_SIZE, f"Segments with a smaller noisy size are not reported "
                                  f"(at least {MIN_GROUP_FLOOR}).", minimum=MIN_GROUP_FLOOR)
-    grid: int = option(0, "Cells per feature of the initialisation histogram (0: 6 for up to 3 features, 4 for 4).",
+    grid: int = option(0, "Cells per feature of the initialisation histogram (0: 6 for up to 3 features, 4 for 4, "
+                          "3 for more).",
                        minimum=0, maximum=10)
     seed: int = option(0, "Public seed of the coordinator's k-means++ on the noisy histogram (no data, no noise).")
 
@@ -57,7 +58,7 @@ class SegmentsOptions(Options):
 
     @property
     def grid_size(self) -> int:
-        return self.grid or (6 if self.dim <= 3 else 4)
+        return self.grid or (6 if self.dim <= 3 else 4 if self.dim == 4 else 3)
 
     @property
     def sum_bound(self) -> float:

@@ -65,7 +65,22 @@ def test_centres_are_described_by_declared_bands_of_their_typical_raw_values():
     assert describe(np.array(at(10, 12, 2000)), names) == "very recent, very frequent, top spend"
     assert describe(np.array(at(400, 1, 20)), names) == "lapsed, one-off, low spend"
     assert raw_value(at(10, 12, 2000)[0], "recency") == pytest.approx(10)
-    assert set(FEATURES) == set(NAMES)
+    assert set(NAMES) < set(FEATURES)
+
+
+def test_tenure_and_the_evening_share_in_the_partners_own_time_zone():
+    tx = _tx([("a", "2025-01-01T11:00:00Z", 10.0), ("a", "2025-12-01T11:00:00Z", 10.0),  # 19:00 in Shanghai
+              ("a", "2025-12-02T02:00:00Z", 10.0)])  # 10:00 in Shanghai
+    utc = customer_vectors(tx, AS_OF, ("tenure", "evening"))
+    shanghai = customer_vectors(tx, AS_OF, ("tenure", "evening"), "Asia/Shanghai")
+    assert utc.loc["a", "tenure"] == pytest.approx(scale(np.array([365.0 - 11 / 24]), 3650.0)[0])
+    assert utc.loc["a", "evening"] == 0.0 and shanghai.loc["a", "evening"] == pytest.approx(2 / 3)
+    assert describe(shanghai.loc["a"].to_numpy(), ("tenure", "evening")) == "settling in, evening shoppers"  # 364.5 d
+    from fedinsight.tasks.segments.features import partner_zone
+
+    assert partner_zone({}) == "UTC" and partner_zone({"timezone": "Asia/Shanghai"}) == "Asia/Shanghai"
+    with pytest.raises(ConfigError, match="time zone"):
+        partner_zone({"timezone": "Mars/Olympus"})
 
 
 def test_the_reference_date_comes_from_the_dataset_or_must_be_given(tmp_path):

@@ -90,3 +90,13 @@ def test_a_partner_exports_its_own_ids_of_consenting_non_erased_customers_only(f
     assert set(frame["segment"]) <= {1, 2, 3} and frame["segment_words"].str.len().gt(0).all()
     assert main(["partner", "export", "segments", "--model", str(tmp_path / "summary.json"), "--partner-data",
                  str(federation.folder(partner)), "--out", str(tmp_path / "other.csv")]) != 0  # not a model
+
+
+def test_more_features_run_through_the_contract_in_each_partners_own_time_zone(federation, tmp_path):
+    features = "recency,frequency,monetary,tenure,evening"
+    run = run_in_process("segments", federation, tmp_path, k=3, iterations=1, epsilon=2.0, features=features)
+    assert run.summary["messages"]["violations"] == []
+    assert run.summary["features"] == features.split(",")
+    assert np.asarray(run.summary["centres"]).shape == (3, 5)
+    histogram = next(r for r in run.session.guard.manifest.releases if r.reply == "histogram")
+    assert histogram.fields == {"histogram": (3**5,)}  # the default grid for five features
