@@ -1,4 +1,5 @@
-"""``fedinsight partner export targets``: the partner's own contact list, written on the partner, sent nowhere.
+"""``fedinsight partner export targets`` and ``export segments``: the partner's own lists, written on the partner, sent
+nowhere.
 
 Wiring only: :mod:`fedinsight.partner.targets` builds the list. Every option is checked (purpose, --top, the
 output file) before the model or the data is read, so a mistake costs nothing and writes nothing.
@@ -87,3 +88,39 @@ def export_targets(
     if not as_json and targets.contact_source is None:
         out.print("no contact column is known for this partner: the list holds its own customer ids only",
                   highlight=False)
+
+
+@export_app.command("segments")
+def export_segments(
+    model: Path = typer.Option(..., "--model", help="A segments.json written by `simulate segments` "
+                                                    "(RUN/segments.json)."),
+    partner_data: Path = typer.Option(..., "--partner-data", help="This partner's data folder."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="How its own exports are read (default: "
+                                                                "PARTNER_DATA/mapping.toml if present)."),
+    out_path: Path = typer.Option(..., "--out", help="The labelled customers (.csv or .parquet)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Label this partner's own customers with the federation's segments: its own id, the segment and its words.
+
+    Runs on the partner only and sends nothing. Only customers who consent to analytics and were not erased, with
+    a purchase before the model's reference date, appear.
+
+    Example: fedinsight partner export segments --model runs/seg/segments.json --partner-data shop --out seg.csv
+    """
+    from fedinsight.partner.side import open_partner
+    from fedinsight.partner.targets import check_output, write_targets
+    from fedinsight.tasks.segments.export import label_customers, load_model
+
+    target = check_output(out_path, force)
+    segments = load_model(model)
+    partner = open_partner(partner_data, "analytics", mapping_file=mapping, currency=segments.get("currency"))
+    frame = label_customers(segments, partner)
+    write_targets(frame, target)
+    counts = frame["segment"].value_counts()
+    result = {"customers": len(frame), "out": str(target),
+              "segments": {str(j + 1): int(counts.get(j + 1, 0)) for j in range(len(segments["centres"]))}}
+    rows = {f"segment {j + 1}: {words}": f"{int(counts.get(j + 1, 0)):,}"
+            for j, words in enumerate(segments.get("words") or [])}
+    rows["written"] = str(target)
+    emit(result, kv_table(f"{len(frame):,} customers labelled (on this partner only)", rows), as_json)

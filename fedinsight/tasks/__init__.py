@@ -9,7 +9,7 @@ Adding a task: a folder ``tasks/<name>/`` whose ``__init__`` defines ``TASK`` (a
 from __future__ import annotations
 
 from fedinsight.federation import registry
-from fedinsight.tasks import insights, preflight, propensity, recommend, secure_training
+from fedinsight.tasks import insights, preflight, propensity, recommend, secure_training, segments
 
 TASKS = (
     propensity.TASK,
@@ -17,6 +17,7 @@ TASKS = (
     recommend.TASK,
     secure_training.TASK,
     preflight.TASK,
+    segments.TASK,
 )
 
 for _task in TASKS:

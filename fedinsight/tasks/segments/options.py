@@ -1,0 +1,69 @@
+"""The segments task's options, defined once (CLI flags, Python call, run config and summary derive from them)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.federation.options import Options, option
+from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE
+from fedinsight.tasks.segments.features import DEFAULT_FEATURES, parse_features
+from fedinsight.tasks.segments.kmeans import NoisePlan, noise_plan
+
+MIN_GROUP_FLOOR = 10
+"""No segment smaller than this is ever reported, whatever a job asks: a handful of customers sharing a noisy
+size and a centre is close to describing people."""
+
+
+@dataclass(frozen=True)
+class SegmentsOptions(Options):
+    k: int = option(5, "Number of segments.", minimum=2, maximum=20)
+    iterations: int = option(5, "Lloyd iterations (each one a noisy count and sum release per partner).",
+                             minimum=1, maximum=20)
+    epsilon: float = option(1.0, "Epsilon the whole job spends per partner (initialisation, iterations, sizes).",
+                            above=0, maximum=100)
+    delta: float = option(1e-6, "Delta the job's epsilon is stated at.", above=0, below=1)
+    features: str = option(DEFAULT_FEATURES, "Comma-separated customer features: recency, frequency, monetary, "
+                                             "basket, tenure, evening.")
+    as_of: str = option("", "Reference date: only purchases strictly before it count (default: a built-in "
+                            "dataset's or a synthetic folder's).")
+    min_group_size: int = option(DEFAULT_MIN_GROUP_SIZE, f"Segments with a smaller noisy size are not reported "
+                                 f"(at least {MIN_GROUP_FLOOR}).", minimum=MIN_GROUP_FLOOR)
+    grid: int = option(0, "Cells per feature of the initialisation histogram (0: 6 for up to 3 features, 4 for 4, "
+                          "3 for more).",
+                       minimum=0, maximum=10)
+    seed: int = option(0, "Public seed of the coordinator's k-means++ on the noisy histogram (no data, no noise).")
+
+    def validate(self) -> None:
+        parse_features(self.features)
+        if self.as_of:
+            import pandas as pd
+
+            try:
+                pd.Timestamp(self.as_of)
+            except (ValueError, TypeError):
+                raise ConfigError(f"--as-of {self.as_of!r} is not a date (use YYYY-MM-DD)") from None
+        if self.grid_size ** self.dim > 5_000:
+            raise ConfigError(f"--grid {self.grid_size} with {self.dim} features makes "
+                              f"{self.grid_size ** self.dim} cells; use a smaller grid (at most 5000 cells)")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return parse_features(self.features)
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    @property
+    def grid_size(self) -> int:
+        return self.grid or (6 if self.dim <= 3 else 4 if self.dim == 4 else 3)
+
+    @property
+    def sum_bound(self) -> float:
+        """L2 bound of one customer's vector (every coordinate in [0, 1])."""
+        return math.sqrt(self.dim)
+
+    def noise(self) -> NoisePlan:
+        return noise_plan(self.epsilon, self.delta, self.iterations)

@@ -1,0 +1,51 @@
+"""The segments section of the run report: each segment in words, its noisy size and 95 % interval.
+
+Sizes below the job's minimum group size (decided on the noisy size: post-processing) are shown as
+"suppressed"; shares are taken over the reported segments only, so a hidden size cannot be recovered by
+subtraction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedinsight.report.page import Section, card, esc, table
+from fedinsight.tasks.segments.features import FEATURES
+
+
+def segments_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]:
+    segments = summary.get("segments") or []
+    if not segments:
+        return [], []
+    shown = [s for s in segments if not s.get("suppressed")]
+    total = sum(s["size"] for s in shown) or 1.0
+    names = summary.get("features") or []
+    cards = [card("segments", str(len(segments)), f"{summary.get('suppressed_segments', 0)} suppressed")]
+    ratio = (summary.get("baselines") or {}).get("cost_ratio")
+    if ratio is not None:
+        cards.append(card("k-means cost vs non-private", f"{ratio:.2f}x", "same pooled customers (simulation)",
+                          good=ratio <= 1.5))
+    rows = []
+    for s in segments:
+        typical = ", ".join(f"{FEATURES[n].unit} ~{v:.0%}" if FEATURES[n].share else f"{FEATURES[n].unit} ~{v:,.0f}"
+                            for n, v in (s.get("typical") or {}).items())
+        if s.get("suppressed"):  # too small to describe to a marketer: no words, no typical customer either
+            rows.append([s["segment"], "(under the minimum group size)", "suppressed", "", "", ""])
+            continue
+        size = f"{s['size']:,.0f}"
+        interval = f"{s['ci95'][0]:,.0f} – {s['ci95'][1]:,.0f}"
+        share = f"{s['size'] / total:.0%}"
+        rows.append([s["segment"], s["words"], size, interval, share, typical])
+    section = Section("segments", "Customer segments")
+    section.add(table(["segment", "in words", "customers (noisy)", "95 % interval", "share of shown", "typical "
+                       "customer (centre)"], rows))
+    centre_rows = [[s["segment"], *s["centre"]] for s in segments if not s.get("suppressed")]
+    section.add("<h3>Centres (features scaled to [0, 1])</h3>" + table(["segment", *names], centre_rows))
+    caps = "; ".join(f"{n}: {FEATURES[n].unit}" if FEATURES[n].share else
+                     f"{n}: log1p({FEATURES[n].unit}) / log1p({FEATURES[n].cap:g})" for n in names)
+    as_of = summary.get("as_of")
+    note = (f"Customers with a purchase before {as_of}. Features: {caps} (recency reversed: 1 = bought on the "
+            "reference date). Sizes are sums of every partner's Gaussian-noised counts; segments whose noisy size "
+            "is under the minimum group size are not shown. Words: high above 2/3, low below 1/3.")
+    section.add(f'<p class="note">{esc(note)}</p>')
+    return cards, [section]

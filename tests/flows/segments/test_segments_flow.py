@@ -1,0 +1,102 @@
+"""The segments task end to end: refused before anyone computes when over budget; through Flower on CDNOW, the
+ledgers charged as planned and the DP centres close to non-private k-means on the same pooled customers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from support.federations import own_federation, run_in_process
+
+from fedinsight.core.errors import BudgetExceededError
+from fedinsight.tasks.segments import kmeans
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory):
+    return own_federation(tmp_path_factory.mktemp("own") / "partners")
+
+
+def test_a_job_over_budget_is_refused_before_any_partner_computes(federation, tmp_path, monkeypatch):
+    computed = []
+    monkeypatch.setattr(kmeans, "histogram", lambda *a, **k: computed.append("histogram"))
+    monkeypatch.setattr(kmeans, "cluster_stats", lambda *a, **k: computed.append("stats"))
+    with pytest.raises(BudgetExceededError, match="before any partner computed"):
+        run_in_process("segments", federation, tmp_path, budget=0.5, epsilon=1.0)
+    assert computed == []
+
+
+def test_segments_and_the_model_file_hold_no_customer(federation, tmp_path):
+    run = run_in_process("segments", federation, tmp_path, k=3, iterations=2, epsilon=2.0)
+    segments = run.summary["segments"]
+    assert len(segments) == 3 and all(s["words"] for s in segments)
+    for s in segments:  # a shown size has its interval; a hidden one has neither
+        assert (s["size"] is None) == s["suppressed"] == (s["ci95"] is None)
+        assert s["suppressed"] or s["size"] >= 50
+    model = json.loads((tmp_path / "segments.json").read_text())
+    assert set(model) == {"kind", "version", "as_of", "features", "caps", "centres", "words", "currency"}
+    assert np.asarray(model["centres"]).shape == (3, 3)
+
+
+@pytest.mark.slow
+def test_simulated_on_cdnow_through_flower_charges_the_plan_and_nearly_matches_centralized_kmeans(tmp_path):
+    from fedinsight.partner.view import PartnerView
+    from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
+    from fedinsight.simulation.options import SimulationOptions
+    from fedinsight.simulation.run import simulate
+    from fedinsight.tasks.segments.baselines import best_kmeans
+    from fedinsight.tasks.segments.features import customer_vectors
+    from fedinsight.tasks.segments.options import SegmentsOptions
+
+    run = simulate("segments", SimulationOptions(dataset="cdnow", out=str(tmp_path), cpus=2), {"epsilon": 1.0})
+    summary = run.summary
+    options = SegmentsOptions(epsilon=1.0, as_of="1998-07-01")
+    planned = compose_epsilon(options.noise().events(), options.delta)
+    assert planned == pytest.approx(1.0, rel=1e-5)
+    assert summary["privacy"]["epsilon_charged"] == pytest.approx(planned, rel=1e-6)
+    coordinator = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    own = PrivacyLedger(f"sqlite:///{tmp_path / 'partner-ledgers.db'}")
+    for partner in summary["partner_ids"]:
+        assert coordinator.status(partner).epsilon_spent == pytest.approx(planned, rel=1e-6)
+        assert compose_epsilon(own.job_events(partner, summary["job_id"]), options.delta) == pytest.approx(planned,
+                                                                                                           rel=1e-6)
+    # non-private k-means on the very customers the partners' views hand over, pooled here
+    folders = sorted((tmp_path / "partners").iterdir())
+    x = np.concatenate([customer_vectors(PartnerView(f, "analytics").tables().transactions, options.as_of,
+                                         options.names).to_numpy() for f in folders if f.is_dir()])
+    central = kmeans.cost(x, best_kmeans(x, options.k))
+    ratio = kmeans.cost(x, np.asarray(summary["centres"])) / central
+    assert ratio <= 1.5
+    assert summary["baselines"]["cost_ratio"] == pytest.approx(ratio, rel=0.05)  # the simulation's own figure
+    assert "Customer segments" in (tmp_path / "report.html").read_text()
+
+
+def test_a_partner_exports_its_own_ids_of_consenting_non_erased_customers_only(federation, tmp_path):
+    import pandas as pd
+    from support.federations import PARTNER_NAMES
+
+    from fedinsight.cli import main
+
+    run_in_process("segments", federation, tmp_path, k=3, iterations=2, epsilon=2.0)
+    partner = PARTNER_NAMES[0]
+    out = tmp_path / "seg.csv"
+    assert main(["partner", "export", "segments", "--model", str(tmp_path / "segments.json"), "--partner-data",
+                 str(federation.folder(partner)), "--out", str(out)]) == 0
+    frame = pd.read_csv(out, dtype={"customer_id": str})
+    assert len(frame) > 50 and frame["customer_id"].notna().all()
+    assert all(i.startswith("member-") for i in frame["customer_id"])  # the partner's own ids, on the partner
+    assert not set(frame["customer_id"]) & set(federation.excluded[partner])
+    assert set(frame["segment"]) <= {1, 2, 3} and frame["segment_words"].str.len().gt(0).all()
+    assert main(["partner", "export", "segments", "--model", str(tmp_path / "summary.json"), "--partner-data",
+                 str(federation.folder(partner)), "--out", str(tmp_path / "other.csv")]) != 0  # not a model
+
+
+def test_more_features_run_through_the_contract_in_each_partners_own_time_zone(federation, tmp_path):
+    features = "recency,frequency,monetary,tenure,evening"
+    run = run_in_process("segments", federation, tmp_path, k=3, iterations=1, epsilon=2.0, features=features)
+    assert run.summary["messages"]["violations"] == []
+    assert run.summary["features"] == features.split(",")
+    assert np.asarray(run.summary["centres"]).shape == (3, 5)
+    histogram = next(r for r in run.session.guard.manifest.releases if r.reply == "histogram")
+    assert histogram.fields == {"histogram": (3**5,)}  # the default grid for five features
