@@ -7,13 +7,11 @@ from dataclasses import dataclass
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.options import Options, option
-from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE
+from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
 from fedinsight.tasks.segments.features import DEFAULT_FEATURES, parse_features
 from fedinsight.tasks.segments.kmeans import NoisePlan, noise_plan
 
-MIN_GROUP_FLOOR = 10
-"""No segment smaller than this is ever reported, whatever a job asks: a handful of customers sharing a noisy
-size and a centre is close to describing people."""
+__all__ = ["MIN_GROUP_FLOOR", "SegmentsOptions"]  # the floor is the project's (fedinsight.privacy.suppression)
 
 
 @dataclass(frozen=True)
