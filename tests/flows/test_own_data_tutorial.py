@@ -75,7 +75,9 @@ def test_the_own_data_tutorial_runs_as_written(tmp_path, monkeypatch, capsys):
     exports = tmp_path / "exports"
     assert (exports / "华东零售" / "protection.toml").is_file() and (exports / "us-shop" / "protection.toml").is_file()
     summary = json.loads((tmp_path / "runs" / "propensity" / "summary.json").read_text())
-    assert 0.5 < summary["metrics"]["federated"]["auc"] <= 1
+    assert 0.5 < summary["metrics"]["federated_exact"]["auc"] <= 1  # the released model, evaluated exactly
+    released = summary["metrics"]["federated"]  # the DP evaluation: noisy at this size, may be missing
+    assert released.get("auc") is None or 0 <= released["auc"] <= 1
     report = (tmp_path / "runs" / "insights" / "report.html").read_text(encoding="utf-8")
     for name in ("618大促", "Spring Promo 1", "微信", "email", "门店"):  # the exports' own campaigns and channels
         assert name in report, name
