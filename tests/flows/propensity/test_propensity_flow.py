@@ -143,7 +143,10 @@ def test_job_trains_and_replies_carry_only_weights_and_metrics(tmp_path, data_ro
     # the evaluation is noisy (about 115 held-out customers per partner here, noise sd ~25 per bin): only its
     # range is certain; its accuracy is measured in test_dp_evaluation.py on realistic sizes
     fed = summary["metrics"]["federated"]
-    assert 0.0 <= fed["auc"] <= 1.0 and 0.0 <= fed["tier_accuracy"] <= 1.0 and fed["partners"] == PARTNERS
+    # a DP release: the AUC is undefined (None) when a summed noisy positive or negative histogram is <= 0,
+    # which a few hundred held-out customers at a tenth of epsilon 1 can give
+    assert fed["auc"] is None or 0.0 <= fed["auc"] <= 1.0
+    assert 0.0 <= fed["tier_accuracy"] <= 1.0 and fed["partners"] == PARTNERS
     evaluation = summary["privacy"]["evaluation"]
     assert evaluation["releases"] == 1 and 0 < evaluation["epsilon"] < 1.0 and evaluation["noise_multiplier"] > 1
     assert [r["round"] for r in summary["metrics"]["per_round"]] == [1, 2]
