@@ -117,12 +117,14 @@ def run_coordinator(config_path: str | Path, *, say: Say = print, ready: Callabl
     supervisor.install_signal_handlers()
     state = CoordinatorState.from_config(config)
     code = 0
+    state_ok = False  # until the state checks out, nothing may open (and so create) the database
     try:
         if init_state:
             replaced = state.init_state()
             say(f"started fresh state (the old audit anchor was at entry {replaced['anchor_seq']}; kept beside it)")
         else:
             state.check_integrity()
+        state_ok = True
         budgets = apply_budgets(config, state)
         interrupted = fail_interrupted_jobs(state)
         if interrupted:
@@ -150,9 +152,13 @@ def run_coordinator(config_path: str | Path, *, say: Say = print, ready: Callabl
             say(f"{died.name} exited unexpectedly (code {died.proc.returncode}); stopping the coordinator. "
                 f"Last lines of {died.log}:\n{log_tail(died.log, verbose=verbose)}")
     finally:
-        codes = supervisor.stop_all()
-        state.audit.append(actor="operator", role="operator", action="coordinator.stop", target=str(config.source),
-                           outcome="ok" if code == 0 else "child-died", detail={"exit_codes": codes})
-        pid_file.release()
+        try:
+            codes = supervisor.stop_all()
+            if state_ok:  # a refused start writes nothing: an entry would start a new chain and move the anchor
+                state.audit.append(actor="operator", role="operator", action="coordinator.stop",
+                                   target=str(config.source), outcome="ok" if code == 0 else "child-died",
+                                   detail={"exit_codes": codes})
+        finally:
+            pid_file.release()
         say("coordinator stopped")
     return code

@@ -115,3 +115,34 @@ def test_cli_reports_a_corrupt_database_in_one_line(state, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == StateIntegrityError.exit_code and "Traceback" not in err and "restore" in err, (command, err)
         assert len(err.strip().splitlines()) <= 4, err
+
+
+def test_a_refused_start_leaves_the_evidence_and_no_new_database(state, tmp_path):
+    """The refusal must not write a 'coordinator.stop' entry: that would create a fresh database, start a new
+    chain and move the anchor, and the next start would pass with full budgets."""
+    import socket
+
+    from fedinsight.coordinator.process import run_coordinator
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    certs = tmp_path / "certs"
+    init_certs(certs, hosts=["127.0.0.1"], partners=["retail"])
+    config = tmp_path / "coordinator.toml"
+    config.write_text(f'[coordinator]\nfederation = "marketing"\nstate-dir = "state"\n[superlink]\nport = {ports[0]}\n'
+                      f'[tls]\nca-cert = "{certs}/ca.crt"\ncert = "{certs}/coordinator.crt"\n'
+                      f'key = "{certs}/coordinator.key"\n[api]\nport = {ports[1]}\n[[partners]]\nid = "retail"\n'
+                      f'public-key = "{certs}/partners/retail.pub"\nepsilon = 5.0\n')
+    db = state.state_dir / "fedinsight.db"
+    for extra in ("-wal", "-shm"):
+        db.with_name(db.name + extra).unlink(missing_ok=True)
+    db.unlink()
+    anchor = (state.state_dir / "audit.anchor").read_bytes()
+    for _ in range(2):  # refused twice: the first refusal changed nothing
+        with pytest.raises(StateIntegrityError, match="--init-state"):
+            run_coordinator(config, say=lambda _m: None)
+        assert not db.exists() and (state.state_dir / "audit.anchor").read_bytes() == anchor
+    assert not list(state.state_dir.glob("*.pid"))  # the PID file was released
