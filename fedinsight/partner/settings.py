@@ -5,22 +5,6 @@ none of its own and takes the simulation's stand-ins from the job's messages (it
 ``partner-caps``, its ledger in ``partner-ledger-url``). A deployed partner never takes those from a
 message: whatever the coordinator sends, its own cap holds.
 
-key                     meaning
-======================  ==========================================================================
-``partner-id``          the partner's name (its ledger entry at the coordinator)
-``data-path``           the folder of its data files (a deployed partner)
-``state-dir``           its own state: ledger, keys, erasure register (default: ``<data>/.fedinsight``)
-``protection-policy``   its ``protection.toml`` (default: ``<data-path>/protection.toml``)
-``mapping``             its ``mapping.toml``: how its own exports are read (default: ``<data-path>/mapping.toml``
-                        if present, else canonical file names)
-``ledger-url``          its own privacy ledger (default: SQLite in ``state-dir``)
-``epsilon``/``delta``   its lifetime cap over every release of every job (none: no cap of its own)
-``require-dp``          refuse non-private jobs (deployed partners: true unless set to false)
-``min-eval-customers``  the fewest held-out customers it reports evaluation on (never lowered by a job)
-``test-share``          the share of its customers it holds out for evaluation (propensity; default 0.2; a
-                        job cannot change it)
-======================  ==========================================================================
-=======
 =======================  ==========================================================================
 key                      meaning
 =======================  ==========================================================================
