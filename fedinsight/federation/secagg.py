@@ -13,7 +13,9 @@ releases through SecAgg+ shares this one transport:
 - :data:`SECAGG_MODS` and :func:`legacy_train_handler`: the partner's one legacy ``train`` handler, which
   hands each fit to the secure fit of the task named in its config (``secagg-task``);
 - :func:`check_secagg_setup` (partner) and :func:`secure_sum` (coordinator): one distributed-noise round of
-  any task, the partner checking SecAgg+'s own state before it releases a share.
+  any task, the partner checking SecAgg+'s own state before it releases a share;
+- :func:`shares_of`, :func:`trust_text` and :func:`check_own_trust`: the trust model (honest partners, tolerated
+  drop-outs) every distributed-noise task states and every partner may refuse.
 """
 
 from __future__ import annotations
@@ -230,6 +232,40 @@ def check_secagg_setup(context: Context, settings: Mapping[str, float | int], pa
     if shares < sampled:
         raise SecureAggregationError("every partner must share keys with every other (num_shares = all) so that "
                                      "each one sees every drop-out; refused")
+
+
+def shares_of(partners: int, honest: int, max_dropouts: int) -> int:
+    """Noise shares the sum must hold: honest partners (0: all) minus the drop-outs a round tolerates."""
+    honest = honest or partners
+    if not 1 <= honest <= partners:
+        raise ConfigError(f"--honest-partners must be between 1 and the number of partners ({partners}), or 0 for all")
+    if not 0 <= max_dropouts < honest:
+        raise ConfigError(f"--max-dropouts must be below the number of honest partners ({honest})")
+    return honest - max_dropouts
+
+
+def trust_text(partners: int, honest: int, max_dropouts: int) -> str:
+    """The trust model in words (summary.json, ledger descriptions, report)."""
+    honest = honest or partners
+    shares = honest - max_dropouts
+    return (f"distributed-secagg: SecAgg+ sum of {partners} partners, each adding a discrete-Gaussian share "
+            f"N(0, (z C')^2 / {shares}); assumes at least {honest} partners do not collude with the coordinator; "
+            f"a sum that lost more than {max_dropouts} partner(s) is never unmasked")
+
+
+def check_own_trust(partner: Any, assumed_honest: int) -> None:
+    """The trust model is the partner's to accept: its node config ``max-honest-partners`` is the most partners it
+    trusts not to collude with the coordinator (0: it takes part in no distributed-noise job)."""
+    own = partner.setting("max-honest-partners")
+    if own is None:
+        return
+    try:
+        limit = int(own)
+    except (TypeError, ValueError):
+        raise ConfigError(f"node config max-honest-partners={own!r} must be a whole number") from None
+    if assumed_honest > limit:
+        raise SecureAggregationError(f"the job assumes {assumed_honest} partners do not collude with the coordinator; "
+                                     f"this partner trusts at most {limit} (node config max-honest-partners); refused")
 
 
 def secure_sum(grid: Grid, guard: Any, *, fit_config: dict[str, Any], settings: Mapping[str, float | int],

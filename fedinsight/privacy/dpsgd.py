@@ -347,3 +347,30 @@ def train_sgd(
             nn.utils.clip_grad_norm_(work.parameters(), max_grad_norm)
         optimizer.step()
     return work, TrainStats(steps=steps, seconds=time.perf_counter() - start)
+
+
+def clipped_gradient_sum(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn, *,
+                         max_grad_norm: float) -> torch.Tensor:
+    """The sum over all rows of each row's loss gradient clipped to L2 ``max_grad_norm``, flattened in the order
+    of ``model.parameters()``: one full-batch DP-SGD step *before* its noise.
+
+    Why: under secure aggregation with distributed noise (:mod:`fedinsight.privacy.distributed_dp`) a partner
+    sends this sum plus only its *share* of the noise; the sum over partners is then one full-batch Gaussian
+    release of sensitivity ``max_grad_norm`` per customer (one row per customer). Per-row gradients come from
+    Opacus's ``GradSampleModule`` (``loss_reduction="mean"``: each is the gradient of that row's own loss).
+    ``model`` is not modified.
+    """
+    n = int(tensors[0].shape[0])
+    if n == 0:
+        raise ConfigError("a partner with no training customers cannot train")
+    work = copy.deepcopy(model)
+    gsm = GradSampleModule(work, loss_reduction="mean")
+    gsm.train()
+    with warnings.catch_warnings():  # torch warns that Opacus's hooks see no input gradients: expected
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        loss_fn(gsm, list(tensors)).backward()
+    per_row = torch.cat([p.grad_sample.reshape(n, -1) for p in gsm.parameters()], dim=1)  # type: ignore[union-attr]
+    gsm.remove_hooks()
+    norms = per_row.norm(dim=1, keepdim=True)
+    scale = torch.clamp(float(max_grad_norm) / (norms + 1e-12), max=1.0)
+    return (per_row * scale).sum(dim=0).detach()

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.secagg import shares_of as shares_of  # the trust model is shared by every task
+from fedinsight.federation.secagg import trust_text as trust_text
 from fedinsight.privacy.distributed_dp import (
     MAX_QUANTIZATION,
     MODULUS,
@@ -190,25 +192,6 @@ def blocks_of(names: Sequence[str], lengths: Mapping[str, int], multipliers: Map
               l2: Mapping[str, float]) -> list[Block]:
     """The batch's blocks, in query order."""
     return [Block(n, int(lengths[n]), float(multipliers[n]), float(l2[n])) for n in names]
-
-
-def shares_of(partners: int, honest: int, max_dropouts: int) -> int:
-    """Noise shares the sum must hold: honest partners (0: all) minus the drop-outs a round tolerates."""
-    honest = honest or partners
-    if not 1 <= honest <= partners:
-        raise ConfigError(f"--honest-partners must be between 1 and the number of partners ({partners}), or 0 for all")
-    if not 0 <= max_dropouts < honest:
-        raise ConfigError(f"--max-dropouts must be below the number of honest partners ({honest})")
-    return honest - max_dropouts
-
-
-def trust_text(partners: int, honest: int, max_dropouts: int) -> str:
-    """The trust model in words (summary.json, ledger descriptions, report)."""
-    honest = honest or partners
-    shares = honest - max_dropouts
-    return (f"distributed-secagg: SecAgg+ sum of {partners} partners, each adding a discrete-Gaussian share "
-            f"N(0, (z C')^2 / {shares}); assumes at least {honest} partners do not collude with the coordinator; "
-            f"a sum that lost more than {max_dropouts} partner(s) is never unmasked")
 
 
 LOCAL_TRUST = "local noise: every partner adds the full Gaussian noise to its own vector (no trust in anyone needed)"

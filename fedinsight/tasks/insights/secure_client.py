@@ -23,7 +23,7 @@ import numpy as np
 from flwr.app import ConfigRecord
 
 from fedinsight.core.errors import ConfigError, SecureAggregationError
-from fedinsight.federation.secagg import GUARD_RECORD, check_secagg_setup, from_legacy_config
+from fedinsight.federation.secagg import GUARD_RECORD, check_own_trust, check_secagg_setup, from_legacy_config
 from fedinsight.federation.task import Partner
 from fedinsight.privacy.allocation import query_noise
 from fedinsight.tasks.insights.aggregates import compute
@@ -40,21 +40,6 @@ def secure_config(config: dict[str, Any]) -> tuple[int, int, int, int]:
                 int(config.get("max-dropouts", 0)), int(config["max-customers"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"a distributed-noise insight batch lacks its public parameters ({exc})") from None
-
-
-def check_own_trust(partner: Partner, assumed_honest: int) -> None:
-    """The trust model is the partner's to accept: its node config ``max-honest-partners`` is the most partners it
-    trusts not to collude with the coordinator (0: it takes part in no distributed-noise job)."""
-    own = partner.setting("max-honest-partners")
-    if own is None:
-        return
-    try:
-        limit = int(own)
-    except (TypeError, ValueError):
-        raise ConfigError(f"node config max-honest-partners={own!r} must be a whole number") from None
-    if assumed_honest > limit:
-        raise SecureAggregationError(f"the job assumes {assumed_honest} partners do not collude with the coordinator; "
-                                     f"this partner trusts at most {limit} (node config max-honest-partners); refused")
 
 
 def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str, Any]

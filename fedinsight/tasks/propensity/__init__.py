@@ -2,7 +2,9 @@
 
 Each partner trains on its own customers under Opacus DP-SGD (:mod:`.client`); the coordinator averages
 with Flower's FedAvg and releases the moving average of the global models (:mod:`.server`,
-:mod:`.strategy`). Features and labels are fixed, public transforms of a partner's purchases
+:mod:`.strategy`). With ``noise-model = distributed-secagg`` each round is instead one full-batch step from a
+SecAgg+ sum of clipped gradient sums and discrete-Gaussian noise shares (:mod:`.distributed`,
+:mod:`.secure_client`, :mod:`.secure_server`). Features and labels are fixed, public transforms of a partner's purchases
 (:mod:`.features`); :mod:`.baselines` trains the centralized and BG/NBD models a simulation compares
 with; :mod:`.scoring` scores a partner's own customers with a released model, on the partner.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.job import JobSettings
 from fedinsight.federation.options import Options
 from fedinsight.federation.task import (
     Handler,
@@ -25,7 +28,7 @@ from fedinsight.federation.task import (
     TaskResult,
     privacy_headline,
 )
-from fedinsight.tasks.propensity import client, server, simulate
+from fedinsight.tasks.propensity import client, distributed, secure_client, server, simulate
 from fedinsight.tasks.propensity.options import PropensityOptions
 
 
@@ -39,11 +42,26 @@ class PropensityTask(Task):
     def handlers(self) -> Mapping[str, Handler]:
         return {"query": client.query, "train": client.train, "evaluate": client.evaluate}
 
+    def check(self, options: Options, job: JobSettings) -> None:
+        super().check(options, job)
+        if options.distributed and job.partners:  # type: ignore[attr-defined]  # trust settings and grid fit
+            distributed.encoding(options, job.partners)  # type: ignore[arg-type]
+
+    def hello_config(self, session: Session) -> dict[str, Any]:
+        return {"secagg-partners": len(session.nodes)} if session.options.distributed else {}  # type: ignore[attr-defined]
+
     def hello_facts(self, partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
         """No facts: the partner checks, before anything is charged, that it can serve the job (its data reads,
-        and the job's delta is small enough for its number of customers: :func:`.client.check_delta`)."""
-        client.check_delta(partner, PropensityOptions.from_run_config(config), str(config.get("job-id", "")))
+        and the job's delta is small enough for its number of customers: :func:`.client.check_delta`; with
+        distributed noise also the trust model, the customer bound and its budget for the whole job)."""
+        options = PropensityOptions.from_run_config(config)
+        client.check_delta(partner, options, str(config.get("job-id", "")))
+        if options.distributed:
+            secure_client.check_before_charge(partner, options, config)
         return {}
+
+    def secure_fit(self):  # type: ignore[no-untyped-def]
+        return secure_client.secure_fit
 
     def plan(self, session: Session) -> Plan:
         _ = session.options.window  # type: ignore[attr-defined]  # the window must be set before anyone computes

@@ -223,6 +223,9 @@ def _ltv_hist(msg: Message, partner: Partner) -> Message:
 def train(msg: Message, partner: Partner) -> Message:
     """Local DP-SGD steps from the global weights; the reply carries the new weights and privacy metrics."""
     options, cfg = _options(msg)
+    if options.distributed:
+        raise ConfigError("this job trains under SecAgg+ (--noise-model distributed-secagg): a local training round "
+                          "would send an unmasked update; nothing released")
     plan = _plan(options, cfg)
     steps = int(cfg["steps-per-round"])
     events = [] if plan is None else [dpsgd_event(plan.noise_multiplier, plan.sample_rate, steps)]

@@ -8,10 +8,16 @@ from typing import ClassVar
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.options import Options, option
+from fedinsight.federation.secagg import shares_of
 from fedinsight.models.propensity import MODEL_KINDS
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
 from fedinsight.tasks.propensity.evaluation import EvalCaps, eval_noise_multiplier
 from fedinsight.tasks.propensity.features import FeatureCaps, LabelWindow
+
+NOISE_MODELS = ("local", "distributed-secagg")
+DEFAULT_MAX_CUSTOMERS = 100_000
+"""Default public bound on a partner's customers in distributed-noise training: it sizes the SecAgg+ grid, so it
+must stay small enough that rounding onto the grid adds under 1 % to the clipping norm (an MLP needs <= ~20,000)."""
 
 
 @dataclass(frozen=True)
@@ -53,12 +59,28 @@ class PropensityOptions(Options):
     cap_total_amount: float = option(FeatureCaps.total_amount, "Public cap of calibration or holdout spend.",
                                      above=0)
     cap_quantity: float = option(FeatureCaps.quantity, "Public cap of quantities.", above=0)
+    noise_model: str = option("local", "local (each partner runs DP-SGD and adds all the noise) or distributed-secagg "
+                              "(one full-batch step per round: each partner adds a discrete-Gaussian share to its "
+                              "clipped gradient sum, the coordinator sees only the SecAgg+ sum; sample-rate and "
+                              "local-epochs are not used). See docs/propensity.md.", choices=NOISE_MODELS)
+    honest_partners: int = option(0, "distributed-secagg: partners assumed not to collude with the coordinator "
+                                     "(0: all).", minimum=0)
+    max_dropouts: int = option(0, "distributed-secagg: partners that may drop out of a round (more noise each).",
+                               minimum=0)
+    max_customers: int = option(DEFAULT_MAX_CUSTOMERS, "distributed-secagg: public bound on each partner's "
+                                "customers (sizes the SecAgg+ grid; a partner with more refuses).", minimum=1)
 
     ALIASES: ClassVar[dict[str, str]] = {"window-start": "start", "window-cutoff": "cutoff", "window-end": "end"}
 
     def validate(self) -> None:
         if not self.tier_mid < self.tier_high:
             raise ConfigError(f"tier levels must satisfy 0 < mid < high < 1 (got {self.tier_mid}, {self.tier_high})")
+        if self.noise_model == "distributed-secagg" and self.non_private:
+            raise ConfigError("--noise-model distributed-secagg splits DP noise across partners: drop --non-private "
+                              "(or use --noise-model local)")
+        if self.distributed and self.evaluate and self.eval_every_round:
+            raise ConfigError("--eval-every-round is for local noise; with --noise-model distributed-secagg the model "
+                              "is evaluated once, at the end")
         if not self.non_private and not math.isfinite(self.epsilon):
             raise ConfigError(f"--epsilon must be a finite positive number (got {self.epsilon}); or use --non-private")
         if self.start or self.cutoff or self.end:
@@ -77,7 +99,26 @@ class PropensityOptions(Options):
         return FeatureCaps(self.cap_amount, self.cap_total_amount, self.cap_quantity)
 
     @property
+    def distributed(self) -> bool:
+        """Noise split across partners under SecAgg+ (private jobs only)."""
+        return self.noise_model == "distributed-secagg" and not self.non_private
+
+    def noise_shares(self, partners: int) -> int:
+        """Honest partners less tolerated drop-outs (ConfigError if the trust settings do not fit ``partners``)."""
+        if partners < 2:
+            raise ConfigError("--noise-model distributed-secagg needs at least 2 partners")
+        return shares_of(partners, self.honest_partners, self.max_dropouts)
+
+    @property
+    def batch_rate(self) -> float:
+        """The DP-SGD sample rate the accounting assumes: 1 (full batch) with distributed noise, whose sum of
+        discrete-Gaussian shares is proven equivalent for unsampled releases only."""
+        return 1.0 if self.distributed else self.sample_rate
+
+    @property
     def steps_per_round(self) -> int:
+        if self.distributed:
+            return 1  # one secure sum = one full-batch step
         return max(1, round(self.local_epochs / self.sample_rate))
 
     @property
@@ -103,7 +144,7 @@ class PropensityOptions(Options):
     def plan(self) -> DpsgdPlan | None:
         if self.non_private:
             return None
-        return plan_dpsgd(self.training_epsilon, self.delta, sample_rate=self.sample_rate,
+        return plan_dpsgd(self.training_epsilon, self.delta, sample_rate=self.batch_rate,
                           steps_per_round=self.steps_per_round, rounds=self.rounds, max_grad_norm=self.max_grad_norm,
                           gaussian_releases=2, gaussian_share=self.stats_share)
 

@@ -65,8 +65,10 @@ def reply_metrics(kind: str, n_features: int) -> dict[str, int | None]:
 
 
 
-def releases(options: Any, plan: Any, shapes: dict[str, tuple[int, ...]], n_features: int) -> list[Release]:
-    """Every value a partner sends in a propensity job (the task's release manifest)."""
+def releases(options: Any, plan: Any, shapes: dict[str, tuple[int, ...]], n_features: int,
+             training: list[Release] | None = None) -> list[Release]:
+    """Every value a partner sends in a propensity job (the task's release manifest). ``training``: the training
+    rounds' releases when they do not travel as ``train`` replies (distributed noise: the SecAgg+ protocol's)."""
     private = plan is not None
     nonprivate = "non-private run: only partners that allow it (require-dp=false) take part"
     status = Release("*", METRICS, dict.fromkeys(PRIVACY_METRICS), PUBLIC,
@@ -99,7 +101,7 @@ def releases(options: Any, plan: Any, shapes: dict[str, tuple[int, ...]], n_feat
         noisy("stats", "stats", stats_length(n_features), stats_sensitivity(n_features),
               "noisy feature statistics for the shared scaler (count, sums, squares)"),
         replace(status, reply="stats"),
-        weights, train_info, replace(status, reply="train"),
+        *([weights, train_info, replace(status, reply="train")] if training is None else training),
         *evaluation_releases,
         noisy("ltv-hist", "ltv-hist", SPEND_BINS, 1.0, "noisy histogram of predicted LTV for the tier thresholds"),
         replace(status, reply="ltv-hist"),

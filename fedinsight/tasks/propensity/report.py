@@ -6,6 +6,7 @@ lift, and the LTV tier table.
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,12 @@ def propensity_sections(summary: dict[str, Any]) -> tuple[list[str], list[Sectio
     if lift is not None:
         cards.append(card("top-decile lift", f"{lift:.2f}×", "buyers in the top 10 % vs average"))
 
+    privacy = summary.get("privacy") or {}
+    if privacy.get("noise_model") == "distributed-secagg":
+        secagg = privacy.get("secagg") or {}
+        cards.append(card("training noise", "shared (SecAgg+)",
+                          f"each of {secagg.get('partners', '?')} partners added a share; the coordinator saw sums"))
+
     learning = Section("learning", "Learning curve")
     learning.charts([c for c in (_propensity_curve(summary),) if c])
     if not learning.parts:
@@ -56,10 +63,29 @@ def propensity_sections(summary: dict[str, Any]) -> tuple[list[str], list[Sectio
     quality.add(_metrics_table(metrics, ("auc", "log_loss", "ece", "lift_top_decile", "mae", "tier_accuracy"),
                                summary))
     quality.add(_tier_table(summary))
+    quality.add(_noise_note(privacy))
     if not curves:
         quality.add('<p class="note">This summary has no curve data (written by an older fedinsight); '
                     "re-run the job to get ROC, calibration and gain charts.</p>")
     return cards, [learning, quality]
+
+
+def _noise_note(privacy: dict[str, Any]) -> str:
+    """Who added the training noise and whom that trusts, in words (the trust model summary.json states)."""
+    trust = privacy.get("trust_model")
+    if not trust or privacy.get("non_private"):
+        return ""
+    if privacy.get("noise_model") == "distributed-secagg":
+        secagg = privacy.get("secagg") or {}
+        how = ("Training noise was shared: in every round each partner sent its customers' clipped model update plus "
+               "only its part of the privacy noise, locked by secure aggregation, so the coordinator saw only the "
+               f"total of all partners (at least {secagg.get('contributors_min', '?')} in each of "
+               f"{secagg.get('rounds_unmasked', '?')} rounds). Together the parts carry the full noise the privacy "
+               "budget pays for, which is why the model is closer to the centralized one than with local noise. "
+               "Feature statistics, the LTV tiers and the evaluation still use each partner's own noise.")
+    else:
+        how = "Training noise was local: every partner added the full privacy noise to its own model update."
+    return f'<p class="note">{escape(how)} Trust model: {escape(str(trust))}.</p>'
 
 
 def _propensity_curve(summary: dict[str, Any]) -> Chart | None:

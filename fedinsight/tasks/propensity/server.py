@@ -31,13 +31,14 @@ from fedinsight.federation import progress
 from fedinsight.federation.budget import Charge
 from fedinsight.federation.manifest import Manifest
 from fedinsight.federation.messages import request
+from fedinsight.federation.secagg import secagg_releases
 from fedinsight.federation.task import Plan, Session, TaskResult
 from fedinsight.models.federated_stats import PooledStats, histogram_cdf, histogram_quantile, stats_sensitivity
 from fedinsight.models.metrics import summary_curves
 from fedinsight.models.propensity import ModelBundle, build_model, get_weights
 from fedinsight.privacy.dpsgd import DpsgdPlan
-from fedinsight.privacy.ledger import compose_epsilon
-from fedinsight.tasks.propensity import evaluation
+from fedinsight.privacy.ledger import compose_epsilon, dpsgd_event
+from fedinsight.tasks.propensity import distributed, evaluation, secure_server
 from fedinsight.tasks.propensity.features import FEATURES, spend_from_unit
 from fedinsight.tasks.propensity.options import PropensityOptions
 from fedinsight.tasks.propensity.strategy import PartnerTrack, PropensityFedAvg, read_evaluations
@@ -53,7 +54,20 @@ def plan(session: Session, task: str) -> Plan:
     """The job's manifest and the three ledger lines (statistics, DP-SGD, LTV histogram) it is charged."""
     options: PropensityOptions = session.options  # type: ignore[assignment]
     dp = options.plan()
-    manifest = Manifest(task, tuple(proto.releases(options, dp, _shapes(options), len(FEATURES))))
+    partners = len(session.nodes)
+    training_releases = None
+    if options.distributed and dp is not None:
+        enc = distributed.encoding(options, partners)  # refused here, before anyone computes, if no grid fits
+        session.state["encoding"] = enc
+        training_releases = secagg_releases(
+            update_event=dpsgd_event(dp.noise_multiplier, 1.0, 1), count=options.rounds,
+            mechanism=distributed.MECHANISM,
+            what="the sum of the partner's customers' clipped gradients plus its discrete-Gaussian noise share, "
+                 "masked (one full-batch step per round)",
+            sensitivity=f"customer-level L2 {dp.max_grad_norm:g} (C' = {enc.sensitivity:.6g} after rounding onto "
+                        f"the SecAgg+ grid); noise multiplier {dp.noise_multiplier:.4g} on the sum of "
+                        f"{enc.honest} shares")
+    manifest = Manifest(task, tuple(proto.releases(options, dp, _shapes(options), len(FEATURES), training_releases)))
     session.state["plan"] = dp
     if dp is None:
         return Plan(manifest, [], {"non_private": True})
@@ -61,15 +75,24 @@ def plan(session: Session, task: str) -> Plan:
         dp_event.PoissonSampledDpEvent(dp.sample_rate, dp_event.GaussianDpEvent(dp.noise_multiplier)),
         dp.total_steps)
     at = f" (at delta {options.delta:g})"
+    trust = distributed.trust_model(options, partners)
+    if options.distributed:
+        training_text = (f"full-batch DP-SGD {options.model} under SecAgg+ ({distributed.MECHANISM}): noise "
+                         f"{dp.noise_multiplier:.3f} on the sum, {dp.total_steps} steps, clip {dp.max_grad_norm:g}; "
+                         f"trust model: {trust}{at}")
+    else:
+        training_text = (f"DP-SGD {options.model}: noise {dp.noise_multiplier:.3f}, sample rate {dp.sample_rate:g}, "
+                         f"{dp.total_steps} steps, clip {dp.max_grad_norm:g}{at}")
     charges = [
         Charge("stats", dp.gaussian_event(), f"noisy feature statistics for the shared scaler (Gaussian, multiplier "
-                                            f"{dp.gaussian_noise_multiplier:.3f}){at}"),
-        Charge("training", training, f"DP-SGD {options.model}: noise {dp.noise_multiplier:.3f}, sample rate "
-                                     f"{dp.sample_rate:g}, {dp.total_steps} steps, clip {dp.max_grad_norm:g}{at}"),
-        Charge("stats", dp.gaussian_event(), f"noisy predicted-LTV histogram for the tier thresholds{at}"),
+                                            f"{dp.gaussian_noise_multiplier:.3f}, local noise){at}"),
+        Charge("training", training, training_text),
+        Charge("stats", dp.gaussian_event(), f"noisy predicted-LTV histogram for the tier thresholds (local "
+                                            f"noise){at}"),
     ]
     extra: dict[str, Any] = {"plan": dp.to_dict(), "epsilon_planned": dp.planned_epsilon(),
-                             "evaluation": evaluation_summary(options)}
+                             "evaluation": evaluation_summary(options), "noise_model": options.noise_model,
+                             "trust_model": trust}
     m = options.eval_noise_multiplier()
     if m is not None:
         event = evaluation.eval_event(m)
@@ -187,10 +210,16 @@ def run(session: Session) -> TaskResult:
                                 guard=session.guard, task=session.task.name,
                                 evaluate_rounds=options.evaluate and options.eval_every_round,
                                 eval_noise_multiplier=options.eval_noise_multiplier())
-    result = strategy.start(session.grid, _arrays(initial), num_rounds=options.rounds, timeout=session.job.timeout,
-                            train_config=ConfigRecord({**cfg, "phase": "train"}),
-                            evaluate_config=ConfigRecord({**cfg, "phase": "evaluate"}))
-    final = strategy.released_arrays(result.arrays if result.arrays is not None else _arrays(initial))
+    secure: secure_server.SecureTraining | None = None
+    if options.distributed:  # one SecAgg+ sum per round, the coordinator steps (per-round evaluation: local mode)
+        secure = secure_server.train(session, cfg, initial, pooled.n)
+        final = _arrays(secure.weights)
+        strategy.log.per_round = secure.per_round
+    else:
+        result = strategy.start(session.grid, _arrays(initial), num_rounds=options.rounds,
+                                timeout=session.job.timeout, train_config=ConfigRecord({**cfg, "phase": "train"}),
+                                evaluate_config=ConfigRecord({**cfg, "phase": "evaluate"}))
+        final = strategy.released_arrays(result.arrays if result.arrays is not None else _arrays(initial))
 
     progress.report("LTV tiers", options.rounds + 1, options.rounds + 3)
     pred = _release_phase(session, partners, cfg, "ltv-hist", final)
@@ -220,7 +249,7 @@ def run(session: Session) -> TaskResult:
         artifacts["model"] = str(write_model(Path(session.job.out_dir), bundle))
     summary = {
         "rounds": options.rounds, "seed": options.seed, "model": options.model,
-        "privacy": privacy_summary(session, partners, dp),
+        "privacy": privacy_summary(session, partners, dp, secure),
         "metrics": {"federated": final_metrics, "per_round": strategy.log.per_round},
         "curves": {"federated": curves},
         "ltv_tiers": {"levels": [options.tier_mid, options.tier_high], "true_thresholds": list(true_t),
@@ -231,17 +260,26 @@ def run(session: Session) -> TaskResult:
     return TaskResult(summary, artifacts)
 
 
-def privacy_summary(session: Session, partners: dict[int, PartnerTrack], dp: DpsgdPlan | None) -> dict[str, Any]:
-    """Per-partner epsilon from the partners' own gates, checked against the coordinator's ledger charge."""
+def privacy_summary(session: Session, partners: dict[int, PartnerTrack], dp: DpsgdPlan | None,
+                    secure: secure_server.SecureTraining | None = None) -> dict[str, Any]:
+    """Per-partner epsilon from the partners' own gates, checked against the coordinator's ledger charge; the noise
+    and trust model, and with distributed noise the SecAgg+ grid and how many shares each sum held."""
     options: PropensityOptions = session.options  # type: ignore[assignment]
     spent = {p.partner_id: p.epsilon_job for p in sorted(partners.values(), key=lambda t: t.partner_id)}
     out: dict[str, Any] = {
         "epsilon_target": None if dp is None else options.epsilon, "delta": options.delta, "non_private": dp is None,
+        "noise_model": None if dp is None else options.noise_model,
+        "trust_model": distributed.trust_model(options, len(session.nodes)),
+        "noise_scope": None if dp is None else (
+            "training: distributed (SecAgg+ sum of noise shares); feature statistics, LTV histogram and evaluation: "
+            "local noise on each partner" if options.distributed else "every release: local noise on each partner"),
         "delta_rule": "at most 1e-6 by default; each partner refuses a delta above 1 / (10 x its customers)",
         "epsilon_spent": spent, "epsilon_spent_max": max(spent.values(), default=0.0),
         "refused": {p.partner_id: p.refused for p in partners.values() if p.refused},
         "failed": {p.partner_id: p.failed for p in partners.values() if p.failed},
     }
+    if secure is not None:
+        out["secagg"] = distributed.secagg_summary(options, secure.encoding, secure.contributors)
     if dp is None or session.plan is None:
         return out
     charged = compose_epsilon([c.event for c in session.plan.charges], options.delta)

@@ -1,0 +1,112 @@
+"""Partner side of distributed-noise propensity training: one full-batch step per SecAgg+ round.
+
+Flower 1.41 runs SecAgg+ only on its legacy path, so a round arrives as a plain ``train`` message handled by
+the partner's one legacy train handler (:mod:`fedinsight.federation.secagg`) under ``secaggplus_mod``, which
+hands fit configs with ``task = propensity`` to :func:`secure_fit`. What the partner sends: the sum of its
+training customers' gradients, each clipped to the job's norm (Opacus per-sample gradients), plus *its share*
+of the discrete-Gaussian noise drawn by OpenDP from OS entropy, masked by SecAgg+; no metrics, weight 1. It
+never sends anything unmasked.
+
+The partner does not take the coordinator's word for the protocol: it derives the noise plan and the grid
+from the job's public options and partner count (:mod:`.distributed`), checks SecAgg+'s own state against them
+(:func:`~fedinsight.federation.secagg.check_secagg_setup`), refuses a trust model it does not accept
+(``max-honest-partners``), spends the round at its own budget gate before any share exists, and leaves the
+drop-out guard its tolerance, so that a sum that lost more noise shares than tolerated is never unmasked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord
+
+from fedinsight.core.errors import BudgetExceededError, ConfigError, SecureAggregationError
+from fedinsight.federation.secagg import GUARD_RECORD, check_own_trust, check_secagg_setup, from_legacy_config
+from fedinsight.federation.task import Partner
+from fedinsight.models.propensity import (
+    PropensityNet,
+    SharedScaler,
+    TargetScaler,
+    propensity_loss,
+    set_weights,
+    tensors,
+)
+from fedinsight.privacy.distributed_dp import encode_noisy_share
+from fedinsight.privacy.dpsgd import clipped_gradient_sum
+from fedinsight.privacy.ledger import dpsgd_event
+from fedinsight.tasks.propensity import distributed
+from fedinsight.tasks.propensity.client import prepare
+from fedinsight.tasks.propensity.features import FEATURES, unit_spend
+from fedinsight.tasks.propensity.options import PropensityOptions
+
+
+def check_before_charge(partner: Partner, options: PropensityOptions, config: dict[str, Any]) -> None:
+    """In hello, before the coordinator charges anyone: this partner accepts the trust model, fits under the public
+    customer bound, and can afford the whole job (a SecAgg+ round cannot go on without one of its partners)."""
+    partners = int(config["secagg-partners"])
+    distributed.encoding(options, partners)  # the grid fits
+    check_own_trust(partner, options.honest_partners or partners)
+    job_id = str(config.get("job-id", ""))
+    customers = len(prepare(partner, options, job_id).buys_train)
+    if customers > options.max_customers:
+        raise SecureAggregationError(f"partner {partner.partner_id} has more training customers than the job's public "
+                                     f"bound --max-customers {options.max_customers}; refused (raise the bound)")
+    dp = options.plan()
+    assert dp is not None  # distributed jobs are private (options.validate)
+    events = [*dp.events()]
+    if options.eval_releases:
+        from fedinsight.tasks.propensity.evaluation import eval_event
+
+        events += [eval_event(options.eval_noise_multiplier())] * options.eval_releases  # type: ignore[arg-type]
+    refusal = partner.gate.binding(job_id, events, job_epsilon=options.epsilon, job_delta=options.delta)
+    if refusal is not None:
+        raise BudgetExceededError(refusal.reason + "; refused before the job started")
+
+
+def _model(parameters: list[np.ndarray], options: PropensityOptions) -> PropensityNet:
+    if len(parameters) != 1:
+        raise ConfigError(f"a distributed-noise propensity round carries one flat weight vector, got {len(parameters)}")
+    return set_weights(PropensityNet(len(FEATURES), options.model), distributed.unflatten(parameters[0], options))
+
+
+def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str, Any]
+               ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    """This partner's clipped gradient sum plus its noise share, for SecAgg+ to mask."""
+    config = from_legacy_config(config)
+    if config.get("phase") != distributed.SECURE_PHASE:
+        raise ConfigError(f"unknown propensity secure step '{config.get('phase')}' (expected "
+                          f"{distributed.SECURE_PHASE})")
+    options = PropensityOptions.from_run_config(config)
+    if not options.distributed:
+        raise ConfigError("this job was not planned with --noise-model distributed-secagg; nothing released")
+    try:
+        partners = int(config["secagg-partners"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError("a distributed-noise propensity round lacks its partner count (secagg-partners)") from None
+    enc = distributed.encoding(options, partners)
+    check_own_trust(partner, options.honest_partners or partners)
+    check_secagg_setup(partner.context, enc.flower_settings(), partners, options.max_dropouts)
+    job_id = str(config["job-id"])
+    split = prepare(partner, options, job_id)
+    if len(split.buys_train) > enc.max_customers:
+        raise SecureAggregationError(f"this partner has more training customers than the job's public bound "
+                                     f"--max-customers {enc.max_customers}; refused (raise the bound)")
+    model = _model(parameters, options)
+    dp = options.plan()
+    assert dp is not None
+    rnd = config.get("server-round", "?")
+    partner.gate.spend(job_id, [dpsgd_event(dp.noise_multiplier, 1.0, 1)], job_epsilon=options.epsilon,
+                       job_delta=options.delta, kind="training",
+                       description=f"propensity round {rnd} ({distributed.MECHANISM}): full-batch DP-SGD step, noise "
+                                   f"{dp.noise_multiplier:.4g} on the sum, clip {dp.max_grad_norm:g}; "
+                                   + distributed.trust_model(options, partners))
+    scaler = SharedScaler(tuple(config["scaler-mean"]), tuple(config["scaler-std"]))
+    target = TargetScaler(float(config["target-mean"]), float(config["target-std"]))
+    data = tensors(scaler.transform(split.unit_train), split.buys_train,
+                   target.transform(unit_spend(split.spend_train, options.caps)))
+    total = clipped_gradient_sum(model, data, propensity_loss, max_grad_norm=dp.max_grad_norm).numpy()
+    share = encode_noisy_share(total, enc)  # OpenDP's discrete Gaussian: OS entropy, never a job seed
+    partner.context.state.config_records[GUARD_RECORD] = ConfigRecord({"max-dropouts": options.max_dropouts,
+                                                                       "partners": partners})
+    return [share], 1, {}

@@ -1,0 +1,246 @@
+"""Distributed-noise propensity training (``noise-model = distributed-secagg``) through the real partner ClientApp
+and Flower's SecAgg+ workflow, in process.
+
+Three small synthetic partners: the coordinator sees only masked vectors (declared in the manifest) during
+training, the ledger charges exactly what the accountant gives for the full noise of the *sum* (the partners'
+shares together carry it), the trust model is recorded in summary.json, the ledger and the report, a partner's
+noise share comes from OS entropy, and a round that lost more partners than tolerated is never unmasked.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from dp_accounting import dp_event
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
+from support.fake_grid import InProcessGrid
+
+from fedinsight.core.errors import ConfigError, SecureAggregationError
+from fedinsight.data import PartitionSpec, load_federation
+from fedinsight.data.federation import write_partner_folder
+from fedinsight.federation.secagg import to_legacy_config
+from fedinsight.federation.task import start
+from fedinsight.partner.clientapp import app as client_app
+from fedinsight.partner.protection import init_federation
+from fedinsight.partner.side import PartnerSide
+from fedinsight.privacy.distributed_dp import MODULUS
+from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
+from fedinsight.tasks.propensity import TASK, distributed, secure_client
+from fedinsight.tasks.propensity.evaluation import eval_event
+from fedinsight.tasks.propensity.features import synthetic_window
+from fedinsight.tasks.propensity.options import PropensityOptions
+
+PARTNERS = 3
+ROUNDS = 3
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dist-partners")
+    parts = load_federation("synthetic", PartitionSpec(partners=PARTNERS, seed=0), synthetic_customers=2400)
+    write_partner_folder(parts, root)
+    init_federation(root)
+    return root
+
+
+class SecAggGrid(InProcessGrid):
+    """The partners' real ClientApp in process; ``victim`` goes silent when asked for its masked vector."""
+
+    def __init__(self, victim: int | None = None) -> None:
+        super().__init__(client_app, PARTNERS)
+        self.victim = None if victim is None else 100 + victim
+        self.run = SimpleNamespace(run_id=1)  # what Flower's legacy workflow reads of a Grid besides messaging
+        self.unmask_replies: list[Message] = []
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        stages = {m.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) for m in messages
+                  if m.metadata.message_type == "train" and RECORD_KEY_CONFIGS in m.content.config_records}
+        if Stage.COLLECT_MASKED_VECTORS in stages and self.victim is not None:
+            messages = [m for m in messages if m.metadata.dst_node_id != self.victim]
+        # a real transport serialises each message; in process, partners must not share (and mutate) records
+        messages = [Message(copy.deepcopy(m.content), dst_node_id=m.metadata.dst_node_id,
+                            message_type=m.metadata.message_type, group_id=m.metadata.group_id) for m in messages]
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        if Stage.UNMASK in stages:
+            self.unmask_replies.extend(replies)
+        return replies
+
+
+def _run_config(tmp_path: Path, data_root: Path, **overrides) -> dict:
+    window = synthetic_window()
+    rc = {"task": "propensity", "partners": PARTNERS, "rounds": ROUNDS, "out-dir": str(tmp_path / "out"),
+          "start": window.start.isoformat(), "cutoff": window.cutoff.isoformat(), "end": window.end.isoformat(),
+          "data-root": str(data_root), "ledger-url": f"sqlite:///{tmp_path / 'ledger.db'}", "job-id": "job-d",
+          "dataset": "synthetic", "budget": 1.0, "budget-delta": 1e-6, "epsilon": 1.0, "lr": 1.0,
+          "noise-model": "distributed-secagg", "max-customers": 5000,
+          "partner-ledger-url": f"sqlite:///{tmp_path / 'partners.db'}"}
+    rc.update({k.replace("_", "-"): v for k, v in overrides.items()})
+    return rc
+
+
+def _run(grid, rc: dict) -> dict:
+    start(TASK, grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=rc))
+    return json.loads((Path(rc["out-dir"]) / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_training_sends_only_masked_sums_and_charges_the_full_noise_of_the_sum(tmp_path, data_root):
+    grid = SecAggGrid()
+    rc = _run_config(tmp_path, data_root)
+    summary = _run(grid, rc)
+    options = PropensityOptions.from_run_config(rc)
+    privacy = summary["privacy"]
+
+    # no partner was asked for a (local, unmasked) training round; every round's sum held every partner's share
+    assert not any(m.metadata.message_type.startswith("train.") for m in grid.sent)
+    masked = [r for r in grid.replies if r.metadata.message_type == "train" and not r.has_error()
+              and Key.MASKED_PARAMETERS in r.content.config_records.get(RECORD_KEY_CONFIGS, {})]
+    assert len(masked) == PARTNERS * ROUNDS
+    assert all(len(rec) == 0 for r in masked for rec in r.content.array_records.values())
+    assert summary["messages"]["violations"] == [] and summary["messages"]["failures"] == []
+    assert [r["secagg_partners"] for r in summary["metrics"]["per_round"]] == [PARTNERS] * ROUNDS
+    releases = {(r["reply"], r["mechanism"]) for r in privacy["releases"]}
+    assert ("secagg", distributed.MECHANISM) in releases and not any(r == "train" for r, _ in releases)
+
+    # trust model: summary.json, the ledger's charge, the report
+    assert privacy["noise_model"] == "distributed-secagg"
+    assert "at least 3 partners do not collude" in privacy["trust_model"]
+    secagg = privacy["secagg"]
+    assert secagg["noise_shares"] == PARTNERS and secagg["contributors_min"] == PARTNERS
+    assert secagg["rounds_unmasked"] == ROUNDS and secagg["max_dropouts"] == 0
+    ledger = PrivacyLedger(rc["ledger-url"])
+    training = [c for c in ledger.charges() if c.kind == "training"]
+    assert len(training) == PARTNERS and all("do not collude" in c.description for c in training)
+    from fedinsight.tasks.propensity.report import propensity_sections
+
+    html = "".join(s.html() for s in propensity_sections(summary)[1])
+    assert "distributed-secagg" in html and "do not collude" in html
+
+    # the charge is the accountant's figure for the noise of the *sum*: rounds full-batch Gaussian releases at the
+    # plan's multiplier (not a share's, which is sqrt(3) times larger), plus the local-noise releases
+    dp = options.plan()
+    enc = distributed.encoding(options, PARTNERS)
+    assert enc.noise_multiplier == dp.noise_multiplier
+    # three shares of variance (s step)^2 sum to the full (sigma C')^2
+    assert PARTNERS * (enc.share_scale * enc.step) ** 2 == pytest.approx((dp.noise_multiplier * enc.sensitivity) ** 2)
+    events = [dp.gaussian_event(), dp.gaussian_event(), *[dp_event.GaussianDpEvent(dp.noise_multiplier)] * ROUNDS]
+    events.append(eval_event(options.eval_noise_multiplier()))  # the final evaluation (local noise)
+    expected = compose_epsilon(events, options.delta)
+    assert privacy["ledger_epsilon_charged_this_job"] == pytest.approx(expected, rel=1e-6)
+    assert expected <= options.epsilon * (1 + 1e-6)
+    own = PrivacyLedger(rc["partner-ledger-url"])  # each partner's own gate spent the same, round by round
+    for partner in own.partners():
+        assert compose_epsilon(own.job_events(partner, "job-d"), options.delta) == pytest.approx(expected, rel=1e-6)
+    assert privacy["accountants_agree_with_ledger"] is True
+    assert Path(summary["artifacts"]["model"]).exists()
+
+
+@pytest.mark.slow
+def test_a_round_that_lost_a_partner_is_never_unmasked_and_nothing_is_released(tmp_path, data_root):
+    grid = SecAggGrid(victim=1)
+    rc = _run_config(tmp_path, data_root, rounds=1)
+    with pytest.raises(SecureAggregationError, match="round 1: .*lacks noise shares"):
+        _run(grid, rc)
+    assert len(grid.unmask_replies) == PARTNERS - 1  # the partners still online refused their unmasking shares
+    assert all(r.has_error() and "refuses to unmask" in r.error.reason for r in grid.unmask_replies)
+    assert not (Path(rc["out-dir"]) / "model.pt").exists()
+    # nothing after the failed round was asked for (no LTV histogram, no evaluation)
+    phases = [m.content["config"]["phase"] for m in grid.sent if m.metadata.message_type.startswith("query.")]
+    assert "ltv-hist" not in phases and not any(m.metadata.message_type.startswith("evaluate.") for m in grid.sent)
+
+
+@pytest.mark.slow
+def test_a_tolerated_drop_out_is_released_with_the_remaining_shares(tmp_path, data_root):
+    grid = SecAggGrid(victim=1)
+    summary = _run(grid, _run_config(tmp_path, data_root, rounds=1, max_dropouts=1))
+    secagg = summary["privacy"]["secagg"]
+    # 3 partners, all honest, 1 tolerated drop-out: every share carries 1/2 of the variance, so the 2 left suffice
+    assert secagg["noise_shares"] == 2 and secagg["contributors_min"] == 2
+    assert "never unmasked" in summary["privacy"]["trust_model"] and "more than 1 partner" in \
+        summary["privacy"]["trust_model"]
+
+
+def test_bad_trust_settings_are_refused_before_anyone_is_contacted(tmp_path, data_root):
+    grid = SecAggGrid()
+    with pytest.raises(ConfigError, match="max-dropouts"):
+        _run(grid, _run_config(tmp_path, data_root, max_dropouts=3))
+    with pytest.raises(ConfigError, match="honest-partners"):
+        _run(grid, _run_config(tmp_path, data_root, honest_partners=4))
+    with pytest.raises(ConfigError, match="--max-customers"):  # an MLP's 900 weights on a grid sized for 1e6
+        _run(grid, _run_config(tmp_path, data_root, model="mlp", max_customers=1_000_000))
+    assert grid.sent == []
+    with pytest.raises(ConfigError, match="non-private"):
+        PropensityOptions(noise_model="distributed-secagg", non_private=True)
+    with pytest.raises(ConfigError, match="eval-every-round"):
+        PropensityOptions(noise_model="distributed-secagg", eval_every_round=True)
+
+
+def _secagg_context(enc, partition: int) -> Context:
+    settings = enc.flower_settings()
+    ctx = Context(run_id=1, node_id=100 + partition, node_config={"partition-id": partition}, state=RecordDict(),
+                  run_config={})
+    ctx.state.config_records[RECORD_KEY_STATE] = ConfigRecord({
+        "clipping_range": float(settings["clipping_range"]), "target_range": int(settings["quantization_range"]),
+        "mod_range": MODULUS, "max_weight": 1.0, "sample_num": enc.partners, "share_num": enc.partners})
+    return ctx
+
+
+def test_the_noise_share_comes_from_os_entropy_not_the_job_seed(tmp_path, data_root):
+    """Two rounds from the same weights, data, scaler and job seed (and the same numpy/torch seeds) give the same
+    clipped sum but different noise shares: the coordinator cannot replay a partner's noise."""
+    import torch
+
+    from fedinsight.models.propensity import SharedScaler, TargetScaler, build_model, get_weights, propensity_loss
+    from fedinsight.models.propensity import tensors as to_tensors
+    from fedinsight.privacy.dpsgd import clipped_gradient_sum
+    from fedinsight.tasks.propensity.client import prepare
+    from fedinsight.tasks.propensity.features import FEATURES, unit_spend
+
+    rc = _run_config(tmp_path, data_root)
+    options = PropensityOptions.from_run_config(rc)
+    enc = distributed.encoding(options, PARTNERS)
+    weights = get_weights(build_model(len(FEATURES), options.model, options.seed))
+    config = {**rc, **options.to_run_config(), "phase": distributed.SECURE_PHASE, "secagg-partners": PARTNERS,
+              "server-round": 1, "scaler-mean": [0.5] * len(FEATURES), "scaler-std": [0.3] * len(FEATURES),
+              "target-mean": 0.0, "target-std": 1.0}
+    partner = PartnerSide("training", _secagg_context(enc, 0), config)
+    shares = []
+    for _ in range(2):
+        np.random.seed(options.seed)
+        torch.manual_seed(options.seed)
+        vector, weight, metrics = secure_client.secure_fit(partner, [distributed.flatten(weights, options)],
+                                                           to_legacy_config(config))
+        assert weight == 1 and metrics == {}
+        shares.append(np.asarray(vector[0]))
+    # the exact clipped sum on the grid, as the partner computes it
+    split = prepare(partner, options, "job-d")
+    scaler, target = SharedScaler((0.5,) * len(FEATURES), (0.3,) * len(FEATURES)), TargetScaler(0.0, 1.0)
+    data = to_tensors(scaler.transform(split.unit_train), split.buys_train,
+                      target.transform(unit_spend(split.spend_train, options.caps)))
+    from fedinsight.tasks.propensity.secure_client import _model
+
+    total = clipped_gradient_sum(_model([distributed.flatten(weights, options)], options), data, propensity_loss,
+                                 max_grad_norm=options.max_grad_norm).numpy()
+    exact = np.rint(total / enc.step) * enc.step
+    noise = [s - exact for s in shares]
+    assert not np.allclose(noise[0], noise[1])
+    # each noise is on the grid and has the share's sd: with 22 coordinates the sample sd lies within [0.3, 3] x the
+    # share sd except with probability < 1e-9 (chi-square with 22 degrees of freedom)
+    sd = enc.share_scale * enc.step
+    for n in noise:
+        assert np.allclose(n / enc.step, np.rint(n / enc.step))
+        assert 0.3 * sd < float(np.sqrt(np.mean(n ** 2))) < 3 * sd
+    # and each round was spent at the partner's own gate before its share existed
+    own = PrivacyLedger(rc["partner-ledger-url"])
+    assert len(own.job_events(partner.partner_id, "job-d")) == 2
+    assert math.isclose(compose_epsilon(own.job_events(partner.partner_id, "job-d"), options.delta),
+                        compose_epsilon([dp_event.GaussianDpEvent(options.plan().noise_multiplier)] * 2, options.delta),
+                        rel_tol=1e-6)
