@@ -8,7 +8,8 @@ partner sends: its clipped item-table gradient sum plus *its share* of the noise
 
 The partner does not take the coordinator's word for the protocol: before releasing a share it checks
 that SecAgg+ was set up with exactly the quantisation its accounting assumes and with every partner
-of the job in the sum, and :func:`dropout_guard_mod` refuses to hand over its unmasking shares when
+of the job in the sum (:func:`~fedinsight.federation.secagg.check_secagg_setup`, shared by every task), and
+:func:`~fedinsight.federation.secagg.dropout_guard_mod` refuses to hand over its unmasking shares when
 more partners dropped out than the job tolerates — a sum that lost noise shares is never unmasked.
 """
 
@@ -18,14 +19,13 @@ import math
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Context
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
+from flwr.app import ConfigRecord
 
 from fedinsight.core.errors import ConfigError, SecureAggregationError
-from fedinsight.federation.secagg import GUARD_RECORD, from_legacy_config
+from fedinsight.federation.secagg import GUARD_RECORD, check_secagg_setup, from_legacy_config
 from fedinsight.federation.task import Partner
 from fedinsight.models.recommender import ItemParams
-from fedinsight.privacy.distributed_dp import MODULUS, DistributedNoise, encode_noisy_share
+from fedinsight.privacy.distributed_dp import DistributedNoise, encode_noisy_share
 from fedinsight.tasks.recommend.client import (
     _load_or_new_state,
     bpr_config,
@@ -40,29 +40,6 @@ def encoding_for(config: dict[str, Any]) -> DistributedNoise:
     return DistributedNoise.from_config(config, float(config["noise-multiplier"]), float(config.get("clip", 1.0)))
 
 
-def check_protocol(context: Context, enc: DistributedNoise, max_dropouts: int) -> None:
-    """Refuse unless SecAgg+ was set up as the job's accounting assumes (read from ``secaggplus_mod``'s state)."""
-    if RECORD_KEY_STATE not in context.state.config_records:
-        raise SecureAggregationError("a distributed-noise round arrived outside SecAgg+; refused")
-    state = context.state.config_records[RECORD_KEY_STATE]
-    expected = enc.flower_settings()
-    got = {"clipping_range": float(state.get("clipping_range", 0.0)),  # type: ignore[arg-type]
-           "quantization_range": int(state.get("target_range", 0)),  # type: ignore[arg-type]
-           "modulus_range": int(state.get("mod_range", 0))}  # type: ignore[arg-type]
-    if got != {"clipping_range": float(expected["clipping_range"]),
-               "quantization_range": int(expected["quantization_range"]), "modulus_range": MODULUS}:
-        raise SecureAggregationError(f"SecAgg+ is set up with {got}, the job's encoding needs {expected}; refused")
-    if float(state.get("max_weight", 0.0)) != 1.0:  # type: ignore[arg-type]
-        raise SecureAggregationError("SecAgg+ max-weight must be 1 (the weight would rescale the noisy share)")
-    sampled, shares = int(state.get("sample_num", 0)), int(state.get("share_num", 0))  # type: ignore[arg-type]
-    if sampled < enc.partners - max_dropouts:
-        raise SecureAggregationError(f"only {sampled} of the job's {enc.partners} partners are in this round; "
-                                     f"at most {max_dropouts} may be missing; refused")
-    if shares < sampled:
-        raise SecureAggregationError("every partner must share keys with every other (num_shares = all) so that "
-                                     "each one sees every drop-out; refused")
-
-
 def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str, Any]
                ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
     """One distributed-noise round: clipped gradient sum + this partner's noise share, for SecAgg+ to mask."""
@@ -72,7 +49,7 @@ def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str,
     context = partner.context
     enc = encoding_for(config)
     max_dropouts = int(config.get("max-dropouts", 0))
-    check_protocol(context, enc, max_dropouts)
+    check_secagg_setup(context, enc.flower_settings(), enc.partners, max_dropouts)
     split, catalogue = partner_split(partner, config)
     if split.num_customers > enc.max_customers:
         raise SecureAggregationError(f"this partner has {split.num_customers} customers, more than the job's public "

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedinsight.core.errors import SecureAggregationError
-from fedinsight.federation.secagg import SecAggRoundFailed, guarded, strict_workflow, to_legacy_config
+from fedinsight.federation.secagg import secure_sum as shared_secure_sum
 from fedinsight.federation.task import Session
 from fedinsight.models.recommender import ItemParams
 from fedinsight.privacy.distributed_dp import DistributedNoise, decode_sum
@@ -37,50 +37,17 @@ def encoding(job: Any, sizes: list[int], coordinates: int) -> DistributedNoise:
 
 def secure_sum(session: Session, job: Any, config: dict[str, Any], items: ItemParams,
                enc: DistributedNoise, rnd: int) -> tuple[np.ndarray, int]:
-    """Run one SecAgg+ round; returns the exact sum of the partners' noisy shares and how many it holds."""
-    from flwr.app import Context, RecordDict
-    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
-    from flwr.server import LegacyContext, ServerConfig
-    from flwr.server.strategy import FedAvg
-    from flwr.server.workflow import DefaultWorkflow
-
-    fit_config = to_legacy_config({**config, **enc.as_config(), "phase": "secagg", "round": rnd,
-                                   "max-dropouts": job.max_dropouts})
-
-    class _Counting(FedAvg):
-        """FedAvg over identical unmasked sums (SecAgg+ hands every result the same vector); counts them."""
-
-        contributors = 0
-        result: list[np.ndarray] | None = None
-
-        def aggregate_fit(self, server_round, results, failures):  # type: ignore[no-untyped-def]
-            self.contributors = len(results)
-            if results:
-                self.result = parameters_to_ndarrays(results[0][1].parameters)
-            return super().aggregate_fit(server_round, results, failures)
-
-    strategy = _Counting(
-        fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=job.partners, min_evaluate_clients=0,
-        min_available_clients=job.partners,
-        initial_parameters=ndarrays_to_parameters([items.as_matrix().astype(np.float64)]),
-        on_fit_config_fn=lambda _rnd: fit_config, accept_failures=True,
-    )
-    context = Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={})
-    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=1), strategy=strategy)
-    settings = enc.flower_settings()
-    workflow = strict_workflow(num_shares=1.0, reconstruction_threshold=0.5, max_weight=1.0,
-                                clipping_range=float(settings["clipping_range"]),
-                                quantization_range=int(settings["quantization_range"]),
-                                modulus_range=int(settings["modulus_range"]), timeout=job.timeout_s)
+    """Run one SecAgg+ round (:func:`fedinsight.federation.secagg.secure_sum`, the transport every task shares);
+    returns the exact sum of the partners' noisy shares and how many it holds."""
+    fit_config = {**config, **enc.as_config(), "phase": "secagg", "round": rnd}
     try:
-        DefaultWorkflow(fit_workflow=workflow)(guarded(session.grid, session.guard), legacy)
-    except SecAggRoundFailed as exc:
-        raise SecureAggregationError(f"round {rnd}: {exc}; partners refuse to unmask a sum that lacks noise shares "
-                                     "(a partner dropped out or refused: see the partners' logs)") from None
-    if strategy.result is None or strategy.contributors < job.partners - job.max_dropouts:
-        raise SecureAggregationError(f"round {rnd}: the secure sum holds {strategy.contributors} of "
-                                     f"{job.partners} partners' shares; not released")
-    return decode_sum(strategy.result[0], strategy.contributors, enc), strategy.contributors
+        mean, contributors = shared_secure_sum(
+            session.grid, session.guard, fit_config=fit_config, settings=enc.flower_settings(),
+            partners=job.partners, max_dropouts=job.max_dropouts, timeout=job.timeout_s,
+            initial=[items.as_matrix().astype(np.float64)])
+    except SecureAggregationError as exc:
+        raise SecureAggregationError(f"round {rnd}: {exc}") from None
+    return decode_sum(mean[0], contributors, enc), contributors
 
 
 def global_step(job: Any, items: ItemParams, total: np.ndarray, customers: int,

@@ -244,3 +244,47 @@ def test_the_noise_share_comes_from_os_entropy_not_the_job_seed(tmp_path, data_r
     assert math.isclose(compose_epsilon(own.job_events(partner.partner_id, "job-d"), options.delta),
                         compose_epsilon([dp_event.GaussianDpEvent(options.plan().noise_multiplier)] * 2, options.delta),
                         rel_tol=1e-6)
+
+
+@pytest.mark.slow
+def test_simulate_propensity_with_distributed_noise_on_flowers_runtime(tmp_path):
+    """`fedinsight simulate propensity --noise-model distributed-secagg` on Flower's simulation runtime (Ray): the
+    structure and the simulation-only exact figures, never the noisy ones."""
+    import ray
+
+    from fedinsight.cli import main
+
+    out = tmp_path / "run"
+    code = main(["simulate", "propensity", "--dataset", "synthetic", "--customers", "1200", "--partners", "2",
+                 "--rounds", "1", "--epsilon", "1", "--delta", "1e-5", "--partition", "iid", "--noise-model",
+                 "distributed-secagg", "--max-customers", "2000", "--out", str(out), "--cpus", "2", "--json"])
+    assert code == 0
+    assert not ray.is_initialized()
+    summary = json.loads((out / "summary.json").read_text())
+    privacy, metrics = summary["privacy"], summary["metrics"]
+    assert privacy["noise_model"] == "distributed-secagg" and "do not collude" in privacy["trust_model"]
+    assert privacy["secagg"]["contributors_min"] == 2 and privacy["secagg"]["rounds_unmasked"] == 1
+    assert privacy["plan"]["sample_rate"] == 1.0 and privacy["plan"]["steps_per_round"] == 1  # full batch
+    assert [r["secagg_partners"] for r in metrics["per_round"]] == [2]
+    assert privacy["accountants_agree_with_ledger"] is True and privacy["epsilon_spent_max"] <= 1.0
+    assert metrics["federated_exact"]["n"] == metrics["centralized"]["n"] > 0
+    assert 0 <= metrics["federated_exact"]["auc"] <= 1
+    assert summary["messages"]["violations"] == [] and summary["messages"]["failures"] == []
+    assert (out / "model.pt").is_file()
+    training = [c for c in PrivacyLedger(f"sqlite:///{out / 'ledger.db'}").charges() if c.kind == "training"]
+    assert len(training) == 2 and all("distributed-secagg" in c.description for c in training)
+    assert "Trust model: distributed-secagg" in (out / "report.html").read_text()
+
+
+def test_cli_refuses_bad_distributed_settings_in_one_line(tmp_path, capsys):
+    from fedinsight.cli import main
+
+    assert main(["simulate", "propensity", "--noise-model", "distributed-secagg", "--non-private",
+                 "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "drop --non-private" in err and "Traceback" not in err
+    assert main(["simulate", "propensity", "--dataset", "synthetic", "--customers", "600", "--partners", "2",
+                 "--noise-model", "distributed-secagg", "--max-dropouts", "2", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "--max-dropouts must be below" in err and "Traceback" not in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

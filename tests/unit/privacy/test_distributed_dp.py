@@ -12,9 +12,14 @@ from flwr.common.secure_aggregation.quantization import dequantize, quantize
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
 
 from fedinsight.core.errors import ConfigError, SecureAggregationError
-from fedinsight.federation.secagg import GUARD_RECORD, dropout_guard_mod, from_legacy_config, to_legacy_config
+from fedinsight.federation.secagg import (
+    GUARD_RECORD,
+    check_secagg_setup,
+    dropout_guard_mod,
+    from_legacy_config,
+    to_legacy_config,
+)
 from fedinsight.privacy.distributed_dp import MODULUS, DistributedNoise, decode_sum, encode_noisy_share
-from fedinsight.tasks.recommend.secure_client import check_protocol
 
 COORDS = 300 * 9
 
@@ -117,6 +122,10 @@ def _secagg_state(enc: DistributedNoise, **overrides) -> dict:
 
 def test_partner_checks_how_the_coordinator_set_up_secagg():
     enc = _enc()
+
+    def check_protocol(context, enc, max_dropouts):  # the shared check, as the recommender's partner calls it
+        check_secagg_setup(context, enc.flower_settings(), enc.partners, max_dropouts)
+
     check_protocol(_context(_secagg_state(enc)), enc, 0)
     with pytest.raises(SecureAggregationError, match="outside SecAgg"):
         check_protocol(_context(), enc, 0)
