@@ -288,3 +288,42 @@ def test_cli_refuses_bad_distributed_settings_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--max-dropouts must be below" in err and "Traceback" not in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_every_value_sent_is_declared_and_the_charge_is_the_manifests(tmp_path_factory, tmp_path):
+    """The task contract's check (tests/flows/every_task) on the distributed-noise mode, on a federation of the
+    partners' own exports (their own column names, through their mappings)."""
+    from collections import Counter
+
+    from support.federations import PARTNER_NAMES, own_federation, run_in_process
+
+    from fedinsight.federation.guard import check_reply, spec_for
+    from fedinsight.federation.task import job_delta
+
+    federation = own_federation(tmp_path_factory.mktemp("own") / "partners")
+    run = run_in_process("propensity", federation, tmp_path, **{"noise-model": "distributed-secagg",
+                                                                 "max-customers": 5000})
+    manifest = run.session.guard.manifest
+    assert run.summary["messages"]["violations"] == [] and run.summary["messages"]["failures"] == []
+    pairs = list(zip(run.grid.sent, run.grid.replies, strict=True))
+    kinds = []
+    for msg, reply in pairs:
+        assert not reply.has_error(), reply.error.reason
+        kind = "secagg" if "." not in msg.metadata.message_type else (
+            str(msg.content["config"]["phase"]) if msg.metadata.message_type.startswith("query.")
+            else msg.metadata.message_type.split(".")[0])
+        kinds.append(kind)
+        check_reply(reply, spec_for(manifest, kind))
+    assert set(kinds) == {"hello", "stats", "secagg", "ltv-hist", "evaluate"}
+    masked = Counter(m.metadata.dst_node_id for m, r in pairs if "." not in m.metadata.message_type
+                     and Key.MASKED_PARAMETERS in r.content.config_records.get(RECORD_KEY_CONFIGS, {}))
+    rounds = run.session.options.rounds
+    assert sorted(masked.values()) == [rounds] * len(PARTNER_NAMES)  # one masked sum per round and partner
+    delta = job_delta(run.session.plan, run.session.options)
+    expected = compose_epsilon(manifest.events(), delta)
+    assert run.summary["privacy"]["epsilon_charged"] == pytest.approx(expected, rel=1e-6)
+    own = PrivacyLedger(f"sqlite:///{tmp_path / 'partners.db'}")
+    for partner in PARTNER_NAMES:  # each partner's own gate spent the same
+        assert compose_epsilon(own.job_events(partner, run.session.job.job_id), delta) == pytest.approx(expected,
+                                                                                                      rel=1e-6)
