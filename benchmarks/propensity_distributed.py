@@ -8,12 +8,14 @@ to its own update; with distributed noise each round is one full-batch DP-SGD st
 noise (split into discrete-Gaussian shares that only sum up under SecAgg+) is the one the accountant prices, on a
 gradient summed over all ~19,000 training customers.
 
-What runs: two ``fedinsight simulate propensity`` commands on the same CDNOW federation (same partition, seed and
-held-out split; Flower's real simulation runtime on Ray, SecAgg+ on its legacy workflow for the distributed run),
-exactly as a user would type them. Each run's summary also holds the centralized non-private model trained on the
-pooled training customers of the same split (a simulation-only baseline). The AUCs compared are *exact* AUCs of the
-released models on the same held-out customers (``federated_exact``, simulation only); the noisy DP evaluation
-the federation itself reports is listed beside them.
+What runs: two ``fedinsight simulate propensity`` commands into the same run folder, so on the same simulated
+partners (same partition, and the same held-out customers: each partner keeps its secret split key in its vault)
+and the same ledgers (``--budget`` 1 covers both jobs at epsilon 0.3); Flower's real simulation runtime on Ray,
+SecAgg+ on its legacy workflow for the distributed run, exactly as a user would type them. Each run's summary
+also holds the centralized non-private model trained on the pooled training customers of that same split (a
+simulation-only baseline), so the two runs' centralized AUCs agree up to its training's randomness. The AUCs
+compared are *exact* AUCs of the released models on the same held-out customers (``federated_exact``, simulation
+only); the noisy DP evaluation the federation itself reports is listed beside them.
 
     python benchmarks/propensity_distributed.py                 # 10 partners, epsilon 0.3, 20 rounds each
     python benchmarks/propensity_distributed.py --rounds 10 --partners 5
@@ -35,12 +37,12 @@ MAX_CUSTOMERS = 25_000
 
 
 def run_one(noise_model: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    out = work / noise_model
+    out = work / "federation"  # one simulated world for both runs: same partners, same held-out customers
     cmd = [sys.executable, "-m", "fedinsight.cli", "simulate", "propensity", "--dataset", "cdnow",
            "--partners", str(args.partners), "--rounds", str(args.rounds), "--partition", args.partition,
            "--alpha", str(args.alpha), "--model", args.model, "--seed", str(args.seed), "--delta", "1e-6",
            "--epsilon", str(args.epsilon), "--noise-model", noise_model, "--out", str(out), "--cpus", str(args.cpus),
-           "--json"]
+           "--budget", "1", "--json"]
     if noise_model == "distributed-secagg":
         cmd += ["--max-customers", str(MAX_CUSTOMERS)]
     print(f"running {noise_model} ...", file=sys.stderr, flush=True)
@@ -50,6 +52,7 @@ def run_one(noise_model: str, args: argparse.Namespace, work: Path) -> dict[str,
     if proc.returncode != 0:
         return {"noise_model": noise_model, "error": proc.stderr.strip().splitlines()[-3:] or proc.returncode}
     summary = json.loads((out / "summary.json").read_text())
+    (work / f"summary-{noise_model}.json").write_text(json.dumps(summary, indent=1))  # the next run overwrites it
     metrics, privacy = summary["metrics"], summary["privacy"]
     exact, noisy, cen = metrics["federated_exact"], metrics["federated"], metrics["centralized"]
     result: dict[str, Any] = {
@@ -97,7 +100,9 @@ def main() -> None:
         "seed": args.seed,
         "auc_side_by_side": None if not ok else {
             "centralized_non_private": dist["centralized_auc"], "local_noise": local["auc_exact"],
-            "distributed_noise": dist["auc_exact"]},
+            "distributed_noise": dist["auc_exact"],
+            "centralized_in_the_local_run": local["centralized_auc"],
+            "same_held_out_customers": local["held_out_customers"] == dist["held_out_customers"]},
         "goal": None if not ok else {
             "distributed_auc_over_centralized": dist["auc_ratio_to_centralized"],
             "meets_0.99_centralized": dist["auc_ratio_to_centralized"] >= 0.99,

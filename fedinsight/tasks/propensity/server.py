@@ -254,7 +254,9 @@ def run(session: Session) -> TaskResult:
         "curves": {"federated": curves},
         "ltv_tiers": {"levels": [options.tier_mid, options.tier_high], "true_thresholds": list(true_t),
                       "predicted_thresholds": None if pred_t is None else list(pred_t)},
-        "timing": {"local_train_s": strategy.log.train_seconds},
+        "timing": {"local_train_s": strategy.log.train_seconds,
+                   **({} if secure is None else {"secagg_rounds_s": round(sum(r["secagg_s"] for r in secure.per_round),
+                                                                          3)})},
     }
     progress.report("done", options.rounds + 3, options.rounds + 3)
     return TaskResult(summary, artifacts)
