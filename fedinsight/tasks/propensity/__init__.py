@@ -100,7 +100,10 @@ class PropensityTask(Task):
             rows.append(("evaluation (DP, in the charge)",
                          f"epsilon {evaluation['epsilon']:.3g} alone, {evaluation['releases']} release(s), "
                          f"noise multiplier {evaluation['noise_multiplier']:.3g}"))
-        refused = (summary.get("privacy") or {}).get("refused") or {}
+        privacy = summary.get("privacy") or {}
+        if privacy.get("noise_model") == "distributed-secagg":
+            rows.append(("training noise (SecAgg+ sums)", str(privacy.get("trust_model", ""))))
+        refused = privacy.get("refused") or {}
         if refused:
             rows.append(("refused (their own cap)", ", ".join(sorted(refused))))
         return rows + privacy_headline(summary)
