@@ -55,11 +55,18 @@ def colour(name: str, index: int = 0) -> str:
     return COLOURS.get(name, PALETTE[index % len(PALETTE)])
 
 
+def _ignore_missing_glyphs() -> None:
+    """Text stays text in the SVG (svg.fonttype none): the browser draws a partner called "華東 retail" with its own
+    fonts. Matplotlib only measures the label, and warns when its default font lacks a glyph: not a defect here."""
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+
+
 @contextmanager
 def figure(name: str, width: float = 6.4, height: float = 3.6, ncols: int = 1) -> Iterator[tuple]:
     """A matplotlib figure whose SVG ids are unique to ``name`` (several SVGs share one page's id space)."""
     with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": name, "font.size": 9, "axes.titlesize": 10,
-                         "axes.spines.top": False, "axes.spines.right": False}):
+                         "axes.spines.top": False, "axes.spines.right": False}), warnings.catch_warnings():
+        _ignore_missing_glyphs()  # a task's own tight_layout() measures its labels too
         fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
         fig.set_gid(re.sub(r"[^A-Za-z0-9_-]", "-", name))  # the prefix of this figure's tooltip ids
         try:
@@ -86,9 +93,7 @@ def to_svg(fig: plt.Figure) -> str:
     """The figure as an inline ``<svg>`` element that scales with its container (tooltips included)."""
     buf = io.StringIO()
     with warnings.catch_warnings():
-        # Text stays text in the SVG (svg.fonttype none): the browser draws a partner called "華東 retail" with its
-        # own fonts. Matplotlib only measures the label, and warns when its default font lacks a glyph.
-        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        _ignore_missing_glyphs()
         fig.savefig(buf, format="svg", bbox_inches="tight")
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
