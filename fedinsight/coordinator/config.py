@@ -72,6 +72,8 @@ class ApiSection(_Model):
     port: Port = 8443
     tls: bool = True  # serve HTTPS with the coordinator certificate
     workers: int = Field(1, ge=1, le=16)
+    # larger request bodies are refused (413) before they are read; an insight spec is a few kilobytes
+    max_body_bytes: int = Field(65536, ge=1024, le=16 * 2**20)
 
     @field_validator("host")
     @classmethod
@@ -87,6 +89,9 @@ class AbuseSection(_Model):
     insight_reads_per_minute: int = Field(600, ge=1)
     probe_window_s: float = Field(3600.0, gt=0)
     probe_max_variants: int = Field(3, ge=1)
+    # callers without a valid token (failed logins included), per client address
+    anonymous_requests_per_second: float = Field(2.0, gt=0)
+    anonymous_burst: int = Field(20, ge=1)
 
 
 class PartnerEntry(_Model):

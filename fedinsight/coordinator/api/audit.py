@@ -43,14 +43,25 @@ class AuditWriter:
             batch, self.pending = self.pending, []
             try:
                 await run_in_threadpool(self.audit.append_many, [item for item, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+            except Exception:  # noqa: BLE001 - one entry may be bad: write them one by one, see below
+                await self._one_by_one(batch)
                 continue
             for _, future in batch:
                 if not future.done():
                     future.set_result(None)
+
+    async def _one_by_one(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        """After a failed batch, append each entry alone: an entry the log refuses fails only its own request
+        (which then is not answered), never the other requests that happened to share its batch."""
+        for item, future in batch:
+            try:
+                await run_in_threadpool(self.audit.append_many, [item])
+            except Exception as exc:  # noqa: BLE001 - handed to that request alone
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            if not future.done():
+                future.set_result(None)
 
     async def record(self, scope: dict[str, Any], status: int, started: float) -> None:
         """Append the entry for the request in ``scope``, answered with ``status``."""

@@ -19,10 +19,11 @@ from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 
-from fedinsight.coordinator.abuse import ProbeDetector, TokenBucket
+from fedinsight.coordinator.abuse import ProbeDetector
 from fedinsight.coordinator.api.audit import AuditWriter
 from fedinsight.coordinator.api.reader import InsightReader
 from fedinsight.coordinator.auth import Permission, Principal, TokenStore
+from fedinsight.coordinator.rate_limits import SharedTokenBucket
 from fedinsight.coordinator.state import CoordinatorState
 from fedinsight.privacy.ledger import PrivacyLedger
 
@@ -62,8 +63,10 @@ class ApiContext:
     catalogue_preset: str
     submit: Submitter | None  # None: query submission disabled
     tokens: TokenCache
-    rate: TokenBucket  # requests per token
-    bulk: TokenBucket  # insight records read per token
+    rate: SharedTokenBucket  # requests per token
+    bulk: SharedTokenBucket  # insight records read per token
+    anonymous: SharedTokenBucket  # requests per client address without a valid token
+    max_body_bytes: int
     insight_reads_per_minute: int
     probes: ProbeDetector
     insights: InsightReader
@@ -77,17 +80,11 @@ def shared(request: Request) -> ApiContext:
 
 
 async def principal(request: Request) -> Principal:
-    ctx = shared(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    who = ctx.tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
-    if who is None:
+    """The caller, as :class:`~fedinsight.coordinator.api.gate.RequestGate` authenticated (and rate-limited) them
+    before the body was read."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None:  # only reachable for a public path with no token: such a route must not ask for a principal
         raise HTTPException(401, "missing, unknown or revoked API token", {"WWW-Authenticate": "Bearer"})
-    request.state.principal = who
-    wait = ctx.rate.take(who.token_id)
-    if wait > 0:
-        request.state.refusal = "rate-limited"
-        raise HTTPException(429, f"too many requests; retry in {wait:.1f}s", {"Retry-After": f"{wait:.0f}"})
     return who
 
 

@@ -9,17 +9,21 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from fedinsight.coordinator.abuse import ProbeDetector, TokenBucket
+from fedinsight.coordinator.abuse import ProbeDetector
 from fedinsight.coordinator.api.audit import AuditEveryAccess, AuditWriter
 from fedinsight.coordinator.api.deps import ApiContext, Submitter, TokenCache
+from fedinsight.coordinator.api.gate import RequestGate
 from fedinsight.coordinator.api.reader import InsightReader
 from fedinsight.coordinator.api.routes import audit, budget, insights, jobs, meta, queries
 from fedinsight.coordinator.auth import Principal
 from fedinsight.coordinator.config import load_coordinator_config
 from fedinsight.coordinator.jobs import submit_job
+from fedinsight.coordinator.rate_limits import SharedTokenBucket
 from fedinsight.coordinator.state import ENV_CONFIG, CoordinatorState
+from fedinsight.core.db import make_engine
 from fedinsight.core.errors import ConfigError, FedinsightError, NotFoundError
 from fedinsight.core.version import __version__
+from fedinsight.privacy.audit import enable_sqlite_wal
 
 
 async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
@@ -33,12 +37,22 @@ async def _user_error(request: Request, exc: FedinsightError) -> JSONResponse:
 def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submit: Submitter | None = None,
                catalogue_preset: str = "synthetic",
                requests_per_second: float = 20.0, burst: int = 40, insight_reads_per_minute: int = 600,
-               probe_window_s: float = 3600.0, probe_max_variants: int = 3) -> FastAPI:
-    """Build the API over a coordinator's state. ``submit`` starts jobs (None: query submission disabled)."""
+               probe_window_s: float = 3600.0, probe_max_variants: int = 3,
+               anonymous_requests_per_second: float = 2.0, anonymous_burst: int = 20,
+               max_body_bytes: int = 65536) -> FastAPI:
+    """Build the API over a coordinator's state. ``submit`` starts jobs (None: query submission disabled).
+
+    The rate limits are token buckets in the coordinator database (shared by every API worker): per token
+    (``requests_per_second``, ``burst``), insight records read per token (``insight_reads_per_minute``), and per
+    client address for callers without a valid token (``anonymous_*``). ``max_body_bytes``: larger bodies are a 413.
+    """
     app = FastAPI(title="fedinsight insights API", version=__version__,
                   description="De-identified, differentially private insights from a fedinsight federation.")
-    rate = TokenBucket(requests_per_second, burst)
-    bulk = TokenBucket(insight_reads_per_minute / 60.0, insight_reads_per_minute)
+    limits = make_engine(state.db_url)
+    enable_sqlite_wal(limits)
+    rate = SharedTokenBucket(limits, "requests", requests_per_second, burst)
+    bulk = SharedTokenBucket(limits, "insight-reads", insight_reads_per_minute / 60.0, insight_reads_per_minute)
+    anonymous = SharedTokenBucket(limits, "anonymous", anonymous_requests_per_second, anonymous_burst)
     probes = ProbeDetector(state.db_url, window_s=probe_window_s, max_variants=probe_max_variants)
     # The stores are opened now, not on the first request: a bad key file or accountant fails at start-up.
     audit_log, tokens, ledger = state.audit, state.tokens, state.ledger
@@ -47,8 +61,10 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
     app.state.api = ApiContext(state=state, federation=federation, catalogue_preset=catalogue_preset,
                                submit=submit, tokens=TokenCache(tokens), rate=rate, bulk=bulk,
                                insight_reads_per_minute=insight_reads_per_minute, probes=probes,
-                               insights=reader, ledger=ledger, writer=writer)
+                               insights=reader, ledger=ledger, writer=writer, anonymous=anonymous,
+                               max_body_bytes=max_body_bytes)
 
+    app.add_middleware(RequestGate)  # inside the audit: its refusals (401, 413, 429) are audited too
     app.add_middleware(AuditEveryAccess, writer=writer)
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(FedinsightError, _user_error)
@@ -74,4 +90,6 @@ def app_from_env() -> FastAPI:
                       catalogue_preset=config.coordinator.catalogue_preset,
                       requests_per_second=abuse.requests_per_second, burst=abuse.burst,
                       insight_reads_per_minute=abuse.insight_reads_per_minute, probe_window_s=abuse.probe_window_s,
-                      probe_max_variants=abuse.probe_max_variants)
+                      probe_max_variants=abuse.probe_max_variants,
+                      anonymous_requests_per_second=abuse.anonymous_requests_per_second,
+                      anonymous_burst=abuse.anonymous_burst, max_body_bytes=config.api.max_body_bytes)

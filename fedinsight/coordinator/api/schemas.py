@@ -11,6 +11,33 @@ MAX_OFFSET = 2**31 - 1
 (a larger value is a 422 that says so, never a driver error)."""
 
 
+class Problem(BaseModel):
+    """Every error the API returns: a sentence saying what to fix (or, for a request that does not match the
+    schema, FastAPI's list of the fields that are wrong)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+_MEANING = {
+    400: "The request could not be read (a malformed Content-Length or body)",
+    401: "Missing, unknown or revoked API token (checked before the body is read)",
+    403: "The token's role may not do this, or the request was refused as probing for individuals",
+    404: "No such resource",
+    409: "The job was refused before anything ran (budget, or most answers would be suppressed)",
+    413: "The request body is larger than the API accepts",
+    422: "A parameter or the body does not match the schema or its bounds",
+    429: "Rate limit or insight read limit reached; retry after the Retry-After header's seconds",
+    503: "This API instance cannot start jobs",
+}
+
+
+def errors(*codes: int, public: bool = False) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: what the gate may answer on any path (400, 413, 429; 401 unless ``public``)
+    and the route's own ``codes``, each a :class:`Problem`."""
+    common = {400, 413, 429} | (set() if public else {401})
+    return {code: {"model": Problem, "description": _MEANING[code]} for code in sorted(common | set(codes))}
+
+
 class Health(BaseModel):
     status: str
     version: str

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from fedinsight.coordinator.api.deps import principal, shared
-from fedinsight.coordinator.api.schemas import JobOut, job_out
+from fedinsight.coordinator.api.schemas import JobOut, errors, job_out
 from fedinsight.coordinator.auth import Permission, Principal
 from fedinsight.coordinator.jobs import job_output_dir
 
@@ -16,7 +16,7 @@ REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 router = APIRouter(tags=["queries"])
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut)
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=errors(403, 404))
 def job_status(job_id: str, request: Request, who: Principal = Depends(principal)) -> JobOut:
     """A job's status: its requester may read it, admins and auditors any job."""
     request.state.target = job_id
@@ -27,7 +27,8 @@ def job_status(job_id: str, request: Request, who: Principal = Depends(principal
 
 
 @router.get("/jobs/{job_id}/report", response_class=HTMLResponse,
-            responses={200: {"content": {"text/html": {}}, "description": "The job's self-contained report page"}})
+            responses={200: {"content": {"text/html": {}}, "description": "The job's self-contained report page"},
+                       **errors(403, 404)})
 def job_report(job_id: str, request: Request, who: Principal = Depends(principal)) -> HTMLResponse:
     """The job's HTML run report (the page ``fedinsight report`` writes), for the job's requester, admins and
     auditors. Per-partner budgets appear only for roles that may read every budget."""
