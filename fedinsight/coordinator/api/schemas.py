@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 MAX_OFFSET = 2**31 - 1
 """Offsets and sequence numbers a query may name: far beyond any store, and within every database's integers
@@ -73,6 +73,11 @@ class CatalogueEntry(BaseModel):
 
 
 class QueryRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"query": "ltv-tiers", "filters": {"as_of": "2025-06-30"}, "epsilon": 0.5},
+        {"spec": {"window": {"end": "2026-01-01"}, "insight": [{"name": "tiers", "kind": "ltv_tiers"}]},
+         "epsilon": 1.0}]})
+
     query: str | None = Field(None, description="A name from GET /catalogue (or give a spec)")
     filters: dict[str, Any] = Field(default_factory=dict, description="Only as_of (a date) can be set")
     epsilon: float | None = Field(None, description="Privacy cost of this query (default 0.5, at most 2)")
