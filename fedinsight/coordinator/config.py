@@ -74,6 +74,9 @@ class ApiSection(_Model):
     workers: int = Field(1, ge=1, le=16)
     # larger request bodies are refused (413) before they are read; an insight spec is a few kilobytes
     max_body_bytes: int = Field(65536, ge=1024, le=16 * 2**20)
+    # admins and auditors always need a second factor (a TOTP code opens a session); analysts when this is set
+    mfa_for_analysts: bool = False
+    session_minutes: int = Field(60, ge=1, le=24 * 60)
 
     @field_validator("host")
     @classmethod

@@ -22,7 +22,8 @@ from fastapi import Depends, HTTPException, Request
 from fedinsight.coordinator.abuse import ProbeDetector
 from fedinsight.coordinator.api.audit import AuditWriter
 from fedinsight.coordinator.api.reader import InsightReader
-from fedinsight.coordinator.auth import Permission, Principal, TokenStore
+from fedinsight.coordinator.auth import Permission, Principal, Role, TokenStore
+from fedinsight.coordinator.mfa import MfaStore
 from fedinsight.coordinator.rate_limits import SharedTokenBucket
 from fedinsight.coordinator.state import CoordinatorState
 from fedinsight.privacy.ledger import PrivacyLedger
@@ -67,6 +68,10 @@ class ApiContext:
     bulk: SharedTokenBucket  # insight records read per token
     anonymous: SharedTokenBucket  # requests per client address without a valid token
     max_body_bytes: int
+    mfa: MfaStore
+    mfa_roles: frozenset[Role]  # roles whose API token alone opens only POST /session
+    mfa_attempts: SharedTokenBucket  # second-factor attempts per token
+    session_minutes: int
     insight_reads_per_minute: int
     probes: ProbeDetector
     insights: InsightReader

@@ -6,7 +6,9 @@ solves dependencies, so an anonymous caller sending a malformed or huge body wou
 server read megabytes) instead of a 401. Here:
 
 1. the bearer token is checked from the headers alone: an unknown token on any path but the public ones
-   (``/health`` and the schema) is a 401, whatever the body;
+   (``/health`` and the schema) is a 401, whatever the body; so is an admin's or auditor's API token anywhere
+   but ``POST /session`` (their requests carry a session token opened with a TOTP code,
+   :mod:`fedinsight.coordinator.mfa`);
 2. rate limits: per token for a known token, per client address for everybody else (failed logins included,
    so guessing tokens is slow); the buckets live in the coordinator database and are shared by all workers
    (:mod:`fedinsight.coordinator.rate_limits`); over the limit is a 429 with ``Retry-After``;
@@ -26,9 +28,13 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 
 from fedinsight.coordinator.api.deps import ApiContext
+from fedinsight.coordinator.auth import Principal
+from fedinsight.coordinator.mfa import SESSION_PREFIX
 
 PUBLIC = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 """Paths an anonymous caller may reach (still rate limited per address)."""
+SESSION_PATH = "/session"
+"""The one path a human role's API token reaches without a session (where it trades a code for a session)."""
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -76,7 +82,7 @@ class RequestGate:
         ctx: ApiContext = scope["app"].state.api
         state = scope.setdefault("state", {})
         token = _bearer(scope)
-        who = ctx.tokens.authenticate(token) if token else None
+        who, via_session = self._who(ctx, token)
         if who is None:
             wait = await run_in_threadpool(ctx.anonymous.take, client_key(scope))
             if wait > 0:
@@ -84,16 +90,33 @@ class RequestGate:
                 await reply(send, 429, f"too many requests; retry in {wait:.1f}s", _retry_after(wait))
                 return
             if scope["path"] not in PUBLIC:
-                await reply(send, 401, "missing, unknown or revoked API token", {"WWW-Authenticate": "Bearer"})
+                await reply(send, 401, "missing, unknown, expired or revoked API token", {"WWW-Authenticate": "Bearer"})
                 return
         else:
-            state["principal"] = who
+            state["principal"], state["session"] = who, via_session
             wait = await run_in_threadpool(ctx.rate.take, who.token_id)
             if wait > 0:
                 state["refusal"] = "rate-limited"
                 await reply(send, 429, f"too many requests; retry in {wait:.1f}s", _retry_after(wait))
                 return
+            if who.role in ctx.mfa_roles and not via_session and scope["path"] not in (*PUBLIC, SESSION_PATH):
+                state["refusal"] = "second-factor-required"
+                await reply(send, 401, f"{who.role.value} tokens need a second factor: POST {SESSION_PATH} with this "
+                                       "token and an X-TOTP code from the authenticator app, then use the session "
+                                       "token it returns", {"WWW-Authenticate": "Bearer"})
+                return
         await self._bounded(scope, receive, send, ctx.max_body_bytes)
+
+    @staticmethod
+    def _who(ctx: ApiContext, token: str) -> tuple[Principal | None, bool]:
+        """The caller for a bearer token (an API token or a session token), and whether it was a session."""
+        if not token:
+            return None, False
+        if token.startswith(f"{SESSION_PREFIX}_"):
+            token_id = ctx.mfa.session_token_id(token)
+            who = ctx.tokens.tokens.principal_of(token_id) if token_id else None  # a revoked token ends its sessions
+            return who, who is not None
+        return ctx.tokens.authenticate(token), False
 
     async def _bounded(self, scope: dict[str, Any], receive: Any, send: Any, limit: int) -> None:
         too_large = f"request body too large (at most {limit} bytes)"

@@ -118,6 +118,11 @@ class BudgetOut(BaseModel):
     partners: list[PartnerBudget] | None = None
 
 
+class SessionOut(BaseModel):
+    token: str = Field(description="The session token: send it as the bearer token until it expires")
+    expires_at: str
+
+
 class AuditEntryOut(BaseModel):
     seq: int
     at: str
