@@ -9,10 +9,17 @@ the one clock the workers share.
 
 Rows of buckets that are full again carry no information and are pruned now and then, so a stream of
 anonymous callers from many addresses cannot grow the table without bound.
+
+A write per request made the API's p50 latency 8x worse under load (``benchmarks/deploy.py api``, see
+docs/reliability.md), so a worker takes a small *lease* — a tenth of the burst — in one write and serves the
+next requests of that key from it in memory for up to :data:`LEASE_SECONDS`. Every request served is still
+backed by a token the database granted, so all workers together never exceed the limit; what a lease leaves
+unused when it expires is simply lost (a worker may refuse slightly early, never late).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 from sqlalchemy import Float, String, case, delete, insert, literal, select, update
@@ -23,7 +30,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from fedinsight.core.db import Base, create_tables
 
 PRUNE_EVERY = 500
-"""Takes between two prunes of full buckets (per bucket object)."""
+"""Database takes between two prunes of full buckets (per bucket object)."""
+LEASE_FRACTION = 0.1
+"""A worker takes this share of the burst at once (at least one request's worth)."""
+LEASE_SECONDS = 1.0
+"""A lease's unused tokens are given up after this long, so a worker does not sit on tokens another needs."""
 
 
 class RateBucketRow(Base):
@@ -40,11 +51,15 @@ class SharedTokenBucket:
     ``name`` keeps buckets apart (``requests``, ``insight-reads``, ``anonymous``) in the one table.
     """
 
-    def __init__(self, engine: Engine, name: str, rate: float, burst: float) -> None:
+    def __init__(self, engine: Engine, name: str, rate: float, burst: float, *,
+                 lease_fraction: float = LEASE_FRACTION) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("a bucket needs a positive rate and a burst of at least 1")
         self.engine, self.name = engine, name
         self.rate, self.burst = float(rate), float(burst)
+        self.lease = max(1.0, float(int(self.burst * lease_fraction)))
+        self._leases: dict[str, tuple[float, float]] = {}  # key -> (tokens left, monotonic expiry)
+        self._lock = threading.Lock()
         self._takes = 0
         create_tables(engine, [RateBucketRow.__table__])
 
@@ -55,9 +70,31 @@ class SharedTokenBucket:
         refilled = t.c.tokens + elapsed * literal(self.rate)
         return case((refilled > literal(self.burst), literal(self.burst)), else_=refilled)
 
+    def take_leased(self, key: str, cost: float = 1.0) -> bool:
+        """Take ``cost`` from this worker's lease for ``key`` without touching the database; False if the lease
+        cannot cover it (then call :meth:`take`)."""
+        with self._lock:
+            left, expiry = self._leases.get(key, (0.0, 0.0))
+            if left >= cost and expiry > time.monotonic():
+                self._leases[key] = (left - cost, expiry)
+                return True
+            return False
+
     def take(self, key: str, cost: float = 1.0, now: float | None = None) -> float:
-        """Take ``cost`` tokens for ``key``: 0.0 if allowed, else the seconds to wait before retrying."""
-        now = time.time() if now is None else now
+        """Take ``cost`` tokens for ``key``: 0.0 if allowed, else the seconds to wait before retrying. Takes a
+        lease from the database when the worker's own lease for ``key`` is used up."""
+        if now is None:
+            if self.take_leased(key, cost):
+                return 0.0
+            if cost < self.lease and self._take_db(key, self.lease, time.time()) == 0.0:
+                with self._lock:
+                    if len(self._leases) > 10_000:
+                        self._leases.clear()
+                    self._leases[key] = (self.lease - cost, time.monotonic() + LEASE_SECONDS)
+                return 0.0
+        return self._take_db(key, cost, time.time() if now is None else now)
+
+    def _take_db(self, key: str, cost: float, now: float) -> float:
         t = RateBucketRow.__table__
         full_key = f"{self.name}:{key}"[:200]
         self._takes += 1

@@ -30,6 +30,7 @@ from fastapi.concurrency import run_in_threadpool
 from fedinsight.coordinator.api.deps import ApiContext
 from fedinsight.coordinator.auth import Principal
 from fedinsight.coordinator.mfa import SESSION_PREFIX
+from fedinsight.coordinator.rate_limits import SharedTokenBucket
 
 PUBLIC = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 """Paths an anonymous caller may reach (still rate limited per address)."""
@@ -69,6 +70,14 @@ def _retry_after(wait: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, round(wait)))}
 
 
+async def _take(bucket: SharedTokenBucket, key: str) -> float:
+    """One request from ``bucket``: from the worker's lease in memory when it covers it (most requests), else from
+    the database in the thread pool (a write must not block the event loop)."""
+    if bucket.take_leased(key):
+        return 0.0
+    return await run_in_threadpool(bucket.take, key)
+
+
 class RequestGate:
     """Authenticate, rate-limit and bound the body of every HTTP request (see the module docstring)."""
 
@@ -84,7 +93,7 @@ class RequestGate:
         token = _bearer(scope)
         who, via_session = self._who(ctx, token)
         if who is None:
-            wait = await run_in_threadpool(ctx.anonymous.take, client_key(scope))
+            wait = await _take(ctx.anonymous, client_key(scope))
             if wait > 0:
                 state["refusal"] = "rate-limited"
                 await reply(send, 429, f"too many requests; retry in {wait:.1f}s", _retry_after(wait))
@@ -94,7 +103,7 @@ class RequestGate:
                 return
         else:
             state["principal"], state["session"] = who, via_session
-            wait = await run_in_threadpool(ctx.rate.take, who.token_id)
+            wait = await _take(ctx.rate, who.token_id)
             if wait > 0:
                 state["refusal"] = "rate-limited"
                 await reply(send, 429, f"too many requests; retry in {wait:.1f}s", _retry_after(wait))
