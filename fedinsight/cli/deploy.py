@@ -328,6 +328,45 @@ def tokens_mfa_enrol(token_id: str = typer.Argument(..., help="The token id (fro
          "next": "POST /session with the API token and the header X-TOTP: <code>; use the session token returned"}))
 
 
+@tokens_app.command("unlock")
+def tokens_unlock(token_id: str = typer.Argument(..., help="The token id (from `audit alerts`)."),
+                  config: Path = _COORD_CONFIG,
+                  as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Lift the lock the access monitor put on a token (look at `fedinsight audit alerts` first).
+
+    Example: fedinsight tokens unlock 3f2a9c1b7d0e4a55 --config coordinator.toml
+    """
+    from fedinsight.coordinator.state import CoordinatorState
+    from fedinsight.core.errors import NotFoundError
+
+    state = CoordinatorState.resolve(config)
+    state.tokens.info(token_id)  # a clear error for an unknown id
+    if not state.access.unlock(token_id):
+        raise NotFoundError(f"token {token_id} is not locked")
+    state.audit.append(actor="operator", role="operator", action="token.unlock", target=token_id)
+    show(as_json, {"token_id": token_id, "unlocked": True}, kv_table(f"token {token_id}", {"unlocked": True}))
+
+
+@audit_app.command("alerts")
+def audit_alerts(config: Path = _COORD_CONFIG, limit: int = typer.Option(50, min=1, max=10_000,
+                                                                           help="At most this many."),
+                 as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Unusual access by API tokens, newest first: bulk reading, or repeated and near-identical queries that
+    could difference a small group out of noisy answers. Each is also in the audit log (`anomaly.alert`).
+
+    Example: fedinsight audit alerts --config coordinator.toml
+    """
+    from fedinsight.coordinator.state import CoordinatorState
+
+    alerts = CoordinatorState.resolve(config).access.alerts(limit)
+    table = Table(title="access alerts")
+    for col in ("when", "token", "what", "locked"):
+        table.add_column(col)
+    for a in alerts:
+        table.add_row(str(a.at)[:19], a.token_id, a.words, "yes" if a.locked else "no")
+    show(as_json, [a.as_dict() for a in alerts], table)
+
+
 @audit_app.command("verify")
 def audit_verify(config: Path = _COORD_CONFIG,
                  as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:

@@ -95,6 +95,15 @@ class AbuseSection(_Model):
     # callers without a valid token (failed logins included), per client address
     anonymous_requests_per_second: float = Field(2.0, gt=0)
     anonymous_burst: int = Field(20, ge=1)
+    # access anomalies per token (see coordinator/anomaly.py): an alert above max(floor, factor x the token's
+    # average hour of the past week); the token is locked at lock-factor x that
+    alert_requests_per_hour: int = Field(3000, ge=1)
+    alert_records_per_hour: int = Field(5000, ge=1)
+    alert_distinct_insights_per_hour: int = Field(300, ge=1)
+    alert_bytes_per_hour: int = Field(50_000_000, ge=1)
+    alert_overlapping_queries_per_day: int = Field(8, ge=1)
+    alert_baseline_factor: float = Field(5.0, ge=1)
+    lock_factor: float = Field(2.0, gt=1)
 
 
 class PartnerEntry(_Model):

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
+from fedinsight.coordinator.anomaly import AccessMonitor
 from fedinsight.coordinator.auth import Principal
 
 UNAUDITED = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
@@ -82,9 +83,22 @@ class AuditEveryAccess:
     """Pure ASGI middleware (cheaper than ``@app.middleware``): one audit entry per request, committed
     *before* the response starts, so nothing is disclosed that the log does not record."""
 
-    def __init__(self, inner: Any, writer: AuditWriter) -> None:
+    def __init__(self, inner: Any, writer: AuditWriter, monitor: AccessMonitor | None = None) -> None:
         self.inner = inner
         self.writer = writer
+        self.monitor = monitor
+
+    async def _observe(self, scope: dict[str, Any], message: dict[str, Any]) -> None:
+        """Count the request for its token's access baseline (requests, records, insights, bytes served)."""
+        st = scope.get("state") or {}
+        who: Principal | None = st.get("principal")
+        if self.monitor is None or who is None:
+            return
+        length = next((v for k, v in message.get("headers") or [] if k.lower() == b"content-length"), b"0")
+        if self.monitor.observe(who.token_id, records=int(st.get("records", 0)),
+                                nbytes=int(length) if length.isdigit() else 0,
+                                insight_ids=tuple(st.get("insight_ids", ()))):
+            await run_in_threadpool(self.monitor.flush)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] in UNAUDITED:
@@ -97,6 +111,7 @@ class AuditEveryAccess:
             if message["type"] == "http.response.start" and not recorded[0]:
                 recorded[0] = True
                 await self.writer.record(scope, message["status"], started)
+                await self._observe(scope, message)
             await send(message)
 
         try:

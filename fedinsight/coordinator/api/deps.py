@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
 from fedinsight.coordinator.abuse import ProbeDetector
+from fedinsight.coordinator.anomaly import AccessMonitor
 from fedinsight.coordinator.api.audit import AuditWriter
 from fedinsight.coordinator.api.reader import InsightReader
 from fedinsight.coordinator.auth import Permission, Principal, Role, TokenStore
@@ -72,6 +74,7 @@ class ApiContext:
     mfa_roles: frozenset[Role]  # roles whose API token alone opens only POST /session
     mfa_attempts: SharedTokenBucket  # second-factor attempts per token
     session_minutes: int
+    monitor: AccessMonitor  # per-token access baselines, alerts and locks
     insight_reads_per_minute: int
     probes: ProbeDetector
     insights: InsightReader
@@ -102,10 +105,14 @@ def require(permission: Permission) -> Callable[..., Principal]:
     return check
 
 
-def pull(request: Request, who: Principal, records: int) -> None:
-    """Count ``records`` insight records read against the token's bulk-read limit (429 when exceeded)."""
+async def pull(request: Request, who: Principal, records: int) -> None:
+    """Count ``records`` insight records read against the token's bulk-read limit (429 when exceeded). From the
+    worker's lease when it covers them; a database take runs in the thread pool, never on the event loop."""
     ctx = shared(request)
-    wait = ctx.bulk.take(who.token_id, cost=max(records, 1))
+    cost = max(records, 1)
+    request.state.records = records  # for the access monitor
+    wait = 0.0 if ctx.bulk.take_leased(who.token_id, cost) else await run_in_threadpool(ctx.bulk.take, who.token_id,
+                                                                                        cost)
     if wait > 0:
         request.state.refusal = "bulk-pull-refused"
         log.warning("bulk pull refused for token %s (%s): %d records", who.token_id, who.name, records)

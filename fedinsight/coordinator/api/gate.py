@@ -108,6 +108,11 @@ class RequestGate:
                 state["refusal"] = "rate-limited"
                 await reply(send, 429, f"too many requests; retry in {wait:.1f}s", _retry_after(wait))
                 return
+            if (reason := ctx.monitor.locked(who.token_id)) is not None and scope["path"] not in PUBLIC:
+                state["refusal"] = "token-locked"
+                await reply(send, 403, f"token locked after unusual access ({reason}); an admin runs "
+                                       f"`fedinsight tokens unlock {who.token_id}`")
+                return
             if who.role in ctx.mfa_roles and not via_session and scope["path"] not in (*PUBLIC, SESSION_PATH):
                 state["refusal"] = "second-factor-required"
                 await reply(send, 401, f"{who.role.value} tokens need a second factor: POST {SESSION_PATH} with this "

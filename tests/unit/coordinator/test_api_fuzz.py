@@ -26,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import create_engine
 from support.sessions import session_for
 
+from fedinsight.coordinator.anomaly import AnomalyLimits
 from fedinsight.coordinator.api import create_app
 from fedinsight.coordinator.state import CoordinatorState
 
@@ -33,8 +34,11 @@ ROLES = ("admin", "analyst", "auditor", "anonymous")
 EXAMPLES = 30
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 UNLIMITED = {"requests_per_second": 1e6, "burst": 10**6, "insight_reads_per_minute": 10**9,
-             "anonymous_requests_per_second": 1e6, "anonymous_burst": 10**6}
-"""The fuzzer sends about a thousand requests per token: rate limits would turn most of them into 429s."""
+             "anonymous_requests_per_second": 1e6, "anonymous_burst": 10**6,
+             "anomaly": AnomalyLimits(requests=10**9, records=10**9, distinct_insights=10**9, bytes=10**12,
+                                      overlapping_queries=10**9)}
+"""The fuzzer sends hundreds of requests per token, many alike: rate limits would turn most of them into 429s
+and the access monitor would lock the tokens (both have their own tests)."""
 
 
 def _state(url: str, folder: Path) -> CoordinatorState:

@@ -18,7 +18,7 @@ async def list_insights(request: Request, limit: int = Query(20, ge=1, le=100),
                         who: Principal = Depends(require(Permission.READ_INSIGHTS))) -> InsightPage:
     """Released insights, newest first (summaries; each counts towards the bulk-read limit)."""
     items, total = shared(request).insights.page(limit, offset)
-    pull(request, who, len(items))
+    await pull(request, who, len(items))
     return InsightPage(items=[InsightSummary(**i) for i in items], total=total, limit=limit, offset=offset)
 
 
@@ -27,5 +27,6 @@ async def read_insight(insight_id: str, request: Request,
                        who: Principal = Depends(require(Permission.READ_INSIGHTS))) -> Insight:
     """One released insight with its values and error bars (or a model summary)."""
     request.state.target = insight_id
-    pull(request, who, 1)
+    request.state.insight_ids = (insight_id,)
+    await pull(request, who, 1)
     return Insight(**shared(request).insights.get(insight_id))

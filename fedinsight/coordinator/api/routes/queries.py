@@ -57,6 +57,11 @@ def submit_query(body: QueryRequest, request: Request,
             raise HTTPException(422, str(exc)) from None
     request.state.target = name
     request.state.audit_detail = {"filters": filters, "epsilon": options.get("epsilon")}
+    alerts = ctx.monitor.record_query(who.token_id, name, filters)
+    if any(a.locked for a in alerts):
+        request.state.refusal = "token-locked"
+        raise HTTPException(403, f"token locked: {alerts[-1].words}. An admin runs `fedinsight tokens unlock "
+                                 f"{who.token_id}` after looking at `fedinsight audit alerts`")
     verdict = ctx.probes.check(who.token_id, name, filters)
     if verdict.refused:
         request.state.refusal = "refused-probing"
