@@ -246,14 +246,29 @@ class AccessMonitor:
         if value <= threshold:
             return []
         lock = value >= self.limits.lock_factor * threshold
-        alerts_t = AlertRow.__table__
         alert = Alert(token_id, figure, hour, value, threshold, lock)
+        try:
+            if not self._store_alert(alert):
+                return []
+        except IntegrityError:  # another worker raised the same alert (or lock) a moment ago
+            return []
+        with self._lock:
+            self._locks.pop(token_id, None)
+        if self.report is not None:
+            self.report(alert)
+        return [alert]
+
+    def _store_alert(self, alert: Alert) -> bool:
+        """Record ``alert`` (and its lock); False if it was recorded already."""
+        alerts_t = AlertRow.__table__
+        token_id, figure, hour, value, threshold, lock = (alert.token_id, alert.figure, alert.hour, alert.value,
+                                                          alert.threshold, alert.locked)
         with self.engine.begin() as conn:
             seen = conn.execute(select(alerts_t.c.locked).where(alerts_t.c.token_id == token_id,
                                                                 alerts_t.c.figure == figure,
                                                                 alerts_t.c.hour == hour)).first()
             if seen is not None and (seen.locked or not lock):
-                return []
+                return False
             if seen is None:
                 conn.execute(insert(alerts_t).values(token_id=token_id, figure=figure, hour=hour, value=value,
                                                      threshold=threshold, locked=int(lock), at=alert.at))
@@ -263,11 +278,7 @@ class AccessMonitor:
             if lock and conn.execute(select(LockRow.token_id).where(LockRow.token_id == token_id)).first() is None:
                 conn.execute(insert(LockRow.__table__).values(token_id=token_id, reason=alert.words[:512],
                                                               locked_at=alert.at))
-        with self._lock:
-            self._locks.pop(token_id, None)
-        if self.report is not None:
-            self.report(alert)
-        return [alert]
+        return True
 
     # --- locks ---------------------------------------------------------------------------------------------
     def locked(self, token_id: str) -> str | None:

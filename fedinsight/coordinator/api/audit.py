@@ -8,6 +8,7 @@ Routes and dependencies leave what the entry should say on ``request.state`` (``
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fedinsight.coordinator.anomaly import AccessMonitor
 from fedinsight.coordinator.auth import Principal
 
+log = logging.getLogger("fedinsight.api")
 UNAUDITED = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 
 
@@ -98,7 +100,10 @@ class AuditEveryAccess:
         if self.monitor.observe(who.token_id, records=int(st.get("records", 0)),
                                 nbytes=int(length) if length.isdigit() else 0,
                                 insight_ids=tuple(st.get("insight_ids", ()))):
-            await run_in_threadpool(self.monitor.flush)
+            try:
+                await run_in_threadpool(self.monitor.flush)
+            except Exception:  # noqa: BLE001 - counting must never fail the request it counts
+                log.exception("the access monitor could not write its counts")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] in UNAUDITED:
