@@ -136,7 +136,7 @@ class RequestGate:
         too_large = f"request body too large (at most {limit} bytes)"
         declared = _header(scope, b"content-length")
         if declared is not None:
-            if not declared.strip().isdigit():
+            if not (declared.strip().isascii() and declared.strip().isdigit()):  # '²'.isdigit() is True
                 await reply(send, 400, "Content-Length must be a whole number of bytes")
                 return
             if int(declared) > limit:

@@ -62,11 +62,14 @@ def test_a_large_body_is_413_before_it_is_read_or_parsed(state):
 
     r = client.post("/queries", content=chunks(), headers=h)
     assert r.status_code == 413 and "at most 2048 bytes" in r.json()["detail"]
+    for length in ("\u00b2", "-1", "abc"):  # a superscript two passes str.isdigit() but not int()
+        bad = client.get("/budget", headers={**h, "Content-Length": length.encode("latin-1")})
+        assert bad.status_code == 400 and "Content-Length" in bad.json()["detail"], length
     assert client.post("/queries", content=b"{not json", headers=h).status_code == 422  # small: parsed as usual
     ok = client.post("/queries", json={"query": "ltv-tiers", "filters": {"as_of": "2025-01-01"}}, headers=h)
     assert ok.status_code == 202 and len(submitted) == 1
     statuses = [e.detail["status"] for e in state.audit.entries(limit=100)]
-    assert statuses == [413, 413, 422, 202]
+    assert statuses == [413, 413, 400, 400, 400, 422, 202]
 
 
 def test_rate_limits_are_shared_by_workers_and_anonymous_callers_are_limited(state):
