@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Integer, String, func, insert, select, update
+from sqlalchemy import BigInteger, DateTime, Float, Integer, String, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -59,9 +59,10 @@ class AccessHourRow(Base):
 
     token_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     hour: Mapped[int] = mapped_column(Integer, primary_key=True)
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    records: Mapped[int] = mapped_column(Integer, default=0)
-    bytes: Mapped[int] = mapped_column(Integer, default=0)
+    # 64-bit: PostgreSQL's INTEGER stops at 2.1e9, a busy hour's bytes do not
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    records: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class InsightReadRow(Base):

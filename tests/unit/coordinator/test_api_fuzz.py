@@ -26,9 +26,11 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import create_engine
 from support.sessions import session_for
 
-from fedinsight.coordinator.anomaly import AnomalyLimits
+from fedinsight.coordinator.anomaly import AccessMonitor, AnomalyLimits
 from fedinsight.coordinator.api import create_app
+from fedinsight.coordinator.rate_limits import SharedTokenBucket
 from fedinsight.coordinator.state import CoordinatorState
+from fedinsight.core.db import make_engine
 
 ROLES = ("admin", "analyst", "auditor", "anonymous")
 EXAMPLES = 30
@@ -124,5 +126,22 @@ def test_no_5xx_and_every_response_matches_the_schema_on_postgres(tmp_path):
 
     with postgres_server() as url:
         sent = _fuzz(_state(url, tmp_path))
+        _limits_and_monitor_hold_on(url)
         create_engine(url).dispose()
     _enough(sent)
+
+
+def _limits_and_monitor_hold_on(url: str) -> None:
+    """The fuzz run swallows the access monitor's write errors (counting never fails a request): check its
+    writes, and the shared buckets' conditional update, on this database directly."""
+    bucket = SharedTokenBucket(make_engine(url), "pg-check", rate=1e-6, burst=3)
+    assert [bucket.take("t") == 0.0 for _ in range(4)] == [True, True, True, False]
+    monitor = AccessMonitor(url, AnomalyLimits(distinct_insights=2, bytes=3 * 10**9, overlapping_queries=1))
+    for i in range(4):
+        monitor.observe("pg-token", nbytes=2 * 10**9, insight_ids=(str(i),), now=3600.0 * 400_000)
+    alerts = monitor.flush()  # 8e9 bytes: past PostgreSQL's 32-bit INTEGER
+    assert {(a.figure, a.locked) for a in alerts} == {("distinct_insights", True), ("bytes", True)}
+    assert monitor.locked("pg-token") is not None
+    monitor.record_query("pg-q", "ltv-tiers", {"as_of": "2025-01-01"})
+    assert [a.figure for a in monitor.record_query("pg-q", "ltv-tiers", {"as_of": "2025-01-02"})] == [
+        "overlapping_queries"]
