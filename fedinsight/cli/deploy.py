@@ -298,6 +298,75 @@ def tokens_list(config: Path = _COORD_CONFIG,
     show(as_json, [t.as_dict() for t in infos], table)
 
 
+mfa_app = typer.Typer(help="Second factor (TOTP) for API tokens: required for admins and auditors.",
+                      no_args_is_help=True)
+tokens_app.add_typer(mfa_app, name="mfa")
+
+
+@mfa_app.command("enrol")
+def tokens_mfa_enrol(token_id: str = typer.Argument(..., help="The token id (from `tokens list`)."),
+                     config: Path = _COORD_CONFIG,
+                     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Give a token a TOTP second factor: prints its secret, an otpauth:// URI for the authenticator app and ten
+    single-use recovery codes, once. Enrolling again replaces them and ends the token's open sessions.
+
+    Example: fedinsight tokens mfa enrol 3f2a9c1b7d0e4a55 --config coordinator.toml
+    """
+    from fedinsight.coordinator.state import CoordinatorState
+    from fedinsight.core.errors import ConfigError
+
+    state = CoordinatorState.resolve(config)
+    info = state.tokens.info(token_id)
+    if info.revoked_at is not None:
+        raise ConfigError(f"token {token_id} is revoked; create a new one with `fedinsight tokens create`")
+    enrolment = state.mfa.enrol(token_id, account=f"{info.name} ({info.role})")
+    state.audit.append(actor="operator", role="operator", action="token.mfa.enrol", target=token_id)
+    show(as_json, enrolment.as_dict(), kv_table(
+        f"second factor for token {token_id} (shown once)",
+        {"secret (type into the app)": enrolment.secret, "otpauth URI (or paste this)": enrolment.uri,
+         "recovery codes (each works once)": " ".join(enrolment.recovery_codes),
+         "next": "POST /session with the API token and the header X-TOTP: <code>; use the session token returned"}))
+
+
+@tokens_app.command("unlock")
+def tokens_unlock(token_id: str = typer.Argument(..., help="The token id (from `audit alerts`)."),
+                  config: Path = _COORD_CONFIG,
+                  as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Lift the lock the access monitor put on a token (look at `fedinsight audit alerts` first).
+
+    Example: fedinsight tokens unlock 3f2a9c1b7d0e4a55 --config coordinator.toml
+    """
+    from fedinsight.coordinator.state import CoordinatorState
+    from fedinsight.core.errors import NotFoundError
+
+    state = CoordinatorState.resolve(config)
+    state.tokens.info(token_id)  # a clear error for an unknown id
+    if not state.access.unlock(token_id):
+        raise NotFoundError(f"token {token_id} is not locked")
+    state.audit.append(actor="operator", role="operator", action="token.unlock", target=token_id)
+    show(as_json, {"token_id": token_id, "unlocked": True}, kv_table(f"token {token_id}", {"unlocked": True}))
+
+
+@audit_app.command("alerts")
+def audit_alerts(config: Path = _COORD_CONFIG, limit: int = typer.Option(50, min=1, max=10_000,
+                                                                           help="At most this many."),
+                 as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Unusual access by API tokens, newest first: bulk reading, or repeated and near-identical queries that
+    could difference a small group out of noisy answers. Each is also in the audit log (`anomaly.alert`).
+
+    Example: fedinsight audit alerts --config coordinator.toml
+    """
+    from fedinsight.coordinator.state import CoordinatorState
+
+    alerts = CoordinatorState.resolve(config).access.alerts(limit)
+    table = Table(title="access alerts")
+    for col in ("when", "token", "what", "locked"):
+        table.add_column(col)
+    for a in alerts:
+        table.add_row(str(a.at)[:19], a.token_id, a.words, "yes" if a.locked else "no")
+    show(as_json, [a.as_dict() for a in alerts], table)
+
+
 @audit_app.command("verify")
 def audit_verify(config: Path = _COORD_CONFIG,
                  as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:

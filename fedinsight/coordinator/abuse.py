@@ -6,7 +6,9 @@ budget in the most revealing way: ask the same question many times with one filt
 at machine speed. These checks refuse such patterns *before* a job is started, and every refusal is
 written to the audit log by the API.
 
-* :class:`TokenBucket` — per-token request rate with a burst allowance (HTTP 429 when empty);
+* :class:`TokenBucket` — a token bucket in one process's memory (the API itself uses
+  :class:`~fedinsight.coordinator.rate_limits.SharedTokenBucket`, the same arithmetic kept in the database so
+  every worker draws from one bucket): per-token request rate with a burst allowance (HTTP 429 when empty);
 * bulk pulls — a second bucket per token counts insight *records* read (a list of 100 costs 100);
 * :class:`ProbeDetector` — keeps each token's catalogue queries in the database (so a restart or a second
   API worker does not reset it) and refuses a query when the token has, inside the window, already asked

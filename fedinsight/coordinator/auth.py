@@ -181,6 +181,17 @@ class TokenStore:
         return Principal(parts[1], row.name, Role(row.role), row.partner_id)
 
 
+    def principal_of(self, token_id: str) -> Principal | None:
+        """The principal of a token that is still valid, by id (for a session opened with it)."""
+        table = ApiTokenRow.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(select(table.c.name, table.c.role, table.c.partner_id, table.c.revoked_at)
+                               .where(table.c.id == token_id)).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        return Principal(token_id, row.name, Role(row.role), row.partner_id)
+
+
 def token_pepper_path(state_dir: Path) -> Path:
     return Path(state_dir) / "keys" / "api-token.key"
 

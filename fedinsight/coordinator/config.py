@@ -72,6 +72,11 @@ class ApiSection(_Model):
     port: Port = 8443
     tls: bool = True  # serve HTTPS with the coordinator certificate
     workers: int = Field(1, ge=1, le=16)
+    # larger request bodies are refused (413) before they are read; an insight spec is a few kilobytes
+    max_body_bytes: int = Field(65536, ge=1024, le=16 * 2**20)
+    # admins and auditors always need a second factor (a TOTP code opens a session); analysts when this is set
+    mfa_for_analysts: bool = False
+    session_minutes: int = Field(60, ge=1, le=24 * 60)
 
     @field_validator("host")
     @classmethod
@@ -87,6 +92,18 @@ class AbuseSection(_Model):
     insight_reads_per_minute: int = Field(600, ge=1)
     probe_window_s: float = Field(3600.0, gt=0)
     probe_max_variants: int = Field(3, ge=1)
+    # callers without a valid token (failed logins included), per client address
+    anonymous_requests_per_second: float = Field(2.0, gt=0)
+    anonymous_burst: int = Field(20, ge=1)
+    # access anomalies per token (see coordinator/anomaly.py): an alert above max(floor, factor x the token's
+    # average hour of the past week); the token is locked at lock-factor x that
+    alert_requests_per_hour: int = Field(3000, ge=1)
+    alert_records_per_hour: int = Field(5000, ge=1)
+    alert_distinct_insights_per_hour: int = Field(300, ge=1)
+    alert_bytes_per_hour: int = Field(50_000_000, ge=1)
+    alert_overlapping_queries_per_day: int = Field(8, ge=1)
+    alert_baseline_factor: float = Field(5.0, ge=1)
+    lock_factor: float = Field(2.0, gt=1)
 
 
 class PartnerEntry(_Model):

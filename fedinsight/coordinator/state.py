@@ -21,9 +21,11 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError
 
+from fedinsight.coordinator.anomaly import AccessMonitor
 from fedinsight.coordinator.auth import TokenStore, audit_key_path, token_pepper_path
 from fedinsight.coordinator.config import CoordinatorConfig, load_coordinator_config
 from fedinsight.coordinator.job_store import JobStore
+from fedinsight.coordinator.mfa import MfaStore
 from fedinsight.core.errors import ConfigError, StateIntegrityError
 from fedinsight.core.files import private_dir
 from fedinsight.core.redact import safe_url
@@ -93,6 +95,17 @@ class CoordinatorState:
     def tokens(self) -> TokenStore:
         with readable(self.db_url):
             return TokenStore(self.db_url, load_or_create_key(token_pepper_path(self.state_dir)))
+
+    @cached_property
+    def mfa(self) -> MfaStore:
+        with readable(self.db_url):
+            return MfaStore(self.db_url, load_or_create_key(token_pepper_path(self.state_dir)))
+
+    @cached_property
+    def access(self) -> AccessMonitor:
+        """Access alerts and token locks (the API's monitor writes them; the CLI lists and lifts them)."""
+        with readable(self.db_url):
+            return AccessMonitor(self.db_url)
 
     @cached_property
     def jobs(self) -> JobStore:

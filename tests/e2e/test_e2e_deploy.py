@@ -8,6 +8,7 @@ all its descendants, also when an assertion fails.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
 from fedinsight.core.procs import descendants, free_port, pid_alive, stop_tree
 from fedinsight.federation.certs import init_certs
@@ -165,11 +168,21 @@ def test_deployment_end_to_end(deployment: Deployment):
     assert not re.search(r"(DEBUG|INFO)[^\n]*:", intruder.stdout + intruder.stderr), intruder.stderr  # no chatter
 
     # Analysts read insights with a token; a wrong token is 401; an analyst on an auditor endpoint is 403.
-    tokens = {}
+    tokens, ids = {}, {}
     for role in ("analyst", "auditor"):
         out = dep.run("tokens", "create", f"{role}-e2e", "--role", role, "--config", "coordinator.toml", "--json")
         assert out.returncode == 0, out.stderr
-        tokens[role] = json.loads(out.stdout[out.stdout.index("{"):])["token"]
+        made = json.loads(out.stdout[out.stdout.index("{"):])
+        tokens[role], ids[role] = made["token"], made["id"]
+    # an auditor's token alone opens only POST /session: enrol its second factor, trade a TOTP code for a session
+    out = dep.run("tokens", "mfa", "enrol", ids["auditor"], "--config", "coordinator.toml", "--json")
+    assert out.returncode == 0, out.stderr
+    secret = json.loads(out.stdout[out.stdout.index("{"):])["secret"]
+    code = TOTP(base64.b32decode(secret), 6, hashes.SHA1(), 30).generate(time.time()).decode()
+    assert api.get("/audit", headers={"Authorization": f"Bearer {tokens['auditor']}"}).status_code == 401
+    opened = api.post("/session", headers={"Authorization": f"Bearer {tokens['auditor']}", "X-TOTP": code})
+    assert opened.status_code == 201, opened.text
+    tokens["auditor"] = opened.json()["token"]
     bearer = {role: {"Authorization": f"Bearer {t}"} for role, t in tokens.items()}
     page = api.get("/insights", headers=bearer["analyst"])
     assert page.status_code == 200

@@ -8,13 +8,16 @@ Routes and dependencies leave what the entry should say on ``request.state`` (``
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
+from fedinsight.coordinator.anomaly import AccessMonitor
 from fedinsight.coordinator.auth import Principal
 
+log = logging.getLogger("fedinsight.api")
 UNAUDITED = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 
 
@@ -43,14 +46,25 @@ class AuditWriter:
             batch, self.pending = self.pending, []
             try:
                 await run_in_threadpool(self.audit.append_many, [item for item, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+            except Exception:  # noqa: BLE001 - one entry may be bad: write them one by one, see below
+                await self._one_by_one(batch)
                 continue
             for _, future in batch:
                 if not future.done():
                     future.set_result(None)
+
+    async def _one_by_one(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        """After a failed batch, append each entry alone: an entry the log refuses fails only its own request
+        (which then is not answered), never the other requests that happened to share its batch."""
+        for item, future in batch:
+            try:
+                await run_in_threadpool(self.audit.append_many, [item])
+            except Exception as exc:  # noqa: BLE001 - handed to that request alone
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            if not future.done():
+                future.set_result(None)
 
     async def record(self, scope: dict[str, Any], status: int, started: float) -> None:
         """Append the entry for the request in ``scope``, answered with ``status``."""
@@ -71,9 +85,25 @@ class AuditEveryAccess:
     """Pure ASGI middleware (cheaper than ``@app.middleware``): one audit entry per request, committed
     *before* the response starts, so nothing is disclosed that the log does not record."""
 
-    def __init__(self, inner: Any, writer: AuditWriter) -> None:
+    def __init__(self, inner: Any, writer: AuditWriter, monitor: AccessMonitor | None = None) -> None:
         self.inner = inner
         self.writer = writer
+        self.monitor = monitor
+
+    async def _observe(self, scope: dict[str, Any], message: dict[str, Any]) -> None:
+        """Count the request for its token's access baseline (requests, records, insights, bytes served)."""
+        st = scope.get("state") or {}
+        who: Principal | None = st.get("principal")
+        if self.monitor is None or who is None:
+            return
+        length = next((v for k, v in message.get("headers") or [] if k.lower() == b"content-length"), b"0")
+        if self.monitor.observe(who.token_id, records=int(st.get("records", 0)),
+                                nbytes=int(length) if length.isdigit() else 0,
+                                insight_ids=tuple(st.get("insight_ids", ()))):
+            try:
+                await run_in_threadpool(self.monitor.flush)
+            except Exception:  # noqa: BLE001 - counting must never fail the request it counts
+                log.exception("the access monitor could not write its counts")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] in UNAUDITED:
@@ -86,6 +116,7 @@ class AuditEveryAccess:
             if message["type"] == "http.response.start" and not recorded[0]:
                 recorded[0] = True
                 await self.writer.record(scope, message["status"], started)
+                await self._observe(scope, message)
             await send(message)
 
         try:

@@ -18,11 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
-from fedinsight.coordinator.abuse import ProbeDetector, TokenBucket
+from fedinsight.coordinator.abuse import ProbeDetector
+from fedinsight.coordinator.anomaly import AccessMonitor
 from fedinsight.coordinator.api.audit import AuditWriter
 from fedinsight.coordinator.api.reader import InsightReader
-from fedinsight.coordinator.auth import Permission, Principal, TokenStore
+from fedinsight.coordinator.auth import Permission, Principal, Role, TokenStore
+from fedinsight.coordinator.mfa import MfaStore
+from fedinsight.coordinator.rate_limits import SharedTokenBucket
 from fedinsight.coordinator.state import CoordinatorState
 from fedinsight.privacy.ledger import PrivacyLedger
 
@@ -62,8 +66,15 @@ class ApiContext:
     catalogue_preset: str
     submit: Submitter | None  # None: query submission disabled
     tokens: TokenCache
-    rate: TokenBucket  # requests per token
-    bulk: TokenBucket  # insight records read per token
+    rate: SharedTokenBucket  # requests per token
+    bulk: SharedTokenBucket  # insight records read per token
+    anonymous: SharedTokenBucket  # requests per client address without a valid token
+    max_body_bytes: int
+    mfa: MfaStore
+    mfa_roles: frozenset[Role]  # roles whose API token alone opens only POST /session
+    mfa_attempts: SharedTokenBucket  # second-factor attempts per token
+    session_minutes: int
+    monitor: AccessMonitor  # per-token access baselines, alerts and locks
     insight_reads_per_minute: int
     probes: ProbeDetector
     insights: InsightReader
@@ -77,17 +88,11 @@ def shared(request: Request) -> ApiContext:
 
 
 async def principal(request: Request) -> Principal:
-    ctx = shared(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    who = ctx.tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
-    if who is None:
+    """The caller, as :class:`~fedinsight.coordinator.api.gate.RequestGate` authenticated (and rate-limited) them
+    before the body was read."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None:  # only reachable for a public path with no token: such a route must not ask for a principal
         raise HTTPException(401, "missing, unknown or revoked API token", {"WWW-Authenticate": "Bearer"})
-    request.state.principal = who
-    wait = ctx.rate.take(who.token_id)
-    if wait > 0:
-        request.state.refusal = "rate-limited"
-        raise HTTPException(429, f"too many requests; retry in {wait:.1f}s", {"Retry-After": f"{wait:.0f}"})
     return who
 
 
@@ -100,10 +105,14 @@ def require(permission: Permission) -> Callable[..., Principal]:
     return check
 
 
-def pull(request: Request, who: Principal, records: int) -> None:
-    """Count ``records`` insight records read against the token's bulk-read limit (429 when exceeded)."""
+async def pull(request: Request, who: Principal, records: int) -> None:
+    """Count ``records`` insight records read against the token's bulk-read limit (429 when exceeded). From the
+    worker's lease when it covers them; a database take runs in the thread pool, never on the event loop."""
     ctx = shared(request)
-    wait = ctx.bulk.take(who.token_id, cost=max(records, 1))
+    cost = max(records, 1)
+    request.state.records = records  # for the access monitor
+    wait = 0.0 if ctx.bulk.take_leased(who.token_id, cost) else await run_in_threadpool(ctx.bulk.take, who.token_id,
+                                                                                        cost)
     if wait > 0:
         request.state.refusal = "bulk-pull-refused"
         log.warning("bulk pull refused for token %s (%s): %d records", who.token_id, who.name, records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from support.sessions import session_for
 
 from fedinsight.coordinator.api import create_app
 from fedinsight.coordinator.state import CoordinatorState
@@ -31,6 +32,8 @@ def _client(state: CoordinatorState, **kwargs) -> tuple[TestClient, dict[str, st
 
     app = create_app(state, submit=submit, **kwargs)
     tokens = {role: state.tokens.create(f"{role}-1", role)[0] for role in ("admin", "analyst", "auditor")}
+    for role in ("admin", "auditor"):  # human roles work through a session opened with a second factor
+        tokens[role] = session_for(state, tokens[role])
     tokens["bound"] = state.tokens.create("retail-analyst", "analyst", partner_id="retail")[0]
     return TestClient(app), tokens, submitted
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.browser import inspect_page, require_chromium
+from support.sessions import session_for
 
 from fedinsight.cli import main
 
@@ -213,6 +214,7 @@ def test_api_serves_the_report_to_the_requester_admins_and_auditors(tmp_path):
     created = {name: state.tokens.create(name, role) for name, role in
                (("owner", "analyst"), ("other", "analyst"), ("admin", "admin"), ("auditor", "auditor"))}
     tokens = {name: secret for name, (secret, _) in created.items()}
+    tokens["admin"], tokens["auditor"] = session_for(state, tokens["admin"]), session_for(state, tokens["auditor"])
     job = state.jobs.create(task="propensity", federation="fedinsight", run_config={},
                             requester=f"token:{created['owner'][1].id}")
     running = client.get(f"/jobs/{job.id}/report", headers=_h(tokens["owner"]))
@@ -306,7 +308,7 @@ def test_api_report_page_renders_in_chromium(tmp_path):
 
     state = CoordinatorState(f"sqlite:///{tmp_path / 'fedinsight.db'}", tmp_path)
     client = TestClient(create_app(state))
-    token = state.tokens.create("admin", "admin")[0]
+    token = session_for(state, state.tokens.create("admin", "admin")[0])
     job = state.jobs.create(task="propensity", federation="fedinsight", run_config={}, requester="operator")
     _tiny_propensity_run(job_output_dir(tmp_path, job.id))
     state.jobs.mark(job.id, "completed")

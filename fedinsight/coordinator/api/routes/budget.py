@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from fedinsight.coordinator.api.deps import require, shared
-from fedinsight.coordinator.api.schemas import BudgetOut, PartnerBudget
+from fedinsight.coordinator.api.schemas import BudgetOut, PartnerBudget, errors
 from fedinsight.coordinator.auth import Permission, Principal
 
 router = APIRouter(tags=["budget"])
 
 
-@router.get("/budget", response_model=BudgetOut)
+@router.get("/budget", response_model=BudgetOut, responses=errors(403))
 async def budget(request: Request, who: Principal = Depends(require(Permission.READ_BUDGET))) -> BudgetOut:
     """Remaining privacy budget: per partner for admins/auditors, the federation's (tightest) for analysts,
     or only the bound partner's for an analyst token bound to one."""

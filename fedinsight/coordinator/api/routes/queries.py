@@ -9,7 +9,7 @@ import logging
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from fedinsight.coordinator.api.deps import require, shared
-from fedinsight.coordinator.api.schemas import CatalogueEntry, JobOut, QueryRequest, job_out
+from fedinsight.coordinator.api.schemas import CatalogueEntry, JobOut, QueryRequest, errors, job_out
 from fedinsight.coordinator.auth import Permission, Principal
 from fedinsight.coordinator.jobs import available_tasks
 from fedinsight.core.errors import ConfigError
@@ -21,7 +21,7 @@ log = logging.getLogger("fedinsight.api")
 router = APIRouter(tags=["queries"])
 
 
-@router.get("/catalogue", response_model=list[CatalogueEntry])
+@router.get("/catalogue", response_model=list[CatalogueEntry], responses=errors(403))
 def catalogue(request: Request, who: Principal = Depends(require(Permission.SUBMIT_QUERY))) -> list[CatalogueEntry]:
     """The queries that can be submitted, their filters, and whether this coordinator can run them."""
     available = "insights" in available_tasks()
@@ -30,7 +30,8 @@ def catalogue(request: Request, who: Principal = Depends(require(Permission.SUBM
             for q in query_catalogue(shared(request).catalogue_preset)]
 
 
-@router.post("/queries", response_model=JobOut, status_code=202)
+@router.post("/queries", response_model=JobOut, status_code=202,
+             responses=errors(403, 404, 409, 422, 503))
 def submit_query(body: QueryRequest, request: Request,
                  who: Principal = Depends(require(Permission.SUBMIT_QUERY))) -> JobOut:
     """Start a catalogue query or an insight spec as an insights job; refused if it probes for individuals (or, for
@@ -56,6 +57,11 @@ def submit_query(body: QueryRequest, request: Request,
             raise HTTPException(422, str(exc)) from None
     request.state.target = name
     request.state.audit_detail = {"filters": filters, "epsilon": options.get("epsilon")}
+    alerts = ctx.monitor.record_query(who.token_id, name, filters)
+    if any(a.locked for a in alerts):
+        request.state.refusal = "token-locked"
+        raise HTTPException(403, f"token locked: {alerts[-1].words}. An admin runs `fedinsight tokens unlock "
+                                 f"{who.token_id}` after looking at `fedinsight audit alerts`")
     verdict = ctx.probes.check(who.token_id, name, filters)
     if verdict.refused:
         request.state.refusal = "refused-probing"
