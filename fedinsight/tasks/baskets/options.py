@@ -25,8 +25,8 @@ class BasketsOptions(Options):
                              minimum=2, maximum=MAX_CANDIDATES)
     min_group_size: int = option(DEFAULT_MIN_GROUP_SIZE, f"Items and pairs with fewer (noisy) customers are not "
                                  f"reported (at least {MIN_GROUP_FLOOR}).", minimum=MIN_GROUP_FLOOR)
-    top: int = option(20, "Rules shown in the report (ranked by the lower end of their lift's 95 % interval).",
-                      minimum=1, maximum=500)
+    top: int = option(20, "Most rules shown (pairs whose lift is above 1 by a bound holding for all pairs at once, "
+                          "ranked by that bound).", minimum=1, maximum=500)
     as_of: str = option("", "Only purchases strictly before this date (UTC, YYYY-MM-DD) count; empty: all.")
 
     def validate(self) -> None:
