@@ -63,10 +63,10 @@ def purchases(data: PartnerData, as_of: str = "") -> tuple[pd.DataFrame, str]:
 def _from_catalogue(data: PartnerData) -> tuple[pd.DataFrame, str]:
     inter, items = data.interactions, data.items
     if not (isinstance(inter, pd.DataFrame) and isinstance(items, pd.DataFrame)):
-        raise ConfigError(f"the partner {NO_ITEMS}")
+        raise ConfigError(f"partner '{data.partner_id}' {NO_ITEMS}")
     column = next((c for c in ("category", "genres") if c in items.columns and _usable(items[c]).any()), None)
     if column is None:
-        raise ConfigError(f"the partner {NO_ITEMS}")
+        raise ConfigError(f"partner '{data.partner_id}' {NO_ITEMS}")
     lookup = items.loc[_usable(items[column]), ["item_id", column]].astype({"item_id": str})
     lookup = lookup.assign(item=lookup[column].astype("string").str.split("|") if column == "genres"
                            else lookup[column].astype("string").map(lambda v: [v]))

@@ -30,11 +30,12 @@ COUNTS_RECORD = "counts"
 
 def partner_rows(partner: Partner, options: BasketsOptions) -> Any:
     """This partner's ``(customer_id, item)`` purchase rows, or a ConfigError when it has none to count."""
-    rows, source = purchases(partner.data(), options.as_of)
+    data = partner.data()
+    rows, source = purchases(data, options.as_of)
     if rows.empty:
         before = f" before {options.as_of}" if options.as_of else ""
-        raise ConfigError(f"the partner has no purchases with an item ({source}){before}: nothing to count; "
-                          "check its mapping or leave it out of this job")
+        raise ConfigError(f"partner '{data.partner_id}' has no purchases with an item ({source}){before}: nothing "
+                          "to count; check its mapping or leave it out of this job")
     return rows
 
 
