@@ -119,7 +119,7 @@ def generate(config: BasketsConfig) -> tuple[dict[str, dict[str, pd.DataFrame]],
 
 
 def write_baskets(root: str | Path, config: BasketsConfig) -> dict[str, Any]:
-    """Write one folder per partner under ``root`` (CSV files) and ``root/../<name>-truth.json``; return the truth."""
+    """Write one folder per partner under ``root`` (CSV files) and ``root/ground_truth.json``; return the truth."""
     frames, truth = generate(config)
     root = Path(root)
     for partner, tables in frames.items():
@@ -127,6 +127,5 @@ def write_baskets(root: str | Path, config: BasketsConfig) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
         for name, frame in tables.items():
             frame.to_csv(folder / f"{name}.csv", index=False)
-    truth_path = root.parent / f"{root.name}-truth.json"
-    truth_path.write_text(json.dumps(truth, indent=1) + "\n")
+    (root / "ground_truth.json").write_text(json.dumps(truth, indent=1) + "\n")
     return truth

@@ -85,7 +85,9 @@ def test_simulate_baskets_from_the_cli_on_mapped_own_exports(tmp_path, capsys):
     out = tmp_path / "run"
     capsys.readouterr()
     assert main(["simulate", "baskets", "--dataset", str(root), "--out", str(out), "--epsilon", "4",
-                 "--min-group-size", "20", "--cpus", "1", "--json"]) == 0
+                 "--min-group-size", "20", "--cpus", "1", "--json",
+                 # baskets reads no amount, but every simulation refuses partners of mixed currencies without a table
+                 "--currency", "USD", "--rates", "CNY=0.138"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["partner_folders"] == sorted(exports) and summary["messages"]["violations"] == []
     assert set(summary["privacy"]["epsilon_spent"]) == set(exports)
