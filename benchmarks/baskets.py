@@ -1,8 +1,8 @@
 """Benchmark of federated DP market-basket rules (the baskets task) on planted co-purchases (prints JSON).
 
 Data: :mod:`fedinsight.data.synth_baskets` writes partner folders (plain CSV, read through each partner's data
-view like a user's own folder) with 60 categories and 25 planted pairs: 20 strong (lift >= 2.5, the "planted top
-20") and 5 mild ones on popular categories (lift 1.2-1.5); every other pair is unrelated (lift 1).
+view like a user's own folder) with 60 categories and 25 planted pairs: 20 strong (lift >= 4, the "planted top
+20") and 5 mild ones on popular categories (lift 1.1-1.3); every other pair is unrelated.
 
 Figures, side by side in one run:
 

@@ -6,15 +6,17 @@ basket (the set of categories they buy in the window) is drawn as:
 
 - every category ``c`` independently with its base probability ``p_c`` (a skewed spread, like shelf popularity);
 - for each planted pair ``(a, b)``, with probability ``q`` the customer buys *both* (a bundle), on top. Most
-  planted pairs are strong (lift >= 2.5); ``weak`` of them sit on the most popular categories with lift 1.2-1.5,
+  planted pairs are strong (lift >= 4); ``weak`` of them sit on the most popular categories with lift 1.1-1.3,
   so a ranking must tell a strong link from a mild one.
 
-Planted pairs use disjoint categories, so every other pair is independent (lift exactly 1) and a planted pair's lift
-is known in closed form: ``P(a) = 1 - (1 - p_a)(1 - q)``, ``P(ab) = q + (1 - q) p_a p_b``,
-``lift = P(ab) / (P(a) P(b))``. Each category in a basket becomes 1 + Poisson(0.5) transaction rows at random
-times in the window. Customers split evenly (at random) over the partners; everything is deterministic in
-``seed``. The partner folders it writes are plain canonical tables (``customers``, ``transactions``): a user's own
-mapped exports look the same once read through their mapping.
+Planted pairs use disjoint categories, so every other pair is independent and a planted pair's lift is known in
+closed form: ``P(a) = 1 - (1 - p_a)(1 - q)``, ``P(ab) = q + (1 - q) p_a p_b``. The task measures customers with at
+least one purchase (probability ``B = 1 - prod(1 - p_c) prod(1 - q)``), so the truth is stated among them: support
+``P(ab) / B`` and ``lift = B P(ab) / (P(a) P(b))``; an unrelated pair's lift there is ``B`` (about 0.92, not 1:
+buying anything at all makes two unrelated purchases slightly less likely to share a basket). Each category in a
+basket becomes 1 + Poisson(0.5) transaction rows at random times in the window. Customers split evenly (at random)
+over the partners; everything is deterministic in ``seed``. The partner folders it writes are plain canonical tables
+(``customers``, ``transactions``): a user's own mapped exports look the same once read through their mapping.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def plan(config: BasketsConfig) -> dict[str, Any]:
     rng = np.random.default_rng([config.seed, 1])
     names = category_names(config.categories)
     base = 0.01 + 0.07 * rng.random(config.categories) ** 2
-    # weak pairs (lift about 1.2-1.5) on the most popular categories, strong ones (lift >= 2.5) on the others: the
+    # weak pairs (lift about 1.1-1.3) on the most popular categories, strong ones (lift >= 4) on the others: the
     # strong ones are the planted "top" a benchmark looks for, with a clear gap to the rest
     popular = [int(c) for c in np.argsort(-base, kind="stable")]
     weak = min(config.weak, config.planted)
@@ -73,16 +75,19 @@ def plan(config: BasketsConfig) -> dict[str, Any]:
     others = [int(c) for c in rng.permutation(popular[2 * weak:])]
     chosen = popular[: 2 * weak] + others
     bundles = np.concatenate([np.full(weak, 0.002), np.linspace(0.025, 0.008, strong)])
+    # the task measures customers with at least one purchase: P(non-empty basket) conditions every share
+    nonempty = 1 - float(np.prod(1 - base) * np.prod(1 - bundles))
     pairs = []
     for k in range(config.planted):
         a, b = chosen[2 * k], chosen[2 * k + 1]
         q = float(bundles[k])
         p_a, p_b = 1 - (1 - base[a]) * (1 - q), 1 - (1 - base[b]) * (1 - q)
         p_ab = q + (1 - q) * base[a] * base[b]
-        pairs.append({"items": sorted([names[a], names[b]]), "bundle": q, "support": p_ab,
-                      "lift": p_ab / (p_a * p_b), "strong": k >= weak, "index": [a, b]})
+        pairs.append({"items": sorted([names[a], names[b]]), "bundle": q, "support": p_ab / nonempty,
+                      "lift": p_ab * nonempty / (p_a * p_b), "strong": k >= weak, "index": [a, b]})
     pairs.sort(key=lambda p: -p["lift"])
-    return {"config": asdict(config), "categories": names, "base": base.tolist(), "pairs": pairs}
+    return {"config": asdict(config), "categories": names, "base": base.tolist(), "pairs": pairs,
+            "buyers_share": nonempty, "unrelated_lift": nonempty}
 
 
 def generate(config: BasketsConfig) -> tuple[dict[str, dict[str, pd.DataFrame]], dict[str, Any]]:

@@ -74,7 +74,12 @@ def test_rules_hold_only_released_numbers_with_their_intervals(federation, tmp_p
 
 @pytest.mark.slow
 def test_simulate_baskets_from_the_cli_on_mapped_own_exports(tmp_path, capsys):
-    from support.exports import write_raw_federation
+    """Two partners' raw exports read in place through their mapping.toml. The US shop first maps no category and no
+    product list: a clear error naming it, exit 2, nothing released. With its product list and the tutorial's
+    mapping (order lines as interactions, the product ``Type`` as category) the job runs."""
+    import shutil
+
+    from support.exports import EXAMPLES, write_raw_federation, write_us_export
 
     from fedinsight.cli import main
 
@@ -82,17 +87,26 @@ def test_simulate_baskets_from_the_cli_on_mapped_own_exports(tmp_path, capsys):
     exports = write_raw_federation(root, customers=600)
     for name in exports:
         assert main(["partner", "init", "--data", str(root / name)]) == 0
-    out = tmp_path / "run"
+    args = ["simulate", "baskets", "--dataset", str(root), "--epsilon", "4", "--min-group-size", "20", "--cpus", "1",
+            "--json",
+            # baskets reads no amount, but every simulation refuses partners of mixed currencies without a table
+            "--currency", "USD", "--rates", "CNY=0.138"]
     capsys.readouterr()
-    assert main(["simulate", "baskets", "--dataset", str(root), "--out", str(out), "--epsilon", "4",
-                 "--min-group-size", "20", "--cpus", "1", "--json",
-                 # baskets reads no amount, but every simulation refuses partners of mixed currencies without a table
-                 "--currency", "USD", "--rates", "CNY=0.138"]) == 0
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "'us shop' has no purchase category: map a `category` column" in err and "Traceback" not in err
+    assert not (tmp_path / "refused" / "summary.json").exists() and not (tmp_path / "refused" / "report.html").exists()
+
+    us = root / "us shop"
+    write_us_export(us, customers=600, catalogue=True, mapping=False)  # the same orders, plus products_export.csv
+    shutil.copy(EXAMPLES / "mappings" / "us.toml", us / "mapping.toml")
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["partner_folders"] == sorted(exports) and summary["messages"]["violations"] == []
     assert set(summary["privacy"]["epsilon_spent"]) == set(exports)
     names = {c["item"] for c in summary["candidates"]}
-    assert names and all(n.strip() for n in names)  # the partners' own category names, read through the mapping
+    assert names and all(n.strip() for n in names)  # the partners' own category names, read through the mappings
     assert summary["pairs"], "no pair of the exports' categories reached 20 noisy customers"
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "Bought together" in report and "Lift says how many times" in report
