@@ -19,7 +19,16 @@ from typing import Any, ClassVar
 
 from fedinsight.federation.manifest import Manifest, Release
 from fedinsight.federation.options import Options
-from fedinsight.federation.task import Handler, Partner, Plan, Session, Task, TaskResult, privacy_headline
+from fedinsight.federation.task import (
+    Handler,
+    Partner,
+    Plan,
+    Session,
+    Simulated,
+    Task,
+    TaskResult,
+    privacy_headline,
+)
 from fedinsight.tasks.baskets import client, server
 from fedinsight.tasks.baskets.noise import pair_count, release_bound
 from fedinsight.tasks.baskets.options import BasketsOptions
@@ -68,6 +77,18 @@ class BasketsTask(Task):
     def run(self, session: Session) -> TaskResult:
         return TaskResult(server.run(session))
 
+    # simulations
+    def simulation_baselines(self, options: Options, sim: Simulated) -> dict[str, Any]:
+        from fedinsight.tasks.baskets.baselines import exact
+
+        return exact(options, sim)  # type: ignore[arg-type]
+
+    def simulation_summary(self, summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
+        from fedinsight.tasks.baskets.baselines import merge
+
+        options = BasketsOptions.of(summary.get("settings") or {}) if summary.get("settings") else BasketsOptions()
+        return merge(summary, baselines, options)
+
     # report
     def headline(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
         rows = []
@@ -77,6 +98,9 @@ class BasketsTask(Task):
                                        f"({r['support']:.1%} of customers)"))
         if not rows:
             rows.append(("rules", "none above the minimum group size"))
+        error = (summary.get("baselines") or {}).get("support_error_pp_max")
+        if error is not None:
+            rows.append(("largest support error vs exact (simulation)", f"{error:.2f} percentage points"))
         hidden = summary.get("suppressed_pairs")
         if hidden:
             rows.append(("pairs not shown", f"{hidden:,} (under the minimum group size)"))

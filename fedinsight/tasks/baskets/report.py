@@ -26,6 +26,12 @@ def baskets_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]
              card("items compared", str(len(items)), f"{summary.get('suppressed_items', 0)} suppressed"),
              card("pairs shown", str(len(summary.get("pairs") or [])),
                   f"{summary.get('suppressed_pairs', 0)} under the minimum group size")]
+    base = summary.get("baselines") or {}
+    if base.get("support_error_pp_max") is not None:
+        cover = base.get("support_ci95_coverage")
+        cards.append(card("largest support error vs exact", f"{base['support_error_pp_max']:.2f} pp",
+                          "simulation only" + (f"; intervals covered {cover:.0%}" if cover is not None else ""),
+                          good=base["support_error_pp_max"] <= 1.0))
     section = Section("baskets", "Bought together")
     rows = []
     for r in rules:

@@ -89,3 +89,19 @@ def test_candidates_are_the_largest_summed_noisy_counts_reaching_the_minimum_gro
     chosen = select(replies, options)
     assert [c["item"] for c in chosen] == ["tea", "cups"]  # cups 65 summed over two partners; soap, milk < 50
     assert chosen[1]["partners"] == 2
+
+
+def test_a_simulation_compares_the_released_pairs_with_the_exact_cut_baskets():
+    import pandas as pd
+
+    from fedinsight.tasks.baskets.baselines import compare
+
+    # partner 1: 3 customers, two with tea+cups; partner 2: 1 customer with tea only. Exact: support 2/4, lift 2*4/(3*2)
+    rows = [pd.DataFrame({"customer_id": ["a", "a", "b", "b", "c"], "item": ["tea", "cups", "tea", "cups", "soap"]}),
+            pd.DataFrame({"customer_id": ["d"], "item": ["tea"]})]
+    pair = {"items": ["tea", "cups"], "support": 0.51, "support_ci95": [0.45, 0.55]}
+    summary = {"candidates": [{"item": "tea"}, {"item": "cups"}], "pairs": [pair], "rules": [pair]}
+    out = compare(summary, rows, BasketsOptions(candidates=2))
+    assert out["customers"] == 4 and out["support_error_pp_max"] == pytest.approx(1.0)
+    assert out["support_ci95_coverage"] == 1.0
+    assert out["rules"] == [{"items": ["tea", "cups"], "support": 0.5, "lift": pytest.approx(8 / 6)}]
