@@ -11,6 +11,7 @@ by the job's options: what it holds never depends on which pairs exist here.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,12 @@ def partner_rows(partner: Partner, options: BasketsOptions) -> Any:
 
 def selection_threshold(options: BasketsOptions) -> float:
     """Round 1's threshold: the smallest whole count whose OpenDP delta is at most the selection delta."""
-    return threshold_for_delta("gaussian", options.noise().selection, options.max_items, options.selection_delta)
+    return _threshold(options.noise().selection, options.max_items, options.selection_delta)
+
+
+@lru_cache(maxsize=64)
+def _threshold(multiplier: float, max_items: int, delta: float) -> float:
+    return threshold_for_delta("gaussian", multiplier, max_items, delta)
 
 
 def noisy_items(rows: Any, options: BasketsOptions) -> list[list[Any]]:

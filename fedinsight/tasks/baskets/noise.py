@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from dp_accounting import dp_event
 
@@ -53,6 +54,7 @@ def _plan_for_rho(rho: float) -> NoisePlan:
                      1.0 / math.sqrt(2.0 * (1.0 - SELECTION_SHARE) * rho), rho)
 
 
+@lru_cache(maxsize=64)
 def noise_plan(epsilon: float, delta: float) -> NoisePlan:
     """The largest-rho plan whose two releases compose to at most ``epsilon`` at ``delta`` (bisection on rho)."""
     if not (epsilon > 0 and math.isfinite(epsilon) and 0 < delta < 1):
