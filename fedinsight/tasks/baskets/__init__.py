@@ -86,8 +86,7 @@ class BasketsTask(Task):
     def simulation_summary(self, summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
         from fedinsight.tasks.baskets.baselines import merge
 
-        options = BasketsOptions.of(summary.get("settings") or {}) if summary.get("settings") else BasketsOptions()
-        return merge(summary, baselines, options)
+        return merge(summary, baselines, BasketsOptions.of(summary.get("settings") or {}))
 
     # report
     def headline(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
