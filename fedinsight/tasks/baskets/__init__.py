@@ -95,8 +95,11 @@ class BasketsTask(Task):
             a, b = r["items"]
             rows.append((f"{a} + {b}", f"bought together {r['lift']:.1f}x as often as by chance "
                                        f"({r['support']:.1%} of customers)"))
-        if not rows:
-            rows.append(("rules", "none above the minimum group size"))
+        if not rows and summary.get("pairs"):
+            rows.append(("rules", f"none: no pair of the {len(summary['pairs']):,} shown is bought together clearly "
+                                  "more often than by chance, given the privacy noise"))
+        elif not rows:
+            rows.append(("rules", "none: no pair reached the minimum group size"))
         error = (summary.get("baselines") or {}).get("support_error_pp_max")
         if error is not None:
             rows.append(("largest support error vs exact (simulation)", f"{error:.2f} percentage points"))

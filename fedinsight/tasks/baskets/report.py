@@ -33,13 +33,18 @@ def baskets_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]
                           "simulation only" + (f"; intervals covered {cover:.0%}" if cover is not None else ""),
                           good=base["support_error_pp_max"] <= 1.0))
     section = Section("baskets", "Bought together")
+    pairs = summary.get("pairs") or []
+    shown_pairs = rules or sorted(pairs, key=lambda p: -p["lift"])[: int(summary.get("settings", {}).get("top", 20))]
     rows = []
-    for r in rules:
+    for r in shown_pairs:
         a, b = r["items"]
         lo, hi = r["lift_ci95"]
         rows.append([f"{a} + {b}", f"{r['lift']:.2f}x", f"{lo:.2f} – {hi:.2f}", _pct(r["support"]),
                      f"{_pct(r['confidence'])} of {a} buyers", f"{_pct(r['confidence_reverse'])} of {b} buyers",
                      f"~{r['customers']:,.0f}"])
+    if pairs and not rules:
+        section.add("<p>No pair is bought together clearly more often than by chance, given the privacy noise: the "
+                    "pairs below are the released ones with the highest lift, each to be read with its interval.</p>")
     if rows:
         section.add(table(["bought together", "lift", "lift 95 % interval", "of all customers", "also bought the "
                            "second", "also bought the first", "customers (noisy)"], rows))

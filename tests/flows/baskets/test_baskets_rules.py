@@ -119,3 +119,17 @@ def test_a_pair_count_that_is_mostly_noise_is_not_a_rule_however_large_its_lift(
     (pair,) = out["pairs"]
     assert pair["lift"] > 15 and pair["lift_ci95"][0] > 5
     assert out["rules"] == [] and pair["lift_rank_bound"] == 0.0
+
+
+def test_the_report_shows_rules_or_says_plainly_that_none_clears_the_noise():
+    from fedinsight.report.page import page
+    from fedinsight.tasks.baskets.report import baskets_sections
+
+    items = np.array([2000.0, 1000.0, 0.0, 500.0])
+    pairs = _pairs({(0, 1): 200.0, (1, 3): 100.0})
+    for sd, rule_shown in ((1.0, True), (40.0, False)):
+        summary = {**estimate(ITEMS, 10_000.0, items, pairs, sd=sd, min_group_size=50, top=5), "max_items": 5}
+        cards, sections = baskets_sections(summary)
+        html = page("run", "", sections)
+        assert "cups + soap" in html and "Lift says how many times" in html and len(cards) == 3
+        assert ("No pair is bought together clearly more often" in html) is not rule_shown
