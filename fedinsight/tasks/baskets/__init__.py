@@ -23,6 +23,7 @@ from fedinsight.federation.task import (
     Handler,
     Partner,
     Plan,
+    Preview,
     Session,
     Simulated,
     Task,
@@ -76,6 +77,11 @@ class BasketsTask(Task):
 
     def run(self, session: Session) -> TaskResult:
         return TaskResult(server.run(session))
+
+    def preview(self, options: Options, partners: int) -> Preview | None:
+        from fedinsight.tasks.baskets.preview import preview_of
+
+        return preview_of(options, partners)  # type: ignore[arg-type]
 
     # simulations
     def simulation_baselines(self, options: Options, sim: Simulated) -> dict[str, Any]:

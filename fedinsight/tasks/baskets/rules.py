@@ -22,7 +22,7 @@ Which pairs are rules. With hundreds of pairs compared, unrelated pairs whose co
 would top a list ranked by lift (2.5 % of 1,770 unrelated pairs beat a plain 95 % bound by chance). And the delta
 method, evaluated at a noisy count, is far too narrow when the count is mostly noise (10 true customers drawn as
 190). So the ranking uses a conservative bound that holds for all compared pairs at once: every count is moved
-against the pair by ``z`` noise sds, with ``z`` the Bonferroni quantile for 2.5 % over the pairs (4.0 for 1,770
+against the pair by ``z`` noise sds, with ``z`` the Bonferroni quantile for 2.5 % over the pairs (4.2 for 1,770
 pairs): ``(n_ab - z s)^+ (N - z s) / ((n_a + z s)(n_b + z s))``. A pair is a *rule* only if that bound is above 1 (a
 link, not luck), and rules are ranked by it. The intervals shown stay the 95 % delta-method ones, accurate when a
 pair's count is well above its noise (the 95 % coverage test uses counts over 4 sds).

@@ -133,3 +133,15 @@ def test_the_report_shows_rules_or_says_plainly_that_none_clears_the_noise():
         html = page("run", "", sections)
         assert "cups + soap" in html and "Lift says how many times" in html and len(cards) == 3
         assert ("No pair is bought together clearly more often" in html) is not rule_shown
+
+
+def test_the_preview_states_the_noise_the_job_will_have():
+    from fedinsight.tasks.baskets import TASK
+    from fedinsight.tasks.baskets.client import selection_threshold
+    from fedinsight.tasks.baskets.server import count_sd
+
+    options = BasketsOptions(epsilon=1.0)
+    preview = TASK.preview(options, 10)
+    assert preview.data["count_noise_sd_summed"] == pytest.approx(count_sd(options, 10))
+    assert preview.data["threshold"] == selection_threshold(options)
+    assert f"{selection_threshold(options):,.0f} at a partner" in preview.rows[0][1]
