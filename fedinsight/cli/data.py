@@ -17,7 +17,7 @@ from fedinsight.cli.common import (
     progress_bar,
     reproduce_command,
 )
-from fedinsight.core.errors import DataValidationError
+from fedinsight.core.errors import ConfigError, DataValidationError
 
 data_app = typer.Typer(help="Fetch, validate, generate and partition partner data.", no_args_is_help=True)
 
@@ -96,6 +96,8 @@ def data_synth(
         "as 'drop', and its keys. --no-policy leaves raw partner folders, as a new partner's would be.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the generation statistics as JSON."),
+    baskets: bool = typer.Option(False, "--baskets", help="Instead: customers and purchases over 60 categories "
+                                 "with 25 planted 'bought together' pairs of known lift (CSV; for simulate baskets)."),
 ) -> None:
     """Write seeded synthetic partner data with planted ground truth.
 
@@ -103,6 +105,10 @@ def data_synth(
     """
     from fedinsight.data.synth import SynthConfig, write_synthetic
     from fedinsight.partner.protection import init_federation
+
+    if baskets:
+        _synth_baskets(out_dir, customers, partners, seed, overwrite=overwrite, policy=policy, as_json=as_json)
+        return
 
     config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt)
     with progress_bar() as progress:
@@ -113,6 +119,27 @@ def data_synth(
         )
     flat = {k: v for k, v in stats.items() if not isinstance(v, dict | list)}
     emit(stats, kv_table(f"synthetic data -> {out_dir}", flat), as_json)
+
+
+def _synth_baskets(out_dir: Path, customers: int, partners: int, seed: int, *, overwrite: bool, policy: bool,
+                   as_json: bool) -> None:
+    from fedinsight.data.synth_baskets import BasketsConfig, write_baskets
+    from fedinsight.partner.protection import init_federation
+
+    config = BasketsConfig(customers=customers, partners=partners, seed=seed)
+    config.check()  # a bad size is refused before anything is written
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{out_dir} is not empty (pass --overwrite to replace it)")
+    if out_dir.exists() and overwrite:
+        import shutil
+
+        shutil.rmtree(out_dir)
+    truth = write_baskets(out_dir, config)
+    if policy:
+        init_federation(out_dir)
+    stats = {"customers": customers, "partners": partners, "seed": seed, "categories": config.categories,
+             "planted_pairs": len(truth["pairs"]), "truth": str(out_dir / "ground_truth.json")}
+    emit(stats, kv_table(f"synthetic baskets -> {out_dir}", stats), as_json)
 
 
 @data_app.command("partition")

@@ -16,7 +16,7 @@ from fedinsight.tasks import TASKS
 
 def test_the_registry_holds_every_shipped_task_once():
     assert registry.names() == sorted(t.name for t in TASKS)
-    assert len(set(registry.names())) == len(TASKS) == 6
+    assert len(set(registry.names())) == len(TASKS) == 7
     for task in registry.tasks():
         assert isinstance(task, Task) and task.name.isidentifier()  # Flower message types need identifiers
         assert issubclass(task.options, Options)
@@ -26,7 +26,7 @@ def test_the_registry_holds_every_shipped_task_once():
 
 
 def test_an_unknown_task_or_purpose_is_an_error():
-    with pytest.raises(ConfigError, match="unknown task 'teleport'.*known tasks: insights"):
+    with pytest.raises(ConfigError, match="unknown task 'teleport'.*known tasks: baskets, insights"):
         registry.get("teleport")
     from fedinsight.partner.view import PartnerView
     from fedinsight.privacy.consent import resolve_purpose
