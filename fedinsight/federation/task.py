@@ -278,6 +278,9 @@ class Task(ABC):
     min_partners: ClassVar[int] = 1
     default_partners: ClassVar[int] = 3  # how many partners a simulation of a built-in dataset splits it into
     aliases: ClassVar[tuple[str, ...]] = ()  # old names that still resolve to this task (stored job rows)
+    reads_amounts: ClassVar[bool] = True
+    """Whether the task reads money. One that does not (baskets counts customers) runs on partners in different
+    currencies without a rate table: there is nothing to add up across currencies."""
 
     # partner side
     def purpose_for(self, config: Mapping[str, Any]) -> str:

@@ -36,7 +36,7 @@ from fedinsight.federation import registry
 from fedinsight.federation.job import JobSettings
 from fedinsight.federation.options import merge_run_config
 from fedinsight.federation.simulation import run_simulation
-from fedinsight.federation.task import Simulated, json_finite, result_of
+from fedinsight.federation.task import Simulated, Task, json_finite, result_of
 from fedinsight.simulation.options import SimulationOptions
 from fedinsight.simulation.partners import BUILTIN_FOLDER, Partners, folder_federation, resolve
 from fedinsight.simulation.results import PartnerModel, model_of, read_insights
@@ -135,14 +135,14 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     if sim.dataset not in BUILTIN_DATASETS:  # a folder is read in place: check it before anything is written
         found = folder_federation(sim.dataset, sim.partners)
         partners = len(found.folders)
-        currencies = partner_currencies(found.currencies(), table)  # a rate missing, or currencies mixed
+        currencies = _currencies(task, found.currencies(), table)  # a rate missing, or currencies mixed
     task.check(task_options, JobSettings(task=task.name, partners=partners or task.default_partners))
     prepare_out_dir(out, sim.overwrite)
     started = time.perf_counter()
     federation = resolve(sim.dataset, partners=sim.partners, partition=sim.partition, alpha=sim.alpha,
                          seed=sim.seed, customers=sim.customers, out_dir=out, default_partners=task.default_partners)
     if currencies is None:
-        currencies = partner_currencies(federation.currencies(), table)
+        currencies = _currencies(task, federation.currencies(), table)
     simulated = Simulated(dataset=sim.dataset, builtin=federation.builtin, data_root=federation.root,
                           partner_names=federation.names, out_dir=out, seed=sim.seed,
                           views=lambda purpose: federation.views(purpose, rates=table), facts=federation.facts,
@@ -183,6 +183,13 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     _report(out, command, write_run_report, sim.db or None)
     return Run(task.name, out, summary, federation)
+
+
+def _currencies(task: Task, declared: dict[str, str | None], table: RateTable | None) -> dict[str, str | None]:
+    """The partners' declared currencies, checked against ``table`` when the task adds money up."""
+    if not task.reads_amounts and table is None:
+        return dict(declared)
+    return partner_currencies(declared, table)
 
 
 def _write_failed(out: Path, task: str, exc: FedinsightError) -> None:

@@ -61,6 +61,7 @@ class BasketsTask(Task):
     title = "Bought together (federated DP market-basket rules)"
     purpose = "analytics"
     options: ClassVar[type[Options]] = BasketsOptions
+    reads_amounts = False  # counts customers per category: no money is added up
 
     def handlers(self) -> Mapping[str, Handler]:
         return {"query": client.query}

@@ -51,6 +51,17 @@ def test_cny_and_usd_partners_without_a_table_are_refused(exports, tmp_path, cap
     assert not out.exists()
 
 
+def test_a_task_that_adds_no_money_is_not_refused_for_mixed_currencies(exports, tmp_path, capsys):
+    # baskets counts customers per category: CNY and USD partners need no rate table. These exports fail a later
+    # check instead (the US shop maps no category), which is reached only once the currencies were accepted
+    out = tmp_path / "run"
+    assert main(["simulate", "baskets", "--dataset", str(exports), "--out", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "different currencies" not in err and "'us shop' has no purchase category" in err
+    assert main(["simulate", "preflight", "--dataset", str(exports), "--out", str(out)]) == 2  # it does read money
+    assert "different currencies" in capsys.readouterr().err
+
+
 def test_a_currency_missing_from_the_table_is_refused_naming_it_and_the_flag(exports, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["simulate", "preflight", "--dataset", str(exports), "--out", str(out),
