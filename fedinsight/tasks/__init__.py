@@ -9,7 +9,7 @@ Adding a task: a folder ``tasks/<name>/`` whose ``__init__`` defines ``TASK`` (a
 from __future__ import annotations
 
 from fedinsight.federation import registry
-from fedinsight.tasks import insights, preflight, propensity, recommend, secure_training, segments
+from fedinsight.tasks import insights, preflight, propensity, recommend, secure_training, segments, uplift
 
 TASKS = (
     propensity.TASK,
@@ -18,6 +18,7 @@ TASKS = (
     secure_training.TASK,
     preflight.TASK,
     segments.TASK,
+    uplift.TASK,
 )
 
 for _task in TASKS:
