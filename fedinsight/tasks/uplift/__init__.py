@@ -18,10 +18,16 @@ from typing import Any, ClassVar
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.data.synth_uplift import OFFER_COSTS
+from fedinsight.federation.job import JobSettings
 from fedinsight.federation.options import Options
 from fedinsight.federation.task import Handler, Partner, Plan, Session, Simulated, Task, TaskResult, privacy_headline
 from fedinsight.tasks.uplift import client, server
 from fedinsight.tasks.uplift.options import UpliftOptions
+
+
+def _num(value: object, digits: int = 4) -> str:
+    """A released number for the terminal; "-" when the release left it undefined (stored as null)."""
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
 
 
 class UpliftTask(Task):
@@ -37,8 +43,14 @@ class UpliftTask(Task):
     def hello_facts(self, partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
         return client.hello_facts(partner, config)
 
+    def check(self, options: Options, job: JobSettings) -> None:
+        super().check(options, job)
+        if job.out_dir or job.data_root:  # a simulation's first, dataset-less check comes before its defaults
+            options.require_costs()  # type: ignore[attr-defined]
+
     def plan(self, session: Session) -> Plan:
         options: UpliftOptions = session.options  # type: ignore[assignment]
+        options.require_costs()
         plan = options.plan()
         return Plan.from_manifest(server.manifest(options, self.name), kind="training",
                                   epsilon_planned=plan.planned_epsilon(), plan=plan.to_dict())
@@ -78,8 +90,8 @@ class UpliftTask(Task):
         for offer, m in ((summary.get("metrics") or {}).get("federated") or {}).items():
             central = (base.get("centralized") or {}).get(offer, {}).get("qini")
             rows.append((f"{offer}: Qini / top {m['top_share']:.0%} vs random",
-                         f"{m['qini']:.4f} / {m['top_vs_random']:.2f}x"
-                         + (f" (centralized non-private Qini {central:.4f})" if central is not None else "")))
+                         f"{_num(m.get('qini'))} / {_num(m.get('top_vs_random'), 2)}x"
+                         + (f" (centralized non-private Qini {_num(central)})" if central is not None else "")))
         return rows + privacy_headline(summary)
 
     def report_sections(self, summary: dict[str, Any], run_dir: Path) -> tuple[list[str], list[Any]]:

@@ -118,13 +118,21 @@ def train(msg: Message, partner: Partner) -> Message:
     split = prepare(partner, options, str(config["job-id"]))
     _spend(partner, config, options, [dpsgd_event(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)],
            "training", f"uplift DP-SGD round {config.get('server-round', '?')}: {plan.steps_per_round} steps")
-    data = tensors(split.train.x, split.train.arm, split.train.converted)
-    trained, stats = train_dpsgd(_model(msg, options), data, uplift_loss, noise_multiplier=plan.noise_multiplier,
-                                 sample_rate=plan.sample_rate, steps=plan.steps_per_round,
-                                 max_grad_norm=plan.max_grad_norm, lr=options.lr)
+    trained = local_update(_model(msg, options), split.train, options)
     arrays = ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in trained.state_dict().items()})
     # every partner weighs 1 in FedAvg: an exact customer count would be a release of its own
-    return reply(msg, **{ARRAYS: arrays, METRICS: MetricRecord({"num-examples": 1.0, "steps": stats.steps})})
+    return reply(msg, **{ARRAYS: arrays, METRICS: MetricRecord({"num-examples": 1.0,
+                                                                 "steps": plan.steps_per_round})})
+
+
+def local_update(model: UpliftNet, train_set: Audience, options: UpliftOptions) -> UpliftNet:
+    """One round's DP-SGD steps (Opacus; sampling and noise from OS entropy) on the training customers."""
+    plan = options.plan()
+    data = tensors(train_set.x, train_set.arm, train_set.converted)
+    trained, _ = train_dpsgd(model, data, uplift_loss, noise_multiplier=plan.noise_multiplier,
+                             sample_rate=plan.sample_rate, steps=plan.steps_per_round,
+                             max_grad_norm=plan.max_grad_norm, lr=options.lr)
+    return trained  # type: ignore[return-value]
 
 
 def evaluation_counts(model: UpliftNet, test: Audience, offers: int) -> np.ndarray:

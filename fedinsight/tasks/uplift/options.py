@@ -76,15 +76,19 @@ class UpliftOptions(Options):
 
     def validate(self) -> None:
         costs = self.costs
-        if not costs:
-            raise ConfigError("uplift needs --offer-costs: every offer arm of the campaign with its cost per customer "
-                              "sent, e.g. --offer-costs \"discount=4,gift=3\"")
         if self.control in costs:
             raise ConfigError(f"the control arm '{self.control}' cannot also be an offer in --offer-costs")
         if not self.campaign.strip():
             raise ConfigError("--campaign must name the campaign whose arms are compared")
         parse_edges(self.tiers)
         self.plan()
+
+    def require_costs(self) -> None:
+        """Costs are required, but a simulation of the built-in synthetic data fills in its declared ones, so this
+        is checked when the job is checked (before any partner is contacted), not when the options are parsed."""
+        if not self.costs:
+            raise ConfigError("uplift needs --offer-costs: every offer arm of the campaign with its cost per customer "
+                              "sent, e.g. --offer-costs \"discount=4,gift=3\"")
 
     @property
     def costs(self) -> dict[str, float]:
