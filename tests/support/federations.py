@@ -143,6 +143,7 @@ def task_options(task: str, federation: OwnFederation) -> dict[str, Any]:
         "secure_training": {"rounds": 2, "local-steps": 5, "sample-rate": 0.1, "cutoff": "2025-07-01"},
         "preflight": {"purpose": "training"},
         "segments": {"as-of": "2026-01-01", "k": 3, "iterations": 3},
+        "uplift": {"campaign": "campaign-1", "control": "A", "offer-costs": "B=2", "rounds": 2},
     }[task]
 
 
