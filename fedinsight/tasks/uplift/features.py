@@ -91,14 +91,23 @@ def audience(events: pd.DataFrame | None, transactions: pd.DataFrame | None, cam
              arms: tuple[str, ...]) -> Audience:
     """The campaign's exposed customers with their features from purchases strictly before their exposure."""
     exp = exposures(events, campaign, arms)
-    n = len(exp)
+    x, order_value, spend_year = features_at(transactions, exp["exposed_at"])
+    return Audience(exp.index, exp["arm"].to_numpy(int), exp["converted"].to_numpy(float), x, order_value,
+                    spend_year)
+
+
+def features_at(transactions: pd.DataFrame | None, reference: pd.Series) -> tuple[np.ndarray, np.ndarray,
+                                                                                    np.ndarray]:
+    """(unit features, mean order value, spend in the year before) of the customers in ``reference``'s index, from
+    their purchases strictly before their own reference time (UTC)."""
+    n = len(reference)
     raw = {name: np.zeros(n) for name in NAMES}
     raw["recency"] = np.full(n, FEATURES[0][1])  # never bought: as lapsed as the cap says
     if transactions is not None and len(transactions):
         tx = transactions[["customer_id", "timestamp", "amount"]]
         tx = tx.assign(timestamp=_utc(tx["timestamp"]),
                        amount=pd.to_numeric(tx["amount"], errors="coerce").fillna(0.0).clip(lower=0.0))
-        tx = tx.merge(exp["exposed_at"], left_on="customer_id", right_index=True)
+        tx = tx.merge(reference.rename("exposed_at"), left_on="customer_id", right_index=True)
         tx = tx[tx["timestamp"] < tx["exposed_at"]]
         recent = tx[tx["timestamp"] >= tx["exposed_at"] - YEAR]
         g = tx.groupby("customer_id")
@@ -109,8 +118,8 @@ def audience(events: pd.DataFrame | None, transactions: pd.DataFrame | None, cam
                 "basket": g["amount"].mean(),
                 "tenure": days(g["exposed_at"].first() - g["timestamp"].min())}
         for name, col in cols.items():
-            raw[name] = col.reindex(exp.index).fillna(raw[name][0] if name == "recency" else 0.0).to_numpy(float)
+            raw[name] = col.reindex(reference.index).fillna(raw[name][0] if name == "recency" else 0.0).to_numpy(
+                float)
     x = np.column_stack([scale(raw[name], cap) for name, cap in FEATURES])
     x[:, 0] = 1.0 - x[:, 0]
-    return Audience(exp.index, exp["arm"].to_numpy(int), exp["converted"].to_numpy(float), x,
-                    raw["basket"], raw["monetary"])
+    return x, raw["basket"], raw["monetary"]
