@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--partners", type=int, default=10)
     parser.add_argument("--epsilon", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=UpliftOptions.rounds)  # the task's default
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     console = Console(stderr=True)

@@ -543,7 +543,8 @@ def _block(plan: _Plan, b: int, offsets: dict[str, int]) -> _Block:
     offsets["events"] += ec.size
     offer_truth: dict[str, Any] = {}
     if cfg.offers:
-        events, ec, offer_truth = _offer_rows(plan, b, seg, lam, signup, cust_ids, events, ec, offsets)
+        events, ec, offer_truth = _offer_rows(plan, b, seg, lam, signup, cust_ids, events, ec, offsets,
+                                              su.history(n, tc, ts, amount, plan.cutoff))
 
     truth = pa.table(
         {
@@ -576,10 +577,11 @@ def _block(plan: _Plan, b: int, offsets: dict[str, int]) -> _Block:
 
 
 def _offer_rows(plan: _Plan, b: int, seg: np.ndarray, lam: np.ndarray, signup: np.ndarray, cust_ids: pa.Array,
-                events: pa.Table, ec: np.ndarray, offsets: dict[str, int]) -> tuple[pa.Table, np.ndarray, dict]:
+                events: pa.Table, ec: np.ndarray, offsets: dict[str, int],
+                history: tuple[np.ndarray, np.ndarray]) -> tuple[pa.Table, np.ndarray, dict]:
     """The block's events with the planted ``offers`` campaign appended (own random stream), and its truth."""
     rng = np.random.default_rng([plan.config.seed, _STREAM_OFFERS, b])
-    o = su.offer_block(rng, lam, AMOUNT_MEAN[seg], signup, plan.cutoff, plan.end, _golden_hours(rng, seg))
+    o = su.offer_block(rng, lam, AMOUNT_MEAN[seg], signup, plan.cutoff, plan.end, _golden_hours(rng, seg), *history)
     rows = pa.table({
         "event_id": _ids("E", offsets["events"] + np.arange(1, o.customer.size + 1), 10),
         "customer_id": cust_ids.take(pa.array(o.customer, pa.int64())), "timestamp": _timestamps(o.time),

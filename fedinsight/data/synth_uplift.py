@@ -10,8 +10,10 @@ The campaign, starting at the generator's ``cutoff`` and lasting :data:`OFFER_DA
 - every customer who signed up before the start is randomised 1/3 each to ``control`` (the hold-out: nothing
   sent), ``discount`` and ``gift``;
 - base conversion (no offer) grows with the customer's purchase rate λ: ``0.03 + 0.12 (1 - exp(-λ / 12))``;
-- the **value tier** is the expected yearly spend λ x order value (low < 300 <= mid < 1,200 <= high);
-- **price sensitivity** in [0, 1] falls with the segment's order value (plus noise): bargain hunters buy small
+- the **value tier** is the customer's spend in the 365 days before the start (low < 300 <= mid < 1,200 <= high:
+  the uplift task's default ``--tiers``);
+- **price sensitivity** in [0, 1] falls with the customer's usual order (its mean purchase before the start; the
+  segment's mean order without one), on a log scale from 1 at 20 to 0 at 120, plus noise: bargain hunters buy small
   baskets;
 - uplift of ``discount`` = 0.25 x price sensitivity x (0.2 for the high tier, else 1): it moves price-sensitive
   customers and barely touches big spenders; uplift of ``gift`` = 0.01 + 0.03 (mid tier) + 0.11 (high tier): a
@@ -55,27 +57,39 @@ class OfferBlock:
     truth: dict[str, np.ndarray]
 
 
-def effects(lam: np.ndarray, order_value: np.ndarray, price_sensitivity: np.ndarray) -> dict[str, np.ndarray]:
-    """The planted truth for given latent traits: base conversion, tier index, and each offer's uplift."""
-    spend = lam * order_value
-    tier = np.searchsorted(np.asarray(TIER_EDGES), spend, side="right")
+def effects(lam: np.ndarray, spend_year: np.ndarray, price_sensitivity: np.ndarray) -> dict[str, np.ndarray]:
+    """The planted truth for given traits: base conversion, tier index, and each offer's uplift."""
+    tier = np.searchsorted(np.asarray(TIER_EDGES), spend_year, side="right")
     base = 0.03 + 0.12 * (1.0 - np.exp(-lam / 12.0))
     discount = 0.25 * price_sensitivity * np.where(tier == 2, 0.2, 1.0)
     gift = 0.01 + 0.03 * (tier == 1) + 0.11 * (tier == 2)
     return {"base": base, "tier": tier, "discount": discount, "gift": gift}
 
 
-def price_sensitivity(rng: np.random.Generator, order_value: np.ndarray) -> np.ndarray:
-    """Falls with the usual order value (a 35 basket: ~0.6; a 95 basket: ~0.1), plus noise, in [0, 1]."""
-    return np.clip(0.9 - order_value / 120.0 + rng.normal(0.0, 0.1, order_value.size), 0.0, 1.0)
+def price_sensitivity(rng: np.random.Generator, usual_order: np.ndarray) -> np.ndarray:
+    """1 for a usual order of 20 or less, 0 from 120, log-linear between, plus noise (sd 0.05), in [0, 1]."""
+    level = np.log(120.0 / np.maximum(usual_order, 1e-9)) / np.log(6.0)
+    return np.clip(level + rng.normal(0.0, 0.05, usual_order.size), 0.0, 1.0)
+
+
+def history(n: int, customer: np.ndarray, time: np.ndarray, amount: np.ndarray,
+            start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer of a block: spend in the 365 days before ``start``, and mean purchase before it (NaN: none)."""
+    before = time < start
+    recent = before & (time >= start - 365 * _DAY)
+    spend = np.bincount(customer[recent], weights=amount[recent], minlength=n)
+    count = np.bincount(customer[before], minlength=n)
+    total = np.bincount(customer[before], weights=amount[before], minlength=n)
+    return spend, np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def offer_block(rng: np.random.Generator, lam: np.ndarray, order_value: np.ndarray, signup: np.ndarray,
-                start: int, end: int, hours: np.ndarray) -> OfferBlock:
-    """Draw one block's campaign: arms, conversions and event times (``hours``: each customer's event hour)."""
+                start: int, end: int, hours: np.ndarray, spend_year: np.ndarray, usual_order: np.ndarray) -> OfferBlock:
+    """Draw one block's campaign: arms, conversions and event times (``hours``: each customer's event hour;
+    ``spend_year`` and ``usual_order`` from :func:`history`; ``order_value``: the segment's expected order)."""
     n = lam.size
-    ps = price_sensitivity(rng, order_value)
-    truth = effects(lam, order_value, ps)
+    ps = price_sensitivity(rng, np.where(np.isnan(usual_order), order_value, usual_order))
+    truth = effects(lam, spend_year, ps)
     eligible = signup < start
     arm = rng.integers(0, len(ARMS), n)
     uplift = np.where(arm == 1, truth["discount"], np.where(arm == 2, truth["gift"], 0.0))
@@ -94,7 +108,7 @@ def offer_block(rng: np.random.Generator, lam: np.ndarray, order_value: np.ndarr
         "offer_converted": converted, "offer_base_conversion": truth["base"],
         "uplift_discount": truth["discount"], "uplift_gift": truth["gift"],
         "price_sensitivity": ps, "value_tier": np.asarray(TIERS, dtype=object)[truth["tier"]],
-        "expected_order_value": order_value,
+        "expected_order_value": order_value, "spend_365d_before_offer": spend_year,
     })
 
 
@@ -112,7 +126,7 @@ def facts(start: str, end: str) -> dict[str, Any]:
     """The campaign's public description for ``ground_truth.json``."""
     return {"campaign": OFFERS_CAMPAIGN, "start": start, "end": end, "control_arm": CONTROL_ARM,
             "offer_arms": list(OFFER_ARMS), "costs": dict(OFFER_COSTS), "channel": OFFER_CHANNEL,
-            "tier_edges_yearly_spend": list(TIER_EDGES),
-            "mechanism": "base 0.03 + 0.12 (1 - exp(-λ/12)); discount uplift 0.25 x price sensitivity (x 0.2 in the "
-                         "high tier); gift uplift 0.01 + 0.03 mid + 0.11 high; per customer in "
-                         "ground_truth/customer_truth.parquet"}
+            "tier_edges_spend_365_days_before": list(TIER_EDGES),
+            "mechanism": "base 0.03 + 0.12 (1 - exp(-λ/12)); price sensitivity log(120 / usual order) / log 6 + "
+                         "N(0, 0.05) in [0, 1]; discount uplift 0.25 x price sensitivity (x 0.2 in the high tier); "
+                         "gift uplift 0.01 + 0.03 mid + 0.11 high; per customer in ground_truth/customer_truth.parquet"}

@@ -55,10 +55,11 @@ class UpliftOptions(Options):
     epsilon: float = option(1.0, "Each partner's epsilon for the whole job (DP-SGD, evaluation, policy counts).",
                             above=0, maximum=100)
     delta: float = option(1e-6, "Each partner's delta.", above=0, below=1)
-    rounds: int = option(10, "Federated rounds (FedAvg).", minimum=1, maximum=200)
-    sample_rate: float = option(0.05, "Poisson sampling rate of DP-SGD batches.", above=0, maximum=1)
+    rounds: int = option(20, "Federated rounds (FedAvg).", minimum=1, maximum=200)
+    sample_rate: float = option(0.2, "Poisson sampling rate of DP-SGD batches (large batches: less noise per "
+                                     "step for the same epsilon).", above=0, maximum=1)
     local_epochs: float = option(1.0, "Local epochs per round (steps = epochs / sample rate).", above=0)
-    lr: float = option(2.0, "Learning rate of local DP-SGD.", above=0)
+    lr: float = option(5.0, "Learning rate of local DP-SGD.", above=0)
     max_grad_norm: float = option(1.0, "DP-SGD per-customer gradient clipping norm.", above=0)
     hidden: int = option(0, "Hidden units of the shared layer (0: logistic heads on the features).", minimum=0,
                          maximum=64)

@@ -71,8 +71,8 @@ def test_the_policy_picks_the_largest_positive_value_or_none():
 
 
 def test_planted_effects_depend_on_tier_and_price_sensitivity():
-    lam, order = np.array([1.0, 1.0, 24.0]), np.array([35.0, 35.0, 95.0])
-    e = effects(lam, order, np.array([0.9, 0.1, 0.9]))
+    lam = np.array([1.0, 1.0, 24.0])
+    e = effects(lam, np.array([100.0, 100.0, 2000.0]), np.array([0.9, 0.1, 0.9]))
     assert e["tier"].tolist() == [0, 0, 2]
     assert e["discount"][0] > e["discount"][1] > 0 and e["discount"][2] < e["discount"][0] / 4
     assert e["gift"][2] > e["gift"][0]
