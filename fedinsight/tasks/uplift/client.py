@@ -131,7 +131,7 @@ def local_update(model: UpliftNet, train_set: Audience, options: UpliftOptions) 
     data = tensors(train_set.x, train_set.arm, train_set.converted)
     trained, _ = train_dpsgd(model, data, uplift_loss, noise_multiplier=plan.noise_multiplier,
                              sample_rate=plan.sample_rate, steps=plan.steps_per_round,
-                             max_grad_norm=plan.max_grad_norm, lr=options.lr)
+                             max_grad_norm=plan.max_grad_norm, lr=options.lr, momentum=options.momentum)
     return trained  # type: ignore[return-value]
 
 

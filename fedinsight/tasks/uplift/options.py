@@ -60,7 +60,11 @@ class UpliftOptions(Options):
                                      "step for the same epsilon).", above=0, maximum=1)
     local_epochs: float = option(1.0, "Local epochs per round (steps = epochs / sample rate).", above=0)
     lr: float = option(5.0, "Learning rate of local DP-SGD.", above=0)
-    max_grad_norm: float = option(1.0, "DP-SGD per-customer gradient clipping norm.", above=0)
+    momentum: float = option(0.0, "Momentum of local DP-SGD (post-processing of the noisy gradients).", minimum=0,
+                             below=1)
+    max_grad_norm: float = option(2.0, "DP-SGD per-customer gradient clipping norm (at 1, a converting customer's "
+                                        "gradient is clipped and a non-converting one's is not: the model then "
+                                        "underestimates conversion, and uplift with it).", above=0)
     hidden: int = option(0, "Hidden units of the shared layer (0: logistic heads on the features).", minimum=0,
                          maximum=64)
     release_share: float = option(0.15, "Share of epsilon for the two Gaussian releases (evaluation, policy "
