@@ -45,9 +45,12 @@ def uplift_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]:
         ax.set_xlabel("share of customers targeted, highest predicted uplift first")
         ax.set_ylabel("extra conversions (held-out)")
         ax.legend(fontsize=8)
+        sd = next(iter(metrics.values())).get("cell_noise_sd")
         chart = render("uplift-qini", "Uplift (Qini) curves", fig,
                        "Extra conversions among the targeted customers against the hold-out, from every partner's "
-                       "noisy counts on its held-out customers.")
+                       "noisy counts on its held-out customers"
+                       + (f" (each summed count carries Gaussian noise of sd {sd:.0f}: on a small held-out set the "
+                          "curve is mostly noise)." if isinstance(sd, int | float) else "."))
     section.charts([chart])
     pol = summary.get("policy") or {}
     prow = [[c["offer"], c["tier"], "suppressed" if c["suppressed"] else f"{c['customers']:,.0f}",

@@ -74,10 +74,11 @@ def _summed(replies: dict[int, Any], key: str) -> np.ndarray:
     return np.sum([np.asarray(m.content[client.RECORD][key], dtype=float) for m in replies.values()], axis=0)
 
 
-def qini_summary(counts: np.ndarray, options: UpliftOptions) -> dict[str, Any]:
+def qini_summary(counts: np.ndarray, options: UpliftOptions, partners: int = 1) -> dict[str, Any]:
     """Per offer: the Qini coefficient, the top share's incremental conversions against random targeting, and
-    the curve's points (all post-processing of the summed counts)."""
+    the curve's points (all post-processing of the summed counts), with the noise sd of each summed count."""
     bins = len(SCORE_EDGES) + 1
+    sd = options.plan().gaussian_noise_multiplier * client.eval_sensitivity(len(options.offers)) * math.sqrt(partners)
     table = np.asarray(counts, dtype=float).reshape(len(options.offers), 4, bins)
     out: dict[str, Any] = {}
     for o, name in enumerate(options.offers):
@@ -86,7 +87,7 @@ def qini_summary(counts: np.ndarray, options: UpliftOptions) -> dict[str, Any]:
         out[name] = {"qini": curve.coefficient, "customers": curve.customers,
                      "incremental_conversions_top": curve.gain_at(top),
                      "incremental_conversions_random": top * float(curve.gain[-1]),
-                     "top_vs_random": curve.targeting_ratio(top), "top_share": top,
+                     "top_vs_random": curve.targeting_ratio(top), "top_share": top, "cell_noise_sd": sd,
                      "curve": {"share": [round(float(v), 4) for v in curve.share],
                                "gain": [round(float(v), 2) for v in curve.gain]}}
     return out
@@ -120,7 +121,7 @@ def run(session: Session) -> dict[str, Any]:
     final = result.arrays if result.arrays is not None else initial
     progress.report("evaluation", options.rounds, options.rounds + 2)
     qini = qini_summary(_summed(session.ask("query", "evaluate", config=session.config("evaluate"), arrays=final),
-                                "qini"), options)
+                                "qini"), options, len(session.nodes))
     progress.report("policy", options.rounds + 1, options.rounds + 2)
     pol = policy_summary(_summed(session.ask("query", "policy", config=session.config("policy"), arrays=final),
                                  "policy"), options, len(session.nodes))

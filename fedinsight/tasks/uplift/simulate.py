@@ -37,4 +37,5 @@ def released(weights: dict[str, np.ndarray], tests: list[Audience], everyone: li
     qini = np.sum([gaussian(client.evaluation_counts(model, t, k), client.eval_sensitivity(k), m).values
                    for t in tests], axis=0)
     pol = np.sum([gaussian(client.policy_counts(model, a, options), 1.0, m).values for a in everyone], axis=0)
-    return {"metrics": server.qini_summary(qini, options), "policy": server.policy_summary(pol, options, len(tests))}
+    return {"metrics": server.qini_summary(qini, options, len(tests)),
+            "policy": server.policy_summary(pol, options, len(tests))}
