@@ -95,6 +95,8 @@ def data_synth(
         help="Write each partner's protection.toml declaring the planted identifiers (name, phone, e-mail) "
         "as 'drop', and its keys. --no-policy leaves raw partner folders, as a new partner's would be.",
     ),
+    offers: bool = typer.Option(False, "--offers", help="Also plant the 'offers' campaign (control, discount, gift) "
+                                "with known per-customer uplift, for `simulate uplift` (docs/uplift.md)."),
     as_json: bool = typer.Option(False, "--json", help="Print the generation statistics as JSON."),
 ) -> None:
     """Write seeded synthetic partner data with planted ground truth.
@@ -104,7 +106,7 @@ def data_synth(
     from fedinsight.data.synth import SynthConfig, write_synthetic
     from fedinsight.partner.protection import init_federation
 
-    config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt)
+    config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt, offers=offers)
     with progress_bar() as progress:
         task = progress.add_task("generating customers", total=customers)
         stats = write_synthetic(
