@@ -21,7 +21,7 @@ from fedinsight.tasks.uplift.client import ARRAYS
 
 class UpliftFedAvg(FedAvg):
     def __init__(self, session: Session, rounds: int) -> None:
-        super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_evaluate_nodes=0,
+        super().__init__(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=1, min_evaluate_nodes=1,
                          min_available_nodes=len(session.nodes), arrayrecord_key=ARRAYS, configrecord_key="config")
         self.session = session
         self.rounds = rounds
