@@ -27,9 +27,9 @@ from fedinsight.models.uplift import UpliftNet, predicted_uplift, set_weights, t
 from fedinsight.privacy.dpsgd import train_dpsgd
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
-from fedinsight.tasks.uplift import policy
+from fedinsight.tasks.uplift import economics, policy
 from fedinsight.tasks.uplift.features import FEATURES, Audience, audience
-from fedinsight.tasks.uplift.options import SCORE_EDGES, UpliftOptions
+from fedinsight.tasks.uplift.options import RELEASES, SCORE_EDGES, UpliftOptions
 from fedinsight.tasks.uplift.split import DEFAULT_TEST_SHARE, holdout_key, holdout_mask, partner_share
 
 ARRAYS = "arrays"
@@ -80,7 +80,7 @@ def events(options: UpliftOptions) -> list[dp_event.DpEvent]:
     """One partner's releases in one job, in order: each round's DP-SGD steps, the evaluation, the policy."""
     plan = options.plan()
     return ([dpsgd_event(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)] * options.rounds
-            + [plan.gaussian_event(), plan.gaussian_event()])
+            + [plan.gaussian_event()] * RELEASES)
 
 
 def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +156,8 @@ def policy_counts(model: UpliftNet, who: Audience, options: UpliftOptions) -> np
 
 
 def query(msg: Message, partner: Partner) -> Message:
-    """``evaluate``: the noisy evaluation counts; ``policy``: the noisy policy counts (each one Gaussian release)."""
+    """``evaluate``: the noisy evaluation counts; ``policy``: the noisy policy counts; ``economics``: the noisy
+    per-arm totals (each one Gaussian release)."""
     config = config_of(msg)
     options = UpliftOptions.from_run_config(config)
     plan = options.plan()
@@ -175,4 +176,10 @@ def query(msg: Message, partner: Partner) -> Message:
                f"uplift policy counts: Gaussian, multiplier {plan.gaussian_noise_multiplier:.4g}")
         noisy = gaussian(policy_counts(model, split.everyone, options), 1.0, plan.gaussian_noise_multiplier).values
         return reply(msg, **{RECORD: MetricRecord({"policy": noisy.tolist()})})
-    raise ConfigError(f"unknown uplift step '{phase}' (expected evaluate or policy)")
+    if phase == "economics":
+        _spend(partner, config, options, [plan.gaussian_event()], "query",
+               f"uplift campaign economics: Gaussian, multiplier {plan.gaussian_noise_multiplier:.4g}")
+        totals = economics.arm_totals(split.everyone, len(options.arms), options.order_value_cap)
+        noisy = gaussian(totals, economics.SENSITIVITY, plan.gaussian_noise_multiplier).values
+        return reply(msg, **{RECORD: MetricRecord({"arms": noisy.tolist()})})
+    raise ConfigError(f"unknown uplift step '{phase}' (expected evaluate, policy or economics)")

@@ -10,6 +10,9 @@ from fedinsight.federation.options import Options, option
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
 
+RELEASES = 3
+"""Gaussian releases besides DP-SGD: the evaluation, the policy counts, the campaign economics."""
+
 SCORE_EDGES: tuple[float, ...] = tuple(round(-0.05 + 0.025 * i, 4) for i in range(13))
 """Public inner edges of the predicted-uplift bins of the evaluation release (-0.05 to 0.25 in steps of 0.025,
 plus two open-ended bins): fixed, so the release's shape never depends on data."""
@@ -67,11 +70,11 @@ class UpliftOptions(Options):
                                         "underestimates conversion, and uplift with it).", above=0)
     hidden: int = option(0, "Hidden units of the shared layer (0: logistic heads on the features).", minimum=0,
                          maximum=64)
-    release_share: float = option(0.15, "Share of epsilon for the two Gaussian releases (evaluation, policy "
-                                        "counts).", above=0, below=1)
+    release_share: float = option(0.15, "Share of epsilon for the three Gaussian releases (evaluation, policy "
+                                        "counts, campaign economics).", above=0, below=1)
     tiers: str = option("300,1200", "Value tiers: spend in the 365 days before the campaign from which a customer "
                                     "is mid and high value (public thresholds, in the reporting currency).")
-    order_value_cap: float = option(500.0, "Public cap of a customer's expected order value (the policy's value "
+    order_value_cap: float = option(200.0, "Public cap of a customer's expected order value (the policy's value "
                                            "of one conversion).", above=0)
     top_share: float = option(0.3, "Share of customers a targeted campaign reaches (the report compares it with "
                                    "random targeting).", above=0, below=1)
@@ -117,7 +120,8 @@ class UpliftOptions(Options):
         return max(1, round(self.local_epochs / self.sample_rate))
 
     def plan(self) -> DpsgdPlan:
-        """DP-SGD for the training, plus the two Gaussian releases (evaluation, policy counts) at one multiplier."""
+        """DP-SGD for the training, plus the three Gaussian releases (evaluation, policy counts, economics) at one
+        multiplier."""
         return plan_dpsgd(self.epsilon, self.delta, sample_rate=self.sample_rate,
                           steps_per_round=self.steps_per_round, rounds=self.rounds, max_grad_norm=self.max_grad_norm,
-                          gaussian_releases=2, gaussian_share=self.release_share)
+                          gaussian_releases=RELEASES, gaussian_share=self.release_share)

@@ -57,6 +57,20 @@ def uplift_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]:
              "" if c["suppressed"] else f"{c['ci95'][0]:,.0f} – {c['ci95'][1]:,.0f}"] for c in pol.get("cells", [])]
     section.add("<h3>Offer policy: recommended offer by value tier</h3>"
                 + table(["recommended offer", "value tier", "customers (noisy)", "95 % interval"], prow))
+    money = summary.get("economics") or {}
+    if money:
+        def cell(figure: dict[str, Any] | None, digits: int = 0) -> str:
+            if not figure or figure.get("value") is None:
+                return "-"
+            ci = figure.get("ci95")
+            text = f"{figure['value']:,.{digits}f}"
+            return text + (f" ({ci[0]:,.{digits}f} – {ci[1]:,.{digits}f})" if ci else "")
+
+        erows = [[offer, cell(f.get("incremental_conversions")), cell(f.get("incremental_revenue")),
+                  cell(f.get("cost")), cell(f.get("cpa"), 2), cell(f.get("roi"), 2)] for offer, f in money.items()]
+        section.add("<h3>Campaign economics against the hold-out (95 % intervals include the DP noise)</h3>"
+                    + table(["offer", "extra conversions", "extra revenue", "cost", "cost per extra conversion "
+                             "(CPA = CAC)", "ROI"], erows))
     costs = ", ".join(f"{k} {v:g}" for k, v in (pol.get("costs") or {}).items())
     edges = pol.get("tier_edges") or []
     note = (f"Each customer gets the offer whose expected extra value (predicted uplift x usual order value, capped "

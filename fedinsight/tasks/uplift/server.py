@@ -25,7 +25,7 @@ from fedinsight.models.uplift import build_model, get_weights
 from fedinsight.privacy.intervals import estimate
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.suppression import suppressed
-from fedinsight.tasks.uplift import client, policy
+from fedinsight.tasks.uplift import client, economics, policy
 from fedinsight.tasks.uplift.features import FEATURES, NAMES
 from fedinsight.tasks.uplift.options import SCORE_EDGES, UpliftOptions
 from fedinsight.tasks.uplift.strategy import UpliftFedAvg
@@ -59,6 +59,12 @@ def manifest(options: UpliftOptions, task: str) -> Manifest:
                 event=dp_event.GaussianDpEvent(m),
                 what="the campaign's customers per chosen offer (or none) x value tier",
                 sensitivity=f"L2 1 per customer (one cell each); noise multiplier {m:.4g}"),
+        Release("economics", client.RECORD, {"arms": (3 * len(options.arms),)}, "gaussian",
+                event=dp_event.GaussianDpEvent(m),
+                what="per arm over the campaign's audience: customers, converters, converters' usual order / "
+                     "order-value-cap (the campaign economics)",
+                sensitivity=f"L2 sqrt(3) per customer (one arm; 1 for being there, 1 for converting, at most 1 "
+                            f"for its capped order value); noise multiplier {m:.4g}"),
     ))
 
 
@@ -125,11 +131,15 @@ def run(session: Session) -> dict[str, Any]:
     progress.report("policy", options.rounds + 1, options.rounds + 2)
     pol = policy_summary(_summed(session.ask("query", "policy", config=session.config("policy"), arrays=final),
                                  "policy"), options, len(session.nodes))
+    money = economics.summary(_summed(session.ask("query", "economics", config=session.config("economics"),
+                                                  arrays=final), "arms"), options.offers, options.costs,
+                              options.order_value_cap, options.plan().gaussian_noise_multiplier
+                              * economics.SENSITIVITY * math.sqrt(len(session.nodes)))
     progress.report("done", options.rounds + 2, options.rounds + 2)
     plan = options.plan()
     return {"campaign": options.campaign, "control": options.control, "offers": list(options.offers),
             "features": list(NAMES), "rounds": options.rounds,
-            "metrics": {"federated": qini}, "policy": pol,
+            "metrics": {"federated": qini}, "policy": pol, "economics": money,
             "noise": {"dpsgd_multiplier": plan.noise_multiplier, "release_multiplier": plan.gaussian_noise_multiplier,
                       "eval_sensitivity_l2": client.eval_sensitivity(len(options.offers))},
             "weights": {k: v.numpy().tolist() for k, v in final.items()}}

@@ -13,7 +13,7 @@ import numpy as np
 
 from fedinsight.models.uplift import build_model, get_weights, set_weights
 from fedinsight.privacy.mechanisms import gaussian
-from fedinsight.tasks.uplift import client, server
+from fedinsight.tasks.uplift import client, economics, server
 from fedinsight.tasks.uplift.features import FEATURES, Audience
 from fedinsight.tasks.uplift.options import UpliftOptions
 
@@ -37,5 +37,9 @@ def released(weights: dict[str, np.ndarray], tests: list[Audience], everyone: li
     qini = np.sum([gaussian(client.evaluation_counts(model, t, k), client.eval_sensitivity(k), m).values
                    for t in tests], axis=0)
     pol = np.sum([gaussian(client.policy_counts(model, a, options), 1.0, m).values for a in everyone], axis=0)
+    arms = np.sum([gaussian(economics.arm_totals(a, len(options.arms), options.order_value_cap),
+                            economics.SENSITIVITY, m).values for a in everyone], axis=0)
+    money = economics.summary(arms, options.offers, options.costs, options.order_value_cap,
+                              m * economics.SENSITIVITY * np.sqrt(len(everyone)))
     return {"metrics": server.qini_summary(qini, options, len(tests)),
-            "policy": server.policy_summary(pol, options, len(tests))}
+            "policy": server.policy_summary(pol, options, len(tests)), "economics": money}

@@ -81,10 +81,31 @@ def test_planted_effects_depend_on_tier_and_price_sensitivity():
 def test_the_charge_is_the_manifest_and_composes_to_the_jobs_epsilon():
     options = UpliftOptions(offer_costs="discount=4,gift=3", rounds=3)
     m = manifest(options, "uplift")
-    assert [r.reply for r in m.private()] == ["train", "evaluate", "policy"]
+    assert [r.reply for r in m.private()] == ["train", "evaluate", "policy", "economics"]
     assert m.private()[0].count == 3
     planned = compose_epsilon(m.events(), options.delta)
     assert planned <= options.epsilon * (1 + 1e-6) and planned > 0.95 * options.epsilon
     assert compose_epsilon(client.events(options), options.delta) == pytest.approx(planned, rel=1e-9)
     assert isinstance(m.private()[1].event, dp_event.GaussianDpEvent)
     assert client.eval_length(2) == m.private()[1].fields["qini"][0]
+
+
+def test_campaign_economics_from_exact_totals_and_intervals_that_widen_with_noise():
+    from fedinsight.tasks.uplift import economics
+
+    # control: 1,000 customers, 100 convert; offer: 1,000 customers, 150 convert, their usual orders sum to 7,500
+    totals = np.array([1000.0, 100.0, 100 * 40 / 200, 1000.0, 150.0, 7_500 / 200])
+    out = economics.summary(totals, ("B",), {"B": 2.0}, 200.0, noise_sd=0.0)["B"]
+    assert out["incremental_conversions"]["value"] == pytest.approx(50.0)
+    assert out["incremental_revenue"]["value"] == pytest.approx(50.0 * 50.0)  # 50 extra x mean usual order 50
+    assert out["cost"]["value"] == pytest.approx(2_000.0) and out["cpa"]["value"] == pytest.approx(40.0)
+    assert out["roi"]["value"] == pytest.approx((2_500 - 2_000) / 2_000)
+    lo, hi = out["incremental_conversions"]["ci95"]
+    assert lo < 50 < hi and hi - lo < 60  # binomial sampling alone: sd ~ 21 for the difference
+    noisy = economics.summary(totals, ("B",), {"B": 2.0}, 200.0, noise_sd=30.0)["B"]["incremental_conversions"]
+    assert noisy["ci95"][1] - noisy["ci95"][0] > hi - lo  # the DP noise widens the interval
+    who = audience(_events([("c1", "2025-03-01", "s", "e", "exposure", "A"), ("c2", "2025-03-01", "s", "e",
+                            "exposure", "B"), ("c2", "2025-03-02", "s", "e", "convert", "B")]),
+                   pd.DataFrame({"customer_id": ["c2"], "timestamp": ["2025-01-01"], "amount": [500.0]}), "s",
+                   ("A", "B"))
+    assert economics.arm_totals(who, 2, 200.0).tolist() == [1, 0, 0, 1, 1, 1.0]  # the order capped at 200
