@@ -16,8 +16,12 @@ def _summary() -> dict:
     counts[:, 0], counts[:, 2] = 100.0, 100.0  # customers per bin, treated and control
     counts[:, 1, :3], counts[:, 3, :3] = 30.0, 10.0  # the top bins convert more when treated
     policy = np.array([900.0, 400.0, 20.0, 300.0, 120.0, 5.0, 0.0, 60.0, 200.0])
+    from fedinsight.tasks.uplift import economics
+
+    money = economics.summary(np.array([1000, 100, 20, 1000, 150, 30, 1000, 90, 25.0]), options.offers,
+                              options.costs, options.order_value_cap, noise_sd=10.0)
     return {"campaign": "offers", "metrics": {"federated": qini_summary(counts.ravel(), options, 10)},
-            "policy": policy_summary(policy, options, 10)}
+            "policy": policy_summary(policy, options, 10), "economics": money}
 
 
 def test_the_section_names_offers_policy_and_hides_small_cells():
@@ -31,6 +35,8 @@ def test_the_section_names_offers_policy_and_hides_small_cells():
     hidden = [c for c in summary["policy"]["cells"] if c["suppressed"]]
     assert {(c["offer"], c["tier"]) for c in hidden} == {("none", "high"), ("discount", "high"), ("gift", "low")}
     assert "discount 4, gift 3" in html
+    assert "Campaign economics" in html and "ROI" in html
+    assert summary["economics"]["gift"]["cpa"]["value"] is None  # fewer conversions than the control: no CPA
 
 
 def test_an_undefined_release_is_shown_as_a_dash():
