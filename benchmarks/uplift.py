@@ -124,6 +124,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in options.offers:
         federated[name]["qini_dp_release"] = dp["metrics"][name]["qini"]
         federated[name]["top_vs_random_dp_release"] = dp["metrics"][name]["top_vs_random"]
+    audience_truth = truth["customer_truth"].set_index("customer_id").loc[
+        np.concatenate([np.asarray(a.ids) for a in everyone])]
+    arms_all = np.concatenate([a.arm for a in everyone])
+    planted_extra = {o: float(audience_truth[f"uplift_{o}"].to_numpy()[arms_all == i + 1].sum())
+                     for i, o in enumerate(options.offers)}
     ratio = {o: federated[o]["qini"] / centralized[o]["qini"] if centralized[o]["qini"] > 0 else None
              for o in options.offers}
     policy_ratio = values["federated"] / values["planted_truth"] if values["planted_truth"] > 0 else None
@@ -135,6 +140,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "qini_ratio_federated_vs_centralized": ratio,
         "policy_value_on_held_out": values, "policy_ratio_federated_vs_truth": policy_ratio,
         "policy_counts_dp_release": dp["policy"]["cells"],
+        "economics_dp_release": {o: {k: f[k] for k in ("incremental_conversions", "cpa", "roi")}
+                                 for o, f in dp["economics"].items()},
+        "economics_planted_incremental_conversions": planted_extra,
         "noise": {"dpsgd_multiplier": options.plan().noise_multiplier,
                   "release_multiplier": options.plan().gaussian_noise_multiplier},
         "goals": {"qini_ge_0.9_centralized": all(r is not None and r >= 0.9 for r in ratio.values()),

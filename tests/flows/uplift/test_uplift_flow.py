@@ -76,5 +76,6 @@ def test_simulate_uplift_from_the_cli_on_synthetic_offers_charges_the_plan_and_r
     base = summary["baselines"]
     for offer in ("discount", "gift"):  # simulation-only references on the same held-out customers
         assert {"centralized", "random", "federated_exact"} <= set(base) and offer in base["centralized"]
+    assert set(summary["economics"]) == {"discount", "gift"}
     report = (out / "report.html").read_text()
     assert "who the offers of" in report and "Offer policy" in report
