@@ -74,6 +74,15 @@ def predicted_uplift(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return p[:, 1:] - p[:, :1]
 
 
+def moving_average(previous: dict[str, np.ndarray] | None, current: dict[str, np.ndarray],
+                   decay: float) -> dict[str, np.ndarray]:
+    """The exponential moving average of the global models, which is what a job releases: averaging DP iterates
+    cancels part of their noise for free (post-processing), and the offer policy reads the uplift's size as money."""
+    if previous is None:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in current.items()}
+    return {k: decay * previous[k] + (1.0 - decay) * np.asarray(current[k], dtype=np.float64) for k in current}
+
+
 def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 

@@ -68,6 +68,8 @@ class UpliftOptions(Options):
     max_grad_norm: float = option(2.0, "DP-SGD per-customer gradient clipping norm (at 1, a converting customer's "
                                         "gradient is clipped and a non-converting one's is not: the model then "
                                         "underestimates conversion, and uplift with it).", above=0)
+    ema: float = option(0.8, "Decay of the moving average of the global models that is released (0: the last).",
+                        minimum=0, below=1)
     hidden: int = option(0, "Hidden units of the shared layer (0: logistic heads on the features).", minimum=0,
                          maximum=64)
     release_share: float = option(0.15, "Share of epsilon for the three Gaussian releases (evaluation, policy "

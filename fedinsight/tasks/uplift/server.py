@@ -124,7 +124,7 @@ def run(session: Session) -> dict[str, Any]:
     strategy = UpliftFedAvg(session, options.rounds)
     result = strategy.start(session.grid, initial, num_rounds=options.rounds, timeout=session.job.timeout,
                             train_config=ConfigRecord(cfg))
-    final = result.arrays if result.arrays is not None else initial
+    final = strategy.released(result.arrays if result.arrays is not None else initial)
     progress.report("evaluation", options.rounds, options.rounds + 2)
     qini = qini_summary(_summed(session.ask("query", "evaluate", config=session.config("evaluate"), arrays=final),
                                 "qini"), options, len(session.nodes))

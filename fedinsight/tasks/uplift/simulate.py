@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fedinsight.models.uplift import build_model, get_weights, set_weights
+from fedinsight.models.uplift import build_model, get_weights, moving_average, set_weights
 from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.uplift import client, economics, server
 from fedinsight.tasks.uplift.features import FEATURES, Audience
@@ -22,10 +22,12 @@ def federated_weights(train_sets: list[Audience], options: UpliftOptions) -> dic
     """The weights a job would release after ``options.rounds`` rounds of local DP-SGD and averaging."""
     model = build_model(len(FEATURES), len(options.arms), options.hidden, options.seed)
     weights = get_weights(model)
+    average = None
     for _ in range(options.rounds):
         updates = [get_weights(client.local_update(set_weights(model, weights), t, options)) for t in train_sets]
         weights = {k: np.mean([u[k] for u in updates], axis=0) for k in weights}
-    return weights
+        average = moving_average(average, weights, options.ema)
+    return {k: np.asarray(v, dtype=np.float32) for k, v in (average or weights).items()}
 
 
 def released(weights: dict[str, np.ndarray], tests: list[Audience], everyone: list[Audience],

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedinsight.federation import progress
 from fedinsight.federation.messages import partner_error
 from fedinsight.federation.task import Session
+from fedinsight.models.uplift import moving_average
 from fedinsight.tasks.uplift.client import ARRAYS
 
 
@@ -25,6 +27,8 @@ class UpliftFedAvg(FedAvg):
                          min_available_nodes=len(session.nodes), arrayrecord_key=ARRAYS, configrecord_key="config")
         self.session = session
         self.rounds = rounds
+        self.decay = float(getattr(session.options, "ema", 0.0))
+        self.average: dict[str, np.ndarray] | None = None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -45,7 +49,16 @@ class UpliftFedAvg(FedAvg):
         if not kept:
             return None, None
         progress.report("rounds", server_round, self.rounds)
-        return super().aggregate_train(server_round, kept)
+        arrays, metrics = super().aggregate_train(server_round, kept)
+        if arrays is not None:
+            self.average = moving_average(self.average, {k: v.numpy() for k, v in arrays.items()}, self.decay)
+        return arrays, metrics
+
+    def released(self, fallback: ArrayRecord) -> ArrayRecord:
+        """The moving average of the global models (or ``fallback`` when no round finished)."""
+        if self.average is None:
+            return fallback
+        return ArrayRecord({k: Array(np.asarray(v, dtype=np.float32)) for k, v in self.average.items()})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
