@@ -109,3 +109,11 @@ def test_campaign_economics_from_exact_totals_and_intervals_that_widen_with_nois
                    pd.DataFrame({"customer_id": ["c2"], "timestamp": ["2025-01-01"], "amount": [500.0]}), "s",
                    ("A", "B"))
     assert economics.arm_totals(who, 2, 200.0).tolist() == [1, 0, 0, 1, 1, 1.0]  # the order capped at 200
+
+
+def test_the_released_model_is_the_moving_average_of_the_global_models():
+    from fedinsight.models.uplift import moving_average
+
+    first = moving_average(None, {"w": np.array([1.0, 2.0])}, 0.8)
+    assert first["w"].tolist() == [1.0, 2.0]
+    assert moving_average(first, {"w": np.array([6.0, 2.0])}, 0.8)["w"].tolist() == pytest.approx([2.0, 2.0])
