@@ -95,6 +95,8 @@ def data_synth(
         help="Write each partner's protection.toml declaring the planted identifiers (name, phone, e-mail) "
         "as 'drop', and its keys. --no-policy leaves raw partner folders, as a new partner's would be.",
     ),
+    offers: bool = typer.Option(False, "--offers", help="Also plant the 'offers' campaign (control, discount, gift) "
+                                "with known per-customer uplift, for `simulate uplift` (docs/uplift.md)."),
     as_json: bool = typer.Option(False, "--json", help="Print the generation statistics as JSON."),
     baskets: bool = typer.Option(False, "--baskets", help="Instead: customers and purchases over 60 categories "
                                  "with 25 planted 'bought together' pairs of known lift (CSV; for simulate baskets)."),
@@ -110,7 +112,7 @@ def data_synth(
         _synth_baskets(out_dir, customers, partners, seed, overwrite=overwrite, policy=policy, as_json=as_json)
         return
 
-    config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt)
+    config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt, offers=offers)
     with progress_bar() as progress:
         task = progress.add_task("generating customers", total=customers)
         stats = write_synthetic(

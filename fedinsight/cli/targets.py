@@ -1,5 +1,5 @@
-"""``fedinsight partner export targets`` and ``export segments``: the partner's own lists, written on the partner, sent
-nowhere.
+"""``fedinsight partner export targets``, ``export segments`` and ``export offers``: the partner's own lists, written
+on the partner, sent nowhere.
 
 Wiring only: :mod:`fedinsight.partner.targets` builds the list. Every option is checked (purpose, --top, the
 output file) before the model or the data is read, so a mistake costs nothing and writes nothing.
@@ -124,3 +124,41 @@ def export_segments(
             for j, words in enumerate(segments.get("words") or [])}
     rows["written"] = str(target)
     emit(result, kv_table(f"{len(frame):,} customers labelled (on this partner only)", rows), as_json)
+
+
+@export_app.command("offers")
+def export_offers(
+    model: Path = typer.Option(..., "--model", help="An uplift_model.json written by `simulate uplift` "
+                                                    "(RUN/uplift_model.json)."),
+    partner_data: Path = typer.Option(..., "--partner-data", help="This partner's data folder."),
+    as_of: str = typer.Option(..., "--as-of", help="Features from purchases before this date (e.g. the next "
+                                                   "campaign's start)."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="How its own exports are read (default: "
+                                                                "PARTNER_DATA/mapping.toml if present)."),
+    out_path: Path = typer.Option(..., "--out", help="The offer list (.csv or .parquet)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Each of this partner's customers with the offer worth sending (largest expected extra value after its cost)
+    or none: its own id, the offer, the expected value, the value tier and each offer's predicted uplift.
+
+    Runs on the partner only and sends nothing. Only customers who consent to training and were not erased appear.
+
+    Example: fedinsight partner export offers --model runs/up/uplift_model.json --partner-data shop
+    --as-of 2026-01-01 --out offers.csv
+    """
+    from fedinsight.partner.side import open_partner
+    from fedinsight.partner.targets import check_output, write_targets
+    from fedinsight.tasks.uplift.export import load_model, offer_list
+
+    target = check_output(out_path, force)
+    uplift = load_model(model)
+    partner = open_partner(partner_data, "training", mapping_file=mapping)
+    frame = offer_list(uplift, partner, as_of)
+    write_targets(frame, target)
+    counts = frame["offer"].value_counts()
+    result = {"customers": len(frame), "out": str(target),
+              "offers": {o: int(counts.get(o, 0)) for o in ["none", *uplift["arms"][1:]]}}
+    rows = {f"offer {o}": f"{n:,}" for o, n in result["offers"].items()}
+    rows["written"] = str(target)
+    emit(result, kv_table(f"{len(frame):,} customers with their best offer (on this partner only)", rows), as_json)

@@ -94,7 +94,7 @@ def load_builtin_federation(
         tables = {"customers": users, "interactions": inter, "items": items}
     elif name == "synthetic":
         frames, _truth = generate_partner_frames(
-            SynthConfig(customers=synthetic_customers, partners=1, seed=spec.seed)
+            SynthConfig(customers=synthetic_customers, partners=1, seed=spec.seed, offers=True)
         )
         tables = next(iter(frames.values()))
         customers = tables["customers"]

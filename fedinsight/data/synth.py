@@ -56,6 +56,7 @@ import pyarrow.compute as pc
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.core.files import atomic_output_dir
+from fedinsight.data import synth_uplift as su
 from fedinsight.data.schema import FUNNEL_STAGES, TABLES
 
 __all__ = [
@@ -163,7 +164,7 @@ ITEM_PRICE_MEAN: dict[str, float] = {
 
 _DAY = 86_400
 _YEAR = 365.25 * _DAY
-_STREAM_GLOBAL, _STREAM_ITEMS, _STREAM_BLOCK = 0, 1, 2
+_STREAM_GLOBAL, _STREAM_ITEMS, _STREAM_BLOCK, _STREAM_OFFERS = 0, 1, 2, 3
 
 
 @dataclass
@@ -178,6 +179,7 @@ class SynthConfig:
     end: str = "2025-12-31"
     cutoff: str = "2025-06-30"  # calibration/holdout split used for the planted propensity signal
     campaigns: int = 2
+    offers: bool = False  # plant the uplift ``offers`` campaign (fedinsight.data.synth_uplift)
     fmt: str = "parquet"  # or "csv"
     chunk_customers: int = 200_000
 
@@ -539,6 +541,10 @@ def _block(plan: _Plan, b: int, offsets: dict[str, int]) -> _Block:
         }
     )
     offsets["events"] += ec.size
+    offer_truth: dict[str, Any] = {}
+    if cfg.offers:
+        events, ec, offer_truth = _offer_rows(plan, b, seg, lam, signup, cust_ids, events, ec, offsets,
+                                              su.history(n, tc, ts, amount, plan.cutoff))
 
     truth = pa.table(
         {
@@ -556,6 +562,7 @@ def _block(plan: _Plan, b: int, offsets: dict[str, int]) -> _Block:
                 pa.array(CATEGORIES).take(pa.array(fav1)),
             ),
             "golden_hour": pa.array(GOLDEN_HOURS[seg].astype(np.int64)),
+            **{k: pa.array(v) for k, v in offer_truth.items()},
         }
     )
     return _Block(
@@ -567,6 +574,24 @@ def _block(plan: _Plan, b: int, offsets: dict[str, int]) -> _Block:
         },
         truth=truth,
     )
+
+
+def _offer_rows(plan: _Plan, b: int, seg: np.ndarray, lam: np.ndarray, signup: np.ndarray, cust_ids: pa.Array,
+                events: pa.Table, ec: np.ndarray, offsets: dict[str, int],
+                history: tuple[np.ndarray, np.ndarray]) -> tuple[pa.Table, np.ndarray, dict]:
+    """The block's events with the planted ``offers`` campaign appended (own random stream), and its truth."""
+    rng = np.random.default_rng([plan.config.seed, _STREAM_OFFERS, b])
+    o = su.offer_block(rng, lam, AMOUNT_MEAN[seg], signup, plan.cutoff, plan.end, _golden_hours(rng, seg), *history)
+    rows = pa.table({
+        "event_id": _ids("E", offsets["events"] + np.arange(1, o.customer.size + 1), 10),
+        "customer_id": cust_ids.take(pa.array(o.customer, pa.int64())), "timestamp": _timestamps(o.time),
+        "campaign": pa.array([su.OFFERS_CAMPAIGN] * o.customer.size, pa.string()),
+        "channel": pa.array([su.OFFER_CHANNEL] * o.customer.size, pa.string()),
+        "stage": pa.array(FUNNEL_STAGES).take(pa.array(o.stage, pa.int64())),
+        "arm": pa.array(su.ARMS).take(pa.array(o.arm, pa.int64())),
+    })
+    offsets["events"] += o.customer.size
+    return pa.concat_tables([events, rows.cast(events.schema)]), np.concatenate([ec, o.customer]), o.truth
 
 
 def _split(table: pa.Table, partner: np.ndarray, k: int) -> list[pa.Table]:
@@ -676,6 +701,7 @@ def _truth(plan: _Plan, rows: dict[str, dict[str, int]], seg_counts: np.ndarray)
         "golden_hours": dict(zip(SEGMENTS, GOLDEN_HOURS.tolist(), strict=True)),
         "golden_hour_distribution": {"sd_hours": GOLDEN_HOUR_SD, "uniform_noise_share": GOLDEN_HOUR_NOISE},
         "items": cfg.items,
+        **({"uplift": su.facts(_iso(plan.cutoff), _iso(plan.end))} if cfg.offers else {}),
     }
 
 

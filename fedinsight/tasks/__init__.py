@@ -9,7 +9,7 @@ Adding a task: a folder ``tasks/<name>/`` whose ``__init__`` defines ``TASK`` (a
 from __future__ import annotations
 
 from fedinsight.federation import registry
-from fedinsight.tasks import baskets, insights, preflight, propensity, recommend, secure_training, segments
+from fedinsight.tasks import baskets, insights, preflight, propensity, recommend, secure_training, segments, uplift
 
 TASKS = (
     propensity.TASK,
@@ -19,6 +19,7 @@ TASKS = (
     preflight.TASK,
     segments.TASK,
     baskets.TASK,
+    uplift.TASK,
 )
 
 for _task in TASKS:

@@ -144,6 +144,7 @@ def task_options(task: str, federation: OwnFederation) -> dict[str, Any]:
         "preflight": {"purpose": "training"},
         "segments": {"as-of": "2026-01-01", "k": 3, "iterations": 3},
         "baskets": {"epsilon": 2.0, "candidates": 8},
+        "uplift": {"campaign": "campaign-1", "control": "A", "offer-costs": "B=2", "rounds": 2},
     }[task]
 
 

@@ -142,7 +142,7 @@ def test_a_partner_started_by_partner_start_refuses_past_its_own_cap(task, feder
     # the coordinator asks for more than 0.5 (its own ledger would allow 20): every partner refuses
     more = {"propensity": {"epsilon": 2.0}, "insights": {"epsilon": 2.0}, "recommend": {"epsilon": 2.0},
             "secure_training": {"noise-multiplier": 0.7}, "segments": {"epsilon": 2.0},
-            "baskets": {"epsilon": 2.0}}[task]
+            "baskets": {"epsilon": 2.0}, "uplift": {"epsilon": 2.0}}[task]
     with pytest.raises(BudgetExceededError):
         run_in_process(task, federation, tmp_path / "out", node_config=lambda k: nodes[k], **more)
     for pid in ids:  # and the partners' own ledgers stayed within their caps

@@ -27,7 +27,7 @@ def federation(tmp_path_factory):
 
 def test_the_package_lists_its_tasks_and_public_names_without_loading_them_eagerly():
     assert fi.task_names() == ["baskets", "insights", "preflight", "propensity", "recommend", "secure_training",
-                               "segments"]
+                               "segments", "uplift"]
     assert set(fi.__all__) >= {"Federation", "Run", "ConfigError", "FedinsightError", "simulate", "task_names"}
     assert all(getattr(fi, name) is not None for name in fi.__all__)
     with pytest.raises(AttributeError):

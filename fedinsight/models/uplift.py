@@ -1,0 +1,107 @@
+"""The uplift model: one logistic head per campaign arm on a shared base, trained with DP-SGD by the caller.
+
+Why this shape: an uplift model must estimate, per customer, P(convert | offer) - P(convert | no offer). Two
+separate models (a "T-learner") each see half the customers and their errors add up in the difference; a
+transformed-outcome regression needs the treatment share and has a high-variance target. Here the logit of
+arm ``a`` is ``base(x) + delta_a(x)`` (``delta_control = 0``): the base is learnt from every customer, and each
+offer's head only has to learn how that offer *changes* the logit -- what we want to know. Each customer
+contributes one example (its own arm and label), so per-customer gradient clipping in DP-SGD bounds its
+influence exactly as in the propensity model.
+
+No Flower here: tensors in, a module out (``fedinsight.privacy.dpsgd`` trains it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+CENTRE = 0.5
+"""Features arrive in [0, 1]; the model sees them centred on this public constant. Uncentred inputs make the bias
+and the weights fight over the same direction, which plain (DP-)SGD with few steps resolves slowly."""
+
+
+class UpliftNet(nn.Module):
+    """Logits of every arm (column 0 = the control arm) for unit-scale features; ``hidden`` > 0 adds one ReLU
+    layer shared by all heads."""
+
+    def __init__(self, n_features: int, n_arms: int, hidden: int = 0) -> None:
+        super().__init__()
+        self.trunk: nn.Module = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU()) if hidden else nn.Identity()
+        width = hidden or n_features
+        self.base = nn.Linear(width, 1)
+        self.delta = nn.Linear(width, n_arms - 1)
+        nn.init.zeros_(self.delta.weight)  # start from "no offer changes anything"
+        nn.init.zeros_(self.delta.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(x - CENTRE)
+        base = self.base(h)
+        return torch.cat([base, base + self.delta(h)], dim=1)
+
+
+def build_model(n_features: int, n_arms: int, hidden: int, seed: int) -> UpliftNet:
+    """The initial model every partner starts from (public seed: it holds no data)."""
+    torch.manual_seed(seed)
+    return UpliftNet(n_features, n_arms, hidden)
+
+
+def uplift_loss(model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean log loss of each customer's own arm's head on its conversion label."""
+    x, arm, y = batch
+    chosen = model(x).gather(1, arm.long().view(-1, 1)).squeeze(1)
+    return nn.functional.binary_cross_entropy_with_logits(chosen, y, reduction="mean")
+
+
+def tensors(x: np.ndarray, arm: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(np.asarray(arm, dtype=np.int64)),
+            torch.as_tensor(np.asarray(y, dtype=np.float32)))
+
+
+@torch.no_grad()
+def arm_probabilities(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """P(convert | arm) for every customer (rows) and arm (columns, control first)."""
+    model.eval()
+    return torch.sigmoid(model(torch.as_tensor(np.asarray(x, dtype=np.float32)))).numpy().astype(float)
+
+
+def predicted_uplift(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Each offer's predicted change in conversion probability against the control arm (rows x offers)."""
+    p = arm_probabilities(model, x)
+    return p[:, 1:] - p[:, :1]
+
+
+def moving_average(previous: dict[str, np.ndarray] | None, current: dict[str, np.ndarray],
+                   decay: float) -> dict[str, np.ndarray]:
+    """The exponential moving average of the global models, which is what a job releases: averaging DP iterates
+    cancels part of their noise for free (post-processing), and the offer policy reads the uplift's size as money."""
+    if previous is None:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in current.items()}
+    return {k: decay * previous[k] + (1.0 - decay) * np.asarray(current[k], dtype=np.float64) for k in current}
+
+
+def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def set_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> nn.Module:
+    model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()})
+    return model
+
+
+def fit_centralized(x: np.ndarray, arm: np.ndarray, y: np.ndarray, n_arms: int, *, hidden: int = 0, seed: int = 0,
+                    epochs: int = 400, lr: float = 0.05) -> UpliftNet:
+    """The non-private reference: the same model on pooled customers, full-batch Adam (simulations only)."""
+    model = build_model(x.shape[1], n_arms, hidden, seed)
+    data = tensors(x, arm, y)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        optimizer.zero_grad()
+        loss = uplift_loss(model, data)
+        loss.backward()
+        optimizer.step()
+    return model

@@ -1,0 +1,83 @@
+"""A partner's own offer list (``fedinsight partner export offers``): each customer's best offer, or none.
+
+Runs on the partner only and sends nothing: the model file holds public things (the DP-SGD weights, features and
+caps, costs, tiers); the customers come from the partner's data view for training (consent and erasures applied)
+and their own ids from the view's ``identities()``, which only ever runs on the partner. Features are taken as of
+``as_of`` (purchases strictly before it), the same fixed transforms the model was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.federation.task import Partner
+from fedinsight.models.uplift import UpliftNet, predicted_uplift, set_weights
+from fedinsight.tasks.uplift import policy
+from fedinsight.tasks.uplift.features import FEATURES, features_at
+
+KIND = "fedinsight-uplift"
+TIERS = ("low", "mid", "high")
+
+
+def load_model(path: str | Path) -> dict[str, Any]:
+    """An ``uplift_model.json`` written by the uplift task, checked (ConfigError naming what is wrong)."""
+    p = Path(path)
+    try:
+        model = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--model {p}: no such file (use RUN/uplift_model.json of `simulate uplift`)") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"--model {p} is not an uplift_model.json (not JSON)") from None
+    if not isinstance(model, dict) or model.get("kind") != KIND:
+        raise ConfigError(f"--model {p} is not an uplift_model.json written by the uplift task")
+    if [(f.get("name"), f.get("cap")) for f in model.get("features", [])] != list(FEATURES):
+        raise ConfigError(f"--model {p} uses features or caps this fedinsight does not know")
+    try:
+        network(model)
+    except (KeyError, RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"--model {p}: its weights do not fit its {len(model.get('arms', []))} arms") from None
+    return model
+
+
+def network(model: dict[str, Any]) -> UpliftNet:
+    net = UpliftNet(len(FEATURES), len(model["arms"]), int(model.get("hidden", 0)))
+    return set_weights(net, {k: np.asarray(v, dtype=np.float32) for k, v in model["weights"].items()})  # type: ignore[return-value]
+
+
+def offer_list(model: dict[str, Any], partner: Partner, as_of: str) -> pd.DataFrame:
+    """``customer_id`` (the partner's own), ``offer`` (or "none"), ``expected_value``, ``value_tier`` and each
+    offer's predicted uplift, best value first; consenting, non-erased customers only."""
+    try:
+        when = pd.Timestamp(as_of)
+    except (TypeError, ValueError):
+        when = pd.NaT
+    if when is pd.NaT:
+        raise ConfigError(f"--as-of must be a date such as 2026-01-01 (got {as_of!r})")
+    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+    data = partner.data()
+    source = data.customers if data.customers is not None else data.transactions
+    if source is None:
+        raise ConfigError("an offer list needs the partner's customers or transactions table")
+    ids = pd.Index(source["customer_id"].astype(str).unique())
+    x, order_value, spend_year = features_at(data.transactions, pd.Series(when, index=ids))  # type: ignore[arg-type]
+    offers = list(model["arms"][1:])
+    costs = np.asarray([float(model["costs"][o]) for o in offers])
+    uplift = predicted_uplift(network(model), x)
+    value = np.minimum(order_value, float(model["order_value_cap"]))
+    values = policy.incremental_values(uplift, value, costs)
+    choice = policy.choose(uplift, value, costs)
+    tiers = policy.tiers(spend_year, tuple(model["tier_edges"]))  # type: ignore[arg-type]
+    frame = pd.DataFrame({
+        "customer_id": partner.identities(pd.Series(ids)).to_numpy(),
+        "offer": np.asarray([policy.NONE, *offers], dtype=object)[choice],
+        "expected_value": np.where(choice > 0, values.max(axis=1) if len(offers) else 0.0, 0.0).round(4),
+        "value_tier": np.asarray(TIERS, dtype=object)[tiers],
+        **{f"uplift_{o}": uplift[:, i].round(5) for i, o in enumerate(offers)},
+    })
+    return frame.sort_values("expected_value", ascending=False, kind="stable").reset_index(drop=True)

@@ -1,0 +1,129 @@
+"""The uplift task's options, defined once (CLI flags, Python call, job API, run config and summary derive)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.federation.options import Options, option
+from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
+from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
+
+RELEASES = 3
+"""Gaussian releases besides DP-SGD: the evaluation, the policy counts, the campaign economics."""
+
+SCORE_EDGES: tuple[float, ...] = tuple(round(-0.05 + 0.025 * i, 4) for i in range(13))
+"""Public inner edges of the predicted-uplift bins of the evaluation release (-0.05 to 0.25 in steps of 0.025,
+plus two open-ended bins): fixed, so the release's shape never depends on data."""
+
+
+def parse_costs(text: str) -> dict[str, float]:
+    """``"discount=4,gift=3"`` -> ``{"discount": 4.0, "gift": 3.0}`` (ConfigError saying what to write)."""
+    costs: dict[str, float] = {}
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        try:
+            cost = float(value) if sep else math.nan
+        except ValueError:
+            cost = math.nan
+        if not name or not math.isfinite(cost) or cost < 0:
+            raise ConfigError(f"--offer-costs: '{part}' is not ARM=COST with a cost >= 0 (e.g. --offer-costs "
+                              "\"discount=4,gift=3\": the cost of sending each offer to one customer)")
+        if name in costs:
+            raise ConfigError(f"--offer-costs names the arm '{name}' twice")
+        costs[name] = cost
+    return costs
+
+
+def parse_edges(text: str) -> tuple[float, float]:
+    try:
+        mid, high = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"--tiers must be two spends 'MID,HIGH' with 0 < MID < HIGH (got {text!r})") from None
+    if not 0 < mid < high:
+        raise ConfigError(f"--tiers must be two spends 'MID,HIGH' with 0 < MID < HIGH (got {text!r})")
+    return mid, high
+
+
+@dataclass(frozen=True)
+class UpliftOptions(Options):
+    campaign: str = option("offers", "The campaign (events' campaign value) whose arms are compared.")
+    control: str = option("control", "The hold-out arm: customers of the campaign who were sent nothing.")
+    offer_costs: str = option("", "Every offer arm with its cost per customer sent, e.g. \"discount=4,gift=3\" "
+                                  "(required: the policy weighs incremental value against these costs).")
+    epsilon: float = option(1.0, "Each partner's epsilon for the whole job (DP-SGD, evaluation, policy counts).",
+                            above=0, maximum=100)
+    delta: float = option(1e-6, "Each partner's delta.", above=0, below=1)
+    rounds: int = option(20, "Federated rounds (FedAvg).", minimum=1, maximum=200)
+    sample_rate: float = option(0.2, "Poisson sampling rate of DP-SGD batches (large batches: less noise per "
+                                     "step for the same epsilon).", above=0, maximum=1)
+    local_epochs: float = option(1.0, "Local epochs per round (steps = epochs / sample rate).", above=0)
+    lr: float = option(5.0, "Learning rate of local DP-SGD.", above=0)
+    momentum: float = option(0.0, "Momentum of local DP-SGD (post-processing of the noisy gradients).", minimum=0,
+                             below=1)
+    max_grad_norm: float = option(2.0, "DP-SGD per-customer gradient clipping norm (at 1, a converting customer's "
+                                        "gradient is clipped and a non-converting one's is not: the model then "
+                                        "underestimates conversion, and uplift with it).", above=0)
+    ema: float = option(0.8, "Decay of the moving average of the global models that is released (0: the last).",
+                        minimum=0, below=1)
+    hidden: int = option(0, "Hidden units of the shared layer (0: logistic heads on the features).", minimum=0,
+                         maximum=64)
+    release_share: float = option(0.15, "Share of epsilon for the three Gaussian releases (evaluation, policy "
+                                        "counts, campaign economics).", above=0, below=1)
+    tiers: str = option("300,1200", "Value tiers: spend in the 365 days before the campaign from which a customer "
+                                    "is mid and high value (public thresholds, in the reporting currency).")
+    order_value_cap: float = option(200.0, "Public cap of a customer's expected order value (the policy's value "
+                                           "of one conversion).", above=0)
+    top_share: float = option(0.3, "Share of customers a targeted campaign reaches (the report compares it with "
+                                   "random targeting).", above=0, below=1)
+    min_group_size: int = option(DEFAULT_MIN_GROUP_SIZE, f"Policy cells with a smaller noisy count are not reported "
+                                 f"(at least {MIN_GROUP_FLOOR}).", minimum=MIN_GROUP_FLOOR)
+    seed: int = option(0, "Seed of the initial model (public: every partner starts from the same weights).")
+
+    def validate(self) -> None:
+        costs = self.costs
+        if self.control in costs:
+            raise ConfigError(f"the control arm '{self.control}' cannot also be an offer in --offer-costs")
+        if not self.campaign.strip():
+            raise ConfigError("--campaign must name the campaign whose arms are compared")
+        parse_edges(self.tiers)
+        self.plan()
+
+    def require_costs(self) -> None:
+        """Costs are required, but a simulation of the built-in synthetic data fills in its declared ones, so this
+        is checked when the job is checked (before any partner is contacted), not when the options are parsed."""
+        if not self.costs:
+            raise ConfigError("uplift needs --offer-costs: every offer arm of the campaign with its cost per customer "
+                              "sent, e.g. --offer-costs \"discount=4,gift=3\"")
+
+    @property
+    def costs(self) -> dict[str, float]:
+        return parse_costs(self.offer_costs)
+
+    @property
+    def offers(self) -> tuple[str, ...]:
+        return tuple(self.costs)
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """Control first, then the offers in the order of ``--offer-costs`` (the model's heads)."""
+        return (self.control, *self.offers)
+
+    @property
+    def tier_edges(self) -> tuple[float, float]:
+        return parse_edges(self.tiers)
+
+    @property
+    def steps_per_round(self) -> int:
+        return max(1, round(self.local_epochs / self.sample_rate))
+
+    def plan(self) -> DpsgdPlan:
+        """DP-SGD for the training, plus the three Gaussian releases (evaluation, policy counts, economics) at one
+        multiplier."""
+        return plan_dpsgd(self.epsilon, self.delta, sample_rate=self.sample_rate,
+                          steps_per_round=self.steps_per_round, rounds=self.rounds, max_grad_norm=self.max_grad_norm,
+                          gaussian_releases=RELEASES, gaussian_share=self.release_share)

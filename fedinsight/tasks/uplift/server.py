@@ -1,0 +1,161 @@
+"""Coordinator side of uplift: the manifest and charge, FedAvg rounds, then the evaluation and policy releases.
+
+Everything after training is post-processing of the partners' summed noisy counts: the Qini curve of each offer
+(:mod:`fedinsight.models.qini`), how many more conversions targeting the top share brings than random targeting,
+and the policy's (chosen offer x value tier) counts with 95 % intervals and small cells suppressed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from dp_accounting import dp_event
+from flwr.app import Array, ArrayRecord, ConfigRecord
+
+from fedinsight.core.files import atomic_output_file
+from fedinsight.federation import progress
+from fedinsight.federation.manifest import PUBLIC, Manifest, Release
+from fedinsight.federation.task import Session
+from fedinsight.models.qini import curve_from_bins
+from fedinsight.models.uplift import build_model, get_weights
+from fedinsight.privacy.intervals import estimate
+from fedinsight.privacy.ledger import dpsgd_event
+from fedinsight.privacy.suppression import suppressed
+from fedinsight.tasks.uplift import client, economics, policy
+from fedinsight.tasks.uplift.features import FEATURES, NAMES
+from fedinsight.tasks.uplift.options import SCORE_EDGES, UpliftOptions
+from fedinsight.tasks.uplift.strategy import UpliftFedAvg
+
+MODEL_FILE = "uplift_model.json"
+TIERS = ("low", "mid", "high")
+
+
+def manifest(options: UpliftOptions, task: str) -> Manifest:
+    """Every value a partner sends in one uplift job."""
+    plan = options.plan()
+    k = len(options.offers)
+    shapes = {name: tuple(v.shape) for name, v in initial_weights(options).items()}
+    m = plan.gaussian_noise_multiplier
+    return Manifest(task, (
+        Release("train", client.ARRAYS, shapes, "dp-sgd", kind="arrays", count=options.rounds,
+                what="the uplift model's weights after local DP-SGD steps",
+                sensitivity=f"per-customer gradient clipped to L2 {plan.max_grad_norm:g}, noise multiplier "
+                            f"{plan.noise_multiplier:.4g}, Poisson sample rate {plan.sample_rate:g}",
+                event=dpsgd_event(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)),
+        Release("train", client.METRICS, {"num-examples": None, "steps": None}, PUBLIC,
+                what="the partner's FedAvg weight and its step count",
+                reason="the weight is the constant 1 (no customer count is sent) and the steps are the job's"),
+        Release("evaluate", client.RECORD, {"qini": (client.eval_length(k),)}, "gaussian", event=dp_event.
+                GaussianDpEvent(m),
+                what=f"held-out customers per offer x (treated, control) x (customers, conversions) x "
+                     f"{len(SCORE_EDGES) + 1} predicted-uplift bins (the Qini curves)",
+                sensitivity=f"L2 sqrt(2 x {k}) per customer (a control customer counts in every offer's control "
+                            f"cells, once as a customer and once as a conversion); noise multiplier {m:.4g}"),
+        Release("policy", client.RECORD, {"policy": (client.policy_length(k),)}, "gaussian",
+                event=dp_event.GaussianDpEvent(m),
+                what="the campaign's customers per chosen offer (or none) x value tier",
+                sensitivity=f"L2 1 per customer (one cell each); noise multiplier {m:.4g}"),
+        Release("economics", client.RECORD, {"arms": (3 * len(options.arms),)}, "gaussian",
+                event=dp_event.GaussianDpEvent(m),
+                what="per arm over the campaign's audience: customers, converters, converters' usual order / "
+                     "order-value-cap (the campaign economics)",
+                sensitivity=f"L2 sqrt(3) per customer (one arm; 1 for being there, 1 for converting, at most 1 "
+                            f"for its capped order value); noise multiplier {m:.4g}"),
+    ))
+
+
+def initial_weights(options: UpliftOptions) -> dict[str, np.ndarray]:
+    return get_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed))
+
+
+def _arrays(weights: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.asarray(v, dtype=np.float32)) for k, v in weights.items()})
+
+
+def _summed(replies: dict[int, Any], key: str) -> np.ndarray:
+    return np.sum([np.asarray(m.content[client.RECORD][key], dtype=float) for m in replies.values()], axis=0)
+
+
+def qini_summary(counts: np.ndarray, options: UpliftOptions, partners: int = 1) -> dict[str, Any]:
+    """Per offer: the Qini coefficient, the top share's incremental conversions against random targeting, and
+    the curve's points (all post-processing of the summed counts), with the noise sd of each summed count."""
+    bins = len(SCORE_EDGES) + 1
+    sd = options.plan().gaussian_noise_multiplier * client.eval_sensitivity(len(options.offers)) * math.sqrt(partners)
+    table = np.asarray(counts, dtype=float).reshape(len(options.offers), 4, bins)
+    out: dict[str, Any] = {}
+    for o, name in enumerate(options.offers):
+        curve = curve_from_bins(*table[o])
+        top = options.top_share
+        out[name] = {"qini": curve.coefficient, "customers": curve.customers,
+                     "incremental_conversions_top": curve.gain_at(top),
+                     "incremental_conversions_random": top * float(curve.gain[-1]),
+                     "top_vs_random": curve.targeting_ratio(top), "top_share": top, "cell_noise_sd": sd,
+                     "curve": {"share": [round(float(v), 4) for v in curve.share],
+                               "gain": [round(float(v), 2) for v in curve.gain]}}
+    return out
+
+
+def policy_summary(counts: np.ndarray, options: UpliftOptions, partners: int) -> dict[str, Any]:
+    """The (offer x tier) table with 95 % intervals; cells under the minimum group size suppressed."""
+    sd = options.plan().gaussian_noise_multiplier * math.sqrt(partners)
+    names = [policy.NONE, *options.offers]
+    hidden = suppressed(counts, options.min_group_size)
+    cells = []
+    for c, name in enumerate(names):
+        for t, tier in enumerate(TIERS):
+            i = c * 3 + t
+            est = estimate(float(counts[i]), sd**2, lower=0.0)
+            cells.append({"offer": name, "tier": tier, "suppressed": bool(hidden[i]),
+                          "customers": None if hidden[i] else round(est.value, 1),
+                          "ci95": None if hidden[i] else [round(est.ci95[0], 1), round(est.ci95[1], 1)]})
+    return {"cells": cells, "noise_sd": sd, "tier_edges": list(options.tier_edges),
+            "costs": options.costs, "order_value_cap": options.order_value_cap}
+
+
+def run(session: Session) -> dict[str, Any]:
+    """Training, then the two releases; returns the task's part of ``summary.json``."""
+    options: UpliftOptions = session.options  # type: ignore[assignment]
+    initial = _arrays(initial_weights(options))
+    cfg = session.config("train")
+    strategy = UpliftFedAvg(session, options.rounds)
+    result = strategy.start(session.grid, initial, num_rounds=options.rounds, timeout=session.job.timeout,
+                            train_config=ConfigRecord(cfg))
+    final = strategy.released(result.arrays if result.arrays is not None else initial)
+    progress.report("evaluation", options.rounds, options.rounds + 2)
+    qini = qini_summary(_summed(session.ask("query", "evaluate", config=session.config("evaluate"), arrays=final),
+                                "qini"), options, len(session.nodes))
+    progress.report("policy", options.rounds + 1, options.rounds + 2)
+    pol = policy_summary(_summed(session.ask("query", "policy", config=session.config("policy"), arrays=final),
+                                 "policy"), options, len(session.nodes))
+    money = economics.summary(_summed(session.ask("query", "economics", config=session.config("economics"),
+                                                  arrays=final), "arms"), options.offers, options.costs,
+                              options.order_value_cap, options.plan().gaussian_noise_multiplier
+                              * economics.SENSITIVITY * math.sqrt(len(session.nodes)))
+    progress.report("done", options.rounds + 2, options.rounds + 2)
+    plan = options.plan()
+    return {"campaign": options.campaign, "control": options.control, "offers": list(options.offers),
+            "features": list(NAMES), "rounds": options.rounds,
+            "metrics": {"federated": qini}, "policy": pol, "economics": money,
+            "noise": {"dpsgd_multiplier": plan.noise_multiplier, "release_multiplier": plan.gaussian_noise_multiplier,
+                      "eval_sensitivity_l2": client.eval_sensitivity(len(options.offers))},
+            "weights": {k: v.numpy().tolist() for k, v in final.items()}}
+
+
+def model(summary: dict[str, Any], options: UpliftOptions) -> dict[str, Any]:
+    """The released model (public: DP-SGD output) and what a partner needs to apply the policy to its customers."""
+    return {"kind": "fedinsight-uplift", "version": 1, "campaign": summary["campaign"], "arms": list(options.arms),
+            "features": [{"name": n, "cap": c} for n, c in FEATURES], "hidden": options.hidden,
+            "costs": options.costs, "order_value_cap": options.order_value_cap,
+            "tier_edges": list(options.tier_edges), "weights": summary["weights"]}
+
+
+def write_model(out_dir: Path, summary: dict[str, Any], options: UpliftOptions) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / MODEL_FILE
+    with atomic_output_file(path) as tmp:
+        tmp.write_text(json.dumps(model(summary, options), indent=2) + "\n")
+    return path

@@ -1,0 +1,47 @@
+"""In-process runs of the uplift workflow (benchmarks, tests): the partners' own DP-SGD and noising code and the
+coordinator's own post-processing, on given audiences, without Flower or ledgers (callers price runs themselves).
+
+The average of the partners' weights here is FedAvg with equal weights -- what :class:`.strategy.UpliftFedAvg`
+computes through Flower in a real job (every partner weighs 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedinsight.models.uplift import build_model, get_weights, moving_average, set_weights
+from fedinsight.privacy.mechanisms import gaussian
+from fedinsight.tasks.uplift import client, economics, server
+from fedinsight.tasks.uplift.features import FEATURES, Audience
+from fedinsight.tasks.uplift.options import UpliftOptions
+
+
+def federated_weights(train_sets: list[Audience], options: UpliftOptions) -> dict[str, np.ndarray]:
+    """The weights a job would release after ``options.rounds`` rounds of local DP-SGD and averaging."""
+    model = build_model(len(FEATURES), len(options.arms), options.hidden, options.seed)
+    weights = get_weights(model)
+    average = None
+    for _ in range(options.rounds):
+        updates = [get_weights(client.local_update(set_weights(model, weights), t, options)) for t in train_sets]
+        weights = {k: np.mean([u[k] for u in updates], axis=0) for k in weights}
+        average = moving_average(average, weights, options.ema)
+    return {k: np.asarray(v, dtype=np.float32) for k, v in (average or weights).items()}
+
+
+def released(weights: dict[str, np.ndarray], tests: list[Audience], everyone: list[Audience],
+             options: UpliftOptions) -> dict[str, Any]:
+    """The evaluation and policy summaries from every partner's noisy releases (fresh OpenDP noise)."""
+    model = set_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed), weights)
+    k = len(options.offers)
+    m = options.plan().gaussian_noise_multiplier
+    qini = np.sum([gaussian(client.evaluation_counts(model, t, k), client.eval_sensitivity(k), m).values
+                   for t in tests], axis=0)
+    pol = np.sum([gaussian(client.policy_counts(model, a, options), 1.0, m).values for a in everyone], axis=0)
+    arms = np.sum([gaussian(economics.arm_totals(a, len(options.arms), options.order_value_cap),
+                            economics.SENSITIVITY, m).values for a in everyone], axis=0)
+    money = economics.summary(arms, options.offers, options.costs, options.order_value_cap,
+                              m * economics.SENSITIVITY * np.sqrt(len(everyone)))
+    return {"metrics": server.qini_summary(qini, options, len(tests)),
+            "policy": server.policy_summary(pol, options, len(tests)), "economics": money}

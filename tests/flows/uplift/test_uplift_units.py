@@ -1,0 +1,119 @@
+"""The uplift task's parts: options and bad input, the audience, the policy's choice, the manifest's charge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from dp_accounting import dp_event
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.data.synth_uplift import best_offer, effects
+from fedinsight.privacy.ledger import compose_epsilon
+from fedinsight.tasks.uplift import client, policy
+from fedinsight.tasks.uplift.features import audience
+from fedinsight.tasks.uplift.options import UpliftOptions
+from fedinsight.tasks.uplift.server import manifest
+
+
+def test_costs_are_parsed_and_bad_ones_named():
+    options = UpliftOptions(offer_costs="discount=4, gift=3")
+    assert options.costs == {"discount": 4.0, "gift": 3.0} and options.arms == ("control", "discount", "gift")
+    for bad, says in (("discount", "ARM=COST"), ("discount=-1", "ARM=COST"), ("a=1,a=2", "twice"),
+                      ("control=1", "control arm")):
+        with pytest.raises(ConfigError, match=says):
+            UpliftOptions(offer_costs=bad)
+    with pytest.raises(ConfigError, match="--offer-costs"):
+        UpliftOptions().require_costs()  # missing costs: said before any partner is contacted
+    with pytest.raises(ConfigError, match="--tiers"):
+        UpliftOptions(offer_costs="b=1", tiers="900,100")
+
+
+def _events(rows):  # noqa: ANN001, ANN202
+    return pd.DataFrame(rows, columns=["customer_id", "timestamp", "campaign", "channel", "stage", "arm"])
+
+
+def test_audience_reads_arms_conversions_and_features_before_exposure():
+    ev = _events([("c1", "2025-03-01", "spring", "email", "exposure", "A"),
+                  ("c1", "2025-03-02", "spring", "email", "convert", "A"),
+                  ("c2", "2025-03-01", "spring", "email", "exposure", "B"),
+                  ("c2", "2025-02-01", "spring", "email", "convert", "B"),  # before its exposure: not a conversion
+                  ("c3", "2025-03-01", "other", "email", "exposure", "A")])  # another campaign: not in the job
+    tx = pd.DataFrame({"customer_id": ["c1", "c1", "c2"], "timestamp": ["2025-01-01", "2025-04-01", "2024-01-01"],
+                       "amount": [50.0, 999.0, 20.0]})
+    who = audience(ev, tx, "spring", ("A", "B"))
+    assert list(who.ids) == ["c1", "c2"] and who.arm.tolist() == [0, 1] and who.converted.tolist() == [1.0, 0.0]
+    assert who.order_value.tolist() == [50.0, 20.0]  # the purchase after exposure is not a feature
+    assert who.spend_year.tolist() == [50.0, 0.0]  # c2's purchase is more than a year before exposure
+    assert ((who.x >= 0) & (who.x <= 1)).all()
+
+
+def test_a_campaign_with_a_missing_arm_or_no_exposures_is_refused_with_what_to_fix():
+    ev = _events([("c1", "2025-03-01", "spring", "email", "exposure", "A")])
+    with pytest.raises(ConfigError, match="arm.s. B have no exposures"):
+        audience(ev, None, "spring", ("A", "B"))
+    with pytest.raises(ConfigError, match="no exposures"):
+        audience(ev, None, "autumn", ("A", "B"))
+    with pytest.raises(ConfigError, match="'arm' column"):
+        audience(ev.drop(columns="arm"), None, "spring", ("A", "B"))
+
+
+def test_the_policy_picks_the_largest_positive_value_or_none():
+    uplift = np.array([[0.10, 0.02], [0.01, 0.10], [0.01, 0.01]])
+    value = np.array([50.0, 50.0, 50.0])
+    costs = np.array([4.0, 3.0])
+    # values: [1, -2], [-3.5, 2], [-3.5, -2.5]
+    assert policy.choose(uplift, value, costs).tolist() == [1, 2, 0]
+    assert policy.tiers(np.array([0.0, 299.9, 300.0, 1200.0]), (300.0, 1200.0)).tolist() == [0, 0, 1, 2]
+    assert policy.counts(np.array([1, 2, 0]), np.array([0, 2, 2]), 2).tolist() == [0, 0, 1, 1, 0, 0, 0, 0, 1]
+    truth = best_offer({"d": uplift[:, 0], "g": uplift[:, 1]}, value, {"d": 4.0, "g": 3.0})
+    assert truth.tolist() == ["d", "g", ""]  # the benchmark's truth policy applies the same rule
+
+
+def test_planted_effects_depend_on_tier_and_price_sensitivity():
+    lam = np.array([1.0, 1.0, 24.0])
+    e = effects(lam, np.array([100.0, 100.0, 2000.0]), np.array([0.9, 0.1, 0.9]))
+    assert e["tier"].tolist() == [0, 0, 2]
+    assert e["discount"][0] > e["discount"][1] > 0 and e["discount"][2] < e["discount"][0] / 4
+    assert e["gift"][2] > e["gift"][0]
+
+
+def test_the_charge_is_the_manifest_and_composes_to_the_jobs_epsilon():
+    options = UpliftOptions(offer_costs="discount=4,gift=3", rounds=3)
+    m = manifest(options, "uplift")
+    assert [r.reply for r in m.private()] == ["train", "evaluate", "policy", "economics"]
+    assert m.private()[0].count == 3
+    planned = compose_epsilon(m.events(), options.delta)
+    assert planned <= options.epsilon * (1 + 1e-6) and planned > 0.95 * options.epsilon
+    assert compose_epsilon(client.events(options), options.delta) == pytest.approx(planned, rel=1e-9)
+    assert isinstance(m.private()[1].event, dp_event.GaussianDpEvent)
+    assert client.eval_length(2) == m.private()[1].fields["qini"][0]
+
+
+def test_campaign_economics_from_exact_totals_and_intervals_that_widen_with_noise():
+    from fedinsight.tasks.uplift import economics
+
+    # control: 1,000 customers, 100 convert; offer: 1,000 customers, 150 convert, their usual orders sum to 7,500
+    totals = np.array([1000.0, 100.0, 100 * 40 / 200, 1000.0, 150.0, 7_500 / 200])
+    out = economics.summary(totals, ("B",), {"B": 2.0}, 200.0, noise_sd=0.0)["B"]
+    assert out["incremental_conversions"]["value"] == pytest.approx(50.0)
+    assert out["incremental_revenue"]["value"] == pytest.approx(50.0 * 50.0)  # 50 extra x mean usual order 50
+    assert out["cost"]["value"] == pytest.approx(2_000.0) and out["cpa"]["value"] == pytest.approx(40.0)
+    assert out["roi"]["value"] == pytest.approx((2_500 - 2_000) / 2_000)
+    lo, hi = out["incremental_conversions"]["ci95"]
+    assert lo < 50 < hi and hi - lo < 60  # binomial sampling alone: sd ~ 21 for the difference
+    noisy = economics.summary(totals, ("B",), {"B": 2.0}, 200.0, noise_sd=30.0)["B"]["incremental_conversions"]
+    assert noisy["ci95"][1] - noisy["ci95"][0] > hi - lo  # the DP noise widens the interval
+    who = audience(_events([("c1", "2025-03-01", "s", "e", "exposure", "A"), ("c2", "2025-03-01", "s", "e",
+                            "exposure", "B"), ("c2", "2025-03-02", "s", "e", "convert", "B")]),
+                   pd.DataFrame({"customer_id": ["c2"], "timestamp": ["2025-01-01"], "amount": [500.0]}), "s",
+                   ("A", "B"))
+    assert economics.arm_totals(who, 2, 200.0).tolist() == [1, 0, 0, 1, 1, 1.0]  # the order capped at 200
+
+
+def test_the_released_model_is_the_moving_average_of_the_global_models():
+    from fedinsight.models.uplift import moving_average
+
+    first = moving_average(None, {"w": np.array([1.0, 2.0])}, 0.8)
+    assert first["w"].tolist() == [1.0, 2.0]
+    assert moving_average(first, {"w": np.array([6.0, 2.0])}, 0.8)["w"].tolist() == pytest.approx([2.0, 2.0])
