@@ -16,7 +16,7 @@ from fedinsight.tasks import TASKS
 
 def test_the_registry_holds_every_shipped_task_once():
     assert registry.names() == sorted(t.name for t in TASKS)
-    assert len(set(registry.names())) == len(TASKS) == 7
+    assert len(set(registry.names())) == len(TASKS) == 8
     for task in registry.tasks():
         assert isinstance(task, Task) and task.name.isidentifier()  # Flower message types need identifiers
         assert issubclass(task.options, Options)
