@@ -12,8 +12,9 @@ Separation (stated so the benchmark's ARI goal means something): the five centre
 sd :data:`SPREAD` (0.05) per coordinate, i.e. 4.1 sd from the half-way plane to the nearest other centre, so
 the nearest-centre (Bayes-optimal, equal spherical clusters) assignment is wrong for about Phi(-4.1) = 2e-5 of
 customers per neighbour. Frequency is a whole number of purchases (``round(expm1(...))``, at least 1), which
-moves a one- or two-purchase customer's frequency coordinate by at most about 0.05; recency is exact to the
-second and spend to the cent. Non-private k-means recovers the planted labels with ARI above 0.99.
+moves the frequency coordinate by half a purchase at most (up to 0.07 for one- or two-purchase customers, about
+0.02 on average; a planted value under half a purchase, about 1 % of customers, becomes one purchase); recency is
+exact to the second and spend to the cent. Non-private k-means recovers the planted labels with ARI above 0.99.
 
 How a customer's purchases are drawn: its last purchase is ``recency`` days before ``as_of`` (the day after
 ``end``), its other purchases uniform over the window before that, and its total spend split over its purchases
