@@ -26,6 +26,7 @@ Usage::
     python benchmarks/segments.py                       # planted 10,000 and 100,000 over 10 partners + CDNOW
     python benchmarks/segments.py --flower              # ... and one Flower run at 100,000 customers
     python benchmarks/segments.py --quick               # planted 10,000 only, 3 draws
+    python benchmarks/segments.py --iterations 2        # fewer Lloyd steps, more budget per step
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def cdnow(partners: int, seed: int = 3) -> list[np.ndarray]:
 
 
 def measure(name: str, parts: list[np.ndarray], labels: np.ndarray | None, k: int, draws: int,
-            progress: Progress) -> dict[str, Any]:
+            progress: Progress, iterations: int = 5) -> dict[str, Any]:
     x = np.concatenate(parts)
     central = best_kmeans(x, k)
     base = kmeans.cost(x, central)
@@ -89,7 +90,7 @@ def measure(name: str, parts: list[np.ndarray], labels: np.ndarray | None, k: in
         out["centralized_ari"] = round(float(adjusted_rand_score(labels, kmeans.assign(x, central))), 4)
     task = progress.add_task(f"{name}: {len(EPSILONS) * draws} DP runs", total=len(EPSILONS) * draws)
     for epsilon in EPSILONS:
-        options = SegmentsOptions(k=k, epsilon=epsilon, as_of="2000-01-01")
+        options = SegmentsOptions(k=k, epsilon=epsilon, iterations=iterations, as_of="2000-01-01")
         ratios, aris, seconds = [], [], []
         for _ in range(draws):
             started = time.perf_counter()
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="planted 10,000 customers only, 3 draws")
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=SegmentsOptions().iterations, help="Lloyd steps")
     parser.add_argument("--partners", type=int, default=10)
     parser.add_argument("--customers", default="10000,100000", help="comma-separated planted sizes")
     parser.add_argument("--cdnow-partners", type=int, default=3)
@@ -153,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     with Progress(transient=True) as progress:
         for customers in sizes:
             parts, labels, _ = planted(customers, args.partners)
-            results.append(measure(f"planted-{customers}", parts, labels, args.k, draws, progress))
+            results.append(measure(f"planted-{customers}", parts, labels, args.k, draws, progress, args.iterations))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         if not (args.quick or args.no_cdnow):
-            results.append(measure("cdnow", cdnow(args.cdnow_partners), None, args.k, draws, progress))
-    options = SegmentsOptions(k=args.k)
-    report: dict[str, Any] = {"benchmark": "segments", "draws": draws, "iterations": options.iterations,
-                              "delta": options.delta, "results": results}
+            results.append(measure("cdnow", cdnow(args.cdnow_partners), None, args.k, draws, progress,
+                                   args.iterations))
+    report: dict[str, Any] = {"benchmark": "segments", "draws": draws, "iterations": args.iterations,
+                              "delta": SegmentsOptions().delta, "results": results}
     if args.flower:
         report["flower"] = flower_run(max(sizes), args.partners, args.k)
     print(json.dumps(report, indent=2))
