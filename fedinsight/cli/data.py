@@ -100,6 +100,9 @@ def data_synth(
     as_json: bool = typer.Option(False, "--json", help="Print the generation statistics as JSON."),
     baskets: bool = typer.Option(False, "--baskets", help="Instead: customers and purchases over 60 categories "
                                  "with 25 planted 'bought together' pairs of known lift (CSV; for simulate baskets)."),
+    segments: bool = typer.Option(False, "--segments", help="Instead: customers and purchases around 5 planted, "
+                                  "well-separated recency/frequency/monetary segments of known centres (CSV; for "
+                                  "simulate segments)."),
 ) -> None:
     """Write seeded synthetic partner data with planted ground truth.
 
@@ -110,6 +113,9 @@ def data_synth(
 
     if baskets:
         _synth_baskets(out_dir, customers, partners, seed, overwrite=overwrite, policy=policy, as_json=as_json)
+        return
+    if segments:
+        _synth_segments(out_dir, customers, partners, seed, overwrite=overwrite, policy=policy, as_json=as_json)
         return
 
     config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt, offers=offers)
@@ -142,6 +148,28 @@ def _synth_baskets(out_dir: Path, customers: int, partners: int, seed: int, *, o
     stats = {"customers": customers, "partners": partners, "seed": seed, "categories": config.categories,
              "planted_pairs": len(truth["pairs"]), "truth": str(out_dir / "ground_truth.json")}
     emit(stats, kv_table(f"synthetic baskets -> {out_dir}", stats), as_json)
+
+
+def _synth_segments(out_dir: Path, customers: int, partners: int, seed: int, *, overwrite: bool, policy: bool,
+                    as_json: bool) -> None:
+    from fedinsight.data.synth_segments import SegmentsConfig, write_segments
+    from fedinsight.partner.protection import init_federation
+
+    config = SegmentsConfig(customers=customers, partners=partners, seed=seed)
+    config.check()  # a bad size is refused before anything is written
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{out_dir} is not empty (pass --overwrite to replace it)")
+    if out_dir.exists() and overwrite:
+        import shutil
+
+        shutil.rmtree(out_dir)
+    truth = write_segments(out_dir, config)
+    if policy:
+        init_federation(out_dir)
+    stats = {"customers": customers, "partners": partners, "seed": seed, "segments": len(truth["centres"]),
+             "as_of": truth["as_of"], "min_centre_distance": round(truth["min_centre_distance"], 3),
+             "truth": str(out_dir / "ground_truth.json"), "labels": str(out_dir / "ground_truth" / "segments.csv")}
+    emit(stats, kv_table(f"synthetic segments -> {out_dir}", stats), as_json)
 
 
 @data_app.command("partition")
