@@ -111,6 +111,8 @@ def data_synth(
     from fedinsight.data.synth import SynthConfig, write_synthetic
     from fedinsight.partner.protection import init_federation
 
+    if sum((baskets, segments, offers)) > 1:
+        raise ConfigError("choose one of --baskets, --segments and --offers: each writes a different kind of data")
     if baskets:
         _synth_baskets(out_dir, customers, partners, seed, overwrite=overwrite, policy=policy, as_json=as_json)
         return

@@ -63,3 +63,12 @@ def test_data_synth_segments_writes_partner_folders_or_refuses_with_nothing_writ
                  str(tmp_path / "bad")]) == 2
     assert "at least one customer per partner" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_data_synth_refuses_two_kinds_of_planted_data_at_once(tmp_path, capsys):
+    from fedinsight.cli import main
+
+    out = tmp_path / "both"
+    assert main(["data", "synth", "--segments", "--baskets", "--out", str(out)]) == 2
+    assert "choose one of --baskets, --segments and --offers" in capsys.readouterr().err
+    assert not out.exists()
