@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedinsight.report.charts import Chart, figure, render, tooltip
 from fedinsight.report.page import Section, card, esc, table
 
 
@@ -46,6 +47,7 @@ def baskets_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]
         section.add("<p>No pair is bought together clearly more often than by chance, given the privacy noise: the "
                     "pairs below are the released ones with the highest lift, each to be read with its interval.</p>")
     if rows:
+        section.charts([_lift_chart(shown_pairs)])
         section.add(table(["bought together", "lift", "lift 95 % interval", "of all customers", "also bought the "
                            "second", "also bought the first", "customers (noisy)"], rows))
     else:
@@ -61,3 +63,21 @@ def baskets_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]
             "the minimum group size are not shown.")
     section.add(f'<p class="note">{esc(note)}</p>')
     return cards, [section]
+
+
+def _lift_chart(pairs: list[dict[str, Any]]) -> Chart:
+    """Each shown pair's lift as a point with its 95 % interval, highest first, against the no-link line at 1."""
+    with figure("baskets-lift", 6.4, 0.9 + 0.28 * len(pairs)) as (fig, (ax,)):
+        for row, p in enumerate(pairs):
+            lo, hi = p["lift_ci95"]
+            ax.plot([lo, hi], [row, row], color="#777777", lw=1.5, solid_capstyle="butt")
+            dot = ax.scatter([p["lift"]], [row], s=28, color="#1f77b4", zorder=3)
+            a, b = p["items"]
+            tooltip(dot, f"{a} + {b}: lift {p['lift']:.2f} (95 % interval {lo:.2f} to {hi:.2f})", area=True)
+        ax.axvline(1.0, color="#aa3333", lw=1, ls="--")
+        ax.set_yticks(range(len(pairs)), [f"{p['items'][0]} + {p['items'][1]}" for p in pairs])
+        ax.invert_yaxis()
+        ax.set_xlabel("lift (1 = bought together no more often than by chance)")
+        return render("baskets-lift", "Bought together: lift with 95 % intervals", fig,
+                      "How many times more often each pair is bought by the same customer than if the items were "
+                      "unrelated; the dashed line marks no link.")

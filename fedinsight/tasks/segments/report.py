@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedinsight.report.charts import Chart, bars_with_intervals, figure, render
 from fedinsight.report.page import Section, card, esc, table
 from fedinsight.tasks.segments.features import FEATURES
 
@@ -37,6 +38,7 @@ def segments_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]
         share = f"{s['size'] / total:.0%}"
         rows.append([s["segment"], s["words"], size, interval, share, typical])
     section = Section("segments", "Customer segments")
+    section.charts([_sizes_chart(segments)])
     section.add(table(["segment", "in words", "customers (noisy)", "95 % interval", "share of shown", "typical "
                        "customer (centre)"], rows))
     centre_rows = [[s["segment"], *s["centre"]] for s in segments if not s.get("suppressed")]
@@ -49,3 +51,14 @@ def segments_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]
             "is under the minimum group size are not shown. Words: high above 2/3, low below 1/3.")
     section.add(f'<p class="note">{esc(note)}</p>')
     return cards, [section]
+
+
+def _sizes_chart(segments: list[dict[str, Any]]) -> Chart:
+    """Segment sizes as bars with their 95 % intervals (suppressed ones as hatched placeholders, no number)."""
+    labels = [str(s["segment"]) for s in segments]
+    sizes = [None if s.get("suppressed") else {"value": s["size"], "ci95": s["ci95"]} for s in segments]
+    with figure("segments-sizes", 6.4, 3.2) as (fig, (ax,)):
+        bars_with_intervals(ax, labels, {"customers": sizes}, ylabel="customers (noisy)")
+        words = "; ".join(f"{s['segment']}: {s['words']}" for s in segments if not s.get("suppressed"))
+        return render("segments-sizes", "Customers per segment", fig,
+                      f"Noisy segment sizes with 95 % intervals. {words}.")

@@ -27,6 +27,9 @@ def test_the_section_describes_each_segment_and_hides_suppressed_sizes():
     assert "62%" in html and "38%" in html  # shares over the shown segments only
     assert "suppressed" in html and "cooling, repeat, mid spend" not in html  # a small segment is not described
     assert any("1.08x" in c for c in cards)
+    # the sizes chart: a bar per shown segment with its interval on hover, the suppressed one without a number
+    assert "segments-sizes" in html and "1: 1,234 (95 % interval 1,190 to 1,279)" in html
+    assert "3: suppressed (below the minimum group size)" in html
 
 
 def test_no_segments_no_section():

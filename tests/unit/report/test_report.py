@@ -26,6 +26,9 @@ EXPECTED_CHARTS = {
     "recommend": {"recommend-learning", "recommend-ranking", "recommend-exploration", "privacy-budget"},
     "insights": {"segment-profile-rfm", "funnel-by-channel", "ab-lift", "golden-hours", "channel-response",
                  "ltv-tiers", "privacy-budget"},
+    "segments": {"segments-sizes", "privacy-budget"},
+    "baskets": {"baskets-lift", "privacy-budget"},
+    "uplift": {"uplift-qini", "privacy-budget"},
 }
 
 CURVE_CHARTS = {"propensity-roc", "propensity-gain"}
@@ -37,8 +40,8 @@ cover them (whiskers, caps and lines ignore the pointer), and none do, so every 
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """Three short simulations through the CLI, each of which writes its report at the end."""
+def runs(tmp_path_factory) -> _Runs:
+    """Short simulations of every task with a report section, through the CLI; each writes its report at the end."""
     root = tmp_path_factory.mktemp("runs")
     commands = {
         "propensity": ["simulate", "propensity", "--dataset", "cdnow", "--partners", "3", "--rounds", "2",
@@ -46,16 +49,30 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "insights": ["simulate", "insights", "--dataset", "synthetic", "--partners", "3", "--customers", "30000"],
         "recommend": ["simulate", "recommend", "--dataset", "movielens-100k", "--partners", "3", "--rounds", "2",
                       "--epsilon", "8", "--eval-every", "1", "--eval-metrics", "all", "--baseline-epochs", "5"],
+        "segments": ["simulate", "segments", "--dataset", "cdnow", "--partners", "3"],
+        "baskets": ["simulate", "baskets", "--dataset", "synthetic", "--partners", "3", "--customers", "30000"],
+        "uplift": ["simulate", "uplift", "--dataset", "synthetic", "--partners", "2", "--customers", "4000",
+                   "--rounds", "2"],
     }
-    out = {}
-    for task, args in commands.items():
-        out[task] = root / task
-        assert main([*args, "--out", str(out[task]), "--json"]) == 0, task
-    return out
+    return _Runs(root, commands)
+
+
+class _Runs:
+    """Each task's run folder, simulated the first time a test asks for it (so ``-k`` runs only what it needs)."""
+
+    def __init__(self, root: Path, commands: dict[str, list[str]]) -> None:
+        self.root, self.commands, self.done = root, commands, set()
+
+    def __getitem__(self, task: str) -> Path:
+        out = self.root / task
+        if task not in self.done:
+            assert main([*self.commands[task], "--out", str(out), "--json"]) == 0, task
+            self.done.add(task)
+        return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["propensity", "insights", "recommend"])
+@pytest.mark.parametrize("task", list(EXPECTED_CHARTS))
 def test_every_chart_renders_in_headless_chromium(runs, task, tmp_path):
     require_chromium()
     report = runs[task] / "report.html"
