@@ -34,9 +34,11 @@ def test_simulate_propensity_on_mapped_exports_in_place(tmp_path, capsys):
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "amounts in USD" in report and "1 CNY = 0.138 USD" in report and "predicted LTV (USD)" in report
     assert summary["partner_folders"] == sorted(exports) and summary["partners"] == 2
-    # the released evaluation is a DP release: at 2 x 400 customers its noisy held-out count may be clamped to
-    # 0, so the held-out customers are checked on the simulation-only exact evaluation of the released model
-    assert summary["metrics"]["federated"]["partners"] == 2 and summary["metrics"]["federated"]["n"] >= 0
+    # at 400 customers a partner's held-out set (its own random tenth) may fall under its evaluation minimum: the
+    # partner then releases nothing (suppressed), so either may; the released evaluation is a DP release whose
+    # noisy count may be clamped to 0. The held-out customers are checked on the simulation-only exact evaluation
+    fed = summary["metrics"]["federated"]
+    assert fed["partners"] + fed["partners_suppressed"] == 2 and fed.get("n", 0.0) >= 0
     assert summary["metrics"]["federated_exact"]["n"] > 0 and summary["messages"]["violations"] == []
     assert set(summary["privacy"]["epsilon_spent"]) == set(exports)
     # the partners' files were read in place: nothing rewritten, nothing copied into the run folder
