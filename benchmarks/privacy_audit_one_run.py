@@ -1,6 +1,6 @@
 """One-run privacy audit (Steinke, Nasr, Jagielski 2023) and LiRA of the propensity model, DP and not.
 
-    python benchmarks/privacy_audit_one_run.py [--quick] [--epsilons 1 3 8] [--canaries 500] [--models 6]
+    python benchmarks/privacy_audit_one_run.py [--quick] [--epsilons 1 3 8] [--canaries 500] [--models 16]
 
 What it does, per training regime (no DP, then DP-SGD at each ``--epsilons``), all in one process:
 
@@ -19,8 +19,11 @@ What it does, per training regime (no DP, then DP-SGD at each ``--epsilons``), a
 4. LiRA (online, fixed variance) over all runs, each in turn the target and the others its shadows:
    TPR at 0.1 % FPR on the canaries (``fedinsight.privacy.lira``).
 
+5. The recommender (``privacy_audit_recommender.py``): the same one-run audit with canary customers who
+   each hold a planted rare item, scored on the released item table; one run per regime.
+
 Goal (issue 14): the non-private run's bound clearly above every DP run's, and every DP run's bound
-below its claimed epsilon. The recommender is not audited here yet.
+below its claimed epsilon.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class AuditConfig:
 
     customers: int = 300
     canaries: int = 500
-    models: int = 6
+    models: int = 16
     epochs: int = 300
     sample_rate: float = 0.1
     lr: float = 0.5
@@ -164,7 +167,6 @@ def run(config: AuditConfig, x: np.ndarray, y: np.ndarray, epsilons: list[float]
 
 def cdnow_customers(n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random CDNOW customers' standardised calibration features and buy-again labels."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from privacy_audit import cdnow_features  # the same features as the loss/shadow audit
 
     x, y = cdnow_features()
@@ -180,16 +182,25 @@ def main() -> int:
     parser.add_argument("--canaries", type=int, default=None)
     parser.add_argument("--models", type=int, default=None, help="training runs per regime (LiRA's shadows)")
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--no-recommender", action="store_true", help="audit the propensity model only")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
     base = AuditConfig(customers=200, canaries=250, models=3, epochs=150) if args.quick else AuditConfig()
     overrides = {k: v for k in ("customers", "canaries", "models", "epochs") if (v := getattr(args, k)) is not None}
     config = AuditConfig(**{**base.__dict__, **overrides})
     torch.set_num_threads(1)
     start = time.perf_counter()
     x, y = cdnow_customers(config.customers)
-    report = {"model": f"propensity {config.kind} (fedinsight.models.propensity) on CDNOW features",
-              "config": config.__dict__, **run(config, x, y, args.epsilons, Console(stderr=True)),
-              "recommender": "not audited yet", "seconds": round(time.perf_counter() - start, 1)}
+    report: dict[str, object] = {
+        "model": f"propensity {config.kind} (fedinsight.models.propensity) on CDNOW features",
+        "config": config.__dict__, **run(config, x, y, args.epsilons, Console(stderr=True))}
+    if not args.no_recommender:
+        from privacy_audit_recommender import RecommenderAuditConfig
+        from privacy_audit_recommender import run as run_recommender
+
+        rec = RecommenderAuditConfig(customers=200, canaries=250, epochs=10) if args.quick else RecommenderAuditConfig()
+        report["recommender"] = run_recommender(rec, args.epsilons)
+    report["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(report, indent=2))
     return 0
 
