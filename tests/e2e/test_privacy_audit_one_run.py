@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fedinsight.privacy.one_run_audit import epsilon_lower_bound
@@ -50,3 +51,30 @@ def test_tiny_audit_reports_every_regime_side_by_side():
         assert lira["members"] + lira["nonmembers"] == 2 * 40 and 0.0 <= lira["tpr"] <= 1.0
     assert isinstance(report["goal_nonprivate_bound_above_every_dp_bound"], bool)
     assert isinstance(report["goal_every_dp_bound_below_claimed"], bool)
+
+
+def _load_recommender_benchmark():
+    spec = importlib.util.spec_from_file_location("recommender_audit_benchmark",
+                                                  ROOT / "benchmarks" / "privacy_audit_recommender.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recommender_audit_scores_every_canary_on_the_released_item_table():
+    bench = _load_recommender_benchmark()
+    rng = np.random.default_rng(0)
+    items = pd.DataFrame({"item_id": [f"i{k}" for k in range(30)]})  # a partner's own catalogue
+    interactions = pd.DataFrame({
+        "customer_id": np.repeat([f"c{k}" for k in range(40)], 6),
+        "item_id": [f"i{k}" for k in rng.integers(0, 30, 240)],
+        "timestamp": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(240), unit="h"),
+    })
+    config = bench.RecommenderAuditConfig(customers=30, canaries=20, epochs=2, dim=4)
+    for eps in (None, 2.0):
+        row = bench.audit_run(config, interactions, items, eps)
+        audit = row["one_run_audit"]
+        assert audit["canaries"] == 20 and 0 < audit["guesses"] <= 20 and 0 <= audit["correct"] <= audit["guesses"]
+        assert 0.0 <= row["empirical_epsilon_lower_bound_95"] <= epsilon_lower_bound(20, 20, 20, 1e-5)
+        assert row["claimed_epsilon"] is None if eps is None else 1.9 < row["claimed_epsilon"] <= 2.0
