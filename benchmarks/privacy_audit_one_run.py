@@ -176,7 +176,7 @@ def cdnow_customers(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (under a minute)")
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
     parser.add_argument("--customers", type=int, default=None, help="real training customers")
     parser.add_argument("--canaries", type=int, default=None)
