@@ -7,11 +7,11 @@ and the attack AUCs (loss-threshold and shadow-model) with a bootstrap 95 % inte
 ``--repeats`` random member/non-member draws. The goal: attack AUC <= 0.55 at epsilon <= 3, while the
 non-private model shows measurably higher leakage (so the audit demonstrably detects leakage).
 
-Model: ``fedinsight.models.propensity`` is built on another branch; until it is merged this audits a
-stand-in with the same protocol -- an MLP on CDNOW calibration features (log RFM, spend, monthly purchase
-counts; label = buys again in the holdout, DESIGN.md's split), one row per customer (the privacy unit).
-The recommender audit is not wired yet (no recommender in this installation); the attack code in
-``fedinsight.privacy.membership`` is generic over any torch model and per-example loss.
+Model: an MLP on CDNOW calibration features (log RFM, spend, monthly purchase counts; label = buys again in the
+holdout, DESIGN.md's split), one row per customer (the privacy unit). The attack code in
+``fedinsight.privacy.membership`` is generic over any torch model and per-example loss. These average-case attacks
+cannot tell epsilon 1 from no DP on this model; ``benchmarks/privacy_audit_one_run.py`` is the audit that can (the
+one-run audit with canaries, and LiRA, for the product's propensity MLP and the recommender: docs/privacy.md).
 """
 
 from __future__ import annotations
