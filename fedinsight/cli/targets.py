@@ -137,24 +137,29 @@ def export_offers(
                                                                 "PARTNER_DATA/mapping.toml if present)."),
     out_path: Path = typer.Option(..., "--out", help="The offer list (.csv or .parquet)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+    purpose: str = typer.Option("marketing", "--purpose", help="The consent purpose the list is for (default "
+                                "marketing: contacting customers with offers)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Each of this partner's customers with the offer worth sending (largest expected extra value after its cost)
     or none: its own id, the offer, the expected value, the value tier and each offer's predicted uplift.
 
-    Runs on the partner only and sends nothing. Only customers who consent to training and were not erased appear.
+    Runs on the partner only and sends nothing. Only customers who consent to --purpose (marketing by default) and
+    to training (the model's predictions come from it), and were not erased, appear.
 
     Example: fedinsight partner export offers --model runs/up/uplift_model.json --partner-data shop
     --as-of 2026-01-01 --out offers.csv
     """
     from fedinsight.partner.side import open_partner
-    from fedinsight.partner.targets import check_output, write_targets
+    from fedinsight.partner.targets import check_output, check_purpose, view_tokens, write_targets
     from fedinsight.tasks.uplift.export import load_model, offer_list
 
+    check_purpose(purpose)
     target = check_output(out_path, force)
     uplift = load_model(model)
     partner = open_partner(partner_data, "training", mapping_file=mapping)
-    frame = offer_list(uplift, partner, as_of)
+    allowed = None if purpose == "training" else view_tokens(open_partner(partner_data, purpose, mapping_file=mapping))
+    frame = offer_list(uplift, partner, as_of, allowed=allowed)
     write_targets(frame, target)
     counts = frame["offer"].value_counts()
     result = {"customers": len(frame), "out": str(target),

@@ -137,7 +137,7 @@ def build_targets(bundle, folder: str | Path, *, purpose: str, top: Top | str | 
     if data.transactions is None:
         raise DataValidationError(Problem(f"partner {scoring.partner_id}",
                                           "no transactions table: nothing to score (map the orders export)"))
-    allowed = _view_tokens(chosen)
+    allowed = view_tokens(chosen)
     say("score customers")
     scores = score_customers(bundle, data.transactions, as_of)  # type: ignore[arg-type]
     scores = scores[scores["customer_id"].isin(allowed)]
@@ -156,7 +156,7 @@ def build_targets(bundle, folder: str | Path, *, purpose: str, top: Top | str | 
                       purpose=purpose, top=top)
 
 
-def _view_tokens(partner: PartnerSide) -> set[str]:
+def view_tokens(partner: PartnerSide) -> set[str]:
     """Tokens of the customers the view gives for its purpose (consenting, not erased)."""
     data = partner.data()
     if data.customers is not None:

@@ -50,9 +50,11 @@ def network(model: dict[str, Any]) -> UpliftNet:
     return set_weights(net, {k: np.asarray(v, dtype=np.float32) for k, v in model["weights"].items()})  # type: ignore[return-value]
 
 
-def offer_list(model: dict[str, Any], partner: Partner, as_of: str) -> pd.DataFrame:
+def offer_list(model: dict[str, Any], partner: Partner, as_of: str, *,
+               allowed: set[str] | None = None) -> pd.DataFrame:
     """``customer_id`` (the partner's own), ``offer`` (or "none"), ``expected_value``, ``value_tier`` and each
-    offer's predicted uplift, best value first; consenting, non-erased customers only."""
+    offer's predicted uplift, best value first; consenting, non-erased customers only. ``allowed``: the tokens of
+    the customers who also consent to the list's own purpose (e.g. marketing); the others are left out."""
     try:
         when = pd.Timestamp(as_of)
     except (TypeError, ValueError):
@@ -65,6 +67,8 @@ def offer_list(model: dict[str, Any], partner: Partner, as_of: str) -> pd.DataFr
     if source is None:
         raise ConfigError("an offer list needs the partner's customers or transactions table")
     ids = pd.Index(source["customer_id"].astype(str).unique())
+    if allowed is not None:
+        ids = ids[ids.isin(list(allowed))]
     x, order_value, spend_year = features_at(data.transactions, pd.Series(when, index=ids))  # type: ignore[arg-type]
     offers = list(model["arms"][1:])
     costs = np.asarray([float(model["costs"][o]) for o in offers])

@@ -60,6 +60,28 @@ def test_own_data_job_releases_qini_and_policy_counts_and_a_partner_lists_its_ow
     assert main(["partner", "export", "offers", "--model", str(tmp_path / "summary.json"), "--partner-data",
                  str(federation.folder(partner)), "--as-of", "2026-01-01", "--out", str(tmp_path / "x.csv")]) == 2
 
+    # a copy of the partner where some customers refuse marketing only: off the offer list (the list's purpose),
+    # though they still consent to training; --purpose training lists them again
+    import shutil
+
+    shop = tmp_path / "shop"
+    shutil.copytree(federation.folder(partner), shop)
+    customers = pd.read_csv(shop / "customers.csv", dtype=str)
+    refused = set(frame["customer_id"][::4])
+    customers["consent_marketing"] = ~customers["customer_id"].isin(refused)
+    customers.to_csv(shop / "customers.csv", index=False)
+    args = ["partner", "export", "offers", "--model", str(tmp_path / "uplift_model.json"), "--partner-data", str(shop),
+            "--as-of", "2026-01-01"]
+    assert main([*args, "--out", str(tmp_path / "marketing.csv")]) == 0
+    marketing = pd.read_csv(tmp_path / "marketing.csv", dtype={"customer_id": str})
+    assert refused and not set(marketing["customer_id"]) & refused
+    assert set(marketing["customer_id"]) == set(frame["customer_id"]) - refused
+    assert main([*args, "--purpose", "training", "--out", str(tmp_path / "training.csv")]) == 0
+    assert set(pd.read_csv(tmp_path / "training.csv", dtype={"customer_id": str})["customer_id"]) == \
+        set(frame["customer_id"])
+    assert main([*args, "--purpose", "astrology", "--out", str(tmp_path / "y.csv")]) == 2
+    assert not (tmp_path / "y.csv").exists()
+
 
 @pytest.mark.slow
 def test_simulate_uplift_from_the_cli_on_synthetic_offers_charges_the_plan_and_reports(tmp_path):
