@@ -18,6 +18,7 @@ from fedinsight.cli.common import (
     reproduce_command,
 )
 from fedinsight.core.errors import ConfigError, DataValidationError
+from fedinsight.core.files import atomic_output_dir
 
 data_app = typer.Typer(help="Fetch, validate, generate and partition partner data.", no_args_is_help=True)
 
@@ -140,13 +141,10 @@ def _synth_baskets(out_dir: Path, customers: int, partners: int, seed: int, *, o
     config.check()  # a bad size is refused before anything is written
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{out_dir} is not empty (pass --overwrite to replace it)")
-    if out_dir.exists() and overwrite:
-        import shutil
-
-        shutil.rmtree(out_dir)
-    truth = write_baskets(out_dir, config)
-    if policy:
-        init_federation(out_dir)
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:  # the old folder goes only once the new one is whole
+        truth = write_baskets(tmp, config)
+        if policy:
+            init_federation(tmp)
     stats = {"customers": customers, "partners": partners, "seed": seed, "categories": config.categories,
              "planted_pairs": len(truth["pairs"]), "truth": str(out_dir / "ground_truth.json")}
     emit(stats, kv_table(f"synthetic baskets -> {out_dir}", stats), as_json)
@@ -161,13 +159,10 @@ def _synth_segments(out_dir: Path, customers: int, partners: int, seed: int, *, 
     config.check()  # a bad size is refused before anything is written
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{out_dir} is not empty (pass --overwrite to replace it)")
-    if out_dir.exists() and overwrite:
-        import shutil
-
-        shutil.rmtree(out_dir)
-    truth = write_segments(out_dir, config)
-    if policy:
-        init_federation(out_dir)
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:  # the old folder goes only once the new one is whole
+        truth = write_segments(tmp, config)
+        if policy:
+            init_federation(tmp)
     stats = {"customers": customers, "partners": partners, "seed": seed, "segments": len(truth["centres"]),
              "as_of": truth["as_of"], "min_centre_distance": round(truth["min_centre_distance"], 3),
              "truth": str(out_dir / "ground_truth.json"), "labels": str(out_dir / "ground_truth" / "segments.csv")}

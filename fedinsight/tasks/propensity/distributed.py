@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.secagg import trust_text
@@ -33,7 +34,9 @@ MECHANISM = "dp-sgd+secagg"
 
 def shapes(options: PropensityOptions) -> dict[str, tuple[int, ...]]:
     """The model's parameter shapes, in the order its state dict (and the secure vector) lists them."""
-    return {k: tuple(v.shape) for k, v in get_weights(build_model(len(FEATURES), options.model, options.seed)).items()}
+    with torch.random.fork_rng():  # build_model seeds torch's global generator with the public seed: not here
+        model = build_model(len(FEATURES), options.model, options.seed)
+    return {k: tuple(v.shape) for k, v in get_weights(model).items()}
 
 
 def coordinates(options: PropensityOptions) -> int:

@@ -93,6 +93,11 @@ def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str,
         raise SecureAggregationError(f"this partner has more training customers than the job's public bound "
                                      f"--max-customers {enc.max_customers}; refused (raise the bound)")
     model = _model(parameters, options)
+    try:  # read before the spend: a malformed round costs the partner nothing
+        scaler = SharedScaler(tuple(config["scaler-mean"]), tuple(config["scaler-std"]))
+        target = TargetScaler(float(config["target-mean"]), float(config["target-std"]))
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError("a distributed-noise propensity round lacks its public feature and target scales") from None
     dp = options.plan()
     assert dp is not None
     rnd = config.get("server-round", "?")
@@ -101,8 +106,6 @@ def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str,
                        description=f"propensity round {rnd} ({distributed.MECHANISM}): full-batch DP-SGD step, noise "
                                    f"{dp.noise_multiplier:.4g} on the sum, clip {dp.max_grad_norm:g}; "
                                    + distributed.trust_model(options, partners))
-    scaler = SharedScaler(tuple(config["scaler-mean"]), tuple(config["scaler-std"]))
-    target = TargetScaler(float(config["target-mean"]), float(config["target-std"]))
     data = tensors(scaler.transform(split.unit_train), split.buys_train,
                    target.transform(unit_spend(split.spend_train, options.caps)))
     total = clipped_gradient_sum(model, data, propensity_loss, max_grad_norm=dp.max_grad_norm).numpy()
