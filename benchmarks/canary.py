@@ -50,6 +50,10 @@ from fedinsight.privacy.consent import PURPOSES
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 
+TASK_ARGS: dict[str, tuple[str, ...]] = {"uplift": ("--offer-costs", "discount=4,gift=3")}
+"""What a task needs beyond the defaults on these partners (the uplift task: the planted offers campaign's costs)."""
+
+
 def installed_tasks() -> list[str]:
     """The tasks this installation can run: every task in the task registry."""
     return registry.names()
@@ -105,7 +109,8 @@ def run_canary_audit(out: Path, *, customers: int = 3_000, partners: int = 3, pe
     try:
         with progress:
             bar = progress.add_task("synthetic partners + canaries", total=steps)
-            write_synthetic(SynthConfig(customers=customers, partners=partners, seed=seed, fmt="csv"), data)
+            config = SynthConfig(customers=customers, partners=partners, seed=seed, fmt="csv", offers=True)
+            write_synthetic(config, data)
             rng = random.Random(f"canary-{seed}-{time.time_ns()}")
             per_folder = {k: plant_canaries(data / f"partner-{k}", per_partner, rng) for k in range(partners)}
             planted = [c for cs in per_folder.values() for c in cs]
@@ -132,7 +137,7 @@ def run_canary_audit(out: Path, *, customers: int = 3_000, partners: int = 3, pe
                 progress.update(bar, description=f"simulate {task}")
                 code = sandbox.run(f"simulate-{task}", "simulate", command_name(registry.get(task)), "--dataset",
                                    str(data), "--partners", str(partners), "--out", str(out / "runs" / task),
-                                   capture_as=task)
+                                   *TASK_ARGS.get(task, ()), capture_as=task)
                 jobs[f"simulate-{task}"] = "ok" if code == 0 else f"failed (exit {code})"
                 progress.advance(bar)
 
