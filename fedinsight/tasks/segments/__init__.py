@@ -28,10 +28,12 @@ BUILTIN_AS_OF = {"cdnow": "1998-07-01", "synthetic": "2026-01-01"}
 
 
 def manifest(options: SegmentsOptions) -> Manifest:
-    """Every release of one job: the histogram, ``iterations`` x (counts, sums), the final sizes."""
+    """Every release of one job: the histogram, ``iterations`` x (counts, sums), the final sizes. With
+    ``--k-range`` the shapes are the range's largest k until the coordinator has picked k (then
+    :func:`fedinsight.tasks.segments.server.resize` narrows them); the noise, hence the charge, does not depend on k."""
     plan = options.noise()
     events = plan.events()
-    k, d, cells = options.k, options.dim, options.grid_size ** options.dim
+    k, d, cells = options.k_max, options.dim, options.grid_size ** options.dim
     gauss = "gaussian"
     return Manifest("segments", (
         Release("histogram", client.RECORD, {"histogram": (cells,)}, gauss, event=events[0],
