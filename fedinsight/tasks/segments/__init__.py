@@ -112,6 +112,10 @@ class SegmentsTask(Task):
                 rows.append((f"segment {s['segment']}", "suppressed (under the minimum group size)"))
             else:
                 rows.append((f"segment {s['segment']}", f"{s['words']} (~{s['size']:,.0f} customers)"))
+        choice = summary.get("k_choice") or {}
+        if choice:
+            rows.append(("number of segments", f"{choice['chosen']} (chosen in {choice['range'][0]}-"
+                                               f"{choice['range'][1]}, no extra epsilon)"))
         ratio = (summary.get("baselines") or {}).get("cost_ratio")
         if ratio is not None:
             rows.append(("k-means cost vs non-private", f"{ratio:.3f}x"))
