@@ -82,3 +82,15 @@ def test_a_histogram_with_no_clear_customers_is_a_clear_error():
     options = SegmentsOptions(k=3, epsilon=1.0, as_of="2026-01-01")
     with pytest.raises(ConfigError, match="too few customers"):
         server.prepare(np.zeros(216), options, 3)
+
+
+def test_the_simulation_baseline_is_refitted_at_the_k_the_job_chose():
+    from fedinsight.tasks.segments import baselines, kmeans
+
+    x = planted_vectors([[0.2, 0.2, 0.2], [0.8, 0.8, 0.8], [0.2, 0.8, 0.5]], 300, 6)
+    fitted = baselines.best_kmeans(x, 5)  # fitted before the job chose k (at --k 5)
+    summary = {"centres": baselines.best_kmeans(x, 3).tolist()}
+    merged = baselines.merge(summary, {"centralized_cost": kmeans.cost(x, fitted),
+                                       "centralized_centres": fitted.tolist(), baselines.VECTORS: x})
+    assert len(merged["baselines"]["centralized_centres"]) == 3
+    assert merged["baselines"]["cost_ratio"] == pytest.approx(1.0)  # the same non-private fit on both sides
