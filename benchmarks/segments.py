@@ -27,6 +27,7 @@ Usage::
     python benchmarks/segments.py --flower              # ... and one Flower run at 100,000 customers
     python benchmarks/segments.py --quick               # planted 10,000 only, 3 draws
     python benchmarks/segments.py --iterations 2        # fewer Lloyd steps, more budget per step
+    python benchmarks/segments.py --k-range 2-8         # the task picks k: how often each k is chosen
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def cdnow(partners: int, seed: int = 3) -> list[np.ndarray]:
 
 
 def measure(name: str, parts: list[np.ndarray], labels: np.ndarray | None, k: int, draws: int,
-            progress: Progress, iterations: int = 5) -> dict[str, Any]:
+            progress: Progress, iterations: int = 5, k_range: str = "") -> dict[str, Any]:
     x = np.concatenate(parts)
     central = best_kmeans(x, k)
     base = kmeans.cost(x, central)
@@ -90,12 +91,13 @@ def measure(name: str, parts: list[np.ndarray], labels: np.ndarray | None, k: in
         out["centralized_ari"] = round(float(adjusted_rand_score(labels, kmeans.assign(x, central))), 4)
     task = progress.add_task(f"{name}: {len(EPSILONS) * draws} DP runs", total=len(EPSILONS) * draws)
     for epsilon in EPSILONS:
-        options = SegmentsOptions(k=k, epsilon=epsilon, iterations=iterations, as_of="2000-01-01")
-        ratios, aris, seconds = [], [], []
+        options = SegmentsOptions(k=k, k_range=k_range, epsilon=epsilon, iterations=iterations, as_of="2000-01-01")
+        ratios, aris, seconds, chosen = [], [], [], []
         for _ in range(draws):
             started = time.perf_counter()
             centres = federated_kmeans(parts, options)
             seconds.append(time.perf_counter() - started)
+            chosen.append(len(centres))
             ratios.append(kmeans.cost(x, centres) / base)
             if labels is not None:
                 aris.append(float(adjusted_rand_score(labels, kmeans.assign(x, centres))))
@@ -103,6 +105,8 @@ def measure(name: str, parts: list[np.ndarray], labels: np.ndarray | None, k: in
         row: dict[str, Any] = {"cost_ratio_median": round(float(np.median(ratios)), 4),
                                "cost_ratio_max": round(float(np.max(ratios)), 4),
                                "seconds_per_run": round(float(np.median(seconds)), 2)}
+        if k_range:  # how often each k was chosen (the cost ratio is against non-private k-means at --k)
+            row["k_chosen"] = {str(j): chosen.count(j) for j in sorted(set(chosen))}
         if aris:
             row.update({"ari_median": round(float(np.median(aris)), 4), "ari_min": round(float(np.min(aris)), 4)})
         out[f"epsilon_{epsilon:g}"] = row
@@ -142,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="planted 10,000 customers only, 3 draws")
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--k-range", default="", help="e.g. 2-8: the task picks k (reports how often each k won)")
     parser.add_argument("--iterations", type=int, default=SegmentsOptions().iterations, help="Lloyd steps")
     parser.add_argument("--partners", type=int, default=10)
     parser.add_argument("--customers", default="10000,100000", help="comma-separated planted sizes")
@@ -155,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     with Progress(transient=True) as progress:
         for customers in sizes:
             parts, labels, _ = planted(customers, args.partners)
-            results.append(measure(f"planted-{customers}", parts, labels, args.k, draws, progress, args.iterations))
+            results.append(measure(f"planted-{customers}", parts, labels, args.k, draws, progress, args.iterations,
+                                   args.k_range))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         if not (args.quick or args.no_cdnow):
             results.append(measure("cdnow", cdnow(args.cdnow_partners), None, args.k, draws, progress,
-                                   args.iterations))
+                                   args.iterations, args.k_range))
     report: dict[str, Any] = {"benchmark": "segments", "draws": draws, "iterations": args.iterations,
                               "delta": SegmentsOptions().delta, "results": results}
     if args.flower:

@@ -28,10 +28,12 @@ BUILTIN_AS_OF = {"cdnow": "1998-07-01", "synthetic": "2026-01-01"}
 
 
 def manifest(options: SegmentsOptions) -> Manifest:
-    """Every release of one job: the histogram, ``iterations`` x (counts, sums), the final sizes."""
+    """Every release of one job: the histogram, ``iterations`` x (counts, sums), the final sizes. With
+    ``--k-range`` the shapes are the range's largest k until the coordinator has picked k (then
+    :func:`fedinsight.tasks.segments.server.resize` narrows them); the noise, hence the charge, does not depend on k."""
     plan = options.noise()
     events = plan.events()
-    k, d, cells = options.k, options.dim, options.grid_size ** options.dim
+    k, d, cells = options.k_max, options.dim, options.grid_size ** options.dim
     gauss = "gaussian"
     return Manifest("segments", (
         Release("histogram", client.RECORD, {"histogram": (cells,)}, gauss, event=events[0],
@@ -110,6 +112,10 @@ class SegmentsTask(Task):
                 rows.append((f"segment {s['segment']}", "suppressed (under the minimum group size)"))
             else:
                 rows.append((f"segment {s['segment']}", f"{s['words']} (~{s['size']:,.0f} customers)"))
+        choice = summary.get("k_choice") or {}
+        if choice:
+            rows.append(("number of segments", f"{choice['chosen']} (chosen in {choice['range'][0]}-"
+                                               f"{choice['range'][1]}, no extra epsilon)"))
         ratio = (summary.get("baselines") or {}).get("cost_ratio")
         if ratio is not None:
             rows.append(("k-means cost vs non-private", f"{ratio:.3f}x"))

@@ -44,10 +44,15 @@ VECTORS = "_vectors"
 
 
 def merge(summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
-    """``summary.json`` with the baseline and the DP centres' cost on the same pooled vectors, and their ratio."""
+    """``summary.json`` with the baseline and the DP centres' cost on the same pooled vectors, and their ratio; the
+    baseline is refitted at the job's final k when the job chose or lowered k after the baseline was fitted."""
     baselines = dict(baselines)
     x = baselines.pop(VECTORS, None)
     if x is not None and summary.get("centres") is not None:
+        k = len(summary["centres"])
+        if k != len(baselines.get("centralized_centres") or []):  # the job chose (--k-range) or lowered its k
+            centres = best_kmeans(x, k)
+            baselines.update(centralized_cost=kmeans.cost(x, centres), centralized_centres=centres.tolist())
         dp_cost = kmeans.cost(x, np.asarray(summary["centres"]))
         baselines["dp_cost"] = dp_cost
         baselines["cost_ratio"] = dp_cost / baselines["centralized_cost"] if baselines["centralized_cost"] else None

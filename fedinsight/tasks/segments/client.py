@@ -95,10 +95,13 @@ def spend(partner: Partner, config: dict[str, Any], options: SegmentsOptions, ev
 
 
 def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
-    """No facts; but the partner checks here, before any budget is charged, that it can build its vectors and
-    that the whole job fits its own cap."""
+    """No facts; but the partner checks here, before any budget is charged, that it can build its vectors, that
+    it has at least one customer to segment (a partner without purchases would only add noise), and that the
+    whole job fits its own cap."""
     options = SegmentsOptions.from_run_config(config)
-    vectors(partner, options)
+    if not len(vectors(partner, options)):
+        raise ConfigError(f"partner {partner.partner_id} has no customer with a purchase before {options.as_of} "
+                          "(after consent and erasures): leave it out of the job or pick a later --as-of")
     refusal = partner.gate.binding(str(config["job-id"]), options.noise().events(), job_epsilon=options.epsilon,
                                    job_delta=options.delta)
     if refusal is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.options import Options, option
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
+from fedinsight.tasks.segments.choose import parse_range
 from fedinsight.tasks.segments.features import DEFAULT_FEATURES, parse_features
 from fedinsight.tasks.segments.kmeans import NoisePlan, noise_plan
 
@@ -17,6 +18,8 @@ __all__ = ["MIN_GROUP_FLOOR", "SegmentsOptions"]  # the floor is the project's (
 @dataclass(frozen=True)
 class SegmentsOptions(Options):
     k: int = option(5, "Number of segments.", minimum=2, maximum=20)
+    k_range: str = option("", "Choose the number of segments in this public range, e.g. 2-8, by an elbow rule on the "
+                              "noisy initial histogram (free post-processing); overrides --k.")
     iterations: int = option(5, "Lloyd iterations (each one a noisy count and sum release per partner).",
                              minimum=1, maximum=20)
     epsilon: float = option(1.0, "Epsilon the whole job spends per partner (initialisation, iterations, sizes).",
@@ -35,6 +38,7 @@ class SegmentsOptions(Options):
 
     def validate(self) -> None:
         parse_features(self.features)
+        parse_range(self.k_range)
         if self.as_of:
             import pandas as pd
 
@@ -49,6 +53,12 @@ class SegmentsOptions(Options):
     @property
     def names(self) -> tuple[str, ...]:
         return parse_features(self.features)
+
+    @property
+    def k_max(self) -> int:
+        """The most segments the job can release (the manifest's shapes before the coordinator picks k)."""
+        bounds = parse_range(self.k_range)
+        return bounds[1] if bounds else self.k
 
     @property
     def dim(self) -> int:

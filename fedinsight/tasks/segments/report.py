@@ -50,7 +50,22 @@ def segments_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]
             "reference date). Sizes are sums of every partner's Gaussian-noised counts; segments whose noisy size "
             "is under the minimum group size are not shown. Words: high above 2/3, low below 1/3.")
     section.add(f'<p class="note">{esc(note)}</p>')
+    for line in [*choice_lines(summary.get("k_choice") or {}), *(summary.get("notes") or [])]:
+        section.add(f"<p>{esc(line)}</p>")
     return cards, [section]
+
+
+def choice_lines(choice: dict[str, Any]) -> list[str]:
+    """How the number of segments was chosen (``--k-range``), in words: the rule, each k's cost, its privacy cost."""
+    if not choice:
+        return []
+    lo, hi = choice["range"]
+    costs = choice["costs"]
+    first = costs[min(costs, key=int)] or 1.0
+    values = ", ".join(f"{k}: {v / first:.2f}" for k, v in sorted(costs.items(), key=lambda kv: int(kv[0])))
+    return [f"Number of segments chosen between {lo} and {hi}: {choice['chosen']}, the {choice['rule']}. "
+            f"Relative cost for each number of segments (1.00 = the fewest): {values}. The choice reuses the "
+            f"job's first noisy release, so it cost no extra privacy budget (epsilon {choice['epsilon']:g})."]
 
 
 def _sizes_chart(segments: list[dict[str, Any]]) -> Chart:

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fedinsight.core.errors import ConfigError
 from fedinsight.core.files import atomic_output_file
 from fedinsight.federation import progress
+from fedinsight.federation.manifest import Manifest
 from fedinsight.federation.task import Session
 from fedinsight.privacy.intervals import estimate
 from fedinsight.privacy.suppression import suppressed
-from fedinsight.tasks.segments import kmeans
+from fedinsight.tasks.segments import choose, kmeans
 from fedinsight.tasks.segments.client import RECORD
 from fedinsight.tasks.segments.features import FEATURES, describe, raw_value
 from fedinsight.tasks.segments.options import SegmentsOptions
@@ -52,6 +55,55 @@ def initial_centres(histogram: np.ndarray, options: SegmentsOptions) -> np.ndarr
     return min(starts, key=weighted_cost)
 
 
+def prepare(histogram: np.ndarray, options: SegmentsOptions,
+            partners: int) -> tuple[SegmentsOptions, np.ndarray, dict[str, Any]]:
+    """From the summed noisy histogram (post-processing only, no extra epsilon): the number of segments (chosen
+    in ``--k-range``, or ``--k`` lowered to the cells that clearly hold customers), the initial centres, and the
+    summary's ``choice`` (per-k costs, the rule, its cost 0) and ``notes`` (flat features, a lowered k)."""
+    cells = kmeans.cell_centres(options.dim, options.grid_size)
+    weights = np.maximum(np.asarray(histogram, dtype=float), 0.0)
+    cell_sd = options.noise().init * math.sqrt(partners)
+    notes = [f"The feature '{name}' hardly varies across the federation's customers (95 % or more in one band "
+             "of the noisy histogram): it cannot separate segments; consider leaving it out of --features."
+             for name in choose.flat_features(histogram, options.names, options.grid_size, cell_sd)]
+    filled = choose.occupied(histogram, cell_sd)
+    if filled < 2:
+        raise ConfigError(f"the federation's noisy histogram shows customers in {filled} cell(s) of the grid: too "
+                          "few customers (or too little variety) for 2 segments; add partners or customers, or "
+                          "raise --epsilon")
+    bounds = choose.parse_range(options.k_range)
+    choice: dict[str, Any] = {}
+    if bounds:
+        candidates = range(bounds[0], min(bounds[1], filled) + 1)
+        if not candidates:
+            candidates = range(filled, filled + 1)
+        found = {k: initial_centres(histogram, replace(options, k=k)) for k in candidates}
+        costs = {k: choose.weighted_cost(cells, weights, c) for k, c in found.items()}
+        k = choose.pick(costs)
+        choice = {"range": list(bounds), "chosen": k, "costs": {str(j): round(v, 2) for j, v in costs.items()},
+                  "rule": f"smallest k after which one more segment cuts the noisy histogram's k-means cost by less "
+                          f"than {choose.ELBOW:.0%}", "epsilon": 0.0}
+        return replace(options, k=k), found[k], {"choice": choice, "notes": notes}
+    if options.k > filled:
+        notes.append(f"{options.k} segments were asked for, but only {filled} cells of the noisy histogram clearly "
+                     f"hold customers: {filled} segments were found instead (more would be duplicates or empty).")
+        options = replace(options, k=filled)
+    return options, initial_centres(histogram, options), {"choice": choice, "notes": notes}
+
+
+def resize(session: Session, k: int) -> None:
+    """Hold the partners' later replies to ``k`` segments (the manifest declared the range's largest k)."""
+
+    def narrowed(m: Manifest) -> Manifest:
+        shapes = {"counts": (k,), "sums": (k * session.options.dim,), "sizes": (k,)}  # type: ignore[attr-defined]
+        return Manifest(m.task, tuple(replace(r, fields={n: shapes.get(n, s) for n, s in r.fields.items()})
+                                      for r in m.releases))
+
+    assert session.plan is not None
+    session.plan.manifest = narrowed(session.plan.manifest)
+    session.guard.replace(narrowed(session.guard.manifest))
+
+
 def step(centres: np.ndarray, counts: np.ndarray, sums: np.ndarray, options: SegmentsOptions,
          partners: int) -> np.ndarray:
     """One Lloyd update from the summed noisy counts and sums of ``partners`` partners."""
@@ -65,19 +117,23 @@ def run(session: Session) -> dict[str, Any]:
     partners = len(session.nodes)
     total = options.iterations + 2
     progress.report("steps", 0, total)
-    centres = initial_centres(_summed(session.ask("query", "histogram"), RECORD, "histogram"), options)
+    options, centres, found = prepare(_summed(session.ask("query", "histogram"), RECORD, "histogram"), options,
+                                      partners)
+    if options.k != session.options.k_max:  # type: ignore[attr-defined]
+        resize(session, options.k)
     history = [centres.tolist()]
     for number in range(1, options.iterations + 1):
         progress.report("steps", number, total)
         replies = session.ask("query", "assign", config=session.config("assign", centres=json.dumps(
-            centres.tolist()), step=number))
+            centres.tolist()), step=number, k=options.k))
         centres = step(centres, _summed(replies, "counts", "counts"), _summed(replies, "sums", "sums"), options,
                        partners)
         history.append(centres.tolist())
-    replies = session.ask("query", "sizes", config=session.config("sizes", centres=json.dumps(centres.tolist())))
+    replies = session.ask("query", "sizes", config=session.config("sizes", centres=json.dumps(centres.tolist()),
+                                                                   k=options.k))
     progress.report("steps", total, total)
     return {**describe_segments(centres, _summed(replies, RECORD, "sizes"), options, partners),
-            "centre_history": history}
+            "centre_history": history, "k_choice": found["choice"], "notes": found["notes"]}
 
 
 def describe_segments(centres: np.ndarray, sizes: np.ndarray, options: SegmentsOptions,

@@ -11,9 +11,11 @@ from fedinsight.tasks.segments.options import SegmentsOptions
 
 
 def federated_kmeans(partners: list[np.ndarray], options: SegmentsOptions) -> np.ndarray:
-    """The DP centres the task would release for partners holding these vectors (fresh OpenDP noise)."""
+    """The DP centres the task would release for partners holding these vectors (fresh OpenDP noise); with
+    ``--k-range`` as many as the coordinator's elbow rule picks."""
     count = len(partners)
-    centres = server.initial_centres(np.sum([noisy_histogram(x, options) for x in partners], axis=0), options)
+    options, centres, _ = server.prepare(np.sum([noisy_histogram(x, options) for x in partners], axis=0), options,
+                                         count)
     for _ in range(options.iterations):
         stats = [noisy_stats(x, centres, options) for x in partners]
         centres = server.step(centres, np.sum([c for c, _ in stats], axis=0), np.sum([s for _, s in stats], axis=0),

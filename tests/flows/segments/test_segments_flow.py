@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from support.federations import own_federation, run_in_process
+from support.federations import PARTNER_NAMES, own_federation, run_in_process
 
 from fedinsight.core.errors import BudgetExceededError
 from fedinsight.tasks.segments import kmeans
@@ -100,3 +100,25 @@ def test_more_features_run_through_the_contract_in_each_partners_own_time_zone(f
     assert np.asarray(run.summary["centres"]).shape == (3, 5)
     histogram = next(r for r in run.session.guard.manifest.releases if r.reply == "histogram")
     assert histogram.fields == {"histogram": (3**5,)}  # the default grid for five features
+
+
+def test_a_partner_without_purchases_is_named_and_nothing_is_charged(federation, tmp_path):
+    from fedinsight.core.errors import FedinsightError
+    from fedinsight.privacy.ledger import PrivacyLedger
+
+    # a reference date before every purchase: each partner has no customer to segment
+    with pytest.raises(FedinsightError, match="has no customer with a purchase before 1990-01-01") as refused:
+        run_in_process("segments", federation, tmp_path, **{"as-of": "1990-01-01"})
+    assert any(f"partner {name} has no customer" in str(refused.value) for name in PARTNER_NAMES)
+    ledger = tmp_path / "ledger.db"
+    assert not ledger.exists() or PrivacyLedger(f"sqlite:///{ledger}").partners() == []  # nothing charged
+
+
+def test_k_range_picks_k_for_free_and_the_partners_follow_it(federation, tmp_path):
+    run = run_in_process("segments", federation, tmp_path, **{"k-range": "2-6"}, epsilon=2.0)
+    summary = run.summary
+    choice = summary["k_choice"]
+    assert 2 <= choice["chosen"] <= 6 and choice["epsilon"] == 0.0
+    assert summary["k"] == choice["chosen"] == len(summary["segments"]) == len(summary["centres"])
+    assert summary["privacy"]["epsilon_charged"] == pytest.approx(2.0, rel=1e-5)  # the same charge as a fixed k
+    assert run.session.guard.summary()["violations"] == []  # replies held to the chosen k's shapes

@@ -34,3 +34,14 @@ def test_the_section_describes_each_segment_and_hides_suppressed_sizes():
 
 def test_no_segments_no_section():
     assert segments_sections({}) == ([], [])
+
+
+def test_the_section_says_how_k_was_chosen_its_cost_and_the_notes():
+    summary = {**_summary(), "notes": ["The feature 'frequency' hardly varies across the federation's customers."],
+               "k_choice": {"range": [2, 4], "chosen": 3, "costs": {"2": 200.0, "3": 100.0, "4": 90.0},
+                            "rule": "smallest k after which one more segment cuts the cost by less than 20%",
+                            "epsilon": 0.0}}
+    html = segments_sections(summary)[1][0].html()
+    assert "chosen between 2 and 4: 3" in html and "2: 1.00, 3: 0.50, 4: 0.45" in html
+    assert "no extra privacy budget (epsilon 0)" in html
+    assert "frequency&#x27; hardly varies across the federation" in html
