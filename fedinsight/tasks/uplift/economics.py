@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from fedinsight.privacy.suppression import MIN_GROUP_FLOOR, suppressed
 from fedinsight.tasks.uplift.features import Audience
 
 DRAWS = 4_000
@@ -54,15 +55,22 @@ def _figures(n: np.ndarray, y: np.ndarray, v: np.ndarray, cost: float) -> dict[s
 
 
 def summary(totals: np.ndarray, offers: tuple[str, ...], costs: dict[str, float], cap: float, noise_sd: float,
-            ) -> dict[str, Any]:
-    """Per offer: each figure with its 95 % interval (None where undefined, e.g. CPA without extra conversions)."""
+            min_group_size: int = MIN_GROUP_FLOOR) -> dict[str, Any]:
+    """Per offer: each figure with its 95 % interval (None where undefined, e.g. CPA without extra conversions).
+
+    An offer whose arm, or the control arm, has a noisy customer count under ``min_group_size`` is reported as
+    suppressed, with no figure (decided on the noisy counts: post-processing), as the policy's small cells are."""
     t = np.asarray(totals, dtype=float).reshape(len(offers) + 1, 3)
+    hidden = suppressed(t[:, 0], min_group_size)
     n, y, v = np.maximum(t[:, 0], 1.0), np.clip(t[:, 1], 0.0, None), np.clip(t[:, 2], 0.0, None) * cap
     y = np.minimum(y, n)
     rng = np.random.default_rng(SEED)
     out: dict[str, Any] = {}
     for o, name in enumerate(offers):
         idx = [0, o + 1]
+        if hidden[0] or hidden[o + 1]:
+            out[name] = {"suppressed": True, "cost_per_customer": costs[name]}
+            continue
         point = _figures(n[idx], y[idx], v[idx], costs[name])
         p = y[idx] / n[idx]
         draw_n = n[idx][:, None] + rng.normal(0.0, noise_sd, (2, DRAWS))
@@ -78,6 +86,7 @@ def summary(totals: np.ndarray, offers: tuple[str, ...], costs: dict[str, float]
             out[name][key] = {"value": float(value) if math.isfinite(float(value)) else None,
                               "ci95": [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
                               if ok else None}
+        out[name]["suppressed"] = False
         out[name]["customers_sent"] = float(n[o + 1])
         out[name]["cost_per_customer"] = costs[name]
     return out

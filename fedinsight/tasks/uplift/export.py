@@ -42,7 +42,21 @@ def load_model(path: str | Path) -> dict[str, Any]:
         network(model)
     except (KeyError, RuntimeError, TypeError, ValueError):
         raise ConfigError(f"--model {p}: its weights do not fit its {len(model.get('arms', []))} arms") from None
+    _check_policy(model, p)
     return model
+
+
+def _check_policy(model: dict[str, Any], path: Path) -> None:
+    """The policy's public settings: a cost per offer arm, two tier edges and a positive order-value cap."""
+    arms, costs, edges = model.get("arms"), model.get("costs"), model.get("tier_edges")
+    cap = model.get("order_value_cap")
+    ok = (isinstance(arms, list) and len(arms) >= 2 and isinstance(costs, dict)
+          and all(isinstance(costs.get(a), int | float) and costs[a] >= 0 for a in arms[1:])
+          and isinstance(edges, list) and len(edges) == 2 and all(isinstance(e, int | float) for e in edges)
+          and isinstance(cap, int | float) and cap > 0)
+    if not ok:
+        raise ConfigError(f"--model {path}: its offer costs, value-tier edges or order-value cap are missing or "
+                          "malformed (write it again with `simulate uplift`)")
 
 
 def network(model: dict[str, Any]) -> UpliftNet:

@@ -70,8 +70,10 @@ def uplift_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]:
             text = f"{figure['value']:,.{digits}f}"
             return text + (f" ({ci[0]:,.{digits}f} – {ci[1]:,.{digits}f})" if ci else "")
 
-        erows = [[offer, cell(f.get("incremental_conversions")), cell(f.get("incremental_revenue")),
-                  cell(f.get("cost")), cell(f.get("cpa"), 2), cell(f.get("roi"), 2)] for offer, f in money.items()]
+        erows = [[offer, *(["suppressed (an arm under the minimum group size)", "", "", "", ""] if f.get("suppressed")
+                           else [cell(f.get("incremental_conversions")), cell(f.get("incremental_revenue")),
+                                 cell(f.get("cost")), cell(f.get("cpa"), 2), cell(f.get("roi"), 2)])]
+                 for offer, f in money.items()]
         section.add("<h3>Campaign economics against the hold-out (95 % intervals include the DP noise)</h3>"
                     + table(["offer", "extra conversions", "extra revenue", "cost", "cost per extra conversion "
                              "(CPA = CAC)", "ROI"], erows))

@@ -134,7 +134,7 @@ def run(session: Session) -> dict[str, Any]:
     money = economics.summary(_summed(session.ask("query", "economics", config=session.config("economics"),
                                                   arrays=final), "arms"), options.offers, options.costs,
                               options.order_value_cap, options.plan().gaussian_noise_multiplier
-                              * economics.SENSITIVITY * math.sqrt(len(session.nodes)))
+                              * economics.SENSITIVITY * math.sqrt(len(session.nodes)), options.min_group_size)
     progress.report("done", options.rounds + 2, options.rounds + 2)
     plan = options.plan()
     return {"campaign": options.campaign, "control": options.control, "offers": list(options.offers),

@@ -42,6 +42,6 @@ def released(weights: dict[str, np.ndarray], tests: list[Audience], everyone: li
     arms = np.sum([gaussian(economics.arm_totals(a, len(options.arms), options.order_value_cap),
                             economics.SENSITIVITY, m).values for a in everyone], axis=0)
     money = economics.summary(arms, options.offers, options.costs, options.order_value_cap,
-                              m * economics.SENSITIVITY * np.sqrt(len(everyone)))
+                              m * economics.SENSITIVITY * np.sqrt(len(everyone)), options.min_group_size)
     return {"metrics": server.qini_summary(qini, options, len(tests)),
             "policy": server.policy_summary(pol, options, len(tests)), "economics": money}

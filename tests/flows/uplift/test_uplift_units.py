@@ -104,6 +104,11 @@ def test_campaign_economics_from_exact_totals_and_intervals_that_widen_with_nois
     assert lo < 50 < hi and hi - lo < 60  # binomial sampling alone: sd ~ 21 for the difference
     noisy = economics.summary(totals, ("B",), {"B": 2.0}, 200.0, noise_sd=30.0)["B"]["incremental_conversions"]
     assert noisy["ci95"][1] - noisy["ci95"][0] > hi - lo  # the DP noise widens the interval
+    # an arm whose noisy count is under the minimum group size: no figure for the offers compared with it
+    small = economics.summary(np.array([1000.0, 100.0, 20.0, 12.0, 3.0, 0.6]), ("B",), {"B": 2.0}, 200.0,
+                              noise_sd=0.0, min_group_size=20)["B"]
+    assert small["suppressed"] is True and "incremental_conversions" not in small and "roi" not in small
+    assert out["suppressed"] is False
     who = audience(_events([("c1", "2025-03-01", "s", "e", "exposure", "A"), ("c2", "2025-03-01", "s", "e",
                             "exposure", "B"), ("c2", "2025-03-02", "s", "e", "convert", "B")]),
                    pd.DataFrame({"customer_id": ["c2"], "timestamp": ["2025-01-01"], "amount": [500.0]}), "s",
@@ -117,3 +122,24 @@ def test_the_released_model_is_the_moving_average_of_the_global_models():
     first = moving_average(None, {"w": np.array([1.0, 2.0])}, 0.8)
     assert first["w"].tolist() == [1.0, 2.0]
     assert moving_average(first, {"w": np.array([6.0, 2.0])}, 0.8)["w"].tolist() == pytest.approx([2.0, 2.0])
+
+
+@pytest.mark.parametrize("key, value", [("costs", {}), ("tier_edges", [1.0]), ("order_value_cap", 0),
+                                        ("costs", {"B": "free"})])
+def test_an_offer_model_with_a_broken_policy_is_one_clear_error(tmp_path, key, value):
+    import json
+
+    from fedinsight.core.errors import ConfigError
+    from fedinsight.models.uplift import UpliftNet, get_weights
+    from fedinsight.tasks.uplift.export import KIND, load_model
+    from fedinsight.tasks.uplift.features import FEATURES
+
+    model = {"kind": KIND, "arms": ["A", "B"], "features": [{"name": n, "cap": c} for n, c in FEATURES],
+             "weights": {k: v.tolist() for k, v in get_weights(UpliftNet(len(FEATURES), 2, 0)).items()},
+             "costs": {"B": 2.0}, "tier_edges": [100.0, 500.0], "order_value_cap": 200.0}
+    path = tmp_path / "uplift_model.json"
+    path.write_text(json.dumps(model))
+    assert load_model(path)["costs"] == {"B": 2.0}  # the well-formed model loads
+    path.write_text(json.dumps({**model, key: value}))
+    with pytest.raises(ConfigError, match="offer costs, value-tier edges or order-value cap"):
+        load_model(path)
