@@ -253,6 +253,19 @@ def trust_text(partners: int, honest: int, max_dropouts: int) -> str:
             f"a sum that lost more than {max_dropouts} partner(s) is never unmasked")
 
 
+def check_shares(partners: int, shares: int, max_dropouts: int) -> int:
+    """The honest partners a job's noise shares assume, refused if the shares cannot survive its tolerated drop-outs.
+
+    Each partner adds 1/``shares`` of the noise variance and a sum may lose ``max_dropouts`` partners before it is
+    unmasked, so ``shares + max_dropouts`` partners must take part; a coordinator that sends more shares (less noise
+    each) than that would unmask sums short of the noise the ledger prices. Returns ``shares + max_dropouts``."""
+    if not (shares >= 1 and max_dropouts >= 0 and shares + max_dropouts <= partners):
+        raise SecureAggregationError(f"the job's noise plan ({shares} noise shares, {max_dropouts} tolerated "
+                                     f"drop-outs) does not fit its {partners} partners: a sum could be unmasked with "
+                                     "less noise than charged; refused")
+    return shares + max_dropouts
+
+
 def check_own_trust(partner: Any, assumed_honest: int) -> None:
     """The trust model is the partner's to accept: its node config ``max-honest-partners`` is the most partners it
     trusts not to collude with the coordinator (0: it takes part in no distributed-noise job)."""

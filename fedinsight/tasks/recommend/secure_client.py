@@ -22,7 +22,13 @@ import numpy as np
 from flwr.app import ConfigRecord
 
 from fedinsight.core.errors import ConfigError, SecureAggregationError
-from fedinsight.federation.secagg import GUARD_RECORD, check_secagg_setup, from_legacy_config
+from fedinsight.federation.secagg import (
+    GUARD_RECORD,
+    check_own_trust,
+    check_secagg_setup,
+    check_shares,
+    from_legacy_config,
+)
 from fedinsight.federation.task import Partner
 from fedinsight.models.recommender import ItemParams
 from fedinsight.privacy.distributed_dp import DistributedNoise, encode_noisy_share
@@ -49,6 +55,7 @@ def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str,
     context = partner.context
     enc = encoding_for(config)
     max_dropouts = int(config.get("max-dropouts", 0))
+    check_own_trust(partner, check_shares(enc.partners, enc.honest, max_dropouts))  # the shares survive the drop-outs
     check_secagg_setup(context, enc.flower_settings(), enc.partners, max_dropouts)
     split, catalogue = partner_split(partner, config)
     if split.num_customers > enc.max_customers:
