@@ -207,16 +207,17 @@ def ltv_tiers(f: Features) -> LocalAggregate:
     )
 
 
-STAGE_WEIGHTS: tuple[float, ...] = tuple(w * math.sqrt(4.0 / 2.3125) for w in (0.25, 0.5, 1.0, 1.0))
+STAGE_WEIGHTS: tuple[float, ...] = (1.0, 0.4, math.sqrt(1.42), math.sqrt(1.42))
 """Weight of each funnel stage's count in the noised vector (exposure, click, participate, convert).
 
 Why: a step rate's error is the noise on its two counts divided by the earlier stage's count, and the
-counts shrink down the funnel (exposure >> click >> participate >> convert), so equal noise on every
-stage wastes budget on exposures and leaves the deep step rates (convert / participate) the worst.
-Releasing ``w_s x count_s`` with noise sd ``z L2`` gives stage ``s`` noise sd ``z L2 / w_s``. One customer
-moves each stage count of a group by at most 1, so the vector moves by at most ``sqrt(sum w_s^2)`` per group:
-the weights are normalised to ``sum w_s^2 = 4`` so that bound (and the charge) stays that of unweighted
-counts, while participate and convert carry 0.76x the noise and exposures 3x (public, data-independent)."""
+counts shrink down the funnel, so equal noise on every stage leaves the deep step rates (convert /
+participate) the worst. Releasing ``w_s x count_s`` with noise sd ``z L2`` gives stage ``s`` noise sd
+``z L2 / w_s``. One customer moves each stage count of a group by at most 1, so the vector moves by at most
+``sqrt(sum w_s^2)`` per group: ``sum w_s^2 = 4`` keeps that bound (and the charge) that of unweighted counts.
+Clicks give up noise (2.5x; they divide only participate, and are many more than participations) so that
+participate and convert carry 0.84x; exposures keep weight 1, so their noise and the suppression decided on
+them are unchanged. Public and data-independent."""
 
 
 def funnel(f: Features, *, by: str = "channel", channels: Sequence[str] = (),
