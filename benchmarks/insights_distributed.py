@@ -13,8 +13,11 @@ What runs, on one synthetic federation (``fedinsight data synth``'s generator, c
    - distributed: each partner's real encoding (:class:`InsightsEncoding`: its vector / L2 on the SecAgg+ grid plus
      its OpenDP discrete-Gaussian share), summed exactly as SecAgg+'s unmasking yields it (modular masks cancel;
      the masking itself is exercised by tests/flows/insights/test_distributed_flow.py), decoded and released;
-3. per noise model: each query's noise sd per unit of its vector, and the worst funnel step-rate error in
-   percentage points against plain pandas on the pooled partners (benchmarks/insights.py's ``accuracy``).
+3. per noise model: each query's noise sd per unit of its vector, the worst funnel step-rate error in
+   percentage points and the worst segment count relative error against plain pandas on the pooled partners
+   (benchmarks/insights.py's ``accuracy``), and how often the 95 % intervals hold the exact bounded aggregate;
+4. side by side, distributed noise with every funnel stage at equal noise (``distributed-secagg-equal-stages``:
+   the release before ``STAGE_WEIGHTS`` moved noise from exposures to the deep stages, same charge).
 
 Two batches: the whole catalogue at epsilon 1 and the goal batch (segment profiles and funnels) at epsilon 1.
 
@@ -39,10 +42,43 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from insights import GOAL_BATCH, accuracy, ensure_data, folder_as_of, pooled_truth, read_partner  # noqa: E402
 
+from fedinsight.tasks.insights.aggregates import LocalAggregate, Measure  # noqa: E402
 from fedinsight.tasks.insights.catalogue import InsightBatch, default_batch  # noqa: E402
 from fedinsight.tasks.insights.distributed import InsightsEncoding, blocks_of  # noqa: E402
+from fedinsight.tasks.insights.results import paired_estimates  # noqa: E402
 from fedinsight.tasks.insights.server import price_batch, release_batch  # noqa: E402
-from fedinsight.tasks.insights.simulate import local_aggregates, noisy_replies  # noqa: E402
+from fedinsight.tasks.insights.simulate import exact_replies, local_aggregates, noisy_replies  # noqa: E402
+
+EQUAL = "distributed-secagg-equal-stages"
+"""Distributed noise with every funnel stage at the same noise (the release before stage weights), for comparison."""
+
+
+def equal_stage_weights(aggregates: list[dict[str, Any]], batch: InsightBatch) -> list[dict[str, Any]]:
+    """The funnels as they were released before :data:`~fedinsight.tasks.insights.aggregates.STAGE_WEIGHTS`: plain
+    counts (unit 1), ``L2 = 2 sqrt(m)``, ``L1 = 4 m`` -- the same L2, so the same charge and the same total noise."""
+    funnels = {q.name for q in batch.queries if q.kind == "funnel"}
+    out = []
+    for partner in aggregates:
+        row = {}
+        for name, agg in partner.items():
+            if name in funnels:
+                m = agg.l2**2 / 4.0  # groups a customer can be in (L2^2 = 4 m for weights with sum w^2 = 4)
+                agg = LocalAggregate(tuple(Measure(x.name, x.dims, x.values) for x in agg.measures),
+                                     l1=4.0 * m, l2=agg.l2)
+            row[name] = agg
+        out.append(row)
+    return out
+
+
+def coverage(insights: list[dict], exact: dict[str, dict]) -> tuple[int, int]:
+    """95 % intervals (noise only) that hold the exact bounded aggregate, and how many there are."""
+    hit = total = 0
+    for released in insights:
+        for _, est, ref in paired_estimates(released["result"], exact[released["name"]]["result"]):
+            if "sampling_sd" not in est:
+                hit += est["ci95"][0] - 1e-9 <= ref["value"] <= est["ci95"][1] + 1e-9
+                total += 1
+    return hit, total
 
 
 def encoding(batch: InsightBatch, aggregates: list[dict[str, Any]], max_customers: int) -> InsightsEncoding:
@@ -81,7 +117,12 @@ def compare(batch: InsightBatch, aggregates: list[dict[str, Any]], truth: dict, 
                                   "ratio": round(enc.sum_noise_sd(q.name, k) / local_sd, 4),
                                   "rounding_inflation": round(enc.inflation(q.name), 5),
                                   "coordinates": aggregates[0][q.name].vector().size}
-    timing = {"local": 0.0, "distributed-secagg": 0.0}
+    equal = equal_stage_weights(aggregates, batch)
+    enc_equal = encoding(batch, equal, max_customers)
+    exact = {i["name"]: i for i in release_batch(batch, noises, exact_replies(aggregates, batch))}
+    out[EQUAL] = []
+    timing = {"local": 0.0, "distributed-secagg": 0.0, EQUAL: 0.0}
+    hits = {model: [0, 0] for model in timing}
     for _ in range(draws):
         started = time.perf_counter()
         local = release_batch(batch, noises, noisy_replies(aggregates, batch))
@@ -89,20 +130,29 @@ def compare(batch: InsightBatch, aggregates: list[dict[str, Any]], truth: dict, 
         started = time.perf_counter()
         dist = distributed_release(batch, aggregates, enc)
         timing["distributed-secagg"] += time.perf_counter() - started
-        for model, insights in (("local", local), ("distributed-secagg", dist)):
+        started = time.perf_counter()
+        dist_equal = distributed_release(batch, equal, enc_equal)
+        timing[EQUAL] += time.perf_counter() - started
+        for model, insights in (("local", local), ("distributed-secagg", dist), (EQUAL, dist_equal)):
             acc = accuracy({i["name"]: i for i in insights}, truth)
+            h, n = coverage(insights, exact)
+            hits[model][0] += h
+            hits[model][1] += n
             out[model].append({"funnel_worst_pp": acc["funnel_rate_abs_error_pp"]["max"],
                                "funnel_mean_pp": acc["funnel_rate_abs_error_pp"]["mean"],
                                "segment_count_worst_rel": acc["segment_count_rel_error"]["max"],
                                "suppressed_groups": sum(i["suppressed_groups"] for i in insights)})
-    for model in ("local", "distributed-secagg"):
+    for model in timing:
         runs = out[model]
         worst = [r["funnel_worst_pp"] for r in runs]
+        seg = [r["segment_count_worst_rel"] for r in runs]
         out[model] = {"funnel_worst_pp_mean": round(statistics.mean(worst), 4),
                       "funnel_worst_pp_max": round(max(worst), 4),
                       "funnel_mean_pp": round(statistics.mean(r["funnel_mean_pp"] for r in runs), 4),
-                      "segment_count_worst_rel_mean": round(statistics.mean(r["segment_count_worst_rel"]
-                                                                            for r in runs), 5),
+                      "segment_count_worst_rel_mean": round(statistics.mean(seg), 5),
+                      "segment_count_worst_rel_max": round(max(seg), 5), "goal_segment_rel": 0.01,
+                      "interval_coverage": round(hits[model][0] / hits[model][1], 4),
+                      "intervals": hits[model][1], "goal_coverage": [0.93, 0.97],
                       "suppressed_groups_mean": statistics.mean(r["suppressed_groups"] for r in runs),
                       "goal_funnel_pp": 0.5, "met_in_every_draw": bool(max(worst) <= 0.5),
                       "seconds_per_release": round(timing[model] / draws, 3)}

@@ -326,12 +326,14 @@ def forecast(batch: InsightBatch, noises: dict[str, QueryNoise], layouts: dict[s
             for j in splits:
                 exp = None if expected is None else (expected[:, j] if j is not None else np.ravel(expected))
                 n_cells = int(np.prod([len(k) for _, k in m.dims])) // (len(m.dims[1][1]) if j is not None else 1)
-                p = None if exp is None else float(np.mean(_p_below(exp, sd, bar)))
+                # a funnel stage is released in units of its scale (aggregates.STAGE_WEIGHTS): its own noise sd
+                sd_j = sd if j is None else sd * float(np.broadcast_to(m.scale, (len(m.dims[1][1]),))[j])
+                p = None if exp is None else float(np.mean(_p_below(exp, sd_j, bar)))
                 nonzero = None if exp is None else [float(x) for x in exp if x > 0]
                 if nonzero:
                     typical.append(float(np.mean(nonzero)))
                 classes.append(CellClass(
-                    q.name, _class_label(q.kind, m.name, m.dims, j), n_cells, sd, 2 * z * sd,  # type: ignore[attr-defined]
+                    q.name, _class_label(q.kind, m.name, m.dims, j), n_cells, sd_j, 2 * z * sd_j,  # type: ignore[attr-defined]
                     None if nonzero is None else (float(np.mean(nonzero)) if nonzero else 0.0), p, needed))
         out.append(InsightForecast(q.name, q.kind, q.title or q.name, noise.epsilon(batch.delta), q.weight,  # type: ignore[attr-defined]
                                    classes, float(np.median(typical)) if typical else None,

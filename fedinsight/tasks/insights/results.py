@@ -81,7 +81,7 @@ def combine(name: str, replies: Sequence[dict[str, Any]], expected: QueryNoise) 
         size = int(np.prod(shape))
         if offset + size > total.size:
             raise PartnerReplyError(f"query '{name}': reply shorter than its layout")
-        scale = float(m["scale"])
+        scale = np.asarray(m["scale"], dtype=float)  # one unit, or one per key of the last dim
         measures[m["name"]] = Combined(dims, total[offset:offset + size].reshape(shape) * scale,
                                        variance[offset:offset + size].reshape(shape) * scale**2)
         offset += size

@@ -95,7 +95,8 @@ def test_no_output_number_is_a_partner_figure(synth):
     for reply_set in (replies, exact):
         for reply in reply_set:
             for r in reply.values():
-                scales = np.concatenate([[m["scale"]] * int(np.prod([len(k) for _, k in m["dims"]]))
+                scales = np.concatenate([np.broadcast_to(np.asarray(m["scale"], dtype=float),  # funnels: per stage
+                                                         [len(k) for _, k in m["dims"]]).ravel()
                                          for m in r["layout"]])
                 partner_figures.append(np.asarray(r["values"]) * scales)
     figures = np.unique(np.concatenate(partner_figures))

@@ -257,3 +257,36 @@ def test_feature_rules_are_validated():
         FeatureRules.from_dict({"as_of": AS_OF, "quantile": 0.9})
     with pytest.raises(ConfigError, match="increasing"):
         FeatureRules(as_of=AS_OF, ltv_tier_bounds=(500.0, 100.0, 2000.0))
+
+
+@pytest.mark.parametrize("params", [{"by": "channel", "channels": CHANNELS, "max_channels_per_customer": 2},
+                                    {"by": "rfm_segment"}], ids=["by-channel", "by-segment"])
+def test_funnel_stage_weights_keep_the_bound_tight_and_the_counts_exact(partner, features, params):
+    """Funnel stages are released in units of 1 / STAGE_WEIGHTS (less noise on the deep stages, more on clicks):
+    the declared L2 is that of unweighted counts, some customer reaching every stage moves the vector by exactly
+    it (the bound is tight, not over-charged), and the coordinator's exact release gives back plain counts."""
+    from fedinsight.privacy.allocation import QueryNoise
+    from fedinsight.tasks.insights.aggregates import STAGE_WEIGHTS
+    from fedinsight.tasks.insights.results import combine
+
+    agg = compute("funnel", features, params)
+    m = 2 if params["by"] == "channel" else 1
+    assert sum(w * w for w in STAGE_WEIGHTS) == pytest.approx(len(FUNNEL_STAGES))
+    assert agg.l2 == pytest.approx(2.0 * np.sqrt(m)) and agg.l1 == pytest.approx(m * sum(STAGE_WEIGHTS))
+    assert STAGE_WEIGHTS[0] == 1.0  # exposures: the noise (and the suppression decided on it) of plain counts
+    assert STAGE_WEIGHTS[1] < STAGE_WEIGHTS[0] < STAGE_WEIGHTS[2] == STAGE_WEIGHTS[3]  # deep stages: less noise
+    ev = partner.events
+    reached = ev.groupby("customer_id")["stage"].nunique()
+    everything = ev[ev["customer_id"].isin(reached[reached == len(FUNNEL_STAGES)].index)]
+    one_channel = everything.groupby("customer_id")["channel"].nunique()
+    customer = one_channel[one_channel == 1].index[0] if params["by"] == "channel" else one_channel.index[0]
+    reduced = compute("funnel", customer_features(_without(partner, customer), FeatureRules(as_of=AS_OF)), params)
+    diff = agg.vector() - reduced.vector()
+    assert np.sqrt((diff**2).sum()) == pytest.approx(np.sqrt(sum(w * w for w in STAGE_WEIGHTS)))
+    counts = agg.by_name()["customers"].values
+    reply = {"layout": agg.layout(), "values": agg.vector().tolist(), "mechanism": "gaussian", "multiplier": 1.0,
+             "sensitivity": agg.l2, "noise_variance": 1.0}
+    released = combine("q", [reply], QueryNoise("gaussian", 1.0)).measures["customers"]
+    assert np.allclose(released.values, counts)
+    # a stage's noise variance is the vector's times its unit squared: exposures noisier, converts quieter
+    assert np.allclose(released.variance[0], [1.0 / w**2 for w in STAGE_WEIGHTS])

@@ -188,24 +188,27 @@ def test_the_planners_noise_is_the_noise_released():
                           '[[insight]]\nname = "funnel"\nkind = "funnel"\nweight = 3\n')
         job = InsightsOptions(spec=canonical(spec)).spec_job(requester="t")
         plan = plan_job(job, len(partners), sizes=Sizes(customers=3_000))
-        predicted = {i.name: i.classes[0].noise_sd for i in plan.insights}
+        # one class per funnel stage (each stage has its own unit, aggregates.STAGE_WEIGHTS), one for segments
+        predicted = {(i.name, j): c.noise_sd for i in plan.insights for j, c in enumerate(i.classes)}
         batch, _ = job.batch()
         noises = price_batch(batch)
         exact = local_aggregates(partners, batch)
         truth = {name: sum(p[name].by_name()["customers"].values for p in exact) for name in ("seg", "funnel")}
-        errors: dict[str, list[np.ndarray]] = {"seg": [], "funnel": []}
+        errors: dict[tuple[str, int], list[np.ndarray]] = {key: [] for key in predicted}
         for _ in range(150):
             replies = noisy_replies(exact, batch)
-            for name in errors:
+            for name, j in errors:
                 combined = combine(name, [r[name] for r in replies], noises[name]).measures["customers"]
-                errors[name].append(np.ravel(combined.values - truth[name]))
-        for name, draws in errors.items():
-            sample = np.concatenate(draws)  # 150 draws x (5 or 24) cells, independent noise
+                diff = combined.values - truth[name]
+                errors[(name, j)].append(np.ravel(diff[:, j] if diff.ndim == 2 else diff))
+        # exposure, click and the two deep stages (same weight) each have their own noise
+        assert len({sd for (name, _), sd in predicted.items() if name == "funnel"}) == 3
+        for key, draws in errors.items():
+            sample = np.concatenate(draws)  # 150 draws x (5 or 6) cells, independent noise
             sd = float(np.std(sample, ddof=1))
-            se = predicted[name] / np.sqrt(2 * (sample.size - 1))  # standard error of a sample sd (normal)
+            se = predicted[key] / np.sqrt(2 * (sample.size - 1))  # standard error of a sample sd (normal)
             tolerance = 5 * se * (1.6 if mechanism == "laplace" else 1.0)  # Laplace: heavier tails, larger se
-            assert abs(sd - predicted[name]) < tolerance, (mechanism, name, sd, predicted[name])
-
+            assert abs(sd - predicted[key]) < tolerance, (mechanism, key, sd, predicted[key])
 
 TOO_SMALL = """
 preset = "marketing-overview"
