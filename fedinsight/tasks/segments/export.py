@@ -16,7 +16,7 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import Partner
-from fedinsight.tasks.segments.features import FEATURES, customer_vectors, partner_zone
+from fedinsight.tasks.segments.features import customer_vectors, feature, known, partner_zone
 from fedinsight.tasks.segments.kmeans import assign
 
 KIND = "fedinsight-segments"
@@ -34,7 +34,7 @@ def load_model(path: str | Path) -> dict[str, Any]:
     if not isinstance(model, dict) or model.get("kind") != KIND:
         raise ConfigError(f"--model {p} is not a segments.json written by the segments task")
     names = model.get("features") or []
-    if any(n not in FEATURES or float(model.get("caps", {}).get(n, -1)) != FEATURES[n].cap for n in names):
+    if any(not known(str(n)) or float(model.get("caps", {}).get(n, -1)) != feature(str(n)).cap for n in names):
         raise ConfigError(f"--model {p} uses features or caps this fedinsight does not know: {names}")
     centres = np.asarray(model.get("centres"), dtype=float)
     if centres.ndim != 2 or centres.shape[1] != len(names) or not np.all(np.isfinite(centres)):

@@ -6,6 +6,12 @@ partner. So each feature is ``log1p(value) / log1p(public cap)``, clipped to [0,
 here and printed in the report and in docs/segments.md. A vector in [0, 1]^d has L2 norm at most sqrt(d):
 that is the per-customer bound the noisy sums are calibrated to.
 
+Channel and category mix (``channel:<name>``, ``category:<name>``; ``channel-mix`` / ``category-mix`` expand to
+every declared name): the customer's share of purchases whose ``channel`` / ``category`` equals that name. The
+names are each partner's own vocabulary, so a job declares them publicly (``--channels``, ``--categories``) and
+every partner means the same thing; purchases in an undeclared channel count in no share. A share is in [0, 1]
+like every other coordinate, so the sqrt(d) bound and the charge are unchanged.
+
 Only customers with at least one purchase strictly before the job's reference date ``as_of`` are segmented
 (rows on or after it are ignored): the date is part of the job, never "the latest date in the data".
 """
@@ -50,14 +56,83 @@ FEATURES: dict[str, Feature] = {
 
 DEFAULT_FEATURES = "recency,frequency,monetary"
 
+MIX_COLUMNS = {"channel": "channel", "category": "category"}
+"""Mix feature kind -> the transactions column it reads (the partner's mapped ``channel`` / ``category``)."""
+MAX_NAMES = 12
+"""At most this many declared channels or categories (each one is a coordinate: more would thin the noise budget)."""
+MAX_NAME_LENGTH = 40
 
-def parse_features(text: str) -> tuple[str, ...]:
-    """The job's feature names, in the given order (ConfigError naming the known ones otherwise)."""
-    names = tuple(dict.fromkeys(s.strip() for s in str(text).split(",") if s.strip()))
-    unknown = [n for n in names if n not in FEATURES]
-    if unknown or not names:
-        raise ConfigError(f"--features: unknown or empty {unknown or text!r}; choose from {', '.join(FEATURES)}")
+
+def parse_names(text: str, flag: str) -> tuple[str, ...]:
+    """A declared public list (``--channels`` / ``--categories``): comma-separated names, each at most
+    :data:`MAX_NAME_LENGTH` characters without ``:``, at most :data:`MAX_NAMES` of them (ConfigError otherwise).
+    An empty text is an empty list (nothing declared)."""
+    names = tuple(dict.fromkeys(s.strip() for s in str(text or "").split(",") if s.strip()))
+    if str(text or "").strip() and not names:
+        raise ConfigError(f"{flag}: no name in {text!r}; give comma-separated names such as app,web,store")
+    bad = [n for n in names if len(n) > MAX_NAME_LENGTH or ":" in n or not n.isprintable()]
+    if bad:
+        raise ConfigError(f"{flag}: names must be printable, without ':' and at most {MAX_NAME_LENGTH} characters "
+                          f"(got {bad[0]!r})")
+    if len(names) > MAX_NAMES:
+        raise ConfigError(f"{flag}: at most {MAX_NAMES} names (got {len(names)}); keep the ones that matter")
     return names
+
+
+def feature(name: str) -> Feature:
+    """The :class:`Feature` a name stands for: a fixed one of :data:`FEATURES`, or a share ``channel:<name>`` /
+    ``category:<name>`` (cap 1, bands "mostly app" / "books buyer"). KeyError for anything else."""
+    if name in FEATURES:
+        return FEATURES[name]
+    kind, _, value = name.partition(":")
+    if kind not in MIX_COLUMNS or not value:
+        raise KeyError(name)
+    if kind == "channel":
+        bands = ((0.5, f"mostly {value}"), (0.2, f"some {value}"), (0.0, f"rarely {value}"))
+    else:
+        bands = ((0.5, f"{value} buyer"), (0.2, f"some {value}"), (0.0, f"little {value}"))
+    return Feature(name, 1.0, f"share of purchases in {kind} '{value}'", bands, share=True)
+
+
+def known(name: str) -> bool:
+    """Whether :func:`feature` knows ``name`` (a model file's features are checked with it)."""
+    try:
+        feature(name)
+    except KeyError:
+        return False
+    return True
+
+
+def parse_features(text: str, channels: str = "", categories: str = "") -> tuple[str, ...]:
+    """The job's feature names, in the given order, ``channel-mix`` / ``category-mix`` expanded to one share per
+    declared name; a ``channel:<name>`` / ``category:<name>`` must name a declared one (``--channels`` /
+    ``--categories``). ConfigError naming the known ones otherwise."""
+    declared = {"channel": parse_names(channels, "--channels"), "category": parse_names(categories, "--categories")}
+    names: list[str] = []
+    for item in (s.strip() for s in str(text).split(",") if s.strip()):
+        kind, sep, value = item.partition(":")
+        if item in ("channel-mix", "category-mix"):
+            kind = item.split("-")[0]
+            if not declared[kind]:
+                raise ConfigError(f"--features {item} needs the {kind} names declared: --{_flag(kind)} app,web")
+            names += [f"{kind}:{v}" for v in declared[kind]]
+        elif sep and kind in MIX_COLUMNS:
+            if value.strip() not in declared[kind]:
+                raise ConfigError(f"--features {item}: '{value}' is not in --{_flag(kind)} "
+                                  f"({', '.join(declared[kind]) or 'none declared'}); declare it there")
+            names.append(f"{kind}:{value.strip()}")
+        elif item in FEATURES:
+            names.append(item)
+        else:
+            raise ConfigError(f"--features: unknown {item!r}; choose from {', '.join(FEATURES)}, channel:<name>, "
+                              "category:<name>, channel-mix, category-mix")
+    if not names:
+        raise ConfigError(f"--features: empty {text!r}; choose from {', '.join(FEATURES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _flag(kind: str) -> str:
+    return "channels" if kind == "channel" else "categories"
 
 
 def scale(raw: np.ndarray, cap: float) -> np.ndarray:
@@ -105,12 +180,28 @@ def customer_vectors(transactions: pd.DataFrame | None, as_of: str, features: tu
     if "evening" in features:
         evening = (tx["timestamp"].dt.tz_convert(zone).dt.hour >= 18).astype(float)
         raw["evening"] = evening.groupby(tx["customer_id"]).mean()
+    for name in features:
+        kind, _, value = name.partition(":")
+        if kind in MIX_COLUMNS and value:
+            raw[name] = _mix_share(transactions, stamps < cut, MIX_COLUMNS[kind], value)
     out = pd.DataFrame(index=count.index)
     for name in features:
-        column = raw[name].reindex(count.index).to_numpy()
-        values = np.clip(column, 0.0, 1.0) if FEATURES[name].share else scale(column, FEATURES[name].cap)
+        column = raw[name].reindex(count.index).fillna(0.0).to_numpy()
+        f = feature(name)
+        values = np.clip(column, 0.0, 1.0) if f.share else scale(column, f.cap)
         out[name] = 1.0 - values if name == "recency" else values
     return out.astype(float)
+
+
+def _mix_share(transactions: pd.DataFrame, kept: pd.Series, column: str, value: str) -> pd.Series:
+    """Per customer, the share of its purchases (before the reference date) whose ``column`` equals ``value``
+    (stripped text, exact match; missing values match nothing)."""
+    if column not in transactions.columns:
+        raise ConfigError(f"the feature {column}:{value} needs a '{column}' column in transactions; map one in the "
+                          "partner's mapping or leave it out of --features")
+    tx = transactions[kept]
+    hit = (tx[column].astype("string").str.strip() == value).fillna(False).astype(float)
+    return hit.groupby(tx["customer_id"]).mean()
 
 
 def describe(centre: np.ndarray, features: tuple[str, ...]) -> str:
@@ -120,12 +211,12 @@ def describe(centre: np.ndarray, features: tuple[str, ...]) -> str:
     words = []
     for value, name in zip(centre, features, strict=True):
         raw = raw_value(float(value), name)
-        words.append(next(word for floor, word in FEATURES[name].bands if raw >= floor))
+        words.append(next(word for floor, word in feature(name).bands if raw >= floor))
     return ", ".join(words)
 
 
 def raw_value(value: float, name: str) -> float:
     """The typical raw value a scaled coordinate stands for (inverse of :func:`scale`), for the report."""
-    f = FEATURES[name]
+    f = feature(name)
     v = min(max(1.0 - value if name == "recency" else value, 0.0), 1.0)
     return float(v) if f.share else float(math.expm1(v * math.log1p(f.cap)))

@@ -26,7 +26,13 @@ class SegmentsOptions(Options):
                             above=0, maximum=100)
     delta: float = option(1e-6, "Delta the job's epsilon is stated at.", above=0, below=1)
     features: str = option(DEFAULT_FEATURES, "Comma-separated customer features: recency, frequency, monetary, "
-                                             "basket, tenure, evening.")
+                                             "basket, tenure, evening; channel:<name> / category:<name> (share of "
+                                             "purchases, the name declared in --channels / --categories); "
+                                             "channel-mix / category-mix (one share per declared name).")
+    channels: str = option("", "Public comma-separated channel names the channel features may use, e.g. "
+                               "app,web,store (each partner's own channel values; others count in no share).")
+    categories: str = option("", "Public comma-separated category names the category features may use, e.g. "
+                                 "books,toys.")
     as_of: str = option("", "Reference date: only purchases strictly before it count (default: a built-in "
                             "dataset's or a synthetic folder's).")
     min_group_size: int = option(DEFAULT_MIN_GROUP_SIZE, f"Segments with a smaller noisy size are not reported "
@@ -37,7 +43,7 @@ class SegmentsOptions(Options):
     seed: int = option(0, "Public seed of the coordinator's k-means++ on the noisy histogram (no data, no noise).")
 
     def validate(self) -> None:
-        parse_features(self.features)
+        parse_features(self.features, self.channels, self.categories)
         parse_range(self.k_range)
         if self.as_of:
             import pandas as pd
@@ -52,7 +58,7 @@ class SegmentsOptions(Options):
 
     @property
     def names(self) -> tuple[str, ...]:
-        return parse_features(self.features)
+        return parse_features(self.features, self.channels, self.categories)
 
     @property
     def k_max(self) -> int:

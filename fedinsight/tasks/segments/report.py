@@ -11,7 +11,7 @@ from typing import Any
 
 from fedinsight.report.charts import Chart, bars_with_intervals, figure, render
 from fedinsight.report.page import Section, card, esc, table
-from fedinsight.tasks.segments.features import FEATURES
+from fedinsight.tasks.segments.features import feature
 
 
 def segments_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]:
@@ -28,7 +28,7 @@ def segments_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]
                           good=ratio <= 1.5))
     rows = []
     for s in segments:
-        typical = ", ".join(f"{FEATURES[n].unit} ~{v:.0%}" if FEATURES[n].share else f"{FEATURES[n].unit} ~{v:,.0f}"
+        typical = ", ".join(f"{feature(n).unit} ~{v:.0%}" if feature(n).share else f"{feature(n).unit} ~{v:,.0f}"
                             for n, v in (s.get("typical") or {}).items())
         if s.get("suppressed"):  # too small to describe to a marketer: no words, no typical customer either
             rows.append([s["segment"], "(under the minimum group size)", "suppressed", "", "", ""])
@@ -43,8 +43,8 @@ def segments_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]
                        "customer (centre)"], rows))
     centre_rows = [[s["segment"], *s["centre"]] for s in segments if not s.get("suppressed")]
     section.add("<h3>Centres (features scaled to [0, 1])</h3>" + table(["segment", *names], centre_rows))
-    caps = "; ".join(f"{n}: {FEATURES[n].unit}" if FEATURES[n].share else
-                     f"{n}: log1p({FEATURES[n].unit}) / log1p({FEATURES[n].cap:g})" for n in names)
+    caps = "; ".join(f"{n}: {feature(n).unit}" if feature(n).share else
+                     f"{n}: log1p({feature(n).unit}) / log1p({feature(n).cap:g})" for n in names)
     as_of = summary.get("as_of")
     note = (f"Customers with a purchase before {as_of}. Features: {caps} (recency reversed: 1 = bought on the "
             "reference date). Sizes are sums of every partner's Gaussian-noised counts; segments whose noisy size "

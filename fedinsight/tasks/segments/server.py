@@ -24,7 +24,7 @@ from fedinsight.privacy.intervals import estimate
 from fedinsight.privacy.suppression import suppressed
 from fedinsight.tasks.segments import choose, kmeans
 from fedinsight.tasks.segments.client import RECORD
-from fedinsight.tasks.segments.features import FEATURES, describe, raw_value
+from fedinsight.tasks.segments.features import describe, feature, raw_value
 from fedinsight.tasks.segments.options import SegmentsOptions
 
 MODEL_FILE = "segments.json"
@@ -167,7 +167,7 @@ def model(summary: dict[str, Any], currency: dict[str, Any] | None = None) -> di
     job's public reporting currency and rates (the partner converts its amounts the same way)."""
     names = summary["features"]
     return {"kind": "fedinsight-segments", "version": 1, "as_of": summary["as_of"], "features": names,
-            "caps": {n: FEATURES[n].cap for n in names}, "centres": summary["centres"],
+            "caps": {n: feature(n).cap for n in names}, "centres": summary["centres"],
             "words": [s["words"] for s in summary["segments"]], "currency": dict(currency or {})}
 
 
