@@ -20,7 +20,7 @@ from fedinsight.tasks.segments.options import SegmentsOptions
 def pooled_vectors(options: SegmentsOptions, sim: Simulated) -> np.ndarray:
     views = sim.views("analytics")
     parts = [customer_vectors(v.transactions, options.as_of, options.names,  # type: ignore[arg-type]
-                              partner_zone(v.meta)).to_numpy() for v in views.values()]
+                              partner_zone(v.meta), v.events).to_numpy() for v in views.values()]
     return np.concatenate(parts) if parts else np.zeros((0, options.dim))
 
 

@@ -32,7 +32,7 @@ def vectors(partner: Partner, options: SegmentsOptions) -> np.ndarray:
         raise ConfigError("segments needs --as-of (the reference date, e.g. 2026-01-01)")
     data = partner.data()
     return customer_vectors(data.transactions, options.as_of, options.names,  # type: ignore[arg-type]
-                            partner_zone(data.meta)).to_numpy()
+                            partner_zone(data.meta), data.events).to_numpy()
 
 
 def centres_of(config: dict[str, Any], options: SegmentsOptions) -> np.ndarray:

@@ -48,7 +48,7 @@ def label_customers(model: dict[str, Any], partner: Partner) -> pd.DataFrame:
     names = tuple(model["features"])
     data = partner.data()
     vectors = customer_vectors(data.transactions, str(model["as_of"]), names,  # type: ignore[arg-type]
-                               partner_zone(data.meta))
+                               partner_zone(data.meta), data.events)
     labels = assign(vectors.to_numpy(), np.asarray(model["centres"], dtype=float)) + 1
     words = list(model.get("words") or [""] * len(model["centres"]))
     ids = partner.identities(pd.Series(vectors.index.astype(str)))

@@ -12,6 +12,9 @@ names are each partner's own vocabulary, so a job declares them publicly (``--ch
 every partner means the same thing; purchases in an undeclared channel count in no share. A share is in [0, 1]
 like every other coordinate, so the sqrt(d) bound and the charge are unchanged.
 
+Funnel depth (``funnel``): the deepest stage a customer reached in campaign events before the reference date,
+exposure < click < participate < convert scaled to 0, 1/3, 2/3, 1 (no event: 0, like an exposure only).
+
 Only customers with at least one purchase strictly before the job's reference date ``as_of`` are segmented
 (rows on or after it are ignored): the date is part of the job, never "the latest date in the data".
 """
@@ -25,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.data.schema import FUNNEL_STAGES
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,10 @@ FEATURES: dict[str, Feature] = {
                       ((1095, "long-standing"), (365, "established"), (90, "settling in"), (0, "new"))),
     "evening": Feature("evening", 1.0, "share of purchases 18:00-24:00 local time",
                        ((0.5, "evening shoppers"), (0.2, "some evenings"), (0, "daytime shoppers")), share=True),
+    "funnel": Feature("funnel", 1.0, "deepest campaign stage reached (0 none or exposure, 1/3 click, "
+                                     "2/3 participate, 1 convert)",
+                      ((5 / 6, "converters"), (0.5, "campaign participants"), (1 / 6, "campaign clickers"),
+                       (0, "not engaged by campaigns")), share=True),
 }
 """The features a job may choose (``--features``), with their public caps."""
 
@@ -152,7 +160,7 @@ def partner_zone(meta: dict[str, object]) -> str:
 
 
 def customer_vectors(transactions: pd.DataFrame | None, as_of: str, features: tuple[str, ...],
-                     zone: str = "UTC") -> pd.DataFrame:
+                     zone: str = "UTC", events: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per customer with a purchase before ``as_of`` (index: the view's customer tokens), one column per
     feature, every value in [0, 1]. Recency is reversed (1 = bought yesterday) so that "high" reads as good;
     ``evening`` reads purchase hours in the partner's own time ``zone``."""
@@ -180,6 +188,8 @@ def customer_vectors(transactions: pd.DataFrame | None, as_of: str, features: tu
     if "evening" in features:
         evening = (tx["timestamp"].dt.tz_convert(zone).dt.hour >= 18).astype(float)
         raw["evening"] = evening.groupby(tx["customer_id"]).mean()
+    if "funnel" in features:
+        raw["funnel"] = _funnel_depth(events, cut)
     for name in features:
         kind, _, value = name.partition(":")
         if kind in MIX_COLUMNS and value:
@@ -191,6 +201,18 @@ def customer_vectors(transactions: pd.DataFrame | None, as_of: str, features: tu
         values = np.clip(column, 0.0, 1.0) if f.share else scale(column, f.cap)
         out[name] = 1.0 - values if name == "recency" else values
     return out.astype(float)
+
+
+def _funnel_depth(events: pd.DataFrame | None, cut: pd.Timestamp) -> pd.Series:
+    """Per customer with events before ``cut``, the deepest funnel stage reached, scaled to [0, 1]."""
+    if events is None or not {"customer_id", "timestamp", "stage"} <= set(events.columns):
+        raise ConfigError("the feature funnel needs an events table (customer_id, timestamp, stage); map one in "
+                          "the partner's mapping or leave funnel out of --features")
+    stamps = pd.to_datetime(events["timestamp"], utc=True)
+    ev = events[stamps < cut]
+    rank = {stage: i / (len(FUNNEL_STAGES) - 1) for i, stage in enumerate(FUNNEL_STAGES)}
+    depth = ev["stage"].astype("string").str.strip().str.lower().map(rank).astype(float).fillna(0.0)
+    return depth.groupby(ev["customer_id"]).max()
 
 
 def _mix_share(transactions: pd.DataFrame, kept: pd.Series, column: str, value: str) -> pd.Series:

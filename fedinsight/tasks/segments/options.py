@@ -26,7 +26,8 @@ class SegmentsOptions(Options):
                             above=0, maximum=100)
     delta: float = option(1e-6, "Delta the job's epsilon is stated at.", above=0, below=1)
     features: str = option(DEFAULT_FEATURES, "Comma-separated customer features: recency, frequency, monetary, "
-                                             "basket, tenure, evening; channel:<name> / category:<name> (share of "
+                                             "basket, tenure, evening, funnel (deepest campaign stage); "
+                                             "channel:<name> / category:<name> (share of "
                                              "purchases, the name declared in --channels / --categories); "
                                              "channel-mix / category-mix (one share per declared name).")
     channels: str = option("", "Public comma-separated channel names the channel features may use, e.g. "

@@ -124,18 +124,19 @@ def test_k_range_picks_k_for_free_and_the_partners_follow_it(federation, tmp_pat
     assert run.session.guard.summary()["violations"] == []  # replies held to the chosen k's shapes
 
 
-def test_channel_mix_segments_on_own_files_charge_the_plan_and_speak_of_channels(federation, tmp_path):
+def test_channel_mix_and_funnel_segments_on_own_files_charge_the_plan_and_speak_of_channels(federation, tmp_path):
     from fedinsight.privacy.ledger import compose_epsilon
     from fedinsight.tasks.segments.options import SegmentsOptions
 
     run = run_in_process("segments", federation, tmp_path, k=3, iterations=2, epsilon=2.0,
-                         features="recency,frequency,channel-mix", channels="app,web")
+                         features="recency,frequency,channel-mix,funnel", channels="app,web")
     summary = run.summary
-    assert summary["features"] == ["recency", "frequency", "channel:app", "channel:web"]
+    assert summary["features"] == ["recency", "frequency", "channel:app", "channel:web", "funnel"]
     planned = compose_epsilon(SegmentsOptions(epsilon=2.0, iterations=2, k=3).noise().events(), 1e-6)
     assert summary["privacy"]["epsilon_charged"] == pytest.approx(planned, rel=1e-6)  # same charge as 3 features
     shown = [s for s in summary["segments"] if not s["suppressed"]]
     assert shown and all(any(w in s["words"] for w in ("app", "web")) for s in shown)
     model = json.loads((tmp_path / "segments.json").read_text())
-    assert model["caps"] == {"recency": 730.0, "frequency": 50.0, "channel:app": 1.0, "channel:web": 1.0}
-    assert np.asarray(model["centres"]).shape == (3, 4)
+    assert model["caps"] == {"recency": 730.0, "frequency": 50.0, "channel:app": 1.0, "channel:web": 1.0,
+                             "funnel": 1.0}
+    assert np.asarray(model["centres"]).shape == (3, 5)

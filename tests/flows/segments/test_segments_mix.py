@@ -62,3 +62,16 @@ def test_bad_declarations_are_one_config_error(features, channels, categories, m
 def test_a_partner_without_a_channel_column_is_told_which_column_to_map():
     with pytest.raises(ConfigError, match="'channel' column"):
         customer_vectors(_tx().drop(columns="channel"), AS_OF, ("channel:app",))
+
+
+def test_funnel_depth_is_the_deepest_stage_before_the_reference_date_scaled_to_the_unit_interval():
+    events = pd.DataFrame([("a", "2025-10-01", "exposure"), ("a", "2025-10-02", "Click"),
+                           ("a", "2026-03-01", "convert"),  # after the reference date: not counted
+                           ("b", "2025-10-01", "participate"), ("b", "2025-10-05", "click"),
+                           ("x", "2025-10-01", "convert")],  # no purchase: not segmented
+                          columns=["customer_id", "timestamp", "stage"])
+    v = customer_vectors(_tx(), AS_OF, ("frequency", "funnel"), events=events)
+    assert v["funnel"].to_dict() == pytest.approx({"a": 1 / 3, "b": 2 / 3})
+    assert describe([0.0, 0.9], ("frequency", "funnel")).endswith("converters")
+    with pytest.raises(ConfigError, match="events table"):
+        customer_vectors(_tx(), AS_OF, ("funnel",))
