@@ -75,3 +75,17 @@ def test_funnel_depth_is_the_deepest_stage_before_the_reference_date_scaled_to_t
     assert describe([0.0, 0.9], ("frequency", "funnel")).endswith("converters")
     with pytest.raises(ConfigError, match="events table"):
         customer_vectors(_tx(), AS_OF, ("funnel",))
+
+
+def test_a_model_file_with_mix_features_loads_and_one_with_a_wrong_cap_is_refused(tmp_path):
+    import json
+
+    from fedinsight.tasks.segments.export import KIND, load_model
+
+    model = {"kind": KIND, "version": 1, "as_of": AS_OF, "features": ["channel:app", "funnel"],
+             "caps": {"channel:app": 1.0, "funnel": 1.0}, "centres": [[0.1, 0.2], [0.8, 0.9]], "words": ["", ""]}
+    (tmp_path / "ok.json").write_text(json.dumps(model))
+    assert load_model(tmp_path / "ok.json")["features"] == ["channel:app", "funnel"]
+    (tmp_path / "bad.json").write_text(json.dumps({**model, "caps": {"channel:app": 2.0, "funnel": 1.0}}))
+    with pytest.raises(ConfigError, match="features or caps"):
+        load_model(tmp_path / "bad.json")
