@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -135,16 +137,9 @@ def data_synth(
 def _synth_baskets(out_dir: Path, customers: int, partners: int, seed: int, *, overwrite: bool, policy: bool,
                    as_json: bool) -> None:
     from fedinsight.data.synth_baskets import BasketsConfig, write_baskets
-    from fedinsight.partner.protection import init_federation
 
     config = BasketsConfig(customers=customers, partners=partners, seed=seed)
-    config.check()  # a bad size is refused before anything is written
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{out_dir} is not empty (pass --overwrite to replace it)")
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:  # the old folder goes only once the new one is whole
-        truth = write_baskets(tmp, config)
-        if policy:
-            init_federation(tmp)
+    truth = _write_planted(out_dir, config, write_baskets, overwrite=overwrite, policy=policy)
     stats = {"customers": customers, "partners": partners, "seed": seed, "categories": config.categories,
              "planted_pairs": len(truth["pairs"]), "truth": str(out_dir / "ground_truth.json")}
     emit(stats, kv_table(f"synthetic baskets -> {out_dir}", stats), as_json)
@@ -153,20 +148,29 @@ def _synth_baskets(out_dir: Path, customers: int, partners: int, seed: int, *, o
 def _synth_segments(out_dir: Path, customers: int, partners: int, seed: int, *, overwrite: bool, policy: bool,
                     as_json: bool) -> None:
     from fedinsight.data.synth_segments import SegmentsConfig, write_segments
-    from fedinsight.partner.protection import init_federation
 
     config = SegmentsConfig(customers=customers, partners=partners, seed=seed)
-    config.check()  # a bad size is refused before anything is written
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{out_dir} is not empty (pass --overwrite to replace it)")
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:  # the old folder goes only once the new one is whole
-        truth = write_segments(tmp, config)
-        if policy:
-            init_federation(tmp)
+    truth = _write_planted(out_dir, config, write_segments, overwrite=overwrite, policy=policy)
     stats = {"customers": customers, "partners": partners, "seed": seed, "segments": len(truth["centres"]),
              "as_of": truth["as_of"], "min_centre_distance": round(truth["min_centre_distance"], 3),
              "truth": str(out_dir / "ground_truth.json"), "labels": str(out_dir / "ground_truth" / "segments.csv")}
     emit(stats, kv_table(f"synthetic segments -> {out_dir}", stats), as_json)
+
+
+def _write_planted(out_dir: Path, config: Any, write: Callable[[Path, Any], dict[str, Any]], *, overwrite: bool,
+                   policy: bool) -> dict[str, Any]:
+    """Check ``config`` and the folder, write the planted partners into a temporary folder (with their protection
+    policies unless ``policy`` is off) and move it into place once whole; return the generator's ground truth."""
+    from fedinsight.partner.protection import init_federation
+
+    config.check()  # a bad size is refused before anything is written
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{out_dir} is not empty (pass --overwrite to replace it)")
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:  # the old folder goes only once the new one is whole
+        truth = write(tmp, config)
+        if policy:
+            init_federation(tmp)
+    return truth
 
 
 @data_app.command("partition")
