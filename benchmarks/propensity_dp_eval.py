@@ -22,11 +22,11 @@ import numpy as np
 from fedinsight.models.metrics import assign_tiers, exact_metrics, pooled_metrics
 from fedinsight.models.propensity import ModelBundle, predict
 from fedinsight.partner.view import PartnerView
+from fedinsight.privacy.holdout import holdout_key
 from fedinsight.tasks.propensity import evaluation
 from fedinsight.tasks.propensity.baselines import pooled_split
 from fedinsight.tasks.propensity.features import FeatureCaps, LabelWindow, spend_from_unit, unit_features
-from fedinsight.tasks.propensity.options import PropensityOptions
-from fedinsight.tasks.propensity.split import holdout_key
+from fedinsight.tasks.propensity.options import HOLDOUT_KEY, PropensityOptions
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     partners = []
     for folder in sorted(p for p in (args.run / "partners").iterdir() if p.is_dir()):
         view = PartnerView(folder, "training")
-        split = pooled_split({folder.name: view.tables()}, window, {folder.name: holdout_key(view.vault)})
+        split = pooled_split({folder.name: view.tables()}, window, {folder.name: holdout_key(view.vault, HOLDOUT_KEY)})
         table = split.table[split.evaluated]
         if table.empty:
             continue  # a partner that suppresses its evaluation

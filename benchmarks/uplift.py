@@ -41,12 +41,12 @@ from fedinsight.data.synth import SynthConfig, generate_partner_frames
 from fedinsight.data.synth_uplift import best_offer
 from fedinsight.models.qini import bin_counts, curve_from_bins, exact_curve
 from fedinsight.models.uplift import UpliftNet, build_model, fit_centralized, predicted_uplift, set_weights
+from fedinsight.privacy.holdout import holdout_mask
 from fedinsight.tasks.uplift import policy
 from fedinsight.tasks.uplift.baselines import concat
 from fedinsight.tasks.uplift.features import FEATURES, Audience, audience
 from fedinsight.tasks.uplift.options import SCORE_EDGES, UpliftOptions
 from fedinsight.tasks.uplift.simulate import federated_weights, released
-from fedinsight.tasks.uplift.split import holdout_mask
 
 
 def qini_of(uplift: np.ndarray, test: Audience, options: UpliftOptions) -> dict[str, Any]:

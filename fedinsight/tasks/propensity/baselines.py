@@ -37,18 +37,17 @@ from fedinsight.models.propensity import (
     fit_centralized,
     predict,
 )
+from fedinsight.privacy.holdout import DEFAULT_TEST_SHARE, holdout_mask
 from fedinsight.tasks.propensity.features import (
     FEATURES,
     FeatureCaps,
     LabelWindow,
     customer_table,
-    holdout_mask,
     spend_from_unit,
     unit_features,
     unit_spend,
 )
 from fedinsight.tasks.propensity.protocol import MIN_EVAL_CUSTOMERS
-from fedinsight.tasks.propensity.split import DEFAULT_TEST_SHARE
 
 WEEK_DAYS = 7.0
 

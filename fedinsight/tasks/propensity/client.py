@@ -43,6 +43,7 @@ from fedinsight.models.propensity import (
     tensors,
 )
 from fedinsight.privacy.dpsgd import DpsgdPlan, train_dpsgd, train_sgd
+from fedinsight.privacy.holdout import DEFAULT_TEST_SHARE, holdout_key, holdout_mask, partner_share
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.propensity import evaluation
@@ -51,13 +52,11 @@ from fedinsight.tasks.propensity.features import (
     FeatureCaps,
     LabelWindow,
     customer_table,
-    holdout_mask,
     spend_from_unit,
     unit_features,
     unit_spend,
 )
-from fedinsight.tasks.propensity.options import PropensityOptions
-from fedinsight.tasks.propensity.split import DEFAULT_TEST_SHARE, holdout_key, partner_share
+from fedinsight.tasks.propensity.options import HOLDOUT_KEY, PropensityOptions
 
 STATE_COUNT = "propensity.noisy-count"
 
@@ -83,7 +82,8 @@ _MAX_SPLITS = 16
 def prepare(partner: Partner, options: PropensityOptions, job_id: str) -> PartnerSplit:
     """This partner's split for the job (cached per job: a Ray actor or SuperNode serves every round of it;
     the next job reads the data view again, so consent changes and erasures take effect). The held-out
-    customers follow the partner's own secret key and share (:mod:`.split`), whatever the job asks."""
+    customers follow the partner's own secret key and share (:mod:`fedinsight.privacy.holdout`), whatever the
+    job asks."""
     window, caps = options.window, options.caps
     share = partner_share(partner.setting("test-share", DEFAULT_TEST_SHARE))  # the partner's, not the job's
     key = (partner.partner_id, job_id, window, caps, share)
@@ -92,7 +92,7 @@ def prepare(partner: Partner, options: PropensityOptions, job_id: str) -> Partne
         if data.transactions is None:
             raise ConfigError(f"partner {partner.partner_id} has no transactions table; propensity needs purchases")
         table = customer_table(data.transactions, window)  # type: ignore[arg-type]
-        test = holdout_mask(table.index, share, holdout_key(partner.vault))
+        test = holdout_mask(table.index, share, holdout_key(partner.vault, HOLDOUT_KEY))
         unit = unit_features(table, window, caps)
         buys, spend = table["buys_again"].to_numpy(float), table["spend"].to_numpy(float)
         _SPLITS[key] = PartnerSplit(unit[~test], buys[~test], spend[~test], unit[test], buys[test], spend[test])

@@ -14,8 +14,6 @@ fitted from noisy federated sums (see :mod:`fedinsight.models.propensity`), neve
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,19 +186,3 @@ def spend_from_unit(unit: np.ndarray, caps: FeatureCaps | None = None) -> np.nda
     """Inverse of :func:`unit_spend`."""
     cap = (caps or FeatureCaps()).total_amount
     return np.expm1(np.asarray(unit, float) * np.log1p(cap))
-
-
-def holdout_mask(customer_ids: pd.Index | np.ndarray | list[str], share: float, key: bytes) -> np.ndarray:
-    """Which customers are held out for evaluation: ``HMAC-SHA256(key, token) < share`` (as a fraction of 2^64).
-
-    ``key`` is the partner's own secret holdout key (:mod:`fedinsight.tasks.propensity.split`), never a seed the
-    coordinator knows or chooses, and ``share`` is the partner's own: nobody else can predict or move which
-    customers are held out. The same (key, share) gives the same customers in every job, so two jobs cannot
-    differ by one held-out customer."""
-    if not 0 < share < 1:
-        raise ConfigError(f"test-share must be in (0, 1) (got {share})")
-    if not isinstance(key, bytes | bytearray) or len(key) < 16:
-        raise ConfigError("the holdout split needs the partner's secret key (at least 16 bytes)")
-    values = [int.from_bytes(hmac.new(bytes(key), str(c).encode(), hashlib.sha256).digest()[:8], "big")
-              for c in customer_ids]
-    return np.asarray(values, dtype=np.float64) / 2.0**64 < share

@@ -15,6 +15,8 @@ from fedinsight.tasks.propensity.evaluation import EvalCaps, eval_noise_multipli
 from fedinsight.tasks.propensity.features import FeatureCaps, LabelWindow
 
 NOISE_MODELS = ("local", "distributed-secagg")
+HOLDOUT_KEY = "propensity-holdout-key"
+"""The vault entry of the partner's propensity holdout key (:mod:`fedinsight.privacy.holdout`)."""
 DEFAULT_MAX_CUSTOMERS = 100_000
 """Default public bound on a partner's customers in distributed-noise training: it sizes the SecAgg+ grid, so it
 must stay small enough that rounding onto the grid adds under 1 % to the clipping norm (an MLP needs <= ~20,000)."""

@@ -10,6 +10,7 @@ from typing import Any
 from fedinsight.core.errors import ConfigError, FedinsightError
 from fedinsight.federation.task import Simulated
 from fedinsight.models.propensity import ModelBundle
+from fedinsight.privacy.holdout import holdout_key
 from fedinsight.tasks.propensity.baselines import (
     bgnbd_baseline,
     centralized_baseline,
@@ -17,8 +18,7 @@ from fedinsight.tasks.propensity.baselines import (
     released_model_exact,
 )
 from fedinsight.tasks.propensity.features import CDNOW_WINDOW, LabelWindow, synthetic_window
-from fedinsight.tasks.propensity.options import PropensityOptions
-from fedinsight.tasks.propensity.split import holdout_key
+from fedinsight.tasks.propensity.options import HOLDOUT_KEY, PropensityOptions
 
 log = logging.getLogger(__name__)
 EXACT = "_released-model-exact"
@@ -50,7 +50,7 @@ def baselines(options: PropensityOptions, sim: Simulated, purpose: str) -> dict[
     parts = sim.views(purpose)
     if sim.vaults is None:
         raise ConfigError("propensity baselines need the simulated partners' vaults (their holdout keys)")
-    keys = {name: holdout_key(vault) for name, vault in sim.vaults().items()}
+    keys = {name: holdout_key(vault, HOLDOUT_KEY) for name, vault in sim.vaults().items()}
     split = pooled_split(parts, options.window, keys)
     out = {"centralized": centralized_baseline(split, options.window, kind=options.model, seed=options.seed,
                                                caps=options.caps, tier_levels=(options.tier_mid, options.tier_high))}

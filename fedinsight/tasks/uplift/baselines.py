@@ -21,9 +21,9 @@ import numpy as np
 from fedinsight.federation.task import Simulated
 from fedinsight.models.qini import QiniCurve, bin_counts, curve_from_bins, exact_curve
 from fedinsight.models.uplift import UpliftNet, fit_centralized, predicted_uplift, set_weights
+from fedinsight.privacy.holdout import DEFAULT_TEST_SHARE, holdout_key, holdout_mask
 from fedinsight.tasks.uplift.features import FEATURES, Audience, audience
-from fedinsight.tasks.uplift.options import SCORE_EDGES, UpliftOptions
-from fedinsight.tasks.uplift.split import DEFAULT_TEST_SHARE, holdout_key, holdout_mask
+from fedinsight.tasks.uplift.options import HOLDOUT_KEY, SCORE_EDGES, UpliftOptions
 
 POOLED = "_pooled"
 """The pooled audiences ride along to :func:`merge` (which scores the released model on them) and are dropped."""
@@ -36,8 +36,8 @@ def pooled(options: UpliftOptions, sim: Simulated) -> tuple[Audience, Audience]:
     train, test = [], []
     for name, data in views.items():
         who = audience(data.events, data.transactions, options.campaign, options.arms)  # type: ignore[arg-type]
-        mask = holdout_mask(who.ids, DEFAULT_TEST_SHARE, holdout_key(vaults[name])) if name in vaults else \
-            np.zeros(len(who), dtype=bool)
+        mask = holdout_mask(who.ids, DEFAULT_TEST_SHARE, holdout_key(vaults[name], HOLDOUT_KEY)) \
+            if name in vaults else np.zeros(len(who), dtype=bool)
         train.append(who.take(~mask))
         test.append(who.take(mask))
     return concat(train), concat(test)

@@ -1,9 +1,9 @@
 """The partner side of uplift: ``train.uplift`` (DP-SGD) and ``query.uplift`` phases ``evaluate`` and ``policy``.
 
 The partner reads the campaign's audience through its data view (consent and erasures applied), splits off its
-held-out customers with its own key (:mod:`.split`), works out the noise from the job's public options itself
-(:meth:`.options.UpliftOptions.plan`), passes every release through its budget gate, and draws all randomness
-(DP-SGD sampling and noise, OpenDP's Gaussian) from OS entropy. What leaves: model weights after DP-SGD, the
+held-out customers with its own key (:mod:`fedinsight.privacy.holdout`), works out the noise from the job's public
+options itself (:meth:`.options.UpliftOptions.plan`), passes every release through its budget gate, and draws all
+randomness (DP-SGD sampling and noise, OpenDP's Gaussian) from OS entropy. What leaves: model weights after DP-SGD, the
 noisy (offer x arm x predicted-uplift bin) counts of its held-out customers, and the noisy (chosen offer x value
 tier) counts of its policy. Scores, choices and order values stay here.
 """
@@ -25,12 +25,12 @@ from fedinsight.federation.task import Partner, phase_of
 from fedinsight.models.qini import bin_counts
 from fedinsight.models.uplift import UpliftNet, predicted_uplift, set_weights, tensors, uplift_loss
 from fedinsight.privacy.dpsgd import train_dpsgd
+from fedinsight.privacy.holdout import DEFAULT_TEST_SHARE, holdout_key, holdout_mask, partner_share
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.uplift import economics, policy
 from fedinsight.tasks.uplift.features import FEATURES, Audience, audience
-from fedinsight.tasks.uplift.options import RELEASES, SCORE_EDGES, UpliftOptions
-from fedinsight.tasks.uplift.split import DEFAULT_TEST_SHARE, holdout_key, holdout_mask, partner_share
+from fedinsight.tasks.uplift.options import HOLDOUT_KEY, RELEASES, SCORE_EDGES, UpliftOptions
 
 ARRAYS = "arrays"
 METRICS = "metrics"
@@ -69,7 +69,7 @@ def prepare(partner: Partner, options: UpliftOptions, job_id: str) -> Split:
     if key not in _SPLITS:
         data = partner.data()
         who = audience(data.events, data.transactions, options.campaign, options.arms)  # type: ignore[arg-type]
-        test = holdout_mask(who.ids, share, holdout_key(partner.vault))
+        test = holdout_mask(who.ids, share, holdout_key(partner.vault, HOLDOUT_KEY))
         _SPLITS[key] = Split(who.take(~test), who.take(test), who)
         while len(_SPLITS) > 8:
             _SPLITS.popitem(last=False)

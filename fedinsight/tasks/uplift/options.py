@@ -10,6 +10,9 @@ from fedinsight.federation.options import Options, option
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
 
+HOLDOUT_KEY = "uplift-holdout-key"
+"""The vault entry of the partner's uplift holdout key: its own, so the uplift and propensity held-out sets are
+independent (:mod:`fedinsight.privacy.holdout`)."""
 RELEASES = 3
 """Gaussian releases besides DP-SGD: the evaluation, the policy counts, the campaign economics."""
 

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 from fedinsight.core.errors import ConfigError, DataValidationError
+from fedinsight.privacy.holdout import holdout_mask
 from fedinsight.tasks.propensity.features import (
     CDNOW_WINDOW,
     FEATURES,
     LabelWindow,
     customer_table,
-    holdout_mask,
     spend_from_unit,
     unit_features,
     unit_spend,

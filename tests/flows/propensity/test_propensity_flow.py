@@ -26,11 +26,11 @@ from fedinsight.models.propensity import ModelBundle
 from fedinsight.partner.clientapp import app as client_app
 from fedinsight.partner.protection import init_federation, load_protected
 from fedinsight.partner.view import PartnerView
+from fedinsight.privacy.holdout import DEFAULT_TEST_SHARE, holdout_key, holdout_mask
 from fedinsight.privacy.ledger import PrivacyLedger
 from fedinsight.tasks.propensity import TASK
-from fedinsight.tasks.propensity.features import FEATURES, customer_table, holdout_mask, synthetic_window
-from fedinsight.tasks.propensity.options import PropensityOptions
-from fedinsight.tasks.propensity.split import DEFAULT_TEST_SHARE, holdout_key
+from fedinsight.tasks.propensity.features import FEATURES, customer_table, synthetic_window
+from fedinsight.tasks.propensity.options import HOLDOUT_KEY, PropensityOptions
 
 PARTNERS = 3
 
@@ -254,7 +254,7 @@ def _held_out_spend(data_root: Path, job: Job) -> np.ndarray:
     spends = []
     for k in range(PARTNERS):
         data = load_protected(data_root / f"partner-{k}").for_purpose("training")
-        key = holdout_key(PartnerView(data_root / f"partner-{k}", "training").vault)
+        key = holdout_key(PartnerView(data_root / f"partner-{k}", "training").vault, HOLDOUT_KEY)
         table = customer_table(data.transactions, job.options.window)
         spends.append(table["spend"].to_numpy()[holdout_mask(table.index, DEFAULT_TEST_SHARE, key)])
     return np.concatenate(spends)
