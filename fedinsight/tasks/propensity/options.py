@@ -61,6 +61,10 @@ class PropensityOptions(Options):
     cap_total_amount: float = option(FeatureCaps.total_amount, "Public cap of calibration or holdout spend.",
                                      above=0)
     cap_quantity: float = option(FeatureCaps.quantity, "Public cap of quantities.", above=0)
+    recalibrate_from: str = option("", "Recalibrate: a previous propensity run folder (or its model.pt). This job "
+                                   "starts from that model's weights, re-fits on the window --start/--cutoff/--end "
+                                   "(its cutoff after the previous one's) and evaluates old and new model on the "
+                                   "newest held-out customers (one more DP evaluation release, in the charge).")
     noise_model: str = option("local", "local (each partner runs DP-SGD and adds all the noise) or distributed-secagg "
                               "(one full-batch step per round: each partner adds a discrete-Gaussian share to its "
                               "clipped gradient sum, the coordinator sees only the SecAgg+ sum; sample-rate and "
@@ -83,6 +87,9 @@ class PropensityOptions(Options):
         if self.distributed and self.evaluate and self.eval_every_round:
             raise ConfigError("--eval-every-round is for local noise; with --noise-model distributed-secagg the model "
                               "is evaluated once, at the end")
+        if self.recalibrate_from and not self.evaluate:
+            raise ConfigError("--recalibrate-from compares the old and new model on held-out customers: drop "
+                              "--no-evaluate (or recalibrate without comparing: train from scratch)")
         if not self.non_private and not math.isfinite(self.epsilon):
             raise ConfigError(f"--epsilon must be a finite positive number (got {self.epsilon}); or use --non-private")
         if self.start or self.cutoff or self.end:
@@ -128,7 +135,8 @@ class PropensityOptions(Options):
         """How many evaluation releases one partner makes in the job (0: no evaluation)."""
         if not self.evaluate:
             return 0
-        return self.rounds + 1 if self.eval_every_round else 1
+        previous = 1 if self.recalibrate_from else 0  # the previous model, once, on the same held-out customers
+        return (self.rounds + 1 if self.eval_every_round else 1) + previous
 
     @property
     def eval_caps(self) -> EvalCaps:

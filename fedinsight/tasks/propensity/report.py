@@ -67,7 +67,46 @@ def propensity_sections(summary: dict[str, Any]) -> tuple[list[str], list[Sectio
     if not curves:
         quality.add('<p class="note">This summary has no curve data (written by an older fedinsight); '
                     "re-run the job to get ROC, calibration and gain charts.</p>")
-    return cards, [learning, quality]
+    sections = [learning, quality]
+    drift = _drift_section(summary.get("recalibration"))
+    if drift is not None:
+        sections.append(drift)
+        cards.append(_drift_card(summary["recalibration"]))
+    return cards, sections
+
+
+def _drift_card(recal: dict[str, Any]) -> str:
+    change = finite((recal.get("drift") or {}).get("ece_change"))
+    lifetime = finite(recal.get("lifetime_epsilon_max"))
+    detail = f"lifetime epsilon {lifetime:.3g} (ledger)" if lifetime is not None else "see the history table"
+    return card("calibration drift", "-" if change is None else f"{-change:+.1%} error fixed", detail,
+                good=None if change is None else change <= 0)
+
+
+def _drift_section(recal: dict[str, Any] | None) -> Section | None:
+    """Quarterly recalibration: old vs new on the newest held-out customers, and the model's history."""
+    if not recal:
+        return None
+    section = Section("recalibration", "Recalibration: what changed since the last model")
+    drift = recal.get("drift") or {}
+    section.add(f"<p>{escape(str(drift.get('words', '')))}</p>")
+    rows = []
+    for e in recal.get("history") or []:
+        window = e.get("window") or {}
+        metrics = e.get("metrics") or {}
+        lifetime = e.get("lifetime_epsilon") or {}
+        rows.append([f"{window.get('start')} to {window.get('cutoff')} (labels to {window.get('end')})",
+                     "from scratch" if not e.get("warm_started_from") else "warm start",
+                     finite(e.get("epsilon_charged")), finite(metrics.get("ece")), finite(metrics.get("tier_accuracy")),
+                     max(lifetime.values()) if lifetime else None])
+    section.add("<h3>Model history</h3>" + table(
+        ["window (features from .. to)", "trained", "epsilon this model", "calibration error", "tier accuracy",
+         "lifetime epsilon (ledger, largest partner)"], rows))
+    section.add(f'<p class="note">Each model spends its own epsilon from every partner\'s ledger; the lifetime '
+                f"figure is what the ledger has composed over all of them (at most the sum of the models' epsilons, "
+                f"{finite(recal.get('quarters_epsilon_sum')) or 0:.3g}). Old and new model were compared on the same "
+                "newest held-out customers through DP evaluation releases, charged in this job.</p>")
+    return section
 
 
 def _noise_note(privacy: dict[str, Any]) -> str:

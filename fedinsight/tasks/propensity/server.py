@@ -37,8 +37,8 @@ from fedinsight.models.federated_stats import PooledStats, histogram_cdf, histog
 from fedinsight.models.metrics import summary_curves
 from fedinsight.models.propensity import ModelBundle, build_model, get_weights
 from fedinsight.privacy.dpsgd import DpsgdPlan
-from fedinsight.privacy.ledger import compose_epsilon, dpsgd_event
-from fedinsight.tasks.propensity import distributed, evaluation, secure_server
+from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon, dpsgd_event
+from fedinsight.tasks.propensity import distributed, evaluation, recalibrate, secure_server
 from fedinsight.tasks.propensity.features import FEATURES, spend_from_unit
 from fedinsight.tasks.propensity.options import PropensityOptions
 from fedinsight.tasks.propensity.strategy import PartnerTrack, PropensityFedAvg, read_evaluations
@@ -55,6 +55,8 @@ def plan(session: Session, task: str) -> Plan:
     options: PropensityOptions = session.options  # type: ignore[assignment]
     dp = options.plan()
     partners = len(session.nodes)
+    session.state["previous"] = recalibrate.previous(options.recalibrate_from, kind=options.model,
+                                                     window=options.window) if options.recalibrate_from else None
     training_releases = None
     if options.distributed and dp is not None:
         enc = distributed.encoding(options, partners)  # refused here, before anyone computes, if no grid fits
@@ -200,11 +202,15 @@ def run(session: Session) -> TaskResult:
     noise = 0.0 if dp is None else dp.gaussian_noise_multiplier * stats_sensitivity(len(FEATURES))
     pooled = PooledStats.from_vectors(list(vectors.values()), len(FEATURES), noise)
     scaler, target = pooled.scaler(), pooled.target(options.caps.log_unit)
+    previous: recalibrate.Previous | None = session.state.get("previous")
+    if previous is not None:  # warm start: the previous weights keep the scalers they were trained with
+        scaler, target = previous.bundle.scaler, previous.bundle.target
+        initial = recalibrate.initial_weights(previous.bundle)
+    else:
+        initial = get_weights(build_model(len(FEATURES), options.model, options.seed))
     cfg.update({"scaler-mean": list(scaler.mean), "scaler-std": list(scaler.std), "target-mean": target.mean,
                 "target-std": target.std})
 
-    model = build_model(len(FEATURES), options.model, options.seed)
-    initial = get_weights(model)
     strategy = PropensityFedAvg(partners=partners, shapes={k: tuple(v.shape) for k, v in initial.items()},
                                 n_features=len(FEATURES), rounds=options.rounds, base_lr=options.lr, ema=options.ema,
                                 guard=session.guard, task=session.task.name,
@@ -238,6 +244,8 @@ def run(session: Session) -> TaskResult:
         final_metrics, noisy = read_evaluations(accepted, partners, tiers=pred_t is not None,
                                                 noise_multiplier=options.eval_noise_multiplier())
         curves = summary_curves(noisy) if noisy is not None else {}
+        if previous is not None:
+            old_metrics, old_curves = _evaluate_previous(session, strategy, partners, cfg, previous)
 
     weights = {k: v.numpy() for k, v in final.items()}
     bundle = ModelBundle(kind=options.model, features=FEATURES, weights=weights, scaler=scaler, target=target,
@@ -258,8 +266,52 @@ def run(session: Session) -> TaskResult:
                    **({} if secure is None else {"secagg_rounds_s": round(sum(r["secagg_s"] for r in secure.per_round),
                                                                           3)})},
     }
+    if previous is not None:
+        summary["metrics"][recalibrate.PREVIOUS] = old_metrics
+        summary["curves"][recalibrate.PREVIOUS] = old_curves
+        summary["recalibration"] = _recalibration(session, summary, previous, final_metrics, old_metrics)
+        if session.job.out_dir:
+            artifacts["history"] = str(recalibrate.write_history(Path(session.job.out_dir),
+                                                                 summary["recalibration"]["history"]))
     progress.report("done", options.rounds + 3, options.rounds + 3)
     return TaskResult(summary, artifacts)
+
+
+def _evaluate_previous(session: Session, strategy: PropensityFedAvg, partners: dict[int, PartnerTrack],
+                       cfg: dict[str, Any], previous: recalibrate.Previous) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The previous model, as it is, on the same newest held-out customers: one more DP evaluation release (in
+    the plan's charge), so old and new calibration and tier accuracy are compared on one truth."""
+    options: PropensityOptions = session.options  # type: ignore[assignment]
+    old_cfg = {**cfg, "phase": "evaluate", **recalibrate.old_model_config(previous.bundle)}
+    arrays = _arrays(recalibrate.initial_weights(previous.bundle))
+    messages = [request("evaluate", session.task.name, n, old_cfg, arrays=arrays) for n in strategy.evaluation_nodes()]
+    replies = list(session.grid.send_and_receive(messages, timeout=session.job.timeout))
+    accepted = session.guard.check(replies, "evaluate")
+    metrics, noisy = read_evaluations(accepted, partners, tiers="tier-pred" in old_cfg and "tier-true" in old_cfg,
+                                      noise_multiplier=options.eval_noise_multiplier())
+    return metrics, (summary_curves(noisy) if noisy is not None else {})
+
+
+def _recalibration(session: Session, summary: dict[str, Any], previous: recalibrate.Previous,
+                   new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """Drift in words, this quarter's charge and every partner's lifetime epsilon from the ledger, the history."""
+    options: PropensityOptions = session.options  # type: ignore[assignment]
+    ledger = PrivacyLedger(session.job.ledger)
+    try:
+        lifetime = {info.partner_id: ledger.status(info.partner_id).epsilon_spent
+                    for info in session.partners.values()}
+    finally:
+        ledger.engine.dispose()
+    charged = summary["privacy"].get("ledger_epsilon_charged_this_job")
+    line = recalibrate.entry(job_id=session.job.job_id, folder=str(session.job.out_dir or ""), window=options.window,
+                             source=previous.source, charged=charged, metrics=new, lifetime=lifetime)
+    history = [*previous.history, line]
+    quarters = [e.get("epsilon_charged") for e in history]
+    return {"from": previous.source, "drift": recalibrate.drift(old, new, previous.window, options.window),
+            "epsilon_this_quarter": charged, "lifetime_epsilon": line["lifetime_epsilon"],
+            "lifetime_epsilon_max": max(lifetime.values(), default=0.0),
+            "quarters_epsilon_sum": sum(float(q) for q in quarters if isinstance(q, int | float)),
+            "history": history}
 
 
 def privacy_summary(session: Session, partners: dict[int, PartnerTrack], dp: DpsgdPlan | None,

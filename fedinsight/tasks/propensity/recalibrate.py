@@ -1,0 +1,181 @@
+"""Quarterly recalibration: re-fit propensity / LTV on the newest window, warm-started from the current model.
+
+Why a propensity option (``--recalibrate-from RUN_DIR``) rather than a separate task: a recalibration *is* a
+propensity job -- same partners' handlers, same releases, same ledger -- whose coordinator starts FedAvg from
+the previous run's final weights (already DP: the coordinator holds them) instead of fresh ones, and evaluates
+the previous model once more, next to the new one, on the newest held-out customers. So ``simulate propensity
+--recalibrate-from runs/q1 --start .. --cutoff .. --end ..`` and ``job run propensity -o recalibrate-from=..``
+both work, and a schedule is a cron line of the same command.
+
+The window is the job's ``--start/--cutoff/--end``: every partner reads only its own transactions inside it
+(:func:`~.features.customer_table`), so a later purchase can neither feed a feature nor a label.
+
+What this module does on the coordinator (no customer data here):
+
+- :func:`previous`: read and check the earlier run (its ``model.pt``, its ``model_history.json``); refuse, before
+  anything is charged, a missing or foreign model, another model kind, or a window with no new data (its cutoff
+  not after the previous one's);
+- :func:`old_model_config`: the previous model's own public scalers and tier thresholds for its evaluation;
+- :func:`entry`, :func:`write_history`: one line per model with its window, its job's charge and the lifetime
+  epsilon each partner's ledger shows after it;
+- :func:`drift`: old vs new calibration error and tier accuracy on the same held-out customers, in words.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.core.files import write_private_atomic
+from fedinsight.models.propensity import ModelBundle
+from fedinsight.tasks.propensity.features import FEATURES, LabelWindow
+
+HISTORY_FILE = "model_history.json"
+MODEL_FILE = "model.pt"
+PREVIOUS = "previous"
+"""The name the previous model's metrics and curves carry in the summary (next to ``federated``)."""
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The model a recalibration starts from, its window and the history it belongs to."""
+
+    bundle: ModelBundle
+    window: LabelWindow
+    history: list[dict[str, Any]]
+    source: str
+
+
+def _model_path(source: str) -> Path:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise ConfigError(f"--recalibrate-from {source}: no propensity model there (expected a run folder with "
+                          f"{MODEL_FILE}, or the {MODEL_FILE} itself)")
+    return path
+
+
+def previous(source: str, *, kind: str, window: LabelWindow) -> Previous:
+    """The previous run's model and history, checked against the new job (ConfigError before any charge)."""
+    path = _model_path(source)
+    try:
+        bundle = ModelBundle.load(path)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a damaged or foreign file: say which, no traceback
+        raise ConfigError(f"--recalibrate-from {source}: {path.name} is not a propensity model ({exc})") from None
+    if tuple(bundle.features) != tuple(FEATURES):
+        raise ConfigError(f"--recalibrate-from {source}: the model was trained on other features "
+                          f"({', '.join(bundle.features)}); retrain it from scratch")
+    if bundle.kind != kind:
+        raise ConfigError(f"--recalibrate-from {source}: the model is a {bundle.kind}; give --model {bundle.kind}")
+    try:
+        old_window = LabelWindow.from_config(bundle.config)
+    except (KeyError, ConfigError):
+        raise ConfigError(f"--recalibrate-from {source}: the model does not record its window") from None
+    if window.cutoff <= old_window.cutoff:
+        raise ConfigError(f"the new window has no new data: its cutoff {window.cutoff.date()} is not after the "
+                          f"previous model's {old_window.cutoff.date()}; move --start/--cutoff/--end to the newest "
+                          "quarter")
+    return Previous(bundle, old_window, _history(path.parent, bundle, old_window), str(path.parent))
+
+
+def _history(folder: Path, bundle: ModelBundle, window: LabelWindow) -> list[dict[str, Any]]:
+    """The earlier models' lines: the folder's history file, or one line for a model trained from scratch."""
+    file = folder / HISTORY_FILE
+    if file.is_file():
+        try:
+            entries = json.loads(file.read_text())["models"]
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{file} is damaged: it should hold {{\"models\": [...]}}") from None
+        if isinstance(entries, list) and entries:
+            return [dict(e) for e in entries]
+    summary: dict[str, Any] = {}
+    if (folder / "summary.json").is_file():
+        try:
+            summary = json.loads((folder / "summary.json").read_text())
+        except ValueError:
+            summary = {}
+    privacy = summary.get("privacy") or {}
+    return [{"job_id": str(bundle.config.get("job-id", "")), "folder": str(folder), "window": _window(window),
+             "warm_started_from": None,
+             "epsilon_charged": privacy.get("ledger_epsilon_charged_this_job"),
+             "metrics": _metrics((summary.get("metrics") or {}).get("federated") or {}),
+             "lifetime_epsilon": None}]
+
+
+def _window(window: LabelWindow) -> dict[str, str]:
+    return {"start": str(window.start.date()), "cutoff": str(window.cutoff.date()), "end": str(window.end.date())}
+
+
+def _metrics(m: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in ("auc", "ece", "tier_accuracy", "log_loss"):
+        value = m.get(key)
+        out[key] = float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+    return out
+
+
+def old_model_config(bundle: ModelBundle) -> dict[str, Any]:
+    """What the previous model's evaluation message carries instead of the new job's: its own public scalers and
+    predicted-tier thresholds (the true tiers stay the new window's, so both models are judged on one truth)."""
+    cfg: dict[str, Any] = {"scaler-mean": list(bundle.scaler.mean), "scaler-std": list(bundle.scaler.std),
+                           "target-mean": bundle.target.mean, "target-std": bundle.target.std}
+    if all(math.isfinite(t) for t in bundle.tier_thresholds):
+        cfg["tier-pred"] = list(bundle.tier_thresholds)
+    return cfg
+
+
+def initial_weights(bundle: ModelBundle) -> dict[str, np.ndarray]:
+    """The warm start: the previous model's final (DP) weights."""
+    return {k: np.asarray(v, dtype=np.float32) for k, v in bundle.weights.items()}
+
+
+def entry(*, job_id: str, folder: str, window: LabelWindow, source: str, charged: float | None,
+          metrics: dict[str, Any], lifetime: dict[str, float]) -> dict[str, Any]:
+    """One model's line in the history: its window, where it started from, its charge and the lifetime total."""
+    return {"job_id": job_id, "folder": folder, "window": _window(window), "warm_started_from": source,
+            "epsilon_charged": charged, "metrics": _metrics(metrics),
+            "lifetime_epsilon": {pid: round(float(e), 6) for pid, e in sorted(lifetime.items())}}
+
+
+def write_history(out: Path, entries: list[dict[str, Any]]) -> Path:
+    """``model_history.json`` beside the new ``model.pt``: every model of the line, oldest first."""
+    path = out / HISTORY_FILE
+    write_private_atomic(path, (json.dumps({"model": "propensity", "models": entries}, indent=2) + "\n").encode())
+    return path
+
+
+def drift(old: dict[str, Any], new: dict[str, Any], old_window: LabelWindow, new_window: LabelWindow
+          ) -> dict[str, Any]:
+    """Old vs new model on the newest held-out customers (both from DP evaluation releases), with a sentence a
+    marketer reads. Calibration error (ECE) is the average gap between predicted and observed repurchase rates."""
+    o, n = _metrics(old), _metrics(new)
+    words = []
+    if o["ece"] is not None and n["ece"] is not None:
+        words.append(f"The model trained on {old_window.start.date()} to {old_window.cutoff.date()} is off by "
+                     f"{o['ece']:.1%} on average between predicted and actual repurchase rates for the newest "
+                     f"customers; the recalibrated model is off by {n['ece']:.1%}.")
+    if o["tier_accuracy"] is not None and n["tier_accuracy"] is not None:
+        change = n["tier_accuracy"] - o["tier_accuracy"]
+        words.append(f"It places {n['tier_accuracy']:.0%} of customers in the right value tier (was "
+                     f"{o['tier_accuracy']:.0%}, {change:+.0%} points).")
+    if o["ece"] is not None and n["ece"] is not None:
+        shifted = o["ece"] - n["ece"]
+        words.append("Customer behaviour has drifted since the last quarter: use the new model." if shifted > 0.02
+                     else "Behaviour is much as it was: the two models agree.")
+    return {"previous_window": _window(old_window), "window": _window(new_window), "previous": o, "new": n,
+            "ece_change": None if o["ece"] is None or n["ece"] is None else n["ece"] - o["ece"],
+            "tier_accuracy_change": None if o["tier_accuracy"] is None or n["tier_accuracy"] is None
+            else n["tier_accuracy"] - o["tier_accuracy"], "words": " ".join(words)}
+
+
+__all__ = ["HISTORY_FILE", "PREVIOUS", "Previous", "drift", "entry", "initial_weights", "old_model_config",
+           "previous", "write_history"]
