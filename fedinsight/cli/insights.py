@@ -59,6 +59,10 @@ def _headline(insight: dict) -> str:
     if kind == "channel_response":
         by = insight["query"]["by"]
         return "; ".join(f"{g[by]}: {g['best_channel']}" for g in result["groups"])
+    if kind == "channel_creative":
+        by = insight["query"]["by"]
+        return "; ".join(f"{g[by]}: " + (f"{g['best_pair']['channel']} · {g['best_pair']['creative']}"
+                                          if g.get("best_pair") else "-") for g in result["groups"])
     rows = [g for g in result["groups"] if not g.get("suppressed")]
     return "; ".join(f"{'/'.join(g['keys'].values())}: {_est(g.get('mean') or g.get('count') or g['customers'])}"
                      for g in rows[:3])

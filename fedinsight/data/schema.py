@@ -133,6 +133,9 @@ EVENTS = TableSpec(
         ColumnSpec("channel", "string"),
         ColumnSpec("stage", "category", allowed=FUNNEL_STAGES),
         ColumnSpec("arm", "string", required=False, nullable=True, description="A/B arm, e.g. 'A' or 'B'."),
+        ColumnSpec("creative", "string", required=False, nullable=True,
+                   description="The creative (ad, message or content variant) the customer saw, in the partner's "
+                               "own names; map the column that holds it to `creative`."),
     ),
 )
 

@@ -376,6 +376,38 @@ def channel_response(f: Features, *, by: str = "rfm_segment", channels: Sequence
                           l1=2.0 * m, l2=math.sqrt(2.0 * m))
 
 
+CREATIVE = "creative"
+"""The canonical campaign-events column a partner's mapping names for its creatives."""
+
+
+def channel_creative(f: Features, *, by: str = "rfm_segment", channels: Sequence[str] = (),
+                     creatives: Sequence[str] = (), max_pairs_per_customer: int = 2) -> LocalAggregate:
+    """Per group, channel and creative: customers exposed, and customers who responded (clicked or beyond).
+
+    A customer counts in at most ``max_pairs_per_customer`` (channel, creative) pairs -- their first by time,
+    chosen from their own rows only -- once as exposed and once as responded per pair."""
+    ev = f.events
+    if CREATIVE not in ev.frame.columns:
+        raise ConfigError("this partner's campaign events have no creative column: map the column that names the "
+                          "creative (ad or message variant) to `creative` in its mapping.toml")
+    ch_keys = _keys(_key_list("channels", list(channels)))
+    cr_keys = _keys(_key_list("creatives", list(creatives)))
+    m = _positive_int("max_pairs_per_customer", max_pairs_per_customer)
+    n_pairs = len(ch_keys) * len(cr_keys)
+    if n_pairs * max(len(f.attribute(by)[1]), 1) > MAX_CELLS:
+        raise ConfigError(f"channel x creative x {by} has more than {MAX_CELLS} cells: declare fewer keys")
+    pair = codes_of(ev.frame["channel"], ch_keys[:-1]) * len(cr_keys) + codes_of(ev.frame[CREATIVE], cr_keys[:-1])
+    keep = _first_k_keys(ev.cust, pair, ev.ts, n_pairs, m)
+    group, gkeys = f.attribute(by)
+    cust, pk, st = ev.cust[keep], pair[keep], f.event_stage[keep]
+    shape = (len(gkeys), len(ch_keys), len(cr_keys))
+    exposed = _count_distinct(cust[st == 0], pk[st == 0], n_pairs, group, len(gkeys)).reshape(shape)
+    responded = _count_distinct(cust[st >= 1], pk[st >= 1], n_pairs, group, len(gkeys)).reshape(shape)
+    dims = ((by, gkeys), ("channel", ch_keys), ("creative", cr_keys))
+    return LocalAggregate((Measure("exposed", dims, exposed), Measure("responded", dims, responded)),
+                          l1=2.0 * m, l2=math.sqrt(2.0 * m))
+
+
 def group_by(f: Features, *, table: str, group_by: Sequence[str], keys: dict[str, list[str]] | None = None,
              value: str | None = None, aggregates: Sequence[str] = ("count",), bounds: Sequence[float] | None = None,
              max_rows_per_customer: int = 10) -> LocalAggregate:
@@ -462,11 +494,12 @@ LOCAL_QUERIES: dict[str, Callable[..., LocalAggregate]] = {
     "ab_test": ab_test,
     "golden_hours": golden_hours,
     "channel_response": channel_response,
+    "channel_creative": channel_creative,
     "group_by": group_by,
 }
 """Query kind -> local computation; the parameters are the query spec's fields."""
 
-NEEDS_EVENTS = frozenset({"funnel", "ab_test", "golden_hours", "channel_response"})
+NEEDS_EVENTS = frozenset({"funnel", "ab_test", "golden_hours", "channel_response", "channel_creative"})
 
 
 def compute(kind: str, features: Features, params: dict[str, Any]) -> LocalAggregate:

@@ -192,6 +192,24 @@ class ChannelResponse(_Query):
     max_channels_per_customer: int = Field(2, ge=1, le=20)
 
 
+class ChannelCreative(_Query):
+    """Response by channel x creative x customer group (a three-way table, small cells suppressed), and the best
+    channel-creative pair per group with its interval.
+
+    The creative is a campaign-events column each partner's mapping names (``creative``); a partner without it
+    is refused in hello, before anything is charged. Channels and creatives are declared lists (the user's own
+    names); a customer counts in at most ``max_pairs_per_customer`` channel-creative pairs (their first by time),
+    once in exposed and once in responded per pair: L1 ``2 k``, L2 ``sqrt(2 k)``.
+    """
+
+    kind: Literal["channel_creative"] = "channel_creative"
+    needs_events: ClassVar[bool] = True
+    by: CustomerGrouping = "rfm_segment"
+    channels: KeyList
+    creatives: KeyList
+    max_pairs_per_customer: int = Field(2, ge=1, le=20)
+
+
 class GroupBy(_Query):
     """Generic DP group-by: customers, count, sum or mean over allow-listed columns with declared bounds."""
 
@@ -220,7 +238,7 @@ class GroupBy(_Query):
 
 
 QuerySpec = Annotated[
-    SegmentProfile | LtvTiers | Funnel | AbTest | GoldenHours | ChannelResponse | GroupBy,
+    SegmentProfile | LtvTiers | Funnel | AbTest | GoldenHours | ChannelResponse | ChannelCreative | GroupBy,
     Field(discriminator="kind"),
 ]
 
@@ -281,15 +299,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "channels": ["email", "sms", "app_push", "social", "search"],
         "campaigns": ["campaign-1", "campaign-2"],
         "tx_channels": ["store", "web", "app"],
+        "creatives": [],
     },
-    "cdnow": {"as_of": "1998-07-01", "channels": [], "campaigns": [], "tx_channels": []},
+    "cdnow": {"as_of": "1998-07-01", "channels": [], "campaigns": [], "tx_channels": [], "creatives": []},
 }
 """Public facts per built-in dataset: reference date and the declared key lists (campaigns the
 coordinator ran, channels it uses). Channel and campaign names are the coordinator's own vocabulary."""
 
 
-def default_queries(*, channels: list[str], campaigns: list[str], tx_channels: list[str]) -> list[_Query]:
-    """The whole catalogue; event-based queries only when channels/campaigns are declared."""
+def default_queries(*, channels: list[str], campaigns: list[str], tx_channels: list[str],
+                    creatives: list[str] | None = None) -> list[_Query]:
+    """The whole catalogue; event-based queries only when channels/campaigns (and creatives) are declared."""
     queries: list[_Query] = [
         SegmentProfile(name="segment-profile-rfm", title="Segment profile by RFM segment", by="rfm_segment"),
         SegmentProfile(name="segment-profile-lifecycle", title="Segment profile by lifecycle stage",
@@ -305,6 +325,9 @@ def default_queries(*, channels: list[str], campaigns: list[str], tx_channels: l
             ChannelResponse(name="channel-response", title="Channel response rates by RFM segment",
                             channels=channels),
         ]
+    if channels and creatives:
+        queries.append(ChannelCreative(name="channel-creative", title="Best channel and creative per RFM segment",
+                                       channels=channels, creatives=creatives, weight=2.0))
     if campaigns:
         queries.append(AbTest(name="ab-lift", title="A/B and campaign lift", campaigns=campaigns, weight=2.0))
     if tx_channels:
@@ -325,7 +348,7 @@ def default_batch(dataset: str, *, epsilon: float, delta: float = 1e-6, as_of: s
     """The whole catalogue for a built-in dataset (or a folder laid out like the synthetic one)."""
     preset = PRESETS.get(dataset, PRESETS["synthetic"])
     queries = default_queries(channels=preset["channels"], campaigns=preset["campaigns"],
-                              tx_channels=preset["tx_channels"])
+                              tx_channels=preset["tx_channels"], creatives=preset.get("creatives") or [])
     if only:
         unknown = sorted(set(only) - {q.name for q in queries})
         if unknown:

@@ -50,6 +50,7 @@ SUPPRESSION_MEASURES: dict[str, tuple[str, ...]] = {
     "ab_test": ("exposed", "converted"),
     "golden_hours": ("customers_by_hour", "customers_by_weekday", "customers_by_slot"),
     "channel_response": ("exposed", "responded"),
+    "channel_creative": ("exposed", "responded"),
     "group_by": ("customers",),
 }
 """The customer counts each kind of insight is suppressed on (what the planner forecasts)."""
@@ -259,6 +260,11 @@ def expected_counts(kind: str, query: dict[str, Any], measure: str, dims: tuple[
         groups, channels = dims[0][1], dims[1][1]
         total = exposed if measure == "exposed" else clicked
         return grid(_even(total, groups, False), shares(channels))
+    if kind == "channel_creative":
+        groups, channels, creatives = dims[0][1], dims[1][1], dims[2][1]
+        total = exposed if measure == "exposed" else clicked
+        per_group = grid(_even(total, groups, False), shares(channels))
+        return None if per_group is None else np.multiply.outer(per_group, shares(creatives))
     if kind == "group_by":
         table = query.get("table")
         total = pop.customers if table == "customers" else pop.purchasers if table == "transactions" else exposed
@@ -287,6 +293,9 @@ def _class_label(kind: str, measure: str, dims: tuple[tuple[str, tuple[str, ...]
     text = f"{base} per {groups[0].replace('_', ' ')} ({len(groups[1])})"
     if kind == "funnel" and index is not None:
         text = f"{dims[1][1][index]} per {groups[0].replace('_', ' ')} ({len(groups[1])})"
+    elif kind == "channel_creative":
+        text = f"{base} per {groups[0].replace('_', ' ')} x channel x creative " \
+               f"({' x '.join(str(len(k)) for _, k in dims)})"
     elif kind in ("ab_test",):
         text = f"{base} per campaign x arm ({len(dims[0][1])} x {len(dims[1][1])})"
     elif kind == "group_by":

@@ -32,7 +32,8 @@ def catalogue(preset: str) -> list[CatalogueEntry]:
     """The submittable queries for the coordinator's catalogue preset."""
     p = PRESETS.get(preset, PRESETS["synthetic"])
     return [CatalogueEntry(q.name, q.kind, q.title)  # type: ignore[attr-defined]
-            for q in default_queries(channels=p["channels"], campaigns=p["campaigns"], tx_channels=p["tx_channels"])]
+            for q in default_queries(channels=p["channels"], campaigns=p["campaigns"], tx_channels=p["tx_channels"],
+                                     creatives=p.get("creatives") or [])]
 
 
 def job_options(name: str, filters: dict[str, Any], epsilon: float | None, preset: str) -> dict[str, Any]:

@@ -228,6 +228,27 @@ def _channel_response(ins: dict[str, Any]) -> list[Chart]:
                        "Response rate per channel and segment with 95 % intervals; best channel in the table below.")]
 
 
+def _channel_creative(ins: dict[str, Any]) -> list[Chart]:
+    """Response rate per channel-creative pair (bars) for each group, 95 % whiskers; the best pair in the table."""
+    by = ins.get("query", {}).get("by")
+    groups = ins["result"].get("groups", [])
+    if not groups:
+        return []
+    pairs = [(ch, cr) for ch, row in groups[0].get("cells", {}).items() for cr in row if cr != "other"
+             and ch != "other"]
+    labels = [_group_label(g, by) for g in groups]
+
+    def rate(g: dict[str, Any], ch: str, cr: str) -> dict | None:
+        cell = g.get("cells", {}).get(ch, {}).get(cr)
+        return _est(cell.get("response_rate")) if isinstance(cell, dict) else None
+
+    series = {f"{ch} · {cr}": [rate(g, ch, cr) for g in groups] for ch, cr in pairs}
+    with figure(ins["name"], 7.0, 3.6) as (fig, (ax,)):
+        bars_with_intervals(ax, labels, series, ylabel="response rate", percent=True)
+        return [render(ins["name"], "", fig, "Response rate per channel · creative and segment with 95 % intervals "
+                       "(pairs with too few customers are suppressed and left out); best pair in the table below.")]
+
+
 def _group_by(ins: dict[str, Any]) -> list[Chart]:
     groups = ins["result"].get("groups", [])
     if not groups:
@@ -247,7 +268,8 @@ def _group_by(ins: dict[str, Any]) -> list[Chart]:
 
 BUILDERS: dict[str, Callable[[dict[str, Any]], list[Chart]]] = {
     "segment_profile": _segment_profile, "ltv_tiers": _ltv_tiers, "funnel": _funnel, "ab_test": _ab_test,
-    "golden_hours": _golden_hours, "channel_response": _channel_response, "group_by": _group_by,
+    "golden_hours": _golden_hours, "channel_response": _channel_response, "channel_creative": _channel_creative,
+    "group_by": _group_by,
 }
 
 
@@ -261,14 +283,28 @@ def _headline_rows(ins: dict[str, Any]) -> list[list[object]]:
                            ("best_weekday", "best weekday"), ("peak_slot", "peak weekday-hour")):
             if key in g:
                 rows.append([_group_label(g, by), label, g[key] if g[key] is not None else "not released"])
+        best = g.get("best_pair", False)
+        if best is not False:
+            rows.append([_group_label(g, by), "best channel · creative", _pair_words(best)])
     for c in result.get("campaigns", []):
         rows.append([c.get("campaign"), "decision", c.get("decision")])
     return rows
 
 
+def _pair_words(best: dict[str, Any] | None) -> str:
+    """``email · spring-sale: 12.3 % (10.1–14.5 %), clearly ahead`` in a marketer's words."""
+    if not best:
+        return "not released (too few customers)"
+    rate = best["response_rate"]
+    lo, hi = rate["ci95"]
+    lead = "clearly ahead of the next pair" if best.get("clear_winner") else "not clearly ahead of " + (
+        f"{best['runner_up']['channel']} · {best['runner_up']['creative']}" if best.get("runner_up") else "others")
+    return f"{best['channel']} · {best['creative']}: {rate['value']:.1%} respond ({lo:.1%}–{hi:.1%}), {lead}"
+
+
 KEY_WORDS = {"campaigns": "Campaigns", "arms": "A/B arms", "channels": "Channels", "purchase_channels":
              "Purchase channels", "categories": "Categories", "regions": "Regions", "genders": "Genders",
-             "occupations": "Occupations", "stages": "Funnel stages"}
+             "occupations": "Occupations", "stages": "Funnel stages", "creatives": "Creatives"}
 
 
 def _keys_note(keys: dict[str, Any]) -> str:

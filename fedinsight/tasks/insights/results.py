@@ -330,6 +330,48 @@ def _channel_response(spec: _Query, cq: CombinedQuery, rel: _Release, rules: Fea
     return {"groups": groups}
 
 
+def _channel_creative(spec: _Query, cq: CombinedQuery, rel: _Release, rules: FeatureRulesSpec) -> dict:
+    """The three-way table (group x channel x creative) and, per group, the best released channel-creative pair.
+
+    A cell is released only when its exposed and responded counts both clear the suppression rule; the best pair
+    is the released cell with the highest noisy response rate, with its 95 % interval, and ``clear_winner`` says
+    whether that interval lies above the runner-up's (otherwise the top pairs are indistinguishable)."""
+    exposed, responded = cq.measures["exposed"], cq.measures["responded"]
+    (by, keys), (_, channels), (_, creatives) = exposed.dims
+    mask_e, mask_r = rel.mask(exposed), rel.mask(responded)
+    groups = []
+    for i, key in enumerate(keys):
+        table: dict[str, dict[str, Any]] = {}
+        ranked: list[tuple[float, str, str, dict]] = []
+        for j, ch in enumerate(channels):
+            row: dict[str, Any] = {}
+            for k, cr in enumerate(creatives):
+                idx = (i, j, k)
+                if mask_e[idx]:
+                    row[cr] = SUPPRESSED
+                    continue
+                cell: dict[str, Any] = {"exposed": rel.direct(exposed, idx)}
+                if mask_r[idx]:
+                    cell.update(responded=SUPPRESSED, response_rate=SUPPRESSED)
+                else:
+                    rate = rel.rate(responded, exposed, idx)
+                    cell.update(responded=rel.direct(responded, idx), response_rate=rate)
+                    if "value" in rate:
+                        ranked.append((float(rate["value"]), ch, cr, rate))
+                row[cr] = cell
+            table[ch] = row
+        ranked.sort(key=lambda t: -t[0])
+        best = None
+        if ranked:
+            _, ch, cr, rate = ranked[0]
+            clear = len(ranked) > 1 and rate["ci95"][0] > ranked[1][3]["ci95"][1]
+            best = {"channel": ch, "creative": cr, "response_rate": rate, "clear_winner": bool(clear),
+                    "runner_up": None if len(ranked) < 2 else {"channel": ranked[1][1], "creative": ranked[1][2],
+                                                                 "response_rate": ranked[1][3]}}
+        groups.append({by: key, "best_pair": best, "cells": table})
+    return {"groups": groups}
+
+
 def _group_by(spec: _Query, cq: CombinedQuery, rel: _Release, rules: FeatureRulesSpec) -> dict:
     assert isinstance(spec, GroupBy)
     cust = cq.measures["customers"]
@@ -360,6 +402,7 @@ BUILDERS: dict[str, Callable[[_Query, CombinedQuery, _Release, FeatureRulesSpec]
     "ab_test": _ab_test,
     "golden_hours": _golden_hours,
     "channel_response": _channel_response,
+    "channel_creative": _channel_creative,
     "group_by": _group_by,
 }
 

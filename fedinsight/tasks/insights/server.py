@@ -29,7 +29,7 @@ from fedinsight.data.schema import TABLES, PartnerData
 from fedinsight.federation.manifest import PUBLIC, Release
 from fedinsight.privacy.allocation import QueryNoise, batch_event, split_budget
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
-from fedinsight.tasks.insights.aggregates import LocalAggregate, compute
+from fedinsight.tasks.insights.aggregates import CREATIVE, LocalAggregate, compute
 from fedinsight.tasks.insights.catalogue import InsightBatch
 from fedinsight.tasks.insights.client import RESULTS
 from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
@@ -46,6 +46,13 @@ MIN_PARTNERS = 2
 def plan_batch(batch: InsightBatch, tables: dict[str, dict[str, list[str]]]) -> tuple[InsightBatch, list[dict]]:
     """Drop queries that no partner holds data for (spending budget on all-zero answers helps nobody)."""
     held = {name for partner in tables.values() for name in partner}
+    if any(q.kind == "channel_creative" for q in batch.queries):  # type: ignore[attr-defined]
+        lacking = sorted(pid for pid, t in tables.items() if CREATIVE not in (t.get("events") or []))
+        if lacking:
+            raise ConfigError(f"channel x creative needs each partner's campaign events to name the creative: "
+                              f"{', '.join(lacking)} ha{'s' if len(lacking) == 1 else 've'} no `{CREATIVE}` column. "
+                              f"Map the column holding the ad or message variant to `{CREATIVE}` in the partner's "
+                              "mapping.toml (or leave channel-creative out with --only). Nothing was charged.")
     keep, skipped = [], []
     for q in batch.queries:
         table = getattr(q, "table", "events" if q.needs_events else "transactions")

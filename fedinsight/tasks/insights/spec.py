@@ -70,6 +70,8 @@ VOCABULARIES: dict[str, Vocabulary] = {
     "arms": Vocabulary("events", "arm", discoverable=False, default=("A", "B"),
                        what="A/B arms, control first"),
     "channels": Vocabulary("events", "channel", what="marketing channels (funnels, response, hours)"),
+    "creatives": Vocabulary("events", "creative", what="creatives (ad, message or content variants: channel x "
+                                                       "creative x segment)"),
     "purchase_channels": Vocabulary("transactions", "channel", what="where customers buy (order group-bys)"),
     "categories": Vocabulary("transactions", "category", what="product categories"),
     "regions": Vocabulary("customers", "region", what="customer regions"),
@@ -247,13 +249,15 @@ def _preset_queries(spec: InsightSpec, sources: dict[str, str]) -> list[dict[str
 
     queries = default_queries(channels=[PLACEHOLDER] if present("channels") else [],
                               campaigns=[PLACEHOLDER] if present("campaigns") else [],
-                              tx_channels=[PLACEHOLDER] if present("purchase_channels") else [])
+                              tx_channels=[PLACEHOLDER] if present("purchase_channels") else [],
+                              creatives=[PLACEHOLDER] if spec.keys.get("creatives") else [])  # only when asked
     out = []
     for q in queries:
         data = q.model_dump(mode="json")
         data.pop("timezone", None)  # the spec's zone applies
         data.pop("channels", None)
         data.pop("campaigns", None)
+        data.pop("creatives", None)
         if data.get("kind") == "group_by" and "channel" in data.get("keys", {}):
             data["keys"] = {k: v for k, v in data["keys"].items() if k != "channel"}
         out.append(data)
@@ -273,8 +277,10 @@ def key_needs(query: dict[str, Any]) -> list[KeyNeed]:
             needs.append(KeyNeed(name, path, vocab))
 
     by = query.get("by", "channel" if kind == "funnel" else None)
-    if kind in ("funnel", "golden_hours") and by == "channel" or kind == "channel_response":
+    if kind in ("funnel", "golden_hours") and by == "channel" or kind in ("channel_response", "channel_creative"):
         need(("channels",), "channels")
+    if kind == "channel_creative":
+        need(("creatives",), "creatives")
     if kind == "ab_test":
         need(("campaigns",), "campaigns")
         need(("arms",), "arms")
