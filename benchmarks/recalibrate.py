@@ -193,7 +193,7 @@ def creative(args: argparse.Namespace, bar: Progress) -> dict[str, Any]:
 def main(argv: list[str]) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("drift", "creative", "both"), default="both")
-    ap.add_argument("--customers", type=int, default=9_000, help="drift part (the creative part uses --creative-customers)")
+    ap.add_argument("--customers", type=int, default=9_000, help="drift part (creative: --creative-customers)")
     ap.add_argument("--creative-customers", type=int, default=60_000)
     ap.add_argument("--partners", type=int, default=3)
     ap.add_argument("--epsilon", type=float, default=1.0)
