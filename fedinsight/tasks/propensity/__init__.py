@@ -28,7 +28,7 @@ from fedinsight.federation.task import (
     TaskResult,
     privacy_headline,
 )
-from fedinsight.tasks.propensity import client, distributed, secure_client, server, simulate
+from fedinsight.tasks.propensity import client, distributed, recalibrate, secure_client, server, simulate
 from fedinsight.tasks.propensity.options import PropensityOptions
 
 
@@ -46,6 +46,10 @@ class PropensityTask(Task):
         super().check(options, job)
         if options.distributed and job.partners:  # type: ignore[attr-defined]  # trust settings and grid fit
             distributed.encoding(options, job.partners)  # type: ignore[arg-type]
+        opts: PropensityOptions = options  # type: ignore[assignment]
+        if opts.recalibrate_from:  # before any folder is written or anyone is contacted (the plan checks again)
+            window = opts.window if opts.start and opts.cutoff and opts.end else None
+            recalibrate.previous(opts.recalibrate_from, kind=opts.model, window=window)
 
     def hello_config(self, session: Session) -> dict[str, Any]:
         return {"secagg-partners": len(session.nodes)} if session.options.distributed else {}  # type: ignore[attr-defined]

@@ -62,8 +62,10 @@ def _model_path(source: str) -> Path:
     return path
 
 
-def previous(source: str, *, kind: str, window: LabelWindow) -> Previous:
-    """The previous run's model and history, checked against the new job (ConfigError before any charge)."""
+def previous(source: str, *, kind: str, window: LabelWindow | None) -> Previous:
+    """The previous run's model and history, checked against the new job (ConfigError before any charge).
+    ``window`` None: the new window is not known yet (a simulation's dataset decides it later), so only the model
+    is checked; the plan checks again with the window."""
     path = _model_path(source)
     try:
         bundle = ModelBundle.load(path)
@@ -80,7 +82,7 @@ def previous(source: str, *, kind: str, window: LabelWindow) -> Previous:
         old_window = LabelWindow.from_config(bundle.config)
     except (KeyError, ConfigError):
         raise ConfigError(f"--recalibrate-from {source}: the model does not record its window") from None
-    if window.cutoff <= old_window.cutoff:
+    if window is not None and window.cutoff <= old_window.cutoff:
         raise ConfigError(f"the new window has no new data: its cutoff {window.cutoff.date()} is not after the "
                           f"previous model's {old_window.cutoff.date()}; move --start/--cutoff/--end to the newest "
                           "quarter")

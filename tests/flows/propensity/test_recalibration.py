@@ -135,3 +135,18 @@ def test_quarter_two_warm_starts_compares_and_sums_the_lifetime(tmp_path, data_r
         assert max(quarters) - 1e-6 <= lifetime <= sum(quarters) + 1e-6
     assert recal["drift"]["words"]
     ledger.engine.dispose()
+
+
+def test_the_job_is_checked_before_any_folder_is_written(tmp_path):
+    """``simulate``/``job run`` call the task's check first: a bad --recalibrate-from is exit 2, nothing written."""
+    from fedinsight.federation.job import JobSettings
+    from fedinsight.tasks.propensity.options import PropensityOptions
+
+    folder = _bundle(tmp_path / "q1", Q1)
+    job = JobSettings(task="propensity", partners=3)
+    TASK.check(PropensityOptions(recalibrate_from=str(folder)), job)  # window given later by the dataset: fine
+    with pytest.raises(ConfigError, match="no new data"):
+        TASK.check(PropensityOptions(recalibrate_from=str(folder), start="2024-01-01", cutoff="2025-01-31",
+                                     end="2025-04-30"), job)
+    with pytest.raises(ConfigError, match="drop --no-evaluate"):
+        PropensityOptions(recalibrate_from=str(folder), evaluate=False).validate()
