@@ -125,3 +125,19 @@ def test_refused_in_hello_without_the_creative_column_nothing_charged(tmp_path, 
     assert grid.sent == ["hello"] * 3  # no partner computed
     assert PrivacyLedger(url).partners() == []  # nothing charged, not even a budget row
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_a_spec_names_its_own_creatives_and_the_preset_adds_the_query():
+    from fedinsight.tasks.insights.options import InsightsOptions
+    from fedinsight.tasks.insights.spec import canonical, parse_spec
+
+    text = ('epsilon = 1.0\npreset = "marketing-overview"\n[window]\nend = "2026-01-01"\n[keys]\n'
+            'channels = ["微信", "Baidu 搜索"]\ncampaigns = ["春节大促"]\npurchase_channels = ["store"]\n'
+            'creatives = ["红包封面", "free gift"]\n')
+    batch, _ = InsightsOptions(spec=canonical(parse_spec(text))).spec_job(requester="t").batch()
+    query = next(q for q in batch.queries if q.kind == "channel_creative")
+    assert (query.channels, query.creatives) == (["微信", "Baidu 搜索"], ["红包封面", "free gift"])
+    # without creatives the preset leaves the query out (partners need not hold the column)
+    plain, _ = InsightsOptions(spec=canonical(parse_spec(text.replace('creatives = ["红包封面", "free gift"]\n', ""))
+                                              )).spec_job(requester="t").batch()
+    assert "channel_creative" not in {q.kind for q in plain.queries}
