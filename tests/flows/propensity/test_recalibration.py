@@ -150,3 +150,21 @@ def test_the_job_is_checked_before_any_folder_is_written(tmp_path):
                                      end="2025-04-30"), job)
     with pytest.raises(ConfigError, match="drop --no-evaluate"):
         PropensityOptions(recalibrate_from=str(folder), evaluate=False).validate()
+
+
+def test_the_report_says_the_drift_in_words_and_lists_the_history():
+    from fedinsight.tasks.propensity.report import propensity_sections
+
+    d = drift({"ece": 0.12, "tier_accuracy": 0.55}, {"ece": 0.03, "tier_accuracy": 0.63}, Q1, Q2)
+    history = [{"window": {"start": "2024-01-01", "cutoff": "2025-03-31", "end": "2025-06-30"},
+                "warm_started_from": None, "epsilon_charged": 1.0, "metrics": {"ece": 0.04, "tier_accuracy": 0.6},
+                "lifetime_epsilon": {"p": 1.0}},
+               {"window": {"start": "2024-04-01", "cutoff": "2025-06-30", "end": "2025-09-30"},
+                "warm_started_from": "runs/q1", "epsilon_charged": 0.5, "metrics": {"ece": 0.03, "tier_accuracy": 0.63},
+                "lifetime_epsilon": {"p": 1.3}}]
+    summary = {"metrics": {"federated": {"ece": 0.03}}, "privacy": {}, "recalibration": {
+        "drift": d, "history": history, "lifetime_epsilon_max": 1.3, "quarters_epsilon_sum": 1.5}}
+    cards, sections = propensity_sections(summary)
+    html = "".join(part for s in sections if s.id == "recalibration" for part in s.parts)
+    assert d["words"] in html.replace("&#x27;", "'") and "2025-06-30" in html and "warm start" in html
+    assert any("calibration drift" in c for c in cards)
