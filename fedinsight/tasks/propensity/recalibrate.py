@@ -34,6 +34,7 @@ import numpy as np
 from fedinsight.core.errors import ConfigError
 from fedinsight.core.files import write_private_atomic
 from fedinsight.models.propensity import ModelBundle
+from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 from fedinsight.tasks.propensity.features import FEATURES, LabelWindow
 
 HISTORY_FILE = "model_history.json"
@@ -148,6 +149,29 @@ def entry(*, job_id: str, folder: str, window: LabelWindow, source: str, charged
             "lifetime_epsilon": {pid: round(float(e), 6) for pid, e in sorted(lifetime.items())}}
 
 
+def with_ledger(history: list[dict[str, Any]], ledger: PrivacyLedger, partner_ids: list[str]
+                ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Each model's epsilon as the ledger accounts it (its job's events, at each partner's budget delta: the largest
+    partner), and each partner's lifetime epsilon. Same accountant, same delta: the lifetime is at most the sum of
+    the models' figures (RDP composition), and equal to it only if nothing else was ever charged. A model whose job
+    is not in this ledger keeps the figure its own run recorded (``from_ledger`` false)."""
+    lifetime: dict[str, float] = {}
+    deltas: dict[str, float] = {}
+    for pid in partner_ids:
+        status = ledger.status(pid)
+        lifetime[pid], deltas[pid] = status.epsilon_spent, status.delta
+    out = []
+    for e in history:
+        per_partner = [compose_epsilon(events, deltas[pid]) for pid in partner_ids
+                       if (events := ledger.job_events(pid, str(e.get("job_id", ""))))]
+        if per_partner:
+            e = {**e, "epsilon_charged": round(max(per_partner), 6), "from_ledger": True}
+        else:
+            e = {**e, "from_ledger": False}
+        out.append(e)
+    return out, lifetime
+
+
 def write_history(out: Path, entries: list[dict[str, Any]]) -> Path:
     """``model_history.json`` beside the new ``model.pt``: every model of the line, oldest first."""
     path = out / HISTORY_FILE
@@ -180,4 +204,4 @@ def drift(old: dict[str, Any], new: dict[str, Any], old_window: LabelWindow, new
 
 
 __all__ = ["HISTORY_FILE", "PREVIOUS", "Previous", "drift", "entry", "initial_weights", "old_model_config",
-           "previous", "write_history"]
+           "previous", "with_ledger", "write_history"]

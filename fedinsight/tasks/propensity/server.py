@@ -296,19 +296,19 @@ def _recalibration(session: Session, summary: dict[str, Any], previous: recalibr
                    new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     """Drift in words, this quarter's charge and every partner's lifetime epsilon from the ledger, the history."""
     options: PropensityOptions = session.options  # type: ignore[assignment]
-    ledger = PrivacyLedger(session.job.ledger)
-    try:
-        lifetime = {info.partner_id: ledger.status(info.partner_id).epsilon_spent
-                    for info in session.partners.values()}
-    finally:
-        ledger.engine.dispose()
     charged = summary["privacy"].get("ledger_epsilon_charged_this_job")
     line = recalibrate.entry(job_id=session.job.job_id, folder=str(session.job.out_dir or ""), window=options.window,
-                             source=previous.source, charged=charged, metrics=new, lifetime=lifetime)
-    history = [*previous.history, line]
+                             source=previous.source, charged=charged, metrics=new, lifetime={})
+    ledger = PrivacyLedger(session.job.ledger)
+    try:
+        history, lifetime = recalibrate.with_ledger([*previous.history, line], ledger,
+                                                    sorted(info.partner_id for info in session.partners.values()))
+    finally:
+        ledger.engine.dispose()
+    history[-1]["lifetime_epsilon"] = {pid: round(e, 6) for pid, e in lifetime.items()}
     quarters = [e.get("epsilon_charged") for e in history]
     return {"from": previous.source, "drift": recalibrate.drift(old, new, previous.window, options.window),
-            "epsilon_this_quarter": charged, "lifetime_epsilon": line["lifetime_epsilon"],
+            "epsilon_this_quarter": history[-1]["epsilon_charged"], "lifetime_epsilon": history[-1]["lifetime_epsilon"],
             "lifetime_epsilon_max": max(lifetime.values(), default=0.0),
             "quarters_epsilon_sum": sum(float(q) for q in quarters if isinstance(q, int | float)),
             "history": history}
