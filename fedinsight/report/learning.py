@@ -9,7 +9,8 @@ from fedinsight.report.charts import Chart, colour, figure, finite, integer_tick
 MODEL_LABELS = {"federated": "federated (DP)", "centralized": "centralized, no DP", "bgnbd": "BG/NBD",
                 "popularity": "popularity", "local_only": "each partner alone",
                 "federated_global": "shared model alone", "federated_exact": "federated, exact (simulation only)",
-                "previous": "previous model (before recalibration)"}
+                "previous": "previous model (before recalibration)",
+                "previous_exact": "previous model, exact (simulation only)"}
 
 
 def model_label(name: str, summary: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ released model's exact evaluation (``federated_exact``: what the federation's DP
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,13 @@ def merge(summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
     exact = baselines.pop(EXACT, None)
     model = (summary.get("artifacts") or {}).get("model")
     if exact is not None and model and Path(model).is_file():  # what the noisy evaluation estimated, exactly
-        baselines["federated_exact"] = released_model_exact(*exact, ModelBundle.load(model))
+        released = ModelBundle.load(model)
+        baselines["federated_exact"] = released_model_exact(*exact, released)
+        source = (summary.get("recalibration") or {}).get("from")
+        if source and (Path(source) / "model.pt").is_file():  # the previous model, exactly, on the same customers
+            old = ModelBundle.load(Path(source) / "model.pt")
+            old = replace(old, config={**old.config, "tier-true": released.config.get("tier-true")})
+            baselines["previous_exact"] = released_model_exact(*exact, old)
     curves = summary.setdefault("curves", {})
     for name, values in baselines.items():
         values = dict(values)
