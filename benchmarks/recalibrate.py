@@ -82,7 +82,8 @@ def drift(args: argparse.Namespace, bar: Progress) -> dict[str, Any]:
 
     frames, _ = generate_partner_frames(SynthConfig(customers=args.customers, partners=args.partners,
                                                     seed=args.seed))
-    with tempfile.TemporaryDirectory(prefix="recalibrate-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="recalibrate-bench-") as scratch:
+        tmp = args.keep or scratch  # --keep FOLDER: the three run folders (summaries, reports) stay there
         root = Path(tmp) / "partners"
         write_partner_folder(_shifted(frames, args.seed), root)
         init_federation(root)
@@ -108,6 +109,7 @@ def drift(args: argparse.Namespace, bar: Progress) -> dict[str, Any]:
                 runs[name].update(previous_dp_release=_metrics(s["metrics"]["previous"]),
                                   previous_exact=_metrics(s["metrics"].get("previous_exact") or {}),
                                   drift=recal["drift"]["words"],
+                                  calibration_in_the_large=recal["drift"]["calibration_in_the_large"],
                                   lifetime_epsilon_max=round(recal["lifetime_epsilon_max"], 4),
                                   quarters_epsilon_sum=round(recal["quarters_epsilon_sum"], 4),
                                   history_models=len(recal["history"]))
@@ -204,6 +206,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--keep", default="", help="drift: keep the partner and run folders here (an empty folder)")
     args = ap.parse_args(argv)
     out: dict[str, Any] = {}
     with Progress(transient=True) as bar:

@@ -38,6 +38,9 @@ from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 from fedinsight.tasks.propensity.features import FEATURES, LabelWindow
 
 HISTORY_FILE = "model_history.json"
+DRIFT_POINTS = 0.02
+"""The previous model's expected repurchase rate must miss by this much more than the new one's (2 points) for
+the report to call it drift: both rates come from noisy DP releases, so a small gap is not called drift."""
 MODEL_FILE = "model.pt"
 PREVIOUS = "previous"
 """The name the previous model's metrics and curves carry in the summary (next to ``federated``)."""
@@ -179,25 +182,49 @@ def write_history(out: Path, entries: list[dict[str, Any]]) -> Path:
     return path
 
 
-def drift(old: dict[str, Any], new: dict[str, Any], old_window: LabelWindow, new_window: LabelWindow
-          ) -> dict[str, Any]:
-    """Old vs new model on the newest held-out customers (both from DP evaluation releases), with a sentence a
-    marketer reads. Calibration error (ECE) is the average gap between predicted and observed repurchase rates."""
+def rates(curves: dict[str, Any] | None) -> tuple[float, float] | None:
+    """(mean predicted, observed) repurchase rate of the held-out customers, read off a model's calibration bins
+    (post-processing of its DP evaluation release): calibration in the large, which a behaviour shift moves first.
+    Totals over every bin, so the release's noise averages out far more than in the per-bin ECE."""
+    cal = (curves or {}).get("calibration") or {}
+    n = np.asarray(cal.get("n") or [], dtype=float)
+    if not n.size or n.sum() <= 0:
+        return None
+    total = float(n.sum())
+    return (float(np.dot(n, np.asarray(cal["predicted"], dtype=float)) / total),
+            float(np.dot(n, np.asarray(cal["observed"], dtype=float)) / total))
+
+
+def drift(old: dict[str, Any], new: dict[str, Any], old_window: LabelWindow, new_window: LabelWindow,
+          old_curves: dict[str, Any] | None = None, new_curves: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Old vs new model on the newest held-out customers (both from DP evaluation releases), with sentences a
+    marketer reads: the repurchase rate each model expects against the rate observed (calibration in the large),
+    the calibration error (ECE: the average gap per probability bin, noisier) and the tier accuracy."""
     o, n = _metrics(old), _metrics(new)
+    r_old, r_new = rates(old_curves), rates(new_curves)
     words = []
+    large: dict[str, float] | None = None
+    if r_old is not None and r_new is not None:
+        observed = (r_old[1] + r_new[1]) / 2  # two DP estimates of the same customers' rate
+        large = {"previous_predicted": r_old[0], "new_predicted": r_new[0], "observed": observed,
+                 "previous_gap": r_old[0] - observed, "new_gap": r_new[0] - observed}
+        words.append(f"Of the newest customers, {observed:.0%} bought again. The model trained on "
+                     f"{old_window.start.date()} to {old_window.cutoff.date()} expected {r_old[0]:.0%}; the "
+                     f"recalibrated model expects {r_new[0]:.0%}.")
     if o["ece"] is not None and n["ece"] is not None:
-        words.append(f"The model trained on {old_window.start.date()} to {old_window.cutoff.date()} is off by "
-                     f"{o['ece']:.1%} on average between predicted and actual repurchase rates for the newest "
-                     f"customers; the recalibrated model is off by {n['ece']:.1%}.")
+        words.append(f"Per probability band the previous model is off by {o['ece']:.1%} on average, the "
+                     f"recalibrated one by {n['ece']:.1%} (both read off noisy DP releases: small differences are "
+                     "noise).")
     if o["tier_accuracy"] is not None and n["tier_accuracy"] is not None:
         change = n["tier_accuracy"] - o["tier_accuracy"]
         words.append(f"It places {n['tier_accuracy']:.0%} of customers in the right value tier (was "
                      f"{o['tier_accuracy']:.0%}, {change:+.0%} points).")
-    if o["ece"] is not None and n["ece"] is not None:
-        shifted = o["ece"] - n["ece"]
-        words.append("Customer behaviour has drifted since the last quarter: use the new model." if shifted > 0.02
-                     else "Behaviour is much as it was: the two models agree.")
+    if large is not None:
+        shifted = abs(large["previous_gap"]) - abs(large["new_gap"])
+        words.append("Customer behaviour has changed since the previous model was trained: use the recalibrated "
+                     "model." if shifted > DRIFT_POINTS else "Behaviour is much as it was: the two models agree.")
     return {"previous_window": _window(old_window), "window": _window(new_window), "previous": o, "new": n,
+            "calibration_in_the_large": large,
             "ece_change": None if o["ece"] is None or n["ece"] is None else n["ece"] - o["ece"],
             "tier_accuracy_change": None if o["tier_accuracy"] is None or n["tier_accuracy"] is None
             else n["tier_accuracy"] - o["tier_accuracy"], "words": " ".join(words)}

@@ -76,11 +76,16 @@ def propensity_sections(summary: dict[str, Any]) -> tuple[list[str], list[Sectio
 
 
 def _drift_card(recal: dict[str, Any]) -> str:
-    change = finite((recal.get("drift") or {}).get("ece_change"))
+    """Repurchase forecast miss of the previous and the recalibrated model (expected minus observed rate)."""
+    large = (recal.get("drift") or {}).get("calibration_in_the_large") or {}
     lifetime = finite(recal.get("lifetime_epsilon_max"))
     detail = f"lifetime epsilon {lifetime:.3g} (ledger)" if lifetime is not None else "see the history table"
-    return card("calibration drift", "-" if change is None else f"{-change:+.1%} error fixed", detail,
-                good=None if change is None else change <= 0)
+    old, new = finite(large.get("previous_gap")), finite(large.get("new_gap"))
+    if old is None or new is None:
+        return card("calibration drift", "-", detail)
+    return card("calibration drift", f"{old:+.0%} → {new:+.0%}",
+                f"repurchase forecast minus actual, previous → recalibrated model; {detail}",
+                good=abs(new) <= abs(old))
 
 
 def _drift_section(recal: dict[str, Any] | None) -> Section | None:

@@ -269,7 +269,8 @@ def run(session: Session) -> TaskResult:
     if previous is not None:
         summary["metrics"][recalibrate.PREVIOUS] = old_metrics
         summary["curves"][recalibrate.PREVIOUS] = old_curves
-        summary["recalibration"] = _recalibration(session, summary, previous, final_metrics, old_metrics)
+        summary["recalibration"] = _recalibration(session, summary, previous, final_metrics, old_metrics,
+                                                  curves, old_curves)
         if session.job.out_dir:
             artifacts["history"] = str(recalibrate.write_history(Path(session.job.out_dir),
                                                                  summary["recalibration"]["history"]))
@@ -293,7 +294,8 @@ def _evaluate_previous(session: Session, strategy: PropensityFedAvg, partners: d
 
 
 def _recalibration(session: Session, summary: dict[str, Any], previous: recalibrate.Previous,
-                   new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+                   new: dict[str, Any], old: dict[str, Any], new_curves: dict[str, Any],
+                   old_curves: dict[str, Any]) -> dict[str, Any]:
     """Drift in words, this quarter's charge and every partner's lifetime epsilon from the ledger, the history."""
     options: PropensityOptions = session.options  # type: ignore[assignment]
     charged = summary["privacy"].get("ledger_epsilon_charged_this_job")
@@ -307,7 +309,8 @@ def _recalibration(session: Session, summary: dict[str, Any], previous: recalibr
         ledger.engine.dispose()
     history[-1]["lifetime_epsilon"] = {pid: round(e, 6) for pid, e in lifetime.items()}
     quarters = [e.get("epsilon_charged") for e in history]
-    return {"from": previous.source, "drift": recalibrate.drift(old, new, previous.window, options.window),
+    drift = recalibrate.drift(old, new, previous.window, options.window, old_curves, new_curves)
+    return {"from": previous.source, "drift": drift,
             "epsilon_this_quarter": history[-1]["epsilon_charged"], "lifetime_epsilon": history[-1]["lifetime_epsilon"],
             "lifetime_epsilon_max": max(lifetime.values(), default=0.0),
             "quarters_epsilon_sum": sum(float(q) for q in quarters if isinstance(q, int | float)),

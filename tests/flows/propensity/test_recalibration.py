@@ -72,9 +72,17 @@ def test_previous_model_is_checked_before_anything_is_charged(tmp_path):
 
 
 def test_drift_words_compare_old_and_new():
-    d = drift({"ece": 0.12, "tier_accuracy": 0.55}, {"ece": 0.03, "tier_accuracy": 0.63}, Q1, Q2)
+    # calibration bins as the DP evaluation's curves carry them: customers, mean predicted, observed per bin
+    old = {"calibration": {"n": [100.0, 100.0], "predicted": [0.3, 0.5], "observed": [0.1, 0.3]}}
+    new = {"calibration": {"n": [100.0, 100.0], "predicted": [0.15, 0.25], "observed": [0.1, 0.3]}}
+    d = drift({"ece": 0.12, "tier_accuracy": 0.55}, {"ece": 0.03, "tier_accuracy": 0.63}, Q1, Q2, old, new)
     assert d["ece_change"] == pytest.approx(-0.09) and d["tier_accuracy_change"] == pytest.approx(0.08)
-    assert "off by 12.0%" in d["words"] and "off by 3.0%" in d["words"] and "drifted" in d["words"]
+    large = d["calibration_in_the_large"]
+    assert (large["previous_predicted"], large["new_predicted"], large["observed"]) == pytest.approx((0.4, 0.2, 0.2))
+    assert "20% bought again" in d["words"] and "expected 40%" in d["words"] and "expects 20%" in d["words"]
+    assert "changed since the previous model" in d["words"] and "off by 12.0%" in d["words"]
+    same = drift({"ece": 0.03}, {"ece": 0.03}, Q1, Q2, new, new)
+    assert "much as it was" in same["words"]
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +166,9 @@ def test_the_job_is_checked_before_any_folder_is_written(tmp_path):
 def test_the_report_says_the_drift_in_words_and_lists_the_history():
     from fedinsight.tasks.propensity.report import propensity_sections
 
-    d = drift({"ece": 0.12, "tier_accuracy": 0.55}, {"ece": 0.03, "tier_accuracy": 0.63}, Q1, Q2)
+    old = {"calibration": {"n": [100.0], "predicted": [0.4], "observed": [0.2]}}
+    new = {"calibration": {"n": [100.0], "predicted": [0.21], "observed": [0.2]}}
+    d = drift({"ece": 0.12, "tier_accuracy": 0.55}, {"ece": 0.03, "tier_accuracy": 0.63}, Q1, Q2, old, new)
     history = [{"window": {"start": "2024-01-01", "cutoff": "2025-03-31", "end": "2025-06-30"},
                 "warm_started_from": None, "epsilon_charged": 1.0, "metrics": {"ece": 0.04, "tier_accuracy": 0.6},
                 "lifetime_epsilon": {"p": 1.0}},
@@ -170,4 +180,4 @@ def test_the_report_says_the_drift_in_words_and_lists_the_history():
     cards, sections = propensity_sections(summary)
     html = "".join(part for s in sections if s.id == "recalibration" for part in s.parts)
     assert d["words"] in html.replace("&#x27;", "'") and "2025-06-30" in html and "warm start" in html
-    assert any("calibration drift" in c for c in cards)
+    assert any("calibration drift" in c and "+20% → +1%" in c for c in cards)
