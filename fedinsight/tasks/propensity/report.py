@@ -108,9 +108,11 @@ def _drift_section(recal: dict[str, Any] | None) -> Section | None:
         ["window (features from .. to)", "trained", "epsilon this model", "calibration error", "tier accuracy",
          "lifetime epsilon (ledger, largest partner)"], rows))
     section.add(f'<p class="note">Each model spends its own epsilon from every partner\'s ledger; the lifetime '
-                f"figure is what the ledger has composed over all of them (at most the sum of the models' epsilons, "
-                f"{finite(recal.get('quarters_epsilon_sum')) or 0:.3g}). Old and new model were compared on the same "
-                "newest held-out customers through DP evaluation releases, charged in this job.</p>")
+                f"figure is what the ledger has composed over all of them at one delta, the figure each partner's "
+                f"budget is checked against (the models' own figures add up to "
+                f"{finite(recal.get('quarters_epsilon_sum')) or 0:.3g}; composing them at one delta can give a "
+                "little more). Old and new model were compared on the same newest held-out customers through DP "
+                "evaluation releases, charged in this job.</p>")
     return section
 
 

@@ -20,7 +20,7 @@ from fedinsight.federation.task import start
 from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
 from fedinsight.partner.clientapp import app as client_app
 from fedinsight.partner.protection import init_federation
-from fedinsight.privacy.ledger import PrivacyLedger
+from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 from fedinsight.tasks.propensity import TASK
 from fedinsight.tasks.propensity.features import FEATURES, LabelWindow, customer_table
 from fedinsight.tasks.propensity.recalibrate import HISTORY_FILE, PREVIOUS, drift, previous
@@ -136,14 +136,16 @@ def test_quarter_two_warm_starts_compares_and_sums_the_lifetime(tmp_path, data_r
     assert [e["window"]["cutoff"] for e in history] == ["2025-03-31", "2025-06-30"]
     assert history == recal["history"]
     # each quarter's epsilon and the lifetime come from the ledger, at the budget's delta (1e-5 here, the jobs' 1e-6):
-    # the lifetime is the composition of both quarters, above each and at most their sum
+    # the lifetime is the ledger's composition of exactly the two quarters' events (nothing else), above each
     assert all(e["from_ledger"] for e in history)
     quarters = [e["epsilon_charged"] for e in history]
     assert recal["quarters_epsilon_sum"] == pytest.approx(sum(quarters))
     assert quarters[1] < q2["privacy"]["ledger_epsilon_charged_this_job"]  # a larger delta, a smaller epsilon
     for pid, lifetime in recal["lifetime_epsilon"].items():
         assert lifetime == pytest.approx(ledger.status(pid).epsilon_spent, rel=1e-4)
-        assert max(quarters) - 1e-6 <= lifetime <= sum(quarters) + 1e-6
+        both = ledger.job_events(pid, "q1") + ledger.job_events(pid, "q2")
+        assert lifetime == pytest.approx(compose_epsilon(both, ledger.status(pid).delta), rel=1e-6)
+        assert lifetime >= max(quarters) - 1e-6
     assert recal["drift"]["words"]
     ledger.engine.dispose()
 
