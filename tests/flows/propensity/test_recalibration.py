@@ -128,6 +128,9 @@ def test_quarter_two_warm_starts_compares_and_sums_the_lifetime(tmp_path, data_r
     kinds = [m.metadata.message_type.split(".")[0] for m in grid.sent]
     assert kinds.count("evaluate") == 2 * PARTNERS
     assert q2["privacy"]["evaluation"]["releases"] == 2
+    # the second evaluation is declared in the manifest and in the charge: nothing dropped, both ledgers agree
+    assert q2["messages"]["violations"] == [] and q2["messages"]["failures"] == []
+    assert q2["privacy"]["accountants_agree_with_ledger"]
     assert q2["metrics"][PREVIOUS]["partners"] == PARTNERS and q2["metrics"]["federated"]["partners"] == PARTNERS
     assert PREVIOUS in q2["curves"] and "calibration" in q2["curves"][PREVIOUS]
 
