@@ -141,3 +141,49 @@ def test_a_spec_names_its_own_creatives_and_the_preset_adds_the_query():
     plain, _ = InsightsOptions(spec=canonical(parse_spec(text.replace('creatives = ["红包封面", "free gift"]\n', ""))
                                               )).spec_job(requester="t").batch()
     assert "channel_creative" not in {q.kind for q in plain.queries}
+
+
+OWN_CREATIVES = {0: "春季海报", 1: "Free gift video"}
+
+
+@pytest.fixture(scope="module")
+def own_folders(tmp_path_factory):
+    """Partners whose campaign log names the creative in its own column ("Ad Variant"), mapped in mapping.toml."""
+    from fedinsight.partner.protection import init_partner
+
+    frames, _ = generate_partner_frames(SynthConfig(customers=3_000, partners=3, seed=4))
+    root = tmp_path_factory.mktemp("own")
+    rng = np.random.default_rng(0)
+    folders = {}
+    for k, (_pid, tables) in enumerate(sorted(frames.items())):
+        folder = root / f"shop {k}"
+        folder.mkdir()
+        for table in ("customers", "transactions"):
+            tables[table].drop(columns=[c for c in ("name", "phone", "email") if c in tables[table]]).to_csv(
+                folder / f"{table}.csv", index=False)
+        events = tables["events"].copy()
+        events["Ad Variant"] = [OWN_CREATIVES[i] for i in rng.integers(0, 2, len(events))]
+        events.to_csv(folder / "campaign_log.csv", index=False)
+        (folder / "mapping.toml").write_text('[tables.events]\nfiles = ["campaign_log.csv"]\n\n'
+                                             '[tables.events.columns]\ncreative = "Ad Variant"\n')
+        init_partner(folder)
+        folders[k] = str(folder)
+    return folders
+
+
+def test_own_names_from_the_mapping_come_back_in_the_table(tmp_path, own_folders):
+    grid = FakeGrid(own_folders)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    batch = _batch(creatives=list(OWN_CREATIVES.values()), channels=["email", "sms", "app_push", "social", "search"])
+    rc = {"task": "insights", "batch": batch.model_dump_json(), "partners": 3, "ledger-url": url,
+          "out-dir": str(tmp_path / "out"), "budget": 5.0}
+    run_task(grid, rc)
+    assert grid.sent == ["hello"] * 3 + ["compute"] * 3
+    import json
+
+    (insight,) = json.loads((tmp_path / "out" / "insights.json").read_text())["insights"]
+    group = insight["result"]["groups"][0]
+    assert set(group["cells"]["email"]) == {*OWN_CREATIVES.values(), "other"}
+    best = group["best_pair"]
+    assert best is not None and best["creative"] in OWN_CREATIVES.values()  # thousands exposed per pair: released
+    assert PrivacyLedger(url).status("partner-0").charges == 1
