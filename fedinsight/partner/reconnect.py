@@ -3,8 +3,8 @@
 Why: the coordinator's SuperLink keeps its node registry in memory (fedinsight's database is the record), so
 after a coordinator restart every running SuperNode's heartbeat is refused (401: its node id is unknown) and
 Flower's SuperNode exits. Starting the SuperNode again activates the same key under the new registry. A partner
-that was never admitted, though, is refused because its key is not registered: retrying would hide that, so it
-stops with the reason (the operator must register ``<id>.pub``).
+that was never admitted, though, failed for a reason that a retry would only hide (most often its key is not
+registered: the operator must add ``<id>.pub`` to coordinator.toml), so it stops with the reason.
 """
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ class Reconnect:
     started: float = field(default_factory=time.monotonic, init=False)
 
     def after_exit(self, run_log: str) -> float | None:
-        """Seconds to wait before starting the SuperNode again, or None to give up (never admitted, refused)."""
+        """Seconds to wait before starting the SuperNode again, or None to give up: a SuperNode never admitted
+        since this process started failed for a reason a retry would only hide (an unregistered key, a wrong
+        address or certificate, ``max-wait-time`` reached before the coordinator came up)."""
         self.admitted = self.admitted or ADMITTED in run_log
-        if not self.admitted and any(mark in run_log for mark in REFUSED):
+        if not self.admitted:
             return None
         if time.monotonic() - self.started > self.max_delay:
             self.delay = 1.0

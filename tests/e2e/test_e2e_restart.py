@@ -18,7 +18,7 @@ import pytest
 
 from fedinsight.core.children import ChildRecords
 from fedinsight.core.procs import pid_alive
-from tests.e2e.test_e2e_deploy import PARTNERS, Deployment, _wait_for_api, _write_configs
+from tests.support.deployment import PARTNERS, Deployment, wait_for_api, write_configs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def live(tmp_path):
     """The deployment folder of the end-to-end test; every process started in it is stopped by PID at the end."""
     dep = Deployment(tmp_path)
-    _write_configs(tmp_path, dep)
+    write_configs(tmp_path, dep)
     try:
         yield dep
     finally:
@@ -54,7 +54,7 @@ def test_kill_9_then_restart_with_live_partners(live: Deployment):
     first = dep.spawn("coordinator", "coordinator", "start", "--config", "coordinator.toml")
     api = httpx.Client(base_url=f"https://127.0.0.1:{dep.api_port}", verify=str(root / "certs" / "ca.crt"),
                        timeout=60)
-    _wait_for_api(dep, api)
+    wait_for_api(dep, api)
     partners = [dep.spawn(p, "partner", "start", "--config", f"{p}.toml") for p in PARTNERS]
     _wait(lambda: all(_admissions(dep, p) >= 1 for p in PARTNERS), "the partners to be admitted")
 
@@ -68,8 +68,8 @@ def test_kill_9_then_restart_with_live_partners(live: Deployment):
     # a plain start: no manual cleanup; the stale PID file and the ports are no obstacle
     dep.procs.remove(first)
     dep.spawn("coordinator-2", "coordinator", "start", "--config", "coordinator.toml")
-    dep.procs.insert(0, dep.procs.pop())  # _wait_for_api watches procs[0]
-    _wait_for_api(dep, api)
+    dep.procs.insert(0, dep.procs.pop())  # wait_for_api watches procs[0]
+    wait_for_api(dep, api)
     out = dep.output("coordinator-2")
     assert "Traceback" not in out and "already running" not in out and "held by" not in out, out
 
