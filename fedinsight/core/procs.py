@@ -225,7 +225,8 @@ class Supervisor:
 
     def start(self, name: str, cmd: Sequence[str], env: dict[str, str]) -> Child:
         """Start ``cmd`` in its own session (a Ctrl-C meant for us does not reach it), logging to
-        ``<log_dir>/<name>.log``; the kernel sends it SIGTERM if this process dies."""
+        ``<log_dir>/<name>.log``; the kernel sends it SIGTERM if this process dies. Linux ties that signal to
+        the *thread* that started the child: call this from the thread that supervises (the main thread)."""
         private_dir(self.log_dir)  # logs may quote paths, URLs and data problems: the operator only
         log = private_file(self.log_dir / f"{name}.log")
         offset = log.stat().st_size

@@ -9,7 +9,7 @@ Row numbers: for CSV files they are *line numbers* in the file (the header is li
 field spans several lines is numbered by its first line, and blank lines count); for Parquet files they are
 1-based row positions.
 
-A CSV file larger than one batch (16 MiB of text) is validated in batches by :func:`stream_check`, so memory
+A CSV file larger than one batch (8 MiB of text) is validated in batches by :func:`stream_check`, so memory
 does not grow with the file (:mod:`fedinsight.data.stream`); the problems are the same as for a whole read.
 
 Files that cannot be read at all (a folder, a pipe, a dangling link or a link loop, no read permission)
