@@ -550,7 +550,7 @@ def stream_check(path: Path, spec: TableSpec, *, encoding: str = "utf-8", now: p
     problems: list[Problem] = []
     hashes, keys_ok, rows = KeyHashes(), bool(keys), 0
     try:
-        for frame, numbers in csv_batches(path, header, encoding=encoding, block_bytes=block_bytes):
+        for frame, numbers in csv_batches(path, encoding=encoding, block_bytes=block_bytes):
             rows += len(frame)
             typed, found = validate_frame(frame, per_batch, name, now=now,
                                           source=TableSource(frame, 2, "lines", numbers=numbers))
@@ -558,7 +558,7 @@ def stream_check(path: Path, spec: TableSpec, *, encoding: str = "utf-8", now: p
             keys_ok = keys_ok and all(k in typed.columns for k in keys) and not any(p.column in keys for p in found)
             if keys_ok:
                 hashes.add(typed[keys])
-    except Exception as exc:  # pyarrow raises ArrowInvalid and others for malformed or mis-encoded text
+    except Exception as exc:  # the C parser raises ParserError, UnicodeDecodeError and bare errors
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return [*merge_problems(problems), Problem(name, f"is not a well-formed CSV table: {reason}")]
     if rows == 0:
@@ -567,7 +567,7 @@ def stream_check(path: Path, spec: TableSpec, *, encoding: str = "utf-8", now: p
     suspects = hashes.suspects() if keys_ok else np.empty(0, dtype=np.uint64)
     if suspects.size:  # a repeated hash: compare the real keys of only those rows
         frames, lines = [], []
-        for frame, numbers in csv_batches(path, header, encoding=encoding, block_bytes=block_bytes):
+        for frame, numbers in csv_batches(path, encoding=encoding, block_bytes=block_bytes):
             typed, _ = validate_frame(frame, per_batch, name, now=now,
                                       source=TableSource(frame, 2, "lines", numbers=numbers))
             hit = np.isin(KeyHashes.of(typed[keys]), suspects)

@@ -10,6 +10,7 @@ here is stopped by PID in the fixture's teardown.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 
@@ -78,6 +79,11 @@ def test_kill_9_then_restart_with_live_partners(live: Deployment):
     assert all(p.poll() is None for p in partners)
     for p in PARTNERS:
         assert "starting it again" in dep.output(p), dep.output(p)
+    # the node id each partner's SuperNode was admitted under is the one the coordinator recorded for its key
+    recorded = json.loads((root / "coordinator-state" / "partner-nodes.json").read_text())
+    for p in PARTNERS:
+        log = (root / f"{p}-state" / "logs" / "supernode.log").read_text(errors="replace")
+        assert re.findall(r"SuperNode ID: (\d+)", log)[-1] == str(recorded[p]), (p, recorded)
     result = dep.run("job", "run", "preflight", "--federation", "marketing", "--config", "coordinator.toml",
                      "--json")
     assert result.returncode == 0, result.stdout + result.stderr + dep.output("coordinator-2")
