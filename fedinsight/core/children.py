@@ -57,10 +57,12 @@ def command_name(pid: int) -> str:
         argv = [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
         words = [os.path.basename(a.decode(errors="replace")) for a in argv[:4]]
         for word in words:
+            if word == "-c":  # python -c CODE: the interpreter is the best name
+                break
             if not word.startswith("python") and not word.startswith("-"):
-                return word
+                return word[:60]
         if words:
-            return words[0]
+            return words[0][:60]
     stat = process_stat(pid)
     return stat[0] if stat else "?"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fedinsight.core.children import ChildRecords, process_stat
+from fedinsight.core.children import ChildRecords, command_name, process_stat
 from fedinsight.core.errors import DeploymentError
 from fedinsight.core.procs import check_port_free, pid_alive
 
@@ -116,3 +116,27 @@ def test_a_held_port_names_the_process_that_holds_it():
     assert f"port {port} on 127.0.0.1 is held by process {os.getpid()} (" in message
     assert "coordinator.toml" in message
     check_port_free("[superlink]", "127.0.0.1", port, config="c.toml", stop_command="x")  # closed: free again
+
+
+def test_stop_after_a_killed_supervisor_stops_what_its_pid_files_name(tmp_path):
+    from fedinsight.core.procs import stop_supervisor
+
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        _wait(lambda: process_stat(orphan.pid) is not None, "the process to appear in /proc")
+        records = ChildRecords(tmp_path / "pids")
+        records.record("superlink", [orphan.pid])
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        (tmp_path / "coordinator.pid").write_text(f"{dead.pid}\n")  # the supervisor is gone
+        name = command_name(orphan.pid)
+        assert name.startswith("python")
+        pid, left = stop_supervisor(tmp_path / "coordinator.pid", "coordinator", records, timeout=10)
+        assert pid is None and left == [f"{name} (PID {orphan.pid})"]
+        assert orphan.wait(timeout=30) is not None and records.recorded() == []
+        assert not (tmp_path / "coordinator.pid").exists()
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
+
