@@ -100,16 +100,22 @@ def coordinator_start(config: Path = _COORD_CONFIG,
 @coordinator_app.command("stop")
 def coordinator_stop(config: Path = _COORD_CONFIG,
                      as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
-    """Stop the coordinator named by the PID file in its state folder (SIGTERM, then wait).
+    """Stop the coordinator named by the PID file in its state folder (SIGTERM, then wait), and any SuperLink,
+    API or Flower process a coordinator killed without stopping them left (named by their PID files).
 
     Example: fedinsight coordinator stop --config coordinator.toml
     """
     from fedinsight.coordinator.config import load_coordinator_config
-    from fedinsight.core.procs import stop_by_pid_file
+    from fedinsight.core.children import ChildRecords
+    from fedinsight.core.procs import stop_supervisor
 
     cfg = load_coordinator_config(config, check_files=False)
-    pid = stop_by_pid_file(cfg.pid_file, "coordinator", timeout=cfg.coordinator.stop_timeout * 3)
-    result = {"process": "coordinator", "pid": pid, "state": "not running" if pid is None else "stopped"}
+    pid, left = stop_supervisor(cfg.pid_file, "coordinator", ChildRecords(cfg.children_dir),
+                                timeout=cfg.coordinator.stop_timeout * 3)
+    result: dict[str, object] = {"process": "coordinator", "pid": pid,
+                                 "state": "not running" if pid is None else "stopped"}
+    if left:  # a coordinator killed with kill -9 left these (its children's PID files name them)
+        result["leftovers"] = ", ".join(left)
     emit(result, kv_table("coordinator stop", result), as_json)
 
 

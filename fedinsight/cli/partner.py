@@ -362,16 +362,20 @@ def partner_start(config: Path = typer.Option(..., "--config", "-c", help="This 
 @partner_app.command("stop")
 def partner_stop(config: Path = typer.Option(..., "--config", "-c", help="This partner's partner.toml."),
                  as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
-    """Stop the partner process named by the PID file in its state folder.
+    """Stop the partner process named by the PID file in its state folder, and any SuperNode or ClientApp a
+    partner process killed without stopping them left (named by their PID files).
 
     Example: fedinsight partner stop --config partner.toml
     """
-    from fedinsight.core.procs import stop_by_pid_file
+    from fedinsight.core.children import ChildRecords
+    from fedinsight.core.procs import stop_supervisor
     from fedinsight.partner.config import load_partner_config
 
     cfg = load_partner_config(config, check_files=False)
-    pid = stop_by_pid_file(cfg.pid_file, "partner")
-    result = {"process": "partner", "pid": pid, "state": "not running" if pid is None else "stopped"}
+    pid, left = stop_supervisor(cfg.pid_file, "partner", ChildRecords(cfg.children_dir))
+    result: dict[str, object] = {"process": "partner", "pid": pid, "state": "not running" if pid is None else "stopped"}
+    if left:  # a partner process killed with kill -9 left these (its SuperNode's PID files name them)
+        result["leftovers"] = ", ".join(left)
     emit(result, kv_table("partner stop", result), as_json)
 
 

@@ -153,6 +153,11 @@ class CoordinatorConfig(_Model):
         return self.state_dir / "coordinator.pid"
 
     @property
+    def children_dir(self) -> Path:
+        """PID files of the supervisor's children and their descendants (:mod:`fedinsight.core.children`)."""
+        return self.state_dir / "pids"
+
+    @property
     def api_url(self) -> str:
         host = "127.0.0.1" if self.api.host in ("0.0.0.0", "::") else self.api.host
         return f"{'https' if self.api.tls else 'http'}://{host}:{self.api.port}"

@@ -191,15 +191,17 @@ def flwr_json(args: list[str], flwr_home: Path, *, timeout: float = 120.0) -> di
     return payload
 
 
-def register_partner_key(flwr_home: Path, connection: str, public_key: Path) -> str:
-    """Register a SuperNode public key; 'registered' or 'already registered' (restarts are idempotent)."""
+def register_partner_key(flwr_home: Path, connection: str, public_key: Path) -> tuple[str, int | None]:
+    """Register a SuperNode public key: ('registered', the node id Flower bound to the key), or
+    ('already registered', None) when the SuperLink knew the key (restarts are idempotent)."""
     try:
-        flwr_json(["supernode", "register", str(public_key), connection], flwr_home)
+        payload = flwr_json(["supernode", "register", str(public_key), connection], flwr_home)
     except DeploymentError as exc:
         if "already in use" in str(exc):
-            return "already registered"
+            return "already registered", None
         raise
-    return "registered"
+    node = payload.get("node-id")
+    return "registered", None if node is None else int(node)
 
 
 def run_statuses(flwr_home: Path, connection: str) -> dict[str, str]:

@@ -3,17 +3,22 @@
 ``fedinsight coordinator start --config coordinator.toml`` runs, in order:
 
 1. validate the configuration and every file it names (refuse to start with a message on any problem);
-2. take the PID file (a second coordinator on the same state folder is refused);
+2. take the PID file (a second coordinator on the same state folder is refused), stop whatever a coordinator
+   killed with ``kill -9`` left running (its per-child PID files, :mod:`fedinsight.core.children`), and check
+   the ports, naming the process that holds one;
 3. open the database: set partner budgets from the config (a changed budget is an explicit, recorded
    change, never a silent reset; spent budget stays spent), mark jobs a previous run left unfinished as
    failed (their Flower runs died with the old SuperLink), append ``coordinator.start`` to the audit log;
 4. start ``flower-superlink`` with ``--ssl-*``, ``--enable-supernode-auth`` and
    ``--disable-runtime-dependency-installation``; its run state is deliberately in memory — fedinsight's
    database is the record, so a restarted SuperLink cannot resurrect an old run and charge budget twice;
-5. register each configured partner's public key (idempotent), so only those partners can connect;
+5. register each configured partner's public key (idempotent), so only those partners can connect, and record
+   the node id Flower bound to each key (:mod:`fedinsight.coordinator.identities`): a node claiming another
+   partner's id is refused at every job's hello;
 6. start the API under uvicorn (HTTPS with the coordinator certificate unless ``[api] tls = false``);
 7. wait for SIGTERM/Ctrl-C or a child's unexpected exit, then stop the API, then the SuperLink and all
-   their descendants, append ``coordinator.stop`` and remove the PID file.
+   their descendants, append ``coordinator.stop`` and remove the PID file. Children get SIGTERM from the
+   kernel if this process dies without stopping them (``PR_SET_PDEATHSIG``).
 
 Children inherit the database location through the environment (:mod:`fedinsight.coordinator.state`).
 """
@@ -26,10 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedinsight.coordinator.config import CoordinatorConfig, load_coordinator_config
+from fedinsight.coordinator.identities import write_partner_nodes
 from fedinsight.coordinator.state import ENV_CONFIG, CoordinatorState
-from fedinsight.core.errors import DeploymentError
+from fedinsight.core.children import ChildRecords, describe
 from fedinsight.core.logs import log_tail
-from fedinsight.core.procs import PidFile, Supervisor, port_in_use
+from fedinsight.core.procs import PidFile, Supervisor, check_port_free
 
 Say = Callable[[str], None]
 
@@ -107,13 +113,22 @@ def run_coordinator(config_path: str | Path, *, say: Say = print, ready: Callabl
     from fedinsight.coordinator.jobs import register_partner_key, write_flwr_connection
 
     config = load_coordinator_config(config_path)
-    for what, host, port in (("[superlink]", config.superlink.host, config.superlink.port),
-                             ("[api]", config.api.host, config.api.port)):
-        if port_in_use(host, port):
-            raise DeploymentError(f"{what} port {port} is already in use on {host}; choose another in {config_path}")
     pid_file = PidFile(config.pid_file, "coordinator")
-    pid_file.acquire()
-    supervisor = Supervisor(config.state_dir / "logs", stop_timeout=config.coordinator.stop_timeout, verbose=verbose)
+    pid_file.acquire()  # refuses while a coordinator runs: only then may its recorded children be leftovers
+    try:
+        records = ChildRecords(config.children_dir)
+        left = records.stop_leftovers(timeout=config.coordinator.stop_timeout)
+        if left:
+            say(f"stopped {len(left)} process(es) left by a coordinator that did not stop cleanly: {describe(left)}")
+        for what, host, port in (("[superlink]", config.superlink.host, config.superlink.port),
+                                 ("[api]", config.api.host, config.api.port)):
+            check_port_free(what, host, port, config=config_path,
+                            stop_command=f"fedinsight coordinator stop --config {config_path}")
+    except BaseException:
+        pid_file.release()
+        raise
+    supervisor = Supervisor(config.state_dir / "logs", stop_timeout=config.coordinator.stop_timeout, verbose=verbose,
+                            records=records)
     supervisor.install_signal_handlers()
     state = CoordinatorState.from_config(config)
     code = 0
@@ -138,9 +153,12 @@ def run_coordinator(config_path: str | Path, *, say: Say = print, ready: Callabl
         link = supervisor.start("superlink", superlink_command(config), env)
         supervisor.wait_port(link, config.superlink.host, config.superlink.port)
         say(f"SuperLink (TLS, SuperNode auth) on {config.superlink.host}:{config.superlink.port}, PID {link.proc.pid}")
+        nodes: dict[str, int | None] = {}
         for partner in config.partners:
-            result = register_partner_key(config.flwr_home, config.coordinator.federation, partner.public_key)
-            say(f"partner {partner.id}: key {result}")
+            result, nodes[partner.id] = register_partner_key(config.flwr_home, config.coordinator.federation,
+                                                             partner.public_key)
+            say(f"partner {partner.id}: key {result}" + (f" (node {nodes[partner.id]})" if nodes[partner.id] else ""))
+        write_partner_nodes(config.state_dir, nodes)  # each job's hello binds a claimed partner id to its key
         api = supervisor.start("api", api_command(config), env)
         supervisor.wait_port(api, config.api.host, config.api.port)
         say(f"insights API on {config.api_url}, PID {api.proc.pid}")

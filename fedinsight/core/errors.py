@@ -163,6 +163,12 @@ class DeploymentError(FedinsightError):
     exit_code = 5
 
 
+class PartnerIdentityError(FedinsightError):
+    """A partner node claimed a partner id other than the one its authenticated key was registered for."""
+
+    exit_code = 5
+
+
 class StateIntegrityError(FedinsightError):
     """The coordinator's database or keys were lost, emptied, replaced or corrupted while its state folder shows
     history: starting anyway would reset every spent budget, so nothing starts until the operator decides."""

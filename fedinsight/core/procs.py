@@ -5,6 +5,10 @@ processes start their own helpers in new sessions (``flower-superexec``, one ``f
 ``flwr-clientapp`` per task), so stopping "the child" is not enough: :func:`stop_tree` snapshots every
 descendant from ``/proc`` first, asks the child to stop (SIGTERM), then any descendant still alive, and
 SIGKILLs whatever ignores both. Only processes we started, or started by them, are ever signalled.
+
+A supervisor killed with ``kill -9`` cannot do any of that: its children get SIGTERM from the kernel
+(``PR_SET_PDEATHSIG``, :mod:`fedinsight.core.deathsig`), and the PID files it kept for every child and
+descendant (:mod:`fedinsight.core.children`) let the next ``start`` or ``stop`` find and stop whatever is left.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedinsight.core.children import ChildRecords, command_name
+from fedinsight.core.deathsig import die_with_parent
 from fedinsight.core.errors import DeploymentError
 from fedinsight.core.files import private_dir, private_file
 from fedinsight.core.logs import log_tail
+from fedinsight.core.ports import port_holder
 
 
 def pid_alive(pid: int) -> bool:
@@ -93,6 +100,21 @@ def stop_pids(pids: Sequence[int], *, timeout: float = 15.0) -> None:
     for pid in pids:
         if pid_alive(pid):
             _signal(pid, signal.SIGKILL)
+
+
+def check_port_free(what: str, host: str, port: int, *, config: str | Path, stop_command: str) -> None:
+    """DeploymentError naming who holds ``port`` (PID and program) and what to do, if anything listens on it."""
+    if not port_in_use(host, port):
+        return
+    holder = port_holder(port)
+    if holder is None:
+        raise DeploymentError(f"{what} port {port} on {host} is held by a process of another user (or outside "
+                              f"this machine's view); stop it or choose another port in {config}")
+    name = command_name(holder)
+    ours = "" if not name.startswith(("flower-", "flwr", "uvicorn")) else (
+        f"; if a previous coordinator or partner started it, run `{stop_command}`")
+    raise DeploymentError(f"{what} port {port} on {host} is held by process {holder} ({name}){ours}; "
+                          f"otherwise stop it or choose another port in {config}")
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -167,6 +189,16 @@ def stop_by_pid_file(path: Path, what: str, *, timeout: float = 30.0) -> int | N
     return pid
 
 
+def stop_supervisor(path: Path, what: str, records: ChildRecords, *,
+                    timeout: float = 30.0) -> tuple[int | None, list[str]]:
+    """``stop``: the supervisor named by its PID file (it stops its own children), then any child or descendant
+    its PID files still name (left by a supervisor that was killed). Its PID (None if it was not running) and
+    the leftovers stopped, as ``program (PID n)``."""
+    pid = stop_by_pid_file(path, what, timeout=timeout)
+    left = records.stop_leftovers(timeout=min(timeout, 15.0))
+    return pid, [f"{r.name} (PID {r.pid})" for r in left]
+
+
 @dataclass
 class Child:
     """A started child process, its log file and how to describe it."""
@@ -174,6 +206,9 @@ class Child:
     name: str
     proc: subprocess.Popen
     log: Path
+    cmd: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    log_start: int = 0  # where this run's lines begin in the (appended) log
 
 
 @dataclass
@@ -183,18 +218,35 @@ class Supervisor:
     log_dir: Path
     stop_timeout: float = 15.0
     verbose: bool = False  # quote children's routine (DEBUG/INFO) log lines too
+    records: ChildRecords | None = None  # PID files of every child's process tree (found after a kill -9)
+    record_every: float = 2.0  # seconds between refreshes of the records while watching
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self, name: str, cmd: Sequence[str], env: dict[str, str]) -> Child:
+        """Start ``cmd`` in its own session (a Ctrl-C meant for us does not reach it), logging to
+        ``<log_dir>/<name>.log``; the kernel sends it SIGTERM if this process dies. Linux ties that signal to
+        the *thread* that started the child: call this from the thread that supervises (the main thread)."""
         private_dir(self.log_dir)  # logs may quote paths, URLs and data problems: the operator only
         log = private_file(self.log_dir / f"{name}.log")
+        offset = log.stat().st_size
         with open(log, "ab") as handle:
             proc = subprocess.Popen(list(cmd), env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        child = Child(name, proc, log)
-        self.children.append(child)
+                                    stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent())
+        child = Child(name, proc, log, tuple(cmd), dict(env), offset)
+        self.children = [c for c in self.children if c.name != name] + [child]
+        self.record(child)
         return child
+
+    def restart(self, child: Child) -> Child:
+        """Stop what is left of ``child``'s tree and start its command again (same log, appended)."""
+        stop_tree(child.proc, timeout=self.stop_timeout)
+        return self.start(child.name, child.cmd, child.env)
+
+    def record(self, child: Child) -> None:
+        """Write ``child``'s PID and its descendants' to its PID file (if this supervisor keeps records)."""
+        if self.records is not None and child.proc.poll() is None:
+            self.records.record(child.name, [child.proc.pid, *descendants(child.proc.pid)])
 
     def wait_port(self, child: Child, host: str, port: int, timeout: float = 180.0) -> None:
         """Wait until ``child`` listens on (host, port); DeploymentError with its log tail if it dies first.
@@ -220,15 +272,24 @@ class Supervisor:
         signal.signal(signal.SIGINT, handler)
 
     def watch(self, poll: float = 0.5) -> Child | None:
-        """Block until asked to stop (returns None) or a child exits on its own (returns that child)."""
+        """Block until asked to stop (returns None) or a child exits on its own (returns that child).
+        Meanwhile the PID files follow each child's tree (Flower starts a process per job)."""
+        recorded = time.monotonic()
         while not self.stopping.wait(poll):
             for child in self.children:
                 if child.proc.poll() is not None:
                     return child
+            if time.monotonic() - recorded >= self.record_every:
+                for child in self.children:
+                    self.record(child)
+                recorded = time.monotonic()
         return None
 
     def stop_all(self) -> dict[str, int | None]:
         codes = {}
         for child in reversed(self.children):
+            self.record(child)  # the latest tree: whatever stop_tree misses, the next start finds
             codes[child.name] = stop_tree(child.proc, timeout=self.stop_timeout)
+        if self.records is not None:
+            self.records.stop_leftovers(timeout=self.stop_timeout)  # re-parented descendants; then forget all
         return codes

@@ -9,6 +9,9 @@ Row numbers: for CSV files they are *line numbers* in the file (the header is li
 field spans several lines is numbered by its first line, and blank lines count); for Parquet files they are
 1-based row positions.
 
+A CSV file larger than one batch (8 MiB of text) is validated in batches by :func:`stream_check`, so memory
+does not grow with the file (:mod:`fedinsight.data.stream`); the problems are the same as for a whole read.
+
 Files that cannot be read at all (a folder, a pipe, a dangling link or a link loop, no read permission)
 are problems too, found with ``os.stat`` before anything is opened: a pipe would block the reader forever.
 """
@@ -16,6 +19,7 @@ are problems too, found with ``os.stat`` before anything is opened: a pipe would
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import errno
 import io
@@ -32,6 +36,7 @@ import pandas as pd
 
 from fedinsight.core.errors import DataValidationError, Problem
 from fedinsight.data.schema import SUPPORTED_SUFFIXES, TABLES, ColumnSpec, TableSpec
+from fedinsight.data.stream import BLOCK_BYTES, KeyHashes, csv_batches, header_of, merge_problems
 
 TRUE_WORDS = {"true", "t", "yes", "y", "1"}
 FALSE_WORDS = {"false", "f", "no", "n", "0"}
@@ -520,10 +525,66 @@ def nothing_to_validate(found: Sequence[Path], folder: Path | None = None) -> st
             f"'fedinsight partner map --suggest {where}' writes a draft to check")
 
 
+def stream_check(path: Path, spec: TableSpec, *, encoding: str = "utf-8", now: pd.Timestamp | None = None,
+                 block_bytes: int = BLOCK_BYTES) -> list[Problem]:
+    """Validate a CSV file batch by batch (``block_bytes`` of text each): every problem a whole read finds, with
+    file lines, holding one batch and an 8-byte hash per row (for the duplicate-key check) at a time."""
+    name = str(path)
+    problem = _stat_problem(path)
+    if problem is None and not os.access(path, os.R_OK):
+        problem = _unreadable(name, PermissionError(errno.EACCES, "Permission denied"))
+    if problem is not None:
+        return [problem]
+    try:
+        header = header_of(path, encoding)
+    except LookupError:
+        return [Problem(name, f"unknown text encoding '{encoding}'")]
+    except OSError as exc:
+        return [_unreadable(name, exc)]
+    dupes = _duplicated(header)
+    if dupes:
+        return [dupes_problem(name, dupes)]
+    now = now if now is not None else _now_naive_utc()
+    per_batch = dataclasses.replace(spec, key=())  # keys are compared across batches below
+    keys = list(spec.key)
+    problems: list[Problem] = []
+    hashes, keys_ok, rows = KeyHashes(), bool(keys), 0
+    try:
+        for frame, numbers in csv_batches(path, encoding=encoding, block_bytes=block_bytes):
+            rows += len(frame)
+            typed, found = validate_frame(frame, per_batch, name, now=now,
+                                          source=TableSource(frame, 2, "lines", numbers=numbers))
+            problems += found
+            keys_ok = keys_ok and all(k in typed.columns for k in keys) and not any(p.column in keys for p in found)
+            if keys_ok:
+                hashes.add(typed[keys])
+    except Exception as exc:  # the C parser raises ParserError, UnicodeDecodeError and bare errors
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return [*merge_problems(problems), Problem(name, f"is not a well-formed CSV table: {reason}")]
+    if rows == 0:
+        return [Problem(name, "file has a header but no data rows")]
+    problems = merge_problems(problems)
+    suspects = hashes.suspects() if keys_ok else np.empty(0, dtype=np.uint64)
+    if suspects.size:  # a repeated hash: compare the real keys of only those rows
+        frames, lines = [], []
+        for frame, numbers in csv_batches(path, encoding=encoding, block_bytes=block_bytes):
+            typed, _ = validate_frame(frame, per_batch, name, now=now,
+                                      source=TableSource(frame, 2, "lines", numbers=numbers))
+            hit = np.isin(KeyHashes.of(typed[keys]), suspects)
+            frames.append(typed.loc[hit, keys])
+            lines.append(numbers[hit])
+        rows_hit = pd.concat(frames, ignore_index=True)
+        problems += duplicate_key_problems(rows_hit, spec, name,
+                                           TableSource(rows_hit, 2, "lines", numbers=np.concatenate(lines)))
+    return problems
+
+
 def validate_paths(
-    paths: Sequence[str | Path], *, encoding: str = "utf-8", now: pd.Timestamp | None = None
+    paths: Sequence[str | Path], *, encoding: str = "utf-8", now: pd.Timestamp | None = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> tuple[list[Path], list[Problem]]:
-    """Validate every table file under ``paths``; return (files checked, all problems found)."""
+    """Validate every table file under ``paths``; return (files checked, all problems found). A CSV file larger
+    than ``block_bytes`` is read in batches of that size (:func:`stream_check`)."""
     files, skipped = iter_table_files(paths)
     problems: list[Problem] = []
     if not files:
@@ -536,6 +597,9 @@ def validate_paths(
         spec = table_for_path(path)
         if spec is None:
             problems.append(_unknown_table_problem(path))
+            continue
+        if path.suffix.lower() == ".csv" and path.is_file() and path.stat().st_size > block_bytes:
+            problems.extend(stream_check(path, spec, encoding=encoding, now=now, block_bytes=block_bytes))
             continue
         _, file_problems = _read_and_check(path, spec, encoding, now)
         problems.extend(file_problems)

@@ -38,7 +38,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from fedinsight.core.errors import ConfigError, FedinsightError, PartnerReplyError
+from fedinsight.core.errors import ConfigError, FedinsightError, PartnerIdentityError, PartnerReplyError
 from fedinsight.core.files import atomic_output_file
 from fedinsight.core.redact import redact_tree
 from fedinsight.federation import progress
@@ -213,7 +213,11 @@ class Session:
     def partner_ids(self) -> list[str]:
         return sorted(p.partner_id for p in self.partners.values())
 
-    def hello(self) -> None:
+    def hello(self, identities: Mapping[str, int | None] | None = None) -> None:
+        """Ask every node for its partner id (and the task's public facts). ``identities``: partner id -> the
+        Flower node id authenticated with that partner's registered key (a deployed coordinator's record); a node
+        claiming an id bound to another node, or an id with no registered key, refuses the job before any plan
+        or charge."""
         replies = self.ask("query", "hello", config=self.config("hello", **self.task.hello_config(self)))
         for node, msg in replies.items():
             facts = dict(msg.content[FACTS_RECORD]) if FACTS_RECORD in msg.content else {}
@@ -221,6 +225,25 @@ class Session:
         names = [p.partner_id for p in self.partners.values()]
         if len(set(names)) != len(names):
             raise ConfigError(f"two partner nodes claim the same partner id: {sorted(names)}")
+        if identities is not None:
+            check_identities(self.partners, identities)
+
+
+def check_identities(partners: Mapping[int, PartnerInfo], identities: Mapping[str, int | None]) -> None:
+    """PartnerIdentityError naming every node whose claimed partner id is not bound to its authenticated key."""
+    owner = {node: pid for pid, node in identities.items() if node is not None}
+    wrong = []
+    for node, info in sorted(partners.items()):
+        if identities.get(info.partner_id) == node:
+            continue
+        if node in owner:
+            wrong.append(f"node {node} authenticated with the key registered for partner '{owner[node]}' but "
+                         f"claims to be partner '{info.partner_id}'")
+        else:
+            wrong.append(f"node {node} claims to be partner '{info.partner_id}', whose key is not registered "
+                         "with this coordinator (restart the coordinator after adding it to coordinator.toml)")
+    if wrong:
+        raise PartnerIdentityError("refused before any partner computed: " + "; ".join(wrong))
 
 
 def hello_release(task: Task) -> Release:
@@ -373,13 +396,15 @@ def settings_of(task: Task, run_config: Mapping[str, Any]) -> tuple[JobSettings,
     return job, options
 
 
-def start(task: Task, grid: Grid, context: Context) -> TaskResult:
-    """Run one job of ``task`` (see the module docstring for the order, which is the privacy guarantee)."""
+def start(task: Task, grid: Grid, context: Context, *,
+          identities: Mapping[str, int | None] | None = None) -> TaskResult:
+    """Run one job of ``task`` (see the module docstring for the order, which is the privacy guarantee).
+    ``identities``: the deployed coordinator's partner id -> authenticated node id bindings (not simulations)."""
     job, options = settings_of(task, dict(context.run_config))
     progress.report("connecting partners", 0, job.partners)
     nodes = wait_for_partners(grid, job.partners, job.timeout)[: job.partners]
     session = Session(task, grid, job, options, nodes)
-    session.hello()
+    session.hello(None if job.simulated else identities)
     progress.report("connecting partners", job.partners, job.partners)
     plan = task.plan(session)
     session.plan = plan

@@ -45,6 +45,10 @@ class PartnerSuperLinkSection(_Model):
     private_key: Path
     max_retries: int | None = Field(None, ge=0)
     max_wait_time: float | None = Field(None, gt=0)
+    # a SuperNode that was admitted and then exits (the coordinator restarted: its heartbeat gets 401, or the
+    # link was down longer than max-wait-time) is started again after 1, 2, 4 ... seconds, at most this many
+    reconnect: bool = True
+    reconnect_max_delay: float = Field(60.0, gt=0)
 
     @field_validator("address")
     @classmethod
@@ -75,6 +79,11 @@ class PartnerConfig(_Model):
     @property
     def pid_file(self) -> Path:
         return self.state_dir / "partner.pid"
+
+    @property
+    def children_dir(self) -> Path:
+        """PID files of the supervisor's children and their descendants (:mod:`fedinsight.core.children`)."""
+        return self.state_dir / "pids"
 
     @property
     def ledger_url(self) -> str:

@@ -12,8 +12,11 @@
    key) and the partner's own
    ledger and local budget (enforced by the ClientApp on this machine). Runtime dependency installation
    stays off (Flower's SuperNode default), and its ClientApp API listens on loopback only;
-4. stops the SuperNode and its ClientApp processes on SIGTERM/Ctrl-C; if the SuperNode exits by itself —
-   e.g. the coordinator refused an unregistered key — exits non-zero with the reason from its log.
+4. stops the SuperNode and its ClientApp processes on SIGTERM/Ctrl-C (and the kernel stops them if this process
+   is killed: ``PR_SET_PDEATHSIG``, plus per-child PID files the next start or ``partner stop`` reads); if the
+   SuperNode exits by itself after it was admitted — the coordinator restarted, or was unreachable longer than
+   ``max-wait-time`` — starts it again after 1, 2, 4 ... seconds (:mod:`fedinsight.partner.reconnect`); if it
+   was never admitted — the coordinator refused an unregistered key — exits non-zero with the reason.
 
 Nothing here opens a port to the outside: the partner dials out to the coordinator.
 """
@@ -25,11 +28,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fedinsight.core.errors import ConfigError, DeploymentError
+from fedinsight.core.children import ChildRecords, describe
+from fedinsight.core.errors import ConfigError
 from fedinsight.core.files import private_dir
 from fedinsight.core.logs import log_tail
-from fedinsight.core.procs import PidFile, Supervisor, port_in_use
+from fedinsight.core.procs import PidFile, Supervisor, check_port_free
 from fedinsight.partner.config import PartnerConfig, load_partner_config
+from fedinsight.partner.reconnect import REFUSED, Reconnect, log_since
 from fedinsight.partner.view import PartnerView
 
 Say = Callable[[str], None]
@@ -99,25 +104,43 @@ def run_partner(config_path: str | Path, *, say: Say = print, verbose: bool = Fa
     config = load_partner_config(config_path)
     rows = validate_partner_data(config)
     say(f"partner {config.partner.id}: data valid ({', '.join(f'{k} {v:,}' for k, v in rows.items())})")
-    if port_in_use("127.0.0.1", config.runtime.port):
-        raise DeploymentError(f"[runtime] port {config.runtime.port} is already in use on 127.0.0.1; choose another "
-                              f"in {config_path}")
     private_dir(config.state_dir)  # its ledger, PID file and logs: the partner's operator only
     pid_file = PidFile(config.pid_file, f"partner {config.partner.id}")
-    pid_file.acquire()
-    supervisor = Supervisor(config.state_dir / "logs", verbose=verbose)
+    pid_file.acquire()  # refuses while a partner runs: only then may its recorded children be leftovers
+    try:
+        records = ChildRecords(config.children_dir)
+        left = records.stop_leftovers()
+        if left:
+            say(f"stopped {len(left)} process(es) left by a partner process that did not stop cleanly: "
+                f"{describe(left)}")
+        check_port_free("[runtime]", "127.0.0.1", config.runtime.port, config=config_path,
+                        stop_command=f"fedinsight partner stop --config {config_path}")
+    except BaseException:
+        pid_file.release()
+        raise
+    supervisor = Supervisor(config.state_dir / "logs", verbose=verbose, records=records)
     supervisor.install_signal_handlers()
     code = 0
+    backoff = Reconnect(max_delay=config.superlink.reconnect_max_delay)
     try:
         node = supervisor.start("supernode", supernode_command(config), supernode_env(config))
         say(f"SuperNode for {config.partner.id} -> {config.superlink.address} (TLS, key auth), PID {node.proc.pid}")
-        died = supervisor.watch()
-        if died is not None:
-            code = died.proc.returncode or 1
-            raw = log_tail(died.log, 25, verbose=True)
-            tail = log_tail(died.log, 25, verbose=verbose)
-            hint = f" ({AUTH_REFUSED_HINT})" if "305" in raw or "Failed to activate" in raw else ""
-            say(f"the SuperNode exited with code {died.proc.returncode}{hint}. Last lines of {died.log}:\n{tail}")
+        while (died := supervisor.watch()) is not None:
+            run_log = log_since(died.log, died.log_start)
+            wait = backoff.after_exit(run_log) if config.superlink.reconnect else None
+            if wait is None:
+                code = died.proc.returncode or 1
+                tail = log_tail(died.log, 25, verbose=verbose)
+                hint = f" ({AUTH_REFUSED_HINT})" if any(mark in run_log for mark in REFUSED) else ""
+                say(f"the SuperNode exited with code {died.proc.returncode}{hint}. Last lines of {died.log}:\n{tail}")
+                break
+            say(f"the SuperNode exited with code {died.proc.returncode} (the coordinator restarted or is "
+                f"unreachable); starting it again in {wait:.0f}s (attempt {backoff.attempts})")
+            if supervisor.stopping.wait(wait):
+                break
+            node = supervisor.restart(died)
+            backoff.restarted()
+            say(f"SuperNode for {config.partner.id} started again, PID {node.proc.pid}")
     finally:
         supervisor.stop_all()
         pid_file.release()

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,101 +20,15 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
-from fedinsight.core.procs import descendants, free_port, pid_alive, stop_tree
-from fedinsight.federation.certs import init_certs
+from tests.support.deployment import PARTNERS, Deployment, wait_for_api, write_configs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-PARTNERS = ("retail", "bank", "telco")
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fedinsight.cli", *args]
-
-
-class Deployment:
-    """A temporary deployment folder, the processes started in it, and their teardown."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.procs: list[subprocess.Popen] = []
-        self.env = {**os.environ, "FLWR_HOME": str(root / "flwr-home"), "FEDINSIGHT_HOME": str(root / "home"),
-                    "NO_COLOR": "1", "COLUMNS": "200"}
-        self.env.pop("FEDINSIGHT_COORDINATOR_CONFIG", None)
-        self.link_port, self.api_port = free_port(), free_port()
-
-    def spawn(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.root / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(_cli(*args), cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        return subprocess.run(_cli(*args), cwd=self.root, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-
-    def output(self, name: str) -> str:
-        return (self.root / f"{name}.out").read_text(errors="replace")
-
-    def stop_all(self) -> list[int]:
-        """SIGTERM each started process (as the CLI's own stop does), then make sure its whole tree is gone."""
-        tree = [p for proc in self.procs for p in descendants(proc.pid)]
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                stop_tree(proc, timeout=5)
-        leftovers = [p for p in tree if pid_alive(p)]
-        for pid in leftovers:  # only processes this test started (descendants of its own children)
-            os.kill(pid, signal.SIGKILL)
-        return leftovers
-
-
-def _write_configs(root: Path, dep: Deployment) -> None:
-    from fedinsight.data.synth import SynthConfig, write_synthetic
-
-    init_certs(root / "certs", hosts=["localhost", "127.0.0.1"], partners=[*PARTNERS, "intruder"])
-    from fedinsight.partner.protection import init_partner
-
-    write_synthetic(SynthConfig(customers=1800, partners=3, seed=5), root / "data")
-    for k in range(3):  # each partner's protection policy (drops the planted direct identifiers)
-        init_partner(root / "data" / f"partner-{k}")
-    partners = "".join(f'[[partners]]\nid = "{p}"\npublic-key = "certs/partners/{p}.pub"\nepsilon = 8.0\n\n'
-                       for p in PARTNERS)
-    (root / "coordinator.toml").write_text(
-        f'[coordinator]\nfederation = "marketing"\nstate-dir = "coordinator-state"\n\n'
-        f'[superlink]\nhost = "127.0.0.1"\nport = {dep.link_port}\n\n'
-        f'[tls]\nca-cert = "certs/ca.crt"\ncert = "certs/coordinator.crt"\nkey = "certs/coordinator.key"\n\n'
-        f'[api]\nhost = "127.0.0.1"\nport = {dep.api_port}\n\n{partners}')
-    for i, pid in enumerate([*PARTNERS, "intruder"]):
-        data = f"data/partner-{min(i, 2)}"
-        (root / f"{pid}.toml").write_text(
-            f'[partner]\nid = "{pid}"\ndata-path = "{data}"\nstate-dir = "{pid}-state"\nepsilon = 8.0\n\n'
-            f'[superlink]\naddress = "127.0.0.1:{dep.link_port}"\nca-cert = "certs/ca.crt"\n'
-            f'private-key = "certs/partners/{pid}.key"\nmax-wait-time = 60\n\n'
-            f'[runtime]\nport = {free_port()}\n')
-
-
-def _wait_for_api(dep: Deployment, client: httpx.Client, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert dep.procs[0].poll() is None, f"coordinator exited:\n{dep.output('coordinator')}"
-        try:
-            if client.get("/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"the API did not come up:\n{dep.output('coordinator')}")
 
 
 @pytest.fixture()
 def deployment(tmp_path):
     dep = Deployment(tmp_path)
-    _write_configs(tmp_path, dep)
+    write_configs(tmp_path, dep)
     try:
         yield dep
     finally:
@@ -130,7 +41,7 @@ def test_deployment_end_to_end(deployment: Deployment):
     coordinator = dep.spawn("coordinator", "coordinator", "start", "--config", "coordinator.toml")
     api = httpx.Client(base_url=f"https://127.0.0.1:{dep.api_port}", verify=str(root / "certs" / "ca.crt"),
                        timeout=120)
-    _wait_for_api(dep, api)
+    wait_for_api(dep, api)
     assert (root / "coordinator-state" / "coordinator.pid").read_text().strip() == str(coordinator.pid)
     partners = [dep.spawn(p, "partner", "start", "--config", f"{p}.toml") for p in PARTNERS]
 

@@ -58,16 +58,27 @@ def _handler_keys(app) -> set[str]:  # noqa: ANN001
     return set(app._registered_funcs)
 
 
-def test_the_server_app_dispatches_through_the_registry(monkeypatch):
+def test_the_server_app_dispatches_through_the_registry(monkeypatch, tmp_path):
     import fedinsight.coordinator.serverapp as serverapp
+    from fedinsight.coordinator.identities import write_partner_nodes
+    from fedinsight.coordinator.state import ENV_STATE_DIR
 
-    seen = []
-    monkeypatch.setattr(serverapp, "start", lambda task, grid, context: seen.append(task))
+    seen, bound = [], []
+    monkeypatch.delenv(ENV_STATE_DIR, raising=False)
+    monkeypatch.setattr(serverapp, "start", lambda task, grid, context, identities: (seen.append(task),
+                                                                                     bound.append(identities)))
     monkeypatch.setattr(serverapp, "capture_if_requested", lambda grid: grid)
     for name in registry.names():
         serverapp.main(object(), Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
                                          run_config={"task": name}))
     assert [t.name for t in seen] == registry.names()
+    assert set(map(str, bound)) == {"None"}  # no coordinator state: nothing to bind (a simulation)
+    # on a coordinator, each job's loop gets the recorded partner id -> node id bindings
+    write_partner_nodes(tmp_path, {"retail": 11})
+    monkeypatch.setenv(ENV_STATE_DIR, str(tmp_path))
+    serverapp.main(object(), Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                     run_config={"task": "preflight"}))
+    assert bound[-1] == {"retail": 11}
     with pytest.raises(ConfigError, match="unknown task"):
         serverapp.main(object(), Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
                                          run_config={"task": "teleport"}))

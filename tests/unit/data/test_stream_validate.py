@@ -1,0 +1,90 @@
+"""``data validate`` streams a CSV larger than one batch: the same problems as a whole read, with file lines.
+
+The batch size is made small (16 KiB) so a ~200 KB file is read in a dozen batches; the planted problems sit
+deep inside, in different batches, after a quoted line break that shifts every later line by one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fedinsight.core.errors import Problem
+from fedinsight.data.schema import TABLES
+from fedinsight.data.stream import merge_problems, needs_line_scan
+from fedinsight.data.validate import stream_check, validate_paths
+
+NOW = pd.Timestamp("2026-01-01")
+ROWS = 5000
+BLOCK = 16 << 10
+
+
+def _write(path: Path, *, quoted_break: bool) -> dict[str, int]:
+    """A transactions file; returns the file line of each planted problem."""
+    lines = ["transaction_id,customer_id,timestamp,amount,quantity,note"]
+    planted: dict[str, int] = {}
+    for k in range(ROWS):
+        note = '"two\nlines"' if quoted_break and k == 7 else "plain"
+        amount = "12.50"
+        tid = f"t{k}"
+        if k == 4200:
+            amount = "twelve"  # bad value deep inside
+        if k == 3100:
+            tid = "t40"  # repeats row 40's id, about ten batches later
+        lines.append(f"{tid},c{k % 97},2025-03-{1 + k % 28:02d} 10:00,{amount},{1 + k % 3},{note}")
+        row_line = len("\n".join(lines).splitlines())  # the record's last line
+        if k == 4200:
+            planted["amount"] = row_line
+        if k == 3100:
+            planted["duplicate"] = row_line
+    path.write_text("\n".join(lines) + "\n")
+    return planted
+
+
+def test_a_bad_value_deep_in_a_large_file_is_named_with_its_real_line(tmp_path):
+    data = tmp_path / "partner"
+    data.mkdir()
+    planted = _write(data / "transactions.csv", quoted_break=True)
+    assert (data / "transactions.csv").stat().st_size > 10 * BLOCK  # a dozen batches
+    assert needs_line_scan(data / "transactions.csv")
+
+    _, problems = validate_paths([data], now=NOW, block_bytes=BLOCK)
+    text = [str(p) for p in problems]
+    assert any("column 'amount': expected a number" in t and f"(lines {planted['amount']})" in t
+               and "'twelve'" in t for t in text), text
+    assert any("duplicate key" in t and f"(lines {planted['duplicate']})" in t and "'t40'" in t for t in text), text
+    # the quoted line break shifted everything after it by one line: line = row + 2 + 1
+    assert planted["amount"] == 4200 + 3
+    assert len(problems) == 2
+
+    # exactly what the whole-file read reports
+    _, whole = validate_paths([data], now=NOW, block_bytes=1 << 30)
+    assert problems == whole
+
+
+def test_a_plain_file_numbers_lines_without_a_scan_and_a_clean_file_passes(tmp_path):
+    planted = _write(tmp_path / "transactions.csv", quoted_break=False)
+    assert not needs_line_scan(tmp_path / "transactions.csv")
+    problems = stream_check(tmp_path / "transactions.csv", TABLES["transactions"], now=NOW, block_bytes=BLOCK)
+    assert [p.column for p in problems] == ["amount", "transaction_id"]
+    assert f"(lines {planted['amount']})" in problems[0].message and planted["amount"] == 4200 + 2
+
+    clean = tmp_path / "clean" / "transactions.csv"
+    clean.parent.mkdir()
+    clean.write_text((tmp_path / "transactions.csv").read_text().replace("twelve", "12").replace("t40,", "tX,", 1))
+    assert stream_check(clean, TABLES["transactions"], now=NOW, block_bytes=BLOCK) == []
+
+
+def test_findings_of_several_batches_merge_into_one_problem():
+    parts = [Problem("f.csv", "negative value (must be >= 0) in 2 row(s) (lines 5, 9)", column="amount",
+                     values=("-1",)),
+             Problem("f.csv", "required column is missing (table 'transactions' needs ...)", column="quantity"),
+             Problem("f.csv", "negative value (must be >= 0) in 12 row(s) (lines 30, 31, 32, 33, 34, 35, 36, 37, 38, "
+                     "39 and 2 more)", column="amount", values=("-1", "-2")),
+             Problem("f.csv", "required column is missing (table 'transactions' needs ...)", column="quantity")]
+    merged = merge_problems(parts)
+    assert len(merged) == 2
+    assert merged[0].message == "negative value (must be >= 0) in 14 row(s) (lines 5, 9, 30, 31, 32, 33, 34, 35, " \
+                                "36, 37 and 4 more)"
+    assert merged[0].values == ("-1", "-2") and merged[1].column == "quantity"
