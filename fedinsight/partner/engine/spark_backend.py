@@ -13,6 +13,7 @@ driver on every executor (a jar the partner installs); the backend refuses them 
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from typing import Any
 
@@ -31,9 +32,12 @@ def _root_session(master: str, memory: str) -> Any:
     builder = (SparkSession.builder.master(master).appName("fedinsight-partner")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "8")
+               .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.sql.ansi.enabled", "true"))  # a value that does not cast is an error, as in DuckDB
+    if master.startswith("local"):  # one machine: as many shuffle partitions as cores, not Spark's 200
+        cores = master.removeprefix("local").strip("[]")
+        builder = builder.config("spark.sql.shuffle.partitions", cores if cores.isdigit() else str(os.cpu_count() or 2))
     if memory:
         builder = builder.config("spark.driver.memory", memory)
     try:
