@@ -78,3 +78,20 @@ def test_db_tables_naming_a_missing_table(shop, tmp_path):
     with pytest.raises(ConfigError, match="db-tables: the database at db-url has no table sales"):
         view.sources()
 
+
+
+def test_partner_toml_carries_the_engine_and_ready_refuses_a_bad_one(shop, tmp_path):
+    """partner.toml's engine keys reach the SuperNode's node config; a bad one stops `partner ready/start`."""
+    from fedinsight.partner.config import load_partner_config
+    from fedinsight.partner.process import node_config, validate_partner_data
+
+    toml = tmp_path / "partner.toml"
+    base = (f'[partner]\nid = "retail"\ndata-path = "{shop}"\n{{engine}}\n[superlink]\naddress = "127.0.0.1:9"\n'
+            'ca-cert = "ca.crt"\nprivate-key = "retail.key"\n')
+    toml.write_text(base.format(engine='engine = "duckdb"\nengine-memory = "1GB"'))
+    config = load_partner_config(toml, check_files=False)
+    assert 'engine="duckdb"' in node_config(config) and 'engine-memory="1GB"' in node_config(config)
+    assert validate_partner_data(config)["transactions"] > 0
+    toml.write_text(base.format(engine=f'engine = "spark"\nspark-master = "spark://127.0.0.1:{_closed_port()}"'))
+    with pytest.raises(ConfigError, match="spark-master"):
+        validate_partner_data(load_partner_config(toml, check_files=False))

@@ -81,3 +81,25 @@ def test_a_value_of_the_wrong_type_is_a_data_error(tmp_path):
     folder = write_csv_partner(tmp_path / "typo", tables)
     with pytest.raises(DataValidationError, match="canonical type"):
         PartnerView(folder, "analytics").scan(customer_scan(RULES))
+
+
+@pytest.mark.slow
+def test_postgresql_table(csv_shop, expected, tmp_path):
+    """A PostgreSQL table with typed columns (timestamps, doubles) is streamed in batches and typed the same way."""
+    from sqlalchemy import create_engine
+    from support.postgres import postgres_server
+
+    folder = _same_partner(csv_shop, tmp_path / "pg-partner")
+    tables = own_tables()
+    with postgres_server() as url:
+        db = create_engine(url)
+        try:
+            tables["customers"].to_sql("clients", db, index=False)
+            tables["transactions"].assign(timestamp=lambda f: pd.to_datetime(f["timestamp"])).to_sql(
+                "transactions", db, index=False, chunksize=200)
+            tables["events"].to_sql("events", db, index=False)
+        finally:
+            db.dispose()
+        settings = EngineSettings(db_url=url, db_tables="customers=clients")
+        got = PartnerView(folder, "analytics", engine=settings).scan(customer_scan(RULES))
+    pd.testing.assert_frame_equal(got.sort_values("customer_id", ignore_index=True), expected, check_exact=True)
