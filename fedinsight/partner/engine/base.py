@@ -30,6 +30,10 @@ class Engine(ABC):
         """The column names of a registered relation."""
 
     @abstractmethod
+    def column_types(self, name: str) -> dict[str, str]:
+        """Column name -> its type as the engine names it, lower case (``timestamp``, ``varchar``, ``bigint`` ...)."""
+
+    @abstractmethod
     def create_view(self, name: str, sql: str) -> None:
         """A named view defined by a query in DuckDB's dialect."""
 

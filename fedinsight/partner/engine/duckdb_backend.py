@@ -69,6 +69,9 @@ class DuckDBEngine(Engine):
     def columns(self, name: str) -> list[str]:
         return [str(c) for c in self.con.sql(f"SELECT * FROM {name} LIMIT 0").to_arrow_table().column_names]
 
+    def column_types(self, name: str) -> dict[str, str]:
+        return {str(r[0]): str(r[1]).lower() for r in self.con.sql(f"DESCRIBE {name}").fetchall()}
+
     def create_view(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 

@@ -101,6 +101,9 @@ class SparkEngine(Engine):
     def columns(self, name: str) -> list[str]:
         return list(self.session.table(name).columns)
 
+    def column_types(self, name: str) -> dict[str, str]:
+        return {str(c): str(t).lower() for c, t in self.session.table(name).dtypes}
+
     def create_view(self, name: str, sql: str) -> None:
         self.session.sql(to_spark_sql(sql)).createOrReplaceTempView(name)
 
