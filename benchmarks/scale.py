@@ -14,6 +14,8 @@ process so its peak RSS is its own, and prints one JSON object with the figures 
 - ``direct_duckdb``: the same aggregates written directly in DuckDB SQL on ``read_parquet`` (no views, no
   consent join, float sums): the physical limit the engine is held against (goal: engine >= 0.5x its speed);
 - ``propensity_scan``: the propensity features' scan, end to end;
+- ``paired``: ``engine_query`` and ``direct_duckdb`` alternately in one process, best of 3 each (the machine is
+  shared: separate processes see different loads); ``engine_speed_vs_direct_duckdb`` comes from here;
 - ``pandas``: today's path, ``PartnerView.tables()`` + ``customer_features`` (only up to ``--pandas-max-rows``);
 - ``imports``: the same modules imported, nothing computed (every peak RSS includes this floor: torch, flwr ...).
 """
@@ -78,6 +80,23 @@ def write_data(root: Path, rows: int, chunk: int, flat_max: int, seed: int = 0) 
     return {"lake": lake, "flat": flat}
 
 
+REPEATS = 3
+
+
+def direct_sql(folder: str) -> str:
+    """The insights' per-customer aggregates written directly in DuckDB SQL on the Parquet files (float sums, no
+    views, no consent join): what the engine is held against."""
+    pattern = str(Path(folder) / "transactions" / "**" / "*.parquet")
+    recent = ", ".join(f"COUNT(*) FILTER (WHERE timestamp >= TIMESTAMP '{AS_OF}' - INTERVAL {d} DAY) AS r{d}"
+                       for d in (30, 90, 365))
+    return (f"SELECT customer_id, COUNT(*) AS purchases, "
+            f"COUNT(*) FILTER (WHERE timestamp >= TIMESTAMP '{AS_OF}' - INTERVAL 365 DAY) AS f_window, "
+            f"SUM(amount) FILTER (WHERE timestamp >= TIMESTAMP '{AS_OF}' - INTERVAL 365 DAY) AS spend_now, "
+            f"SUM(amount) FILTER (WHERE timestamp < TIMESTAMP '{AS_OF}' - INTERVAL 365 DAY "
+            f"AND timestamp >= TIMESTAMP '{AS_OF}' - INTERVAL 730 DAY) AS spend_prev, {recent} "
+            f"FROM read_parquet('{pattern}') WHERE timestamp < TIMESTAMP '{AS_OF}' GROUP BY customer_id")
+
+
 def measure(kind: str, folder: str, memory: str) -> dict[str, float]:
     """One measurement in this process (run by the parent in a child of its own)."""
     from fedinsight.partner.engine import EngineSettings
@@ -109,16 +128,24 @@ def measure(kind: str, folder: str, memory: str) -> dict[str, float]:
         import duckdb
 
         con = duckdb.connect(config={"memory_limit": memory} if memory else {})
-        pattern = str(Path(folder) / "transactions" / "**" / "*.parquet")
-        recent = ", ".join(f"COUNT(*) FILTER (WHERE timestamp >= TIMESTAMP '{AS_OF}' - INTERVAL {d} DAY) AS r{d}"
-                           for d in (30, 90, 365))
-        sql = (f"SELECT customer_id, COUNT(*) AS purchases, "
-               f"COUNT(*) FILTER (WHERE timestamp >= TIMESTAMP '{AS_OF}' - INTERVAL 365 DAY) AS f_window, "
-               f"SUM(amount) FILTER (WHERE timestamp >= TIMESTAMP '{AS_OF}' - INTERVAL 365 DAY) AS spend_now, "
-               f"SUM(amount) FILTER (WHERE timestamp < TIMESTAMP '{AS_OF}' - INTERVAL 365 DAY "
-               f"AND timestamp >= TIMESTAMP '{AS_OF}' - INTERVAL 730 DAY) AS spend_prev, {recent} "
-               f"FROM read_parquet('{pattern}') WHERE timestamp < TIMESTAMP '{AS_OF}' GROUP BY customer_id")
-        out["customers_out"] = len(con.sql(sql).to_arrow_table())
+        out["customers_out"] = len(con.sql(direct_sql(folder)).to_arrow_table())
+    elif kind == "paired":  # engine query and direct SQL alternately in one process: the machine's load is shared
+        import duckdb
+
+        con = duckdb.connect(config={"memory_limit": memory} if memory else {})
+        with open_engine(settings, Path(folder) / ".fedinsight" / "engine-tmp" / "bench") as engine:
+            prepare(engine, view.sources(), view.policy, "analytics", erasure_register(view.policy.register_url))
+            engine_times, direct_times = [], []
+            for _ in range(REPEATS):
+                t = time.perf_counter()
+                engine.query(customer_scan(rules).sql)
+                engine_times.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                con.sql(direct_sql(folder)).to_arrow_table()
+                direct_times.append(time.perf_counter() - t)
+        out["engine_query_best_seconds"] = round(min(engine_times), 3)
+        out["direct_duckdb_best_seconds"] = round(min(direct_times), 3)
+        out["engine_speed_vs_direct_duckdb"] = round(min(direct_times) / min(engine_times), 2)
     elif kind == "imports":  # the same modules, nothing computed: the floor every peak RSS includes
         out["customers_out"] = 0
     elif kind == "pandas":
@@ -160,15 +187,14 @@ def main() -> None:
         t = time.perf_counter()
         folders = write_data(root, args.rows, args.chunk, args.pandas_max_rows)
         written = round(time.perf_counter() - t, 1)
-        kinds = ["imports", "direct_duckdb", "engine_query", "engine_scan", "propensity_scan"]
+        kinds = ["imports", "direct_duckdb", "engine_query", "engine_scan", "propensity_scan", "paired"]
         results = {kind: child(kind, folders["lake"], args.memory) for kind in kinds}
         if folders["flat"].is_dir():
             shutil.copytree(folders["lake"] / ".fedinsight", folders["flat"] / ".fedinsight")  # the same keys
             results["pandas"] = child("pandas", folders["flat"], args.memory)
-        speed = results["direct_duckdb"]["seconds"] / max(results["engine_query"]["seconds"], 1e-9)
         print(json.dumps({"rows": args.rows, "customers": max(args.rows // 20, 100), "engine_memory": args.memory,
                           "write_seconds": written, **results,
-                          "engine_speed_vs_direct_duckdb": round(speed, 2),
+                          "engine_speed_vs_direct_duckdb": results["paired"]["engine_speed_vs_direct_duckdb"],
                           "cores": os.cpu_count()}, indent=2))
     finally:
         if args.out is None:
