@@ -33,6 +33,7 @@ demo: data
 
 test: data
 	@bash scripts/ensure_chromium.sh
+	@bash scripts/ensure_java.sh
 	$(PY) -m ruff check fedinsight tests benchmarks examples
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc

@@ -50,6 +50,7 @@ from fedinsight.federation.manifest import PUBLIC, Manifest, Release
 from fedinsight.federation.messages import PHASE, config_of, partner_error, request
 from fedinsight.federation.options import Options
 from fedinsight.federation.partners import wait_for_partners
+from fedinsight.federation.scan import Scan
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 
 if TYPE_CHECKING:
@@ -91,6 +92,11 @@ class Partner(Protocol):
 
     def setting(self, key: str, default: Any = None) -> Any:
         """The partner's own setting (its node config), never the coordinator's word."""
+        ...
+
+    def scan(self, scan: Scan) -> Any:
+        """``scan`` run inside the partner's engine over the same protected tables as :meth:`data` (a pandas frame,
+        customer ids tokenized): for computations that must not hold the partner's rows in memory."""
         ...
 
     def token(self, customer_id: str) -> str:

@@ -9,6 +9,7 @@ Example ``partner.toml``::
     state-dir = "/srv/fedinsight/state"
     mapping = "/srv/fedinsight/data/mapping.toml"   # optional: how its own exports are read
     epsilon = 10.0                    # this partner's own lifetime cap
+    engine = "duckdb"                 # or "spark" with spark-master = "spark://host:7077" (docs/scale.md)
     [superlink]
     address = "coordinator.example.com:9092"
     ca-cert = "ca.crt"
@@ -37,6 +38,12 @@ class PartnerSection(_Model):
     # ``local-delta``: the spellings of earlier versions, still read)
     epsilon: float = Field(10.0, gt=0, validation_alias=AliasChoices("epsilon", "local-epsilon"))
     delta: float = Field(1e-6, gt=0, lt=1, validation_alias=AliasChoices("delta", "local-delta"))
+    # the partner-side engine (fedinsight.partner.engine): its own choice, never sent to the coordinator
+    engine: str | None = None  # duckdb (default) | spark
+    spark_master: str | None = None
+    engine_memory: str | None = None
+    db_url: str | None = None  # its canonical tables in a database (SQLAlchemy URL) instead of data-path's files
+    db_tables: str | None = None
 
 
 class PartnerSuperLinkSection(_Model):

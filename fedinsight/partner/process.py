@@ -34,6 +34,8 @@ from fedinsight.core.files import private_dir
 from fedinsight.core.logs import log_tail
 from fedinsight.core.procs import PidFile, Supervisor, check_port_free
 from fedinsight.partner.config import PartnerConfig, load_partner_config
+from fedinsight.partner.engine import KEYS as ENGINE_KEYS
+from fedinsight.partner.engine import EngineSettings
 from fedinsight.partner.reconnect import REFUSED, Reconnect, log_since
 from fedinsight.partner.view import PartnerView
 
@@ -46,8 +48,9 @@ AUTH_REFUSED_HINT = ("the coordinator refused this partner: its public key is pr
 def validate_partner_data(config: PartnerConfig) -> dict[str, int]:
     """Run the partner's data view on its folder (schema, PII scan against the protection policy, tokenization
     keys, consent, erasures); rows per table, or the typed error listing what to fix."""
+    engine = EngineSettings.from_node({k: getattr(config.partner, k.replace("-", "_")) for k in ENGINE_KEYS})
     view = PartnerView(config.partner.data_path, "analytics", policy_file=config.partner.protection_policy,
-                       mapping_file=config.partner.mapping)
+                       mapping_file=config.partner.mapping, engine=engine)  # a bad engine setting: refused here
     return {name: len(frame) for name, frame in view.tables().tables().items()}  # type: ignore[arg-type]
 
 
@@ -72,6 +75,10 @@ def node_config(config: PartnerConfig) -> str:
         items["protection-policy"] = _quote(str(config.partner.protection_policy))
     if config.partner.mapping is not None:  # how the partner's own exports are read
         items["mapping"] = _quote(str(config.partner.mapping))
+    for key in ENGINE_KEYS:  # its engine (docs/scale.md): stays on the partner, read by its data view
+        value = getattr(config.partner, key.replace("-", "_"))
+        if value is not None:
+            items[key] = _quote(str(value))
     return " ".join(f"{k}={v}" for k, v in items.items())
 
 

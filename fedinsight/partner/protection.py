@@ -390,20 +390,7 @@ class ProtectedPartner:
 
     def erased(self, register: ErasureRegister) -> set[str]:
         """Active-key tokens of this partner's customers that were forgotten."""
-        known = {self.key_id, *self.retired_tokens}
-        if missing := sorted(register.key_ids() - known):
-            raise KeyFileError(
-                f"the erasure register in {self.policy.state_dir} lists customers under key(s) {', '.join(missing)} "
-                f"that the tokenization ring no longer holds: restore the key file (without it forgotten customers "
-                f"cannot be recognised and no job may run)"
-            )
-        erased = register.erased_tokens(self.key_id) & set(self.customer_tokens)
-        for key_id, tokens in self.retired_tokens.items():
-            old = register.erased_tokens(key_id)
-            if old:
-                hit = np.fromiter((t in old for t in tokens), dtype=bool, count=len(tokens))
-                erased.update(self.customer_tokens[hit])
-        return erased
+        return erased_among(register, self.policy, self.key_id, self.customer_tokens, self.retired_tokens)
 
     def for_purpose(self, purpose: str | None, register: ErasureRegister | None = None) -> PartnerData:
         """The tables restricted to customers who consent to ``purpose`` (None: every purpose) and are
@@ -437,6 +424,26 @@ class ProtectedPartner:
             "customers_used": int(len(allowed)),
         }
         return out
+
+
+def erased_among(register: ErasureRegister, policy: ProtectionPolicy, key_id: str, customer_tokens: np.ndarray,
+                 retired_tokens: Mapping[str, np.ndarray]) -> set[str]:
+    """Which of ``customer_tokens`` (active key ``key_id``; the same customers' tokens under each retired key in
+    ``retired_tokens``, aligned) were forgotten. Shared by the pandas view and the engine's scope."""
+    known = {key_id, *retired_tokens}
+    if missing := sorted(register.key_ids() - known):
+        raise KeyFileError(
+            f"the erasure register in {policy.state_dir} lists customers under key(s) {', '.join(missing)} "
+            f"that the tokenization ring no longer holds: restore the key file (without it forgotten customers "
+            f"cannot be recognised and no job may run)"
+        )
+    erased = register.erased_tokens(key_id) & set(customer_tokens)
+    for retired, tokens in retired_tokens.items():
+        old = register.erased_tokens(retired)
+        if old:
+            hit = np.fromiter((t in old for t in tokens), dtype=bool, count=len(tokens))
+            erased.update(customer_tokens[hit])
+    return erased
 
 
 def _isin(values: pd.Series, allowed: pa.Array) -> np.ndarray:

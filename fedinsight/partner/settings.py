@@ -22,6 +22,10 @@ key                      meaning
                          job cannot change it)
 ``max-honest-partners``  insights with distributed noise: the most partners it trusts not to collude with the
                          coordinator; a job assuming more is refused (0: no distributed-noise job)
+``engine``               ``duckdb`` (default) or ``spark``: what runs its scans (:mod:`fedinsight.partner.engine`)
+``spark-master``         Spark's master URL with ``engine = spark`` (default ``local[*]``)
+``engine-memory``        the engine's memory limit (e.g. ``4GB``); DuckDB spills beyond it to ``state-dir``
+``db-url``/``db-tables`` a database (SQLAlchemy URL) holding its canonical tables, and their names there
 =======================  ==========================================================================
 """
 
@@ -40,7 +44,8 @@ ALIASES: dict[str, str] = {
 """Spellings of earlier versions (partners started before the rename keep working)."""
 
 KEYS = ("partner-id", "data-path", "state-dir", "protection-policy", "mapping", "ledger-url", "epsilon", "delta",
-        "require-dp", "min-eval-customers", "test-share", "max-honest-partners", "partition-id", "num-partitions")
+        "require-dp", "min-eval-customers", "test-share", "max-honest-partners", "partition-id", "num-partitions",
+        "engine", "spark-master", "engine-memory", "db-url", "db-tables")
 
 
 def node_settings(node_config: Mapping[str, Any]) -> dict[str, Any]:

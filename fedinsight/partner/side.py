@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from flwr.app import Context, RecordDict
 
 from fedinsight.core.errors import ConfigError
@@ -19,6 +20,8 @@ from fedinsight.data.currency import RateTable
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.budget import BudgetGate
 from fedinsight.federation.job import JobSettings
+from fedinsight.federation.scan import Scan
+from fedinsight.partner.engine import EngineSettings
 from fedinsight.partner.protection import PartnerVault
 from fedinsight.partner.settings import float_setting, node_settings, require_dp
 from fedinsight.partner.view import PartnerView, simulated_folder
@@ -59,7 +62,8 @@ class PartnerSide:
         self.partner_id = str(self.settings.get("partner-id") or path.name)
         rates = RateTable.of(str(config.get("currency") or ""), str(config.get("rates") or ""))  # the job's table
         self.view = PartnerView(path, purpose, policy_file=self.settings.get("protection-policy"),
-                                mapping_file=self.settings.get("mapping"), rates=rates, name=self.partner_id)
+                                mapping_file=self.settings.get("mapping"), rates=rates, name=self.partner_id,
+                                engine=EngineSettings.from_node(self.settings))
 
     # the Partner protocol
     def data(self) -> PartnerData:
@@ -71,6 +75,9 @@ class PartnerSide:
 
     def setting(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
+
+    def scan(self, scan: Scan) -> pd.DataFrame:
+        return self.view.scan(scan)
 
     def identities(self, tokens: Any) -> Any:
         return self.view.identities(tokens)

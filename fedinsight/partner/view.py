@@ -24,6 +24,14 @@ Where a partner's data is: a deployed partner names its folder (``--node-config 
 mapping with ``mapping=...`` when it is not ``<data-path>/mapping.toml``); a simulated partner with
 ``partition-id`` k reads the k-th partner folder (in name order) under the job's ``data-root``, whatever the
 folders and files are called, in place, through the folder's own ``mapping.toml`` -- nothing is copied.
+
+:meth:`PartnerView.scan` is the lazy door (:mod:`fedinsight.partner.engine`): a task's
+:class:`~fedinsight.federation.scan.Scan` runs inside the partner's engine (DuckDB by default, Spark by node
+config) over the same protected tables -- policy, consent and erasure applied inside the engine -- and only its
+small result, customer ids tokenized, comes back as pandas. A plain folder (canonical file names, Parquet
+directories) or a database (``db-url``) is scanned where it lies, out of core; a folder with a ``mapping.toml`` is
+read through the mapping's transforms by the pandas reader first (those transforms are pandas code today), then
+scanned.
 """
 
 from __future__ import annotations
@@ -38,6 +46,10 @@ from fedinsight.data.currency import RateTable, convert
 from fedinsight.data.federation import load_partner_folder, partner_folders
 from fedinsight.data.mapping import PartnerMapping, find_mapping
 from fedinsight.data.schema import PartnerData
+from fedinsight.federation.scan import Scan
+from fedinsight.partner.engine import EngineSettings, FrameTable, Source, run_scan
+from fedinsight.partner.engine.sources import database_sources, folder_sources
+from fedinsight.partner.engine.sql_stream import database_tables
 from fedinsight.partner.protection import (
     PartnerVault,
     ProtectedPartner,
@@ -73,9 +85,10 @@ class PartnerView:
 
     def __init__(self, folder: str | Path, purpose: str, *, policy_file: str | Path | None = None,
                  mapping_file: str | Path | None = None, rates: RateTable | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, engine: EngineSettings | None = None) -> None:
         """``rates``: the job's rate table (``None``: amounts as held); ``name``: the partner as messages name it
-        (default: its folder's name)."""
+        (default: its folder's name); ``engine``: the partner's engine settings (its node config; checked now,
+        before anything is computed or charged)."""
         if purpose not in PURPOSES:
             raise ConfigError(f"unknown purpose '{purpose}', expected one of {', '.join(PURPOSES)}")
         self.folder = Path(folder)
@@ -87,6 +100,8 @@ class PartnerView:
         self.rates = rates
         if rates is not None:  # refused now, before any table is read for the job
             rates.rate(self.currency, partner=name or self.folder.name)
+        self.engine = engine or EngineSettings()
+        self.engine.check()
 
     @property
     def currency(self) -> str | None:
@@ -98,6 +113,28 @@ class PartnerView:
         amounts in the job's reporting currency."""
         protected = _protected(self.folder, self.policy, self.mapping)
         return convert(protected.for_purpose(self.purpose, erasure_register(self.policy.register_url)), self.rates)
+
+    def sources(self) -> dict[str, Source]:
+        """Where the engine reads the partner's canonical tables (see the module docstring)."""
+        if self.engine.db_url:
+            present = database_tables(self.engine.db_url)
+            named = database_sources(self.engine.db_url, self.engine.db_tables)
+            explicit = {part.split("=")[0].strip() for part in self.engine.db_tables.split(",") if "=" in part}
+            if missing := sorted(n for n in explicit if named[n].table not in present):  # type: ignore[union-attr]
+                raise ConfigError(f"node config db-tables: the database at db-url has no table "
+                                  f"{', '.join(named[n].table for n in missing)}")  # type: ignore[union-attr]
+            return {n: src for n, src in named.items() if src.table in present}  # type: ignore[union-attr]
+        if self.mapping is None:
+            return folder_sources(self.folder)
+        raw = next(iter(load_partner_folder(self.folder, mapping=self.mapping.path).values()))
+        return {n: FrameTable(frame) for n, frame in raw.tables().items()}  # type: ignore[arg-type]
+
+    def scan(self, scan: Scan) -> pd.DataFrame:
+        """``scan`` run by the partner's engine over its protected tables for this purpose; customer ids tokenized.
+        Amounts are in the job's reporting currency, as :meth:`tables` gives them."""
+        rate = self.rates.rate(self.currency, partner=self.folder.name) if self.rates is not None else 1.0
+        return run_scan(scan, self.sources(), self.engine, self.policy, self.purpose,
+                        erasure_register(self.policy.register_url), rate=rate)
 
     def identities(self, tokens: pd.Series) -> pd.Series:
         """The partner's own customer ids for tokens of its customers: only ever on the partner, for its own

@@ -64,6 +64,12 @@ def _flags(values: pd.Series, column: str) -> pd.Series:
     return out
 
 
+def consent_flags(values: pd.Series, column: str) -> pd.Series:
+    """A consent column as nullable booleans, read as :func:`consent_mask` reads it (for engines that hold raw
+    text)."""
+    return _flags(values, column)
+
+
 def consent_mask(
     customers: pd.DataFrame | None,
     purpose: str | None,

@@ -287,6 +287,33 @@ def customer_features(data: PartnerData, rules: FeatureRules) -> Features:
                                 rules.potential_max_recency_days, rules.at_risk_max_recency_days),
                                np.zeros(n, dtype=bool))
 
+    stage_codes = codes_of(ev.frame["stage"], FUNNEL_STAGES, other=False)
+    ok = stage_codes >= 0
+    if not ok.all():
+        ev = Rows(ev.cust[ok], ev.ts[ok], ev.frame.loc[ok])
+        stage_codes = stage_codes[ok]
+    aware = np.bincount(ev.cust, minlength=n) > 0
+    interested = np.bincount(ev.cust[stage_codes >= 1], minlength=n) > 0
+    rfm, lifecycle, tier_now, tier_prev = derive_groups(rules, purchases, f_window, recent, aware, interested,
+                                                        spend_now, spend_prev)
+
+    return Features(
+        rules=rules, n=n, rfm=rfm, lifecycle=lifecycle, tier_now=tier_now, tier_prev=tier_prev,
+        spend_now=spend_now, spend_prev=spend_prev, purchases=purchases, customers=customers,
+        transactions=tx, events=ev, event_stage=stage_codes.astype(np.int8),
+        tables=tuple(data.tables()), timezone=partner_zone(data),
+    )
+
+
+def derive_groups(rules: FeatureRules, purchases: np.ndarray, f_window: np.ndarray, recent: dict[int, np.ndarray],
+                  aware: np.ndarray, interested: np.ndarray, spend_now: np.ndarray,
+                  spend_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """RFM segment, lifecycle stage and LTV tier (now and a window earlier) from per-customer aggregates, by the
+    declared rules. One definition for the pandas path and the engine path (:mod:`.customer_scan`).
+
+    ``recent[d]``: a purchase in the last ``d`` days before ``as_of``; ``aware``/``interested``: any funnel event /
+    one past exposure in the events window."""
+    n = len(purchases)
     rfm = np.full(n, RFM_SEGMENTS.index("hibernating"), dtype=np.int8)
     conditions = [  # first match wins, in this order
         ("champions", recent[rules.champions_max_recency_days] & (f_window >= rules.champions_min_purchases)),
@@ -299,13 +326,6 @@ def customer_features(data: PartnerData, rules: FeatureRules) -> Features:
         rfm[cond & ~assigned] = RFM_SEGMENTS.index(name)
         assigned |= cond
 
-    stage_codes = codes_of(ev.frame["stage"], FUNNEL_STAGES, other=False)
-    ok = stage_codes >= 0
-    if not ok.all():
-        ev = Rows(ev.cust[ok], ev.ts[ok], ev.frame.loc[ok])
-        stage_codes = stage_codes[ok]
-    aware = np.bincount(ev.cust, minlength=n) > 0
-    interested = np.bincount(ev.cust[stage_codes >= 1], minlength=n) > 0
     lifecycle = np.zeros(n, dtype=np.int8)
     lifecycle[aware] = 1
     lifecycle[interested] = 2
@@ -317,12 +337,13 @@ def customer_features(data: PartnerData, rules: FeatureRules) -> Features:
         t[spend <= 0] = 0
         return t
 
-    return Features(
-        rules=rules, n=n, rfm=rfm, lifecycle=lifecycle, tier_now=tier(spend_now), tier_prev=tier(spend_prev),
-        spend_now=spend_now, spend_prev=spend_prev, purchases=purchases, customers=customers,
-        transactions=tx, events=ev, event_stage=stage_codes.astype(np.int8),
-        tables=tuple(data.tables()), timezone=partner_zone(data),
-    )
+    return rfm, lifecycle, tier(spend_now), tier(spend_prev)
+
+
+def recency_days(rules: FeatureRules) -> tuple[int, ...]:
+    """The distinct "purchase in the last N days" thresholds the RFM rules use."""
+    return tuple(sorted({rules.champions_max_recency_days, rules.loyal_max_recency_days,
+                         rules.potential_max_recency_days, rules.at_risk_max_recency_days}))
 
 
 def partner_zone(data: PartnerData) -> str:

@@ -1,0 +1,49 @@
+"""A partner-side scan: one computation over a partner's canonical tables, defined once, run by any engine.
+
+Why SQL text in DuckDB's dialect: it is the language both partner engines speak -- DuckDB runs it as written,
+Spark runs it after :mod:`sqlglot` transpiles it (``fedinsight.partner.engine``) -- so a task writes each
+computation once, and the same text gives the same numbers on either engine (the equality tests check it).
+
+A scan names the canonical tables it reads (``customers``, ``transactions``, ``interactions``, ``items``,
+``events``). The engine hands it those tables already restricted to the customers the task may use (consent for
+its purpose, erased customers removed) and without the columns the partner's protection policy drops, so a scan
+cannot forget either. A result holding a ``customer_id`` column has it tokenized by the partner's data view
+before the task sees it. Results must be small: per customer or aggregated, never row-level.
+
+Writing rules that keep both engines exact: compare timestamps with literals (:func:`timestamp_literal`), sum
+money as ``DECIMAL(38, 6)`` (exact and the same whatever the partition order), count days as integers
+(``date_diff('day', DATE '1970-01-01', CAST(timestamp AS DATE))``), and leave float maths to pandas on the
+small result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+CANONICAL_TABLES: tuple[str, ...] = ("customers", "transactions", "interactions", "items", "events")
+MONEY = "DECIMAL(38, 6)"
+"""The type a scan sums money in: exact, so both engines (and any partitioning) give the same sum."""
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One partner-side computation: ``sql`` (DuckDB dialect) over ``tables`` (see the module docstring)."""
+
+    name: str
+    sql: str
+    tables: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.tables) - set(CANONICAL_TABLES))
+        if unknown:
+            raise ValueError(f"scan {self.name} reads unknown table(s) {', '.join(unknown)}")
+
+
+def timestamp_literal(value: str | pd.Timestamp) -> str:
+    """A naive-UTC timestamp literal both engines read the same way (``TIMESTAMP '2026-01-01 00:00:00'``)."""
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return f"TIMESTAMP '{stamp:%Y-%m-%d %H:%M:%S}'"

@@ -1,0 +1,166 @@
+"""A partner's tables inside an engine, protected the way the pandas view protects them.
+
+:func:`prepare` registers each raw source as ``raw_<table>`` and builds, in this order:
+
+1. a **PII check** on a sample of every raw table (the protection policy's scan: undeclared personal data stops
+   the scan, as it stops a pandas read);
+2. ``typed_<table>``: the canonical columns the source has, typed as the schema says (text from CSV or a
+   database is cast; customer ids trimmed), without the columns the policy drops or tokenizes, money in the
+   job's reporting currency;
+3. ``scope``: the customers this purpose may use. Only per-customer data leaves the engine for it: the
+   customers' ids and consent flags are read into pandas, consent is decided by the same code as the pandas
+   view (:func:`~fedinsight.privacy.consent.consent_mask`), ids are tokenized with the partner's key and
+   checked against the erasure register, and the allowed raw ids go back in as a relation;
+4. the canonical names (``customers``, ``transactions`` ...): the typed tables semi-joined on ``scope``. A scan
+   reads only these, so an opted-out or erased customer is in no scan's input, whatever the scan says.
+
+Not checked here (``fedinsight data validate`` does it on the folder): key uniqueness, value ranges and ids
+missing from the customers table (the semi-join simply leaves such rows out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from fedinsight.core.errors import ConfigError
+from fedinsight.data.schema import TABLES, TableSpec
+from fedinsight.partner.engine.base import Engine
+from fedinsight.partner.engine.sources import FrameTable, Source
+from fedinsight.partner.protection import CUSTOMER_KEY, ProtectionPolicy, erased_among, plan_columns
+from fedinsight.privacy.consent import PURPOSES, ErasureRegister, consent_flags, consent_mask
+from fedinsight.privacy.tokenize import Tokenizer
+
+PII_SAMPLE_ROWS = 2_000
+PEOPLE_TABLES: tuple[str, ...] = ("transactions", "interactions", "events")
+
+
+_INTEGERS = ("bigint", "int", "integer", "smallint", "tinyint", "hugeint", "long", "short", "byte", "ubigint",
+             "uinteger", "usmallint", "utinyint")
+
+
+def _cast(column: str, kind: str, source: str = "varchar") -> str:
+    """``column`` (of engine type ``source``) as its canonical ``kind``. Why type-aware: a Parquet or database
+    column that already has the type is passed through (re-parsing every timestamp through a time zone doubled
+    the group-by time at 3 M rows); text from CSV is parsed."""
+    quoted = f'"{column}"'
+    if column == CUSTOMER_KEY:  # trimmed, as the tokenizer trims: " 42" and "42" are one customer
+        return f"TRIM(CAST({quoted} AS VARCHAR))"
+    if kind == "int":
+        return (f"CAST({quoted} AS BIGINT)" if source in _INTEGERS
+                else f"CAST(ROUND(CAST({quoted} AS DOUBLE)) AS BIGINT)")
+    if kind == "float":
+        return f"CAST({quoted} AS DOUBLE)"
+    if kind == "timestamp":
+        if source.startswith("timestamp") and "zone" not in source and source != "timestamptz":
+            return f"CAST({quoted} AS TIMESTAMP)"  # naive already: UTC in the canonical schema
+        return f"CAST(CAST({quoted} AS TIMESTAMPTZ) AS TIMESTAMP)"  # offsets honoured, then naive UTC
+    return f"CAST({quoted} AS VARCHAR)"
+
+
+def typed_sql(spec: TableSpec, present: dict[str, str], policy: ProtectionPolicy, rate: float = 1.0) -> str:
+    """The typed view of a raw table whose columns have the engine types ``present`` (module docstring, step 2)."""
+    parts = []
+    for column in spec.columns:
+        if column.name not in present or column.type == "bool":
+            continue  # consent flags are read by the scope, nothing else
+        action = policy.declared(spec.name, column.name)
+        if column.name != CUSTOMER_KEY and (action in ("drop", "tokenize") or column.name.endswith("_id")
+                                            and column.name != "item_id"):
+            continue  # row ids are tokenized in the pandas view; no scan needs them
+        expr = _cast(column.name, column.type, present[column.name])
+        if column.money and rate != 1.0:
+            expr = f"{expr} * CAST('{rate!r}' AS DOUBLE)"
+        parts.append(f'{expr} AS "{column.name}"')
+    if not parts:
+        raise ConfigError(f"the partner's {spec.name} table has none of the canonical columns")
+    return f"SELECT {', '.join(parts)} FROM raw_{spec.name}"
+
+
+def empty_sql(spec: TableSpec) -> str:
+    """A table with the canonical columns and no rows (for a partner that does not hold it)."""
+    kinds = {"int": "BIGINT", "float": "DOUBLE", "timestamp": "TIMESTAMP", "bool": "BOOLEAN"}
+    columns = ", ".join(f'CAST(NULL AS {kinds.get(c.type, "VARCHAR")}) AS "{c.name}"' for c in spec.columns)
+    return f"SELECT {columns} WHERE FALSE"
+
+
+def _check_pii(engine: Engine, names: list[str], policy: ProtectionPolicy) -> None:
+    samples = {name: engine.query(f"SELECT * FROM raw_{name} LIMIT {PII_SAMPLE_ROWS}") for name in names}
+    plan_columns(samples, policy)  # raises PiiDetectedError naming every undeclared column
+
+
+def _consent_columns(policy: ProtectionPolicy, present: list[str]) -> list[str]:
+    wanted = {policy.consent_column, *policy.consent_purposes.values(),
+              *(f"{policy.consent_column}_{p}" for p in PURPOSES)}
+    return [c for c in present if c in wanted]
+
+
+def scope_frame(engine: Engine, names: list[str], policy: ProtectionPolicy, purpose: str | None,
+                register: ErasureRegister) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The allowed customers (raw id, general consent flag) and what was excluded (counts only)."""
+    if "customers" in names:
+        columns = _consent_columns(policy, engine.columns("raw_customers"))
+        listed = ", ".join(f'"{c}"' for c in columns)
+        ids = engine.query(f"SELECT {_cast(CUSTOMER_KEY, 'string')} AS customer_id{', ' if columns else ''}{listed} "
+                           "FROM raw_customers")
+        mask = consent_mask(ids, purpose, column=policy.consent_column, purpose_columns=policy.consent_purposes,
+                            missing=policy.missing_consent)
+        assert mask is not None
+        consenting = mask.to_numpy(dtype=bool)
+        # the canonical ``consent`` flag as the pandas view's customers table holds it; without one the purpose's
+        # consent decided alone (a task's "consented customers only" then adds nothing, as in pandas)
+        general = (consent_flags(ids["consent"], "consent") if "consent" in ids.columns
+                   else pd.Series(True, index=ids.index, dtype="boolean"))
+    else:
+        unions = " UNION ".join(f"SELECT {_cast(CUSTOMER_KEY, 'string')} AS customer_id FROM raw_{t}"
+                                for t in PEOPLE_TABLES if t in names)
+        if not unions:
+            raise ConfigError("the partner has no customers, transactions, interactions or events table")
+        ids = engine.query(unions)
+        consenting = np.full(len(ids), policy.missing_consent == "allow")
+        general = pd.Series(True, index=ids.index, dtype="boolean")
+    raw = ids["customer_id"].astype("string")
+    tokenizer = Tokenizer(policy.tokenization_ring(), memo=True)
+    active = tokenizer.tokenize(raw).to_numpy(dtype=object)
+    retired = {k.key_id: tokenizer.tokenize(raw, key_id=k.key_id).to_numpy(dtype=object)
+               for k in tokenizer.ring.retired}
+    erased = erased_among(register, policy, tokenizer.key_id, active, retired)
+    forgotten = np.fromiter((t in erased for t in active), dtype=bool, count=len(active))
+    allowed = consenting & ~forgotten
+    scope = pd.DataFrame({"customer_id": raw[allowed].astype(object).to_numpy(),
+                          "consent": general[allowed].astype(object).where(general[allowed].notna(), None).to_numpy()})
+    counts = {"customers_loaded": int(len(raw)), "excluded_no_consent": int((~consenting).sum()),
+              "excluded_erased": int((forgotten & consenting).sum()), "customers_used": int(allowed.sum())}
+    return scope, counts
+
+
+def prepare(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPolicy, purpose: str | None,
+            register: ErasureRegister, rate: float = 1.0) -> dict[str, int]:
+    """Register and protect a partner's tables in ``engine`` (see the module docstring); returns the counts of
+    customers loaded, excluded and used (they stay on the partner)."""
+    names = [n for n in TABLES if n in sources]
+    for name in names:
+        engine.register(f"raw_{name}", sources[name])
+    _check_pii(engine, names, policy)
+    for name in names:
+        engine.create_view(f"typed_{name}", typed_sql(TABLES[name], engine.column_types(f"raw_{name}"), policy, rate))
+    scope, counts = scope_frame(engine, names, policy, purpose, register)
+    engine.register("scope", FrameTable(scope.astype({"consent": "boolean"})))
+    in_scope = "customer_id IN (SELECT customer_id FROM scope)"
+    if "customers" in names:
+        engine.create_view("customers", "SELECT c.*, s.consent FROM typed_customers AS c JOIN scope AS s "
+                                        "ON c.customer_id = s.customer_id")
+    else:
+        engine.create_view("customers", "SELECT customer_id, consent FROM scope")
+    for name in TABLES:
+        if name == "customers":
+            continue
+        if name not in names:  # an absent table is an empty one: a scan over it sees no rows
+            engine.create_view(name, empty_sql(TABLES[name]))
+            continue
+        columns = engine.columns(f"typed_{name}")
+        where = f" WHERE {in_scope}" if CUSTOMER_KEY in columns else ""
+        engine.create_view(name, f"SELECT * FROM typed_{name}{where}")
+    return counts

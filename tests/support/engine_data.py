@@ -1,0 +1,51 @@
+"""A partner's own files for the engine tests: odd ids, consent flags as yes/1/true/no, opted-out and erased customers.
+
+Amounts are whole quarters (k / 4): every sum of them is exact in binary floating point, whatever the order,
+so the pandas path (float sums) and the engines (exact decimal sums) must agree to the last bit -- an equality
+test on them cannot pass by luck or fail by rounding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+OPTED_OUT = ("0007", "0011")
+ERASED = ("0003", " 0005")  # one with a stray space: erasure and joins trim ids, as the tokenizer does
+
+
+def own_tables(customers: int = 60, seed: int = 3) -> dict[str, pd.DataFrame]:
+    """customers / transactions / events of one partner (ids with leading zeros, consent as yes/no/blank)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"{i:04d}" for i in range(1, customers + 1)]
+    consent = rng.choice(np.array(["yes", "1", "true", "no"], dtype=object), customers, p=[0.4, 0.3, 0.2, 0.1])
+    consent[[ids.index(c) for c in OPTED_OUT]] = "no"
+    consent[ids.index("0002")] = "yes"
+    cust = pd.DataFrame({"customer_id": ids, "consent": consent, "region": rng.choice(["north", "south"], customers),
+                         "age": rng.integers(18, 80, customers).astype(str)})
+    n_tx = customers * 12
+    who = rng.choice(ids, n_tx)
+    when = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 900 * 86_400, n_tx), unit="s")
+    tx = pd.DataFrame({"transaction_id": [f"T{i}" for i in range(n_tx)],
+                       "customer_id": [f" {w}" if k % 17 == 0 else w for k, w in enumerate(who)],
+                       "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S"),
+                       "amount": rng.integers(1, 4_000, n_tx) / 4.0,
+                       "quantity": rng.integers(1, 5, n_tx),
+                       "channel": rng.choice(["store", "app"], n_tx)})
+    n_ev = customers * 5
+    ev_when = pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 400 * 86_400, n_ev), unit="s")
+    ev = pd.DataFrame({"event_id": [f"E{i}" for i in range(n_ev)], "customer_id": rng.choice(ids, n_ev),
+                       "timestamp": ev_when.strftime("%Y-%m-%d %H:%M:%S"),
+                       "campaign": rng.choice(["spring sale", "vip"], n_ev),
+                       "channel": rng.choice(["sms", "mail"], n_ev),
+                       "stage": rng.choice(["exposure", "click", "participate", "convert"], n_ev)})
+    return {"customers": cust, "transactions": tx, "events": ev}
+
+
+def write_csv_partner(folder: Path, tables: dict[str, pd.DataFrame]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+    return folder

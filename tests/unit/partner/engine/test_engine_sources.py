@@ -1,0 +1,105 @@
+"""The engine reads a directory of Parquet files and a SQL table (SQLite) as it reads CSV files: the same scan
+gives the same result to the last bit; bad input is one typed error and leaves no spill folder behind."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import pandas as pd
+import pytest
+from support.engine_data import ERASED, own_tables, write_csv_partner
+
+from fedinsight.core.errors import DataValidationError, PiiDetectedError
+from fedinsight.partner.engine import EngineSettings
+from fedinsight.partner.protection import STATE_DIR, find_policy, forget_customers
+from fedinsight.partner.view import PartnerView
+from fedinsight.tasks.insights.customer_features import FeatureRules
+from fedinsight.tasks.insights.customer_scan import customer_scan
+
+RULES = FeatureRules(as_of="2026-03-01", window_days=180)
+
+
+@pytest.fixture(scope="module")
+def csv_shop(tmp_path_factory):
+    folder = write_csv_partner(tmp_path_factory.mktemp("csv") / "shop", own_tables())
+    forget_customers(list(ERASED), find_policy(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def expected(csv_shop):
+    return PartnerView(csv_shop, "analytics").scan(customer_scan(RULES)).sort_values("customer_id", ignore_index=True)
+
+
+def _same_partner(csv_shop, folder):
+    """Another copy of the same partner: the same keys and erasure register (so the same tokens)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(csv_shop / STATE_DIR, folder / STATE_DIR)
+    return folder
+
+
+def test_parquet_directory(csv_shop, expected, tmp_path):
+    folder = _same_partner(csv_shop, tmp_path / "lake")
+    tables = own_tables()
+    tx = tables["transactions"].assign(timestamp=lambda f: pd.to_datetime(f["timestamp"]))
+    (folder / "transactions" / "year=all").mkdir(parents=True)
+    for k, part in enumerate(range(0, len(tx), 250)):  # several files in nested folders, as a lake writes them
+        tx.iloc[part:part + 250].to_parquet(folder / "transactions" / "year=all" / f"part-{k}.parquet", index=False)
+    tables["customers"].to_csv(folder / "customers.csv", index=False)
+    tables["events"].to_parquet(folder / "events.parquet", index=False)
+    got = PartnerView(folder, "analytics").scan(customer_scan(RULES))
+    pd.testing.assert_frame_equal(got.sort_values("customer_id", ignore_index=True), expected, check_exact=True)
+
+
+def test_sqlite_table(csv_shop, expected, tmp_path):
+    folder = _same_partner(csv_shop, tmp_path / "db-partner")
+    db = tmp_path / "crm.db"
+    tables = own_tables()
+    with sqlite3.connect(db) as con:
+        tables["customers"].to_sql("clients", con, index=False)
+        tables["transactions"].to_sql("orders", con, index=False)
+        tables["events"].to_sql("events", con, index=False)
+    settings = EngineSettings(db_url=f"sqlite:///{db}", db_tables="customers=clients,transactions=orders")
+    got = PartnerView(folder, "analytics", engine=settings).scan(customer_scan(RULES))
+    pd.testing.assert_frame_equal(got.sort_values("customer_id", ignore_index=True), expected, check_exact=True)
+
+
+def test_undeclared_personal_data_stops_the_scan(tmp_path):
+    tables = own_tables(customers=20)
+    tables["transactions"]["buyer_email"] = [f"user{i}@example.com" for i in range(len(tables["transactions"]))]
+    folder = write_csv_partner(tmp_path / "leaky", tables)
+    with pytest.raises(PiiDetectedError, match="buyer_email"):
+        PartnerView(folder, "analytics").scan(customer_scan(RULES))
+    assert not list((folder / STATE_DIR / "engine-tmp").iterdir())  # the spill folder went with the engine
+
+
+def test_a_value_of_the_wrong_type_is_a_data_error(tmp_path):
+    tables = own_tables(customers=20)
+    tables["transactions"]["amount"] = tables["transactions"]["amount"].astype(object)
+    tables["transactions"].loc[5, "amount"] = "twelve"
+    folder = write_csv_partner(tmp_path / "typo", tables)
+    with pytest.raises(DataValidationError, match="canonical type"):
+        PartnerView(folder, "analytics").scan(customer_scan(RULES))
+
+
+@pytest.mark.slow
+def test_postgresql_table(csv_shop, expected, tmp_path):
+    """A PostgreSQL table with typed columns (timestamps, doubles) is streamed in batches and typed the same way."""
+    from sqlalchemy import create_engine
+    from support.postgres import postgres_server
+
+    folder = _same_partner(csv_shop, tmp_path / "pg-partner")
+    tables = own_tables()
+    with postgres_server() as url:
+        db = create_engine(url)
+        try:
+            tables["customers"].to_sql("clients", db, index=False)
+            tables["transactions"].assign(timestamp=lambda f: pd.to_datetime(f["timestamp"])).to_sql(
+                "transactions", db, index=False, chunksize=200)
+            tables["events"].to_sql("events", db, index=False)
+        finally:
+            db.dispose()
+        settings = EngineSettings(db_url=url, db_tables="customers=clients")
+        got = PartnerView(folder, "analytics", engine=settings).scan(customer_scan(RULES))
+    pd.testing.assert_frame_equal(got.sort_values("customer_id", ignore_index=True), expected, check_exact=True)

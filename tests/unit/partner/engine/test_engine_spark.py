@@ -1,0 +1,65 @@
+"""Spark (local[1]) and DuckDB give the same pre-noise aggregates on the same partner files, exactly: the scans are
+written once in DuckDB's dialect and transpiled by sqlglot; money is summed as exact decimals on both."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+from support.engine_data import ERASED, OPTED_OUT, own_tables, write_csv_partner
+
+from fedinsight.partner.engine import EngineSettings
+from fedinsight.partner.protection import find_policy, forget_customers
+from fedinsight.partner.view import PartnerView
+from fedinsight.privacy.tokenize import Tokenizer
+from fedinsight.tasks.insights.customer_features import FeatureRules
+from fedinsight.tasks.insights.customer_scan import customer_scan
+from fedinsight.tasks.propensity.customer_scan import customer_scan as propensity_scan
+from fedinsight.tasks.propensity.features import LabelWindow
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java 17 (`make test` installs it)")]
+SPARK = EngineSettings(engine="spark", spark_master="local[1]")
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    pytest.importorskip("pyspark")
+    folder = write_csv_partner(tmp_path_factory.mktemp("spark") / "shop", own_tables())
+    forget_customers(list(ERASED), find_policy(folder))
+    return folder
+
+
+def _both(folder, purpose, scan):
+    duck = PartnerView(folder, purpose).scan(scan)
+    spark = PartnerView(folder, purpose, engine=SPARK).scan(scan)
+    key = [c for c in duck.columns if c == "customer_id"]
+    return (duck.sort_values(key, ignore_index=True)[sorted(duck.columns)],
+            spark.sort_values(key, ignore_index=True)[sorted(spark.columns)])
+
+
+def test_insights_aggregates_duckdb_equals_spark(shop):
+    duck, spark = _both(shop, "analytics", customer_scan(FeatureRules(as_of="2026-03-01", window_days=180)))
+    pd.testing.assert_frame_equal(spark, duck, check_dtype=False, check_exact=True)
+    assert len(duck) > 40 and duck["spend_now"].sum() > 0
+    absent = set(Tokenizer(find_policy(shop).tokenization_ring()).tokens([*OPTED_OUT, *ERASED]))
+    assert absent.isdisjoint(spark["customer_id"])
+
+
+def test_propensity_features_duckdb_equals_spark_on_a_parquet_directory(shop, tmp_path):
+    """Spark reads the transactions as a directory of Parquet files, DuckDB the same rows from CSV."""
+    folder = tmp_path / "lake"
+    shutil.copytree(shop / ".fedinsight", folder / ".fedinsight")  # the same keys and erasure register
+    tables = own_tables()
+    tx = tables["transactions"].assign(timestamp=lambda f: pd.to_datetime(f["timestamp"]))
+    (folder / "transactions").mkdir()
+    for k, part in enumerate(range(0, len(tx), 300)):
+        tx.iloc[part:part + 300].to_parquet(folder / "transactions" / f"part-{k}.parquet", index=False)
+    tables["customers"].to_csv(folder / "customers.csv", index=False)
+    scan = propensity_scan(LabelWindow(pd.Timestamp("2024-01-01"), pd.Timestamp("2025-01-01"),
+                                       pd.Timestamp("2025-07-01")))
+    duck = PartnerView(shop, "training").scan(scan).sort_values("customer_id", ignore_index=True)
+    spark = PartnerView(folder, "training", engine=SPARK).scan(scan).sort_values("customer_id", ignore_index=True)
+    pd.testing.assert_frame_equal(spark[list(duck.columns)], duck, check_dtype=False, check_exact=True)
+    assert len(duck) > 40 and duck["monetary_total"].sum() > 0
