@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from dp_accounting import dp_event
 
 from fedinsight.core.errors import BudgetExceededError, ConfigError
-from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
+from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon, threshold_delta
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,16 @@ def withdraw_unspent(ledger: PrivacyLedger, job_id: str, partner_ids: Sequence[s
 
 
 def composed_epsilon(charges: Sequence[Charge], delta: float, accountant: str = "rdp") -> float:
-    return compose_epsilon([c.event for c in charges], delta, accountant)
+    """The job's epsilon at ``delta`` plus its thresholding deltas (the way a job is stated: "epsilon at delta,
+    plus delta' for thresholding")."""
+    events = [c.event for c in charges]
+    return stated_epsilon(events, delta, accountant)
+
+
+def stated_epsilon(events: Sequence[dp_event.DpEvent], delta: float, accountant: str = "rdp") -> float:
+    """Epsilon of one job's ``events`` at ``delta``, its thresholding deltas being *added* to ``delta`` (a job
+    states its epsilon at its delta, plus its thresholds'; a ledger takes the thresholds from its budget's delta)."""
+    return compose_epsilon(events, delta + threshold_delta(events), accountant)
 
 
 # --- the partner's gate ---------------------------------------------------------------------------
@@ -131,8 +140,8 @@ class BudgetGate:
                                       "(require-dp); refused")
 
     def status(self, job_id: str, job_delta: float) -> GateStatus:
-        return GateStatus(self._lifetime(),
-                          compose_epsilon(self.ledger.job_events(self.partner_id, job_id), job_delta), self.cap)
+        return GateStatus(self._lifetime(), stated_epsilon(self.ledger.job_events(self.partner_id, job_id), job_delta),
+                          self.cap)
 
     def binding(self, job_id: str, events: Sequence[dp_event.DpEvent], *, job_epsilon: float,
                 job_delta: float) -> Refusal | None:
@@ -142,7 +151,7 @@ class BudgetGate:
             return Refusal("partner", self.cap, after_all,
                            f"partner {self.partner_id}: the release would take its customers to epsilon "
                            f"{after_all:.4g} > its own cap {self.cap:g}")
-        after_job = compose_epsilon([*self.ledger.job_events(self.partner_id, job_id), *events], job_delta)
+        after_job = stated_epsilon([*self.ledger.job_events(self.partner_id, job_id), *events], job_delta)
         if after_job > job_epsilon * (1 + 1e-6):
             return Refusal("job", job_epsilon, after_job,
                            f"partner {self.partner_id}: the release would take job '{job_id}' to epsilon "

@@ -42,7 +42,7 @@ from fedinsight.core.errors import ConfigError, FedinsightError, PartnerReplyErr
 from fedinsight.core.files import atomic_output_file
 from fedinsight.core.redact import redact_tree
 from fedinsight.federation import progress
-from fedinsight.federation.budget import BudgetGate, Charge, charge_before_compute, withdraw_unspent
+from fedinsight.federation.budget import BudgetGate, Charge, charge_before_compute, stated_epsilon, withdraw_unspent
 from fedinsight.federation.exposure import Exposure, WatchedGrid
 from fedinsight.federation.guard import ReplyGuard
 from fedinsight.federation.job import JobSettings
@@ -50,7 +50,7 @@ from fedinsight.federation.manifest import PUBLIC, Manifest, Release
 from fedinsight.federation.messages import PHASE, config_of, partner_error, request
 from fedinsight.federation.options import Options
 from fedinsight.federation.partners import wait_for_partners
-from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
+from fedinsight.privacy.ledger import PrivacyLedger, threshold_delta
 
 if TYPE_CHECKING:
     from fedinsight.data.schema import PartnerData
@@ -391,7 +391,8 @@ def start(task: Task, grid: Grid, context: Context) -> TaskResult:
         ledger = PrivacyLedger(job.ledger)
         budget = None
         if job.budget is not None:
-            delta = job.budget_delta or job_delta(plan, options)
+            # a new simulated partner's budget covers the job as stated: its delta plus its thresholding deltas
+            delta = job.budget_delta or job_delta(plan, options) + threshold_delta([c.event for c in plan.charges])
             budget = (job.budget, delta)
         try:
             known = set(ledger.partners())
@@ -448,7 +449,9 @@ def finish(session: Session, result: TaskResult) -> dict[str, Any]:
     if plan is not None:
         delta = job_delta(plan, session.options)
         events = [c.event for c in plan.charges]
-        privacy.setdefault("epsilon_charged", compose_epsilon(events, delta) if events and delta else 0.0)
+        privacy.setdefault("epsilon_charged", stated_epsilon(events, delta) if events and delta else 0.0)
+        if thresholds := threshold_delta(events):  # on every ledger, taken from the budget's delta
+            privacy.setdefault("delta_thresholding", thresholds)
         privacy.setdefault("ledger_epsilon_after", {k: round(v, 6) for k, v in sorted(session.spent.items())})
         privacy.setdefault("releases", plan.manifest.describe())
         privacy.update(plan.summary)
