@@ -297,6 +297,14 @@ class Task(ABC):
         can serve the job at all, so a broken partner fails before any budget is charged."""
         return {}
 
+    def stated_delta(self, options: Options) -> float | None:
+        """The delta a job with ``options`` is stated at, for the partners' delta rule in hello (``None``: not a DP
+        job, or its delta is only known later -- the rule then still holds at every spend)."""
+        if getattr(options, "non_private", False) or not math.isfinite(float(getattr(options, "epsilon", 1.0))):
+            return None
+        delta = getattr(options, "delta", None)
+        return float(delta) if delta else None
+
     def hello_config(self, session: Session) -> dict[str, Any]:
         """What partners need in hello beyond the options (e.g. the public catalogue to check their data against)."""
         return {}
