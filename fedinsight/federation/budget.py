@@ -24,13 +24,13 @@ Both sides compose with Google's ``dp_accounting`` (:mod:`fedinsight.privacy.led
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dp_accounting import dp_event
 
 from fedinsight.core.errors import BudgetExceededError, ConfigError
-from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
+from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon, threshold_delta
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,36 @@ def withdraw_unspent(ledger: PrivacyLedger, job_id: str, partner_ids: Sequence[s
 
 
 def composed_epsilon(charges: Sequence[Charge], delta: float, accountant: str = "rdp") -> float:
-    return compose_epsilon([c.event for c in charges], delta, accountant)
+    """The job's epsilon at ``delta`` plus its thresholding deltas (the way a job is stated: "epsilon at delta,
+    plus delta' for thresholding")."""
+    events = [c.event for c in charges]
+    return stated_epsilon(events, delta, accountant)
+
+
+def stated_epsilon(events: Sequence[dp_event.DpEvent], delta: float, accountant: str = "rdp") -> float:
+    """Epsilon of one job's ``events`` at ``delta``, its thresholding deltas being *added* to ``delta`` (a job
+    states its epsilon at its delta, plus its thresholds'; a ledger takes the thresholds from its budget's delta)."""
+    return compose_epsilon(events, delta + threshold_delta(events), accountant)
+
+
+# --- the partner's delta rule ----------------------------------------------------------------------
+
+def delta_limit(customers: int) -> float:
+    """The largest delta a partner with ``customers`` customers accepts: 1 / (10 x customers).
+
+    Why: delta bounds the chance that the guarantee fails; with n customers and delta above 1/n it could fail for
+    one of them outright (a mechanism that publishes one random customer's row is (0, 1/n)-DP)."""
+    return 1.0 / (10.0 * max(int(customers), 1))
+
+
+def check_job_delta(partner_id: str, delta: float, customers: int) -> None:
+    """Refuse a DP job stated at a delta above :func:`delta_limit`. The error names a power of ten that would
+    do, not the partner's count (which is not public)."""
+    limit = delta_limit(customers)
+    if delta > limit * (1 + 1e-9):
+        suggestion = 10.0 ** math.floor(math.log10(limit))
+        raise ConfigError(f"partner {partner_id}: delta {delta:g} is above 1 / (10 x its number of customers); "
+                          f"run the job with --delta {suggestion:g} or smaller")
 
 
 # --- the partner's gate ---------------------------------------------------------------------------
@@ -103,6 +132,7 @@ class BudgetGate:
         self.cap = math.inf if cap is None else float(cap)
         self.delta = float(delta)
         self.require_dp = require_dp
+        self.customers: Callable[[], int] | None = None  # the partner's customer count, for the delta rule
         self._recorded = False  # the ledger holds this cap (written with the first release, not before)
 
     def _record_cap(self) -> None:
@@ -124,6 +154,12 @@ class BudgetGate:
         """The partner's epsilon over everything it released (and ``events``), at its own delta."""
         return compose_epsilon([*self.ledger.events(self.partner_id), *events], self.delta, self.ledger.accountant)
 
+    def check_delta(self, job_delta: float) -> None:
+        """The delta rule (:func:`check_job_delta`) on this partner's customers: in hello for the job's options,
+        and again on every spend for the delta the message names (whatever the coordinator sends)."""
+        if self.customers is not None:
+            check_job_delta(self.partner_id, job_delta, self.customers())
+
     def allow(self, private: bool) -> None:
         """Refuse a non-private job if this partner requires DP (before anything is computed)."""
         if not private and self.require_dp:
@@ -131,8 +167,8 @@ class BudgetGate:
                                       "(require-dp); refused")
 
     def status(self, job_id: str, job_delta: float) -> GateStatus:
-        return GateStatus(self._lifetime(),
-                          compose_epsilon(self.ledger.job_events(self.partner_id, job_id), job_delta), self.cap)
+        return GateStatus(self._lifetime(), stated_epsilon(self.ledger.job_events(self.partner_id, job_id), job_delta),
+                          self.cap)
 
     def binding(self, job_id: str, events: Sequence[dp_event.DpEvent], *, job_epsilon: float,
                 job_delta: float) -> Refusal | None:
@@ -142,7 +178,7 @@ class BudgetGate:
             return Refusal("partner", self.cap, after_all,
                            f"partner {self.partner_id}: the release would take its customers to epsilon "
                            f"{after_all:.4g} > its own cap {self.cap:g}")
-        after_job = compose_epsilon([*self.ledger.job_events(self.partner_id, job_id), *events], job_delta)
+        after_job = stated_epsilon([*self.ledger.job_events(self.partner_id, job_id), *events], job_delta)
         if after_job > job_epsilon * (1 + 1e-6):
             return Refusal("job", job_epsilon, after_job,
                            f"partner {self.partner_id}: the release would take job '{job_id}' to epsilon "
@@ -162,6 +198,7 @@ class BudgetGate:
             return self.status(job_id, job_delta)
         if not job_epsilon > 0:
             raise ConfigError(f"job '{job_id}' carries no epsilon target; refused")
+        self.check_delta(job_delta)
         reason = self.would_refuse(job_id, events, job_epsilon=job_epsilon, job_delta=job_delta)
         if reason is not None:
             raise BudgetExceededError(reason + "; refused")

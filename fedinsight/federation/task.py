@@ -42,7 +42,7 @@ from fedinsight.core.errors import ConfigError, FedinsightError, PartnerIdentity
 from fedinsight.core.files import atomic_output_file
 from fedinsight.core.redact import redact_tree
 from fedinsight.federation import progress
-from fedinsight.federation.budget import BudgetGate, Charge, charge_before_compute, withdraw_unspent
+from fedinsight.federation.budget import BudgetGate, Charge, charge_before_compute, stated_epsilon, withdraw_unspent
 from fedinsight.federation.exposure import Exposure, WatchedGrid
 from fedinsight.federation.guard import ReplyGuard
 from fedinsight.federation.job import JobSettings
@@ -51,7 +51,7 @@ from fedinsight.federation.messages import PHASE, config_of, partner_error, requ
 from fedinsight.federation.options import Options
 from fedinsight.federation.partners import wait_for_partners
 from fedinsight.federation.scan import Scan
-from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
+from fedinsight.privacy.ledger import PrivacyLedger, threshold_delta
 
 if TYPE_CHECKING:
     from fedinsight.data.schema import PartnerData
@@ -326,6 +326,14 @@ class Task(ABC):
         can serve the job at all, so a broken partner fails before any budget is charged."""
         return {}
 
+    def stated_delta(self, options: Options) -> float | None:
+        """The delta a job with ``options`` is stated at, for the partners' delta rule in hello (``None``: not a DP
+        job, or its delta is only known later -- the rule then still holds at every spend)."""
+        if getattr(options, "non_private", False) or not math.isfinite(float(getattr(options, "epsilon", 1.0))):
+            return None
+        delta = getattr(options, "delta", None)
+        return float(delta) if delta else None
+
     def hello_config(self, session: Session) -> dict[str, Any]:
         """What partners need in hello beyond the options (e.g. the public catalogue to check their data against)."""
         return {}
@@ -422,7 +430,8 @@ def start(task: Task, grid: Grid, context: Context, *,
         ledger = PrivacyLedger(job.ledger)
         budget = None
         if job.budget is not None:
-            delta = job.budget_delta or job_delta(plan, options)
+            # a new simulated partner's budget covers the job as stated: its delta plus its thresholding deltas
+            delta = job.budget_delta or job_delta(plan, options) + threshold_delta([c.event for c in plan.charges])
             budget = (job.budget, delta)
         try:
             known = set(ledger.partners())
@@ -479,7 +488,9 @@ def finish(session: Session, result: TaskResult) -> dict[str, Any]:
     if plan is not None:
         delta = job_delta(plan, session.options)
         events = [c.event for c in plan.charges]
-        privacy.setdefault("epsilon_charged", compose_epsilon(events, delta) if events and delta else 0.0)
+        privacy.setdefault("epsilon_charged", stated_epsilon(events, delta) if events and delta else 0.0)
+        if thresholds := threshold_delta(events):  # on every ledger, taken from the budget's delta
+            privacy.setdefault("delta_thresholding", thresholds)
         privacy.setdefault("ledger_epsilon_after", {k: round(v, 6) for k, v in sorted(session.spent.items())})
         privacy.setdefault("releases", plan.manifest.describe())
         privacy.update(plan.summary)

@@ -33,8 +33,11 @@ def partner_for(task: Task, context: Context, config: dict[str, Any]) -> Partner
 
 def _hello(task: Task, msg: Message, partner: PartnerSide) -> Message:
     config = config_of(msg)
+    options = task.options.from_run_config(config)
+    if (delta := task.stated_delta(options)) is not None:  # before the coordinator charges anyone
+        partner.gate.check_delta(delta)
     facts = task.hello_facts(partner, config)
-    release = task.hello_facts_release(task.options.from_run_config(config)) if facts else None
+    release = task.hello_facts_release(options) if facts else None
     return partner_reply(msg, partner.partner_id, facts, release.kind if release is not None else "metrics")
 
 

@@ -104,7 +104,13 @@ class PartnerSide:
             delta = float_setting(self.settings, "delta") or DEFAULT_DELTA
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return _gate(self.partner_id, url, cap, delta, require_dp(self.settings, self.deployed))
+        gate = _gate(self.partner_id, url, cap, delta, require_dp(self.settings, self.deployed))
+        gate.customers = self.customer_count  # this view's customers (the gate is shared by a partner's tasks)
+        return gate
+
+    def customer_count(self) -> int:
+        """How many customers this job's data holds (after consent and erasure): what the delta rule protects."""
+        return self.data().num_customers
 
 
 def open_partner(folder: str | Path, purpose: str, *, policy_file: str | Path | None = None,

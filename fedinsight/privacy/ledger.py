@@ -77,6 +77,62 @@ class ChargeRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
 
 
+# --- thresholding deltas --------------------------------------------------------------------------
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class ThresholdDeltaEvent(dp_event.DpEvent):
+    """The delta of a release that shows a key only when its noisy count clears a threshold (insights' key
+    discovery, baskets' item selection): with probability ``delta`` a key of a handful of customers shows.
+
+    Why its own event: such a release is (epsilon, delta_noise + delta)-DP and no accountant's epsilon covers
+    that additive delta, so :func:`compose_epsilon` takes every recorded one from the delta it states epsilon
+    at. A partner's budget (epsilon, delta) then holds for everything it released, thresholds included, and a
+    partner's own ledger enforces it whatever delta a coordinator's message names.
+    """
+
+    delta: float
+
+    def __attrs_post_init__(self) -> None:
+        if not (isinstance(self.delta, int | float) and 0 <= self.delta < 1):
+            raise ConfigError(f"a thresholding delta must be in [0, 1) (got {self.delta})")
+
+
+def _without_thresholds(event: dp_event.DpEvent) -> tuple[dp_event.DpEvent | None, float]:
+    """``event`` with its thresholding deltas taken out (None if nothing is left), and their sum."""
+    if isinstance(event, ThresholdDeltaEvent):
+        return None, float(event.delta)
+    if isinstance(event, dp_event.ComposedDpEvent):
+        parts = [_without_thresholds(e) for e in event.events]
+        kept = [e for e, _ in parts if e is not None]
+        total = sum(d for _, d in parts)
+        if not total:
+            return event, 0.0
+        return (dp_event.ComposedDpEvent(kept) if kept else None), total
+    if isinstance(event, dp_event.SelfComposedDpEvent):
+        inner, total = _without_thresholds(event.event)
+        if not total:
+            return event, 0.0
+        return (dp_event.SelfComposedDpEvent(inner, event.count) if inner is not None else None), total * event.count
+    return event, 0.0
+
+
+def split_thresholds(events: Sequence[dp_event.DpEvent]) -> tuple[list[dp_event.DpEvent], float]:
+    """The events an accountant composes, and the thresholding deltas they carried, summed."""
+    kept, total = [], 0.0
+    for event in events:
+        inner, d = _without_thresholds(event)
+        total += d
+        if inner is not None:
+            kept.append(inner)
+    return kept, total
+
+
+def threshold_delta(events: Sequence[dp_event.DpEvent]) -> float:
+    """The sum of the thresholding deltas in ``events`` (nested and self-composed ones counted as often as
+    they run)."""
+    return split_thresholds(events)[1]
+
+
 # --- DpEvent <-> JSON -----------------------------------------------------------------------------
 
 def event_to_dict(event: dp_event.DpEvent) -> dict[str, Any]:
@@ -96,7 +152,7 @@ def event_to_dict(event: dp_event.DpEvent) -> dict[str, Any]:
 
 def event_from_dict(data: dict[str, Any]) -> dp_event.DpEvent:
     """Inverse of :func:`event_to_dict`."""
-    cls = getattr(dp_event, data["type"], None)
+    cls = ThresholdDeltaEvent if data["type"] == "ThresholdDeltaEvent" else getattr(dp_event, data["type"], None)
     if cls is None or not (isinstance(cls, type) and issubclass(cls, dp_event.DpEvent)):
         raise ConfigError(f"unknown DpEvent type {data['type']!r}")
     kwargs = {}
@@ -144,14 +200,21 @@ def _compose_grouped(groups: frozenset[tuple[dp_event.DpEvent, int]], delta: flo
 def compose_epsilon(events: Sequence[dp_event.DpEvent], delta: float, accountant: str = "rdp") -> float:
     """Cumulative epsilon at ``delta`` of all ``events``, by Google's dp_accounting.
 
-    Identical mechanisms are composed as one self-composed event and the figure is remembered (the
-    accountant is a pure function of the multiset of events): budget checks on every partner message stay
-    cheap however long the ledger gets.
+    ``delta`` is the whole delta: the thresholding deltas among ``events`` (:class:`ThresholdDeltaEvent`) are
+    taken from it and the rest is composed at what is left (infinite when nothing is left). Identical
+    mechanisms are composed as one self-composed event and the figure is remembered (the accountant is a pure
+    function of the multiset of events): budget checks on every partner message stay cheap however long the
+    ledger gets.
     """
-    if not events:
-        return 0.0
     if accountant not in ACCOUNTANTS:
         raise ConfigError(f"unknown accountant '{accountant}', expected one of {', '.join(ACCOUNTANTS)}")
+    events, thresholds = split_thresholds(events)
+    if thresholds:
+        if thresholds >= delta:
+            return math.inf
+        delta = delta - thresholds
+    if not events:
+        return 0.0
     groups = _grouped(events)
     if groups is None:
         return _compose(list(events), delta, accountant)

@@ -38,7 +38,7 @@ from fedinsight.tasks.baskets.options import BasketsOptions
 def manifest(options: BasketsOptions) -> Manifest:
     """Every release of one job: round 1's thresholded item list, round 2's count vector."""
     plan = options.noise()
-    events = plan.events()
+    events = plan.charged_events(options.selection_delta)
     k, m = options.max_items, options.candidates
     return Manifest("baskets", (
         Release("items", client.ITEMS_RECORD, {client.ITEMS_RECORD: None}, "gaussian-threshold", event=events[0],

@@ -86,7 +86,7 @@ def query(msg: Message, partner: Partner) -> Message:
     config = config_of(msg)
     options = BasketsOptions.from_run_config(config)
     phase = phase_of(msg)
-    events = options.noise().events()
+    events = options.noise().charged_events(options.selection_delta)
     if phase == "items":
         rows = partner_rows(partner, options)
         spend(partner, config, options, [events[0]], "baskets: item selection (round 1)")

@@ -18,7 +18,7 @@ from functools import lru_cache
 from dp_accounting import dp_event
 
 from fedinsight.core.errors import ConfigError
-from fedinsight.privacy.ledger import compose_epsilon
+from fedinsight.privacy.ledger import ThresholdDeltaEvent, compose_epsilon
 
 SELECTION_SHARE = 0.3
 """Share of the job's rho spent on choosing the candidate items (round 1). The counts that make the support,
@@ -46,7 +46,14 @@ class NoisePlan:
     rho: float
 
     def events(self) -> list[dp_event.DpEvent]:
+        """The two Gaussian releases (what the job's epsilon at its delta is calibrated on)."""
         return [dp_event.GaussianDpEvent(self.selection), dp_event.GaussianDpEvent(self.counts)]
+
+    def charged_events(self, selection_delta: float) -> list[dp_event.DpEvent]:
+        """What the two rounds cost every ledger: round 1 with its thresholding delta (each ledger takes it from
+        its budget's delta), round 2 as it is."""
+        selection, counts = self.events()
+        return [dp_event.ComposedDpEvent([selection, ThresholdDeltaEvent(selection_delta)]), counts]
 
 
 def _plan_for_rho(rho: float) -> NoisePlan:

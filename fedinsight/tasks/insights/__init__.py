@@ -127,7 +127,7 @@ class InsightsTask(Task):
             wire = discovery.wire_of(job, vocabs, noises[discovery.NAME], min_group_size=batch.min_group_size,
                                      delta=batch.delta)
             releases.insert(1, discovery.release_of(wire, noises[discovery.NAME]))
-            charges.append(Charge("query", noises[discovery.NAME].event,
+            charges.append(Charge("query", discovery.charged_event(noises[discovery.NAME], wire["max_delta"]),
                                   f"insights key discovery: {', '.join(vocabs)}"))
             session.state["discovery"] = wire
         mechanism = distributed.MECHANISM if options.distributed else batch.mechanism

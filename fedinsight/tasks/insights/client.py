@@ -96,7 +96,8 @@ def _discover(msg: Message, partner: Partner, config: dict[str, Any]) -> Message
     wire = json.loads(str(config["wire"]))
     noise = _noise(wire)
     names = ", ".join(str(d.get("name")) for d in wire.get("dimensions") or [])
-    partner.gate.spend(str(config["job-id"]), [noise.event], job_epsilon=float(config["epsilon-job"]),
+    event = discovery.charged_event(noise, float(wire["max_delta"]))  # the threshold's delta too, as sent
+    partner.gate.spend(str(config["job-id"]), [event], job_epsilon=float(config["epsilon-job"]),
                        job_delta=float(wire["delta"]), kind="query", description=f"insights key discovery: {names}")
     found = discovery.discover(partner.data(), wire)
     return reply(msg, **{discovery.RECORD: ConfigRecord({discovery.RECORD: discovery.reply_text(found)})})

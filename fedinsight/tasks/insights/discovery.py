@@ -7,8 +7,9 @@ value, the customers who have it -- each customer towards at most ``k`` values o
 -- and releases only the values whose **noisy** count clears a threshold, with OpenDP's threshold mechanisms
 (:func:`fedinsight.privacy.mechanisms.threshold_release`; Gaussian or Laplace like the rest of the batch). A
 value held by few customers shows only with probability ``delta`` (priced into the threshold). The release is
-charged on the ledger with the batch (it is one more entry of the batch's budget split) and declared in the
-manifest like every other release.
+charged on the ledger with the batch (it is one more entry of the batch's budget split), its thresholding delta
+with it (:func:`charged_event`: every ledger takes it from its budget's delta), and declared in the manifest like
+every other release.
 
 The coordinator keeps, per dimension, the values any partner released, ranked by their summed noisy counts,
 at most ``max_keys``: post-processing of DP outputs. What is *not* found: a value that clears the threshold at
@@ -24,11 +25,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from dp_accounting import dp_event
 
 from fedinsight.core.errors import ConfigError, PartnerReplyError
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.manifest import Release
 from fedinsight.privacy.allocation import QueryNoise, query_noise
+from fedinsight.privacy.ledger import ThresholdDeltaEvent
 from fedinsight.privacy.mechanisms import threshold_for_delta, threshold_release
 from fedinsight.tasks.insights.aggregates import OTHER, _first_k_keys
 from fedinsight.tasks.insights.customer_features import FeatureRules, Features, customer_features
@@ -76,6 +79,13 @@ def wire_of(job: SpecJob, vocabs: Sequence[str], noise: QueryNoise, *, min_group
             "threshold": threshold, "max_delta": max_delta}
 
 
+def charged_event(noise: QueryNoise, max_delta: float) -> dp_event.DpEvent:
+    """What one discovery costs every ledger: the noisy counts' event and the threshold's delta (the chance a key
+    of a handful of customers clears it) -- the delta the coordinator's message names, so a partner's own ledger
+    holds whatever that is."""
+    return dp_event.ComposedDpEvent([noise.event, ThresholdDeltaEvent(float(max_delta))])
+
+
 def release_of(wire: dict[str, Any], noise: QueryNoise) -> Release:
     vocabs = [d["name"] for d in wire["dimensions"]]
     k = keys_per_customer(vocabs, int(wire["max_keys_per_customer"]))
@@ -88,7 +98,7 @@ def release_of(wire: dict[str, Any], noise: QueryNoise) -> Release:
               "dimension)"),
         sensitivity=(f"{bound} per customer (at most {wire['max_keys_per_customer']} values per event/transaction "
                      f"dimension, 1 per customer attribute), plus delta {wire['max_delta']:.2g} for thresholding"),
-        event=noise.event)
+        event=charged_event(noise, wire["max_delta"]))
 
 
 def combine(replies: Sequence[dict[str, list[list[Any]]]], wire: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

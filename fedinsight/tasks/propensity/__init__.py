@@ -55,11 +55,11 @@ class PropensityTask(Task):
         return {"secagg-partners": len(session.nodes)} if session.options.distributed else {}  # type: ignore[attr-defined]
 
     def hello_facts(self, partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
-        """No facts: the partner checks, before anything is charged, that it can serve the job (its data reads,
-        and the job's delta is small enough for its number of customers: :func:`.client.check_delta`; with
-        distributed noise also the trust model, the customer bound and its budget for the whole job)."""
+        """No facts: the partner checks, before anything is charged, that it can serve the job (its data reads
+        and splits; the framework's delta rule has run before; with distributed noise also the trust model, the
+        customer bound and its budget for the whole job)."""
         options = PropensityOptions.from_run_config(config)
-        client.check_delta(partner, options, str(config.get("job-id", "")))
+        client.prepare(partner, options, str(config.get("job-id", "")))
         if options.distributed:
             secure_client.check_before_charge(partner, options, config)
         return {}

@@ -101,21 +101,6 @@ def prepare(partner: Partner, options: PropensityOptions, job_id: str) -> Partne
     return _SPLITS[key]
 
 
-def check_delta(partner: Partner, options: PropensityOptions, job_id: str) -> None:
-    """Refuse a DP job whose delta exceeds 1 / (10 x this partner's customers) (asked in hello, before any
-    charge). delta bounds the chance that the guarantee fails for a customer; above 1/n it could fail for one
-    of them outright. The error names a power of ten that would do, not the partner's count."""
-    if options.non_private:
-        return
-    split = prepare(partner, options, job_id)
-    n = len(split.buys_train) + len(split.buys_test)
-    limit = 1.0 / (10.0 * max(n, 1))
-    if options.delta > limit:
-        suggestion = 10.0 ** math.floor(math.log10(limit))
-        raise ConfigError(f"partner {partner.partner_id}: delta {options.delta:g} is above 1 / (10 x its number of "
-                          f"customers); run the job with --delta {suggestion:g} or smaller")
-
-
 # --- the partner's budget -----------------------------------------------------------------------------
 
 def _status_metrics(status: GateStatus, options: PropensityOptions, refused: int = 0, would_be: float = 0.0,

@@ -11,7 +11,7 @@ import pytest
 from support.federations import own_federation, run_in_process
 
 from fedinsight.core.errors import BudgetExceededError, ConfigError
-from fedinsight.privacy.ledger import PrivacyLedger
+from fedinsight.privacy.ledger import PrivacyLedger, threshold_delta
 from fedinsight.tasks.baskets import client
 
 
@@ -70,6 +70,17 @@ def test_rules_hold_only_released_numbers_with_their_intervals(federation, tmp_p
             assert lo <= pair[key] <= hi
     assert all(r in summary["pairs"] and r["lift_rank_bound"] > 1 for r in summary["rules"])
     assert summary["selection"]["delta"] == pytest.approx(2e-7 / 2)  # a tenth of the job's delta (1e-6)
+    # the selection's thresholding delta is on every ledger (coordinator's and partners' own), taken from the delta
+    # of the budget, which the job created as its delta plus that share: the epsilon stays the job's
+    assert summary["privacy"]["delta_thresholding"] == pytest.approx(summary["selection"]["delta"])
+    job = run.session.job.job_id
+    for name in ("ledger.db", "partners.db"):
+        ledger = PrivacyLedger(f"sqlite:///{tmp_path / name}")
+        for partner in run.session.partner_ids:
+            assert threshold_delta(ledger.job_events(partner, job)) == pytest.approx(summary["selection"]["delta"])
+    coordinator = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    assert {p: coordinator.status(p).epsilon_spent for p in run.session.partner_ids} == {
+        p: pytest.approx(2.0, rel=1e-6) for p in run.session.partner_ids}
 
 
 @pytest.mark.slow

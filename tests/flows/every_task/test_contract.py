@@ -17,10 +17,11 @@ import pytest
 from support.federations import PARTNER_NAMES, own_federation, raw_frames, run_in_process
 
 from fedinsight.core.errors import BudgetExceededError, UnknownCustomerError
+from fedinsight.federation.budget import stated_epsilon
 from fedinsight.federation.guard import check_reply, spec_for
 from fedinsight.federation.task import job_delta
 from fedinsight.partner.view import PartnerView
-from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
+from fedinsight.privacy.ledger import PrivacyLedger
 from fedinsight.tasks import TASKS as SHIPPED
 
 TASKS = sorted(t.name for t in SHIPPED)
@@ -58,9 +59,9 @@ def test_every_value_a_partner_sends_is_declared_and_the_charge_is_the_manifests
                        and release.record in r.content and set(release.fields) <= set(r.content[release.record]))
         assert sorted(made.values()) == [release.count] * len(PARTNER_NAMES), release.what
     # the coordinator charged each partner the composed cost of the manifest's DP releases, and so did the
-    # partner's own gate
+    # partner's own gate (epsilon at the job's delta plus its thresholding deltas, which every ledger records)
     delta = job_delta(run.session.plan, run.session.options)
-    expected = compose_epsilon(manifest.events(), delta) if manifest.events() else 0.0
+    expected = stated_epsilon(manifest.events(), delta) if manifest.events() else 0.0
     assert run.summary["privacy"]["epsilon_charged"] == pytest.approx(expected, rel=1e-6)
     coordinator = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
     own = PrivacyLedger(f"sqlite:///{tmp_path / 'partners.db'}")
@@ -69,7 +70,7 @@ def test_every_value_a_partner_sends_is_declared_and_the_charge_is_the_manifests
             assert partner not in coordinator.partners()  # nothing charged, no phantom budget
             continue
         assert coordinator.status(partner).epsilon_spent == pytest.approx(expected, rel=1e-6)
-        spent_own = compose_epsilon(own.job_events(partner, run.session.job.job_id), delta)
+        spent_own = stated_epsilon(own.job_events(partner, run.session.job.job_id), delta)
         assert spent_own == pytest.approx(expected, rel=1e-6)
 
 

@@ -16,11 +16,12 @@ from support.federations import PARTNER_NAMES, own_federation, run_in_process
 from fedinsight.cli import main
 from fedinsight.data.schema import PartnerData
 from fedinsight.data.synth import SynthConfig, generate_partner_frames
+from fedinsight.federation.budget import stated_epsilon
 from fedinsight.federation.guard import check_reply, spec_for
 from fedinsight.federation.task import job_delta
 from fedinsight.partner.protection import init_partner
 from fedinsight.partner.view import PartnerView
-from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
+from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon, threshold_delta
 from fedinsight.tasks.insights import discovery
 from fedinsight.tasks.insights.aggregates import OTHER
 from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
@@ -140,16 +141,24 @@ def test_key_discovery_is_declared_charged_and_never_shows_a_rare_key(own, tmp_p
                    if m.content["config"]["phase"] == "discover" and discovery.RECORD in r.content)
     assert sorted(made.values()) == [1] * len(OWN)
     # the coordinator's charge and every partner's own gate equal the manifest's composed cost, discovery included
+    # (epsilon at the job's delta, plus the threshold's delta, which every ledger records and takes from its budget)
     delta = job_delta(run.session.plan, run.session.options)
-    expected = compose_epsilon(manifest.events(), delta)
+    expected = stated_epsilon(manifest.events(), delta)
     assert expected == pytest.approx(4.0, rel=1e-4)  # the spec's epsilon covers discovery and the insights
     assert run.summary["privacy"]["epsilon_charged"] == pytest.approx(expected, rel=1e-6)
+    thresholding = run.session.state["discovery"]["max_delta"]
+    assert thresholding == pytest.approx(delta / 10) and threshold_delta(manifest.events()) == thresholding
+    assert run.summary["privacy"]["delta_thresholding"] == pytest.approx(thresholding)
     coordinator = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
     own_ledgers = PrivacyLedger(f"sqlite:///{tmp_path / 'partners.db'}")
     for partner in OWN:
-        assert coordinator.status(partner).epsilon_spent == pytest.approx(expected, rel=1e-6)
+        status = coordinator.status(partner)  # a budget of delta + the threshold's: epsilon as stated
+        assert status.delta == pytest.approx(delta + thresholding)
+        assert status.epsilon_spent == pytest.approx(expected, rel=1e-6)
         events = own_ledgers.job_events(partner, run.session.job.job_id)
-        assert compose_epsilon(events, delta) == pytest.approx(expected, rel=1e-6)
+        assert threshold_delta(events) == pytest.approx(thresholding)
+        assert stated_epsilon(events, delta) == pytest.approx(expected, rel=1e-6)
+        assert compose_epsilon(events, delta) > expected  # the same events at the job's delta alone cost more
     # what each partner sent: only keys held by many customers, the rare channel never
     for reply in run.grid.replies:
         if discovery.RECORD in reply.content:
