@@ -28,6 +28,9 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.federation import timing
 
 MAX_PARTNERS = 1_000
+PULL_INTERVAL_S = 0.02
+"""How often the simulation's in-memory grid looks for replies (Flower's default: 0.1 s). A 10-partner, 20-round
+job waits for replies about 60 times; at 0.1 s each wait ends on average 50 ms after the last reply came."""
 
 
 @contextmanager
@@ -120,6 +123,16 @@ def run_simulation(
         if handler_times is not None:
             handler_times.update(timing.collect(times))
     return result.context
+
+
+def tune_polling(grid: Any, partners: int) -> None:
+    """Poll for replies every :data:`PULL_INTERVAL_S` on Flower's in-memory grid (a simulation's) of up to 100
+    partners. Larger federations keep Flower's 0.1 s: each poll asks the link state about every outstanding
+    message, which at 1,000 partners would take CPU from the partners. A deployed job's grid is left alone."""
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    if isinstance(grid, InMemoryGrid) and partners <= 100:
+        grid.pull_interval = PULL_INTERVAL_S
 
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:

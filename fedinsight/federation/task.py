@@ -50,6 +50,7 @@ from fedinsight.federation.manifest import PUBLIC, Manifest, Release
 from fedinsight.federation.messages import PHASE, config_of, partner_error, request
 from fedinsight.federation.options import Options
 from fedinsight.federation.partners import wait_for_partners
+from fedinsight.federation.simulation import tune_polling
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 
 if TYPE_CHECKING:
@@ -376,6 +377,7 @@ def settings_of(task: Task, run_config: Mapping[str, Any]) -> tuple[JobSettings,
 def start(task: Task, grid: Grid, context: Context) -> TaskResult:
     """Run one job of ``task`` (see the module docstring for the order, which is the privacy guarantee)."""
     job, options = settings_of(task, dict(context.run_config))
+    tune_polling(grid, job.partners)
     progress.report("connecting partners", 0, job.partners)
     nodes = wait_for_partners(grid, job.partners, job.timeout)[: job.partners]
     session = Session(task, grid, job, options, nodes)

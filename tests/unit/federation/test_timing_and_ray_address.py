@@ -101,3 +101,18 @@ def test_unreachable_ray_cluster_is_a_config_error():
     with pytest.raises(ConfigError, match="no Ray cluster answers"):
         check_ray_address(f"127.0.0.1:{port}", timeout=2.0)
     check_ray_address("")  # no address: Ray starts here, nothing to check
+
+
+def test_simulation_grid_polls_faster_only_for_small_federations():
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    from fedinsight.federation.simulation import PULL_INTERVAL_S, tune_polling
+
+    small, large = InMemoryGrid.__new__(InMemoryGrid), InMemoryGrid.__new__(InMemoryGrid)
+    small.pull_interval = large.pull_interval = 0.1  # Flower's default (no link state needed for this)
+    tune_polling(small, 10)
+    tune_polling(large, 1_000)
+    assert small.pull_interval == PULL_INTERVAL_S and large.pull_interval == 0.1
+    other = type("DeployedGrid", (), {"pull_interval": 3.0})()
+    tune_polling(other, 10)
+    assert other.pull_interval == 3.0  # a deployment's grid is left alone
