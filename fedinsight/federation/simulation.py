@@ -26,6 +26,7 @@ from flwr.serverapp import ServerApp
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation import timing
+from fedinsight.federation.delivery import indexed_delivery
 
 MAX_PARTNERS = 1_000
 PULL_INTERVAL_S = 0.02
@@ -109,7 +110,7 @@ def run_simulation(
         "client_resources": {"num_cpus": cpus_per_partner, "num_gpus": 0.0},
         "init_args": ray_init_args(cpus, ray_address, verbose),
     }
-    with flower_logs(verbose), _times_folder() as times, _environ(timing.ENV, times):
+    with flower_logs(verbose), indexed_delivery(), _times_folder() as times, _environ(timing.ENV, times):
         result = _run_simulation(
             num_supernodes=num_partners,
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
@@ -160,7 +161,9 @@ def ray_init_args(cpus: int | None, ray_address: str, verbose: bool) -> dict[str
             raise ConfigError("--cpus and --ray-address cannot be combined: a Ray cluster's own CPUs decide how many "
                               "partners compute at once (start its nodes with `ray start --num-cpus N`)")
         return {**args, "address": ray_address}
-    return {**args, "num_cpus": cpus or max(1, os.cpu_count() or 1)}
+    # "local": always a Ray of our own. Without an address ray.init joins any Ray already running on this machine
+    # (it finds one through /tmp/ray/ray_current_cluster), e.g. another user's simulation, and then refuses num_cpus.
+    return {**args, "address": "local", "num_cpus": cpus or max(1, os.cpu_count() or 1)}
 
 
 @contextmanager
