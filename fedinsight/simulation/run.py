@@ -157,7 +157,7 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
                       data_root=str(federation.root), ledger_url=sim.db or f"sqlite:///{out / LEDGER}",
                       budget=budget, partner_caps=sim.partner_caps,
                       partner_ledger_url=f"sqlite:///{out / PARTNER_LEDGERS}", dataset=sim.dataset,
-                      currency=sim.currency, rates=sim.rates)
+                      currency=sim.currency, rates=sim.rates, timeout=simulation_timeout(len(federation.folders)))
     task.check(task_options, job)
     baselines = task.simulation_baselines(task_options, simulated)
     run_config = merge_run_config(job, task_options)
@@ -182,6 +182,13 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     _report(out, command, write_run_report, sim.db or None)
     return Run(task.name, out, summary, federation)
+
+
+def simulation_timeout(partners: int) -> float:
+    """Seconds to wait for each message round of a simulation: the job's default 600 s plus 3 s per partner. A few
+    Ray workers serve a simulated round's partners one after another (a 1,000-partner hello on 2 busy cores took
+    longer than 600 s: each worker opens each partner's files the first time it serves it)."""
+    return 600.0 + 3.0 * partners
 
 
 def simulation_timing(timing: dict[str, Any], wall: float, total: float, handlers: dict[str, float]) -> dict[str, Any]:

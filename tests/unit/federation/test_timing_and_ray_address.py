@@ -116,3 +116,10 @@ def test_simulation_grid_polls_faster_only_for_small_federations():
     other = type("DeployedGrid", (), {"pull_interval": 3.0})()
     tune_polling(other, 10)
     assert other.pull_interval == 3.0  # a deployment's grid is left alone
+
+
+def test_a_simulated_round_waits_longer_for_more_partners():
+    from fedinsight.simulation.run import simulation_timeout
+
+    assert simulation_timeout(10) == 630.0
+    assert simulation_timeout(1_000) == 3_600.0  # 1,000 hellos served by two workers, each opening every folder
