@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=5_000, help="customers in all, at --partners")
     parser.add_argument("--big-partners", type=int, default=1_000)
     parser.add_argument("--big-customers", type=int, default=100_000, help="customers in all, at --big-partners")
-    parser.add_argument("--big-rounds", type=int, default=3)
+    parser.add_argument("--big-rounds", type=int, default=2)
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-thousand", action="store_true")
     parser.add_argument("--ray-address", default="", help="run every job on this Ray cluster")
