@@ -4,7 +4,10 @@ Why not ``flwr run .``: that path starts a detached SuperLink and SuperExec that
 (~290 MB) and gives us no handle on the result. Flower's own ``flwr-simulation`` process drives the
 runtime through ``_run_simulation`` with a ``Run`` carrying the run config; we do the same here, so the
 ServerApp receives ``context.run_config`` exactly as under ``flwr run`` and the same ServerApp code
-serves simulation and deployment. Ray is started for the run and shut down when it ends.
+serves simulation and deployment. Ray is started for the run and shut down when it ends, or an existing Ray
+cluster is joined (``ray_address``) and left running. While the run lasts, Flower's link state is asked only
+for nodes that may have a message (:mod:`~fedinsight.federation.delivery`) and every partner's handler time is
+recorded (:mod:`~fedinsight.federation.timing`).
 
 Virtual partners get ``node_config['partition-id']``; the run config reaches the ClientApps inside
 the messages the ServerApp sends (Flower does not give simulated nodes the run config).
