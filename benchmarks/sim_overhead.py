@@ -201,9 +201,17 @@ def one(task: str, dataset: str, options: dict[str, Any], ray_address: str) -> d
         "memory": {"peak_rss_all_ray_processes_mb": round(sampler.peak_mb), "peak_rss_ray_workers_mb":
                    round(sampler.peak_workers_mb), "processes": sampler.peak_processes,
                    "per_partner_mb": round(sampler.peak_mb / partners, 2) if partners else None},
-        "metrics": {k: v for k, v in (run.summary.get("metrics") or {}).items() if isinstance(v, int | float)},
-        "suppressed": run.summary.get("suppressed") or (run.summary.get("metrics") or {}).get("suppressed"),
+        "result": _result(run),
     }
+
+
+def _result(run: Any) -> dict[str, Any]:
+    """What the job produced, in brief: released insight rows, or the propensity model's evaluation."""
+    if run.task == "insights":
+        return {"released_numbers": len(run.insights)}
+    metrics = run.summary.get("metrics") or {}
+    return {name: {k: m.get(k) for k in ("auc", "partners_suppressed") if k in m}
+            for name, m in metrics.items() if isinstance(m, dict) and name != "per_round"}
 
 
 # --- the driver: synthesize, run each job in a fresh process, one JSON -----------------------------------
