@@ -208,7 +208,12 @@ def one(task: str, dataset: str, options: dict[str, Any], ray_address: str) -> d
 def _result(run: Any) -> dict[str, Any]:
     """What the job produced, in brief: released insight rows, or the propensity model's evaluation."""
     if run.task == "insights":
-        return {"released_numbers": len(run.insights)}
+        from fedinsight.core.errors import FedinsightError
+
+        try:
+            return {"released_numbers": len(run.insights)}
+        except FedinsightError:  # a batch whose every group was suppressed writes no insights.json
+            return {"released_numbers": 0}
     metrics = run.summary.get("metrics") or {}
     return {name: {k: m.get(k) for k in ("auc", "partners_suppressed") if k in m}
             for name, m in metrics.items() if isinstance(m, dict) and name != "per_round"}
