@@ -51,6 +51,7 @@ from fedinsight.federation.messages import PHASE, config_of, partner_error, requ
 from fedinsight.federation.options import Options
 from fedinsight.federation.partners import wait_for_partners
 from fedinsight.federation.scan import Scan
+from fedinsight.federation.simulation import tune_polling
 from fedinsight.privacy.ledger import PrivacyLedger, threshold_delta
 
 if TYPE_CHECKING:
@@ -415,6 +416,7 @@ def start(task: Task, grid: Grid, context: Context, *,
     """Run one job of ``task`` (see the module docstring for the order, which is the privacy guarantee).
     ``identities``: the deployed coordinator's partner id -> authenticated node id bindings (not simulations)."""
     job, options = settings_of(task, dict(context.run_config))
+    tune_polling(grid, job.partners)
     progress.report("connecting partners", 0, job.partners)
     nodes = wait_for_partners(grid, job.partners, job.timeout)[: job.partners]
     session = Session(task, grid, job, options, nodes)

@@ -23,6 +23,7 @@ from fedinsight.federation import registry
 from fedinsight.federation.messages import config_of, error_reply
 from fedinsight.federation.secagg import SECAGG_MODS, legacy_train_handler
 from fedinsight.federation.task import Handler, Task, partner_reply, phase_of
+from fedinsight.federation.timing import handler_timer
 from fedinsight.partner.side import PartnerSide
 from fedinsight.tasks import TASKS
 
@@ -59,9 +60,10 @@ def _wrap(task: Task, kind: str, handler: Handler | None) -> Any:
 
 def build_client_app(tasks: Sequence[Task] | None = None, *, inner_mods: Sequence[Any] = ()) -> ClientApp:
     """A ClientApp serving ``tasks`` (default: every registered task). ``inner_mods`` run after SecAgg+'s mods
-    on the legacy train path (tests record the plaintext update there)."""
+    on the legacy train path (tests record the plaintext update there). Every message is timed by
+    :func:`~fedinsight.federation.timing.handler_timer` (recorded only in a simulation)."""
     tasks = list(tasks) if tasks is not None else registry.tasks()
-    app = ClientApp()
+    app = ClientApp(mods=[handler_timer])
     for task in tasks:
         handlers = dict(task.handlers())
         handlers.setdefault("query", None)  # type: ignore[arg-type]  # every task answers hello

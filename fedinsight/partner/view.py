@@ -65,7 +65,7 @@ _CACHE: OrderedDict[tuple[str, str, str, str], ProtectedPartner] = OrderedDict()
 # A deployed SuperNode serves one partner; a simulation's Ray actor serves every partner in turn, round after
 # round. The bound must exceed the partners of any simulation, or a round-robin over k > size partners misses
 # on every read (each round would re-read and re-tokenize every folder: 7x slower at 10 partners with 8).
-_CACHE_SIZE = 256
+_CACHE_SIZE = 1024  # > MAX_PARTNERS (federation/simulation.py): 1,000 simulated partners stay warm
 
 
 def _protected(folder: Path, policy: ProtectionPolicy, mapping: PartnerMapping | None) -> ProtectedPartner:

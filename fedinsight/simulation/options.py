@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedinsight.core.errors import ConfigError
 from fedinsight.data.partition import PARTITION_SCHEMES
 from fedinsight.federation.currency import CurrencyOptions
 from fedinsight.federation.options import option
@@ -31,3 +32,15 @@ class SimulationOptions(CurrencyOptions):
     partner_caps: str = option("", "Simulated partners' own lifetime caps: NAME=EPSILON,... (e.g. partner-1=0.5).")
     overwrite: bool = option(False, "Start from an empty run folder (discards its ledger too).")
     cpus: int | None = option(None, "CPUs for the simulation (default: all; 1 per partner).", minimum=1)
+    ray_address: str = option("", "Run on an existing Ray cluster (ADDRESS:PORT, as `ray start --head` prints) "
+                              "instead of starting Ray here; see docs/scale.md.")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.ray_address and self.cpus is not None:
+            raise ConfigError("--cpus and --ray-address cannot be combined: a Ray cluster's own CPUs decide how many "
+                              "partners compute at once (start its nodes with `ray start --num-cpus N`)")
+        host, sep, port = self.ray_address.rpartition(":")
+        if self.ray_address and self.ray_address != "auto" and not (sep and host and port.isdigit()):
+            raise ConfigError(f"--ray-address '{self.ray_address}' must be HOST:PORT of a running Ray cluster's head "
+                              "(as `ray start --head` prints, e.g. 127.0.0.1:6379) or 'auto'")

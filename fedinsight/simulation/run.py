@@ -35,8 +35,9 @@ from fedinsight.data.federation import BUILTIN_DATASETS
 from fedinsight.federation import registry
 from fedinsight.federation.job import JobSettings
 from fedinsight.federation.options import merge_run_config
-from fedinsight.federation.simulation import run_simulation
+from fedinsight.federation.simulation import check_ray_address, run_simulation
 from fedinsight.federation.task import Simulated, Task, json_finite, result_of
+from fedinsight.federation.timing import handler_seconds
 from fedinsight.simulation.options import SimulationOptions
 from fedinsight.simulation.partners import BUILTIN_FOLDER, Partners, folder_federation, resolve
 from fedinsight.simulation.results import PartnerModel, model_of, read_insights
@@ -137,6 +138,7 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
         partners = len(found.folders)
         currencies = _currencies(task, found.currencies(), table)  # a rate missing, or currencies mixed
     task.check(task_options, JobSettings(task=task.name, partners=partners or task.default_partners))
+    check_ray_address(sim.ray_address)
     prepare_out_dir(out, sim.overwrite)
     started = time.perf_counter()
     federation = resolve(sim.dataset, partners=sim.partners, partition=sim.partition, alpha=sim.alpha,
@@ -155,20 +157,17 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
                       data_root=str(federation.root), ledger_url=sim.db or f"sqlite:///{out / LEDGER}",
                       budget=budget, partner_caps=sim.partner_caps,
                       partner_ledger_url=f"sqlite:///{out / PARTNER_LEDGERS}", dataset=sim.dataset,
-                      currency=sim.currency, rates=sim.rates)
+                      currency=sim.currency, rates=sim.rates, timeout=simulation_timeout(len(federation.folders)))
     task.check(task_options, job)
     baselines = task.simulation_baselines(task_options, simulated)
     run_config = merge_run_config(job, task_options)
     sim_started = time.perf_counter()
+    handlers: dict[str, float] = {}
     context = run_simulation(run_config, job.partners, server_app=server_app, client_app=client_app, cpus=sim.cpus,
-                             verbose=verbose)
+                             ray_address=sim.ray_address, verbose=verbose, handler_times=handlers)
     wall = time.perf_counter() - sim_started
     summary = task.simulation_summary(result_of(context), baselines)
-    timing = dict(summary.get("timing") or {})
-    train = timing.get("local_train_s") or 0.0
-    timing.update({"simulation_s": round(wall, 3), "wall_s": round(time.perf_counter() - started, 3),
-                   "federation_overhead": round(wall / train, 3) if train else None})
-    summary["timing"] = timing
+    summary["timing"] = simulation_timing(summary.get("timing") or {}, wall, time.perf_counter() - started, handlers)
     summary["partner_folders"] = federation.names
     if record := currency_record(table, currencies):
         summary["currency"] = record
@@ -183,6 +182,24 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     _report(out, command, write_run_report, sim.db or None)
     return Run(task.name, out, summary, federation)
+
+
+def simulation_timeout(partners: int) -> float:
+    """Seconds to wait for each message round of a simulation: the job's default 600 s plus 3 s per partner. A few
+    Ray workers serve a simulated round's partners one after another (a 1,000-partner hello on 2 busy cores took
+    longer than 600 s: each worker opens each partner's files the first time it serves it)."""
+    return 600.0 + 3.0 * partners
+
+
+def simulation_timing(timing: dict[str, Any], wall: float, total: float, handlers: dict[str, float]) -> dict[str, Any]:
+    """``summary.json["timing"]`` of a simulation: the task's own figures, the simulation's wall time, and its
+    overhead = wall time / the partners' summed handler time (:mod:`fedinsight.federation.timing`; ``None`` when no
+    handler time was recorded on this machine, e.g. every worker on other machines of a Ray cluster)."""
+    busy = handler_seconds(handlers)
+    return {**timing, "simulation_s": round(wall, 3), "wall_s": round(total, 3),
+            "partner_handler_s": round(busy, 3) if busy else None,
+            "partner_messages": int(handlers.get("messages", 0)), "ray_workers": int(handlers.get("workers", 0)),
+            "federation_overhead": round(wall / busy, 3) if busy else None}
 
 
 def _currencies(task: Task, declared: dict[str, str | None], table: RateTable | None) -> dict[str, str | None]:

@@ -76,7 +76,7 @@ class PartnerSplit:
 
 
 _SPLITS: OrderedDict[tuple[Any, ...], PartnerSplit] = OrderedDict()
-_MAX_SPLITS = 16
+_MAX_SPLITS = 1024  # > the most simulated partners (1,000): one Ray actor serves them all, round after round
 
 
 def prepare(partner: Partner, options: PropensityOptions, job_id: str) -> PartnerSplit:
