@@ -75,6 +75,9 @@ class RecommendOptions(Options):
     fit_epochs: int = option(3, "Epochs fitting customer embeddings to the final item table.", minimum=0)
     personalize_epochs: int | None = option(None, "Partner-local fine-tuning epochs of the final model, never "
                                             "sent (default: 50 with DP, 0 without).", minimum=0, flag="personalize")
+    blend: bool = option(True, "Each partner serves a blend of the federated model and its own alone-model "
+                         "(item-item or MF on its own customers), weighted on its own validation customers; never "
+                         "sent, no budget. --no-blend serves the federated model.")
     noise_model: str = option("local", "DP: local (each partner adds all the noise) or distributed-secagg (SecAgg+ "
                               "sum, each partner adds a share; needs --local-epochs 1).", choices=NOISE_MODELS)
     honest_partners: int = option(0, "distributed-secagg: partners assumed not to collude (0: all).", minimum=0)
