@@ -106,7 +106,7 @@ def main() -> None:
         served = local.train(items, args.personalize)[0] if args.personalize else items
         served_totals = served_totals + rank(served)
         if not args.no_blend:  # the blend is chosen one step further back: the held-out item's predecessor
-            inner = leave_latest_out(frames[key], catalogue, skip_latest=1)
+            inner = [leave_latest_out(frames[key], catalogue, skip_latest=s) for s in (1, 2)]
             chosen = fit_served(split, inner, n_items, items, served, local, config, personalize=args.personalize,
                                 eval_seed=args.seed, seed=len(weights))
             weights.append(chosen.weight)

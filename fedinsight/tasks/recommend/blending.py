@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from fedinsight.models.alone import AloneModel, Scorer, candidates, fit_alone
-from fedinsight.models.blend import BlendChoice, blend, choose, validation_candidates
+from fedinsight.models.blend import BlendChoice, Fold, blend, choose_folds, validation_candidates
 from fedinsight.models.ranking import InteractionSplit
 from fedinsight.models.recommender import BPRConfig, ItemParams, LocalTrainer
 
@@ -21,6 +21,8 @@ VALIDATION_FIT_EPOCHS = 20
 """Customer-side epochs fitting fresh embeddings of the validation customers to the federated item table: their
 job embeddings saw the validation items during training, so they are not reused (that would flatter the
 federated side of the choice)."""
+VALIDATION_FOLDS = 2
+"""Validation folds: each customer's next-latest training interaction held out, then the one before it."""
 MIN_VALIDATION_CUSTOMERS = 10
 """Below this many validation customers a partner does not blend (the choice would be noise): it serves the
 federated model."""
@@ -61,29 +63,35 @@ def federated_on(split: InteractionSplit, num_items: int, items: ItemParams, cfg
     return trainer, served
 
 
-def choose_on_validation(split: InteractionSplit, validation: InteractionSplit, num_items: int, items: ItemParams,
-                         cfg: BPRConfig, *, personalize: int, eval_seed: int, seed: int | None = None
-                         ) -> tuple[BlendChoice, AloneModel]:
-    """The blend weight and the best alone-model, chosen on ``validation`` (held-out next-latest items); the alone
-    model returned is refitted on the full ``split``."""
-    cands = validation_candidates(validation, split, num_items, eval_seed)
-    trainer, fed_items = federated_on(validation, num_items, items, cfg, personalize, seed)
-    alones = candidates(validation, num_items, dim=cfg.dim, epochs=ALONE_EPOCHS, seed=seed)
-    choice = choose(cands, lambda rows: trainer.scores(fed_items, rows),
-                    {name: model.scorer(validation, num_items) for name, model in alones.items()})
-    chosen = alones[choice.alone]
+def choose_on_validation(split: InteractionSplit, validation: list[InteractionSplit], num_items: int,
+                         items: ItemParams, cfg: BPRConfig, *, personalize: int, eval_seed: int,
+                         seed: int | None = None) -> tuple[BlendChoice, AloneModel]:
+    """The blend weight and the best alone-model, chosen on the ``validation`` folds (held-out earlier items of the
+    partner's training customers); the alone-model returned is refitted on the full ``split``."""
+    folds: list[Fold] = []
+    fitted: dict[str, AloneModel] = {}
+    for fold in validation:
+        cands = validation_candidates(fold, split, num_items, eval_seed)
+        trainer, fed_items = federated_on(fold, num_items, items, cfg, personalize, seed)
+        alones = candidates(fold, num_items, dim=cfg.dim, epochs=ALONE_EPOCHS, seed=seed)
+        fitted = fitted or alones
+        folds.append((cands, lambda rows, t=trainer, q=fed_items: t.scores(q, rows),
+                      {name: model.scorer(fold, num_items) for name, model in alones.items()}))
+    choice = choose_folds(folds)
+    chosen = fitted[choice.alone]
     alone = fit_alone(split, num_items, chosen.kind, lam=chosen.lam, dim=cfg.dim, epochs=ALONE_EPOCHS, seed=seed)
     return choice, alone
 
 
-def fit_served(split: InteractionSplit, validation: InteractionSplit | None, num_items: int, items: ItemParams,
+def fit_served(split: InteractionSplit, validation: list[InteractionSplit] | None, num_items: int, items: ItemParams,
                served_items: ItemParams, trainer: LocalTrainer, cfg: BPRConfig, *, personalize: int, eval_seed: int,
                blend_on: bool = True, seed: int | None = None) -> Served:
     """The partner's served model. ``served_items``/``trainer``: the federated model as personalised on the full
     split; ``items``: the federated table as received (personalisation is replayed on the validation split)."""
     if not blend_on:
         return Served(1.0, served_items, trainer, None, None, "blending off (--no-blend)")
-    if validation is None or validation.num_customers < MIN_VALIDATION_CUSTOMERS:
+    validation = [fold for fold in validation or [] if fold.num_customers >= MIN_VALIDATION_CUSTOMERS]
+    if not validation:
         return Served(1.0, served_items, trainer, None, None,
                       f"fewer than {MIN_VALIDATION_CUSTOMERS} validation customers: the federated model is served")
     choice, alone = choose_on_validation(split, validation, num_items, items, cfg, personalize=personalize,

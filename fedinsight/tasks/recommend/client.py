@@ -49,7 +49,7 @@ from fedinsight.models.ranking import (
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
-from fedinsight.tasks.recommend.blending import Served, alone_arrays, fit_served
+from fedinsight.tasks.recommend.blending import VALIDATION_FOLDS, Served, alone_arrays, fit_served
 from fedinsight.tasks.recommend.options import EVAL_FIELDS
 from fedinsight.tasks.recommend.state import (
     CustomerState,
@@ -100,12 +100,13 @@ def partner_split(partner: Partner, config: dict[str, Any]) -> tuple[Interaction
     return split, catalogue
 
 
-def partner_validation_split(partner: Partner, config: dict[str, Any], catalogue: Catalogue) -> InteractionSplit:
-    """This partner's validation split: the test items set aside, each customer's next-latest interaction held
-    out (what it chooses its served model on; read once, at the end of a job)."""
+def partner_validation_splits(partner: Partner, catalogue: Catalogue) -> list[InteractionSplit]:
+    """This partner's validation folds: the test items set aside, each customer's next-latest interaction held out,
+    then the one before (what it chooses its served model on; read once, at the end of a job)."""
     data = partner.data()
     assert data.interactions is not None  # partner_split refused a partner without interactions
-    return leave_latest_out(data.interactions, catalogue, skip_latest=1)  # type: ignore[arg-type]
+    return [leave_latest_out(data.interactions, catalogue, skip_latest=s)  # type: ignore[arg-type]
+            for s in range(1, VALIDATION_FOLDS + 1)]
 
 
 def served_record(served: Served) -> dict[str, object]:
@@ -346,7 +347,7 @@ def evaluate(msg: Message, partner: Partner) -> Message:
         # customer, so no per-customer bound holds
         served_items = trainer.train(items, personalize)[0] if personalize > 0 else items
         blend_on = bool(config.get("blend", True))
-        served = fit_served(split, partner_validation_split(partner, config, catalogue) if final else None,
+        served = fit_served(split, partner_validation_splits(partner, catalogue) if final else None,
                             catalogue.num_items, items, served_items, trainer, cfg, personalize=personalize,
                             eval_seed=seed, blend_on=blend_on)
         if not private and (personalize > 0 or blend_on):

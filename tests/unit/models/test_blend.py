@@ -50,7 +50,8 @@ def test_on_a_partner_whose_alone_model_is_better_the_blend_is_at_least_as_good_
     validation = leave_latest_out(frame, catalogue, skip_latest=1)
     useless = ItemParams.init(n, 8, seed=1)  # a random item table: what a federated model knows of nobody
     cfg = BPRConfig(dim=8)
-    choice, alone = choose_on_validation(full, validation, n, useless, cfg, personalize=0, eval_seed=0, seed=5)
+    choice, alone = choose_on_validation(full, [validation], n, useless, cfg, personalize=0, eval_seed=0,
+                                         seed=5)
 
     # recomputed here, independently of choose(): the alone item-item model and the served blend on validation
     cands = validation_candidates(validation, full, n, seed=0)
@@ -94,3 +95,15 @@ def test_standardize_keeps_each_customers_ranking_and_handles_constant_rows():
     assert list(np.argsort(z[0])) == list(np.argsort(scores[0]))
     assert np.all(z[1] == 0.0)
     assert np.allclose(z[0].mean(), 0.0) and np.isclose(z[0].std(), 1.0)
+
+
+def test_two_validation_folds_are_pooled_and_the_served_blend_beats_every_alone_model_on_them():
+    frame, catalogue = _planted(customers=60)
+    n = catalogue.num_items
+    full = leave_latest_out(frame, catalogue)
+    folds = [leave_latest_out(frame, catalogue, skip_latest=s) for s in (1, 2)]
+    useless = ItemParams.init(n, 8, seed=2)
+    choice, _ = choose_on_validation(full, folds, n, useless, BPRConfig(dim=8), personalize=0, eval_seed=0, seed=1)
+    assert choice.customers == sum(f.num_customers for f in folds) == 120
+    alones = [v for name, v in choice.validation.items() if name != "federated" and not name.startswith("blend")]
+    assert choice.served >= max(alones) and choice.served >= choice.validation["federated"]
