@@ -1,7 +1,8 @@
 """Federated recommender at its defaults against its baselines, by privacy level and partition scheme.
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/recommend.py  (MovieLens-100K, 8 partners, the task's default
-rounds, epsilon 8/3/1, partition schemes iid/zip/dirichlet: 9 runs, about 35 min on 2 shared cores)
+rounds, epsilon 8/3/1, partition schemes iid/zip/dirichlet: 9 runs; one 20-round run took 5-12 min on 2 cores shared
+at load 13, most of it the partners' final evaluation with the blend)
 Smaller: --epsilons 8,1 --schemes iid,zip --rounds 20.
 
 Every run is one ``fedinsight simulate recommend`` (Flower simulation runtime) at the task's *defaults*: only
