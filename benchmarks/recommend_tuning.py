@@ -39,9 +39,16 @@ def validation_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     from fedinsight.data.federation import PartitionSpec, load_federation
-    from fedinsight.models.ranking import Catalogue, RankingTotals, evaluate_ranking, leave_latest_out
+    from fedinsight.models.ranking import (
+        Catalogue,
+        RankingTotals,
+        evaluate_ranking,
+        leave_latest_out,
+        popularity_scores,
+    )
     from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer, fit_bpr
     from fedinsight.privacy.sparse_dp import noise_multiplier_for
+    from fedinsight.tasks.recommend.blending import fit_served
     from fedinsight.tasks.recommend.options import RecommendOptions
     from fedinsight.tasks.recommend.server import RecommendJob, dp_update_noise_variance, itemwise_average, james_stein
 
@@ -56,9 +63,12 @@ def main() -> None:
     parser.add_argument("--personalize", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test", action="store_true", help="evaluate on the test split instead (to check the replay)")
+    parser.add_argument("--partition", default="iid", help="iid, dirichlet or zip (how MovieLens is split)")
+    parser.add_argument("--no-blend", action="store_true", help="skip the partners' blend with their alone-models")
     args = parser.parse_args()
     started = time.perf_counter()
-    parts = load_federation("movielens-100k", PartitionSpec(partners=args.partners, seed=args.seed))
+    parts = load_federation("movielens-100k", PartitionSpec(partners=args.partners, seed=args.seed,
+                                                             scheme=args.partition))
     catalogue = Catalogue.from_items(pd.concat([p.items for p in parts.values()]).drop_duplicates("item_id"))
     frames = {k: p.interactions if args.test else validation_interactions(p.interactions) for k, p in parts.items()}
     splits = {k: leave_latest_out(f, catalogue) for k, f in frames.items()}
@@ -80,6 +90,8 @@ def main() -> None:
         update, _ = james_stein(update, dp_update_noise_variance(job, per_partner, sizes, [1] * len(sizes)))
         items = ItemParams.from_matrix(items.as_matrix() + update)
     served_totals, shared_totals = RankingTotals.empty(n_items), RankingTotals.empty(n_items)
+    blend_totals, alone_totals = RankingTotals.empty(n_items), RankingTotals.empty(n_items)
+    weights = []
     for key, trainer in trainers.items():
         split = splits[key]
         local = LocalTrainer(split, n_items, replace(config, optimizer="adam"), seed=1,
@@ -93,6 +105,16 @@ def main() -> None:
         shared_totals = shared_totals + rank(items)
         served = local.train(items, args.personalize)[0] if args.personalize else items
         served_totals = served_totals + rank(served)
+        if not args.no_blend:  # the blend is chosen one step further back: the held-out item's predecessor
+            inner = [leave_latest_out(frames[key], catalogue, skip_latest=s) for s in (1, 2)]
+            chosen = fit_served(split, inner, n_items, items, served, local, config, personalize=args.personalize,
+                                eval_seed=args.seed, seed=len(weights))
+            weights.append(chosen.weight)
+            blend_totals = blend_totals + evaluate_ranking(split, catalogue, chosen.scorer(split, n_items), served.bias,
+                                                           seed=args.seed)
+            if chosen.alone is not None:
+                alone_totals = alone_totals + evaluate_ranking(split, catalogue, chosen.alone.scorer(split, n_items),
+                                                               served.bias, seed=args.seed)
     pooled = leave_latest_out(pd.concat(list(frames.values())), catalogue)
     central, central_items = fit_bpr(pooled, n_items, BPRConfig(dim=args.dim), 50, args.seed)
     central_hr = evaluate_ranking(pooled, catalogue, lambda rows: central.scores(central_items, rows),
@@ -102,7 +124,15 @@ def main() -> None:
         "split": "test" if args.test else "validation", **{k: v for k, v in vars(args).items() if k != "test"},
         "customers": customers, "noise_multiplier": round(sigma, 4),
         "served_hr@10": served_hr, "shared_model_only_hr@10": shared_totals.metrics()["hr@10"],
-        "centralized_hr@10": central_hr, "served/centralized": round(float(served_hr) / float(central_hr), 4),
+        "centralized_hr@10": central_hr,
+        **({} if args.no_blend else {"served_blend_hr@10": blend_totals.metrics()["hr@10"],
+                                     "partner_alone_hr@10": alone_totals.metrics()["hr@10"] if alone_totals.customers
+                                     else None, "blend_weights": weights,
+                                     "served_blend/centralized": round(float(blend_totals.metrics()["hr@10"])
+                                                                       / float(central_hr), 4)}),
+        "popularity_hr@10": evaluate_ranking(pooled, catalogue, lambda rows: np.broadcast_to(
+            popularity_scores(pooled, n_items), (len(rows), n_items)), popularity_scores(pooled, n_items),
+            seed=args.seed).metrics()["hr@10"], "served/centralized": round(float(served_hr) / float(central_hr), 4),
         "seconds": round(time.perf_counter() - started, 1),
     }, indent=2))
 

@@ -106,6 +106,10 @@ def data_synth(
     segments: bool = typer.Option(False, "--segments", help="Instead: customers and purchases around 5 planted, "
                                   "well-separated recency/frequency/monetary segments of known centres (CSV; for "
                                   "simulate segments)."),
+    interactions: bool = typer.Option(False, "--interactions", help="Instead: customer-item interactions with "
+                                      "planted low-rank tastes and popularity skew, calibrated to MovieLens-100K's "
+                                      "degrees (CSV; for simulate recommend at 10 k - 1 M customers; --items sets the "
+                                      "catalogue)."),
 ) -> None:
     """Write seeded synthetic partner data with planted ground truth.
 
@@ -114,8 +118,13 @@ def data_synth(
     from fedinsight.data.synth import SynthConfig, write_synthetic
     from fedinsight.partner.protection import init_federation
 
-    if sum((baskets, segments, offers)) > 1:
-        raise ConfigError("choose one of --baskets, --segments and --offers: each writes a different kind of data")
+    if sum((baskets, segments, offers, interactions)) > 1:
+        raise ConfigError("choose one of --baskets, --segments, --offers and --interactions: each writes a different "
+                          "kind of data")
+    if interactions:
+        _synth_interactions(out_dir, customers, partners, seed, items, overwrite=overwrite, policy=policy,
+                            as_json=as_json)
+        return
     if baskets:
         _synth_baskets(out_dir, customers, partners, seed, overwrite=overwrite, policy=policy, as_json=as_json)
         return
@@ -143,6 +152,16 @@ def _synth_baskets(out_dir: Path, customers: int, partners: int, seed: int, *, o
     stats = {"customers": customers, "partners": partners, "seed": seed, "categories": config.categories,
              "planted_pairs": len(truth["pairs"]), "truth": str(out_dir / "ground_truth.json")}
     emit(stats, kv_table(f"synthetic baskets -> {out_dir}", stats), as_json)
+
+
+def _synth_interactions(out_dir: Path, customers: int, partners: int, seed: int, items: int, *, overwrite: bool,
+                        policy: bool, as_json: bool) -> None:
+    from fedinsight.data.synth_interactions import InteractionsConfig, write_interactions
+
+    config = InteractionsConfig(customers=customers, partners=partners, seed=seed, items=items)
+    truth = _write_planted(out_dir, config, write_interactions, overwrite=overwrite, policy=policy)
+    stats = {"partners": partners, "seed": seed, **truth["profile"], "truth": str(out_dir / "ground_truth.json")}
+    emit(stats, kv_table(f"synthetic interactions -> {out_dir}", stats), as_json)
 
 
 def _synth_segments(out_dir: Path, customers: int, partners: int, seed: int, *, overwrite: bool, policy: bool,

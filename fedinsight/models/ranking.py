@@ -170,8 +170,12 @@ class InteractionSplit:
         return np.bincount(self.train_items, minlength=num_items).astype(np.int64)
 
 
-def leave_latest_out(interactions: pd.DataFrame, catalogue: Catalogue) -> InteractionSplit:
+def leave_latest_out(interactions: pd.DataFrame, catalogue: Catalogue, *, skip_latest: int = 0) -> InteractionSplit:
     """Split: each customer's latest interaction is the test item, the rest is training data.
+
+    ``skip_latest`` drops each customer's latest distinct interactions first: with 1, the test items are
+    set aside and the next-latest becomes the held-out item -- the *validation* split a partner chooses its
+    served model on (:mod:`fedinsight.models.blend`), never touching the test customers' test items.
 
     Repeated (customer, item) pairs are collapsed to their latest timestamp first, so a test item is
     never also a training item. Ties in time keep the table's row order (a stable sort): that is the
@@ -193,6 +197,8 @@ def leave_latest_out(interactions: pd.DataFrame, catalogue: Catalogue) -> Intera
     frame = frame.loc[known].astype({"item": np.int64})
     frame = frame.sort_values(["customer_id", "timestamp"], kind="stable")
     frame = frame.drop_duplicates(["customer_id", "item"], keep="last")
+    for _ in range(skip_latest):
+        frame = frame.drop(index=frame.groupby("customer_id", sort=True).tail(1).index)
     counts = frame.groupby("customer_id", sort=True).size()
     keep = counts.index[counts >= 2]
     dropped_customers = int((counts < 2).sum())

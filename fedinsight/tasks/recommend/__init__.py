@@ -71,7 +71,8 @@ class RecommendTask(Task):
 
     def headline(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
         rows = []
-        for name in ("federated", "federated_global", "centralized", "local_only", "popularity"):
+        for name in ("federated", "federated_global", "served", "partner_alone", "centralized", "local_only",
+                     "popularity"):
             m = summary.get("metrics", {}).get(name)
             if isinstance(m, dict) and m.get("hr@10") is not None:
                 noise = f" (DP-noised, ± {m['ci95_halfwidth']:.3f} at 95 %)" if m.get("noised") else ""

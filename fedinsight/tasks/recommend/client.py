@@ -38,6 +38,7 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from fedinsight.core.errors import BudgetExceededError, ConfigError, DataValidationError, Problem
 from fedinsight.federation.messages import config_of, reply
 from fedinsight.federation.task import Partner, phase_of
+from fedinsight.models.alone import Scorer
 from fedinsight.models.ranking import (
     Catalogue,
     InteractionSplit,
@@ -48,6 +49,7 @@ from fedinsight.models.ranking import (
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
+from fedinsight.tasks.recommend.blending import VALIDATION_FOLDS, Served, alone_arrays, fit_served
 from fedinsight.tasks.recommend.options import EVAL_FIELDS
 from fedinsight.tasks.recommend.state import (
     CustomerState,
@@ -96,6 +98,25 @@ def partner_split(partner: Partner, config: dict[str, Any]) -> tuple[Interaction
     while len(_SPLITS) > _MAX_SPLITS:
         _SPLITS.popitem(last=False)
     return split, catalogue
+
+
+def partner_validation_splits(partner: Partner, catalogue: Catalogue) -> list[InteractionSplit]:
+    """This partner's validation folds: the test items set aside, each customer's next-latest interaction held out,
+    then the one before (what it chooses its served model on; read once, at the end of a job)."""
+    data = partner.data()
+    assert data.interactions is not None  # partner_split refused a partner without interactions
+    return [leave_latest_out(data.interactions, catalogue, skip_latest=s)  # type: ignore[arg-type]
+            for s in range(1, VALIDATION_FOLDS + 1)]
+
+
+def served_record(served: Served) -> dict[str, object]:
+    """The blend as the vault keeps it (for serving): weight, alone kind and lambda, and why."""
+    alone = served.alone
+    record: dict[str, object] = {"weight": served.weight, "alone": alone.kind if alone else None,
+                                 "lambda": alone.lam if alone else None, "note": served.note}
+    if served.choice is not None:
+        record["validation_customers"] = served.choice.customers
+    return record
 
 
 # --- job settings carried by the messages ---------------------------------------------------------
@@ -313,25 +334,32 @@ def evaluate(msg: Message, partner: Partner) -> Message:
     seed, k = int(config.get("seed", 0)), int(config.get("k", 10))
     share = float(config.get("explore", 0.2))
 
-    def rank(served: ItemParams) -> RankingTotals:
-        return evaluate_ranking(split, catalogue, lambda rows: trainer.scores(served, rows), served.bias,
-                                seed=seed, k=k, share=share)
+    def rank(scorer: Scorer, exposure: np.ndarray) -> RankingTotals:
+        return evaluate_ranking(split, catalogue, scorer, exposure, seed=seed, k=k, share=share)
 
-    shared = rank(items)
+    shared = rank(lambda rows: trainer.scores(items, rows), items.bias)
     personalize = int(config.get("personalize-epochs", 0))
-    served = items
+    final = bool(config.get("final", False))
     results = {"": shared}
-    if personalize > 0 and (bool(config.get("final", False)) or not private):
-        # partner-local fine-tuning: never leaves the partner, costs no budget -- and under DP its metrics are not
-        # released either: the fine-tuned table depends on every local customer, so no per-customer bound holds
-        served, _ = trainer.train(items, personalize)
-        if not private:
-            results = {"": rank(served), "global-": shared}
-    if bool(config.get("final", False)):
-        assert trainer.customer_embeddings is not None
-        state.embeddings = trainer.customer_embeddings
-        state.personal_items = served.as_matrix() if personalize > 0 else None
-        save_customer_state(partner.vault, name, state)
+    if final or not private:
+        # partner-local fine-tuning and the blend with the partner's own alone-model: never leave the partner,
+        # cost no budget -- and under DP their metrics are not released either: they depend on every local
+        # customer, so no per-customer bound holds
+        served_items = trainer.train(items, personalize)[0] if personalize > 0 else items
+        blend_on = bool(config.get("blend", True))
+        served = fit_served(split, partner_validation_splits(partner, catalogue) if final else None,
+                            catalogue.num_items, items, served_items, trainer, cfg, personalize=personalize,
+                            eval_seed=seed, blend_on=blend_on)
+        if not private and (personalize > 0 or blend_on):
+            results = {"": rank(served.scorer(split, catalogue.num_items), served_items.bias), "global-": shared}
+        if final:
+            assert trainer.customer_embeddings is not None
+            state.embeddings = trainer.customer_embeddings
+            state.personal_items = served_items.as_matrix() if personalize > 0 else None
+            state.blend = served_record(served)
+            arrays = alone_arrays(served)
+            state.alone_items, state.alone_embeddings = arrays.get("alone_items"), arrays.get("alone_embeddings")
+            save_customer_state(partner.vault, name, state)
     metrics: dict[str, float] = {"seconds": round(time.perf_counter() - start, 1)}
     if private:
         release = gaussian([float(getattr(shared, f)) for f in fields], sensitivity=math.sqrt(len(fields)),

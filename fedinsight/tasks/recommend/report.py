@@ -74,7 +74,35 @@ def recommend_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section
         quality.add("<h3>Exploration share: what it costs and what it buys</h3>"
                     + table(["model", "HR@10 without", "HR@10 with", "HR cost", "diversity gain", "coverage gain"],
                             rows))
-    return cards, [learning, quality]
+    sections = [learning, quality]
+    partners = per_partner_section(summary)
+    if partners is not None:
+        sections.append(partners)
+    return cards, sections
+
+
+PER_PARTNER_MODELS = (("served", "served (blend)"), ("federated_personal", "federated, personalised"),
+                      ("partner_alone", "partner alone"), ("partner_popularity", "partner's popularity"))
+
+
+def per_partner_section(summary: dict[str, Any]) -> Section | None:
+    """Each partner's served blend against what it could do alone (simulations only: ``per_partner``)."""
+    rows_in = {k: v for k, v in (summary.get("per_partner") or {}).items() if isinstance(v, dict)}
+    if not rows_in:
+        return None
+    section = Section("partners", "Each partner: joining vs going alone")
+    rows = []
+    for name, row in sorted(rows_in.items()):
+        hr = [finite((row.get(m) or {}).get("hr@10")) for m, _ in PER_PARTNER_MODELS]
+        rows.append([name, row.get("customers"), row.get("blend_weight"), row.get("alone_model") or "-", *hr])
+    section.add("<h3>HR@10 on each partner's own test customers</h3>"
+                + table(["partner", "customers", "weight of the federated model", "alone model",
+                         *(label for _, label in PER_PARTNER_MODELS)], rows))
+    section.add('<p class="note">Each partner blends the federated model with the model it can train on its own '
+                'customers, the weight chosen on its own validation customers; the choice never leaves the partner. '
+                'Measured by the simulation, which plays every partner: a real partner releases none of these '
+                'numbers.</p>')
+    return section
 
 
 def dp_note(block: dict[str, Any]) -> str:

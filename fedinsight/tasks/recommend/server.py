@@ -435,7 +435,8 @@ def evaluation_releases(job: RecommendJob, catalogue: Catalogue, privacy: Privac
                         reason="epsilon follows from public noise parameters; the time grows with the customer count, "
                                "which is treated as public")]
     items = catalogue.num_items
-    prefixes = ("", "global-") if job.personalize_epochs > 0 else ("",)  # global-: the shared model alone
+    # global-: the shared model alone, when partners serve something else (personalised and/or blended)
+    prefixes = ("", "global-") if job.personalize_epochs > 0 or job.blend else ("",)
     totals = {f"{p}{k}": (items,) for p in prefixes for k in ("recommended", "recommended-explore")}
     return [Release("evaluate", "totals", totals, PUBLIC, kind="arrays",
                     what="how often each item was recommended to the partner's evaluation customers",
@@ -558,7 +559,7 @@ def write_model(folder: Path, job: RecommendJob, catalogue: Catalogue, items: It
             "catalogue_sha256": catalogue.fingerprint(), "attribute": catalogue.attribute, "rounds": job.rounds,
             "epsilon": job.epsilon if job.private else None, "delta": job.delta,
             "noise_multiplier": sigma, "explore": job.explore, "k": job.k,
-            "personalize_epochs": job.personalize_epochs}
+            "personalize_epochs": job.personalize_epochs, "blend": job.blend}
     (folder / "model.json").write_text(json.dumps(meta, indent=2))
 
 

@@ -30,10 +30,12 @@ import pandas as pd
 from fedinsight.core.errors import ConfigError, UnknownCustomerError
 from fedinsight.core.files import atomic_output_file
 from fedinsight.federation.task import Partner
-from fedinsight.models.ranking import Catalogue, explore_slots
+from fedinsight.models.alone import ease_weights, history_matrix
+from fedinsight.models.blend import blend
+from fedinsight.models.ranking import Catalogue, InteractionSplit, explore_slots
 from fedinsight.models.topk import exploration_masks, rank_batch
 from fedinsight.tasks.recommend import segments
-from fedinsight.tasks.recommend.state import customer_state_name, load_customer_state
+from fedinsight.tasks.recommend.state import CustomerState, customer_state_name, load_customer_state
 
 PERSONAL = "personal"
 POPULAR = "popular-in-segment"
@@ -41,6 +43,7 @@ BATCH = 2048  # customers per matrix product: (2048 x items) float32 scores stay
 OUTPUT_SUFFIXES = (".parquet", ".csv")
 
 Progress = Callable[[int, int], None]
+AloneScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (state rows, servable positions) -> scores
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,25 @@ class PartnerServer:
         self.attribute_text = np.asarray(self.model.attribute_text, dtype=object)
         self.titles = self._titles(data.items, catalogue)  # type: ignore[arg-type]
         self._own: np.ndarray | None = None
+        self.blend_weight, self._alone = self._alone_model(state, catalogue.num_items)
+
+    def _alone_model(self, state: CustomerState, num_items: int) -> tuple[float, AloneScorer | None]:
+        """The blend the partner chose at the end of the job (:mod:`.blending`): its weight and the alone-model's
+        scorer of (state rows, servable positions). An item-item model is refitted here, in closed form from its
+        lambda, on the servable customers' histories (consent and erasures applied)."""
+        weight = float(state.blend.get("weight", 1.0))  # type: ignore[arg-type]
+        kind = state.blend.get("alone")
+        if weight >= 1.0 or kind is None:
+            return 1.0, None
+        if kind == "mf":
+            if state.alone_items is None or state.alone_embeddings is None:
+                raise ConfigError("the customer state names an alone MF model but holds none: train the job again")
+            emb, table = state.alone_embeddings, state.alone_items
+            return weight, lambda rows, _who: emb[rows] @ table[:, :-1].T + table[:, -1]
+        histories = InteractionSplit(tuple(str(t) for t in self.tokens), self.indptr, self.seen,
+                                     np.zeros(len(self.tokens), dtype=np.int64))
+        weights = ease_weights(histories, num_items, float(state.blend["lambda"]))  # type: ignore[arg-type]
+        return weight, lambda _rows, who: history_matrix(histories, num_items, who) @ weights
 
     # --- loading -------------------------------------------------------------------------------------
 
@@ -204,6 +226,8 @@ class PartnerServer:
                 values = self.popularity.shares(who, lists.items)
             else:
                 matrix = self.embeddings[rows[part]] @ self.item_emb.T + self.item_bias
+                if self._alone is not None:  # the partner's blend with its own alone-model (scores: z-scores)
+                    matrix = blend(matrix, self._alone(rows[part], who), self.blend_weight)
                 eligible = (exploration_masks(self.model.catalogue.attributes, self.item_bias, indptr, seen)
                             if self.share > 0 else None)
                 lists = rank_batch(matrix, indptr, seen, k, self.share, eligible)

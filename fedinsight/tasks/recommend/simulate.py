@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,9 @@ from fedinsight.models.ranking import (
     leave_latest_out,
     popularity_scores,
 )
-from fedinsight.models.recommender import BPRConfig, fit_bpr
+from fedinsight.models.recommender import BPRConfig, ItemParams, fit_bpr
 from fedinsight.tasks.recommend.options import RecommendOptions
+from fedinsight.tasks.recommend.per_partner import per_partner
 
 CATALOGUE_FILE = "catalogue.parquet"
 
@@ -93,10 +95,10 @@ def baselines(partners: dict[str, PartnerData], catalogue: Catalogue, options: R
 def ratios(metrics: dict[str, Any], k: int = 10) -> dict[str, float | None]:
     """Federated (and, if partners personalised, the shared model alone) over each baseline: HR@k, NDCG@k."""
     out: dict[str, float | None] = {}
-    for model in ("federated", "federated_global"):
+    for model in ("federated", "federated_global", "served"):
         if model not in metrics:
             continue
-        for base in ("centralized", "popularity", "local_only"):
+        for base in ("centralized", "popularity", "local_only", "partner_alone"):
             if base in metrics:
                 for m in (f"hr@{k}", f"ndcg@{k}"):
                     denominator = metrics[base].get(m)
@@ -118,11 +120,33 @@ def simulation_baselines(options: RecommendOptions, sim: Simulated, purpose: str
     catalogue = Catalogue.from_items(_catalogue_table(partners))
     metrics, timing = baselines(partners, catalogue, options,
                                 lambda stage, done, total: progress.report(stage, done, total))
-    return {"metrics": metrics, "timing": timing}
+
+    def after(summary: dict[str, Any]) -> dict[str, Any] | None:
+        """Once the job has run: every partner's served, federated and alone models on its test customers."""
+        model = (summary.get("artifacts") or {}).get("model")
+        if sim.vaults is None or not model or not (Path(model) / "items.npz").is_file():
+            return None
+        with np.load(Path(model) / "items.npz", allow_pickle=False) as data:
+            items = ItemParams(np.array(data["embeddings"]), np.array(data["bias"]))
+        return per_partner(partners, sim.vaults(), str(summary.get("job_id", "")), items, catalogue,
+                           seed=options.seed, explore=options.explore, k=options.k)
+
+    return {"metrics": metrics, "timing": timing, "after": after}
+
+
+PER_PARTNER_NOTE = ("simulation only, exact: each partner's models as it keeps them (served blend, its federated "
+                    "model, its alone-model chosen on its validation customers, its own popularity), on its test "
+                    "customers; a deployed partner releases none of these")
 
 
 def merge(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     summary["metrics"] = {**summary["metrics"], **extra.get("metrics", {})}
+    after = extra.get("after")
+    found = after(summary) if after is not None else None
+    if found is not None:
+        summary["per_partner"] = {"note": PER_PARTNER_NOTE, **found["partners"]}
+        for model, block in found["totals"].items():
+            summary["metrics"][model] = {**block, "note": PER_PARTNER_NOTE}
     summary["metrics"]["ratios"] = ratios(summary["metrics"])
     summary["timing"] = {**summary.get("timing", {}), **{k: round(v, 3) for k, v in extra.get("timing", {}).items()}}
     return summary

@@ -31,6 +31,9 @@ class CustomerState:
     rounds: int = 0
     personal_items: np.ndarray | None = None  # (items, dim + 1) partner-local fine-tuned item table
     popularity_released: bool = False
+    blend: dict[str, object] = field(default_factory=dict)  # the served blend: weight, alone kind, lambda
+    alone_items: np.ndarray | None = None  # (items, dim + 1) the partner-alone MF's item table, if that was chosen
+    alone_embeddings: np.ndarray | None = None  # (customers, dim) its customer embeddings
 
 
 def customer_state_name(job_id: str) -> str:
@@ -42,14 +45,15 @@ def save_customer_state(vault: Vault, name: str, state: CustomerState) -> Path:
     """Seal the state in the partner's vault (AES-GCM, bound to its name, written atomically, mode 0600); the
     vault lists it as an ``embeddings`` artifact, so ``partner forget`` knows which files predate a request."""
     meta = {"job_id": state.job_id, "rounds": state.rounds, "accountant": state.accountant.history,
-            "popularity_released": state.popularity_released}
+            "popularity_released": state.popularity_released, "blend": state.blend}
     arrays: dict[str, np.ndarray] = {
         "customer_ids": np.asarray(state.customer_ids, dtype=str),
         "embeddings": np.asarray(state.embeddings, dtype=np.float32),
         "meta": np.asarray(json.dumps(meta)),
     }
-    if state.personal_items is not None:
-        arrays["personal_items"] = np.asarray(state.personal_items, dtype=np.float32)
+    for key in ("personal_items", "alone_items", "alone_embeddings"):
+        if getattr(state, key) is not None:
+            arrays[key] = np.asarray(getattr(state, key), dtype=np.float32)
     return vault.save(name, arrays_to_bytes(arrays), kind="embeddings", job_id=state.job_id, purpose="recommendation")
 
 
@@ -59,7 +63,11 @@ def load_customer_state(vault: Vault, name: str) -> CustomerState:
         raise ConfigError(f"no customer state '{name}' on this partner: train the recommender on it first")
     data = arrays_from_bytes(vault.load(name))
     meta = json.loads(str(data["meta"]))
-    personal = data.get("personal_items")
+
+    def optional(key: str) -> np.ndarray | None:
+        value = data.get(key)
+        return None if value is None else np.array(value, dtype=np.float32)
+
     return CustomerState(
         job_id=str(meta["job_id"]),
         customer_ids=tuple(str(c) for c in data["customer_ids"]),
@@ -67,5 +75,8 @@ def load_customer_state(vault: Vault, name: str) -> CustomerState:
         accountant=CustomerLevelAccountant([tuple(h) for h in meta["accountant"]]),  # type: ignore[misc]
         rounds=int(meta["rounds"]),
         popularity_released=bool(meta.get("popularity_released", False)),
-        personal_items=None if personal is None else np.array(personal, dtype=np.float32),
+        personal_items=optional("personal_items"),
+        blend=dict(meta.get("blend", {})),
+        alone_items=optional("alone_items"),
+        alone_embeddings=optional("alone_embeddings"),
     )

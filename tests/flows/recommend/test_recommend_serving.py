@@ -271,3 +271,41 @@ def test_the_simulation_baselines_run_on_a_catalogue_without_genres(federation, 
     metrics, _ = baselines(views, catalogue, options)
     for model in ("popularity", "centralized", "local_only"):
         assert metrics[model]["ild"] is None and 0 <= metrics[model]["hr@10"] <= 1
+
+
+def test_personal_lists_are_the_blend_each_partner_chose_of_its_federated_and_alone_scores(federation, default_run):
+    """Serving uses the blend the partner chose at the end of the job (joining never hurts): recomputed here from
+    the sealed state and the partner's own interactions, the top-k without exploration is the same list."""
+    from fedinsight.models.alone import ease_weights, history_matrix
+    from fedinsight.models.blend import WEIGHTS, blend
+    from fedinsight.models.ranking import InteractionSplit
+
+    run, out = default_run
+    checked = 0
+    for partner in PARTNER_NAMES:
+        side = open_partner(federation.folder(partner), "recommendation")
+        state = load_customer_state(side.vault, customer_state_name(run.summary["job_id"]))
+        weight = float(state.blend["weight"])
+        assert weight in WEIGHTS and state.blend["alone"] in ("item-item", "mf", None)
+        server = PartnerServer(out / "model", side, explore=0.0)
+        positions = np.flatnonzero(server.state_row >= 0)[:25]
+        rows = server.state_row[positions]
+        table = state.personal_items if state.personal_items is not None else None
+        assert table is not None  # private default: partners personalise
+        scores = state.embeddings[rows] @ table[:, :-1].T + table[:, -1]
+        catalogue = server.model.catalogue
+        histories = InteractionSplit(tuple(server.tokens), server.indptr, server.seen, np.zeros(len(server.tokens)))
+        if state.blend["alone"] == "mf":
+            alone = state.alone_embeddings[rows] @ state.alone_items[:, :-1].T + state.alone_items[:, -1]
+        elif state.blend["alone"] == "item-item":
+            weights = ease_weights(histories, catalogue.num_items, float(state.blend["lambda"]))
+            alone = history_matrix(histories, catalogue.num_items, positions) @ weights
+        if state.blend["alone"] is not None and weight < 1.0:
+            scores = blend(scores, alone, weight)
+        for r, position in enumerate(positions):
+            scores[r, histories.items_of(int(position))] = -np.inf  # seen items are never recommended
+        best = -np.sort(-scores, axis=1)[:, :K]  # compared by score: equal scores may come in any order
+        served = np.take_along_axis(scores, server.rank(positions, K)["items"], axis=1)
+        assert np.allclose(served, best, rtol=1e-5, atol=1e-5)
+        checked += 1
+    assert checked == len(PARTNER_NAMES)

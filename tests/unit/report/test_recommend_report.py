@@ -29,3 +29,21 @@ def test_an_exact_evaluation_has_no_noise_note():
     cards, sections = recommend_sections(_summary(exact))
     html = "".join(cards) + "".join(s.html() for s in sections)
     assert "noised sums" not in html and "DP noise" not in html
+
+
+def test_a_simulation_shows_each_partners_blend_against_going_alone_in_its_own_names():
+    summary = _summary({"hr@10": 0.5, "ndcg@10": 0.3, "coverage": 0.2, "ild": 0.6, "customers": 150})
+    summary["per_partner"] = {
+        "note": "simulation only",
+        "上海旗舰店": {"customers": 94, "blend_weight": 0.25, "alone_model": "item-item",
+                      "served": {"hr@10": 0.61}, "federated_personal": {"hr@10": 0.52},
+                      "partner_alone": {"hr@10": 0.58}, "partner_popularity": {"hr@10": 0.4}},
+        "shop-us": {"note": "no customer state from this job (the partner did not finish it)"},
+    }
+    _, sections = recommend_sections(summary)
+    partners = next(s for s in sections if s.id == "partners")
+    html = partners.html()
+    assert "上海旗舰店" in html and "item-item" in html and "0.25" in html
+    assert "0.61" in html and "0.58" in html and "releases none" in html
+    _, without = recommend_sections(_summary({"hr@10": 0.5, "ndcg@10": 0.3, "customers": 150}))
+    assert all(s.id != "partners" for s in without)

@@ -1,0 +1,114 @@
+"""The partner's served model: the federated model blended with the partner's own alone-model (never sent).
+
+One function, :func:`fit_served`, used by the partner at the end of a job (:func:`.client.evaluate`) and by the
+simulation driver when it measures per-partner results (:mod:`.simulate`), so what is measured is what is served.
+The choice is made on the partner's validation customers (:mod:`fedinsight.models.blend`); then the chosen
+alone-model is refitted on all of the partner's training interactions, and served next to the federated model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from fedinsight.models.alone import AloneModel, Scorer, candidates, fit_alone
+from fedinsight.models.blend import BlendChoice, Fold, blend, choose_folds, validation_candidates
+from fedinsight.models.ranking import InteractionSplit
+from fedinsight.models.recommender import BPRConfig, ItemParams, LocalTrainer
+
+VALIDATION_FIT_EPOCHS = 20
+"""Customer-side epochs fitting fresh embeddings of the validation customers to the federated item table: their
+job embeddings saw the validation items during training, so they are not reused (that would flatter the
+federated side of the choice)."""
+VALIDATION_FOLDS = 2
+"""Validation folds: each customer's next-latest training interaction held out, then the one before it."""
+ONE_FOLD_CUSTOMERS = 500
+"""From this many validation customers one fold decides (HR@10's standard error is then below 0.025): at 1,000
+customers a partner's blend choice costs minutes, and a second fold doubles it."""
+MIN_VALIDATION_CUSTOMERS = 10
+"""Below this many validation customers a partner does not blend (the choice would be noise): it serves the
+federated model."""
+ALONE_EPOCHS = 50  # the alone MF's epochs, as the simulation's local-only baseline
+
+
+@dataclass
+class Served:
+    """What a partner serves: the federated model (``items`` with ``trainer``'s customer embeddings), its
+    alone-model on the full split, and the blend weight (1: the federated model only)."""
+
+    weight: float
+    items: ItemParams
+    trainer: LocalTrainer
+    alone: AloneModel | None
+    choice: BlendChoice | None
+    note: str = ""
+
+    def federated_scorer(self) -> Scorer:
+        return lambda rows: self.trainer.scores(self.items, rows)
+
+    def scorer(self, split: InteractionSplit, num_items: int) -> Scorer:
+        """The served scores: the blend (standardised) or the federated scores alone."""
+        federated = self.federated_scorer()
+        if self.alone is None or self.weight >= 1.0:
+            return federated
+        alone = self.alone.scorer(split, num_items)
+        return lambda rows: blend(federated(rows), alone(rows), self.weight)
+
+
+def federated_on(split: InteractionSplit, num_items: int, items: ItemParams, cfg: BPRConfig, personalize: int,
+                 seed: int | None) -> tuple[LocalTrainer, ItemParams]:
+    """Fit fresh customer embeddings of ``split`` to the federated item table, then (``personalize`` > 0) fine-tune
+    the table on ``split``: the federated side as this partner would serve it."""
+    trainer = LocalTrainer(split, num_items, replace(cfg, optimizer="adam"), seed=seed)
+    trainer.train(items, VALIDATION_FIT_EPOCHS, train_items=False)
+    served = trainer.train(items, personalize)[0] if personalize > 0 else items
+    return trainer, served
+
+
+def choose_on_validation(split: InteractionSplit, validation: list[InteractionSplit], num_items: int,
+                         items: ItemParams, cfg: BPRConfig, *, personalize: int, eval_seed: int,
+                         seed: int | None = None) -> tuple[BlendChoice, AloneModel]:
+    """The blend weight and the best alone-model, chosen on the ``validation`` folds (held-out earlier items of the
+    partner's training customers); the alone-model returned is refitted on the full ``split``."""
+    folds: list[Fold] = []
+    fitted: dict[str, AloneModel] = {}
+    for fold in validation:
+        cands = validation_candidates(fold, split, num_items, eval_seed)
+        trainer, fed_items = federated_on(fold, num_items, items, cfg, personalize, seed)
+        alones = candidates(fold, num_items, dim=cfg.dim, epochs=ALONE_EPOCHS, seed=seed)
+        fitted = fitted or alones
+        folds.append((cands, lambda rows, t=trainer, q=fed_items: t.scores(q, rows),
+                      {name: model.scorer(fold, num_items) for name, model in alones.items()}))
+    choice = choose_folds(folds)
+    chosen = fitted[choice.alone]
+    alone = fit_alone(split, num_items, chosen.kind, lam=chosen.lam, dim=cfg.dim, epochs=ALONE_EPOCHS, seed=seed)
+    return choice, alone
+
+
+def fit_served(split: InteractionSplit, validation: list[InteractionSplit] | None, num_items: int, items: ItemParams,
+               served_items: ItemParams, trainer: LocalTrainer, cfg: BPRConfig, *, personalize: int, eval_seed: int,
+               blend_on: bool = True, seed: int | None = None) -> Served:
+    """The partner's served model. ``served_items``/``trainer``: the federated model as personalised on the full
+    split; ``items``: the federated table as received (personalisation is replayed on the validation split)."""
+    if not blend_on:
+        return Served(1.0, served_items, trainer, None, None, "blending off (--no-blend)")
+    validation = [fold for fold in validation or [] if fold.num_customers >= MIN_VALIDATION_CUSTOMERS]
+    if validation and validation[0].num_customers >= ONE_FOLD_CUSTOMERS:
+        validation = validation[:1]  # enough customers for a steady choice: the second fold would only cost time
+    if not validation:
+        return Served(1.0, served_items, trainer, None, None,
+                      f"fewer than {MIN_VALIDATION_CUSTOMERS} validation customers: the federated model is served")
+    choice, alone = choose_on_validation(split, validation, num_items, items, cfg, personalize=personalize,
+                                         eval_seed=eval_seed, seed=seed)
+    return Served(choice.weight, served_items, trainer, alone, choice)
+
+
+def alone_arrays(served: Served) -> dict[str, np.ndarray]:
+    """What the vault keeps of the alone-model for serving: an MF's tables; an item-item model is refitted from
+    its lambda (closed form)."""
+    alone = served.alone
+    if alone is None or alone.kind != "mf":
+        return {}
+    assert alone.items is not None and alone.customer_embeddings is not None
+    return {"alone_items": alone.items.as_matrix(), "alone_embeddings": alone.customer_embeddings}

@@ -1,0 +1,109 @@
+"""Joining never hurts: the served blend is chosen on validation customers only and is, on them, at least as
+good as the partner's best alone-model -- on a planted partner whose alone-model beats a useless federated model.
+
+Everything here is exact (no DP noise): the alone MF and the personalisation run with fixed seeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fedinsight.models.alone import candidates, ease_weights, history_matrix
+from fedinsight.models.blend import WEIGHTS, blend, choose, standardize, validation_candidates
+from fedinsight.models.ranking import Catalogue, hit_and_ndcg, leave_latest_out
+from fedinsight.models.recommender import BPRConfig, ItemParams
+from fedinsight.tasks.recommend.blending import choose_on_validation, federated_on
+
+
+def _planted(customers: int = 80, groups: int = 4, per_group: int = 30, each: int = 12, seed: int = 3):
+    """Customers in taste groups, each buying ``each`` items of its own group's ``per_group``: co-occurrence
+    (what a partner's own item-item model learns) predicts the held-out items; a random item table does not."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(customers):
+        group = c % groups
+        chosen = rng.choice(per_group, size=each, replace=False) + group * per_group
+        for t, item in enumerate(chosen):
+            rows.append((f"c{c:03d}", f"i{item:03d}", pd.Timestamp("2024-01-01") + pd.Timedelta(days=t)))
+    frame = pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp"])
+    catalogue = Catalogue.from_ids([f"i{j:03d}" for j in range(groups * per_group + 40)])  # 40 nobody bought
+    return frame, catalogue
+
+
+def test_the_validation_split_holds_out_the_next_latest_item_and_never_a_test_item():
+    frame, catalogue = _planted()
+    full = leave_latest_out(frame, catalogue)
+    validation = leave_latest_out(frame, catalogue, skip_latest=1)
+    assert validation.customer_ids == full.customer_ids
+    cands = validation_candidates(validation, full, catalogue.num_items, seed=0)
+    for c in range(full.num_customers):
+        assert validation.test_items[c] in full.items_of(c)  # the held-out item is a training item of the job
+        assert full.test_items[c] not in validation.items_of(c)
+        assert full.test_items[c] not in cands[c]  # the test item is neither the target nor a negative
+
+
+def test_on_a_partner_whose_alone_model_is_better_the_blend_is_at_least_as_good_as_alone_on_validation():
+    frame, catalogue = _planted()
+    n = catalogue.num_items
+    full = leave_latest_out(frame, catalogue)
+    validation = leave_latest_out(frame, catalogue, skip_latest=1)
+    useless = ItemParams.init(n, 8, seed=1)  # a random item table: what a federated model knows of nobody
+    cfg = BPRConfig(dim=8)
+    choice, alone = choose_on_validation(full, [validation], n, useless, cfg, personalize=0, eval_seed=0,
+                                         seed=5)
+
+    # recomputed here, independently of choose(): the alone item-item model and the served blend on validation
+    cands = validation_candidates(validation, full, n, seed=0)
+    assert choice.alone.startswith("item-item")
+    lam = float(choice.alone.split("lambda ")[1].rstrip(")"))
+    alone_scores = history_matrix(validation, n) @ ease_weights(validation, n, lam)
+    hr_alone, _ = hit_and_ndcg(np.take_along_axis(alone_scores, cands, 1))
+    trainer, fed_items = federated_on(validation, n, useless, cfg, 0, seed=5)
+    fed_scores = trainer.scores(fed_items, np.arange(validation.num_customers))
+    hr_fed, _ = hit_and_ndcg(np.take_along_axis(fed_scores, cands, 1))
+    served = blend(fed_scores, alone_scores, choice.weight)
+    hr_served, _ = hit_and_ndcg(np.take_along_axis(served, cands, 1))
+
+    assert hr_alone.mean() > hr_fed.mean() + 0.3  # the plant: alone is far better than the federated model here
+    assert choice.weight < 1.0
+    assert hr_served.mean() >= hr_alone.mean() - 1e-12  # joining never hurts, on the partner's validation
+    assert abs(hr_served.mean() - choice.served[0]) < 1e-12
+    assert hr_served.mean() >= max(choice.validation[name][0] for name in choice.validation if name != "federated"
+                                   and not name.startswith("blend")) - 1e-12  # every alone candidate, MF too
+    assert alone.kind == "item-item" and alone.lam == lam  # refitted on the full split for serving
+    assert alone.weights is not None and alone.weights.shape == (n, n)
+
+
+def test_choose_keeps_the_federated_model_when_it_is_the_better_one():
+    frame, catalogue = _planted()
+    n = catalogue.num_items
+    full = leave_latest_out(frame, catalogue)
+    validation = leave_latest_out(frame, catalogue, skip_latest=1)
+    cands = validation_candidates(validation, full, n, seed=0)
+    alones = candidates(validation, n, dim=8, epochs=2, seed=0)
+    truth = np.zeros((validation.num_customers, n))
+    truth[np.arange(validation.num_customers), validation.test_items] = 1.0  # an oracle "federated" model
+    choice = choose(cands, lambda rows: truth[rows], {k: m.scorer(validation, n) for k, m in alones.items()})
+    assert choice.weight == 1.0 and choice.served[0] == 1.0
+    assert set(f"blend {w:g}" for w in WEIGHTS) <= set(choice.validation)
+
+
+def test_standardize_keeps_each_customers_ranking_and_handles_constant_rows():
+    scores = np.array([[3.0, 1.0, 2.0], [5.0, 5.0, 5.0]])
+    z = standardize(scores)
+    assert list(np.argsort(z[0])) == list(np.argsort(scores[0]))
+    assert np.all(z[1] == 0.0)
+    assert np.allclose(z[0].mean(), 0.0) and np.isclose(z[0].std(), 1.0)
+
+
+def test_two_validation_folds_are_pooled_and_the_served_blend_beats_every_alone_model_on_them():
+    frame, catalogue = _planted(customers=60)
+    n = catalogue.num_items
+    full = leave_latest_out(frame, catalogue)
+    folds = [leave_latest_out(frame, catalogue, skip_latest=s) for s in (1, 2)]
+    useless = ItemParams.init(n, 8, seed=2)
+    choice, _ = choose_on_validation(full, folds, n, useless, BPRConfig(dim=8), personalize=0, eval_seed=0, seed=1)
+    assert choice.customers == sum(f.num_customers for f in folds) == 120
+    alones = [v for name, v in choice.validation.items() if name != "federated" and not name.startswith("blend")]
+    assert choice.served >= max(alones) and choice.served >= choice.validation["federated"]
