@@ -16,9 +16,10 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedinsight.coordinator.identities import read_partner_nodes
+from fedinsight.coordinator.identities import FILE_NAME, read_partner_nodes
 from fedinsight.coordinator.jobs import job_lifecycle
 from fedinsight.coordinator.state import ENV_STATE_DIR
+from fedinsight.core.errors import StateIntegrityError
 from fedinsight.federation import registry
 from fedinsight.federation.capture import capture_if_requested
 from fedinsight.federation.task import start
@@ -37,4 +38,7 @@ def main(grid: Grid, context: Context) -> None:
         # on a coordinator: which node authenticated with which partner's key (None in a simulation)
         state_dir = os.environ.get(ENV_STATE_DIR)
         identities = read_partner_nodes(Path(state_dir)) if state_dir else None
+        if state_dir and identities is None:  # a coordinator always records them at start: fail closed
+            raise StateIntegrityError(f"{Path(state_dir) / FILE_NAME} is missing, so no partner's id can be checked "
+                                      "against its key; restart the coordinator to re-register the partners' keys")
         start(task, capture_if_requested(grid), context, identities=identities)

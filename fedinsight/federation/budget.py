@@ -174,6 +174,10 @@ class BudgetGate:
                 job_delta: float) -> Refusal | None:
         """The limit ``events`` would pass -- the partner's own cap first, then the job's target -- or None."""
         after_all = self._lifetime(events)
+        if math.isinf(after_all):  # even without a cap: thresholds that use up its delta leave no guarantee
+            return Refusal("partner", self.cap, after_all,
+                           f"partner {self.partner_id}: the release's thresholding delta would use up what is left of "
+                           f"its delta {self.delta:g} (no epsilon holds then)")
         if after_all > self.cap * (1 + 1e-9):
             return Refusal("partner", self.cap, after_all,
                            f"partner {self.partner_id}: the release would take its customers to epsilon "
@@ -198,7 +202,9 @@ class BudgetGate:
             return self.status(job_id, job_delta)
         if not job_epsilon > 0:
             raise ConfigError(f"job '{job_id}' carries no epsilon target; refused")
-        self.check_delta(job_delta)
+        # the job's whole delta: the one it is stated at plus every thresholding delta it carries, whatever the
+        # coordinator's messages name
+        self.check_delta(job_delta + threshold_delta([*self.ledger.job_events(self.partner_id, job_id), *events]))
         reason = self.would_refuse(job_id, events, job_epsilon=job_epsilon, job_delta=job_delta)
         if reason is not None:
             raise BudgetExceededError(reason + "; refused")

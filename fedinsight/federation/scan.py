@@ -39,6 +39,20 @@ class Scan:
         unknown = sorted(set(self.tables) - set(CANONICAL_TABLES))
         if unknown:
             raise ValueError(f"scan {self.name} reads unknown table(s) {', '.join(unknown)}")
+        read = read_tables(self.sql)
+        undeclared = sorted(read - set(self.tables))
+        if undeclared:  # the engine also holds each table's raw, unfiltered form: a scan reads only the protected ones
+            raise ValueError(f"scan {self.name} reads table(s) it does not declare: {', '.join(undeclared)}")
+
+
+def read_tables(sql: str) -> set[str]:
+    """The tables ``sql`` reads (its own CTEs left out), by sqlglot's parse in DuckDB's dialect."""
+    import sqlglot
+    from sqlglot import exp
+
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    return {t.name for t in tree.find_all(exp.Table) if t.name and t.name not in ctes}
 
 
 def timestamp_literal(value: str | pd.Timestamp) -> str:

@@ -83,10 +83,15 @@ class PartnerSide:
         self.view = PartnerView(path, purpose, policy_file=self.settings.get("protection-policy"),
                                 mapping_file=self.settings.get("mapping"), rates=rates, name=self.partner_id,
                                 engine=EngineSettings.from_node(self.settings))
+        self._data: PartnerData | None = None
 
     # the Partner protocol
     def data(self) -> PartnerData:
-        return self.view.tables()
+        """The view's tables, read once per message (a PartnerSide serves one message: the next one reads again,
+        so a consent change or an erasure takes effect from the next message on)."""
+        if self._data is None:
+            self._data = self.view.tables()
+        return self._data
 
     @property
     def vault(self) -> PartnerVault:

@@ -97,6 +97,14 @@ class ThresholdDeltaEvent(dp_event.DpEvent):
             raise ConfigError(f"a thresholding delta must be in [0, 1) (got {self.delta})")
 
 
+THRESHOLD_DELTA_SHARE = 1e-3
+"""A thresholding release's default delta, as a share of the delta its job is stated at (1e-9 at 1e-6).
+
+Why this small: thresholding deltas add up over a partner's whole history and come out of its one budget delta,
+so at a tenth of the job's delta ten key discoveries would use up a partner's default delta 1e-6 for good; at a
+thousandth a thousand would. It costs little: the threshold grows with sqrt(log(1/delta)), ~13 % from 1e-7 to 1e-9."""
+
+
 def _without_thresholds(event: dp_event.DpEvent) -> tuple[dp_event.DpEvent | None, float]:
     """``event`` with its thresholding deltas taken out (None if nothing is left), and their sum."""
     if isinstance(event, ThresholdDeltaEvent):

@@ -20,6 +20,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.core.procs import free_port
 from fedinsight.federation.partners import wait_for_partners
 from fedinsight.federation.simulation import run_simulation
 
@@ -28,22 +29,23 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 RAY = Path(sys.executable).with_name("ray")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A one-CPU Ray head on a free port: its address, then stopped by PID."""
-    port = _free_port()
+    port = free_port()
+    # every port the head opens is a free one (Ray's defaults are fixed numbers, which another Ray on the machine
+    # may hold); workers get a range above a free port
+    ports = [f"--{name}={free_port()}" for name in (
+        "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "node-manager-port", "object-manager-port", "runtime-env-agent-port")]
+    low = free_port()
     log = tmp_path_factory.mktemp("ray") / "ray-start.log"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     with open(log, "w") as out:
         proc = subprocess.Popen([str(RAY), "start", "--head", "--block", "--port", str(port), "--num-cpus", "1",
-                                 "--include-dashboard=false", "--disable-usage-stats"], stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
+                                 "--include-dashboard=false", "--disable-usage-stats", *ports,
+                                 f"--min-worker-port={low}", f"--max-worker-port={min(low + 100, 65535)}"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 120
         while True:  # the GCS answers on the port once the head is up

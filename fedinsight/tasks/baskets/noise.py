@@ -18,12 +18,12 @@ from functools import lru_cache
 from dp_accounting import dp_event
 
 from fedinsight.core.errors import ConfigError
-from fedinsight.privacy.ledger import ThresholdDeltaEvent, compose_epsilon
+from fedinsight.privacy.ledger import THRESHOLD_DELTA_SHARE, ThresholdDeltaEvent, compose_epsilon
 
 SELECTION_SHARE = 0.3
 """Share of the job's rho spent on choosing the candidate items (round 1). The counts that make the support,
 confidence and lift come from round 2, so it gets the larger share; round 1 only needs to rank items."""
-SELECTION_DELTA_SHARE = 0.1
+SELECTION_DELTA_SHARE = THRESHOLD_DELTA_SHARE
 """The thresholding's delta, as a share of the job's delta (it is added to the delta the job is stated at)."""
 
 

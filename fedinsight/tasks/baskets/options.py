@@ -17,7 +17,7 @@ MAX_CANDIDATES = 100
 class BasketsOptions(Options):
     epsilon: float = option(1.0, "Epsilon the whole job spends per partner (item selection and pair counts).",
                             above=0, maximum=100)
-    delta: float = option(1e-6, "Delta the job's epsilon is stated at (item selection adds a tenth of it).",
+    delta: float = option(1e-6, "Delta the job's epsilon is stated at (item selection adds a thousandth of it).",
                           above=0, below=1)
     max_items: int = option(5, "Items (categories) per customer: each customer's most bought ones, the rest "
                                "ignored (bounds one customer's effect on every count).", minimum=2, maximum=12)

@@ -31,7 +31,7 @@ from fedinsight.core.errors import ConfigError, PartnerReplyError
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.manifest import Release
 from fedinsight.privacy.allocation import QueryNoise, query_noise
-from fedinsight.privacy.ledger import ThresholdDeltaEvent
+from fedinsight.privacy.ledger import THRESHOLD_DELTA_SHARE, ThresholdDeltaEvent
 from fedinsight.privacy.mechanisms import threshold_for_delta, threshold_release
 from fedinsight.tasks.insights.aggregates import OTHER, _first_k_keys
 from fedinsight.tasks.insights.customer_features import FeatureRules, Features, customer_features
@@ -68,7 +68,7 @@ def wire_of(job: SpecJob, vocabs: Sequence[str], noise: QueryNoise, *, min_group
     """What partners receive: the dimensions, the bound, the noise, the threshold and the delta it was priced at."""
     d = job.spec.discovery
     k = keys_per_customer(vocabs, d.max_keys_per_customer)
-    max_delta = d.delta if d.delta is not None else delta / 10
+    max_delta = d.delta if d.delta is not None else delta * THRESHOLD_DELTA_SHARE
     threshold = threshold_for_delta(noise.mechanism, noise.multiplier, k, max_delta,
                                     floor=discovery_threshold_floor(job.spec, min_group_size))
     return {"features": job.features,

@@ -115,7 +115,7 @@ class Discovery(_Strict):
         "A key must reach this many customers (noisy) at one partner; default: the minimum group size."))
     weight: float = Field(1.0, gt=0, description="Share of the budget, relative to the insights' weights.")
     delta: float | None = Field(None, gt=0, lt=1, description=(
-        "Chance that a key of a single customer shows at all (added to the job's delta); default delta / 10."))
+        "Chance that a key of a single customer shows at all (added to the job's delta); default delta / 1000."))
     expect_keys: int = Field(5, ge=1, le=200, description="How many keys the planner assumes a dimension finds.")
 
 

@@ -69,7 +69,7 @@ def test_rules_hold_only_released_numbers_with_their_intervals(federation, tmp_p
             lo, hi = pair[f"{key}_ci95"]
             assert lo <= pair[key] <= hi
     assert all(r in summary["pairs"] and r["lift_rank_bound"] > 1 for r in summary["rules"])
-    assert summary["selection"]["delta"] == pytest.approx(2e-7 / 2)  # a tenth of the job's delta (1e-6)
+    assert summary["selection"]["delta"] == pytest.approx(1e-9)  # a thousandth of the job's delta (1e-6)
     # the selection's thresholding delta is on every ledger (coordinator's and partners' own), taken from the delta
     # of the budget, which the job created as its delta plus that share: the epsilon stays the job's
     assert summary["privacy"]["delta_thresholding"] == pytest.approx(summary["selection"]["delta"])

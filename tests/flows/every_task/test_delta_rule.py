@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from support.federations import own_federation, run_in_process
 
-from fedinsight.core.errors import ConfigError
+from fedinsight.core.errors import BudgetExceededError, ConfigError
 from fedinsight.federation.budget import check_job_delta, delta_limit
 from fedinsight.privacy.ledger import PrivacyLedger
 from fedinsight.tasks import TASKS
@@ -54,3 +54,32 @@ def test_the_gate_refuses_a_spend_at_a_larger_delta_than_hello_saw(tmp_path) -> 
     with pytest.raises(ConfigError, match="delta 0.001 is above"):
         gate.spend("j2", [event], job_epsilon=1.0, job_delta=1e-3, kind="query", description="too large")
     assert [c.job_id for c in ledger.charges("p")] == ["j"]
+
+
+def test_thresholding_deltas_count_towards_the_rule_and_cannot_use_up_the_delta(tmp_path) -> None:
+    """A coordinator cannot slip a large delta past the rule as a thresholding delta (insights' discovery and
+    baskets' selection name theirs in the message), and a partner without a cap of its own still refuses
+    thresholds that would leave no delta at all."""
+    from dp_accounting import dp_event
+
+    from fedinsight.federation.budget import BudgetGate
+    from fedinsight.privacy.ledger import ThresholdDeltaEvent
+
+    ledger = PrivacyLedger(f"sqlite:///{tmp_path / 'own.db'}")
+    gate = BudgetGate("p", ledger, cap=10.0, delta=1e-6, require_dp=True)
+    gate.customers = lambda: 1_000_000  # the rule allows delta 1e-7 in all
+    noise = dp_event.GaussianDpEvent(5.0)
+    with pytest.raises(ConfigError, match="is above 1 / \\(10 x its number of customers\\)"):
+        gate.spend("j", [noise, ThresholdDeltaEvent(9e-7)], job_epsilon=5.0, job_delta=1e-8, kind="query",
+                   description="a threshold nine times the partner's limit")
+    gate.spend("j", [noise, ThresholdDeltaEvent(5e-8)], job_epsilon=5.0, job_delta=1e-8, kind="query",
+               description="within the rule")
+    with pytest.raises(ConfigError, match="is above"):  # the job's earlier threshold counts as well
+        gate.spend("j", [noise, ThresholdDeltaEvent(5e-8)], job_epsilon=5.0, job_delta=1e-8, kind="query",
+                   description="the same job's second threshold takes it past the rule")
+    uncapped = BudgetGate("q", ledger, cap=None, delta=1e-6, require_dp=False)
+    uncapped.customers = lambda: 10
+    with pytest.raises(BudgetExceededError, match="would use up what is left of its delta"):
+        uncapped.spend("k", [noise, ThresholdDeltaEvent(2e-6)], job_epsilon=1.0, job_delta=1e-8, kind="query",
+                       description="more delta than the partner has")
+    assert [c.job_id for c in ledger.charges()] == ["j"]

@@ -147,7 +147,7 @@ def test_key_discovery_is_declared_charged_and_never_shows_a_rare_key(own, tmp_p
     assert expected == pytest.approx(4.0, rel=1e-4)  # the spec's epsilon covers discovery and the insights
     assert run.summary["privacy"]["epsilon_charged"] == pytest.approx(expected, rel=1e-6)
     thresholding = run.session.state["discovery"]["max_delta"]
-    assert thresholding == pytest.approx(delta / 10) and threshold_delta(manifest.events()) == thresholding
+    assert thresholding == pytest.approx(delta / 1000) and threshold_delta(manifest.events()) == thresholding
     assert run.summary["privacy"]["delta_thresholding"] == pytest.approx(thresholding)
     coordinator = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
     own_ledgers = PrivacyLedger(f"sqlite:///{tmp_path / 'partners.db'}")

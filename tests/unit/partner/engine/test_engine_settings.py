@@ -95,3 +95,15 @@ def test_partner_toml_carries_the_engine_and_ready_refuses_a_bad_one(shop, tmp_p
     toml.write_text(base.format(engine=f'engine = "spark"\nspark-master = "spark://127.0.0.1:{_closed_port()}"'))
     with pytest.raises(ConfigError, match="spark-master"):
         validate_partner_data(load_partner_config(toml, check_files=False))
+
+
+def test_a_scan_may_read_only_the_tables_it_declares() -> None:
+    """The engine holds each table's raw form beside the protected one (``raw_transactions``: opted-out and erased
+    customers included); a scan naming anything it does not declare is refused when it is defined."""
+    from fedinsight.federation.scan import Scan
+
+    Scan("ok", "WITH t AS (SELECT customer_id FROM transactions) SELECT * FROM t", ("transactions",))
+    with pytest.raises(ValueError, match="does not declare: raw_transactions"):
+        Scan("sneaky", "SELECT customer_id FROM raw_transactions", ("transactions",))
+    with pytest.raises(ValueError, match="does not declare: customers"):
+        Scan("join", "SELECT * FROM transactions JOIN customers USING (customer_id)", ("transactions",))
