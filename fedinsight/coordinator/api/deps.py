@@ -97,12 +97,20 @@ async def principal(request: Request) -> Principal:
 
 
 def require(permission: Permission) -> Callable[..., Principal]:
+    """A dependency refusing (403) a caller whose role lacks ``permission``. The gate makes the same check before
+    the body is parsed (it finds ``permission`` on the returned function); this one stays as a second guard."""
     async def check(who: Principal = Depends(principal)) -> Principal:
         if not who.can(permission):
-            raise HTTPException(403, f"role '{who.role.value}' may not {permission.value}")
+            raise HTTPException(403, forbidden(who, permission))
         return who
 
+    check.permission = permission  # type: ignore[attr-defined]  # read by the gate (api/permissions.py)
     return check
+
+
+def forbidden(who: Principal, permission: Permission) -> str:
+    """The 403 message for a role lacking ``permission`` (the same from the gate and from the dependency)."""
+    return f"role '{who.role.value}' may not {permission.value}"
 
 
 async def pull(request: Request, who: Principal, records: int) -> None:

@@ -1,5 +1,5 @@
-"""The gate every request passes before any route runs: who is calling, are they within their rate, and is the
-body small enough — in that order, and before a byte of the body is parsed.
+"""The gate every request passes before any route runs: who is calling, are they within their rate, may their role
+use this route, and is the body small enough — in that order, and before a byte of the body is parsed.
 
 Why a pure ASGI middleware and not a FastAPI dependency: FastAPI reads and validates the body *before* it
 solves dependencies, so an anonymous caller sending a malformed or huge body would get a 422 (or make the
@@ -12,7 +12,10 @@ server read megabytes) instead of a 401. Here:
 2. rate limits: per token for a known token, per client address for everybody else (failed logins included,
    so guessing tokens is slow); the buckets live in the coordinator database and are shared by all workers
    (:mod:`fedinsight.coordinator.rate_limits`); over the limit is a 429 with ``Retry-After``;
-3. the body: a ``Content-Length`` above the limit is a 413 before anything is read; a body without one
+3. the role: a caller whose role lacks a permission the route demands (read off the route's own
+   ``require(...)`` dependencies, :mod:`fedinsight.coordinator.api.permissions`) is a 403, so an auditor's
+   malformed ``POST /queries`` is told it may not submit queries, not that its JSON is wrong;
+4. the body: a ``Content-Length`` above the limit is a 413 before anything is read; a body without one
    (chunked) is read only up to the limit and refused the moment it passes it. The body read is then
    replayed to the route.
 
@@ -27,8 +30,9 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
-from fedinsight.coordinator.api.deps import ApiContext
-from fedinsight.coordinator.auth import Principal
+from fedinsight.coordinator.api.deps import ApiContext, forbidden
+from fedinsight.coordinator.api.permissions import RoutePermissions
+from fedinsight.coordinator.auth import Permission, Principal
 from fedinsight.coordinator.mfa import SESSION_PREFIX
 from fedinsight.coordinator.rate_limits import SharedTokenBucket
 
@@ -81,8 +85,9 @@ async def _take(bucket: SharedTokenBucket, key: str) -> float:
 class RequestGate:
     """Authenticate, rate-limit and bound the body of every HTTP request (see the module docstring)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, permissions: RoutePermissions) -> None:
         self.inner = inner
+        self.permissions = permissions
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -119,7 +124,14 @@ class RequestGate:
                                        "token and an X-TOTP code from the authenticator app, then use the session "
                                        "token it returns", {"WWW-Authenticate": "Bearer"})
                 return
+            if (missing := self._missing(scope, who)) is not None:  # audited "denied", as from the dependency
+                await reply(send, 403, forbidden(who, missing))
+                return
         await self._bounded(scope, receive, send, ctx.max_body_bytes)
+
+    def _missing(self, scope: dict[str, Any], who: Principal) -> Permission | None:
+        """A permission the route demands that ``who``'s role lacks (checked here, before the body is parsed)."""
+        return next((p for p in sorted(self.permissions.of(scope)) if not who.can(p)), None)
 
     @staticmethod
     def _who(ctx: ApiContext, token: str) -> tuple[Principal | None, bool]:

@@ -10,6 +10,7 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from support.sessions import session_for
 
 from fedinsight.coordinator.api import create_app
 from fedinsight.coordinator.api.audit import AuditWriter
@@ -153,3 +154,23 @@ def test_an_entry_the_log_refuses_fails_only_its_own_request(state):
     results = asyncio.run(three())
     assert results[0] is None and results[2] is None and isinstance(results[1], ConfigError)
     assert [e.actor for e in state.audit.entries()] == ["a", "c"] and state.audit.verify().ok
+
+
+def test_a_role_not_allowed_an_operation_gets_403_before_its_body_is_parsed(state):
+    submitted: list = []
+    client = _app(state, submitted)
+    auditor = session_for(state, state.tokens.create("auditor-1", "auditor")[0])
+    analyst = state.tokens.create("analyst-1", "analyst")[0]
+    json_h = {"Content-Type": "application/json"}
+    for body in (b"{not json", b"[]", b'{"epsilon": "x"}', b'{"query": "ltv-tiers"}'):
+        r = client.post("/queries", content=body, headers={**_h(auditor), **json_h})
+        assert r.status_code == 403 and "may not queries:submit" in r.json()["detail"], (body, r.text)
+    assert client.get("/insights?limit=notanumber", headers=_h(auditor)).status_code == 403  # query params too
+    assert client.get("/audit?limit=notanumber", headers=_h(analyst)).status_code == 403
+    # an allowed role still gets the body checked, and an unknown route is still a 404, not a 403
+    assert client.post("/queries", content=b"{not json", headers={**_h(analyst), **json_h}).status_code == 422
+    assert client.get("/audit?limit=notanumber", headers=_h(auditor)).status_code == 422
+    assert client.get("/no-such-route", headers=_h(auditor)).status_code == 404
+    assert submitted == []
+    refused = [e for e in state.audit.entries(limit=100) if e.detail["status"] == 403]
+    assert len(refused) == 6 and {e.outcome for e in refused} == {"denied"}
