@@ -33,7 +33,6 @@ from fastapi.concurrency import run_in_threadpool
 from fedinsight.coordinator.api.deps import ApiContext, forbidden
 from fedinsight.coordinator.api.permissions import RoutePermissions
 from fedinsight.coordinator.auth import Permission, Principal
-from fedinsight.coordinator.mfa import SESSION_PREFIX
 from fedinsight.coordinator.rate_limits import SharedTokenBucket
 
 PUBLIC = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
@@ -82,6 +81,21 @@ async def _take(bucket: SharedTokenBucket, key: str) -> float:
     return await run_in_threadpool(bucket.take, key)
 
 
+async def _identify(ctx: ApiContext, token: str) -> tuple[Principal | None, bool]:
+    """The caller for a bearer token and whether it came through a session: from memory when remembered, else from
+    the database in the thread pool (a read must not block the event loop)."""
+    if not token:
+        return None, False
+    hit = ctx.tokens.peek(token)
+    return hit if hit is not None else await run_in_threadpool(ctx.tokens.resolve, token)
+
+
+async def _lock_of(ctx: ApiContext, token_id: str) -> str | None:
+    """Why the token is locked (or None): remembered, else read in the thread pool."""
+    known, reason = ctx.monitor.remembered_lock(token_id)
+    return reason if known else await run_in_threadpool(ctx.monitor.locked, token_id)
+
+
 class RequestGate:
     """Authenticate, rate-limit and bound the body of every HTTP request (see the module docstring)."""
 
@@ -96,7 +110,7 @@ class RequestGate:
         ctx: ApiContext = scope["app"].state.api
         state = scope.setdefault("state", {})
         token = _bearer(scope)
-        who, via_session = self._who(ctx, token)
+        who, via_session = await _identify(ctx, token)
         if who is None:
             wait = await _take(ctx.anonymous, client_key(scope))
             if wait > 0:
@@ -113,7 +127,7 @@ class RequestGate:
                 state["refusal"] = "rate-limited"
                 await reply(send, 429, f"too many requests; retry in {wait:.1f}s", _retry_after(wait))
                 return
-            if (reason := ctx.monitor.locked(who.token_id)) is not None and scope["path"] not in PUBLIC:
+            if (reason := await _lock_of(ctx, who.token_id)) is not None and scope["path"] not in PUBLIC:
                 state["refusal"] = "token-locked"
                 await reply(send, 403, f"token locked after unusual access ({reason}); an admin runs "
                                        f"`fedinsight tokens unlock {who.token_id}`")
@@ -132,17 +146,6 @@ class RequestGate:
     def _missing(self, scope: dict[str, Any], who: Principal) -> Permission | None:
         """A permission the route demands that ``who``'s role lacks (checked here, before the body is parsed)."""
         return next((p for p in sorted(self.permissions.of(scope)) if not who.can(p)), None)
-
-    @staticmethod
-    def _who(ctx: ApiContext, token: str) -> tuple[Principal | None, bool]:
-        """The caller for a bearer token (an API token or a session token), and whether it was a session."""
-        if not token:
-            return None, False
-        if token.startswith(f"{SESSION_PREFIX}_"):
-            token_id = ctx.mfa.session_token_id(token)
-            who = ctx.tokens.tokens.principal_of(token_id) if token_id else None  # a revoked token ends its sessions
-            return who, who is not None
-        return ctx.tokens.authenticate(token), False
 
     async def _bounded(self, scope: dict[str, Any], receive: Any, send: Any, limit: int) -> None:
         too_large = f"request body too large (at most {limit} bytes)"

@@ -75,7 +75,7 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
     monitor = AccessMonitor(state.db_url, anomaly, flush_seconds=anomaly_flush_seconds, report=alert_to_audit)
     writer = AuditWriter(audit_log)
     app.state.api = ApiContext(state=state, federation=federation, catalogue_preset=catalogue_preset,
-                               submit=submit, tokens=TokenCache(tokens), rate=rate, bulk=bulk,
+                               submit=submit, tokens=TokenCache(tokens, state.mfa), rate=rate, bulk=bulk,
                                insight_reads_per_minute=insight_reads_per_minute, probes=probes,
                                insights=reader, ledger=ledger, writer=writer, anonymous=anonymous,
                                max_body_bytes=max_body_bytes, mfa=state.mfa, mfa_roles=mfa_roles,

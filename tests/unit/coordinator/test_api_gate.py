@@ -174,3 +174,34 @@ def test_a_role_not_allowed_an_operation_gets_403_before_its_body_is_parsed(stat
     assert submitted == []
     refused = [e for e in state.audit.entries(limit=100) if e.detail["status"] == 403]
     assert len(refused) == 6 and {e.outcome for e in refused} == {"denied"}
+
+
+def test_the_gate_reads_the_database_off_the_event_loop(state):
+    """Token lookup, session check and lock check run in the thread pool (no running event loop in their thread);
+    a remembered token is served from memory without any lookup."""
+    import asyncio
+
+    client = _app(state, [])
+    ctx = client.app.state.api  # type: ignore[attr-defined]
+    calls: list[tuple[str, bool]] = []
+
+    def watched(name: str, fn):  # noqa: ANN001, ANN202
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            try:
+                asyncio.get_running_loop()
+                on_loop = True
+            except RuntimeError:
+                on_loop = False
+            calls.append((name, on_loop))
+            return fn(*args, **kwargs)
+        return call
+
+    ctx.tokens.tokens.authenticate = watched("token", ctx.tokens.tokens.authenticate)
+    ctx.mfa.session_token_id = watched("session", ctx.mfa.session_token_id)
+    ctx.monitor.locked = watched("lock", ctx.monitor.locked)
+    analyst = state.tokens.create("analyst-1", "analyst")[0]
+    auditor = session_for(state, state.tokens.create("auditor-1", "auditor")[0])
+    assert client.get("/budget", headers=_h(analyst)).status_code == 200
+    assert client.get("/budget", headers=_h(analyst)).status_code == 200  # remembered: no second lookup
+    assert client.get("/audit", headers=_h(auditor)).status_code == 200
+    assert sorted(calls) == [("lock", False), ("lock", False), ("session", False), ("token", False)]
