@@ -88,3 +88,63 @@ def test_findings_of_several_batches_merge_into_one_problem():
     assert merged[0].message == "negative value (must be >= 0) in 14 row(s) (lines 5, 9, 30, 31, 32, 33, 34, 35, " \
                                 "36, 37 and 4 more)"
     assert merged[0].values == ("-1", "-2") and merged[1].column == "quantity"
+
+
+def _write_parquet(path: Path) -> None:
+    """5,000 transactions in ten row groups of 500; amounts stored as text (a partner's export may), with a bad
+    amount at row 4201, a quantity beyond int64 at row 2602 and row 3101 repeating row 41's id."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    k = np.arange(ROWS)
+    amount = np.full(ROWS, "12.50", dtype=object)
+    amount[4200] = "twelve"
+    quantity = (1 + k % 3).astype(np.uint64)
+    quantity[2601] = np.iinfo(np.uint64).max
+    tid = np.char.add("t", k.astype(str)).astype(object)
+    tid[3100] = "t40"
+    table = pa.table({"transaction_id": tid, "customer_id": np.char.add("c", (k % 97).astype(str)),
+                      "timestamp": pd.Timestamp("2025-03-01") + pd.to_timedelta(k % 28, unit="D"),
+                      "amount": amount, "quantity": pa.array(quantity, pa.uint64())})
+    pq.write_table(table, path, row_group_size=500)
+
+
+def test_a_bad_value_deep_in_a_multi_row_group_parquet_file_is_named_with_its_row(tmp_path):
+    import pyarrow.parquet as pq
+
+    from fedinsight.data.stream import parquet_data_bytes
+
+    data = tmp_path / "partner"
+    data.mkdir()
+    path = data / "transactions.parquet"
+    _write_parquet(path)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 10
+    block = 8 << 10  # a few hundred rows per batch: a couple of dozen batches
+    assert parquet_data_bytes(path) > 5 * block  # so validate_paths streams it
+
+    _, problems = validate_paths([data], now=NOW, block_bytes=block)
+    text = [str(p) for p in problems]
+    assert any("column 'amount': expected a number" in t and "(rows 4201)" in t and "'twelve'" in t
+               for t in text), text
+    assert any("column 'quantity'" in t and "(rows 2602)" in t for t in text), text
+    assert any("duplicate key" in t and "(rows 3101)" in t and "'t40'" in t for t in text), text
+    assert len(problems) == 3
+    _, whole = validate_paths([data], now=NOW, block_bytes=1 << 30)  # what a whole read reports (in batch order)
+    assert sorted(problems, key=str) == sorted(whole, key=str)
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    frame = pq.read_table(path).to_pandas()
+    frame.loc[4200, "amount"], frame.loc[2601, "quantity"], frame.loc[3100, "transaction_id"] = "12", 1, "tX"
+    frame.to_parquet(clean / "transactions.parquet", row_group_size=500)
+    assert stream_check(clean / "transactions.parquet", TABLES["transactions"], now=NOW, block_bytes=block) == []
+
+
+def test_a_corrupt_parquet_file_is_one_clear_problem_when_streamed(tmp_path):
+    path = tmp_path / "transactions.parquet"
+    path.write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
+    problems = stream_check(path, TABLES["transactions"], now=NOW, block_bytes=BLOCK)
+    assert len(problems) == 1 and problems[0].message.startswith("not a readable Parquet file (")
+    _, whole = validate_paths([path], now=NOW)  # the whole read says the same
+    assert [p.message for p in whole] == [problems[0].message]
