@@ -148,3 +148,60 @@ def test_a_corrupt_parquet_file_is_one_clear_problem_when_streamed(tmp_path):
     assert len(problems) == 1 and problems[0].message.startswith("not a readable Parquet file (")
     _, whole = validate_paths([path], now=NOW)  # the whole read says the same
     assert [p.message for p in whole] == [problems[0].message]
+
+
+def _write_mapped(folder: Path) -> dict[str, int]:
+    """A partner's own export (German column names, decimal comma, ';'), split over two monthly files, plus a
+    small customers table; returns the file line of each planted problem in the second file."""
+    folder.mkdir()
+    (folder / "kunden.csv").write_text("Kunde\n" + "".join(f"k{i}\n" for i in range(90)), encoding="utf-8")
+    planted = {}
+    for month in (1, 2):
+        lines = ["Beleg;Kunde;Datum;Betrag;Menge"]
+        for k in range(ROWS // 2):
+            amount, customer, tid = "1.204,50 €", f"k{k % 90}", f"b{month}-{k}"
+            if month == 2 and k == 2000:
+                amount = "zwölf"
+                planted["amount"] = len(lines) + 1
+            if month == 2 and k == 1500:
+                tid = "b1-40"  # repeats a row of the first file
+                planted["duplicate"] = len(lines) + 1
+            lines.append(f"{tid};{customer};2024-0{month}-{1 + k % 28:02d} 10:00;{amount};{1 + k % 3}")
+        (folder / f"umsatz_2024-0{month}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "mapping.toml").write_text(
+        'timezone = "Europe/Berlin"\ncurrency = "EUR"\ndecimal = ","\n'
+        '[tables.transactions]\nfiles = ["umsatz_*.csv"]\ndelimiter = ";"\n[tables.transactions.columns]\n'
+        'transaction_id = "Beleg"\ncustomer_id = "Kunde"\ntimestamp = "Datum"\namount = "Betrag"\nquantity = "Menge"\n'
+        '[tables.customers]\nfiles = ["kunden.csv"]\n[tables.customers.columns]\ncustomer_id = "Kunde"\n')
+    return planted
+
+
+def test_a_mapped_export_is_validated_in_batches_with_its_own_names_and_lines(tmp_path):
+    from fedinsight.data.federation import check_paths
+    from fedinsight.data.mapped_stream import streamable
+    from fedinsight.data.mapping import load_mapping
+
+    folder = tmp_path / "shop"
+    planted = _write_mapped(folder)
+    mapping = load_mapping(folder / "mapping.toml")
+    assert streamable("transactions", mapping.tables["transactions"], BLOCK)
+    assert not streamable("customers", mapping.tables["customers"], BLOCK)  # read whole: the ids are the reference
+
+    _, problems, mapping_problems = check_paths([folder], block_bytes=BLOCK)
+    text = [str(p) for p in problems]
+    second = "umsatz_2024-02.csv"
+    assert any(second in t and "Betrag (amount)" in t and f"(lines {planted['amount']})" in t and "'zwölf'" in t
+               for t in text), text
+    assert any(second in t and "Beleg (transaction_id)" in t and "duplicate key" in t
+               and f"(lines {planted['duplicate']})" in t for t in text), text  # across the two files
+    assert mapping_problems == [] and len(problems) == 2
+    _, whole, _ = check_paths([folder], block_bytes=1 << 30)  # exactly what the whole read reports
+    assert problems == whole
+
+    # with the amount and the id fixed: a customer id the customers table does not know
+    path = folder / second
+    path.write_text(path.read_text(encoding="utf-8").replace("zwölf", "12").replace("b1-40;", "bX;")
+                    .replace(";k7;", ";k999;"), encoding="utf-8")
+    _, problems, _ = check_paths([folder], block_bytes=BLOCK)
+    assert len(problems) == 1 and "customer_id not in this partner's customers table" in str(problems[0])
+    assert problems == check_paths([folder], block_bytes=1 << 30)[1]
