@@ -16,7 +16,7 @@ from fedinsight.coordinator.api.deps import ApiContext, Submitter, TokenCache
 from fedinsight.coordinator.api.gate import RequestGate
 from fedinsight.coordinator.api.permissions import RoutePermissions
 from fedinsight.coordinator.api.reader import InsightReader
-from fedinsight.coordinator.api.routes import audit, budget, insights, jobs, meta, queries, session
+from fedinsight.coordinator.api.routes import access, audit, budget, insights, jobs, meta, queries, session
 from fedinsight.coordinator.auth import Principal, Role
 from fedinsight.coordinator.config import load_coordinator_config
 from fedinsight.coordinator.jobs import submit_job
@@ -81,7 +81,7 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
                                max_body_bytes=max_body_bytes, mfa=state.mfa, mfa_roles=mfa_roles,
                                mfa_attempts=mfa_attempts, session_minutes=session_minutes, monitor=monitor)
 
-    routers = [module.router for module in (meta, session, insights, queries, jobs, budget, audit)]
+    routers = [module.router for module in (meta, session, insights, queries, jobs, budget, audit, access)]
     # the gate sits inside the audit: its refusals (401, 403, 413, 429) are audited too
     app.add_middleware(RequestGate, permissions=RoutePermissions(routers))
     app.add_middleware(AuditEveryAccess, writer=writer, monitor=monitor)
