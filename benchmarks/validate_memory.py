@@ -1,4 +1,5 @@
-"""Peak memory of ``data validate`` on large CSV files: streamed batches against one whole read, side by side.
+"""Peak memory of ``data validate`` on large CSV and Parquet files: streamed batches against one whole read, side
+by side.
 
 For each size, a canonical ``transactions.csv`` is written (synthetic values, one bad amount near the end) and
 validated twice, each time in a fresh process that reports its own peak resident memory (``VmHWM``: counted
@@ -7,9 +8,11 @@ from its ``exec``, unlike ``ru_maxrss``, which on Linux includes the parent's me
 * ``streamed``: ``validate_paths`` as ``data validate`` runs it (batches of 8 MiB of text);
 * ``whole``: the same call with a batch larger than the file, i.e. the whole-file read used before.
 
-Both must report the same problems.
+Both must report the same problems. A Parquet case holds the same rows (text amounts, typed timestamps and
+quantities, row groups of 250,000 rows), streamed with ``ParquetFile.iter_batches``; its problems are compared
+as sets (batches find them in another order than a whole read).
 Run: ``nice -n 10 .venv/bin/python benchmarks/validate_memory.py
-[--sizes 50,200]`` (sizes in MB; about 2 minutes for the default).
+[--sizes 50,200] [--parquet-sizes 200]`` (sizes in MB; about 3 minutes for the default).
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ print(json.dumps({"problems": [str(p) for p in problems], "peak_kb": peak}))
 """
 
 
-def write_file(path: Path, megabytes: int) -> int:
-    """About ``megabytes`` MB of transactions; returns the number of rows."""
+def make_frame(megabytes: int) -> pd.DataFrame:
+    """About ``megabytes`` MB (as CSV) of transactions, every value as text, one bad amount near the end."""
     rows = int(megabytes * 1e6 / 52)
     rng = np.random.default_rng(0)
     start = pd.Timestamp("2024-01-01").value // 10**9
@@ -49,8 +52,20 @@ def write_file(path: Path, megabytes: int) -> int:
         "quantity": rng.integers(1, 5, rows).astype(str),
     })
     frame.loc[rows - 10, "amount"] = "twelve"
-    frame.to_csv(path, index=False)
-    return rows
+    return frame
+
+
+def write_file(path: Path, megabytes: int) -> int:
+    """A CSV of about ``megabytes`` MB (a Parquet file of the same rows for a ``.parquet`` path: text amounts,
+    typed timestamps and quantities, row groups of 250,000 rows); returns the number of rows."""
+    frame = make_frame(megabytes)
+    if path.suffix == ".parquet":
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+        frame["quantity"] = frame["quantity"].astype("int64")
+        frame.to_parquet(path, index=False, row_group_size=250_000)
+    else:
+        frame.to_csv(path, index=False)
+    return len(frame)
 
 
 def peak_rss_mb(path: Path, block_bytes: int) -> tuple[float, dict[str, object]]:
@@ -68,18 +83,24 @@ def peak_rss_mb(path: Path, block_bytes: int) -> tuple[float, dict[str, object]]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="50,200", help="file sizes in MB, comma-separated")
+    parser.add_argument("--sizes", default="50,200", help="CSV file sizes in MB, comma-separated")
+    parser.add_argument("--parquet-sizes", default="200",
+                        help="Parquet cases, as the MB of the same rows written as CSV, comma-separated ('' for none)")
     args = parser.parse_args()
     report = []
     with tempfile.TemporaryDirectory(prefix="fedinsight-validate-") as tmp:
-        for mb in (int(s) for s in args.sizes.split(",")):
-            path = Path(tmp) / f"size{mb}" / "transactions.csv"
+        cases = [("csv", int(s)) for s in args.sizes.split(",") if s]
+        cases += [("parquet", int(s)) for s in args.parquet_sizes.split(",") if s]
+        for kind, mb in cases:
+            path = Path(tmp) / f"{kind}{mb}" / f"transactions.{kind}"
             path.parent.mkdir()
             rows = write_file(path, mb)
             size = path.stat().st_size
             streamed_rss, streamed = peak_rss_mb(path, 8 << 20)
-            whole_rss, whole = peak_rss_mb(path, size + 1)
-            report.append({"file_mb": round(size / 1e6, 1), "rows": rows,
+            whole_rss, whole = peak_rss_mb(path, 1 << 40)  # one batch larger than any file: the whole read
+            if kind == "parquet":
+                streamed["problems"], whole["problems"] = sorted(streamed["problems"]), sorted(whole["problems"])
+            report.append({"format": kind, "file_mb": round(size / 1e6, 1), "rows": rows,
                            "streamed": {"peak_rss_mb": round(streamed_rss), "seconds": streamed["seconds"]},
                            "whole": {"peak_rss_mb": round(whole_rss), "seconds": whole["seconds"]},
                            "same_problems": streamed["problems"] == whole["problems"],

@@ -282,13 +282,21 @@ class AccessMonitor:
         return True
 
     # --- locks ---------------------------------------------------------------------------------------------
+    def remembered_lock(self, token_id: str) -> tuple[bool, str | None]:
+        """(known, reason) from memory only: ``known`` is False when :meth:`locked` must ask the database (which
+        the API gate then does in the thread pool, never on the event loop)."""
+        with self._lock:
+            hit = self._locks.get(token_id)
+        if hit is not None and hit[1] > time.monotonic():
+            return True, hit[0]
+        return False, None
+
     def locked(self, token_id: str) -> str | None:
         """Why the token is locked, or None; remembered for a second (an unlock takes effect within it)."""
         now = time.monotonic()
-        with self._lock:
-            hit = self._locks.get(token_id)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        known, reason = self.remembered_lock(token_id)
+        if known:
+            return reason
         with self.engine.connect() as conn:
             row = conn.execute(select(LockRow.reason).where(LockRow.token_id == token_id)).first()
         reason = row.reason if row else None

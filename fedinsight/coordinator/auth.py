@@ -49,6 +49,7 @@ class Permission(StrEnum):
     READ_ALL_BUDGETS = "budget:read-all"
     READ_JOBS = "jobs:read"
     READ_AUDIT = "audit:read"
+    MANAGE_ACCESS = "access:manage"  # list access alerts, lift token locks
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -56,7 +57,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.AUDITOR: frozenset({Permission.READ_AUDIT, Permission.READ_BUDGET, Permission.READ_ALL_BUDGETS,
                              Permission.READ_JOBS}),
     Role.ADMIN: frozenset({Permission.READ_INSIGHTS, Permission.SUBMIT_QUERY, Permission.READ_BUDGET,
-                           Permission.READ_ALL_BUDGETS, Permission.READ_JOBS}),
+                           Permission.READ_ALL_BUDGETS, Permission.READ_JOBS, Permission.MANAGE_ACCESS}),
 }
 
 

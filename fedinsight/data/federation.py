@@ -9,6 +9,7 @@ partner reported at once.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pandas as pd
 from fedinsight.core.errors import ConfigError, DataValidationError, MappingError, Problem
 from fedinsight.data.loaders import cdnow_customers, load_cdnow, load_movielens_100k
 from fedinsight.data.mapped import read_mapped
+from fedinsight.data.mapped_stream import stream_table, streamable
 from fedinsight.data.mapping import PartnerMapping, find_mapping, has_mapping, load_mapping
 from fedinsight.data.partition import (
     PARTITION_SCHEMES,
@@ -29,6 +31,7 @@ from fedinsight.data.partition import (
     zip_region,
 )
 from fedinsight.data.schema import SUPPORTED_SUFFIXES, TABLES, PartnerData
+from fedinsight.data.stream import BLOCK_BYTES
 from fedinsight.data.synth import SynthConfig, generate_partner_frames
 from fedinsight.data.validate import (
     TableSource,
@@ -256,16 +259,36 @@ def load_partner_folder(path: str | Path, *, encoding: str = "utf-8",
     return partners
 
 
-def check_paths(paths: list[Path], *, encoding: str = "utf-8",
-                mapping: str | Path | None = None) -> tuple[list[Path], list[Problem], list[Problem]]:
+def validate_mapped_folder(folder: Path, mapping: PartnerMapping, *, encoding: str = "utf-8",
+                           block_bytes: int = BLOCK_BYTES) -> tuple[list[Path], list[Problem], list[Problem]]:
+    """Check one mapped partner folder as :func:`read_partner` does, reading the large tables the mapping allows
+    in batches (:mod:`fedinsight.data.mapped_stream`). Returns (files, problems, mapping problems)."""
+    big = [name for name, table in mapping.tables.items() if streamable(name, table, block_bytes)]
+    rest = dataclasses.replace(mapping, tables={n: t for n, t in mapping.tables.items() if n not in big})
+    read = read_partner(folder, encoding=encoding, mapping=rest)
+    files, problems, mapping_problems = read.files, list(read.problems), list(read.mapping_problems)
+    known = read.data.customers["customer_id"] if read.data.customers is not None else None
+    first_file = str(next(f for t in mapping.tables.values() for f in t.files)) if big else ""
+    for name in big:
+        table = mapping.tables[name]
+        files += list(table.files)
+        data, own = stream_table(mapping, table, block_bytes=block_bytes, known_customers=known,
+                                 first_file=first_file, now=None)
+        problems += own + data
+        mapping_problems += own
+    return files, problems, mapping_problems
+
+
+def check_paths(paths: list[Path], *, encoding: str = "utf-8", mapping: str | Path | None = None,
+                block_bytes: int = BLOCK_BYTES) -> tuple[list[Path], list[Problem], list[Problem]]:
     """What ``fedinsight data validate`` checks: every partner folder with a mapping (read through it, with the
-    cross-table checks), every other table file (canonical names). Returns (files, problems, mapping problems)."""
+    cross-table checks), every other table file (canonical names); files larger than ``block_bytes`` are read in
+    batches where their format and mapping allow it. Returns (files, problems, mapping problems)."""
     if mapping is not None:
         if len(paths) != 1 or not Path(paths[0]).is_dir():
             raise ConfigError("--mapping reads one partner's folder: give that folder (and only it)")
         partner_mapping = load_mapping(mapping)
-        read = read_partner(Path(paths[0]), encoding=encoding, mapping=partner_mapping)
-        return read.files, read.problems, read.mapping_problems
+        return validate_mapped_folder(Path(paths[0]), partner_mapping, encoding=encoding, block_bytes=block_bytes)
     files: list[Path] = []
     problems: list[Problem] = []
     mapping_problems: list[Problem] = []
@@ -277,16 +300,17 @@ def check_paths(paths: list[Path], *, encoding: str = "utf-8",
         plain += [d for d in folders if d not in mapped] if mapped else [p]
         for d in mapped:
             try:
-                read = read_partner(d, encoding=encoding, mapping=find_mapping(d))
+                found, more, own = validate_mapped_folder(d, find_mapping(d), encoding=encoding,
+                                                          block_bytes=block_bytes)
             except MappingError as exc:
                 problems += exc.problems
                 mapping_problems += exc.problems
                 continue
-            files += read.files
-            problems += read.problems
-            mapping_problems += read.mapping_problems
+            files += found
+            problems += more
+            mapping_problems += own
     if plain:
-        more_files, more = validate_paths(plain, encoding=encoding)
+        more_files, more = validate_paths(plain, encoding=encoding, block_bytes=block_bytes)
         files += more_files
         problems += more
     return files, problems, mapping_problems

@@ -26,7 +26,7 @@ import io
 import os
 import shlex
 import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +36,16 @@ import pandas as pd
 
 from fedinsight.core.errors import DataValidationError, Problem
 from fedinsight.data.schema import SUPPORTED_SUFFIXES, TABLES, ColumnSpec, TableSpec
-from fedinsight.data.stream import BLOCK_BYTES, KeyHashes, csv_batches, header_of, merge_problems
+from fedinsight.data.stream import (
+    BLOCK_BYTES,
+    KeyHashes,
+    csv_batches,
+    header_of,
+    merge_problems,
+    parquet_batches,
+    parquet_data_bytes,
+    parquet_header,
+)
 
 TRUE_WORDS = {"true", "t", "yes", "y", "1"}
 FALSE_WORDS = {"false", "f", "no", "n", "0"}
@@ -525,58 +534,94 @@ def nothing_to_validate(found: Sequence[Path], folder: Path | None = None) -> st
             f"'fedinsight partner map --suggest {where}' writes a draft to check")
 
 
+def _stream_source(parquet: bool, frame: pd.DataFrame, numbers: np.ndarray) -> TableSource:
+    return TableSource(frame, 1, "rows", numbers=numbers) if parquet else TableSource(frame, 2, "lines",
+                                                                                         numbers=numbers)
+
+
 def stream_check(path: Path, spec: TableSpec, *, encoding: str = "utf-8", now: pd.Timestamp | None = None,
                  block_bytes: int = BLOCK_BYTES) -> list[Problem]:
-    """Validate a CSV file batch by batch (``block_bytes`` of text each): every problem a whole read finds, with
-    file lines, holding one batch and an 8-byte hash per row (for the duplicate-key check) at a time."""
+    """Validate a CSV or Parquet file batch by batch (about ``block_bytes`` of data each): every problem a whole
+    read finds, with file lines (CSV) or row numbers (Parquet), holding one batch and an 8-byte hash per row (for
+    the duplicate-key check) at a time."""
     name = str(path)
+    parquet = path.suffix.lower() == ".parquet"
     problem = _stat_problem(path)
     if problem is None and not os.access(path, os.R_OK):
         problem = _unreadable(name, PermissionError(errno.EACCES, "Permission denied"))
     if problem is not None:
         return [problem]
     try:
-        header = header_of(path, encoding)
+        header = parquet_header(path) if parquet else header_of(path, encoding)
     except LookupError:
         return [Problem(name, f"unknown text encoding '{encoding}'")]
-    except OSError as exc:
-        return [_unreadable(name, exc)]
+    except Exception as exc:  # pyarrow raises several unrelated types (OSError among them) for a corrupt footer
+        if parquet:
+            return [Problem(name, f"not a readable Parquet file ({type(exc).__name__})")]
+        if isinstance(exc, OSError):
+            return [_unreadable(name, exc)]
+        raise
     dupes = _duplicated(header)
     if dupes:
         return [dupes_problem(name, dupes)]
     now = now if now is not None else _now_naive_utc()
     per_batch = dataclasses.replace(spec, key=())  # keys are compared across batches below
+
+    def batches() -> Iterator[tuple[pd.DataFrame, TableSource, list[Problem]]]:
+        """(typed batch, where its rows are, the batch's problems), batch by batch."""
+        read = (parquet_batches(path, block_bytes=block_bytes) if parquet
+                else csv_batches(path, encoding=encoding, block_bytes=block_bytes))
+        for frame, numbers in read:
+            source = _stream_source(parquet, frame, numbers)
+            typed, found = validate_frame(frame, per_batch, name, now=now, source=source)
+            yield typed, source, found
+
     keys = list(spec.key)
     problems: list[Problem] = []
     hashes, keys_ok, rows = KeyHashes(), bool(keys), 0
     try:
-        for frame, numbers in csv_batches(path, encoding=encoding, block_bytes=block_bytes):
-            rows += len(frame)
-            typed, found = validate_frame(frame, per_batch, name, now=now,
-                                          source=TableSource(frame, 2, "lines", numbers=numbers))
+        for typed, _, found in batches():
+            rows += len(typed)
             problems += found
             keys_ok = keys_ok and all(k in typed.columns for k in keys) and not any(p.column in keys for p in found)
             if keys_ok:
                 hashes.add(typed[keys])
-    except Exception as exc:  # the C parser raises ParserError, UnicodeDecodeError and bare errors
+    except Exception as exc:  # the C parser raises ParserError, UnicodeDecodeError and bare errors; pyarrow others
+        if parquet:
+            return [*merge_problems(problems), Problem(name, f"not a readable Parquet file ({type(exc).__name__})")]
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return [*merge_problems(problems), Problem(name, f"is not a well-formed CSV table: {reason}")]
     if rows == 0:
-        return [Problem(name, "file has a header but no data rows")]
+        return [Problem(name, "file has no data rows" if parquet else "file has a header but no data rows")]
     problems = merge_problems(problems)
     suspects = hashes.suspects() if keys_ok else np.empty(0, dtype=np.uint64)
     if suspects.size:  # a repeated hash: compare the real keys of only those rows
         frames, lines = [], []
-        for frame, numbers in csv_batches(path, encoding=encoding, block_bytes=block_bytes):
-            typed, _ = validate_frame(frame, per_batch, name, now=now,
-                                      source=TableSource(frame, 2, "lines", numbers=numbers))
+        for typed, source, _ in batches():
             hit = np.isin(KeyHashes.of(typed[keys]), suspects)
             frames.append(typed.loc[hit, keys])
-            lines.append(numbers[hit])
+            assert source.numbers is not None
+            lines.append(source.numbers[hit])
         rows_hit = pd.concat(frames, ignore_index=True)
         problems += duplicate_key_problems(rows_hit, spec, name,
-                                           TableSource(rows_hit, 2, "lines", numbers=np.concatenate(lines)))
+                                           _stream_source(parquet, rows_hit, np.concatenate(lines)))
     return problems
+
+
+def _streams(path: Path, block_bytes: int) -> bool:
+    """Whether ``path`` is validated in batches: a CSV file larger than ``block_bytes``, a Parquet file whose
+    uncompressed data is (a corrupt footer: read whole, where the error is reported)."""
+    if not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return path.stat().st_size > block_bytes
+    if suffix == ".parquet" and os.access(path, os.R_OK):
+        try:
+            return parquet_data_bytes(path) > block_bytes
+        except Exception:  # noqa: BLE001 - the whole read reports a corrupt file with its own message
+            return False
+    return False
 
 
 def validate_paths(
@@ -584,7 +629,8 @@ def validate_paths(
     block_bytes: int = BLOCK_BYTES,
 ) -> tuple[list[Path], list[Problem]]:
     """Validate every table file under ``paths``; return (files checked, all problems found). A CSV file larger
-    than ``block_bytes`` is read in batches of that size (:func:`stream_check`)."""
+    than ``block_bytes`` (a Parquet file whose uncompressed data is) is read in batches of that size
+    (:func:`stream_check`)."""
     files, skipped = iter_table_files(paths)
     problems: list[Problem] = []
     if not files:
@@ -598,7 +644,7 @@ def validate_paths(
         if spec is None:
             problems.append(_unknown_table_problem(path))
             continue
-        if path.suffix.lower() == ".csv" and path.is_file() and path.stat().st_size > block_bytes:
+        if _streams(path, block_bytes):
             problems.extend(stream_check(path, spec, encoding=encoding, now=now, block_bytes=block_bytes))
             continue
         _, file_problems = _read_and_check(path, spec, encoding, now)

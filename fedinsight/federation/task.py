@@ -49,6 +49,7 @@ from fedinsight.federation.job import JobSettings
 from fedinsight.federation.manifest import PUBLIC, Manifest, Release
 from fedinsight.federation.messages import PHASE, config_of, partner_error, request
 from fedinsight.federation.options import Options
+from fedinsight.federation.outcome import write_failed
 from fedinsight.federation.partners import wait_for_partners
 from fedinsight.federation.scan import Scan
 from fedinsight.federation.simulation import tune_polling
@@ -452,11 +453,28 @@ def start(task: Task, grid: Grid, context: Context, *,
         raise
     if exposure is not None:
         _withdraw_unspent(session, exposure, failed=False)
-    summary = finish(session, result)
-    if job.out_dir:
+    conclude(task, job, finish(session, result), context)
+    return result
+
+
+def conclude(task: Task, job: JobSettings, summary: dict[str, Any], context: Context) -> None:
+    """Hand a job's summary on: into ``context.state`` (a simulation's driver reads it there) and, when the task's
+    own check (:meth:`Task.check_result`) passes, into ``summary.json``. When it fails (a preflight with a refusing
+    partner) the job writes only the failed marker (:mod:`fedinsight.federation.outcome`); a deployed job then
+    raises the task's error, so the coordinator records the job as failed with it. A simulation's driver makes the
+    check itself, on the summary with its baselines, and writes the marker."""
+    try:
+        task.check_result(summary)
+        failure = None
+    except FedinsightError as exc:
+        failure = exc
+    if job.out_dir and failure is None:
         write_summary(Path(job.out_dir), summary)
     context.state[RESULT_KEY] = ConfigRecord({"json": json.dumps(summary)})
-    return result
+    if failure is not None and not job.simulated:
+        if job.out_dir:
+            write_failed(Path(job.out_dir), task.name, failure)
+        raise failure
 
 
 def _withdraw_unspent(session: Session, exposure: Exposure, *, failed: bool) -> None:

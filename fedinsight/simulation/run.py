@@ -35,6 +35,7 @@ from fedinsight.data.federation import BUILTIN_DATASETS
 from fedinsight.federation import registry
 from fedinsight.federation.job import JobSettings
 from fedinsight.federation.options import merge_run_config
+from fedinsight.federation.outcome import FAILED, write_failed
 from fedinsight.federation.simulation import check_ray_address, run_simulation
 from fedinsight.federation.task import Simulated, Task, json_finite, result_of
 from fedinsight.federation.timing import handler_seconds
@@ -45,7 +46,6 @@ from fedinsight.simulation.results import PartnerModel, model_of, read_insights
 LEDGER = "ledger.db"
 PARTNER_LEDGERS = "partner-ledgers.db"
 RESULT_FILES = ("summary.json", "report.html", "run.json", "insights.json")
-FAILED = "FAILED.json"  # the only result a run that fails its task's check leaves (why, and that it failed)
 
 
 @dataclass
@@ -175,7 +175,7 @@ def simulate(task_name: str, sim: SimulationOptions, options: dict[str, Any] | N
     try:
         task.check_result(summary)
     except FedinsightError as exc:
-        _write_failed(out, task.name, exc)
+        write_failed(out, task.name, exc)
         raise
     (out / FAILED).unlink(missing_ok=True)  # an earlier failed run into this folder
     with atomic_output_file(out / "summary.json") as tmp:
@@ -207,13 +207,6 @@ def _currencies(task: Task, declared: dict[str, str | None], table: RateTable | 
     if not task.reads_amounts and table is None:
         return dict(declared)
     return partner_currencies(declared, table)
-
-
-def _write_failed(out: Path, task: str, exc: FedinsightError) -> None:
-    """The failed marker: the task, that it failed, and the error the user was shown (value-free)."""
-    record = {"task": task, "status": "failed", "error": type(exc).__name__, "message": redact_secrets(str(exc))}
-    with atomic_output_file(out / FAILED) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def currency_record(table: RateTable | None, currencies: dict[str, str | None]) -> dict[str, Any] | None:

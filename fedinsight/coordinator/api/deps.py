@@ -25,7 +25,7 @@ from fedinsight.coordinator.anomaly import AccessMonitor
 from fedinsight.coordinator.api.audit import AuditWriter
 from fedinsight.coordinator.api.reader import InsightReader
 from fedinsight.coordinator.auth import Permission, Principal, Role, TokenStore
-from fedinsight.coordinator.mfa import MfaStore
+from fedinsight.coordinator.mfa import SESSION_PREFIX, MfaStore
 from fedinsight.coordinator.rate_limits import SharedTokenBucket
 from fedinsight.coordinator.state import CoordinatorState
 from fedinsight.privacy.ledger import PrivacyLedger
@@ -38,23 +38,43 @@ Submitter = Callable[[str, dict[str, Any], Principal], Any]
 
 
 class TokenCache:
-    """Verified tokens are remembered for AUTH_CACHE_SECONDS: a revoked token stops working within that time."""
+    """Who a bearer token (an API token or an MFA session token) stands for. An API token's answer is remembered
+    for AUTH_CACHE_SECONDS (a revoked token stops working within that time); a session is checked on every request
+    (human roles, few requests: revoking their token ends its sessions at once).
 
-    def __init__(self, tokens: TokenStore) -> None:
+    Why the split between :meth:`peek` and :meth:`resolve`: the gate runs on the event loop, where a database read
+    would stall every other request; it takes a remembered answer from memory (:meth:`peek`, most requests) and
+    sends only a miss to the thread pool (:meth:`resolve`, the database)."""
+
+    def __init__(self, tokens: TokenStore, mfa: MfaStore) -> None:
         self.tokens = tokens
-        self.verified: dict[str, tuple[Principal, float]] = {}
+        self.mfa = mfa
+        self.verified: dict[str, tuple[Principal, bool, float]] = {}
 
-    def authenticate(self, token: str) -> Principal | None:
-        now = time.monotonic()
+    def peek(self, token: str) -> tuple[Principal, bool] | None:
+        """The remembered (caller, via a session) for ``token``, or None when not remembered (no database)."""
         hit = self.verified.get(token)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        if hit is not None and hit[2] > time.monotonic():
+            return hit[0], hit[1]
+        return None
+
+    def resolve(self, token: str) -> tuple[Principal | None, bool]:
+        """The caller for ``token`` and whether it came through a session, from the database (blocking)."""
+        if token.startswith(f"{SESSION_PREFIX}_"):  # never remembered: revoking a token ends its sessions at once
+            token_id = self.mfa.session_token_id(token)
+            who = self.tokens.principal_of(token_id) if token_id else None
+            return who, who is not None
         who = self.tokens.authenticate(token)
         if who is not None:
             if len(self.verified) > 10_000:
                 self.verified.clear()
-            self.verified[token] = (who, now + AUTH_CACHE_SECONDS)
-        return who
+            self.verified[token] = (who, False, time.monotonic() + AUTH_CACHE_SECONDS)
+        return who, False
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The caller for an API token (remembered or from the database)."""
+        hit = self.peek(token)
+        return hit[0] if hit is not None and not hit[1] else self.resolve(token)[0]
 
 
 @dataclass(frozen=True)
@@ -97,12 +117,20 @@ async def principal(request: Request) -> Principal:
 
 
 def require(permission: Permission) -> Callable[..., Principal]:
+    """A dependency refusing (403) a caller whose role lacks ``permission``. The gate makes the same check before
+    the body is parsed (it finds ``permission`` on the returned function); this one stays as a second guard."""
     async def check(who: Principal = Depends(principal)) -> Principal:
         if not who.can(permission):
-            raise HTTPException(403, f"role '{who.role.value}' may not {permission.value}")
+            raise HTTPException(403, forbidden(who, permission))
         return who
 
+    check.permission = permission  # type: ignore[attr-defined]  # read by the gate (api/permissions.py)
     return check
+
+
+def forbidden(who: Principal, permission: Permission) -> str:
+    """The 403 message for a role lacking ``permission`` (the same from the gate and from the dependency)."""
+    return f"role '{who.role.value}' may not {permission.value}"
 
 
 async def pull(request: Request, who: Principal, records: int) -> None:

@@ -1,5 +1,5 @@
-"""The gate every request passes before any route runs: who is calling, are they within their rate, and is the
-body small enough — in that order, and before a byte of the body is parsed.
+"""The gate every request passes before any route runs: who is calling, are they within their rate, may their role
+use this route, and is the body small enough — in that order, and before a byte of the body is parsed.
 
 Why a pure ASGI middleware and not a FastAPI dependency: FastAPI reads and validates the body *before* it
 solves dependencies, so an anonymous caller sending a malformed or huge body would get a 422 (or make the
@@ -12,7 +12,10 @@ server read megabytes) instead of a 401. Here:
 2. rate limits: per token for a known token, per client address for everybody else (failed logins included,
    so guessing tokens is slow); the buckets live in the coordinator database and are shared by all workers
    (:mod:`fedinsight.coordinator.rate_limits`); over the limit is a 429 with ``Retry-After``;
-3. the body: a ``Content-Length`` above the limit is a 413 before anything is read; a body without one
+3. the role: a caller whose role lacks a permission the route demands (read off the route's own
+   ``require(...)`` dependencies, :mod:`fedinsight.coordinator.api.permissions`) is a 403, so an auditor's
+   malformed ``POST /queries`` is told it may not submit queries, not that its JSON is wrong;
+4. the body: a ``Content-Length`` above the limit is a 413 before anything is read; a body without one
    (chunked) is read only up to the limit and refused the moment it passes it. The body read is then
    replayed to the route.
 
@@ -27,9 +30,9 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
-from fedinsight.coordinator.api.deps import ApiContext
-from fedinsight.coordinator.auth import Principal
-from fedinsight.coordinator.mfa import SESSION_PREFIX
+from fedinsight.coordinator.api.deps import ApiContext, forbidden
+from fedinsight.coordinator.api.permissions import RoutePermissions
+from fedinsight.coordinator.auth import Permission, Principal
 from fedinsight.coordinator.rate_limits import SharedTokenBucket
 
 PUBLIC = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
@@ -78,11 +81,27 @@ async def _take(bucket: SharedTokenBucket, key: str) -> float:
     return await run_in_threadpool(bucket.take, key)
 
 
+async def _identify(ctx: ApiContext, token: str) -> tuple[Principal | None, bool]:
+    """The caller for a bearer token and whether it came through a session: from memory when remembered, else from
+    the database in the thread pool (a read must not block the event loop)."""
+    if not token:
+        return None, False
+    hit = ctx.tokens.peek(token)
+    return hit if hit is not None else await run_in_threadpool(ctx.tokens.resolve, token)
+
+
+async def _lock_of(ctx: ApiContext, token_id: str) -> str | None:
+    """Why the token is locked (or None): remembered, else read in the thread pool."""
+    known, reason = ctx.monitor.remembered_lock(token_id)
+    return reason if known else await run_in_threadpool(ctx.monitor.locked, token_id)
+
+
 class RequestGate:
     """Authenticate, rate-limit and bound the body of every HTTP request (see the module docstring)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, permissions: RoutePermissions) -> None:
         self.inner = inner
+        self.permissions = permissions
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -91,7 +110,7 @@ class RequestGate:
         ctx: ApiContext = scope["app"].state.api
         state = scope.setdefault("state", {})
         token = _bearer(scope)
-        who, via_session = self._who(ctx, token)
+        who, via_session = await _identify(ctx, token)
         if who is None:
             wait = await _take(ctx.anonymous, client_key(scope))
             if wait > 0:
@@ -108,7 +127,7 @@ class RequestGate:
                 state["refusal"] = "rate-limited"
                 await reply(send, 429, f"too many requests; retry in {wait:.1f}s", _retry_after(wait))
                 return
-            if (reason := ctx.monitor.locked(who.token_id)) is not None and scope["path"] not in PUBLIC:
+            if (reason := await _lock_of(ctx, who.token_id)) is not None and scope["path"] not in PUBLIC:
                 state["refusal"] = "token-locked"
                 await reply(send, 403, f"token locked after unusual access ({reason}); an admin runs "
                                        f"`fedinsight tokens unlock {who.token_id}`")
@@ -119,18 +138,14 @@ class RequestGate:
                                        "token and an X-TOTP code from the authenticator app, then use the session "
                                        "token it returns", {"WWW-Authenticate": "Bearer"})
                 return
+            if (missing := self._missing(scope, who)) is not None:  # audited "denied", as from the dependency
+                await reply(send, 403, forbidden(who, missing))
+                return
         await self._bounded(scope, receive, send, ctx.max_body_bytes)
 
-    @staticmethod
-    def _who(ctx: ApiContext, token: str) -> tuple[Principal | None, bool]:
-        """The caller for a bearer token (an API token or a session token), and whether it was a session."""
-        if not token:
-            return None, False
-        if token.startswith(f"{SESSION_PREFIX}_"):
-            token_id = ctx.mfa.session_token_id(token)
-            who = ctx.tokens.tokens.principal_of(token_id) if token_id else None  # a revoked token ends its sessions
-            return who, who is not None
-        return ctx.tokens.authenticate(token), False
+    def _missing(self, scope: dict[str, Any], who: Principal) -> Permission | None:
+        """A permission the route demands that ``who``'s role lacks (checked here, before the body is parsed)."""
+        return next((p for p in sorted(self.permissions.of(scope)) if not who.can(p)), None)
 
     async def _bounded(self, scope: dict[str, Any], receive: Any, send: Any, limit: int) -> None:
         too_large = f"request body too large (at most {limit} bytes)"

@@ -14,8 +14,9 @@ from fedinsight.coordinator.anomaly import AccessMonitor, Alert, AnomalyLimits
 from fedinsight.coordinator.api.audit import AuditEveryAccess, AuditWriter
 from fedinsight.coordinator.api.deps import ApiContext, Submitter, TokenCache
 from fedinsight.coordinator.api.gate import RequestGate
+from fedinsight.coordinator.api.permissions import RoutePermissions
 from fedinsight.coordinator.api.reader import InsightReader
-from fedinsight.coordinator.api.routes import audit, budget, insights, jobs, meta, queries, session
+from fedinsight.coordinator.api.routes import access, audit, budget, insights, jobs, meta, queries, session
 from fedinsight.coordinator.auth import Principal, Role
 from fedinsight.coordinator.config import load_coordinator_config
 from fedinsight.coordinator.jobs import submit_job
@@ -74,18 +75,20 @@ def create_app(state: CoordinatorState, *, federation: str = "fedinsight", submi
     monitor = AccessMonitor(state.db_url, anomaly, flush_seconds=anomaly_flush_seconds, report=alert_to_audit)
     writer = AuditWriter(audit_log)
     app.state.api = ApiContext(state=state, federation=federation, catalogue_preset=catalogue_preset,
-                               submit=submit, tokens=TokenCache(tokens), rate=rate, bulk=bulk,
+                               submit=submit, tokens=TokenCache(tokens, state.mfa), rate=rate, bulk=bulk,
                                insight_reads_per_minute=insight_reads_per_minute, probes=probes,
                                insights=reader, ledger=ledger, writer=writer, anonymous=anonymous,
                                max_body_bytes=max_body_bytes, mfa=state.mfa, mfa_roles=mfa_roles,
                                mfa_attempts=mfa_attempts, session_minutes=session_minutes, monitor=monitor)
 
-    app.add_middleware(RequestGate)  # inside the audit: its refusals (401, 413, 429) are audited too
+    routers = [module.router for module in (meta, session, insights, queries, jobs, budget, audit, access)]
+    # the gate sits inside the audit: its refusals (401, 403, 413, 429) are audited too
+    app.add_middleware(RequestGate, permissions=RoutePermissions(routers))
     app.add_middleware(AuditEveryAccess, writer=writer, monitor=monitor)
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(FedinsightError, _user_error)
-    for module in (meta, session, insights, queries, jobs, budget, audit):
-        app.include_router(module.router)
+    for router in routers:
+        app.include_router(router)
     return app
 
 

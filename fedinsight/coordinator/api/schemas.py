@@ -141,3 +141,21 @@ class AuditVerifyOut(BaseModel):
     entries: int
     head_hash: str
     problems: list[str]
+
+
+class AlertOut(BaseModel):
+    """One access alert (:class:`fedinsight.coordinator.anomaly.Alert`), as ``fedinsight audit alerts`` lists it."""
+
+    token_id: str
+    figure: str
+    hour: int
+    value: float
+    threshold: float
+    locked: bool
+    at: str
+    words: str
+
+
+class UnlockOut(BaseModel):
+    token_id: str
+    unlocked: bool

@@ -113,3 +113,35 @@ def test_a_tokens_own_baseline_raises_its_ceiling(tmp_path):
     assert [(a.token_id, a.figure) for a in alerts] == [("new", "requests")]  # ...while a new token at 400 is flagged
     assert alerts[0].threshold == 100 and not alerts[0].locked
     assert not any(a.locked for a in monitor.alerts())
+
+
+def test_an_admin_lists_alerts_and_unlocks_over_the_api_with_a_session_only(tmp_path):
+    from support.sessions import session_for
+
+    state = CoordinatorState(f"sqlite:///{tmp_path / 'fedinsight.db'}", tmp_path)
+    ids = _insights(state, 12)
+    client = _app(state)
+    reader, info = state.tokens.create("scraper", "analyst")
+    for i in ids[:10]:  # locked at the 10th distinct insight (see the bulk reader above)
+        client.get(f"/insights/{i}", headers=_h(reader))
+    assert client.get(f"/insights/{ids[10]}", headers=_h(reader)).status_code == 403
+    admin_token = state.tokens.create("ops", "admin")[0]
+    admin = session_for(state, admin_token)
+    auditor = session_for(state, state.tokens.create("aud", "auditor")[0])
+
+    # only an admin, and only through a second-factor session
+    assert client.get("/alerts", headers=_h(admin_token)).status_code == 401  # the API token alone: no
+    assert client.get("/alerts", headers=_h(auditor)).status_code == 403
+    assert client.post(f"/tokens/{info.id}/unlock", headers=_h(reader)).status_code == 403
+    alerts = client.get("/alerts", headers=_h(admin))
+    assert alerts.status_code == 200
+    assert [(a["token_id"], a["locked"]) for a in alerts.json()] == [(info.id, True)]
+    assert "different insights read" in alerts.json()[0]["words"]
+
+    assert client.post("/tokens/not-an-id/unlock", headers=_h(admin)).status_code == 422
+    unlocked = client.post(f"/tokens/{info.id}/unlock", headers=_h(admin))
+    assert unlocked.status_code == 200 and unlocked.json() == {"token_id": info.id, "unlocked": True}
+    assert client.get(f"/insights/{ids[0]}", headers=_h(reader)).status_code == 200  # this worker: at once
+    assert client.post(f"/tokens/{info.id}/unlock", headers=_h(admin)).status_code == 404  # not locked any more
+    entries = [(e.action, e.target) for e in state.audit.entries(limit=1000) if e.action == "token.unlock"]
+    assert entries == [("token.unlock", info.id)]

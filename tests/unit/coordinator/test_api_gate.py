@@ -10,6 +10,7 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from support.sessions import session_for
 
 from fedinsight.coordinator.api import create_app
 from fedinsight.coordinator.api.audit import AuditWriter
@@ -153,3 +154,54 @@ def test_an_entry_the_log_refuses_fails_only_its_own_request(state):
     results = asyncio.run(three())
     assert results[0] is None and results[2] is None and isinstance(results[1], ConfigError)
     assert [e.actor for e in state.audit.entries()] == ["a", "c"] and state.audit.verify().ok
+
+
+def test_a_role_not_allowed_an_operation_gets_403_before_its_body_is_parsed(state):
+    submitted: list = []
+    client = _app(state, submitted)
+    auditor = session_for(state, state.tokens.create("auditor-1", "auditor")[0])
+    analyst = state.tokens.create("analyst-1", "analyst")[0]
+    json_h = {"Content-Type": "application/json"}
+    for body in (b"{not json", b"[]", b'{"epsilon": "x"}', b'{"query": "ltv-tiers"}'):
+        r = client.post("/queries", content=body, headers={**_h(auditor), **json_h})
+        assert r.status_code == 403 and "may not queries:submit" in r.json()["detail"], (body, r.text)
+    assert client.get("/insights?limit=notanumber", headers=_h(auditor)).status_code == 403  # query params too
+    assert client.get("/audit?limit=notanumber", headers=_h(analyst)).status_code == 403
+    # an allowed role still gets the body checked, and an unknown route is still a 404, not a 403
+    assert client.post("/queries", content=b"{not json", headers={**_h(analyst), **json_h}).status_code == 422
+    assert client.get("/audit?limit=notanumber", headers=_h(auditor)).status_code == 422
+    assert client.get("/no-such-route", headers=_h(auditor)).status_code == 404
+    assert submitted == []
+    refused = [e for e in state.audit.entries(limit=100) if e.detail["status"] == 403]
+    assert len(refused) == 6 and {e.outcome for e in refused} == {"denied"}
+
+
+def test_the_gate_reads_the_database_off_the_event_loop(state):
+    """Token lookup, session check and lock check run in the thread pool (no running event loop in their thread);
+    a remembered token is served from memory without any lookup."""
+    import asyncio
+
+    client = _app(state, [])
+    ctx = client.app.state.api  # type: ignore[attr-defined]
+    calls: list[tuple[str, bool]] = []
+
+    def watched(name: str, fn):  # noqa: ANN001, ANN202
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            try:
+                asyncio.get_running_loop()
+                on_loop = True
+            except RuntimeError:
+                on_loop = False
+            calls.append((name, on_loop))
+            return fn(*args, **kwargs)
+        return call
+
+    ctx.tokens.tokens.authenticate = watched("token", ctx.tokens.tokens.authenticate)
+    ctx.mfa.session_token_id = watched("session", ctx.mfa.session_token_id)
+    ctx.monitor.locked = watched("lock", ctx.monitor.locked)
+    analyst = state.tokens.create("analyst-1", "analyst")[0]
+    auditor = session_for(state, state.tokens.create("auditor-1", "auditor")[0])
+    assert client.get("/budget", headers=_h(analyst)).status_code == 200
+    assert client.get("/budget", headers=_h(analyst)).status_code == 200  # remembered: no second lookup
+    assert client.get("/audit", headers=_h(auditor)).status_code == 200
+    assert sorted(calls) == [("lock", False), ("lock", False), ("session", False), ("token", False)]
