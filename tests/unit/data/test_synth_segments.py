@@ -70,5 +70,5 @@ def test_data_synth_refuses_two_kinds_of_planted_data_at_once(tmp_path, capsys):
 
     out = tmp_path / "both"
     assert main(["data", "synth", "--segments", "--baskets", "--out", str(out)]) == 2
-    assert "choose one of --baskets, --segments and --offers" in capsys.readouterr().err
+    assert "choose one of --baskets, --segments, --offers and --interactions" in capsys.readouterr().err
     assert not out.exists()
