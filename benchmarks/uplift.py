@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     truth_rows = truth["customer_truth"].set_index("customer_id").loc[np.asarray(test.ids)]
     costs = np.asarray([options.costs[o] for o in options.offers])
-    value_cap = np.minimum(test.order_value, options.order_value_cap)
+    value_cap = options.expected_order_value(test)
 
     def choice_of(model: UpliftNet) -> np.ndarray:
         return policy.choose(predicted_uplift(model, test.x), value_cap, costs)

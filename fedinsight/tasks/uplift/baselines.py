@@ -48,7 +48,7 @@ def concat(parts: list[Audience]) -> Audience:
 
     return Audience(pd.Index(np.concatenate([np.asarray(p.ids) for p in parts])),
                     *(np.concatenate([getattr(p, f) for p in parts])
-                      for f in ("arm", "converted", "x", "order_value", "spend_year")))
+                      for f in ("arm", "converted", "x", "order_value", "spend_year", "orders")))
 
 
 def curves(uplift: np.ndarray, test: Audience, offer: int) -> tuple[QiniCurve, QiniCurve]:

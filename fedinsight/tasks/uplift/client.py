@@ -150,8 +150,7 @@ def evaluation_counts(model: UpliftNet, test: Audience, offers: int) -> np.ndarr
 def policy_counts(model: UpliftNet, who: Audience, options: UpliftOptions) -> np.ndarray:
     """Exact (chosen offer x value tier) counts over the partner's audience."""
     costs = np.asarray([options.costs[o] for o in options.offers])
-    value = np.minimum(who.order_value, options.order_value_cap)
-    choice = policy.choose(predicted_uplift(model, who.x), value, costs)
+    choice = policy.choose(predicted_uplift(model, who.x), options.expected_order_value(who), costs)
     return policy.counts(choice, policy.tiers(who.spend_year, options.tier_edges), len(options.offers))
 
 

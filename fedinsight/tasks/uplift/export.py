@@ -83,11 +83,15 @@ def offer_list(model: dict[str, Any], partner: Partner, as_of: str, *,
     ids = pd.Index(source["customer_id"].astype(str).unique())
     if allowed is not None:
         ids = ids[ids.isin(list(allowed))]
-    x, order_value, spend_year = features_at(data.transactions, pd.Series(when, index=ids))  # type: ignore[arg-type]
+    x, order_value, spend_year, orders = features_at(data.transactions,
+                                                     pd.Series(when, index=ids))  # type: ignore[arg-type]
     offers = list(model["arms"][1:])
     costs = np.asarray([float(model["costs"][o]) for o in offers])
     uplift = predicted_uplift(network(model), x)
-    value = np.minimum(order_value, float(model["order_value_cap"]))
+    cap = float(model["order_value_cap"])
+    # a model file written before the shrunk order value: its policy used the customer's own mean order alone
+    value = policy.expected_order_value(order_value, orders, cap, float(model.get("order_value_prior", cap / 4.0)),
+                                        float(model.get("order_value_weight", 0.0)))
     values = policy.incremental_values(uplift, value, costs)
     choice = policy.choose(uplift, value, costs)
     tiers = policy.tiers(spend_year, tuple(model["tier_edges"]))  # type: ignore[arg-type]

@@ -42,13 +42,14 @@ class Audience:
     x: np.ndarray  # unit-scale features (customers x len(FEATURES))
     order_value: np.ndarray  # mean order value before exposure (raw money, 0 without purchases)
     spend_year: np.ndarray  # spend in the 365 days before exposure (raw money)
+    orders: np.ndarray  # purchases before exposure (all time): how much the mean order value is worth
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def take(self, mask: np.ndarray) -> Audience:
         return Audience(self.ids[mask], self.arm[mask], self.converted[mask], self.x[mask], self.order_value[mask],
-                        self.spend_year[mask])
+                        self.spend_year[mask], self.orders[mask])
 
 
 def _utc(values: pd.Series) -> pd.Series:
@@ -91,16 +92,17 @@ def audience(events: pd.DataFrame | None, transactions: pd.DataFrame | None, cam
              arms: tuple[str, ...]) -> Audience:
     """The campaign's exposed customers with their features from purchases strictly before their exposure."""
     exp = exposures(events, campaign, arms)
-    x, order_value, spend_year = features_at(transactions, exp["exposed_at"])
+    x, order_value, spend_year, orders = features_at(transactions, exp["exposed_at"])
     return Audience(exp.index, exp["arm"].to_numpy(int), exp["converted"].to_numpy(float), x, order_value,
-                    spend_year)
+                    spend_year, orders)
 
 
-def features_at(transactions: pd.DataFrame | None, reference: pd.Series) -> tuple[np.ndarray, np.ndarray,
-                                                                                    np.ndarray]:
-    """(unit features, mean order value, spend in the year before) of the customers in ``reference``'s index, from
-    their purchases strictly before their own reference time (UTC)."""
+def features_at(transactions: pd.DataFrame | None,
+                reference: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(unit features, mean order value, spend in the year before, number of purchases) of the customers in
+    ``reference``'s index, from their purchases strictly before their own reference time (UTC)."""
     n = len(reference)
+    orders = np.zeros(n)
     raw = {name: np.zeros(n) for name in NAMES}
     raw["recency"] = np.full(n, FEATURES[0][1])  # never bought: as lapsed as the cap says
     if transactions is not None and len(transactions):
@@ -117,9 +119,10 @@ def features_at(transactions: pd.DataFrame | None, reference: pd.Series) -> tupl
                 "monetary": recent.groupby("customer_id")["amount"].sum(),
                 "basket": g["amount"].mean(),
                 "tenure": days(g["exposed_at"].first() - g["timestamp"].min())}
+        orders = g.size().reindex(reference.index).fillna(0.0).to_numpy(float)
         for name, col in cols.items():
             raw[name] = col.reindex(reference.index).fillna(raw[name][0] if name == "recency" else 0.0).to_numpy(
                 float)
     x = np.column_stack([scale(raw[name], cap) for name, cap in FEATURES])
     x[:, 0] = 1.0 - x[:, 0]
-    return x, raw["basket"], raw["monetary"]
+    return x, raw["basket"], raw["monetary"], orders

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.options import Options, option
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
+from fedinsight.tasks.uplift.policy import expected_order_value
 
 HOLDOUT_KEY = "uplift-holdout-key"
 """The vault entry of the partner's uplift holdout key: its own, so the uplift and propensity held-out sets are
@@ -81,6 +85,11 @@ class UpliftOptions(Options):
                                     "is mid and high value (public thresholds, in the reporting currency).")
     order_value_cap: float = option(200.0, "Public cap of a customer's expected order value (the policy's value "
                                            "of one conversion).", above=0)
+    order_value_prior: float = option(0.0, "Public prior order value the policy shrinks each customer's own mean "
+                                           "order towards (0: a quarter of --order-value-cap).", minimum=0)
+    order_value_weight: float = option(2.0, "How many orders the prior counts as (0: each customer's own mean "
+                                            "order alone; customers without purchases are then worth nothing).",
+                                       minimum=0, maximum=100)
     top_share: float = option(0.3, "Share of customers a targeted campaign reaches (the report compares it with "
                                    "random targeting).", above=0, below=1)
     min_group_size: int = option(DEFAULT_MIN_GROUP_SIZE, f"Policy cells with a smaller noisy count are not reported "
@@ -119,6 +128,16 @@ class UpliftOptions(Options):
     @property
     def tier_edges(self) -> tuple[float, float]:
         return parse_edges(self.tiers)
+
+    @property
+    def prior_order_value(self) -> float:
+        """The policy's prior order value: ``--order-value-prior``, or a quarter of the cap when it is 0."""
+        return self.order_value_prior or self.order_value_cap / 4.0
+
+    def expected_order_value(self, who: Any) -> np.ndarray:
+        """The policy's expected order value of each customer of an audience (shrunk own mean order)."""
+        return expected_order_value(who.order_value, who.orders, self.order_value_cap, self.prior_order_value,
+                                    self.order_value_weight)
 
     @property
     def steps_per_round(self) -> int:

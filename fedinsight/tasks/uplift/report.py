@@ -79,9 +79,13 @@ def uplift_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]:
                              "(CPA = CAC)", "ROI"], erows))
     costs = ", ".join(f"{k} {v:g}" for k, v in (pol.get("costs") or {}).items())
     edges = pol.get("tier_edges") or []
-    note = (f"Each customer gets the offer whose expected extra value (predicted uplift x usual order value, capped "
-            f"at {pol.get('order_value_cap', 0):g}, minus the offer's cost: {costs}) is largest, or none when no "
-            f"offer pays for itself. Value tiers by spend in the year before the campaign: mid from "
+    prior = pol.get("order_value_prior")
+    usual = (f"usual order value, capped at {pol.get('order_value_cap', 0):g} and blended with a typical order of "
+             f"{prior:g} counted as {pol.get('order_value_weight', 0):g} orders" if prior is not None else
+             f"usual order value, capped at {pol.get('order_value_cap', 0):g}")
+    note = (f"Each customer gets the offer whose expected extra value (predicted uplift x {usual}, minus the "
+            f"offer's cost: {costs}) is largest, or none when no offer pays for itself. Value tiers by spend in the "
+            f"year before the campaign: mid from "
             f"{edges[0] if edges else '-'}, high from {edges[1] if len(edges) > 1 else '-'}. Counts are sums of "
             "every partner's Gaussian-noised counts; cells under the minimum group size are hidden. Partners export "
             "their own target lists on their own machines.")

@@ -113,7 +113,8 @@ def policy_summary(counts: np.ndarray, options: UpliftOptions, partners: int) ->
                           "customers": None if hidden[i] else round(est.value, 1),
                           "ci95": None if hidden[i] else [round(est.ci95[0], 1), round(est.ci95[1], 1)]})
     return {"cells": cells, "noise_sd": sd, "tier_edges": list(options.tier_edges),
-            "costs": options.costs, "order_value_cap": options.order_value_cap}
+            "costs": options.costs, "order_value_cap": options.order_value_cap,
+            "order_value_prior": options.prior_order_value, "order_value_weight": options.order_value_weight}
 
 
 def run(session: Session) -> dict[str, Any]:
@@ -150,6 +151,7 @@ def model(summary: dict[str, Any], options: UpliftOptions) -> dict[str, Any]:
     return {"kind": "fedinsight-uplift", "version": 1, "campaign": summary["campaign"], "arms": list(options.arms),
             "features": [{"name": n, "cap": c} for n, c in FEATURES], "hidden": options.hidden,
             "costs": options.costs, "order_value_cap": options.order_value_cap,
+            "order_value_prior": options.prior_order_value, "order_value_weight": options.order_value_weight,
             "tier_edges": list(options.tier_edges), "weights": summary["weights"]}
 
 

@@ -45,6 +45,7 @@ def test_audience_reads_arms_conversions_and_features_before_exposure():
     assert list(who.ids) == ["c1", "c2"] and who.arm.tolist() == [0, 1] and who.converted.tolist() == [1.0, 0.0]
     assert who.order_value.tolist() == [50.0, 20.0]  # the purchase after exposure is not a feature
     assert who.spend_year.tolist() == [50.0, 0.0]  # c2's purchase is more than a year before exposure
+    assert who.orders.tolist() == [1.0, 1.0]  # all purchases before exposure, however old
     assert ((who.x >= 0) & (who.x <= 1)).all()
 
 
@@ -68,6 +69,25 @@ def test_the_policy_picks_the_largest_positive_value_or_none():
     assert policy.counts(np.array([1, 2, 0]), np.array([0, 2, 2]), 2).tolist() == [0, 0, 1, 1, 0, 0, 0, 0, 1]
     truth = best_offer({"d": uplift[:, 0], "g": uplift[:, 1]}, value, {"d": 4.0, "g": 3.0})
     assert truth.tolist() == ["d", "g", ""]  # the benchmark's truth policy applies the same rule
+
+
+def test_the_expected_order_value_is_the_own_mean_order_shrunk_towards_the_public_prior():
+    ev = _events([("c1", "2025-03-01", "spring", "email", "exposure", "A"),
+                  ("c2", "2025-03-01", "spring", "email", "exposure", "B"),
+                  ("c3", "2025-03-01", "spring", "email", "exposure", "B")])
+    tx = pd.DataFrame({"customer_id": ["c1", "c1", "c1", "c1", "c2", "c2"],
+                       "timestamp": ["2024-06-01", "2024-09-01", "2025-01-01", "2025-05-01", "2025-02-01",
+                                     "2025-02-02"],
+                       "amount": [30.0, 60.0, 90.0, 500.0, 400.0, 200.0]})
+    who = audience(ev, tx, "spring", ("A", "B"))  # c1: 3 orders of mean 60; c2: 2 of mean 300; c3: none
+    assert who.orders.tolist() == [3.0, 2.0, 0.0] and who.order_value.tolist() == [60.0, 300.0, 0.0]
+    options = UpliftOptions(offer_costs="B=1", order_value_cap=200.0)  # prior: a quarter of the cap, 2 orders
+    assert options.prior_order_value == 50.0
+    # c1 (3 x 60 + 2 x 50) / 5 = 56; c2 capped (2 x 200 + 2 x 50) / 4 = 125; c3 the prior alone
+    assert options.expected_order_value(who).tolist() == [56.0, 125.0, 50.0]
+    own = UpliftOptions(offer_costs="B=1", order_value_cap=200.0, order_value_weight=0.0)
+    assert own.expected_order_value(who).tolist() == [60.0, 200.0, 0.0]  # no shrinking: c3 is worth nothing
+    assert policy.expected_order_value(who.order_value, who.orders, 200.0, 80.0, 1.0).tolist() == [65.0, 160.0, 80.0]
 
 
 def test_planted_effects_depend_on_tier_and_price_sensitivity():
