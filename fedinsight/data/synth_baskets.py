@@ -21,7 +21,6 @@ over the partners; everything is deterministic in ``seed``. The partner folders 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.data.planted import write_federation
 
 ROWS_EXTRA_MEAN = 0.5
 """Transaction rows per category in a basket: 1 + Poisson(this)."""
@@ -126,11 +126,5 @@ def generate(config: BasketsConfig) -> tuple[dict[str, dict[str, pd.DataFrame]],
 def write_baskets(root: str | Path, config: BasketsConfig) -> dict[str, Any]:
     """Write one folder per partner under ``root`` (CSV files) and ``root/ground_truth.json``; return the truth."""
     frames, truth = generate(config)
-    root = Path(root)
-    for partner, tables in frames.items():
-        folder = root / partner
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, frame in tables.items():
-            frame.to_csv(folder / f"{name}.csv", index=False)
-    (root / "ground_truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+    write_federation(root, frames, truth)
     return truth

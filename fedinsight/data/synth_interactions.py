@@ -13,7 +13,6 @@ side by side with the real data. Deterministic in ``seed``; customers split even
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.data.planted import write_federation
 
 MOVIELENS_MEDIAN_DEGREE, MOVIELENS_MEAN_DEGREE = 65.0, 106.0
 """MovieLens-100K's interactions per customer (943 customers, 100,000 ratings)."""
@@ -135,11 +135,5 @@ def degree_profile(interactions: pd.DataFrame) -> dict[str, float]:
 def write_interactions(root: str | Path, config: InteractionsConfig) -> dict[str, Any]:
     """Write one folder per partner under ``root`` (CSV) and ``root/ground_truth.json``; return the truth."""
     frames, truth = generate(config)
-    root = Path(root)
-    for partner, tables in frames.items():
-        folder = root / partner
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, frame in tables.items():
-            frame.to_csv(folder / f"{name}.csv", index=False)
-    (root / "ground_truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+    write_federation(root, frames, truth)
     return truth

@@ -26,7 +26,6 @@ Everything is deterministic in ``seed``.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.data.planted import write_federation
 
 FEATURES = ("recency", "frequency", "monetary")
 """The segments task's default features; the centres below are in their scaled [0, 1] space."""
@@ -139,13 +139,7 @@ def write_segments(root: str | Path, config: SegmentsConfig) -> dict[str, Any]:
     """One folder per partner under ``root`` (CSV), ``root/ground_truth.json`` and the labels in
     ``root/ground_truth/segments.csv`` (outside every partner folder); returns the truth."""
     frames, labels, facts = generate(config)
-    root = Path(root)
-    for partner, tables in frames.items():
-        folder = root / partner
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, frame in tables.items():
-            frame.to_csv(folder / f"{name}.csv", index=False)
+    root = write_federation(root, frames, facts)
     (root / "ground_truth").mkdir(parents=True, exist_ok=True)
     labels.to_csv(root / "ground_truth" / "segments.csv", index=False)
-    (root / "ground_truth.json").write_text(json.dumps(facts, indent=1) + "\n")
     return facts
