@@ -87,14 +87,31 @@ def delta_limit(customers: int) -> float:
     return 1.0 / (10.0 * max(int(customers), 1))
 
 
+DEFAULT_DELTA = 1e-6
+"""The largest delta a job is stated at when its submitter gives none (:func:`default_job_delta`)."""
+
+
+def delta_ceiling(customers: int) -> float:
+    """The largest power of ten a partner with ``customers`` customers accepts as a job's delta (at most
+    :func:`delta_limit`). It is what a partner states in hello, in place of its count: its size to a factor of ten,
+    which its refusals would tell a coordinator trying deltas one after another anyway."""
+    return 10.0 ** math.floor(math.log10(delta_limit(customers)) + 1e-9)
+
+
+def default_job_delta(ceilings: Sequence[float]) -> float:
+    """A job's delta when its submitter gives none: :data:`DEFAULT_DELTA`, or the smallest partner ceiling
+    (:func:`delta_ceiling`) if that is smaller, so the largest partner accepts the job as it comes."""
+    return min([DEFAULT_DELTA, *ceilings])
+
+
 def check_job_delta(partner_id: str, delta: float, customers: int) -> None:
     """Refuse a DP job stated at a delta above :func:`delta_limit`. The error names a power of ten that would
     do, not the partner's count (which is not public)."""
     limit = delta_limit(customers)
     if delta > limit * (1 + 1e-9):
-        suggestion = 10.0 ** math.floor(math.log10(limit))
         raise ConfigError(f"partner {partner_id}: delta {delta:g} is above 1 / (10 x its number of customers); "
-                          f"run the job with --delta {suggestion:g} or smaller")
+                          f"run the job with --delta {delta_ceiling(customers):g} or smaller (or without --delta: "
+                          "the job then takes the largest delta every partner accepts)")
 
 
 # --- the partner's gate ---------------------------------------------------------------------------
@@ -159,6 +176,10 @@ class BudgetGate:
         and again on every spend for the delta the message names (whatever the coordinator sends)."""
         if self.customers is not None:
             check_job_delta(self.partner_id, job_delta, self.customers())
+
+    def delta_ceiling(self) -> float | None:
+        """This partner's :func:`delta_ceiling` (``None`` when it does not know its customers)."""
+        return None if self.customers is None else delta_ceiling(self.customers())
 
     def allow(self, private: bool) -> None:
         """Refuse a non-private job if this partner requires DP (before anything is computed)."""

@@ -41,6 +41,7 @@ from flwr.serverapp import Grid
 from fedinsight.core.errors import ConfigError, FedinsightError, PartnerIdentityError, PartnerReplyError
 from fedinsight.core.files import atomic_output_file
 from fedinsight.core.redact import redact_tree
+from fedinsight.federation import delta as deltas
 from fedinsight.federation import progress
 from fedinsight.federation.budget import BudgetGate, Charge, charge_before_compute, stated_epsilon, withdraw_unspent
 from fedinsight.federation.exposure import Exposure, WatchedGrid
@@ -122,6 +123,7 @@ class PartnerInfo:
     node: int
     partner_id: str
     facts: dict[str, Any] = field(default_factory=dict)
+    delta_ceiling: float | None = None  # the largest delta it accepts, when it stated one (:mod:`.delta`)
 
 
 @dataclass
@@ -161,13 +163,14 @@ class Session:
         self.nodes = nodes
         self.partners: dict[int, PartnerInfo] = {}
         facts = task.hello_facts_release(options)
-        self.guard = ReplyGuard(Manifest(task.name, (hello_release(task), *([facts] if facts else []))))
+        self.guard = ReplyGuard(Manifest(task.name, (*framework_hello(task), *([facts] if facts else []))))
         self.plan: Plan | None = None
         self.spent: dict[str, float] = {}
         self.created: list[str] = []  # partners whose budget this job's charge created (simulated partners)
         self.withdrawn: list[str] = []  # partners whose charge was taken back (they released nothing private)
         self.started = time.perf_counter()
         self.state: dict[str, Any] = {}  # the workflow's own bookkeeping
+        self.delta_rule: str | None = None  # how the job's delta was chosen (:mod:`fedinsight.federation.delta`)
 
     # messages
     def config(self, phase: str, **extra: Any) -> dict[str, Any]:
@@ -229,7 +232,8 @@ class Session:
         replies = self.ask("query", "hello", config=self.config("hello", **self.task.hello_config(self)))
         for node, msg in replies.items():
             facts = dict(msg.content[FACTS_RECORD]) if FACTS_RECORD in msg.content else {}
-            self.partners[node] = PartnerInfo(node, str(msg.content[PARTNER_RECORD]["partner-id"]), facts)
+            self.partners[node] = PartnerInfo(node, str(msg.content[PARTNER_RECORD]["partner-id"]), facts,
+                                              deltas.ceiling_of(msg))
         names = [p.partner_id for p in self.partners.values()]
         if len(set(names)) != len(names):
             raise ConfigError(f"two partner nodes claim the same partner id: {sorted(names)}")
@@ -252,6 +256,11 @@ def check_identities(partners: Mapping[int, PartnerInfo], identities: Mapping[st
                          "with this coordinator (restart the coordinator after adding it to coordinator.toml)")
     if wrong:
         raise PartnerIdentityError("refused before any partner computed: " + "; ".join(wrong))
+
+
+def framework_hello(task: Task) -> tuple[Release, ...]:
+    """The hello records every task's partners may send: the partner's id and its delta ceiling."""
+    return hello_release(task), deltas.delta_release()
 
 
 def hello_release(task: Task) -> Release:
@@ -328,10 +337,17 @@ class Task(ABC):
         can serve the job at all, so a broken partner fails before any budget is charged."""
         return {}
 
+    def is_private(self, options: Options) -> bool:
+        """Whether a job with ``options`` makes DP releases (a task without an epsilon counts as private: its
+        options say nothing to the contrary)."""
+        return not (getattr(options, "non_private", False)
+                    or not math.isfinite(float(getattr(options, "epsilon", 1.0))))
+
     def stated_delta(self, options: Options) -> float | None:
         """The delta a job with ``options`` is stated at, for the partners' delta rule in hello (``None``: not a DP
-        job, or its delta is only known later -- the rule then still holds at every spend)."""
-        if getattr(options, "non_private", False) or not math.isfinite(float(getattr(options, "epsilon", 1.0))):
+        job, or a delta the job takes from the partners' ceilings in hello, :mod:`fedinsight.federation.delta` --
+        the rule then still holds at every spend)."""
+        if not self.is_private(options):
             return None
         delta = getattr(options, "delta", None)
         return float(delta) if delta else None
@@ -423,10 +439,13 @@ def start(task: Task, grid: Grid, context: Context, *,
     session = Session(task, grid, job, options, nodes)
     session.hello(None if job.simulated else identities)
     progress.report("connecting partners", job.partners, job.partners)
+    session.options, session.delta_rule = deltas.resolve(
+        session.options, [p.delta_ceiling for p in session.partners.values()], private=task.is_private(options))
     plan = task.plan(session)
     session.plan = plan
-    session.guard.manifest = Manifest(task.name, (hello_release(task), *[
-        r for r in plan.manifest.releases if r.reply != "hello" or r.record != PARTNER_RECORD]))
+    session.guard.manifest = Manifest(task.name, (*framework_hello(task), *[
+        r for r in plan.manifest.releases
+        if r.reply != "hello" or r.record not in (PARTNER_RECORD, deltas.DELTA_RECORD)]))
     session.guard._specs.clear()
     exposure = None
     if plan.charges:
@@ -434,7 +453,8 @@ def start(task: Task, grid: Grid, context: Context, *,
         budget = None
         if job.budget is not None:
             # a new simulated partner's budget covers the job as stated: its delta plus its thresholding deltas
-            delta = job.budget_delta or job_delta(plan, options) + threshold_delta([c.event for c in plan.charges])
+            events = [c.event for c in plan.charges]
+            delta = job.budget_delta or job_delta(plan, session.options) + threshold_delta(events)
             budget = (job.budget, delta)
         try:
             known = set(ledger.partners())
@@ -509,6 +529,10 @@ def finish(session: Session, result: TaskResult) -> dict[str, Any]:
         delta = job_delta(plan, session.options)
         events = [c.event for c in plan.charges]
         privacy.setdefault("epsilon_charged", stated_epsilon(events, delta) if events and delta else 0.0)
+        if events:
+            privacy.setdefault("delta", delta)
+            if session.delta_rule:
+                privacy.setdefault("delta_rule", session.delta_rule)
         if thresholds := threshold_delta(events):  # on every ledger, taken from the budget's delta
             privacy.setdefault("delta_thresholding", thresholds)
         privacy.setdefault("ledger_epsilon_after", {k: round(v, 6) for k, v in sorted(session.spent.items())})
@@ -581,12 +605,14 @@ def result_of(context: Context) -> dict[str, Any]:
     return json.loads(str(context.state[RESULT_KEY]["json"]))  # type: ignore[index]
 
 
-def partner_reply(msg: Message, partner_id: str, facts: Mapping[str, Any], kind: str = "metrics") -> Message:
-    """The shared hello reply: the partner's id, and the task's public facts (numbers, or text)."""
+def partner_reply(msg: Message, partner_id: str, facts: Mapping[str, Any], kind: str = "metrics", *,
+                  delta_ceiling: float | None = None) -> Message:
+    """The shared hello reply: the partner's id, the task's public facts (numbers, or text), and the largest delta
+    the partner accepts when the job asks for it (:mod:`fedinsight.federation.delta`)."""
     records: dict[str, Any] = {PARTNER_RECORD: ConfigRecord({"partner-id": partner_id})}
     if facts:
         records[FACTS_RECORD] = MetricRecord(dict(facts)) if kind == "metrics" else ConfigRecord(dict(facts))
-    return Message(RecordDict(records), reply_to=msg)
+    return Message(RecordDict(deltas.with_ceiling(records, delta_ceiling)), reply_to=msg)
 
 
 def phase_of(msg: Message) -> str:

@@ -35,11 +35,15 @@ def partner_for(task: Task, context: Context, config: dict[str, Any]) -> Partner
 def _hello(task: Task, msg: Message, partner: PartnerSide) -> Message:
     config = config_of(msg)
     options = task.options.from_run_config(config)
+    ceiling = None
     if (delta := task.stated_delta(options)) is not None:  # before the coordinator charges anyone
         partner.gate.check_delta(delta)
+    elif task.is_private(options) and hasattr(options, "delta"):  # the job takes its delta from the partners'
+        ceiling = partner.gate.delta_ceiling()
     facts = task.hello_facts(partner, config)
     release = task.hello_facts_release(options) if facts else None
-    return partner_reply(msg, partner.partner_id, facts, release.kind if release is not None else "metrics")
+    return partner_reply(msg, partner.partner_id, facts, release.kind if release is not None else "metrics",
+                         delta_ceiling=ceiling)
 
 
 def _wrap(task: Task, kind: str, handler: Handler | None) -> Any:

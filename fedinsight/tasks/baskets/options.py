@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.delta import HELP as delta_help
+from fedinsight.federation.delta import provisional
 from fedinsight.federation.options import Options, option
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
 from fedinsight.tasks.baskets.noise import SELECTION_DELTA_SHARE, NoisePlan, noise_plan, pair_count
@@ -17,8 +19,7 @@ MAX_CANDIDATES = 100
 class BasketsOptions(Options):
     epsilon: float = option(1.0, "Epsilon the whole job spends per partner (item selection and pair counts).",
                             above=0, maximum=100)
-    delta: float = option(1e-6, "Delta the job's epsilon is stated at (item selection adds a thousandth of it).",
-                          above=0, below=1)
+    delta: float | None = option(None, delta_help + " Item selection adds a thousandth of it.", above=0, below=1)
     max_items: int = option(5, "Items (categories) per customer: each customer's most bought ones, the rest "
                                "ignored (bounds one customer's effect on every count).", minimum=2, maximum=12)
     candidates: int = option(60, "Items kept after the private selection; every pair of them is counted.",
@@ -45,7 +46,7 @@ class BasketsOptions(Options):
     @property
     def selection_delta(self) -> float:
         """The thresholding's delta: the chance an item held by a handful of a partner's customers shows."""
-        return self.delta * SELECTION_DELTA_SHARE
+        return provisional(self.delta) * SELECTION_DELTA_SHARE
 
     def noise(self) -> NoisePlan:
-        return noise_plan(self.epsilon, self.delta)
+        return noise_plan(self.epsilon, provisional(self.delta))

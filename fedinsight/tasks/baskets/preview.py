@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from fedinsight.federation.delta import provisional
 from fedinsight.federation.task import Preview
 from fedinsight.tasks.baskets.client import selection_threshold
 from fedinsight.tasks.baskets.noise import release_bound
@@ -29,8 +30,10 @@ def preview_of(options: BasketsOptions, partners: int) -> Preview:
          f"{sd_one:,.1f} per partner, {sd_sum:,.1f} summed over {partners}"],
     ]
     notes = [
-        f"epsilon {options.epsilon:g} per partner at delta {options.delta:g} (+ {options.selection_delta:.2g} for "
-        "item selection), charged on every ledger before anyone computes",
+        f"epsilon {options.epsilon:g} per partner at delta {provisional(options.delta):g}"
+        + (" or less (the largest every partner accepts)" if options.delta is None else "")
+        + f" (+ a thousandth of it, {options.selection_delta:.2g}, for item selection), charged on every ledger "
+        "before anyone computes",
         f"each customer counts for their {options.max_items} most bought items",
         f"with all {options.candidates} candidates kept, a pair becomes a rule only with roughly {z * sd_sum:,.0f}+ "
         f"customers (summed over partners) and a clear lift: every count is moved {z:.1f} noise sds against it "

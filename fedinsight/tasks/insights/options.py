@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.delta import HELP as delta_help
+from fedinsight.federation.delta import provisional
 from fedinsight.federation.options import Options, option
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
 from fedinsight.tasks.insights.catalogue import PRESETS, InsightBatch, default_batch, parse_batch
@@ -18,7 +20,7 @@ from fedinsight.tasks.insights.spec import InsightSpec, SpecJob, canonical, look
 class InsightsOptions(Options):
     epsilon: float = option(1.0, "Epsilon this batch spends per partner, composed over all insights.", above=0,
                             maximum=100)
-    delta: float = option(1e-6, "Delta of the batch.", above=0, below=1)
+    delta: float | None = option(None, delta_help, above=0, below=1)
     mechanism: str = option("gaussian", "gaussian or laplace (OpenDP samplers).", choices=("gaussian", "laplace"))
     min_group_size: int = option(DEFAULT_MIN_GROUP_SIZE, "Groups with fewer customers (noisy count) are suppressed.",
                                  minimum=MIN_GROUP_FLOOR)
@@ -70,7 +72,7 @@ class InsightsOptions(Options):
         spec = self.parsed_spec()
         if spec is None:
             raise ConfigError("these insights options carry no spec")
-        return spec_job(spec, epsilon=self.epsilon, delta=self.delta, mechanism=self.mechanism,
+        return spec_job(spec, epsilon=self.epsilon, delta=provisional(self.delta), mechanism=self.mechanism,
                         min_group_size=self.min_group_size, suppression_margin_sd=self.suppression_margin,
                         requester=requester, as_of=self.as_of or as_of)
 
@@ -85,7 +87,8 @@ class InsightsOptions(Options):
         elif self.spec:
             batch, _ = self.spec_job(requester=requester).batch(only=self.only_names())
         else:
-            batch = default_batch(self.preset, epsilon=self.epsilon, delta=self.delta, as_of=self.as_of or None,
+            batch = default_batch(self.preset, epsilon=self.epsilon, delta=provisional(self.delta),
+                                  as_of=self.as_of or None,
                                   mechanism=self.mechanism, min_group_size=self.min_group_size,
                                   suppression_margin_sd=self.suppression_margin, requester=requester,
                                   only=self.only_names())

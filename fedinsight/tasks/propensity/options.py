@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.delta import HELP as delta_help
+from fedinsight.federation.delta import provisional
 from fedinsight.federation.options import Options, option
 from fedinsight.federation.secagg import shares_of
 from fedinsight.models.propensity import MODEL_KINDS
@@ -26,8 +28,7 @@ must stay small enough that rounding onto the grid adds under 1 % to the clippin
 class PropensityOptions(Options):
     rounds: int = option(20, "Federated rounds.", minimum=1)
     epsilon: float = option(1.0, "Each partner's epsilon for the whole run (DP-SGD + statistics).", above=0)
-    delta: float = option(1e-6, "Each partner's delta (at most 1e-6 by default; each partner refuses a delta above "
-                                "1 / (10 x its customers)).", above=0, below=1)
+    delta: float | None = option(None, delta_help, above=0, below=1)
     non_private: bool = option(False, "No DP at all (to measure what DP costs; partners must allow it).")
     model: str = option("logreg", "logreg or mlp.", choices=MODEL_KINDS)
     seed: int = option(0, "Seed of the initial model (public: every partner starts from the same weights).")
@@ -154,7 +155,7 @@ class PropensityOptions(Options):
     def plan(self) -> DpsgdPlan | None:
         if self.non_private:
             return None
-        return plan_dpsgd(self.training_epsilon, self.delta, sample_rate=self.batch_rate,
+        return plan_dpsgd(self.training_epsilon, provisional(self.delta), sample_rate=self.batch_rate,
                           steps_per_round=self.steps_per_round, rounds=self.rounds, max_grad_norm=self.max_grad_norm,
                           gaussian_releases=2, gaussian_share=self.stats_share)
 
@@ -163,4 +164,4 @@ class PropensityOptions(Options):
         dp = self.plan()
         if dp is None or not self.eval_releases:
             return None
-        return eval_noise_multiplier(dp, self.epsilon, self.delta, self.eval_releases)
+        return eval_noise_multiplier(dp, self.epsilon, provisional(self.delta), self.eval_releases)

@@ -364,9 +364,7 @@ def plan(session: Session, task: str) -> Plan:
 
 def eval_summary(job: RecommendJob, privacy: PrivacyPlan) -> dict[str, Any]:
     """What summary.json["privacy"] says about the job's delta and its evaluation releases."""
-    return {"delta_rule": "given by the submitter" if job.options.delta is not None else
-            "default: min(1e-6, 1 / (10 x the largest partner's customers))",
-            "evaluation": {"releases": privacy.evaluations, "share": job.eval_share, "metrics": job.eval_metrics,
+    return {"evaluation": {"releases": privacy.evaluations, "share": job.eval_share, "metrics": job.eval_metrics,
                            "mechanism": "gaussian (OpenDP)" if privacy.eval_noise_multiplier else
                            ("none" if not privacy.evaluations else "exact (non-private run)"),
                            "noise_multiplier": round(privacy.eval_noise_multiplier, 6),

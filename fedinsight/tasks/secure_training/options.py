@@ -8,6 +8,8 @@ from typing import ClassVar
 from dp_accounting import dp_event
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.delta import HELP as delta_help
+from fedinsight.federation.delta import provisional
 from fedinsight.federation.options import Options, option
 from fedinsight.privacy.ledger import compose_epsilon, dpsgd_event
 
@@ -20,7 +22,7 @@ class SecureTrainingOptions(Options):
     sample_rate: float = option(0.05, "Poisson sampling rate of customers per step.", above=0, maximum=1)
     local_steps: int = option(20, "DP-SGD steps per partner per round.", minimum=1)
     lr: float = option(0.5, "Learning rate.", above=0)
-    delta: float = option(1e-6, "DP delta the job's epsilon is stated at.", above=0, below=1)
+    delta: float | None = option(None, delta_help, above=0, below=1)
     cutoff: str = option("2025-06-30", "Cutoff date: features before it, label = buys after it.")
     max_shares: int = option(9, "At most this many SecAgg+ shares per secret (odd; fewer partners: all).", minimum=3)
     clipping_range: float = option(8.0, "SecAgg+ clipping range of the (quantised) update.", above=0)
@@ -42,7 +44,7 @@ class SecureTrainingOptions(Options):
     @property
     def epsilon(self) -> float:
         """The whole job's epsilon per partner at ``delta`` (what the ledger is charged)."""
-        return compose_epsilon([self.round_event()] * self.rounds, self.delta)
+        return compose_epsilon([self.round_event()] * self.rounds, provisional(self.delta))
 
     def num_shares(self, partners: int) -> int:
         """Odd, at most the number of partners and ``max_shares`` (an even integer crashes ``secaggplus_mod``)."""

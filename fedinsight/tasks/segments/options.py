@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.delta import HELP as delta_help
+from fedinsight.federation.delta import provisional
 from fedinsight.federation.options import Options, option
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
 from fedinsight.tasks.segments.choose import parse_range
@@ -24,7 +26,7 @@ class SegmentsOptions(Options):
                              minimum=1, maximum=20)
     epsilon: float = option(1.0, "Epsilon the whole job spends per partner (initialisation, iterations, sizes).",
                             above=0, maximum=100)
-    delta: float = option(1e-6, "Delta the job's epsilon is stated at.", above=0, below=1)
+    delta: float | None = option(None, delta_help, above=0, below=1)
     features: str = option(DEFAULT_FEATURES, "Comma-separated customer features: recency, frequency, monetary, "
                                              "basket, tenure, evening, funnel (deepest campaign stage); "
                                              "channel:<name> / category:<name> (share of "
@@ -81,4 +83,4 @@ class SegmentsOptions(Options):
         return math.sqrt(self.dim)
 
     def noise(self) -> NoisePlan:
-        return noise_plan(self.epsilon, self.delta, self.iterations)
+        return noise_plan(self.epsilon, provisional(self.delta), self.iterations)

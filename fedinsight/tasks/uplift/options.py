@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.delta import HELP as delta_help
+from fedinsight.federation.delta import provisional
 from fedinsight.federation.options import Options, option
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
@@ -64,7 +66,7 @@ class UpliftOptions(Options):
                                   "(required: the policy weighs incremental value against these costs).")
     epsilon: float = option(1.0, "Each partner's epsilon for the whole job (DP-SGD, evaluation, policy counts).",
                             above=0, maximum=100)
-    delta: float = option(1e-6, "Each partner's delta.", above=0, below=1)
+    delta: float | None = option(None, delta_help, above=0, below=1)
     rounds: int = option(20, "Federated rounds (FedAvg).", minimum=1, maximum=200)
     sample_rate: float = option(0.2, "Poisson sampling rate of DP-SGD batches (large batches: less noise per "
                                      "step for the same epsilon).", above=0, maximum=1)
@@ -146,6 +148,6 @@ class UpliftOptions(Options):
     def plan(self) -> DpsgdPlan:
         """DP-SGD for the training, plus the three Gaussian releases (evaluation, policy counts, economics) at one
         multiplier."""
-        return plan_dpsgd(self.epsilon, self.delta, sample_rate=self.sample_rate,
+        return plan_dpsgd(self.epsilon, provisional(self.delta), sample_rate=self.sample_rate,
                           steps_per_round=self.steps_per_round, rounds=self.rounds, max_grad_norm=self.max_grad_norm,
                           gaussian_releases=RELEASES, gaussian_share=self.release_share)

@@ -9,7 +9,8 @@ import pytest
 from support.federations import own_federation, run_in_process
 
 from fedinsight.core.errors import BudgetExceededError, ConfigError
-from fedinsight.federation.budget import check_job_delta, delta_limit
+from fedinsight.federation import delta as deltas
+from fedinsight.federation.budget import check_job_delta, delta_ceiling, delta_limit, stated_epsilon
 from fedinsight.privacy.ledger import PrivacyLedger
 from fedinsight.tasks import TASKS
 
@@ -30,6 +31,29 @@ def test_the_limit_and_its_message() -> None:
     with pytest.raises(ConfigError, match=r"partner p: delta 0.001 is above 1 / \(10 x its number of customers\); "
                                           r"run the job with --delta 0.0001 or smaller"):
         check_job_delta("p", 1e-3, 1000)
+
+
+def test_a_partners_ceiling_is_the_largest_power_of_ten_it_accepts() -> None:
+    # 1 / (10 x n) rounded down to a power of ten: the size to a factor of ten, never above the limit
+    for customers, ceiling in ((300, 1e-4), (1000, 1e-4), (1001, 1e-5), (99_999, 1e-6), (100_000, 1e-6),
+                               (100_001, 1e-7), (149_076, 1e-7), (5_000_000, 1e-8)):
+        assert delta_ceiling(customers) == pytest.approx(ceiling, rel=1e-12), customers
+        assert delta_ceiling(customers) <= delta_limit(customers)
+        check_job_delta("p", delta_ceiling(customers), customers)  # the partner accepts its own ceiling
+
+
+def test_a_job_takes_the_smallest_ceiling_and_never_changes_a_given_delta() -> None:
+    from fedinsight.tasks.insights.options import InsightsOptions
+
+    auto = InsightsOptions(as_of="2026-01-01")
+    assert auto.delta is None
+    resolved, rule = deltas.resolve(auto, [1e-4, 1e-7, None], private=True)  # None: a partner that states none
+    assert resolved.delta == 1e-7 and rule == deltas.RULE_DEFAULT
+    assert deltas.resolve(auto, [1e-4, 1e-5], private=True)[0].delta == 1e-6  # never above 1e-6
+    assert deltas.resolve(auto, [], private=True)[0].delta == 1e-6
+    given = InsightsOptions(as_of="2026-01-01", delta=1e-5)
+    assert deltas.resolve(given, [1e-7], private=True) == (given, deltas.RULE_GIVEN)  # its partner refuses it
+    assert deltas.resolve(auto, [1e-7], private=False) == (auto, None)
 
 
 @pytest.mark.parametrize("task", DP_TASKS)
@@ -83,3 +107,35 @@ def test_thresholding_deltas_count_towards_the_rule_and_cannot_use_up_the_delta(
         uncapped.spend("k", [noise, ThresholdDeltaEvent(2e-6)], job_epsilon=1.0, job_delta=1e-8, kind="query",
                        description="more delta than the partner has")
     assert [c.job_id for c in ledger.charges()] == ["j"]
+
+
+def _one_large_partner(monkeypatch, name: str, customers: int) -> None:
+    """``name`` counts ``customers`` for the delta rule (the others their own): a partner of a size no test
+    federation here can afford to write."""
+    from fedinsight.partner.side import PartnerSide
+
+    real = PartnerSide.customer_count
+    monkeypatch.setattr(PartnerSide, "customer_count",
+                        lambda self: customers if self.partner_id == name else real(self))
+
+
+def test_a_job_without_a_delta_runs_at_what_its_largest_partner_accepts(federation, tmp_path, monkeypatch) -> None:
+    """A fixed default of 1e-6 was refused by every partner of more than 100,000 customers: the job now takes the
+    smallest ceiling the partners state in hello, and is charged at it on both ledgers."""
+    _one_large_partner(monkeypatch, "shop-us", 149_076)  # accepts at most 6.7e-7: 1e-7
+    run = run_in_process("insights", federation, tmp_path / "auto")
+    privacy = run.summary["privacy"]
+    assert privacy["delta"] == 1e-7 and privacy["delta_rule"] == deltas.RULE_DEFAULT
+    assert run.summary["settings"]["delta"] == 1e-7
+    ceilings = {p.partner_id: p.delta_ceiling for p in run.session.partners.values()}
+    assert ceilings.pop("shop-us") == 1e-7 and all(c is not None and c >= 1e-4 for c in ceilings.values())
+    # the noise was calibrated at 1e-7: each partner's own ledger holds epsilon 1 at 1e-7 (less at 1e-6)
+    partners = PrivacyLedger(f"sqlite:///{tmp_path / 'auto' / 'partners.db'}")
+    assert sorted(partners.partners()) == sorted(run.summary["partner_ids"])
+    for pid in partners.partners():
+        events = partners.events(pid)
+        assert stated_epsilon(events, 1e-7) == pytest.approx(1.0, rel=1e-3)
+        assert stated_epsilon(events, 1e-6) < 0.95
+    with pytest.raises(ConfigError, match=r"partner shop-us: delta 1e-06 is above .* run the job with --delta "
+                                          r"1e-07 or smaller \(or without --delta"):
+        run_in_process("insights", federation, tmp_path / "given", delta=1e-6)  # a given delta is never changed

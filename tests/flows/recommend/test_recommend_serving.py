@@ -77,7 +77,7 @@ def test_the_default_epsilon_is_finite_and_charged_on_every_ledger(default_run):
     assert privacy["private"] is True and privacy["epsilon_target"] == DEFAULT_EPSILON
     assert run.summary["settings"]["local_epochs"] == 1 and run.summary["settings"]["personalize_epochs"] == 50
     # the default delta, recorded with its rule: 1e-6 here (far below 1 / (10 x the largest partner's customers))
-    assert privacy["delta"] == 1e-6 and privacy["delta_rule"].startswith("default: min(1e-6")
+    assert privacy["delta"] == 1e-6 and privacy["delta_rule"].startswith("default: the smallest of 1e-06 and every partner's ceiling")
     assert privacy["evaluation"]["releases"] == 1 and privacy["evaluation"]["share"] == 0.1
     coordinator = PrivacyLedger(f"sqlite:///{out / 'ledger.db'}")
     own = PrivacyLedger(f"sqlite:///{out / 'partners.db'}")
