@@ -19,6 +19,7 @@ from support.federations import PARTNER_NAMES, own_federation, raw_frames, run_i
 
 from fedinsight.cli import main
 from fedinsight.core.errors import UnknownCustomerError
+from fedinsight.federation import delta as deltas
 from fedinsight.partner.side import open_partner
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 from fedinsight.tasks.recommend.options import DEFAULT_EPSILON, RecommendOptions
@@ -77,7 +78,7 @@ def test_the_default_epsilon_is_finite_and_charged_on_every_ledger(default_run):
     assert privacy["private"] is True and privacy["epsilon_target"] == DEFAULT_EPSILON
     assert run.summary["settings"]["local_epochs"] == 1 and run.summary["settings"]["personalize_epochs"] == 50
     # the default delta, recorded with its rule: 1e-6 here (far below 1 / (10 x the largest partner's customers))
-    assert privacy["delta"] == 1e-6 and privacy["delta_rule"].startswith("default: the smallest of 1e-06 and every partner's ceiling")
+    assert privacy["delta"] == 1e-6 and privacy["delta_rule"] == deltas.RULE_DEFAULT
     assert privacy["evaluation"]["releases"] == 1 and privacy["evaluation"]["share"] == 0.1
     coordinator = PrivacyLedger(f"sqlite:///{out / 'ledger.db'}")
     own = PrivacyLedger(f"sqlite:///{out / 'partners.db'}")
