@@ -178,7 +178,7 @@ def _evaluate(session: Session, job: RecommendJob, privacy: PrivacyPlan, config:
     for the shared item model alone when partners personalise it."""
     replies = session.ask("evaluate", "evaluate", config={**config, "phase": "evaluate", "final": final,
                                                            "round": rnd}, records=_items(items))
-    seconds = sum(float(r.content["metrics"]["seconds"]) for r in replies.values())
+    seconds = sum(float(r.content["metrics"].get("seconds", 0.0)) for r in replies.values())
     if job.private:
         fields = job.eval_fields()
         sums = {f: sum(float(r.content["release"][f]) for r in replies.values()) for f in fields}
@@ -280,7 +280,7 @@ def _train_round(session: Session, job: RecommendJob, config: dict[str, Any], it
         metrics = reply["metrics"]
         deltas.append(delta)
         steps.append(int(metrics["steps"]))
-        seconds += float(metrics["seconds"])
+        seconds += float(metrics.get("seconds", 0.0))
         if job.private:
             weights.append(np.full(items.num_items, float(sizes[n])))
             eps.append(float(metrics["epsilon"]))
@@ -403,12 +403,14 @@ def releases(job: RecommendJob, catalogue: Catalogue, privacy: PrivacyPlan) -> l
     else:
         out.append(Release("train", "update", {"delta": (items, width), "item-customers": (items,)}, PUBLIC,
                            kind="arrays", what="the item table's change and who touched each item", reason=nonprivate))
-    train_metrics = {"steps": None, "seconds": None, **({"epsilon": None} if job.private else {"loss": None})}
+    train_metrics = {"steps": None, **({"epsilon": None} if job.private else {"loss": None, "seconds": None})}
     if not job.distributed:
         out.append(Release("train", "metrics", train_metrics, PUBLIC,
-                           what="steps, training time (0.1 s), and the job's epsilon (DP) or the loss (non-private)",
-                           reason="steps and epsilon follow from public parameters; the time grows with the customer "
-                                  "count, which is treated as public" + ("" if job.private else f"; {nonprivate}")))
+                           what="steps and the job's epsilon (DP), or steps, the loss and the training time (0.1 s) "
+                                "(non-private)",
+                           reason="steps and epsilon follow from public parameters" + (
+                               "; a DP job sends no timing (it grows with the partner's data)" if job.private
+                               else f"; {nonprivate}")))
     out += evaluation_releases(job, catalogue, privacy, nonprivate)
     return out
 
@@ -428,10 +430,9 @@ def evaluation_releases(job: RecommendJob, catalogue: Catalogue, privacy: Privac
                              f"{privacy.eval_noise_multiplier:.4g} x the L2 bound",
                         sensitivity=f"L2 sqrt({len(fields)}) per customer: each adds a value in [0, 1] to each sum",
                         event=dp_event.GaussianDpEvent(privacy.eval_noise_multiplier), count=count),
-                Release("evaluate", "metrics", {"seconds": None, "epsilon": None}, PUBLIC,
-                        what="evaluation time (0.1 s) and the job's epsilon so far",
-                        reason="epsilon follows from public noise parameters; the time grows with the customer count, "
-                               "which is treated as public")]
+                Release("evaluate", "metrics", {"epsilon": None}, PUBLIC, what="the job's epsilon so far",
+                        reason="it follows from public noise parameters (a DP job sends no timing: it grows with the "
+                               "partner's data)")]
     items = catalogue.num_items
     # global-: the shared model alone, when partners serve something else (personalised and/or blended)
     prefixes = ("", "global-") if job.personalize_epochs > 0 or job.blend else ("",)
@@ -543,7 +544,9 @@ def build_summary(job: RecommendJob, catalogue: Catalogue, *, names: list[str], 
         "customers": {"total": int(sum(sizes)), "per_partner": sizes},
         "privacy": privacy,
         "metrics": {**blocks, "per_round": per_round},
-        "timing": {"wall_s": round(wall_s, 3), "local_train_s": round(local_train_s, 3), "eval_s": round(eval_s, 3)},
+        # a DP job's partners send no timing (a side channel): only the coordinator's own wall clock
+        "timing": {"wall_s": round(wall_s, 3), "local_train_s": None if job.private else round(local_train_s, 3),
+                   "eval_s": None if job.private else round(eval_s, 3)},
     }
 
 
