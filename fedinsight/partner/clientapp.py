@@ -20,6 +20,7 @@ from flwr.clientapp import ClientApp
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation import registry
+from fedinsight.federation.budget import default_job_delta
 from fedinsight.federation.messages import config_of, error_reply
 from fedinsight.federation.secagg import SECAGG_MODS, legacy_train_handler
 from fedinsight.federation.task import Handler, Task, partner_reply, phase_of
@@ -40,6 +41,9 @@ def _hello(task: Task, msg: Message, partner: PartnerSide) -> Message:
         partner.gate.check_delta(delta)
     elif task.is_private(options) and hasattr(options, "delta"):  # the job takes its delta from the partners'
         ceiling = partner.gate.delta_ceiling()
+        # the task's own hello checks (would its budget refuse?) at the largest delta the job can get: the noise
+        # only grows at a smaller one, so a check that passes here passes then
+        config = {**config, "delta": default_job_delta([] if ceiling is None else [ceiling])}
     facts = task.hello_facts(partner, config)
     release = task.hello_facts_release(options) if facts else None
     return partner_reply(msg, partner.partner_id, facts, release.kind if release is not None else "metrics",
