@@ -92,7 +92,7 @@ def test_simulate_uplift_from_the_cli_on_synthetic_offers_charges_the_plan_and_r
                  "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["offers"] == ["discount", "gift"] and summary["settings"]["offer_costs"] == "discount=4,gift=3"
-    options = UpliftOptions(offer_costs="discount=4,gift=3", rounds=2)
+    options = UpliftOptions(offer_costs="discount=4,gift=3", rounds=2, delta=summary["privacy"]["delta"])  # the job's
     planned = compose_epsilon(manifest(options, "uplift").events(), options.delta)
     assert summary["privacy"]["epsilon_charged"] == pytest.approx(planned, rel=1e-6)
     base = summary["baselines"]

@@ -9,6 +9,7 @@ from dp_accounting import dp_event
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.data.synth_uplift import best_offer, effects
+from fedinsight.federation.delta import provisional
 from fedinsight.privacy.ledger import compose_epsilon
 from fedinsight.tasks.uplift import client, policy
 from fedinsight.tasks.uplift.features import audience
@@ -103,9 +104,9 @@ def test_the_charge_is_the_manifest_and_composes_to_the_jobs_epsilon():
     m = manifest(options, "uplift")
     assert [r.reply for r in m.private()] == ["train", "evaluate", "policy", "economics"]
     assert m.private()[0].count == 3
-    planned = compose_epsilon(m.events(), options.delta)
+    planned = compose_epsilon(m.events(), provisional(options.delta))
     assert planned <= options.epsilon * (1 + 1e-6) and planned > 0.95 * options.epsilon
-    assert compose_epsilon(client.events(options), options.delta) == pytest.approx(planned, rel=1e-9)
+    assert compose_epsilon(client.events(options), provisional(options.delta)) == pytest.approx(planned, rel=1e-9)
     assert isinstance(m.private()[1].event, dp_event.GaussianDpEvent)
     assert client.eval_length(2) == m.private()[1].fields["qini"][0]
 
