@@ -99,10 +99,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         weights = federated_weights(trains, options)
         fed_seconds = time.perf_counter() - t0
-        fed = set_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed), weights)
+        fed = set_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed,
+                                      options.knot_values), weights)
         dp = released(weights, tests, everyone, options)
     with console.status("centralized non-private model"):
-        central = fit_centralized(train.x, train.arm, train.converted, len(options.arms))
+        central = fit_centralized(train.x, train.arm, train.converted, len(options.arms), hidden=options.hidden,
+                                  knots=options.knot_values)
     rng = np.random.default_rng(0)
     truth_rows = truth["customer_truth"].set_index("customer_id").loc[np.asarray(test.ids)]
     costs = np.asarray([options.costs[o] for o in options.offers])

@@ -46,6 +46,21 @@ def parse_costs(text: str) -> dict[str, float]:
     return costs
 
 
+def parse_knots(text: str) -> tuple[float, ...]:
+    """``"0.25,0.5,0.75"`` -> the model's public hinge knots on the unit-scale features ("" or "none": no hinges)."""
+    text = str(text).strip()
+    if text.lower() in ("", "none"):
+        return ()
+    try:
+        knots = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        knots = ()
+    if not knots or len(knots) > 8 or any(not 0 < k < 1 for k in knots) or list(knots) != sorted(set(knots)):
+        raise ConfigError(f"--knots must be up to 8 increasing numbers strictly between 0 and 1, e.g. "
+                          f"\"0.25,0.5,0.75\", or \"none\" (got {text!r})")
+    return knots
+
+
 def parse_edges(text: str) -> tuple[float, float]:
     try:
         mid, high = (float(v) for v in str(text).split(","))
@@ -79,6 +94,9 @@ class UpliftOptions(Options):
                         minimum=0, below=1)
     hidden: int = option(0, "Hidden units of the shared layer (0: logistic heads on the features).", minimum=0,
                          maximum=64)
+    knots: str = option("none", "Public knots of fixed hinges relu(x - knot) on every unit-scale feature, e.g. "
+                                "\"0.25,0.5,0.75\" (lets a logistic head bend where an offer's effect changes "
+                                "slope; \"none\": the features alone).")
     release_share: float = option(0.15, "Share of epsilon for the three Gaussian releases (evaluation, policy "
                                         "counts, campaign economics).", above=0, below=1)
     tiers: str = option("300,1200", "Value tiers: spend in the 365 days before the campaign from which a customer "
@@ -103,6 +121,7 @@ class UpliftOptions(Options):
         if not self.campaign.strip():
             raise ConfigError("--campaign must name the campaign whose arms are compared")
         parse_edges(self.tiers)
+        parse_knots(self.knots)
         self.plan()
 
     def require_costs(self) -> None:
@@ -124,6 +143,10 @@ class UpliftOptions(Options):
     def arms(self) -> tuple[str, ...]:
         """Control first, then the offers in the order of ``--offer-costs`` (the model's heads)."""
         return (self.control, *self.offers)
+
+    @property
+    def knot_values(self) -> tuple[float, ...]:
+        return parse_knots(self.knots)
 
     @property
     def tier_edges(self) -> tuple[float, float]:
