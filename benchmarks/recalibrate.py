@@ -15,9 +15,9 @@ exactly (``*_exact``: simulation only, the same customers), the drift the report
 epsilon the ledger shows. Goal (issue 16): the recalibrated model's tier accuracy within 2 points of the
 scratch model's, at half its epsilon.
 
-**Creative** (``--part creative``; item 5): the generator's campaign events get a ``creative`` column (the
-partner's own names, :data:`CREATIVES`) drawn at random per exposure, and each RFM segment a planted favourite
-(:data:`FAVOURITE`): responses to other creatives are kept with probability :data:`OTHER_KEEP` only. Over
+**Creative** (``--part creative``; item 5): the generator's own creatives (``SynthConfig(creatives=True)``, what
+``data synth --offers`` writes; :mod:`fedinsight.data.synth_creatives`): one of three creatives per customer and
+funnel campaign, and each RFM segment clicks 1.6 / 0.7 = 2.3 times as often on its planted favourite. Over
 ``--draws`` in-process DP releases of the ``channel-creative`` insight (the partners' own aggregation and OpenDP
 noise, the coordinator's suppression and intervals; no Flower), it counts per segment how often the released
 best pair's creative is the planted favourite and its pair the exact (noise-free) best, and how often the 95 %
@@ -45,16 +45,13 @@ from rich.progress import Progress
 
 from fedinsight.data.schema import PartnerData
 from fedinsight.data.synth import SynthConfig, generate_partner_frames
+from fedinsight.data.synth_creatives import CREATIVES, FAVOURITE, FAVOURITE_MULT, OTHER_MULT
 
 SHIFT = pd.Timestamp("2025-07-01")
 KEEP = 0.5
 SCALE = 2.5
 Q1 = {"start": "2024-01-01", "cutoff": "2025-03-31", "end": "2025-06-30"}
 Q2 = {"start": "2024-04-01", "cutoff": "2025-06-30", "end": "2025-09-30"}
-CREATIVES = ["spring-sale", "free-gift", "story"]
-FAVOURITE = {"champions": "free-gift", "loyal": "story", "potential": "spring-sale", "at_risk": "free-gift",
-             "hibernating": "story"}
-OTHER_KEEP = 0.4
 AS_OF = "2026-01-01"
 
 
@@ -124,29 +121,6 @@ def drift(args: argparse.Namespace, bar: Progress) -> dict[str, Any]:
             "goal_met": None if gap is None else gap <= 0.02}
 
 
-def _with_creatives(frames: dict[str, dict[str, pd.DataFrame]], seed: int) -> dict[str, PartnerData]:
-    """Creatives drawn per customer and campaign; responses to a segment's non-favourites thinned out."""
-    from fedinsight.tasks.insights.customer_features import RFM_SEGMENTS, FeatureRules, customer_features
-
-    rng = np.random.default_rng(seed)
-    out = {}
-    for pid, tables in frames.items():
-        ev = tables["events"].copy()
-        key = ev["customer_id"].astype(str) + "|" + ev["campaign"].astype(str)
-        codes, uniques = pd.factorize(key)
-        ev["creative"] = np.asarray(CREATIVES, dtype=object)[rng.integers(0, len(CREATIVES), len(uniques))][codes]
-        data = PartnerData(pid, **{**tables, "events": ev})
-        f = customer_features(data, FeatureRules(as_of=AS_OF))
-        segment = pd.Series(np.asarray(RFM_SEGMENTS, dtype=object)[f.rfm[f.events.cust]], index=f.events.frame.index)
-        favourite = segment.map(FAVOURITE).reindex(ev.index)
-        responded = ev["stage"].astype(str) != "exposure"
-        # a customer-campaign's responses go (all stages) when its creative is not the segment's favourite
-        thin = pd.Series(rng.random(len(uniques)) > OTHER_KEEP)[codes].to_numpy()
-        drop = responded.to_numpy() & favourite.notna().to_numpy() & (ev["creative"] != favourite).to_numpy() & thin
-        out[pid] = PartnerData(pid, **{**tables, "events": ev.loc[~drop].reset_index(drop=True)})
-    return out
-
-
 def creative(args: argparse.Namespace, bar: Progress) -> dict[str, Any]:
     from fedinsight.data.synth import CAMPAIGN_CHANNELS
     from fedinsight.tasks.insights.catalogue import parse_batch
@@ -154,11 +128,11 @@ def creative(args: argparse.Namespace, bar: Progress) -> dict[str, Any]:
     from fedinsight.tasks.insights.simulate import release_in_process
 
     frames, _ = generate_partner_frames(SynthConfig(customers=args.creative_customers, partners=args.partners,
-                                                    seed=args.seed))
-    partners = _with_creatives(frames, args.seed)
+                                                    seed=args.seed, creatives=True))
+    partners = {pid: PartnerData(pid, **tables) for pid, tables in frames.items()}
     batch = parse_batch({"features": {"as_of": AS_OF}, "epsilon": args.epsilon, "queries": [
         {"name": "channel-creative", "kind": "channel_creative", "channels": list(CAMPAIGN_CHANNELS),
-         "creatives": CREATIVES, "by": "rfm_segment", "max_pairs_per_customer": 2}]})
+         "creatives": list(CREATIVES), "by": "rfm_segment", "max_pairs_per_customer": 2}]})
     exact = release_in_process(partners, batch, exact=True)[0]["result"]["groups"]
     exact_best = {g["rfm_segment"]: g["best_pair"] for g in exact}
     found_favourite = {s: 0 for s in exact_best}
@@ -185,7 +159,8 @@ def creative(args: argparse.Namespace, bar: Progress) -> dict[str, Any]:
         bar.advance(task)
     return {"customers": args.creative_customers, "partners": args.partners, "epsilon": args.epsilon,
             "draws": args.draws,
-            "creatives": CREATIVES, "planted_favourite": FAVOURITE, "other_creatives_response_kept": OTHER_KEEP,
+            "creatives": list(CREATIVES), "planted_favourite": FAVOURITE,
+            "planted_click_rate_multiplier": {"favourite": FAVOURITE_MULT, "other": OTHER_MULT},
             "exact_best_pair": {s: None if b is None else f"{b['channel']} · {b['creative']}"
                                 for s, b in exact_best.items()},
             "per_segment": {s: {"released_share": round(released[s] / args.draws, 3),

@@ -78,9 +78,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epsilon", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=UpliftOptions.rounds)  # the task's default
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--option", "-o", action="append", default=[], metavar="NAME=VALUE",
+                        help="Any other uplift option (e.g. -o knots=none -o order_value_weight=2): compare settings")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
-    options = UpliftOptions(epsilon=args.epsilon, rounds=args.rounds, offer_costs="discount=4,gift=3")
+    overrides = {}
+    for item in args.option:
+        name, _, value = item.partition("=")
+        name = name.replace("-", "_")
+        if name not in UpliftOptions.__dataclass_fields__:
+            parser.error(f"unknown uplift option {name!r}")
+        overrides[name] = type(getattr(UpliftOptions(), name))(value)
+    options = UpliftOptions(epsilon=args.epsilon, rounds=args.rounds, offer_costs="discount=4,gift=3", **overrides)
     started = time.perf_counter()
     with console.status("generating synthetic partners with the planted offers campaign"):
         frames, truth = generate_partner_frames(SynthConfig(customers=args.customers, partners=args.partners,
@@ -99,10 +108,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         weights = federated_weights(trains, options)
         fed_seconds = time.perf_counter() - t0
-        fed = set_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed), weights)
+        fed = set_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed,
+                                      options.knot_values), weights)
         dp = released(weights, tests, everyone, options)
     with console.status("centralized non-private model"):
-        central = fit_centralized(train.x, train.arm, train.converted, len(options.arms))
+        central = fit_centralized(train.x, train.arm, train.converted, len(options.arms), hidden=options.hidden,
+                                  knots=options.knot_values)
     rng = np.random.default_rng(0)
     truth_rows = truth["customer_truth"].set_index("customer_id").loc[np.asarray(test.ids)]
     costs = np.asarray([options.costs[o] for o in options.offers])
@@ -134,7 +145,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     policy_ratio = values["federated"] / values["planted_truth"] if values["planted_truth"] > 0 else None
     result = {
         "benchmark": "uplift", "customers": args.customers, "partners": args.partners, "epsilon": args.epsilon,
-        "rounds": options.rounds, "audience": {"train": len(train), "held_out": len(test)},
+        "rounds": options.rounds, "options": overrides, "knots": list(options.knot_values),
+        "order_value": {"prior": options.prior_order_value, "weight": options.order_value_weight},
+        "seed": args.seed, "audience": {"train": len(train), "held_out": len(test)},
         "qini": {"federated": federated, "centralized": centralized,
                  "random": qini_of(rng.random((len(test), len(options.offers))), test, options)},
         "qini_ratio_federated_vs_centralized": ratio,

@@ -99,7 +99,9 @@ def data_synth(
         "as 'drop', and its keys. --no-policy leaves raw partner folders, as a new partner's would be.",
     ),
     offers: bool = typer.Option(False, "--offers", help="Also plant the 'offers' campaign (control, discount, gift) "
-                                "with known per-customer uplift, for `simulate uplift` (docs/uplift.md)."),
+                                "with known per-customer uplift, for `simulate uplift` (docs/uplift.md), and a "
+                                "creative on every funnel campaign exposure with a planted favourite per segment, "
+                                "for the channel x creative x segment insight (docs/insights.md)."),
     as_json: bool = typer.Option(False, "--json", help="Print the generation statistics as JSON."),
     baskets: bool = typer.Option(False, "--baskets", help="Instead: customers and purchases over 60 categories "
                                  "with 25 planted 'bought together' pairs of known lift (CSV; for simulate baskets)."),
@@ -132,7 +134,8 @@ def data_synth(
         _synth_segments(out_dir, customers, partners, seed, overwrite=overwrite, policy=policy, as_json=as_json)
         return
 
-    config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt, offers=offers)
+    config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt, offers=offers,
+                         creatives=offers)
     with progress_bar() as progress:
         task = progress.add_task("generating customers", total=customers)
         stats = write_synthetic(

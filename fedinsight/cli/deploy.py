@@ -14,7 +14,7 @@ from fedinsight.cli.common import (
     progress_bar,
     show,
 )
-from fedinsight.core.errors import FedinsightError
+from fedinsight.core.errors import ConfigError, FedinsightError
 from fedinsight.core.logs import plain, worth_showing
 
 certs_app = typer.Typer(help="Create the CA, the coordinator's TLS certificate and partner key pairs.",
@@ -195,6 +195,42 @@ def job_run(
     show(as_json, result, kv_table(f"job {job.id}", _job_rows(job, spent)))
     if job.status == "failed":
         raise typer.Exit(1)
+
+
+@job_app.command("schedule")
+def job_schedule(
+    config: Path = _COORD_CONFIG,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say which job is due; submit nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Submit the recalibration job that is due by coordinator.toml's [recalibration] schedule, if any (run it daily
+    from cron or a systemd timer; a period is never submitted twice).
+
+    Example: fedinsight job schedule --config coordinator.toml
+    """
+    from datetime import UTC, datetime
+
+    from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.jobs import job_output_dir, submit_job
+    from fedinsight.coordinator.schedule import SCHEDULER, due
+    from fedinsight.coordinator.state import CoordinatorState
+
+    cfg = load_coordinator_config(config, check_files=False)
+    if cfg.recalibration is None:
+        raise ConfigError(f"{config} has no [recalibration] section: add one, e.g. [recalibration] every = "
+                          "\"quarter\" (see docs/propensity.md)")
+    state = CoordinatorState.from_config(cfg)
+    job = due(cfg.recalibration, state.jobs.list(limit=10_000), datetime.now(UTC),
+              lambda job_id: job_output_dir(cfg.state_dir, job_id))
+    result: dict[str, object] = {"due": job is not None}
+    if job is not None:
+        result.update(task=job.task, period=[d.isoformat() for d in job.period], options=job.options,
+                      warm_start_from=str(job.warm_from) if job.warm_from else None)
+        if not dry_run:
+            submitted = submit_job(cfg, state, job.task, federation=cfg.coordinator.federation, options=job.options,
+                                   requester=SCHEDULER)
+            result["job"] = submitted.id
+    show(as_json, result, kv_table("recalibration schedule", {k: str(v) for k, v in result.items()}))
 
 
 @job_app.command("list")

@@ -21,6 +21,10 @@ Example ``coordinator.toml``::
     public-key = "certs/partners/retail.pub"
     epsilon = 10.0
     delta = 1e-6
+    [recalibration]                   # optional: `fedinsight job schedule` submits what is due
+    every = "quarter"
+    task = "propensity"
+    options = { epsilon = 0.5 }
 
 """
 
@@ -31,6 +35,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from fedinsight.coordinator.schedule import RecalibrationSection
 from fedinsight.core.errors import ConfigError
 from fedinsight.core.settings import Model as _Model
 from fedinsight.core.settings import Port, check_host, format_errors, read_config
@@ -120,6 +125,7 @@ class CoordinatorConfig(_Model):
     api: ApiSection = ApiSection()
     abuse: AbuseSection = AbuseSection()
     partners: list[PartnerEntry] = Field(min_length=1)
+    recalibration: RecalibrationSection | None = None
 
     source: Path | None = Field(None, exclude=True)
 

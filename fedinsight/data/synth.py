@@ -13,7 +13,10 @@ partners and, *outside* the partner folders, the truth it planted:
 - each campaign runs a funnel exposure -> click -> participate -> convert whose step rates depend on
   the channel and the hidden segment, with a 50/50 A/B split and a known multiplicative lift on
   conversion for arm B;
-- event hours follow a segment-specific "golden hour" distribution.
+- event hours follow a segment-specific "golden hour" distribution;
+- with ``creatives`` each funnel exposure shows one of three creatives and each segment clicks more on its
+  favourite (:mod:`fedinsight.data.synth_creatives`); with ``offers`` an uplift campaign with known per-customer
+  effects is added (:mod:`fedinsight.data.synth_uplift`).
 
 Determinism: every random number comes from ``numpy.random.Generator`` streams derived from
 ``seed``. Customers are generated in fixed blocks of :data:`BLOCK_CUSTOMERS`, each block with its own
@@ -56,6 +59,7 @@ import pyarrow.compute as pc
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.core.files import atomic_output_dir
+from fedinsight.data import synth_creatives as sc
 from fedinsight.data import synth_uplift as su
 from fedinsight.data.schema import FUNNEL_STAGES, TABLES
 
@@ -164,7 +168,7 @@ ITEM_PRICE_MEAN: dict[str, float] = {
 
 _DAY = 86_400
 _YEAR = 365.25 * _DAY
-_STREAM_GLOBAL, _STREAM_ITEMS, _STREAM_BLOCK, _STREAM_OFFERS = 0, 1, 2, 3
+_STREAM_GLOBAL, _STREAM_ITEMS, _STREAM_BLOCK, _STREAM_OFFERS, _STREAM_CREATIVES = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -180,6 +184,7 @@ class SynthConfig:
     cutoff: str = "2025-06-30"  # calibration/holdout split used for the planted propensity signal
     campaigns: int = 2
     offers: bool = False  # plant the uplift ``offers`` campaign (fedinsight.data.synth_uplift)
+    creatives: bool = False  # plant creatives on the funnel campaigns (fedinsight.data.synth_creatives)
     fmt: str = "parquet"  # or "csv"
     chunk_customers: int = 200_000
 
@@ -500,12 +505,17 @@ def _block(plan: _Plan, b: int, offsets: dict[str, int]) -> _Block:
     )
 
     # --- funnel events ------------------------------------------------------------------------
-    parts: list[tuple[np.ndarray, ...]] = []  # (customer, campaign, stage, channel, arm, ts)
+    parts: list[tuple[np.ndarray, ...]] = []  # (customer, campaign, stage, channel, arm, ts, creative)
+    crng = np.random.default_rng([cfg.seed, _STREAM_CREATIVES, b])  # own stream: other draws stay as they were
+    rfm = sc.rfm_segments(n, tc, ts, plan.end) if cfg.creatives else np.zeros(n, dtype=np.int64)
     for ci, camp in enumerate(plan.campaigns):
         exposed = (signup < camp.start) & (rng.random(n) < EXPOSURE_P)
         ch = rng.choice(len(CAMPAIGN_CHANNELS), n, p=CAMPAIGN_CHANNEL_P)
         arm_b = rng.random(n) < 0.5
         rates = plan.step_rates[ch, seg]  # (n, 3)
+        creative = sc.draw(crng, n)
+        if cfg.creatives:
+            rates[:, 0] = rates[:, 0] * sc.click_multiplier(creative, rfm)
         rates[:, 2] = np.minimum(rates[:, 2] * np.where(arm_b, camp.lift, 1.0), 1.0)
         days = max(1, (camp.end - camp.start) // _DAY)
         first_day = camp.start // _DAY
@@ -521,14 +531,15 @@ def _block(plan: _Plan, b: int, offsets: dict[str, int]) -> _Block:
                 cand = np.where(cand <= t, cand + _DAY, cand)
                 t = np.minimum(cand, plan.end)
             idx = np.flatnonzero(reached)
-            parts.append((idx, np.full(idx.size, ci), np.full(idx.size, stage), ch[idx], arm_b[idx], t[idx]))
+            parts.append((idx, np.full(idx.size, ci), np.full(idx.size, stage), ch[idx], arm_b[idx], t[idx],
+                          creative[idx]))
     if parts:
-        ec, ecamp, estage, ech, earm, ets = (np.concatenate(col) for col in zip(*parts, strict=True))
+        ec, ecamp, estage, ech, earm, ets, ecr = (np.concatenate(col) for col in zip(*parts, strict=True))
     else:
-        ec = ecamp = estage = ech = ets = np.zeros(0, dtype=np.int64)
+        ec = ecamp = estage = ech = ets = ecr = np.zeros(0, dtype=np.int64)
         earm = np.zeros(0, dtype=bool)
     order = np.lexsort((estage, ecamp, ec))
-    ec, ecamp, estage, ech, earm, ets = (a[order] for a in (ec, ecamp, estage, ech, earm, ets))
+    ec, ecamp, estage, ech, earm, ets, ecr = (a[order] for a in (ec, ecamp, estage, ech, earm, ets, ecr))
     events = pa.table(
         {
             "event_id": _ids("E", offsets["events"] + np.arange(1, ec.size + 1), 10),
@@ -538,6 +549,7 @@ def _block(plan: _Plan, b: int, offsets: dict[str, int]) -> _Block:
             "channel": pa.array(CAMPAIGN_CHANNELS).take(pa.array(ech, pa.int64())),
             "stage": pa.array(FUNNEL_STAGES).take(pa.array(estage, pa.int64())),
             "arm": pa.array(["A", "B"]).take(pa.array(earm.astype(np.int64))),
+            **({"creative": pa.array(sc.CREATIVES).take(pa.array(ecr, pa.int64()))} if cfg.creatives else {}),
         }
     )
     offsets["events"] += ec.size
@@ -589,6 +601,7 @@ def _offer_rows(plan: _Plan, b: int, seg: np.ndarray, lam: np.ndarray, signup: n
         "channel": pa.array([su.OFFER_CHANNEL] * o.customer.size, pa.string()),
         "stage": pa.array(FUNNEL_STAGES).take(pa.array(o.stage, pa.int64())),
         "arm": pa.array(su.ARMS).take(pa.array(o.arm, pa.int64())),
+        **({"creative": pa.nulls(o.customer.size, pa.string())} if "creative" in events.column_names else {}),
     })
     offsets["events"] += o.customer.size
     return pa.concat_tables([events, rows.cast(events.schema)]), np.concatenate([ec, o.customer]), o.truth
@@ -702,6 +715,7 @@ def _truth(plan: _Plan, rows: dict[str, dict[str, int]], seg_counts: np.ndarray)
         "golden_hour_distribution": {"sd_hours": GOLDEN_HOUR_SD, "uniform_noise_share": GOLDEN_HOUR_NOISE},
         "items": cfg.items,
         **({"uplift": su.facts(_iso(plan.cutoff), _iso(plan.end))} if cfg.offers else {}),
+        **({"creatives": sc.facts()} if cfg.creatives else {}),
     }
 
 

@@ -359,21 +359,34 @@ def golden_hours(f: Features, *, by: str = "rfm_segment", stages: Sequence[str] 
     return LocalAggregate(tuple(measures), l1=float(per_group * cells), l2=math.sqrt(per_group * cells))
 
 
+def _response_counts(f: Features, key: np.ndarray, n_keys: int, m: int, by: str,
+                     dims: tuple[tuple[str, Sequence[str]], ...]) -> LocalAggregate:
+    """Customers exposed and customers who responded (clicked or beyond) per group and key of each event row.
+
+    The one count behind channel response and channel x creative (they differ only in the key: a channel, or a
+    channel-creative pair): a customer keeps their first ``m`` keys by time, chosen from their own rows only, and
+    counts once as exposed and once as responded per key, so the L1 bound is ``2 m`` and the L2 bound its root.
+    ``dims`` names the key axes after the group's; the counts are reshaped to them.
+    """
+    ev = f.events
+    keep = _first_k_keys(ev.cust, key, ev.ts, n_keys, m)
+    group, gkeys = f.attribute(by)
+    cust, k, st = ev.cust[keep], key[keep], f.event_stage[keep]
+    shape = (len(gkeys), *(len(values) for _, values in dims))
+    exposed = _count_distinct(cust[st == 0], k[st == 0], n_keys, group, len(gkeys)).reshape(shape)
+    responded = _count_distinct(cust[st >= 1], k[st >= 1], n_keys, group, len(gkeys)).reshape(shape)
+    all_dims = ((by, gkeys), *dims)
+    return LocalAggregate((Measure("exposed", all_dims, exposed), Measure("responded", all_dims, responded)),
+                          l1=2.0 * m, l2=math.sqrt(2.0 * m))
+
+
 def channel_response(f: Features, *, by: str = "rfm_segment", channels: Sequence[str] = (),
                      max_channels_per_customer: int = 2) -> LocalAggregate:
     """Per channel and group: customers exposed, and customers who responded (clicked or beyond)."""
-    ev = f.events
     keys = _keys(_key_list("channels", list(channels)))
     m = _positive_int("max_channels_per_customer", max_channels_per_customer)
-    ch = codes_of(ev.frame["channel"], keys[:-1])
-    keep = _first_k_keys(ev.cust, ch, ev.ts, len(keys), m)
-    group, gkeys = f.attribute(by)
-    cust, chk, st = ev.cust[keep], ch[keep], f.event_stage[keep]
-    exposed = _count_distinct(cust[st == 0], chk[st == 0], len(keys), group, len(gkeys))
-    responded = _count_distinct(cust[st >= 1], chk[st >= 1], len(keys), group, len(gkeys))
-    dims = ((by, gkeys), ("channel", keys))
-    return LocalAggregate((Measure("exposed", dims, exposed), Measure("responded", dims, responded)),
-                          l1=2.0 * m, l2=math.sqrt(2.0 * m))
+    ch = codes_of(f.events.frame["channel"], keys[:-1])
+    return _response_counts(f, ch, len(keys), m, by, (("channel", keys),))
 
 
 CREATIVE = "creative"
@@ -397,15 +410,7 @@ def channel_creative(f: Features, *, by: str = "rfm_segment", channels: Sequence
     if n_pairs * max(len(f.attribute(by)[1]), 1) > MAX_CELLS:
         raise ConfigError(f"channel x creative x {by} has more than {MAX_CELLS} cells: declare fewer keys")
     pair = codes_of(ev.frame["channel"], ch_keys[:-1]) * len(cr_keys) + codes_of(ev.frame[CREATIVE], cr_keys[:-1])
-    keep = _first_k_keys(ev.cust, pair, ev.ts, n_pairs, m)
-    group, gkeys = f.attribute(by)
-    cust, pk, st = ev.cust[keep], pair[keep], f.event_stage[keep]
-    shape = (len(gkeys), len(ch_keys), len(cr_keys))
-    exposed = _count_distinct(cust[st == 0], pk[st == 0], n_pairs, group, len(gkeys)).reshape(shape)
-    responded = _count_distinct(cust[st >= 1], pk[st >= 1], n_pairs, group, len(gkeys)).reshape(shape)
-    dims = ((by, gkeys), ("channel", ch_keys), ("creative", cr_keys))
-    return LocalAggregate((Measure("exposed", dims, exposed), Measure("responded", dims, responded)),
-                          l1=2.0 * m, l2=math.sqrt(2.0 * m))
+    return _response_counts(f, pair, n_pairs, m, by, (("channel", ch_keys), ("creative", cr_keys)))
 
 
 def group_by(f: Features, *, table: str, group_by: Sequence[str], keys: dict[str, list[str]] | None = None,

@@ -22,6 +22,10 @@ independent (:mod:`fedinsight.privacy.holdout`)."""
 RELEASES = 3
 """Gaussian releases besides DP-SGD: the evaluation, the policy counts, the campaign economics."""
 
+PRIOR_SHARE = 0.4
+"""The default prior order value as a share of the order-value cap (80 at the default cap of 200): chosen with
+the order-value weight on validation customers of the planted synthetic campaign (docs/uplift.md), where the
+federated model's policy gained 2-8 points of the planted policy's value over a quarter of the cap and 2 orders."""
 SCORE_EDGES: tuple[float, ...] = tuple(round(-0.05 + 0.025 * i, 4) for i in range(13))
 """Public inner edges of the predicted-uplift bins of the evaluation release (-0.05 to 0.25 in steps of 0.025,
 plus two open-ended bins): fixed, so the release's shape never depends on data."""
@@ -46,6 +50,21 @@ def parse_costs(text: str) -> dict[str, float]:
             raise ConfigError(f"--offer-costs names the arm '{name}' twice")
         costs[name] = cost
     return costs
+
+
+def parse_knots(text: str) -> tuple[float, ...]:
+    """``"0.25,0.5,0.75"`` -> the model's public hinge knots on the unit-scale features ("" or "none": no hinges)."""
+    text = str(text).strip()
+    if text.lower() in ("", "none"):
+        return ()
+    try:
+        knots = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        knots = ()
+    if not knots or len(knots) > 8 or any(not 0 < k < 1 for k in knots) or list(knots) != sorted(set(knots)):
+        raise ConfigError(f"--knots must be up to 8 increasing numbers strictly between 0 and 1, e.g. "
+                          f"\"0.25,0.5,0.75\", or \"none\" (got {text!r})")
+    return knots
 
 
 def parse_edges(text: str) -> tuple[float, float]:
@@ -77,10 +96,14 @@ class UpliftOptions(Options):
     max_grad_norm: float = option(2.0, "DP-SGD per-customer gradient clipping norm (at 1, a converting customer's "
                                         "gradient is clipped and a non-converting one's is not: the model then "
                                         "underestimates conversion, and uplift with it).", above=0)
-    ema: float = option(0.8, "Decay of the moving average of the global models that is released (0: the last).",
+    ema: float = option(0.5, "Decay of the moving average of the global models that is released (0: the last; "
+                             "0.8 kept early, untrained rounds in and shrank the predicted uplift by up to a third).",
                         minimum=0, below=1)
     hidden: int = option(0, "Hidden units of the shared layer (0: logistic heads on the features).", minimum=0,
                          maximum=64)
+    knots: str = option("0.2,0.4,0.6,0.8", "Public knots of fixed hinges relu(x - knot) on every unit-scale "
+                                           "feature (lets a logistic head bend where an offer's effect changes "
+                                           "slope or stops; \"none\": the features alone).")
     release_share: float = option(0.15, "Share of epsilon for the three Gaussian releases (evaluation, policy "
                                         "counts, campaign economics).", above=0, below=1)
     tiers: str = option("300,1200", "Value tiers: spend in the 365 days before the campaign from which a customer "
@@ -88,8 +111,8 @@ class UpliftOptions(Options):
     order_value_cap: float = option(200.0, "Public cap of a customer's expected order value (the policy's value "
                                            "of one conversion).", above=0)
     order_value_prior: float = option(0.0, "Public prior order value the policy shrinks each customer's own mean "
-                                           "order towards (0: a quarter of --order-value-cap).", minimum=0)
-    order_value_weight: float = option(2.0, "How many orders the prior counts as (0: each customer's own mean "
+                                           "order towards (0: 0.4 x --order-value-cap).", minimum=0)
+    order_value_weight: float = option(8.0, "How many orders the prior counts as (0: each customer's own mean "
                                             "order alone; customers without purchases are then worth nothing).",
                                        minimum=0, maximum=100)
     top_share: float = option(0.3, "Share of customers a targeted campaign reaches (the report compares it with "
@@ -105,6 +128,7 @@ class UpliftOptions(Options):
         if not self.campaign.strip():
             raise ConfigError("--campaign must name the campaign whose arms are compared")
         parse_edges(self.tiers)
+        parse_knots(self.knots)
         self.plan()
 
     def require_costs(self) -> None:
@@ -128,13 +152,17 @@ class UpliftOptions(Options):
         return (self.control, *self.offers)
 
     @property
+    def knot_values(self) -> tuple[float, ...]:
+        return parse_knots(self.knots)
+
+    @property
     def tier_edges(self) -> tuple[float, float]:
         return parse_edges(self.tiers)
 
     @property
     def prior_order_value(self) -> float:
-        """The policy's prior order value: ``--order-value-prior``, or a quarter of the cap when it is 0."""
-        return self.order_value_prior or self.order_value_cap / 4.0
+        """The policy's prior order value: ``--order-value-prior``, or :data:`PRIOR_SHARE` of the cap when it is 0."""
+        return self.order_value_prior or self.order_value_cap * PRIOR_SHARE
 
     def expected_order_value(self, who: Any) -> np.ndarray:
         """The policy's expected order value of each customer of an audience (shrunk own mean order)."""

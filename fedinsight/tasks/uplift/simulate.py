@@ -20,7 +20,7 @@ from fedinsight.tasks.uplift.options import UpliftOptions
 
 def federated_weights(train_sets: list[Audience], options: UpliftOptions) -> dict[str, np.ndarray]:
     """The weights a job would release after ``options.rounds`` rounds of local DP-SGD and averaging."""
-    model = build_model(len(FEATURES), len(options.arms), options.hidden, options.seed)
+    model = build_model(len(FEATURES), len(options.arms), options.hidden, options.seed, options.knot_values)
     weights = get_weights(model)
     average = None
     for _ in range(options.rounds):
@@ -33,7 +33,8 @@ def federated_weights(train_sets: list[Audience], options: UpliftOptions) -> dic
 def released(weights: dict[str, np.ndarray], tests: list[Audience], everyone: list[Audience],
              options: UpliftOptions) -> dict[str, Any]:
     """The evaluation and policy summaries from every partner's noisy releases (fresh OpenDP noise)."""
-    model = set_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed), weights)
+    model = set_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed,
+                                    options.knot_values), weights)
     k = len(options.offers)
     m = options.plan().gaussian_noise_multiplier
     qini = np.sum([gaussian(client.evaluation_counts(model, t, k), client.eval_sensitivity(k), m).values

@@ -82,10 +82,10 @@ def test_the_expected_order_value_is_the_own_mean_order_shrunk_towards_the_publi
                        "amount": [30.0, 60.0, 90.0, 500.0, 400.0, 200.0]})
     who = audience(ev, tx, "spring", ("A", "B"))  # c1: 3 orders of mean 60; c2: 2 of mean 300; c3: none
     assert who.orders.tolist() == [3.0, 2.0, 0.0] and who.order_value.tolist() == [60.0, 300.0, 0.0]
-    options = UpliftOptions(offer_costs="B=1", order_value_cap=200.0)  # prior: a quarter of the cap, 2 orders
-    assert options.prior_order_value == 50.0
-    # c1 (3 x 60 + 2 x 50) / 5 = 56; c2 capped (2 x 200 + 2 x 50) / 4 = 125; c3 the prior alone
-    assert options.expected_order_value(who).tolist() == [56.0, 125.0, 50.0]
+    options = UpliftOptions(offer_costs="B=1", order_value_cap=200.0)  # prior: 0.4 x the cap, 8 orders
+    assert options.prior_order_value == 80.0
+    # c1 (3 x 60 + 8 x 80) / 11 = 74.5; c2 capped (2 x 200 + 8 x 80) / 10 = 104; c3 the prior alone
+    assert options.expected_order_value(who).tolist() == pytest.approx([820.0 / 11.0, 104.0, 80.0])
     own = UpliftOptions(offer_costs="B=1", order_value_cap=200.0, order_value_weight=0.0)
     assert own.expected_order_value(who).tolist() == [60.0, 200.0, 0.0]  # no shrinking: c3 is worth nothing
     assert policy.expected_order_value(who.order_value, who.orders, 200.0, 80.0, 1.0).tolist() == [65.0, 160.0, 80.0]
