@@ -20,20 +20,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
-from tests.support.deployment import PARTNERS, Deployment, wait_for_api, write_configs
+from tests.support.deployment import PARTNERS, Deployment, wait_for_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture()
-def deployment(tmp_path):
-    dep = Deployment(tmp_path)
-    write_configs(tmp_path, dep)
-    try:
-        yield dep
-    finally:
-        leftovers = dep.stop_all()
-        assert not leftovers, f"processes survived their parent's stop: {leftovers}"
 
 
 def test_deployment_end_to_end(deployment: Deployment):

@@ -19,21 +19,9 @@ import pytest
 
 from fedinsight.core.children import ChildRecords
 from fedinsight.core.procs import pid_alive
-from tests.support.deployment import PARTNERS, Deployment, wait_for_api, write_configs
+from tests.support.deployment import PARTNERS, Deployment, wait_for_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture()
-def live(tmp_path):
-    """The deployment folder of the end-to-end test; every process started in it is stopped by PID at the end."""
-    dep = Deployment(tmp_path)
-    write_configs(tmp_path, dep)
-    try:
-        yield dep
-    finally:
-        leftovers = dep.stop_all()
-        assert not leftovers, f"processes survived their parent's stop: {leftovers}"
 
 
 def _wait(condition, what: str, bound: float = 600.0) -> None:
@@ -50,8 +38,8 @@ def _admissions(dep: Deployment, partner: str) -> int:
     return log.read_text(errors="replace").count("SuperNode ID:") if log.is_file() else 0
 
 
-def test_kill_9_then_restart_with_live_partners(live: Deployment):
-    dep, root = live, live.root
+def test_kill_9_then_restart_with_live_partners(deployment: Deployment):
+    dep, root = deployment, deployment.root
     first = dep.spawn("coordinator", "coordinator", "start", "--config", "coordinator.toml")
     api = httpx.Client(base_url=f"https://127.0.0.1:{dep.api_port}", verify=str(root / "certs" / "ca.crt"),
                        timeout=60)
