@@ -7,15 +7,15 @@ import json
 
 import numpy as np
 import pytest
-from support.federations import PARTNER_NAMES, own_federation, run_in_process
+from support.federations import PARTNER_NAMES, run_in_process
 
 from fedinsight.core.errors import BudgetExceededError
 from fedinsight.tasks.segments import kmeans
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
-    return own_federation(tmp_path_factory.mktemp("own") / "partners")
+def federation(shared_own_federation):
+    return shared_own_federation  # the session's own federation (tests/conftest.py): these tests only read it
 
 
 def test_a_job_over_budget_is_refused_before_any_partner_computes(federation, tmp_path, monkeypatch):
