@@ -111,7 +111,7 @@ def _read_file(mapping: PartnerMapping, table: TableMapping, path: Path) -> tupl
 
 
 @dataclass
-class _Missing:
+class MissingColumn:
     """A column the mapping names that some of its files lack (one problem per key, naming every such file)."""
 
     source: str
@@ -120,7 +120,8 @@ class _Missing:
     columns: list[str]
 
 
-def _check_columns(table: TableMapping, path: Path, columns: list[str], missing: dict[str, _Missing]) -> bool:
+def record_missing_columns(table: TableMapping, path: Path, columns: list[str],
+                           missing: dict[str, MissingColumn]) -> bool:
     """Record each mapped source column, group_by column or value-mapped column this file lacks; True if none."""
     wanted = [(_key(table, "columns", c), s, "source column") for c, s in table.columns.items()]
     if table.group_by is not None:
@@ -129,12 +130,13 @@ def _check_columns(table: TableMapping, path: Path, columns: list[str], missing:
     ok = True
     for key, source, what in wanted:
         if source not in columns:
-            missing.setdefault(key, _Missing(source, what, [], columns)).files.append(path.name)
+            missing.setdefault(key, MissingColumn(source, what, [], columns)).files.append(path.name)
             ok = False
     return ok
 
 
-def _missing_problems(mapping: PartnerMapping, missing: dict[str, _Missing]) -> list[Problem]:
+def missing_column_problems(mapping: PartnerMapping, missing: dict[str, MissingColumn]) -> list[Problem]:
+    """One problem per mapping key whose column some files lack, naming the files and the closest column name."""
     problems = []
     for key, m in missing.items():
         hint = difflib.get_close_matches(m.source, m.columns, n=1, cutoff=0.5)
@@ -145,7 +147,7 @@ def _missing_problems(mapping: PartnerMapping, missing: dict[str, _Missing]) -> 
     return problems
 
 
-def _canonical_frame(table: TableMapping, frame: pd.DataFrame) -> pd.DataFrame:
+def canonical_columns(table: TableMapping, frame: pd.DataFrame) -> pd.DataFrame:
     """The file's columns under canonical names; unmapped ones under their own (unless a canonical one shadows it)."""
     out: dict[str, pd.Series] = {c: frame[s] for c, s in table.columns.items()}
     consumed = set(table.columns.values())
@@ -207,7 +209,7 @@ def _read_table(mapping: PartnerMapping, table: TableMapping,
     data_problems: list[Problem] = []
     own: list[Problem] = []
     units = set()
-    missing: dict[str, _Missing] = {}
+    missing: dict[str, MissingColumn] = {}
     for path in table.files:
         raw, problems, mapping_problems = _read_file(mapping, table, path)
         data_problems += problems
@@ -215,13 +217,13 @@ def _read_table(mapping: PartnerMapping, table: TableMapping,
         if raw is None:
             continue
         columns = [str(c) for c in raw.frame.columns]
-        if not table.implicit and not _check_columns(table, path, columns, missing):
+        if not table.implicit and not record_missing_columns(table, path, columns, missing):
             continue
-        frames.append(_canonical_frame(table, raw.frame))
+        frames.append(canonical_columns(table, raw.frame))
         files.append(np.full(len(raw.frame), str(path), dtype=object))
         numbers.append(raw.numbers if raw.numbers is not None else np.arange(len(raw.frame)) + raw.first_row_number)
         units.add(raw.unit)
-    own += _missing_problems(mapping, missing)
+    own += missing_column_problems(mapping, missing)
     if not frames or data_problems or own:
         return None, data_problems, own
     frame = pd.concat(frames, ignore_index=True, sort=False)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from fedinsight.core.errors import Problem
-from fedinsight.data.mapped import _canonical_frame, _check_columns, _Missing, _missing_problems
+from fedinsight.data.mapped import MissingColumn, canonical_columns, missing_column_problems, record_missing_columns
 from fedinsight.data.mapping import PartnerMapping, TableMapping
 from fedinsight.data.stream import (
     KeyHashes,
@@ -43,10 +43,10 @@ from fedinsight.data.stream import (
 from fedinsight.data.synonyms import best_header
 from fedinsight.data.validate import (
     TableSource,
-    _duplicated,
-    _stat_problem,
     dupes_problem,
     duplicate_key_problems,
+    duplicated_columns,
+    file_stat_problem,
     row_problems,
     validate_frame,
 )
@@ -80,7 +80,7 @@ def streamable(name: str, table: TableMapping, block_bytes: int) -> bool:
     if name == "customers" or table.group_by is not None or table.values or not table.files:
         return False
     for path in table.files:
-        if _stat_problem(path) is not None or path.suffix.lower() not in (".csv", ".parquet"):
+        if file_stat_problem(path) is not None or path.suffix.lower() not in (".csv", ".parquet"):
             return False
         if path.suffix.lower() == ".csv" and table.encoding is None and not _is_utf8(path):
             return False
@@ -104,7 +104,7 @@ def stream_table(mapping: PartnerMapping, table: TableMapping, *, block_bytes: i
     on a table without other problems); ``first_file``: the file a cross-table problem is filed under."""
     labels = {c: table.source(c) for c in table.spec.column_names if table.source(c) != c}
     problems: list[Problem] = []
-    missing: dict[str, _Missing] = {}
+    missing: dict[str, MissingColumn] = {}
     usable: list[Path] = []
     for path in table.files:
         try:
@@ -113,15 +113,15 @@ def stream_table(mapping: PartnerMapping, table: TableMapping, *, block_bytes: i
         except Exception as exc:  # noqa: BLE001 - named, value-free
             problems.append(Problem(str(path), f"cannot be read ({type(exc).__name__})"))
             continue
-        if dupes := _duplicated(header):
+        if dupes := duplicated_columns(header):
             problems.append(dupes_problem(str(path), dupes))
             continue
-        if table.implicit or _check_columns(table, path, [h.strip() for h in header], missing):
+        if table.implicit or record_missing_columns(table, path, [h.strip() for h in header], missing):
             usable.append(path)
-    own = _missing_problems(mapping, missing)
+    own = missing_column_problems(mapping, missing)
     if usable and not table.implicit and not own:
         first = pd.DataFrame(columns=[h.strip() for h in header_of_any(usable[0], table)])
-        columns = _canonical_frame(table, first).columns
+        columns = canonical_columns(table, first).columns
         headers = [c for c in columns if c not in table.spec.column_names]
         for canonical in (c for c in table.spec.required_columns if c not in columns):
             guess = best_header(canonical, headers)
@@ -139,7 +139,7 @@ def stream_table(mapping: PartnerMapping, table: TableMapping, *, block_bytes: i
                     csv_batches(path, encoding=table.encoding or "utf-8", delimiter=table.delimiter,
                                 block_bytes=block_bytes))
             for raw, numbers in read:
-                frame = _canonical_frame(table, raw)
+                frame = canonical_columns(table, raw)
                 source = _source(mapping, table, frame, path, numbers, labels)
                 typed, found = validate_frame(frame, per_batch, name, now=now, source=source)
                 yield typed, source, found

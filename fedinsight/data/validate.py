@@ -126,7 +126,7 @@ def _unreadable(name: str, exc: OSError) -> Problem:
     return Problem(name, f"cannot be read ({exc.strerror or type(exc).__name__})")
 
 
-def _stat_problem(path: Path) -> Problem | None:
+def file_stat_problem(path: Path) -> Problem | None:
     """Why ``path`` is not a regular file that can be read, from ``os.stat`` alone (nothing is opened)."""
     name = str(path)
     try:
@@ -153,7 +153,7 @@ def unreadable_tables(folder: Path) -> list[Problem]:
     for path in sorted(folder.iterdir()):
         if not looks_like_table_file(path):
             continue
-        problem = _stat_problem(path)
+        problem = file_stat_problem(path)
         if problem is None and not os.access(path, os.R_OK):
             problem = _unreadable(str(path), PermissionError(errno.EACCES, "Permission denied"))
         if problem is not None:
@@ -165,7 +165,7 @@ def read_bytes(path: Path) -> tuple[bytes | None, list[Problem]]:
     """A table file's bytes, or why it cannot be a table file (missing, a folder, a pipe, a broken link, unreadable,
     another type, empty)."""
     name = str(path)
-    problem = _stat_problem(path)
+    problem = file_stat_problem(path)
     if problem is not None:
         return None, [problem]
     suffix = path.suffix.lower()
@@ -190,14 +190,14 @@ def parquet_frame(raw: bytes, name: str) -> tuple[TableSource | None, list[Probl
         return None, [Problem(name, f"not a readable Parquet file ({type(exc).__name__})")]
     if frame.empty:
         return None, [Problem(name, "file has no data rows")]
-    dupes = _duplicated([str(c) for c in frame.columns])
+    dupes = duplicated_columns([str(c) for c in frame.columns])
     if dupes:
         return None, [dupes_problem(name, dupes)]
     frame.columns = [str(c).strip() for c in frame.columns]
     return TableSource(frame.reset_index(drop=True), 1, "rows"), []
 
 
-def _duplicated(header: Sequence[str]) -> list[str]:
+def duplicated_columns(header: Sequence[str]) -> list[str]:
     """Column names that appear more than once once surrounding spaces are ignored."""
     stripped = [h.strip() for h in header]
     return sorted({h for h in stripped if stripped.count(h) > 1})
@@ -238,7 +238,7 @@ def csv_line_numbers(text: str, delimiter: str, rows: int) -> np.ndarray | None:
 
 def csv_frame(text: str, name: str, delimiter: str = ",") -> tuple[TableSource | None, list[Problem]]:
     """A CSV file's table with every value as text, rows numbered by their line (the header is line 1)."""
-    dupes = _duplicated(_csv_header(text, delimiter))
+    dupes = duplicated_columns(_csv_header(text, delimiter))
     if dupes:  # pandas would rename the second 'amount' to 'amount.1' and read on
         return None, [dupes_problem(name, dupes)]
     try:
@@ -252,7 +252,7 @@ def csv_frame(text: str, name: str, delimiter: str = ",") -> tuple[TableSource |
     if frame.empty:
         return None, [Problem(name, "file has a header but no data rows")]
     frame.columns = [str(c).strip() for c in frame.columns]
-    dupes = _duplicated(list(frame.columns))
+    dupes = duplicated_columns(list(frame.columns))
     if dupes:
         return None, [dupes_problem(name, dupes)]
     return TableSource(frame, 2, "lines", numbers=csv_line_numbers(text, delimiter, len(frame))), []
@@ -546,7 +546,7 @@ def stream_check(path: Path, spec: TableSpec, *, encoding: str = "utf-8", now: p
     the duplicate-key check) at a time."""
     name = str(path)
     parquet = path.suffix.lower() == ".parquet"
-    problem = _stat_problem(path)
+    problem = file_stat_problem(path)
     if problem is None and not os.access(path, os.R_OK):
         problem = _unreadable(name, PermissionError(errno.EACCES, "Permission denied"))
     if problem is not None:
@@ -561,7 +561,7 @@ def stream_check(path: Path, spec: TableSpec, *, encoding: str = "utf-8", now: p
         if isinstance(exc, OSError):
             return [_unreadable(name, exc)]
         raise
-    dupes = _duplicated(header)
+    dupes = duplicated_columns(header)
     if dupes:
         return [dupes_problem(name, dupes)]
     now = now if now is not None else _now_naive_utc()

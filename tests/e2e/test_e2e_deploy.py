@@ -1,9 +1,11 @@
-"""End to end on loopback with real processes: certs -> coordinator -> 3 partners -> jobs -> API -> stop.
+"""End to end on loopback with real processes: certs -> coordinator -> 3 partners -> jobs -> API (-> stop).
 
 Every process is a real ``fedinsight`` command (which runs Flower's real ``flower-superlink`` and
 ``flower-supernode``); ports are chosen free at run time on 127.0.0.1; ``FLWR_HOME`` points into the
-test's temporary folder; every process started here is stopped by PID in the fixture's teardown, with
-all its descendants, also when an assertion fails.
+test's temporary folder. The deployment is the session's ``live`` one (tests/e2e/conftest.py): the restart test
+uses it next and ends with the clean stop (SIGTERM by PID; PID files removed; the audit chain verified); every
+process started in it is stopped by PID in the fixture's teardown, with all its descendants, also when an assertion
+fails.
 """
 
 from __future__ import annotations
@@ -11,39 +13,22 @@ from __future__ import annotations
 import base64
 import json
 import re
-import signal
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
-from tests.support.deployment import PARTNERS, Deployment, wait_for_api, write_configs
+from tests.support.deployment import PARTNERS, Live
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-@pytest.fixture()
-def deployment(tmp_path):
-    dep = Deployment(tmp_path)
-    write_configs(tmp_path, dep)
-    try:
-        yield dep
-    finally:
-        leftovers = dep.stop_all()
-        assert not leftovers, f"processes survived their parent's stop: {leftovers}"
-
-
-def test_deployment_end_to_end(deployment: Deployment):
-    dep, root = deployment, deployment.root
-    coordinator = dep.spawn("coordinator", "coordinator", "start", "--config", "coordinator.toml")
-    api = httpx.Client(base_url=f"https://127.0.0.1:{dep.api_port}", verify=str(root / "certs" / "ca.crt"),
-                       timeout=120)
-    wait_for_api(dep, api)
-    assert (root / "coordinator-state" / "coordinator.pid").read_text().strip() == str(coordinator.pid)
-    partners = [dep.spawn(p, "partner", "start", "--config", f"{p}.toml") for p in PARTNERS]
+def test_deployment_end_to_end(live: Live):
+    dep, root, api = live.dep, live.dep.root, live.api
+    assert api is not None
+    assert (root / "coordinator-state" / "coordinator.pid").read_text().strip() == str(live.coordinator.pid)
 
     # A training job under SecAgg+ and DP-SGD and a DP insights job (two catalogue queries) run at the same
     # time on the three partners and both complete; the insights are stored under the job's id.
@@ -117,12 +102,4 @@ def test_deployment_end_to_end(deployment: Deployment):
     assert verify["ok"]
     actions = [e["action"] for e in api.get("/audit", params={"limit": 1000}, headers=bearer["auditor"]).json()]
     assert {"coordinator.start", "job.submit", "job.finish", "GET /insights", "GET /audit"} <= set(actions)
-
-    # Stop everything by PID (SIGTERM, as `coordinator stop` / `partner stop` do); PID files are removed.
-    for proc in [*partners, coordinator]:
-        proc.send_signal(signal.SIGTERM)
-    for proc in [*partners, coordinator]:
-        assert proc.wait(timeout=180) == 0, dep.output("coordinator")
-    assert not (root / "coordinator-state" / "coordinator.pid").exists()
-    assert "coordinator stopped" in dep.output("coordinator")
-    assert dep.run("audit", "verify", "--config", "coordinator.toml").returncode == 0
+    assert all(p.poll() is None for p in live.partners)  # the partners keep running (the restart test needs them)

@@ -1,10 +1,12 @@
-"""Faults with real processes on loopback: ``kill -9`` of the coordinator, a restart with live partners.
+"""Faults with real processes on loopback: ``kill -9`` of the coordinator, a restart with live partners, the stop.
 
 The coordinator is killed with SIGKILL (it cannot stop anything itself): every process its PID files named
 (SuperLink, API, their Flower helpers) must be gone, polled by PID with a generous bound (no timing is
 asserted). A plain ``coordinator start`` then works with no manual cleanup, the three partner processes
-(which were never restarted) reconnect on their own, and a job runs on all three. Every process started
-here is stopped by PID in the fixture's teardown.
+(which were never restarted) reconnect on their own, and a job runs on all three. Then everything stops cleanly by
+PID (SIGTERM, as ``partner stop`` and ``coordinator stop`` send it): each process exits 0, PID files are removed and
+the audit chain verifies. The deployment is the session's ``live`` one (tests/e2e/conftest.py), after the deploy
+test's jobs; every process started in it is stopped by PID in the fixture's teardown.
 """
 
 from __future__ import annotations
@@ -12,70 +14,47 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
 
-import httpx
 import pytest
 
 from fedinsight.core.children import ChildRecords
 from fedinsight.core.procs import pid_alive
-from tests.support.deployment import PARTNERS, Deployment, wait_for_api, write_configs
+from tests.support.deployment import PARTNERS, Live, admissions, wait_for_api, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-@pytest.fixture()
-def live(tmp_path):
-    """The deployment folder of the end-to-end test; every process started in it is stopped by PID at the end."""
-    dep = Deployment(tmp_path)
-    write_configs(tmp_path, dep)
+def test_kill_9_then_restart_with_live_partners_then_a_clean_stop(live: Live):
     try:
-        yield dep
-    finally:
-        leftovers = dep.stop_all()
-        assert not leftovers, f"processes survived their parent's stop: {leftovers}"
+        _kill_restart_and_stop(live)
+    finally:  # the last user of the shared deployment: nothing of it runs on through the rest of the session
+        live.leftovers += live.dep.stop_all()
 
 
-def _wait(condition, what: str, bound: float = 600.0) -> None:
-    """Poll until true; the bound only keeps a broken run from hanging."""
-    deadline = time.monotonic() + bound
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.5)
-
-
-def _admissions(dep: Deployment, partner: str) -> int:
-    log = dep.root / f"{partner}-state" / "logs" / "supernode.log"
-    return log.read_text(errors="replace").count("SuperNode ID:") if log.is_file() else 0
-
-
-def test_kill_9_then_restart_with_live_partners(live: Deployment):
-    dep, root = live, live.root
-    first = dep.spawn("coordinator", "coordinator", "start", "--config", "coordinator.toml")
-    api = httpx.Client(base_url=f"https://127.0.0.1:{dep.api_port}", verify=str(root / "certs" / "ca.crt"),
-                       timeout=60)
-    wait_for_api(dep, api)
-    partners = [dep.spawn(p, "partner", "start", "--config", f"{p}.toml") for p in PARTNERS]
-    _wait(lambda: all(_admissions(dep, p) >= 1 for p in PARTNERS), "the partners to be admitted")
+def _kill_restart_and_stop(live: Live) -> None:
+    dep, root, api, first, partners = live.dep, live.dep.root, live.api, live.coordinator, live.partners
+    assert api is not None and all(p.poll() is None for p in partners)
+    admitted = {p: admissions(dep, p) for p in PARTNERS}
+    assert all(n >= 1 for n in admitted.values()), admitted
 
     records = ChildRecords(root / "coordinator-state" / "pids")
     children = records.alive()
     assert {r.child for r in children} == {"superlink", "api"}, children
     first.send_signal(signal.SIGKILL)
     first.wait()
-    _wait(lambda: not any(pid_alive(r.pid) for r in children), f"the coordinator's children {children} to exit")
+    wait_until(lambda: not any(pid_alive(r.pid) for r in children), f"the coordinator's children {children} to exit")
 
     # a plain start: no manual cleanup; the stale PID file and the ports are no obstacle
     dep.procs.remove(first)
-    dep.spawn("coordinator-2", "coordinator", "start", "--config", "coordinator.toml")
+    second = dep.spawn("coordinator-2", "coordinator", "start", "--config", "coordinator.toml")
     dep.procs.insert(0, dep.procs.pop())  # wait_for_api watches procs[0]
+    live.coordinator = second
     wait_for_api(dep, api)
     out = dep.output("coordinator-2")
     assert "Traceback" not in out and "already running" not in out and "held by" not in out, out
 
     # the partner processes were never restarted: each restarts its SuperNode and is admitted again
-    _wait(lambda: all(_admissions(dep, p) >= 2 for p in PARTNERS), "the partners to reconnect")
+    wait_until(lambda: all(admissions(dep, p) > admitted[p] for p in PARTNERS), "the partners to reconnect")
     assert all(p.poll() is None for p in partners)
     for p in PARTNERS:
         assert "starting it again" in dep.output(p), dep.output(p)
@@ -90,7 +69,17 @@ def test_kill_9_then_restart_with_live_partners(live: Deployment):
     job = json.loads(result.stdout[result.stdout.index("{"):])
     assert job["status"] == "completed", job
 
+    # Stop everything by PID (SIGTERM): the partners, then the coordinator by `coordinator stop`; every process
+    # exits 0 and PID files are removed.
+    for proc in partners:
+        proc.send_signal(signal.SIGTERM)
+    for proc in partners:
+        assert proc.wait(timeout=180) == 0, dep.output("coordinator-2")
     stopped = dep.run("coordinator", "stop", "--config", "coordinator.toml", "--json")
     assert stopped.returncode == 0, stopped.stderr
     assert json.loads(stopped.stdout[stopped.stdout.index("{"):])["state"] == "stopped"
     assert records.alive() == []
+    assert second.wait(timeout=180) == 0, dep.output("coordinator-2")
+    assert not (root / "coordinator-state" / "coordinator.pid").exists()
+    assert "coordinator stopped" in dep.output("coordinator-2")
+    assert dep.run("audit", "verify", "--config", "coordinator.toml").returncode == 0

@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -70,6 +72,18 @@ class Deployment:
         return leftovers
 
 
+@dataclass
+class Live:
+    """A running deployment: its folder and processes, the coordinator's process, the partners' processes and an
+    HTTPS client of the coordinator's API."""
+
+    dep: Deployment
+    coordinator: subprocess.Popen
+    partners: list[subprocess.Popen] = field(default_factory=list)
+    api: httpx.Client | None = None
+    leftovers: list[int] = field(default_factory=list)  # processes that survived a stop before the fixture's own
+
+
 def write_configs(root: Path, dep: Deployment) -> None:
     from fedinsight.data.synth import SynthConfig, write_synthetic
 
@@ -93,6 +107,21 @@ def write_configs(root: Path, dep: Deployment) -> None:
             f'[superlink]\naddress = "127.0.0.1:{dep.link_port}"\nca-cert = "certs/ca.crt"\n'
             f'private-key = "certs/partners/{pid}.key"\nmax-wait-time = 60\n\n'
             f'[runtime]\nport = {free_port()}\n')
+
+
+def wait_until(condition: Callable[[], bool], what: str, bound: float = 600.0) -> None:
+    """Poll until true; the bound only keeps a broken run from hanging (no timing is asserted)."""
+    deadline = time.monotonic() + bound
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.5)
+
+
+def admissions(dep: Deployment, partner: str) -> int:
+    """How many times the partner's SuperNode was admitted by the SuperLink (its log's ``SuperNode ID:`` lines)."""
+    log = dep.root / f"{partner}-state" / "logs" / "supernode.log"
+    return log.read_text(errors="replace").count("SuperNode ID:") if log.is_file() else 0
 
 
 def wait_for_api(dep: Deployment, client: httpx.Client, timeout: float = 600) -> None:

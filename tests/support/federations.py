@@ -176,6 +176,37 @@ def run_in_process(task_name: str, federation: OwnFederation, out: Path, *, node
     return LocalRun(contract.result_of(context), grid, captured.get("session"))
 
 
+def python_settings(task: str, federation: OwnFederation) -> dict[str, Any]:
+    """:func:`task_options` as the Python API spells them (``as_of`` for ``as-of``); the recommender trains its
+    baselines briefly and skips the local-only ones (nothing checked here depends on them)."""
+    settings = {k.replace("-", "_"): v for k, v in task_options(task, federation).items()}
+    if task == "recommend":
+        settings.update(baseline_epochs=2, local_only=False)
+    return settings
+
+
+class OwnSimulations:
+    """Each task simulated once on Flower's runtime (two CPUs) through the Python API, on one own federation, the
+    first time a test asks for it: ``fi.Federation.from_folder(root).simulate(task, out=..., **settings)``.
+
+    Why shared: a simulation costs 20-40 s on two cores whatever its size (Ray's start, every worker importing the
+    ClientApp), and several tests check different sides of the same run: tests/flows/every_task (the folders used
+    in place, no identifier in any run folder) and tests/unit/simulation/test_python_api.py (the returned Run: its
+    model scoring a partner's own customers, its insights table, its recommender).
+    """
+
+    def __init__(self, federation: OwnFederation, root: Path) -> None:
+        self.federation, self.root, self.done = federation, root, {}
+
+    def __getitem__(self, task: str) -> Any:
+        import fedinsight as fi
+
+        if task not in self.done:
+            self.done[task] = fi.Federation.from_folder(self.federation.root).simulate(
+                task, out=self.root / task, cpus=2, **python_settings(task, self.federation))
+        return self.done[task]
+
+
 def finite(value: float) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 

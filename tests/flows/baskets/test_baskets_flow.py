@@ -16,8 +16,8 @@ from fedinsight.tasks.baskets import client
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
-    return own_federation(tmp_path_factory.mktemp("own") / "partners")
+def federation(shared_own_federation):
+    return shared_own_federation  # the session's own federation (tests/conftest.py): these tests only read it
 
 
 def _spy(monkeypatch) -> list[str]:  # noqa: ANN001

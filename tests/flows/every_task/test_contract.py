@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from support.federations import PARTNER_NAMES, own_federation, raw_frames, run_in_process
+from support.federations import PARTNER_NAMES, LocalRun, raw_frames, run_in_process
 
 from fedinsight.core.errors import BudgetExceededError, UnknownCustomerError
 from fedinsight.federation.budget import stated_epsilon
@@ -29,8 +29,42 @@ SPENDING = [t for t in TASKS if t != "preflight"]
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
-    return own_federation(tmp_path_factory.mktemp("own") / "partners")
+def federation(shared_own_federation):
+    return shared_own_federation
+
+
+class _Runs:
+    """One in-process job per task on the federation, run the first time a test asks for it and shared by the
+    tests below (each checks another side of the same job: its messages and charges, the customers its handlers
+    were given, the scores and recommendations of its model). Every table handed to a handler is recorded."""
+
+    def __init__(self, federation, root: Path) -> None:  # noqa: ANN001
+        self.federation, self.root = federation, root
+        self.done: dict[str, tuple[LocalRun, Path, dict[str, set[str]]]] = {}
+
+    def __getitem__(self, task: str) -> tuple[LocalRun, Path, dict[str, set[str]]]:
+        if task not in self.done:
+            handed: dict[str, set[str]] = defaultdict(set)
+            original = PartnerView.tables
+
+            def spy(view):  # noqa: ANN001, ANN202 - every table every handler was given
+                data = original(view)
+                for frame in data.tables().values():
+                    if "customer_id" in frame.columns:
+                        handed[view.folder.name] |= set(frame["customer_id"].astype(str))
+                return data
+
+            out = self.root / task
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(PartnerView, "tables", spy)
+                run = run_in_process(task, self.federation, out)
+            self.done[task] = (run, out, dict(handed))
+        return self.done[task]
+
+
+@pytest.fixture(scope="module")
+def runs(federation, tmp_path_factory) -> _Runs:
+    return _Runs(federation, tmp_path_factory.mktemp("runs"))
 
 
 def _kind(msg) -> str:  # noqa: ANN001
@@ -42,8 +76,8 @@ def _kind(msg) -> str:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_every_value_a_partner_sends_is_declared_and_the_charge_is_the_manifests(task, federation, tmp_path):
-    run = run_in_process(task, federation, tmp_path)
+def test_every_value_a_partner_sends_is_declared_and_the_charge_is_the_manifests(task, runs):
+    run, out, _ = runs[task]
     manifest = run.session.guard.manifest
     assert run.summary["messages"]["violations"] == [] and run.summary["messages"]["failures"] == []
     pairs = list(zip(run.grid.sent, run.grid.replies, strict=True))
@@ -63,8 +97,8 @@ def test_every_value_a_partner_sends_is_declared_and_the_charge_is_the_manifests
     delta = job_delta(run.session.plan, run.session.options)
     expected = stated_epsilon(manifest.events(), delta) if manifest.events() else 0.0
     assert run.summary["privacy"]["epsilon_charged"] == pytest.approx(expected, rel=1e-6)
-    coordinator = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    own = PrivacyLedger(f"sqlite:///{tmp_path / 'partners.db'}")
+    coordinator = PrivacyLedger(f"sqlite:///{out / 'ledger.db'}")
+    own = PrivacyLedger(f"sqlite:///{out / 'partners.db'}")
     for partner in PARTNER_NAMES:
         if not expected:
             assert partner not in coordinator.partners()  # nothing charged, no phantom budget
@@ -75,19 +109,8 @@ def test_every_value_a_partner_sends_is_declared_and_the_charge_is_the_manifests
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_opted_out_and_erased_customers_reach_no_task(task, federation, tmp_path, monkeypatch):
-    handed: dict[str, set[str]] = defaultdict(set)
-    original = PartnerView.tables
-
-    def spy(self):  # noqa: ANN001, ANN202 - every table every handler was given
-        data = original(self)
-        for frame in data.tables().values():
-            if "customer_id" in frame.columns:
-                handed[self.folder.name] |= set(frame["customer_id"].astype(str))
-        return data
-
-    monkeypatch.setattr(PartnerView, "tables", spy)
-    run_in_process(task, federation, tmp_path)
+def test_opted_out_and_erased_customers_reach_no_task(task, federation, runs):
+    _, _, handed = runs[task]
     assert set(handed) == set(PARTNER_NAMES)
     for partner in PARTNER_NAMES:
         view = PartnerView(federation.folder(partner), "analytics")
@@ -100,15 +123,15 @@ def test_opted_out_and_erased_customers_reach_no_task(task, federation, tmp_path
         assert not handed[partner] & excluded
 
 
-def test_scores_and_recommendations_leave_out_opted_out_and_erased_customers(federation, tmp_path):
+def test_scores_and_recommendations_leave_out_opted_out_and_erased_customers(federation, runs):
     from fedinsight.models.propensity import ModelBundle
     from fedinsight.partner.side import open_partner
     from fedinsight.tasks.propensity.scoring import score_partner
     from fedinsight.tasks.recommend.serving import recommend_items
 
-    run_in_process("propensity", federation, tmp_path / "p")
-    run_in_process("recommend", federation, tmp_path / "r")
-    bundle = ModelBundle.load(tmp_path / "p" / "model.pt")
+    _, propensity_out, _ = runs["propensity"]
+    _, recommend_out, _ = runs["recommend"]
+    bundle = ModelBundle.load(propensity_out / "model.pt")
     for partner in PARTNER_NAMES:
         scores = score_partner(bundle, open_partner(federation.folder(partner), "training"), "2025-07-01")
         ids = set(scores["customer_id"])
@@ -117,7 +140,7 @@ def test_scores_and_recommendations_leave_out_opted_out_and_erased_customers(fed
         side = open_partner(federation.folder(partner), "recommendation")
         for customer in federation.excluded[partner]:
             with pytest.raises(UnknownCustomerError, match="consent to recommendations .or it was erased"):
-                recommend_items(tmp_path / "r" / "model", side, customer)
+                recommend_items(recommend_out / "model", side, customer)
 
 
 def _started_like_partner_start(folder, partner_id: str, state, certs) -> dict[str, object]:  # noqa: ANN001
@@ -158,24 +181,19 @@ ids): a run folder holding none of them holds none of the values."""
 
 
 @pytest.mark.slow
-def test_simulations_use_the_folders_in_place_and_their_run_folders_hold_no_identifier(federation, tmp_path):
-    from support.federations import task_options
-
-    from fedinsight.simulation.options import SimulationOptions
-    from fedinsight.simulation.run import simulate
-
+def test_simulations_use_the_folders_in_place_and_their_run_folders_hold_no_identifier(federation, own_simulations):
     assert all(any(m in value for m in MARKERS) for value in federation.identifiers)
     before = sorted(p.relative_to(federation.root) for p in federation.root.rglob("*.csv"))
-    for task in TASKS:
-        options = {k.replace("-", "_"): v for k, v in task_options(task, federation).items()}
-        run = simulate(task, SimulationOptions(dataset=str(federation.root), out=str(tmp_path / task), cpus=2),
-                       options)
+    folders = []
+    for task in TASKS:  # each simulated on Flower's runtime once per session (support/federations.OwnSimulations)
+        run = own_simulations[task]
         assert run.summary["partner_ids"] == sorted(PARTNER_NAMES)  # the folders' own names
-        assert not (tmp_path / task / "partners").exists()  # nothing of the partners was copied
+        assert not (run.out_dir / "partners").exists()  # nothing of the partners was copied
+        folders.append(run.out_dir)
     assert sorted(p.relative_to(federation.root) for p in federation.root.rglob("*.csv")) == before
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    files = [p for folder in folders for p in folder.rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"summary.json", "report.html", "ledger.db", "model.pt", "insights.json"}
     for path in files:
         blob = path.read_bytes()
         found = [m for m in MARKERS if m.encode() in blob]
-        assert not found, f"{path.relative_to(tmp_path)} holds an identifier ({found})"
+        assert not found, f"{path} holds an identifier ({found})"

@@ -181,14 +181,14 @@ def test_too_many_tolerated_drop_outs_are_refused_before_anyone_is_contacted(tmp
 
 
 @pytest.mark.slow
-def test_every_value_sent_is_declared_and_the_charge_is_the_manifests(tmp_path_factory, tmp_path):
+def test_every_value_sent_is_declared_and_the_charge_is_the_manifests(shared_own_federation, tmp_path):
     """The task contract's check (tests/flows/every_task) on the distributed-noise mode."""
-    from support.federations import PARTNER_NAMES, own_federation, run_in_process
+    from support.federations import PARTNER_NAMES, run_in_process
 
     from fedinsight.federation.guard import check_reply, spec_for
     from fedinsight.federation.task import job_delta
 
-    federation = own_federation(tmp_path_factory.mktemp("own") / "partners")
+    federation = shared_own_federation  # the session's own federation (tests/conftest.py), only read here
     run = run_in_process("insights", federation, tmp_path, **{"noise-model": "distributed-secagg"})
     manifest = run.session.guard.manifest
     assert run.summary["messages"]["violations"] == [] and run.summary["messages"]["failures"] == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from dp_accounting import dp_event
-from support.federations import PARTNER_NAMES, own_federation, run_in_process
+from support.federations import PARTNER_NAMES, run_in_process
 
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 from fedinsight.tasks import TASKS  # registers the tasks run_in_process looks up
@@ -13,8 +13,8 @@ assert TASKS
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
-    return own_federation(tmp_path_factory.mktemp("own-eval") / "partners")
+def federation(shared_own_federation):
+    return shared_own_federation  # the session's own federation (tests/conftest.py): these tests only read it
 
 
 def test_evaluation_off_sends_no_evaluate_message_and_charges_training_only(federation, tmp_path):

@@ -7,15 +7,15 @@ import json
 
 import numpy as np
 import pytest
-from support.federations import PARTNER_NAMES, own_federation, run_in_process
+from support.federations import PARTNER_NAMES, run_in_process
 
 from fedinsight.core.errors import BudgetExceededError
 from fedinsight.tasks.segments import kmeans
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
-    return own_federation(tmp_path_factory.mktemp("own") / "partners")
+def federation(shared_own_federation):
+    return shared_own_federation  # the session's own federation (tests/conftest.py): these tests only read it
 
 
 def test_a_job_over_budget_is_refused_before_any_partner_computes(federation, tmp_path, monkeypatch):
@@ -40,17 +40,17 @@ def test_segments_and_the_model_file_hold_no_customer(federation, tmp_path):
 
 
 @pytest.mark.slow
-def test_simulated_on_cdnow_through_flower_charges_the_plan_and_nearly_matches_centralized_kmeans(tmp_path):
+def test_simulated_on_cdnow_through_flower_charges_the_plan_and_nearly_matches_centralized_kmeans(simulated_runs):
     from fedinsight.partner.view import PartnerView
     from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
-    from fedinsight.simulation.options import SimulationOptions
-    from fedinsight.simulation.run import simulate
     from fedinsight.tasks.segments.baselines import best_kmeans
     from fedinsight.tasks.segments.features import customer_vectors
     from fedinsight.tasks.segments.options import SegmentsOptions
 
-    run = simulate("segments", SimulationOptions(dataset="cdnow", out=str(tmp_path), cpus=2), {"epsilon": 1.0})
-    summary = run.summary
+    # `simulate segments --dataset cdnow --partners 3 --epsilon 1` on Flower's runtime, the run the report tests
+    # also read (tests/support/runs.py)
+    tmp_path = simulated_runs["segments"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
     options = SegmentsOptions(epsilon=1.0, as_of="1998-07-01", delta=summary["privacy"]["delta"])  # the job's
     planned = compose_epsilon(options.noise().events(), options.delta)
     assert planned == pytest.approx(1.0, rel=1e-5)

@@ -21,8 +21,10 @@ from fedinsight.tasks.segments.options import SegmentsOptions
 from fedinsight.tasks.segments.simulate import federated_kmeans
 
 
-@pytest.mark.slow
-def test_dp_segments_at_100k_over_10_partners_meet_the_goal():
+@pytest.fixture(scope="module")
+def planted_100k():
+    """The planted 5 segments at 100,000 customers over 10 partners (the goal's size, kept: the bounds below need
+    segments of ~10,000 customers), generated once: each partner's RFM vectors and their customers' planted labels."""
     config = SegmentsConfig(customers=100_000, partners=10, seed=5)
     frames, labels, _ = generate(config)
     segment = labels.set_index("customer_id")["segment"]
@@ -31,6 +33,12 @@ def test_dp_segments_at_100k_over_10_partners_meet_the_goal():
         v = customer_vectors(tables["transactions"], config.as_of, ("recency", "frequency", "monetary"))
         parts.append(v.to_numpy())
         truth.append(segment.loc[v.index].to_numpy())
+    return config, parts, truth
+
+
+@pytest.mark.slow
+def test_dp_segments_at_100k_over_10_partners_meet_the_goal(planted_100k):
+    config, parts, truth = planted_100k
     x, planted = np.concatenate(parts), np.concatenate(truth)
     base = kmeans.cost(x, best_kmeans(x, 5))
     centres = federated_kmeans(parts, SegmentsOptions(k=5, epsilon=1.0, as_of=config.as_of))
@@ -74,16 +82,13 @@ def test_a_planted_partner_folder_through_flower_finds_the_planted_segments(tmp_
     assert summary["baselines"]["cost_ratio"] <= 1.5
 
 
-def test_k_range_picks_the_planted_five_segments_at_100k_for_no_extra_epsilon():
+def test_k_range_picks_the_planted_five_segments_at_100k_for_no_extra_epsilon(planted_100k):
     """``--k-range 2-8`` on the planted 5 segments (100,000 customers, 10 partners, epsilon 1): the elbow rule on
     the noisy histogram -- free post-processing of the initial release -- picks 5."""
     from fedinsight.tasks.segments import server
     from fedinsight.tasks.segments.client import noisy_histogram
 
-    config = SegmentsConfig(customers=100_000, partners=10, seed=7)
-    frames, _, _ = generate(config)
-    parts = [customer_vectors(t["transactions"], config.as_of, ("recency", "frequency", "monetary")).to_numpy()
-             for t in frames.values()]
+    config, parts, _ = planted_100k  # generator seed 5, one of the seeds measured below
     options = SegmentsOptions(k_range="2-8", epsilon=1.0, as_of=config.as_of)
     chosen, _, found = server.prepare(np.sum([noisy_histogram(x, options) for x in parts], axis=0), options, 10)
     costs = {int(k): v for k, v in found["choice"]["costs"].items()}

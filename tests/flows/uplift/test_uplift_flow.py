@@ -8,7 +8,7 @@ import json
 
 import pandas as pd
 import pytest
-from support.federations import PARTNER_NAMES, own_federation, run_in_process
+from support.federations import PARTNER_NAMES, run_in_process
 
 from fedinsight.core.errors import FedinsightError
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
@@ -17,8 +17,8 @@ from fedinsight.tasks.uplift.server import manifest
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
-    return own_federation(tmp_path_factory.mktemp("own") / "partners")
+def federation(shared_own_federation):
+    return shared_own_federation  # the session's own federation (tests/conftest.py): these tests only read it
 
 
 @pytest.mark.parametrize(("extra", "says"), [

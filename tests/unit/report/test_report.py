@@ -40,35 +40,10 @@ cover them (whiskers, caps and lines ignore the pointer), and none do, so every 
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> _Runs:
-    """Short simulations of every task with a report section, through the CLI; each writes its report at the end."""
-    root = tmp_path_factory.mktemp("runs")
-    commands = {
-        "propensity": ["simulate", "propensity", "--dataset", "cdnow", "--partners", "3", "--rounds", "2",
-                       "--eval-every-round"],  # the learning curve needs per-round (charged) evaluation
-        "insights": ["simulate", "insights", "--dataset", "synthetic", "--partners", "3", "--customers", "30000"],
-        "recommend": ["simulate", "recommend", "--dataset", "movielens-100k", "--partners", "3", "--rounds", "2",
-                      "--epsilon", "8", "--eval-every", "1", "--eval-metrics", "all", "--baseline-epochs", "5"],
-        "segments": ["simulate", "segments", "--dataset", "cdnow", "--partners", "3"],
-        "baskets": ["simulate", "baskets", "--dataset", "synthetic", "--partners", "3", "--customers", "30000"],
-        "uplift": ["simulate", "uplift", "--dataset", "synthetic", "--partners", "2", "--customers", "4000",
-                   "--rounds", "2"],
-    }
-    return _Runs(root, commands)
-
-
-class _Runs:
-    """Each task's run folder, simulated the first time a test asks for it (so ``-k`` runs only what it needs)."""
-
-    def __init__(self, root: Path, commands: dict[str, list[str]]) -> None:
-        self.root, self.commands, self.done = root, commands, set()
-
-    def __getitem__(self, task: str) -> Path:
-        out = self.root / task
-        if task not in self.done:
-            assert main([*self.commands[task], "--out", str(out), "--json"]) == 0, task
-            self.done.add(task)
-        return out
+def runs(simulated_runs):
+    """Short simulations of every task with a report section, through the CLI; each writes its report at the end
+    (shared with the other tests that read the same runs: tests/support/runs.py)."""
+    return simulated_runs
 
 
 @pytest.mark.slow

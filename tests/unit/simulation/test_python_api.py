@@ -12,7 +12,6 @@ import sys
 import tempfile
 
 import pytest
-from support.federations import own_federation
 
 import fedinsight as fi
 
@@ -21,10 +20,11 @@ INSIGHTS = {"as_of": "2026-01-01", "only": "segment-profile-rfm,ltv-tiers,ab-lif
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
-    # 1,500 customers: the smallest partner's random held-out share stays above the 50-customer evaluation floor
-    # (at 900 every partner fell below it about once in 150 runs, and the exact AUC was then none)
-    return own_federation(tmp_path_factory.mktemp("own") / "partners", customers=1500)
+def federation(shared_own_federation):
+    # 2,400 customers (the session's shared own federation): the smallest partner's random held-out share stays
+    # above the 50-customer evaluation floor (at 900 every partner fell below it about once in 150 runs, and the
+    # exact AUC was then none; 1,500 was enough)
+    return shared_own_federation
 
 
 def test_the_package_lists_its_tasks_and_public_names_without_loading_them_eagerly():
@@ -70,9 +70,12 @@ def test_a_run_refused_after_its_folder_was_made_leaves_no_temporary_folder(fede
 
 
 @pytest.fixture(scope="module")
-def propensity(federation, tmp_path_factory):
-    return fi.Federation.from_folder(federation.root).simulate("propensity", out=tmp_path_factory.mktemp("p"),
-                                                              **PROPENSITY)
+def propensity(federation, own_simulations):
+    # fi.Federation.from_folder(federation.root).simulate("propensity", out=..., **PROPENSITY), run once per session
+    # (tests/flows/every_task reads the same run: support/federations.OwnSimulations)
+    run = own_simulations["propensity"]
+    assert {k: run.summary["settings"].get(k) for k in PROPENSITY} == PROPENSITY
+    return run
 
 
 @pytest.mark.slow
@@ -100,8 +103,9 @@ def test_a_propensity_model_scores_a_partners_own_customers_on_its_side(federati
 
 
 @pytest.mark.slow
-def test_insights_come_as_a_tidy_table_with_error_bars(federation, tmp_path):
-    run = fi.Federation.from_folder(federation.root).simulate("insights", out=tmp_path / "ins", **INSIGHTS)
+def test_insights_come_as_a_tidy_table_with_error_bars(own_simulations):
+    # fi.Federation.from_folder(federation.root).simulate("insights", out=..., **INSIGHTS) (shared, as above)
+    run = own_simulations["insights"]
     table = run.insights
     assert list(table.columns) == ["insight", "kind", "group", "measure", "value", "ci_low", "ci_high", "noise_sd",
                                    "suppressed", "epsilon"]
@@ -118,10 +122,10 @@ def test_insights_come_as_a_tidy_table_with_error_bars(federation, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_recommender_serves_a_partners_consenting_customers_on_its_side(federation, tmp_path):
-    run = fi.Federation.from_folder(federation.root).simulate(
-        "recommend", out=tmp_path / "rec", rounds=2, epsilon=8.0, dim=8, local_epochs=1, popularity_share=0.2,
-        catalogue_path=str(federation.catalogue), baseline_epochs=2, local_only=False)
+def test_a_recommender_serves_a_partners_consenting_customers_on_its_side(federation, own_simulations):
+    # fi.Federation.from_folder(federation.root).simulate("recommend", rounds=2, epsilon=8.0, dim=8, local_epochs=1,
+    # popularity_share=0.2, catalogue_path=..., baseline_epochs=2, local_only=False) (shared, as above)
+    run = own_simulations["recommend"]
     recs = run.model.recommend("shop-us", k=5)
     assert recs["customer_id"].nunique() > 50 and (recs.groupby("customer_id").size() == 5).all()
     assert not set(recs["customer_id"]) & set(federation.excluded["shop-us"])
