@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 from fedinsight.partner.engine.base import Engine
+from fedinsight.partner.engine.decimals import decimals_as_floats
 from fedinsight.partner.engine.sources import CsvFile, FrameTable, ParquetFiles, Source, SqlTable
 from fedinsight.partner.engine.sql_stream import arrow_batches
 
@@ -83,7 +84,7 @@ class DuckDBEngine(Engine):
 
     def fetch(self, sql: str) -> pd.DataFrame:
         try:
-            return self.con.sql(sql).to_arrow_table().to_pandas()
+            return decimals_as_floats(self.con.sql(sql).to_arrow_table()).to_pandas()
         except duckdb.OutOfMemoryException as exc:
             raise ConfigError(f"engine duckdb ran out of memory and disk ({str(exc).splitlines()[0]}): raise "
                               f"node config engine-memory or free space in {self.temp_dir}") from None
