@@ -92,6 +92,10 @@ class DuckDBEngine(Engine):
             raise DataValidationError(Problem("engine duckdb", "a value does not have its canonical type "
                                               f"({str(exc).splitlines()[0]}); run 'fedinsight data validate' on "
                                               "the partner's folder")) from None
+        except duckdb.BinderException as exc:  # a column the scan reads is not in the partner's table
+            raise DataValidationError(Problem("engine duckdb", "the partner's tables lack a column this computation "
+                                              f"reads ({str(exc).splitlines()[0]}); run 'fedinsight data validate' "
+                                              "on the partner's folder")) from None
         except duckdb.IOException as exc:
             raise ConfigError(f"engine duckdb cannot read or spill ({str(exc).splitlines()[0]}); check the "
                               f"partner's files and the free space in {self.temp_dir}") from None

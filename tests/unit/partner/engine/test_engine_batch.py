@@ -115,3 +115,14 @@ def test_mapped_exports_through_the_engine(tmp_path):
     for query in queries:
         want, have = (compute(query["kind"], f, query["params"]) for f in (expected, got))
         np.testing.assert_allclose(have.vector(), want.vector(), rtol=1e-12, atol=1e-9, err_msg=str(query))
+
+
+def test_a_missing_column_is_one_clear_error(tmp_path):
+    from fedinsight.core.errors import DataValidationError
+
+    tables = own_tables(customers=20)
+    tables["transactions"] = tables["transactions"].drop(columns=["quantity"])
+    folder = write_csv_partner(tmp_path / "shop", tables)
+    window = LabelWindow(pd.Timestamp("2024-01-01"), pd.Timestamp("2025-01-01"), pd.Timestamp("2025-07-01"))
+    with pytest.raises(DataValidationError, match="lack a column"):
+        partner_table(EngineOnly(PartnerView(folder, "training")), window)
