@@ -82,9 +82,11 @@ class DuckDBEngine(Engine):
     def create_view(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 
-    def fetch(self, sql: str) -> pd.DataFrame:
+    def fetch(self, sql: str, drop: tuple[str, ...] = ()) -> pd.DataFrame:
         try:
-            return decimals_as_floats(self.con.sql(sql).to_arrow_table()).to_pandas()
+            table = self.con.sql(sql).to_arrow_table()
+            table = table.drop_columns([c for c in drop if c in table.column_names])
+            return decimals_as_floats(table).to_pandas()
         except duckdb.OutOfMemoryException as exc:
             raise ConfigError(f"engine duckdb ran out of memory and disk ({str(exc).splitlines()[0]}): raise "
                               f"node config engine-memory or free space in {self.temp_dir}") from None

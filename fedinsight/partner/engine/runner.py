@@ -42,7 +42,7 @@ def run_scans(scans: Sequence[Scan], sources: Mapping[str, Source], settings: En
     with open_engine(settings, temp) as engine:
         prepare(engine, sources, policy, purpose, register, rate, tokenizer)
         for scan in scans:
-            results.append(engine.query(scan.sql))
+            results.append(engine.query(scan.sql, (CUSTOMER_KEY,) if scan.drop_ids else ()))
     for scan, result in zip(scans, results, strict=True):
         if CUSTOMER_KEY in result.columns:
             if scan.drop_ids:
