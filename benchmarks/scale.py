@@ -86,7 +86,8 @@ REPEATS = 3
 def direct_sql(folder: str) -> str:
     """The insights' per-customer aggregates written directly in DuckDB SQL on the Parquet files (float sums, no
     views, no consent join): what the engine is held against."""
-    pattern = str(Path(folder) / "transactions" / "**" / "*.parquet")
+    flat = Path(folder) / "transactions.parquet"  # one file (``data synth``) or a directory of chunks
+    pattern = str(flat if flat.is_file() else Path(folder) / "transactions" / "**" / "*.parquet")
     recent = ", ".join(f"COUNT(*) FILTER (WHERE timestamp >= TIMESTAMP '{AS_OF}' - INTERVAL {d} DAY) AS r{d}"
                        for d in (30, 90, 365))
     return (f"SELECT customer_id, COUNT(*) AS purchases, "
@@ -107,18 +108,42 @@ def measure(kind: str, folder: str, memory: str) -> dict[str, float]:
     from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
     from fedinsight.tasks.insights.customer_scan import customer_scan
     from fedinsight.tasks.propensity.customer_scan import customer_scan as propensity_scan
-    from fedinsight.tasks.propensity.features import LabelWindow
+    from fedinsight.tasks.propensity.customer_scan import table_from_scan
+    from fedinsight.tasks.propensity.features import LabelWindow, unit_features
 
     rules = FeatureRules(as_of=AS_OF, window_days=365)
-    settings = EngineSettings(memory=memory)
+    settings = EngineSettings(engine=os.environ.get("SCALE_ENGINE", "duckdb"), memory=memory,
+                              spark_master="local[2]")
     view = PartnerView(folder, "analytics", engine=settings)
     start = time.perf_counter()
     out: dict[str, float] = {}
     if kind == "engine_scan":
+        if settings.engine == "spark":  # the first scan starts the JVM and generates code: timed apart
+            view.scan(customer_scan(rules))
+            out["first_scan_seconds"] = round(time.perf_counter() - start, 3)
+            start = time.perf_counter()
         out["customers_out"] = len(view.scan(customer_scan(rules)))
+    elif kind == "insights_batch":  # the preset batch's exact aggregates, every query, as a partner computes them
+        from fedinsight.tasks.insights.aggregates import compute
+        from fedinsight.tasks.insights.catalogue import PRESETS, default_queries
+        from fedinsight.tasks.insights.engine_features import engine_features
+
+        preset = PRESETS["synthetic"]
+        queries = [{"kind": q.kind, "params": q.params()} for q in default_queries(
+            channels=preset["channels"], campaigns=preset["campaigns"], tx_channels=preset["tx_channels"])]
+        features = engine_features(_EnginePartner(view), rules, queries)
+        out["scans_seconds"] = round(time.perf_counter() - start, 3)
+        aggs = [compute(q["kind"], features, q["params"]) for q in queries]
+        out["queries"] = len(aggs)
+        out["customers_out"] = features.n
+        out["event_rows"] = len(features.events.cust)
+        out["transaction_rows"] = len(features.transactions.cust)
     elif kind == "propensity_scan":
         window = LabelWindow(pd.Timestamp("2023-01-01"), pd.Timestamp("2025-01-01"), pd.Timestamp(AS_OF))
-        out["customers_out"] = len(PartnerView(folder, "training", engine=settings).scan(propensity_scan(window)))
+        frame = PartnerView(folder, "training", engine=settings).scan(propensity_scan(window))
+        out["scan_seconds"] = round(time.perf_counter() - start, 3)
+        table = table_from_scan(frame, window)  # the features the client trains on (tasks/propensity/client.py)
+        out["customers_out"] = len(unit_features(table, window))
     elif kind == "engine_query":
         with open_engine(settings, Path(folder) / ".fedinsight" / "engine-tmp" / "bench") as engine:
             prepare(engine, view.sources(), view.policy, "analytics", erasure_register(view.policy.register_url))
@@ -136,7 +161,7 @@ def measure(kind: str, folder: str, memory: str) -> dict[str, float]:
         with open_engine(settings, Path(folder) / ".fedinsight" / "engine-tmp" / "bench") as engine:
             prepare(engine, view.sources(), view.policy, "analytics", erasure_register(view.policy.register_url))
             engine_times, direct_times = [], []
-            for _ in range(REPEATS):
+            for _ in range(int(os.environ.get("SCALE_REPEATS", REPEATS))):
                 t = time.perf_counter()
                 engine.query(customer_scan(rules).sql)
                 engine_times.append(time.perf_counter() - t)
@@ -154,6 +179,19 @@ def measure(kind: str, folder: str, memory: str) -> dict[str, float]:
     return out
 
 
+class _EnginePartner:
+    """What the insights client asks of a partner, answered by the view's engine alone."""
+
+    def __init__(self, view: object) -> None:
+        self.view = view
+
+    def scans(self, scans: list) -> list:
+        return self.view.scans(scans)  # type: ignore[attr-defined]
+
+    def timezone(self) -> str:
+        return self.view.timezone  # type: ignore[attr-defined]
+
+
 def child(kind: str, folder: Path, memory: str) -> dict[str, float]:
     """Run :func:`measure` in a child process; its own peak RSS from ``wait4``."""
     proc = subprocess.Popen([sys.executable, __file__, "--measure", kind, "--folder", str(folder),
@@ -169,6 +207,10 @@ def child(kind: str, folder: Path, memory: str) -> dict[str, float]:
     return result
 
 
+def _ratio(results: dict) -> float | None:
+    return results.get("paired", {}).get("engine_speed_vs_direct_duckdb")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -176,25 +218,51 @@ def main() -> None:
     parser.add_argument("--pandas-max-rows", type=int, default=10_000_000)
     parser.add_argument("--memory", default="4GB", help="the engine's memory limit (node config engine-memory)")
     parser.add_argument("--out", type=Path, default=None, help="keep the data here (default: a temp folder)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="measure this partner folder (e.g. one written by `fedinsight data synth --partners 1 "
+                             "--start 2022-09-01`) instead of writing one; the pandas path then reads --pandas-data")
+    parser.add_argument("--pandas-data", type=Path, default=None,
+                        help="with --data: the folder the pandas path is measured on (it is measured at 10 M rows)")
+    parser.add_argument("--kinds", default="", help="comma-separated measurements (default: all)")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="paired: alternations (best of)")
+    parser.add_argument("--engine", default="duckdb", help="the partner's engine: duckdb or spark (local[2])")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.folder, args.memory)))
         return
+    os.environ["SCALE_REPEATS"] = str(args.repeats)  # the children read them
+    os.environ["SCALE_ENGINE"] = args.engine
+    kinds = args.kinds.split(",") if args.kinds else ["imports", "direct_duckdb", "engine_query", "engine_scan",
+                                                          "insights_batch", "propensity_scan", "paired"]
+    if args.data is not None:
+        sizes = {t: pq.ParquetFile(args.data / f"{t}.parquet").metadata.num_rows for t in ("customers", "transactions")
+                 if (args.data / f"{t}.parquet").is_file()}
+        results = {}
+        for kind in kinds:
+            results[kind] = child(kind, args.data, args.memory)
+            Console(stderr=True).print(f"{kind}: {results[kind]}")
+        if args.pandas_data is not None:
+            results["pandas"] = child("pandas", args.pandas_data, args.memory)
+            results["pandas"]["rows"] = pq.ParquetFile(args.pandas_data / "transactions.parquet").metadata.num_rows
+        print(json.dumps({"rows": sizes.get("transactions"), "customers": sizes.get("customers"),
+                          "data": str(args.data), "engine_memory": args.memory, **results,
+                          "engine_speed_vs_direct_duckdb": _ratio(results),
+                          "cores": os.cpu_count()}, indent=2))
+        return
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fedinsight-scale-"))
     try:
         t = time.perf_counter()
         folders = write_data(root, args.rows, args.chunk, args.pandas_max_rows)
         written = round(time.perf_counter() - t, 1)
-        kinds = ["imports", "direct_duckdb", "engine_query", "engine_scan", "propensity_scan", "paired"]
         results = {kind: child(kind, folders["lake"], args.memory) for kind in kinds}
         if folders["flat"].is_dir():
             shutil.copytree(folders["lake"] / ".fedinsight", folders["flat"] / ".fedinsight")  # the same keys
             results["pandas"] = child("pandas", folders["flat"], args.memory)
         print(json.dumps({"rows": args.rows, "customers": max(args.rows // 20, 100), "engine_memory": args.memory,
                           "write_seconds": written, **results,
-                          "engine_speed_vs_direct_duckdb": results["paired"]["engine_speed_vs_direct_duckdb"],
+                          "engine_speed_vs_direct_duckdb": _ratio(results),
                           "cores": os.cpu_count()}, indent=2))
     finally:
         if args.out is None:

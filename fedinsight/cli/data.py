@@ -92,6 +92,8 @@ def data_synth(
     out_dir: Path = typer.Option(..., "--out", help="Output folder (one sub-folder per partner)."),
     items: int = typer.Option(500, help="Catalogue size."),
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
+    start: str = typer.Option("2024-01-01", help="First day of the purchase history (it ends 2025-12-31): about 6 "
+                              "purchases per customer and year, so 2022-09-01 gives ~20 per customer."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
     policy: bool = typer.Option(
         True, "--policy/--no-policy",
@@ -135,7 +137,7 @@ def data_synth(
         return
 
     config = SynthConfig(customers=customers, partners=partners, seed=seed, items=items, fmt=fmt, offers=offers,
-                         creatives=offers)
+                         creatives=offers, start=start)
     with progress_bar() as progress:
         task = progress.add_task("generating customers", total=customers)
         stats = write_synthetic(

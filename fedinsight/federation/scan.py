@@ -34,6 +34,9 @@ class Scan:
     name: str
     sql: str
     tables: tuple[str, ...]
+    drop_ids: bool = False
+    """Remove the result's ``customer_id`` instead of tokenizing it: a row-level scan numbers customers itself
+    (``ROW_NUMBER() OVER (ORDER BY customer_id)``), and tokenizing every row would cost far more than the scan."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.tables) - set(CANONICAL_TABLES))

@@ -102,6 +102,14 @@ class Partner(Protocol):
         customer ids tokenized): for computations that must not hold the partner's rows in memory."""
         ...
 
+    def scans(self, scans: list[Scan]) -> list[Any]:
+        """Several scans over one preparation of the protected tables (consent and erasure applied once)."""
+        ...
+
+    def timezone(self) -> str:
+        """The partner's own time zone (its mapping's), UTC when it declares none."""
+        ...
+
     def token(self, customer_id: str) -> str:
         """A raw customer id as the partner's data view holds it (keyed token under the partner's key)."""
         ...

@@ -103,6 +103,12 @@ class PartnerSide:
     def scan(self, scan: Scan) -> pd.DataFrame:
         return self.view.scan(scan)
 
+    def scans(self, scans: list[Scan]) -> list[pd.DataFrame]:
+        return self.view.scans(scans)
+
+    def timezone(self) -> str:
+        return self.view.timezone
+
     def identities(self, tokens: Any) -> Any:
         return self.view.identities(tokens)
 

@@ -47,7 +47,8 @@ from fedinsight.data.federation import load_partner_folder, partner_folders
 from fedinsight.data.mapping import PartnerMapping, find_mapping
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.scan import Scan
-from fedinsight.partner.engine import EngineSettings, FrameTable, Source, run_scan
+from fedinsight.partner.engine import EngineSettings, FrameTable, Source
+from fedinsight.partner.engine.runner import run_scans
 from fedinsight.partner.engine.sources import database_sources, folder_sources
 from fedinsight.partner.engine.sql_stream import database_tables
 from fedinsight.partner.protection import (
@@ -132,9 +133,18 @@ class PartnerView:
     def scan(self, scan: Scan) -> pd.DataFrame:
         """``scan`` run by the partner's engine over its protected tables for this purpose; customer ids tokenized.
         Amounts are in the job's reporting currency, as :meth:`tables` gives them."""
+        return self.scans([scan])[0]
+
+    def scans(self, scans: list[Scan]) -> list[pd.DataFrame]:
+        """Several scans over one preparation of the protected tables (see :func:`run_scans`)."""
         rate = self.rates.rate(self.currency, partner=self.folder.name) if self.rates is not None else 1.0
-        return run_scan(scan, self.sources(), self.engine, self.policy, self.purpose,
-                        erasure_register(self.policy.register_url), rate=rate)
+        return run_scans(scans, self.sources(), self.engine, self.policy, self.purpose,
+                         erasure_register(self.policy.register_url), rate=rate)
+
+    @property
+    def timezone(self) -> str:
+        """The partner's own time zone (its mapping's; UTC when it declares none), as ``tables().meta`` holds it."""
+        return self.mapping.timezone if self.mapping is not None else "UTC"
 
     def identities(self, tokens: pd.Series) -> pd.Series:
         """The partner's own customer ids for tokens of its customers: only ever on the partner, for its own

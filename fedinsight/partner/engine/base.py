@@ -38,12 +38,13 @@ class Engine(ABC):
         """A named view defined by a query in DuckDB's dialect."""
 
     @abstractmethod
-    def fetch(self, sql: str) -> pd.DataFrame:
-        """Run a query (DuckDB dialect) and return its result; it must be small."""
+    def fetch(self, sql: str, drop: tuple[str, ...] = ()) -> pd.DataFrame:
+        """Run a query (DuckDB dialect) and return its result without the columns ``drop``; it must be small."""
 
-    def query(self, sql: str) -> pd.DataFrame:
-        """:meth:`fetch` with exact decimals (money sums) turned into floats, correctly rounded."""
-        return exact_floats(self.fetch(sql))
+    def query(self, sql: str, drop: tuple[str, ...] = ()) -> pd.DataFrame:
+        """:meth:`fetch` with exact decimals (money sums) turned into floats, correctly rounded. ``drop``: columns
+        left out before the result becomes pandas (a row-level scan's raw ids: one Python string per row)."""
+        return exact_floats(self.fetch(sql, drop))
 
     def close(self) -> None:  # noqa: B027 - optional for backends with nothing to release
         """Release the engine's resources (temp files, connections)."""

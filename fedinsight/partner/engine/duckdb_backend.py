@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 from fedinsight.partner.engine.base import Engine
+from fedinsight.partner.engine.decimals import decimals_as_floats
 from fedinsight.partner.engine.sources import CsvFile, FrameTable, ParquetFiles, Source, SqlTable
 from fedinsight.partner.engine.sql_stream import arrow_batches
 
@@ -81,9 +82,11 @@ class DuckDBEngine(Engine):
     def create_view(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 
-    def fetch(self, sql: str) -> pd.DataFrame:
+    def fetch(self, sql: str, drop: tuple[str, ...] = ()) -> pd.DataFrame:
         try:
-            return self.con.sql(sql).to_arrow_table().to_pandas()
+            table = self.con.sql(sql).to_arrow_table()
+            table = table.drop_columns([c for c in drop if c in table.column_names])
+            return decimals_as_floats(table).to_pandas()
         except duckdb.OutOfMemoryException as exc:
             raise ConfigError(f"engine duckdb ran out of memory and disk ({str(exc).splitlines()[0]}): raise "
                               f"node config engine-memory or free space in {self.temp_dir}") from None
@@ -91,6 +94,10 @@ class DuckDBEngine(Engine):
             raise DataValidationError(Problem("engine duckdb", "a value does not have its canonical type "
                                               f"({str(exc).splitlines()[0]}); run 'fedinsight data validate' on "
                                               "the partner's folder")) from None
+        except duckdb.BinderException as exc:  # a column the scan reads is not in the partner's table
+            raise DataValidationError(Problem("engine duckdb", "the partner's tables lack a column this computation "
+                                              f"reads ({str(exc).splitlines()[0]}); run 'fedinsight data validate' "
+                                              "on the partner's folder")) from None
         except duckdb.IOException as exc:
             raise ConfigError(f"engine duckdb cannot read or spill ({str(exc).splitlines()[0]}); check the "
                               f"partner's files and the free space in {self.temp_dir}") from None

@@ -98,8 +98,9 @@ def _consent_columns(policy: ProtectionPolicy, present: list[str]) -> list[str]:
 
 
 def scope_frame(engine: Engine, names: list[str], policy: ProtectionPolicy, purpose: str | None,
-                register: ErasureRegister) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The allowed customers (raw id, general consent flag) and what was excluded (counts only)."""
+                register: ErasureRegister, tokenizer: Tokenizer | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The allowed customers (raw id, general consent flag) and what was excluded (counts only). ``tokenizer``: a
+    memoizing one shared with whoever tokenizes the scans' results (each id's HMAC is computed once)."""
     if "customers" in names:
         columns = _consent_columns(policy, engine.columns("raw_customers"))
         listed = ", ".join(f'"{c}"' for c in columns)
@@ -122,7 +123,7 @@ def scope_frame(engine: Engine, names: list[str], policy: ProtectionPolicy, purp
         consenting = np.full(len(ids), policy.missing_consent == "allow")
         general = pd.Series(True, index=ids.index, dtype="boolean")
     raw = ids["customer_id"].astype("string")
-    tokenizer = Tokenizer(policy.tokenization_ring(), memo=True)
+    tokenizer = tokenizer or Tokenizer(policy.tokenization_ring(), memo=True)
     active = tokenizer.tokenize(raw).to_numpy(dtype=object)
     retired = {k.key_id: tokenizer.tokenize(raw, key_id=k.key_id).to_numpy(dtype=object)
                for k in tokenizer.ring.retired}
@@ -137,7 +138,7 @@ def scope_frame(engine: Engine, names: list[str], policy: ProtectionPolicy, purp
 
 
 def prepare(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPolicy, purpose: str | None,
-            register: ErasureRegister, rate: float = 1.0) -> dict[str, int]:
+            register: ErasureRegister, rate: float = 1.0, tokenizer: Tokenizer | None = None) -> dict[str, int]:
     """Register and protect a partner's tables in ``engine`` (see the module docstring); returns the counts of
     customers loaded, excluded and used (they stay on the partner)."""
     names = [n for n in TABLES if n in sources]
@@ -146,7 +147,7 @@ def prepare(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPol
     _check_pii(engine, names, policy)
     for name in names:
         engine.create_view(f"typed_{name}", typed_sql(TABLES[name], engine.column_types(f"raw_{name}"), policy, rate))
-    scope, counts = scope_frame(engine, names, policy, purpose, register)
+    scope, counts = scope_frame(engine, names, policy, purpose, register, tokenizer)
     engine.register("scope", FrameTable(scope.astype({"consent": "boolean"})))
     in_scope = "customer_id IN (SELECT customer_id FROM scope)"
     if "customers" in names:

@@ -8,7 +8,7 @@ replaced by the partner's tokens, exactly those the pandas view gives the same c
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -26,11 +26,27 @@ def run_scan(scan: Scan, sources: Mapping[str, Source], settings: EngineSettings
              purpose: str | None, register: ErasureRegister, *, rate: float = 1.0,
              temp_root: Path | None = None) -> pd.DataFrame:
     """``scan``'s result over the partner's in-scope customers, ids tokenized (see the module docstring)."""
+    return run_scans([scan], sources, settings, policy, purpose, register, rate=rate, temp_root=temp_root)[0]
+
+
+def run_scans(scans: Sequence[Scan], sources: Mapping[str, Source], settings: EngineSettings,
+              policy: ProtectionPolicy, purpose: str | None, register: ErasureRegister, *, rate: float = 1.0,
+              temp_root: Path | None = None) -> list[pd.DataFrame]:
+    """Several scans over one preparation of the partner's tables (the PII check, consent and erasure are done
+    once): scans that number customers (``ROW_NUMBER() OVER (ORDER BY customer_id)``) see the same numbering."""
     temp = (temp_root or policy.state_dir) / "engine-tmp" / uuid.uuid4().hex[:12]
+    results = []
+    # one memo for the scope's tokens and the results': a customer's HMAC is computed once (at 5 M customers the
+    # second pass was as long as the scan itself)
+    tokenizer = Tokenizer(policy.tokenization_ring(), memo=True)
     with open_engine(settings, temp) as engine:
-        prepare(engine, sources, policy, purpose, register, rate)
-        result = engine.query(scan.sql)
-    if CUSTOMER_KEY in result.columns:
-        tokens = Tokenizer(policy.tokenization_ring(), memo=True).tokenize(result[CUSTOMER_KEY].astype("string"))
-        result[CUSTOMER_KEY] = tokens.to_numpy(dtype=object)
-    return result
+        prepare(engine, sources, policy, purpose, register, rate, tokenizer)
+        for scan in scans:
+            results.append(engine.query(scan.sql, (CUSTOMER_KEY,) if scan.drop_ids else ()))
+    for scan, result in zip(scans, results, strict=True):
+        if CUSTOMER_KEY in result.columns:
+            if scan.drop_ids:
+                del result[CUSTOMER_KEY]
+            else:
+                result[CUSTOMER_KEY] = tokenizer.tokenize(result[CUSTOMER_KEY].astype("string")).to_numpy(dtype=object)
+    return results

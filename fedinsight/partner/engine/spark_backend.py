@@ -107,11 +107,11 @@ class SparkEngine(Engine):
     def create_view(self, name: str, sql: str) -> None:
         self.session.sql(to_spark_sql(sql)).createOrReplaceTempView(name)
 
-    def fetch(self, sql: str) -> pd.DataFrame:
+    def fetch(self, sql: str, drop: tuple[str, ...] = ()) -> pd.DataFrame:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                return self.session.sql(to_spark_sql(sql)).toPandas()
+                return self.session.sql(to_spark_sql(sql)).drop(*drop).toPandas()
         except Exception as exc:  # Spark raises its own hierarchy (pyspark.errors); a cast failure is bad data
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if "CAST" in text.upper() or "NUMBER_FORMAT" in text.upper():

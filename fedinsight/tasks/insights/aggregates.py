@@ -142,19 +142,19 @@ def _first_k_keys(cust: np.ndarray, key: np.ndarray, ts: np.ndarray, n_keys: int
         pair.size, dtype=bool)
 
 
-def _rank_within_customer(cust: np.ndarray) -> np.ndarray:
-    """0, 1, 2 ... for each customer's rows in their stored order."""
+def _first_rows(cust: np.ndarray, ts: np.ndarray, cell: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
+    """Mask of each customer's first ``k`` rows by (time, cell, value). Rows equal in all four contribute the
+    same, so which of them is kept cannot change a result: the choice is independent of the rows' order."""
     if cust.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    grouped = bool(np.all(cust[1:] >= cust[:-1]))  # rows grouped by customer (the common layout): no sort
-    order = np.arange(cust.size) if grouped else np.argsort(cust, kind="stable")
+        return np.zeros(0, dtype=bool)
+    order = np.lexsort((value, cell, ts, cust))
     c = cust[order]
     start = np.ones(c.size, dtype=bool)
     start[1:] = c[1:] != c[:-1]
     run_start = np.maximum.accumulate(np.where(start, np.arange(c.size), 0))
-    rank = np.empty(c.size, dtype=np.int64)
-    rank[order] = np.arange(c.size) - run_start
-    return rank
+    keep = np.empty(c.size, dtype=bool)
+    keep[order] = (np.arange(c.size) - run_start) < k
+    return keep
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -418,8 +418,10 @@ def group_by(f: Features, *, table: str, group_by: Sequence[str], keys: dict[str
              max_rows_per_customer: int = 10) -> LocalAggregate:
     """Generic DP group-by over allow-listed columns: customers, rows (count) and clamped sums per group.
 
-    Each customer keeps at most ``max_rows_per_customer`` rows (their first, in stored order), values
-    are clamped to ``bounds``; a group's key list is declared (derived groupings have fixed keys).
+    Each customer keeps at most ``max_rows_per_customer`` rows (their first in time; rows at the same second in
+    the order of their cell and clamped value, so the choice does not depend on how the rows are stored or which
+    engine read them), values are clamped to ``bounds``; a group's key list is declared (derived groupings have
+    fixed keys).
     """
     if table not in GROUP_BY_COLUMNS:
         raise ConfigError(f"group-by table must be one of {', '.join(GROUP_BY_COLUMNS)} (got {table!r})")
@@ -445,12 +447,10 @@ def group_by(f: Features, *, table: str, group_by: Sequence[str], keys: dict[str
     declared = dict(keys or {})
 
     if table == "customers":
-        frame, cust = f.customers, np.arange(f.n)
+        frame, cust, ts = f.customers, np.arange(f.n), np.zeros(f.n, dtype=np.int64)
     else:
         rows = f.transactions if table == "transactions" else f.events
-        rank = _rank_within_customer(rows.cust)
-        keep = rank < cap
-        frame, cust = rows.frame.loc[keep] if not keep.all() else rows.frame, rows.cust[keep]
+        frame, cust, ts = rows.frame, rows.cust, rows.ts
 
     dims: list[tuple[str, tuple[str, ...]]] = []
     cell = np.zeros(cust.size, dtype=np.int64)
@@ -473,6 +473,15 @@ def group_by(f: Features, *, table: str, group_by: Sequence[str], keys: dict[str
     n_cells = int(np.prod([len(k) for _, k in dims]))
     if n_cells > MAX_CELLS:
         raise ConfigError(f"the group-by has {n_cells} cells; at most {MAX_CELLS} are allowed")
+    clamped = np.zeros(cust.size)
+    if needs_value:
+        lo, hi = float(bounds[0]), float(bounds[1])  # type: ignore[index]
+        raw = frame[value].to_numpy(dtype=float, na_value=np.nan)  # type: ignore[index]
+        clamped = np.clip(np.nan_to_num(raw, nan=0.0), lo, hi)  # a missing value counts as 0, then clamped
+    if table != "customers":
+        keep = _first_rows(cust, ts, cell, clamped, cap)
+        if not keep.all():
+            cust, cell, clamped = cust[keep], cell[keep], clamped[keep]
     shape = tuple(len(k) for _, k in dims)
     dims_t = tuple(dims)
     customers = _count_distinct(cust, cell, n_cells, np.zeros(max(f.n, 1), dtype=np.int8), 1).reshape(shape)
@@ -482,9 +491,6 @@ def group_by(f: Features, *, table: str, group_by: Sequence[str], keys: dict[str
         measures.append(Measure("count", dims_t, np.bincount(cell, minlength=n_cells).reshape(shape).astype(float)))
         l1, l2sq = l1 + cap, l2sq + cap**2
     if needs_value:
-        lo, hi = float(bounds[0]), float(bounds[1])  # type: ignore[index]
-        raw = frame[value].to_numpy(dtype=float, na_value=np.nan)  # type: ignore[index]
-        clamped = np.clip(np.nan_to_num(raw, nan=0.0), lo, hi)  # a missing value counts as 0, then clamped
         scale = max(abs(lo), abs(hi))
         measures.append(Measure("sum", dims_t, np.bincount(cell, weights=clamped, minlength=n_cells).reshape(shape),
                                 scale=scale))

@@ -23,7 +23,8 @@ from fedinsight.privacy.allocation import QueryNoise, query_noise
 from fedinsight.privacy.mechanisms import gaussian, laplace
 from fedinsight.tasks.insights import discovery
 from fedinsight.tasks.insights.aggregates import LocalAggregate, compute
-from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features, partner_zone
+from fedinsight.tasks.insights.customer_features import FeatureRules, Features, customer_features, partner_zone
+from fedinsight.tasks.insights.engine_features import engine_features
 
 RESULTS = "results"
 
@@ -46,11 +47,27 @@ def _noise(query: dict[str, Any]) -> QueryNoise:
     return query_noise(str(noise.get("mechanism")), noise.get("multiplier"))  # type: ignore[arg-type]
 
 
-def compute_batch(data: PartnerData, batch: dict[str, Any]) -> dict[str, Any]:
-    """Noisy, contribution-bounded aggregates of every query in ``batch`` (the wire batch, noise assigned)."""
+def _queries(batch: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(batch.get("queries"), list) or not batch["queries"]:
         raise ConfigError("an insight batch needs a non-empty list of queries")
-    features = customer_features(data, FeatureRules.from_dict(batch.get("features") or {}))
+    return list(batch["queries"])
+
+
+def compute_batch(data: PartnerData, batch: dict[str, Any]) -> dict[str, Any]:
+    """Noisy, contribution-bounded aggregates of every query in ``batch`` (the wire batch, noise assigned), from
+    tables in memory (in-process runs); a partner computes through its engine (:func:`partner_features`)."""
+    _queries(batch)
+    return features_batch(customer_features(data, FeatureRules.from_dict(batch.get("features") or {})), batch)
+
+
+def partner_features(partner: Partner, batch: dict[str, Any]) -> Features:
+    """The batch's per-customer features (and the rows its queries read), computed by the partner's engine:
+    the partner's tables are never loaded whole into pandas (:mod:`.engine_features`)."""
+    return engine_features(partner, FeatureRules.from_dict(batch.get("features") or {}), _queries(batch))
+
+
+def features_batch(features: Features, batch: dict[str, Any]) -> dict[str, Any]:
+    """Noisy, contribution-bounded aggregates of every query in ``batch`` over ``features``."""
     results: dict[str, Any] = {}
     for query in batch["queries"]:
         agg = compute(str(query["kind"]), features, dict(query.get("params") or {}))
@@ -88,7 +105,7 @@ def query(msg: Message, partner: Partner) -> Message:
     partner.gate.spend(str(config["job-id"]), events, job_epsilon=float(config["epsilon-job"]),
                        job_delta=float(wire["delta"]), kind="query",
                        description="insights: " + ", ".join(str(q["name"]) for q in wire["queries"]))
-    results = compute_batch(partner.data(), wire)
+    results = features_batch(partner_features(partner, wire), wire)
     return reply(msg, **{RESULTS: MetricRecord({name: r["values"] for name, r in results.items()})})
 
 

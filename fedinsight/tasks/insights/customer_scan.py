@@ -21,9 +21,12 @@ AGGREGATES: tuple[str, ...] = ("purchases", "f_window", "spend_now", "spend_prev
 """The per-customer values both paths give (indexed by the customer's token)."""
 
 
-def customer_scan(rules: FeatureRules) -> Scan:
+def customer_scan(rules: FeatureRules, *, attributes: bool = False) -> Scan:
     """Per customer in scope: purchases before ``as_of``, in the window, spend now and a window earlier, recent
-    purchase flags, and funnel awareness/interest (see :class:`FeatureRules` for what each means)."""
+    purchase flags, and funnel awareness/interest (see :class:`FeatureRules` for what each means).
+
+    ``attributes``: also every column of the customers table (region, age ...: a group-by joins them) and the
+    customers in the order of their raw ids, the order :func:`people_sql` numbers them in."""
     as_of = pd.Timestamp(rules.as_of)
     if as_of.tzinfo is not None:
         as_of = as_of.tz_convert("UTC").tz_localize(None)
@@ -35,6 +38,7 @@ def customer_scan(rules: FeatureRules) -> Scan:
     events_from = f" AND timestamp >= {timestamp_literal(rules.events_from)}" if rules.events_from else ""
     stages = ", ".join(f"'{s}'" for s in FUNNEL_STAGES)
     consent = "\nWHERE COALESCE(c.consent, FALSE)" if rules.require_consent else ""
+    order = "\nORDER BY c.customer_id" if attributes else ""
     sql = f"""
 WITH tx AS (
   SELECT customer_id, timestamp AS ts, CAST(COALESCE(amount, 0) AS {MONEY}) AS amount
@@ -52,14 +56,23 @@ WITH tx AS (
   FROM events WHERE timestamp < {timestamp_literal(as_of)}{events_from} AND stage IN ({stages})
   GROUP BY customer_id
 )
-SELECT c.customer_id,
+SELECT {"c.*" if attributes else "c.customer_id"},
   COALESCE(t.purchases, 0) AS purchases, COALESCE(t.f_window, 0) AS f_window,
   COALESCE(t.spend_now, CAST(0 AS {MONEY})) AS spend_now, COALESCE(t.spend_prev, CAST(0 AS {MONEY})) AS spend_prev,
   {", ".join(f"COALESCE(t.recent_{d}, 0) AS recent_{d}" for d in recency_days(rules))},
   COALESCE(e.aware, 0) AS aware, COALESCE(e.interested, 0) AS interested
-FROM customers AS c LEFT JOIN t ON c.customer_id = t.customer_id LEFT JOIN e ON c.customer_id = e.customer_id{consent}
+FROM customers AS c LEFT JOIN t ON c.customer_id = t.customer_id
+LEFT JOIN e ON c.customer_id = e.customer_id{consent}{order}
 """
     return Scan("insights.customer_aggregates", sql, ("customers", "transactions", "events"))
+
+
+def people_sql(rules: FeatureRules) -> str:
+    """The customers a batch counts, numbered 0..n-1 in the order of their raw ids (the order of
+    ``customer_scan(rules, attributes=True)``): row-level scans carry this number instead of the id."""
+    consent = " WHERE COALESCE(consent, FALSE)" if rules.require_consent else ""
+    return ("SELECT customer_id, CAST(ROW_NUMBER() OVER (ORDER BY customer_id) - 1 AS BIGINT) AS cust "
+            f"FROM customers{consent}")
 
 
 def aggregates_from_scan(frame: pd.DataFrame, rules: FeatureRules) -> pd.DataFrame:

@@ -27,8 +27,9 @@ from fedinsight.federation.secagg import GUARD_RECORD, check_own_trust, check_se
 from fedinsight.federation.task import Partner
 from fedinsight.privacy.allocation import query_noise
 from fedinsight.tasks.insights.aggregates import compute
-from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
+from fedinsight.tasks.insights.customer_features import FeatureRules
 from fedinsight.tasks.insights.distributed import MECHANISM, InsightsEncoding, blocks_of, shares_of
+from fedinsight.tasks.insights.engine_features import engine_features
 
 SECURE_PHASE = "secagg"
 
@@ -60,7 +61,7 @@ def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str,
     shares = shares_of(partners, honest, max_dropouts)
     check_own_trust(partner, honest or partners)
     context = partner.context
-    features = customer_features(partner.data(), FeatureRules.from_dict(wire.get("features") or {}))
+    features = engine_features(partner, FeatureRules.from_dict(wire.get("features") or {}), queries)
     if features.n > max_customers:
         raise SecureAggregationError(f"this partner has {features.n} customers, more than the job's public bound "
                                      f"--max-customers {max_customers}; refused (raise the bound)")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 
 import fedinsight.tasks.propensity.protocol as proto
@@ -47,11 +48,11 @@ from fedinsight.privacy.holdout import DEFAULT_TEST_SHARE, holdout_key, holdout_
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.propensity import evaluation
+from fedinsight.tasks.propensity.customer_scan import customer_scan, table_from_scan
 from fedinsight.tasks.propensity.features import (
     FEATURES,
     FeatureCaps,
     LabelWindow,
-    customer_table,
     spend_from_unit,
     unit_features,
     unit_spend,
@@ -88,10 +89,7 @@ def prepare(partner: Partner, options: PropensityOptions, job_id: str) -> Partne
     share = partner_share(partner.setting("test-share", DEFAULT_TEST_SHARE))  # the partner's, not the job's
     key = (partner.partner_id, job_id, window, caps, share)
     if key not in _SPLITS:
-        data = partner.data()
-        if data.transactions is None:
-            raise ConfigError(f"partner {partner.partner_id} has no transactions table; propensity needs purchases")
-        table = customer_table(data.transactions, window)  # type: ignore[arg-type]
+        table = partner_table(partner, window)
         test = holdout_mask(table.index, share, holdout_key(partner.vault, HOLDOUT_KEY))
         unit = unit_features(table, window, caps)
         buys, spend = table["buys_again"].to_numpy(float), table["spend"].to_numpy(float)
@@ -99,6 +97,15 @@ def prepare(partner: Partner, options: PropensityOptions, job_id: str) -> Partne
         while len(_SPLITS) > _MAX_SPLITS:
             _SPLITS.popitem(last=False)
     return _SPLITS[key]
+
+
+def partner_table(partner: Partner, window: LabelWindow) -> pd.DataFrame:
+    """The partner's per-customer features and labels, computed by its engine (its transactions are never loaded
+    whole into pandas; :mod:`.customer_scan`). A partner without a transactions table is refused, as before."""
+    table = table_from_scan(partner.scan(customer_scan(window)), window)
+    if table.empty and partner.data().transactions is None:  # only then: the engine reads an absent table as empty
+        raise ConfigError(f"partner {partner.partner_id} has no transactions table; propensity needs purchases")
+    return table
 
 
 # --- the partner's budget -----------------------------------------------------------------------------

@@ -4,8 +4,8 @@
 Why split this way: the engine reduces the partner's transactions to purchase days per customer and then to one
 row per customer (days, first and last day, exact money sums, squared gaps); the float maths on those few numbers
 (means, the gaps' coefficient of variation, the BG/NBD dormancy) runs in pandas on the small result. Counts,
-days and money equal the pandas path exactly; ``regularity`` and ``dormancy`` are computed by another float
-formula from the same exact inputs (equal to ~1e-12).
+days and money equal the pandas path exactly; ``regularity`` comes from the same exact integers through the same
+formula (:func:`~.features.gap_regularity`), so it is equal too.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fedinsight.federation.scan import MONEY, Scan, timestamp_literal
-from fedinsight.tasks.propensity.features import DORMANCY_DAYS, FEATURES, LABELS, LabelWindow
+from fedinsight.tasks.propensity.features import DORMANCY_DAYS, FEATURES, LABELS, LabelWindow, gap_regularity
 
 _EPOCH_DAY = "date_diff('day', DATE '1970-01-01', CAST(timestamp AS DATE))"
 
@@ -69,14 +69,8 @@ def table_from_scan(frame: pd.DataFrame, window: LabelWindow) -> pd.DataFrame:
     out["first_amount"] = frame["first_amount"].to_numpy(dtype=float)
     out["quantity"] = frame["quantity"].to_numpy(dtype=float)
     out["days_since_last"] = out["tenure"] - out["recency"]
-    n_gaps = frame["n_gaps"].to_numpy(dtype=np.int64)
-    total = (last - first).astype(float)
-    sum_sq = frame["sum_sq_gaps"].to_numpy(dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = total / n_gaps
-        var = (sum_sq - n_gaps * mean**2) / (n_gaps - 1)
-        cv = np.sqrt(np.clip(var, 0.0, None)) / mean
-    out["regularity"] = np.where((n_gaps >= 2) & np.isfinite(cv), cv, 0.0)
+    out["regularity"] = gap_regularity(frame["n_gaps"].to_numpy(dtype=np.int64), (last - first).astype(float),
+                                       frame["sum_sq_gaps"].to_numpy(dtype=float))
     out["dormancy"] = out["frequency"] * np.log((out["tenure"] + DORMANCY_DAYS) / (out["recency"] + DORMANCY_DAYS))
     out["spend"] = frame["spend"].to_numpy(dtype=float)
     out["buys_again"] = (frame["holdout_rows"].to_numpy(dtype=np.int64) > 0).astype(float)

@@ -139,9 +139,9 @@ def customer_table(transactions: pd.DataFrame, window: LabelWindow) -> pd.DataFr
     out["quantity"] = grp["quantity"].sum().astype(float)
     out["days_since_last"] = out["tenure"] - out["recency"]
     gaps = grp["day"].diff().dropna() / day_len
-    gap_stats = gaps.groupby(days.loc[gaps.index, "customer_id"]).agg(["mean", "std", "size"])
-    cv = (gap_stats["std"] / gap_stats["mean"]).where(gap_stats["size"] >= 2, 0.0).fillna(0.0)
-    out["regularity"] = cv.reindex(out.index, fill_value=0.0)
+    sum_sq = (gaps**2).groupby(days.loc[gaps.index, "customer_id"]).sum().reindex(out.index, fill_value=0.0)
+    out["regularity"] = gap_regularity((n_days - 1).to_numpy(dtype=np.int64), out["recency"].to_numpy(dtype=float),
+                                       sum_sq.to_numpy(dtype=float))
     out["dormancy"] = out["frequency"] * np.log((out["tenure"] + DORMANCY_DAYS) / (out["recency"] + DORMANCY_DAYS))
     spend = hold.groupby("customer_id")["amount"].sum()
     out["spend"] = spend.reindex(out.index, fill_value=0.0).astype(float)
@@ -150,6 +150,17 @@ def customer_table(transactions: pd.DataFrame, window: LabelWindow) -> pd.DataFr
     out.index = out.index.astype(str)
     out.index.name = "customer_id"
     return out[[*FEATURES, *LABELS]]
+
+
+def gap_regularity(n_gaps: np.ndarray, span_days: np.ndarray, sum_sq_gaps: np.ndarray) -> np.ndarray:
+    """The coefficient of variation of a customer's gaps between purchase days (0 with fewer than two gaps), from
+    the number of gaps, their sum (last minus first day) and their sum of squares. One formula for the pandas path
+    and the engine's scan (which returns exactly these integers), so both give the same bits."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = span_days / n_gaps
+        var = (sum_sq_gaps - n_gaps * mean**2) / (n_gaps - 1)
+        cv = np.sqrt(np.clip(var, 0.0, None)) / mean
+    return np.where((n_gaps >= 2) & np.isfinite(cv), cv, 0.0)
 
 
 def unit_features(table: pd.DataFrame, window: LabelWindow, caps: FeatureCaps | None = None) -> np.ndarray:
