@@ -141,6 +141,26 @@ def chart(result: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The runs as a Markdown table (HR@10 / NDCG@10), smallest federation first."""
+    def pair(block: dict[str, Any] | None) -> str:
+        return f"{block['hr@10']:.3f} / {block['ndcg@10']:.3f}" if block else "-"
+
+    lines = ["| customers | ε | served (blend) | federated personalised | partner alone (chosen) | popularity | "
+             "centralized | served / centralized | served − alone, HR@10 (partners below alone on test) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = sorted((r for r in result.get("runs", {}).values() if r.get("served")),
+                  key=lambda r: (r["customers"], -r["epsilon"]))
+    for r in rows:
+        gap = r["served"]["hr@10"] - r["partner_alone"]["hr@10"] if r.get("partner_alone") else float("nan")
+        below = len(r.get("partners_served_below_alone_on_test", []))
+        lines.append(f"| {r['customers']:,} | {r['epsilon']:g} | **{pair(r['served'])}** | "
+                     f"{pair(r.get('federated_personal'))} | {pair(r.get('partner_alone'))} | "
+                     f"{pair(r.get('popularity'))} | {pair(r.get('centralized'))} | "
+                     f"{r['served_over_centralized']:.3f} | {gap:+.3f} ({below} of {len(r.get('per_partner', {}))}) |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     from fedinsight.core.errors import FedinsightError
 
@@ -154,6 +174,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="data, runs and scaling.json go here")
     parser.add_argument("--json", type=Path, default=None, help="the results file (default: OUT/scaling.json)")
     parser.add_argument("--chart", type=Path, default=None, help="also draw the curve (SVG/PNG) from the JSON")
+    parser.add_argument("--markdown", action="store_true", help="print the runs as a Markdown table, not JSON")
     parser.add_argument("--chart-only", action="store_true", help="only redraw the chart from OUT/scaling.json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -185,7 +206,7 @@ def main() -> None:
     store.write_text(json.dumps(result, indent=2) + "\n")
     if args.chart is not None:
         chart(result, args.chart)
-    print(json.dumps(result, indent=2))
+    print(markdown(result) if args.markdown else json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
