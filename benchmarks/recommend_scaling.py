@@ -112,6 +112,8 @@ def chart(result: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text: a small, diffable SVG
+
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     runs = result.get("runs", {})
     for k, eps in enumerate(sorted({r["epsilon"] for r in runs.values() if "served_over_centralized" in r})):
