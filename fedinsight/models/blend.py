@@ -47,19 +47,35 @@ def blend(federated: np.ndarray, alone: np.ndarray, weight: float) -> np.ndarray
 
 
 def validation_candidates(validation: InteractionSplit, full: InteractionSplit, num_items: int, seed: int,
-                          negatives: int = 99) -> np.ndarray:
+                          negatives: int = 99, rows: np.ndarray | None = None) -> np.ndarray:
     """(validation customers, 1 + negatives): the held-out item, then items the customer never touched at all
-    (``full``'s training items and its *test* item excluded), so the test item plays no part in the choice."""
+    (``full``'s training items and its *test* item excluded), so the test item plays no part in the choice.
+    ``rows``: only these validation customers (positions), in that order (default: all)."""
     position = {cid: c for c, cid in enumerate(full.customer_ids)}
-    out = np.empty((validation.num_customers, 1 + negatives), dtype=np.int64)
-    for c, cid in enumerate(validation.customer_ids):
+    rows = np.arange(validation.num_customers) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), 1 + negatives), dtype=np.int64)
+    for r, c in enumerate(rows):
+        c = int(c)
+        cid = validation.customer_ids[c]
         seen = [validation.items_of(c), [validation.test_items[c]]]
         if cid in position:
             seen += [full.items_of(position[cid]), [full.test_items[position[cid]]]]
-        out[c, 0] = validation.test_items[c]
-        out[c, 1:] = sample_negatives(cid, np.unique(np.concatenate(seen)).astype(np.int64), num_items, seed,
+        out[r, 0] = validation.test_items[c]
+        out[r, 1:] = sample_negatives(cid, np.unique(np.concatenate(seen)).astype(np.int64), num_items, seed,
                                       negatives)
     return out
+
+
+def validation_sample(customers: int, size: int, seed: int) -> np.ndarray:
+    """Sorted positions of at most ``size`` of ``customers`` validation customers (all of them when they are fewer),
+    drawn with ``seed``.
+
+    Why: scoring every validation customer over the whole catalogue grows with the partner (an item-item model's
+    scores are a (customers x items) @ (items x items) product per candidate lambda); a choice between a handful of
+    models is as steady on a few thousand customers (HR@10's standard error below 0.011) as on all of them."""
+    if customers <= size:
+        return np.arange(customers)
+    return np.sort(np.random.default_rng([seed, 18]).choice(customers, size=size, replace=False))
 
 
 def candidate_scores(scorer: Scorer, candidates: np.ndarray) -> np.ndarray:

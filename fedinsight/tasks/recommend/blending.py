@@ -12,8 +12,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from fedinsight.models.alone import AloneModel, Scorer, candidates, fit_alone
-from fedinsight.models.blend import BlendChoice, Fold, blend, choose_folds, validation_candidates
+from fedinsight.models.alone import AloneModel, Scorer, candidates, refit_alone
+from fedinsight.models.blend import (
+    BlendChoice,
+    Fold,
+    blend,
+    choose_folds,
+    validation_candidates,
+    validation_sample,
+)
 from fedinsight.models.ranking import InteractionSplit
 from fedinsight.models.recommender import BPRConfig, ItemParams, LocalTrainer
 
@@ -30,6 +37,9 @@ MIN_VALIDATION_CUSTOMERS = 10
 """Below this many validation customers a partner does not blend (the choice would be noise): it serves the
 federated model."""
 ALONE_EPOCHS = 50  # the alone MF's epochs, as the simulation's local-only baseline
+VALIDATION_SAMPLE = 2000
+"""At most this many validation customers per fold are scored for the choice (all of them below it): the models are
+still fitted on every customer, only the scoring is sampled (:func:`fedinsight.models.blend.validation_sample`)."""
 
 
 @dataclass
@@ -66,6 +76,11 @@ def federated_on(split: InteractionSplit, num_items: int, items: ItemParams, cfg
     return trainer, served
 
 
+def _on_rows(scorer: Scorer, rows: np.ndarray) -> Scorer:
+    """``scorer`` of the sampled validation customers: position r of the sample is fold position ``rows[r]``."""
+    return lambda r: scorer(rows[r])
+
+
 def choose_on_validation(split: InteractionSplit, validation: list[InteractionSplit], num_items: int,
                          items: ItemParams, cfg: BPRConfig, *, personalize: int, eval_seed: int,
                          seed: int | None = None) -> tuple[BlendChoice, AloneModel]:
@@ -73,16 +88,19 @@ def choose_on_validation(split: InteractionSplit, validation: list[InteractionSp
     partner's training customers); the alone-model returned is refitted on the full ``split``."""
     folds: list[Fold] = []
     fitted: dict[str, AloneModel] = {}
+    first: InteractionSplit | None = None
     for fold in validation:
-        cands = validation_candidates(fold, split, num_items, eval_seed)
+        rows = validation_sample(fold.num_customers, VALIDATION_SAMPLE, eval_seed)
+        cands = validation_candidates(fold, split, num_items, eval_seed, rows=rows)
         trainer, fed_items = federated_on(fold, num_items, items, cfg, personalize, seed)
         alones = candidates(fold, num_items, dim=cfg.dim, epochs=ALONE_EPOCHS, seed=seed)
-        fitted = fitted or alones
-        folds.append((cands, lambda rows, t=trainer, q=fed_items: t.scores(q, rows),
-                      {name: model.scorer(fold, num_items) for name, model in alones.items()}))
+        if not fitted:
+            fitted, first = alones, fold
+        folds.append((cands, lambda r, t=trainer, q=fed_items, rows=rows: t.scores(q, rows[r]),
+                      {name: _on_rows(model.scorer(fold, num_items), rows) for name, model in alones.items()}))
     choice = choose_folds(folds)
-    chosen = fitted[choice.alone]
-    alone = fit_alone(split, num_items, chosen.kind, lam=chosen.lam, dim=cfg.dim, epochs=ALONE_EPOCHS, seed=seed)
+    assert first is not None
+    alone = refit_alone(fitted[choice.alone], first, split, num_items, dim=cfg.dim, seed=seed)
     return choice, alone
 
 

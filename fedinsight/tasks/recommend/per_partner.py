@@ -17,24 +17,13 @@ import numpy as np
 
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.task import Vault
-from fedinsight.models.alone import AloneModel, ease_weights
+from fedinsight.models.alone import stored_alone
 from fedinsight.models.blend import blend
 from fedinsight.models.ranking import Catalogue, RankingTotals, evaluate_ranking, leave_latest_out, popularity_scores
 from fedinsight.models.recommender import ItemParams
 from fedinsight.tasks.recommend.state import customer_state_name, load_customer_state
 
 MODELS = ("served", "federated_personal", "partner_alone", "partner_popularity")
-
-
-def _alone(state: Any, split: Any, num_items: int) -> AloneModel | None:
-    kind = state.blend.get("alone")
-    if kind == "mf" and state.alone_items is not None:
-        return AloneModel("mf", items=ItemParams.from_matrix(state.alone_items),
-                          customer_embeddings=state.alone_embeddings)
-    if kind == "item-item":
-        lam = float(state.blend["lambda"])
-        return AloneModel("item-item", lam=lam, weights=ease_weights(split, num_items, lam))
-    return None
 
 
 def per_partner(views: dict[str, PartnerData], vaults: dict[str, Vault], job_id: str, items: ItemParams,
@@ -60,7 +49,7 @@ def per_partner(views: dict[str, PartnerData], vaults: dict[str, Vault], job_id:
         def federated(r: np.ndarray, table: ItemParams = table, emb: np.ndarray = emb) -> np.ndarray:
             return emb[r] @ table.embeddings.T + table.bias[None, :]
 
-        alone = _alone(state, split, n)
+        alone = stored_alone(state.blend, state.alone_items, state.alone_embeddings, split, n)
         weight = float(state.blend.get("weight", 1.0))  # type: ignore[arg-type]
         pop = popularity_scores(split, n)
         scorers: dict[str, Any] = {"federated_personal": federated,

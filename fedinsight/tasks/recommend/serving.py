@@ -30,7 +30,7 @@ import pandas as pd
 from fedinsight.core.errors import ConfigError, UnknownCustomerError
 from fedinsight.core.files import atomic_output_file
 from fedinsight.federation.task import Partner
-from fedinsight.models.alone import ease_weights, history_matrix
+from fedinsight.models.alone import stored_alone
 from fedinsight.models.blend import blend
 from fedinsight.models.ranking import Catalogue, InteractionSplit, explore_slots
 from fedinsight.models.topk import exploration_masks, rank_batch
@@ -142,18 +142,17 @@ class PartnerServer:
         scorer of (state rows, servable positions). An item-item model is refitted here, in closed form from its
         lambda, on the servable customers' histories (consent and erasures applied)."""
         weight = float(state.blend.get("weight", 1.0))  # type: ignore[arg-type]
-        kind = state.blend.get("alone")
-        if weight >= 1.0 or kind is None:
+        if weight >= 1.0:
             return 1.0, None
-        if kind == "mf":
-            if state.alone_items is None or state.alone_embeddings is None:
-                raise ConfigError("the customer state names an alone MF model but holds none: train the job again")
-            emb, table = state.alone_embeddings, state.alone_items
-            return weight, lambda rows, _who: emb[rows] @ table[:, :-1].T + table[:, -1]
         histories = InteractionSplit(tuple(str(t) for t in self.tokens), self.indptr, self.seen,
                                      np.zeros(len(self.tokens), dtype=np.int64))
-        weights = ease_weights(histories, num_items, float(state.blend["lambda"]))  # type: ignore[arg-type]
-        return weight, lambda _rows, who: history_matrix(histories, num_items, who) @ weights
+        model = stored_alone(state.blend, state.alone_items, state.alone_embeddings, histories, num_items)
+        if model is None:
+            return 1.0, None
+        score = model.scorer(histories, num_items)
+        if model.kind == "mf":  # its customer table is indexed like the state's rows
+            return weight, lambda rows, _who: score(rows)
+        return weight, lambda _rows, who: score(who)  # item-item: the servable customers' histories
 
     # --- loading -------------------------------------------------------------------------------------
 
