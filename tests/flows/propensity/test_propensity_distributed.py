@@ -1,9 +1,10 @@
 """Distributed-noise propensity training (``noise-model = distributed-secagg``) through the real partner ClientApp
 and Flower's SecAgg+ workflow, in process.
 
-Three small synthetic partners: the coordinator sees only masked vectors (declared in the manifest) during
-training, the ledger charges exactly what the accountant gives for the full noise of the *sum* (the partners'
-shares together carry it), the trust model is recorded in summary.json, the ledger and the report, a partner's
+Three small synthetic partners: the coordinator sees only masked vectors (declared in the manifest) -- for
+training and for the feature statistics, the LTV histogram and the evaluation (issue 14) --, the ledger charges
+exactly what the accountant gives for the full noise of the *sum* (the partners' shares together carry it),
+the trust model is recorded in summary.json, the ledger and the report, a partner's
 noise share comes from OS entropy, and a round that lost more partners than tolerated is never unmasked.
 """
 
@@ -99,16 +100,27 @@ def test_training_sends_only_masked_sums_and_charges_the_full_noise_of_the_sum(t
     options = PropensityOptions.from_run_config(rc)
     privacy = summary["privacy"]
 
-    # no partner was asked for a (local, unmasked) training round; every round's sum held every partner's share
-    assert not any(m.metadata.message_type.startswith("train.") for m in grid.sent)
+    # no partner was asked for a local (unmasked) training round, statistics, LTV histogram or evaluation: after
+    # hello every message is a SecAgg+ stage; each of the rounds + 3 sums held every partner's masked vector
+    assert {m.metadata.message_type for m in grid.sent} == {"query.propensity", "train"}
+    assert {m.content["config"]["phase"] for m in grid.sent if m.metadata.message_type == "query.propensity"} == \
+        {"hello"}
     masked = [r for r in grid.replies if r.metadata.message_type == "train" and not r.has_error()
               and Key.MASKED_PARAMETERS in r.content.config_records.get(RECORD_KEY_CONFIGS, {})]
-    assert len(masked) == PARTNERS * ROUNDS
+    assert len(masked) == PARTNERS * (ROUNDS + 3)
     assert all(len(rec) == 0 for r in masked for rec in r.content.array_records.values())
+    # a SecAgg+ reply's only metric is its weight, 1 (local releases' values and statuses travel as metrics)
+    metric_values = [dict(rec) for r in grid.replies if not r.has_error() and r.metadata.message_type == "train"
+                     for rec in r.content.metric_records.values() if len(rec)]
+    assert metric_values and all(m == {"num_examples": 1} for m in metric_values), metric_values[:3]
     assert summary["messages"]["violations"] == [] and summary["messages"]["failures"] == []
     assert [r["secagg_partners"] for r in summary["metrics"]["per_round"]] == [PARTNERS] * ROUNDS
     releases = {(r["reply"], r["mechanism"]) for r in privacy["releases"]}
-    assert ("secagg", distributed.MECHANISM) in releases and not any(r == "train" for r, _ in releases)
+    assert ("secagg", distributed.MECHANISM) in releases and ("secagg", distributed.RELEASE_MECHANISM) in releases
+    assert {r for r, _ in releases} == {"secagg"}  # no stats / ltv-hist / evaluate / train reply is even declared
+    assert set(privacy["release_noise"].values()) == {"distributed-secagg"}
+    assert {k: v["contributors"] for k, v in privacy["secagg"]["releases"].items()} == \
+        dict.fromkeys(("stats", "ltv-hist", "evaluate"), PARTNERS)
 
     # trust model: summary.json, the ledger's charge, the report
     assert privacy["noise_model"] == "distributed-secagg"
@@ -119,6 +131,8 @@ def test_training_sends_only_masked_sums_and_charges_the_full_noise_of_the_sum(t
     ledger = PrivacyLedger(rc["ledger-url"])
     training = [c for c in ledger.charges() if c.kind == "training"]
     assert len(training) == PARTNERS and all("do not collude" in c.description for c in training)
+    others = [c for c in ledger.charges() if c.kind in ("stats", "evaluation")]
+    assert len(others) == 3 * PARTNERS and all("distributed noise" in c.description for c in others)
     from fedinsight.tasks.propensity.report import propensity_sections
 
     html = "".join(s.html() for s in propensity_sections(summary)[1])
@@ -132,14 +146,15 @@ def test_training_sends_only_masked_sums_and_charges_the_full_noise_of_the_sum(t
     # three shares of variance (s step)^2 sum to the full (sigma C')^2
     assert PARTNERS * (enc.share_scale * enc.step) ** 2 == pytest.approx((dp.noise_multiplier * enc.sensitivity) ** 2)
     events = [dp.gaussian_event(), dp.gaussian_event(), *[dp_event.GaussianDpEvent(dp.noise_multiplier)] * ROUNDS]
-    events.append(eval_event(options.eval_noise_multiplier()))  # the final evaluation (local noise)
+    events.append(eval_event(options.eval_noise_multiplier()))  # the final evaluation (a SecAgg+ sum too)
     expected = compose_epsilon(events, options.delta)
     assert privacy["ledger_epsilon_charged_this_job"] == pytest.approx(expected, rel=1e-6)
     assert expected <= options.epsilon * (1 + 1e-6)
     own = PrivacyLedger(rc["partner-ledger-url"])  # each partner's own gate spent the same, round by round
     for partner in own.partners():
         assert compose_epsilon(own.job_events(partner, "job-d"), options.delta) == pytest.approx(expected, rel=1e-6)
-    assert privacy["accountants_agree_with_ledger"] is True
+    # the partners' gates answer only through masked sums: the coordinator states the charge, not an agreement
+    assert privacy["accountants_agree_with_ledger"] is None and "own ledger" in privacy["epsilon_spent_source"]
     assert Path(summary["artifacts"]["model"]).exists()
 
 
@@ -147,14 +162,15 @@ def test_training_sends_only_masked_sums_and_charges_the_full_noise_of_the_sum(t
 def test_a_round_that_lost_a_partner_is_never_unmasked_and_nothing_is_released(tmp_path, data_root):
     grid = SecAggGrid(victim=1)
     rc = _run_config(tmp_path, data_root, rounds=1)
-    with pytest.raises(SecureAggregationError, match="round 1: .*lacks noise shares"):
+    with pytest.raises(SecureAggregationError, match="propensity stats: .*lacks noise shares"):
         _run(grid, rc)
     assert len(grid.unmask_replies) == PARTNERS - 1  # the partners still online refused their unmasking shares
     assert all(r.has_error() and "refuses to unmask" in r.error.reason for r in grid.unmask_replies)
     assert not (Path(rc["out-dir"]) / "model.pt").exists()
-    # nothing after the failed round was asked for (no LTV histogram, no evaluation)
-    phases = [m.content["config"]["phase"] for m in grid.sent if m.metadata.message_type.startswith("query.")]
-    assert "ltv-hist" not in phases and not any(m.metadata.message_type.startswith("evaluate.") for m in grid.sent)
+    # the first sum (the feature statistics) lost a partner: nothing after it was asked for (no training round)
+    assert len([r for r in grid.replies if r.metadata.message_type == "train" and not r.has_error()
+                and Key.MASKED_PARAMETERS in r.content.config_records.get(RECORD_KEY_CONFIGS, {})]) == PARTNERS - 1
+    assert not any(m.metadata.message_type.startswith("evaluate.") for m in grid.sent)
 
 
 @pytest.mark.slow
@@ -266,7 +282,7 @@ def test_simulate_propensity_with_distributed_noise_on_flowers_runtime(tmp_path)
     assert privacy["secagg"]["contributors_min"] == 2 and privacy["secagg"]["rounds_unmasked"] == 1
     assert privacy["plan"]["sample_rate"] == 1.0 and privacy["plan"]["steps_per_round"] == 1  # full batch
     assert [r["secagg_partners"] for r in metrics["per_round"]] == [2]
-    assert privacy["accountants_agree_with_ledger"] is True and privacy["epsilon_spent_max"] <= 1.0
+    assert privacy["accountants_agree_with_ledger"] is None and privacy["epsilon_spent_max"] <= 1.0
     assert metrics["federated_exact"]["n"] == metrics["centralized"]["n"] > 0
     assert 0 <= metrics["federated_exact"]["auc"] <= 1
     assert summary["messages"]["violations"] == [] and summary["messages"]["failures"] == []
@@ -315,11 +331,12 @@ def test_every_value_sent_is_declared_and_the_charge_is_the_manifests(tmp_path_f
             else msg.metadata.message_type.split(".")[0])
         kinds.append(kind)
         check_reply(reply, spec_for(manifest, kind))
-    assert set(kinds) == {"hello", "stats", "secagg", "ltv-hist", "evaluate"}
+    assert set(kinds) == {"hello", "secagg"}  # statistics, histogram and evaluation travel masked too
     masked = Counter(m.metadata.dst_node_id for m, r in pairs if "." not in m.metadata.message_type
                      and Key.MASKED_PARAMETERS in r.content.config_records.get(RECORD_KEY_CONFIGS, {}))
     rounds = run.session.options.rounds
-    assert sorted(masked.values()) == [rounds] * len(PARTNER_NAMES)  # one masked sum per round and partner
+    # one masked vector per round, plus the statistics, the LTV histogram and the evaluation, per partner
+    assert sorted(masked.values()) == [rounds + 3] * len(PARTNER_NAMES)
     delta = job_delta(run.session.plan, run.session.options)
     expected = compose_epsilon(manifest.events(), delta)
     assert run.summary["privacy"]["epsilon_charged"] == pytest.approx(expected, rel=1e-6)
