@@ -344,3 +344,93 @@ def test_every_value_sent_is_declared_and_the_charge_is_the_manifests(tmp_path_f
     for partner in PARTNER_NAMES:  # each partner's own gate spent the same
         assert compose_epsilon(own.job_events(partner, run.session.job.job_id), delta) == pytest.approx(expected,
                                                                                                       rel=1e-6)
+
+
+def test_statistics_and_evaluation_shares_are_the_exact_vectors_plus_fresh_noise_charged_at_the_sums_multiplier(
+        tmp_path, data_root):
+    """A partner's SecAgg+ share of the feature statistics and of the evaluation (issue 14): on the job's grid, the
+    exact vector local mode would noise plus a discrete-Gaussian share from OS entropy (two calls differ), spent
+    at the partner's own gate as one Gaussian release at the multiplier of the *sum* (what the ledger charges)."""
+    from fedinsight.models.propensity import build_model, get_weights
+    from fedinsight.tasks.propensity.client import exact_vector, prepare
+    from fedinsight.tasks.propensity.features import FEATURES
+
+    rc = _run_config(tmp_path, data_root)
+    options = PropensityOptions.from_run_config(rc)
+    weights = get_weights(build_model(len(FEATURES), options.model, options.seed))
+    base = {**rc, **options.to_run_config(), "secagg-partners": PARTNERS, "scaler-mean": [0.5] * len(FEATURES),
+            "scaler-std": [0.3] * len(FEATURES), "target-mean": 0.0, "target-std": 1.0,
+            "tier-true": [10.0, 50.0], "tier-pred": [10.0, 50.0]}
+    spent = []
+    for release, kind in (("stats", "stats"), ("evaluate", "evaluation")):
+        enc = distributed.release_encoding(options, PARTNERS, release)
+        config = {**base, "phase": distributed.release_phase(release)}
+        partner = PartnerSide("training", _secagg_context(enc, 0), config)
+        shares = [np.asarray(secure_client.secure_fit(partner, [distributed.flatten(weights, options)],
+                                                      to_legacy_config(config))[0][0]) for _ in range(2)]
+        model = secure_client._model([distributed.flatten(weights, options)], options)
+        exact = exact_vector(release, prepare(partner, options, "job-d"), options, config, model)
+        assert exact.size == enc.coordinates and enc.sensitivity <= distributed.MAX_INFLATION * enc.clip
+        on_grid = np.rint(exact / enc.step) * enc.step
+        noise = [s - on_grid for s in shares]
+        assert all(np.allclose(n / enc.step, np.rint(n / enc.step)) for n in noise)  # exact grid points
+        assert not np.allclose(noise[0], noise[1])  # fresh OS entropy, whatever the job's seed
+        # the share's sd: within [0.3, 3] x its scale except with probability < 1e-9 (chi-square, >= 45 d.o.f.)
+        sd = enc.share_scale * enc.step
+        assert all(0.3 * sd < float(np.sqrt(np.mean(n ** 2))) < 3 * sd for n in noise)
+        charges = [c for c in PrivacyLedger(rc["partner-ledger-url"]).charges() if c.kind == kind]
+        assert len(charges) == 2 and all(distributed.RELEASE_MECHANISM in c.description
+                                         and "do not collude" in c.description for c in charges)
+        spent.append(dp_event.GaussianDpEvent(enc.noise_multiplier))
+    dp = options.plan()
+    # the multipliers are local mode's for the same releases: the charge does not depend on the noise model
+    assert [e.noise_multiplier for e in spent] == [dp.gaussian_noise_multiplier, options.eval_noise_multiplier()]
+    own = PrivacyLedger(rc["partner-ledger-url"])
+    assert compose_epsilon(own.job_events("partner-0", "job-d"), options.delta) == pytest.approx(
+        compose_epsilon([spent[0], spent[0], spent[1], spent[1]], options.delta), rel=1e-9)
+
+
+def test_a_distributed_job_never_answers_a_local_release(tmp_path, data_root):
+    """A coordinator that asks a distributed-noise job's partner for its statistics, LTV histogram or evaluation
+    in clear (a local-mode message) gets an error and nothing is spent."""
+    from support.fake_grid import set_task_identity
+
+    from fedinsight.tasks.propensity import client
+
+    rc = _run_config(tmp_path, data_root)
+    options = PropensityOptions.from_run_config(rc)
+    set_task_identity()
+    for kind, phase, handler in (("query", "stats", client.query), ("query", "ltv-hist", client.query),
+                                 ("evaluate", "evaluate", client.evaluate)):
+        cfg = {**rc, **options.to_run_config(), "phase": phase}
+        msg = Message(RecordDict({"config": ConfigRecord(cfg)}), dst_node_id=100,
+                      message_type=f"{kind}.propensity")
+        partner = PartnerSide("training", Context(run_id=1, node_id=100, node_config={"partition-id": 0},
+                                                  state=RecordDict(), run_config={}), cfg)
+        with pytest.raises(ConfigError, match="unmasked"):
+            handler(msg, partner)
+    assert not Path(rc["partner-ledger-url"].removeprefix("sqlite:///")).exists() or \
+        PrivacyLedger(rc["partner-ledger-url"]).charges() == []
+
+
+def test_the_pooled_evaluation_is_withheld_on_its_noisy_count():
+    """Distributed noise: no partner decides suppression (nothing of its own leaves); the coordinator withholds the
+    pooled evaluation when the *sum's* noisy held-out count is below the minimum (post-processing)."""
+    from fedinsight.tasks.propensity import evaluation, secure_server
+
+    options = PropensityOptions(noise_model="distributed-secagg", start="2024-01-01", cutoff="2025-01-01",
+                                end="2025-07-01", min_eval_customers=80)
+    enc = distributed.release_encoding(options, PARTNERS, "evaluate")
+    values = {"n": 79.5, "positives": 30.0, "hist_pos": np.full(evaluation.DP_LOGIT_BINS, 2.0),
+              "hist_neg": np.full(evaluation.DP_LOGIT_BINS, 3.0), "sum_log_loss": 40.0, "sum_abs_error": 900.0,
+              "tier_confusion": np.ones(9)}
+    below = secure_server.SecureRelease("evaluate", evaluation.scaled_vector(values, options.eval_caps), PARTNERS, enc)
+    metrics, curves = secure_server.read_evaluation(below, options, tiers=True)
+    assert curves is None and metrics["suppressed"] == 1.0 and math.isnan(metrics["auc"])
+    assert metrics["partners_suppressed"] == PARTNERS and metrics["partners"] == 0
+    above = secure_server.SecureRelease("evaluate", evaluation.scaled_vector({**values, "n": 80.0},
+                                                                             options.eval_caps), PARTNERS, enc)
+    metrics, curves = secure_server.read_evaluation(above, options, tiers=True)
+    assert curves is not None and metrics["partners"] == PARTNERS and metrics["partners_suppressed"] == 0
+    assert metrics["auc"] == pytest.approx(0.5)  # equal histogram shapes: post-processing of the sum, exactly
+    assert metrics["auc_noise_sd"] > 0  # from the sum's own noise sd (one Gaussian release of the sum)

@@ -294,6 +294,11 @@ def test_partners_do_not_report_evaluation_on_a_handful_of_customers(tmp_path, d
              if _phase(m) == "evaluate" and m.metadata.dst_node_id == 100]
     assert evals and all(dict(r.content[proto.METRICS])["suppressed"] == 1 for r in evals)
     assert all(set(r.content[proto.METRICS]) == {"suppressed", *proto.PRIVACY_METRICS} for r in evals)
+    # the flag follows the noisy count: every released evaluation's noisy n clears its partner's minimum (50), every
+    # suppressed one carries no n at all -- exactly, whatever the noise drew
+    others = [dict(r.content[proto.METRICS]) for m, r in zip(grid.sent, grid.replies, strict=True)
+              if _phase(m) == "evaluate" and m.metadata.dst_node_id != 100]
+    assert others and all(o["n"] >= 50 if o["suppressed"] == 0 else "n" not in o for o in others)
     spent = summary["privacy"]["epsilon_spent"]
     charged = summary["privacy"]["ledger_epsilon_charged_this_job"]
     assert spent["partner-0"] == pytest.approx(charged, rel=1e-6)  # the suppressed release was charged
