@@ -51,10 +51,14 @@ def check_before_charge(partner: Partner, options: PropensityOptions, config: di
     """In hello, before the coordinator charges anyone: this partner accepts the trust model, fits under the public
     customer bound, and can afford the whole job (a SecAgg+ round cannot go on without one of its partners)."""
     partners = int(config["secagg-partners"])
-    distributed.encoding(options, partners)  # the grid fits
+    distributed.encoding(options, partners)  # the grids fit: training's and every other release's
+    for release in distributed.RELEASES:
+        if release != "evaluate" or options.eval_releases:
+            distributed.release_encoding(options, partners, release)
     check_own_trust(partner, options.honest_partners or partners)
     job_id = str(config.get("job-id", ""))
-    customers = len(prepare(partner, options, job_id).buys_train)
+    split = prepare(partner, options, job_id)
+    customers = max(len(split.buys_train), len(split.buys_test) if options.eval_releases else 0)
     if customers > options.max_customers:
         raise SecureAggregationError(f"partner {partner.partner_id} has more training customers than the job's public "
                                      f"bound --max-customers {options.max_customers}; refused (raise the bound)")

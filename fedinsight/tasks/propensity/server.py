@@ -11,6 +11,10 @@ message round to the partners (see :mod:`.client`):
 3. ``ltv-hist``: a noisy histogram of predicted LTV -> the predicted-tier thresholds;
 4. a final DP evaluation with the tiers (unless ``evaluate = false``; :mod:`.evaluation`), then ``model.pt``
    in the job's output folder.
+
+With ``noise-model = distributed-secagg`` every phase is SecAgg+ sums instead of per-partner replies
+(:mod:`.secure_server`): the statistics, each training round, the LTV histogram and the evaluation; the coordinator
+never holds one partner's vector.
 """
 
 from __future__ import annotations
