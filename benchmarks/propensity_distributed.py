@@ -15,7 +15,9 @@ SecAgg+ on its legacy workflow for the distributed run, exactly as a user would 
 also holds the centralized non-private model trained on the pooled training customers of that same split (a
 simulation-only baseline), so the two runs' centralized AUCs agree up to its training's randomness. The AUCs
 compared are *exact* AUCs of the released models on the same held-out customers (``federated_exact``, simulation
-only); the noisy DP evaluation the federation itself reports is listed beside them.
+only); the noisy DP evaluation the federation itself reports is listed beside them. With distributed noise the
+feature statistics, the LTV histogram and that evaluation are SecAgg+ sums too (``release_noise``,
+``secagg_releases``: each sum's noise sd).
 
     python benchmarks/propensity_distributed.py                 # 10 partners, epsilon 0.3, 20 rounds each
     python benchmarks/propensity_distributed.py --rounds 10 --partners 5
@@ -64,7 +66,7 @@ def run_one(noise_model: str, args: argparse.Namespace, work: Path) -> dict[str,
         "ledger_agrees": privacy.get("accountants_agree_with_ledger"),
         "training_noise_multiplier": privacy["plan"]["noise_multiplier"],
         "sample_rate": privacy["plan"]["sample_rate"], "steps": privacy["plan"]["steps_per_round"] * args.rounds,
-        "trust_model": privacy.get("trust_model"),
+        "trust_model": privacy.get("trust_model"), "release_noise": privacy.get("release_noise"),
         "wall_s": round(elapsed, 1),
     }
     if "secagg" in privacy:
@@ -72,6 +74,9 @@ def run_one(noise_model: str, args: argparse.Namespace, work: Path) -> dict[str,
         result["secagg"] = {k: s[k] for k in ("noise_shares", "contributors_min", "rounds_unmasked", "sensitivity",
                                               "grid_step", "overflow_probability")}
         result["secagg_round_s"] = [r.get("secagg_s") for r in metrics["per_round"]]
+        result["secagg_releases"] = {name: {k: r.get(k) for k in ("contributors", "sensitivity", "l2",
+                                                                   "noise_sd_of_the_sum")}
+                                     for name, r in (s.get("releases") or {}).items()}
     return result
 
 

@@ -168,8 +168,7 @@ def secagg_releases(*, update_event: Any, count: int, what: str, sensitivity: st
                             "shares of drop-outs",
                        reason="key material and shares encrypted to other partners reveal nothing of the data "
                               "(Bell et al., CCS 2020); unmasking shares are sent only for partners that dropped out")
-    masked = Release(SECAGG_REPLY, RECORD_KEY_CONFIGS, {Key.MASKED_PARAMETERS: None}, mechanism,
-                     kind="protocol", what=what, sensitivity=sensitivity, event=update_event, count=count)
+    masked = masked_release(event=update_event, count=count, what=what, sensitivity=sensitivity, mechanism=mechanism)
     envelope = "the legacy fit reply around the masked vector (Flower's NumPyClient format)"
     fit = [Release(SECAGG_REPLY, "fitres.num_examples", {"num_examples": None}, PUBLIC, what="the partner's weight",
                    reason="always 1: partners are weighted equally (a customer count would be confidential)"),
@@ -180,6 +179,13 @@ def secagg_releases(*, update_event: Any, count: int, what: str, sensitivity: st
            Release(SECAGG_REPLY, "fitres.parameters", {}, PUBLIC, kind="arrays", what="no parameters",
                    reason=envelope + "; secaggplus_mod empties it (the parameters travel masked)")]
     return [protocol, masked, *fit]
+
+
+def masked_release(*, event: Any, count: int, what: str, sensitivity: str, mechanism: str) -> Release:
+    """One more masked vector a task sends through SecAgg+ (a task with several kinds of distributed-noise release
+    declares the protocol once, with :func:`secagg_releases`, and each further kind with this)."""
+    return Release(SECAGG_REPLY, RECORD_KEY_CONFIGS, {Key.MASKED_PARAMETERS: None}, mechanism, kind="protocol",
+                   what=what, sensitivity=sensitivity, event=event, count=count)
 
 
 class _GuardedGrid:

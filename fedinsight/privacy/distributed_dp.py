@@ -69,8 +69,11 @@ class DistributedNoise:
 
     @classmethod
     def for_job(cls, *, partners: int, honest: int, noise_multiplier: float, clip: float, max_customers: int,
-                coordinates: int, rounds: int) -> DistributedNoise:
-        """Choose Q (largest power of two with K Q < M) and R (power of two covering signal + noise tails)."""
+                coordinates: int, rounds: int, max_inflation: float = 1.01) -> DistributedNoise:
+        """Choose Q (largest power of two with K Q < M) and R (power of two covering signal + noise tails).
+
+        ``max_inflation``: the largest C'/C accepted (the extra noise rounding onto the grid costs); a model update
+        keeps the default 1 %, a small statistics vector may accept more (its noise is calibrated to C' anyway)."""
         if partners < 2:
             raise ConfigError("distributed noise needs at least 2 partners (secure aggregation sums two or more)")
         if not 1 <= honest <= partners:
@@ -82,11 +85,11 @@ class DistributedNoise:
         if quant < 2**16:
             raise ConfigError(f"{partners} partners leave too few quantisation levels in a 2^32 modulus")
         # the tail bound needs the noise scale, which needs Delta, which needs R: start from C' <= 1.01 C
-        share_std = noise_multiplier * clip * 1.01 / math.sqrt(honest)
+        share_std = noise_multiplier * clip * max_inflation / math.sqrt(honest)
         tails = math.sqrt(2.0 * math.log(2.0 * coordinates * rounds * partners / OVERFLOW_BUDGET))
         r = _pow2_at_least(max_customers * clip + tails * share_std)
         enc = cls(partners, honest, noise_multiplier, clip, max_customers, coordinates, rounds, quant, r)
-        if enc.sensitivity > 1.01 * clip:
+        if enc.sensitivity > max_inflation * clip:
             raise ConfigError(f"the SecAgg+ grid is too coarse for {coordinates} coordinates "
                               f"(sensitivity {enc.sensitivity:.4g} vs clip {clip}); use fewer partners or a smaller "
                               "model")

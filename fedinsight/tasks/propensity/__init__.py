@@ -44,8 +44,11 @@ class PropensityTask(Task):
 
     def check(self, options: Options, job: JobSettings) -> None:
         super().check(options, job)
-        if options.distributed and job.partners:  # type: ignore[attr-defined]  # trust settings and grid fit
+        if options.distributed and job.partners:  # type: ignore[attr-defined]  # trust settings and grids fit
             distributed.encoding(options, job.partners)  # type: ignore[arg-type]
+            for release in distributed.RELEASES:
+                if release != "evaluate" or options.eval_releases:  # type: ignore[attr-defined]
+                    distributed.release_encoding(options, job.partners, release)  # type: ignore[arg-type]
         opts: PropensityOptions = options  # type: ignore[assignment]
         if opts.recalibrate_from:  # before any folder is written or anyone is contacted (the plan checks again)
             window = opts.window if opts.start and opts.cutoff and opts.end else None
@@ -106,7 +109,7 @@ class PropensityTask(Task):
                          f"noise multiplier {evaluation['noise_multiplier']:.3g}"))
         privacy = summary.get("privacy") or {}
         if privacy.get("noise_model") == "distributed-secagg":
-            rows.append(("training noise (SecAgg+ sums)", str(privacy.get("trust_model", ""))))
+            rows.append(("noise of every release (SecAgg+ sums)", str(privacy.get("trust_model", ""))))
         refused = privacy.get("refused") or {}
         if refused:
             rows.append(("refused (their own cap)", ", ".join(sorted(refused))))

@@ -11,7 +11,8 @@ on its partner):
 
 Both are evaluated on exactly the customers the federation evaluates: the held-out customers of the
 partners that report evaluation (a partner with fewer than ``MIN_EVAL_CUSTOMERS`` held-out customers
-suppresses it).
+suppresses it; the federation decides that on each partner's *noisy* count, so near the floor the two sets may
+differ by a partner; with distributed noise every partner's held-out customers count).
 
 This runs in the simulation driver on data it already holds; a real federation has no pooled data and
 never runs it.

@@ -193,10 +193,46 @@ def _gaussian_release(msg: Message, partner: Partner, values: np.ndarray, sensit
     return reply(msg, **{proto.METRICS: MetricRecord({key: [float(v) for v in noisy], **status})})
 
 
+def exact_vector(release: str, split: PartnerSplit, options: PropensityOptions, cfg: dict[str, Any],
+                 model: PropensityNet | None) -> np.ndarray:
+    """The exact vector of one release before any noise (never sent as such): local mode noises it on the partner,
+    distributed mode adds a discrete-Gaussian share and SecAgg+ masks it. ``evaluate`` is the scaled flat vector
+    (:func:`~.evaluation.scaled_vector`); ``ltv-hist`` and ``evaluate`` need the released ``model``."""
+    caps = options.caps
+    if release == "stats":
+        return partner_stats(split.unit_train, split.buys_train, unit_spend(split.spend_train, caps))
+    assert model is not None
+    if release == "ltv-hist":
+        _, ltv = _predict_ltv(model, split.unit_train, cfg, caps)
+        return spend_histogram(unit_spend(ltv, caps))
+    if release == "evaluate":
+        return evaluation.scaled_vector(_exact_evaluation(split, options, cfg, model), options.eval_caps)
+    raise ConfigError(f"unknown propensity release '{release}'")
+
+
+def _exact_evaluation(split: PartnerSplit, options: PropensityOptions, cfg: dict[str, Any],
+                      model: PropensityNet) -> dict[str, np.ndarray | float]:
+    p, ltv = _predict_ltv(model, split.unit_test, cfg, options.caps)
+    tiers: dict[str, np.ndarray] = {}
+    if "tier-true" in cfg and "tier-pred" in cfg:
+        tiers = {"true_tiers": assign_tiers(split.spend_test, tuple(cfg["tier-true"])),  # type: ignore[arg-type]
+                 "predicted_tiers": assign_tiers(ltv, tuple(cfg["tier-pred"]))}  # type: ignore[arg-type]
+    return evaluation.exact_release(split.buys_test, p, caps=options.eval_caps, spend=split.spend_test, ltv=ltv,
+                                    **tiers)
+
+
+def _local_only(options: PropensityOptions, what: str) -> None:
+    """A distributed-noise job releases statistics, histograms and evaluation only as SecAgg+ sums."""
+    if options.distributed:
+        raise ConfigError(f"this job releases its {what} under SecAgg+ (--noise-model distributed-secagg): a local "
+                          "release would send an unmasked vector; nothing released")
+
+
 def _stats(msg: Message, partner: Partner) -> Message:
     options, cfg = _options(msg)
+    _local_only(options, "feature statistics")
     split = prepare(partner, options, str(cfg["job-id"]))
-    vector = partner_stats(split.unit_train, split.buys_train, unit_spend(split.spend_train, options.caps))
+    vector = exact_vector("stats", split, options, cfg, None)
     out = _gaussian_release(msg, partner, vector, stats_sensitivity(len(FEATURES)), "stats")
     metrics: MetricRecord = out.content[proto.METRICS]  # type: ignore[assignment]
     if int(metrics["refused"]) == 0:  # the noisy count weights this partner in FedAvg (post-processing)
@@ -206,9 +242,9 @@ def _stats(msg: Message, partner: Partner) -> Message:
 
 def _ltv_hist(msg: Message, partner: Partner) -> Message:
     options, cfg = _options(msg)
+    _local_only(options, "LTV histogram")
     split = prepare(partner, options, str(cfg["job-id"]))
-    _, ltv = _predict_ltv(_model(msg, options), split.unit_train, cfg, options.caps)
-    hist = spend_histogram(unit_spend(ltv, options.caps))
+    hist = exact_vector("ltv-hist", split, options, cfg, _model(msg, options))
     return _gaussian_release(msg, partner, hist, 1.0, "ltv-hist")
 
 
@@ -252,36 +288,32 @@ def train(msg: Message, partner: Partner) -> Message:
 def evaluate(msg: Message, partner: Partner) -> Message:
     """Evaluate the global model on the held-out customers; reply with one DP release (:mod:`.evaluation`).
 
-    The release passes the partner's budget gate like any other (charged as ``evaluation``). A partner with
-    fewer held-out customers than the largest of 50, its own ``min-eval-customers`` and the job's reports only
-    ``suppressed = 1`` (nothing else sent, nothing charged). A job that said ``evaluate = false`` gets no
-    evaluation, whatever it sends.
+    The release passes the partner's budget gate like any other (charged as ``evaluation``). When its *noisy*
+    held-out count is below the largest of 50, the partner's own ``min-eval-customers`` and the job's, the partner
+    withholds it and reports only ``suppressed = 1`` with its budget status: the flag is post-processing of the
+    charged release, so it carries no exact count (issue 14). A job that said ``evaluate = false`` gets no
+    evaluation, whatever it sends; a distributed-noise job evaluates only under SecAgg+.
     """
     options, cfg = _options(msg)
     if not options.evaluate:
         raise ConfigError("this job was planned without evaluation (evaluate = false): nothing to release")
+    _local_only(options, "evaluation")
     split = prepare(partner, options, str(cfg["job-id"]))
     minimum = max(proto.MIN_EVAL_CUSTOMERS, int(partner.setting("min-eval-customers", 0)), options.min_eval_customers)
-    if len(split.buys_test) < minimum:
-        return reply(msg, **{proto.METRICS: MetricRecord({"suppressed": 1})})
     plan = _plan(options, cfg)
     if plan is not None and "eval-noise-multiplier" not in cfg:
         raise ConfigError("the job's plan carries no evaluation noise (an older coordinator?): nothing released")
     multiplier = None if plan is None else float(cfg["eval-noise-multiplier"])
+    model = _model(msg, options)  # read before the spend: a malformed message costs the partner nothing
     events = [] if multiplier is None else [evaluation.eval_event(multiplier)]
     when = f"round {cfg['server-round']}" if "server-round" in cfg else "final"
     status, released = _gate(partner, options, str(cfg["job-id"]), events, "evaluation",
                              f"propensity evaluation ({when}): Gaussian, multiplier {multiplier}")
     if not released:
         return reply(msg, **{proto.METRICS: MetricRecord(status)})
-    p, ltv = _predict_ltv(_model(msg, options), split.unit_test, cfg, options.caps)
-    tiers: dict[str, np.ndarray] = {}
-    if "tier-true" in cfg and "tier-pred" in cfg:
-        tiers = {"true_tiers": assign_tiers(split.spend_test, tuple(cfg["tier-true"])),  # type: ignore[arg-type]
-                 "predicted_tiers": assign_tiers(ltv, tuple(cfg["tier-pred"]))}  # type: ignore[arg-type]
-    exact = evaluation.exact_release(split.buys_test, p, caps=options.eval_caps, spend=split.spend_test, ltv=ltv,
-                                     **tiers)
-    values = evaluation.noisy_release(exact, options.eval_caps, multiplier)
+    values = evaluation.noisy_release(_exact_evaluation(split, options, cfg, model), options.eval_caps, multiplier)
+    if evaluation.suppressed(values, minimum):  # on the noisy count (exact only in a non-private job)
+        return reply(msg, **{proto.METRICS: MetricRecord({"suppressed": 1, **status})})
     return reply(msg, **{proto.METRICS: MetricRecord({**values, "suppressed": 0, **status})})
 
 

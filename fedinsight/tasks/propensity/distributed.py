@@ -9,6 +9,12 @@ accountant prices. Full batch (sample rate 1) because the sum of discrete-Gaussi
 Gaussian release for unsampled releases only; each round is then one Gaussian release, ``dpsgd_event(sigma, 1,
 1)``, and the job's ``rounds`` of them compose to what the ledger charges (the same path as local mode: plan()).
 
+The job's other releases -- the feature statistics for the shared scaler, the predicted-LTV histogram and the
+held-out evaluation -- go the same way (:func:`release_encoding`): each is one SecAgg+ sum of the partners' exact
+vectors plus their discrete-Gaussian shares, at the multiplier local mode uses for the same release (so the ledger
+charges the same Gaussian event), with the noise calibrated to the vector's declared L2 bound after rounding onto
+the grid. The coordinator never sees a partner's own statistics, histogram or evaluation.
+
 Everything here is a function of public numbers (the options, the partner count, the model's shapes), so each
 partner recomputes the encoding itself instead of taking the coordinator's word for it.
 """
@@ -22,14 +28,71 @@ import torch
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.secagg import trust_text
+from fedinsight.models.federated_stats import SPEND_BINS, stats_length, stats_sensitivity
 from fedinsight.models.propensity import build_model, get_weights
 from fedinsight.privacy.distributed_dp import MODULUS, DistributedNoise
+from fedinsight.tasks.propensity import evaluation
 from fedinsight.tasks.propensity.features import FEATURES
 from fedinsight.tasks.propensity.options import PropensityOptions
 
 SECURE_PHASE = "secagg"
 MECHANISM = "dp-sgd+secagg"
 """The manifest's and ledger's name of a distributed-noise training round."""
+RELEASE_MECHANISM = "discrete-gaussian+secagg"
+"""The manifest's and ledger's name of a distributed-noise statistics, histogram or evaluation release."""
+RELEASES = ("stats", "ltv-hist", "evaluate")
+"""The non-training releases that travel as SecAgg+ sums with distributed noise (phase ``secagg-<release>``)."""
+MAX_INFLATION = 1.5
+"""Largest C'/C a release vector accepts (rounding onto the grid; its noise is calibrated to C' anyway)."""
+
+
+def release_phase(release: str) -> str:
+    """The SecAgg+ fit phase of one of :data:`RELEASES`."""
+    if release not in RELEASES:
+        raise ConfigError(f"unknown propensity release '{release}' (expected one of {', '.join(RELEASES)})")
+    return f"{SECURE_PHASE}-{release}"
+
+
+def release_of(phase: str) -> str | None:
+    """The release a SecAgg+ fit phase carries (None: a training round)."""
+    for release in RELEASES:
+        if phase == release_phase(release):
+            return release
+    return None
+
+
+def release_shape(options: PropensityOptions, release: str) -> tuple[float, float, int]:
+    """(noise multiplier, per-customer L2 bound, coordinates) of one release: the multiplier is local mode's for the
+    same release, so the ledger's Gaussian event is unchanged; only who adds the noise differs."""
+    dp = options.plan()
+    if dp is None or not options.distributed:
+        raise ConfigError("distributed noise belongs to private jobs with --noise-model distributed-secagg")
+    if release == "stats":
+        return dp.gaussian_noise_multiplier, stats_sensitivity(len(FEATURES)), stats_length(len(FEATURES))
+    if release == "ltv-hist":
+        return dp.gaussian_noise_multiplier, 1.0, SPEND_BINS
+    if release == "evaluate":
+        m = options.eval_noise_multiplier()
+        if m is None:
+            raise ConfigError("this job was planned without evaluation (evaluate = false): nothing to release")
+        return m, evaluation.SENSITIVITY, evaluation.COORDINATES
+    release_phase(release)  # raises: unknown release
+    raise AssertionError  # pragma: no cover
+
+
+def release_encoding(options: PropensityOptions, partners: int, release: str) -> DistributedNoise:
+    """The SecAgg+ grid and noise shares of one statistics / histogram / evaluation release (ConfigError, naming
+    what to change, if no exact grid fits). Every coordinate of one customer's contribution lies in [0, L2], so a
+    partner's vector lies in [0, N_max L2], what :func:`~fedinsight.privacy.distributed_dp.encode_noisy_share`
+    checks."""
+    multiplier, l2, coordinates = release_shape(options, release)
+    try:
+        return DistributedNoise.for_job(partners=partners, honest=options.noise_shares(partners),
+                                        noise_multiplier=multiplier, clip=l2, max_customers=options.max_customers,
+                                        coordinates=coordinates, rounds=1, max_inflation=MAX_INFLATION)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (propensity {release}: lower --max-customers, now {options.max_customers}, to the "
+                          "largest partner's customer count, or use --noise-model local)") from None
 
 
 def shapes(options: PropensityOptions) -> dict[str, tuple[int, ...]]:

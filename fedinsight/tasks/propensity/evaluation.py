@@ -46,6 +46,7 @@ from fedinsight.models.metrics import CALIBRATION_BINS, TIERS, EvalSummary
 from fedinsight.privacy.dpsgd import DpsgdPlan, history_epsilon
 from fedinsight.privacy.ledger import compose_epsilon
 from fedinsight.privacy.mechanisms import gaussian
+from fedinsight.privacy.suppression import suppressed as suppressed_groups
 
 DP_LOGIT_BINS = 16
 DP_LOGIT_RANGE = 4.0
@@ -118,14 +119,23 @@ def scales(caps: EvalCaps) -> dict[str, float]:
     return out
 
 
-def noisy_release(values: dict[str, np.ndarray | float], caps: EvalCaps,
-                  noise_multiplier: float | None) -> dict[str, float | list[float]]:
-    """The partner's evaluation reply: ``values`` with Gaussian noise of ``noise_multiplier`` x
-    :data:`SENSITIVITY` (OpenDP), or as they are in a non-private job (``None``)."""
+COORDINATES = sum(n or 1 for n in LENGTHS.values())
+"""Numbers in one (scaled) evaluation vector: what a distributed-noise evaluation sends masked."""
+
+
+def scaled_vector(values: dict[str, np.ndarray | float], caps: EvalCaps) -> np.ndarray:
+    """The release as one flat vector, every part divided by its :func:`scales` (L2 :data:`SENSITIVITY` per
+    customer; every coordinate of one customer's contribution lies in [0, 1])."""
     scale = scales(caps)
-    flat = np.concatenate([np.atleast_1d(np.asarray(values[k], dtype=float)) / scale[k] for k in LENGTHS])
-    if noise_multiplier is not None:
-        flat = gaussian(flat, SENSITIVITY, noise_multiplier).values
+    return np.concatenate([np.atleast_1d(np.asarray(values[k], dtype=float)) / scale[k] for k in LENGTHS])
+
+
+def unscaled(flat: np.ndarray, caps: EvalCaps) -> dict[str, float | list[float]]:
+    """The release's keys and units back from a flat scaled vector (post-processing)."""
+    scale = scales(caps)
+    flat = np.asarray(flat, dtype=float).ravel()
+    if flat.size != COORDINATES:
+        raise ConfigError(f"an evaluation vector has {COORDINATES} numbers, got {flat.size}")
     out: dict[str, float | list[float]] = {}
     at = 0
     for key, length in LENGTHS.items():
@@ -134,6 +144,22 @@ def noisy_release(values: dict[str, np.ndarray | float], caps: EvalCaps,
         out[key] = float(part[0]) if length is None else [float(v) for v in part]
         at += n
     return out
+
+
+def noisy_release(values: dict[str, np.ndarray | float], caps: EvalCaps,
+                  noise_multiplier: float | None) -> dict[str, float | list[float]]:
+    """The partner's evaluation reply: ``values`` with Gaussian noise of ``noise_multiplier`` x
+    :data:`SENSITIVITY` (OpenDP), or as they are in a non-private job (``None``)."""
+    flat = scaled_vector(values, caps)
+    if noise_multiplier is not None:
+        flat = gaussian(flat, SENSITIVITY, noise_multiplier).values
+    return unscaled(flat, caps)
+
+
+def suppressed(release: dict[str, float | list[float]], minimum: int) -> bool:
+    """Whether a release is withheld for too few held-out customers, decided on its *noisy* count ``n``
+    (post-processing of the DP release, so the decision carries no exact count; issue 14)."""
+    return bool(suppressed_groups(np.array([float(release["n"])]), minimum)[0])  # type: ignore[arg-type]
 
 
 def summary_of(releases: list[dict[str, object]], *, tiers: bool) -> EvalSummary:
@@ -200,21 +226,23 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(np.clip((pos * (below + 0.5 * neg)).sum() / (p_total * n_total), 0.0, 1.0))
 
 
-def read(releases: list[dict[str, object]], *, tiers: bool,
-         noise_multiplier: float | None = None) -> tuple[dict[str, float], EvalSummary]:
+def read(releases: list[dict[str, object]], *, tiers: bool, noise_multiplier: float | None = None,
+         noise_sd: float | None = None) -> tuple[dict[str, float], EvalSummary]:
     """Pooled metrics and the clamped summary (for curves) from the partners' noisy releases.
 
     With the releases' ``noise_multiplier``, ``auc_noise_sd`` says how much the noise alone moves the AUC:
     the histograms are noised again 200 times with the same (public) noise and the AUC's spread measured --
-    post-processing of released values on the coordinator, so its randomness needs no protection."""
+    post-processing of released values on the coordinator, so its randomness needs no protection. ``noise_sd``:
+    the histogram bins' noise sd when it is known directly (one SecAgg+ sum of noise shares); else it is the
+    releases' local noise, ``noise_multiplier x SENSITIVITY x sqrt(releases)``."""
     from fedinsight.models.metrics import pooled_metrics
 
     summary = summary_of(releases, tiers=tiers)
     metrics = pooled_metrics(summary)
     raw = summed(releases)
     metrics["auc"] = _auc(raw["hist_pos"], raw["hist_neg"])
-    if noise_multiplier is not None and math.isfinite(metrics["auc"]):
-        sd = noise_multiplier * SENSITIVITY * math.sqrt(len(releases))
+    if (noise_multiplier is not None or noise_sd is not None) and math.isfinite(metrics["auc"]):
+        sd = noise_sd if noise_sd is not None else noise_multiplier * SENSITIVITY * math.sqrt(len(releases))  # type: ignore[operator]
         rng = np.random.default_rng()
         draws = [_auc(summary.hist_pos + rng.normal(0, sd, DP_LOGIT_BINS),
                       summary.hist_neg + rng.normal(0, sd, DP_LOGIT_BINS)) for _ in range(200)]

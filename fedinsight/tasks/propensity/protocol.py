@@ -66,9 +66,11 @@ def reply_metrics(kind: str, n_features: int) -> dict[str, int | None]:
 
 
 def releases(options: Any, plan: Any, shapes: dict[str, tuple[int, ...]], n_features: int,
-             training: list[Release] | None = None) -> list[Release]:
+             training: list[Release] | None = None, secure: dict[str, Release] | None = None) -> list[Release]:
     """Every value a partner sends in a propensity job (the task's release manifest). ``training``: the training
-    rounds' releases when they do not travel as ``train`` replies (distributed noise: the SecAgg+ protocol's)."""
+    rounds' releases when they do not travel as ``train`` replies (distributed noise: the SecAgg+ protocol's);
+    ``secure``: likewise the statistics, LTV-histogram and evaluation releases (``stats``, ``ltv-hist``,
+    ``evaluate``: masked SecAgg+ vectors instead of their own replies)."""
     private = plan is not None
     nonprivate = "non-private run: only partners that allow it (require-dp=false) take part"
     status = Release("*", METRICS, dict.fromkeys(PRIVACY_METRICS), PUBLIC,
@@ -96,6 +98,8 @@ def releases(options: Any, plan: Any, shapes: dict[str, tuple[int, ...]], n_feat
                                 "the partner holds no such count (never its exact count); steps are the job's; the "
                                 "wall time, coarsened to whole seconds, grows with the number of customers, which "
                                 "DP-SGD's sample-rate convention treats as public")
+    if secure is not None:  # distributed noise: every release is a masked SecAgg+ vector, no reply of its own
+        return [*(training or []), *secure.values()]
     evaluation_releases = _evaluation(options, private, nonprivate, status)
     return [
         noisy("stats", "stats", stats_length(n_features), stats_sensitivity(n_features),
@@ -114,22 +118,21 @@ def _evaluation(options: Any, private: bool, nonprivate: str, status: Release) -
     if not count:
         return []
     fields = {k: None if n is None else (n,) for k, n in evaluation.LENGTHS.items()}
+    fields["suppressed"] = None
     what = ("noisy evaluation on the partner's held-out customers: logit histograms by label "
             f"({evaluation.DP_LOGIT_BINS} bins), clipped log-loss and LTV-error sums, the LTV tier matrix; "
-            + ("after every round and at the end" if options.eval_every_round else "once, at the end"))
+            + ("after every round and at the end" if options.eval_every_round else "once, at the end")
+            + "; or only suppressed = 1 when the release's noisy held-out count is below the partner's minimum")
     if private:
         m = options.eval_noise_multiplier()
         dp = Release("evaluate", METRICS, fields, "gaussian", what=what, count=count,
                      sensitivity=f"L2 {evaluation.SENSITIVITY:g} per customer after scaling (1 for its histogram "
                                  f"bin; {evaluation.SECONDARY_WEIGHT:g} each for its count, its label, its log loss "
                                  f"clipped to {options.eval_log_loss_cap:g}, its abs(spend - LTV) clipped to "
-                                 f"{options.eval_error_cap:g}, its tier cell); noise multiplier {m:.4g}",
+                                 f"{options.eval_error_cap:g}, its tier cell); noise multiplier {m:.4g}; the "
+                                 "suppressed flag is post-processing of the same release (its noisy count n), "
+                                 "charged with it",
                      event=evaluation.eval_event(m))
     else:
         dp = Release("evaluate", METRICS, fields, PUBLIC, what=what, reason=nonprivate, count=count)
-    suppressed = Release("evaluate", METRICS, {"suppressed": None}, PUBLIC,
-                         what="1 when the partner has fewer held-out customers than its minimum (then nothing else "
-                              "is sent and nothing charged)",
-                         reason="the held-out set is fixed per partner (its own key and share), so the bit changes "
-                                "only with its customer count, which DP-SGD's sample-rate convention treats as public")
-    return [dp, suppressed, replace(status, reply="evaluate")]
+    return [dp, replace(status, reply="evaluate")]

@@ -49,8 +49,9 @@ def propensity_sections(summary: dict[str, Any]) -> tuple[list[str], list[Sectio
     privacy = summary.get("privacy") or {}
     if privacy.get("noise_model") == "distributed-secagg":
         secagg = privacy.get("secagg") or {}
-        cards.append(card("training noise", "shared (SecAgg+)",
-                          f"each of {secagg.get('partners', '?')} partners added a share; the coordinator saw sums"))
+        cards.append(card("noise", "shared (SecAgg+)",
+                          f"statistics, training, LTV tiers and evaluation: each of {secagg.get('partners', '?')} "
+                          "partners added a share; the coordinator saw only totals"))
 
     learning = Section("learning", "Learning curve")
     learning.charts([c for c in (_propensity_curve(summary),) if c])
@@ -127,11 +128,22 @@ def _noise_note(privacy: dict[str, Any]) -> str:
                "only its part of the privacy noise, locked by secure aggregation, so the coordinator saw only the "
                f"total of all partners (at least {secagg.get('contributors_min', '?')} in each of "
                f"{secagg.get('rounds_unmasked', '?')} rounds). Together the parts carry the full noise the privacy "
-               "budget pays for, which is why the model is closer to the centralized one than with local noise. "
-               "Feature statistics, the LTV tiers and the evaluation still use each partner's own noise.")
+               "budget pays for, which is why the model is closer to the centralized one than with local noise.")
     else:
         how = "Training noise was local: every partner added the full privacy noise to its own model update."
-    return f'<p class="note">{escape(how)} Trust model: {escape(str(trust))}.</p>'
+    per = escape(_release_noise_words(privacy))
+    return f'<p class="note">{escape(how)} {per} Trust model: {escape(str(trust))}.</p>'
+
+
+def _release_noise_words(privacy: dict[str, Any]) -> str:
+    """Which noise each release used, in a marketer's words (summary.json's ``release_noise``)."""
+    per = privacy.get("release_noise") or {}
+    if not per:
+        return ""
+    words = {"distributed-secagg": "shared noise, only the partners' total seen",
+             "local": "each partner's own full noise"}
+    return "Noise per result: " + "; ".join(f"{name}: {words.get(str(model), str(model))}"
+                                            for name, model in per.items()) + "."
 
 
 def _propensity_curve(summary: dict[str, Any]) -> Chart | None:

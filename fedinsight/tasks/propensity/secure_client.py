@@ -12,6 +12,11 @@ from the job's public options and partner count (:mod:`.distributed`), checks Se
 (:func:`~fedinsight.federation.secagg.check_secagg_setup`), refuses a trust model it does not accept
 (``max-honest-partners``), spends the round at its own budget gate before any share exists, and leaves the
 drop-out guard its tolerance, so that a sum that lost more noise shares than tolerated is never unmasked.
+
+The job's other releases (feature statistics, predicted-LTV histogram, held-out evaluation) travel the same way in
+a distributed-noise job (:func:`secure_release`, phase ``secagg-<release>``): the partner's exact vector plus its
+discrete-Gaussian share of the release's noise, masked. No per-partner suppression: no per-partner value leaves,
+and the coordinator withholds a pooled evaluation whose *noisy* held-out count is below the minimum.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from dp_accounting import dp_event
 from flwr.app import ConfigRecord
 
 from fedinsight.core.errors import BudgetExceededError, ConfigError, SecureAggregationError
@@ -36,7 +42,7 @@ from fedinsight.privacy.distributed_dp import encode_noisy_share
 from fedinsight.privacy.dpsgd import clipped_gradient_sum
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.tasks.propensity import distributed
-from fedinsight.tasks.propensity.client import prepare
+from fedinsight.tasks.propensity.client import exact_vector, prepare
 from fedinsight.tasks.propensity.features import FEATURES, unit_spend
 from fedinsight.tasks.propensity.options import PropensityOptions
 
@@ -45,10 +51,14 @@ def check_before_charge(partner: Partner, options: PropensityOptions, config: di
     """In hello, before the coordinator charges anyone: this partner accepts the trust model, fits under the public
     customer bound, and can afford the whole job (a SecAgg+ round cannot go on without one of its partners)."""
     partners = int(config["secagg-partners"])
-    distributed.encoding(options, partners)  # the grid fits
+    distributed.encoding(options, partners)  # the grids fit: training's and every other release's
+    for release in distributed.RELEASES:
+        if release != "evaluate" or options.eval_releases:
+            distributed.release_encoding(options, partners, release)
     check_own_trust(partner, options.honest_partners or partners)
     job_id = str(config.get("job-id", ""))
-    customers = len(prepare(partner, options, job_id).buys_train)
+    split = prepare(partner, options, job_id)
+    customers = max(len(split.buys_train), len(split.buys_test) if options.eval_releases else 0)
     if customers > options.max_customers:
         raise SecureAggregationError(f"partner {partner.partner_id} has more training customers than the job's public "
                                      f"bound --max-customers {options.max_customers}; refused (raise the bound)")
@@ -70,13 +80,7 @@ def _model(parameters: list[np.ndarray], options: PropensityOptions) -> Propensi
     return set_weights(PropensityNet(len(FEATURES), options.model), distributed.unflatten(parameters[0], options))
 
 
-def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str, Any]
-               ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-    """This partner's clipped gradient sum plus its noise share, for SecAgg+ to mask."""
-    config = from_legacy_config(config)
-    if config.get("phase") != distributed.SECURE_PHASE:
-        raise ConfigError(f"unknown propensity secure step '{config.get('phase')}' (expected "
-                          f"{distributed.SECURE_PHASE})")
+def _secure_options(config: dict[str, Any]) -> tuple[PropensityOptions, int]:
     options = PropensityOptions.from_run_config(config)
     if not options.distributed:
         raise ConfigError("this job was not planned with --noise-model distributed-secagg; nothing released")
@@ -84,6 +88,21 @@ def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str,
         partners = int(config["secagg-partners"])
     except (KeyError, TypeError, ValueError):
         raise ConfigError("a distributed-noise propensity round lacks its partner count (secagg-partners)") from None
+    return options, partners
+
+
+def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str, Any]
+               ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    """This partner's clipped gradient sum plus its noise share, for SecAgg+ to mask (or, in a ``secagg-<release>``
+    phase, its statistics / histogram / evaluation vector plus its share: :func:`secure_release`)."""
+    config = from_legacy_config(config)
+    release = distributed.release_of(str(config.get("phase")))
+    if release is not None:
+        return secure_release(partner, parameters, config, release)
+    if config.get("phase") != distributed.SECURE_PHASE:
+        phases = ", ".join([distributed.SECURE_PHASE, *map(distributed.release_phase, distributed.RELEASES)])
+        raise ConfigError(f"unknown propensity secure step '{config.get('phase')}' (expected one of {phases})")
+    options, partners = _secure_options(config)
     enc = distributed.encoding(options, partners)
     check_own_trust(partner, options.honest_partners or partners)
     check_secagg_setup(partner.context, enc.flower_settings(), partners, options.max_dropouts)
@@ -110,6 +129,36 @@ def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str,
                    target.transform(unit_spend(split.spend_train, options.caps)))
     total = clipped_gradient_sum(model, data, propensity_loss, max_grad_norm=dp.max_grad_norm).numpy()
     share = encode_noisy_share(total, enc)  # OpenDP's discrete Gaussian: OS entropy, never a job seed
+    partner.context.state.config_records[GUARD_RECORD] = ConfigRecord({"max-dropouts": options.max_dropouts,
+                                                                       "partners": partners})
+    return [share], 1, {}
+
+
+def secure_release(partner: Partner, parameters: list[np.ndarray], config: dict[str, Any], release: str
+                   ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    """One statistics, LTV-histogram or evaluation release under SecAgg+: the exact vector (the same one local mode
+    noises) plus this partner's discrete-Gaussian share, spent at the partner's gate before the share exists."""
+    options, partners = _secure_options(config)
+    enc = distributed.release_encoding(options, partners, release)
+    check_own_trust(partner, options.honest_partners or partners)
+    check_secagg_setup(partner.context, enc.flower_settings(), partners, options.max_dropouts)
+    job_id = str(config["job-id"])
+    split = prepare(partner, options, job_id)
+    customers = len(split.buys_test) if release == "evaluate" else len(split.buys_train)
+    if customers > enc.max_customers:
+        raise SecureAggregationError(f"this partner has more customers than the job's public bound --max-customers "
+                                     f"{enc.max_customers}; refused (raise the bound)")
+    model = None if release == "stats" else _model(parameters, options)
+    try:  # read everything before the spend: a malformed round costs the partner nothing
+        vector = exact_vector(release, split, options, config, model)
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"a distributed-noise propensity {release} release lacks its public settings") from None
+    partner.gate.spend(job_id, [dp_event.GaussianDpEvent(enc.noise_multiplier)], job_epsilon=options.epsilon,
+                       job_delta=options.delta, kind="evaluation" if release == "evaluate" else "stats",
+                       description=f"propensity {release} ({distributed.RELEASE_MECHANISM}): Gaussian multiplier "
+                                   f"{enc.noise_multiplier:.4g} on the sum, L2 {enc.clip:g}; "
+                                   + distributed.trust_model(options, partners))
+    share = encode_noisy_share(vector, enc)  # OpenDP's discrete Gaussian: OS entropy, never a job seed
     partner.context.state.config_records[GUARD_RECORD] = ConfigRecord({"max-dropouts": options.max_dropouts,
                                                                        "partners": partners})
     return [share], 1, {}

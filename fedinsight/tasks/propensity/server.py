@@ -11,6 +11,10 @@ message round to the partners (see :mod:`.client`):
 3. ``ltv-hist``: a noisy histogram of predicted LTV -> the predicted-tier thresholds;
 4. a final DP evaluation with the tiers (unless ``evaluate = false``; :mod:`.evaluation`), then ``model.pt``
    in the job's output folder.
+
+With ``noise-model = distributed-secagg`` every phase is SecAgg+ sums instead of per-partner replies
+(:mod:`.secure_server`): the statistics, each training round, the LTV histogram and the evaluation; the coordinator
+never holds one partner's vector.
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ from fedinsight.core.files import atomic_output_file
 from fedinsight.core.redact import safe_url
 from fedinsight.federation import progress
 from fedinsight.federation.budget import Charge
-from fedinsight.federation.manifest import Manifest
+from fedinsight.federation.manifest import Manifest, Release
 from fedinsight.federation.messages import request
-from fedinsight.federation.secagg import secagg_releases
+from fedinsight.federation.secagg import masked_release, secagg_releases
 from fedinsight.federation.task import Plan, Session, TaskResult
 from fedinsight.models.federated_stats import PooledStats, histogram_cdf, histogram_quantile, stats_sensitivity
 from fedinsight.models.metrics import summary_curves
@@ -57,7 +61,7 @@ def plan(session: Session, task: str) -> Plan:
     partners = len(session.nodes)
     session.state["previous"] = recalibrate.previous(options.recalibrate_from, kind=options.model,
                                                      window=options.window) if options.recalibrate_from else None
-    training_releases = None
+    training_releases = secure_releases = None
     if options.distributed and dp is not None:
         enc = distributed.encoding(options, partners)  # refused here, before anyone computes, if no grid fits
         session.state["encoding"] = enc
@@ -69,7 +73,9 @@ def plan(session: Session, task: str) -> Plan:
             sensitivity=f"customer-level L2 {dp.max_grad_norm:g} (C' = {enc.sensitivity:.6g} after rounding onto "
                         f"the SecAgg+ grid); noise multiplier {dp.noise_multiplier:.4g} on the sum of "
                         f"{enc.honest} shares")
-    manifest = Manifest(task, tuple(proto.releases(options, dp, _shapes(options), len(FEATURES), training_releases)))
+        secure_releases = _secure_manifest(options, partners)
+    manifest = Manifest(task, tuple(proto.releases(options, dp, _shapes(options), len(FEATURES), training_releases,
+                                                   secure_releases)))
     session.state["plan"] = dp
     if dp is None:
         return Plan(manifest, [], {"non_private": True})
@@ -85,12 +91,12 @@ def plan(session: Session, task: str) -> Plan:
     else:
         training_text = (f"DP-SGD {options.model}: noise {dp.noise_multiplier:.3f}, sample rate {dp.sample_rate:g}, "
                          f"{dp.total_steps} steps, clip {dp.max_grad_norm:g}{at}")
+    noise = release_noise_text(options, partners)
     charges = [
         Charge("stats", dp.gaussian_event(), f"noisy feature statistics for the shared scaler (Gaussian, multiplier "
-                                            f"{dp.gaussian_noise_multiplier:.3f}, local noise){at}"),
+                                            f"{dp.gaussian_noise_multiplier:.3f}, {noise}){at}"),
         Charge("training", training, training_text),
-        Charge("stats", dp.gaussian_event(), f"noisy predicted-LTV histogram for the tier thresholds (local "
-                                            f"noise){at}"),
+        Charge("stats", dp.gaussian_event(), f"noisy predicted-LTV histogram for the tier thresholds ({noise}){at}"),
     ]
     extra: dict[str, Any] = {"plan": dp.to_dict(), "epsilon_planned": dp.planned_epsilon(),
                              "evaluation": evaluation_summary(options), "noise_model": options.noise_model,
@@ -101,8 +107,41 @@ def plan(session: Session, task: str) -> Plan:
         count = options.eval_releases
         charges.append(Charge("evaluation", event if count == 1 else dp_event.SelfComposedDpEvent(event, count),
                               f"DP evaluation on held-out customers: {count} Gaussian release(s), multiplier "
-                              f"{m:.3f}, L2 {evaluation.SENSITIVITY:g} per customer{at}"))
+                              f"{m:.3f}, L2 {evaluation.SENSITIVITY:g} per customer, {noise}{at}"))
     return Plan(manifest, charges, extra)
+
+
+def release_noise_text(options: PropensityOptions, partners: int) -> str:
+    """Who adds the noise of the statistics, LTV-histogram and evaluation releases, in words (ledger, summary)."""
+    if options.distributed:
+        return (f"distributed noise: SecAgg+ sum of discrete-Gaussian shares ({distributed.RELEASE_MECHANISM}); "
+                + distributed.trust_model(options, partners))
+    return "local noise on each partner"
+
+
+def _secure_manifest(options: PropensityOptions, partners: int) -> dict[str, Release]:
+    """Distributed noise: the statistics, LTV-histogram and evaluation releases as masked SecAgg+ vectors, each with
+    its Gaussian event (the multiplier of the sum, what local mode adds per partner) and its grid (refused here,
+    before anyone computes, if none fits)."""
+    whats = {"stats": "the partner's feature statistics (count, sums, squares, spend histogram) plus its "
+                      "discrete-Gaussian noise share, masked",
+             "ltv-hist": "the partner's histogram of predicted LTV plus its discrete-Gaussian noise share, masked",
+             "evaluate": "the partner's scaled evaluation vector on its held-out customers (logit histograms by label, "
+                         "clipped loss and error sums, tier matrix, counts) plus its discrete-Gaussian noise share, "
+                         "masked; no per-partner suppression (the coordinator withholds a pooled evaluation whose "
+                         "noisy count is below the minimum)"}
+    out: dict[str, Release] = {}
+    for name in distributed.RELEASES:
+        if name == "evaluate" and not options.eval_releases:
+            continue
+        enc = distributed.release_encoding(options, partners, name)
+        out[name] = masked_release(
+            event=dp_event.GaussianDpEvent(enc.noise_multiplier),
+            count=options.eval_releases if name == "evaluate" else 1, what=whats[name],
+            mechanism=distributed.RELEASE_MECHANISM,
+            sensitivity=f"L2 {enc.clip:.4g} per customer (C' = {enc.sensitivity:.6g} after rounding onto the SecAgg+ "
+                        f"grid); noise multiplier {enc.noise_multiplier:.4g} on the sum of {enc.honest} shares")
+    return out
 
 
 def evaluation_summary(options: PropensityOptions) -> dict[str, Any]:
@@ -132,6 +171,10 @@ def message_config(session: Session, dp: DpsgdPlan | None, phase: str, **extra: 
         if multiplier is not None:
             cfg["eval-noise-multiplier"] = multiplier
     return cfg
+
+
+def _weights(arrays: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in arrays.items()}
 
 
 def _arrays(weights: dict[str, np.ndarray]) -> ArrayRecord:
@@ -196,11 +239,16 @@ def run(session: Session) -> TaskResult:
     cfg = message_config(session, dp, "stats")
 
     progress.report("feature statistics", 0, options.rounds + 3)
-    vectors = _release_phase(session, partners, cfg, "stats")
-    if not vectors:
-        _nothing_released(session, partners)
-    noise = 0.0 if dp is None else dp.gaussian_noise_multiplier * stats_sensitivity(len(FEATURES))
-    pooled = PooledStats.from_vectors(list(vectors.values()), len(FEATURES), noise)
+    sums: dict[str, secure_server.SecureRelease] = {}  # distributed noise: each release's decoded SecAgg+ sum
+    if options.distributed:
+        sums["stats"] = secure_server.release(session, cfg, "stats")
+        pooled = PooledStats.from_vectors([sums["stats"].total], len(FEATURES), sums["stats"].noise_sd)
+    else:
+        vectors = _release_phase(session, partners, cfg, "stats")
+        if not vectors:
+            _nothing_released(session, partners)
+        noise = 0.0 if dp is None else dp.gaussian_noise_multiplier * stats_sensitivity(len(FEATURES))
+        pooled = PooledStats.from_vectors(list(vectors.values()), len(FEATURES), noise)
     scaler, target = pooled.scaler(), pooled.target(options.caps.log_unit)
     previous: recalibrate.Previous | None = session.state.get("previous")
     if previous is not None:  # warm start: the previous weights keep the scalers they were trained with
@@ -228,21 +276,29 @@ def run(session: Session) -> TaskResult:
         final = strategy.released_arrays(result.arrays if result.arrays is not None else _arrays(initial))
 
     progress.report("LTV tiers", options.rounds + 1, options.rounds + 3)
-    pred = _release_phase(session, partners, cfg, "ltv-hist", final)
-    true_t, pred_t = _tier_thresholds(pooled.spend_hist, np.sum(list(pred.values()), axis=0) if pred else None,
-                                      options)
+    if options.distributed:
+        sums["ltv-hist"] = secure_server.release(session, cfg, "ltv-hist", _weights(final))
+        pred_sum: np.ndarray | None = sums["ltv-hist"].total
+    else:
+        pred = _release_phase(session, partners, cfg, "ltv-hist", final)
+        pred_sum = np.sum(list(pred.values()), axis=0) if pred else None
+    true_t, pred_t = _tier_thresholds(pooled.spend_hist, pred_sum, options)
     if pred_t is not None:
         cfg.update({"tier-true": list(true_t), "tier-pred": list(pred_t)})
     final_metrics: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     if options.evaluate:
         progress.report("final evaluation", options.rounds + 2, options.rounds + 3)
-        messages = [request("evaluate", session.task.name, n, {**cfg, "phase": "evaluate"}, arrays=final)
-                    for n in strategy.evaluation_nodes()]
-        replies = list(session.grid.send_and_receive(messages, timeout=session.job.timeout))
-        accepted = session.guard.check(replies, "evaluate")
-        final_metrics, noisy = read_evaluations(accepted, partners, tiers=pred_t is not None,
-                                                noise_multiplier=options.eval_noise_multiplier())
+        if options.distributed:
+            sums["evaluate"] = secure_server.release(session, cfg, "evaluate", _weights(final))
+            final_metrics, noisy = secure_server.read_evaluation(sums["evaluate"], options, tiers=pred_t is not None)
+        else:
+            messages = [request("evaluate", session.task.name, n, {**cfg, "phase": "evaluate"}, arrays=final)
+                        for n in strategy.evaluation_nodes()]
+            replies = list(session.grid.send_and_receive(messages, timeout=session.job.timeout))
+            accepted = session.guard.check(replies, "evaluate")
+            final_metrics, noisy = read_evaluations(accepted, partners, tiers=pred_t is not None,
+                                                    noise_multiplier=options.eval_noise_multiplier())
         curves = summary_curves(noisy) if noisy is not None else {}
         if previous is not None:
             old_metrics, old_curves = _evaluate_previous(session, strategy, partners, cfg, previous)
@@ -257,7 +313,7 @@ def run(session: Session) -> TaskResult:
         artifacts["model"] = str(write_model(Path(session.job.out_dir), bundle))
     summary = {
         "rounds": options.rounds, "seed": options.seed, "model": options.model,
-        "privacy": privacy_summary(session, partners, dp, secure),
+        "privacy": privacy_summary(session, partners, dp, secure, sums),
         "metrics": {"federated": final_metrics, "per_round": strategy.log.per_round},
         "curves": {"federated": curves},
         "ltv_tiers": {"levels": [options.tier_mid, options.tier_high], "true_thresholds": list(true_t),
@@ -284,6 +340,11 @@ def _evaluate_previous(session: Session, strategy: PropensityFedAvg, partners: d
     the plan's charge), so old and new calibration and tier accuracy are compared on one truth."""
     options: PropensityOptions = session.options  # type: ignore[assignment]
     old_cfg = {**cfg, "phase": "evaluate", **recalibrate.old_model_config(previous.bundle)}
+    if options.distributed:  # one more SecAgg+ sum, like the new model's
+        secure = secure_server.release(session, old_cfg, "evaluate", recalibrate.initial_weights(previous.bundle))
+        metrics, noisy = secure_server.read_evaluation(secure, options,
+                                                       tiers="tier-pred" in old_cfg and "tier-true" in old_cfg)
+        return metrics, (summary_curves(noisy) if noisy is not None else {})
     arrays = _arrays(recalibrate.initial_weights(previous.bundle))
     messages = [request("evaluate", session.task.name, n, old_cfg, arrays=arrays) for n in strategy.evaluation_nodes()]
     replies = list(session.grid.send_and_receive(messages, timeout=session.job.timeout))
@@ -318,35 +379,52 @@ def _recalibration(session: Session, summary: dict[str, Any], previous: recalibr
 
 
 def privacy_summary(session: Session, partners: dict[int, PartnerTrack], dp: DpsgdPlan | None,
-                    secure: secure_server.SecureTraining | None = None) -> dict[str, Any]:
+                    secure: secure_server.SecureTraining | None = None,
+                    sums: dict[str, secure_server.SecureRelease] | None = None) -> dict[str, Any]:
     """Per-partner epsilon from the partners' own gates, checked against the coordinator's ledger charge; the noise
-    and trust model, and with distributed noise the SecAgg+ grid and how many shares each sum held."""
+    and trust model of every release, and with distributed noise the SecAgg+ grid and how many shares each sum held.
+
+    Under SecAgg+ no reply carries a partner's gate status (the masked vectors are all it sends): each partner's
+    spend is then the ledger's charge, stated as such, and its own accountant is checked by the partner's ledger
+    (the contract test compares the two), not here."""
     options: PropensityOptions = session.options  # type: ignore[assignment]
-    spent = {p.partner_id: p.epsilon_job for p in sorted(partners.values(), key=lambda t: t.partner_id)}
+    partners_n = len(session.nodes)
+    noise = None if dp is None else ("distributed-secagg" if options.distributed else "local")
     out: dict[str, Any] = {
         "epsilon_target": None if dp is None else options.epsilon, "delta": options.delta, "non_private": dp is None,
         "noise_model": None if dp is None else options.noise_model,
-        "trust_model": distributed.trust_model(options, len(session.nodes)),
+        "trust_model": distributed.trust_model(options, partners_n),
         "noise_scope": None if dp is None else (
-            "training: distributed (SecAgg+ sum of noise shares); feature statistics, LTV histogram and evaluation: "
-            "local noise on each partner" if options.distributed else "every release: local noise on each partner"),
+            "every release (feature statistics, training, LTV histogram, evaluation): distributed, a SecAgg+ sum of "
+            "the partners' noise shares" if options.distributed else "every release: local noise on each partner"),
+        "release_noise": None if dp is None else {
+            "feature statistics": noise, "training": noise, "LTV histogram": noise,
+            **({"evaluation": noise} if options.eval_releases else {})},
         "delta_rule": "at most 1e-6 by default; each partner refuses a delta above 1 / (10 x its customers)",
-        "epsilon_spent": spent, "epsilon_spent_max": max(spent.values(), default=0.0),
         "refused": {p.partner_id: p.refused for p in partners.values() if p.refused},
         "failed": {p.partner_id: p.failed for p in partners.values() if p.failed},
     }
     if secure is not None:
         out["secagg"] = distributed.secagg_summary(options, secure.encoding, secure.contributors)
-    if dp is None or session.plan is None:
+        out["secagg"]["releases"] = {name: r.as_dict() for name, r in (sums or {}).items()}
+        out["secagg"]["contributors_min"] = min([out["secagg"]["contributors_min"],
+                                                 *(r.contributors for r in (sums or {}).values())])
+    charged = None if dp is None or session.plan is None else compose_epsilon([c.event for c in session.plan.charges],
+                                                                              options.delta)
+    if options.distributed and charged is not None:
+        spent = {p.partner_id: charged for p in sorted(partners.values(), key=lambda t: t.partner_id)}
+        out["epsilon_spent_source"] = ("the ledger's charge: under SecAgg+ a partner sends only masked vectors, so "
+                                       "its own gate's figure stays in its own ledger")
+    else:
+        spent = {p.partner_id: p.epsilon_job for p in sorted(partners.values(), key=lambda t: t.partner_id)}
+    out.update({"epsilon_spent": spent, "epsilon_spent_max": max(spent.values(), default=0.0)})
+    if charged is None:
         return out
-    charged = compose_epsilon([c.event for c in session.plan.charges], options.delta)
-    # partners that made every release: suppressed ones (too few held-out customers) skip the evaluation's
-    completed = {p.partner_id for p in partners.values() if p.refused is None and p.failed is None
-                 and not (p.suppressed and options.evaluate)}
+    completed = {p.partner_id for p in partners.values() if p.refused is None and p.failed is None}
     agree = all(e <= charged + 1e-6 for e in spent.values()) and all(
         abs(spent[pid] - charged) <= 1e-3 * max(1.0, charged) for pid in completed)
     out.update({"ledger_epsilon_charged_this_job": charged, "ledger_url": safe_url(session.job.ledger),
-                "accountants_agree_with_ledger": bool(agree)})
+                "accountants_agree_with_ledger": None if options.distributed else bool(agree)})
     return out
 
 

@@ -52,7 +52,8 @@ def baselines(options: PropensityOptions, sim: Simulated, purpose: str) -> dict[
     if sim.vaults is None:
         raise ConfigError("propensity baselines need the simulated partners' vaults (their holdout keys)")
     keys = {name: holdout_key(vault, HOLDOUT_KEY) for name, vault in sim.vaults().items()}
-    split = pooled_split(parts, options.window, keys)
+    # distributed noise: every partner's held-out customers enter the one pooled sum (no per-partner floor)
+    split = pooled_split(parts, options.window, keys, **({"min_eval": 0} if options.distributed else {}))
     out = {"centralized": centralized_baseline(split, options.window, kind=options.model, seed=options.seed,
                                                caps=options.caps, tier_levels=(options.tier_mid, options.tier_high))}
     try:

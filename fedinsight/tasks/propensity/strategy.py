@@ -38,26 +38,27 @@ def read_evaluations(replies: list[Message], partners: dict[int, PartnerTrack], 
                      noise_multiplier: float | None = None) -> tuple[dict[str, float], EvalSummary | None]:
     """Pooled metrics from the partners' noisy evaluation releases (post-processing only), and their sum.
 
-    Suppressed partners (too few held-out customers) and refusals (their budget) are recorded on their
-    track; ``tiers``: the tier matrix was evaluated (the final evaluation, after the LTV tiers are known)."""
+    Suppressed partners (a noisy held-out count below their minimum: charged, nothing else sent) and refusals
+    (their budget) are recorded on their track; ``tiers``: the tier matrix was evaluated (the final evaluation,
+    after the LTV tiers are known)."""
     released: list[dict[str, object]] = []
     suppressed = 0
     for msg in replies:
         metrics = dict(msg.content[proto.METRICS])
         track = partners.get(msg.metadata.src_node_id)
-        if int(metrics.get("suppressed", 0)):
+        if track is not None and "refused" in metrics:  # a suppressed release was charged too: its status counts
+            track.epsilon, track.epsilon_job = float(metrics["epsilon"]), float(metrics["epsilon-job"])  # type: ignore[arg-type]
+        if int(metrics.get("suppressed", 0)):  # type: ignore[call-overload]  # decided on the noisy count
             suppressed += 1
             if track is not None:
                 track.suppressed = True
             continue
-        if track is not None and "refused" in metrics:
-            track.epsilon, track.epsilon_job = float(metrics["epsilon"]), float(metrics["epsilon-job"])  # type: ignore[arg-type]
-            if int(metrics["refused"]) != 0:  # type: ignore[call-overload]
-                track.refused = track.refused or {"phase": "evaluate", "code": float(metrics["refused"]),  # type: ignore[arg-type]
-                                 "epsilon": float(metrics["epsilon"]),  # type: ignore[arg-type]
-                                 "epsilon_would_be": float(metrics["epsilon-would-be"]),  # type: ignore[arg-type]
-                                 "epsilon_budget": float(metrics["epsilon-budget"])}  # type: ignore[arg-type]
-                continue
+        if track is not None and "refused" in metrics and int(metrics["refused"]) != 0:  # type: ignore[call-overload]
+            track.refused = track.refused or {"phase": "evaluate", "code": float(metrics["refused"]),  # type: ignore[arg-type]
+                                              "epsilon": float(metrics["epsilon"]),  # type: ignore[arg-type]
+                                              "epsilon_would_be": float(metrics["epsilon-would-be"]),  # type: ignore[arg-type]
+                                              "epsilon_budget": float(metrics["epsilon-budget"])}  # type: ignore[arg-type]
+            continue
         released.append(metrics)
     if not released and not suppressed:
         return {}, None

@@ -99,3 +99,32 @@ def test_noisy_auc_stays_close_to_the_exact_auc_at_cdnow_size():
     print(f"exact AUC {exact:.4f}; noisy: mean |error| {np.mean(errors):.4f}, max {max(errors):.4f}, "
           f"estimated sd {np.mean(spreads):.4f}")
     assert float(np.mean(errors)) < 0.08 and 0.5 * np.mean(errors) < np.mean(spreads) < 3 * np.mean(errors)
+
+
+def test_the_distributed_vector_is_the_scaled_release_and_decodes_back_exactly():
+    """Distributed noise sends :func:`evaluation.scaled_vector` (the vector whose sensitivity is checked above); each
+    customer's part of it lies in [0, 1] per number, so a partner's vector lies in [0, N x L2], what the SecAgg+ grid
+    assumes; the coordinator's :func:`evaluation.unscaled` gives back the release's keys and units exactly."""
+    rng = np.random.default_rng(1)
+    n = 200
+    y, p = (rng.random(n) < 0.3).astype(float), rng.random(n)
+    spend, ltv = rng.exponential(80, n), rng.exponential(60, n)
+    values = evaluation.exact_release(y, p, caps=CAPS, spend=spend, ltv=ltv, true_tiers=rng.integers(0, 3, n),
+                                      predicted_tiers=rng.integers(0, 3, n))
+    flat = evaluation.scaled_vector(values, CAPS)
+    assert flat.size == evaluation.COORDINATES and np.array_equal(flat, _scaled(values))
+    back = evaluation.unscaled(flat, CAPS)
+    for key in evaluation.LENGTHS:
+        assert np.allclose(np.atleast_1d(back[key]), np.atleast_1d(values[key]), rtol=1e-12, atol=1e-9), key
+    one = evaluation.scaled_vector(evaluation.exact_release(np.array([1.0]), np.array([1e-9]), caps=CAPS,
+                                                            spend=np.array([1e6]), ltv=np.array([0.0]),
+                                                            true_tiers=np.array([2]), predicted_tiers=np.array([0])),
+                                   CAPS)
+    assert one.min() >= 0 and one.max() <= 1
+
+
+def test_suppression_is_decided_on_the_noisy_count_only():
+    """The flag reads the release's (noisy) ``n`` and nothing else: at the minimum it is released, just below it or
+    NaN it is not (privacy/suppression.py's rule)."""
+    assert evaluation.suppressed({"n": 49.999}, 50) and not evaluation.suppressed({"n": 50.0}, 50)
+    assert evaluation.suppressed({"n": float("nan")}, 50) and not evaluation.suppressed({"n": 1e6}, 1000)

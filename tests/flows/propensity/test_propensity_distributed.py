@@ -1,9 +1,10 @@
 """Distributed-noise propensity training (``noise-model = distributed-secagg``) through the real partner ClientApp
 and Flower's SecAgg+ workflow, in process.
 
-Three small synthetic partners: the coordinator sees only masked vectors (declared in the manifest) during
-training, the ledger charges exactly what the accountant gives for the full noise of the *sum* (the partners'
-shares together carry it), the trust model is recorded in summary.json, the ledger and the report, a partner's
+Three small synthetic partners: the coordinator sees only masked vectors (declared in the manifest) -- for
+training and for the feature statistics, the LTV histogram and the evaluation (issue 14) --, the ledger charges
+exactly what the accountant gives for the full noise of the *sum* (the partners' shares together carry it),
+the trust model is recorded in summary.json, the ledger and the report, a partner's
 noise share comes from OS entropy, and a round that lost more partners than tolerated is never unmasked.
 """
 
@@ -99,16 +100,27 @@ def test_training_sends_only_masked_sums_and_charges_the_full_noise_of_the_sum(t
     options = PropensityOptions.from_run_config(rc)
     privacy = summary["privacy"]
 
-    # no partner was asked for a (local, unmasked) training round; every round's sum held every partner's share
-    assert not any(m.metadata.message_type.startswith("train.") for m in grid.sent)
+    # no partner was asked for a local (unmasked) training round, statistics, LTV histogram or evaluation: after
+    # hello every message is a SecAgg+ stage; each of the rounds + 3 sums held every partner's masked vector
+    assert {m.metadata.message_type for m in grid.sent} == {"query.propensity", "train"}
+    assert {m.content["config"]["phase"] for m in grid.sent if m.metadata.message_type == "query.propensity"} == \
+        {"hello"}
     masked = [r for r in grid.replies if r.metadata.message_type == "train" and not r.has_error()
               and Key.MASKED_PARAMETERS in r.content.config_records.get(RECORD_KEY_CONFIGS, {})]
-    assert len(masked) == PARTNERS * ROUNDS
+    assert len(masked) == PARTNERS * (ROUNDS + 3)
     assert all(len(rec) == 0 for r in masked for rec in r.content.array_records.values())
+    # a SecAgg+ reply's only metric is its weight, 1 (local releases' values and statuses travel as metrics)
+    metric_values = [dict(rec) for r in grid.replies if not r.has_error() and r.metadata.message_type == "train"
+                     for rec in r.content.metric_records.values() if len(rec)]
+    assert metric_values and all(m == {"num_examples": 1} for m in metric_values), metric_values[:3]
     assert summary["messages"]["violations"] == [] and summary["messages"]["failures"] == []
     assert [r["secagg_partners"] for r in summary["metrics"]["per_round"]] == [PARTNERS] * ROUNDS
     releases = {(r["reply"], r["mechanism"]) for r in privacy["releases"]}
-    assert ("secagg", distributed.MECHANISM) in releases and not any(r == "train" for r, _ in releases)
+    assert ("secagg", distributed.MECHANISM) in releases and ("secagg", distributed.RELEASE_MECHANISM) in releases
+    assert {r for r, _ in releases} == {"secagg"}  # no stats / ltv-hist / evaluate / train reply is even declared
+    assert set(privacy["release_noise"].values()) == {"distributed-secagg"}
+    assert {k: v["contributors"] for k, v in privacy["secagg"]["releases"].items()} == \
+        dict.fromkeys(("stats", "ltv-hist", "evaluate"), PARTNERS)
 
     # trust model: summary.json, the ledger's charge, the report
     assert privacy["noise_model"] == "distributed-secagg"
@@ -119,6 +131,8 @@ def test_training_sends_only_masked_sums_and_charges_the_full_noise_of_the_sum(t
     ledger = PrivacyLedger(rc["ledger-url"])
     training = [c for c in ledger.charges() if c.kind == "training"]
     assert len(training) == PARTNERS and all("do not collude" in c.description for c in training)
+    others = [c for c in ledger.charges() if c.kind in ("stats", "evaluation")]
+    assert len(others) == 3 * PARTNERS and all("distributed noise" in c.description for c in others)
     from fedinsight.tasks.propensity.report import propensity_sections
 
     html = "".join(s.html() for s in propensity_sections(summary)[1])
@@ -132,14 +146,15 @@ def test_training_sends_only_masked_sums_and_charges_the_full_noise_of_the_sum(t
     # three shares of variance (s step)^2 sum to the full (sigma C')^2
     assert PARTNERS * (enc.share_scale * enc.step) ** 2 == pytest.approx((dp.noise_multiplier * enc.sensitivity) ** 2)
     events = [dp.gaussian_event(), dp.gaussian_event(), *[dp_event.GaussianDpEvent(dp.noise_multiplier)] * ROUNDS]
-    events.append(eval_event(options.eval_noise_multiplier()))  # the final evaluation (local noise)
+    events.append(eval_event(options.eval_noise_multiplier()))  # the final evaluation (a SecAgg+ sum too)
     expected = compose_epsilon(events, options.delta)
     assert privacy["ledger_epsilon_charged_this_job"] == pytest.approx(expected, rel=1e-6)
     assert expected <= options.epsilon * (1 + 1e-6)
     own = PrivacyLedger(rc["partner-ledger-url"])  # each partner's own gate spent the same, round by round
     for partner in own.partners():
         assert compose_epsilon(own.job_events(partner, "job-d"), options.delta) == pytest.approx(expected, rel=1e-6)
-    assert privacy["accountants_agree_with_ledger"] is True
+    # the partners' gates answer only through masked sums: the coordinator states the charge, not an agreement
+    assert privacy["accountants_agree_with_ledger"] is None and "own ledger" in privacy["epsilon_spent_source"]
     assert Path(summary["artifacts"]["model"]).exists()
 
 
@@ -147,14 +162,15 @@ def test_training_sends_only_masked_sums_and_charges_the_full_noise_of_the_sum(t
 def test_a_round_that_lost_a_partner_is_never_unmasked_and_nothing_is_released(tmp_path, data_root):
     grid = SecAggGrid(victim=1)
     rc = _run_config(tmp_path, data_root, rounds=1)
-    with pytest.raises(SecureAggregationError, match="round 1: .*lacks noise shares"):
+    with pytest.raises(SecureAggregationError, match="propensity stats: .*lacks noise shares"):
         _run(grid, rc)
     assert len(grid.unmask_replies) == PARTNERS - 1  # the partners still online refused their unmasking shares
     assert all(r.has_error() and "refuses to unmask" in r.error.reason for r in grid.unmask_replies)
     assert not (Path(rc["out-dir"]) / "model.pt").exists()
-    # nothing after the failed round was asked for (no LTV histogram, no evaluation)
-    phases = [m.content["config"]["phase"] for m in grid.sent if m.metadata.message_type.startswith("query.")]
-    assert "ltv-hist" not in phases and not any(m.metadata.message_type.startswith("evaluate.") for m in grid.sent)
+    # the first sum (the feature statistics) lost a partner: nothing after it was asked for (no training round)
+    assert len([r for r in grid.replies if r.metadata.message_type == "train" and not r.has_error()
+                and Key.MASKED_PARAMETERS in r.content.config_records.get(RECORD_KEY_CONFIGS, {})]) == PARTNERS - 1
+    assert not any(m.metadata.message_type.startswith("evaluate.") for m in grid.sent)
 
 
 @pytest.mark.slow
@@ -266,7 +282,7 @@ def test_simulate_propensity_with_distributed_noise_on_flowers_runtime(tmp_path)
     assert privacy["secagg"]["contributors_min"] == 2 and privacy["secagg"]["rounds_unmasked"] == 1
     assert privacy["plan"]["sample_rate"] == 1.0 and privacy["plan"]["steps_per_round"] == 1  # full batch
     assert [r["secagg_partners"] for r in metrics["per_round"]] == [2]
-    assert privacy["accountants_agree_with_ledger"] is True and privacy["epsilon_spent_max"] <= 1.0
+    assert privacy["accountants_agree_with_ledger"] is None and privacy["epsilon_spent_max"] <= 1.0
     assert metrics["federated_exact"]["n"] == metrics["centralized"]["n"] > 0
     assert 0 <= metrics["federated_exact"]["auc"] <= 1
     assert summary["messages"]["violations"] == [] and summary["messages"]["failures"] == []
@@ -315,11 +331,12 @@ def test_every_value_sent_is_declared_and_the_charge_is_the_manifests(tmp_path_f
             else msg.metadata.message_type.split(".")[0])
         kinds.append(kind)
         check_reply(reply, spec_for(manifest, kind))
-    assert set(kinds) == {"hello", "stats", "secagg", "ltv-hist", "evaluate"}
+    assert set(kinds) == {"hello", "secagg"}  # statistics, histogram and evaluation travel masked too
     masked = Counter(m.metadata.dst_node_id for m, r in pairs if "." not in m.metadata.message_type
                      and Key.MASKED_PARAMETERS in r.content.config_records.get(RECORD_KEY_CONFIGS, {}))
     rounds = run.session.options.rounds
-    assert sorted(masked.values()) == [rounds] * len(PARTNER_NAMES)  # one masked sum per round and partner
+    # one masked vector per round, plus the statistics, the LTV histogram and the evaluation, per partner
+    assert sorted(masked.values()) == [rounds + 3] * len(PARTNER_NAMES)
     delta = job_delta(run.session.plan, run.session.options)
     expected = compose_epsilon(manifest.events(), delta)
     assert run.summary["privacy"]["epsilon_charged"] == pytest.approx(expected, rel=1e-6)
@@ -327,3 +344,93 @@ def test_every_value_sent_is_declared_and_the_charge_is_the_manifests(tmp_path_f
     for partner in PARTNER_NAMES:  # each partner's own gate spent the same
         assert compose_epsilon(own.job_events(partner, run.session.job.job_id), delta) == pytest.approx(expected,
                                                                                                       rel=1e-6)
+
+
+def test_statistics_and_evaluation_shares_are_the_exact_vectors_plus_fresh_noise_charged_at_the_sums_multiplier(
+        tmp_path, data_root):
+    """A partner's SecAgg+ share of the feature statistics and of the evaluation (issue 14): on the job's grid, the
+    exact vector local mode would noise plus a discrete-Gaussian share from OS entropy (two calls differ), spent
+    at the partner's own gate as one Gaussian release at the multiplier of the *sum* (what the ledger charges)."""
+    from fedinsight.models.propensity import build_model, get_weights
+    from fedinsight.tasks.propensity.client import exact_vector, prepare
+    from fedinsight.tasks.propensity.features import FEATURES
+
+    rc = _run_config(tmp_path, data_root)
+    options = PropensityOptions.from_run_config(rc)
+    weights = get_weights(build_model(len(FEATURES), options.model, options.seed))
+    base = {**rc, **options.to_run_config(), "secagg-partners": PARTNERS, "scaler-mean": [0.5] * len(FEATURES),
+            "scaler-std": [0.3] * len(FEATURES), "target-mean": 0.0, "target-std": 1.0,
+            "tier-true": [10.0, 50.0], "tier-pred": [10.0, 50.0]}
+    spent = []
+    for release, kind in (("stats", "stats"), ("evaluate", "evaluation")):
+        enc = distributed.release_encoding(options, PARTNERS, release)
+        config = {**base, "phase": distributed.release_phase(release)}
+        partner = PartnerSide("training", _secagg_context(enc, 0), config)
+        shares = [np.asarray(secure_client.secure_fit(partner, [distributed.flatten(weights, options)],
+                                                      to_legacy_config(config))[0][0]) for _ in range(2)]
+        model = secure_client._model([distributed.flatten(weights, options)], options)
+        exact = exact_vector(release, prepare(partner, options, "job-d"), options, config, model)
+        assert exact.size == enc.coordinates and enc.sensitivity <= distributed.MAX_INFLATION * enc.clip
+        on_grid = np.rint(exact / enc.step) * enc.step
+        noise = [s - on_grid for s in shares]
+        assert all(np.allclose(n / enc.step, np.rint(n / enc.step)) for n in noise)  # exact grid points
+        assert not np.allclose(noise[0], noise[1])  # fresh OS entropy, whatever the job's seed
+        # the share's sd: within [0.3, 3] x its scale except with probability < 1e-9 (chi-square, >= 45 d.o.f.)
+        sd = enc.share_scale * enc.step
+        assert all(0.3 * sd < float(np.sqrt(np.mean(n ** 2))) < 3 * sd for n in noise)
+        charges = [c for c in PrivacyLedger(rc["partner-ledger-url"]).charges() if c.kind == kind]
+        assert len(charges) == 2 and all(distributed.RELEASE_MECHANISM in c.description
+                                         and "do not collude" in c.description for c in charges)
+        spent.append(dp_event.GaussianDpEvent(enc.noise_multiplier))
+    dp = options.plan()
+    # the multipliers are local mode's for the same releases: the charge does not depend on the noise model
+    assert [e.noise_multiplier for e in spent] == [dp.gaussian_noise_multiplier, options.eval_noise_multiplier()]
+    own = PrivacyLedger(rc["partner-ledger-url"])
+    assert compose_epsilon(own.job_events("partner-0", "job-d"), options.delta) == pytest.approx(
+        compose_epsilon([spent[0], spent[0], spent[1], spent[1]], options.delta), rel=1e-9)
+
+
+def test_a_distributed_job_never_answers_a_local_release(tmp_path, data_root):
+    """A coordinator that asks a distributed-noise job's partner for its statistics, LTV histogram or evaluation
+    in clear (a local-mode message) gets an error and nothing is spent."""
+    from support.fake_grid import set_task_identity
+
+    from fedinsight.tasks.propensity import client
+
+    rc = _run_config(tmp_path, data_root)
+    options = PropensityOptions.from_run_config(rc)
+    set_task_identity()
+    for kind, phase, handler in (("query", "stats", client.query), ("query", "ltv-hist", client.query),
+                                 ("evaluate", "evaluate", client.evaluate)):
+        cfg = {**rc, **options.to_run_config(), "phase": phase}
+        msg = Message(RecordDict({"config": ConfigRecord(cfg)}), dst_node_id=100,
+                      message_type=f"{kind}.propensity")
+        partner = PartnerSide("training", Context(run_id=1, node_id=100, node_config={"partition-id": 0},
+                                                  state=RecordDict(), run_config={}), cfg)
+        with pytest.raises(ConfigError, match="unmasked"):
+            handler(msg, partner)
+    assert not Path(rc["partner-ledger-url"].removeprefix("sqlite:///")).exists() or \
+        PrivacyLedger(rc["partner-ledger-url"]).charges() == []
+
+
+def test_the_pooled_evaluation_is_withheld_on_its_noisy_count():
+    """Distributed noise: no partner decides suppression (nothing of its own leaves); the coordinator withholds the
+    pooled evaluation when the *sum's* noisy held-out count is below the minimum (post-processing)."""
+    from fedinsight.tasks.propensity import evaluation, secure_server
+
+    options = PropensityOptions(noise_model="distributed-secagg", start="2024-01-01", cutoff="2025-01-01",
+                                end="2025-07-01", min_eval_customers=80)
+    enc = distributed.release_encoding(options, PARTNERS, "evaluate")
+    values = {"n": 79.5, "positives": 30.0, "hist_pos": np.full(evaluation.DP_LOGIT_BINS, 2.0),
+              "hist_neg": np.full(evaluation.DP_LOGIT_BINS, 3.0), "sum_log_loss": 40.0, "sum_abs_error": 900.0,
+              "tier_confusion": np.ones(9)}
+    below = secure_server.SecureRelease("evaluate", evaluation.scaled_vector(values, options.eval_caps), PARTNERS, enc)
+    metrics, curves = secure_server.read_evaluation(below, options, tiers=True)
+    assert curves is None and metrics["suppressed"] == 1.0 and math.isnan(metrics["auc"])
+    assert metrics["partners_suppressed"] == PARTNERS and metrics["partners"] == 0
+    above = secure_server.SecureRelease("evaluate", evaluation.scaled_vector({**values, "n": 80.0},
+                                                                             options.eval_caps), PARTNERS, enc)
+    metrics, curves = secure_server.read_evaluation(above, options, tiers=True)
+    assert curves is not None and metrics["partners"] == PARTNERS and metrics["partners_suppressed"] == 0
+    assert metrics["auc"] == pytest.approx(0.5)  # equal histogram shapes: post-processing of the sum, exactly
+    assert metrics["auc_noise_sd"] > 0  # from the sum's own noise sd (one Gaussian release of the sum)
