@@ -116,6 +116,13 @@ def check_job_delta(partner_id: str, delta: float, customers: int) -> None:
 
 # --- the partner's gate ---------------------------------------------------------------------------
 
+def _check_named(job_id: str, job_delta: float | None) -> None:
+    """A DP message must name the job's delta (a coordinator resolves a default one in hello, before any compute
+    message): without it the partner could not state what it spends."""
+    if job_delta is None or not 0 < float(job_delta) < 1:
+        raise ConfigError(f"job '{job_id}': the coordinator's message names no valid delta ({job_delta!r}); refused")
+
+
 @dataclass(frozen=True)
 class GateStatus:
     """What the partner's accounting says after (or instead of) a release."""
@@ -188,12 +195,14 @@ class BudgetGate:
                                       "(require-dp); refused")
 
     def status(self, job_id: str, job_delta: float) -> GateStatus:
+        _check_named(job_id, job_delta)
         return GateStatus(self._lifetime(), stated_epsilon(self.ledger.job_events(self.partner_id, job_id), job_delta),
                           self.cap)
 
     def binding(self, job_id: str, events: Sequence[dp_event.DpEvent], *, job_epsilon: float,
                 job_delta: float) -> Refusal | None:
         """The limit ``events`` would pass -- the partner's own cap first, then the job's target -- or None."""
+        _check_named(job_id, job_delta)
         after_all = self._lifetime(events)
         if math.isinf(after_all):  # even without a cap: thresholds that use up its delta leave no guarantee
             return Refusal("partner", self.cap, after_all,
@@ -223,6 +232,7 @@ class BudgetGate:
             return self.status(job_id, job_delta)
         if not job_epsilon > 0:
             raise ConfigError(f"job '{job_id}' carries no epsilon target; refused")
+        _check_named(job_id, job_delta)
         # the job's whole delta: the one it is stated at plus every thresholding delta it carries, whatever the
         # coordinator's messages name
         self.check_delta(job_delta + threshold_delta([*self.ledger.job_events(self.partner_id, job_id), *events]))

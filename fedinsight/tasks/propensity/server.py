@@ -400,7 +400,6 @@ def privacy_summary(session: Session, partners: dict[int, PartnerTrack], dp: Dps
         "release_noise": None if dp is None else {
             "feature statistics": noise, "training": noise, "LTV histogram": noise,
             **({"evaluation": noise} if options.eval_releases else {})},
-        "delta_rule": "at most 1e-6 by default; each partner refuses a delta above 1 / (10 x its customers)",
         "refused": {p.partner_id: p.refused for p in partners.values() if p.refused},
         "failed": {p.partner_id: p.failed for p in partners.values() if p.failed},
     }

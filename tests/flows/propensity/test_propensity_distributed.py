@@ -80,7 +80,9 @@ def _run_config(tmp_path: Path, data_root: Path, **overrides) -> dict:
     rc = {"task": "propensity", "partners": PARTNERS, "rounds": ROUNDS, "out-dir": str(tmp_path / "out"),
           "start": window.start.isoformat(), "cutoff": window.cutoff.isoformat(), "end": window.end.isoformat(),
           "data-root": str(data_root), "ledger-url": f"sqlite:///{tmp_path / 'ledger.db'}", "job-id": "job-d",
-          "dataset": "synthetic", "budget": 1.0, "budget-delta": 1e-6, "epsilon": 1.0, "lr": 1.0,
+          # the job's delta given (the partners' handlers are also called directly here, as a coordinator would
+          # after resolving a default delta in hello: tests/flows/every_task/test_delta_rule.py)
+          "dataset": "synthetic", "budget": 1.0, "budget-delta": 1e-6, "delta": 1e-6, "epsilon": 1.0, "lr": 1.0,
           "noise-model": "distributed-secagg", "max-customers": 5000,
           "partner-ledger-url": f"sqlite:///{tmp_path / 'partners.db'}"}
     rc.update({k.replace("_", "-"): v for k, v in overrides.items()})
