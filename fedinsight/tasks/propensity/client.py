@@ -277,11 +277,12 @@ def train(msg: Message, partner: Partner) -> Message:
                                      lr=lr)
     state = partner.context.state
     # the FedAvg weight: the noisy count released with the statistics (post-processing), else 1 -- never the
-    # exact count; the training time is coarsened to whole seconds
+    # exact count; a DP job sends no timing (it grows with the partner's data, unnoised), a non-private one
+    # its training time coarsened to whole seconds
     count = state[STATE_COUNT]["n"] if STATE_COUNT in state else 1.0
     arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in get_weights(trained).items()})
-    metrics = MetricRecord({"num-examples": float(count), "train-seconds": float(math.ceil(stats.seconds)),
-                            "steps": stats.steps, **status})
+    timing = {} if plan is not None else {"train-seconds": float(math.ceil(stats.seconds))}
+    metrics = MetricRecord({"num-examples": float(count), **timing, "steps": stats.steps, **status})
     return reply(msg, **{proto.ARRAYS: arrays, proto.METRICS: metrics})
 
 

@@ -92,12 +92,14 @@ def releases(options: Any, plan: Any, shapes: dict[str, tuple[int, ...]], n_feat
                        count=options.rounds)
                if private else Release("train", ARRAYS, {k: tuple(v) for k, v in shapes.items()}, PUBLIC,
                                        kind="arrays", what="the model's weights after local SGD", reason=nonprivate))
-    train_info = Release("train", METRICS, dict.fromkeys(("num-examples", "train-seconds", "steps")), PUBLIC,
-                         what="the partner's weight in FedAvg, its training time (rounded up to 1 s), its step count",
+    train_info = Release("train", METRICS, dict.fromkeys(("num-examples", "steps") if private else
+                                                         ("num-examples", "train-seconds", "steps")), PUBLIC,
+                         what="the partner's weight in FedAvg and its step count (a non-private job: also its "
+                              "training time, rounded up to 1 s)",
                          reason="the weight is the noisy count of the stats release (post-processing), or 1 when "
-                                "the partner holds no such count (never its exact count); steps are the job's; the "
-                                "wall time, coarsened to whole seconds, grows with the number of customers, which "
-                                "DP-SGD's sample-rate convention treats as public")
+                                "the partner holds no such count (never its exact count); steps are the job's; a DP "
+                                "job sends no timing (it grows with the partner's data, unnoised)"
+                                + ("" if private else f"; {nonprivate}"))
     if secure is not None:  # distributed noise: every release is a masked SecAgg+ vector, no reply of its own
         return [*(training or []), *secure.values()]
     evaluation_releases = _evaluation(options, private, nonprivate, status)

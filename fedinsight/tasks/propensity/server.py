@@ -318,7 +318,8 @@ def run(session: Session) -> TaskResult:
         "curves": {"federated": curves},
         "ltv_tiers": {"levels": [options.tier_mid, options.tier_high], "true_thresholds": list(true_t),
                       "predicted_thresholds": None if pred_t is None else list(pred_t)},
-        "timing": {"local_train_s": strategy.log.train_seconds,
+        # a DP job's partners send no timing (a side channel): only the coordinator's own clock then
+        "timing": {"local_train_s": None if dp is not None else strategy.log.train_seconds,
                    **({} if secure is None else {"secagg_rounds_s": round(sum(r["secagg_s"] for r in secure.per_round),
                                                                           3)})},
     }

@@ -171,7 +171,7 @@ class PropensityFedAvg(FedAvg):
                                  "epsilon_budget": float(metrics["epsilon-budget"])}
                 continue
             track.rounds_trained += 1
-            self.log.train_seconds += float(metrics["train-seconds"])
+            self.log.train_seconds += float(metrics.get("train-seconds", 0.0))  # none in a DP job
             trained.append(msg)
         if not trained:
             return None, None

@@ -41,11 +41,13 @@ class _Runs:
     def __init__(self, federation, root: Path) -> None:  # noqa: ANN001
         self.federation, self.root = federation, root
         self.done: dict[str, tuple[LocalRun, Path, dict[str, set[str]]]] = {}
+        self.scanned: dict[str, dict[str, int]] = {}  # task -> partner -> most customers one engine scan numbered
 
     def __getitem__(self, task: str) -> tuple[LocalRun, Path, dict[str, set[str]]]:
         if task not in self.done:
             handed: dict[str, set[str]] = defaultdict(set)
-            original = PartnerView.tables
+            scanned: dict[str, int] = defaultdict(int)
+            original, original_scans = PartnerView.tables, PartnerView.scans
 
             def spy(view):  # noqa: ANN001, ANN202 - every table every handler was given
                 data = original(view)
@@ -54,11 +56,23 @@ class _Runs:
                         handed[view.folder.name] |= set(frame["customer_id"].astype(str))
                 return data
 
+            def spy_scans(view, scans):  # noqa: ANN001, ANN202 - and every engine scan's result (insights, propensity)
+                results = original_scans(view, scans)
+                for frame in results:
+                    if "customer_id" in frame.columns:
+                        handed[view.folder.name] |= set(frame["customer_id"].astype(str))
+                    if "cust" in frame.columns:  # row-level scans carry customer numbers, not ids
+                        scanned[view.folder.name] = max(scanned[view.folder.name], int(frame["cust"].nunique()))
+                    scanned[view.folder.name] = max(scanned[view.folder.name], 1)
+                return results
+
             out = self.root / task
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(PartnerView, "tables", spy)
+                patch.setattr(PartnerView, "scans", spy_scans)
                 run = run_in_process(task, self.federation, out)
             self.done[task] = (run, out, dict(handed))
+            self.scanned[task] = dict(scanned)
         return self.done[task]
 
 
@@ -89,10 +103,12 @@ def test_every_value_a_partner_sends_is_declared_and_the_charge_is_the_manifests
     for release in manifest.releases:  # docs/privacy.md lists every release of every task
         assert f"| {release.reply} | {release.record}:" in docs, (task, release.reply, release.record)
     for release in manifest.private():  # each partner made each DP release exactly as often as declared
-        # a reply made the release when it carries any of its fields (a propensity evaluation withheld on its
-        # noisy count carries only its `suppressed` flag: charged and made all the same)
+        # a reply made the release when it carries all its fields, or (a propensity evaluation withheld on its
+        # noisy count) only its `suppressed` flag: charged and made all the same
         made = Counter(m.metadata.dst_node_id for m, r in pairs if _kind(m) == release.reply
-                       and release.record in r.content and set(release.fields) & set(r.content[release.record]))
+                       and release.record in r.content
+                       and (set(release.fields) <= set(r.content[release.record])
+                            or set(release.fields) & set(r.content[release.record]) == {"suppressed"}))
         assert sorted(made.values()) == [release.count] * len(PARTNER_NAMES), release.what
     # the coordinator charged each partner the composed cost of the manifest's DP releases, and so did the
     # partner's own gate (epsilon at the job's delta plus its thresholding deltas, which every ledger records)
@@ -112,6 +128,7 @@ def test_every_value_a_partner_sends_is_declared_and_the_charge_is_the_manifests
 
 @pytest.mark.parametrize("task", TASKS)
 def test_opted_out_and_erased_customers_reach_no_task(task, federation, runs):
+    """Every table a task's handlers were given and every engine scan's result: tokens of kept customers only."""
     _, _, handed = runs[task]
     assert set(handed) == set(PARTNER_NAMES)
     for partner in PARTNER_NAMES:
@@ -123,6 +140,9 @@ def test_opted_out_and_erased_customers_reach_no_task(task, federation, runs):
         kept = {tokenizer.token(c) for c in raw_frames(federation, partner)["customers"]["customer_id"]} - excluded
         assert handed[partner] and handed[partner] <= kept, partner  # tokens only, none of the excluded
         assert not handed[partner] & excluded
+        if task in ("insights", "propensity"):  # these read through the engine: its scans were checked too
+            assert runs.scanned[task].get(partner, 0) >= 1, partner
+            assert runs.scanned[task][partner] <= len(kept), partner  # numbered customers: the kept ones at most
 
 
 def test_scores_and_recommendations_leave_out_opted_out_and_erased_customers(federation, runs):

@@ -34,7 +34,7 @@ def _arrays(weights=WEIGHTS) -> ArrayRecord:
 
 
 def _metrics(**extra) -> MetricRecord:
-    return MetricRecord({"num-examples": 120.0, "train-seconds": 0.1, "steps": 10, **PRIVACY, **extra})
+    return MetricRecord({"num-examples": 120.0, "steps": 10, **PRIVACY, **extra})  # a DP job: no timing
 
 
 OPTIONS = PropensityOptions(start="2024-01-01", cutoff="2025-01-01", end="2025-07-01")
@@ -51,6 +51,7 @@ def test_a_proper_train_reply_passes():
     ("records", "reason"),
     [
         (dict(arrays=_arrays(), metrics=_metrics(customer_C000123=1.0)), "metric 'customer_C000123'"),
+        (dict(arrays=_arrays(), metrics=_metrics(**{"train-seconds": 3.0})), "metric 'train-seconds'"),  # DP: no time
         (dict(arrays=_arrays(), metrics=_metrics(**{"num-examples": [1.0, 2.0]})), "must be a scalar"),
         (dict(arrays=_arrays(), metrics=_metrics(), extra=ConfigRecord({"customer_id": "C1"})),
          "unexpected record 'extra'"),
