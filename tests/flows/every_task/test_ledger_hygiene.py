@@ -50,7 +50,7 @@ def test_a_job_every_partner_fails_leaves_a_new_ledger_empty(federation, tmp_pat
     def broken(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
         raise ValueError("disk full")
 
-    monkeypatch.setattr(insights_client, "compute_batch", broken)
+    monkeypatch.setattr(insights_client, "partner_features", broken)  # the partner's engine read fails
     coordinator, _ = _urls(tmp_path)
     with pytest.raises(PartnerReplyError):
         run_in_process("insights", federation, tmp_path)
@@ -63,15 +63,15 @@ def test_a_failed_job_takes_back_only_the_charge_of_partners_that_released_nothi
     run_in_process("insights", federation, tmp_path, epsilon=1.0)
     before = snapshot(coordinator)
     calls = []
-    original = insights_client.compute_batch
+    original = insights_client.partner_features
 
-    def first_fails(data, wire):  # noqa: ANN001, ANN202 - the partners are asked in node order
+    def first_fails(partner, wire):  # noqa: ANN001, ANN202 - the partners are asked in node order
         calls.append(1)
         if len(calls) == 1:
             raise ValueError("disk full")
-        return original(data, wire)
+        return original(partner, wire)
 
-    monkeypatch.setattr(insights_client, "compute_batch", first_fails)
+    monkeypatch.setattr(insights_client, "partner_features", first_fails)
     with pytest.raises(PartnerReplyError, match=FIRST_NODE_PARTNER):
         run_in_process("insights", federation, tmp_path, epsilon=1.0)
     after = snapshot(coordinator)
