@@ -194,14 +194,19 @@ class BudgetGate:
             raise BudgetExceededError(f"partner {self.partner_id} only takes part in differentially private jobs "
                                       "(require-dp); refused")
 
-    def status(self, job_id: str, job_delta: float) -> GateStatus:
+    def status(self, job_id: str, job_delta: float | None) -> GateStatus:
+        """The partner's accounting (a non-private job, which names no delta, has spent nothing of its own)."""
+        spent = self.ledger.job_events(self.partner_id, job_id)
+        if not spent:
+            return GateStatus(self._lifetime(), 0.0, self.cap)
         _check_named(job_id, job_delta)
-        return GateStatus(self._lifetime(), stated_epsilon(self.ledger.job_events(self.partner_id, job_id), job_delta),
-                          self.cap)
+        return GateStatus(self._lifetime(), stated_epsilon(spent, job_delta), self.cap)  # type: ignore[arg-type]
 
     def binding(self, job_id: str, events: Sequence[dp_event.DpEvent], *, job_epsilon: float,
                 job_delta: float) -> Refusal | None:
         """The limit ``events`` would pass -- the partner's own cap first, then the job's target -- or None."""
+        if not events:  # nothing to release (a non-private job's step): no limit to pass
+            return None
         _check_named(job_id, job_delta)
         after_all = self._lifetime(events)
         if math.isinf(after_all):  # even without a cap: thresholds that use up its delta leave no guarantee

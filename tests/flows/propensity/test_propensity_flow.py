@@ -113,7 +113,8 @@ def test_job_trains_and_replies_carry_only_weights_and_metrics(tmp_path, data_ro
         phase = _phase(msg)
         assert not reply.has_error()
         if phase == "hello":
-            assert list(reply.content.keys()) == ["partner"]
+            # its name, and (a DP job run without --delta) the largest delta it accepts: a power of ten
+            assert set(reply.content.keys()) <= {"partner", "delta"} and "partner" in reply.content
             assert dict(reply.content["partner"]) == {"partner-id": f"partner-{msg.metadata.dst_node_id - 100}"}
             continue
         allowed = proto.reply_metrics(phase, len(FEATURES))
@@ -369,4 +370,4 @@ def test_partners_refuse_a_delta_too_large_for_their_customers_before_anything_i
         _run(job, grid)
     assert {_phase(m) for m in grid.sent} == {"hello"}
     assert PrivacyLedger(job.ledger_url).partners() == []  # refused before any charge
-    assert PropensityOptions().delta == 1e-6  # the default
+    assert PropensityOptions().delta is None  # the default: the largest every partner accepts, at most 1e-6
