@@ -45,11 +45,30 @@ from fedinsight.tasks.propensity import distributed
 from fedinsight.tasks.propensity.client import exact_vector, prepare
 from fedinsight.tasks.propensity.features import FEATURES, unit_spend
 from fedinsight.tasks.propensity.options import PropensityOptions
+from fedinsight.tasks.propensity.protocol import MIN_EVAL_CUSTOMERS
+
+
+def check_own_floor(partner: Partner, options: PropensityOptions) -> None:
+    """Refuse a job that evaluates under a smaller minimum than this partner's own ``min-eval-customers``.
+
+    Why refuse rather than ask the coordinator to honour the larger floor: with distributed noise the pooled
+    evaluation is withheld (or not) by the coordinator, on the SecAgg+ sum, a decision this partner cannot check;
+    its own floor would have to travel to the coordinator and be trusted there. Refusing is enforced here, before
+    anything is charged, and says only what the error says. A job without evaluation has nothing to hold to it."""
+    own = int(partner.setting("min-eval-customers", 0) or 0)
+    job = max(MIN_EVAL_CUSTOMERS, options.min_eval_customers)
+    if options.eval_releases and own > job:
+        raise ConfigError(f"partner {partner.partner_id}: its own min-eval-customers {own} is above the job's minimum "
+                          f"{job}; with distributed noise the pooled evaluation is withheld only below the job's "
+                          f"minimum, so this partner refuses. Run the job with --min-eval-customers {own} or higher "
+                          "(or --no-evaluate). Nothing was charged.")
 
 
 def check_before_charge(partner: Partner, options: PropensityOptions, config: dict[str, Any]) -> None:
-    """In hello, before the coordinator charges anyone: this partner accepts the trust model, fits under the public
-    customer bound, and can afford the whole job (a SecAgg+ round cannot go on without one of its partners)."""
+    """In hello, before the coordinator charges anyone: this partner accepts the trust model and the evaluation
+    minimum (:func:`check_own_floor`), fits under the public customer bound, and can afford the whole job (a SecAgg+
+    round cannot go on without one of its partners)."""
+    check_own_floor(partner, options)
     partners = int(config["secagg-partners"])
     distributed.encoding(options, partners)  # the grids fit: training's and every other release's
     for release in distributed.RELEASES:
@@ -142,6 +161,8 @@ def secure_release(partner: Partner, parameters: list[np.ndarray], config: dict[
     enc = distributed.release_encoding(options, partners, release)
     check_own_trust(partner, options.honest_partners or partners)
     check_secagg_setup(partner.context, enc.flower_settings(), partners, options.max_dropouts)
+    if release == "evaluate":  # again here: the partner does not rely on the coordinator having run hello
+        check_own_floor(partner, options)
     job_id = str(config["job-id"])
     split = prepare(partner, options, job_id)
     customers = len(split.buys_test) if release == "evaluate" else len(split.buys_train)

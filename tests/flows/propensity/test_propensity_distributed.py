@@ -436,3 +436,44 @@ def test_the_pooled_evaluation_is_withheld_on_its_noisy_count():
     assert curves is not None and metrics["partners"] == PARTNERS and metrics["partners_suppressed"] == 0
     assert metrics["auc"] == pytest.approx(0.5)  # equal histogram shapes: post-processing of the sum, exactly
     assert metrics["auc_noise_sd"] > 0  # from the sum's own noise sd (one Gaussian release of the sum)
+
+
+def test_a_partner_whose_own_evaluation_minimum_is_above_the_jobs_refuses_in_hello(tmp_path, data_root):
+    """Issue 14: a partner's own ``min-eval-customers`` holds in distributed mode too. The coordinator withholds the
+    pooled evaluation on the job's minimum only, so a partner with a higher floor of its own refuses in hello,
+    naming the setting, before anything is charged; the same partner takes part in a job at its floor."""
+    from fedinsight.partner.side import PartnerSide
+
+    grid = SecAggGrid()
+    grid.contexts[101].node_config["min-eval-customers"] = 400  # partner-1's own setting, not the coordinator's
+    with pytest.raises(ConfigError, match="partner-1: its own min-eval-customers 400 is above the job's minimum 50"):
+        _run(grid, _run_config(tmp_path, data_root))  # the partner's refusal in hello stops the job
+    refusals = [r for r in grid.replies if r.has_error()]
+    assert len(refusals) == 1 and "min-eval-customers 400" in refusals[0].error.reason
+    assert "--min-eval-customers 400" in refusals[0].error.reason
+    assert not any(m.metadata.message_type == "train" for m in grid.sent)  # no SecAgg+ round started
+    ledger = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    assert all(ledger.status(p).epsilon_spent == 0 for p in ledger.partners())
+    assert not Path(tmp_path / "partners.db").exists() or PrivacyLedger(f"sqlite:///{tmp_path / 'partners.db'}"
+                                                                        ).charges() == []
+
+    # the partner's hello check passes for a job at its floor, and for a job that evaluates nothing
+    for overrides in ({"min_eval_customers": 400}, {"min_eval_customers": 50, "evaluate": False}):
+        rc = _run_config(tmp_path, data_root, **overrides)
+        options = PropensityOptions.from_run_config(rc)
+        ctx = Context(run_id=1, node_id=101, node_config={"partition-id": 1, "min-eval-customers": 400},
+                      state=RecordDict(), run_config={})
+        secure_client.check_own_floor(PartnerSide("training", ctx, rc), options)
+
+    # and a coordinator that skips hello still gets no evaluation share from it: nothing is spent
+    rc = _run_config(tmp_path, data_root)
+    options = PropensityOptions.from_run_config(rc)
+    enc = distributed.release_encoding(options, PARTNERS, "evaluate")
+    config = {**rc, **options.to_run_config(), "phase": distributed.release_phase("evaluate"),
+              "secagg-partners": PARTNERS}
+    ctx = _secagg_context(enc, 1)
+    ctx.node_config["min-eval-customers"] = 400
+    with pytest.raises(ConfigError, match="min-eval-customers 400"):
+        secure_client.secure_fit(PartnerSide("training", ctx, config), [], to_legacy_config(config))
+    assert not Path(tmp_path / "partners.db").exists() or PrivacyLedger(f"sqlite:///{tmp_path / 'partners.db'}"
+                                                                        ).charges() == []
