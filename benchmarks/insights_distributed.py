@@ -16,10 +16,15 @@ What runs, on one synthetic federation (``fedinsight data synth``'s generator, c
 3. per noise model: each query's noise sd per unit of its vector, the worst funnel step-rate error in
    percentage points and the worst segment count relative error against plain pandas on the pooled partners
    (benchmarks/insights.py's ``accuracy``), and how often the 95 % intervals hold the exact bounded aggregate;
-4. side by side, distributed noise with every funnel stage at equal noise (``distributed-secagg-equal-stages``:
-   the release before ``STAGE_WEIGHTS`` moved noise from exposures to the deep stages, same charge).
+4. side by side, distributed noise as it was released before the last change of weights
+   (``distributed-secagg-before``: segment profiles at weight 0.5 each and the funnel stages at
+   ``BEFORE_STAGE_WEIGHTS``; same epsilon, delta and charge), so "before" and "after" come from one run on the
+   same exact aggregates;
+5. ``goal``: the goal figures of the goal batch side by side (before / after), with the delta the run used.
 
-Two batches: the whole catalogue at epsilon 1 and the goal batch (segment profiles and funnels) at epsilon 1.
+Two batches: the whole catalogue at epsilon 1 and the goal batch (segment profiles and funnels) at epsilon 1, both
+at the delta a real job on these partners runs at (``--delta`` to override): the smallest of 1e-6 and every
+partner's ceiling (fedinsight/federation/delta.py), 1e-7 when a partner holds more than 100,000 customers.
 
 Usage::
 
@@ -42,6 +47,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from insights import GOAL_BATCH, accuracy, ensure_data, folder_as_of, pooled_truth, read_partner  # noqa: E402
 
+from fedinsight.federation.budget import default_job_delta, delta_ceiling  # noqa: E402
+from fedinsight.privacy.mechanisms import gaussian_noise_multiplier  # noqa: E402
 from fedinsight.tasks.insights.aggregates import LocalAggregate, Measure  # noqa: E402
 from fedinsight.tasks.insights.catalogue import InsightBatch, default_batch  # noqa: E402
 from fedinsight.tasks.insights.distributed import InsightsEncoding, blocks_of  # noqa: E402
@@ -49,22 +56,33 @@ from fedinsight.tasks.insights.results import paired_estimates  # noqa: E402
 from fedinsight.tasks.insights.server import price_batch, release_batch  # noqa: E402
 from fedinsight.tasks.insights.simulate import exact_replies, local_aggregates, noisy_replies  # noqa: E402
 
-EQUAL = "distributed-secagg-equal-stages"
-"""Distributed noise with every funnel stage at the same noise (the release before stage weights), for comparison."""
+BEFORE = "distributed-secagg-before"
+"""Distributed noise with the weights before this change, for comparison in the same run."""
+BEFORE_STAGE_WEIGHTS = (1.0, 0.4, math.sqrt(1.42), math.sqrt(1.42))
+BEFORE_QUERY_WEIGHTS = {"segment-profile-rfm": 0.5, "segment-profile-lifecycle": 0.5}
 
 
-def equal_stage_weights(aggregates: list[dict[str, Any]], batch: InsightBatch) -> list[dict[str, Any]]:
-    """The funnels as they were released before :data:`~fedinsight.tasks.insights.aggregates.STAGE_WEIGHTS`: plain
-    counts (unit 1), ``L2 = 2 sqrt(m)``, ``L1 = 4 m`` -- the same L2, so the same charge and the same total noise."""
+def reweighted(batch: InsightBatch, weights: dict[str, float]) -> InsightBatch:
+    """``batch`` with some queries' budget weights replaced (the rest as they are)."""
+    return batch.model_copy(update={"queries": [q.model_copy(update={"weight": weights.get(q.name, q.weight)})
+                                                for q in batch.queries]})
+
+
+def restaged(aggregates: list[dict[str, Any]], batch: InsightBatch, weights: tuple[float, ...]) -> list[dict[str, Any]]:
+    """The funnels released with stage weights ``weights`` (the same exact counts, in units of ``1 / w_s``), with
+    their bounds ``L2 = sqrt(m sum w_s^2)``, ``L1 = m sum w_s`` as :func:`~fedinsight.tasks.insights.aggregates.funnel`
+    declares them."""
     funnels = {q.name for q in batch.queries if q.kind == "funnel"}
     out = []
     for partner in aggregates:
         row = {}
         for name, agg in partner.items():
             if name in funnels:
-                m = agg.l2**2 / 4.0  # groups a customer can be in (L2^2 = 4 m for weights with sum w^2 = 4)
-                agg = LocalAggregate(tuple(Measure(x.name, x.dims, x.values) for x in agg.measures),
-                                     l1=4.0 * m, l2=agg.l2)
+                old = tuple(1.0 / x for x in agg.measures[0].scale)  # type: ignore[union-attr]
+                m = agg.l2**2 / sum(x * x for x in old)  # groups a customer can be in
+                agg = LocalAggregate(tuple(Measure(x.name, x.dims, x.values, scale=tuple(1.0 / w for w in weights))
+                                           for x in agg.measures),
+                                     l1=m * sum(weights), l2=math.sqrt(m * sum(w * w for w in weights)))
             row[name] = agg
         out.append(row)
     return out
@@ -117,11 +135,14 @@ def compare(batch: InsightBatch, aggregates: list[dict[str, Any]], truth: dict, 
                                   "ratio": round(enc.sum_noise_sd(q.name, k) / local_sd, 4),
                                   "rounding_inflation": round(enc.inflation(q.name), 5),
                                   "coordinates": aggregates[0][q.name].vector().size}
-    equal = equal_stage_weights(aggregates, batch)
-    enc_equal = encoding(batch, equal, max_customers)
+    before_batch = reweighted(batch, BEFORE_QUERY_WEIGHTS)
+    before = restaged(aggregates, batch, BEFORE_STAGE_WEIGHTS)
+    enc_before = encoding(before_batch, before, max_customers)
+    for q in batch.queries:
+        out["queries"][q.name]["distributed_noise_sd_before"] = round(enc_before.sum_noise_sd(q.name, k), 4)
     exact = {i["name"]: i for i in release_batch(batch, noises, exact_replies(aggregates, batch))}
-    out[EQUAL] = []
-    timing = {"local": 0.0, "distributed-secagg": 0.0, EQUAL: 0.0}
+    out[BEFORE] = []
+    timing = {"local": 0.0, "distributed-secagg": 0.0, BEFORE: 0.0}
     hits = {model: [0, 0] for model in timing}
     for _ in range(draws):
         started = time.perf_counter()
@@ -131,9 +152,9 @@ def compare(batch: InsightBatch, aggregates: list[dict[str, Any]], truth: dict, 
         dist = distributed_release(batch, aggregates, enc)
         timing["distributed-secagg"] += time.perf_counter() - started
         started = time.perf_counter()
-        dist_equal = distributed_release(batch, equal, enc_equal)
-        timing[EQUAL] += time.perf_counter() - started
-        for model, insights in (("local", local), ("distributed-secagg", dist), (EQUAL, dist_equal)):
+        dist_before = distributed_release(before_batch, before, enc_before)
+        timing[BEFORE] += time.perf_counter() - started
+        for model, insights in (("local", local), ("distributed-secagg", dist), (BEFORE, dist_before)):
             acc = accuracy({i["name"]: i for i in insights}, truth)
             h, n = coverage(insights, exact)
             hits[model][0] += h
@@ -160,13 +181,46 @@ def compare(batch: InsightBatch, aggregates: list[dict[str, Any]], truth: dict, 
     return out
 
 
-def flower_run(data: Path, partners: int, epsilon: float, bound: int, truth: dict, out: Path) -> dict[str, Any]:
+def calibration(epsilon: float, delta: float) -> dict[str, Any]:
+    """The noise multiplier of one Gaussian release of the whole (epsilon, delta) as the ledger certifies it (RDP, the
+    optimal conversion of the zCDP guarantee OpenDP's samplers and the discrete-Gaussian sum carry), next to what the
+    exact continuous-Gaussian privacy profile (PLD) would allow -- shown, not used (docs/privacy.md says why)."""
+    from dp_accounting import calibrate_dp_mechanism, dp_event
+    from dp_accounting.pld import PLDAccountant
+
+    rdp = gaussian_noise_multiplier(epsilon, delta)
+    pld = float(calibrate_dp_mechanism(PLDAccountant, dp_event.GaussianDpEvent, epsilon, delta, bracket_interval=None))
+    return {"multiplier_certified_rdp": round(rdp, 4), "multiplier_exact_gaussian_pld_not_used": round(pld, 4),
+            "ratio": round(pld / rdp, 4)}
+
+
+def goal(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's goal figures for the goal batch, before and after this change, side by side."""
+    batch = report["goal_batch"]
+    queries = batch["queries"]
+    rows: dict[str, Any] = {}
+    for label, model in (("before", BEFORE), ("after", "distributed-secagg")):
+        r = batch[model]
+        rows[label] = {"funnel_worst_pp_mean": r["funnel_worst_pp_mean"],
+                       "segment_count_worst_rel_mean": r["segment_count_worst_rel_mean"],
+                       "interval_coverage": r["interval_coverage"]}
+    rows["after"]["noise_sd_vs_local"] = {name: q["ratio"] for name, q in queries.items()}
+    rows["goals"] = {"funnel_worst_pp": 0.5, "segment_count_rel": 0.01, "interval_coverage": [0.93, 0.97],
+                     "noise_sd_vs_local": round(1 / math.sqrt(report["config"]["partners"]), 4)}
+    after = rows["after"]
+    rows["met"] = bool(after["funnel_worst_pp_mean"] <= 0.5 and after["segment_count_worst_rel_mean"] <= 0.01
+                       and 0.93 <= after["interval_coverage"] <= 0.97)
+    return {"delta": report["config"]["delta"], **rows}
+
+
+def flower_run(data: Path, partners: int, epsilon: float, delta: float, bound: int, truth: dict,
+               out: Path) -> dict[str, Any]:
     """The goal batch with distributed noise through Flower's simulation runtime and real SecAgg+ (one run)."""
     from fedinsight.simulation.options import SimulationOptions
     from fedinsight.simulation.run import simulate
 
     start = time.perf_counter()
-    batch = default_batch("synthetic", epsilon=epsilon, only=GOAL_BATCH, as_of=folder_as_of(data))
+    batch = default_batch("synthetic", epsilon=epsilon, delta=delta, only=GOAL_BATCH, as_of=folder_as_of(data))
     sim = SimulationOptions(dataset=str(data), partners=partners, seed=0, out=str(out / "flower-distributed"),
                             budget=1_000.0, overwrite=True)
     summary = simulate("insights", sim, {"epsilon": epsilon, "batch": batch.model_dump_json(),
@@ -191,6 +245,10 @@ def main() -> int:
     parser.add_argument("--max-customers", type=int, default=0,
                         help="public bound per partner for the SecAgg+ grid (0: the largest partner's customer "
                              "count, a benchmark shortcut: a real job states a public bound)")
+    parser.add_argument("--delta", type=float, default=None,
+                        help="the batch's delta (default: the one a real job on these partners runs at, the smallest "
+                             "of 1e-6 and every partner's ceiling, fedinsight/federation/delta.py)")
+    parser.add_argument("--batches", default="catalogue,goal_batch", help="which batches to measure")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-insights"))
     parser.add_argument("--flower", action="store_true", help="also run the goal batch with distributed noise "
                         "through Flower's simulation runtime and SecAgg+ (a few more minutes)")
@@ -201,18 +259,27 @@ def main() -> int:
     truth = pooled_truth(data, args.partners)
     partners = {f"partner-{k}": read_partner(data / f"partner-{k}") for k in range(args.partners)}
     bound = args.max_customers or max(len(p.customers) for p in partners.values())  # type: ignore[attr-defined]
+    delta = args.delta if args.delta is not None else default_job_delta(
+        [delta_ceiling(len(p.customers)) for p in partners.values()])  # type: ignore[attr-defined]
     partial = args.out / "insights_distributed.partial.json"
     report: dict[str, Any] = {"config": {"customers": args.customers, "partners": args.partners,
-                                         "epsilon": args.epsilon, "draws": args.draws, "max_customers": bound}}
+                                         "epsilon": args.epsilon, "delta": delta, "draws": args.draws,
+                                         "max_customers": bound},
+                              "calibration": calibration(args.epsilon, delta)}
     for label, only in (("catalogue", None), ("goal_batch", GOAL_BATCH)):
-        batch = default_batch("synthetic", epsilon=args.epsilon, only=only)
+        if label not in args.batches.split(","):
+            continue
+        batch = default_batch("synthetic", epsilon=args.epsilon, delta=delta, only=only)
         t0 = time.perf_counter()
         aggregates = local_aggregates(partners, batch)
         report[label] = {"aggregate_seconds": round(time.perf_counter() - t0, 1),
                          **compare(batch, aggregates, truth, args.draws, bound)}
         partial.write_text(json.dumps(report, indent=2))  # kept if a later step fails
     if args.flower:
-        report["flower_goal_batch_distributed"] = flower_run(data, args.partners, args.epsilon, bound, truth, args.out)
+        report["flower_goal_batch_distributed"] = flower_run(data, args.partners, args.epsilon, delta, bound, truth,
+                                                             args.out)
+    if "goal_batch" in report:
+        report["goal"] = goal(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=2))
     return 0

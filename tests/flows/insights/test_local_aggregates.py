@@ -262,7 +262,7 @@ def test_feature_rules_are_validated():
 @pytest.mark.parametrize("params", [{"by": "channel", "channels": CHANNELS, "max_channels_per_customer": 2},
                                     {"by": "rfm_segment"}], ids=["by-channel", "by-segment"])
 def test_funnel_stage_weights_keep_the_bound_tight_and_the_counts_exact(partner, features, params):
-    """Funnel stages are released in units of 1 / STAGE_WEIGHTS (less noise on the deep stages, more on clicks):
+    """Funnel stages are released in units of 1 / STAGE_WEIGHTS (less noise on the deep stages, more on the first):
     the declared L2 is that of unweighted counts, some customer reaching every stage moves the vector by exactly
     it (the bound is tight, not over-charged), and the coordinator's exact release gives back plain counts."""
     from fedinsight.privacy.allocation import QueryNoise
@@ -273,8 +273,9 @@ def test_funnel_stage_weights_keep_the_bound_tight_and_the_counts_exact(partner,
     m = 2 if params["by"] == "channel" else 1
     assert sum(w * w for w in STAGE_WEIGHTS) == pytest.approx(len(FUNNEL_STAGES))
     assert agg.l2 == pytest.approx(2.0 * np.sqrt(m)) and agg.l1 == pytest.approx(m * sum(STAGE_WEIGHTS))
-    assert STAGE_WEIGHTS[0] == 1.0  # exposures: the noise (and the suppression decided on it) of plain counts
-    assert STAGE_WEIGHTS[1] < STAGE_WEIGHTS[0] < STAGE_WEIGHTS[2] == STAGE_WEIGHTS[3]  # deep stages: less noise
+    # the weights rise down the funnel as the counts fall: exposures noisiest, conversions quietest (the deep step
+    # rates divide the smallest counts)
+    assert list(STAGE_WEIGHTS) == sorted(STAGE_WEIGHTS) and len(set(STAGE_WEIGHTS)) == len(STAGE_WEIGHTS)
     ev = partner.events
     reached = ev.groupby("customer_id")["stage"].nunique()
     everything = ev[ev["customer_id"].isin(reached[reached == len(FUNNEL_STAGES)].index)]

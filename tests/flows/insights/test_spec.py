@@ -210,8 +210,8 @@ def test_the_planners_noise_is_the_noise_released():
                 combined = combine(name, [r[name] for r in replies], noises[name]).measures["customers"]
                 diff = combined.values - truth[name]
                 errors[(name, j)].append(np.ravel(diff[:, j] if diff.ndim == 2 else diff))
-        # exposure, click and the two deep stages (same weight) each have their own noise
-        assert len({sd for (name, _), sd in predicted.items() if name == "funnel"}) == 3
+        # every stage has its own noise (its own weight)
+        assert len({sd for (name, _), sd in predicted.items() if name == "funnel"}) == 4
         for key, draws in errors.items():
             sample = np.concatenate(draws)  # 150 draws x (5 or 6) cells, independent noise
             sd = float(np.std(sample, ddof=1))
