@@ -220,7 +220,7 @@ The weights rise down the funnel, as the counts fall: exposures (the largest cou
 conversion) carry 3.3x the noise of unweighted counts, clicks 1.6x, participations 0.93x and conversions
 0.65x -- a conversion's noise weighs fully on convert / participate, a participation's only times that rate
 (< 1). Measured at 1 M customers, 10 partners, epsilon 1, delta 1e-7, distributed noise: the worst step rate
-falls from 0.56 to ~0.45 pp (benchmarks/insights_distributed.py; docs/insights.md). Each cell is still
+falls from 0.55 to 0.46 pp on average (benchmarks/insights_distributed.py; docs/insights.md). Each cell is still
 suppressed on its own noisy count; the noisier exposures are the counts that clear the bar most easily. Public
 and data-independent."""
 
