@@ -28,7 +28,9 @@ partner's ceiling (fedinsight/federation/delta.py), 1e-7 when a partner holds mo
 
 Usage::
 
-    python benchmarks/insights_distributed.py                       # 1 M customers, 10 partners
+    python benchmarks/insights_distributed.py                       # 1 M customers, 10 partners, delta 1e-7
+    python benchmarks/insights_distributed.py --out runs/b1m --draws 100 --batches goal_batch   # the goal figures
+    python benchmarks/insights_distributed.py --delta 1e-6          # another delta than the partners' default
     python benchmarks/insights_distributed.py --customers 200000 --draws 3
     python benchmarks/insights_distributed.py --flower       # + the goal batch through Flower and SecAgg+
 """
