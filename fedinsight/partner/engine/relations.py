@@ -14,8 +14,9 @@
 4. the canonical names (``customers``, ``transactions`` ...): the typed tables semi-joined on ``scope``. A scan
    reads only these, so an opted-out or erased customer is in no scan's input, whatever the scan says.
 
-Not checked here (``fedinsight data validate`` does it on the folder): key uniqueness, value ranges and ids
-missing from the customers table (the semi-join simply leaves such rows out).
+Customer ids must be unique in the customers table (checked on the ids read for consent: a DataValidationError
+naming the source and the id). Not checked here (``fedinsight data validate`` does it on the folder): other keys,
+value ranges and ids missing from the customers table (the semi-join simply leaves such rows out).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from fedinsight.core.errors import ConfigError
+from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 from fedinsight.data.schema import TABLES, TableSpec
 from fedinsight.partner.engine.base import Engine
 from fedinsight.partner.engine.sources import FrameTable, Source
@@ -98,9 +99,11 @@ def _consent_columns(policy: ProtectionPolicy, present: list[str]) -> list[str]:
 
 
 def scope_frame(engine: Engine, names: list[str], policy: ProtectionPolicy, purpose: str | None,
-                register: ErasureRegister, tokenizer: Tokenizer | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+                register: ErasureRegister, tokenizer: Tokenizer | None = None,
+                where: str = "customers") -> tuple[pd.DataFrame, dict[str, int]]:
     """The allowed customers (raw id, general consent flag) and what was excluded (counts only). ``tokenizer``: a
-    memoizing one shared with whoever tokenizes the scans' results (each id's HMAC is computed once)."""
+    memoizing one shared with whoever tokenizes the scans' results (each id's HMAC is computed once); ``where``:
+    the customers table's source, named in a validation error."""
     if "customers" in names:
         columns = _consent_columns(policy, engine.columns("raw_customers"))
         listed = ", ".join(f'"{c}"' for c in columns)
@@ -123,6 +126,8 @@ def scope_frame(engine: Engine, names: list[str], policy: ProtectionPolicy, purp
         consenting = np.full(len(ids), policy.missing_consent == "allow")
         general = pd.Series(True, index=ids.index, dtype="boolean")
     raw = ids["customer_id"].astype("string")
+    if "customers" in names:
+        _check_unique(raw, where)
     tokenizer = tokenizer or Tokenizer(policy.tokenization_ring(), memo=True)
     active = tokenizer.tokenize(raw).to_numpy(dtype=object)
     retired = {k.key_id: tokenizer.tokenize(raw, key_id=k.key_id).to_numpy(dtype=object)
@@ -137,6 +142,19 @@ def scope_frame(engine: Engine, names: list[str], policy: ProtectionPolicy, purp
     return scope, counts
 
 
+def _check_unique(ids: pd.Series, where: str) -> None:
+    """One customer per id in the customers table (trimmed, as the tokenizer trims), else one DataValidationError
+    in the pandas validation's words, naming the source and the repeated ids. Why here: every scan joins on the
+    id, so a repeated customer would be counted twice (or its attributes picked at random) in every release; the
+    ids are already in memory for consent, so the check costs one hash pass."""
+    repeated = (ids.duplicated(keep="first") & ids.notna()).to_numpy(dtype=bool)
+    if not repeated.any():
+        return
+    shown = tuple(dict.fromkeys(str(v) for v in ids[repeated]))[:5]
+    raise DataValidationError(Problem(where, f"duplicate key (customer_id must be unique) in {int(repeated.sum())} "
+                                      "row(s)", column=CUSTOMER_KEY, values=shown))
+
+
 def prepare(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPolicy, purpose: str | None,
             register: ErasureRegister, rate: float = 1.0, tokenizer: Tokenizer | None = None) -> dict[str, int]:
     """Register and protect a partner's tables in ``engine`` (see the module docstring); returns the counts of
@@ -147,7 +165,8 @@ def prepare(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPol
     _check_pii(engine, names, policy)
     for name in names:
         engine.create_view(f"typed_{name}", typed_sql(TABLES[name], engine.column_types(f"raw_{name}"), policy, rate))
-    scope, counts = scope_frame(engine, names, policy, purpose, register, tokenizer)
+    listed = sources["customers"].describe() if "customers" in sources else "customers"
+    scope, counts = scope_frame(engine, names, policy, purpose, register, tokenizer, listed)
     engine.register("scope", FrameTable(scope.astype({"consent": "boolean"})))
     in_scope = "customer_id IN (SELECT customer_id FROM scope)"
     if "customers" in names:
