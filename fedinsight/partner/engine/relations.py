@@ -30,7 +30,13 @@ from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 from fedinsight.data.schema import TABLES, TableSpec
 from fedinsight.partner.engine.base import Engine
 from fedinsight.partner.engine.sources import FrameTable, Source
-from fedinsight.partner.protection import CUSTOMER_KEY, ProtectionPolicy, erased_among, plan_columns
+from fedinsight.partner.protection import (
+    CUSTOMER_KEY,
+    ColumnDecision,
+    ProtectionPolicy,
+    erased_among,
+    plan_columns,
+)
 from fedinsight.privacy.consent import PURPOSES, ErasureRegister, consent_flags, consent_mask
 from fedinsight.privacy.tokenize import Tokenizer
 
@@ -87,9 +93,24 @@ def empty_sql(spec: TableSpec) -> str:
     return f"SELECT {columns} WHERE FALSE"
 
 
-def _check_pii(engine: Engine, names: list[str], policy: ProtectionPolicy) -> None:
+def _check_pii(engine: Engine, names: list[str], policy: ProtectionPolicy) -> list[ColumnDecision]:
     samples = {name: engine.query(f"SELECT * FROM raw_{name} LIMIT {PII_SAMPLE_ROWS}") for name in names}
-    plan_columns(samples, policy)  # raises PiiDetectedError naming every undeclared column
+    return plan_columns(samples, policy)[0]  # raises PiiDetectedError naming every undeclared column
+
+
+def schema(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPolicy) -> dict[str, list[str]]:
+    """The canonical tables the partner holds and their canonical columns the policy does not drop, in the
+    source's order -- what the pandas view's protected frames hold, read from the sources' headers and a PII
+    sample (undeclared personal data stops it, as a pandas read). No table is read whole."""
+    names = [n for n in TABLES if n in sources]
+    for name in names:
+        engine.register(f"raw_{name}", sources[name])
+    dropped = {(d.table, d.column) for d in _check_pii(engine, names, policy) if d.action == "drop"}
+    out: dict[str, list[str]] = {}
+    for name in names:
+        canonical = set(TABLES[name].column_names)
+        out[name] = [c for c in engine.columns(f"raw_{name}") if c in canonical and (name, c) not in dropped]
+    return out
 
 
 def _consent_columns(policy: ProtectionPolicy, present: list[str]) -> list[str]:
@@ -128,18 +149,31 @@ def scope_frame(engine: Engine, names: list[str], policy: ProtectionPolicy, purp
     raw = ids["customer_id"].astype("string")
     if "customers" in names:
         _check_unique(raw, where)
-    tokenizer = tokenizer or Tokenizer(policy.tokenization_ring(), memo=True)
-    active = tokenizer.tokenize(raw).to_numpy(dtype=object)
-    retired = {k.key_id: tokenizer.tokenize(raw, key_id=k.key_id).to_numpy(dtype=object)
-               for k in tokenizer.ring.retired}
-    erased = erased_among(register, policy, tokenizer.key_id, active, retired)
-    forgotten = np.fromiter((t in erased for t in active), dtype=bool, count=len(active))
+    forgotten = _forgotten(raw, consenting, policy, register, tokenizer)
     allowed = consenting & ~forgotten
     scope = pd.DataFrame({"customer_id": raw[allowed].astype(object).to_numpy(),
                           "consent": general[allowed].astype(object).where(general[allowed].notna(), None).to_numpy()})
     counts = {"customers_loaded": int(len(raw)), "excluded_no_consent": int((~consenting).sum()),
               "excluded_erased": int((forgotten & consenting).sum()), "customers_used": int(allowed.sum())}
     return scope, counts
+
+
+def _forgotten(raw: pd.Series, consenting: np.ndarray, policy: ProtectionPolicy, register: ErasureRegister,
+               tokenizer: Tokenizer | None) -> np.ndarray:
+    """Which of the consenting customers ``raw`` were erased. Only they are tokenized (an opted-out customer is out
+    of scope either way), and none when the register lists nobody: an HMAC per customer was the largest part of a
+    scan's set-up at millions of customers (the tokens a result needs are made for it, by the shared memo)."""
+    forgotten = np.zeros(len(raw), dtype=bool)
+    if not register.key_ids():
+        return forgotten
+    tokenizer = tokenizer or Tokenizer(policy.tokenization_ring(), memo=True)
+    asked = raw[consenting]
+    active = tokenizer.tokenize(asked).to_numpy(dtype=object)
+    retired = {k.key_id: tokenizer.tokenize(asked, key_id=k.key_id).to_numpy(dtype=object)
+               for k in tokenizer.ring.retired}
+    erased = erased_among(register, policy, tokenizer.key_id, active, retired)
+    forgotten[np.flatnonzero(consenting)] = np.fromiter((t in erased for t in active), dtype=bool, count=len(active))
+    return forgotten
 
 
 def _check_unique(ids: pd.Series, where: str) -> None:
@@ -153,6 +187,22 @@ def _check_unique(ids: pd.Series, where: str) -> None:
     shown = tuple(dict.fromkeys(str(v) for v in ids[repeated]))[:5]
     raise DataValidationError(Problem(where, f"duplicate key (customer_id must be unique) in {int(repeated.sum())} "
                                       "row(s)", column=CUSTOMER_KEY, values=shown))
+
+
+def raw_ids(engine: Engine, sources: Mapping[str, Source]) -> pd.Series:
+    """Every customer id of the partner's sources once, trimmed (its customers table's, else the people tables'):
+    the partner's own ids, for its own exports (:meth:`PartnerView.identities`). Per customer, never row-level."""
+    names = [n for n in TABLES if n in sources and (n == "customers" or n in PEOPLE_TABLES)]
+    for name in names:
+        engine.register(f"raw_{name}", sources[name])
+    key = _cast(CUSTOMER_KEY, "string")
+    if "customers" in names:
+        sql = f"SELECT {key} AS customer_id FROM raw_customers"
+    elif names:
+        sql = " UNION ".join(f"SELECT {key} AS customer_id FROM raw_{t}" for t in names)
+    else:
+        return pd.Series([], dtype="string")
+    return engine.query(sql)["customer_id"].astype("string")
 
 
 def prepare(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPolicy, purpose: str | None,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedinsight.federation.scan import Scan
-from fedinsight.partner.engine.relations import prepare
+from fedinsight.partner.engine.relations import prepare, raw_ids, schema
 from fedinsight.partner.engine.settings import EngineSettings, open_engine
 from fedinsight.partner.engine.sources import Source
 from fedinsight.partner.protection import CUSTOMER_KEY, ProtectionPolicy
@@ -50,3 +50,19 @@ def run_scans(scans: Sequence[Scan], sources: Mapping[str, Source], settings: En
             else:
                 result[CUSTOMER_KEY] = tokenizer.tokenize(result[CUSTOMER_KEY].astype("string")).to_numpy(dtype=object)
     return results
+
+
+def run_schema(sources: Mapping[str, Source], settings: EngineSettings, policy: ProtectionPolicy, *,
+               temp_root: Path | None = None) -> dict[str, list[str]]:
+    """The partner's canonical tables and the columns its protected tables hold (:func:`.relations.schema`)."""
+    temp = (temp_root or policy.state_dir) / "engine-tmp" / uuid.uuid4().hex[:12]
+    with open_engine(settings, temp) as engine:
+        return schema(engine, sources, policy)
+
+
+def run_raw_ids(sources: Mapping[str, Source], settings: EngineSettings, policy: ProtectionPolicy, *,
+                temp_root: Path | None = None) -> pd.Series:
+    """The partner's own customer ids, once each (:func:`.relations.raw_ids`): on the partner only."""
+    temp = (temp_root or policy.state_dir) / "engine-tmp" / uuid.uuid4().hex[:12]
+    with open_engine(settings, temp) as engine:
+        return raw_ids(engine, sources)

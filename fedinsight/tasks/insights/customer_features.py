@@ -348,10 +348,14 @@ def recency_days(rules: FeatureRules) -> tuple[int, ...]:
 
 def partner_zone(data: PartnerData) -> str:
     """The partner's own time zone from its data view (``meta["timezone"]``), UTC when it states none."""
-    zone = str(data.meta.get("timezone") or UTC_ZONE)
+    return checked_zone(str(data.meta.get("timezone") or UTC_ZONE), data.partner_id)
+
+
+def checked_zone(zone: str, partner_id: str) -> str:
+    """``zone`` as an IANA name (a "local" zone read as UTC); an unknown one is a ConfigError naming the partner."""
     try:
         return check_zone(zone) if zone != LOCAL else UTC_ZONE
     except ValueError as exc:
-        raise ConfigError(f"partner {data.partner_id}: {exc}") from None
+        raise ConfigError(f"partner {partner_id}: {exc}") from None
 
 
