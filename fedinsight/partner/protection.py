@@ -305,6 +305,11 @@ def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | Non
 
 INIT_BATCH_ROWS = 1_000_000
 """Rows per batch of :func:`_streamed_findings`: ~0.3 GB of text columns in pandas at a time."""
+INIT_MAX_ROWS = 4_000_000
+"""Rows of one table :func:`_streamed_findings` scans at most: a larger table is scanned in row groups spread
+evenly over it. Why: every row of 100 M transactions took longer than writing them, on values that repeat the
+same few patterns; 4 M rows still give a value that 1 row in 10,000 holds ~400 chances to be sampled (and the
+engine's own check at scan time samples 2,000 rows of every table)."""
 
 
 def _parquet_tables(folder: Path) -> dict[str, Path] | None:
@@ -324,8 +329,9 @@ def _parquet_tables(folder: Path) -> dict[str, Path] | None:
 
 def _streamed_findings(folder: Path) -> list[PiiFinding] | None:
     """The PII findings of a plain Parquet folder, read in batches of :data:`INIT_BATCH_ROWS` rows and only the
-    columns a value check can flag (text and integers; the key, money, times and flags never are): memory stays
-    bounded whatever the table's size (100 M transactions: see docs/scale.md). ``None``: not such a folder."""
+    columns a value check can flag (text and integers; the key, money, times and flags never are), at most
+    :data:`INIT_MAX_ROWS` rows of a table: memory and time stay bounded whatever the table's size (100 M
+    transactions: see docs/scale.md). ``None``: not such a folder."""
     import pyarrow.dataset as ds
 
     from fedinsight.privacy.pii_stream import scan_batches
@@ -341,9 +347,25 @@ def _streamed_findings(folder: Path) -> list[PiiFinding] | None:
             or pa.types.is_decimal(f.type))]
         if not columns:
             continue
-        batches = _rebatched(dataset.to_batches(columns=columns, batch_size=INIT_BATCH_ROWS), INIT_BATCH_ROWS)
+        batches = _rebatched(_spread(dataset).to_batches(columns=columns, batch_size=INIT_BATCH_ROWS,
+                                                         batch_readahead=1, fragment_readahead=1), INIT_BATCH_ROWS)
         findings += scan_batches(name, batches, schema_columns=SCHEMA_COLUMNS.get(name, ()))
     return findings
+
+
+def _spread(dataset: Any) -> Any:
+    """``dataset`` itself when it has at most :data:`INIT_MAX_ROWS` rows, else its row groups spread evenly over it
+    up to that many rows (see :data:`INIT_MAX_ROWS`)."""
+    import pyarrow.dataset as ds
+
+    if dataset.count_rows() <= INIT_MAX_ROWS:
+        return dataset
+    groups = [g for fragment in dataset.get_fragments() for g in fragment.split_by_row_group()]
+    sizes = [sum(rg.num_rows for rg in g.row_groups) for g in groups]  # (count_rows() counts the whole file)
+    mean = max(sum(sizes) / len(groups), 1.0)
+    wanted = max(1, min(len(groups), int(INIT_MAX_ROWS // mean)))
+    picked = [groups[int(i * len(groups) / wanted)] for i in range(wanted)]
+    return ds.FileSystemDataset(picked, dataset.schema, dataset.format, dataset.filesystem)
 
 
 def _rebatched(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pd.DataFrame]:

@@ -4,7 +4,9 @@ computed where the partner's rows lie (DuckDB or Spark) instead of in pandas.
 Why a scan: segment, stage and tier need only a handful of sums and counts per customer, so the engine reduces
 the partner's transactions and events to one row per customer and pandas only ever holds that. The rules that
 turn the aggregates into groups are shared with the pandas path (:func:`derive_groups`), so both paths place
-every customer in the same group; money is summed exactly (``DECIMAL``), which both engines agree on.
+every customer in the same group; money is summed exactly (``DECIMAL``), which both engines agree on. The window
+sums are ``SUM(...) FILTER (WHERE ...)`` rather than a ``CASE`` per row (no projection of every row's amount;
+a missing amount or no row in the window is a NULL sum, read as 0 by the outer ``COALESCE``).
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ def customer_scan(rules: FeatureRules, *, attributes: bool = False) -> Scan:
     order = "\nORDER BY c.customer_id" if attributes else ""
     sql = f"""
 WITH tx AS (
-  SELECT customer_id, timestamp AS ts, CAST(COALESCE(amount, 0) AS {MONEY}) AS amount
+  SELECT customer_id, timestamp AS ts, amount
   FROM transactions WHERE timestamp < {timestamp_literal(as_of)}
 ), t AS (
   SELECT customer_id,
     COUNT(*) AS purchases,
     COUNT(*) FILTER (WHERE ts >= {window_start}) AS f_window,
-    SUM(CASE WHEN ts >= {window_start} THEN amount ELSE CAST(0 AS {MONEY}) END) AS spend_now,
-    SUM(CASE WHEN ts < {window_start} AND ts >= {prev_start} THEN amount ELSE CAST(0 AS {MONEY}) END) AS spend_prev,
+    SUM(CAST(amount AS {MONEY})) FILTER (WHERE ts >= {window_start}) AS spend_now,
+    SUM(CAST(amount AS {MONEY})) FILTER (WHERE ts < {window_start} AND ts >= {prev_start}) AS spend_prev,
 {recent}
   FROM tx GROUP BY customer_id
 ), e AS (

@@ -46,3 +46,27 @@ def test_a_column_flagged_in_one_batch_only_is_declared(tmp_path, monkeypatch):
     _, findings = protection.init_partner(folder)
     memo = [f for f in findings if f.where == "transactions.memo"]
     assert len(memo) == 1 and memo[0].kind == "email" and memo[0].share == 1.0
+
+
+def test_a_large_table_is_scanned_in_row_groups_spread_over_it(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fedinsight.privacy import pii_stream
+
+    folder = _folder(tmp_path)
+    frame = pd.read_parquet(folder / "transactions.parquet")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "transactions.parquet",
+                   row_group_size=500)  # 6 row groups; the e-mails fill the last three
+    seen: dict[str, int] = {}
+    original = pii_stream.scan_table
+
+    def counting(table, frame, **kwargs):  # noqa: ANN001, ANN202
+        seen[table] = seen.get(table, 0) + len(frame)
+        return original(table, frame, **kwargs)
+
+    monkeypatch.setattr(pii_stream, "scan_table", counting)
+    monkeypatch.setattr(protection, "INIT_MAX_ROWS", 1_000)
+    _, findings = protection.init_partner(folder)
+    assert seen["transactions"] == 1_000 and seen["customers"] == 1_000  # groups 0 and 3 of 6; customers whole
+    assert "transactions.memo" in {f.where for f in findings}
