@@ -54,7 +54,10 @@ def _cast(column: str, kind: str, source: str = "varchar") -> str:
     the group-by time at 3 M rows); text from CSV is parsed."""
     quoted = f'"{column}"'
     if column == CUSTOMER_KEY:  # trimmed, as the tokenizer trims: " 42" and "42" are one customer
-        return f"TRIM(CAST({quoted} AS VARCHAR))"
+        # only the ids that need it: TRIM builds a new string for every row (at 10 M rows the projection took
+        # 2.9 s of a 7 s query, the test below ~0.3 s); LIKE with one wildcard is a prefix/suffix check
+        text = f"CAST({quoted} AS VARCHAR)"
+        return f"CASE WHEN {text} LIKE ' %' OR {text} LIKE '% ' THEN TRIM({text}) ELSE {text} END"
     if kind == "int":
         return (f"CAST({quoted} AS BIGINT)" if source in _INTEGERS
                 else f"CAST(ROUND(CAST({quoted} AS DOUBLE)) AS BIGINT)")
