@@ -18,6 +18,7 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.data.schema import EVENTS, FUNNEL_STAGES, TRANSACTIONS, PartnerData, TableSpec
+from fedinsight.federation.scan import naive_utc
 
 RFM_SEGMENTS: tuple[str, ...] = ("champions", "loyal", "potential", "at_risk", "hibernating")
 LIFECYCLE_STAGES: tuple[str, ...] = ("non_brand", "aware", "interested", "purchased", "loyal")
@@ -113,10 +114,7 @@ class FeatureRules:
 
 
 def _utc_seconds(date: str) -> int:
-    stamp = pd.Timestamp(date)
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return int(stamp.to_datetime64().astype("datetime64[s]").astype(np.int64))
+    return int(naive_utc(date).to_datetime64().astype("datetime64[s]").astype(np.int64))
 
 
 UTC_ZONE = "UTC"

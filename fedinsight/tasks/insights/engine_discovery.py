@@ -27,8 +27,7 @@ from fedinsight.federation.task import Partner
 from fedinsight.tasks.insights import discovery
 from fedinsight.tasks.insights.customer_features import FeatureRules
 from fedinsight.tasks.insights.customer_scan import people_sql
-
-_SECONDS = "CAST(date_diff('second', TIMESTAMP '1970-01-01 00:00:00', r.timestamp) AS BIGINT)"
+from fedinsight.tasks.insights.engine_features import SECONDS
 
 
 def _literal(text: str) -> str:
@@ -70,7 +69,7 @@ def first_keys_scan(table: str, column: str, allowed: list[str], k: int, rules: 
     """Customers per allowed value among their first ``k`` distinct allowed values in time (see the module)."""
     listed = ", ".join(_literal(v) for v in allowed)
     sql = (f"WITH people AS ({people_sql(rules)}), firsts AS (\n"
-           f"  SELECT p.cust, {_value(column, 'r')} AS value, MIN({_SECONDS}) AS ts\n"
+           f"  SELECT p.cust, {_value(column, 'r')} AS value, MIN({SECONDS}) AS ts\n"
            f"  FROM {table} AS r JOIN people AS p ON r.customer_id = p.customer_id\n"
            f"  WHERE {_rows_filter(table, rules)} AND {_value(column, 'r')} IN ({listed})\n"
            f"  GROUP BY p.cust, {_value(column, 'r')}\n"
