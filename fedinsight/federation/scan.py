@@ -38,6 +38,11 @@ class Scan:
     """Remove the result's ``customer_id`` instead of tokenizing it: a row-level scan numbers customers itself
     (``ROW_NUMBER() OVER (ORDER BY customer_id)``), and tokenizing every row would cost far more than the scan."""
 
+    keep: tuple[str, ...] = ()
+    """When set, only these columns of the result come back (those it has; ``customer_id`` too unless
+    ``drop_ids``): a row-level scan selecting ``r.*`` leaves the columns its queries do not read in the engine
+    instead of handing every row's text to pandas."""
+
     def __post_init__(self) -> None:
         unknown = sorted(set(self.tables) - set(CANONICAL_TABLES))
         if unknown:

@@ -56,20 +56,24 @@ def events_scan(rules: FeatureRules) -> Scan:
     return Scan("insights.event_rows", sql, ("customers", "events"), drop_ids=True)
 
 
-def transactions_scan(rules: FeatureRules, cap: int) -> Scan:
-    """Per in-scope customer, the transactions before ``as_of`` that can be among its first ``cap`` in time."""
+def transactions_scan(rules: FeatureRules, cap: int, columns: Sequence[str] = ()) -> Scan:
+    """Per in-scope customer, the transactions before ``as_of`` that can be among its first ``cap`` in time; only
+    ``columns`` of them (and the customer's number and time) when given -- the group-bys' keys and values: at 100 M
+    transactions the capped rows' other text columns took ~2 GB of pandas memory for nothing."""
     sql = (f"WITH people AS ({people_sql(rules)}), ranked AS (\n"
            f"  SELECT p.cust, {SECONDS} AS ts, r.*, RANK() OVER (PARTITION BY p.cust ORDER BY r.timestamp) AS "
            "row_rank\n"
            "  FROM transactions AS r JOIN people AS p ON r.customer_id = p.customer_id\n"
            f"  WHERE r.timestamp < {_as_of(rules)}\n"
            f") SELECT * FROM ranked WHERE row_rank <= {int(cap)}")
-    return Scan("insights.transaction_rows", sql, ("customers", "transactions"), drop_ids=True)
+    keep = ("cust", "ts", "row_rank", *columns) if columns else ()
+    return Scan("insights.transaction_rows", sql, ("customers", "transactions"), drop_ids=True, keep=keep)
 
 
-def _row_needs(queries: Sequence[dict[str, Any]]) -> tuple[bool, int]:
-    """(whether any query reads event rows, the largest row cap of a group-by over transactions; 0: none)."""
-    events, cap = False, 0
+def _row_needs(queries: Sequence[dict[str, Any]]) -> tuple[bool, int, tuple[str, ...]]:
+    """(whether any query reads event rows, the largest row cap of a group-by over transactions (0: none), the
+    columns those group-bys name: keys and value)."""
+    events, cap, columns = False, 0, set()
     for query in queries:
         kind, params = str(query.get("kind")), dict(query.get("params") or {})
         table = params.get("table")
@@ -77,7 +81,11 @@ def _row_needs(queries: Sequence[dict[str, Any]]) -> tuple[bool, int]:
         if kind == "group_by" and table == "transactions":
             value = params.get("max_rows_per_customer", 10)
             cap = max(cap, value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1)
-    return events, cap
+            keys = params.get("group_by") or []
+            columns |= {str(k) for k in (keys if isinstance(keys, list) else [keys])}
+            if params.get("value"):
+                columns.add(str(params["value"]))
+    return events, cap, tuple(sorted(columns))
 
 
 def _rows(frame: pd.DataFrame | None, spec_empty: pd.DataFrame) -> Rows:
@@ -89,12 +97,12 @@ def _rows(frame: pd.DataFrame | None, spec_empty: pd.DataFrame) -> Rows:
 
 def engine_features(partner: Partner, rules: FeatureRules, queries: Sequence[dict[str, Any]]) -> Features:
     """The batch's :class:`Features`, computed by the partner's engine (see the module docstring)."""
-    wants_events, cap = _row_needs(queries)
+    wants_events, cap, columns = _row_needs(queries)
     scans = [customer_scan(rules, attributes=True)]
     if wants_events:
         scans.append(events_scan(rules))
     if cap:
-        scans.append(transactions_scan(rules, cap))
+        scans.append(transactions_scan(rules, cap, columns or ("timestamp",)))
     results = partner.scans(scans)
     frame = results[0]
     event_rows = results[1] if wants_events else None
