@@ -14,8 +14,10 @@ process so its peak RSS is its own, and prints one JSON object with the figures 
 - ``direct_duckdb``: the same aggregates written directly in DuckDB SQL on ``read_parquet`` (no views, no
   consent join, float sums): the physical limit the engine is held against (goal: engine >= 0.5x its speed);
 - ``propensity_scan``: the propensity features' scan, end to end;
-- ``paired``: ``engine_query`` and ``direct_duckdb`` alternately in one process, best of 3 each (the machine is
-  shared: separate processes see different loads); ``engine_speed_vs_direct_duckdb`` comes from here;
+- ``paired``: ``engine_query``, ``direct_duckdb`` and the direct query giving the engine scan's whole result
+  (:func:`direct_same_sql`: every customer, zeros included, and the events' funnel flags; still no consent, no
+  trimming, float sums) alternately in one process, best of 3 each (the machine is shared: separate processes
+  see different loads); ``engine_speed_vs_direct_duckdb`` and ``..._same_result`` come from here;
 - ``pandas``: today's path, ``PartnerView.tables()`` + ``customer_features`` (only up to ``--pandas-max-rows``);
 - ``imports``: the same modules imported, nothing computed (every peak RSS includes this floor: torch, flwr ...).
 """
@@ -98,6 +100,35 @@ def direct_sql(folder: str) -> str:
             f"FROM read_parquet('{pattern}') WHERE timestamp < TIMESTAMP '{AS_OF}' GROUP BY customer_id")
 
 
+def direct_same_sql(folder: str) -> str:
+    """The engine scan's *result* written directly in DuckDB SQL on the files: every customer of the customers
+    file (zeros for those without purchases), the same transaction aggregates (float sums) and the funnel
+    awareness/interest from the events file when there is one -- but no consent, no erasure, no trimming, no
+    exact money. The fair "same query" for ``engine_speed_vs_direct_duckdb_same_result``; :func:`direct_sql` (the
+    transaction aggregates alone, only customers with purchases) is kept for comparison with earlier runs."""
+    root = Path(folder)
+
+    def source(name: str) -> str:
+        flat = root / f"{name}.parquet"
+        if flat.is_file():
+            return f"read_parquet('{flat}')"
+        if (root / name).is_dir():
+            return f"read_parquet('{root / name / '**' / '*.parquet'}')"
+        return f"read_csv('{root / (name + '.csv')}', header = true, all_varchar = true)"
+
+    events = (root / "events.parquet").is_file() or (root / "events").is_dir()
+    e_cte = (f", e AS (SELECT customer_id, COUNT(*) AS aware, COUNT(*) FILTER (WHERE stage <> 'exposure') AS "
+             f"interested FROM {source('events')} WHERE timestamp < TIMESTAMP '{AS_OF}' AND stage IN ('exposure', "
+             "'click', 'participate', 'convert') GROUP BY customer_id)") if events else ""
+    e_cols = ", COALESCE(e.aware, 0) AS aware, COALESCE(e.interested, 0) AS interested" if events else ""
+    e_join = " LEFT JOIN e ON c.customer_id = e.customer_id" if events else ""
+    return (f"WITH t AS ({direct_sql(folder)}){e_cte} SELECT c.customer_id, COALESCE(t.purchases, 0) AS purchases, "
+            "COALESCE(t.f_window, 0) AS f_window, COALESCE(t.spend_now, 0) AS spend_now, "
+            "COALESCE(t.spend_prev, 0) AS spend_prev, COALESCE(t.r30, 0) AS r30, COALESCE(t.r90, 0) AS r90, "
+            f"COALESCE(t.r365, 0) AS r365{e_cols} FROM {source('customers')} AS c "
+            f"LEFT JOIN t ON c.customer_id = t.customer_id{e_join}")
+
+
 def measure(kind: str, folder: str, memory: str) -> dict[str, float]:
     """One measurement in this process (run by the parent in a child of its own)."""
     from fedinsight.partner.engine import EngineSettings
@@ -160,7 +191,7 @@ def measure(kind: str, folder: str, memory: str) -> dict[str, float]:
         con = duckdb.connect(config={"memory_limit": memory} if memory else {})
         with open_engine(settings, Path(folder) / ".fedinsight" / "engine-tmp" / "bench") as engine:
             prepare(engine, view.sources(), view.policy, "analytics", erasure_register(view.policy.register_url))
-            engine_times, direct_times = [], []
+            engine_times, direct_times, same_times = [], [], []
             for _ in range(int(os.environ.get("SCALE_REPEATS", REPEATS))):
                 t = time.perf_counter()
                 engine.query(customer_scan(rules).sql)
@@ -168,9 +199,14 @@ def measure(kind: str, folder: str, memory: str) -> dict[str, float]:
                 t = time.perf_counter()
                 con.sql(direct_sql(folder)).to_arrow_table()
                 direct_times.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                con.sql(direct_same_sql(folder)).to_arrow_table()
+                same_times.append(time.perf_counter() - t)
         out["engine_query_best_seconds"] = round(min(engine_times), 3)
         out["direct_duckdb_best_seconds"] = round(min(direct_times), 3)
+        out["direct_duckdb_same_result_best_seconds"] = round(min(same_times), 3)
         out["engine_speed_vs_direct_duckdb"] = round(min(direct_times) / min(engine_times), 2)
+        out["engine_speed_vs_direct_duckdb_same_result"] = round(min(same_times) / min(engine_times), 2)
     elif kind == "imports":  # the same modules, nothing computed: the floor every peak RSS includes
         out["customers_out"] = 0
     elif kind == "pandas":
@@ -207,8 +243,8 @@ def child(kind: str, folder: Path, memory: str) -> dict[str, float]:
     return result
 
 
-def _ratio(results: dict) -> float | None:
-    return results.get("paired", {}).get("engine_speed_vs_direct_duckdb")
+def _ratio(results: dict, key: str = "engine_speed_vs_direct_duckdb") -> float | None:
+    return results.get("paired", {}).get(key)
 
 
 def main() -> None:
@@ -249,6 +285,8 @@ def main() -> None:
         print(json.dumps({"rows": sizes.get("transactions"), "customers": sizes.get("customers"),
                           "data": str(args.data), "engine_memory": args.memory, **results,
                           "engine_speed_vs_direct_duckdb": _ratio(results),
+                          "engine_speed_vs_direct_duckdb_same_result": _ratio(
+                              results, "engine_speed_vs_direct_duckdb_same_result"),
                           "cores": os.cpu_count()}, indent=2))
         return
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fedinsight-scale-"))
@@ -263,6 +301,8 @@ def main() -> None:
         print(json.dumps({"rows": args.rows, "customers": max(args.rows // 20, 100), "engine_memory": args.memory,
                           "write_seconds": written, **results,
                           "engine_speed_vs_direct_duckdb": _ratio(results),
+                          "engine_speed_vs_direct_duckdb_same_result": _ratio(
+                              results, "engine_speed_vs_direct_duckdb_same_result"),
                           "cores": os.cpu_count()}, indent=2))
     finally:
         if args.out is None:

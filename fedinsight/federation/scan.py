@@ -38,6 +38,11 @@ class Scan:
     """Remove the result's ``customer_id`` instead of tokenizing it: a row-level scan numbers customers itself
     (``ROW_NUMBER() OVER (ORDER BY customer_id)``), and tokenizing every row would cost far more than the scan."""
 
+    keep: tuple[str, ...] = ()
+    """When set, only these columns of the result come back (those it has; ``customer_id`` too unless
+    ``drop_ids``): a row-level scan selecting ``r.*`` leaves the columns its queries do not read in the engine
+    instead of handing every row's text to pandas."""
+
     def __post_init__(self) -> None:
         unknown = sorted(set(self.tables) - set(CANONICAL_TABLES))
         if unknown:
@@ -58,9 +63,15 @@ def read_tables(sql: str) -> set[str]:
     return {t.name for t in tree.find_all(exp.Table) if t.name and t.name not in ctes}
 
 
-def timestamp_literal(value: str | pd.Timestamp) -> str:
-    """A naive-UTC timestamp literal both engines read the same way (``TIMESTAMP '2026-01-01 00:00:00'``)."""
+def naive_utc(value: str | pd.Timestamp) -> pd.Timestamp:
+    """``value`` as a naive timestamp in UTC, the canonical schema's form (an offset or zone is converted, a naive
+    value is taken as UTC already): the one conversion the scans and the pandas path's rules share."""
     stamp = pd.Timestamp(value)
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return f"TIMESTAMP '{stamp:%Y-%m-%d %H:%M:%S}'"
+    return stamp
+
+
+def timestamp_literal(value: str | pd.Timestamp) -> str:
+    """A naive-UTC timestamp literal both engines read the same way (``TIMESTAMP '2026-01-01 00:00:00'``)."""
+    return f"TIMESTAMP '{naive_utc(value):%Y-%m-%d %H:%M:%S}'"

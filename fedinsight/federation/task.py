@@ -106,6 +106,11 @@ class Partner(Protocol):
         """Several scans over one preparation of the protected tables (consent and erasure applied once)."""
         ...
 
+    def columns(self) -> dict[str, list[str]]:
+        """The canonical tables the partner holds and the canonical columns of each that its protected tables keep
+        (schema only: no table is read whole)."""
+        ...
+
     def timezone(self) -> str:
         """The partner's own time zone (its mapping's), UTC when it declares none."""
         ...

@@ -84,6 +84,7 @@ class PartnerSide:
                                 mapping_file=self.settings.get("mapping"), rates=rates, name=self.partner_id,
                                 engine=EngineSettings.from_node(self.settings))
         self._data: PartnerData | None = None
+        self._customers: int | None = None
 
     # the Partner protocol
     def data(self) -> PartnerData:
@@ -105,6 +106,9 @@ class PartnerSide:
 
     def scans(self, scans: list[Scan]) -> list[pd.DataFrame]:
         return self.view.scans(scans)
+
+    def columns(self) -> dict[str, list[str]]:
+        return self.view.columns()
 
     def timezone(self) -> str:
         return self.view.timezone
@@ -139,8 +143,12 @@ class PartnerSide:
         return gate
 
     def customer_count(self) -> int:
-        """How many customers this job's data holds (after consent and erasure): what the delta rule protects."""
-        return self.data().num_customers
+        """How many customers this job's data holds (after consent and erasure): what the delta rule protects.
+        Counted by the engine (no table is loaded), once per message: the gate asks in hello and on every spend,
+        and the next message counts again (a consent change or an erasure takes effect then)."""
+        if self._customers is None:
+            self._customers = self._data.num_customers if self._data is not None else self.view.count_customers()
+        return self._customers
 
 
 def open_partner(folder: str | Path, purpose: str, *, policy_file: str | Path | None = None,

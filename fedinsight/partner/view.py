@@ -48,7 +48,7 @@ from fedinsight.data.mapping import PartnerMapping, find_mapping
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.scan import Scan
 from fedinsight.partner.engine import EngineSettings, FrameTable, Source
-from fedinsight.partner.engine.runner import run_scans
+from fedinsight.partner.engine.runner import run_raw_ids, run_scans, run_schema
 from fedinsight.partner.engine.sources import database_sources, folder_sources
 from fedinsight.partner.engine.sql_stream import database_tables
 from fedinsight.partner.protection import (
@@ -61,6 +61,11 @@ from fedinsight.partner.protection import (
 )
 from fedinsight.privacy.consent import PURPOSES, erasure_register
 from fedinsight.privacy.tokenize import Tokenizer
+
+CUSTOMER_COUNT = Scan("partner.customer_count", "SELECT COUNT(DISTINCT customer_id) AS customers FROM customers",
+                      ("customers",))
+"""The customers a purpose may use: the engine's ``customers`` relation is the in-scope customers (the customers
+table semi-joined on consent and erasure, or the ids of the people tables when there is none)."""
 
 _CACHE: OrderedDict[tuple[str, str, str, str], ProtectedPartner] = OrderedDict()
 # A deployed SuperNode serves one partner; a simulation's Ray actor serves every partner in turn, round after
@@ -141,6 +146,17 @@ class PartnerView:
         return run_scans(scans, self.sources(), self.engine, self.policy, self.purpose,
                          erasure_register(self.policy.register_url), rate=rate)
 
+    def columns(self) -> dict[str, list[str]]:
+        """The canonical tables the partner holds and the canonical columns its protected tables keep (schema only:
+        the sources' headers and a PII sample are read, no table whole)."""
+        return run_schema(self.sources(), self.engine, self.policy)
+
+    def count_customers(self) -> int:
+        """How many customers this purpose may use (consent and erasure applied): one ``COUNT(DISTINCT)`` in the
+        engine, the number :attr:`PartnerData.num_customers` gives on :meth:`tables`."""
+        result = self.scan(CUSTOMER_COUNT)
+        return int(result["customers"].iloc[0])
+
     @property
     def timezone(self) -> str:
         """The partner's own time zone (its mapping's; UTC when it declares none), as ``tables().meta`` holds it."""
@@ -149,9 +165,11 @@ class PartnerView:
     def identities(self, tokens: pd.Series) -> pd.Series:
         """The partner's own customer ids for tokens of its customers: only ever on the partner, for its own
         exports (scores, target lists). Unknown tokens become missing values."""
-        mapping = self.mapping.path if self.mapping is not None else None
-        raw = next(iter(load_partner_folder(self.folder, mapping=mapping).values()))
-        ids = customer_ids(raw).astype("string")
+        if self.mapping is not None:  # the mapping's transforms are pandas code: read through them
+            raw = next(iter(load_partner_folder(self.folder, mapping=self.mapping.path).values()))
+            ids = customer_ids(raw).astype("string")
+        else:  # the ids alone, read by the engine
+            ids = run_raw_ids(self.sources(), self.engine, self.policy)
         mapping = dict(zip(Tokenizer(self.policy.tokenization_ring()).tokenize(ids), ids, strict=True))
         return pd.Series(tokens).astype("string").map(mapping)
 

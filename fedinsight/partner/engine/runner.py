@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from fedinsight.federation.scan import Scan
-from fedinsight.partner.engine.relations import prepare
+from fedinsight.partner.engine.base import Engine
+from fedinsight.partner.engine.relations import prepare, raw_ids, schema
 from fedinsight.partner.engine.settings import EngineSettings, open_engine
 from fedinsight.partner.engine.sources import Source
 from fedinsight.partner.protection import CUSTOMER_KEY, ProtectionPolicy
@@ -37,12 +38,14 @@ def run_scans(scans: Sequence[Scan], sources: Mapping[str, Source], settings: En
     temp = (temp_root or policy.state_dir) / "engine-tmp" / uuid.uuid4().hex[:12]
     results = []
     # one memo for the scope's tokens and the results': a customer's HMAC is computed once (at 5 M customers the
-    # second pass was as long as the scan itself)
-    tokenizer = Tokenizer(policy.tokenization_ring(), memo=True)
+    # second pass was as long as the scan itself). Without erasures the scope tokenizes nobody, and a memo of
+    # millions of ids would only hold memory (~1 GB at 5 M customers)
+    several = sum(1 for scan in scans if not scan.drop_ids) > 1
+    tokenizer = Tokenizer(policy.tokenization_ring(), memo=several or bool(register.key_ids()))
     with open_engine(settings, temp) as engine:
         prepare(engine, sources, policy, purpose, register, rate, tokenizer)
         for scan in scans:
-            results.append(engine.query(scan.sql, (CUSTOMER_KEY,) if scan.drop_ids else ()))
+            results.append(engine.query(_kept(engine, scan), (CUSTOMER_KEY,) if scan.drop_ids else ()))
     for scan, result in zip(scans, results, strict=True):
         if CUSTOMER_KEY in result.columns:
             if scan.drop_ids:
@@ -50,3 +53,29 @@ def run_scans(scans: Sequence[Scan], sources: Mapping[str, Source], settings: En
             else:
                 result[CUSTOMER_KEY] = tokenizer.tokenize(result[CUSTOMER_KEY].astype("string")).to_numpy(dtype=object)
     return results
+
+
+def _kept(engine: Engine, scan: Scan) -> str:
+    """``scan``'s SQL, narrowed to its ``keep`` columns when it names some (selected in the engine, so the others
+    are never read or materialised)."""
+    if not scan.keep:
+        return scan.sql
+    engine.create_view("scan_result", scan.sql)
+    columns = [c for c in engine.columns("scan_result") if c in scan.keep or c == CUSTOMER_KEY]
+    return "SELECT " + ", ".join(f'"{c}"' for c in columns) + " FROM scan_result"
+
+
+def run_schema(sources: Mapping[str, Source], settings: EngineSettings, policy: ProtectionPolicy, *,
+               temp_root: Path | None = None) -> dict[str, list[str]]:
+    """The partner's canonical tables and the columns its protected tables hold (:func:`.relations.schema`)."""
+    temp = (temp_root or policy.state_dir) / "engine-tmp" / uuid.uuid4().hex[:12]
+    with open_engine(settings, temp) as engine:
+        return schema(engine, sources, policy)
+
+
+def run_raw_ids(sources: Mapping[str, Source], settings: EngineSettings, policy: ProtectionPolicy, *,
+                temp_root: Path | None = None) -> pd.Series:
+    """The partner's own customer ids, once each (:func:`.relations.raw_ids`): on the partner only."""
+    temp = (temp_root or policy.state_dir) / "engine-tmp" / uuid.uuid4().hex[:12]
+    with open_engine(settings, temp) as engine:
+        return raw_ids(engine, sources)

@@ -21,9 +21,9 @@ from fedinsight.federation.messages import config_of, reply
 from fedinsight.federation.task import Partner, phase_of
 from fedinsight.privacy.allocation import QueryNoise, query_noise
 from fedinsight.privacy.mechanisms import gaussian, laplace
-from fedinsight.tasks.insights import discovery
+from fedinsight.tasks.insights import discovery, engine_discovery
 from fedinsight.tasks.insights.aggregates import LocalAggregate, compute
-from fedinsight.tasks.insights.customer_features import FeatureRules, Features, customer_features, partner_zone
+from fedinsight.tasks.insights.customer_features import FeatureRules, Features, checked_zone, customer_features
 from fedinsight.tasks.insights.engine_features import engine_features
 
 RESULTS = "results"
@@ -38,8 +38,9 @@ def table_columns(data: PartnerData) -> dict[str, list[str]]:
 
 
 def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
-    data = partner.data()
-    return {"tables": json.dumps(table_columns(data), sort_keys=True), "timezone": partner_zone(data)}
+    """Schema only, read through the partner's engine (its tables' headers and a PII sample; no table whole)."""
+    return {"tables": json.dumps(partner.columns(), sort_keys=True),
+            "timezone": checked_zone(partner.timezone(), partner.partner_id)}
 
 
 def _noise(query: dict[str, Any]) -> QueryNoise:
@@ -116,5 +117,5 @@ def _discover(msg: Message, partner: Partner, config: dict[str, Any]) -> Message
     event = discovery.charged_event(noise, float(wire["max_delta"]))  # the threshold's delta too, as sent
     partner.gate.spend(str(config["job-id"]), [event], job_epsilon=float(config["epsilon-job"]),
                        job_delta=float(wire["delta"]), kind="query", description=f"insights key discovery: {names}")
-    found = discovery.discover(partner.data(), wire)
+    found = engine_discovery.discover(partner, wire)
     return reply(msg, **{discovery.RECORD: ConfigRecord({discovery.RECORD: discovery.reply_text(found)})})

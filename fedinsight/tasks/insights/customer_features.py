@@ -18,6 +18,7 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.data.schema import EVENTS, FUNNEL_STAGES, TRANSACTIONS, PartnerData, TableSpec
+from fedinsight.federation.scan import naive_utc
 
 RFM_SEGMENTS: tuple[str, ...] = ("champions", "loyal", "potential", "at_risk", "hibernating")
 LIFECYCLE_STAGES: tuple[str, ...] = ("non_brand", "aware", "interested", "purchased", "loyal")
@@ -113,10 +114,7 @@ class FeatureRules:
 
 
 def _utc_seconds(date: str) -> int:
-    stamp = pd.Timestamp(date)
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return int(stamp.to_datetime64().astype("datetime64[s]").astype(np.int64))
+    return int(naive_utc(date).to_datetime64().astype("datetime64[s]").astype(np.int64))
 
 
 UTC_ZONE = "UTC"
@@ -348,10 +346,14 @@ def recency_days(rules: FeatureRules) -> tuple[int, ...]:
 
 def partner_zone(data: PartnerData) -> str:
     """The partner's own time zone from its data view (``meta["timezone"]``), UTC when it states none."""
-    zone = str(data.meta.get("timezone") or UTC_ZONE)
+    return checked_zone(str(data.meta.get("timezone") or UTC_ZONE), data.partner_id)
+
+
+def checked_zone(zone: str, partner_id: str) -> str:
+    """``zone`` as an IANA name (a "local" zone read as UTC); an unknown one is a ConfigError naming the partner."""
     try:
         return check_zone(zone) if zone != LOCAL else UTC_ZONE
     except ValueError as exc:
-        raise ConfigError(f"partner {data.partner_id}: {exc}") from None
+        raise ConfigError(f"partner {partner_id}: {exc}") from None
 
 

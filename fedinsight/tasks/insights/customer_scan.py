@@ -4,7 +4,9 @@ computed where the partner's rows lie (DuckDB or Spark) instead of in pandas.
 Why a scan: segment, stage and tier need only a handful of sums and counts per customer, so the engine reduces
 the partner's transactions and events to one row per customer and pandas only ever holds that. The rules that
 turn the aggregates into groups are shared with the pandas path (:func:`derive_groups`), so both paths place
-every customer in the same group; money is summed exactly (``DECIMAL``), which both engines agree on.
+every customer in the same group; money is summed exactly (``DECIMAL``), which both engines agree on. The window
+sums are ``SUM(...) FILTER (WHERE ...)`` rather than a ``CASE`` per row (no projection of every row's amount;
+a missing amount or no row in the window is a NULL sum, read as 0 by the outer ``COALESCE``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fedinsight.data.schema import FUNNEL_STAGES
-from fedinsight.federation.scan import MONEY, Scan, timestamp_literal
+from fedinsight.federation.scan import MONEY, Scan, naive_utc, timestamp_literal
 from fedinsight.tasks.insights.customer_features import FeatureRules, Features, derive_groups, recency_days
 
 AGGREGATES: tuple[str, ...] = ("purchases", "f_window", "spend_now", "spend_prev", "rfm", "lifecycle", "tier_now",
@@ -27,9 +29,7 @@ def customer_scan(rules: FeatureRules, *, attributes: bool = False) -> Scan:
 
     ``attributes``: also every column of the customers table (region, age ...: a group-by joins them) and the
     customers in the order of their raw ids, the order :func:`people_sql` numbers them in."""
-    as_of = pd.Timestamp(rules.as_of)
-    if as_of.tzinfo is not None:
-        as_of = as_of.tz_convert("UTC").tz_localize(None)
+    as_of = naive_utc(rules.as_of)
     day = pd.Timedelta(days=1)
     window_start = timestamp_literal(as_of - rules.window_days * day)
     prev_start = timestamp_literal(as_of - 2 * rules.window_days * day)
@@ -41,14 +41,14 @@ def customer_scan(rules: FeatureRules, *, attributes: bool = False) -> Scan:
     order = "\nORDER BY c.customer_id" if attributes else ""
     sql = f"""
 WITH tx AS (
-  SELECT customer_id, timestamp AS ts, CAST(COALESCE(amount, 0) AS {MONEY}) AS amount
+  SELECT customer_id, timestamp AS ts, amount
   FROM transactions WHERE timestamp < {timestamp_literal(as_of)}
 ), t AS (
   SELECT customer_id,
     COUNT(*) AS purchases,
     COUNT(*) FILTER (WHERE ts >= {window_start}) AS f_window,
-    SUM(CASE WHEN ts >= {window_start} THEN amount ELSE CAST(0 AS {MONEY}) END) AS spend_now,
-    SUM(CASE WHEN ts < {window_start} AND ts >= {prev_start} THEN amount ELSE CAST(0 AS {MONEY}) END) AS spend_prev,
+    SUM(CAST(amount AS {MONEY})) FILTER (WHERE ts >= {window_start}) AS spend_now,
+    SUM(CAST(amount AS {MONEY})) FILTER (WHERE ts < {window_start} AND ts >= {prev_start}) AS spend_prev,
 {recent}
   FROM tx GROUP BY customer_id
 ), e AS (
@@ -75,8 +75,11 @@ def people_sql(rules: FeatureRules) -> str:
             f"FROM customers{consent}")
 
 
-def aggregates_from_scan(frame: pd.DataFrame, rules: FeatureRules) -> pd.DataFrame:
-    """The scan's result as the per-customer table of :data:`AGGREGATES`, groups placed by the shared rules."""
+def groups_from_scan(frame: pd.DataFrame, rules: FeatureRules) -> dict[str, np.ndarray]:
+    """The scan's per-customer counts and sums as arrays, with the groups placed by the rules the pandas path uses
+    (:func:`derive_groups`): purchases, f_window, spend_now, spend_prev, rfm, lifecycle, tier_now, tier_prev --
+    :data:`AGGREGATES`, in the scan's row order. Shared by the batch (:mod:`.engine_features`) and the comparison
+    table (:func:`aggregates_from_scan`)."""
     def ints(column: str) -> np.ndarray:
         return frame[column].to_numpy(dtype=np.int64)
 
@@ -86,9 +89,18 @@ def aggregates_from_scan(frame: pd.DataFrame, rules: FeatureRules) -> pd.DataFra
     recent = {d: ints(f"recent_{d}") > 0 for d in recency_days(rules)}
     rfm, lifecycle, tier_now, tier_prev = derive_groups(rules, purchases, f_window, recent, ints("aware") > 0,
                                                         ints("interested") > 0, spend_now, spend_prev)
-    out = pd.DataFrame({"purchases": purchases, "f_window": f_window, "spend_now": spend_now,
-                        "spend_prev": spend_prev, "rfm": rfm, "lifecycle": lifecycle, "tier_now": tier_now,
-                        "tier_prev": tier_prev}, index=pd.Index(frame["customer_id"].astype(str), name="customer_id"))
+    return {"purchases": purchases, "f_window": f_window, "spend_now": spend_now, "spend_prev": spend_prev,
+            "rfm": rfm, "lifecycle": lifecycle, "tier_now": tier_now, "tier_prev": tier_prev}
+
+
+SCAN_ONLY: tuple[str, ...] = ("aware", "interested")
+"""Columns of the scan that only feed the groups (with the ``recent_<days>`` flags of :func:`recency_days`)."""
+
+
+def aggregates_from_scan(frame: pd.DataFrame, rules: FeatureRules) -> pd.DataFrame:
+    """The scan's result as the per-customer table of :data:`AGGREGATES`, groups placed by the shared rules."""
+    out = pd.DataFrame(groups_from_scan(frame, rules),
+                       index=pd.Index(frame["customer_id"].astype(str), name="customer_id"))
     return out.sort_index()
 
 

@@ -129,7 +129,8 @@ def parse_reply(text: str) -> dict[str, list[list[Any]]]:
 
 # --- the partner ---------------------------------------------------------------------------------------
 
-def _value_ok(value: Any) -> bool:
+def value_ok(value: Any) -> bool:
+    """A value discovery may release (see :data:`_KEY`)."""
     return isinstance(value, str) and value not in (OTHER, PLACEHOLDER) and _KEY.fullmatch(value) is not None
 
 
@@ -152,7 +153,7 @@ def local_counts(features: Features, dimensions: Sequence[dict[str, Any]], k: in
                 continue
             values, cust, ts, cap = rows.frame[column], rows.cust, rows.ts, k
         raw = values.astype("string").to_numpy(dtype=object, na_value=None)
-        uniques, codes = np.unique(np.array([v if _value_ok(v) else "" for v in raw], dtype=object),
+        uniques, codes = np.unique(np.array([v if value_ok(v) else "" for v in raw], dtype=object),
                                    return_inverse=True)
         ok = np.array([u != "" for u in uniques])[codes] if len(codes) else np.zeros(0, dtype=bool)
         cust, codes, ts = np.asarray(cust)[ok], np.asarray(codes)[ok], np.asarray(ts)[ok]
@@ -163,8 +164,8 @@ def local_counts(features: Features, dimensions: Sequence[dict[str, Any]], k: in
     return out
 
 
-def discover(data: PartnerData, wire: dict[str, Any]) -> dict[str, list[list[Any]]]:
-    """This partner's key-discovery release: per dimension, the values whose noisy count clears the threshold."""
+def dimensions_of(wire: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """The wire's dimensions (each a known vocabulary on its own column) and the per-customer key cap ``k``."""
     dimensions = wire.get("dimensions")
     if not isinstance(dimensions, list) or not dimensions:
         raise ConfigError("key discovery needs a non-empty list of dimensions")
@@ -173,10 +174,22 @@ def discover(data: PartnerData, wire: dict[str, Any]) -> dict[str, list[list[Any
                                                                                                d.get("column"))]
     if unknown:
         raise ConfigError(f"key discovery of unknown dimension(s) {unknown}")
-    k = int(wire["max_keys_per_customer"])
-    noise = query_noise(str(wire["noise"]["mechanism"]), wire["noise"]["multiplier"])  # type: ignore[arg-type]
+    return dimensions, int(wire["max_keys_per_customer"])
+
+
+def discover(data: PartnerData, wire: dict[str, Any]) -> dict[str, list[list[Any]]]:
+    """This partner's key-discovery release from tables in memory (in-process runs; a partner counts through its
+    engine: :func:`~.engine_discovery.discover`): per dimension, the values whose noisy count clears the
+    threshold."""
+    dimensions, k = dimensions_of(wire)
     features = customer_features(data, FeatureRules.from_dict(dict(wire.get("features") or {})))
-    counts = local_counts(features, dimensions, k)
+    return release(local_counts(features, dimensions, k), wire)
+
+
+def release(counts: dict[str, dict[str, float]], wire: dict[str, Any]) -> dict[str, list[list[Any]]]:
+    """The thresholded noisy release of the exact ``counts`` (:func:`local_counts`' shape)."""
+    dimensions, k = dimensions_of(wire)
+    noise = query_noise(str(wire["noise"]["mechanism"]), wire["noise"]["multiplier"])  # type: ignore[arg-type]
     flat = {f"{i}\x1f{key}": c for i, d in enumerate(dimensions) for key, c in counts[d["name"]].items()}
     released = threshold_release(flat, mechanism=noise.mechanism, multiplier=noise.multiplier,
                                  keys_per_unit=keys_per_customer([d["name"] for d in dimensions], k),

@@ -34,12 +34,12 @@ from fedinsight.tasks.insights.customer_features import (
     Rows,
     _empty,
     codes_of,
-    derive_groups,
     recency_days,
 )
-from fedinsight.tasks.insights.customer_scan import customer_scan, people_sql
+from fedinsight.tasks.insights.customer_scan import SCAN_ONLY, customer_scan, groups_from_scan, people_sql
 
-_SECONDS = "CAST(date_diff('second', TIMESTAMP '1970-01-01 00:00:00', r.timestamp) AS BIGINT)"
+SECONDS = "CAST(date_diff('second', TIMESTAMP '1970-01-01 00:00:00', r.timestamp) AS BIGINT)"
+"""A row's time (alias ``r``) in whole seconds since the epoch: the ``ts`` the pandas path's rows carry."""
 
 
 def _as_of(rules: FeatureRules) -> str:
@@ -51,25 +51,29 @@ def events_scan(rules: FeatureRules) -> Scan:
     since = f" AND r.timestamp >= {timestamp_literal(pd.Timestamp(rules.events_from))}" if rules.events_from else ""
     stages = ", ".join(f"'{s}'" for s in FUNNEL_STAGES)
     sql = (f"WITH people AS ({people_sql(rules)})\n"
-           f"SELECT p.cust, {_SECONDS} AS ts, r.* FROM events AS r JOIN people AS p ON r.customer_id = p.customer_id\n"
+           f"SELECT p.cust, {SECONDS} AS ts, r.* FROM events AS r JOIN people AS p ON r.customer_id = p.customer_id\n"
            f"WHERE r.timestamp < {_as_of(rules)}{since} AND r.stage IN ({stages})")
     return Scan("insights.event_rows", sql, ("customers", "events"), drop_ids=True)
 
 
-def transactions_scan(rules: FeatureRules, cap: int) -> Scan:
-    """Per in-scope customer, the transactions before ``as_of`` that can be among its first ``cap`` in time."""
+def transactions_scan(rules: FeatureRules, cap: int, columns: Sequence[str] = ()) -> Scan:
+    """Per in-scope customer, the transactions before ``as_of`` that can be among its first ``cap`` in time; only
+    ``columns`` of them (and the customer's number and time) when given -- the group-bys' keys and values: at 100 M
+    transactions the capped rows' other text columns took ~2 GB of pandas memory for nothing."""
     sql = (f"WITH people AS ({people_sql(rules)}), ranked AS (\n"
-           f"  SELECT p.cust, {_SECONDS} AS ts, r.*, RANK() OVER (PARTITION BY p.cust ORDER BY r.timestamp) AS "
+           f"  SELECT p.cust, {SECONDS} AS ts, r.*, RANK() OVER (PARTITION BY p.cust ORDER BY r.timestamp) AS "
            "row_rank\n"
            "  FROM transactions AS r JOIN people AS p ON r.customer_id = p.customer_id\n"
            f"  WHERE r.timestamp < {_as_of(rules)}\n"
            f") SELECT * FROM ranked WHERE row_rank <= {int(cap)}")
-    return Scan("insights.transaction_rows", sql, ("customers", "transactions"), drop_ids=True)
+    keep = ("cust", "ts", "row_rank", *columns) if columns else ()
+    return Scan("insights.transaction_rows", sql, ("customers", "transactions"), drop_ids=True, keep=keep)
 
 
-def _row_needs(queries: Sequence[dict[str, Any]]) -> tuple[bool, int]:
-    """(whether any query reads event rows, the largest row cap of a group-by over transactions; 0: none)."""
-    events, cap = False, 0
+def _row_needs(queries: Sequence[dict[str, Any]]) -> tuple[bool, int, tuple[str, ...]]:
+    """(whether any query reads event rows, the largest row cap of a group-by over transactions (0: none), the
+    columns those group-bys name: keys and value)."""
+    events, cap, columns = False, 0, set()
     for query in queries:
         kind, params = str(query.get("kind")), dict(query.get("params") or {})
         table = params.get("table")
@@ -77,7 +81,11 @@ def _row_needs(queries: Sequence[dict[str, Any]]) -> tuple[bool, int]:
         if kind == "group_by" and table == "transactions":
             value = params.get("max_rows_per_customer", 10)
             cap = max(cap, value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1)
-    return events, cap
+            keys = params.get("group_by") or []
+            columns |= {str(k) for k in (keys if isinstance(keys, list) else [keys])}
+            if params.get("value"):
+                columns.add(str(params["value"]))
+    return events, cap, tuple(sorted(columns))
 
 
 def _rows(frame: pd.DataFrame | None, spec_empty: pd.DataFrame) -> Rows:
@@ -89,33 +97,26 @@ def _rows(frame: pd.DataFrame | None, spec_empty: pd.DataFrame) -> Rows:
 
 def engine_features(partner: Partner, rules: FeatureRules, queries: Sequence[dict[str, Any]]) -> Features:
     """The batch's :class:`Features`, computed by the partner's engine (see the module docstring)."""
-    wants_events, cap = _row_needs(queries)
+    wants_events, cap, columns = _row_needs(queries)
     scans = [customer_scan(rules, attributes=True)]
     if wants_events:
         scans.append(events_scan(rules))
     if cap:
-        scans.append(transactions_scan(rules, cap))
+        scans.append(transactions_scan(rules, cap, columns or ("timestamp",)))
     results = partner.scans(scans)
     frame = results[0]
     event_rows = results[1] if wants_events else None
     tx_rows = results[-1] if cap else None
 
-    def ints(column: str) -> np.ndarray:
-        return frame[column].to_numpy(dtype=np.int64)
-
-    purchases, f_window = ints("purchases"), ints("f_window")
-    spend_now = frame["spend_now"].to_numpy(dtype=float)
-    spend_prev = frame["spend_prev"].to_numpy(dtype=float)
-    recent = {d: ints(f"recent_{d}") > 0 for d in recency_days(rules)}
-    rfm, lifecycle, tier_now, tier_prev = derive_groups(rules, purchases, f_window, recent, ints("aware") > 0,
-                                                        ints("interested") > 0, spend_now, spend_prev)
-    derived = ["purchases", "f_window", "spend_now", "spend_prev", "aware", "interested",
+    groups = groups_from_scan(frame, rules)
+    derived = ["purchases", "f_window", "spend_now", "spend_prev", *SCAN_ONLY,
                *(f"recent_{d}" for d in recency_days(rules))]
     customers = frame.drop(columns=derived).reset_index(drop=True)
     ev = _rows(event_rows, _empty(EVENTS))
     return Features(
-        rules=rules, n=len(customers), rfm=rfm, lifecycle=lifecycle, tier_now=tier_now, tier_prev=tier_prev,
-        spend_now=spend_now, spend_prev=spend_prev, purchases=purchases, customers=customers,
+        rules=rules, n=len(customers), rfm=groups["rfm"], lifecycle=groups["lifecycle"], tier_now=groups["tier_now"],
+        tier_prev=groups["tier_prev"], spend_now=groups["spend_now"], spend_prev=groups["spend_prev"],
+        purchases=groups["purchases"], customers=customers,
         transactions=_rows(tx_rows, _empty(TRANSACTIONS)), events=ev,
         event_stage=codes_of(ev.frame["stage"], FUNNEL_STAGES, other=False).astype(np.int8),
         tables=(), timezone=partner.timezone(),

@@ -103,7 +103,7 @@ def partner_table(partner: Partner, window: LabelWindow) -> pd.DataFrame:
     """The partner's per-customer features and labels, computed by its engine (its transactions are never loaded
     whole into pandas; :mod:`.customer_scan`). A partner without a transactions table is refused, as before."""
     table = table_from_scan(partner.scan(customer_scan(window)), window)
-    if table.empty and partner.data().transactions is None:  # only then: the engine reads an absent table as empty
+    if table.empty and "transactions" not in partner.columns():  # the engine reads an absent table as empty
         raise ConfigError(f"partner {partner.partner_id} has no transactions table; propensity needs purchases")
     return table
 

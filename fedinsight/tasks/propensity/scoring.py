@@ -2,7 +2,8 @@
 
 The model file holds only weights and public preprocessing (the shared scaler, caps, the label window
 length, tier thresholds); the partner's rows are read locally and the scores are written locally.
-Nothing is sent anywhere; customers come from the partner's data view (:func:`score_partner`).
+Nothing is sent anywhere; customers come from the partner's data view (:func:`score_partner`: features
+computed by the partner's engine, its own ids read back alone; no table is loaded whole).
 
 Scoring date: features describe the ``calibration_days`` before ``as_of`` and the scores predict the
 ``holdout_days`` after it -- the same window lengths the model was trained with. By default ``as_of`` is
@@ -18,6 +19,7 @@ from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 from fedinsight.federation.task import Partner
 from fedinsight.models.metrics import TIERS, assign_tiers
 from fedinsight.models.propensity import ModelBundle, predict
+from fedinsight.tasks.propensity.customer_scan import customer_scan, table_from_scan
 from fedinsight.tasks.propensity.features import (
     FeatureCaps,
     LabelWindow,
@@ -30,11 +32,11 @@ from fedinsight.tasks.propensity.features import (
 def score_partner(bundle: ModelBundle, partner: Partner, as_of: str | pd.Timestamp | None = None) -> pd.DataFrame:
     """Score the customers the partner's data view hands out (consent for the task's purpose, erasures applied);
     ``customer_id`` is the partner's own id again (resolved on the partner, from its own files)."""
-    data = partner.data()
-    if data.transactions is None:
+    if "transactions" not in partner.columns():
         raise DataValidationError(Problem(f"partner {partner.partner_id}",
                                           "no transactions table (transactions.csv or .parquet)"))
-    scores = score_customers(bundle, data.transactions, as_of)  # type: ignore[arg-type]
+    window = scoring_window(bundle, as_of)
+    scores = score_table(bundle, table_from_scan(partner.scan(customer_scan(window)), window), window)
     raw = partner.identities(scores["customer_id"])
     return scores.assign(customer_id=raw.to_numpy())
 
@@ -55,8 +57,12 @@ def score_customers(bundle: ModelBundle, transactions: pd.DataFrame, as_of: str 
                     ) -> pd.DataFrame:
     """Per customer with a purchase in the calibration window: propensity, churn, expected LTV and tier."""
     window = scoring_window(bundle, as_of)
+    return score_table(bundle, customer_table(transactions, window), window)
+
+
+def score_table(bundle: ModelBundle, table: pd.DataFrame, window: LabelWindow) -> pd.DataFrame:
+    """:func:`score_customers` from the per-customer feature table (the engine's or the pandas path's)."""
     caps = FeatureCaps.from_config(bundle.config)
-    table = customer_table(transactions, window)
     if table.empty:
         raise ConfigError(f"no customer bought anything between {window.start.date()} and {window.cutoff.date()}; "
                           "choose --as-of inside the data's time range")

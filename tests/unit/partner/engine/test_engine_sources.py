@@ -103,3 +103,25 @@ def test_postgresql_table(csv_shop, expected, tmp_path):
         settings = EngineSettings(db_url=url, db_tables="customers=clients")
         got = PartnerView(folder, "analytics", engine=settings).scan(customer_scan(RULES))
     pd.testing.assert_frame_equal(got.sort_values("customer_id", ignore_index=True), expected, check_exact=True)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_repeated_customer_id_is_one_data_error_naming_file_and_id(tmp_path, fmt):
+    """The joins assume one row per customer: a repeat (here " 0009", equal to "0009" once trimmed, as the tokenizer
+    trims) is refused before any scan runs, in the pandas validation's words, naming the file and the id."""
+    tables = own_tables(customers=20)
+    customers = tables["customers"]
+    repeat = customers.iloc[[8]].assign(customer_id=" 0009")
+    tables["customers"] = pd.concat([customers, repeat], ignore_index=True)
+    folder = write_csv_partner(tmp_path / "twice", tables)
+    if fmt == "parquet":
+        for name, frame in tables.items():
+            (folder / f"{name}.csv").unlink()
+            frame.to_parquet(folder / f"{name}.parquet")
+    with pytest.raises(DataValidationError) as caught:
+        PartnerView(folder, "analytics").scan(customer_scan(RULES))
+    text = str(caught.value)
+    assert f"customers.{fmt}" in text and "duplicate key (customer_id must be unique) in 1 row(s)" in text
+    assert "'0009'" in text
+    assert "0009" not in caught.value.problems[0].public()  # the id stays on the partner: its error reply omits it
+    assert not list((folder / STATE_DIR / "engine-tmp").iterdir())
