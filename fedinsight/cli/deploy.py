@@ -211,8 +211,9 @@ def job_schedule(
     from datetime import UTC, datetime
 
     from fedinsight.coordinator.config import load_coordinator_config
+    from fedinsight.coordinator.job_store import Job
     from fedinsight.coordinator.jobs import job_output_dir, submit_job
-    from fedinsight.coordinator.schedule import SCHEDULER, due
+    from fedinsight.coordinator.schedule import SCHEDULER, DueJob, submit_due
     from fedinsight.coordinator.state import CoordinatorState
 
     cfg = load_coordinator_config(config, check_files=False)
@@ -220,15 +221,18 @@ def job_schedule(
         raise ConfigError(f"{config} has no [recalibration] section: add one, e.g. [recalibration] every = "
                           "\"quarter\" (see docs/propensity.md)")
     state = CoordinatorState.from_config(cfg)
-    job = due(cfg.recalibration, state.jobs.list(limit=10_000), datetime.now(UTC),
-              lambda job_id: job_output_dir(cfg.state_dir, job_id))
+
+    def submit(due: DueJob) -> Job:
+        return submit_job(cfg, state, due.task, federation=cfg.coordinator.federation, options=due.options,
+                          requester=SCHEDULER, schedule_period=due.period[0].isoformat())
+
+    job, submitted = submit_due(cfg.recalibration, state.jobs, datetime.now(UTC),
+                                lambda job_id: job_output_dir(cfg.state_dir, job_id), None if dry_run else submit)
     result: dict[str, object] = {"due": job is not None}
     if job is not None:
         result.update(task=job.task, period=[d.isoformat() for d in job.period], options=job.options,
                       warm_start_from=str(job.warm_from) if job.warm_from else None)
-        if not dry_run:
-            submitted = submit_job(cfg, state, job.task, federation=cfg.coordinator.federation, options=job.options,
-                                   requester=SCHEDULER)
+        if submitted is not None:
             result["job"] = submitted.id
     show(as_json, result, kv_table("recalibration schedule", {k: str(v) for k, v in result.items()}))
 

@@ -4,6 +4,10 @@ A job is ``submitted``, then ``running`` (the ServerApp marks it), then ``comple
 outcome wins. When the coordinator restarts, jobs still marked running are marked failed (their Flower run
 died with the old SuperLink), never silently dropped. Submitting and following jobs is
 :mod:`fedinsight.coordinator.jobs`.
+
+A job the recalibration schedule submits also takes its period in ``coordinator_schedule_periods``, whose primary
+key is (task, the period's first day), in the same transaction as the job row: of two scheduler runs that both found
+a period due, exactly one records a job and the other gets :class:`PeriodTaken` (nothing recorded, nothing sent).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, String, Text, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from fedinsight.core.db import Base, create_tables, make_engine
@@ -43,6 +48,20 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class SchedulePeriodRow(Base):
+    """The job that holds one scheduled period: the unique key that makes "due, then submit" atomic."""
+
+    __tablename__ = "coordinator_schedule_periods"
+
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[str] = mapped_column(String(10), primary_key=True)  # ISO date of the period's first day
+    job_id: Mapped[str] = mapped_column(String(32))
+
+
+class PeriodTaken(Exception):  # noqa: N818 - a normal outcome of a race, not an error the user fixes
+    """Another scheduler run recorded a job for this (task, period) first; this one recorded nothing."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +98,7 @@ class JobStore:
     def __init__(self, url: str | None) -> None:
         self.engine = make_engine(url)
         enable_sqlite_wal(self.engine)
-        create_tables(self.engine, [JobRow.__table__])
+        create_tables(self.engine, [JobRow.__table__, SchedulePeriodRow.__table__])
 
     @staticmethod
     def _to(r: JobRow) -> Job:
@@ -87,12 +106,36 @@ class JobStore:
                    r.error, r.created_at, r.started_at, r.finished_at)
 
     def create(self, *, task: str, federation: str, run_config: dict[str, Any], requester: str,
-               job_id: str | None = None) -> Job:
+               job_id: str | None = None, schedule_period: str | None = None) -> Job:
+        """Record a submitted job; with ``schedule_period`` (the ISO first day of a scheduled period) the job also
+        takes that (task, period) in the same transaction, or raises :class:`PeriodTaken` and records nothing."""
         job_id = job_id or f"job-{secrets.token_hex(6)}"
-        with Session(self.engine) as session, session.begin():
-            session.add(JobRow(id=job_id, task=task, federation=federation, requester=requester, status="submitted",
-                               run_config=json.dumps(run_config, sort_keys=True), error="", created_at=_utcnow()))
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(JobRow(id=job_id, task=task, federation=federation, requester=requester,
+                                   status="submitted", run_config=json.dumps(run_config, sort_keys=True), error="",
+                                   created_at=_utcnow()))
+                if schedule_period is not None:
+                    session.flush()  # the job row first: the period row names it
+                    session.add(SchedulePeriodRow(task=task, period_start=schedule_period, job_id=job_id))
+        except IntegrityError as exc:
+            if schedule_period is not None and self.period_job(task, schedule_period) is not None:
+                raise PeriodTaken(f"{task} for the period from {schedule_period} was submitted by another run") \
+                    from exc
+            raise
         return self.get(job_id)
+
+    def period_job(self, task: str, period_start: str) -> str | None:
+        """The id of the job that holds a scheduled period, or None (a primary-key lookup, however many jobs)."""
+        with Session(self.engine) as session:
+            row = session.get(SchedulePeriodRow, (task, period_start))
+            return None if row is None else row.job_id
+
+    def by_requester(self, task: str, requester: str) -> list[Job]:
+        """Every job of ``task`` submitted by ``requester`` (the scheduler's own jobs: one per period)."""
+        with Session(self.engine) as session:
+            query = select(JobRow).where(JobRow.task == task, JobRow.requester == requester)
+            return [self._to(r) for r in session.scalars(query.order_by(JobRow.created_at))]
 
     def get(self, job_id: str) -> Job:
         with Session(self.engine) as session:

@@ -266,8 +266,11 @@ def job_output_dir(state_dir: Path, job_id: str) -> Path:
 
 
 def submit_job(config: Any, state: Any, task: str, *, federation: str, options: dict[str, Any] | None = None,
-               requester: str = "operator") -> Job:
+               requester: str = "operator", schedule_period: str | None = None) -> Job:
     """Record and start a job on the coordinator's SuperLink; returns the job with its Flower run id.
+
+    ``schedule_period``: the scheduled period (ISO first day) the job takes, in the same transaction as its record
+    (raises :class:`~fedinsight.coordinator.job_store.PeriodTaken` when another run took it first: nothing started).
 
     Refuses a task this installation does not have and a federation the coordinator does not serve.
     """
@@ -287,7 +290,8 @@ def submit_job(config: Any, state: Any, task: str, *, federation: str, options: 
             run_config[dashed(name)] = getattr(checked, name)
     run_config.update(job_settings.message_config())  # the rate table, canonical (CNY=0.138,EUR=1.08)
     submitted = dict(run_config)  # what the submitter asked for: the job record and its reproduce command
-    job = state.jobs.create(task=task, federation=federation, run_config=submitted, requester=requester)
+    job = state.jobs.create(task=task, federation=federation, run_config=submitted, requester=requester,
+                            schedule_period=schedule_period)
     run_config.update({"job-id": job.id, "requester": requester, "publish": True,
                        "out-dir": str(job_output_dir(config.state_dir, job.id).resolve())})
     state.audit.append(actor=requester, role="operator" if requester == "operator" else "", action="job.submit",

@@ -14,13 +14,18 @@ and ``fedinsight job schedule --config coordinator.toml`` (run daily by cron or 
 that is due, if any: the newest *complete* calendar period before today (labels from its first day to its last),
 warm-started from the newest completed scheduled job's model; the first one starts from scratch. A period that
 already has a scheduled job (running, completed or failed) is never submitted twice: a failed period is the
-operator's to re-run by hand. Everything here is a pure function of the config, the job list and ``now`` (the clock
+operator's to re-run by hand. :func:`due` is a pure function of the config, the job list and ``now`` (the clock
 is an argument), so the schedule is tested without waiting for a quarter.
+
+"Due, then submit" is atomic (:func:`submit_due`): two cron runs at the same moment may both find a period due, but
+the job row and its (task, period) row are written in one transaction under a unique key
+(:class:`~fedinsight.coordinator.job_store.SchedulePeriodRow`), so only one records a job and starts it; the other
+reports that nothing is due. The period is looked up by that key, not searched for in a list of recent jobs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -28,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from fedinsight.coordinator.job_store import Job, JobStore, PeriodTaken
 from fedinsight.core.settings import Model as _Model
 
 SCHEDULER = "schedule"
@@ -106,3 +112,24 @@ def due(section: RecalibrationSection, jobs: Sequence[Any], now: datetime,
     if warm is not None:
         options["recalibrate-from"] = str(warm)
     return DueJob(section.task, options, (first, after), warm)
+
+
+def submit_due(section: RecalibrationSection, store: JobStore, now: datetime, output_dir: Any,
+               submit: Callable[[DueJob], Job] | None) -> tuple[DueJob | None, Job | None]:
+    """(the due job, the job submitted for it): (None, None) when the period already has a job -- found by its
+    key, or taken by a concurrent run between our look-up and our submit -- and (due, None) with ``submit`` None
+    (a dry run).
+
+    ``submit(due)`` must record the job with ``schedule_period=due.period[0].isoformat()`` (``submit_job`` does),
+    so the job row and its period row commit together or not at all.
+    """
+    first, _ = last_complete_period(section.every, now)
+    if store.period_job(section.task, first.isoformat()) is not None:
+        return None, None
+    job = due(section, store.by_requester(section.task, SCHEDULER), now, output_dir)
+    if job is None or submit is None:
+        return job, None
+    try:
+        return job, submit(job)
+    except PeriodTaken:
+        return None, None

@@ -4,14 +4,26 @@ start from the newest completed scheduled job, and bad schedules refused with a 
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
 from fedinsight.cli import main
-from fedinsight.coordinator.schedule import SCHEDULER, RecalibrationSection, due, last_complete_period
+from fedinsight.coordinator.job_store import JobRow, JobStore
+from fedinsight.coordinator.schedule import (
+    SCHEDULER,
+    DueJob,
+    RecalibrationSection,
+    due,
+    last_complete_period,
+    submit_due,
+)
 from fedinsight.core.errors import ConfigError
 
 
@@ -95,3 +107,56 @@ def test_job_schedule_command_dry_run_and_a_config_without_a_schedule(tmp_path, 
     assert out["due"] and out["task"] == "propensity" and "job" not in out  # nothing submitted
     assert out["options"]["cutoff"] == out["period"][0] < out["period"][1] == out["options"]["end"]
     assert out["warm_start_from"] is None and "recalibrate-from" not in out["options"]
+
+
+def _record(store: JobStore, job: DueJob):
+    return store.create(task=job.task, federation="marketing", run_config=job.options, requester=SCHEDULER,
+                        schedule_period=job.period[0].isoformat())
+
+
+def test_two_scheduler_runs_at_once_submit_a_period_once(tmp_path):
+    """Two cron runs that both found the period due (the barrier holds each until the other has looked too): the
+    unique (task, period) key lets exactly one record and start its job; the other records nothing."""
+    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
+    JobStore(url)
+    barrier = threading.Barrier(2)
+    now = datetime(2026, 1, 2)
+
+    def cron_run(_: int):
+        store = JobStore(url)  # each run is its own process with its own connections
+
+        def submit(job: DueJob):
+            barrier.wait(timeout=30)
+            return _record(store, job)
+
+        return submit_due(QUARTER, store, now, _out, submit)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(cron_run, range(2)))
+    submitted = [job for _, job in results if job is not None]
+    assert len(submitted) == 1 and sorted(d is None for d, _ in results) == [False, True]
+    store = JobStore(url)
+    assert [j.id for j in store.by_requester("propensity", SCHEDULER)] == [submitted[0].id]
+    assert store.period_job("propensity", "2025-10-01") == submitted[0].id
+    assert submit_due(QUARTER, store, now, _out, lambda job: pytest.fail("submitted twice")) == (None, None)
+    later, job = submit_due(QUARTER, store, datetime(2026, 4, 1), _out, lambda j: _record(store, j))
+    assert later is not None and later.options["cutoff"] == "2026-01-01" and job is not None
+    assert later.warm_from is None  # the first period's job has not completed
+
+
+def test_a_period_is_found_by_its_key_however_many_jobs_came_after(tmp_path):
+    store = JobStore(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    now = datetime(2026, 1, 2)
+    first, _ = submit_due(QUARTER, store, now, _out, None)  # a dry run records nothing
+    assert first is not None and store.by_requester("propensity", SCHEDULER) == []
+    _, job = submit_due(QUARTER, store, now, _out, lambda j: _record(store, j))
+    assert job is not None
+    with Session(store.engine) as session, session.begin():  # 10,001 later jobs by hand (the old look-up saw 10,000)
+        session.execute(insert(JobRow), [
+            {"id": f"job-{i}", "task": "propensity", "federation": "marketing", "requester": "operator",
+             "status": "completed", "run_config": "{}", "error": "", "created_at": datetime(2026, 1, 3)}
+            for i in range(10_001)])
+    assert submit_due(QUARTER, store, now, _out, lambda j: pytest.fail("submitted twice")) == (None, None)
+    store.mark(job.id, "completed")
+    nxt, _ = submit_due(QUARTER, store, datetime(2026, 4, 1), _out, None)
+    assert nxt is not None and nxt.warm_from == _out(job.id)
