@@ -91,9 +91,10 @@ class DuckDBEngine(Engine):
             raise ConfigError(f"engine duckdb ran out of memory and disk ({str(exc).splitlines()[0]}): raise "
                               f"node config engine-memory or free space in {self.temp_dir}") from None
         except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
-            raise DataValidationError(Problem("engine duckdb", "a value does not have its canonical type "
-                                              f"({str(exc).splitlines()[0]}); run 'fedinsight data validate' on "
-                                              "the partner's folder")) from None
+            # DuckDB's text quotes the offending value: it stays in ``values``, shown on the partner only
+            raise DataValidationError(Problem("engine duckdb", "a value does not have its canonical type; run "
+                                              "'fedinsight data validate' on the partner's folder",
+                                              values=(str(exc).splitlines()[0],))) from None
         except duckdb.BinderException as exc:  # a column the scan reads is not in the partner's table
             raise DataValidationError(Problem("engine duckdb", "the partner's tables lack a column this computation "
                                               f"reads ({str(exc).splitlines()[0]}); run 'fedinsight data validate' "

@@ -115,6 +115,8 @@ class SparkEngine(Engine):
         except Exception as exc:  # Spark raises its own hierarchy (pyspark.errors); a cast failure is bad data
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if "CAST" in text.upper() or "NUMBER_FORMAT" in text.upper():
-                raise DataValidationError(Problem("engine spark", f"a value does not have its canonical type ({text})"
-                                                  "; run 'fedinsight data validate' on the partner's folder")) from None
+                # Spark's text quotes the offending value: it stays in ``values``, shown on the partner only
+                raise DataValidationError(Problem("engine spark", "a value does not have its canonical type; run "
+                                                  "'fedinsight data validate' on the partner's folder",
+                                                  values=(text,))) from None
             raise

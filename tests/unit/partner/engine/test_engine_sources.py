@@ -79,8 +79,10 @@ def test_a_value_of_the_wrong_type_is_a_data_error(tmp_path):
     tables["transactions"]["amount"] = tables["transactions"]["amount"].astype(object)
     tables["transactions"].loc[5, "amount"] = "twelve"
     folder = write_csv_partner(tmp_path / "typo", tables)
-    with pytest.raises(DataValidationError, match="canonical type"):
+    with pytest.raises(DataValidationError, match="canonical type") as caught:
         PartnerView(folder, "analytics").scan(customer_scan(RULES))
+    assert "twelve" in str(caught.value)  # the partner sees the value it must fix ...
+    assert "twelve" not in caught.value.public_message  # ... the coordinator's error reply never carries it
 
 
 @pytest.mark.slow
