@@ -36,6 +36,7 @@ def partner_for(task: Task, context: Context, config: dict[str, Any]) -> Partner
 def _hello(task: Task, msg: Message, partner: PartnerSide) -> Message:
     config = config_of(msg)
     options = task.options.from_run_config(config)
+    partner.check_data()
     ceiling = None
     if (delta := task.stated_delta(options)) is not None:  # before the coordinator charges anyone
         partner.gate.check_delta(delta)

@@ -142,6 +142,13 @@ class PartnerSide:
         gate.customers = self.customer_count  # this view's customers (the gate is shared by a partner's tasks)
         return gate
 
+    def check_data(self) -> None:
+        """In hello, before the coordinator charges anyone: a value that does not parse as its canonical type is a
+        DataValidationError now, not a failed scan mid-job after the budget is spent (the engine reads lazily; a
+        pandas load validates the tables as it reads them)."""
+        if self._data is None:
+            self.view.check_types()
+
     def customer_count(self) -> int:
         """How many customers this job's data holds (after consent and erasure): what the delta rule protects.
         Counted by the engine (no table is loaded), once per message: the gate asks in hello and on every spend,

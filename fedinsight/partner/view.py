@@ -48,7 +48,7 @@ from fedinsight.data.mapping import PartnerMapping, find_mapping
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.scan import Scan
 from fedinsight.partner.engine import EngineSettings, FrameTable, Source
-from fedinsight.partner.engine.runner import run_raw_ids, run_scans, run_schema
+from fedinsight.partner.engine.runner import run_raw_ids, run_scans, run_schema, run_type_check
 from fedinsight.partner.engine.sources import database_sources, folder_sources
 from fedinsight.partner.engine.sql_stream import database_tables
 from fedinsight.partner.protection import (
@@ -150,6 +150,13 @@ class PartnerView:
         """The canonical tables the partner holds and the canonical columns its protected tables keep (schema only:
         the sources' headers and a PII sample are read, no table whole)."""
         return run_schema(self.sources(), self.engine, self.policy)
+
+    def check_types(self) -> None:
+        """DataValidationError naming each table and column with a value that does not parse as its canonical type
+        (one engine pass over every row; the values stay on the partner). A mapped folder's tables were validated
+        when the mapping read them."""
+        if self.mapping is None:
+            run_type_check(self.sources(), self.engine, self.policy)
 
     def count_customers(self) -> int:
         """How many customers this purpose may use (consent and erasure applied): one ``COUNT(DISTINCT)`` in the

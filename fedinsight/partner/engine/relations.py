@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from fedinsight.core.errors import ConfigError, DataValidationError, Problem
-from fedinsight.data.schema import TABLES, TableSpec
+from fedinsight.data.schema import TABLES, ColumnSpec, TableSpec
 from fedinsight.partner.engine.base import Engine
 from fedinsight.partner.engine.sources import FrameTable, Source
 from fedinsight.partner.protection import (
@@ -70,16 +70,52 @@ def _cast(column: str, kind: str, source: str = "varchar") -> str:
     return f"CAST({quoted} AS VARCHAR)"
 
 
-def typed_sql(spec: TableSpec, present: dict[str, str], policy: ProtectionPolicy, rate: float = 1.0) -> str:
-    """The typed view of a raw table whose columns have the engine types ``present`` (module docstring, step 2)."""
-    parts = []
+def _typed_columns(spec: TableSpec, present: dict[str, str], policy: ProtectionPolicy) -> list[ColumnSpec]:
+    """The columns of ``spec`` a typed view holds: those present, minus consent flags (read by the scope only),
+    columns the policy drops or tokenizes, and row ids (tokenized in the pandas view; no scan needs them)."""
+    kept = []
     for column in spec.columns:
         if column.name not in present or column.type == "bool":
-            continue  # consent flags are read by the scope, nothing else
+            continue
         action = policy.declared(spec.name, column.name)
         if column.name != CUSTOMER_KEY and (action in ("drop", "tokenize") or column.name.endswith("_id")
                                             and column.name != "item_id"):
-            continue  # row ids are tokenized in the pandas view; no scan needs them
+            continue
+        kept.append(column)
+    return kept
+
+
+def type_problems(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPolicy) -> list[Problem]:
+    """The typed columns holding a value that does not parse as its canonical type, one problem each, counted with
+    ``TRY_CAST`` over every row. Why before a job's charge: a scan's ``CAST`` fails only where it reads the value,
+    mid-job, after the budget is spent; the pandas path refused such data when it loaded the tables in hello. The
+    offending values stay on the partner (``fedinsight data validate`` shows them)."""
+    names = [n for n in TABLES if n in sources]
+    for name in names:
+        engine.register(f"raw_{name}", sources[name])
+    problems = []
+    for name in names:
+        present = engine.column_types(f"raw_{name}")
+        checked = [c for c in _typed_columns(TABLES[name], present, policy)
+                   if c.type in ("int", "float", "timestamp") and c.name != CUSTOMER_KEY]
+        if not checked:
+            continue
+        counts = ", ".join(
+            f'count(*) FILTER (WHERE "{c.name}" IS NOT NULL AND '
+            f'{_cast(c.name, c.type, present[c.name]).replace("CAST(", "TRY_CAST(")} IS NULL) AS "bad_{i}"'
+            for i, c in enumerate(checked))
+        row = engine.query(f"SELECT {counts} FROM raw_{name}").iloc[0]
+        kinds = {"int": "a whole number", "float": "a number", "timestamp": "a date and time"}
+        problems += [Problem(sources[name].describe(), f"some values are not {kinds[c.type]}; run 'fedinsight data "
+                             "validate' on the partner's folder to see them", column=c.name)
+                     for i, c in enumerate(checked) if int(row[f"bad_{i}"])]
+    return problems
+
+
+def typed_sql(spec: TableSpec, present: dict[str, str], policy: ProtectionPolicy, rate: float = 1.0) -> str:
+    """The typed view of a raw table whose columns have the engine types ``present`` (module docstring, step 2)."""
+    parts = []
+    for column in _typed_columns(spec, present, policy):
         expr = _cast(column.name, column.type, present[column.name])
         if column.money and rate != 1.0:
             expr = f"{expr} * CAST('{rate!r}' AS DOUBLE)"

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedinsight.core.errors import DataValidationError
 from fedinsight.federation.scan import Scan
 from fedinsight.partner.engine.base import Engine
-from fedinsight.partner.engine.relations import prepare, raw_ids, schema
+from fedinsight.partner.engine.relations import prepare, raw_ids, schema, type_problems
 from fedinsight.partner.engine.settings import EngineSettings, open_engine
 from fedinsight.partner.engine.sources import Source
 from fedinsight.partner.protection import CUSTOMER_KEY, ProtectionPolicy
@@ -71,6 +72,16 @@ def run_schema(sources: Mapping[str, Source], settings: EngineSettings, policy: 
     temp = (temp_root or policy.state_dir) / "engine-tmp" / uuid.uuid4().hex[:12]
     with open_engine(settings, temp) as engine:
         return schema(engine, sources, policy)
+
+
+def run_type_check(sources: Mapping[str, Source], settings: EngineSettings, policy: ProtectionPolicy, *,
+                   temp_root: Path | None = None) -> None:
+    """DataValidationError when a typed column holds a value that does not parse (:func:`.relations.type_problems`)."""
+    temp = (temp_root or policy.state_dir) / "engine-tmp" / uuid.uuid4().hex[:12]
+    with open_engine(settings, temp) as engine:
+        problems = type_problems(engine, sources, policy)
+    if problems:
+        raise DataValidationError(problems)
 
 
 def run_raw_ids(sources: Mapping[str, Source], settings: EngineSettings, policy: ProtectionPolicy, *,

@@ -85,6 +85,25 @@ def test_a_value_of_the_wrong_type_is_a_data_error(tmp_path):
     assert "twelve" not in caught.value.public_message  # ... the coordinator's error reply never carries it
 
 
+def test_hello_finds_a_value_of_the_wrong_type_before_any_scan(tmp_path):
+    """The engine reads lazily, so a bad value would surface only in the scan that reads it, mid-job and after the
+    charge; the hello's check (:meth:`PartnerSide.check_data`) finds it first, in every typed column."""
+    tables = own_tables(customers=20)
+    tables["transactions"]["amount"] = tables["transactions"]["amount"].astype(object)
+    tables["transactions"].loc[5, "amount"] = "twelve"
+    tables["transactions"]["timestamp"] = tables["transactions"]["timestamp"].astype(str)
+    tables["transactions"].loc[7, "timestamp"] = "555-0100"  # e.g. a phone number pasted into a date
+    folder = write_csv_partner(tmp_path / "typo", tables)
+    view = PartnerView(folder, "analytics")
+    assert view.count_customers() > 0  # the count alone reads only the ids: it would not notice
+    with pytest.raises(DataValidationError) as caught:
+        view.check_types()
+    found = {(p.column, p.message.split(";")[0]) for p in caught.value.problems}
+    assert found == {("amount", "some values are not a number"), ("timestamp", "some values are not a date and time")}
+    assert "twelve" not in caught.value.public_message and "555-0100" not in caught.value.public_message
+    PartnerView(write_csv_partner(tmp_path / "clean", own_tables(customers=20)), "analytics").check_types()
+
+
 @pytest.mark.slow
 def test_postgresql_table(csv_shop, expected, tmp_path):
     """A PostgreSQL table with typed columns (timestamps, doubles) is streamed in batches and typed the same way."""
