@@ -86,6 +86,25 @@ def _protected(folder: Path, policy: ProtectionPolicy, mapping: PartnerMapping |
     return _CACHE[key]
 
 
+_MAPPED: OrderedDict[tuple[str, str], dict[str, pd.DataFrame]] = OrderedDict()
+_MAPPED_SIZE = 16
+"""Raw mapped tables kept per process for the engine: a hello reads the schema, counts, checks and discovers, each
+through :meth:`PartnerView.sources`, and the mapping's transforms are pandas code; a small bound, as these are the
+partner's raw rows (a deployed SuperNode serves one partner)."""
+
+
+def _mapped_tables(folder: Path, mapping: PartnerMapping) -> dict[str, pd.DataFrame]:
+    """The mapped folder's canonical tables, cached; a changed mapping (or the files it matches) reloads."""
+    key = (str(folder.resolve()), mapping.fingerprint)
+    if key not in _MAPPED:
+        raw = next(iter(load_partner_folder(folder, mapping=mapping.path).values()))
+        _MAPPED[key] = dict(raw.tables())  # type: ignore[arg-type]
+        while len(_MAPPED) > _MAPPED_SIZE:
+            _MAPPED.popitem(last=False)
+    _MAPPED.move_to_end(key)
+    return _MAPPED[key]
+
+
 class PartnerView:
     """One partner's customer data for one purpose (see the module docstring)."""
 
@@ -132,8 +151,7 @@ class PartnerView:
             return {n: src for n, src in named.items() if src.table in present}  # type: ignore[union-attr]
         if self.mapping is None:
             return folder_sources(self.folder)
-        raw = next(iter(load_partner_folder(self.folder, mapping=self.mapping.path).values()))
-        return {n: FrameTable(frame) for n, frame in raw.tables().items()}  # type: ignore[arg-type]
+        return {n: FrameTable(frame) for n, frame in _mapped_tables(self.folder, self.mapping).items()}
 
     def scan(self, scan: Scan) -> pd.DataFrame:
         """``scan`` run by the partner's engine over its protected tables for this purpose; customer ids tokenized.

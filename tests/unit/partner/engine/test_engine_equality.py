@@ -3,6 +3,9 @@ opted-out and erased customers absent (tests/support/engine_data.py explains why
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,3 +91,31 @@ def test_mapped_own_exports(tmp_path):
     money = ["spend_now", "spend_prev"]
     np.testing.assert_allclose(got[money].to_numpy(), expected[money].to_numpy(), rtol=1e-12, atol=1e-9)
     assert _tokens(folder, phones[:4]).isdisjoint(got.index) and got["purchases"].sum() > 0
+
+
+def test_a_mapped_folder_is_read_once_for_a_hello(tmp_path, monkeypatch):
+    """A hello reads the schema, checks the types, counts and discovers through the engine; a mapped folder's
+    mapping is pandas code, so each call used to re-read the whole folder: it is read once, until it changes."""
+    from support.exports import write_cn_export
+
+    import fedinsight.partner.view as view_module
+    from fedinsight.partner.protection import init_partner
+
+    folder = tmp_path / "cn"
+    write_cn_export(folder, customers=60)
+    init_partner(folder)
+    reads: list[Path] = []
+    original = view_module.load_partner_folder
+
+    def counting(path, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        reads.append(Path(path))
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(view_module, "load_partner_folder", counting)
+    view = PartnerView(folder, "analytics")
+    view.columns(), view.check_types(), view.count_customers()
+    view.scan(customer_scan(FeatureRules(as_of="2026-01-01", window_days=180)))
+    assert len(reads) == 1
+    os.utime(folder / "会员信息.csv", ns=(1, 1))  # the export changed: the mapping's fingerprint changes
+    PartnerView(folder, "analytics").count_customers()
+    assert len(reads) == 2
