@@ -231,12 +231,21 @@ def find_policy(data_folder: str | Path, explicit: str | Path | None = None) -> 
 
 def starter_policy(findings: list[PiiFinding], *, keys_dir: str = f"{STATE_DIR}/keys",
                    state_dir: str = STATE_DIR, collaboration: bool = False,
-                   sources: Mapping[str, Mapping[str, str]] | None = None) -> str:
+                   sources: Mapping[str, Mapping[str, str]] | None = None,
+                   sampled: Mapping[str, tuple[int, int]] | None = None) -> str:
     """TOML text for a new policy: every detected identifier column is declared ``drop``. ``sources`` (a mapped
-    partner's ``meta["columns"]``: table -> canonical -> source column) names the partner's own column in a comment."""
+    partner's ``meta["columns"]``: table -> canonical -> source column) names the partner's own column in a comment.
+    ``sampled``: table -> (rows checked, rows held) for tables checked on part of their rows, said in the header so
+    the partner knows to review the columns by hand."""
     lines = [
         "# fedinsight partner protection policy (docs/privacy.md). Every column that looks like personal",
         "# data must be declared here: drop | tokenize | keep. customer_id is always tokenized.",
+    ]
+    for table, (checked, held) in sorted((sampled or {}).items()):
+        lines += [f"# The personal-data check read {checked:,} of the {held:,} rows of {table} (row groups spread",
+                  "# over the table, its first and last included): a column holding personal data only in rows it",
+                  "# did not read is not listed below. Review the columns by hand."]
+    lines += [
         "",
         "[partner]",
         f'state-dir = "{state_dir}"          # erasure register and encrypted artifacts',
@@ -278,8 +287,9 @@ def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | Non
     if path.exists() and not overwrite:
         raise ProtectionPolicyError(f"{path} already exists (edit it, or pass --overwrite to replace it)")
     streamed = _streamed_findings(folder) if mapping is None and not has_mapping(folder) else None
+    sampled: dict[str, tuple[int, int]] = {}
     if streamed is not None:
-        findings, sources = streamed, None
+        (findings, sampled), sources = streamed, None
     else:
         partners = load_partner_folder(folder, mapping=mapping)
         if len(partners) != 1:
@@ -298,7 +308,8 @@ def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | Non
         if not target.exists():
             write_private(target, Path(ring.source).read_bytes())
     path.write_text(starter_policy(findings, collaboration=collaboration_key is not None,
-                                   sources=sources if isinstance(sources, dict) else None), encoding="utf-8")
+                                   sources=sources if isinstance(sources, dict) else None, sampled=sampled),
+                    encoding="utf-8")
     return path, findings
 
 
@@ -327,11 +338,12 @@ def _parquet_tables(folder: Path) -> dict[str, Path] | None:
     return found or None
 
 
-def _streamed_findings(folder: Path) -> list[PiiFinding] | None:
+def _streamed_findings(folder: Path) -> tuple[list[PiiFinding], dict[str, tuple[int, int]]] | None:
     """The PII findings of a plain Parquet folder, read in batches of :data:`INIT_BATCH_ROWS` rows and only the
     columns a value check can flag (text and integers; the key, money, times and flags never are), at most
     :data:`INIT_MAX_ROWS` rows of a table: memory and time stay bounded whatever the table's size (100 M
-    transactions: see docs/scale.md). ``None``: not such a folder."""
+    transactions: see docs/scale.md). Also, for each table read on part of its rows, (rows read, rows held).
+    ``None``: not such a folder."""
     import pyarrow.dataset as ds
 
     from fedinsight.privacy.pii_stream import scan_batches
@@ -340,22 +352,27 @@ def _streamed_findings(folder: Path) -> list[PiiFinding] | None:
     if tables is None:
         return None
     findings: list[PiiFinding] = []
+    sampled: dict[str, tuple[int, int]] = {}
     for name, path in tables.items():
         dataset = ds.dataset(str(path), format="parquet")
         columns = [f.name for f in dataset.schema if f.name != CUSTOMER_KEY and not (
-            pa.types.is_floating(f.type) or pa.types.is_temporal(f.type) or pa.types.is_boolean(f.type)
-            or pa.types.is_decimal(f.type))]
-        if not columns:
+            pa.types.is_floating(f.type) or pa.types.is_temporal(f.type) or pa.types.is_boolean(f.type))]
+        if not columns:  # (decimals are checked: a phone number stored as DECIMAL(12, 0) is one)
             continue
-        batches = _rebatched(_spread(dataset).to_batches(columns=columns, batch_size=INIT_BATCH_ROWS,
-                                                         batch_readahead=1, fragment_readahead=1), INIT_BATCH_ROWS)
+        part = _spread(dataset)
+        if part is not dataset:  # (count_rows() of a row-group fragment counts its whole file)
+            sampled[name] = (sum(rg.num_rows for f in part.get_fragments() for rg in f.row_groups),
+                             dataset.count_rows())
+        batches = _rebatched(part.to_batches(columns=columns, batch_size=INIT_BATCH_ROWS,
+                                             batch_readahead=1, fragment_readahead=1), INIT_BATCH_ROWS)
         findings += scan_batches(name, batches, schema_columns=SCHEMA_COLUMNS.get(name, ()))
-    return findings
+    return findings, sampled
 
 
 def _spread(dataset: Any) -> Any:
     """``dataset`` itself when it has at most :data:`INIT_MAX_ROWS` rows, else its row groups spread evenly over it
-    up to that many rows (see :data:`INIT_MAX_ROWS`)."""
+    up to that many rows, the first and the last always among them (tables are often in time order: a column that
+    began holding personal data recently has it at the end; see :data:`INIT_MAX_ROWS`)."""
     import pyarrow.dataset as ds
 
     if dataset.count_rows() <= INIT_MAX_ROWS:
@@ -363,8 +380,9 @@ def _spread(dataset: Any) -> Any:
     groups = [g for fragment in dataset.get_fragments() for g in fragment.split_by_row_group()]
     sizes = [sum(rg.num_rows for rg in g.row_groups) for g in groups]  # (count_rows() counts the whole file)
     mean = max(sum(sizes) / len(groups), 1.0)
-    wanted = max(1, min(len(groups), int(INIT_MAX_ROWS // mean)))
-    picked = [groups[int(i * len(groups) / wanted)] for i in range(wanted)]
+    wanted = max(min(2, len(groups)), min(len(groups), int(INIT_MAX_ROWS // mean)))
+    picked = [groups[0]] if wanted == 1 else [groups[round(i * (len(groups) - 1) / (wanted - 1))]
+                                              for i in range(wanted)]
     return ds.FileSystemDataset(picked, dataset.schema, dataset.format, dataset.filesystem)
 
 

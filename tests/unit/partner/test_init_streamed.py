@@ -67,6 +67,35 @@ def test_a_large_table_is_scanned_in_row_groups_spread_over_it(tmp_path, monkeyp
 
     monkeypatch.setattr(pii_stream, "scan_table", counting)
     monkeypatch.setattr(protection, "INIT_MAX_ROWS", 1_000)
-    _, findings = protection.init_partner(folder)
-    assert seen["transactions"] == 1_000 and seen["customers"] == 1_000  # groups 0 and 3 of 6; customers whole
+    path, findings = protection.init_partner(folder)
+    assert seen["transactions"] == 1_000 and seen["customers"] == 1_000  # groups 0 and 5 of 6; customers whole
     assert "transactions.memo" in {f.where for f in findings}
+    # the policy says the check was partial, so the partner reviews the columns by hand
+    assert "read 1,000 of the 3,000 rows of transactions" in path.read_text()
+    assert "rows of customers" not in path.read_text()
+
+
+def test_a_column_that_holds_personal_data_only_at_the_end_is_found(tmp_path, monkeypatch):
+    """Tables are often in time order: e-mails only in the last row group are still found (the last row group
+    is always read), and a phone number stored as a DECIMAL column is checked as the pandas scan checks it."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = _folder(tmp_path)
+    frame = pd.read_parquet(folder / "transactions.parquet")
+    frame["memo"] = [f"order {i}" for i in range(2_500)] + [f"buyer{i}@example.org" for i in range(500)]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table, folder / "transactions.parquet", row_group_size=500)  # e-mails in the last group only
+    customers = pd.read_parquet(folder / "customers.parquet")
+    phones = pa.array([Decimal(f"4915112{i:05d}") for i in range(len(customers))], pa.decimal128(12, 0))
+    pq.write_table(pa.Table.from_pandas(customers, preserve_index=False).append_column("mobile", phones),
+                   folder / "customers.parquet")
+    monkeypatch.setattr(protection, "INIT_MAX_ROWS", 1_000)
+    _, findings = protection.init_partner(folder)
+    data = next(iter(load_partner_folder(folder).values()))
+    whole = scan_tables(data.tables(), schema=SCHEMA_COLUMNS)  # type: ignore[arg-type]
+    assert "transactions.memo" in {f.where for f in findings}
+    assert {f.where for f in whole if f.where.startswith("customers.")} == \
+        {f.where for f in findings if f.where.startswith("customers.")}
