@@ -315,7 +315,7 @@ funnels, whose step rates are the tighter goal)."""
 def default_queries(*, channels: list[str], campaigns: list[str], tx_channels: list[str],
                     creatives: list[str] | None = None) -> list[_Query]:
     """The whole catalogue; event-based queries only when channels/campaigns (and creatives) are declared."""
-    # Weights (shares of the batch's budget): segment profiles count large groups and stay below 1 % relative error
+    # Weights (shares of the batch's budget): segment profiles count large groups and stay below 1 % mean relative error
     # with 0.3 of a share each; the funnel by channel divides small channels' deep stages and gets the most. Measured
     # at 1 M customers, 10 partners, epsilon 1, delta 1e-7 (the delta such a federation runs at), distributed noise
     # (benchmarks/insights_distributed.py, docs/insights.md).
