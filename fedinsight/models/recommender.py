@@ -169,6 +169,116 @@ class _Adam:
         param.sub_(self.lr * m_hat / (v_hat.sqrt() + 1e-8))
 
 
+class _DenseRows:
+    """The customer side's update before issue 18: :class:`_Adam` over every customer's row at every step.
+
+    Kept only as the reference :class:`_RowAdam` is checked against (tests/unit/models/test_row_adam.py) and timed
+    against (benchmarks/recommend_step.py); ``LocalTrainer(dense_customers=True)`` selects it."""
+
+    def __init__(self, table: torch.Tensor, lr: float, steps: int) -> None:
+        del steps
+        self.table, self.adam = table, _Adam(tuple(table.shape), lr)
+
+    def catch_up(self, rows: torch.Tensor) -> None:
+        del rows  # every row is always up to date
+
+    def step(self, rows: torch.Tensor, grad_rows: torch.Tensor) -> None:
+        full = torch.zeros_like(self.table)
+        full[rows] = grad_rows
+        self.adam.step(self.table, full)
+
+    def finish(self) -> None:
+        pass
+
+
+SMALL_SECOND_MOMENT = 1e-10
+"""Below this second moment (√v < 1e-5) Adam's eps (1e-8) changes a missed step by more than 0.1 %: such elements
+(a gradient coordinate near zero) are caught up step by step, the others in closed form."""
+EXACT_WINDOW = 400
+
+
+class _RowAdam:
+    """:class:`_Adam` on a table of which a step touches only a few rows, at the cost of those rows.
+
+    Why not a lazy ("sparse") Adam that freezes untouched rows: dense Adam keeps moving a row after its batch, by
+    its decaying first moment, and over the next steps that adds up to about ten times the row's own step
+    (sum of 0.9^k). Freezing would make the customer side learn several times slower and change every result
+    measured so far. So each row remembers the step it was last brought up to date, and before it is read (or at
+    the end of a training call) the zero-gradient steps it missed are applied in closed form: over steps
+    k = l+1..t its moments decay to m b1^(t-l), v b2^(t-l), and it moves by
+    lr · m/√v · Σ_k (b1/√b2)^(k-l) · √(1-b2^k)/(1-b1^k); the sums come from one backward recurrence over the
+    call's steps. The only difference to dense Adam is Adam's eps (1e-8) in the missed steps' denominators,
+    dropped there (below 0.1 % of a step where √v > 1e-5; elements with a smaller second moment, a gradient
+    coordinate near zero, are caught up step by step with eps) -- plus float rounding. A step then costs
+    O(batch x dim) instead of O(customers x dim).
+    """
+
+    def __init__(self, table: torch.Tensor, lr: float, steps: int, betas: tuple[float, float] = (0.9, 0.999)) -> None:
+        self.table, self.lr = table, lr
+        self.b1, self.b2 = betas
+        self.m = torch.zeros_like(table)
+        self.v = torch.zeros_like(table)
+        self.last = torch.zeros(len(table), dtype=torch.int64)  # the step each row is up to date with
+        self.t = 0
+        k = np.arange(1, steps + 1, dtype=np.float64)
+        self.r = self.b1 / math.sqrt(self.b2)
+        c = np.sqrt(1 - self.b2**k) / (1 - self.b1**k)  # c[k-1]: bias corrections of step k
+        tail = np.zeros(steps + 1)  # tail[l] = sum over k = l+1..steps of r^(k-l) c_k
+        for step in range(steps - 1, -1, -1):
+            tail[step] = self.r * (c[step] + tail[step + 1])
+        self.tail = torch.from_numpy(tail)
+
+    def _bring(self, rows: torch.Tensor, upto: int) -> None:
+        last = self.last[rows]
+        gap = (upto - last).to(torch.float64)
+        moved = gap > 0
+        if not bool(moved.any()):
+            return
+        rows, last, gap = rows[moved], last[moved], gap[moved]
+        total = self.tail[last] - self.r**gap * self.tail[upto]  # sum over the missed steps l+1..upto
+        m, v = self.m[rows], self.v[rows]
+        ratio = torch.where(v > 0, m / v.clamp_min(1e-30).sqrt(), torch.zeros_like(m))
+        move = self.lr * total[:, None] * ratio.to(torch.float64)
+        small = (v > 0) & (v < SMALL_SECOND_MOMENT)
+        if bool(small.any()):  # where eps is not negligible, the missed steps one by one (exact)
+            r, c = torch.nonzero(small, as_tuple=True)
+            move[r, c] = self._missed_exactly(m[r, c].double(), v[r, c].double(), last[r], gap[r])
+        self.table[rows] -= move.to(self.table.dtype)
+        self.m[rows] = m * (self.b1**gap)[:, None].to(m.dtype)
+        self.v[rows] = v * (self.b2**gap)[:, None].to(v.dtype)
+        self.last[rows] = upto
+
+    def _missed_exactly(self, m: torch.Tensor, v: torch.Tensor, last: torch.Tensor, gap: torch.Tensor
+                        ) -> torch.Tensor:
+        """The move of single elements over their missed steps, step by step with eps (the first
+        :data:`EXACT_WINDOW` of them: later ones are below 0.9^400 of a step)."""
+        j = torch.arange(1, EXACT_WINDOW + 1, dtype=torch.float64)[None, :]
+        k = last.double()[:, None] + j
+        terms = (m[:, None] * self.b1**j / (1 - self.b1**k)
+                 / ((v[:, None] * self.b2**j / (1 - self.b2**k)).sqrt() + 1e-8))
+        return self.lr * torch.where(j <= gap[:, None], terms, torch.zeros_like(terms)).sum(dim=1)
+
+    def catch_up(self, rows: torch.Tensor) -> None:
+        """Bring ``rows`` up to the last step taken (before they are read)."""
+        self._bring(rows, self.t)
+
+    def step(self, rows: torch.Tensor, grad_rows: torch.Tensor) -> None:
+        """One Adam step in which only ``rows`` (distinct, already caught up) have a non-zero gradient."""
+        self.t += 1
+        self._bring(rows, self.t - 1)
+        m = self.m[rows].mul_(self.b1).add_(grad_rows, alpha=1 - self.b1)
+        v = self.v[rows].mul_(self.b2).addcmul_(grad_rows, grad_rows, value=1 - self.b2)
+        self.m[rows], self.v[rows] = m, v
+        m_hat = m / (1 - self.b1**self.t)
+        v_hat = v / (1 - self.b2**self.t)
+        self.table[rows] -= self.lr * m_hat / (v_hat.sqrt() + 1e-8)
+        self.last[rows] = self.t
+
+    def finish(self) -> None:
+        """Bring every row up to the last step (the end of a training call)."""
+        self._bring(torch.arange(len(self.table)), self.t)
+
+
 @dataclass
 class LocalTrainer:
     """One party's BPR training state: its interactions and its customers' private embeddings.
@@ -188,6 +298,9 @@ class LocalTrainer:
     config: BPRConfig = field(default_factory=BPRConfig)
     seed: int | None = None
     customer_embeddings: np.ndarray | None = None
+    dense_customers: bool = False
+    """True: the customer side's pre-issue-18 update (every customer's row at every step), for the equivalence test
+    and the speed benchmark only; the default touches only the batch's customers (:class:`_RowAdam`)."""
 
     def _generator(self, stream: int) -> np.random.Generator:
         """The generator of one stream: OS entropy without a seed, else repeatable from (seed, stream)."""
@@ -214,13 +327,14 @@ class LocalTrainer:
 
     # --- sampling --------------------------------------------------------------------------------
 
-    def _interactions_of(self, customers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(customer position, positive item) of every training interaction of ``customers``."""
+    def _interactions_of(self, customers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(customer position, position within ``customers``, positive item) of every training interaction of
+        ``customers``."""
         starts = self.split.train_indptr[customers]
         sizes = self.split.train_indptr[customers + 1] - starts
-        owner = np.repeat(customers, sizes)
+        local = np.repeat(np.arange(len(customers)), sizes)
         offsets = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        return owner, self.split.train_items[np.repeat(starts, sizes) + offsets]
+        return customers[local], local, self.split.train_items[np.repeat(starts, sizes) + offsets]
 
     def _negatives(self, owner: np.ndarray) -> np.ndarray:
         """One uniformly drawn item per interaction that the customer has not interacted with."""
@@ -299,19 +413,24 @@ class LocalTrainer:
         item_lr = cfg.dp_lr if dp is not None else cfg.lr
         opt_q = _Adam(tuple(Q.shape), item_lr) if use_adam else None
         opt_b = _Adam(tuple(b.shape), item_lr) if use_adam else None
-        opt_p = _Adam(tuple(P.shape), cfg.customer_lr)
+        batches = self._batches(epochs, dp)
+        rows_update = _DenseRows if self.dense_customers else _RowAdam
+        opt_p = rows_update(P, cfg.customer_lr, sum(1 for batch in batches if len(batch)))
         stats = TrainStats()
         total_loss = 0.0
         clipped = norms = 0.0
-        for batch in self._batches(epochs, dp):
+        for batch in batches:
             stats.steps += 1
             if len(batch) == 0:
                 if dp is not None and train_items and collect is None:
                     self._dp_item_step(Q, b, None, dp, generator, opt_q, opt_b, item_lr)
                 continue
-            owner, pos = self._interactions_of(batch)
+            owner, owner_local, pos = self._interactions_of(batch)
             neg = self._negatives(owner)
+            rows = torch.from_numpy(batch)
+            opt_p.catch_up(rows)  # the batch's customers as dense Adam would have them now; no other row is read
             u = torch.from_numpy(owner)
+            u_local = torch.from_numpy(owner_local)
             i = torch.from_numpy(pos)
             j = torch.from_numpy(neg)
             pu = P[u]
@@ -319,21 +438,14 @@ class LocalTrainer:
             x = (pu * diff).sum(dim=1) + b[i] - b[j]
             g = torch.sigmoid(-x)  # -d loss / d x
             if dp is not None:  # every row customer u adds to the item table is coef * [p_u, bias_scale]
-                rows_b = torch.from_numpy(batch)
-                vectors = torch.cat([P[rows_b], torch.full((len(batch), 1), dp.bias_scale)], dim=1)  # before P moves
-                local = np.empty(len(P), dtype=np.int64)
-                local[batch] = np.arange(len(batch))
-                unit_local = torch.from_numpy(local[owner])
+                vectors = torch.cat([P[rows], torch.full((len(batch), 1), dp.bias_scale)], dim=1)  # before P moves
+                unit_local = u_local
             total_loss += float(torch.nn.functional.softplus(-x).sum())
             stats.interactions += len(owner)
-            # customer side: mean gradient per interaction of each customer's own rows
-            grad_p = torch.zeros_like(P).index_add_(0, u, -g[:, None] * diff)
-            counts = torch.zeros(len(P)).index_add_(0, u, torch.ones(len(u)))
-            rows = torch.from_numpy(batch)
-            grad_p_rows = grad_p[rows] / counts[rows, None] + cfg.customer_reg * P[rows]
-            g_full = torch.zeros_like(P)
-            g_full[rows] = grad_p_rows
-            opt_p.step(P, g_full)
+            # customer side: mean gradient per interaction of each customer's own rows, the batch's rows only
+            grad_p = torch.zeros(len(batch), P.shape[1]).index_add_(0, u_local, -g[:, None] * diff)
+            counts = torch.zeros(len(batch)).index_add_(0, u_local, torch.ones(len(u)))
+            opt_p.step(rows, grad_p / counts[:, None] + cfg.customer_reg * P[rows])
             if not train_items:
                 continue
             coef = torch.cat([-g, g])  # d loss / d score at (u, i) and (u, j)
@@ -358,6 +470,7 @@ class LocalTrainer:
                     collect.append(summed.total)
                     continue
                 self._dp_item_step(Q, b, summed.total, dp, generator, opt_q, opt_b, item_lr)
+        opt_p.finish()
         self.customer_embeddings = P.numpy()
         stats.loss = total_loss / max(1, stats.interactions)
         stats.seconds = time.perf_counter() - start

@@ -20,7 +20,8 @@ own lifetime cap and the job's epsilon); a deployed partner refuses non-private 
 Sampling, shuffles, negatives and initialisation draw from OS entropy (:func:`partner_trainer`); the job's seed
 fixes only public things (the shared item table's initialisation, the evaluation protocol's sampled negatives).
 The partner holds its own limits whatever a message says: its evaluation minimum (:data:`EVAL_MIN_CUSTOMERS`
-or its own higher one) and the largest delta it accepts (:func:`check_delta`).
+or its own higher one) and the largest delta it accepts (every task's rule,
+:func:`fedinsight.federation.budget.check_job_delta`: in hello by the ClientApp, and at every spend by its gate).
 """
 
 from __future__ import annotations
@@ -156,26 +157,6 @@ def partner_trainer(split: InteractionSplit, num_items: int, cfg: BPRConfig,
     return LocalTrainer(split, num_items, cfg, customer_embeddings=embeddings)
 
 
-DELTA_FACTOR = 10
-"""A partner accepts a job's delta only up to 1 / (DELTA_FACTOR x its customers): with delta near 1 / n, an
-(epsilon, delta) guarantee allows a mechanism that publishes one customer's data outright."""
-
-
-def max_delta(customers: int) -> float:
-    return 1.0 / (DELTA_FACTOR * max(int(customers), 1))
-
-
-def check_delta(partner: Partner, config: dict[str, Any], customers: int) -> None:
-    """Refuse a private job whose delta is too large for this partner's customers (its own rule)."""
-    if not is_private(config) or config.get("delta") is None:
-        return
-    delta = float(config["delta"])
-    if not 0 < delta <= max_delta(customers):
-        raise BudgetExceededError(
-            f"partner {partner.partner_id} refuses delta {delta:.3g}: with {customers} customers it accepts at most "
-            f"1 / ({DELTA_FACTOR} x {customers}) = {max_delta(customers):.3g}")
-
-
 def _load_or_new_state(partner: Partner, config: dict[str, Any], split: InteractionSplit) -> tuple[str, CustomerState]:
     job = str(config.get("job-id", "job"))
     name = customer_state_name(job)
@@ -192,11 +173,8 @@ def _load_or_new_state(partner: Partner, config: dict[str, Any], split: Interact
 
 def spend(partner: Partner, config: dict[str, Any], noise_multiplier: float, sample_rate: float, steps: int,
           what: str, *, event: dp_event.DpEvent | None = None, kind: str = "training") -> float:
-    """Pass one release through the partner's gate (its own cap and the job's epsilon); the job's epsilon after.
-
-    The job's delta is checked against the partner's own rule first (:func:`check_delta`)."""
-    split, _ = partner_split(partner, config)
-    check_delta(partner, config, split.num_customers)
+    """Pass one release through the partner's gate (its own cap, the job's epsilon, and the delta rule every task
+    shares, :func:`fedinsight.federation.budget.check_job_delta`); the job's epsilon after."""
     status = partner.gate.spend(str(config.get("job-id", "job")),
                                 [event or dpsgd_event(noise_multiplier, sample_rate, steps)],
                                 job_epsilon=float(config["epsilon"]), job_delta=float(config["delta"]),
@@ -209,8 +187,7 @@ def spend(partner: Partner, config: dict[str, Any], noise_multiplier: float, sam
 def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
     """Check the data against the catalogue and the partner's policy; state how many customers it has."""
     partner.gate.allow(is_private(config))
-    split, _ = partner_split(partner, config)
-    check_delta(partner, config, split.num_customers)  # an explicit delta: refused before any charge
+    split, _ = partner_split(partner, config)  # a stated delta was checked by the ClientApp's hello already
     return {"customers": split.num_customers}
 
 

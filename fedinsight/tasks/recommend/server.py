@@ -35,7 +35,7 @@ from flwr.app import Array, ArrayRecord
 import fedinsight.tasks.recommend.secure_server as recommend_secagg
 from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 from fedinsight.federation import progress
-from fedinsight.federation.budget import Charge
+from fedinsight.federation.budget import DEFAULT_DELTA, Charge, delta_limit
 from fedinsight.federation.manifest import PUBLIC, Manifest, Release
 from fedinsight.federation.secagg import secagg_releases
 from fedinsight.federation.task import Plan, Session, TaskResult
@@ -43,7 +43,6 @@ from fedinsight.models.ranking import Catalogue, RankingTotals
 from fedinsight.models.recommender import ItemParams
 from fedinsight.privacy.ledger import compose_epsilon, dpsgd_event
 from fedinsight.privacy.mechanisms import GAUSSIAN_Z95
-from fedinsight.tasks.recommend.client import max_delta
 from fedinsight.tasks.recommend.options import PrivacyPlan, RecommendOptions
 
 MODEL_DIRNAME = "model"
@@ -315,13 +314,12 @@ def _distributed_round(session: Session, job: RecommendJob, config: dict[str, An
     return ItemParams.from_matrix(optimizer.step(items.as_matrix(), update)), record
 
 
-DEFAULT_DELTA = 1e-6
-
-
 def default_delta(sizes: list[int]) -> float:
     """The delta a job is stated at unless the submitter sets one: at most 1e-6, and at most 1 / (10 x the largest
-    partner's customers) -- the most any partner accepts (:func:`fedinsight.tasks.recommend.client.check_delta`)."""
-    return min(DEFAULT_DELTA, max_delta(max(sizes, default=1)))
+    partner's customers) -- the most any partner accepts (:func:`fedinsight.federation.budget.delta_limit`, every
+    task's rule). A private job's delta is normally resolved before this, from the partners' hello ceilings
+    (:func:`fedinsight.federation.delta.resolve`)."""
+    return min(DEFAULT_DELTA, delta_limit(max(sizes, default=1)))
 
 
 def job_of(session: Session) -> RecommendJob:
@@ -329,9 +327,9 @@ def job_of(session: Session) -> RecommendJob:
     options: RecommendOptions = session.options  # type: ignore[assignment]
     sizes = [int(p.facts.get("customers", 0)) for p in session.partners.values()]
     delta = options.delta if options.delta is not None else default_delta(sizes)
-    if options.private and sizes and delta > max_delta(max(sizes)):
+    if options.private and sizes and delta > delta_limit(max(sizes)):
         raise ConfigError(f"--delta {delta:.3g} is above 1 / (10 x {max(sizes)} customers) = "
-                          f"{max_delta(max(sizes)):.3g}: the largest partner would refuse it; use a smaller delta")
+                          f"{delta_limit(max(sizes)):.3g}: the largest partner would refuse it; use a smaller delta")
     return RecommendJob(options, len(session.nodes), delta, session.job.job_id, session.job.timeout)
 
 

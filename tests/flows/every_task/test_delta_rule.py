@@ -16,7 +16,7 @@ from fedinsight.tasks import TASKS
 
 # 800 customers over three partners: the smallest allows a delta of about 1 / (10 x 300)
 assert TASKS  # importing fedinsight.tasks registers every task
-DP_TASKS = ["insights", "segments", "baskets", "uplift", "propensity", "secure_training"]
+DP_TASKS = ["insights", "segments", "baskets", "uplift", "propensity", "secure_training", "recommend"]
 
 
 @pytest.fixture(scope="module")

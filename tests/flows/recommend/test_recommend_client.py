@@ -251,7 +251,9 @@ def test_partner_refuses_a_delta_above_one_over_ten_times_its_customers(partner_
         reply.error.reason
     train = _config(catalogue, root, epsilon=8.0, round=1, delta=2e-3, **{"job-id": "job-delta"})
     refused = app(_msg("train.recommend", train, ItemParams.init(catalogue.num_items, 8, 0)), _context())
-    assert refused.has_error() and "refuses delta" in refused.error.reason
+    # the gate's rule (every task's), whatever delta a later message names; nothing trained or stored
+    assert refused.has_error() and refused.error.reason.startswith("ConfigError:")
+    assert "delta 0.002 is above 1 / (10 x its number of customers)" in refused.error.reason
     assert _state(root, "job-delta") is None
     assert not app(_msg("query.recommend", {**too_big, "delta": 1e-6}), _context()).has_error()
 

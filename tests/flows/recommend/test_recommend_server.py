@@ -131,7 +131,7 @@ def test_default_settings_still_get_a_sane_training_noise_multiplier():
 
 
 def test_the_default_delta_and_the_partners_rule():
-    from fedinsight.tasks.recommend.client import max_delta
+    from fedinsight.federation.budget import delta_limit as max_delta  # the rule every task shares
     from fedinsight.tasks.recommend.server import default_delta
 
     assert default_delta([94, 120]) == 1e-6  # MovieLens-sized partners: 1e-6 is already far below 1/(10 x 120)
