@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from dp_accounting import dp_event
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.federation.delta import HELP as delta_help
 from fedinsight.federation.options import Options, option
 from fedinsight.models.recommender import DPConfig
 from fedinsight.privacy.ledger import dpsgd_event
@@ -42,9 +43,7 @@ class RecommendOptions(Options):
                             "refused by partners that require DP).", above=0)
     non_private: bool = option(False, "Train without DP (the same as --epsilon inf); partners with require-dp "
                                "refuse the job.")
-    delta: float | None = option(None, "DP delta (default: the smaller of 1e-6 and 1 / (10 x the largest partner's "
-                                 "customers); partners refuse a delta above 1 / (10 x their own customers)).",
-                                 above=0, below=1)
+    delta: float | None = option(None, delta_help, above=0, below=1)
     dim: int = option(32, "Embedding dimension (federated and centralized alike).", minimum=1, maximum=1024)
     local_epochs: int | None = option(None, "Local epochs per round on each partner (default: 1 with DP, 2 "
                                       "without).", minimum=1)
