@@ -361,8 +361,9 @@ def _streamed_findings(folder: Path) -> tuple[list[PiiFinding], dict[str, tuple[
             continue
         part = _spread(dataset)
         if part is not dataset:  # (count_rows() of a row-group fragment counts its whole file)
-            sampled[name] = (sum(rg.num_rows for f in part.get_fragments() for rg in f.row_groups),
-                             dataset.count_rows())
+            read, held = sum(rg.num_rows for f in part.get_fragments() for rg in f.row_groups), dataset.count_rows()
+            if read < held:
+                sampled[name] = (read, held)
         batches = _rebatched(part.to_batches(columns=columns, batch_size=INIT_BATCH_ROWS,
                                              batch_readahead=1, fragment_readahead=1), INIT_BATCH_ROWS)
         findings += scan_batches(name, batches, schema_columns=SCHEMA_COLUMNS.get(name, ()))

@@ -49,7 +49,7 @@ from fedinsight.data.schema import PartnerData
 from fedinsight.federation.scan import Scan
 from fedinsight.partner.engine import EngineSettings, FrameTable, Source
 from fedinsight.partner.engine.runner import run_raw_ids, run_scans, run_schema, run_type_check
-from fedinsight.partner.engine.sources import database_sources, folder_sources
+from fedinsight.partner.engine.sources import CsvFile, ParquetFiles, database_sources, folder_sources
 from fedinsight.partner.engine.sql_stream import database_tables
 from fedinsight.partner.protection import (
     PartnerVault,
@@ -103,6 +103,21 @@ def _mapped_tables(folder: Path, mapping: PartnerMapping) -> dict[str, pd.DataFr
             _MAPPED.popitem(last=False)
     _MAPPED.move_to_end(key)
     return _MAPPED[key]
+
+
+_CHECKED: set[tuple[tuple[str, int, int], ...]] = set()
+"""Partner files whose typed columns passed :meth:`PartnerView.check_types` in this process, by :func:`_files_key`."""
+
+
+def _files_key(sources: dict[str, Source]) -> tuple[tuple[str, int, int], ...]:
+    """Every file behind ``sources`` with its size and modification time: any change reads them again."""
+    files: list[Path] = []
+    for source in sources.values():
+        if isinstance(source, CsvFile):
+            files.append(source.path)
+        elif isinstance(source, ParquetFiles):
+            files += sorted(source.path.rglob("*.parquet")) if source.path.is_dir() else [source.path]
+    return tuple((str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in files)
 
 
 class PartnerView:
@@ -171,10 +186,20 @@ class PartnerView:
 
     def check_types(self) -> None:
         """DataValidationError naming each table and column with a value that does not parse as its canonical type
-        (one engine pass over every row; the values stay on the partner). A mapped folder's tables were validated
-        when the mapping read them."""
-        if self.mapping is None:
-            run_type_check(self.sources(), self.engine, self.policy)
+        (one engine pass over every row; the values stay on the partner). Skipped where it cannot find anything new:
+        a mapped folder's tables were validated when the mapping read them; a database's columns are typed by the
+        database (and checking would copy every table once more); files that passed in this process and have not
+        changed since (size and modification time) are not read again."""
+        if self.mapping is not None or self.engine.db_url:
+            return
+        sources = self.sources()
+        key = _files_key(sources)
+        if key in _CHECKED:
+            return
+        run_type_check(sources, self.engine, self.policy)
+        _CHECKED.add(key)
+        if len(_CHECKED) > _CACHE_SIZE:
+            _CHECKED.clear()
 
     def count_customers(self) -> int:
         """How many customers this purpose may use (consent and erasure applied): one ``COUNT(DISTINCT)`` in the
@@ -190,8 +215,8 @@ class PartnerView:
     def identities(self, tokens: pd.Series) -> pd.Series:
         """The partner's own customer ids for tokens of its customers: only ever on the partner, for its own
         exports (scores, target lists). Unknown tokens become missing values."""
-        if self.mapping is not None:  # the mapping's transforms are pandas code: read through them
-            raw = next(iter(load_partner_folder(self.folder, mapping=self.mapping.path).values()))
+        if self.mapping is not None:  # the mapping's transforms are pandas code: read through them (cached)
+            raw = PartnerData(self.folder.name, **_mapped_tables(self.folder, self.mapping))  # type: ignore[arg-type]
             ids = customer_ids(raw).astype("string")
         else:  # the ids alone, read by the engine
             ids = run_raw_ids(self.sources(), self.engine, self.policy)

@@ -88,8 +88,9 @@ def _typed_columns(spec: TableSpec, present: dict[str, str], policy: ProtectionP
 def type_problems(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPolicy) -> list[Problem]:
     """The typed columns holding a value that does not parse as its canonical type, one problem each, counted with
     ``TRY_CAST`` over every row. Why before a job's charge: a scan's ``CAST`` fails only where it reads the value,
-    mid-job, after the budget is spent; the pandas path refused such data when it loaded the tables in hello. The
-    offending values stay on the partner (``fedinsight data validate`` shows them)."""
+    mid-job, after the budget is spent. It finds what the scans' casts would refuse, not everything the pandas
+    validation refuses (``nan``, fractional whole numbers, values below a column's minimum: ``fedinsight data
+    validate``); the offending values stay on the partner."""
     names = [n for n in TABLES if n in sources]
     for name in names:
         engine.register(f"raw_{name}", sources[name])
