@@ -197,6 +197,10 @@ SMALL_SECOND_MOMENT = 1e-10
 EXACT_WINDOW = 400
 
 
+_EXACT_CHUNK = 4_096
+"""Elements per chunk of :meth:`_RowAdam._missed_exactly` (4,096 x 400 float64 terms: ~13 MB)."""
+
+
 class _RowAdam:
     """:class:`_Adam` on a table of which a step touches only a few rows, at the cost of those rows.
 
@@ -251,12 +255,18 @@ class _RowAdam:
     def _missed_exactly(self, m: torch.Tensor, v: torch.Tensor, last: torch.Tensor, gap: torch.Tensor
                         ) -> torch.Tensor:
         """The move of single elements over their missed steps, step by step with eps (the first
-        :data:`EXACT_WINDOW` of them: later ones are below 0.9^400 of a step)."""
+        :data:`EXACT_WINDOW` of them: later ones are below 0.9^400 of a step). In chunks of elements, so memory
+        stays ~13 MB per array whatever the partner's size (one array for every element took 2.3 GB at 1 M
+        customers)."""
         j = torch.arange(1, EXACT_WINDOW + 1, dtype=torch.float64)[None, :]
-        k = last.double()[:, None] + j
-        terms = (m[:, None] * self.b1**j / (1 - self.b1**k)
-                 / ((v[:, None] * self.b2**j / (1 - self.b2**k)).sqrt() + 1e-8))
-        return self.lr * torch.where(j <= gap[:, None], terms, torch.zeros_like(terms)).sum(dim=1)
+        out = torch.empty(len(m), dtype=torch.float64)
+        for lo in range(0, len(m), _EXACT_CHUNK):
+            hi = lo + _EXACT_CHUNK
+            k = last[lo:hi].double()[:, None] + j
+            terms = (m[lo:hi, None] * self.b1**j / (1 - self.b1**k)
+                     / ((v[lo:hi, None] * self.b2**j / (1 - self.b2**k)).sqrt() + 1e-8))
+            out[lo:hi] = self.lr * torch.where(j <= gap[lo:hi, None], terms, torch.zeros_like(terms)).sum(dim=1)
+        return out
 
     def catch_up(self, rows: torch.Tensor) -> None:
         """Bring ``rows`` up to the last step taken (before they are read)."""
