@@ -64,26 +64,37 @@ def _from_catalogue(data: PartnerData) -> tuple[pd.DataFrame, str]:
     inter, items = data.interactions, data.items
     if not (isinstance(inter, pd.DataFrame) and isinstance(items, pd.DataFrame)):
         raise ConfigError(f"partner '{data.partner_id}' {NO_ITEMS}")
+    lookup, column = catalogue_lookup(items, data.partner_id)
+    rows = inter[["customer_id", "item_id", "timestamp"]].astype({"customer_id": str, "item_id": str})
+    frame = rows.merge(lookup, on="item_id", how="inner")
+    return frame[["customer_id", "item", "timestamp"]], f"interactions + items.{column}"
+
+
+def catalogue_lookup(items: pd.DataFrame, partner_id: str) -> tuple[pd.DataFrame, str]:
+    """``(item_id, item)`` from the items catalogue's ``category``, else its ``genres`` (split at ``|``), and the
+    column used: shared by the pandas path and the engine path (which reads the catalogue through a scan)."""
     column = next((c for c in ("category", "genres") if c in items.columns and _usable(items[c]).any()), None)
     if column is None:
-        raise ConfigError(f"partner '{data.partner_id}' {NO_ITEMS}")
+        raise ConfigError(f"partner '{partner_id}' {NO_ITEMS}")
     lookup = items.loc[_usable(items[column]), ["item_id", column]].astype({"item_id": str})
     lookup = lookup.assign(item=lookup[column].astype("string").str.split("|") if column == "genres"
                            else lookup[column].astype("string").map(lambda v: [v]))
     lookup = lookup.explode("item")
     lookup["item"] = lookup["item"].astype("string").str.strip()
     lookup = lookup[lookup["item"].notna() & lookup["item"].ne("")]
-    rows = inter[["customer_id", "item_id", "timestamp"]].astype({"customer_id": str, "item_id": str})
-    frame = rows.merge(lookup[["item_id", "item"]], on="item_id", how="inner")
-    return frame[["customer_id", "item", "timestamp"]], f"interactions + items.{column}"
+    return lookup[["item_id", "item"]], column
 
 
 def baskets(rows: pd.DataFrame, max_items: int, allowed: Sequence[str] | None = None) -> pd.DataFrame:
     """``(customer_id, item)``, one row per item in a customer's basket: their ``max_items`` most bought items
-    (among ``allowed`` when given), ties broken by the item's name."""
+    (among ``allowed`` when given), ties broken by the item's name. ``rows`` is one row per purchase line, or
+    (engine path) one row per customer and item with its purchase lines counted in ``n``."""
     if allowed is not None:
         rows = rows[rows["item"].isin(list(allowed))]
-    counts = rows.groupby(["customer_id", "item"], sort=False).size().rename("n").reset_index()
+    if "n" in rows.columns:
+        counts = rows.groupby(["customer_id", "item"], sort=False)["n"].sum().reset_index()
+    else:
+        counts = rows.groupby(["customer_id", "item"], sort=False).size().rename("n").reset_index()
     counts = counts.sort_values(["customer_id", "n", "item"], ascending=[True, False, True], kind="mergesort")
     kept = counts[counts.groupby("customer_id", sort=False).cumcount() < max_items]
     return kept[["customer_id", "item"]].reset_index(drop=True)

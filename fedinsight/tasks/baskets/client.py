@@ -1,11 +1,11 @@
 """The partner side of baskets: ``query.baskets`` phases ``items`` (round 1) and ``pairs`` (round 2).
 
-The partner reads its purchases through its data view (:mod:`.basket`), works out the noise and the threshold
-from the job's public options *itself* (:mod:`.noise`), passes each release through its own budget gate and adds
-OpenDP noise (OS entropy). Round 1 sends only the items whose noisy customer count clears the threshold (OpenDP's
-Gaussian threshold mechanism): an item held by a handful of its customers shows with probability at most the
-selection delta. Round 2 sends one noisy vector over the coordinator's public candidate list, whose length is fixed
-by the job's options: what it holds never depends on which pairs exist here.
+The partner counts its purchases per customer and item in its engine (:mod:`.purchase_scan`), works out the noise
+and the threshold from the job's public options *itself* (:mod:`.noise`), passes each release through its own
+budget gate and adds OpenDP noise (OS entropy). Round 1 sends only the items whose noisy customer count clears
+the threshold (OpenDP's Gaussian threshold mechanism): an item held by a handful of its customers shows with
+probability at most the selection delta. Round 2 sends one noisy vector over the coordinator's public candidate
+list, whose length is fixed by the job's options: what it holds never depends on which pairs exist here.
 """
 
 from __future__ import annotations
@@ -21,21 +21,22 @@ from fedinsight.core.errors import BudgetExceededError, ConfigError
 from fedinsight.federation.messages import config_of, reply
 from fedinsight.federation.task import Partner, phase_of
 from fedinsight.privacy.mechanisms import gaussian, threshold_for_delta, threshold_release
-from fedinsight.tasks.baskets.basket import ITEM, baskets, candidate_counts, item_counts, purchases
+from fedinsight.tasks.baskets.basket import ITEM, baskets, candidate_counts, item_counts
 from fedinsight.tasks.baskets.noise import release_bound
 from fedinsight.tasks.baskets.options import BasketsOptions
+from fedinsight.tasks.baskets.purchase_scan import engine_purchases
 
 ITEMS_RECORD = "items"
 COUNTS_RECORD = "counts"
 
 
 def partner_rows(partner: Partner, options: BasketsOptions) -> Any:
-    """This partner's ``(customer_id, item)`` purchase rows, or a ConfigError when it has none to count."""
-    data = partner.data()
-    rows, source = purchases(data, options.as_of)
+    """This partner's purchases counted per customer and item (``customer_id, item, n``) by its engine (its rows are
+    never loaded whole into pandas: :mod:`.purchase_scan`), or a ConfigError when it has none to count."""
+    rows, source = engine_purchases(partner, options.as_of)
     if rows.empty:
         before = f" before {options.as_of}" if options.as_of else ""
-        raise ConfigError(f"partner '{data.partner_id}' has no purchases with an item ({source}){before}: nothing "
+        raise ConfigError(f"partner '{partner.partner_id}' has no purchases with an item ({source}){before}: nothing "
                           "to count; check its mapping or leave it out of this job")
     return rows
 

@@ -18,6 +18,7 @@ from fedinsight.core.errors import BudgetExceededError, ConfigError
 from fedinsight.federation.task import Partner
 from fedinsight.models.dp_logreg import DpSgdSettings, make_model, set_weights, train_dp
 from fedinsight.models.dp_logreg import get_weights as weights_of
+from fedinsight.tasks.secure_training.customer_scan import engine_rfm_features
 from fedinsight.tasks.secure_training.options import SecureTrainingOptions
 
 NUM_FEATURES = 3
@@ -44,10 +45,9 @@ def rfm_features(transactions: pd.DataFrame, cutoff: str) -> tuple[np.ndarray, n
 
 
 def training_data(partner: Partner, options: SecureTrainingOptions) -> tuple[np.ndarray, np.ndarray]:
-    data = partner.data()
-    if data.transactions is None:
-        raise ConfigError(f"partner {partner.partner_id} has no transactions table to train on")
-    x, y = rfm_features(data.transactions, options.cutoff)  # type: ignore[arg-type]
+    """The features and labels :func:`rfm_features` defines, computed by the partner's engine (its transactions are
+    never loaded whole into pandas: :mod:`.customer_scan`)."""
+    x, y = engine_rfm_features(partner, options.cutoff)
     if options.sample_rate * len(x) < 2:  # DP holds for any batch size; this only guards against useless runs
         raise ConfigError(f"sample rate {options.sample_rate} x {len(x)} customers gives expected batches "
                           "under 2; raise sample-rate")

@@ -20,19 +20,20 @@ from fedinsight.federation.messages import config_of, reply
 from fedinsight.federation.task import Partner, phase_of
 from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.segments import kmeans
-from fedinsight.tasks.segments.features import customer_vectors, partner_zone
+from fedinsight.tasks.segments.customer_scan import engine_vectors
+from fedinsight.tasks.segments.features import partner_zone
 from fedinsight.tasks.segments.options import SegmentsOptions
 
 RECORD = "release"
 
 
 def vectors(partner: Partner, options: SegmentsOptions) -> np.ndarray:
-    """This partner's customer vectors (consenting, non-erased customers with a purchase before as-of)."""
+    """This partner's customer vectors (consenting, non-erased customers with a purchase before as-of), computed by
+    its engine: its transactions are never loaded whole into pandas (:mod:`.customer_scan`)."""
     if not options.as_of:
         raise ConfigError("segments needs --as-of (the reference date, e.g. 2026-01-01)")
-    data = partner.data()
-    return customer_vectors(data.transactions, options.as_of, options.names,  # type: ignore[arg-type]
-                            partner_zone(data.meta), data.events).to_numpy()
+    zone = partner_zone({"timezone": partner.timezone()})
+    return engine_vectors(partner, options.as_of, options.names, zone).to_numpy()
 
 
 def centres_of(config: dict[str, Any], options: SegmentsOptions) -> np.ndarray:

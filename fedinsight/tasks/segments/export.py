@@ -1,7 +1,7 @@
 """A partner labels its own customers with the federation's segments (``fedinsight partner export segments``).
 
 Runs on the partner only and sends nothing: the model file holds public things (features, caps, reference date,
-centres); the customers come from the partner's data view for analytics (consent and erasures applied), and
+centres); the customers' vectors come from the partner's engine for analytics (consent and erasures applied), and
 their own ids from the view's ``identities()``, which only ever runs on the partner.
 """
 
@@ -16,7 +16,8 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import Partner
-from fedinsight.tasks.segments.features import customer_vectors, feature, known, partner_zone
+from fedinsight.tasks.segments.customer_scan import engine_vectors
+from fedinsight.tasks.segments.features import feature, known, partner_zone
 from fedinsight.tasks.segments.kmeans import assign
 
 KIND = "fedinsight-segments"
@@ -46,9 +47,7 @@ def label_customers(model: dict[str, Any], partner: Partner) -> pd.DataFrame:
     """``customer_id`` (the partner's own), ``segment`` (1..k) and ``segment_words``, one row per consenting,
     non-erased customer with a purchase before the model's reference date."""
     names = tuple(model["features"])
-    data = partner.data()
-    vectors = customer_vectors(data.transactions, str(model["as_of"]), names,  # type: ignore[arg-type]
-                               partner_zone(data.meta), data.events)
+    vectors = engine_vectors(partner, str(model["as_of"]), names, partner_zone({"timezone": partner.timezone()}))
     labels = assign(vectors.to_numpy(), np.asarray(model["centres"], dtype=float)) + 1
     words = list(model.get("words") or [""] * len(model["centres"]))
     ids = partner.identities(pd.Series(vectors.index.astype(str)))

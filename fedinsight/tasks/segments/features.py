@@ -159,17 +159,23 @@ def partner_zone(meta: dict[str, object]) -> str:
     return zone
 
 
-def customer_vectors(transactions: pd.DataFrame | None, as_of: str, features: tuple[str, ...],
-                     zone: str = "UTC", events: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per customer with a purchase before ``as_of`` (index: the view's customer tokens), one column per
-    feature, every value in [0, 1]. Recency is reversed (1 = bought yesterday) so that "high" reads as good;
-    ``evening`` reads purchase hours in the partner's own time ``zone``."""
+def reference_date(as_of: str) -> pd.Timestamp:
+    """The job's ``--as-of`` as a timestamp (ConfigError naming the flag when it is not a date)."""
     try:
         cut = pd.Timestamp(as_of)
     except (TypeError, ValueError):
         cut = pd.NaT
     if cut is pd.NaT:
         raise ConfigError(f"--as-of must be a date such as 2026-01-01 (got {as_of!r})")
+    return cut
+
+
+def customer_vectors(transactions: pd.DataFrame | None, as_of: str, features: tuple[str, ...],
+                     zone: str = "UTC", events: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per customer with a purchase before ``as_of`` (index: the view's customer tokens), one column per
+    feature, every value in [0, 1]. Recency is reversed (1 = bought yesterday) so that "high" reads as good;
+    ``evening`` reads purchase hours in the partner's own time ``zone``."""
+    cut = reference_date(as_of)
     if transactions is None:
         raise ConfigError("segments needs a transactions table (customer_id, timestamp, amount)")
     tx = transactions[["customer_id", "timestamp", "amount"]]
@@ -194,9 +200,15 @@ def customer_vectors(transactions: pd.DataFrame | None, as_of: str, features: tu
         kind, _, value = name.partition(":")
         if kind in MIX_COLUMNS and value:
             raw[name] = _mix_share(transactions, stamps < cut, MIX_COLUMNS[kind], value)
-    out = pd.DataFrame(index=count.index)
+    return scaled_vectors(raw, count.index, features)
+
+
+def scaled_vectors(raw: dict[str, pd.Series], index: pd.Index, features: tuple[str, ...]) -> pd.DataFrame:
+    """The vectors from each feature's raw per-customer values (missing: 0), by the public transforms: the one
+    step the pandas path and the engine path (:mod:`.customer_scan`) share, so both scale alike."""
+    out = pd.DataFrame(index=index)
     for name in features:
-        column = raw[name].reindex(count.index).fillna(0.0).to_numpy()
+        column = raw[name].reindex(index).fillna(0.0).to_numpy()
         f = feature(name)
         values = np.clip(column, 0.0, 1.0) if f.share else scale(column, f.cap)
         out[name] = 1.0 - values if name == "recency" else values
