@@ -59,7 +59,7 @@ from fedinsight.partner.protection import (
     find_policy,
     load_protected,
 )
-from fedinsight.privacy.consent import PURPOSES, erasure_register
+from fedinsight.privacy.consent import PURPOSES, ErasureRegister, erasure_register
 from fedinsight.privacy.tokenize import Tokenizer
 
 CUSTOMER_COUNT = Scan("partner.customer_count", "SELECT COUNT(DISTINCT customer_id) AS customers FROM customers",
@@ -120,6 +120,14 @@ def _files_key(sources: dict[str, Source]) -> tuple[tuple[str, int, int], ...]:
     return tuple((str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in files)
 
 
+_RESULTS: OrderedDict[tuple[object, ...], list[pd.DataFrame]] = OrderedDict()
+"""Scan results kept per process (:meth:`PartnerView.scans`): tokenized per-customer rows, like :data:`_CACHE`'s
+protected tables, only on the partner."""
+_RESULTS_SIZE = 32
+_RESULT_ROWS = 1_000_000
+"""Results above this many rows are not kept (a 100 M-row partner's batch would double its memory)."""
+
+
 class PartnerView:
     """One partner's customer data for one purpose (see the module docstring)."""
 
@@ -174,10 +182,35 @@ class PartnerView:
         return self.scans([scan])[0]
 
     def scans(self, scans: list[Scan]) -> list[pd.DataFrame]:
-        """Several scans over one preparation of the protected tables (see :func:`run_scans`)."""
+        """Several scans over one preparation of the protected tables (see :func:`run_scans`). Small results are
+        kept per process (:data:`_RESULTS`): a job asks the same scans at every message (segments' every k-means
+        step, a secure training round), and preparing the protected tables costs seconds each time."""
         rate = self.rates.rate(self.currency, partner=self.folder.name) if self.rates is not None else 1.0
-        return run_scans(scans, self.sources(), self.engine, self.policy, self.purpose,
-                         erasure_register(self.policy.register_url), rate=rate)
+        sources = self.sources()
+        register = erasure_register(self.policy.register_url)
+        key = self._results_key(sources, scans, register, rate)
+        if key is not None and key in _RESULTS:
+            _RESULTS.move_to_end(key)
+            return [frame.copy() for frame in _RESULTS[key]]
+        results = run_scans(scans, sources, self.engine, self.policy, self.purpose, register, rate=rate)
+        if key is not None and sum(len(r) for r in results) <= _RESULT_ROWS:
+            _RESULTS[key] = [frame.copy() for frame in results]
+            while len(_RESULTS) > _RESULTS_SIZE:
+                _RESULTS.popitem(last=False)
+        return results
+
+    def _results_key(self, sources: dict[str, Source], scans: list[Scan], register: ErasureRegister,
+                     rate: float) -> tuple[object, ...] | None:
+        """What a scan's result depends on: the files (size, modification time) or the mapping, the policy and key
+        ring, the purpose, the currency rate, the erasure register's state and the scans themselves. ``None`` (not
+        kept) for a database, whose rows can change without a trace here."""
+        if self.engine.db_url:
+            return None
+        data = self.mapping.fingerprint if self.mapping is not None else _files_key(sources)
+        when = register.last_request_at()
+        return (str(self.folder.resolve()), data, self.policy.fingerprint, self.policy.tokenization_ring().fingerprint,
+                self.purpose, rate, register.count(), when.isoformat() if when else "",
+                tuple((s.name, s.sql, s.tables, s.drop_ids, s.keep) for s in scans))
 
     def columns(self) -> dict[str, list[str]]:
         """The canonical tables the partner holds and the canonical columns its protected tables keep (schema only:

@@ -119,3 +119,25 @@ def test_a_mapped_folder_is_read_once_for_a_hello(tmp_path, monkeypatch):
     os.utime(folder / "会员信息.csv", ns=(1, 1))  # the export changed: the mapping's fingerprint changes
     PartnerView(folder, "analytics").count_customers()
     assert len(reads) == 2
+
+
+def test_a_kept_scan_result_follows_erasures_and_new_files(tmp_path):
+    """Scan results are kept per process (a job asks the same scans at every message); an erasure, or a changed
+    file, is seen by the next scan all the same."""
+    tables = own_tables(customers=40)
+    folder = write_csv_partner(tmp_path / "shop", tables)
+    rules = FeatureRules(as_of="2026-01-01", window_days=180)
+    first = PartnerView(folder, "analytics").scan(customer_scan(rules))
+    again = PartnerView(folder, "analytics").scan(customer_scan(rules))
+    pd.testing.assert_frame_equal(first, again)
+    again.drop(again.index, inplace=True)  # a caller changing its copy changes nothing kept
+    pd.testing.assert_frame_equal(first, PartnerView(folder, "analytics").scan(customer_scan(rules)))
+    kept = sorted(set(tables["customers"]["customer_id"]) - set(OPTED_OUT) - set(ERASED))
+    forget_customers([kept[0]], find_policy(folder))
+    after = PartnerView(folder, "analytics").scan(customer_scan(rules))
+    assert len(after) == len(first) - 1 and _tokens(folder, [kept[0]]).isdisjoint(after.index)
+    fewer = tables["transactions"][tables["transactions"]["customer_id"] != kept[1]]
+    fewer.to_csv(folder / "transactions.csv", index=False)
+    os.utime(folder / "transactions.csv", ns=(2, 2))
+    latest = PartnerView(folder, "analytics").scan(customer_scan(rules))
+    assert int(latest["purchases"].sum()) < int(after["purchases"].sum())
