@@ -105,27 +105,44 @@ def _mapped_tables(folder: Path, mapping: PartnerMapping) -> dict[str, pd.DataFr
     return _MAPPED[key]
 
 
-_CHECKED: set[tuple[tuple[str, int, int], ...]] = set()
+_CHECKED: set[tuple[tuple[str, int, int, int, int], ...]] = set()
 """Partner files whose typed columns passed :meth:`PartnerView.check_types` in this process, by :func:`_files_key`."""
 
 
-def _files_key(sources: dict[str, Source]) -> tuple[tuple[str, int, int], ...]:
-    """Every file behind ``sources`` with its size and modification time: any change reads them again."""
+def _files_key(sources: dict[str, Source]) -> tuple[tuple[str, int, int, int, int], ...]:
+    """Every file behind ``sources`` with its inode, size, modification and change times: any write reads them
+    again. The change time matters: a consent flipped from 1 to 0 keeps the file's size, and a tool may restore its
+    modification time, but no one can set the change time back (and an atomic replace changes the inode)."""
     files: list[Path] = []
     for source in sources.values():
         if isinstance(source, CsvFile):
             files.append(source.path)
         elif isinstance(source, ParquetFiles):
             files += sorted(source.path.rglob("*.parquet")) if source.path.is_dir() else [source.path]
-    return tuple((str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in files)
+    return tuple((str(f), (st := f.stat()).st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for f in files)
 
 
 _RESULTS: OrderedDict[tuple[object, ...], list[pd.DataFrame]] = OrderedDict()
 """Scan results kept per process (:meth:`PartnerView.scans`): tokenized per-customer rows, like :data:`_CACHE`'s
-protected tables, only on the partner."""
-_RESULTS_SIZE = 32
-_RESULT_ROWS = 1_000_000
-"""Results above this many rows are not kept (a 100 M-row partner's batch would double its memory)."""
+protected tables, only on the partner. Bounded by :data:`_RESULTS_SIZE` entries (as many as :data:`_CACHE`: a
+simulation's worker visits up to 1,000 partners in turn) and :data:`_RESULTS_BYTES` in all."""
+_SIZES: dict[tuple[object, ...], int] = {}
+"""Bytes of each kept result (pandas' deep memory usage), counted once when it is kept."""
+_RESULTS_SIZE = 1024
+_RESULTS_BYTES = 256 * 2**20
+"""A result larger than a quarter of this is not kept (a 100 M-row partner's batch would double its memory)."""
+
+
+def _forget_stale(key: tuple[object, ...]) -> None:
+    """Drop the kept results of the same partner and purpose made before its data, policy or erasure register
+    changed: an erased customer's rows leave memory at the next scan, not at eviction."""
+    for old in [k for k in _RESULTS if k[0] == key[0] and k[4] == key[4] and k[1:8] != key[1:8]]:
+        _drop(old)
+
+
+def _drop(key: tuple[object, ...]) -> None:
+    del _RESULTS[key]
+    _SIZES.pop(key, None)
 
 
 class PartnerView:
@@ -184,24 +201,30 @@ class PartnerView:
     def scans(self, scans: list[Scan]) -> list[pd.DataFrame]:
         """Several scans over one preparation of the protected tables (see :func:`run_scans`). Small results are
         kept per process (:data:`_RESULTS`): a job asks the same scans at every message (segments' every k-means
-        step, a secure training round), and preparing the protected tables costs seconds each time."""
+        step, a secure training round), and preparing the protected tables costs seconds each time. The gain is
+        where one process serves many messages (a simulation's workers, in-process runs); a deployed SuperNode
+        starts a ClientApp process per message and pays the preparation each time, as it pays the pandas load.
+        Row-level scans (``drop_ids``) and large results are never kept."""
         rate = self.rates.rate(self.currency, partner=self.folder.name) if self.rates is not None else 1.0
         sources = self.sources()
         register = erasure_register(self.policy.register_url)
         key = self._results_key(sources, scans, register, rate)
-        if key is not None and key in _RESULTS:
-            _RESULTS.move_to_end(key)
-            return [frame.copy() for frame in _RESULTS[key]]
+        if key is not None:
+            _forget_stale(key)
+            if key in _RESULTS:
+                _RESULTS.move_to_end(key)
+                return [frame.copy() for frame in _RESULTS[key]]
         results = run_scans(scans, sources, self.engine, self.policy, self.purpose, register, rate=rate)
-        if key is not None and sum(len(r) for r in results) <= _RESULT_ROWS:
-            _RESULTS[key] = [frame.copy() for frame in results]
-            while len(_RESULTS) > _RESULTS_SIZE:
-                _RESULTS.popitem(last=False)
+        size = sum(int(r.memory_usage(deep=True).sum()) for r in results)
+        if key is not None and not any(s.drop_ids for s in scans) and size <= _RESULTS_BYTES // 4:
+            _RESULTS[key], _SIZES[key] = [frame.copy() for frame in results], size
+            while len(_RESULTS) > _RESULTS_SIZE or sum(_SIZES.values()) > _RESULTS_BYTES:
+                _drop(next(iter(_RESULTS)))
         return results
 
     def _results_key(self, sources: dict[str, Source], scans: list[Scan], register: ErasureRegister,
                      rate: float) -> tuple[object, ...] | None:
-        """What a scan's result depends on: the files (size, modification time) or the mapping, the policy and key
+        """What a scan's result depends on: the files (:func:`_files_key`) or the mapping, the policy and key
         ring, the purpose, the currency rate, the erasure register's state and the scans themselves. ``None`` (not
         kept) for a database, whose rows can change without a trace here."""
         if self.engine.db_url:

@@ -121,15 +121,40 @@ def test_a_mapped_folder_is_read_once_for_a_hello(tmp_path, monkeypatch):
     assert len(reads) == 2
 
 
-def test_a_kept_scan_result_follows_erasures_and_new_files(tmp_path):
-    """Scan results are kept per process (a job asks the same scans at every message); an erasure, or a changed
-    file, is seen by the next scan all the same."""
+def test_a_kept_scan_result_follows_erasures_and_new_files(tmp_path, monkeypatch):
+    """Scan results are kept per process (a job asks the same scans at every message); an erasure, an opt-out that
+    keeps the file's size and time, or a changed file, is seen by the next scan all the same."""
+    import fedinsight.partner.view as view_module
+
+    ran: list[int] = []
+    original = view_module.run_scans
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        ran.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(view_module, "run_scans", counting)
     tables = own_tables(customers=40)
     folder = write_csv_partner(tmp_path / "shop", tables)
     rules = FeatureRules(as_of="2026-01-01", window_days=180)
     first = PartnerView(folder, "analytics").scan(customer_scan(rules))
     again = PartnerView(folder, "analytics").scan(customer_scan(rules))
     pd.testing.assert_frame_equal(first, again)
+    assert len(ran) == 1  # the second scan was the kept result
+    # an opt-out written in place: same size, the modification time put back (only the change time moves)
+    path = folder / "customers.csv"
+    text, stat = path.read_text(), path.stat()
+    consenting = tables["customers"].set_index("customer_id")["consent"]
+    who = next(c for c, v in consenting.items() if v == "1" and c not in ERASED)
+    flipped = text.replace(f"\n{who},1,", f"\n{who},0,", 1)
+    assert flipped != text and len(flipped) == len(text)
+    path.write_text(flipped)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    opted = PartnerView(folder, "analytics").scan(customer_scan(rules))
+    assert len(opted) == len(first) - 1 and _tokens(folder, [who]).isdisjoint(opted.index)
+    path.write_text(text)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = PartnerView(folder, "analytics").scan(customer_scan(rules))
     again.drop(again.index, inplace=True)  # a caller changing its copy changes nothing kept
     pd.testing.assert_frame_equal(first, PartnerView(folder, "analytics").scan(customer_scan(rules)))
     kept = sorted(set(tables["customers"]["customer_id"]) - set(OPTED_OUT) - set(ERASED))
