@@ -8,6 +8,7 @@ test on them cannot pass by luck or fail by rounding.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,3 +50,28 @@ def write_csv_partner(folder: Path, tables: dict[str, pd.DataFrame]) -> Path:
     for name, frame in tables.items():
         frame.to_csv(folder / f"{name}.csv", index=False)
     return folder
+
+
+class EngineOnly:
+    """A partner whose tables cannot be loaded into pandas: only its engine answers (what a task's engine path may
+    use of a partner: its scans, its tables' columns and its time zone)."""
+
+    partner_id = "shop"
+
+    def __init__(self, view: Any) -> None:
+        self.view = view
+
+    def scans(self, scans):  # noqa: ANN001, ANN201
+        return self.view.scans(scans)
+
+    def scan(self, scan):  # noqa: ANN001, ANN201
+        return self.view.scan(scan)
+
+    def columns(self):  # noqa: ANN201
+        return self.view.columns()
+
+    def timezone(self) -> str:
+        return self.view.timezone
+
+    def data(self):  # noqa: ANN201
+        raise AssertionError("the engine path must not load the partner's tables")

@@ -10,37 +10,15 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-from support.engine_data import ERASED, OPTED_OUT, own_tables, write_csv_partner
+from support.engine_data import ERASED, OPTED_OUT, EngineOnly, own_tables, write_csv_partner
 from support.federations import run_in_process
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import phase_of
 from fedinsight.partner.protection import find_policy, forget_customers
-from fedinsight.partner.side import PartnerSide
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.baskets.basket import baskets, candidate_counts, item_counts, purchases
 from fedinsight.tasks.baskets.purchase_scan import engine_purchases
-
-
-class EngineOnly:
-    """A partner whose tables cannot be loaded into pandas: only its engine answers."""
-
-    partner_id = "shop"
-
-    def __init__(self, view: PartnerView) -> None:
-        self.view = view
-
-    def scans(self, scans):
-        return self.view.scans(scans)
-
-    def scan(self, scan):
-        return self.view.scan(scan)
-
-    def columns(self):
-        return self.view.columns()
-
-    def data(self):
-        raise AssertionError("the engine path must not load the partner's tables")
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -114,11 +92,6 @@ def test_no_item_anywhere_is_the_same_config_error(tmp_path):
         engine_purchases(EngineOnly(PartnerView(folder, "analytics")))
 
 
-@pytest.fixture
-def no_whole_tables(monkeypatch):
-    def refuse(self):  # noqa: ANN001, ANN202
-        raise AssertionError(f"partner {self.partner_id} loaded its whole tables")
-    monkeypatch.setattr(PartnerSide, "data", refuse)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from support.engine_data import ERASED, own_tables, write_csv_partner
+from support.engine_data import ERASED, EngineOnly, own_tables, write_csv_partner
 
 from fedinsight.partner.protection import find_policy, forget_customers
 from fedinsight.partner.view import PartnerView
@@ -17,27 +17,6 @@ from fedinsight.tasks.insights.customer_features import FeatureRules, customer_f
 from fedinsight.tasks.insights.engine_features import engine_features
 from fedinsight.tasks.propensity.client import partner_table
 from fedinsight.tasks.propensity.features import LabelWindow, customer_table
-
-
-class EngineOnly:
-    """A partner whose tables cannot be loaded into pandas: only its engine answers."""
-
-    partner_id = "shop"
-
-    def __init__(self, view: PartnerView) -> None:
-        self.view = view
-
-    def scans(self, scans):
-        return self.view.scans(scans)
-
-    def scan(self, scan):
-        return self.view.scan(scan)
-
-    def timezone(self) -> str:
-        return self.view.timezone
-
-    def data(self):
-        raise AssertionError("the engine path must not load the partner's tables")
 
 
 def _queries(channels, campaigns, tx_channels) -> list[dict]:

@@ -11,39 +11,17 @@ from collections import Counter
 
 import pandas as pd
 import pytest
-from support.engine_data import ERASED, own_tables, write_csv_partner
+from support.engine_data import ERASED, EngineOnly, own_tables, write_csv_partner
 from support.federations import run_in_process
 
 from fedinsight.federation.task import phase_of
 from fedinsight.partner.protection import find_policy, forget_customers
-from fedinsight.partner.side import PartnerSide
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.insights import discovery
 from fedinsight.tasks.insights.client import table_columns
 from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
 from fedinsight.tasks.insights.engine_discovery import engine_counts
 from fedinsight.tasks.insights.spec import VOCABULARIES
-
-
-class EngineOnly:
-    """A partner whose tables cannot be loaded into pandas: only its engine answers."""
-
-    partner_id = "shop"
-
-    def __init__(self, view: PartnerView) -> None:
-        self.view = view
-
-    def scans(self, scans):
-        return self.view.scans(scans)
-
-    def scan(self, scan):
-        return self.view.scan(scan)
-
-    def columns(self):
-        return self.view.columns()
-
-    def data(self):
-        raise AssertionError("the engine path must not load the partner's tables")
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +60,6 @@ def test_key_discovery_counts_equal_the_pandas_path(shop, k):
     assert got["genders"] == {} and "other" not in got["channels"] and got["campaigns"]["o'brien \u00e9t\u00e9"] > 0
 
 
-@pytest.fixture
-def no_whole_tables(monkeypatch):
-    def refuse(self):  # noqa: ANN001, ANN202
-        raise AssertionError(f"partner {self.partner_id} loaded its whole tables")
-    monkeypatch.setattr(PartnerSide, "data", refuse)
 
 
 def _errors(run) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support.engine_data import ERASED, OPTED_OUT, own_tables, write_csv_partner
+from support.engine_data import ERASED, OPTED_OUT, EngineOnly, own_tables, write_csv_partner
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.scan import naive_utc
@@ -15,24 +15,6 @@ from fedinsight.partner.protection import find_policy, forget_customers
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.secure_training.client import rfm_features
 from fedinsight.tasks.secure_training.customer_scan import engine_rfm_features, rfm_scan
-
-
-class EngineOnly:
-    """A partner whose tables cannot be loaded into pandas: only its engine answers."""
-
-    partner_id = "shop"
-
-    def __init__(self, view: PartnerView) -> None:
-        self.view = view
-
-    def scan(self, scan):
-        return self.view.scan(scan)
-
-    def columns(self):
-        return self.view.columns()
-
-    def data(self):
-        raise AssertionError("the engine path must not load the partner's tables")
 
 
 @pytest.fixture(scope="module")

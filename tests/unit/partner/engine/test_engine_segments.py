@@ -12,13 +12,12 @@ from collections import Counter
 
 import pandas as pd
 import pytest
-from support.engine_data import ERASED, OPTED_OUT, own_tables, write_csv_partner
+from support.engine_data import ERASED, OPTED_OUT, EngineOnly, own_tables, write_csv_partner
 from support.federations import run_in_process
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import phase_of
 from fedinsight.partner.protection import find_policy, forget_customers
-from fedinsight.partner.side import PartnerSide
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.segments.customer_scan import engine_vectors
 from fedinsight.tasks.segments.features import customer_vectors
@@ -26,29 +25,6 @@ from fedinsight.tasks.segments.features import customer_vectors
 ALL = ("recency", "frequency", "monetary", "basket", "tenure", "evening", "funnel", "channel:store",
        "channel:a'pp", "category:cat-1", "category:cat-9")
 
-
-class EngineOnly:
-    """A partner whose tables cannot be loaded into pandas: only its engine answers."""
-
-    partner_id = "shop"
-
-    def __init__(self, view: PartnerView) -> None:
-        self.view = view
-
-    def scans(self, scans):
-        return self.view.scans(scans)
-
-    def scan(self, scan):
-        return self.view.scan(scan)
-
-    def columns(self):
-        return self.view.columns()
-
-    def timezone(self):
-        return self.view.timezone
-
-    def data(self):
-        raise AssertionError("the engine path must not load the partner's tables")
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +79,6 @@ def test_an_early_as_of_and_bad_inputs(shop, tmp_path):
         engine_vectors(EngineOnly(PartnerView(lone, "analytics")), "2026-01-01", ("funnel",), "UTC")
 
 
-@pytest.fixture
-def no_whole_tables(monkeypatch):
-    def refuse(self):  # noqa: ANN001, ANN202
-        raise AssertionError(f"partner {self.partner_id} loaded its whole tables")
-    monkeypatch.setattr(PartnerSide, "data", refuse)
 
 
 @pytest.mark.slow
