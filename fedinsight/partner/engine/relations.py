@@ -86,17 +86,23 @@ def _typed_columns(spec: TableSpec, present: dict[str, str], policy: ProtectionP
 
 
 def type_problems(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPolicy) -> list[Problem]:
-    """The typed columns holding a value that does not parse as its canonical type, one problem each, counted with
-    ``TRY_CAST`` over every row. Why before a job's charge: a scan's ``CAST`` fails only where it reads the value,
-    mid-job, after the budget is spent. It finds what the scans' casts would refuse, not everything the pandas
-    validation refuses (``nan``, fractional whole numbers, values below a column's minimum: ``fedinsight data
-    validate``); the offending values stay on the partner."""
+    """The required columns a table lacks, and the typed columns holding a value that does not parse as its
+    canonical type, one problem each, counted with ``TRY_CAST`` over every row. Why before a job's charge: a
+    scan's ``CAST`` fails only where it reads the value, mid-job, after the budget is spent; and a missing key
+    column must be named as such before the personal-data check of a folder without a policy speaks. It finds
+    what the scans' casts would refuse, not everything the pandas validation refuses (``nan``, fractional whole
+    numbers, values below a column's minimum: ``fedinsight data validate``); the offending values stay on the
+    partner."""
     names = [n for n in TABLES if n in sources]
     for name in names:
         engine.register(f"raw_{name}", sources[name])
     problems = []
     for name in names:
         present = engine.column_types(f"raw_{name}")
+        spec = TABLES[name]
+        problems += [Problem(sources[name].describe(), f"required column is missing (table '{name}' needs "
+                             f"{', '.join(spec.required_columns)})", column=c)
+                     for c in spec.required_columns if c not in present]
         checked = [c for c in _typed_columns(TABLES[name], present, policy)
                    if c.type in ("int", "float", "timestamp") and c.name != CUSTOMER_KEY]
         if not checked:
