@@ -215,8 +215,10 @@ class PartnerView:
                 _RESULTS.move_to_end(key)
                 return [frame.copy() for frame in _RESULTS[key]]
         results = run_scans(scans, sources, self.engine, self.policy, self.purpose, register, rate=rate)
+        if key is None or any(s.drop_ids for s in scans):
+            return results  # row-level scans are never kept: not even measured (a full pass over 100 M rows' text)
         size = sum(int(r.memory_usage(deep=True).sum()) for r in results)
-        if key is not None and not any(s.drop_ids for s in scans) and size <= _RESULTS_BYTES // 4:
+        if size <= _RESULTS_BYTES // 4:
             _RESULTS[key], _SIZES[key] = [frame.copy() for frame in results], size
             while len(_RESULTS) > _RESULTS_SIZE or sum(_SIZES.values()) > _RESULTS_BYTES:
                 _drop(next(iter(_RESULTS)))
