@@ -83,11 +83,13 @@ class PartnerMapping:
     @property
     def fingerprint(self) -> str:
         """Changes when the mapping, the set of files it reads or any of those files changes (the data view's
-        cache key: a new month's export, or rows appended to one, are read by the next job)."""
+        cache key: a new month's export, or rows appended to one, are read by the next job). Each file counts with
+        its inode, size, modification and change times: a consent flipped in place keeps the size, a tool may put
+        the modification time back, but nobody can set the change time back (an atomic replace moves the inode)."""
         files = []
         for f in (f for t in self.tables.values() for f in t.files):
-            stat = f.stat() if f.exists() else None
-            files.append(f"{f}:{stat.st_size}:{stat.st_mtime_ns}" if stat else str(f))
+            st = f.stat() if f.exists() else None
+            files.append(f"{f}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}" if st else str(f))
         return hashlib.sha256("\n".join([self.digest, *files]).encode()).hexdigest()[:16]
 
     def problem(self, key: str, message: str, *, values: tuple[str, ...] = ()) -> Problem:

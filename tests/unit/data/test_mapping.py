@@ -222,3 +222,20 @@ def test_the_view_cache_key_follows_the_files(tmp_path):
     members = export.folder / "会员信息.csv"
     members.write_bytes(members.read_bytes() + "13899999999,王伟,男,30,北京,2024/01/01,是\n".encode("gb18030"))
     assert load_mapping(export.mapping_path).fingerprint != before
+
+
+def test_the_view_cache_key_follows_an_edit_that_keeps_size_and_time(tmp_path):
+    """A consent flipped in place (same length) with the modification time put back still changes the key: the
+    change time cannot be set back, so a kept view never serves a customer who has since opted out."""
+    import os
+
+    export = write_cn_export(tmp_path / "p", customers=40)
+    members = export.folder / "会员信息.csv"
+    before, stat = load_mapping(export.mapping_path).fingerprint, members.stat()
+    text = members.read_bytes()
+    flipped = text.replace(",是\n".encode("gb18030"), ",否\n".encode("gb18030"), 1)
+    assert flipped != text and len(flipped) == len(text)
+    members.write_bytes(flipped)
+    os.utime(members, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert members.stat().st_size == stat.st_size and members.stat().st_mtime_ns == stat.st_mtime_ns
+    assert load_mapping(export.mapping_path).fingerprint != before
