@@ -26,6 +26,26 @@ CANONICAL_TABLES: tuple[str, ...] = ("customers", "transactions", "interactions"
 MONEY = "DECIMAL(38, 6)"
 """The type a scan sums money in: exact, so both engines (and any partitioning) give the same sum."""
 
+WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+              "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+"""Every character Python's ``str.strip()`` removes (``str.isspace``): what the pandas path and the tokenizer trim
+from ids and labels, so the engine trims the same (a tab or an ideographic space U+3000 after an id is common in
+exports from spreadsheets and Chinese-locale tools)."""
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a SQL string literal (quotes doubled), in both engines' dialects."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def stripped_sql(text: str) -> str:
+    """The VARCHAR expression ``text`` without the leading and trailing :data:`WHITESPACE`, as ``str.strip()``
+    gives it. Only a value that starts or ends with whitespace is trimmed: ``TRIM`` builds a new string for every
+    row (at 10 M rows the projection took 2.9 s of a 7 s query), a look at the first and last character does not."""
+    chars = sql_string(WHITESPACE)
+    return (f"CASE WHEN contains({chars}, left({text}, 1)) OR contains({chars}, right({text}, 1)) "
+            f"THEN TRIM({text}, {chars}) ELSE {text} END")
+
 
 @dataclass(frozen=True)
 class Scan:

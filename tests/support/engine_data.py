@@ -17,6 +17,11 @@ OPTED_OUT = ("0007", "0011")
 ERASED = ("0003", " 0005")  # one with a stray space: erasure and joins trim ids, as the tokenizer does
 
 
+def _padded(k: int, value: str) -> str:
+    """Some ids as exports write them: a stray space, a tab, an ideographic space (U+3000); all one customer."""
+    return f" {value}" if k % 17 == 0 else f"{value}\t" if k % 23 == 0 else f"\u3000{value}" if k % 29 == 0 else value
+
+
 def own_tables(customers: int = 60, seed: int = 3) -> dict[str, pd.DataFrame]:
     """customers / transactions / events of one partner (ids with leading zeros, consent as yes/no/blank)."""
     rng = np.random.default_rng(seed)
@@ -30,7 +35,7 @@ def own_tables(customers: int = 60, seed: int = 3) -> dict[str, pd.DataFrame]:
     who = rng.choice(ids, n_tx)
     when = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 900 * 86_400, n_tx), unit="s")
     tx = pd.DataFrame({"transaction_id": [f"T{i}" for i in range(n_tx)],
-                       "customer_id": [f" {w}" if k % 17 == 0 else w for k, w in enumerate(who)],
+                       "customer_id": [_padded(k, w) for k, w in enumerate(who)],
                        "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S"),
                        "amount": rng.integers(1, 4_000, n_tx) / 4.0,
                        "quantity": rng.integers(1, 5, n_tx),
@@ -41,7 +46,8 @@ def own_tables(customers: int = 60, seed: int = 3) -> dict[str, pd.DataFrame]:
                        "timestamp": ev_when.strftime("%Y-%m-%d %H:%M:%S"),
                        "campaign": rng.choice(["spring sale", "vip"], n_ev),
                        "channel": rng.choice(["sms", "mail"], n_ev),
-                       "stage": rng.choice(["exposure", "click", "participate", "convert"], n_ev)})
+                       "stage": rng.choice(["exposure", "click", "participate", "convert", " Click", "CONVERT\u00a0"],
+                                           n_ev, p=[0.25, 0.2, 0.2, 0.2, 0.1, 0.05])})
     return {"customers": cust, "transactions": tx, "events": ev}
 
 

@@ -20,17 +20,13 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.data.schema import FUNNEL_STAGES
-from fedinsight.federation.scan import MONEY, Scan, naive_utc, timestamp_literal
+from fedinsight.federation.scan import MONEY, Scan, naive_utc, sql_string, timestamp_literal
 from fedinsight.federation.task import Partner
 from fedinsight.tasks.segments.features import MIX_COLUMNS, reference_date, scaled_vectors
 
 _US_PER_DAY = 86_400 * 1_000_000
 _QUARTER = 900
 """Seconds in a quarter hour: the bucket the non-UTC evening scan counts purchases in."""
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _mixes(features: tuple[str, ...]) -> list[tuple[str, str, str]]:
@@ -56,14 +52,14 @@ def vectors_scan(cut: pd.Timestamp, features: tuple[str, ...], zone: str) -> Sca
     if "evening" in features and zone == "UTC":
         columns.append("CAST(SUM(CASE WHEN HOUR(timestamp) >= 18 THEN 1 ELSE 0 END) AS BIGINT) AS evening_n")
     for i, (_, column, value) in enumerate(_mixes(features)):
-        columns.append(f"CAST(SUM(CASE WHEN TRIM(CAST({column} AS VARCHAR)) = {_quote(value)} THEN 1 ELSE 0 END) "
+        columns.append(f"CAST(SUM(CASE WHEN CAST({column} AS VARCHAR) = {sql_string(value)} THEN 1 ELSE 0 END) "
                        f"AS BIGINT) AS mix_{i}")
     sql = f"SELECT customer_id, {', '.join(columns)} FROM transactions WHERE {before} GROUP BY customer_id"
     tables: tuple[str, ...] = ("transactions",)
     if "funnel" in features:
-        ranks = " ".join(f"WHEN {_quote(s)} THEN {i}" for i, s in enumerate(FUNNEL_STAGES))
+        ranks = " ".join(f"WHEN {sql_string(s)} THEN {i}" for i, s in enumerate(FUNNEL_STAGES))
         sql = (f"WITH buyers AS ({sql}), funnel AS (\n"
-               f"  SELECT customer_id, MAX(CASE LOWER(TRIM(CAST(stage AS VARCHAR))) {ranks} ELSE 0 END) AS rank\n"
+               f"  SELECT customer_id, MAX(CASE stage {ranks} ELSE 0 END) AS rank\n"
                f"  FROM events WHERE {before} GROUP BY customer_id)\n"
                "SELECT b.*, COALESCE(f.rank, 0) AS funnel_rank FROM buyers AS b "
                "LEFT JOIN funnel AS f ON b.customer_id = f.customer_id")

@@ -173,3 +173,22 @@ def test_a_kept_scan_result_follows_erasures_and_new_files(tmp_path, monkeypatch
     os.utime(folder / "transactions.csv", ns=(2, 2))
     latest = PartnerView(folder, "analytics").scan(customer_scan(rules))
     assert int(latest["purchases"].sum()) < int(after["purchases"].sum())
+
+
+def test_ids_and_labels_padded_with_any_whitespace_count_as_pandas_counts_them(tmp_path):
+    """A tab or an ideographic space (U+3000) around a customer id, a channel or a stage is trimmed by the engine
+    as Python's ``str.strip`` trims it (the pandas path and the tokenizer): the customer's purchases are counted."""
+    tables = own_tables()
+    tx, ev = tables["transactions"], tables["events"]
+    tx.loc[tx["customer_id"].str.strip() == "0004", "customer_id"] = "0004\t"
+    tx.loc[tx["customer_id"].str.strip() == "0006", "customer_id"] = "\u30000006\u3000"
+    tx["channel"] = tx["channel"].where(tx.index % 3 != 0, tx["channel"] + "\u00a0")
+    ev["stage"] = ev["stage"].where(ev.index % 4 != 0, "\t" + ev["stage"])
+    folder = write_csv_partner(tmp_path / "shop", tables)
+    view = PartnerView(folder, "analytics")
+    rules = FeatureRules(as_of="2026-03-01", window_days=180)
+    expected = aggregates_from_features(customer_features(view.tables(), rules))
+    got = aggregates_from_scan(view.scan(customer_scan(rules)), rules)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, check_exact=True)
+    padded = _tokens(folder, ["0004", "0006"])
+    assert padded <= set(got.index) and (got.loc[list(padded), "purchases"] > 0).all()

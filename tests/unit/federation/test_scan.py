@@ -1,0 +1,21 @@
+"""The scan helpers every task writes its engine SQL with."""
+
+from __future__ import annotations
+
+
+def test_the_engine_trims_exactly_what_python_strips():
+    """WHITESPACE is every character ``str.isspace`` names, and DuckDB's trimmed value equals ``str.strip()``."""
+    import sys
+
+    import duckdb
+
+    from fedinsight.federation.scan import WHITESPACE, stripped_sql
+
+    assert set(WHITESPACE) == {chr(i) for i in range(sys.maxunicode + 1) if chr(i).isspace()}
+    values = ["\u30000006\u3000", "0004\t", " a b ", "x", "", "e\u0301", "abc\u2028", "\xa0\xa0", "\u200b0007"]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (i INTEGER, x VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(values)))
+    got = [row[0] for row in con.execute(f"SELECT {stripped_sql('x')} FROM t ORDER BY i").fetchall()]
+    assert got == [v.strip() for v in values]
+    assert got[-1] == "\u200b0007"  # a zero-width space is not whitespace to Python either: kept
