@@ -65,14 +65,21 @@ def attribute_scan(column: str, rules: FeatureRules) -> Scan:
     return Scan(f"insights.discovery_attribute.{column}", sql, ("customers",))
 
 
-def first_keys_scan(table: str, column: str, allowed: list[str], k: int, rules: FeatureRules) -> Scan:
-    """Customers per allowed value among their first ``k`` distinct allowed values in time (see the module)."""
-    listed = ", ".join(_literal(v) for v in allowed)
+def first_keys_scan(table: str, column: str, refused: list[str], k: int, rules: FeatureRules) -> Scan:
+    """Customers per allowed value among their first ``k`` distinct allowed values in time (see the module).
+
+    The allowed values are given by what they are not: 1 to :data:`~.discovery.MAX_KEY_LENGTH` characters (code
+    points in both engines and in Python) and none of ``refused``, the values of that length
+    :func:`~.discovery.value_ok` refuses (a quote, a backslash, a control character, the reserved keys: few, where
+    the allowed values may be one per row). So the scan's text does not grow with the column's values."""
+    value = _value(column, "r")
+    refusing = f" AND {value} NOT IN ({', '.join(_literal(v) for v in refused)})" if refused else ""
     sql = (f"WITH people AS ({people_sql(rules)}), firsts AS (\n"
-           f"  SELECT p.cust, {_value(column, 'r')} AS value, MIN({SECONDS}) AS ts\n"
+           f"  SELECT p.cust, {value} AS value, MIN({SECONDS}) AS ts\n"
            f"  FROM {table} AS r JOIN people AS p ON r.customer_id = p.customer_id\n"
-           f"  WHERE {_rows_filter(table, rules)} AND {_value(column, 'r')} IN ({listed})\n"
-           f"  GROUP BY p.cust, {_value(column, 'r')}\n"
+           f"  WHERE {_rows_filter(table, rules)} AND length({value}) BETWEEN 1 AND {discovery.MAX_KEY_LENGTH}"
+           f"{refusing}\n"
+           f"  GROUP BY p.cust, {value}\n"
            "), ranked AS (\n"
            "  SELECT value, ROW_NUMBER() OVER (PARTITION BY cust ORDER BY ts, value) AS place FROM firsts\n"
            f") SELECT value, COUNT(*) AS customers FROM ranked WHERE place <= {int(k)} GROUP BY value")
@@ -96,9 +103,10 @@ def engine_counts(partner: Partner, rules: FeatureRules, dimensions: list[dict[s
             out[name] = {str(v): float(c) for v, c in zip(result["value"], result["customers"], strict=True)
                          if discovery.value_ok(v) and c > 0}
             continue
-        allowed = sorted(str(v) for v in result["value"] if discovery.value_ok(v))
-        if allowed:
-            second.append((name, first_keys_scan(str(dim["table"]), str(dim["column"]), allowed, k, rules)))
+        values = [str(v) for v in result["value"]]
+        if any(discovery.value_ok(v) for v in values):
+            refused = sorted(v for v in values if 1 <= len(v) <= discovery.MAX_KEY_LENGTH and not discovery.value_ok(v))
+            second.append((name, first_keys_scan(str(dim["table"]), str(dim["column"]), refused, k, rules)))
     if second:
         for (name, _), result in zip(second, partner.scans([scan for _, scan in second]), strict=True):
             out[name] = {str(v): float(c) for v, c in zip(result["value"], result["customers"], strict=True)}

@@ -60,6 +60,38 @@ def test_key_discovery_counts_equal_the_pandas_path(shop, k):
     assert got["genders"] == {} and "other" not in got["channels"] and got["campaigns"]["o'brien \u00e9t\u00e9"] > 0
 
 
+def test_key_discovery_of_a_column_with_thousands_of_values_sends_the_engine_no_value_list(tmp_path, monkeypatch):
+    """A dimension with a value per row (an order note, a SKU): the counts still equal the pandas path's, the
+    values a release may not carry (over 64 characters, a backslash, the reserved key) take no customer's place,
+    and no scan's SQL lists the values (it would grow with them: megabytes of SQL text for a SKU column)."""
+    from fedinsight.tasks.insights import engine_discovery
+
+    tables = own_tables(customers=60)
+    tx = tables["transactions"]
+    tx["category"] = [f"sku-{i:05d}" for i in range(len(tx))]
+    tx.loc[tx.index[::11], "category"] = "x" * 65
+    tx.loc[tx.index[1::13], "category"] = "back\\slash"
+    tx.loc[tx.index[2::17], "category"] = "other"
+    folder = write_csv_partner(tmp_path / "skus", tables)
+    sent: list[str] = []
+    original = engine_discovery.first_keys_scan
+
+    def recorded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        scan = original(*args, **kwargs)
+        sent.append(scan.sql)
+        return scan
+
+    monkeypatch.setattr(engine_discovery, "first_keys_scan", recorded)
+    dims = [{"name": "categories", "table": "transactions", "column": "category"}]
+    rules = FeatureRules.from_dict({"as_of": "2026-01-01"})
+    view = PartnerView(folder, "analytics")
+    expected = discovery.local_counts(customer_features(view.tables(), rules), dims, 2)
+    got = engine_counts(EngineOnly(view), rules, dims, 2)
+    assert got == expected and len(got["categories"]) > 100
+    assert not {"other", "x" * 65, "back\\slash"} & set(got["categories"])
+    assert sent and all("sku-" not in sql and len(sql) < 3_000 for sql in sent)
+
+
 
 
 def _errors(run) -> list[str]:
