@@ -67,7 +67,7 @@ def _assert_equal(got: Audience, expected: Audience, *, money_rtol: float = 0.0)
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
 
 
-@pytest.mark.parametrize("arms", [("A", "B", "C"), ("C", "B"), ("B", "A")])
+@pytest.mark.parametrize("arms", [("A", "B", "C"), ("C", "B")])
 def test_engine_audience_equals_the_pandas_path(shop, arms):
     view = PartnerView(shop, "training")
     data = view.tables()
@@ -78,8 +78,8 @@ def test_engine_audience_equals_the_pandas_path(shop, arms):
     assert (got.orders == 0).any() and (got.orders > 0).any()  # customers with and without purchases before
     owners = view.identities(pd.Series(got.ids)).str.strip()
     assert not set(owners) & {c.strip() for c in (*OPTED_OUT, *ERASED)}
-    if "0002" in set(owners) and "B" in arms and "C" in arms:  # the tie: the arm listed first in the job
-        assert arms[got.arm[list(owners).index("0002")]] == [a for a in arms if a in ("B", "C")][0]
+    # the tie (0002 exposed to C and B at one instant): the arm listed first in the job, B here, C there
+    assert arms[got.arm[list(owners).index("0002")]] == [a for a in arms if a in ("B", "C")][0]
 
 
 def test_offer_list_features_equal_the_pandas_path(shop, tmp_path):
