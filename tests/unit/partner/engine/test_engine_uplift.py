@@ -146,7 +146,15 @@ def test_the_pandas_paths_refusals(shop, tmp_path):
     folder = write_csv_partner(tmp_path / "no-arm", tables)  # events without an arm column
     with pytest.raises(ConfigError, match="'arm' column"):
         engine_audience(EngineOnly(PartnerView(folder, "training")), "vip", ("A", "B"))
-    bare = write_csv_partner(tmp_path / "bare", {"events": tables["events"].assign(arm="A")})
+    arms = [("A", "B")[k % 2] for k in range(len(tables["events"]))]
+    never = write_csv_partner(tmp_path / "never", {"customers": tables["customers"],
+                                                   "events": tables["events"].assign(arm=arms)})
+    # no transactions table: an audience that never bought, as the pandas path gives it
+    bare_view = PartnerView(never, "training")
+    got = engine_audience(EngineOnly(bare_view), "vip", ("A", "B"))
+    _assert_equal(got, audience(bare_view.tables().events, None, "vip", ("A", "B")))
+    assert not got.orders.any()
+    bare = write_csv_partner(tmp_path / "bare", {"events": tables["events"].assign(arm=arms)})
     with pytest.raises(ConfigError, match="customers or transactions"):
         engine_features_at(EngineOnly(PartnerView(bare, "training")), pd.Timestamp("2025-01-01", tz="UTC"))
 
