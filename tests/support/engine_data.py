@@ -79,5 +79,8 @@ class EngineOnly:
     def timezone(self) -> str:
         return self.view.timezone
 
+    def identities(self, tokens):  # noqa: ANN001, ANN201
+        return self.view.identities(tokens)
+
     def data(self):  # noqa: ANN201
         raise AssertionError("the engine path must not load the partner's tables")

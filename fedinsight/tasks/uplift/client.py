@@ -1,6 +1,7 @@
 """The partner side of uplift: ``train.uplift`` (DP-SGD) and ``query.uplift`` phases ``evaluate`` and ``policy``.
 
-The partner reads the campaign's audience through its data view (consent and erasures applied), splits off its
+The partner reads the campaign's audience through one scan of its engine (:mod:`.audience_scan`: consent and
+erasures applied inside it; pandas holds one row per exposed customer), splits off its
 held-out customers with its own key (:mod:`fedinsight.privacy.holdout`), works out the noise from the job's public
 options itself (:meth:`.options.UpliftOptions.plan`), passes every release through its budget gate, and draws all
 randomness (DP-SGD sampling and noise, OpenDP's Gaussian) from OS entropy. What leaves: model weights after DP-SGD, the
@@ -29,7 +30,8 @@ from fedinsight.privacy.holdout import DEFAULT_TEST_SHARE, holdout_key, holdout_
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.uplift import economics, policy
-from fedinsight.tasks.uplift.features import FEATURES, Audience, audience
+from fedinsight.tasks.uplift.audience_scan import engine_audience
+from fedinsight.tasks.uplift.features import FEATURES, Audience
 from fedinsight.tasks.uplift.options import HOLDOUT_KEY, RELEASES, SCORE_EDGES, UpliftOptions
 
 ARRAYS = "arrays"
@@ -67,8 +69,7 @@ def prepare(partner: Partner, options: UpliftOptions, job_id: str) -> Split:
     share = partner_share(partner.setting("test-share", DEFAULT_TEST_SHARE))
     key = (partner.partner_id, job_id, options.campaign, options.arms, share)
     if key not in _SPLITS:
-        data = partner.data()
-        who = audience(data.events, data.transactions, options.campaign, options.arms)  # type: ignore[arg-type]
+        who = engine_audience(partner, options.campaign, options.arms)
         test = holdout_mask(who.ids, share, holdout_key(partner.vault, HOLDOUT_KEY))
         _SPLITS[key] = Split(who.take(~test), who.take(test), who)
         while len(_SPLITS) > 8:

@@ -1,8 +1,9 @@
 """A partner's own offer list (``fedinsight partner export offers``): each customer's best offer, or none.
 
 Runs on the partner only and sends nothing: the model file holds public things (the DP-SGD weights, features and
-caps, costs, tiers); the customers come from the partner's data view for training (consent and erasures applied)
-and their own ids from the view's ``identities()``, which only ever runs on the partner. Features are taken as of
+caps, costs, tiers); the customers and their features come from one scan of the partner's engine
+(:mod:`.audience_scan`: consent and erasures applied inside it, only one row per customer reaches pandas) and
+their own ids from the view's ``identities()``, which only ever runs on the partner. Features are taken as of
 ``as_of`` (purchases strictly before it), the same fixed transforms the model was trained on.
 """
 
@@ -19,7 +20,8 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import Partner
 from fedinsight.models.uplift import UpliftNet, predicted_uplift, set_weights
 from fedinsight.tasks.uplift import policy
-from fedinsight.tasks.uplift.features import FEATURES, features_at
+from fedinsight.tasks.uplift.audience_scan import engine_features_at
+from fedinsight.tasks.uplift.features import FEATURES
 
 KIND = "fedinsight-uplift"
 TIERS = ("low", "mid", "high")
@@ -77,15 +79,10 @@ def offer_list(model: dict[str, Any], partner: Partner, as_of: str, *,
     if when is pd.NaT:
         raise ConfigError(f"--as-of must be a date such as 2026-01-01 (got {as_of!r})")
     when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
-    data = partner.data()
-    source = data.customers if data.customers is not None else data.transactions
-    if source is None:
-        raise ConfigError("an offer list needs the partner's customers or transactions table")
-    ids = pd.Index(source["customer_id"].astype(str).unique())
+    ids, (x, order_value, spend_year, orders) = engine_features_at(partner, when)
     if allowed is not None:
-        ids = ids[ids.isin(list(allowed))]
-    x, order_value, spend_year, orders = features_at(data.transactions,
-                                                     pd.Series(when, index=ids))  # type: ignore[arg-type]
+        keep = ids.isin(list(allowed))
+        ids, x, order_value, spend_year, orders = ids[keep], x[keep], order_value[keep], spend_year[keep], orders[keep]
     offers = list(model["arms"][1:])
     costs = np.asarray([float(model["costs"][o]) for o in offers])
     uplift = predicted_uplift(network(model), x)
@@ -103,4 +100,6 @@ def offer_list(model: dict[str, Any], partner: Partner, as_of: str, *,
         "value_tier": np.asarray(TIERS, dtype=object)[tiers],
         **{f"uplift_{o}": uplift[:, i].round(5) for i, o in enumerate(offers)},
     })
-    return frame.sort_values("expected_value", ascending=False, kind="stable").reset_index(drop=True)
+    # ties in the customer's own id order: the list must not depend on how an export happened to be sorted
+    return frame.sort_values(["expected_value", "customer_id"], ascending=[False, True],
+                             kind="stable").reset_index(drop=True)

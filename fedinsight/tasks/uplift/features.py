@@ -6,7 +6,8 @@ customer's purchases before that moment, ``log1p(value) / log1p(public cap)`` in
 means the same thing by each number and nothing is learnt from one partner's data to scale another's.
 
 The audience: the campaign's ``exposure`` rows in the job's arms (control and offers); one arm per customer
-(the first exposure's); ``converted`` = a ``convert`` row of the same campaign at or after the exposure. Rows of
+(the first exposure's; exposures at the same instant go to the arm listed first in the job, so the choice never
+depends on row order); ``converted`` = a ``convert`` row of the same campaign at or after the exposure. Rows of
 other arms are not part of the job and are ignored.
 """
 
@@ -30,6 +31,9 @@ FEATURES: tuple[tuple[str, float], ...] = (
 """Feature names and their public caps."""
 NAMES: tuple[str, ...] = tuple(n for n, _ in FEATURES)
 YEAR = pd.Timedelta(days=365)
+US_PER_DAY = 86_400 * 1_000_000
+"""Microseconds in a day: durations are counted in whole microseconds (the engines' unit) and turned into days by
+one division on both paths (:func:`days`), so the pandas path and the engine give the same float."""
 
 
 @dataclass(frozen=True)
@@ -67,20 +71,30 @@ def exposures(events: pd.DataFrame | None, campaign: str, arms: tuple[str, ...])
     exp = ev[(ev["stage"].astype(str) == "exposure") & ev["arm"].astype(str).isin(arms)]
     if exp.empty:
         raise ConfigError(f"campaign '{campaign}' has no exposures in arms {', '.join(arms)} at this partner")
-    exp = exp.assign(exposed_at=stamps[exp.index]).sort_values("exposed_at")
-    first = exp.groupby("customer_id", sort=True).first()
     arm_index = {a: i for i, a in enumerate(arms)}
-    out = pd.DataFrame({"arm": first["arm"].astype(str).map(arm_index).astype(int),
-                        "exposed_at": first["exposed_at"]})
-    missing = [a for i, a in enumerate(arms) if not (out["arm"] == i).any()]
-    if missing:
-        raise ConfigError(f"campaign '{campaign}': arm(s) {', '.join(missing)} have no exposures at this partner "
-                          "(check --control and --offer-costs against the campaign's arm values)")
+    exp = exp.assign(exposed_at=stamps[exp.index], arm_i=exp["arm"].astype(str).map(arm_index).astype(int))
+    first = exp.sort_values(["exposed_at", "arm_i"], kind="stable").groupby("customer_id", sort=True).first()
+    out = pd.DataFrame({"arm": first["arm_i"].astype(int), "exposed_at": first["exposed_at"]})
+    check_arms(out["arm"].to_numpy(int), campaign, arms)
     conv = ev[ev["stage"].astype(str) == "convert"]
     conv_at = stamps[conv.index].groupby(conv["customer_id"]).max()
     seen = conv_at.reindex(out.index)
     out["converted"] = (seen.notna() & (seen >= out["exposed_at"])).astype(float)
     return out
+
+
+def check_arms(arm: np.ndarray, campaign: str, arms: tuple[str, ...]) -> None:
+    """ConfigError when an arm of the job has no exposed customer here (the job could not compare it)."""
+    missing = [a for i, a in enumerate(arms) if not (arm == i).any()]
+    if missing:
+        raise ConfigError(f"campaign '{campaign}': arm(s) {', '.join(missing)} have no exposures at this partner "
+                          "(check --control and --offer-costs against the campaign's arm values)")
+
+
+def days(delta: pd.Series) -> pd.Series:
+    """Durations in days, from whole microseconds (what the engine scans count): one formula on both paths."""
+    micro = delta.to_numpy().astype("timedelta64[us]").astype(np.int64)
+    return pd.Series(micro / US_PER_DAY, index=delta.index)
 
 
 def scale(raw: np.ndarray, cap: float) -> np.ndarray:
@@ -103,8 +117,7 @@ def features_at(transactions: pd.DataFrame | None,
     ``reference``'s index, from their purchases strictly before their own reference time (UTC)."""
     n = len(reference)
     orders = np.zeros(n)
-    raw = {name: np.zeros(n) for name in NAMES}
-    raw["recency"] = np.full(n, FEATURES[0][1])  # never bought: as lapsed as the cap says
+    raw = empty_raw(n)
     if transactions is not None and len(transactions):
         tx = transactions[["customer_id", "timestamp", "amount"]]
         tx = tx.assign(timestamp=_utc(tx["timestamp"]),
@@ -113,7 +126,6 @@ def features_at(transactions: pd.DataFrame | None,
         tx = tx[tx["timestamp"] < tx["exposed_at"]]
         recent = tx[tx["timestamp"] >= tx["exposed_at"] - YEAR]
         g = tx.groupby("customer_id")
-        days = lambda s: s.dt.total_seconds() / 86_400.0  # noqa: E731
         cols = {"recency": days(g["exposed_at"].first() - g["timestamp"].max()),
                 "frequency": recent.groupby("customer_id").size(),
                 "monetary": recent.groupby("customer_id")["amount"].sum(),
@@ -123,6 +135,18 @@ def features_at(transactions: pd.DataFrame | None,
         for name, col in cols.items():
             raw[name] = col.reindex(reference.index).fillna(raw[name][0] if name == "recency" else 0.0).to_numpy(
                 float)
+    return unit_features(raw), raw["basket"], raw["monetary"], orders
+
+
+def empty_raw(n: int) -> dict[str, np.ndarray]:
+    """The raw features of ``n`` customers without a purchase before their reference time."""
+    raw = {name: np.zeros(n) for name in NAMES}
+    raw["recency"] = np.full(n, FEATURES[0][1])  # never bought: as lapsed as the cap says
+    return raw
+
+
+def unit_features(raw: dict[str, np.ndarray]) -> np.ndarray:
+    """The model's inputs from the raw features: each scaled by its public cap, recency reversed."""
     x = np.column_stack([scale(raw[name], cap) for name, cap in FEATURES])
     x[:, 0] = 1.0 - x[:, 0]
-    return x, raw["basket"], raw["monetary"], orders
+    return x

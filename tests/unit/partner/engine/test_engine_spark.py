@@ -63,3 +63,20 @@ def test_propensity_features_duckdb_equals_spark_on_a_parquet_directory(shop, tm
     spark = PartnerView(folder, "training", engine=SPARK).scan(scan).sort_values("customer_id", ignore_index=True)
     pd.testing.assert_frame_equal(spark[list(duck.columns)], duck, check_dtype=False, check_exact=True)
     assert len(duck) > 40 and duck["monetary_total"].sum() > 0
+
+
+def test_uplift_scans_duckdb_equal_spark(tmp_path):
+    """Uplift's audience (a window function, joins on the exposure time, microsecond gaps) and the offer list's
+    features: the same rows from both engines."""
+    from fedinsight.tasks.uplift.audience_scan import audience_scan, features_scan
+
+    pytest.importorskip("pyspark")
+    tables = own_tables()
+    tables["events"]["arm"] = [("A", "B", "C")[k % 3] for k in range(len(tables["events"]))]
+    folder = write_csv_partner(tmp_path / "shop", tables)
+    forget_customers(list(ERASED), find_policy(folder))
+    for scan in (audience_scan("spring sale", ("B", "A", "C")),
+                 features_scan(pd.Timestamp("2025-06-01"), "customers")):
+        duck, spark = _both(folder, "training", scan)
+        pd.testing.assert_frame_equal(spark, duck, check_dtype=False, check_exact=True)
+        assert len(duck) >= 15 and duck["orders"].sum() > 0
