@@ -140,8 +140,8 @@ def empty_sql(spec: TableSpec) -> str:
 
 
 _PII_PASSED: dict[tuple[object, ...], list[ColumnDecision]] = {}
-"""Column decisions of samples that passed the PII check in this process, by the files' stamps and the policy's
-fingerprint (:func:`_check_pii`)."""
+"""Column decisions of samples that passed the PII check in this process, by the engine (its sample's rows), the
+files' stamps and the policy's fingerprint (:func:`_check_pii`)."""
 _PII_PASSED_SIZE = 1024
 
 
@@ -153,7 +153,7 @@ def _check_pii(engine: Engine, names: list[str], policy: ProtectionPolicy,
     check that passed is not repeated while every file keeps its stamp (any write changes it) and the policy its
     fingerprint; a failed check is never kept, and tables that are not files are always checked."""
     stamps = files_stamp([sources[n] for n in names]) if sources is not None else None
-    key = (tuple(names), stamps, policy.fingerprint) if stamps is not None else None
+    key = (engine.name, tuple(names), stamps, policy.fingerprint) if stamps is not None else None
     if key is not None and key in _PII_PASSED:
         return list(_PII_PASSED[key])
     samples = {name: engine.query(f"SELECT * FROM raw_{name} LIMIT {PII_SAMPLE_ROWS}") for name in names}
