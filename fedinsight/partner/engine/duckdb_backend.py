@@ -89,7 +89,10 @@ class DuckDBEngine(Engine):
         """
         options = f"{_literal(str(path))}, header = true, all_varchar = true"
         auto = f"read_csv({options})"
-        stamp = file_stamp(path)
+        try:
+            stamp = file_stamp(path)
+        except OSError:  # gone since the folder was listed: the engine's own read names the problem
+            return auto
         if stamp in _SNIFFED:
             return _SNIFFED[stamp]
         try:
@@ -105,10 +108,9 @@ class DuckDBEngine(Engine):
         names = ", ".join(f"{_literal(c['name'])}: 'VARCHAR'" for c in columns)
         if len(_SNIFFED) >= _SNIFFED_SIZE:
             _SNIFFED.clear()
-        _SNIFFED[stamp] = (f"read_csv({_literal(str(path))}, auto_detect = false, header = true, all_varchar = true, "
-                f"delim = {text(delim)}, quote = {text(quote)}, escape = {text(escape)}, "
-                f"new_line = {text(new_line)}, comment = {text(comment)}, skip = {int(skip)}, "
-                f"columns = {{{names}}})")
+        _SNIFFED[stamp] = (f"read_csv({options}, auto_detect = false, delim = {text(delim)}, "
+                           f"quote = {text(quote)}, escape = {text(escape)}, new_line = {text(new_line)}, "
+                           f"comment = {text(comment)}, skip = {int(skip)}, columns = {{{names}}})")
         return _SNIFFED[stamp]
 
     def columns(self, name: str) -> list[str]:

@@ -152,7 +152,10 @@ def _check_pii(engine: Engine, names: list[str], policy: ProtectionPolicy,
     time the same files are prepared (every message of every job a simulation's worker answers, ~1 s a partner), so a
     check that passed is not repeated while every file keeps its stamp (any write changes it) and the policy its
     fingerprint; a failed check is never kept, and tables that are not files are always checked."""
-    stamps = files_stamp([sources[n] for n in names]) if sources is not None else None
+    try:
+        stamps = files_stamp([sources[n] for n in names]) if sources is not None else None
+    except OSError:  # a file gone since the folder was listed: checked (and failing) as before, never kept
+        stamps = None
     key = (engine.name, tuple(names), stamps, policy.fingerprint) if stamps is not None else None
     if key is not None and key in _PII_PASSED:
         return list(_PII_PASSED[key])
