@@ -30,7 +30,7 @@ from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 from fedinsight.data.schema import TABLES, ColumnSpec, TableSpec
 from fedinsight.federation.scan import sql_string, stripped_sql
 from fedinsight.partner.engine.base import Engine
-from fedinsight.partner.engine.sources import FrameTable, Source
+from fedinsight.partner.engine.sources import FrameTable, Source, files_stamp
 from fedinsight.partner.protection import (
     CUSTOMER_KEY,
     ColumnDecision,
@@ -149,9 +149,33 @@ def empty_sql(spec: TableSpec) -> str:
     return f"SELECT {columns} WHERE FALSE"
 
 
-def _check_pii(engine: Engine, names: list[str], policy: ProtectionPolicy) -> list[ColumnDecision]:
+_PII_PASSED: dict[tuple[object, ...], list[ColumnDecision]] = {}
+"""Column decisions of samples that passed the PII check in this process, by the engine (its sample's rows), the
+files' stamps and the policy's fingerprint (:func:`_check_pii`)."""
+_PII_PASSED_SIZE = 1024
+
+
+def _check_pii(engine: Engine, names: list[str], policy: ProtectionPolicy,
+               sources: Mapping[str, Source] | None = None) -> list[ColumnDecision]:
+    """The policy's decision for every column of the raw tables ``names``, from a sample of each; undeclared personal
+    data raises PiiDetectedError naming every such column. Why a memo: the check reads the same first rows every
+    time the same files are prepared (every message of every job a simulation's worker answers, ~1 s a partner), so a
+    check that passed is not repeated while every file keeps its stamp (any write changes it) and the policy its
+    fingerprint; a failed check is never kept, and tables that are not files are always checked."""
+    try:
+        stamps = files_stamp([sources[n] for n in names]) if sources is not None else None
+    except OSError:  # a file gone since the folder was listed: checked (and failing) as before, never kept
+        stamps = None
+    key = (engine.name, tuple(names), stamps, policy.fingerprint) if stamps is not None else None
+    if key is not None and key in _PII_PASSED:
+        return list(_PII_PASSED[key])
     samples = {name: engine.query(f"SELECT * FROM raw_{name} LIMIT {PII_SAMPLE_ROWS}") for name in names}
-    return plan_columns(samples, policy)[0]  # raises PiiDetectedError naming every undeclared column
+    decisions = plan_columns(samples, policy)[0]
+    if key is not None:
+        if len(_PII_PASSED) >= _PII_PASSED_SIZE:
+            _PII_PASSED.clear()
+        _PII_PASSED[key] = list(decisions)
+    return decisions
 
 
 def schema(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPolicy) -> dict[str, list[str]]:
@@ -161,7 +185,7 @@ def schema(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPoli
     names = [n for n in TABLES if n in sources]
     for name in names:
         engine.register(f"raw_{name}", sources[name])
-    dropped = {(d.table, d.column) for d in _check_pii(engine, names, policy) if d.action == "drop"}
+    dropped = {(d.table, d.column) for d in _check_pii(engine, names, policy, sources) if d.action == "drop"}
     out: dict[str, list[str]] = {}
     for name in names:
         canonical = set(TABLES[name].column_names)
@@ -268,7 +292,7 @@ def prepare(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPol
     names = [n for n in TABLES if n in sources]
     for name in names:
         engine.register(f"raw_{name}", sources[name])
-    _check_pii(engine, names, policy)
+    _check_pii(engine, names, policy, sources)
     for name in names:
         engine.create_view(f"typed_{name}", typed_sql(TABLES[name], engine.column_types(f"raw_{name}"), policy, rate))
     listed = sources["customers"].describe() if "customers" in sources else "customers"

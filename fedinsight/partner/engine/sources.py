@@ -14,6 +14,7 @@ database's tables (``db-url`` and ``db-tables`` in the node config).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,31 @@ class FrameTable:
 
 
 Source = CsvFile | ParquetFiles | SqlTable | FrameTable
+
+FileStamp = tuple[str, int, int, int, int]
+
+
+def file_stamp(path: Path) -> FileStamp:
+    """A file's path with its inode, size, modification and change times: any write to it, in place or by an atomic
+    replace, changes the stamp (no one can set the change time back). What a per-process memo of something read
+    from the file is keyed by."""
+    st = path.stat()
+    return str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def files_stamp(sources: Sequence[Source]) -> tuple[FileStamp, ...] | None:
+    """Every file behind ``sources`` stamped (:func:`file_stamp`); None when one of them is not a file (a database
+    table or a frame in memory can change without a trace, so nothing read from it is memoized)."""
+    stamps: list[FileStamp] = []
+    for source in sources:
+        if isinstance(source, CsvFile):
+            stamps.append(file_stamp(source.path))
+        elif isinstance(source, ParquetFiles):
+            files = sorted(source.path.rglob("*.parquet")) if source.path.is_dir() else [source.path]
+            stamps += [file_stamp(f) for f in files]
+        else:
+            return None
+    return tuple(stamps)
 
 
 def folder_sources(folder: Path) -> dict[str, Source]:

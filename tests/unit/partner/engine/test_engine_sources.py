@@ -146,3 +146,24 @@ def test_a_repeated_customer_id_is_one_data_error_naming_file_and_id(tmp_path, f
     assert "'0009'" in text
     assert "0009" not in caught.value.problems[0].public()  # the id stays on the partner: its error reply omits it
     assert not list((folder / STATE_DIR / "engine-tmp").iterdir())
+
+
+def test_a_passed_pii_check_is_kept_only_while_the_files_are_unchanged(tmp_path, monkeypatch):
+    """The PII check's decisions are kept per process once a sample passed (relations._check_pii): the same files
+    are not sampled again, but a column of personal data written into a file afterwards still stops the scan."""
+    from fedinsight.partner.engine import relations
+    from fedinsight.partner.view import CUSTOMER_COUNT
+
+    tables = own_tables(customers=20)
+    folder = write_csv_partner(tmp_path / "shop", tables)
+    checks: list[int] = []
+    plan = relations.plan_columns
+    monkeypatch.setattr(relations, "plan_columns", lambda *a, **k: checks.append(1) or plan(*a, **k))
+    PartnerView(folder, "analytics").scan(customer_scan(RULES))
+    PartnerView(folder, "analytics").scan(CUSTOMER_COUNT)  # another scan of the same files: no second sample
+    assert len(checks) == 1
+    tables["transactions"]["buyer_email"] = [f"user{i}@example.com" for i in range(len(tables["transactions"]))]
+    tables["transactions"].to_csv(folder / "transactions.csv", index=False)  # in place: same path
+    with pytest.raises(PiiDetectedError, match="buyer_email"):
+        PartnerView(folder, "analytics").scan(CUSTOMER_COUNT)
+    assert len(checks) == 2
