@@ -22,6 +22,7 @@ from fedinsight.federation.task import job_delta
 from fedinsight.partner.protection import init_partner
 from fedinsight.partner.view import PartnerView
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon, threshold_delta
+from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE
 from fedinsight.tasks.insights import discovery
 from fedinsight.tasks.insights.aggregates import OTHER
 from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
@@ -112,7 +113,10 @@ def test_own_campaign_and_channel_names_come_back_under_those_names(own, tmp_pat
     assert set(funnel) == {*CHANNELS.values(), OTHER}
     for channel in CHANNELS.values():  # every own channel released under its own name, exposures not suppressed
         assert not funnel[channel]["customers"]["exposure"].get("suppressed"), channel
-    assert funnel[OTHER]["customers"]["exposure"].get("suppressed")  # (only the rare channel's one customer)
+    # "other" holds only the rare channel's one customer: suppressed unless the noise alone lifts its noisy count
+    # over the bar (exposures carry 3.3x a plain count's noise: ~1 run in 9 here), and never released below it
+    other = funnel[OTHER]["customers"]["exposure"]
+    assert other.get("suppressed") or other["value"] >= DEFAULT_MIN_GROUP_SIZE, other
     lift = {c["campaign"]: c for c in by_name["lift"]["result"]["campaigns"]}
     assert set(lift) == set(CAMPAIGNS.values())
     for campaign in lift.values():
