@@ -6,18 +6,22 @@ Run (after a ``benchmarks/recommend_scaling.py`` or ``fedinsight simulate recomm
         --run runs/scaling/run-3000-eps-3 --data runs/scaling/data-3000
 
 For every partner of the run, on its own machine's data (its folder), with the federated item table the run released
-(``RUN/model``): the partner's validation folds as the task builds them (next-latest, then the one before, held out;
-one fold from 500 customers), the federated side and every alone-model fitted on each fold exactly as
+(``RUN/model``): the partner's validation folds (next-latest, then the ones before, held out, up to four; one fold from
+500 customers), the federated side and every alone-model fitted on each fold exactly as
 :func:`fedinsight.tasks.recommend.blending.choose_on_validation` fits them, and the same models refitted on the full
 split and scored on the partner's *test* customers. Every rule below chooses from the validation figures only; the
 test figures of every candidate are computed once, so the rules are compared on the very same fitted models (paired):
 
-* ``current``: the task's rule: best alone-model by validation HR@10 (then NDCG@10), weight from {0, .25, .5, .75, 1}
-  by validation HR@10, then NDCG@10, ties to the larger federated weight;
+* ``current``: the task's rule before job rec3 (two pooled folds): best alone-model by validation HR@10 (then
+  NDCG@10), weight from {0, .25, .5, .75, 1} by validation HR@10, then NDCG@10, ties to the larger federated weight;
 * ``fine-grid``: the same on weights k/8;
 * ``ndcg-first``: the same grid ranked by NDCG@10 first (a smoother figure than a hit count);
 * ``alone-within-se``: ``current``, but the alone-model (w = 0) unless the chosen blend beats it on validation by more
-  than one standard error of the paired per-customer HR@10 difference.
+  than one standard error of the paired per-customer HR@10 difference (clustered by customer:
+  :func:`fedinsight.models.blend.clustered_se`);
+* ``folds-4``, ``ndcg-first folds-4``, ``alone-within-se folds-4``: the same on four pooled validation folds (the task's
+  default below 167 customers since issue 18's job rec3, :func:`fedinsight.tasks.recommend.blending.validation_folds`;
+  a partner from 500 validation customers still uses one).
 
 Printed per rule: mean test HR@10 / NDCG@10 of the served model over the partners' test customers, and the partners
 whose served model is below their (validation-chosen) alone-model on test, by how much. Test lists here are scored
