@@ -6,18 +6,22 @@ Run (after a ``benchmarks/recommend_scaling.py`` or ``fedinsight simulate recomm
         --run runs/scaling/run-3000-eps-3 --data runs/scaling/data-3000
 
 For every partner of the run, on its own machine's data (its folder), with the federated item table the run released
-(``RUN/model``): the partner's validation folds as the task builds them (next-latest, then the one before, held out;
-one fold from 500 customers), the federated side and every alone-model fitted on each fold exactly as
+(``RUN/model``): the partner's validation folds (next-latest, then the ones before, held out, up to four; one fold from
+500 customers), the federated side and every alone-model fitted on each fold exactly as
 :func:`fedinsight.tasks.recommend.blending.choose_on_validation` fits them, and the same models refitted on the full
 split and scored on the partner's *test* customers. Every rule below chooses from the validation figures only; the
 test figures of every candidate are computed once, so the rules are compared on the very same fitted models (paired):
 
-* ``current``: the task's rule: best alone-model by validation HR@10 (then NDCG@10), weight from {0, .25, .5, .75, 1}
-  by validation HR@10, then NDCG@10, ties to the larger federated weight;
+* ``current``: the task's rule before job rec3 (two pooled folds): best alone-model by validation HR@10 (then
+  NDCG@10), weight from {0, .25, .5, .75, 1} by validation HR@10, then NDCG@10, ties to the larger federated weight;
 * ``fine-grid``: the same on weights k/8;
 * ``ndcg-first``: the same grid ranked by NDCG@10 first (a smoother figure than a hit count);
 * ``alone-within-se``: ``current``, but the alone-model (w = 0) unless the chosen blend beats it on validation by more
-  than one standard error of the paired per-customer HR@10 difference.
+  than one standard error of the paired per-customer HR@10 difference (clustered by customer:
+  :func:`fedinsight.models.blend.clustered_se`);
+* ``folds-4``, ``ndcg-first folds-4``, ``alone-within-se folds-4``: the same on four pooled validation folds (the task's
+  default below 167 customers since issue 18's job rec3, :func:`fedinsight.tasks.recommend.blending.validation_folds`;
+  a partner from 500 validation customers still uses one).
 
 Printed per rule: mean test HR@10 / NDCG@10 of the served model over the partners' test customers, and the partners
 whose served model is below their (validation-chosen) alone-model on test, by how much. Test lists here are scored
@@ -50,31 +54,47 @@ def candidate_table(fed: np.ndarray, alones: dict[str, np.ndarray]) -> dict[tupl
     return {(name, w): _per_customer(w * fed + (1 - w) * alone) for name, alone in alones.items() for w in FINE}
 
 
-def choose(table: dict[tuple[str, float], tuple[Any, Any]], rule: str) -> tuple[str, float]:
+def _pooled(tables: list[dict[tuple[str, float], tuple[Any, Any]]]) -> dict[tuple[str, float], tuple[Any, Any]]:
+    """The folds' per-customer figures stacked, candidate by candidate."""
+    return {key: (np.concatenate([t[key][0] for t in tables]), np.concatenate([t[key][1] for t in tables]))
+            for key in tables[0]}
+
+
+def choose(tables: list[dict[tuple[str, float], tuple[Any, Any]]], customers: list[np.ndarray],
+           rule: str) -> tuple[str, float]:
+    """A rule's (alone-model, weight) from the validation folds' figures only."""
+    from fedinsight.models.blend import clustered_se
+
+    folds = RULE_FOLDS[rule]
+    table = _pooled(tables[:folds])
+    who = np.concatenate(customers[:folds])
     names = sorted({name for name, _ in table})
     mean = {key: (float(h.mean()), float(n.mean())) for key, (h, n) in table.items()}
     alone = max(names, key=lambda name: mean[(name, 0.0)])
     grid = FINE if rule == "fine-grid" else COARSE
-    if rule == "ndcg-first":
+    if rule.startswith("ndcg-first"):
         weight = max(grid, key=lambda w: (mean[(alone, w)][1], mean[(alone, w)][0], w))
     else:
         weight = max(grid, key=lambda w: (*mean[(alone, w)], w))
-    if rule == "alone-within-se" and weight > 0:
-        diff = table[(alone, weight)][0] - table[(alone, 0.0)][0]
-        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
-        if diff.mean() <= se:
+    if rule.startswith("alone-within-se") and weight > 0:
+        diff = (table[(alone, weight)][0] - table[(alone, 0.0)][0]).astype(np.float64)
+        if diff.mean() <= clustered_se(diff, who):
             weight = 0.0
     return alone, weight
 
 
-RULES = ("current", "fine-grid", "ndcg-first", "alone-within-se")
+RULES = ("current", "fine-grid", "ndcg-first", "alone-within-se", "folds-4", "ndcg-first folds-4",
+         "alone-within-se folds-4")
+RULE_FOLDS = {"current": 2, "fine-grid": 2, "ndcg-first": 2, "alone-within-se": 2, "folds-4": 4,
+              "ndcg-first folds-4": 4, "alone-within-se folds-4": 4}
+"""How many validation folds a rule pools (a partner from ONE_FOLD_CUSTOMERS validation customers uses one)."""
 
 
 def replay_partner(folder: Path, items: Any, catalogue: Any, settings: dict[str, Any]) -> dict[str, Any]:
     from dataclasses import replace
 
     from fedinsight.models.alone import candidates, refit_alone
-    from fedinsight.models.blend import candidate_scores, validation_candidates
+    from fedinsight.models.blend import candidate_scores, clustered_se, validation_candidates
     from fedinsight.models.ranking import evaluation_candidates, leave_latest_out
     from fedinsight.models.recommender import BPRConfig
     from fedinsight.partner.side import open_partner
@@ -82,30 +102,30 @@ def replay_partner(folder: Path, items: Any, catalogue: Any, settings: dict[str,
         ALONE_EPOCHS,
         MIN_VALIDATION_CUSTOMERS,
         ONE_FOLD_CUSTOMERS,
-        VALIDATION_FOLDS,
-        federated_on,
+            federated_on,
     )
 
     data = open_partner(folder, "recommendation").data()
     split = leave_latest_out(data.interactions, catalogue)
-    folds = [leave_latest_out(data.interactions, catalogue, skip_latest=s) for s in range(1, VALIDATION_FOLDS + 1)]
+    depth = max(RULE_FOLDS.values())
+    folds = [leave_latest_out(data.interactions, catalogue, skip_latest=s) for s in range(1, depth + 1)]
     folds = [f for f in folds if f.num_customers >= MIN_VALIDATION_CUSTOMERS]
     if folds and folds[0].num_customers >= ONE_FOLD_CUSTOMERS:
         folds = folds[:1]
     n, seed = catalogue.num_items, int(settings.get("seed", 0))
     cfg = BPRConfig(dim=int(settings["dim"]), lr=float(settings["lr"]), customer_lr=float(settings["customer_lr"]))
     personalize = int(settings["personalize_epochs"])
-    fed_parts, alone_parts, first_alones, first_fold = [], {}, None, None
+    tables, customers, first_alones, first_fold = [], [], None, None
     for fold in folds:
         cands = validation_candidates(fold, split, n, seed)
         trainer, fed_items = federated_on(fold, n, items, cfg, personalize, None)
         alones = candidates(fold, n, dim=cfg.dim, epochs=ALONE_EPOCHS)
         if first_alones is None:
             first_alones, first_fold = alones, fold
-        fed_parts.append(candidate_scores(lambda r, t=trainer, q=fed_items: t.scores(q, r), cands))
-        for name, model in alones.items():
-            alone_parts.setdefault(name, []).append(candidate_scores(model.scorer(fold, n), cands))
-    validation = candidate_table(np.vstack(fed_parts), {k: np.vstack(v) for k, v in alone_parts.items()})
+        fed = candidate_scores(lambda r, t=trainer, q=fed_items: t.scores(q, r), cands)
+        tables.append(candidate_table(fed, {name: candidate_scores(model.scorer(fold, n), cands)
+                                            for name, model in alones.items()}))
+        customers.append(np.asarray(fold.customer_ids))
     # the same models on the full split, scored on the test customers
     test_cands = evaluation_candidates(split, n, seed)
     trainer, fed_items = federated_on(split, n, items, replace(cfg, optimizer="adam"), personalize, None)
@@ -115,14 +135,19 @@ def replay_partner(folder: Path, items: Any, catalogue: Any, settings: dict[str,
         refit = refit_alone(model, first_fold, split, n, dim=cfg.dim)
         alone_test[name] = candidate_scores(refit.scorer(split, n), test_cands)
     test = candidate_table(fed_test, alone_test)
-    out: dict[str, Any] = {"customers": split.num_customers, "validation_customers": len(validation[next(iter(
-        validation))][0])}
+    out: dict[str, Any] = {"customers": split.num_customers, "validation_folds": len(tables),
+                           "validation_customers": [len(c) for c in customers]}
     for rule in RULES:
-        alone, weight = choose(validation, rule)
+        alone, weight = choose(tables, customers, rule)
+        pooled, who = _pooled(tables[:RULE_FOLDS[rule]]), np.concatenate(customers[:RULE_FOLDS[rule]])
+        gain = (pooled[(alone, weight)][0] - pooled[(alone, 0.0)][0]).astype(np.float64)
         hr, ndcg = test[(alone, weight)]
         alone_hr = test[(alone, 0.0)][0]
         out[rule] = {"alone": alone, "weight": weight, "hr@10": float(hr.mean()), "ndcg@10": float(ndcg.mean()),
-                     "served_minus_alone": round(float(hr.mean() - alone_hr.mean()), 4)}
+                     "alone_hr@10": float(alone_hr.mean()),
+                     "served_minus_alone": round(float(hr.mean() - alone_hr.mean()), 4),
+                     "validation_gain": round(float(gain.mean()), 4),
+                     "validation_gain_se": round(clustered_se(gain, who), 4) if gain.any() else 0.0}
     return out
 
 
@@ -152,6 +177,7 @@ def main() -> None:
         totals[rule] = {
             "hr@10": round(sum(p[rule]["hr@10"] * p["customers"] for p in partners.values()) / weight, 4),
             "ndcg@10": round(sum(p[rule]["ndcg@10"] * p["customers"] for p in partners.values()) / weight, 4),
+            "alone_hr@10": round(sum(p[rule]["alone_hr@10"] * p["customers"] for p in partners.values()) / weight, 4),
             "partners_below_alone": {n: p[rule]["served_minus_alone"] for n, p in partners.items()
                                      if p[rule]["served_minus_alone"] < 0},
             "weights": [p[rule]["weight"] for p in partners.values()],

@@ -116,12 +116,30 @@ def choose(candidates: np.ndarray, federated: Scorer, alones: dict[str, Scorer],
     return choose_folds([(candidates, federated, alones)], k=k, weights=weights)
 
 
-def choose_folds(folds: list[Fold], *, k: int = TOP_K, weights: tuple[float, ...] = WEIGHTS) -> BlendChoice:
+def clustered_se(diff: np.ndarray, customers: np.ndarray) -> float:
+    """Standard error of the mean of the per-row ``diff`` when rows of the same customer (one per fold) form one
+    cluster: a customer's folds share its tastes, so they are not independent draws (``inf`` below two customers)."""
+    diff = np.asarray(diff, dtype=np.float64)
+    _, inverse = np.unique(np.asarray(customers), return_inverse=True)
+    counts = np.bincount(inverse)
+    if len(counts) < 2:
+        return float("inf")
+    residual = np.bincount(inverse, weights=diff) - diff.mean() * counts  # per customer: its rows' sum minus its share
+    g = len(counts)
+    return float(np.sqrt(g / (g - 1) * (residual ** 2).sum()) / len(diff))
+
+
+def choose_folds(folds: list[Fold], *, k: int = TOP_K, weights: tuple[float, ...] = WEIGHTS,
+                 customers: list[np.ndarray] | None = None, margin: float = 0.0) -> BlendChoice:
     """The best alone-model, then the best blend weight with the federated model, over every fold's customers.
 
     Several folds (the next-latest and the one before held out) halve the choice's sampling noise: a partner has
     few customers. Ranked by HR@k, then NDCG@k; among equal results the larger federated weight wins (the
     federation's model generalises from more customers). Every fold must name the same non-empty alone-models.
+
+    ``margin`` > 0 (with ``customers``, each fold's customer ids row by row): the alone-model is kept unless the chosen
+    blend beats it on validation HR@k by more than ``margin`` standard errors of the paired per-customer difference
+    (:func:`clustered_se`).
     """
     names = list(folds[0][2]) if folds else []
     if not names or any(list(fold[2]) != names for fold in folds):
@@ -141,4 +159,10 @@ def choose_folds(folds: list[Fold], *, k: int = TOP_K, weights: tuple[float, ...
         if best is None or key > best[0]:
             best = (key, w)
     assert best is not None
-    return BlendChoice(weight=best[1], alone=best_alone, customers=len(fed), validation=validation)
+    weight = best[1]
+    if margin > 0 and weight > 0 and customers is not None:
+        gain = (hit_and_ndcg(weight * fed + (1.0 - weight) * alone_scores[best_alone], k)[0]
+                - hit_and_ndcg(alone_scores[best_alone], k)[0])
+        if gain.mean() <= margin * clustered_se(gain, np.concatenate(customers)):
+            weight = 0.0
+    return BlendChoice(weight=weight, alone=best_alone, customers=len(fed), validation=validation)

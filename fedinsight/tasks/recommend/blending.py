@@ -28,14 +28,22 @@ VALIDATION_FIT_EPOCHS = 20
 """Customer-side epochs fitting fresh embeddings of the validation customers to the federated item table: their
 job embeddings saw the validation items during training, so they are not reused (that would flatter the
 federated side of the choice)."""
-VALIDATION_FOLDS = 2
-"""Validation folds: each customer's next-latest training interaction held out, then the one before it."""
+VALIDATION_FOLDS = 4
+"""At most this many validation folds: each customer's next-latest training interaction held out, then the one before
+it, and so on (:func:`validation_folds` says how many a partner pools)."""
 ONE_FOLD_CUSTOMERS = 500
 """From this many validation customers one fold decides (HR@10's standard error is then below 0.025): at 1,000
-customers a partner's blend choice costs minutes, and a second fold doubles it."""
+customers a partner's blend choice costs minutes, and a second fold doubles it. Below it a partner pools folds until
+about this many held-out interactions decide (:func:`validation_folds`)."""
 MIN_VALIDATION_CUSTOMERS = 10
 """Below this many validation customers a partner does not blend (the choice would be noise): it serves the
 federated model."""
+MARGIN = 0.0
+"""Off: with a margin > 0 the blend replaces the partner's alone-model only when it wins on validation HR@10 by more
+than this many standard errors of the paired per-customer difference (:func:`fedinsight.models.blend.choose_folds`).
+Replayed on the same fitted models (docs/recommender.md, "Can a cheap rule ..."), a margin of one standard error
+removed no test shortfall and gave up gains (the blend's validation gains are of the order of their standard error
+on partners of ~100-300 customers), so it is kept as an option, not the default."""
 ALONE_EPOCHS = 50  # the alone MF's epochs, as the simulation's local-only baseline
 VALIDATION_SAMPLE = 2000
 """At most this many validation customers per fold are scored for the choice (all of them below it): the models are
@@ -66,6 +74,21 @@ class Served:
         return lambda rows: blend(federated(rows), alone(rows), self.weight)
 
 
+def validation_folds(customers: int) -> int:
+    """How many validation folds a partner with ``customers`` validation customers pools: enough for about
+    :data:`ONE_FOLD_CUSTOMERS` held-out interactions, at most :data:`VALIDATION_FOLDS` (one from 500 customers, two
+    from 250, four below 167).
+
+    Why: the choice picks the best of a handful of models, so on a small partner's validation customers it picks the
+    luckiest more often than on many, and the test customers then see a blend whose validation gain was noise (issue
+    18: on MovieLens-100K partners of ~94-118 customers, two folds left 0-4 of 8 partners 0.005-0.054 HR@10 below
+    their alone-model on test). Each further fold is one more held-out interaction per customer, at the cost of one
+    more fit of the federated side and the alone-models on that fold (seconds at that size)."""
+    if customers >= ONE_FOLD_CUSTOMERS:
+        return 1
+    return min(VALIDATION_FOLDS, -(-ONE_FOLD_CUSTOMERS // max(customers, 1)))
+
+
 def federated_on(split: InteractionSplit, num_items: int, items: ItemParams, cfg: BPRConfig, personalize: int,
                  seed: int | None) -> tuple[LocalTrainer, ItemParams]:
     """Fit fresh customer embeddings of ``split`` to the federated item table, then (``personalize`` > 0) fine-tune
@@ -87,6 +110,7 @@ def choose_on_validation(split: InteractionSplit, validation: list[InteractionSp
     """The blend weight and the best alone-model, chosen on the ``validation`` folds (held-out earlier items of the
     partner's training customers); the alone-model returned is refitted on the full ``split``."""
     folds: list[Fold] = []
+    customers: list[np.ndarray] = []
     fitted: dict[str, AloneModel] = {}
     first: InteractionSplit | None = None
     for fold in validation:
@@ -96,9 +120,10 @@ def choose_on_validation(split: InteractionSplit, validation: list[InteractionSp
         alones = candidates(fold, num_items, dim=cfg.dim, epochs=ALONE_EPOCHS, seed=seed)
         if not fitted:
             fitted, first = alones, fold
+        customers.append(np.asarray(fold.customer_ids)[rows])
         folds.append((cands, lambda r, t=trainer, q=fed_items, rows=rows: t.scores(q, rows[r]),
                       {name: _on_rows(model.scorer(fold, num_items), rows) for name, model in alones.items()}))
-    choice = choose_folds(folds)
+    choice = choose_folds(folds, customers=customers, margin=MARGIN)
     assert first is not None
     alone = refit_alone(fitted[choice.alone], first, split, num_items, dim=cfg.dim, seed=seed)
     return choice, alone
@@ -112,8 +137,8 @@ def fit_served(split: InteractionSplit, validation: list[InteractionSplit] | Non
     if not blend_on:
         return Served(1.0, served_items, trainer, None, None, "blending off (--no-blend)")
     validation = [fold for fold in validation or [] if fold.num_customers >= MIN_VALIDATION_CUSTOMERS]
-    if validation and validation[0].num_customers >= ONE_FOLD_CUSTOMERS:
-        validation = validation[:1]  # enough customers for a steady choice: the second fold would only cost time
+    if validation:  # enough folds for a steady choice; more would only cost time
+        validation = validation[:validation_folds(validation[0].num_customers)]
     if not validation:
         return Served(1.0, served_items, trainer, None, None,
                       f"fewer than {MIN_VALIDATION_CUSTOMERS} validation customers: the federated model is served")

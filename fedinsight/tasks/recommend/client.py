@@ -50,7 +50,7 @@ from fedinsight.models.ranking import (
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
-from fedinsight.tasks.recommend.blending import VALIDATION_FOLDS, Served, alone_arrays, fit_served
+from fedinsight.tasks.recommend.blending import Served, alone_arrays, fit_served, validation_folds
 from fedinsight.tasks.recommend.options import EVAL_FIELDS
 from fedinsight.tasks.recommend.state import (
     CustomerState,
@@ -103,11 +103,13 @@ def partner_split(partner: Partner, config: dict[str, Any]) -> tuple[Interaction
 
 def partner_validation_splits(partner: Partner, catalogue: Catalogue) -> list[InteractionSplit]:
     """This partner's validation folds: the test items set aside, each customer's next-latest interaction held out,
-    then the one before (what it chooses its served model on; read once, at the end of a job)."""
+    then the one before, as many as its customers call for (:func:`.blending.validation_folds`; what it chooses its
+    served model on; read once, at the end of a job)."""
     data = partner.data()
     assert data.interactions is not None  # partner_split refused a partner without interactions
-    return [leave_latest_out(data.interactions, catalogue, skip_latest=s)  # type: ignore[arg-type]
-            for s in range(1, VALIDATION_FOLDS + 1)]
+    first = leave_latest_out(data.interactions, catalogue, skip_latest=1)  # type: ignore[arg-type]
+    return [first] + [leave_latest_out(data.interactions, catalogue, skip_latest=s)  # type: ignore[arg-type]
+                      for s in range(2, validation_folds(first.num_customers) + 1)]
 
 
 def served_record(served: Served) -> dict[str, object]:

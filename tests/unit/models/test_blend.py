@@ -10,10 +10,24 @@ import numpy as np
 import pandas as pd
 
 from fedinsight.models.alone import candidates, ease_weights, history_matrix
-from fedinsight.models.blend import WEIGHTS, blend, choose, standardize, validation_candidates
+from fedinsight.models.blend import (
+    WEIGHTS,
+    blend,
+    choose,
+    choose_folds,
+    clustered_se,
+    standardize,
+    validation_candidates,
+)
 from fedinsight.models.ranking import Catalogue, hit_and_ndcg, leave_latest_out
 from fedinsight.models.recommender import BPRConfig, ItemParams
-from fedinsight.tasks.recommend.blending import choose_on_validation, federated_on
+from fedinsight.tasks.recommend.blending import (
+    VALIDATION_FOLDS,
+    choose_on_validation,
+    federated_on,
+    fit_served,
+    validation_folds,
+)
 
 
 def _planted(customers: int = 80, groups: int = 4, per_group: int = 30, each: int = 12, seed: int = 3):
@@ -107,3 +121,57 @@ def test_two_validation_folds_are_pooled_and_the_served_blend_beats_every_alone_
     assert choice.customers == sum(f.num_customers for f in folds) == 120
     alones = [v for name, v in choice.validation.items() if name != "federated" and not name.startswith("blend")]
     assert choice.served >= max(alones) and choice.served >= choice.validation["federated"]
+
+
+def test_a_small_partner_pools_more_validation_folds_and_a_large_one_keeps_one():
+    # why: on ~100 customers one choice among a handful of models is mostly luck; every extra fold is one more
+    # held-out interaction per customer (issue 18)
+    assert [validation_folds(n) for n in (10, 94, 166, 167, 250, 499, 500, 10_000)] == [4, 4, 4, 3, 2, 2, 1, 1]
+    assert validation_folds(100) == VALIDATION_FOLDS
+
+
+def test_fit_served_pools_as_many_folds_as_the_partners_customers_call_for():
+    frame, catalogue = _planted(customers=60)
+    n = catalogue.num_items
+    full = leave_latest_out(frame, catalogue)
+    folds = [leave_latest_out(frame, catalogue, skip_latest=s) for s in range(1, VALIDATION_FOLDS + 2)]
+    useless = ItemParams.init(n, 8, seed=2)
+    cfg = BPRConfig(dim=8)
+    trainer, _ = federated_on(full, n, useless, cfg, 0, seed=1)
+    served = fit_served(full, folds, n, useless, useless, trainer, cfg, personalize=0, eval_seed=0, seed=1)
+    assert served.choice is not None
+    assert served.choice.customers == VALIDATION_FOLDS * 60  # four folds of 60 customers; the fifth is not used
+
+
+def test_the_clustered_standard_error_counts_a_customers_folds_once():
+    rng = np.random.default_rng(0)
+    diff = rng.choice([-1.0, 0.0, 1.0], size=50)
+    # one row per customer: the plain standard error of the mean
+    assert np.isclose(clustered_se(diff, np.arange(50)), diff.std(ddof=1) / np.sqrt(50))
+    # the same rows twice for the same customers (two identical folds): no more certain than once
+    twice = clustered_se(np.concatenate([diff, diff]), np.concatenate([np.arange(50), np.arange(50)]))
+    assert np.isclose(twice, diff.std(ddof=1) / np.sqrt(50))
+    assert clustered_se(diff[:1], np.array([0])) == float("inf")
+
+
+def test_a_margin_keeps_the_alone_model_unless_the_blend_wins_clearly():
+    frame, catalogue = _planted()
+    n = catalogue.num_items
+    full = leave_latest_out(frame, catalogue)
+    validation = leave_latest_out(frame, catalogue, skip_latest=1)
+    cands = validation_candidates(validation, full, n, seed=0)
+    alones = {k: m.scorer(validation, n) for k, m in candidates(validation, n, dim=8, epochs=2, seed=0).items()}
+    ids = [np.asarray(validation.customer_ids)]
+    truth = np.zeros((validation.num_customers, n))
+    truth[np.arange(validation.num_customers), validation.test_items] = 1.0  # an oracle: wins by far more than 1 SE
+    oracle = choose_folds([(cands, lambda rows: truth[rows], alones)], customers=ids, margin=1.0)
+    assert oracle.weight == 1.0
+    # a federated model that is the alone-model plus a little noise: whatever blend wins, it wins by noise
+    best = max(alones, key=lambda k: choose(cands, alones[k], alones).validation[k][0])
+    rng = np.random.default_rng(1)
+    noisy = choose_folds([(cands, lambda rows: standardize(alones[best](rows)) + 0.05 * rng.standard_normal(
+        (len(rows), n)), alones)], customers=ids, margin=1.0)
+    plain = choose_folds([(cands, lambda rows: standardize(alones[best](rows)) + 0.05 * rng.standard_normal(
+        (len(rows), n)), alones)])
+    assert plain.weight > 0.0  # without the margin, some blend wins (by noise)
+    assert noisy.weight == 0.0 and noisy.alone == plain.alone
