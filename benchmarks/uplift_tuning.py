@@ -31,13 +31,13 @@ from rich.console import Console
 from fedinsight.data.synth import SynthConfig, generate_partner_frames
 from fedinsight.data.synth_uplift import best_offer
 from fedinsight.models.qini import exact_curve
-from fedinsight.models.uplift import build_model, fit_centralized, predicted_uplift, set_weights
+from fedinsight.models.uplift import build_model, fit_centralized, moving_average, predicted_uplift, set_weights
 from fedinsight.privacy.holdout import holdout_mask
 from fedinsight.tasks.uplift import policy
 from fedinsight.tasks.uplift.baselines import concat
 from fedinsight.tasks.uplift.features import FEATURES, Audience, audience
 from fedinsight.tasks.uplift.options import UpliftOptions
-from fedinsight.tasks.uplift.simulate import federated_weights
+from fedinsight.tasks.uplift.simulate import global_models
 
 COSTS = "discount=4,gift=3"
 
@@ -66,13 +66,42 @@ def evaluate(uplift: np.ndarray, val: Audience, truth: Any, options: UpliftOptio
 
     planted = best_offer(true_uplift, order_value, options.costs)
     planted_choice = np.asarray([0 if c == "" else options.offers.index(c) + 1 for c in planted])
-    out: dict[str, Any] = {"policy_vs_truth": round(value(choice) / value(planted_choice), 4)}
+    best = value(planted_choice)
+    # where the policy loses value: the model's uplift x the planted order value, and the planted uplift x the
+    # policy's own order-value estimate (diagnostics, valued with the truth like the policy itself)
+    with_true_order = policy.choose(uplift, order_value, costs)
+    with_true_uplift = policy.choose(np.column_stack([true_uplift[o] for o in options.offers]),
+                                     options.expected_order_value(val), costs)
+    out: dict[str, Any] = {"policy_vs_truth": round(value(choice) / best, 4),
+                           "policy_true_order_value": round(value(with_true_order) / best, 4),
+                           "policy_true_uplift": round(value(with_true_uplift) / best, 4)}
     for o, name in enumerate(options.offers):
         keep = (val.arm == 0) | (val.arm == o + 1)
         curve = exact_curve(uplift[keep, o], val.arm[keep] == o + 1, val.converted[keep])
         out[name] = {"qini": round(curve.coefficient, 5), "top30_vs_random": round(curve.targeting_ratio(0.3), 3),
                      "uplift_corr": round(float(np.corrcoef(uplift[:, o], true_uplift[name])[0, 1]), 3),
                      "mean_pred_over_true": round(float(uplift[:, o].mean() / true_uplift[name].mean()), 3)}
+    return out
+
+
+def averages(models: list[dict[str, np.ndarray]], rules: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """The released model under each post-processing rule of the same run's global models: ``ema=D`` (moving
+    average with decay D, the task's rule), ``tail=S`` (uniform average of the last share S of rounds), ``last``."""
+    out = {}
+    for rule in rules:
+        name, _, value = rule.partition("=")
+        if name == "ema":
+            avg = None
+            for w in models:
+                avg = moving_average(avg, w, float(value))
+        elif name == "tail":
+            kept = models[-max(1, round(float(value) * len(models))):]
+            avg = {k: np.mean([w[k] for w in kept], axis=0) for k in models[0]}
+        elif name == "last":
+            avg = models[-1]
+        else:
+            raise SystemExit(f"unknown averaging rule {rule!r} (ema=D, tail=SHARE or last)")
+        out[rule] = {k: np.asarray(v, dtype=np.float32) for k, v in avg.items()}  # type: ignore[union-attr]
     return out
 
 
@@ -83,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--setting", "-s", action="append", default=[], metavar="NAME=VALUE,...")
+    parser.add_argument("--average", "-a", action="append", default=[], metavar="RULE",
+                        help="Also report these release rules of the same run (ema=D, tail=SHARE, last): "
+                             "paired comparisons on one DP draw")
     args = parser.parse_args(argv)
     if args.seed != 1:
         print("warning: seeds 2-5 are for checking, not choosing", file=sys.stderr)
@@ -113,16 +145,19 @@ def main(argv: list[str] | None = None) -> None:
         for repeat in range(args.repeats):
             started = time.perf_counter()
             with console.status(f"{text or 'defaults'}: run {repeat + 1}"):
-                weights = federated_weights(trains, options)
-            model = set_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed,
-                                            options.knot_values), weights)
-            fed = evaluate(predicted_uplift(model, val.x), val, val_truth, options)
+                models = list(global_models(trains, options))
+            seconds = round(time.perf_counter() - started, 1)
             plan = options.plan()
-            print(json.dumps({"setting": text or "defaults", "repeat": repeat, "federated": fed, "centralized": ref,
-                              "qini_ratio": {o: round(fed[o]["qini"] / ref[o]["qini"], 3) for o in options.offers},
-                              "noise_multiplier": round(plan.noise_multiplier, 3),
-                              "steps": plan.total_steps, "seconds": round(time.perf_counter() - started, 1)}),
-                  flush=True)
+            rules = [f"ema={options.ema}"] + [r for r in args.average if r != f"ema={options.ema}"]
+            for rule, weights in averages(models, rules).items():
+                model = set_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed,
+                                                options.knot_values), weights)
+                fed = evaluate(predicted_uplift(model, val.x), val, val_truth, options)
+                print(json.dumps({"setting": text or "defaults", "release": rule, "repeat": repeat,
+                                  "federated": fed, "centralized": ref,
+                                  "qini_ratio": {o: round(fed[o]["qini"] / ref[o]["qini"], 3) for o in options.offers},
+                                  "noise_multiplier": round(plan.noise_multiplier, 3),
+                                  "steps": plan.total_steps, "seconds": seconds}), flush=True)
 
 
 if __name__ == "__main__":

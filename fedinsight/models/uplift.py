@@ -107,6 +107,35 @@ def moving_average(previous: dict[str, np.ndarray] | None, current: dict[str, np
     return {k: decay * previous[k] + (1.0 - decay) * np.asarray(current[k], dtype=np.float64) for k in current}
 
 
+def tail_start(rounds: int, tail: float) -> int:
+    """The first round whose global model enters a tail average over the last ``tail`` share of ``rounds`` (at
+    least the last round); 0 means no tail average (the moving average over every round)."""
+    if tail <= 0:
+        return 0
+    return rounds - max(1, round(tail * rounds)) + 1
+
+
+class ReleasedAverage:
+    """The model a job releases, from the global model after each round (post-processing of DP releases: free in
+    privacy): with ``tail`` > 0 the plain mean of the last ``tail`` share of the rounds' models ("tail averaging":
+    late DP-SGD iterates scatter around the optimum with independent noise, and their mean cancels it), else the
+    moving average with decay ``decay`` over every round."""
+
+    def __init__(self, rounds: int, decay: float, tail: float = 0.0) -> None:
+        self.decay = decay
+        self.start = tail_start(rounds, tail)
+        self.count = 0
+        self.value: dict[str, np.ndarray] | None = None
+
+    def add(self, server_round: int, weights: dict[str, np.ndarray]) -> None:
+        """Take in the global model after round ``server_round`` (1-based)."""
+        if not self.start:
+            self.value = moving_average(self.value, weights, self.decay)
+        elif server_round >= self.start:
+            self.count += 1
+            self.value = moving_average(self.value, weights, 1.0 - 1.0 / self.count)
+
+
 def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 

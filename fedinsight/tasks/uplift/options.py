@@ -100,6 +100,10 @@ class UpliftOptions(Options):
     ema: float = option(0.5, "Decay of the moving average of the global models that is released (0: the last; "
                              "0.8 kept early, untrained rounds in and shrank the predicted uplift by up to a third).",
                         minimum=0, below=1)
+    tail: float = option(0.0, "Share of the last rounds whose global models are averaged with equal weights into the "
+                              "released model (0: the moving average of --ema over every round instead; on "
+                              "validation customers neither rule was better over two DP draws).",
+                         minimum=0, maximum=1)
     hidden: int = option(0, "Hidden units of the shared layer (0: logistic heads on the features).", minimum=0,
                          maximum=64)
     knots: str = option("0.2,0.4,0.6,0.8", "Public knots of fixed hinges relu(x - knot) on every unit-scale "

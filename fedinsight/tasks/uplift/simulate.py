@@ -7,27 +7,36 @@ computes through Flower in a real job (every partner weighs 1).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from fedinsight.models.uplift import build_model, get_weights, moving_average, set_weights
+from fedinsight.models.uplift import ReleasedAverage, build_model, get_weights, set_weights
 from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.uplift import client, economics, server
 from fedinsight.tasks.uplift.features import FEATURES, Audience
 from fedinsight.tasks.uplift.options import UpliftOptions
 
 
-def federated_weights(train_sets: list[Audience], options: UpliftOptions) -> dict[str, np.ndarray]:
-    """The weights a job would release after ``options.rounds`` rounds of local DP-SGD and averaging."""
+def global_models(train_sets: list[Audience], options: UpliftOptions) -> Iterator[dict[str, np.ndarray]]:
+    """The global model after each of ``options.rounds`` rounds of local DP-SGD and equal-weight averaging (what
+    the coordinator sees; any average of them is post-processing, e.g. for comparing release rules)."""
     model = build_model(len(FEATURES), len(options.arms), options.hidden, options.seed, options.knot_values)
     weights = get_weights(model)
-    average = None
     for _ in range(options.rounds):
         updates = [get_weights(client.local_update(set_weights(model, weights), t, options)) for t in train_sets]
         weights = {k: np.mean([u[k] for u in updates], axis=0) for k in weights}
-        average = moving_average(average, weights, options.ema)
-    return {k: np.asarray(v, dtype=np.float32) for k, v in (average or weights).items()}
+        yield weights
+
+
+def federated_weights(train_sets: list[Audience], options: UpliftOptions) -> dict[str, np.ndarray]:
+    """The weights a job would release after ``options.rounds`` rounds of local DP-SGD and averaging."""
+    average = ReleasedAverage(options.rounds, options.ema, options.tail)
+    for server_round, weights in enumerate(global_models(train_sets, options), start=1):
+        average.add(server_round, weights)
+    assert average.value is not None  # rounds >= 1, and the tail holds the last round at least
+    return {k: np.asarray(v, dtype=np.float32) for k, v in average.value.items()}
 
 
 def released(weights: dict[str, np.ndarray], tests: list[Audience], everyone: list[Audience],

@@ -17,7 +17,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedinsight.federation import progress
 from fedinsight.federation.messages import partner_error
 from fedinsight.federation.task import Session
-from fedinsight.models.uplift import moving_average
+from fedinsight.models.uplift import ReleasedAverage
 from fedinsight.tasks.uplift.client import ARRAYS
 
 
@@ -27,8 +27,9 @@ class UpliftFedAvg(FedAvg):
                          min_available_nodes=len(session.nodes), arrayrecord_key=ARRAYS, configrecord_key="config")
         self.session = session
         self.rounds = rounds
-        self.decay = float(getattr(session.options, "ema", 0.0))
-        self.average: dict[str, np.ndarray] | None = None
+        options = session.options
+        self.average = ReleasedAverage(rounds, float(getattr(options, "ema", 0.0)),
+                                       float(getattr(options, "tail", 0.0)))
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -51,14 +52,14 @@ class UpliftFedAvg(FedAvg):
         progress.report("rounds", server_round, self.rounds)
         arrays, metrics = super().aggregate_train(server_round, kept)
         if arrays is not None:
-            self.average = moving_average(self.average, {k: v.numpy() for k, v in arrays.items()}, self.decay)
+            self.average.add(server_round, {k: v.numpy() for k, v in arrays.items()})
         return arrays, metrics
 
     def released(self, fallback: ArrayRecord) -> ArrayRecord:
-        """The moving average of the global models (or ``fallback`` when no round finished)."""
-        if self.average is None:
+        """The released average of the global models (:class:`ReleasedAverage`; ``fallback`` when none entered it)."""
+        if self.average.value is None:
             return fallback
-        return ArrayRecord({k: Array(np.asarray(v, dtype=np.float32)) for k, v in self.average.items()})
+        return ArrayRecord({k: Array(np.asarray(v, dtype=np.float32)) for k, v in self.average.value.items()})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:

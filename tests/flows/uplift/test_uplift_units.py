@@ -145,6 +145,22 @@ def test_the_released_model_is_the_moving_average_of_the_global_models():
     assert moving_average(first, {"w": np.array([6.0, 2.0])}, 0.8)["w"].tolist() == pytest.approx([2.0, 2.0])
 
 
+def test_a_tail_average_is_the_plain_mean_of_the_last_rounds_models_and_without_a_tail_the_moving_average():
+    from fedinsight.models.uplift import ReleasedAverage, tail_start
+
+    assert tail_start(30, 0.0) == 0 and tail_start(30, 0.5) == 16 and tail_start(30, 1.0) == 1
+    assert tail_start(30, 0.001) == 30  # at least the last round
+    tail = ReleasedAverage(4, decay=0.9, tail=0.5)
+    ema = ReleasedAverage(4, decay=0.5)
+    for server_round, w in enumerate([100.0, 50.0, 3.0, 5.0], start=1):
+        tail.add(server_round, {"w": np.array([w])})
+        ema.add(server_round, {"w": np.array([w])})
+        if server_round < 3:
+            assert tail.value is None  # rounds 1-2 are outside the last half
+    assert tail.value["w"].tolist() == pytest.approx([4.0])  # (3 + 5) / 2: the decay plays no part
+    assert ema.value["w"].tolist() == pytest.approx([0.5 * (0.5 * (0.5 * 100 + 25) + 1.5) + 2.5])
+
+
 @pytest.mark.parametrize("key, value", [("costs", {}), ("tier_edges", [1.0]), ("order_value_cap", 0),
                                         ("costs", {"B": "free"})])
 def test_an_offer_model_with_a_broken_policy_is_one_clear_error(tmp_path, key, value):
