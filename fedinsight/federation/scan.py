@@ -34,8 +34,11 @@ exports from spreadsheets and Chinese-locale tools)."""
 
 
 def sql_string(text: str) -> str:
-    """``text`` as a SQL string literal (quotes doubled), in both engines' dialects."""
-    return "'" + text.replace("'", "''") + "'"
+    """``text`` as a SQL string literal (quotes doubled), in both engines' dialects. A NUL character is spliced in
+    with ``chr(0)``: transpiled for Spark it would become the escape ``\\0``, which Spark reads as an octal escape
+    together with the digits after it (``'a\\x0012'`` would be ``'a\\n'``)."""
+    quoted = "'" + text.replace("'", "''") + "'"
+    return quoted.replace("\x00", "' || chr(0) || '") if "\x00" in text else quoted
 
 
 def stripped_sql(text: str) -> str:

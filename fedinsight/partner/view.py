@@ -67,7 +67,7 @@ CUSTOMER_COUNT = Scan("partner.customer_count", "SELECT COUNT(DISTINCT customer_
 """The customers a purpose may use: the engine's ``customers`` relation is the in-scope customers (the customers
 table semi-joined on consent and erasure, or the ids of the people tables when there is none)."""
 
-_CACHE: OrderedDict[tuple[str, str, str, str], ProtectedPartner] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, str, str, object], ProtectedPartner] = OrderedDict()
 # A deployed SuperNode serves one partner; a simulation's Ray actor serves every partner in turn, round after
 # round. The bound must exceed the partners of any simulation, or a round-robin over k > size partners misses
 # on every read (each round would re-read and re-tokenize every folder: 7x slower at 10 partners with 8).
@@ -76,8 +76,12 @@ _CACHE_SIZE = 1024  # > MAX_PARTNERS (federation/simulation.py): 1,000 simulated
 
 def _protected(folder: Path, policy: ProtectionPolicy, mapping: PartnerMapping | None) -> ProtectedPartner:
     """Cached per process; a changed policy, key ring or mapping (or the files it matches) reloads."""
-    key = (str(folder.resolve()), policy.fingerprint, policy.tokenization_ring().fingerprint,
-           mapping.fingerprint if mapping is not None else "")
+    # the files' stamps too (a mapping's fingerprint holds them): an opt-out written in place, same size, is read
+    try:
+        files: object = mapping.fingerprint if mapping is not None else _files_key(folder_sources(folder))
+    except OSError:  # a folder or file gone: read (and refused) as it stands, never kept
+        return load_protected(folder, policy, mapping=mapping.path if mapping is not None else None)
+    key = (str(folder.resolve()), policy.fingerprint, policy.tokenization_ring().fingerprint, files)
     if key not in _CACHE:
         _CACHE[key] = load_protected(folder, policy, mapping=mapping.path if mapping is not None else None)
         while len(_CACHE) > _CACHE_SIZE:

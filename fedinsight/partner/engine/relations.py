@@ -155,23 +155,34 @@ files' stamps and the policy's fingerprint (:func:`_check_pii`)."""
 _PII_PASSED_SIZE = 1024
 
 
+def _stamps(sources: Mapping[str, Source] | None, names: list[str]) -> tuple[object, ...] | None:
+    """The files behind ``names`` stamped (:func:`files_stamp`), or None (not files, or one gone since listed)."""
+    if sources is None:
+        return None
+    try:
+        return files_stamp([sources[n] for n in names])
+    except OSError:  # a file gone since the folder was listed: checked (and failing) as before, never kept
+        return None
+
+
 def _check_pii(engine: Engine, names: list[str], policy: ProtectionPolicy,
-               sources: Mapping[str, Source] | None = None) -> list[ColumnDecision]:
+               sources: Mapping[str, Source] | None = None,
+               stamps: tuple[object, ...] | None = None) -> list[ColumnDecision]:
     """The policy's decision for every column of the raw tables ``names``, from a sample of each; undeclared personal
     data raises PiiDetectedError naming every such column. Why a memo: the check reads the same first rows every
     time the same files are prepared (every message of every job a simulation's worker answers, ~1 s a partner), so a
     check that passed is not repeated while every file keeps its stamp (any write changes it) and the policy its
-    fingerprint; a failed check is never kept, and tables that are not files are always checked."""
-    try:
-        stamps = files_stamp([sources[n] for n in names]) if sources is not None else None
-    except OSError:  # a file gone since the folder was listed: checked (and failing) as before, never kept
-        stamps = None
+    fingerprint; a failed check is never kept, and tables that are not files are always checked.
+
+    ``stamps``: the files' stamps taken *before* they were registered (their header and dialect read). A pass is
+    kept only when the files still carry them after the sample: a file replaced between the registration and the
+    sample would otherwise be sampled under the old header and its pass kept under the new stamp."""
     key = (engine.name, tuple(names), stamps, policy.fingerprint) if stamps is not None else None
     if key is not None and key in _PII_PASSED:
         return list(_PII_PASSED[key])
     samples = {name: engine.query(f"SELECT * FROM raw_{name} LIMIT {PII_SAMPLE_ROWS}") for name in names}
     decisions = plan_columns(samples, policy)[0]
-    if key is not None:
+    if key is not None and _stamps(sources, names) == stamps:
         if len(_PII_PASSED) >= _PII_PASSED_SIZE:
             _PII_PASSED.clear()
         _PII_PASSED[key] = list(decisions)
@@ -183,9 +194,10 @@ def schema(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPoli
     source's order -- what the pandas view's protected frames hold, read from the sources' headers and a PII
     sample (undeclared personal data stops it, as a pandas read). No table is read whole."""
     names = [n for n in TABLES if n in sources]
+    stamps = _stamps(sources, names)
     for name in names:
         engine.register(f"raw_{name}", sources[name])
-    dropped = {(d.table, d.column) for d in _check_pii(engine, names, policy, sources) if d.action == "drop"}
+    dropped = {(d.table, d.column) for d in _check_pii(engine, names, policy, sources, stamps) if d.action == "drop"}
     out: dict[str, list[str]] = {}
     for name in names:
         canonical = set(TABLES[name].column_names)
@@ -290,9 +302,10 @@ def prepare(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPol
     """Register and protect a partner's tables in ``engine`` (see the module docstring); returns the counts of
     customers loaded, excluded and used (they stay on the partner)."""
     names = [n for n in TABLES if n in sources]
+    stamps = _stamps(sources, names)
     for name in names:
         engine.register(f"raw_{name}", sources[name])
-    _check_pii(engine, names, policy, sources)
+    _check_pii(engine, names, policy, sources, stamps)
     for name in names:
         engine.create_view(f"typed_{name}", typed_sql(TABLES[name], engine.column_types(f"raw_{name}"), policy, rate))
     listed = sources["customers"].describe() if "customers" in sources else "customers"

@@ -34,7 +34,10 @@ def _root_session(master: str, memory: str) -> Any:
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-               .config("spark.sql.ansi.enabled", "true"))  # a value that does not cast is an error, as in DuckDB
+               .config("spark.sql.ansi.enabled", "true")  # a value that does not cast is an error, as in DuckDB
+               # string literals' escapes decoded (Spark's default, pinned): sqlglot writes a tab or U+000B in a
+               # literal as an escape, and the trimming character set (federation.scan.WHITESPACE) relies on it
+               .config("spark.sql.parser.escapedStringLiterals", "false"))
     if master.startswith("local"):  # one machine: as many shuffle partitions as cores, not Spark's 200
         cores = master.removeprefix("local").strip("[]")
         builder = builder.config("spark.sql.shuffle.partitions", cores if cores.isdigit() else str(os.cpu_count() or 2))

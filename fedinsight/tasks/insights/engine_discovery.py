@@ -22,16 +22,12 @@ from typing import Any
 import pandas as pd
 
 from fedinsight.data.schema import FUNNEL_STAGES
-from fedinsight.federation.scan import Scan, timestamp_literal
+from fedinsight.federation.scan import Scan, sql_string, timestamp_literal
 from fedinsight.federation.task import Partner
 from fedinsight.tasks.insights import discovery
 from fedinsight.tasks.insights.customer_features import FeatureRules
 from fedinsight.tasks.insights.customer_scan import people_sql
 from fedinsight.tasks.insights.engine_features import SECONDS
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _rows_filter(table: str, rules: FeatureRules) -> str:
@@ -73,7 +69,7 @@ def first_keys_scan(table: str, column: str, refused: list[str], k: int, rules: 
     :func:`~.discovery.value_ok` refuses (a quote, a backslash, a control character, the reserved keys: few, where
     the allowed values may be one per row). So the scan's text does not grow with the column's values."""
     value = _value(column, "r")
-    refusing = f" AND {value} NOT IN ({', '.join(_literal(v) for v in refused)})" if refused else ""
+    refusing = f" AND {value} NOT IN ({', '.join(sql_string(v) for v in refused)})" if refused else ""
     sql = (f"WITH people AS ({people_sql(rules)}), firsts AS (\n"
            f"  SELECT p.cust, {value} AS value, MIN({SECONDS}) AS ts\n"
            f"  FROM {table} AS r JOIN people AS p ON r.customer_id = p.customer_id\n"
@@ -109,7 +105,10 @@ def engine_counts(partner: Partner, rules: FeatureRules, dimensions: list[dict[s
             second.append((name, first_keys_scan(str(dim["table"]), str(dim["column"]), refused, k, rules)))
     if second:
         for (name, _), result in zip(second, partner.scans([scan for _, scan in second]), strict=True):
-            out[name] = {str(v): float(c) for v, c in zip(result["value"], result["customers"], strict=True)}
+            # value_ok again: the scan's NOT IN is not the only guard (a file rewritten between the two passes
+            # brings values the first never saw)
+            out[name] = {str(v): float(c) for v, c in zip(result["value"], result["customers"], strict=True)
+                         if discovery.value_ok(str(v))}
     return out
 
 

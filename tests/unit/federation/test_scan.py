@@ -19,3 +19,18 @@ def test_the_engine_trims_exactly_what_python_strips():
     got = [row[0] for row in con.execute(f"SELECT {stripped_sql('x')} FROM t ORDER BY i").fetchall()]
     assert got == [v.strip() for v in values]
     assert got[-1] == "\u200b0007"  # a zero-width space is not whitespace to Python either: kept
+
+
+def test_a_string_literal_with_a_nul_reads_back_the_same_in_duckdb_and_transpiles_without_an_escape():
+    """Spark would read ``\\0`` followed by digits as one octal escape: a NUL is spliced in with chr(0)."""
+    import duckdb
+    import sqlglot
+
+    from fedinsight.federation.scan import sql_string
+
+    con = duckdb.connect()
+    for value in ["a\x0012", "o'brien", "x\x00", "plain"]:
+        assert con.execute(f"SELECT {sql_string(value)}").fetchone()[0] == value
+    nul = sql_string("a\x0012")
+    spark = sqlglot.transpile(f"SELECT {nul}", read="duckdb", write="spark")[0]
+    assert "\\0" not in spark and "CHR(0)" in spark

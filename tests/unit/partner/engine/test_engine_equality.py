@@ -192,3 +192,20 @@ def test_ids_and_labels_padded_with_any_whitespace_count_as_pandas_counts_them(t
     pd.testing.assert_frame_equal(got, expected, check_dtype=False, check_exact=True)
     padded = _tokens(folder, ["0004", "0006"])
     assert padded <= set(got.index) and (got.loc[list(padded), "purchases"] > 0).all()
+
+
+def test_the_pandas_view_reads_an_opt_out_written_in_place(tmp_path):
+    """The per-process cache of a plain folder's protected tables follows its files' stamps: a consent flipped in
+    place (same size, modification time put back) is read by the next view, as the engine's scans read it."""
+    tables = own_tables(customers=40)
+    folder = write_csv_partner(tmp_path / "shop", tables)
+    before = PartnerView(folder, "analytics").tables().num_customers
+    path = folder / "customers.csv"
+    text, stat = path.read_text(), path.stat()
+    consenting = tables["customers"].set_index("customer_id")["consent"]
+    who = next(c for c, v in consenting.items() if v == "1" and c not in ERASED)
+    flipped = text.replace(f"\n{who},1,", f"\n{who},0,", 1)
+    assert flipped != text and len(flipped) == len(text)
+    path.write_text(flipped)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert PartnerView(folder, "analytics").tables().num_customers == before - 1
