@@ -28,8 +28,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedinsight.core.errors import ConfigError
+from fedinsight.models.propensity_kinds import MODEL_KINDS
 
-MODEL_KINDS: tuple[str, ...] = ("logreg", "mlp")
 MLP_HIDDEN: tuple[int, ...] = (32, 16)
 TARGET_CLIP = 3.0  # standardised spend target is clipped to +-3 so one buyer's gradient stays bounded
 VAR_FLOOR = 1e-4  # smallest variance a noisy federated estimate may produce (unit-scale features)

@@ -13,7 +13,9 @@ accountant, one step of the sampled Gaussian mechanism with sample rate 1, so it
 The same events, as ``dp_accounting`` DpEvents (:meth:`DpsgdPlan.events`), are what the coordinator's
 privacy ledger charges; both accountants use RDP over the same orders and agree to ~1e-3.
 
-Nothing here knows about marketing or Flower: tensors in, a trained module out.
+Nothing here knows about marketing or Flower: tensors in, a trained module out. torch and Opacus are imported
+by the functions that use them, not with the module: the options of every training task plan with
+:class:`DpsgdPlan`, and registering those tasks (every simulation worker's ClientApp does) must not load them.
 """
 
 from __future__ import annotations
@@ -26,20 +28,19 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
 from dp_accounting import dp_event
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.grad_sample import GradSampleModule
-from opacus.optimizers import DPOptimizer
-from opacus.utils.uniform_sampler import UniformWithReplacementSampler
-from torch import nn
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.privacy.ledger import compose_epsilon, dpsgd_event
 
-LossFn = Callable[[nn.Module, Sequence[torch.Tensor]], torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+    from torch import nn
+
+LossFn = Callable[["nn.Module", Sequence["torch.Tensor"]], "torch.Tensor"]
 """``loss_fn(module, batch) -> mean loss over the batch`` (per-sample losses averaged)."""
 
 HistoryEntry = tuple[float, float, int]
@@ -114,6 +115,8 @@ def history_epsilon(history: Sequence[HistoryEntry], delta: float) -> float:
 
 @functools.lru_cache(maxsize=4096)
 def _history_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
+    from opacus.accountants import RDPAccountant
+
     acc = RDPAccountant()
     acc.history = list(history)
     with warnings.catch_warnings():  # "optimal order is the largest alpha": the bound is valid, only loose
@@ -157,6 +160,8 @@ def plan_dpsgd(
     Remembered per arguments (the plan is frozen and a pure function of them): every partner message
     re-reads its task options, and a calibration costs about half a second.
     """
+    from opacus.accountants.utils import get_noise_multiplier
+
     _check_plan_inputs(epsilon, delta, sample_rate, steps_per_round, rounds, gaussian_share)
     total = steps_per_round * rounds
     with warnings.catch_warnings():
@@ -201,6 +206,8 @@ class PartnerAccountant:
     def __init__(self, history: Sequence[HistoryEntry] = (), *, delta: float, budget: float) -> None:
         if not (0 < delta < 1):
             raise ConfigError(f"delta must be in (0, 1) (got {delta})")
+        from opacus.accountants import RDPAccountant
+
         self.accountant = RDPAccountant()
         self.accountant.history = [(float(s), float(q), int(t)) for s, q, t in history]
         self.delta = float(delta)
@@ -252,6 +259,9 @@ class TrainStats:
 
 
 def _sampler(num_samples: int, sample_rate: float, steps: int, seed: int) -> UniformWithReplacementSampler:
+    import torch
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
     generator = torch.Generator().manual_seed(int(seed))
     return UniformWithReplacementSampler(num_samples=num_samples, sample_rate=sample_rate, generator=generator,
                                          steps=steps)
@@ -278,6 +288,10 @@ def train_dpsgd(
     as the accounting assumes. ``seed=None`` (what partners use) draws the sampling and noise seeds from
     OS entropy: a seed the coordinator knows would let it subtract the noise. A seed is for tests only.
     """
+    import torch
+    from opacus.grad_sample import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
     if seed is None:
         seed = int.from_bytes(os.urandom(7), "big")
     n = int(tensors[0].shape[0])
@@ -332,6 +346,9 @@ def train_sgd(
     ``max_grad_norm`` clips the *batch* gradient (a plain stabiliser, not per-customer clipping): at
     learning rates tuned for clipped DP-SGD, unclipped squared-error gradients can diverge.
     """
+    import torch
+    from torch import nn
+
     n = int(tensors[0].shape[0])
     start = time.perf_counter()
     work = copy.deepcopy(model)
@@ -360,6 +377,9 @@ def clipped_gradient_sum(model: nn.Module, tensors: Sequence[torch.Tensor], loss
     Opacus's ``GradSampleModule`` (``loss_reduction="mean"``: each is the gradient of that row's own loss).
     ``model`` is not modified.
     """
+    import torch
+    from opacus.grad_sample import GradSampleModule
+
     n = int(tensors[0].shape[0])
     if n == 0:
         raise ConfigError("a partner with no training customers cannot train")

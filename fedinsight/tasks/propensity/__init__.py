@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.job import JobSettings
+from fedinsight.federation.lazy import Lazy
 from fedinsight.federation.options import Options
 from fedinsight.federation.task import (
     Handler,
@@ -28,8 +29,11 @@ from fedinsight.federation.task import (
     TaskResult,
     privacy_headline,
 )
-from fedinsight.tasks.propensity import client, distributed, recalibrate, secure_client, server, simulate
 from fedinsight.tasks.propensity.options import PropensityOptions
+
+# The partner and coordinator sides import torch and Opacus: each is imported where it is first needed, so a
+# ClientApp or CLI that only registers this task (every simulation's workers do) does not load them.
+_CLIENT = "fedinsight.tasks.propensity.client"
 
 
 class PropensityTask(Task):
@@ -40,9 +44,11 @@ class PropensityTask(Task):
     default_partners = 10
 
     def handlers(self) -> Mapping[str, Handler]:
-        return {"query": client.query, "train": client.train, "evaluate": client.evaluate}
+        return {kind: Lazy(_CLIENT, kind) for kind in ("query", "train", "evaluate")}
 
     def check(self, options: Options, job: JobSettings) -> None:
+        from fedinsight.tasks.propensity import distributed, recalibrate
+
         super().check(options, job)
         if options.distributed and job.partners:  # type: ignore[attr-defined]  # trust settings and grids fit
             distributed.encoding(options, job.partners)  # type: ignore[arg-type]
@@ -61,6 +67,8 @@ class PropensityTask(Task):
         """No facts: the partner checks, before anything is charged, that it can serve the job (its data reads
         and splits; the framework's delta rule has run before; with distributed noise also the trust model, the
         customer bound and its budget for the whole job)."""
+        from fedinsight.tasks.propensity import client, secure_client
+
         options = PropensityOptions.from_run_config(config)
         client.prepare(partner, options, str(config.get("job-id", "")))
         if options.distributed:
@@ -68,13 +76,17 @@ class PropensityTask(Task):
         return {}
 
     def secure_fit(self):  # type: ignore[no-untyped-def]
-        return secure_client.secure_fit
+        return Lazy("fedinsight.tasks.propensity.secure_client", "secure_fit")
 
     def plan(self, session: Session) -> Plan:
+        from fedinsight.tasks.propensity import server
+
         _ = session.options.window  # type: ignore[attr-defined]  # the window must be set before anyone computes
         return server.plan(session, self.name)
 
     def run(self, session: Session) -> TaskResult:
+        from fedinsight.tasks.propensity import server
+
         return server.run(session)
 
     def simulation_dataset(self, dataset: str) -> None:
@@ -82,12 +94,18 @@ class PropensityTask(Task):
             raise ConfigError("movielens-100k has no purchases; use --dataset cdnow, synthetic or a folder")
 
     def simulation_options(self, options: Options, sim: Simulated) -> dict[str, Any]:
+        from fedinsight.tasks.propensity import simulate
+
         return simulate.window_options(options, sim)  # type: ignore[arg-type]
 
     def simulation_baselines(self, options: Options, sim: Simulated) -> dict[str, Any]:
+        from fedinsight.tasks.propensity import simulate
+
         return simulate.baselines(options, sim, self.purpose)  # type: ignore[arg-type]
 
     def simulation_summary(self, summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
+        from fedinsight.tasks.propensity import simulate
+
         return simulate.merge(summary, baselines)
 
     def report_sections(self, summary: dict[str, Any], run_dir: Path) -> tuple[list[str], list[Any]]:

@@ -11,7 +11,7 @@ from fedinsight.federation.delta import HELP as delta_help
 from fedinsight.federation.delta import provisional
 from fedinsight.federation.options import Options, option
 from fedinsight.federation.secagg import shares_of
-from fedinsight.models.propensity import MODEL_KINDS
+from fedinsight.models.propensity_kinds import MODEL_KINDS
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
 from fedinsight.tasks.propensity.evaluation import EvalCaps, eval_noise_multiplier
 from fedinsight.tasks.propensity.features import FeatureCaps, LabelWindow

@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fedinsight.federation.job import JobSettings
+from fedinsight.federation.lazy import Lazy
 from fedinsight.federation.manifest import Release
 from fedinsight.federation.options import Options
 from fedinsight.federation.task import Handler, Partner, Plan, Session, Simulated, Task, TaskResult, privacy_headline
-from fedinsight.tasks.recommend import client, secure_client, server, simulate
 from fedinsight.tasks.recommend.options import RecommendOptions
+
+# The partner and coordinator sides import torch: each is imported where it is first needed, so a ClientApp or CLI
+# that only registers this task (every simulation's workers do) does not load it.
+_CLIENT = "fedinsight.tasks.recommend.client"
 
 
 class RecommendTask(Task):
@@ -34,12 +38,16 @@ class RecommendTask(Task):
         options.check_partners(job.partners)  # type: ignore[attr-defined]
 
     def handlers(self) -> Mapping[str, Handler]:
-        return {"query": client.query, "train": client.train, "evaluate": client.evaluate}
+        return {kind: Lazy(_CLIENT, kind) for kind in ("query", "train", "evaluate")}
 
     def hello_config(self, session: Session) -> dict[str, Any]:
+        from fedinsight.tasks.recommend import server
+
         return server.catalogue_config(server.load_catalogue(session.options.catalogue_path))  # type: ignore[attr-defined]
 
     def hello_facts(self, partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
+        from fedinsight.tasks.recommend import client
+
         return client.hello_facts(partner, config)
 
     def hello_facts_release(self, options: Options) -> Release | None:
@@ -47,21 +55,31 @@ class RecommendTask(Task):
                        reason="treated as public (see the job's manifest)")
 
     def secure_fit(self):  # type: ignore[no-untyped-def]
-        return secure_client.secure_fit
+        return Lazy("fedinsight.tasks.recommend.secure_client", "secure_fit")
 
     def plan(self, session: Session) -> Plan:
+        from fedinsight.tasks.recommend import server
+
         return server.plan(session, self.name)
 
     def run(self, session: Session) -> TaskResult:
+        from fedinsight.tasks.recommend import server
+
         return server.run(session)
 
     def simulation_options(self, options: Options, sim: Simulated) -> dict[str, Any]:
+        from fedinsight.tasks.recommend import simulate
+
         return simulate.simulation_options(options, sim, self.purpose)  # type: ignore[arg-type]
 
     def simulation_baselines(self, options: Options, sim: Simulated) -> dict[str, Any]:
+        from fedinsight.tasks.recommend import simulate
+
         return simulate.simulation_baselines(options, sim, self.purpose)  # type: ignore[arg-type]
 
     def simulation_summary(self, summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
+        from fedinsight.tasks.recommend import simulate
+
         return simulate.merge(summary, baselines)
 
     def report_sections(self, summary: dict[str, Any], run_dir: Path) -> tuple[list[str], list[Any]]:

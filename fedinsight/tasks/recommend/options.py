@@ -11,10 +11,8 @@ from dp_accounting import dp_event
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.delta import HELP as delta_help
 from fedinsight.federation.options import Options, option
-from fedinsight.models.recommender import DPConfig
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian_noise_multiplier
-from fedinsight.privacy.sparse_dp import noise_multiplier_for
 
 DEFAULT_EPSILON = 1.0
 """The private default (docs/recommender.md, "The default epsilon"): the strongest level benchmarked at which the
@@ -157,6 +155,8 @@ class RecommendOptions(Options):
 
     def steps_per_round(self) -> int:
         """DP-SGD steps one partner runs per round (Poisson steps visiting everyone once per epoch)."""
+        from fedinsight.models.recommender import DPConfig  # torch: not when the options are only registered
+
         return self.local_epochs * DPConfig(noise_multiplier=0.0, sample_rate=self.sample_rate).steps_per_epoch()
 
 
@@ -199,6 +199,8 @@ class PrivacyPlan:
 
     @classmethod
     def for_job(cls, job: Any, delta: float) -> PrivacyPlan:
+        from fedinsight.privacy.sparse_dp import noise_multiplier_for  # torch: not when the options are only registered
+
         steps = job.rounds * job.steps_per_round()
         if not job.private:
             return cls(0.0, steps, 0.0, 0.0, job.evaluations())

@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from fedinsight.federation.lazy import Lazy
 from fedinsight.federation.manifest import PUBLIC, Manifest, Release
 from fedinsight.federation.options import Options
 from fedinsight.federation.secagg import secagg_releases
 from fedinsight.federation.store import InsightStore
 from fedinsight.federation.task import Handler, Partner, Plan, Session, Task, TaskResult, privacy_headline
-from fedinsight.tasks.secure_training import client, server
 from fedinsight.tasks.secure_training.options import SecureTrainingOptions
+
+# The partner and coordinator sides import torch: each is imported where it is first needed, so a ClientApp or CLI
+# that only registers this task (every simulation's workers do) does not load it.
 
 
 class SecureTrainingTask(Task):
@@ -33,12 +36,16 @@ class SecureTrainingTask(Task):
         return {}  # the query handler's only phase is the framework's hello; rounds go through SecAgg+
 
     def hello_facts(self, partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
+        from fedinsight.tasks.secure_training import client
+
         return client.hello_facts(partner, config)
 
     def secure_fit(self):  # type: ignore[no-untyped-def]
-        return client.secure_fit
+        return Lazy("fedinsight.tasks.secure_training.client", "secure_fit")
 
     def plan(self, session: Session) -> Plan:
+        from fedinsight.tasks.secure_training import client
+
         options: SecureTrainingOptions = session.options  # type: ignore[assignment]
         releases = secagg_releases(
             update_event=options.round_event(), count=options.rounds,
@@ -51,6 +58,8 @@ class SecureTrainingTask(Task):
                                   delta=options.delta, noise_model="SecAgg+ sum of local DP-SGD updates")
 
     def run(self, session: Session) -> TaskResult:
+        from fedinsight.tasks.secure_training import server
+
         summary = server.train(session, secure=True)
         if session.job.publish:  # on a coordinator: the model summary joins the result store
             options: SecureTrainingOptions = session.options  # type: ignore[assignment]

@@ -19,10 +19,14 @@ from typing import Any, ClassVar
 from fedinsight.core.errors import ConfigError
 from fedinsight.data.synth_uplift import OFFER_COSTS
 from fedinsight.federation.job import JobSettings
+from fedinsight.federation.lazy import Lazy
 from fedinsight.federation.options import Options
 from fedinsight.federation.task import Handler, Partner, Plan, Session, Simulated, Task, TaskResult, privacy_headline
-from fedinsight.tasks.uplift import client, server
 from fedinsight.tasks.uplift.options import UpliftOptions
+
+# The partner and coordinator sides import torch and Opacus: each is imported where it is first needed, so a
+# ClientApp or CLI that only registers this task (every simulation's workers do) does not load them.
+_CLIENT = "fedinsight.tasks.uplift.client"
 
 
 def _num(value: object, digits: int = 4) -> str:
@@ -38,9 +42,11 @@ class UpliftTask(Task):
     default_partners = 10
 
     def handlers(self) -> Mapping[str, Handler]:
-        return {"train": client.train, "query": client.query}
+        return {kind: Lazy(_CLIENT, kind) for kind in ("train", "query")}
 
     def hello_facts(self, partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
+        from fedinsight.tasks.uplift import client
+
         return client.hello_facts(partner, config)
 
     def check(self, options: Options, job: JobSettings) -> None:
@@ -49,6 +55,8 @@ class UpliftTask(Task):
             options.require_costs()  # type: ignore[attr-defined]
 
     def plan(self, session: Session) -> Plan:
+        from fedinsight.tasks.uplift import server
+
         options: UpliftOptions = session.options  # type: ignore[assignment]
         options.require_costs()
         plan = options.plan()
@@ -56,6 +64,8 @@ class UpliftTask(Task):
                                   epsilon_planned=plan.planned_epsilon(), plan=plan.to_dict())
 
     def run(self, session: Session) -> TaskResult:
+        from fedinsight.tasks.uplift import server
+
         options: UpliftOptions = session.options  # type: ignore[assignment]
         summary = server.run(session)
         artifacts = {}
