@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,7 @@ COLUMNS = ("rank", "customer_id", "contact", "propensity", "churn_probability", 
            "recommended_items", "as_of", "horizon_days")
 
 Step = Callable[[str], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -134,12 +136,13 @@ def build_targets(bundle, folder: str | Path, *, purpose: str, top: Top | str | 
     say("read the partner's data (consent, erasures)")
     scoring = open_partner(folder, SCORING_PURPOSE, mapping_file=mapping_file)
     chosen = scoring if purpose == SCORING_PURPOSE else open_partner(folder, purpose, mapping_file=mapping_file)
-    if "transactions" not in scoring.columns():
+    tables = _refused_as_validated((scoring, chosen), lambda: (scoring.check_data(), scoring.columns())[1])
+    if "transactions" not in tables:
         raise DataValidationError(Problem(f"partner {scoring.partner_id}",
                                           "no transactions table: nothing to score (map the orders export)"))
-    allowed = view_tokens(chosen)
+    allowed = _refused_as_validated((scoring, chosen), lambda: view_tokens(chosen))
     say("score customers")
-    scores = score_scanned(bundle, scoring, as_of)
+    scores = _refused_as_validated((scoring, chosen), lambda: score_scanned(bundle, scoring, as_of))
     scores = scores[scores["customer_id"].isin(allowed)]
     scored = len(scores)
     scores = scores.sort_values(["propensity", "customer_id"], ascending=[False, True], kind="stable")
@@ -154,6 +157,19 @@ def build_targets(bundle, folder: str | Path, *, purpose: str, top: Top | str | 
     frame = _frame(scores, scoring, tokens, contacts, items)
     return TargetList(frame, scored=scored, eligible=len(allowed), contact_source=contacts.source,
                       purpose=purpose, top=top)
+
+
+def _refused_as_validated(partners: tuple[PartnerSide, ...], read: Callable[[], _T]) -> _T:
+    """``read()`` (the engine's), or, when the engine refuses the data, the refusal the validating reader gives: every
+    problem at once, with the rows and values (the engine's checks say only which column to fix). Why: the command
+    refused bad files in those words before it read through the engine. The whole tables are loaded then, and only
+    then: on data that cannot be used anyway, never for a list."""
+    try:
+        return read()
+    except DataValidationError:
+        for partner in partners:
+            partner.data()  # raises the validation's own DataValidationError
+        raise
 
 
 IN_SCOPE = Scan("targets.in_scope", "SELECT DISTINCT customer_id FROM customers", ("customers",))

@@ -13,6 +13,7 @@ import pytest
 from support.engine_data import ERASED, OPTED_OUT, own_tables, write_csv_partner
 from support.exports import write_us_export
 
+from fedinsight.core.errors import DataValidationError
 from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
 from fedinsight.partner.protection import find_policy, forget_customers, init_partner
 from fedinsight.partner.side import PartnerSide, open_partner
@@ -157,3 +158,26 @@ def _reference_list(bundle: ModelBundle, folder, purpose: str):  # noqa: ANN001,
         patch.setattr(targets, "view_tokens", pandas_tokens)
         patch.setattr(scoring, "score_scanned", pandas_scores)
         return build_targets(bundle, folder, purpose=purpose, top="100%")
+
+
+def _bad_amount(tables: dict[str, pd.DataFrame]) -> None:
+    tables["transactions"]["amount"] = tables["transactions"]["amount"].astype(object)
+    tables["transactions"].loc[5, "amount"] = "twelve"
+
+
+@pytest.mark.parametrize("spoil", [
+    _bad_amount,
+    lambda t: t["transactions"].__setitem__("timestamp", t["transactions"]["timestamp"].where(
+        t["transactions"].index != 2, "yesterday")),
+    lambda t: t["customers"].loc.__setitem__((3, "customer_id"), t["customers"].loc[4, "customer_id"]),
+    lambda t: t["transactions"].pop("amount"),
+], ids=["not a number", "not a time", "repeated id", "missing column"])
+def test_bad_files_are_refused_in_the_validations_words(bundle, tmp_path, spoil):
+    tables = own_tables(customers=40)
+    spoil(tables)
+    folder = write_csv_partner(tmp_path / "shop", tables)
+    with pytest.raises(DataValidationError) as loaded:
+        open_partner(folder, "training").data()  # the refusal the command gave before (its first read)
+    with pytest.raises(DataValidationError) as built:
+        build_targets(bundle, folder, purpose="marketing", top="10")
+    assert str(built.value) == str(loaded.value)
