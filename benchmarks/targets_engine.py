@@ -5,11 +5,11 @@
 Writes one synthetic partner (``data synth``'s generator, CSV, ``partner init``'s policy) and a fixed (untrained)
 propensity model whose window lies in the data, then runs, each in its own process so each peak RSS is its own:
 ``pandas`` (the path ``partner export targets`` used before: ``PartnerSide.data()`` for the marketing scope and
-``score_customers`` on the training view's transactions) and ``engine`` (``view_tokens``: one distinct-id scan;
-``score_scanned``: the features' scan). Prints one JSON object: seconds, peak RSS, customers in scope and scored,
-whether scope, scored customers, order and tiers are exactly equal, and the largest absolute difference of the
-propensities (the engine sums money exactly, pandas adds floats row by row: the synthetic amounts are not whole
-quarters, so the last bit of a money feature may differ).
+``score_customers`` on the training view's transactions) and ``engine`` (``check_data``: the engine's type check,
+one pass; ``view_tokens``: one distinct-id scan; ``score_scanned``: the features' scan). Prints one JSON object:
+seconds, peak RSS, customers in scope and scored, whether scope, scored customers, order and tiers are exactly
+equal, and the largest absolute difference of the propensities (the engine sums money exactly, pandas adds floats
+row by row: the synthetic amounts are not whole quarters, so the last bit of a money feature may differ).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def measure(kind: str, folder: Path, model: Path, out: Path) -> dict[str, float]
         scope = set(customers["customer_id"].astype(str))  # the synthetic partner has a customers table
         scores = score_customers(bundle, training.data().transactions)
     else:
+        training.check_data()  # the type check build_targets runs first (the pandas load validates as it reads)
         scope = view_tokens(marketing)
         scores = score_scanned(bundle, training)
     seconds = time.perf_counter() - began
