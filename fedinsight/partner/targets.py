@@ -30,12 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
 from fedinsight.core.errors import ConfigError, DataValidationError, Problem
 from fedinsight.core.files import atomic_output_file
+from fedinsight.federation.scan import Scan
 from fedinsight.partner.contacts import Contacts, resolve_contacts
 from fedinsight.partner.side import PartnerSide, open_partner
 from fedinsight.privacy.consent import PURPOSES
@@ -47,6 +49,7 @@ COLUMNS = ("rank", "customer_id", "contact", "propensity", "churn_probability", 
            "recommended_items", "as_of", "horizon_days")
 
 Step = Callable[[str], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def build_targets(bundle, folder: str | Path, *, purpose: str, top: Top | str | 
                   contact: str | None = None, as_of: str | None = None, step: Step | None = None) -> TargetList:
     """The target list of one partner's folder (see the module docstring). ``bundle``: a loaded
     :class:`~fedinsight.models.propensity.ModelBundle`; ``step`` is told as each stage starts (progress)."""
-    from fedinsight.tasks.propensity.scoring import score_customers
+    from fedinsight.tasks.propensity.scoring import score_scanned
 
     check_purpose(purpose)
     top = top if isinstance(top, Top) else Top.parse(top)
@@ -133,13 +136,13 @@ def build_targets(bundle, folder: str | Path, *, purpose: str, top: Top | str | 
     say("read the partner's data (consent, erasures)")
     scoring = open_partner(folder, SCORING_PURPOSE, mapping_file=mapping_file)
     chosen = scoring if purpose == SCORING_PURPOSE else open_partner(folder, purpose, mapping_file=mapping_file)
-    data = scoring.data()
-    if data.transactions is None:
+    tables = _refused_as_validated((scoring, chosen), lambda: (scoring.check_data(), scoring.columns())[1])
+    if "transactions" not in tables:
         raise DataValidationError(Problem(f"partner {scoring.partner_id}",
                                           "no transactions table: nothing to score (map the orders export)"))
-    allowed = view_tokens(chosen)
+    allowed = _refused_as_validated((scoring, chosen), lambda: view_tokens(chosen))
     say("score customers")
-    scores = score_customers(bundle, data.transactions, as_of)  # type: ignore[arg-type]
+    scores = _refused_as_validated((scoring, chosen), lambda: score_scanned(bundle, scoring, as_of))
     scores = scores[scores["customer_id"].isin(allowed)]
     scored = len(scores)
     scores = scores.sort_values(["propensity", "customer_id"], ascending=[False, True], kind="stable")
@@ -156,12 +159,33 @@ def build_targets(bundle, folder: str | Path, *, purpose: str, top: Top | str | 
                       purpose=purpose, top=top)
 
 
+def _refused_as_validated(partners: tuple[PartnerSide, ...], read: Callable[[], _T]) -> _T:
+    """``read()`` (the engine's), or, when the engine refuses the data, the refusal the validating reader gives: every
+    problem at once, with the rows and values (the engine's checks say only which column to fix). Why: the command
+    refused bad files in those words before it read through the engine. The whole tables are loaded then, and only
+    then: on data that cannot be used anyway, never for a list."""
+    try:
+        return read()
+    except DataValidationError:
+        for partner in partners:
+            partner.data()  # raises the validation's own DataValidationError
+        raise
+
+
+IN_SCOPE = Scan("targets.in_scope", "SELECT DISTINCT customer_id FROM customers", ("customers",))
+"""The customers table's customers in scope (the engine's ``customers`` relation: consent and erasure applied)."""
+BUYERS = Scan("targets.buyers", "SELECT DISTINCT customer_id FROM transactions", ("transactions",))
+"""Without a customers table, the transactions' customers in scope. Not the engine's ``customers`` relation then:
+that is every people table's ids (events, interactions too), and a list counts as eligible only the customers
+the transactions name (the rule of the pandas view this replaced: a customer seen only in events is not one)."""
+
+
 def view_tokens(partner: PartnerSide) -> set[str]:
-    """Tokens of the customers the view gives for its purpose (consenting, not erased)."""
-    data = partner.data()
-    if data.customers is not None:
-        return set(data.customers["customer_id"].astype(str))
-    return set(data.transactions["customer_id"].astype(str)) if data.transactions is not None else set()
+    """Tokens of the customers the view gives for its purpose (consenting, not erased): its customers table's, or
+    without one its transactions'. One engine scan of distinct ids; no table is loaded whole."""
+    tables = partner.columns()
+    scan = IN_SCOPE if "customers" in tables else BUYERS if "transactions" in tables else None
+    return set() if scan is None else set(partner.scan(scan)["customer_id"].astype(str))
 
 
 def _recommended(model: str | Path, folder: str | Path, mapping_file: str | Path | None, tokens: np.ndarray,

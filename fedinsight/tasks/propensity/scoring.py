@@ -35,10 +35,18 @@ def score_partner(bundle: ModelBundle, partner: Partner, as_of: str | pd.Timesta
     if "transactions" not in partner.columns():
         raise DataValidationError(Problem(f"partner {partner.partner_id}",
                                           "no transactions table (transactions.csv or .parquet)"))
-    window = scoring_window(bundle, as_of)
-    scores = score_table(bundle, table_from_scan(partner.scan(customer_scan(window)), window), window)
+    scores = score_scanned(bundle, partner, as_of)
     raw = partner.identities(scores["customer_id"])
     return scores.assign(customer_id=raw.to_numpy())
+
+
+def score_scanned(bundle: ModelBundle, partner: Partner, as_of: str | pd.Timestamp | None = None) -> pd.DataFrame:
+    """:func:`score_customers` from the partner's engine: the features' one scan (consent and erasure applied in the
+    engine), ``customer_id`` still the token. Equal to :func:`score_customers` on the view's transactions, customer
+    for customer; to the last bit wherever pandas' row-by-row float sums of money are exact (the scan's counts and
+    days are exact, its money sums exact then rounded once; the same float maths follows)."""
+    window = scoring_window(bundle, as_of)
+    return score_table(bundle, table_from_scan(partner.scan(customer_scan(window)), window), window)
 
 
 def scoring_window(bundle: ModelBundle, as_of: str | pd.Timestamp | None) -> LabelWindow:
