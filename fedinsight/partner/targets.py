@@ -134,8 +134,11 @@ def build_targets(bundle, folder: str | Path, *, purpose: str, top: Top | str | 
         raise ConfigError(f"--k must be at least 1 (got {k})")
     say = step or (lambda _: None)
     say("read the partner's data (consent, erasures)")
-    scoring = open_partner(folder, SCORING_PURPOSE, mapping_file=mapping_file)
-    chosen = scoring if purpose == SCORING_PURPOSE else open_partner(folder, purpose, mapping_file=mapping_file)
+    # the model learned from amounts in its job's reporting currency: this partner's are read in it too (as
+    # `score propensity` reads them)
+    scoring = open_partner(folder, SCORING_PURPOSE, mapping_file=mapping_file, currency=bundle.config)
+    chosen = scoring if purpose == SCORING_PURPOSE else open_partner(folder, purpose, mapping_file=mapping_file,
+                                                                     currency=bundle.config)
     tables = _refused_as_validated((scoring, chosen), lambda: (scoring.check_data(), scoring.columns())[1])
     if "transactions" not in tables:
         raise DataValidationError(Problem(f"partner {scoring.partner_id}",

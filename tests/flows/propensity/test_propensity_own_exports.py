@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from support.exports import write_raw_federation
@@ -60,3 +61,12 @@ def test_simulate_propensity_on_mapped_exports_in_place(tmp_path, capsys):
     assert ModelBundle.load(out / "model.pt").config["rates"] == "CNY=0.138"  # scoring reads amounts in USD too
     assert set(scores["customer_id"]) <= set(cn.expected["customers"]["customer_id"]) - set(cn.opted_out)
     assert len(scores) > 0
+    # the partner's target list scores in the model's reporting currency too: the same propensity per customer as
+    # `score propensity` (CNY amounts read in USD; unconverted they would move every spend feature)
+    targets_path = tmp_path / "targets.csv"
+    assert main(["partner", "export", "targets", "--model", str(out / "model.pt"), "--partner-data", str(cn.folder),
+                 "--top", "100%", "--purpose", "training", "--out", str(targets_path), "--json"]) == 0
+    listed = pd.read_csv(targets_path, dtype={"customer_id": str}).set_index("customer_id")["propensity"]
+    scored = scores.set_index("customer_id")["propensity"]
+    assert len(listed) > 0 and set(listed.index) <= set(scored.index)
+    np.testing.assert_allclose(listed.to_numpy(), scored.loc[listed.index].to_numpy(), rtol=1e-9, atol=1e-12)

@@ -181,3 +181,26 @@ def test_bad_files_are_refused_in_the_validations_words(bundle, tmp_path, spoil)
     with pytest.raises(DataValidationError) as built:
         build_targets(bundle, folder, purpose="marketing", top="10")
     assert str(built.value) == str(loaded.value)
+
+
+def test_a_list_for_a_purpose_leaves_out_who_refused_that_purpose(bundle, tmp_path):
+    """A customer who consents in general (and to training) but refused marketing (``consent_marketing``) is on a
+    training list and on no marketing list; one who refused training is on no list (scores come from the
+    propensity model: a list needs the purpose's consent and training's, the module's rule)."""
+    tables = own_tables(customers=120)
+    customers = tables["customers"]
+    consenting = customers.loc[customers["consent"].isin(["yes", "1", "true"]), "customer_id"].tolist()
+    assert len(consenting) > 40
+    no_marketing, no_training = set(consenting[:15]), set(consenting[15:30])
+    customers["consent_marketing"] = ["no" if c in no_marketing else "yes" for c in customers["customer_id"]]
+    customers["consent_training"] = ["no" if c in no_training else "yes" for c in customers["customer_id"]]
+    folder = write_csv_partner(tmp_path / "shop", tables)
+    lists = {p: build_targets(bundle, folder, purpose=p, top="100%") for p in ("marketing", "training")}
+    listed = {p: set(built.frame["customer_id"].str.strip()) for p, built in lists.items()}
+    assert listed["marketing"] and listed["training"]
+    assert not listed["marketing"] & no_marketing and listed["training"] & no_marketing  # refusers were scorable
+    assert not listed["training"] & no_training and not listed["marketing"] & no_training
+    for purpose, refused in (("marketing", no_marketing), ("training", no_training)):
+        partner = open_partner(folder, purpose)
+        assert view_tokens(partner) == pandas_tokens(partner)
+        assert not view_tokens(partner) & {partner.token(c) for c in refused}
