@@ -38,6 +38,19 @@ def _by_customer(frame: pd.DataFrame) -> pd.DataFrame:
     """A scan's rows in customer order: an engine promises no row order without ORDER BY."""
     return frame.sort_values("customer_id").reset_index(drop=True)
 
+def _opt_out_in_place(folder: Path, tables: dict[str, pd.DataFrame]) -> tuple[str, str, os.stat_result]:
+    """A consenting customer's consent flipped to 0 in customers.csv in place: the same size, the modification time
+    put back (only the change time moves). Returns who, the file's old text and its old stat (to put it back)."""
+    path = folder / "customers.csv"
+    text, stat = path.read_text(), path.stat()
+    consenting = tables["customers"].set_index("customer_id")["consent"]
+    who = next(c for c, v in consenting.items() if v == "1" and c not in ERASED)
+    flipped = text.replace(f"\n{who},1,", f"\n{who},0,", 1)
+    assert flipped != text and len(flipped) == len(text)
+    path.write_text(flipped)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    return who, text, stat
+
 
 @pytest.mark.parametrize("rules", [FeatureRules(as_of="2026-03-01", window_days=180),
                                    FeatureRules(as_of="2025-09-15", window_days=90, events_from="2025-03-01",
@@ -147,14 +160,8 @@ def test_a_kept_scan_result_follows_erasures_and_new_files(tmp_path, monkeypatch
     pd.testing.assert_frame_equal(first, again)  # the kept result itself, rows in the same order
     assert len(ran) == 1  # the second scan was the kept result
     # an opt-out written in place: same size, the modification time put back (only the change time moves)
+    who, text, stat = _opt_out_in_place(folder, tables)
     path = folder / "customers.csv"
-    text, stat = path.read_text(), path.stat()
-    consenting = tables["customers"].set_index("customer_id")["consent"]
-    who = next(c for c, v in consenting.items() if v == "1" and c not in ERASED)
-    flipped = text.replace(f"\n{who},1,", f"\n{who},0,", 1)
-    assert flipped != text and len(flipped) == len(text)
-    path.write_text(flipped)
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     opted = PartnerView(folder, "analytics").scan(customer_scan(rules))
     assert len(opted) == len(first) - 1 and _tokens(folder, [who]).isdisjoint(opted["customer_id"])
     path.write_text(text)
@@ -200,12 +207,5 @@ def test_the_pandas_view_reads_an_opt_out_written_in_place(tmp_path):
     tables = own_tables(customers=40)
     folder = write_csv_partner(tmp_path / "shop", tables)
     before = PartnerView(folder, "analytics").tables().num_customers
-    path = folder / "customers.csv"
-    text, stat = path.read_text(), path.stat()
-    consenting = tables["customers"].set_index("customer_id")["consent"]
-    who = next(c for c, v in consenting.items() if v == "1" and c not in ERASED)
-    flipped = text.replace(f"\n{who},1,", f"\n{who},0,", 1)
-    assert flipped != text and len(flipped) == len(text)
-    path.write_text(flipped)
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    _opt_out_in_place(folder, tables)
     assert PartnerView(folder, "analytics").tables().num_customers == before - 1
