@@ -49,7 +49,14 @@ from fedinsight.data.schema import PartnerData
 from fedinsight.federation.scan import Scan
 from fedinsight.partner.engine import EngineSettings, FrameTable, Source
 from fedinsight.partner.engine.runner import run_raw_ids, run_scans, run_schema, run_type_check
-from fedinsight.partner.engine.sources import CsvFile, ParquetFiles, database_sources, folder_sources
+from fedinsight.partner.engine.sources import (
+    CsvFile,
+    FileStamp,
+    ParquetFiles,
+    database_sources,
+    files_stamp,
+    folder_sources,
+)
 from fedinsight.partner.engine.sql_stream import database_tables
 from fedinsight.partner.protection import (
     PartnerVault,
@@ -113,17 +120,12 @@ _CHECKED: set[tuple[tuple[str, int, int, int, int], ...]] = set()
 """Partner files whose typed columns passed :meth:`PartnerView.check_types` in this process, by :func:`_files_key`."""
 
 
-def _files_key(sources: dict[str, Source]) -> tuple[tuple[str, int, int, int, int], ...]:
-    """Every file behind ``sources`` with its inode, size, modification and change times: any write reads them
-    again. The change time matters: a consent flipped from 1 to 0 keeps the file's size, and a tool may restore its
-    modification time, but no one can set the change time back (and an atomic replace changes the inode)."""
-    files: list[Path] = []
-    for source in sources.values():
-        if isinstance(source, CsvFile):
-            files.append(source.path)
-        elif isinstance(source, ParquetFiles):
-            files += sorted(source.path.rglob("*.parquet")) if source.path.is_dir() else [source.path]
-    return tuple((str(f), (st := f.stat()).st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for f in files)
+def _files_key(sources: dict[str, Source]) -> tuple[FileStamp, ...]:
+    """Every file behind ``sources`` stamped (:func:`~.engine.sources.files_stamp`: inode, size, modification and
+    change times), the other sources left out: any write reads them again. The change time matters: a consent flipped
+    from 1 to 0 keeps the file's size, and a tool may restore its modification time, but no one can set the change
+    time back (and an atomic replace changes the inode)."""
+    return files_stamp([s for s in sources.values() if isinstance(s, CsvFile | ParquetFiles)]) or ()
 
 
 _RESULTS: OrderedDict[tuple[object, ...], list[pd.DataFrame]] = OrderedDict()
