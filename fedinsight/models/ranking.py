@@ -170,41 +170,69 @@ class InteractionSplit:
         return np.bincount(self.train_items, minlength=num_items).astype(np.int64)
 
 
-def leave_latest_out(interactions: pd.DataFrame, catalogue: Catalogue, *, skip_latest: int = 0) -> InteractionSplit:
-    """Split: each customer's latest interaction is the test item, the rest is training data.
+SPLIT_COLUMNS = ("customer_id", "item_id", "n", "recency")
+"""The split's input, one row per (customer, item): how many interactions, and ``recency`` 1 for the customer's latest
+item, 2 for the one before ... (:func:`ranked_pairs` in pandas; the engine's scan computes the same column)."""
 
-    ``skip_latest`` drops each customer's latest distinct interactions first: with 1, the test items are
-    set aside and the next-latest becomes the held-out item -- the *validation* split a partner chooses its
-    served model on (:mod:`fedinsight.models.blend`), never touching the test customers' test items.
 
-    Repeated (customer, item) pairs are collapsed to their latest timestamp first, so a test item is
-    never also a training item. Ties in time keep the table's row order (a stable sort): that is the
-    convention behind DESIGN.md's reference numbers (popularity HR@10 0.405 on MovieLens-100K; breaking
-    ties by item id instead moves it between 0.32 and 0.47), and partitioning keeps each customer's rows
-    in source order, so a partner and the pooled baseline see the same split.
-    """
+def tie_key(days: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The order among a customer's items last touched at the same instant: the MD5 hex of ``"<day>/<item id>"``
+    (``day`` = whole days since 1970 of that instant), larger is later.
+
+    Why not the table's row order (the rule until the engine came): no engine can reproduce the order rows had in a
+    partner's export (a directory of Parquet files, a database table, Spark's partitions have none), and a split
+    that depends on how an export happened to be sorted is not the partner's data. Why not the item id: ties are
+    common (MovieLens-100K customers rate many films in one second) and low item ids are popular films, so ordering
+    by id moves the popularity baseline's HR@10 between 0.32 and 0.47. A hash of the item is neutral; the day makes
+    the order differ between one customer's days. Both engines compute it in SQL as ``md5(CAST(day AS VARCHAR) ||
+    '/' || item_id)``; it needs no customer id (tokens and raw ids differ between the pandas path and the engine)."""
+    return np.asarray([hashlib.md5(f"{d}/{i}".encode()).hexdigest() for d, i in zip(days, items, strict=True)],
+                      dtype=object)
+
+
+def ranked_pairs(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Interactions as :data:`SPLIT_COLUMNS`: one row per (customer, item) with its latest time, ranked by recency
+    within the customer (ties by :func:`tie_key`). Rows without a time cannot be ordered and are left out."""
     missing = {"customer_id", "item_id", "timestamp"} - set(interactions.columns)
     if missing:
         raise DataValidationError(Problem("interactions", f"missing column(s) {', '.join(sorted(missing))}"))
-    index = catalogue.index()
     frame = pd.DataFrame({
         "customer_id": interactions["customer_id"].astype(str).to_numpy(),
-        "item": interactions["item_id"].astype(str).map(index).to_numpy(),
+        "item_id": interactions["item_id"].astype(str).to_numpy(),
         "timestamp": pd.to_datetime(interactions["timestamp"]).to_numpy(),
-    })
-    known = frame["item"].notna().to_numpy()
-    dropped_rows = int((~known).sum())
-    frame = frame.loc[known].astype({"item": np.int64})
-    frame = frame.sort_values(["customer_id", "timestamp"], kind="stable")
-    frame = frame.drop_duplicates(["customer_id", "item"], keep="last")
-    for _ in range(skip_latest):
-        frame = frame.drop(index=frame.groupby("customer_id", sort=True).tail(1).index)
+    }).dropna(subset=["timestamp"])
+    pairs = frame.groupby(["customer_id", "item_id"], sort=False).agg(
+        last=("timestamp", "max"), n=("timestamp", "size")).reset_index()
+    tied = pairs.duplicated(["customer_id", "last"], keep=False).to_numpy()
+    key = np.full(len(pairs), "", dtype=object)
+    if tied.any():
+        days = pairs["last"].to_numpy()[tied].astype("datetime64[D]").astype(np.int64)
+        key[tied] = tie_key(days, pairs["item_id"].to_numpy()[tied])
+    pairs["key"] = key
+    pairs = pairs.sort_values(["customer_id", "last", "key"], ascending=[True, False, False], kind="stable")
+    pairs["recency"] = pairs.groupby("customer_id", sort=False).cumcount().to_numpy() + 1
+    return pairs.loc[:, list(SPLIT_COLUMNS)].reset_index(drop=True)
+
+
+def split_ranked(pairs: pd.DataFrame, catalogue: Catalogue, *, skip_latest: int = 0) -> InteractionSplit:
+    """The split from :data:`SPLIT_COLUMNS` (:func:`ranked_pairs` or the engine's scan): items outside the catalogue
+    left out (their interactions counted), then each customer's ``skip_latest`` latest items set aside, the next
+    one held out as the test item and the rest as training items."""
+    item = pairs["item_id"].astype(str).map(catalogue.index()).to_numpy()
+    known = ~pd.isna(item)
+    dropped_rows = int(pairs["n"].to_numpy()[~known].sum())
+    frame = pd.DataFrame({"customer_id": pairs["customer_id"].astype(str).to_numpy()[known],
+                          "item": item[known].astype(np.int64),
+                          "recency": pairs["recency"].to_numpy()[known].astype(np.int64)})
+    frame = frame.sort_values(["customer_id", "recency"], kind="stable")
+    place = frame.groupby("customer_id", sort=False).cumcount().to_numpy() - skip_latest
+    frame = frame.loc[place >= 0].assign(place=place[place >= 0])
     counts = frame.groupby("customer_id", sort=True).size()
     keep = counts.index[counts >= 2]
     dropped_customers = int((counts < 2).sum())
     frame = frame.loc[frame["customer_id"].isin(keep)]
-    last = frame.groupby("customer_id", sort=True).tail(1)
-    train = frame.drop(index=last.index).sort_values(["customer_id", "item"], kind="stable")
+    last = frame.loc[frame["place"] == 0]
+    train = frame.loc[frame["place"] > 0].sort_values(["customer_id", "item"], kind="stable")
     sizes = train.groupby("customer_id", sort=True).size().reindex(keep, fill_value=0).to_numpy()
     indptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     test = last.set_index("customer_id")["item"].reindex(keep).to_numpy(dtype=np.int64)
@@ -216,6 +244,21 @@ def leave_latest_out(interactions: pd.DataFrame, catalogue: Catalogue, *, skip_l
         dropped_customers=dropped_customers,
         dropped_rows=dropped_rows,
     )
+
+
+def leave_latest_out(interactions: pd.DataFrame, catalogue: Catalogue, *, skip_latest: int = 0) -> InteractionSplit:
+    """Split: each customer's latest interaction is the test item, the rest is training data.
+
+    ``skip_latest`` drops each customer's latest distinct interactions first: with 1, the test items are
+    set aside and the next-latest becomes the held-out item -- the *validation* split a partner chooses its
+    served model on (:mod:`fedinsight.models.blend`), never touching the test customers' test items.
+
+    Repeated (customer, item) pairs count once, at their latest time, so a test item is never also a training
+    item. Items last touched at the same instant are ordered by :func:`tie_key`, never by row order, so a partner,
+    the pooled baseline and the partner's engine (which computes the same ranking in SQL) see the same split
+    whatever order the rows come in.
+    """
+    return split_ranked(ranked_pairs(interactions), catalogue, skip_latest=skip_latest)
 
 
 def customer_seed(customer_id: str, seed: int) -> list[int]:

@@ -233,15 +233,16 @@ class PartnerView:
     def _results_key(self, sources: dict[str, Source], scans: list[Scan], register: ErasureRegister,
                      rate: float) -> tuple[object, ...] | None:
         """What a scan's result depends on: the files (:func:`_files_key`) or the mapping, the policy and key
-        ring, the purpose, the currency rate, the erasure register's state and the scans themselves. ``None`` (not
-        kept) for a database, whose rows can change without a trace here."""
+        ring, the purpose, the currency rate, the erasure register's state, the scans themselves and the engine that
+        runs them (the engines must agree, and the Spark equality tests can only show it if Spark really runs).
+        ``None`` (not kept) for a database, whose rows can change without a trace here."""
         if self.engine.db_url:
             return None
         data = self.mapping.fingerprint if self.mapping is not None else _files_key(sources)
         when = register.last_request_at()
         return (str(self.folder.resolve()), data, self.policy.fingerprint, self.policy.tokenization_ring().fingerprint,
                 self.purpose, rate, register.count(), when.isoformat() if when else "",
-                tuple((s.name, s.sql, s.tables, s.drop_ids, s.keep) for s in scans))
+                tuple((s.name, s.sql, s.tables, s.drop_ids, s.keep) for s in scans), self.engine)
 
     def columns(self) -> dict[str, list[str]]:
         """The canonical tables the partner holds and the canonical columns its protected tables keep (schema only:

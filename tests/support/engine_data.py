@@ -84,3 +84,24 @@ class EngineOnly:
 
     def data(self):  # noqa: ANN201
         raise AssertionError("the engine path must not load the partner's tables")
+
+
+def own_interactions(tables: dict[str, pd.DataFrame], seed: int = 5) -> pd.DataFrame:
+    """Interactions of ``tables``' customers: repeats of one item, several items at one instant (the split's ties),
+    padded ids, and items outside a catalogue of ``I000``-``I039`` (``X...``)."""
+    rng = np.random.default_rng(seed)
+    ids = list(tables["customers"]["customer_id"])
+    rows = []
+    for k, cid in enumerate(ids):
+        stamps = pd.Timestamp("2025-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 200 * 86_400, 6)), unit="s")
+        for j, item in enumerate(rng.choice(40, 6, replace=False)):
+            rows.append((_padded(k + j, cid), f"I{item:03d}", stamps[j]))
+        tied = rng.choice(40, 3, replace=False)  # three items at the customer's latest instant
+        for item in tied:
+            rows.append((cid, f"I{item:03d}", stamps[-1] + pd.Timedelta(hours=1)))
+        rows.append((cid, rows[-6][1], stamps[0]))  # a repeat, earlier than its first time
+        if k % 7 == 0:
+            rows.append((cid, f"X{k:03d}", stamps[-1] + pd.Timedelta(days=1)))  # outside the catalogue, and latest
+    frame = pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp"])
+    frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    return frame

@@ -33,6 +33,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from dp_accounting import dp_event
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 
@@ -45,12 +46,13 @@ from fedinsight.models.ranking import (
     InteractionSplit,
     RankingTotals,
     evaluate_ranking,
-    leave_latest_out,
+    split_ranked,
 )
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.recommend.blending import Served, alone_arrays, fit_served, validation_folds
+from fedinsight.tasks.recommend.interaction_scan import engine_pairs
 from fedinsight.tasks.recommend.options import EVAL_FIELDS
 from fedinsight.tasks.recommend.state import (
     CustomerState,
@@ -80,6 +82,15 @@ _SPLITS: OrderedDict[tuple[str, str, str], InteractionSplit] = OrderedDict()
 _MAX_SPLITS = 64  # Ray actors serve many virtual partners; keep each one's split across rounds
 
 
+def _pairs(partner: Partner) -> pd.DataFrame:
+    """The partner's interactions as ranked pairs, from its engine (:mod:`.interaction_scan`: no table is loaded
+    whole); a partner without an interactions table is refused in its own words."""
+    if "interactions" not in partner.columns():
+        raise DataValidationError(Problem(f"partner {partner.partner_id}",
+                                          "this partner has no interactions table; the recommender needs one"))
+    return engine_pairs(partner)
+
+
 def partner_split(partner: Partner, config: dict[str, Any]) -> tuple[InteractionSplit, Catalogue]:
     """This partner's leave-latest-one-out split in the job's catalogue (cached per job: the next job reads the
     data view again, so consent changes and erasures take effect)."""
@@ -88,13 +99,10 @@ def partner_split(partner: Partner, config: dict[str, Any]) -> tuple[Interaction
     if key in _SPLITS:
         _SPLITS.move_to_end(key)
         return _SPLITS[key], catalogue
-    data = partner.data()
-    where = f"partner {partner.partner_id}"
-    if data.interactions is None:
-        raise DataValidationError(Problem(where, "this partner has no interactions table; the recommender needs one"))
-    split = leave_latest_out(data.interactions, catalogue)  # type: ignore[arg-type]
+    split = split_ranked(_pairs(partner), catalogue)
     if split.num_customers == 0:
-        raise DataValidationError(Problem(where, "no customer has two or more interactions with catalogue items"))
+        raise DataValidationError(Problem(f"partner {partner.partner_id}",
+                                          "no customer has two or more interactions with catalogue items"))
     _SPLITS[key] = split
     while len(_SPLITS) > _MAX_SPLITS:
         _SPLITS.popitem(last=False)
@@ -104,11 +112,10 @@ def partner_split(partner: Partner, config: dict[str, Any]) -> tuple[Interaction
 def partner_validation_splits(partner: Partner, catalogue: Catalogue) -> list[InteractionSplit]:
     """This partner's validation folds: the test items set aside, each customer's next-latest interaction held out,
     then the one before, as many as its customers call for (:func:`.blending.validation_folds`; what it chooses its
-    served model on; read once, at the end of a job)."""
-    data = partner.data()
-    assert data.interactions is not None  # partner_split refused a partner without interactions
-    first = leave_latest_out(data.interactions, catalogue, skip_latest=1)  # type: ignore[arg-type]
-    return [first] + [leave_latest_out(data.interactions, catalogue, skip_latest=s)  # type: ignore[arg-type]
+    served model on; read once, at the end of a job, by one more scan of the engine)."""
+    pairs = _pairs(partner)
+    first = split_ranked(pairs, catalogue, skip_latest=1)
+    return [first] + [split_ranked(pairs, catalogue, skip_latest=s)
                       for s in range(2, validation_folds(first.num_customers) + 1)]
 
 

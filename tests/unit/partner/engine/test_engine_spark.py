@@ -4,6 +4,7 @@ written once in DuckDB's dialect and transpiled by sqlglot; money is summed as e
 from __future__ import annotations
 
 import shutil
+from unittest.mock import patch
 
 import pandas as pd
 import pytest
@@ -31,9 +32,27 @@ def shop(tmp_path_factory):
     return folder
 
 
+def _on_spark(folder, purpose, scan):
+    """``scan`` run by Spark, checked to have really run there (a per-process memo of scan results once answered
+    the DuckDB result to the Spark view, so every equality here compared DuckDB with itself)."""
+    from fedinsight.partner.engine.spark_backend import SparkEngine
+
+    fetched: list[str] = []
+    original = SparkEngine.fetch
+
+    def counting(self, sql, drop=()):  # noqa: ANN001, ANN202
+        fetched.append(sql)
+        return original(self, sql, drop)
+
+    with patch.object(SparkEngine, "fetch", counting):
+        result = PartnerView(folder, purpose, engine=SPARK).scan(scan)
+    assert fetched, "Spark ran nothing: the result came from elsewhere"
+    return result
+
+
 def _both(folder, purpose, scan):
     duck = PartnerView(folder, purpose).scan(scan)
-    spark = PartnerView(folder, purpose, engine=SPARK).scan(scan)
+    spark = _on_spark(folder, purpose, scan)
     key = [c for c in duck.columns if c == "customer_id"]
     return (duck.sort_values(key, ignore_index=True)[sorted(duck.columns)],
             spark.sort_values(key, ignore_index=True)[sorted(spark.columns)])
@@ -60,7 +79,7 @@ def test_propensity_features_duckdb_equals_spark_on_a_parquet_directory(shop, tm
     scan = propensity_scan(LabelWindow(pd.Timestamp("2024-01-01"), pd.Timestamp("2025-01-01"),
                                        pd.Timestamp("2025-07-01")))
     duck = PartnerView(shop, "training").scan(scan).sort_values("customer_id", ignore_index=True)
-    spark = PartnerView(folder, "training", engine=SPARK).scan(scan).sort_values("customer_id", ignore_index=True)
+    spark = _on_spark(folder, "training", scan).sort_values("customer_id", ignore_index=True)
     pd.testing.assert_frame_equal(spark[list(duck.columns)], duck, check_dtype=False, check_exact=True)
     assert len(duck) > 40 and duck["monetary_total"].sum() > 0
 
@@ -80,3 +99,20 @@ def test_uplift_scans_duckdb_equal_spark(tmp_path):
         duck, spark = _both(folder, "training", scan)
         pd.testing.assert_frame_equal(spark, duck, check_dtype=False, check_exact=True)
         assert len(duck) >= 15 and duck["orders"].sum() > 0
+
+
+def test_recommender_pairs_duckdb_equal_spark(tmp_path):
+    """The recommender's ranked pairs (a window over each customer's items, same-instant ties by an MD5 of day and
+    item): the same rows from both engines, so the same split."""
+    from support.engine_data import own_interactions
+
+    from fedinsight.tasks.recommend.interaction_scan import PAIRS
+
+    pytest.importorskip("pyspark")
+    tables = own_tables()
+    folder = write_csv_partner(tmp_path / "shop", {**tables, "interactions": own_interactions(tables)})
+    forget_customers(list(ERASED), find_policy(folder))
+    duck, spark = _both(folder, "recommendation", PAIRS)
+    duck, spark = (f.sort_values(["customer_id", "recency"], ignore_index=True) for f in (duck, spark))
+    pd.testing.assert_frame_equal(spark, duck, check_dtype=False, check_exact=True)
+    assert len(duck) > 400 and duck["recency"].max() >= 9 and (duck["n"] > 1).any()
