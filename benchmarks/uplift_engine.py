@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from engine_paths import peak_mb, run_child, write_synth_partner
 
 CAMPAIGN, ARMS = "campaign-1", ("A", "B")
 FIELDS = ("arm", "converted", "x", "order_value", "spend_year", "orders")
@@ -54,40 +53,7 @@ def measure(kind: str, folder: Path, out: Path) -> dict[str, float]:
         who = engine_audience(_EnginePartner(view), CAMPAIGN, ARMS)  # type: ignore[arg-type]
     seconds = time.perf_counter() - began
     np.savez(out, ids=np.asarray(who.ids, dtype=str), **{f: getattr(who, f) for f in FIELDS})
-    return {"seconds": round(seconds, 2), "customers": len(who), "peak_rss_mb": _peak_mb()}
-
-
-def _peak_mb() -> float:
-    """This process's own peak resident memory (``VmHWM``: reset by ``exec``). Not ``wait4``'s ``ru_maxrss``: Linux
-    keeps that across ``exec``, so a child started by a parent holding the generated frames reported the parent's
-    size (both paths read ~1.3 GB that way at 100,000 customers)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
-def child(kind: str, folder: Path, out: Path) -> dict[str, float]:
-    proc = subprocess.Popen([sys.executable, __file__, "--measure", kind, "--folder", str(folder), "--npz", str(out)],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    output = proc.stdout.read()
-    if proc.wait() != 0:
-        raise SystemExit(f"{kind} failed")
-    return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-def write_partner(folder: Path, customers: int) -> dict[str, int]:
-    from fedinsight.data.synth import SynthConfig, generate_partner_frames
-    from fedinsight.partner.protection import init_partner
-
-    frames, _ = generate_partner_frames(SynthConfig(customers=customers, partners=1, seed=1))
-    (tables,) = frames.values()
-    folder.mkdir(parents=True)
-    for name, frame in tables.items():
-        frame.to_csv(folder / f"{name}.csv", index=False)
-    init_partner(folder)
-    return {name: len(frame) for name, frame in tables.items()}
+    return {"seconds": round(seconds, 2), "customers": len(who), "peak_rss_mb": peak_mb()}
 
 
 def main() -> None:
@@ -106,11 +72,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "shop"
         with console.status(f"writing a partner of {args.customers:,} customers"):
-            rows = write_partner(folder, args.customers)
+            rows = write_synth_partner(folder, args.customers)
         results: dict[str, object] = {"customers": args.customers, "rows": rows}
         for kind in ("pandas", "engine"):
             with console.status(f"measuring the {kind} path"):
-                results[kind] = child(kind, folder, Path(tmp) / f"{kind}.npz")
+                results[kind] = run_child(__file__, kind, "--folder", str(folder), "--npz",
+                                          str(Path(tmp) / f"{kind}.npz"))
         a, b = (np.load(Path(tmp) / f"{k}.npz") for k in ("pandas", "engine"))
         exact = [np.array_equal(a[f], b[f]) for f in ("ids", "arm", "converted", "orders")]
         exact.append(np.array_equal(a["x"][:, [0, 1, 4]], b["x"][:, [0, 1, 4]]))  # recency, frequency, tenure
