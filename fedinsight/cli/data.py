@@ -244,7 +244,7 @@ def data_scan(
     from fedinsight.core.errors import PiiDetectedError
     from fedinsight.data.federation import load_partner_folder
     from fedinsight.data.schema import SCHEMA_COLUMNS
-    from fedinsight.partner.protection import CUSTOMER_KEY, find_policy
+    from fedinsight.partner.policy import CUSTOMER_KEY, find_policy
     from fedinsight.privacy.pii import scan_tables
 
     rows = []

@@ -33,7 +33,7 @@ partner_app.add_typer(export_app, name="export")
 
 def _policy_for(data: Path | None, policy: Path | None):  # type: ignore[no-untyped-def]
     from fedinsight.core.errors import ConfigError
-    from fedinsight.partner.protection import find_policy, load_policy
+    from fedinsight.partner.policy import find_policy, load_policy
 
     if policy is not None:
         return load_policy(policy)

@@ -15,7 +15,8 @@ from support.exports import write_cn_export, write_us_export
 from fedinsight.cli import main
 from fedinsight.core.errors import ConfigError
 from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
-from fedinsight.partner.protection import PartnerVault, find_policy, forget_customers, init_partner
+from fedinsight.partner.policy import find_policy
+from fedinsight.partner.protection import PartnerVault, forget_customers, init_partner
 from fedinsight.partner.targets import Top
 from fedinsight.tasks.propensity.features import FEATURES, FeatureCaps, LabelWindow
 
