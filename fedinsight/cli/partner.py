@@ -322,7 +322,7 @@ def partner_artifacts(
     Example: fedinsight partner artifacts --data /srv/partner
     """
     from fedinsight.core.errors import TamperedDataError
-    from fedinsight.partner.protection import PartnerVault
+    from fedinsight.partner.vault import PartnerVault
 
     vault = PartnerVault(_policy_for(data, policy))
     checks = dict(vault.verify())

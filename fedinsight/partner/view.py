@@ -59,7 +59,8 @@ from fedinsight.partner.engine.sources import (
 )
 from fedinsight.partner.engine.sql_stream import database_tables
 from fedinsight.partner.policy import ProtectionPolicy, find_policy
-from fedinsight.partner.protection import PartnerVault, ProtectedPartner, customer_ids, load_protected
+from fedinsight.partner.protection import ProtectedPartner, customer_ids, load_protected
+from fedinsight.partner.vault import PartnerVault
 from fedinsight.privacy.consent import PURPOSES, ErasureRegister, erasure_register
 from fedinsight.privacy.tokenize import Tokenizer
 

@@ -17,8 +17,8 @@ from fedinsight.models.ranking import Catalogue
 from fedinsight.models.recommender import ItemParams
 from fedinsight.partner.clientapp import app
 from fedinsight.partner.policy import find_policy
-from fedinsight.partner.protection import PartnerVault
 from fedinsight.partner.side import PartnerSide
+from fedinsight.partner.vault import PartnerVault
 from fedinsight.tasks.recommend.options import RecommendOptions
 from fedinsight.tasks.recommend.server import catalogue_config
 

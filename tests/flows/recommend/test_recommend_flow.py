@@ -22,8 +22,8 @@ from fedinsight.federation.simulation import run_simulation
 from fedinsight.federation.task import result_of, start
 from fedinsight.partner.clientapp import app as client_app
 from fedinsight.partner.policy import find_policy
-from fedinsight.partner.protection import PartnerVault
 from fedinsight.partner.side import open_partner
+from fedinsight.partner.vault import PartnerVault
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon, dpsgd_event
 from fedinsight.tasks.recommend import TASK
 from fedinsight.tasks.recommend.serving import recommend_items
