@@ -291,7 +291,7 @@ def partner_forget(
 
     Example: fedinsight partner forget --customers erasure-2025-06.txt --data /srv/partner
     """
-    from fedinsight.partner.protection import forget_customers, read_customer_list
+    from fedinsight.partner.erasure import forget_customers, read_customer_list
 
     chosen = _policy_for(data, policy)
     ids = read_customer_list(customers)

@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fedinsight.core.errors import DataValidationError, KeyFileError, PiiDetectedError, Problem, ProtectionPolicyError
+from fedinsight.core.errors import KeyFileError, PiiDetectedError, ProtectionPolicyError
 from fedinsight.core.files import private_dir, write_private
 from fedinsight.data.federation import load_partner_folder
 from fedinsight.data.mapping import has_mapping
@@ -44,7 +44,6 @@ from fedinsight.data.validate import table_for_path
 from fedinsight.partner.policy import CUSTOMER_KEY, POLICY_FILE, STATE_DIR, Action, ProtectionPolicy, find_policy
 from fedinsight.privacy.consent import (
     PURPOSES,
-    ErasureReceipt,
     ErasureRegister,
     consent_mask,
     erasure_register,
@@ -431,31 +430,3 @@ def load_protected(folder: str | Path, policy: ProtectionPolicy | None = None, *
     if len(partners) != 1:
         raise ProtectionPolicyError(f"{folder} holds {len(partners)} partners' data; point at one partner's folder")
     return protect(next(iter(partners.values())), policy)
-
-
-def forget_customers(ids: list[str], policy: ProtectionPolicy, *, note: str = "") -> ErasureReceipt:
-    """Record an erasure request for raw ``ids`` (tokens under every key of the ring are stored)."""
-    tokenizer = Tokenizer(policy.tokenization_ring())
-    series = pd.Series(ids, dtype="string")
-    tokens = {k.key_id: list(tokenizer.tokenize(series, key_id=k.key_id)) for k in tokenizer.ring.keys}
-    return erasure_register(policy.register_url).record(tokens, note=note)
-
-
-def read_customer_list(path: str | Path) -> list[str]:
-    """Customer ids from a text file (one per line, optional ``customer_id`` header) or a CSV/Parquet
-    table with a ``customer_id`` column."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataValidationError(Problem(str(path), "file does not exist (expected customer ids, one per line)"))
-    if path.suffix.lower() == ".parquet":
-        frame = pd.read_parquet(path)
-    elif path.suffix.lower() == ".csv" and "," in path.read_text().splitlines()[0]:
-        frame = pd.read_csv(path, dtype=str)
-    else:
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if lines and lines[0].lower() == CUSTOMER_KEY:
-            lines = lines[1:]
-        return lines
-    if CUSTOMER_KEY not in frame.columns:
-        raise DataValidationError(Problem(str(path), f"needs a '{CUSTOMER_KEY}' column", column=CUSTOMER_KEY))
-    return [str(v).strip() for v in frame[CUSTOMER_KEY].dropna()]

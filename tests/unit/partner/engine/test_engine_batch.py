@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from support.engine_data import ERASED, EngineOnly, own_tables, write_csv_partner
 
+from fedinsight.partner.erasure import forget_customers
 from fedinsight.partner.policy import find_policy
-from fedinsight.partner.protection import forget_customers
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.insights.aggregates import compute
 from fedinsight.tasks.insights.catalogue import default_queries

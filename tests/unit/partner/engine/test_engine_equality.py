@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from support.engine_data import ERASED, OPTED_OUT, own_tables, write_csv_partner
 
+from fedinsight.partner.erasure import forget_customers
 from fedinsight.partner.policy import find_policy
-from fedinsight.partner.protection import forget_customers
 from fedinsight.partner.view import PartnerView
 from fedinsight.privacy.tokenize import Tokenizer
 from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features

@@ -18,8 +18,8 @@ from support.federations import run_in_process
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import phase_of
+from fedinsight.partner.erasure import forget_customers
 from fedinsight.partner.policy import find_policy
-from fedinsight.partner.protection import forget_customers
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.uplift.audience_scan import engine_audience, engine_features_at
 from fedinsight.tasks.uplift.features import Audience, audience, features_at
