@@ -25,10 +25,9 @@ consent is required, and undeclared personal data still stops the load.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +40,7 @@ from fedinsight.data.federation import load_partner_folder
 from fedinsight.data.mapping import has_mapping
 from fedinsight.data.schema import SCHEMA_COLUMNS, TABLES, PartnerData
 from fedinsight.data.validate import table_for_path
+from fedinsight.partner.folder_pii import folder_findings
 from fedinsight.partner.policy import CUSTOMER_KEY, POLICY_FILE, STATE_DIR, Action, ProtectionPolicy, find_policy
 from fedinsight.privacy.consent import (
     PURPOSES,
@@ -114,17 +114,7 @@ def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | Non
     path = folder / POLICY_FILE
     if path.exists() and not overwrite:
         raise ProtectionPolicyError(f"{path} already exists (edit it, or pass --overwrite to replace it)")
-    streamed = _streamed_findings(folder) if mapping is None and not has_mapping(folder) else None
-    sampled: dict[str, tuple[int, int]] = {}
-    if streamed is not None:
-        (findings, sampled), sources = streamed, None
-    else:
-        partners = load_partner_folder(folder, mapping=mapping)
-        if len(partners) != 1:
-            raise ProtectionPolicyError(f"{folder} holds {len(partners)} partners; run init in each partner's folder")
-        data = next(iter(partners.values()))
-        findings = scan_tables(data.tables(), schema=SCHEMA_COLUMNS)  # type: ignore[arg-type]
-        sources = data.meta.get("columns")
+    findings, sampled, sources = folder_findings(folder, mapping=mapping)
     private_dir(folder / STATE_DIR)  # keys, the erasure register and the partner's ledger live here
     keys = private_dir(folder / STATE_DIR / "keys")
     for kind in ("tokenization", "encryption"):
@@ -135,99 +125,9 @@ def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | Non
         target = keys / "collaboration.key"
         if not target.exists():
             write_private(target, Path(ring.source).read_bytes())
-    path.write_text(starter_policy(findings, collaboration=collaboration_key is not None,
-                                   sources=sources if isinstance(sources, dict) else None, sampled=sampled),
-                    encoding="utf-8")
+    path.write_text(starter_policy(findings, collaboration=collaboration_key is not None, sources=sources,
+                                   sampled=sampled), encoding="utf-8")
     return path, findings
-
-
-
-INIT_BATCH_ROWS = 1_000_000
-"""Rows per batch of :func:`_streamed_findings`: ~0.3 GB of text columns in pandas at a time."""
-INIT_MAX_ROWS = 4_000_000
-"""Rows of one table :func:`_streamed_findings` scans at most: a larger table is scanned in row groups spread
-evenly over it. Why: every row of 100 M transactions took longer than writing them, on values that repeat the
-same few patterns; 4 M rows still give a value that 1 row in 10,000 holds ~400 chances to be sampled (and the
-engine's own check at scan time samples 2,000 rows of every table)."""
-
-
-def _parquet_tables(folder: Path) -> dict[str, Path] | None:
-    """The canonical tables of a plain folder when every one is Parquet (a file or a directory of files); ``None``
-    when any is CSV (read as text and typed by the validating reader: its findings depend on those types)."""
-    found: dict[str, Path] = {}
-    for entry in sorted(folder.iterdir()):
-        spec = table_for_path(entry)
-        if spec is None or entry.name.startswith("."):
-            continue
-        if entry.is_dir() and any(entry.rglob("*.parquet")) or entry.suffix.lower() == ".parquet":
-            found[spec.name] = entry
-        elif entry.is_file() and entry.suffix.lower() in (".csv", ".tsv", ".txt"):
-            return None
-    return found or None
-
-
-def _streamed_findings(folder: Path) -> tuple[list[PiiFinding], dict[str, tuple[int, int]]] | None:
-    """The PII findings of a plain Parquet folder, read in batches of :data:`INIT_BATCH_ROWS` rows and only the
-    columns a value check can flag (text and integers; the key, money, times and flags never are), at most
-    :data:`INIT_MAX_ROWS` rows of a table: memory and time stay bounded whatever the table's size (100 M
-    transactions: see docs/scale.md). Also, for each table read on part of its rows, (rows read, rows held).
-    ``None``: not such a folder."""
-    import pyarrow.dataset as ds
-
-    from fedinsight.privacy.pii_stream import scan_batches
-
-    tables = _parquet_tables(folder)
-    if tables is None:
-        return None
-    findings: list[PiiFinding] = []
-    sampled: dict[str, tuple[int, int]] = {}
-    for name, path in tables.items():
-        dataset = ds.dataset(str(path), format="parquet")
-        columns = [f.name for f in dataset.schema if f.name != CUSTOMER_KEY and not (
-            pa.types.is_floating(f.type) or pa.types.is_temporal(f.type) or pa.types.is_boolean(f.type))]
-        if not columns:  # (decimals are checked: a phone number stored as DECIMAL(12, 0) is one)
-            continue
-        part = _spread(dataset)
-        if part is not dataset:  # (count_rows() of a row-group fragment counts its whole file)
-            read, held = sum(rg.num_rows for f in part.get_fragments() for rg in f.row_groups), dataset.count_rows()
-            if read < held:
-                sampled[name] = (read, held)
-        batches = _rebatched(part.to_batches(columns=columns, batch_size=INIT_BATCH_ROWS,
-                                             batch_readahead=1, fragment_readahead=1), INIT_BATCH_ROWS)
-        findings += scan_batches(name, batches, schema_columns=SCHEMA_COLUMNS.get(name, ()))
-    return findings, sampled
-
-
-def _spread(dataset: Any) -> Any:
-    """``dataset`` itself when it has at most :data:`INIT_MAX_ROWS` rows, else its row groups spread evenly over it
-    up to that many rows, the first and the last always among them (tables are often in time order: a column that
-    began holding personal data recently has it at the end; see :data:`INIT_MAX_ROWS`)."""
-    import pyarrow.dataset as ds
-
-    if dataset.count_rows() <= INIT_MAX_ROWS:
-        return dataset
-    groups = [g for fragment in dataset.get_fragments() for g in fragment.split_by_row_group()]
-    sizes = [sum(rg.num_rows for rg in g.row_groups) for g in groups]  # (count_rows() counts the whole file)
-    mean = max(sum(sizes) / len(groups), 1.0)
-    wanted = max(min(2, len(groups)), min(len(groups), int(INIT_MAX_ROWS // mean)))
-    picked = [groups[0]] if wanted == 1 else [groups[round(i * (len(groups) - 1) / (wanted - 1))]
-                                              for i in range(wanted)]
-    return ds.FileSystemDataset(picked, dataset.schema, dataset.format, dataset.filesystem)
-
-
-def _rebatched(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pd.DataFrame]:
-    """Consecutive frames of ``rows`` rows (the last one shorter) from Arrow batches of any size (a file's row
-    groups): a table of up to ``rows`` rows comes as one frame, as the pandas reader would give it."""
-    held: list[pa.RecordBatch] = []
-    count = 0
-    for batch in batches:
-        held.append(batch)
-        count += batch.num_rows
-        if count >= rows:
-            yield pa.Table.from_batches(held).to_pandas()
-            held, count = [], 0
-    if count:
-        yield pa.Table.from_batches(held).to_pandas()
 
 
 def init_federation(root: str | Path) -> list[Path]:
