@@ -79,7 +79,7 @@ def child(kind: str, folder: Path, out: Path) -> dict[str, float]:
 
 def write_partner(folder: Path, customers: int) -> dict[str, int]:
     from fedinsight.data.synth import SynthConfig, generate_partner_frames
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     frames, _ = generate_partner_frames(SynthConfig(customers=customers, partners=1, seed=1))
     (tables,) = frames.values()

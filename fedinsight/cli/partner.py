@@ -168,7 +168,7 @@ def partner_init(
 
     Example: fedinsight partner init --data /srv/partner
     """
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     path, findings = init_partner(data, collaboration_key=collaboration_key, overwrite=overwrite, mapping=mapping)
     table = Table(title=f"wrote {path}")

@@ -1,6 +1,6 @@
 """The partner-side protection pipeline: PII scan -> column policy -> tokenization -> consent/erasure.
 
-Every read of partner data goes through here (``fedinsight.partner.view.load_partner_data``),
+Every read of partner data goes through here (:class:`fedinsight.partner.view.PartnerView`),
 so no task ever sees a raw customer id, a phone number or a customer who did not consent:
 
 1. **scan** every column of every table for direct identifiers (:mod:`fedinsight.privacy.pii`);
@@ -15,12 +15,10 @@ so no task ever sees a raw customer id, a phone number or a customer who did not
 Steps 1-3 are done once per process and cached (tokens only); step 4 runs on every call, so a
 ``fedinsight partner forget`` takes effect for the next job even on a long-running SuperNode.
 
-:class:`PartnerVault` is where task code stores anything derived from customers (checkpoints,
-embeddings, feature caches, scores): AES-GCM encrypted, and listed for erasure follow-up.
-
-Without a policy file (simulation, quick trials) a built-in default applies: schema columns keep
-their defaults (ids tokenized, the rest kept), keys are created on first use in ``<data>/.fedinsight``,
-consent is required, and undeclared personal data still stops the load.
+The policy itself (``protection.toml``, or the built-in default without one) is read by
+:mod:`fedinsight.partner.policy`; ``partner init`` writes it (:mod:`fedinsight.partner.policy_init`);
+erasure requests are recorded by :mod:`fedinsight.partner.erasure`; what tasks derive from customers is
+stored by :mod:`fedinsight.partner.vault`.
 """
 
 from __future__ import annotations
@@ -35,113 +33,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedinsight.core.errors import KeyFileError, PiiDetectedError, ProtectionPolicyError
-from fedinsight.core.files import private_dir, write_private
 from fedinsight.data.federation import load_partner_folder
-from fedinsight.data.mapping import has_mapping
 from fedinsight.data.schema import SCHEMA_COLUMNS, TABLES, PartnerData
-from fedinsight.data.validate import table_for_path
-from fedinsight.partner.folder_pii import folder_findings
-from fedinsight.partner.policy import CUSTOMER_KEY, POLICY_FILE, STATE_DIR, Action, ProtectionPolicy, find_policy
-from fedinsight.privacy.consent import (
-    PURPOSES,
-    ErasureRegister,
-    consent_mask,
-    erasure_register,
-)
-from fedinsight.privacy.keys import generate_keyring, resolve_keyring
+from fedinsight.partner.policy import CUSTOMER_KEY, Action, ProtectionPolicy, find_policy
+from fedinsight.privacy.consent import PURPOSES, ErasureRegister, consent_mask, erasure_register
 from fedinsight.privacy.pii import PiiFinding, scan_tables
 from fedinsight.privacy.tokenize import Tokenizer
+
+# CUSTOMER_KEY and ProtectionPolicy are defined in partner/policy.py; partner/engine/ still imports them from here.
 
 LINK_COLUMN = "customer_link"
 SCHEMA_DEFAULTS: dict[str, Action] = {"customer_id": "tokenize", "transaction_id": "tokenize", "event_id": "tokenize"}
 """Schema columns with a default other than ``keep``. Row ids are tokenized: they can embed identifiers."""
 
-
-def starter_policy(findings: list[PiiFinding], *, keys_dir: str = f"{STATE_DIR}/keys",
-                   state_dir: str = STATE_DIR, collaboration: bool = False,
-                   sources: Mapping[str, Mapping[str, str]] | None = None,
-                   sampled: Mapping[str, tuple[int, int]] | None = None) -> str:
-    """TOML text for a new policy: every detected identifier column is declared ``drop``. ``sources`` (a mapped
-    partner's ``meta["columns"]``: table -> canonical -> source column) names the partner's own column in a comment.
-    ``sampled``: table -> (rows checked, rows held) for tables checked on part of their rows, said in the header so
-    the partner knows to review the columns by hand."""
-    lines = [
-        "# fedinsight partner protection policy (docs/privacy.md). Every column that looks like personal",
-        "# data must be declared here: drop | tokenize | keep. customer_id is always tokenized.",
-    ]
-    for table, (checked, held) in sorted((sampled or {}).items()):
-        lines += [f"# The personal-data check read {checked:,} of the {held:,} rows of {table} (row groups spread",
-                  "# over the table, its first and last included): a column holding personal data only in rows it",
-                  "# did not read is not listed below. Review the columns by hand."]
-    lines += [
-        "",
-        "[partner]",
-        f'state-dir = "{state_dir}"          # erasure register and encrypted artifacts',
-        'undeclared-columns = "keep"        # undeclared columns that do NOT look like personal data',
-        "",
-        "[keys]                              # files must be mode 0600; or use *-env = \"VAR\" (base64 key)",
-        f'tokenization-file = "{keys_dir}/tokenization.key"',
-        f'encryption-file = "{keys_dir}/encryption.key"',
-    ]
-    if collaboration:
-        lines.append(f'collaboration-file = "{keys_dir}/collaboration.key"   # shared by all partners')
-    lines += [
-        "",
-        "[consent]",
-        'column = "consent"                  # consent_<purpose> columns override it per purpose',
-        'missing = "deny"                    # customers without consent information are not used',
-        "",
-        "[columns]",
-    ]
-    for f in sorted(findings, key=lambda f: f.where):
-        if f.column == CUSTOMER_KEY:
-            continue
-        lines.append(f'"{f.where}" = "drop"   # {_source_note(f, sources)}{f.describe()}')
-    return "\n".join(lines) + "\n"
-
-
-def _source_note(finding: PiiFinding, sources: Mapping[str, Mapping[str, str]] | None) -> str:
-    source = (sources or {}).get(finding.table, {}).get(finding.column)
-    return f"source column {source}: " if source else ""
-
-
-def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | None = None,
-                 overwrite: bool = False, mapping: str | Path | None = None) -> tuple[Path, list[PiiFinding]]:
-    """Write ``<data_folder>/protection.toml`` (detected identifiers -> drop) and create its keys. The data is read
-    through the partner's mapping (``mapping``, else ``<data_folder>/mapping.toml`` if present): columns it does
-    not map keep the partner's own names (``"transactions.邮箱" = "drop"``)."""
-    folder = Path(data_folder)
-    path = folder / POLICY_FILE
-    if path.exists() and not overwrite:
-        raise ProtectionPolicyError(f"{path} already exists (edit it, or pass --overwrite to replace it)")
-    findings, sampled, sources = folder_findings(folder, mapping=mapping)
-    private_dir(folder / STATE_DIR)  # keys, the erasure register and the partner's ledger live here
-    keys = private_dir(folder / STATE_DIR / "keys")
-    for kind in ("tokenization", "encryption"):
-        if not (keys / f"{kind}.key").exists():
-            generate_keyring(keys / f"{kind}.key", kind)
-    if collaboration_key is not None:
-        ring = resolve_keyring("collaboration", file=collaboration_key)
-        target = keys / "collaboration.key"
-        if not target.exists():
-            write_private(target, Path(ring.source).read_bytes())
-    path.write_text(starter_policy(findings, collaboration=collaboration_key is not None, sources=sources,
-                                   sampled=sampled), encoding="utf-8")
-    return path, findings
-
-
-def init_federation(root: str | Path) -> list[Path]:
-    """:func:`init_partner` in every partner folder under ``root`` that has no policy yet.
-
-    For simulations of data fedinsight generated itself (built-in datasets, ``data synth``): the
-    identifier columns it planted are declared ``drop``. Real partners run ``partner init`` and review.
-    """
-    written = []
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        holds_tables = has_mapping(folder) or any(table_for_path(f) for f in folder.iterdir() if f.is_file())
-        if holds_tables and not (folder / POLICY_FILE).exists():  # e.g. a generator's ground_truth/ is not a partner
-            written.append(init_partner(folder)[0])
-    return written
 
 # --- column decisions ------------------------------------------------------------------------------------
 
@@ -157,10 +61,16 @@ class ColumnDecision:
     finding: PiiFinding | None = None
 
 
+def source_note(finding: PiiFinding, sources: Mapping[str, Mapping[str, str]] | None) -> str:
+    """``"source column X: "`` when a mapped partner's own column ``X`` holds ``finding``'s column, else ``""``."""
+    source = (sources or {}).get(finding.table, {}).get(finding.column)
+    return f"source column {source}: " if source else ""
+
+
 def _pii_message(undeclared: list[PiiFinding], policy: ProtectionPolicy,
                  sources: Mapping[str, Mapping[str, str]] | None = None) -> str:
     where = policy.source or "a protection.toml in the partner's data folder ('fedinsight partner init')"
-    details = "; ".join(_source_note(f, sources) + f.describe() for f in undeclared)
+    details = "; ".join(source_note(f, sources) + f.describe() for f in undeclared)
     example = undeclared[0].where
     return (f"{len(undeclared)} undeclared column(s) look like personal data: {details}. Declare each in [columns] "
             f'of {where} as "drop", "tokenize" or "keep", e.g. "{example}" = "drop"')

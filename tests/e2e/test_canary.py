@@ -21,7 +21,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedinsight.data.synth import SynthConfig, write_synthetic
 from fedinsight.federation.capture import CapturingGrid
 from fedinsight.partner.policy import find_policy
-from fedinsight.partner.protection import init_partner, load_protected
+from fedinsight.partner.policy_init import init_partner
+from fedinsight.partner.protection import load_protected
 from fedinsight.partner.vault import PartnerVault
 from fedinsight.privacy.canary import CanaryScanner, make_canary_customers, plant_canaries
 from fedinsight.privacy.encryption import write_encrypted

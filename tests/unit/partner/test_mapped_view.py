@@ -9,7 +9,7 @@ from support.exports import CN_MAPPING, US_MAPPING, write_cn_export, write_us_ex
 from fedinsight.cli import main
 from fedinsight.partner.erasure import forget_customers
 from fedinsight.partner.policy import find_policy
-from fedinsight.partner.protection import init_partner
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.partner.side import PartnerSide, open_partner
 from fedinsight.partner.view import PartnerView
 from fedinsight.privacy.tokenize import Tokenizer

@@ -17,7 +17,7 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
 from fedinsight.partner.erasure import forget_customers
 from fedinsight.partner.policy import find_policy
-from fedinsight.partner.protection import init_partner
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.partner.targets import Top
 from fedinsight.partner.vault import PartnerVault
 from fedinsight.tasks.propensity.features import FEATURES, FeatureCaps, LabelWindow

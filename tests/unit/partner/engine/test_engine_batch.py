@@ -80,7 +80,7 @@ def test_mapped_exports_through_the_engine(tmp_path):
     floats row by row and the engine exactly, so sums may differ in the last bits)."""
     from support.exports import write_cn_export
 
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     folder = tmp_path / "cn"
     write_cn_export(folder, customers=120)

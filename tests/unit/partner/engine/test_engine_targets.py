@@ -17,7 +17,7 @@ from fedinsight.core.errors import DataValidationError
 from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
 from fedinsight.partner.erasure import forget_customers
 from fedinsight.partner.policy import find_policy
-from fedinsight.partner.protection import init_partner
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.partner.side import PartnerSide, open_partner
 from fedinsight.partner.targets import build_targets, view_tokens
 from fedinsight.tasks.propensity.features import FEATURES, FeatureCaps, LabelWindow

@@ -125,7 +125,7 @@ def test_an_offer_list_loads_no_table(shop):
 def test_a_mapped_export_gives_the_same_audience(tmp_path):
     from support.exports import write_cn_export
 
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     folder = tmp_path / "cn"
     write_cn_export(folder, customers=200)
