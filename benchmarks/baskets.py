@@ -38,7 +38,7 @@ import pandas as pd
 from rich.progress import Progress
 
 from fedinsight.data.synth_baskets import BasketsConfig, write_baskets
-from fedinsight.partner.protection import init_partner
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.baskets.basket import baskets, purchases
 from fedinsight.tasks.baskets.options import BasketsOptions

@@ -43,7 +43,7 @@ from fedinsight.cli.simulate import command_name
 from fedinsight.data.synth import SynthConfig, write_synthetic
 from fedinsight.federation import registry
 from fedinsight.federation.capture import CAPTURE_ENV
-from fedinsight.partner.protection import find_policy
+from fedinsight.partner.policy import find_policy
 from fedinsight.privacy.canary import CanaryCustomer, CanaryScanner, plant_canaries
 from fedinsight.privacy.consent import PURPOSES
 

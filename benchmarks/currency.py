@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the ex
 from support.exports import write_raw_federation  # noqa: E402
 
 from fedinsight.data.currency import RateTable  # noqa: E402
-from fedinsight.partner.protection import init_partner  # noqa: E402
+from fedinsight.partner.policy_init import init_partner  # noqa: E402
 from fedinsight.partner.view import PartnerView  # noqa: E402
 
 

@@ -143,7 +143,7 @@ def time_rounds(partners: int, *, secure: bool, rounds: int, run_config: dict[st
 
 def bench_secagg(args: argparse.Namespace) -> dict[str, Any]:
     from fedinsight.data.synth import SynthConfig, write_synthetic
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     tmp = Path(tempfile.mkdtemp(prefix="fedinsight-bench-deploy-"))
     results: dict[str, Any] = {}

@@ -36,7 +36,7 @@ def run_child(script: str, kind: str, *args: str) -> dict[str, float]:
 def write_synth_partner(folder: Path, customers: int) -> dict[str, int]:
     """One partner of ``data synth``'s generator as CSV files with ``partner init``'s policy; rows per table."""
     from fedinsight.data.synth import SynthConfig, generate_partner_frames
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     frames, _ = generate_partner_frames(SynthConfig(customers=customers, partners=1, seed=1))
     (tables,) = frames.values()

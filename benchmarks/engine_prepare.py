@@ -44,7 +44,7 @@ def main() -> None:
     from fedinsight.data.synth_write import write_synthetic
     from fedinsight.partner import view as view_module
     from fedinsight.partner.engine.duckdb_backend import DuckDBEngine, _literal
-    from fedinsight.partner.protection import init_federation
+    from fedinsight.partner.policy_init import init_federation
     from fedinsight.partner.view import CUSTOMER_COUNT, PartnerView
 
     with tempfile.TemporaryDirectory(prefix="fedinsight-prepare-") as tmp:

@@ -41,7 +41,7 @@ from insights_baseline import pandas_catalogue  # noqa: E402
 
 from fedinsight.data.schema import PartnerData  # noqa: E402
 from fedinsight.data.synth import SynthConfig, generate_partner_frames, write_synthetic  # noqa: E402
-from fedinsight.partner.protection import init_federation  # noqa: E402
+from fedinsight.partner.policy_init import init_federation  # noqa: E402
 from fedinsight.privacy.suppression import CONFIDENCE_95  # noqa: E402
 from fedinsight.simulation.options import SimulationOptions  # noqa: E402
 from fedinsight.simulation.run import simulate  # noqa: E402

@@ -75,7 +75,7 @@ def _metrics(m: dict[str, Any]) -> dict[str, float | None]:
 def drift(args: argparse.Namespace, bar: Progress) -> dict[str, Any]:
     import fedinsight as fi
     from fedinsight.data.federation import write_partner_folder
-    from fedinsight.partner.protection import init_federation
+    from fedinsight.partner.policy_init import init_federation
 
     frames, _ = generate_partner_frames(SynthConfig(customers=args.customers, partners=args.partners,
                                                     seed=args.seed))

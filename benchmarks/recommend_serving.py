@@ -135,7 +135,7 @@ def large(work: Path, customers: int, items: int, sample: int, k: int) -> dict[s
     from fedinsight.data.synth import SynthConfig, write_synthetic
     from fedinsight.models.ranking import Catalogue, leave_latest_out
     from fedinsight.models.recommender import BPRConfig, fit_bpr
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
     from fedinsight.partner.side import open_partner
     from fedinsight.tasks.recommend.state import CustomerState, customer_state_name, save_customer_state
 

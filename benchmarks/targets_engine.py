@@ -75,7 +75,7 @@ def write_partner(folder: Path, model: Path, customers: int) -> dict[str, int]:
     """The partner's CSV files and policy, and a model whose calibration window ends two thirds into the data."""
     from fedinsight.data.synth import SynthConfig, generate_partner_frames
     from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
     from fedinsight.tasks.propensity.features import FEATURES, FeatureCaps, LabelWindow
 
     frames, _ = generate_partner_frames(SynthConfig(customers=customers, partners=1, seed=1))

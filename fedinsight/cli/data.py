@@ -120,7 +120,7 @@ def data_synth(
     Example: fedinsight data synth --customers 100000 --partners 5 --seed 1 --out data/synth --json
     """
     from fedinsight.data.synth import SynthConfig, write_synthetic
-    from fedinsight.partner.protection import init_federation
+    from fedinsight.partner.policy_init import init_federation
 
     if sum((baskets, segments, offers, interactions)) > 1:
         raise ConfigError("choose one of --baskets, --segments, --offers and --interactions: each writes a different "
@@ -185,7 +185,7 @@ def _write_planted(out_dir: Path, config: Any, write: Callable[[Path, Any], dict
                    policy: bool) -> dict[str, Any]:
     """Check ``config`` and the folder, write the planted partners into a temporary folder (with their protection
     policies unless ``policy`` is off) and move it into place once whole; return the generator's ground truth."""
-    from fedinsight.partner.protection import init_federation
+    from fedinsight.partner.policy_init import init_federation
 
     config.check()  # a bad size is refused before anything is written
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -217,7 +217,7 @@ def data_partition(
     from fedinsight.data.federation import PartitionSpec, load_federation, partner_table, write_partner_folder
 
     parts = load_federation(dataset, PartitionSpec(partners=partners, scheme=partition, alpha=alpha, seed=seed))
-    from fedinsight.partner.protection import init_federation
+    from fedinsight.partner.policy_init import init_federation
 
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         write_partner_folder(parts, tmp, fmt)
@@ -244,7 +244,7 @@ def data_scan(
     from fedinsight.core.errors import PiiDetectedError
     from fedinsight.data.federation import load_partner_folder
     from fedinsight.data.schema import SCHEMA_COLUMNS
-    from fedinsight.partner.protection import CUSTOMER_KEY, find_policy
+    from fedinsight.partner.policy import CUSTOMER_KEY, find_policy
     from fedinsight.privacy.pii import scan_tables
 
     rows = []

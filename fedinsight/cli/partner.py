@@ -33,7 +33,7 @@ partner_app.add_typer(export_app, name="export")
 
 def _policy_for(data: Path | None, policy: Path | None):  # type: ignore[no-untyped-def]
     from fedinsight.core.errors import ConfigError
-    from fedinsight.partner.protection import find_policy, load_policy
+    from fedinsight.partner.policy import find_policy, load_policy
 
     if policy is not None:
         return load_policy(policy)
@@ -168,7 +168,7 @@ def partner_init(
 
     Example: fedinsight partner init --data /srv/partner
     """
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     path, findings = init_partner(data, collaboration_key=collaboration_key, overwrite=overwrite, mapping=mapping)
     table = Table(title=f"wrote {path}")
@@ -291,7 +291,7 @@ def partner_forget(
 
     Example: fedinsight partner forget --customers erasure-2025-06.txt --data /srv/partner
     """
-    from fedinsight.partner.protection import forget_customers, read_customer_list
+    from fedinsight.partner.erasure import forget_customers, read_customer_list
 
     chosen = _policy_for(data, policy)
     ids = read_customer_list(customers)
@@ -322,7 +322,7 @@ def partner_artifacts(
     Example: fedinsight partner artifacts --data /srv/partner
     """
     from fedinsight.core.errors import TamperedDataError
-    from fedinsight.partner.protection import PartnerVault
+    from fedinsight.partner.vault import PartnerVault
 
     vault = PartnerVault(_policy_for(data, policy))
     checks = dict(vault.verify())

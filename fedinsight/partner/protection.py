@@ -1,6 +1,6 @@
 """The partner-side protection pipeline: PII scan -> column policy -> tokenization -> consent/erasure.
 
-Every read of partner data goes through here (``fedinsight.partner.view.load_partner_data``),
+Every read of partner data goes through here (:class:`fedinsight.partner.view.PartnerView`),
 so no task ever sees a raw customer id, a phone number or a customer who did not consent:
 
 1. **scan** every column of every table for direct identifiers (:mod:`fedinsight.privacy.pii`);
@@ -15,405 +15,37 @@ so no task ever sees a raw customer id, a phone number or a customer who did not
 Steps 1-3 are done once per process and cached (tokens only); step 4 runs on every call, so a
 ``fedinsight partner forget`` takes effect for the next job even on a long-running SuperNode.
 
-:class:`PartnerVault` is where task code stores anything derived from customers (checkpoints,
-embeddings, feature caches, scores): AES-GCM encrypted, and listed for erasure follow-up.
-
-Without a policy file (simulation, quick trials) a built-in default applies: schema columns keep
-their defaults (ids tokenized, the rest kept), keys are created on first use in ``<data>/.fedinsight``,
-consent is required, and undeclared personal data still stops the load.
+The policy itself (``protection.toml``, or the built-in default without one) is read by
+:mod:`fedinsight.partner.policy`; ``partner init`` writes it (:mod:`fedinsight.partner.policy_init`);
+erasure requests are recorded by :mod:`fedinsight.partner.erasure`; what tasks derive from customers is
+stored by :mod:`fedinsight.partner.vault`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-import tomllib
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fedinsight.core.errors import DataValidationError, KeyFileError, PiiDetectedError, Problem, ProtectionPolicyError
-from fedinsight.core.files import private_dir, write_private
+from fedinsight.core.errors import KeyFileError, PiiDetectedError, ProtectionPolicyError
 from fedinsight.data.federation import load_partner_folder
-from fedinsight.data.mapping import has_mapping
 from fedinsight.data.schema import SCHEMA_COLUMNS, TABLES, PartnerData
-from fedinsight.data.validate import table_for_path
-from fedinsight.privacy.consent import (
-    MISSING_CONSENT,
-    PURPOSES,
-    ErasureReceipt,
-    ErasureRegister,
-    consent_mask,
-    erasure_register,
-)
-from fedinsight.privacy.encryption import (
-    arrays_from_bytes,
-    arrays_to_bytes,
-    frame_from_bytes,
-    frame_to_bytes,
-    read_encrypted,
-    state_dict_from_bytes,
-    state_dict_to_bytes,
-    write_encrypted,
-)
-from fedinsight.privacy.keys import KeyRing, generate_keyring, resolve_keyring
+from fedinsight.partner.policy import CUSTOMER_KEY, Action, ProtectionPolicy, find_policy
+from fedinsight.privacy.consent import PURPOSES, ErasureRegister, consent_mask, erasure_register
 from fedinsight.privacy.pii import PiiFinding, scan_tables
 from fedinsight.privacy.tokenize import Tokenizer
 
-Action = Literal["drop", "tokenize", "keep"]
-ACTIONS: tuple[str, ...] = ("drop", "tokenize", "keep")
-POLICY_FILE = "protection.toml"
-STATE_DIR = ".fedinsight"
-CUSTOMER_KEY = "customer_id"
+# CUSTOMER_KEY and ProtectionPolicy are defined in partner/policy.py; partner/engine/ still imports them from here.
+
 LINK_COLUMN = "customer_link"
 SCHEMA_DEFAULTS: dict[str, Action] = {"customer_id": "tokenize", "transaction_id": "tokenize", "event_id": "tokenize"}
 """Schema columns with a default other than ``keep``. Row ids are tokenized: they can embed identifiers."""
 
-
-# --- the policy -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KeySource:
-    """Where a key ring comes from: a file, or an environment variable holding one base64 key."""
-
-    file: Path | None = None
-    env: str | None = None
-
-
-@dataclass(frozen=True)
-class ProtectionPolicy:
-    """A partner's declared handling of its data. Load it with :func:`load_policy`."""
-
-    columns: Mapping[str, Action] = field(default_factory=dict)  # "table.column" or "column" -> action
-    state_dir: Path = Path(STATE_DIR)
-    tokenization: KeySource = KeySource()
-    encryption: KeySource = KeySource()
-    collaboration: KeySource | None = None
-    consent_column: str = "consent"
-    consent_purposes: Mapping[str, str] = field(default_factory=dict)
-    missing_consent: str = "deny"
-    undeclared: Action = "keep"  # for undeclared columns that do *not* look like personal data
-    source: Path | None = None  # None: the built-in default policy
-    auto_keys: bool = False  # create missing keys in the state folder (the default policy only)
-
-    def declared(self, table: str, column: str) -> Action | None:
-        """The action the policy declares for a column (``table.column`` beats ``column``)."""
-        return self.columns.get(f"{table}.{column}", self.columns.get(column))
-
-    @property
-    def register_url(self) -> str:
-        return f"sqlite:///{self.state_dir / 'partner.db'}"
-
-    @property
-    def fingerprint(self) -> str:
-        """Identifies the policy's content (changes when any declaration changes)."""
-        doc = {
-            "columns": dict(sorted(self.columns.items())),
-            "keys": [str(self.tokenization), str(self.encryption), str(self.collaboration)],
-            "consent": [self.consent_column, dict(sorted(self.consent_purposes.items())), self.missing_consent],
-            "undeclared": self.undeclared,
-            "state": str(self.state_dir),
-        }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-
-    def tokenization_ring(self) -> KeyRing:
-        return _ring("tokenization", self.tokenization, self)
-
-    def encryption_ring(self) -> KeyRing:
-        return _ring("encryption", self.encryption, self)
-
-    def collaboration_ring(self) -> KeyRing | None:
-        return None if self.collaboration is None else _ring("collaboration", self.collaboration, self)
-
-
-def _ring(kind: str, source: KeySource, policy: ProtectionPolicy) -> KeyRing:
-    default = policy.state_dir / "keys" / f"{kind}.key" if policy.auto_keys else None
-    return resolve_keyring(kind, file=source.file, env_var=source.env, default_file=default)
-
-
-def default_policy(data_folder: str | Path) -> ProtectionPolicy:
-    """The built-in policy for a partner folder without ``protection.toml``."""
-    return ProtectionPolicy(state_dir=Path(data_folder) / STATE_DIR, auto_keys=True)
-
-
-_SECTIONS = {
-    "partner": {"state-dir", "undeclared-columns"},
-    "keys": {"tokenization-file", "tokenization-env", "encryption-file", "encryption-env", "collaboration-file",
-             "collaboration-env"},
-    "consent": {"column", "missing", "purposes"},
-    "columns": None,
-}
-
-
-def _bad(path: Path, message: str) -> ProtectionPolicyError:
-    return ProtectionPolicyError(f"protection policy {path}: {message}")
-
-
-def load_policy(path: str | Path) -> ProtectionPolicy:
-    """Read and check a ``protection.toml``. Unknown sections/keys are refused: a typo must not weaken it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ProtectionPolicyError(
-            f"protection policy {path} does not exist; write one with 'fedinsight partner init --data FOLDER'"
-        )
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise _bad(path, f"is not valid TOML ({exc})") from exc
-    for section, value in doc.items():
-        if section not in _SECTIONS:
-            raise _bad(path, f"unknown section [{section}] (known: {', '.join(_SECTIONS)})")
-        allowed = _SECTIONS[section]
-        if not isinstance(value, dict):
-            raise _bad(path, f"[{section}] must be a table")
-        if allowed is not None and (unknown := sorted(set(value) - allowed)):
-            known = ", ".join(sorted(allowed))
-            raise _bad(path, f"unknown key(s) {', '.join(unknown)} in [{section}] (known: {known})")
-    base = path.parent
-    partner, keys, consent = doc.get("partner", {}), doc.get("keys", {}), doc.get("consent", {})
-    columns: dict[str, Action] = {}
-    for name, action in doc.get("columns", {}).items():
-        if action not in ACTIONS:
-            raise _bad(path, f"column '{name}' has action {action!r}; use one of {', '.join(ACTIONS)}")
-        if name.split(".")[-1] == CUSTOMER_KEY and action != "tokenize":
-            raise _bad(path, f"'{name}' = \"{action}\" is not allowed: customer ids are always tokenized")
-        columns[name] = action
-
-    def source(kind: str) -> KeySource | None:
-        file, env = keys.get(f"{kind}-file"), keys.get(f"{kind}-env")
-        if file is not None and env is not None:
-            raise _bad(path, f"give either {kind}-file or {kind}-env, not both")
-        if file is None and env is None:
-            return None
-        return KeySource(file=(base / str(file)) if file is not None else None, env=env)
-
-    missing = consent.get("missing", "deny")
-    if missing not in MISSING_CONSENT:
-        raise _bad(path, f"[consent] missing must be one of {', '.join(MISSING_CONSENT)} (got {missing!r})")
-    purposes = consent.get("purposes", {})
-    if not isinstance(purposes, dict) or (unknown := sorted(set(purposes) - set(PURPOSES))):
-        raise _bad(path, f"[consent.purposes] may only name {', '.join(PURPOSES)}")
-    undeclared = partner.get("undeclared-columns", "keep")
-    if undeclared not in ("keep", "drop"):
-        raise _bad(path, f"[partner] undeclared-columns must be keep or drop (got {undeclared!r})")
-    tokenization, encryption = source("tokenization"), source("encryption")
-    if tokenization is None or encryption is None:
-        raise _bad(path, "[keys] must name tokenization-file (or -env) and encryption-file (or -env)")
-    return ProtectionPolicy(
-        columns=columns,
-        state_dir=base / str(partner.get("state-dir", STATE_DIR)),
-        tokenization=tokenization,
-        encryption=encryption,
-        collaboration=source("collaboration"),
-        consent_column=str(consent.get("column", "consent")),
-        consent_purposes={str(k): str(v) for k, v in purposes.items()},
-        missing_consent=missing,
-        undeclared=undeclared,
-        source=path,
-    )
-
-
-def find_policy(data_folder: str | Path, explicit: str | Path | None = None) -> ProtectionPolicy:
-    """``explicit`` if given, else ``<data_folder>/protection.toml`` if present, else the default policy."""
-    if explicit is not None:
-        return load_policy(explicit)
-    candidate = Path(data_folder) / POLICY_FILE
-    return load_policy(candidate) if candidate.is_file() else default_policy(data_folder)
-
-
-def starter_policy(findings: list[PiiFinding], *, keys_dir: str = f"{STATE_DIR}/keys",
-                   state_dir: str = STATE_DIR, collaboration: bool = False,
-                   sources: Mapping[str, Mapping[str, str]] | None = None,
-                   sampled: Mapping[str, tuple[int, int]] | None = None) -> str:
-    """TOML text for a new policy: every detected identifier column is declared ``drop``. ``sources`` (a mapped
-    partner's ``meta["columns"]``: table -> canonical -> source column) names the partner's own column in a comment.
-    ``sampled``: table -> (rows checked, rows held) for tables checked on part of their rows, said in the header so
-    the partner knows to review the columns by hand."""
-    lines = [
-        "# fedinsight partner protection policy (docs/privacy.md). Every column that looks like personal",
-        "# data must be declared here: drop | tokenize | keep. customer_id is always tokenized.",
-    ]
-    for table, (checked, held) in sorted((sampled or {}).items()):
-        lines += [f"# The personal-data check read {checked:,} of the {held:,} rows of {table} (row groups spread",
-                  "# over the table, its first and last included): a column holding personal data only in rows it",
-                  "# did not read is not listed below. Review the columns by hand."]
-    lines += [
-        "",
-        "[partner]",
-        f'state-dir = "{state_dir}"          # erasure register and encrypted artifacts',
-        'undeclared-columns = "keep"        # undeclared columns that do NOT look like personal data',
-        "",
-        "[keys]                              # files must be mode 0600; or use *-env = \"VAR\" (base64 key)",
-        f'tokenization-file = "{keys_dir}/tokenization.key"',
-        f'encryption-file = "{keys_dir}/encryption.key"',
-    ]
-    if collaboration:
-        lines.append(f'collaboration-file = "{keys_dir}/collaboration.key"   # shared by all partners')
-    lines += [
-        "",
-        "[consent]",
-        'column = "consent"                  # consent_<purpose> columns override it per purpose',
-        'missing = "deny"                    # customers without consent information are not used',
-        "",
-        "[columns]",
-    ]
-    for f in sorted(findings, key=lambda f: f.where):
-        if f.column == CUSTOMER_KEY:
-            continue
-        lines.append(f'"{f.where}" = "drop"   # {_source_note(f, sources)}{f.describe()}')
-    return "\n".join(lines) + "\n"
-
-
-def _source_note(finding: PiiFinding, sources: Mapping[str, Mapping[str, str]] | None) -> str:
-    source = (sources or {}).get(finding.table, {}).get(finding.column)
-    return f"source column {source}: " if source else ""
-
-
-def init_partner(data_folder: str | Path, *, collaboration_key: str | Path | None = None,
-                 overwrite: bool = False, mapping: str | Path | None = None) -> tuple[Path, list[PiiFinding]]:
-    """Write ``<data_folder>/protection.toml`` (detected identifiers -> drop) and create its keys. The data is read
-    through the partner's mapping (``mapping``, else ``<data_folder>/mapping.toml`` if present): columns it does
-    not map keep the partner's own names (``"transactions.邮箱" = "drop"``)."""
-    folder = Path(data_folder)
-    path = folder / POLICY_FILE
-    if path.exists() and not overwrite:
-        raise ProtectionPolicyError(f"{path} already exists (edit it, or pass --overwrite to replace it)")
-    streamed = _streamed_findings(folder) if mapping is None and not has_mapping(folder) else None
-    sampled: dict[str, tuple[int, int]] = {}
-    if streamed is not None:
-        (findings, sampled), sources = streamed, None
-    else:
-        partners = load_partner_folder(folder, mapping=mapping)
-        if len(partners) != 1:
-            raise ProtectionPolicyError(f"{folder} holds {len(partners)} partners; run init in each partner's folder")
-        data = next(iter(partners.values()))
-        findings = scan_tables(data.tables(), schema=SCHEMA_COLUMNS)  # type: ignore[arg-type]
-        sources = data.meta.get("columns")
-    private_dir(folder / STATE_DIR)  # keys, the erasure register and the partner's ledger live here
-    keys = private_dir(folder / STATE_DIR / "keys")
-    for kind in ("tokenization", "encryption"):
-        if not (keys / f"{kind}.key").exists():
-            generate_keyring(keys / f"{kind}.key", kind)
-    if collaboration_key is not None:
-        ring = resolve_keyring("collaboration", file=collaboration_key)
-        target = keys / "collaboration.key"
-        if not target.exists():
-            write_private(target, Path(ring.source).read_bytes())
-    path.write_text(starter_policy(findings, collaboration=collaboration_key is not None,
-                                   sources=sources if isinstance(sources, dict) else None, sampled=sampled),
-                    encoding="utf-8")
-    return path, findings
-
-
-
-INIT_BATCH_ROWS = 1_000_000
-"""Rows per batch of :func:`_streamed_findings`: ~0.3 GB of text columns in pandas at a time."""
-INIT_MAX_ROWS = 4_000_000
-"""Rows of one table :func:`_streamed_findings` scans at most: a larger table is scanned in row groups spread
-evenly over it. Why: every row of 100 M transactions took longer than writing them, on values that repeat the
-same few patterns; 4 M rows still give a value that 1 row in 10,000 holds ~400 chances to be sampled (and the
-engine's own check at scan time samples 2,000 rows of every table)."""
-
-
-def _parquet_tables(folder: Path) -> dict[str, Path] | None:
-    """The canonical tables of a plain folder when every one is Parquet (a file or a directory of files); ``None``
-    when any is CSV (read as text and typed by the validating reader: its findings depend on those types)."""
-    found: dict[str, Path] = {}
-    for entry in sorted(folder.iterdir()):
-        spec = table_for_path(entry)
-        if spec is None or entry.name.startswith("."):
-            continue
-        if entry.is_dir() and any(entry.rglob("*.parquet")) or entry.suffix.lower() == ".parquet":
-            found[spec.name] = entry
-        elif entry.is_file() and entry.suffix.lower() in (".csv", ".tsv", ".txt"):
-            return None
-    return found or None
-
-
-def _streamed_findings(folder: Path) -> tuple[list[PiiFinding], dict[str, tuple[int, int]]] | None:
-    """The PII findings of a plain Parquet folder, read in batches of :data:`INIT_BATCH_ROWS` rows and only the
-    columns a value check can flag (text and integers; the key, money, times and flags never are), at most
-    :data:`INIT_MAX_ROWS` rows of a table: memory and time stay bounded whatever the table's size (100 M
-    transactions: see docs/scale.md). Also, for each table read on part of its rows, (rows read, rows held).
-    ``None``: not such a folder."""
-    import pyarrow.dataset as ds
-
-    from fedinsight.privacy.pii_stream import scan_batches
-
-    tables = _parquet_tables(folder)
-    if tables is None:
-        return None
-    findings: list[PiiFinding] = []
-    sampled: dict[str, tuple[int, int]] = {}
-    for name, path in tables.items():
-        dataset = ds.dataset(str(path), format="parquet")
-        columns = [f.name for f in dataset.schema if f.name != CUSTOMER_KEY and not (
-            pa.types.is_floating(f.type) or pa.types.is_temporal(f.type) or pa.types.is_boolean(f.type))]
-        if not columns:  # (decimals are checked: a phone number stored as DECIMAL(12, 0) is one)
-            continue
-        part = _spread(dataset)
-        if part is not dataset:  # (count_rows() of a row-group fragment counts its whole file)
-            read, held = sum(rg.num_rows for f in part.get_fragments() for rg in f.row_groups), dataset.count_rows()
-            if read < held:
-                sampled[name] = (read, held)
-        batches = _rebatched(part.to_batches(columns=columns, batch_size=INIT_BATCH_ROWS,
-                                             batch_readahead=1, fragment_readahead=1), INIT_BATCH_ROWS)
-        findings += scan_batches(name, batches, schema_columns=SCHEMA_COLUMNS.get(name, ()))
-    return findings, sampled
-
-
-def _spread(dataset: Any) -> Any:
-    """``dataset`` itself when it has at most :data:`INIT_MAX_ROWS` rows, else its row groups spread evenly over it
-    up to that many rows, the first and the last always among them (tables are often in time order: a column that
-    began holding personal data recently has it at the end; see :data:`INIT_MAX_ROWS`)."""
-    import pyarrow.dataset as ds
-
-    if dataset.count_rows() <= INIT_MAX_ROWS:
-        return dataset
-    groups = [g for fragment in dataset.get_fragments() for g in fragment.split_by_row_group()]
-    sizes = [sum(rg.num_rows for rg in g.row_groups) for g in groups]  # (count_rows() counts the whole file)
-    mean = max(sum(sizes) / len(groups), 1.0)
-    wanted = max(min(2, len(groups)), min(len(groups), int(INIT_MAX_ROWS // mean)))
-    picked = [groups[0]] if wanted == 1 else [groups[round(i * (len(groups) - 1) / (wanted - 1))]
-                                              for i in range(wanted)]
-    return ds.FileSystemDataset(picked, dataset.schema, dataset.format, dataset.filesystem)
-
-
-def _rebatched(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pd.DataFrame]:
-    """Consecutive frames of ``rows`` rows (the last one shorter) from Arrow batches of any size (a file's row
-    groups): a table of up to ``rows`` rows comes as one frame, as the pandas reader would give it."""
-    held: list[pa.RecordBatch] = []
-    count = 0
-    for batch in batches:
-        held.append(batch)
-        count += batch.num_rows
-        if count >= rows:
-            yield pa.Table.from_batches(held).to_pandas()
-            held, count = [], 0
-    if count:
-        yield pa.Table.from_batches(held).to_pandas()
-
-
-def init_federation(root: str | Path) -> list[Path]:
-    """:func:`init_partner` in every partner folder under ``root`` that has no policy yet.
-
-    For simulations of data fedinsight generated itself (built-in datasets, ``data synth``): the
-    identifier columns it planted are declared ``drop``. Real partners run ``partner init`` and review.
-    """
-    written = []
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        holds_tables = has_mapping(folder) or any(table_for_path(f) for f in folder.iterdir() if f.is_file())
-        if holds_tables and not (folder / POLICY_FILE).exists():  # e.g. a generator's ground_truth/ is not a partner
-            written.append(init_partner(folder)[0])
-    return written
 
 # --- column decisions ------------------------------------------------------------------------------------
 
@@ -429,10 +61,16 @@ class ColumnDecision:
     finding: PiiFinding | None = None
 
 
+def source_note(finding: PiiFinding, sources: Mapping[str, Mapping[str, str]] | None) -> str:
+    """``"source column X: "`` when a mapped partner's own column ``X`` holds ``finding``'s column, else ``""``."""
+    source = (sources or {}).get(finding.table, {}).get(finding.column)
+    return f"source column {source}: " if source else ""
+
+
 def _pii_message(undeclared: list[PiiFinding], policy: ProtectionPolicy,
                  sources: Mapping[str, Mapping[str, str]] | None = None) -> str:
     where = policy.source or "a protection.toml in the partner's data folder ('fedinsight partner init')"
-    details = "; ".join(_source_note(f, sources) + f.describe() for f in undeclared)
+    details = "; ".join(source_note(f, sources) + f.describe() for f in undeclared)
     example = undeclared[0].where
     return (f"{len(undeclared)} undeclared column(s) look like personal data: {details}. Declare each in [columns] "
             f'of {where} as "drop", "tokenize" or "keep", e.g. "{example}" = "drop"')
@@ -602,103 +240,3 @@ def load_protected(folder: str | Path, policy: ProtectionPolicy | None = None, *
     if len(partners) != 1:
         raise ProtectionPolicyError(f"{folder} holds {len(partners)} partners' data; point at one partner's folder")
     return protect(next(iter(partners.values())), policy)
-
-
-def forget_customers(ids: list[str], policy: ProtectionPolicy, *, note: str = "") -> ErasureReceipt:
-    """Record an erasure request for raw ``ids`` (tokens under every key of the ring are stored)."""
-    tokenizer = Tokenizer(policy.tokenization_ring())
-    series = pd.Series(ids, dtype="string")
-    tokens = {k.key_id: list(tokenizer.tokenize(series, key_id=k.key_id)) for k in tokenizer.ring.keys}
-    return erasure_register(policy.register_url).record(tokens, note=note)
-
-
-def read_customer_list(path: str | Path) -> list[str]:
-    """Customer ids from a text file (one per line, optional ``customer_id`` header) or a CSV/Parquet
-    table with a ``customer_id`` column."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataValidationError(Problem(str(path), "file does not exist (expected customer ids, one per line)"))
-    if path.suffix.lower() == ".parquet":
-        frame = pd.read_parquet(path)
-    elif path.suffix.lower() == ".csv" and "," in path.read_text().splitlines()[0]:
-        frame = pd.read_csv(path, dtype=str)
-    else:
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if lines and lines[0].lower() == CUSTOMER_KEY:
-            lines = lines[1:]
-        return lines
-    if CUSTOMER_KEY not in frame.columns:
-        raise DataValidationError(Problem(str(path), f"needs a '{CUSTOMER_KEY}' column", column=CUSTOMER_KEY))
-    return [str(v).strip() for v in frame[CUSTOMER_KEY].dropna()]
-
-
-# --- encrypted storage ------------------------------------------------------------------------------------
-
-ARTIFACT_KINDS: tuple[str, ...] = ("checkpoint", "embeddings", "features", "scores", "cache", "report")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
-
-
-class PartnerVault:
-    """Encrypted, registered storage for anything a partner derives from its customers.
-
-    Files live in ``<state-dir>/artifacts/<name>.enc``, sealed with AES-GCM under the partner's
-    encryption key and bound to their name; each save is recorded in the erasure register so
-    ``fedinsight partner forget`` can list the artifacts that predate a request.
-    """
-
-    def __init__(self, policy: ProtectionPolicy) -> None:
-        self.policy = policy
-        self.ring = policy.encryption_ring()
-        self.root = policy.state_dir / "artifacts"
-        self.register = erasure_register(policy.register_url)
-
-    def path(self, name: str) -> Path:
-        if not _NAME.fullmatch(name):
-            raise ProtectionPolicyError(f"artifact name {name!r} must be letters, digits, '.', '_' or '-'")
-        return self.root / f"{name}.enc"
-
-    def save(self, name: str, data: bytes, *, kind: str, job_id: str = "", purpose: str = "") -> Path:
-        if kind not in ARTIFACT_KINDS:
-            raise ProtectionPolicyError(f"artifact kind {kind!r} must be one of {', '.join(ARTIFACT_KINDS)}")
-        path = write_encrypted(self.path(name), data, self.ring, context=name)
-        self.register.register_artifact(name, kind, str(path), job_id=job_id, purpose=purpose)
-        return path
-
-    def load(self, name: str) -> bytes:
-        return read_encrypted(self.path(name), self.ring, context=name)
-
-    def exists(self, name: str) -> bool:
-        return self.path(name).is_file()
-
-    def save_frame(self, name: str, frame: pd.DataFrame, **kw: Any) -> Path:
-        return self.save(name, frame_to_bytes(frame), **kw)
-
-    def load_frame(self, name: str) -> pd.DataFrame:
-        return frame_from_bytes(self.load(name))
-
-    def save_state_dict(self, name: str, state: dict[str, Any], **kw: Any) -> Path:
-        return self.save(name, state_dict_to_bytes(state), **kw)
-
-    def load_state_dict(self, name: str) -> dict[str, Any]:
-        return state_dict_from_bytes(self.load(name))
-
-    def save_arrays(self, name: str, arrays: dict[str, np.ndarray], **kw: Any) -> Path:
-        return self.save(name, arrays_to_bytes(arrays), **kw)
-
-    def load_arrays(self, name: str) -> dict[str, np.ndarray]:
-        return arrays_from_bytes(self.load(name))
-
-    def verify(self) -> list[tuple[str, str]]:
-        """(name, "ok" or the error) for every stored file: proves each is encrypted and intact."""
-        results: list[tuple[str, str]] = []
-        if not self.root.is_dir():
-            return results
-        for file in sorted(self.root.iterdir()):
-            name = file.name.removesuffix(".enc")
-            try:
-                read_encrypted(file, self.ring, context=name)
-                results.append((name, "ok"))
-            except Exception as exc:  # report every failure, typed or not, and keep going
-                results.append((name, f"{type(exc).__name__}: {exc}"))
-        return results
-

@@ -23,8 +23,8 @@ from fedinsight.federation.budget import BudgetGate
 from fedinsight.federation.job import JobSettings
 from fedinsight.federation.scan import Scan
 from fedinsight.partner.engine import EngineSettings
-from fedinsight.partner.protection import PartnerVault
 from fedinsight.partner.settings import float_setting, node_settings, require_dp
+from fedinsight.partner.vault import PartnerVault
 from fedinsight.partner.view import PartnerView, simulated_folder
 from fedinsight.privacy.ledger import PrivacyLedger
 from fedinsight.privacy.tokenize import Tokenizer

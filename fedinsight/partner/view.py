@@ -58,14 +58,9 @@ from fedinsight.partner.engine.sources import (
     folder_sources,
 )
 from fedinsight.partner.engine.sql_stream import database_tables
-from fedinsight.partner.protection import (
-    PartnerVault,
-    ProtectedPartner,
-    ProtectionPolicy,
-    customer_ids,
-    find_policy,
-    load_protected,
-)
+from fedinsight.partner.policy import ProtectionPolicy, find_policy
+from fedinsight.partner.protection import ProtectedPartner, customer_ids, load_protected
+from fedinsight.partner.vault import PartnerVault
 from fedinsight.privacy.consent import PURPOSES, ErasureRegister, erasure_register
 from fedinsight.privacy.tokenize import Tokenizer
 

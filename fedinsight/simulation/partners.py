@@ -30,7 +30,8 @@ from fedinsight.data.mapping import find_mapping
 from fedinsight.data.schema import PartnerData
 from fedinsight.data.validate import unreadable_tables
 from fedinsight.federation.task import PARTNER_ID_PATTERN
-from fedinsight.partner.protection import PartnerVault, init_federation
+from fedinsight.partner.policy_init import init_federation
+from fedinsight.partner.vault import PartnerVault
 from fedinsight.partner.view import PartnerView
 
 BUILTIN_FOLDER = "partners"

@@ -20,7 +20,10 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedinsight.data.synth import SynthConfig, write_synthetic
 from fedinsight.federation.capture import CapturingGrid
-from fedinsight.partner.protection import PartnerVault, find_policy, init_partner, load_protected
+from fedinsight.partner.policy import find_policy
+from fedinsight.partner.policy_init import init_partner
+from fedinsight.partner.protection import load_protected
+from fedinsight.partner.vault import PartnerVault
 from fedinsight.privacy.canary import CanaryScanner, make_canary_customers, plant_canaries
 from fedinsight.privacy.encryption import write_encrypted
 from fedinsight.privacy.keys import generate_keyring

@@ -88,7 +88,7 @@ def write_configs(root: Path, dep: Deployment) -> None:
     from fedinsight.data.synth import SynthConfig, write_synthetic
 
     init_certs(root / "certs", hosts=["localhost", "127.0.0.1"], partners=[*PARTNERS, "intruder"])
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     write_synthetic(SynthConfig(customers=1800, partners=3, seed=5), root / "data")
     for k in range(3):  # each partner's protection policy (drops the planted direct identifiers)

@@ -45,7 +45,9 @@ class OwnFederation:
 
 def own_federation(root: Path, *, customers: int = 2400, seed: int = 5) -> OwnFederation:
     """Write the federation under ``root`` (see the module docstring)."""
-    from fedinsight.partner.protection import find_policy, forget_customers, init_partner
+    from fedinsight.partner.erasure import forget_customers
+    from fedinsight.partner.policy import find_policy
+    from fedinsight.partner.policy_init import init_partner
 
     frames, _truth = generate_partner_frames(SynthConfig(customers=customers, partners=len(PARTNER_NAMES), seed=seed))
     identifiers: list[str] = []

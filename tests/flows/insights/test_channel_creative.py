@@ -106,7 +106,7 @@ def test_small_cells_are_suppressed_and_the_best_released_pair_wins():
 @pytest.fixture(scope="module")
 def partner_folders(tmp_path_factory):
     from fedinsight.data.federation import write_partner_folder
-    from fedinsight.partner.protection import init_federation
+    from fedinsight.partner.policy_init import init_federation
 
     frames, _ = generate_partner_frames(SynthConfig(customers=1_500, partners=3, seed=3))
     root = tmp_path_factory.mktemp("partners")
@@ -149,7 +149,7 @@ OWN_CREATIVES = {0: "春季海报", 1: "Free gift video"}
 @pytest.fixture(scope="module")
 def own_folders(tmp_path_factory):
     """Partners whose campaign log names the creative in its own column ("Ad Variant"), mapped in mapping.toml."""
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     frames, _ = generate_partner_frames(SynthConfig(customers=3_000, partners=3, seed=4))
     root = tmp_path_factory.mktemp("own")

@@ -35,7 +35,7 @@ QUERIES = ["segment-profile-rfm", "funnel-by-channel", "ltv-tiers"]
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     from fedinsight.data.federation import write_partner_folder
-    from fedinsight.partner.protection import init_federation
+    from fedinsight.partner.policy_init import init_federation
 
     frames, _ = generate_partner_frames(SynthConfig(customers=9_000, partners=PARTNERS, seed=11))
     partners = {p: PartnerData(p, **t) for p, t in frames.items()}

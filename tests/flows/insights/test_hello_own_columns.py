@@ -7,7 +7,7 @@ import re
 
 from support.exports import write_cn_export
 
-from fedinsight.partner.protection import init_partner
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.insights.client import table_columns
 from fedinsight.tasks.insights.server import TABLES_JSON

@@ -161,7 +161,7 @@ def partner_folders(tmp_path_factory, synth):
     from fedinsight.data.federation import write_partner_folder
 
     partners, _ = synth
-    from fedinsight.partner.protection import init_federation
+    from fedinsight.partner.policy_init import init_federation
 
     root = tmp_path_factory.mktemp("partners")
     write_partner_folder(partners, root)

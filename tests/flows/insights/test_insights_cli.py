@@ -11,7 +11,7 @@ import pytest
 
 from fedinsight.cli import main
 from fedinsight.data.synth import SynthConfig, write_synthetic
-from fedinsight.partner.protection import init_federation
+from fedinsight.partner.policy_init import init_federation
 
 BIN = Path(sys.executable).with_name("fedinsight")
 KINDS = {"segment_profile", "ltv_tiers", "funnel", "ab_test", "golden_hours", "channel_response", "group_by"}

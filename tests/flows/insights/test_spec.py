@@ -19,7 +19,7 @@ from fedinsight.data.synth import SynthConfig, generate_partner_frames
 from fedinsight.federation.budget import stated_epsilon
 from fedinsight.federation.guard import check_reply, spec_for
 from fedinsight.federation.task import job_delta
-from fedinsight.partner.protection import init_partner
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.partner.view import PartnerView
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon, threshold_delta
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE
@@ -243,7 +243,7 @@ converted = 30
 
 def test_a_too_small_federation_is_refused_before_anything_is_charged(tmp_path, capsys):
     from fedinsight.data.synth import write_synthetic
-    from fedinsight.partner.protection import init_federation
+    from fedinsight.partner.policy_init import init_federation
 
     data = tmp_path / "data"
     write_synthetic(SynthConfig(customers=600, partners=2, seed=2), data, finalize=init_federation)

@@ -29,7 +29,7 @@ from fedinsight.data.federation import write_partner_folder
 from fedinsight.federation.secagg import to_legacy_config
 from fedinsight.federation.task import start
 from fedinsight.partner.clientapp import app as client_app
-from fedinsight.partner.protection import init_federation
+from fedinsight.partner.policy_init import init_federation
 from fedinsight.partner.side import PartnerSide
 from fedinsight.privacy.distributed_dp import MODULUS
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon

@@ -24,7 +24,8 @@ from fedinsight.federation.task import start
 from fedinsight.models.federated_stats import PooledStats
 from fedinsight.models.propensity import ModelBundle
 from fedinsight.partner.clientapp import app as client_app
-from fedinsight.partner.protection import init_federation, load_protected
+from fedinsight.partner.policy_init import init_federation
+from fedinsight.partner.protection import load_protected
 from fedinsight.partner.view import PartnerView
 from fedinsight.privacy.holdout import DEFAULT_TEST_SHARE, holdout_key, holdout_mask
 from fedinsight.privacy.ledger import PrivacyLedger

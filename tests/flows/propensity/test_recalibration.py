@@ -19,7 +19,7 @@ from fedinsight.data.federation import write_partner_folder
 from fedinsight.federation.task import start
 from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
 from fedinsight.partner.clientapp import app as client_app
-from fedinsight.partner.protection import init_federation
+from fedinsight.partner.policy_init import init_federation
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon
 from fedinsight.tasks.propensity import TASK
 from fedinsight.tasks.propensity.features import FEATURES, LabelWindow, customer_table

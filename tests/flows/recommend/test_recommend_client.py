@@ -16,8 +16,9 @@ from fedinsight.data.partition import split_partner_tables
 from fedinsight.models.ranking import Catalogue
 from fedinsight.models.recommender import ItemParams
 from fedinsight.partner.clientapp import app
-from fedinsight.partner.protection import PartnerVault, find_policy
+from fedinsight.partner.policy import find_policy
 from fedinsight.partner.side import PartnerSide
+from fedinsight.partner.vault import PartnerVault
 from fedinsight.tasks.recommend.options import RecommendOptions
 from fedinsight.tasks.recommend.server import catalogue_config
 

@@ -21,8 +21,9 @@ from fedinsight.data.partition import split_partner_tables
 from fedinsight.federation.simulation import run_simulation
 from fedinsight.federation.task import result_of, start
 from fedinsight.partner.clientapp import app as client_app
-from fedinsight.partner.protection import PartnerVault, find_policy
+from fedinsight.partner.policy import find_policy
 from fedinsight.partner.side import open_partner
+from fedinsight.partner.vault import PartnerVault
 from fedinsight.privacy.ledger import PrivacyLedger, compose_epsilon, dpsgd_event
 from fedinsight.tasks.recommend import TASK
 from fedinsight.tasks.recommend.serving import recommend_items
@@ -221,7 +222,7 @@ def test_partner_side_serving_returns_unseen_items_with_scores(dp_run):
     partner = root / "partners" / "partner-1"
     import pandas as pd
 
-    from fedinsight.partner.protection import find_policy
+    from fedinsight.partner.policy import find_policy
     from fedinsight.privacy.tokenize import Tokenizer
 
     # The partner trained on tokenized ids; serving takes the partner's own (raw) id and tokenizes it.

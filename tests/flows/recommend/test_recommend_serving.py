@@ -197,7 +197,8 @@ def test_a_customer_the_partner_cannot_serve_is_one_clear_error_exit_2(federatio
 
 
 def test_a_customer_erased_after_training_is_never_served_though_the_state_holds_them(tmp_path):
-    from fedinsight.partner.protection import find_policy, forget_customers
+    from fedinsight.partner.erasure import forget_customers
+    from fedinsight.partner.policy import find_policy
 
     federation = own_federation(tmp_path / "partners", customers=900, seed=11)
     with pytest.MonkeyPatch.context() as patch:

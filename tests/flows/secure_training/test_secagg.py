@@ -35,7 +35,7 @@ DROP_PARTNER, DROP_ROUND = 0, 2
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
     from fedinsight.data.synth import SynthConfig, write_synthetic
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     root = tmp_path_factory.mktemp("secagg") / "data"
     write_synthetic(SynthConfig(customers=2400, partners=3, seed=3), root)

@@ -16,7 +16,8 @@ import pytest
 from fedinsight.core.db import make_engine, sqlite_path
 from fedinsight.core.files import private_dir, private_file
 from fedinsight.core.procs import Supervisor
-from fedinsight.partner.protection import STATE_DIR, init_partner
+from fedinsight.partner.policy import STATE_DIR
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.privacy.consent import ErasureRegister
 from fedinsight.privacy.ledger import PrivacyLedger
 

@@ -53,7 +53,7 @@ print(json.dumps(out))
 def test_importing_the_client_app_loads_no_torch_and_routes_every_task(tmp_path):
     from support.engine_data import own_tables, write_csv_partner
 
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     folder = write_csv_partner(tmp_path / "shop", own_tables(customers=60))
     init_partner(folder)

@@ -10,7 +10,9 @@ import pytest
 from fedinsight.cli import main
 from fedinsight.core.errors import ConfigError, DataValidationError, KeyFileError, PiiDetectedError
 from fedinsight.data.synth import SynthConfig, write_synthetic
-from fedinsight.partner.protection import find_policy, init_partner, load_protected
+from fedinsight.partner.policy import find_policy
+from fedinsight.partner.policy_init import init_partner
+from fedinsight.partner.protection import load_protected
 from fedinsight.partner.view import PartnerView
 from fedinsight.privacy.consent import consent_mask, resolve_purpose
 from fedinsight.privacy.keys import load_keyring, rotate_keyring

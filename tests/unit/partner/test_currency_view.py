@@ -8,7 +8,7 @@ from support.exports import write_cn_export, write_us_export
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.data.currency import RateTable
-from fedinsight.partner.protection import init_partner
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.partner.side import PartnerSide, open_partner
 from fedinsight.partner.view import PartnerView
 

@@ -8,7 +8,8 @@ import pandas as pd
 
 from fedinsight.data.federation import load_partner_folder
 from fedinsight.data.schema import SCHEMA_COLUMNS
-from fedinsight.partner import protection
+from fedinsight.partner import policy_init
+from fedinsight.privacy import pii_stream
 from fedinsight.privacy.pii import scan_tables
 
 
@@ -34,7 +35,7 @@ def test_streamed_findings_equal_the_pandas_scan(tmp_path):
     folder = _folder(tmp_path)
     data = next(iter(load_partner_folder(folder).values()))
     whole = scan_tables(data.tables(), schema=SCHEMA_COLUMNS)  # type: ignore[arg-type]
-    path, findings = protection.init_partner(folder)
+    path, findings = policy_init.init_partner(folder)
     assert _keys(findings) == _keys(whole)
     assert {"customers.full_name", "transactions.memo"} <= {f.where for f in findings}
     assert '"transactions.memo" = "drop"' in path.read_text()
@@ -42,8 +43,8 @@ def test_streamed_findings_equal_the_pandas_scan(tmp_path):
 
 def test_a_column_flagged_in_one_batch_only_is_declared(tmp_path, monkeypatch):
     folder = _folder(tmp_path)
-    monkeypatch.setattr(protection, "INIT_BATCH_ROWS", 1_000)  # 3 batches: the e-mails fill only the last two
-    _, findings = protection.init_partner(folder)
+    monkeypatch.setattr(pii_stream, "BATCH_ROWS", 1_000)  # 3 batches: the e-mails fill only the last two
+    _, findings = policy_init.init_partner(folder)
     memo = [f for f in findings if f.where == "transactions.memo"]
     assert len(memo) == 1 and memo[0].kind == "email" and memo[0].share == 1.0
 
@@ -51,8 +52,6 @@ def test_a_column_flagged_in_one_batch_only_is_declared(tmp_path, monkeypatch):
 def test_a_large_table_is_scanned_in_row_groups_spread_over_it(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from fedinsight.privacy import pii_stream
 
     folder = _folder(tmp_path)
     frame = pd.read_parquet(folder / "transactions.parquet")
@@ -66,8 +65,8 @@ def test_a_large_table_is_scanned_in_row_groups_spread_over_it(tmp_path, monkeyp
         return original(table, frame, **kwargs)
 
     monkeypatch.setattr(pii_stream, "scan_table", counting)
-    monkeypatch.setattr(protection, "INIT_MAX_ROWS", 1_000)
-    path, findings = protection.init_partner(folder)
+    monkeypatch.setattr(pii_stream, "MAX_ROWS", 1_000)
+    path, findings = policy_init.init_partner(folder)
     assert seen["transactions"] == 1_000 and seen["customers"] == 1_000  # groups 0 and 5 of 6; customers whole
     assert "transactions.memo" in {f.where for f in findings}
     # the policy says the check was partial, so the partner reviews the columns by hand
@@ -92,8 +91,8 @@ def test_a_column_that_holds_personal_data_only_at_the_end_is_found(tmp_path, mo
     phones = pa.array([Decimal(f"4915112{i:05d}") for i in range(len(customers))], pa.decimal128(12, 0))
     pq.write_table(pa.Table.from_pandas(customers, preserve_index=False).append_column("mobile", phones),
                    folder / "customers.parquet")
-    monkeypatch.setattr(protection, "INIT_MAX_ROWS", 1_000)
-    _, findings = protection.init_partner(folder)
+    monkeypatch.setattr(pii_stream, "MAX_ROWS", 1_000)
+    _, findings = policy_init.init_partner(folder)
     data = next(iter(load_partner_folder(folder).values()))
     whole = scan_tables(data.tables(), schema=SCHEMA_COLUMNS)  # type: ignore[arg-type]
     assert "transactions.memo" in {f.where for f in findings}

@@ -7,7 +7,9 @@ import pytest
 from support.exports import CN_MAPPING, US_MAPPING, write_cn_export, write_us_export
 
 from fedinsight.cli import main
-from fedinsight.partner.protection import find_policy, forget_customers, init_partner
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.partner.side import PartnerSide, open_partner
 from fedinsight.partner.view import PartnerView
 from fedinsight.privacy.tokenize import Tokenizer

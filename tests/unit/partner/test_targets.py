@@ -15,8 +15,11 @@ from support.exports import write_cn_export, write_us_export
 from fedinsight.cli import main
 from fedinsight.core.errors import ConfigError
 from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
-from fedinsight.partner.protection import PartnerVault, find_policy, forget_customers, init_partner
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.partner.targets import Top
+from fedinsight.partner.vault import PartnerVault
 from fedinsight.tasks.propensity.features import FEATURES, FeatureCaps, LabelWindow
 
 WINDOW = LabelWindow(pd.Timestamp("2024-07-01"), pd.Timestamp("2025-07-01"), pd.Timestamp("2025-12-31"))

@@ -9,7 +9,8 @@ import torch
 
 from fedinsight.cli import main
 from fedinsight.core.errors import KeyFileError, ProtectionPolicyError, TamperedDataError
-from fedinsight.partner.protection import KeySource, PartnerVault, ProtectionPolicy
+from fedinsight.partner.policy import KeySource, ProtectionPolicy
+from fedinsight.partner.vault import PartnerVault
 from fedinsight.privacy.encryption import (
     decrypt_bytes,
     encrypt_bytes,

@@ -97,7 +97,7 @@ def test_insights_task_charges_and_stores_in_postgres(ledger_url, tmp_path):
     from support.insights import FakeGrid, run_task
 
     from fedinsight.data.synth import SynthConfig, write_synthetic
-    from fedinsight.partner.protection import init_federation
+    from fedinsight.partner.policy_init import init_federation
     from fedinsight.tasks.insights.catalogue import default_batch
 
     write_synthetic(SynthConfig(customers=3_000, partners=2, seed=4), tmp_path / "data", finalize=init_federation)

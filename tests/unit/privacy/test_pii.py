@@ -7,7 +7,8 @@ import pytest
 
 from fedinsight.core.errors import PiiDetectedError
 from fedinsight.data.schema import SCHEMA_COLUMNS
-from fedinsight.partner.protection import ProtectionPolicy, plan_columns
+from fedinsight.partner.policy import ProtectionPolicy
+from fedinsight.partner.protection import plan_columns
 from fedinsight.privacy.pii import (
     kind_from_column_name,
     kind_from_values,
@@ -141,7 +142,7 @@ def test_scan_and_init_cli_name_columns_never_values(tmp_path, capsys):
 )
 def test_policy_mistakes_are_refused_with_what_to_fix(tmp_path, text, message):
     from fedinsight.core.errors import ProtectionPolicyError
-    from fedinsight.partner.protection import load_policy
+    from fedinsight.partner.policy import load_policy
 
     keys = '[keys]\ntokenization-file = "t.key"\nencryption-file = "e.key"\n'
     path = tmp_path / "protection.toml"

@@ -13,7 +13,7 @@ from support.exports import write_raw_federation
 
 import fedinsight as fi
 from fedinsight.cli import main
-from fedinsight.partner.protection import init_partner
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.simulation import run as driver
 
 

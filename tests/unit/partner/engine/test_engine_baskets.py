@@ -15,7 +15,8 @@ from support.federations import run_in_process
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import phase_of
-from fedinsight.partner.protection import find_policy, forget_customers
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.baskets.basket import baskets, candidate_counts, item_counts, purchases
 from fedinsight.tasks.baskets.purchase_scan import engine_purchases

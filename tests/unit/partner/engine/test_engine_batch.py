@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from support.engine_data import ERASED, EngineOnly, own_tables, write_csv_partner
 
-from fedinsight.partner.protection import find_policy, forget_customers
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.insights.aggregates import compute
 from fedinsight.tasks.insights.catalogue import default_queries
@@ -79,7 +80,7 @@ def test_mapped_exports_through_the_engine(tmp_path):
     floats row by row and the engine exactly, so sums may differ in the last bits)."""
     from support.exports import write_cn_export
 
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     folder = tmp_path / "cn"
     write_cn_export(folder, customers=120)

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from support.engine_data import ERASED, OPTED_OUT, own_tables, write_csv_partner
 
-from fedinsight.partner.protection import find_policy, forget_customers
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
 from fedinsight.partner.view import PartnerView
 from fedinsight.privacy.tokenize import Tokenizer
 from fedinsight.tasks.insights.customer_features import FeatureRules, customer_features
@@ -92,7 +93,7 @@ def test_mapped_own_exports(tmp_path):
     dropped by its policy), with erased customers: the same groups and counts as the pandas path, exactly."""
     from support.exports import write_cn_export
 
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     folder = tmp_path / "cn"
     write_cn_export(folder, customers=120)
@@ -117,7 +118,7 @@ def test_a_mapped_folder_is_read_once_for_a_hello(tmp_path, monkeypatch):
     from support.exports import write_cn_export
 
     import fedinsight.partner.view as view_module
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     folder = tmp_path / "cn"
     write_cn_export(folder, customers=60)

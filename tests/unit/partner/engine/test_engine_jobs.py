@@ -15,7 +15,8 @@ from support.engine_data import ERASED, EngineOnly, own_tables, write_csv_partne
 from support.federations import run_in_process
 
 from fedinsight.federation.task import phase_of
-from fedinsight.partner.protection import find_policy, forget_customers
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.insights import discovery
 from fedinsight.tasks.insights.client import table_columns

@@ -19,7 +19,8 @@ from support.federations import run_in_process
 from fedinsight.core.errors import DataValidationError
 from fedinsight.federation.task import phase_of
 from fedinsight.models.ranking import Catalogue, InteractionSplit, leave_latest_out, split_ranked
-from fedinsight.partner.protection import find_policy, forget_customers
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.recommend.client import partner_split
 from fedinsight.tasks.recommend.interaction_scan import engine_pairs

@@ -11,7 +11,8 @@ from support.engine_data import ERASED, OPTED_OUT, EngineOnly, own_tables, write
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.scan import naive_utc
-from fedinsight.partner.protection import find_policy, forget_customers
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.secure_training.client import rfm_features
 from fedinsight.tasks.secure_training.customer_scan import engine_rfm_features, rfm_scan

@@ -17,7 +17,8 @@ from support.federations import run_in_process
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import phase_of
-from fedinsight.partner.protection import find_policy, forget_customers
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.segments.customer_scan import engine_vectors
 from fedinsight.tasks.segments.features import customer_vectors

@@ -12,7 +12,8 @@ from support.engine_data import ERASED, own_tables, write_csv_partner
 
 from fedinsight.core.errors import DataValidationError, PiiDetectedError
 from fedinsight.partner.engine import EngineSettings
-from fedinsight.partner.protection import STATE_DIR, find_policy, forget_customers
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import STATE_DIR, find_policy
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.insights.customer_features import FeatureRules
 from fedinsight.tasks.insights.customer_scan import customer_scan

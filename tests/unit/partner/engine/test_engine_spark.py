@@ -11,7 +11,8 @@ import pytest
 from support.engine_data import ERASED, OPTED_OUT, own_tables, write_csv_partner
 
 from fedinsight.partner.engine import EngineSettings
-from fedinsight.partner.protection import find_policy, forget_customers
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
 from fedinsight.partner.view import PartnerView
 from fedinsight.privacy.tokenize import Tokenizer
 from fedinsight.tasks.insights.customer_features import FeatureRules

@@ -15,7 +15,9 @@ from support.exports import write_us_export
 
 from fedinsight.core.errors import DataValidationError
 from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
-from fedinsight.partner.protection import find_policy, forget_customers, init_partner
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
+from fedinsight.partner.policy_init import init_partner
 from fedinsight.partner.side import PartnerSide, open_partner
 from fedinsight.partner.targets import build_targets, view_tokens
 from fedinsight.tasks.propensity.features import FEATURES, FeatureCaps, LabelWindow

@@ -18,7 +18,8 @@ from support.federations import run_in_process
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import phase_of
-from fedinsight.partner.protection import find_policy, forget_customers
+from fedinsight.partner.erasure import forget_customers
+from fedinsight.partner.policy import find_policy
 from fedinsight.partner.view import PartnerView
 from fedinsight.tasks.uplift.audience_scan import engine_audience, engine_features_at
 from fedinsight.tasks.uplift.features import Audience, audience, features_at
@@ -124,7 +125,7 @@ def test_an_offer_list_loads_no_table(shop):
 def test_a_mapped_export_gives_the_same_audience(tmp_path):
     from support.exports import write_cn_export
 
-    from fedinsight.partner.protection import init_partner
+    from fedinsight.partner.policy_init import init_partner
 
     folder = tmp_path / "cn"
     write_cn_export(folder, customers=200)
