@@ -80,3 +80,34 @@ def test_uplift_scans_duckdb_equal_spark(tmp_path):
         duck, spark = _both(folder, "training", scan)
         pd.testing.assert_frame_equal(spark, duck, check_dtype=False, check_exact=True)
         assert len(duck) >= 15 and duck["orders"].sum() > 0
+
+
+def test_contacts_duckdb_equal_spark(tmp_path):
+    """A target list's contact read (the PII sample's choice, then each customer's latest non-empty value with ties
+    at one time broken by the largest): the same from both engines, on CSV and on a Parquet directory."""
+    from support.engine_data import TIED, contact_tables
+
+    from fedinsight.partner.contacts import resolve_contacts
+    from fedinsight.partner.protection import init_partner
+
+    pytest.importorskip("pyspark")
+    tables = contact_tables()
+    folder = write_csv_partner(tmp_path / "shop", tables)
+    init_partner(folder)
+    lake = tmp_path / "lake"
+    shutil.copytree(folder / ".fedinsight", lake / ".fedinsight")
+    shutil.copy(folder / "protection.toml", lake / "protection.toml")
+    tx = tables.pop("transactions").assign(timestamp=lambda f: pd.to_datetime(f["timestamp"]))
+    (lake / "transactions").mkdir()
+    for k, start in enumerate(range(0, len(tx), 400)):
+        tx.iloc[start:start + 400].to_parquet(lake / "transactions" / f"part-{k}.parquet", index=False)
+    write_csv_partner(lake, tables)
+    duck = resolve_contacts(PartnerView(folder, "training"))
+    tied = Tokenizer(find_policy(folder).tokenization_ring()).token(TIED)
+    assert duck.source == "transactions.e_mail" and duck.by_token[tied] == f"b.{TIED}@shop.example"
+    for where in (folder, lake):
+        spark = resolve_contacts(PartnerView(where, "training", engine=SPARK))
+        assert (spark.source, spark.by_token) == (duck.source, duck.by_token)
+    phones = resolve_contacts(PartnerView(folder, "training"), "phone")
+    assert resolve_contacts(PartnerView(lake, "training", engine=SPARK), "phone").by_token == phones.by_token
+    assert len(phones.by_token) > 90
