@@ -14,6 +14,10 @@
 4. the canonical names (``customers``, ``transactions`` ...): the typed tables semi-joined on ``scope``. A scan
    reads only these, so an opted-out or erased customer is in no scan's input, whatever the scan says.
 
+Beside them, for the partner's own exports only, two reads of the *raw* tables that no scan can make
+(:func:`raw_columns`, :func:`latest_values`): the column a target list reaches customers by is personal data
+the steps above drop, so it is read here, for the partner's own file, and never becomes a scan's input.
+
 Customer ids must be unique in the customers table (checked on the ids read for consent: a DataValidationError
 naming the source and the id). Not checked here (``fedinsight data validate`` does it on the folder): other keys,
 value ranges and ids missing from the customers table (the semi-join simply leaves such rows out).
