@@ -40,8 +40,6 @@ from fedinsight.privacy.consent import PURPOSES, ErasureRegister, consent_mask, 
 from fedinsight.privacy.pii import PiiFinding, scan_tables
 from fedinsight.privacy.tokenize import Tokenizer
 
-# CUSTOMER_KEY and ProtectionPolicy are defined in partner/policy.py; partner/engine/ still imports them from here.
-
 LINK_COLUMN = "customer_link"
 SCHEMA_DEFAULTS: dict[str, Action] = {"customer_id": "tokenize", "transaction_id": "tokenize", "event_id": "tokenize"}
 """Schema columns with a default other than ``keep``. Row ids are tokenized: they can embed identifiers."""

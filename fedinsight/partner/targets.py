@@ -15,7 +15,7 @@ recommendations; the others get an empty cell, never a list computed against the
 
 The ids in the file are the partner's own ids again (:meth:`PartnerView.identities`), and the contact column
 (an e-mail or phone, see :func:`fedinsight.partner.contacts.resolve_contacts`) is read from the partner's own
-files on its own machine -- the coordinator never sees either.
+files by its engine on its own machine, for the listed customers only -- the coordinator never sees either.
 
 Columns of the file, sorted by ``propensity`` (highest first): ``rank``, ``customer_id``, ``contact`` (when a
 contact column is known), ``propensity``, ``churn_probability``, ``expected_spend``, ``ltv_tier``,
@@ -156,7 +156,7 @@ def build_targets(bundle, folder: str | Path, *, purpose: str, top: Top | str | 
         say("recommend items")
         items = _recommended(recommender, folder, mapping_file, tokens.to_numpy(), k)
     say("resolve the partner's own ids and contacts")
-    contacts = resolve_contacts(scoring.view, contact)
+    contacts = resolve_contacts(scoring.view, contact, tokens)
     frame = _frame(scores, scoring, tokens, contacts, items)
     return TargetList(frame, scored=scored, eligible=len(allowed), contact_source=contacts.source,
                       purpose=purpose, top=top)

@@ -48,7 +48,15 @@ from fedinsight.data.mapping import PartnerMapping, find_mapping
 from fedinsight.data.schema import PartnerData
 from fedinsight.federation.scan import Scan
 from fedinsight.partner.engine import EngineSettings, FrameTable, Source
-from fedinsight.partner.engine.runner import run_raw_ids, run_scans, run_schema, run_type_check
+from fedinsight.partner.engine.relations import RawColumns
+from fedinsight.partner.engine.runner import (
+    run_latest_values,
+    run_raw_columns,
+    run_raw_ids,
+    run_scans,
+    run_schema,
+    run_type_check,
+)
 from fedinsight.partner.engine.sources import (
     CsvFile,
     FileStamp,
@@ -282,6 +290,18 @@ class PartnerView:
             ids = run_raw_ids(self.sources(), self.engine, self.policy)
         mapping = dict(zip(Tokenizer(self.policy.tokenization_ring()).tokenize(ids), ids, strict=True))
         return pd.Series(tokens).astype("string").map(mapping)
+
+    def raw_columns(self) -> RawColumns:
+        """The partner's raw tables as its own files name them: headers, the PII sample's findings and the sample's
+        ids (:func:`~.engine.relations.raw_columns`). On the partner only, to choose its own export's contact
+        column; no table is read whole."""
+        return run_raw_columns(self.sources(), self.engine, self.policy)
+
+    def latest_values(self, table: str, column: str) -> pd.DataFrame:
+        """Per customer token, the latest non-empty value of one of the partner's raw columns (``customer_id``,
+        ``own_value``; :func:`~.engine.relations.latest_values`). The one read of a column the protection policy
+        keeps from every task: only for the partner's own file (a target list's contacts), never sent anywhere."""
+        return run_latest_values(self.sources(), self.engine, self.policy, table, column)
 
     @property
     def vault(self) -> PartnerVault:

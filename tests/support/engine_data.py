@@ -51,6 +51,27 @@ def own_tables(customers: int = 60, seed: int = 3) -> dict[str, pd.DataFrame]:
     return {"customers": cust, "transactions": tx, "events": ev}
 
 
+TIED = "0010"  # two rows at its latest time, the smaller e-mail last in the file (one of them with a tab after the id)
+BLANK = "0012"  # its latest row's e-mail is blank: the one before counts
+
+
+def contact_tables(customers: int = 120) -> dict[str, pd.DataFrame]:
+    """:func:`own_tables` with an e-mail on every order line (changing over time) and a phone per customer."""
+    tables = own_tables(customers=customers)
+    tx = tables["transactions"]
+    ids = tx["customer_id"].str.strip()
+    tx["e_mail"] = [f"{c}.{k % 4}@shop.example" for k, c in enumerate(ids)]
+    cust = tables["customers"]
+    cust["phone"] = [f"1380000{i:04d}" if i % 9 else "" for i in range(len(cust))]
+    latest = pd.to_datetime(tx["timestamp"]).max()
+    later = (latest + pd.Timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    extra = pd.DataFrame({"transaction_id": ["X1", "X2", "X3"], "customer_id": [f"{TIED}\t", TIED, BLANK],
+                          "timestamp": [later] * 3, "amount": [1.0] * 3, "quantity": [1] * 3,
+                          "channel": ["app"] * 3, "e_mail": [f"b.{TIED}@shop.example", f"a.{TIED}@shop.example", " "]})
+    tables["transactions"] = pd.concat([tx, extra], ignore_index=True)
+    return tables
+
+
 def write_csv_partner(folder: Path, tables: dict[str, pd.DataFrame]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():

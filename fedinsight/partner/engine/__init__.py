@@ -10,7 +10,7 @@ A map of the modules (one concept each):
 - :mod:`.settings` -- the node config (``engine``, ``spark-master``, ``engine-memory``, ``db-url``,
   ``db-tables``) and its checks, before any budget is spent;
 - :mod:`.relations` -- the tables protected inside the engine: PII check, typed views, consent and erasure as a
-  semi-join on the in-scope customers;
+  semi-join on the in-scope customers; and, for the partner's own target lists only, its raw contact column;
 - :mod:`.runner` -- one scan from start to end, with the result's customer ids tokenized.
 
 Tasks never import this package: they define a :class:`~fedinsight.federation.scan.Scan` and call

@@ -14,6 +14,10 @@
 4. the canonical names (``customers``, ``transactions`` ...): the typed tables semi-joined on ``scope``. A scan
    reads only these, so an opted-out or erased customer is in no scan's input, whatever the scan says.
 
+Beside them, for the partner's own exports only, two reads of the *raw* tables that no scan can make
+(:func:`raw_columns`, :func:`latest_values`): the column a target list reaches customers by is personal data
+the steps above drop, so it is read here, for the partner's own file, and never becomes a scan's input.
+
 Customer ids must be unique in the customers table (checked on the ids read for consent: a DataValidationError
 naming the source and the id). Not checked here (``fedinsight data validate`` does it on the folder): other keys,
 value ranges and ids missing from the customers table (the semi-join simply leaves such rows out).
@@ -22,6 +26,7 @@ value ranges and ids missing from the customers table (the semi-join simply leav
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,14 +36,10 @@ from fedinsight.data.schema import TABLES, ColumnSpec, TableSpec
 from fedinsight.federation.scan import sql_string, stripped_sql
 from fedinsight.partner.engine.base import Engine
 from fedinsight.partner.engine.sources import FrameTable, Source, files_stamp
-from fedinsight.partner.protection import (
-    CUSTOMER_KEY,
-    ColumnDecision,
-    ProtectionPolicy,
-    erased_among,
-    plan_columns,
-)
+from fedinsight.partner.policy import CUSTOMER_KEY, ProtectionPolicy
+from fedinsight.partner.protection import ColumnDecision, erased_among, plan_columns
 from fedinsight.privacy.consent import PURPOSES, ErasureRegister, consent_flags, consent_mask
+from fedinsight.privacy.pii import PiiFinding
 from fedinsight.privacy.tokenize import Tokenizer
 
 PII_SAMPLE_ROWS = 2_000
@@ -327,3 +328,70 @@ def prepare(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPol
         where = f" WHERE {in_scope}" if CUSTOMER_KEY in columns else ""
         engine.create_view(name, f"SELECT * FROM typed_{name}{where}")
     return counts
+
+
+# --- the partner's own personal columns, for its own exports only --------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawColumns:
+    """What a partner's raw tables hold, for choosing the column its own target list reaches customers by."""
+
+    columns: dict[str, list[str]]  # table -> its raw columns, in the source's order
+    findings: tuple[PiiFinding, ...]  # the PII sample's findings (:func:`_check_pii`), by table and column order
+    ids: dict[str, list[str]]  # table with a customer id -> the distinct ids of its sample, first seen first
+
+
+def raw_columns(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPolicy) -> RawColumns:
+    """The raw tables' headers, the personal data the PII check finds in its sample of each (the same
+    ``PII_SAMPLE_ROWS`` first rows, memoized as the check is; undeclared personal data raises as it does), and the
+    customer ids of that sample. Nothing is read whole: no table's rows beyond the sample."""
+    names = [n for n in TABLES if n in sources]
+    stamps = _stamps(sources, names)
+    for name in names:
+        engine.register(f"raw_{name}", sources[name])
+    decisions = _check_pii(engine, names, policy, sources, stamps)
+    columns = {name: engine.columns(f"raw_{name}") for name in names}
+    ids: dict[str, list[str]] = {}
+    for name in names:
+        if CUSTOMER_KEY in columns[name]:
+            sample = engine.query(f'SELECT CAST("{CUSTOMER_KEY}" AS VARCHAR) AS customer_id FROM raw_{name} '
+                                  f"LIMIT {PII_SAMPLE_ROWS}")["customer_id"]
+            ids[name] = [str(v) for v in pd.unique(sample.dropna().astype(str).to_numpy())]
+    return RawColumns(columns, tuple(d.finding for d in decisions if d.finding is not None), ids)
+
+
+def _quoted(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def latest_values(engine: Engine, sources: Mapping[str, Source], table: str, column: str) -> pd.DataFrame:
+    """Per customer of the raw table ``table`` (ids trimmed as every relation trims them), the latest non-empty
+    value of its raw ``column`` (trimmed; blank is empty): by ``timestamp`` when the table has one (a row without
+    one is older than any with one), and among values at the same latest time -- or of a table without time --
+    the largest (code-point order, which DuckDB, Spark and Python share). Columns ``customer_id``, ``own_value``.
+
+    Why this exists: a target list must say how to reach each customer, and the contact (an e-mail, a phone) is
+    exactly the personal data the protection policy drops from the protected relations, so no task's scan can
+    read it (by design). This read is the partner's alone: :mod:`fedinsight.partner.contacts` calls it to write the
+    partner's own file on the partner's own machine; its result is never part of a scan, a release or a message.
+    Why the largest value on a tie: the rule it replaced ("the last row in the file") depends on the order an
+    export happened to be written in, which no engine reproduces."""
+    if table not in sources:
+        raise ConfigError(f"the partner has no {table} table")
+    engine.register(f"raw_{table}", sources[table])
+    types = engine.column_types(f"raw_{table}")
+    if column not in types or CUSTOMER_KEY not in types:
+        missing = column if column not in types else CUSTOMER_KEY
+        raise ConfigError(f"the partner's {table} table has no column {missing}")
+    key = _cast(CUSTOMER_KEY, "string")
+    value = key if column == CUSTOMER_KEY else f"NULLIF({stripped_sql(f'CAST({_quoted(column)} AS VARCHAR)')}, '')"
+    order = ""
+    if "timestamp" in types:
+        kind = types["timestamp"]
+        when = ('"timestamp"' if kind.startswith("timestamp") or kind == "date"
+                else "CAST(CAST(\"timestamp\" AS TIMESTAMPTZ) AS TIMESTAMP)")
+        order = f"{when} DESC NULLS LAST, "
+    rows = (f"SELECT {key} AS customer_id, {value} AS own_value, ROW_NUMBER() OVER (PARTITION BY {key} "
+            f"ORDER BY {order}{value} DESC) AS newest FROM raw_{table} WHERE {value} IS NOT NULL AND {key} <> ''")
+    return engine.query(f"SELECT customer_id, own_value FROM ({rows}) AS ranked WHERE newest = 1")

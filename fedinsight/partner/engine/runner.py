@@ -16,10 +16,18 @@ import pandas as pd
 from fedinsight.core.errors import DataValidationError
 from fedinsight.federation.scan import Scan
 from fedinsight.partner.engine.base import Engine
-from fedinsight.partner.engine.relations import prepare, raw_ids, schema, type_problems
+from fedinsight.partner.engine.relations import (
+    RawColumns,
+    latest_values,
+    prepare,
+    raw_columns,
+    raw_ids,
+    schema,
+    type_problems,
+)
 from fedinsight.partner.engine.settings import EngineSettings, open_engine
 from fedinsight.partner.engine.sources import Source
-from fedinsight.partner.protection import CUSTOMER_KEY, ProtectionPolicy
+from fedinsight.partner.policy import CUSTOMER_KEY, ProtectionPolicy
 from fedinsight.privacy.consent import ErasureRegister
 from fedinsight.privacy.tokenize import Tokenizer
 
@@ -90,3 +98,23 @@ def run_raw_ids(sources: Mapping[str, Source], settings: EngineSettings, policy:
     temp = (temp_root or policy.state_dir) / "engine-tmp" / uuid.uuid4().hex[:12]
     with open_engine(settings, temp) as engine:
         return raw_ids(engine, sources)
+
+
+def run_raw_columns(sources: Mapping[str, Source], settings: EngineSettings, policy: ProtectionPolicy, *,
+                    temp_root: Path | None = None) -> RawColumns:
+    """The raw tables' headers, the PII sample's findings and its ids (:func:`.relations.raw_columns`)."""
+    temp = (temp_root or policy.state_dir) / "engine-tmp" / uuid.uuid4().hex[:12]
+    with open_engine(settings, temp) as engine:
+        return raw_columns(engine, sources, policy)
+
+
+def run_latest_values(sources: Mapping[str, Source], settings: EngineSettings, policy: ProtectionPolicy,
+                      table: str, column: str, *, temp_root: Path | None = None) -> pd.DataFrame:
+    """Each customer's latest non-empty value of one raw column (:func:`.relations.latest_values`), ids tokenized
+    like every result's. On the partner only, for its own files (the contact column of a target list)."""
+    temp = (temp_root or policy.state_dir) / "engine-tmp" / uuid.uuid4().hex[:12]
+    with open_engine(settings, temp) as engine:
+        values = latest_values(engine, sources, table, column)
+    tokens = Tokenizer(policy.tokenization_ring()).tokenize(values[CUSTOMER_KEY].astype("string"))
+    values[CUSTOMER_KEY] = tokens.to_numpy(dtype=object)
+    return values

@@ -4,6 +4,7 @@ written once in DuckDB's dialect and transpiled by sqlglot; money is summed as e
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from unittest.mock import patch
 
 import pandas as pd
@@ -33,9 +34,10 @@ def shop(tmp_path_factory):
     return folder
 
 
-def _on_spark(folder, purpose, scan):
-    """``scan`` run by Spark, checked to have really run there (a per-process memo of scan results once answered
-    the DuckDB result to the Spark view, so every equality here compared DuckDB with itself)."""
+@contextmanager
+def spark_runs():
+    """Fails unless Spark answers a query inside the block (a per-process memo of scan results once answered the
+    DuckDB result to the Spark view, so every equality here compared DuckDB with itself)."""
     from fedinsight.partner.engine.spark_backend import SparkEngine
 
     fetched: list[str] = []
@@ -46,9 +48,14 @@ def _on_spark(folder, purpose, scan):
         return original(self, sql, drop)
 
     with patch.object(SparkEngine, "fetch", counting):
-        result = PartnerView(folder, purpose, engine=SPARK).scan(scan)
+        yield
     assert fetched, "Spark ran nothing: the result came from elsewhere"
-    return result
+
+
+def _on_spark(folder, purpose, scan):
+    """``scan`` run by Spark, checked to have really run there."""
+    with spark_runs():
+        return PartnerView(folder, purpose, engine=SPARK).scan(scan)
 
 
 def _both(folder, purpose, scan):
@@ -117,3 +124,36 @@ def test_recommender_pairs_duckdb_equal_spark(tmp_path):
     duck, spark = (f.sort_values(["customer_id", "recency"], ignore_index=True) for f in (duck, spark))
     pd.testing.assert_frame_equal(spark, duck, check_dtype=False, check_exact=True)
     assert len(duck) > 400 and duck["recency"].max() >= 9 and (duck["n"] > 1).any()
+
+
+def test_contacts_duckdb_equal_spark(tmp_path):
+    """A target list's contact read (the PII sample's choice, then each customer's latest non-empty value with ties
+    at one time broken by the largest): the same from both engines, on CSV and on a Parquet directory."""
+    from support.engine_data import TIED, contact_tables
+
+    from fedinsight.partner.contacts import resolve_contacts
+    from fedinsight.partner.policy_init import init_partner
+
+    pytest.importorskip("pyspark")
+    tables = contact_tables()
+    folder = write_csv_partner(tmp_path / "shop", tables)
+    init_partner(folder)
+    lake = tmp_path / "lake"
+    shutil.copytree(folder / ".fedinsight", lake / ".fedinsight")
+    shutil.copy(folder / "protection.toml", lake / "protection.toml")
+    tx = tables.pop("transactions").assign(timestamp=lambda f: pd.to_datetime(f["timestamp"]))
+    (lake / "transactions").mkdir()
+    for k, start in enumerate(range(0, len(tx), 400)):
+        tx.iloc[start:start + 400].to_parquet(lake / "transactions" / f"part-{k}.parquet", index=False)
+    write_csv_partner(lake, tables)
+    duck = resolve_contacts(PartnerView(folder, "training"))
+    tied = Tokenizer(find_policy(folder).tokenization_ring()).token(TIED)
+    assert duck.source == "transactions.e_mail" and duck.by_token[tied] == f"b.{TIED}@shop.example"
+    for where in (folder, lake):
+        with spark_runs():
+            spark = resolve_contacts(PartnerView(where, "training", engine=SPARK))
+        assert (spark.source, spark.by_token) == (duck.source, duck.by_token)
+    phones = resolve_contacts(PartnerView(folder, "training"), "phone")
+    with spark_runs():
+        assert resolve_contacts(PartnerView(lake, "training", engine=SPARK), "phone").by_token == phones.by_token
+    assert len(phones.by_token) > 90
