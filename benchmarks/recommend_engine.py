@@ -4,9 +4,9 @@
 
 Writes one synthetic partner (``data synth``'s generator, CSV, ``partner init``'s policy) and runs, each in its own
 process so each peak RSS is its own: ``pandas`` (``PartnerView.tables()`` + ``leave_latest_out``, the path the
-recommender used before) and ``engine`` (``interaction_scan.engine_pairs`` + ``split_ranked``: one scan, one row per
-customer and item to pandas). Both build the validation fold too (``skip_latest=1``), as a job's end does. Prints one
-JSON object: seconds, peak RSS, customers in the split, and whether the two splits are exactly equal.
+recommender used before) and ``engine`` (``interaction_scan.engine_pairs``: three scans of one preparation, one row
+of integers per customer and item to pandas). Both build the validation fold too (``skip_latest=1``), as a job's end
+does. Prints one JSON object: seconds, peak RSS, customers in the split, and whether the two splits are exactly equal.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ class _EnginePartner:
     def __init__(self, view: object) -> None:
         self.view = view
 
-    def scan(self, scan: object) -> object:
-        return self.view.scan(scan)  # type: ignore[attr-defined]
+    def scans(self, scans: list) -> list:
+        return self.view.scans(scans)  # type: ignore[attr-defined,no-any-return]
 
 
 def measure(kind: str, folder: Path, catalogue_file: Path, out: Path) -> dict[str, float]:
-    from fedinsight.models.ranking import Catalogue, leave_latest_out, split_ranked
+    from fedinsight.models.ranking import Catalogue, leave_latest_out
     from fedinsight.partner.view import PartnerView
     from fedinsight.tasks.recommend.interaction_scan import engine_pairs
 
@@ -47,8 +47,8 @@ def measure(kind: str, folder: Path, catalogue_file: Path, out: Path) -> dict[st
         split = leave_latest_out(interactions, catalogue)
         fold = leave_latest_out(interactions, catalogue, skip_latest=1)
     else:
-        pairs = engine_pairs(_EnginePartner(view))  # type: ignore[arg-type]
-        split, fold = split_ranked(pairs, catalogue), split_ranked(pairs, catalogue, skip_latest=1)
+        pairs = engine_pairs(_EnginePartner(view), catalogue)  # type: ignore[arg-type]
+        split, fold = pairs.split(), pairs.split(skip_latest=1)
     seconds = time.perf_counter() - began
     np.savez(out, ids=np.asarray(split.customer_ids, dtype=str), fold_ids=np.asarray(fold.customer_ids, dtype=str),
              **{f: getattr(split, f) for f in FIELDS}, **{f"fold_{f}": getattr(fold, f) for f in FIELDS})

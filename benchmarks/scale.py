@@ -14,6 +14,8 @@ process so its peak RSS is its own, and prints one JSON object with the figures 
 - ``direct_duckdb``: the same aggregates written directly in DuckDB SQL on ``read_parquet`` (no views, no
   consent join, float sums): the physical limit the engine is held against (goal: engine >= 0.5x its speed);
 - ``propensity_scan``: the propensity features' scan, end to end;
+- ``recommend_split``: the recommender's split from the engine's integer pairs (a ``data synth`` folder given by
+  ``--data``: it has the interactions and items tables), end to end;
 - ``paired``: ``engine_query``, ``direct_duckdb`` and the direct query giving the engine scan's whole result
   (:func:`direct_same_sql`: every customer, zeros included, and the events' funnel flags; still no consent, no
   trimming, float sums) alternately in one process, best of 3 each (the machine is shared: separate processes
@@ -175,6 +177,19 @@ def measure(kind: str, folder: str, memory: str) -> dict[str, float]:
         out["scan_seconds"] = round(time.perf_counter() - start, 3)
         table = table_from_scan(frame, window)  # the features the client trains on (tasks/propensity/client.py)
         out["customers_out"] = len(unit_features(table, window))
+    elif kind == "recommend_split" and not (Path(folder) / "items.parquet").exists():
+        out["skipped"] = "no items.parquet (a data synth folder has one)"  # type: ignore[assignment]
+    elif kind == "recommend_split":  # the recommender's split from the engine's integer pairs (issue 17)
+        from fedinsight.models.ranking import Catalogue
+        from fedinsight.tasks.recommend.interaction_scan import engine_pairs
+
+        items = pd.read_parquet(Path(folder) / "items.parquet", columns=["item_id"])["item_id"].astype(str)
+        catalogue = Catalogue.from_ids(sorted(items.str.strip().unique()))
+        pairs = engine_pairs(PartnerView(folder, "recommendation", engine=settings), catalogue)  # type: ignore[arg-type]
+        out["scan_seconds"] = round(time.perf_counter() - start, 3)
+        split = pairs.split()
+        out["customers_out"] = split.num_customers
+        out["pairs"] = len(pairs.codes)
     elif kind == "engine_query":
         with open_engine(settings, Path(folder) / ".fedinsight" / "engine-tmp" / "bench") as engine:
             prepare(engine, view.sources(), view.policy, "analytics", erasure_register(view.policy.register_url))

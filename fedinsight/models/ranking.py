@@ -215,31 +215,46 @@ def ranked_pairs(interactions: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_ranked(pairs: pd.DataFrame, catalogue: Catalogue, *, skip_latest: int = 0) -> InteractionSplit:
-    """The split from :data:`SPLIT_COLUMNS` (:func:`ranked_pairs` or the engine's scan): items outside the catalogue
-    left out (their interactions counted), then each customer's ``skip_latest`` latest items set aside, the next
-    one held out as the test item and the rest as training items."""
-    item = pairs["item_id"].astype(str).map(catalogue.index()).to_numpy()
-    known = ~pd.isna(item)
-    dropped_rows = int(pairs["n"].to_numpy()[~known].sum())
-    frame = pd.DataFrame({"customer_id": pairs["customer_id"].astype(str).to_numpy()[known],
-                          "item": item[known].astype(np.int64),
-                          "recency": pairs["recency"].to_numpy()[known].astype(np.int64)})
-    frame = frame.sort_values(["customer_id", "recency"], kind="stable")
-    place = frame.groupby("customer_id", sort=False).cumcount().to_numpy() - skip_latest
-    frame = frame.loc[place >= 0].assign(place=place[place >= 0])
-    counts = frame.groupby("customer_id", sort=True).size()
-    keep = counts.index[counts >= 2]
-    dropped_customers = int((counts < 2).sum())
-    frame = frame.loc[frame["customer_id"].isin(keep)]
-    last = frame.loc[frame["place"] == 0]
-    train = frame.loc[frame["place"] > 0].sort_values(["customer_id", "item"], kind="stable")
-    sizes = train.groupby("customer_id", sort=True).size().reindex(keep, fill_value=0).to_numpy()
-    indptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    test = last.set_index("customer_id")["item"].reindex(keep).to_numpy(dtype=np.int64)
+    """The split from :data:`SPLIT_COLUMNS` (:func:`ranked_pairs`): :func:`split_coded` on the pairs' customers
+    numbered in sorted order and their items in catalogue indices."""
+    ids, codes = np.unique(pairs["customer_id"].astype(str).to_numpy(dtype=object), return_inverse=True)
+    items = pairs["item_id"].astype(str).map(catalogue.index()).fillna(-1).to_numpy(dtype=np.int64)
+    return split_coded(codes, ids, items, pairs["n"].to_numpy(dtype=np.int64),
+                       pairs["recency"].to_numpy(dtype=np.int64), skip_latest=skip_latest)
+
+
+def split_coded(codes: np.ndarray, ids: np.ndarray, items: np.ndarray, rows: np.ndarray, recency: np.ndarray, *,
+                skip_latest: int = 0) -> InteractionSplit:
+    """The leave-latest-one-out split from one entry per (customer, item): ``codes`` the customer's position in
+    ``ids`` (sorted), ``items`` the catalogue index (-1: outside the catalogue; its ``rows`` interactions are
+    counted as dropped), ``recency`` 1 for the customer's latest item, 2 for the one before ... Each customer's
+    ``skip_latest`` latest catalogue items are set aside, the next one is the test item and the rest, sorted, the
+    training items; a customer left with fewer than two items is dropped (counted). Plain integer arrays, so the
+    engine can hand over millions of pairs without a Python string per pair (:mod:`fedinsight.tasks.recommend.
+    interaction_scan`)."""
+    codes, items = np.asarray(codes, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    known = items >= 0
+    dropped_rows = int(np.asarray(rows, dtype=np.int64)[~known].sum())
+    order = np.lexsort((np.asarray(recency, dtype=np.int64)[known], codes[known]))
+    owner, item = codes[known][order], items[known][order]
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else np.empty(0, dtype=np.int64)
+    place = np.arange(len(owner)) - np.repeat(starts, np.diff(np.r_[starts, len(owner)])) - skip_latest
+    owner, item, place = owner[place >= 0], item[place >= 0], place[place >= 0]
+    counts = np.bincount(owner, minlength=len(ids))
+    enough = counts >= 2
+    dropped_customers = int(((counts > 0) & ~enough).sum())
+    position = np.cumsum(enough) - 1  # a kept customer's row in the split
+    take = enough[owner]
+    owner, item, place = position[owner[take]], item[take], place[take]
+    test = np.empty(int(enough.sum()), dtype=np.int64)
+    test[owner[place == 0]] = item[place == 0]
+    train = place > 0
+    by = np.lexsort((item[train], owner[train]))
+    sizes = np.bincount(owner[train], minlength=len(test))
     return InteractionSplit(
-        customer_ids=tuple(str(c) for c in keep),
-        train_indptr=indptr,
-        train_items=train["item"].to_numpy(dtype=np.int64),
+        customer_ids=tuple(str(c) for c in np.asarray(ids, dtype=object)[enough]),
+        train_indptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        train_items=item[train][by].astype(np.int64),
         test_items=test,
         dropped_customers=dropped_customers,
         dropped_rows=dropped_rows,

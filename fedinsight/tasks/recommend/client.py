@@ -33,7 +33,6 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from dp_accounting import dp_event
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 
@@ -46,13 +45,12 @@ from fedinsight.models.ranking import (
     InteractionSplit,
     RankingTotals,
     evaluate_ranking,
-    split_ranked,
 )
 from fedinsight.models.recommender import BPRConfig, DPConfig, ItemParams, LocalTrainer
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.recommend.blending import Served, alone_arrays, fit_served, validation_folds
-from fedinsight.tasks.recommend.interaction_scan import engine_pairs
+from fedinsight.tasks.recommend.interaction_scan import EnginePairs, engine_pairs
 from fedinsight.tasks.recommend.options import EVAL_FIELDS
 from fedinsight.tasks.recommend.state import (
     CustomerState,
@@ -82,13 +80,13 @@ _SPLITS: OrderedDict[tuple[str, str, str], InteractionSplit] = OrderedDict()
 _MAX_SPLITS = 64  # Ray actors serve many virtual partners; keep each one's split across rounds
 
 
-def _pairs(partner: Partner) -> pd.DataFrame:
+def _pairs(partner: Partner, catalogue: Catalogue) -> EnginePairs:
     """The partner's interactions as ranked pairs, from its engine (:mod:`.interaction_scan`: no table is loaded
     whole); a partner without an interactions table is refused in its own words."""
     if "interactions" not in partner.columns():
         raise DataValidationError(Problem(f"partner {partner.partner_id}",
                                           "this partner has no interactions table; the recommender needs one"))
-    return engine_pairs(partner)
+    return engine_pairs(partner, catalogue)
 
 
 def partner_split(partner: Partner, config: dict[str, Any]) -> tuple[InteractionSplit, Catalogue]:
@@ -99,7 +97,7 @@ def partner_split(partner: Partner, config: dict[str, Any]) -> tuple[Interaction
     if key in _SPLITS:
         _SPLITS.move_to_end(key)
         return _SPLITS[key], catalogue
-    split = split_ranked(_pairs(partner), catalogue)
+    split = _pairs(partner, catalogue).split()
     if split.num_customers == 0:
         raise DataValidationError(Problem(f"partner {partner.partner_id}",
                                           "no customer has two or more interactions with catalogue items"))
@@ -113,9 +111,9 @@ def partner_validation_splits(partner: Partner, catalogue: Catalogue) -> list[In
     """This partner's validation folds: the test items set aside, each customer's next-latest interaction held out,
     then the one before, as many as its customers call for (:func:`.blending.validation_folds`; what it chooses its
     served model on; read once, at the end of a job, by one more scan of the engine)."""
-    pairs = _pairs(partner)
-    first = split_ranked(pairs, catalogue, skip_latest=1)
-    return [first] + [split_ranked(pairs, catalogue, skip_latest=s)
+    pairs = _pairs(partner, catalogue)
+    first = pairs.split(skip_latest=1)
+    return [first] + [pairs.split(skip_latest=s)
                       for s in range(2, validation_folds(first.num_customers) + 1)]
 
 

@@ -18,7 +18,7 @@ from support.federations import run_in_process
 
 from fedinsight.core.errors import DataValidationError
 from fedinsight.federation.task import phase_of
-from fedinsight.models.ranking import Catalogue, InteractionSplit, leave_latest_out, split_ranked
+from fedinsight.models.ranking import Catalogue, InteractionSplit, leave_latest_out
 from fedinsight.partner.erasure import forget_customers
 from fedinsight.partner.policy import find_policy
 from fedinsight.partner.view import PartnerView
@@ -54,7 +54,7 @@ def _assert_same(got: InteractionSplit, expected: InteractionSplit) -> None:
 def test_engine_split_equals_the_pandas_path(shop, skip):
     view = PartnerView(shop, "recommendation")
     expected = leave_latest_out(view.tables().interactions, CATALOGUE, skip_latest=skip)
-    got = split_ranked(engine_pairs(EngineOnly(view)), CATALOGUE, skip_latest=skip)
+    got = engine_pairs(EngineOnly(view), CATALOGUE).split(skip)
     _assert_same(got, expected)
     assert got.dropped_rows > 0  # the X items
     owners = view.identities(pd.Series(got.customer_ids)).str.strip()
@@ -65,7 +65,7 @@ def test_engine_split_equals_the_pandas_path(shop, skip):
 def test_the_test_item_is_one_of_the_tied_latest_and_row_order_does_not_matter(shop, tmp_path):
     view = PartnerView(shop, "recommendation")
     inter = view.tables().interactions
-    split = split_ranked(engine_pairs(EngineOnly(view)), CATALOGUE)
+    split = engine_pairs(EngineOnly(view), CATALOGUE).split()
     latest = inter.assign(item=inter["item_id"].astype(str)).loc[inter["item_id"].astype(str).str.startswith("I")]
     last = latest.loc[latest.groupby("customer_id")["timestamp"].transform("max") == latest["timestamp"]]
     tied = last.groupby("customer_id")["item"].agg(set)
@@ -76,7 +76,7 @@ def test_the_test_item_is_one_of_the_tied_latest_and_row_order_does_not_matter(s
     # folder has another tokenization key: compared by the customers' own ids)
     shuffled = PartnerView(_shop(tmp_path / "shuffled", shuffle=7), "recommendation")
     expected = _by_owner(view, split)
-    assert _by_owner(shuffled, split_ranked(engine_pairs(EngineOnly(shuffled)), CATALOGUE)) == expected
+    assert _by_owner(shuffled, engine_pairs(EngineOnly(shuffled), CATALOGUE).split()) == expected
     assert _by_owner(shuffled, leave_latest_out(shuffled.tables().interactions, CATALOGUE)) == expected
 
 
@@ -96,9 +96,9 @@ def test_a_parquet_directory_gives_the_csv_split(shop, tmp_path):
     for k, part in enumerate(np.array_split(np.arange(len(inter)), 3)):
         inter.iloc[part].to_parquet(folder / "interactions" / f"part-{k}.parquet", index=False)
     forget_customers(list(ERASED), find_policy(folder))
-    csv = split_ranked(engine_pairs(EngineOnly(PartnerView(shop, "recommendation"))), CATALOGUE)
+    csv = engine_pairs(EngineOnly(PartnerView(shop, "recommendation")), CATALOGUE).split()
     lake_view = PartnerView(folder, "recommendation")
-    lake = split_ranked(engine_pairs(EngineOnly(lake_view)), CATALOGUE)
+    lake = engine_pairs(EngineOnly(lake_view), CATALOGUE).split()
     assert _by_owner(lake_view, lake) == _by_owner(PartnerView(shop, "recommendation"), csv)
 
 

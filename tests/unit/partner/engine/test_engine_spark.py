@@ -114,16 +114,20 @@ def test_recommender_pairs_duckdb_equal_spark(tmp_path):
     item): the same rows from both engines, so the same split."""
     from support.engine_data import own_interactions
 
-    from fedinsight.tasks.recommend.interaction_scan import PAIRS
+    from fedinsight.tasks.recommend.interaction_scan import PAIRS, PEOPLE, THINGS
 
     pytest.importorskip("pyspark")
     tables = own_tables()
     folder = write_csv_partner(tmp_path / "shop", {**tables, "interactions": own_interactions(tables)})
     forget_customers(list(ERASED), find_policy(folder))
-    duck, spark = _both(folder, "recommendation", PAIRS)
-    duck, spark = (f.sort_values(["customer_id", "recency"], ignore_index=True) for f in (duck, spark))
-    pd.testing.assert_frame_equal(spark, duck, check_dtype=False, check_exact=True)
-    assert len(duck) > 400 and duck["recency"].max() >= 9 and (duck["n"] > 1).any()
+    duck = PartnerView(folder, "recommendation").scans([PAIRS, PEOPLE, THINGS])
+    with spark_runs():
+        spark = PartnerView(folder, "recommendation", engine=SPARK).scans([PAIRS, PEOPLE, THINGS])
+    for a, b, key in zip(duck, spark, (["customer_no", "recency"], ["customer_no"], ["item_no"]), strict=True):
+        a, b = (f.sort_values(key, ignore_index=True)[sorted(f.columns)] for f in (a, b))
+        pd.testing.assert_frame_equal(b, a, check_dtype=False, check_exact=True)
+    pairs = duck[0]
+    assert len(pairs) > 400 and pairs["recency"].max() >= 9 and (pairs["n"] > 1).any()
 
 
 def test_contacts_duckdb_equal_spark(tmp_path):
