@@ -15,7 +15,8 @@ process so its peak RSS is its own, and prints one JSON object with the figures 
   consent join, float sums): the physical limit the engine is held against (goal: engine >= 0.5x its speed);
 - ``propensity_scan``: the propensity features' scan, end to end;
 - ``recommend_split``: the recommender's split from the engine's integer pairs (a ``data synth`` folder given by
-  ``--data``: it has the interactions and items tables), end to end;
+  ``--data``: it has the interactions and items tables): ``scan_seconds`` the three scans, ``seconds`` with the
+  split built;
 - ``paired``: ``engine_query``, ``direct_duckdb`` and the direct query giving the engine scan's whole result
   (:func:`direct_same_sql`: every customer, zeros included, and the events' funnel flags; still no consent, no
   trimming, float sums) alternately in one process, best of 3 each (the machine is shared: separate processes

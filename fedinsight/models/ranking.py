@@ -1,7 +1,7 @@
 """The ranking evaluation protocol, the popularity baseline and exploration re-ranking.
 
-Protocol (the one DESIGN.md's reference results use): every customer's *latest* interaction is held
-out as the test item; the model ranks it against 99 items the customer never interacted with, drawn
+Protocol (the one DESIGN.md's reference results use, but for ties: see :func:`tie_key`): every customer's *latest*
+interaction is held out as the test item; the model ranks it against 99 items the customer never interacted with, drawn
 at random; HR@10 is the share of customers whose test item lands in the top 10, NDCG@10 rewards a
 higher position (1 / log2(rank + 2)). Beyond accuracy we measure the full-catalogue top-10 lists a
 customer would actually be served (seen items excluded): catalogue coverage (share of the catalogue

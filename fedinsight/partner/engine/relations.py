@@ -50,13 +50,31 @@ _INTEGERS = ("bigint", "int", "integer", "smallint", "tinyint", "hugeint", "long
              "uinteger", "usmallint", "utinyint")
 
 
+_FLOATS = ("double", "float", "real", "float4", "float8")
+
+
+def _text(quoted: str, source: str) -> str:
+    """A column as text the way the pandas view writes it: a whole number stored as a float (Parquet written by
+    pandas has float ids whenever one is missing) without its ``.0`` -- ``1.0`` is customer ``1``, as in the CSV
+    export next to it. Other values as the engine writes them."""
+    if source not in _FLOATS:
+        return f"CAST({quoted} AS VARCHAR)"
+    return (f"CASE WHEN {quoted} = FLOOR({quoted}) AND ABS({quoted}) < 1e15 "
+            f"THEN CAST(CAST({quoted} AS BIGINT) AS VARCHAR) ELSE CAST({quoted} AS VARCHAR) END")
+
+
+def _id_sql(engine: Engine, table: str) -> str:
+    """The trimmed customer id of the raw table ``table`` (registered), typed by its column's engine type."""
+    return _cast(CUSTOMER_KEY, "string", engine.column_types(f"raw_{table}").get(CUSTOMER_KEY, "varchar"))
+
+
 def _cast(column: str, kind: str, source: str = "varchar") -> str:
     """``column`` (of engine type ``source``) as its canonical ``kind``. Why type-aware: a Parquet or database
     column that already has the type is passed through (re-parsing every timestamp through a time zone doubled
     the group-by time at 3 M rows); text from CSV is parsed."""
     quoted = f'"{column}"'
     if column == CUSTOMER_KEY:  # trimmed, as the tokenizer trims: " 42", "42\t" and "42" are one customer
-        return stripped_sql(f"CAST({quoted} AS VARCHAR)")
+        return stripped_sql(_text(quoted, source))
     if kind == "int":
         return (f"CAST({quoted} AS BIGINT)" if source in _INTEGERS
                 else f"CAST(ROUND(CAST({quoted} AS DOUBLE)) AS BIGINT)")
@@ -67,7 +85,7 @@ def _cast(column: str, kind: str, source: str = "varchar") -> str:
             return f"CAST({quoted} AS TIMESTAMP)"  # naive already: UTC in the canonical schema
         return f"CAST(CAST({quoted} AS TIMESTAMPTZ) AS TIMESTAMP)"  # offsets honoured, then naive UTC
     if kind in ("string", "category"):  # as the pandas validation reads text: trimmed, blank is missing
-        return f"NULLIF({stripped_sql(f'CAST({quoted} AS VARCHAR)')}, '')"
+        return f"NULLIF({stripped_sql(_text(quoted, source))}, '')"
     return f"CAST({quoted} AS VARCHAR)"
 
 
@@ -114,19 +132,27 @@ def type_problems(engine: Engine, sources: Mapping[str, Source], policy: Protect
         problems += [Problem(sources[name].describe(), f"required column is missing (table '{name}' needs "
                              f"{', '.join(spec.required_columns)})", column=c)
                      for c in spec.required_columns if c not in present]
-        checked = [c for c in _typed_columns(TABLES[name], present, policy)
-                   if c.type in ("int", "float", "timestamp") and c.name != CUSTOMER_KEY]
-        if not checked:
+        typed = _typed_columns(TABLES[name], present, policy)
+        checked = [c for c in typed if c.type in ("int", "float", "timestamp") and c.name != CUSTOMER_KEY]
+        # a value every row must have (the key, an item id, a time ...), blank or missing: the pandas validation
+        # refuses it, and a scan would silently leave the row out (a blank time) or count it as another value
+        needed = [c for c in typed if not c.nullable]
+        if not checked and not needed:
             continue
-        counts = ", ".join(
-            f'count(*) FILTER (WHERE "{c.name}" IS NOT NULL AND '
-            f'{_cast(c.name, c.type, present[c.name]).replace("CAST(", "TRY_CAST(")} IS NULL) AS "bad_{i}"'
-            for i, c in enumerate(checked))
-        row = engine.query(f"SELECT {counts} FROM raw_{name}").iloc[0]
+        counts = [f'count(*) FILTER (WHERE "{c.name}" IS NOT NULL AND '
+                  f'{_cast(c.name, c.type, present[c.name]).replace("CAST(", "TRY_CAST(")} IS NULL) AS "bad_{i}"'
+                  for i, c in enumerate(checked)]
+        counts += [f"count(*) FILTER (WHERE NULLIF({stripped_sql(_text(_quoted(c.name), present[c.name]))}, '') "
+                   f'IS NULL) AS "blank_{i}"' for i, c in enumerate(needed)]
+        row = engine.query(f"SELECT {', '.join(counts)} FROM raw_{name}").iloc[0]
         kinds = {"int": "a whole number", "float": "a number", "timestamp": "a date and time"}
         problems += [Problem(sources[name].describe(), f"some values are not {kinds[c.type]}; run 'fedinsight data "
                              "validate' on the partner's folder to see them", column=c.name)
                      for i, c in enumerate(checked) if int(row[f"bad_{i}"])]
+        problems += [Problem(sources[name].describe(), f"{int(row[f'blank_{i}'])} row(s) have no value in a column "
+                             "every row needs; fill or remove them (run 'fedinsight data validate' on the partner's "
+                             "folder to see them)", column=c.name)
+                     for i, c in enumerate(needed) if int(row[f"blank_{i}"])]
     return problems
 
 
@@ -221,7 +247,7 @@ def scope_frame(engine: Engine, names: list[str], policy: ProtectionPolicy, purp
     if "customers" in names:
         columns = _consent_columns(policy, engine.columns("raw_customers"))
         listed = ", ".join(f'"{c}"' for c in columns)
-        ids = engine.query(f"SELECT {_cast(CUSTOMER_KEY, 'string')} AS customer_id{', ' if columns else ''}{listed} "
+        ids = engine.query(f"SELECT {_id_sql(engine, 'customers')} AS customer_id{', ' if columns else ''}{listed} "
                            "FROM raw_customers")
         mask = consent_mask(ids, purpose, column=policy.consent_column, purpose_columns=policy.consent_purposes,
                             missing=policy.missing_consent)
@@ -232,7 +258,7 @@ def scope_frame(engine: Engine, names: list[str], policy: ProtectionPolicy, purp
         general = (consent_flags(ids["consent"], "consent") if "consent" in ids.columns
                    else pd.Series(True, index=ids.index, dtype="boolean"))
     else:
-        unions = " UNION ".join(f"SELECT {_cast(CUSTOMER_KEY, 'string')} AS customer_id FROM raw_{t}"
+        unions = " UNION ".join(f"SELECT {_id_sql(engine, t)} AS customer_id FROM raw_{t}"
                                 for t in PEOPLE_TABLES if t in names)
         if not unions:
             raise ConfigError("the partner has no customers, transactions, interactions or events table")
@@ -288,11 +314,10 @@ def raw_ids(engine: Engine, sources: Mapping[str, Source]) -> pd.Series:
     names = [n for n in TABLES if n in sources and (n == "customers" or n in PEOPLE_TABLES)]
     for name in names:
         engine.register(f"raw_{name}", sources[name])
-    key = _cast(CUSTOMER_KEY, "string")
     if "customers" in names:
-        sql = f"SELECT {key} AS customer_id FROM raw_customers"
+        sql = f"SELECT {_id_sql(engine, 'customers')} AS customer_id FROM raw_customers"
     elif names:
-        sql = " UNION ".join(f"SELECT {key} AS customer_id FROM raw_{t}" for t in names)
+        sql = " UNION ".join(f"SELECT {_id_sql(engine, t)} AS customer_id FROM raw_{t}" for t in names)
     else:
         return pd.Series([], dtype="string")
     return engine.query(sql)["customer_id"].astype("string")
@@ -384,8 +409,8 @@ def latest_values(engine: Engine, sources: Mapping[str, Source], table: str, col
     if column not in types or CUSTOMER_KEY not in types:
         missing = column if column not in types else CUSTOMER_KEY
         raise ConfigError(f"the partner's {table} table has no column {missing}")
-    key = _cast(CUSTOMER_KEY, "string")
-    value = key if column == CUSTOMER_KEY else f"NULLIF({stripped_sql(f'CAST({_quoted(column)} AS VARCHAR)')}, '')"
+    key = _cast(CUSTOMER_KEY, "string", types[CUSTOMER_KEY])
+    value = key if column == CUSTOMER_KEY else f"NULLIF({stripped_sql(_text(_quoted(column), types[column]))}, '')"
     order = ""
     if "timestamp" in types:
         kind = types["timestamp"]

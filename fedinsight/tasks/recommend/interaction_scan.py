@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fedinsight.core.errors import DataValidationError, Problem
 from fedinsight.federation.scan import Scan
 from fedinsight.federation.task import Partner
 from fedinsight.models.ranking import Catalogue, InteractionSplit, split_coded
@@ -68,6 +69,7 @@ class EnginePairs:
     """A partner's ranked pairs as integer arrays; :meth:`split` gives the split with any ``skip_latest``."""
 
     def __init__(self, pairs: pd.DataFrame, people: pd.DataFrame, things: pd.DataFrame, catalogue: Catalogue) -> None:
+        _check_numbering(pairs, people, things)
         tokens = people["customer_id"].astype(str).to_numpy(dtype=object)
         order = np.argsort(tokens, kind="stable")
         self.ids = tokens[order]
@@ -83,6 +85,19 @@ class EnginePairs:
 
     def split(self, skip_latest: int = 0) -> InteractionSplit:
         return split_coded(self.codes, self.ids, self.items, self.rows, self.recency, skip_latest=skip_latest)
+
+
+def _check_numbering(pairs: pd.DataFrame, people: pd.DataFrame, things: pd.DataFrame) -> None:
+    """The three scans are three queries over the partner's files: numbered 1..N, the pairs must use exactly the
+    numbers the other two handed out. A file replaced between the queries would pair one customer's items with
+    another's token; refused instead (nothing is released from a partial read)."""
+    for column, table, what in (("customer_no", people, "customers"), ("item_no", things, "items")):
+        numbers = pairs[column].to_numpy(dtype=np.int64)
+        listed = table[column].to_numpy(dtype=np.int64)
+        if len(numbers) and (numbers.max() != len(table) or numbers.min() < 1 or len(np.unique(listed)) != len(table)
+                             or listed.min() < 1 or listed.max() != len(table)):
+            raise DataValidationError(Problem("interactions", f"the {what} changed while the interactions were read "
+                                              "(a file replaced during the job?); run the job again"))
 
 
 def engine_pairs(partner: Partner, catalogue: Catalogue) -> EnginePairs:

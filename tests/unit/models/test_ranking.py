@@ -21,6 +21,7 @@ from fedinsight.models.ranking import (
     popularity_scores,
     rerank_with_exploration,
     sample_negatives,
+    tie_key,
     top_k_lists,
 )
 
@@ -53,21 +54,40 @@ def test_hit_and_ndcg_known_ranks_and_ties():
     assert np.allclose(hr, 0.1)
 
 
-def test_split_takes_the_latest_with_row_order_for_ties_and_collapses_repeats():
+def test_split_takes_the_latest_with_the_tie_key_for_ties_and_collapses_repeats():
     cat = _catalogue(5)
-    frame = _frame([
-        ("a", "i000", "2020-01-01"), ("a", "i002", "2020-01-03"), ("a", "i001", "2020-01-03"),  # tie: later row wins
+    rows = [
+        ("a", "i000", "2020-01-01"), ("a", "i001", "2020-01-03"), ("a", "i002", "2020-01-03"),  # a tie at the latest
         ("b", "i003", "2020-01-02"), ("b", "i003", "2020-01-05"), ("b", "i004", "2020-01-04"),  # repeat of i003
         ("c", "i000", "2020-01-01"),  # a single interaction: no training data
         ("c", "zzz", "2020-01-02"),  # not in the catalogue
-    ])
-    split = leave_latest_out(frame, cat)
-    assert split.customer_ids == ("a", "b")
-    assert split.test_items.tolist() == [1, 3]
-    assert split.items_of(0).tolist() == [0, 2]
-    assert split.items_of(1).tolist() == [4]  # i003 collapsed to its latest time, which is the test item
-    assert split.dropped_customers == 1 and split.dropped_rows == 1
-    assert popularity_scores(split, 5).tolist() == [1, 0, 1, 0, 1]
+    ]
+    # the tie goes to the larger MD5 of "<day>/<item>", whichever row comes last: i001 here (checked, not assumed)
+    day = int(np.datetime64("2020-01-03", "D").astype(np.int64))
+    keys = tie_key(np.array([day, day]), np.array(["i001", "i002"], dtype=object))
+    assert keys[0] > keys[1]
+    for order in (rows, rows[:1] + rows[2:3] + rows[1:2] + rows[3:], rows[::-1]):
+        split = leave_latest_out(_frame(order), cat)
+        assert split.customer_ids == ("a", "b")
+        assert split.test_items.tolist() == [1, 3]
+        assert split.items_of(0).tolist() == [0, 2]
+        assert split.items_of(1).tolist() == [4]  # i003 collapsed to its latest time, which is the test item
+        assert split.dropped_customers == 1 and split.dropped_rows == 1
+        assert popularity_scores(split, 5).tolist() == [1, 0, 1, 0, 1]
+
+
+def test_validation_folds_step_back_one_item_at_a_time():
+    """skip_latest 1 and 2 written out: each customer's latest items set aside, the next one held out."""
+    cat = _catalogue(6)
+    frame = _frame([("a", f"i00{k}", f"2020-01-0{k + 1}") for k in range(5)]  # a: i000 ... i004 in time
+                   + [("b", "i005", "2020-02-01"), ("b", "i001", "2020-02-02"), ("b", "i002", "2020-02-03")])
+    one = leave_latest_out(frame, cat, skip_latest=1)
+    assert one.customer_ids == ("a", "b") and one.test_items.tolist() == [3, 1]
+    assert one.items_of(0).tolist() == [0, 1, 2] and one.items_of(1).tolist() == [5]
+    two = leave_latest_out(frame, cat, skip_latest=2)
+    assert two.customer_ids == ("a",) and two.test_items.tolist() == [2]  # b has one item left: dropped
+    assert two.items_of(0).tolist() == [0, 1] and two.dropped_customers == 1
+    assert leave_latest_out(frame, cat, skip_latest=4).num_customers == 0
 
 
 def test_negatives_are_unseen_distinct_and_the_same_wherever_drawn():

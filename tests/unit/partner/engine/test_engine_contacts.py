@@ -195,7 +195,7 @@ def test_a_whole_list_with_contacts_is_built_without_loading_a_table(request, bu
     assert len(frame) > 10 and not set(listed) & EXCLUDED
     want = [expected.get(_token(folder, c)) for c in listed]
     assert frame["contact"].tolist() == want and all(want)
-    # only the listed customers' contacts are kept: an opted-out or erased one's is not even in memory
+    # only the listed customers' contacts are kept (the engine reads every customer's; the rest are dropped here)
     kept = resolve_contacts(open_partner(folder, "training").view, None, [_token(folder, c) for c in listed])
     assert set(kept.by_token) == {_token(folder, c) for c in listed}
     assert not set(kept.by_token) & {_token(folder, c) for c in EXCLUDED}

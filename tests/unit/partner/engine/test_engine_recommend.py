@@ -43,8 +43,8 @@ def shop(tmp_path_factory):
     return _shop(tmp_path_factory.mktemp("rec") / "shop")
 
 
-def _assert_same(got: InteractionSplit, expected: InteractionSplit) -> None:
-    assert got.customer_ids == expected.customer_ids and got.num_customers > 50
+def _assert_same(got: InteractionSplit, expected: InteractionSplit, at_least: int = 50) -> None:
+    assert got.customer_ids == expected.customer_ids and got.num_customers > at_least
     for name in ("train_indptr", "train_items", "test_items"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
     assert (got.dropped_customers, got.dropped_rows) == (expected.dropped_customers, expected.dropped_rows)
@@ -122,3 +122,31 @@ def test_a_recommender_job_loads_no_table(shared_own_federation, tmp_path, no_wh
     trains = [m for m in run.grid.sent if m.metadata.message_type.startswith("train")]
     assert len(trains) == 6  # two rounds (tests/support/federations.py) x three partners
     assert run.summary["rounds"] == 2
+
+
+def test_float_ids_in_parquet_are_the_ids_the_pandas_view_reads(tmp_path):
+    """pandas writes ids as floats to Parquet whenever one is missing: ``1.0`` is customer ``1`` and item ``1`` on
+    both paths (the engine wrote "1.0": the partner's customers missed their consent rows, its items the catalogue)."""
+    folder = write_csv_partner(tmp_path / "floats", {"customers": pd.DataFrame(
+        {"customer_id": [str(k) for k in range(1, 21)], "consent": ["yes"] * 20})})
+    rng = np.random.default_rng(2)
+    inter = pd.DataFrame({"customer_id": np.repeat(np.arange(1.0, 21.0), 4), "item_id": rng.integers(0, 9, 80) * 1.0,
+                          "timestamp": pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 10**6, 80), "s")})
+    inter.to_parquet(folder / "interactions.parquet", index=False)
+    view = PartnerView(folder, "recommendation")
+    catalogue = Catalogue.from_ids([str(k) for k in range(10)])
+    expected = leave_latest_out(view.tables().interactions, catalogue)
+    got = engine_pairs(EngineOnly(view), catalogue).split()
+    _assert_same(got, expected, at_least=15)
+    assert got.dropped_rows == 0
+
+
+def test_blank_items_or_times_are_refused_before_any_scan(tmp_path):
+    tables = own_tables(customers=20)
+    inter = own_interactions(tables)
+    inter.loc[3, "item_id"] = " "
+    inter.loc[7, "timestamp"] = ""
+    folder = write_csv_partner(tmp_path / "blank", {**tables, "interactions": inter})
+    with pytest.raises(DataValidationError, match="no value in a column every row needs") as caught:
+        PartnerView(folder, "recommendation").check_types()
+    assert {p.column for p in caught.value.problems} == {"item_id", "timestamp"}
