@@ -1,12 +1,14 @@
-"""The uplift model: one logistic head per campaign arm on a shared base, trained with DP-SGD by the caller.
+"""The uplift model: one logistic head per campaign arm on the same inputs, trained with DP-SGD by the caller.
 
-Why this shape: an uplift model must estimate, per customer, P(convert | offer) - P(convert | no offer). Two
-separate models (a "T-learner") each see half the customers and their errors add up in the difference; a
-transformed-outcome regression needs the treatment share and has a high-variance target. Here the logit of
-arm ``a`` is ``base(x) + delta_a(x)`` (``delta_control = 0``): the base is learnt from every customer, and each
-offer's head only has to learn how that offer *changes* the logit -- what we want to know. Each customer
-contributes one example (its own arm and label), so per-customer gradient clipping in DP-SGD bounds its
-influence exactly as in the propensity model.
+Why this shape: an uplift model must estimate, per customer, P(convert | offer) - P(convert | no offer). A
+transformed-outcome regression needs the treatment share and has a high-variance target; here every arm has a
+logistic head on the same basis (fixed hinges, or a shared hidden layer), and uplift is the difference of two heads'
+probabilities. The heads can be written as ``base(x) + delta_a(x)`` (``delta_control = 0``: "shared") or as one head
+per arm ("separate"): the same functions, so the non-private fit is the same, but under DP-SGD the separate form is
+the better one -- each customer's gradient touches one head (shorter, so less clipping or a smaller clipping norm
+and less noise), and the heads are not coupled through a base (see :class:`UpliftNet`; measured in docs/uplift.md).
+Each customer contributes one example (its own arm and label), so per-customer gradient clipping in DP-SGD bounds
+its influence exactly as in the propensity model.
 
 No Flower here: tensors in, a module out (``fedinsight.privacy.dpsgd`` trains it).
 """
