@@ -1,12 +1,14 @@
-"""The uplift model: one logistic head per campaign arm on a shared base, trained with DP-SGD by the caller.
+"""The uplift model: one logistic head per campaign arm on the same inputs, trained with DP-SGD by the caller.
 
-Why this shape: an uplift model must estimate, per customer, P(convert | offer) - P(convert | no offer). Two
-separate models (a "T-learner") each see half the customers and their errors add up in the difference; a
-transformed-outcome regression needs the treatment share and has a high-variance target. Here the logit of
-arm ``a`` is ``base(x) + delta_a(x)`` (``delta_control = 0``): the base is learnt from every customer, and each
-offer's head only has to learn how that offer *changes* the logit -- what we want to know. Each customer
-contributes one example (its own arm and label), so per-customer gradient clipping in DP-SGD bounds its
-influence exactly as in the propensity model.
+Why this shape: an uplift model must estimate, per customer, P(convert | offer) - P(convert | no offer). A
+transformed-outcome regression needs the treatment share and has a high-variance target; here every arm has a
+logistic head on the same basis (fixed hinges, or a shared hidden layer), and uplift is the difference of two heads'
+probabilities. The heads can be written as ``base(x) + delta_a(x)`` (``delta_control = 0``: "shared") or as one head
+per arm ("separate"): the same functions, so the non-private fit is the same, but under DP-SGD the separate form is
+the better one -- each customer's gradient touches one head (shorter, so less clipping or a smaller clipping norm
+and less noise), and the heads are not coupled through a base (see :class:`UpliftNet`; measured in docs/uplift.md).
+Each customer contributes one example (its own arm and label), so per-customer gradient clipping in DP-SGD bounds
+its influence exactly as in the propensity model.
 
 No Flower here: tensors in, a module out (``fedinsight.privacy.dpsgd`` trains it).
 """
@@ -46,31 +48,57 @@ class Hinges(nn.Module):
         return torch.cat([centred, torch.relu(x[:, :, None] - self.knots).flatten(1)], dim=1)
 
 
+HEADS: tuple[str, ...] = ("shared", "separate")
+"""How the arms' logits are parametrised (the same functions either way, see :class:`UpliftNet`)."""
+
+
 class UpliftNet(nn.Module):
     """Logits of every arm (column 0 = the control arm) for unit-scale features; ``knots`` adds fixed hinges of
-    every feature (:class:`Hinges`), ``hidden`` > 0 one ReLU layer shared by all heads."""
+    every feature (:class:`Hinges`), ``hidden`` > 0 one ReLU layer shared by all heads.
 
-    def __init__(self, n_features: int, n_arms: int, hidden: int = 0, knots: tuple[float, ...] = ()) -> None:
+    ``heads``: ``"shared"`` is ``base(x) + delta_arm(x)`` (``delta_control = 0``); ``"separate"`` gives every arm its
+    own logistic head on the same basis. Both describe exactly the same set of functions (``base`` = the control's
+    head, ``delta`` = an offer's head minus it), so the centralized optimum is the same; what differs is DP-SGD on
+    them. With shared heads a treated customer's gradient lands on the base *and* its offer's head (its norm is
+    sqrt(2) times larger, so more customers are clipped or the clipping norm, and the noise, must be larger), and
+    base and heads are coupled: the direction that moves the control's logit against the offers' converges about
+    four times slower than the others. Separate heads touch one head per customer and are decoupled.
+    """
+
+    def __init__(self, n_features: int, n_arms: int, hidden: int = 0, knots: tuple[float, ...] = (),
+                 heads: str = "shared") -> None:
         super().__init__()
+        if heads not in HEADS:
+            raise ValueError(f"heads must be one of {HEADS}, not {heads!r}")
         self.hinges = Hinges(tuple(knots))
         width = n_features * (1 + len(knots))
         self.trunk: nn.Module = nn.Sequential(nn.Linear(width, hidden), nn.ReLU()) if hidden else nn.Identity()
         width = hidden or width
-        self.base = nn.Linear(width, 1)
-        self.delta = nn.Linear(width, n_arms - 1)
-        nn.init.zeros_(self.delta.weight)  # start from "no offer changes anything"
-        nn.init.zeros_(self.delta.bias)
+        self.separate = heads == "separate"
+        if self.separate:
+            self.arm_heads = nn.Linear(width, n_arms)
+            with torch.no_grad():  # every arm starts from the control's head: "no offer changes anything"
+                self.arm_heads.weight.copy_(self.arm_heads.weight[:1].expand(n_arms, -1).clone())
+                self.arm_heads.bias.fill_(float(self.arm_heads.bias[0]))
+        else:
+            self.base = nn.Linear(width, 1)
+            self.delta = nn.Linear(width, n_arms - 1)
+            nn.init.zeros_(self.delta.weight)  # start from "no offer changes anything"
+            nn.init.zeros_(self.delta.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.trunk(self.hinges(x))
+        if self.separate:
+            return self.arm_heads(h)
         base = self.base(h)
         return torch.cat([base, base + self.delta(h)], dim=1)
 
 
-def build_model(n_features: int, n_arms: int, hidden: int, seed: int, knots: tuple[float, ...] = ()) -> UpliftNet:
+def build_model(n_features: int, n_arms: int, hidden: int, seed: int, knots: tuple[float, ...] = (),
+                heads: str = "shared") -> UpliftNet:
     """The initial model every partner starts from (public seed: it holds no data)."""
     torch.manual_seed(seed)
-    return UpliftNet(n_features, n_arms, hidden, knots)
+    return UpliftNet(n_features, n_arms, hidden, knots, heads)
 
 
 def uplift_loss(model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -146,9 +174,10 @@ def set_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> nn.Module:
 
 
 def fit_centralized(x: np.ndarray, arm: np.ndarray, y: np.ndarray, n_arms: int, *, hidden: int = 0, seed: int = 0,
-                    epochs: int = 400, lr: float = 0.05, knots: tuple[float, ...] = ()) -> UpliftNet:
+                    epochs: int = 400, lr: float = 0.05, knots: tuple[float, ...] = (),
+                    heads: str = "shared") -> UpliftNet:
     """The non-private reference: the same model on pooled customers, full-batch Adam (simulations only)."""
-    model = build_model(x.shape[1], n_arms, hidden, seed, knots)
+    model = build_model(x.shape[1], n_arms, hidden, seed, knots, heads)
     data = tensors(x, arm, y)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()

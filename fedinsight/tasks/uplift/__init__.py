@@ -1,7 +1,7 @@
 """The ``uplift`` task: a federated DP uplift model, its Qini evaluation, and an offer policy per partner.
 
 From a campaign's exposures with arms (a hold-out ``control`` and one or more offers) and conversions, each
-partner trains one logistic head per arm on a shared base under Opacus DP-SGD (:mod:`fedinsight.models.uplift`)
+partner trains one logistic head per arm (``--heads``) under Opacus DP-SGD (:mod:`fedinsight.models.uplift`)
 and Flower's FedAvg averages them (:mod:`.strategy`). The released model is evaluated on every partner's own
 held-out customers by noisy (offer x arm x predicted-uplift bin) counts, from which the coordinator draws the
 Qini curves (:mod:`fedinsight.models.qini`). Each partner then picks, for each of its customers, the offer with

@@ -101,7 +101,8 @@ def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
 
 def _model(msg: Message, options: UpliftOptions) -> UpliftNet:
     arrays: ArrayRecord = msg.content[ARRAYS]  # type: ignore[assignment]
-    return set_weights(UpliftNet(len(FEATURES), len(options.arms), options.hidden, options.knot_values),  # type: ignore[return-value]
+    return set_weights(UpliftNet(len(FEATURES), len(options.arms), options.hidden, options.knot_values,
+                                 options.heads),  # type: ignore[return-value]
                        {k: v.numpy() for k, v in arrays.items()})
 
 

@@ -63,7 +63,7 @@ def _check_policy(model: dict[str, Any], path: Path) -> None:
 
 def network(model: dict[str, Any]) -> UpliftNet:
     net = UpliftNet(len(FEATURES), len(model["arms"]), int(model.get("hidden", 0)),
-                    tuple(float(k) for k in model.get("knots", ())))
+                    tuple(float(k) for k in model.get("knots", ())), str(model.get("heads", "shared")))
     return set_weights(net, {k: np.asarray(v, dtype=np.float32) for k, v in model["weights"].items()})  # type: ignore[return-value]
 
 

@@ -26,6 +26,9 @@ PRIOR_SHARE = 0.4
 """The default prior order value as a share of the order-value cap (80 at the default cap of 200): chosen with
 the order-value weight on validation customers of the planted synthetic campaign (docs/uplift.md), where the
 federated model's policy gained 2-8 points of the planted policy's value over a quarter of the cap and 2 orders."""
+HEADS: tuple[str, ...] = ("shared", "separate")
+"""The model's head parametrisations (``fedinsight.models.uplift.HEADS``; spelt out here so parsing options does
+not import torch)."""
 SCORE_EDGES: tuple[float, ...] = tuple(round(-0.05 + 0.025 * i, 4) for i in range(13))
 """Public inner edges of the predicted-uplift bins of the evaluation release (-0.05 to 0.25 in steps of 0.025,
 plus two open-ended bins): fixed, so the release's shape never depends on data."""
@@ -94,9 +97,11 @@ class UpliftOptions(Options):
     lr: float = option(5.0, "Learning rate of local DP-SGD.", above=0)
     momentum: float = option(0.0, "Momentum of local DP-SGD (post-processing of the noisy gradients).", minimum=0,
                              below=1)
-    max_grad_norm: float = option(2.0, "DP-SGD per-customer gradient clipping norm (at 1, a converting customer's "
-                                        "gradient is clipped and a non-converting one's is not: the model then "
-                                        "underestimates conversion, and uplift with it).", above=0)
+    max_grad_norm: float = option(1.5, "DP-SGD per-customer gradient clipping norm (with --heads separate, 1.5 clips "
+                                        "about a quarter of the converting customers, as 2 did with shared heads, at "
+                                        "3/4 of the noise; at 1 every converting customer's gradient is clipped and a "
+                                        "non-converting one's is not: the model then underestimates conversion, and "
+                                        "uplift with it; with --heads shared use 2).", above=0)
     ema: float = option(0.5, "Decay of the moving average of the global models that is released (0: the last; "
                              "0.8 kept early, untrained rounds in and shrank the predicted uplift by up to a third).",
                         minimum=0, below=1)
@@ -106,6 +111,11 @@ class UpliftOptions(Options):
                          minimum=0, maximum=1)
     hidden: int = option(0, "Hidden units of the shared layer (0: logistic heads on the features).", minimum=0,
                          maximum=64)
+    heads: str = option("separate", "How the arms' logistic heads are parametrised: \"separate\" (one head per arm: "
+                                    "a customer's DP-SGD gradient touches its own arm's head only) or \"shared\" (a "
+                                    "base for every customer plus each offer's change to it: the same model, but a "
+                                    "treated customer's gradient is sqrt(2) x longer and base and heads are coupled; "
+                                    "the default before issue 16's fresh-seed runs).")
     knots: str = option("0.2,0.4,0.6,0.8", "Public knots of fixed hinges relu(x - knot) on every unit-scale "
                                            "feature (lets a logistic head bend where an offer's effect changes "
                                            "slope or stops; \"none\": the features alone).")
@@ -134,6 +144,8 @@ class UpliftOptions(Options):
             raise ConfigError("--campaign must name the campaign whose arms are compared")
         parse_edges(self.tiers)
         parse_knots(self.knots)
+        if self.heads not in HEADS:
+            raise ConfigError(f"--heads must be one of {', '.join(HEADS)} (got {self.heads!r})")
         self.plan()
 
     def require_costs(self) -> None:
