@@ -5,8 +5,9 @@ transformed-outcome regression needs the treatment share and has a high-variance
 logistic head on the same basis (fixed hinges, or a shared hidden layer), and uplift is the difference of two heads'
 probabilities. The heads can be written as ``base(x) + delta_a(x)`` (``delta_control = 0``: "shared") or as one head
 per arm ("separate"): the same functions, so the non-private fit is the same, but under DP-SGD the separate form is
-the better one -- each customer's gradient touches one head (shorter, so less clipping or a smaller clipping norm
-and less noise), and the heads are not coupled through a base (see :class:`UpliftNet`; measured in docs/uplift.md).
+the better one -- without a hidden layer each customer's gradient touches one head (shorter, so less clipping at a
+given norm; the uplift, a difference of two noisy heads, gets about as much noise as before), and the heads are not
+coupled through a base (see :class:`UpliftNet`; measured in docs/uplift.md).
 Each customer contributes one example (its own arm and label), so per-customer gradient clipping in DP-SGD bounds
 its influence exactly as in the propensity model.
 

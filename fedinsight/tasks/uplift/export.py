@@ -18,7 +18,7 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import Partner
-from fedinsight.models.uplift import UpliftNet, predicted_uplift, set_weights
+from fedinsight.models.uplift import HEADS, UpliftNet, predicted_uplift, set_weights
 from fedinsight.tasks.uplift import policy
 from fedinsight.tasks.uplift.audience_scan import engine_features_at
 from fedinsight.tasks.uplift.features import FEATURES
@@ -40,10 +40,14 @@ def load_model(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--model {p} is not an uplift_model.json written by the uplift task")
     if [(f.get("name"), f.get("cap")) for f in model.get("features", [])] != list(FEATURES):
         raise ConfigError(f"--model {p} uses features or caps this fedinsight does not know")
+    if model.get("heads", "shared") not in HEADS:
+        raise ConfigError(f"--model {p}: heads={model.get('heads')!r} is not a parametrisation this fedinsight knows "
+                          f"({', '.join(HEADS)}); export with the fedinsight version that trained it")
     try:
         network(model)
     except (KeyError, RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"--model {p}: its weights do not fit its {len(model.get('arms', []))} arms") from None
+        raise ConfigError(f"--model {p}: its weights do not fit its {len(model.get('arms', []))} arms with "
+                          f"heads={model.get('heads', 'shared')} (a model file edited or mixed up?)") from None
     _check_policy(model, p)
     return model
 
