@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,14 +26,14 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the pandas reference lives with the tests
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark's peak-memory reader
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the engine benchmarks' shared scaffold
 
 COLUMNS = {"chosen": None, "order_email": "order_email"}
 
 
 def measure(kind: str, folder: Path, column: str | None, out: Path) -> dict[str, object]:
+    from engine_paths import peak_mb
     from support.contacts_pandas import pandas_contacts
-    from targets_engine import _peak_mb
 
     from fedinsight.partner.contacts import resolve_contacts
     from fedinsight.partner.view import PartnerView
@@ -48,16 +47,14 @@ def measure(kind: str, folder: Path, column: str | None, out: Path) -> dict[str,
     seconds = time.perf_counter() - began
     pd.DataFrame({"token": list(by_token), "contact": list(by_token.values())}).sort_values("token").to_parquet(
         out, index=False)
-    return {"seconds": round(seconds, 2), "peak_rss_mb": _peak_mb(), "source": source, "contacts": len(by_token)}
+    return {"seconds": round(seconds, 2), "peak_rss_mb": peak_mb(), "source": source, "contacts": len(by_token)}
 
 
 def child(kind: str, folder: Path, column: str | None, out: Path) -> dict[str, object]:
-    command = [sys.executable, __file__, "--measure", kind, "--folder", str(folder), "--out", str(out)]
-    proc = subprocess.run([*command, *(["--contact", column] if column else [])], stdout=subprocess.PIPE, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} failed")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from engine_paths import run_child
+
+    return run_child(__file__, kind, "--folder", str(folder), "--out", str(out),
+                     *(["--contact", column] if column else []))
 
 
 def write_partner(folder: Path, customers: int) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """What the "pandas path vs the partner's engine" benchmarks share: one synthetic CSV partner, each path measured in
 its own process, and that process's own peak memory.
 
-Used by ``uplift_engine.py`` and ``recommend_engine.py`` (run them, not this file). Each child is this interpreter
-running the calling script with ``--measure KIND`` plus the script's own arguments; it prints one JSON line.
+Used by ``uplift_engine.py``, ``recommend_engine.py``, ``targets_engine.py`` and ``contacts_engine.py`` (run
+them, not this file). Each child is this interpreter running the calling script with ``--measure KIND`` plus the
+script's own arguments; it prints one JSON line.
 """
 
 from __future__ import annotations

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+from engine_paths import peak_mb, run_child
 
 
 def measure(kind: str, folder: Path, model: Path, out: Path) -> dict[str, float]:
@@ -48,27 +47,11 @@ def measure(kind: str, folder: Path, model: Path, out: Path) -> dict[str, float]
     scores.assign(ltv_tier=scores["ltv_tier"].astype(str)).to_parquet(out, index=False)
     pd.Series(sorted(scope), name="customer_id").to_frame().to_parquet(out.with_suffix(".scope.parquet"))
     return {"seconds": round(seconds, 2), "in_scope": len(scope), "scored_in_scope": len(scores),
-            "peak_rss_mb": _peak_mb()}
-
-
-def _peak_mb() -> float:
-    """This process's own peak resident memory (``VmHWM``: reset by ``exec``). Not ``wait4``'s ``ru_maxrss``: Linux
-    keeps that across ``exec``, so a child forked from a parent holding the generated frames reports the parent's
-    size (both paths read 2,586 MB that way at 200,000 customers)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
+            "peak_rss_mb": peak_mb()}
 
 
 def child(kind: str, folder: Path, model: Path, out: Path) -> dict[str, float]:
-    proc = subprocess.Popen([sys.executable, __file__, "--measure", kind, "--folder", str(folder), "--model",
-                             str(model), "--out", str(out)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    output = proc.stdout.read()
-    if proc.wait() != 0:
-        raise SystemExit(f"{kind} failed")
-    return json.loads(output.strip().splitlines()[-1])
+    return run_child(__file__, kind, "--folder", str(folder), "--model", str(model), "--out", str(out))
 
 
 def write_partner(folder: Path, model: Path, customers: int) -> dict[str, int]:
