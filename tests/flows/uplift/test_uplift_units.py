@@ -193,3 +193,30 @@ def test_the_clipping_norm_follows_the_heads_unless_given():
     assert [o.plan().max_grad_norm for o in (separate, shared, given)] == [1.5, 2.0, 3.0]
     train = [r for r in manifest(shared, "uplift").releases if r.kind == "arrays"]
     assert len(train) == 1 and "clipped to L2 2," in train[0].sensitivity
+
+
+def test_a_model_whose_heads_and_weights_disagree_is_refused_by_name(tmp_path):
+    """The export reads ``heads`` from the model file: separate-heads weights under ``heads=shared`` (or no field, an
+    older file's default), or a parametrisation this version does not know, are one ConfigError naming it."""
+    import json
+
+    from fedinsight.core.errors import ConfigError
+    from fedinsight.models.uplift import HEADS as MODEL_HEADS
+    from fedinsight.models.uplift import UpliftNet, get_weights
+    from fedinsight.tasks.uplift.export import KIND, load_model
+    from fedinsight.tasks.uplift.features import FEATURES
+    from fedinsight.tasks.uplift.options import HEADS
+
+    assert HEADS == MODEL_HEADS  # spelt out twice (options must not import torch): kept equal here
+    weights = {k: v.tolist() for k, v in get_weights(UpliftNet(len(FEATURES), 2, 0, (), "separate")).items()}
+    model = {"kind": KIND, "arms": ["A", "B"], "features": [{"name": n, "cap": c} for n, c in FEATURES],
+             "weights": weights, "costs": {"B": 2.0}, "tier_edges": [100.0, 500.0], "order_value_cap": 200.0,
+             "knots": [], "heads": "separate"}
+    path = tmp_path / "uplift_model.json"
+    path.write_text(json.dumps(model))
+    assert load_model(path)["heads"] == "separate"
+    for heads, match in (("shared", "heads=shared"), (None, "heads=shared"), ("tlearner", "heads='tlearner'")):
+        broken = {k: v for k, v in model.items() if k != "heads"} if heads is None else {**model, "heads": heads}
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ConfigError, match=match):
+            load_model(path)

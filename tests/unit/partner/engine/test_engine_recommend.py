@@ -150,3 +150,20 @@ def test_blank_items_or_times_are_refused_before_any_scan(tmp_path):
     with pytest.raises(DataValidationError, match="no value in a column every row needs") as caught:
         PartnerView(folder, "recommendation").check_types()
     assert {p.column for p in caught.value.problems} == {"item_id", "timestamp"}
+
+
+def test_numbers_from_another_read_of_the_files_are_refused():
+    """The pairs' customer and item numbers must be exactly those the people and items scans handed out: a file
+    replaced between the three queries would give one customer's items to another's token."""
+    from fedinsight.tasks.recommend.interaction_scan import EnginePairs
+
+    pairs = pd.DataFrame({"customer_no": [1, 1, 2, 2], "item_no": [1, 2, 1, 2], "n": [1] * 4, "recency": [1, 2, 1, 2]})
+    people = pd.DataFrame({"customer_id": ["tk_a", "tk_b"], "customer_no": [1, 2]})
+    things = pd.DataFrame({"item_id": ["I000", "I001"], "item_no": [1, 2]})
+    split = EnginePairs(pairs, people, things, CATALOGUE).split()
+    assert split.customer_ids == ("tk_a", "tk_b") and split.test_items.tolist() == [0, 0]
+    for bad in (pairs.assign(customer_no=[1, 1, 3, 3]), pairs.assign(item_no=[1, 3, 1, 2])):
+        with pytest.raises(DataValidationError, match="changed while the interactions were read"):
+            EnginePairs(bad, people, things, CATALOGUE)
+    with pytest.raises(DataValidationError, match="changed while"):
+        EnginePairs(pairs, people.iloc[:1], things, CATALOGUE)
