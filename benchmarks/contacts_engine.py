@@ -57,24 +57,21 @@ def child(kind: str, folder: Path, column: str | None, out: Path) -> dict[str, o
                      *(["--contact", column] if column else []))
 
 
-def write_partner(folder: Path, customers: int) -> dict[str, int]:
-    """The partner's CSV files (order lines with an ``order_email``) and its policy."""
-    from fedinsight.data.synth import SynthConfig, generate_partner_frames
-    from fedinsight.partner.policy_init import init_partner
-
-    frames, _ = generate_partner_frames(SynthConfig(customers=customers, partners=1, seed=1))
-    (tables,) = frames.values()
+def _order_email(tables: dict[str, pd.DataFrame]) -> None:
+    """Order lines with an ``order_email``: the customer's address with a per-line alias (``a+1@shop``)."""
     tx = tables["transactions"]
     email = tx["customer_id"].map(dict(zip(tables["customers"]["customer_id"], tables["customers"]["email"],
                                            strict=True)))
     alias = pd.Series(range(len(tx)), index=tx.index).mod(3).astype(str)
     tx["order_email"] = email.str.replace("@", "+", regex=False).str.cat(alias).str.cat(
         email.str.split("@").str[1], sep="@")
-    folder.mkdir(parents=True)
-    for name, frame in tables.items():
-        frame.to_csv(folder / f"{name}.csv", index=False)
-    init_partner(folder)
-    return {name: len(frame) for name, frame in tables.items()}
+
+
+def write_partner(folder: Path, customers: int) -> dict[str, int]:
+    """The partner's CSV files (order lines with an ``order_email``) and its policy."""
+    from engine_paths import row_counts, write_synth_partner
+
+    return row_counts(write_synth_partner(folder, customers, _order_email))
 
 
 def main() -> None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pandas as pd
 
 
 def peak_mb() -> float:
@@ -34,15 +37,23 @@ def run_child(script: str, kind: str, *args: str) -> dict[str, float]:
     return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def write_synth_partner(folder: Path, customers: int) -> dict[str, int]:
-    """One partner of ``data synth``'s generator as CSV files with ``partner init``'s policy; rows per table."""
+def write_synth_partner(folder: Path, customers: int,
+                        edit: Callable[[dict[str, pd.DataFrame]], None] | None = None) -> dict[str, pd.DataFrame]:
+    """One partner of ``data synth``'s generator as CSV files with ``partner init``'s policy; its tables (``edit``
+    changes them in place before they are written, e.g. adds a column)."""
     from fedinsight.data.synth import SynthConfig, generate_partner_frames
     from fedinsight.partner.policy_init import init_partner
 
     frames, _ = generate_partner_frames(SynthConfig(customers=customers, partners=1, seed=1))
     (tables,) = frames.values()
+    if edit is not None:
+        edit(tables)
     folder.mkdir(parents=True)
     for name, frame in tables.items():
         frame.to_csv(folder / f"{name}.csv", index=False)
     init_partner(folder)
+    return tables
+
+
+def row_counts(tables: dict[str, pd.DataFrame]) -> dict[str, int]:
     return {name: len(frame) for name, frame in tables.items()}

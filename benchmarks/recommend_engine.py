@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from engine_paths import peak_mb, run_child, write_synth_partner
+from engine_paths import peak_mb, row_counts, run_child, write_synth_partner
 
 FIELDS = ("train_indptr", "train_items", "test_items")
 
@@ -73,7 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder, catalogue = Path(tmp) / "shop", Path(tmp) / "catalogue.json"
         with console.status(f"writing a partner of {args.customers:,} customers"):
-            rows = write_synth_partner(folder, args.customers)
+            rows = row_counts(write_synth_partner(folder, args.customers))
             items = pd.read_csv(folder / "interactions.csv", usecols=["item_id"], dtype=str)["item_id"].str.strip()
             catalogue.write_text(json.dumps(sorted(items.dropna().unique().tolist())))
         results: dict[str, object] = {"customers": args.customers, "rows": rows}

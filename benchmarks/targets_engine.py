@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from engine_paths import peak_mb, run_child
+from engine_paths import peak_mb, row_counts, run_child, write_synth_partner
 
 
 def measure(kind: str, folder: Path, model: Path, out: Path) -> dict[str, float]:
@@ -56,17 +56,10 @@ def child(kind: str, folder: Path, model: Path, out: Path) -> dict[str, float]:
 
 def write_partner(folder: Path, model: Path, customers: int) -> dict[str, int]:
     """The partner's CSV files and policy, and a model whose calibration window ends two thirds into the data."""
-    from fedinsight.data.synth import SynthConfig, generate_partner_frames
     from fedinsight.models.propensity import ModelBundle, SharedScaler, TargetScaler, build_model, get_weights
-    from fedinsight.partner.policy_init import init_partner
     from fedinsight.tasks.propensity.features import FEATURES, FeatureCaps, LabelWindow
 
-    frames, _ = generate_partner_frames(SynthConfig(customers=customers, partners=1, seed=1))
-    (tables,) = frames.values()
-    folder.mkdir(parents=True)
-    for name, frame in tables.items():
-        frame.to_csv(folder / f"{name}.csv", index=False)
-    init_partner(folder)
+    tables = write_synth_partner(folder, customers)
     when = pd.to_datetime(tables["transactions"]["timestamp"])
     cutoff = (when.min() + (when.max() - when.min()) * 2 / 3).normalize()
     window = LabelWindow(cutoff - pd.Timedelta(days=365), cutoff, cutoff + pd.Timedelta(days=180))
@@ -74,7 +67,7 @@ def write_partner(folder: Path, model: Path, customers: int) -> dict[str, int]:
     ModelBundle(kind="mlp", features=FEATURES, weights=get_weights(build_model(n, "mlp", 3)),
                 scaler=SharedScaler((0.0,) * n, (1.0,) * n), target=TargetScaler(0.35, FeatureCaps().log_unit),
                 tier_thresholds=(5.0, 50.0), config={**window.to_config(), **FeatureCaps().to_config()}).save(model)
-    return {name: len(frame) for name, frame in tables.items()}
+    return row_counts(tables)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from engine_paths import peak_mb, run_child, write_synth_partner
+from engine_paths import peak_mb, row_counts, run_child, write_synth_partner
 
 CAMPAIGN, ARMS = "campaign-1", ("A", "B")
 FIELDS = ("arm", "converted", "x", "order_value", "spend_year", "orders")
@@ -72,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "shop"
         with console.status(f"writing a partner of {args.customers:,} customers"):
-            rows = write_synth_partner(folder, args.customers)
+            rows = row_counts(write_synth_partner(folder, args.customers))
         results: dict[str, object] = {"customers": args.customers, "rows": rows}
         for kind in ("pandas", "engine"):
             with console.status(f"measuring the {kind} path"):
