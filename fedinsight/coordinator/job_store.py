@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, String, Text, select
+from sqlalchemy import DateTime, Index, String, Text, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -36,6 +36,9 @@ def _utcnow() -> datetime:
 
 class JobRow(Base):
     __tablename__ = "coordinator_jobs"
+    # The scheduler looks up its own earlier jobs of a task on every run (:meth:`JobStore.by_requester`): without
+    # this index that is a scan of every job the coordinator ever recorded.
+    __table_args__ = (Index("ix_coordinator_jobs_task_requester", "task", "requester"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     task: Mapped[str] = mapped_column(String(64))
@@ -99,6 +102,8 @@ class JobStore:
         self.engine = make_engine(url)
         enable_sqlite_wal(self.engine)
         create_tables(self.engine, [JobRow.__table__, SchedulePeriodRow.__table__])
+        for index in JobRow.__table__.indexes:  # a job table created before an index existed gets it too
+            index.create(self.engine, checkfirst=True)
 
     @staticmethod
     def _to(r: JobRow) -> Job:

@@ -19,7 +19,7 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.data.currency import RateTable
 from fedinsight.data.federation import partner_folders
 from fedinsight.data.schema import PartnerData
-from fedinsight.federation.budget import BudgetGate
+from fedinsight.federation.budget import DEFAULT_DELTA, BudgetGate
 from fedinsight.federation.job import JobSettings
 from fedinsight.federation.scan import Scan
 from fedinsight.partner.engine import EngineSettings
@@ -29,7 +29,6 @@ from fedinsight.partner.view import PartnerView, simulated_folder
 from fedinsight.privacy.ledger import PrivacyLedger
 from fedinsight.privacy.tokenize import Tokenizer
 
-DEFAULT_DELTA = 1e-6
 LEDGER_FILE = "partner-ledger.db"
 
 
