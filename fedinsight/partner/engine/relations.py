@@ -345,13 +345,14 @@ def prepare(engine: Engine, sources: Mapping[str, Source], policy: ProtectionPol
     """Register and protect a partner's tables in ``engine`` (see the module docstring); returns the counts of
     customers loaded, excluded and used (they stay on the partner)."""
     names = [n for n in TABLES if n in sources]
-    stamps = _stamps(sources, names)
+    per_table = {name: _stamps(sources, [name]) for name in names}  # one walk of each table's files per scan
+    stamps = None if None in per_table.values() else tuple(f for s in per_table.values() for f in s or ())
     for name in names:
         engine.register(f"raw_{name}", sources[name])
     _check_pii(engine, names, policy, sources, stamps)
     for name in names:
         engine.create_view(f"typed_{name}", typed_sql(TABLES[name], engine.column_types(f"raw_{name}"), policy, rate,
-                                                      unpadded=_stamps(sources, [name]) in _UNPADDED))
+                                                      unpadded=per_table[name] in _UNPADDED))
     listed = sources["customers"].describe() if "customers" in sources else "customers"
     scope, counts = scope_frame(engine, names, policy, purpose, register, tokenizer, listed)
     engine.register("scope", FrameTable(scope.astype({"consent": "boolean"})))
