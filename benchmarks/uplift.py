@@ -80,7 +80,8 @@ def parse_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[s
         name = name.replace("-", "_")
         if name not in UpliftOptions.__dataclass_fields__:
             parser.error(f"unknown uplift option {name!r}")
-        overrides[name] = type(getattr(UpliftOptions(), name))(value)
+        default = getattr(UpliftOptions(), name)  # None: a float whose default is derived (max_grad_norm, delta)
+        overrides[name] = (float if default is None else type(default))(value)
     return overrides
 
 

@@ -49,7 +49,8 @@ def parse_setting(text: str) -> dict[str, Any]:
         name = name.replace("-", "_")
         if name not in UpliftOptions.__dataclass_fields__:
             raise SystemExit(f"unknown uplift option {name!r}")
-        out[name] = type(getattr(UpliftOptions(), name))(value)
+        default = getattr(UpliftOptions(), name)  # None: a float whose default is derived (max_grad_norm, delta)
+        out[name] = (float if default is None else type(default))(value)
     return out
 
 
