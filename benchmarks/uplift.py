@@ -80,7 +80,8 @@ def parse_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[s
         name = name.replace("-", "_")
         if name not in UpliftOptions.__dataclass_fields__:
             parser.error(f"unknown uplift option {name!r}")
-        overrides[name] = type(getattr(UpliftOptions(), name))(value)
+        default = getattr(UpliftOptions(), name)  # None: a float whose default is derived (max_grad_norm, delta)
+        overrides[name] = (float if default is None else type(default))(value)
     return overrides
 
 
@@ -137,11 +138,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def centralized_of(opts: UpliftOptions) -> UpliftNet:
         """The non-private reference of the variant's model shape (trained once per shape)."""
-        shape = (opts.hidden, opts.knot_values, opts.heads)
+        shape = (opts.hidden, opts.knot_values, opts.heads, opts.basis)
         if shape not in references:
             with console.status("centralized non-private model"):
                 references[shape] = fit_centralized(train.x, train.arm, train.converted, len(opts.arms),
-                                                    hidden=opts.hidden, knots=opts.knot_values, heads=opts.heads)
+                                                    hidden=opts.hidden, knots=opts.knot_values, heads=opts.heads,
+                                                    basis=opts.basis)
         return references[shape]
 
     def run(opts: UpliftOptions, label: str) -> dict[str, Any]:
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             weights = federated_weights(trains, opts)
             fed_seconds = time.perf_counter() - t0
             fed = set_weights(build_model(len(FEATURES), len(opts.arms), opts.hidden, opts.seed,
-                                          opts.knot_values, opts.heads), weights)
+                                          opts.knot_values, opts.heads, opts.basis), weights)
             dp = released(weights, tests, everyone, opts)
         central = centralized_of(opts)
         costs = np.asarray([opts.costs[o] for o in opts.offers])

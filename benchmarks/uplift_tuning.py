@@ -49,7 +49,8 @@ def parse_setting(text: str) -> dict[str, Any]:
         name = name.replace("-", "_")
         if name not in UpliftOptions.__dataclass_fields__:
             raise SystemExit(f"unknown uplift option {name!r}")
-        out[name] = type(getattr(UpliftOptions(), name))(value)
+        default = getattr(UpliftOptions(), name)  # None: a float whose default is derived (max_grad_norm, delta)
+        out[name] = (float if default is None else type(default))(value)
     return out
 
 
@@ -136,10 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     centralized: dict[tuple[Any, ...], Any] = {}
     for text in args.setting or [""]:
         options = UpliftOptions(offer_costs=COSTS, **parse_setting(text))
-        shape = (options.hidden, options.knot_values, options.heads)
+        shape = (options.hidden, options.knot_values, options.heads, options.basis)
         if shape not in centralized:
             model = fit_centralized(train.x, train.arm, train.converted, len(options.arms), hidden=options.hidden,
-                                    knots=options.knot_values, heads=options.heads)
+                                    knots=options.knot_values, heads=options.heads,
+                                    basis=options.basis)
             centralized[shape] = evaluate(predicted_uplift(model, val.x), val, val_truth, options)
         ref = centralized[shape]
         for repeat in range(args.repeats):
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             rules = [f"ema={options.ema}"] + [r for r in args.average if r != f"ema={options.ema}"]
             for rule, weights in averages(models, rules).items():
                 model = set_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed,
-                                                options.knot_values, options.heads), weights)
+                                                options.knot_values, options.heads, options.basis), weights)
                 fed = evaluate(predicted_uplift(model, val.x), val, val_truth, options)
                 print(json.dumps({"setting": text or "defaults", "release": rule, "repeat": repeat,
                                   "federated": fed, "centralized": ref,

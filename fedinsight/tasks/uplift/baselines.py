@@ -72,7 +72,7 @@ def centralized(options: UpliftOptions, sim: Simulated) -> dict[str, Any]:
     if not len(train) or not len(test):
         return {}
     model = fit_centralized(train.x, train.arm, train.converted, len(options.arms), hidden=options.hidden,
-                            knots=options.knot_values, heads=options.heads)
+                            knots=options.knot_values, heads=options.heads, basis=options.basis)
     rng = np.random.default_rng(0)  # public seed: random targeting is a reference, not a release
     return {"customers_train": int(len(train)), "customers_test": int(len(test)),
             "centralized": scores(predicted_uplift(model, test.x), test, options),
@@ -87,7 +87,7 @@ def merge(summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
     if pooled_test is not None and summary.get("weights"):
         test, options = pooled_test
         model = set_weights(UpliftNet(len(FEATURES), len(options.arms), options.hidden, options.knot_values,
-                                      options.heads),
+                                      options.heads, options.basis),
                             {k: np.asarray(v, dtype=np.float32) for k, v in summary["weights"].items()})
         exact = scores(predicted_uplift(model, test.x), test, options)
         baselines["federated_exact"] = exact

@@ -102,7 +102,7 @@ def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
 def _model(msg: Message, options: UpliftOptions) -> UpliftNet:
     arrays: ArrayRecord = msg.content[ARRAYS]  # type: ignore[assignment]
     return set_weights(UpliftNet(len(FEATURES), len(options.arms), options.hidden, options.knot_values,
-                                 options.heads),  # type: ignore[return-value]
+                                 options.heads, options.basis),  # type: ignore[return-value]
                        {k: v.numpy() for k, v in arrays.items()})
 
 

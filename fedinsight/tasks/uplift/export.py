@@ -18,7 +18,7 @@ import pandas as pd
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.task import Partner
-from fedinsight.models.uplift import HEADS, UpliftNet, predicted_uplift, set_weights
+from fedinsight.models.uplift import BASES, HEADS, UpliftNet, predicted_uplift, set_weights
 from fedinsight.tasks.uplift import policy
 from fedinsight.tasks.uplift.audience_scan import engine_features_at
 from fedinsight.tasks.uplift.features import FEATURES
@@ -43,11 +43,16 @@ def load_model(path: str | Path) -> dict[str, Any]:
     if model.get("heads", "shared") not in HEADS:
         raise ConfigError(f"--model {p}: heads={model.get('heads')!r} is not a parametrisation this fedinsight knows "
                           f"({', '.join(HEADS)}); export with the fedinsight version that trained it")
+    # a model file written before the tent basis has no "basis": its knots were hinges
+    if model.get("basis", "hinge") not in BASES:
+        raise ConfigError(f"--model {p}: basis={model.get('basis')!r} is not a basis this fedinsight knows "
+                          f"({', '.join(BASES)}); export with the fedinsight version that trained it")
     try:
         network(model)
     except (KeyError, RuntimeError, TypeError, ValueError):
         raise ConfigError(f"--model {p}: its weights do not fit its {len(model.get('arms', []))} arms with "
-                          f"heads={model.get('heads', 'shared')} (a model file edited or mixed up?)") from None
+                          f"heads={model.get('heads', 'shared')} and basis={model.get('basis', 'hinge')} (a model "
+                          "file edited or mixed up?)") from None
     _check_policy(model, p)
     return model
 
@@ -67,7 +72,8 @@ def _check_policy(model: dict[str, Any], path: Path) -> None:
 
 def network(model: dict[str, Any]) -> UpliftNet:
     net = UpliftNet(len(FEATURES), len(model["arms"]), int(model.get("hidden", 0)),
-                    tuple(float(k) for k in model.get("knots", ())), str(model.get("heads", "shared")))
+                    tuple(float(k) for k in model.get("knots", ())), str(model.get("heads", "shared")),
+                    str(model.get("basis", "hinge")))
     return set_weights(net, {k: np.asarray(v, dtype=np.float32) for k, v in model["weights"].items()})  # type: ignore[return-value]
 
 

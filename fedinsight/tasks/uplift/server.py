@@ -70,7 +70,7 @@ def manifest(options: UpliftOptions, task: str) -> Manifest:
 
 def initial_weights(options: UpliftOptions) -> dict[str, np.ndarray]:
     return get_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed, options.knot_values,
-                                   options.heads))
+                                   options.heads, options.basis))
 
 
 def _arrays(weights: dict[str, np.ndarray]) -> ArrayRecord:
@@ -151,7 +151,7 @@ def model(summary: dict[str, Any], options: UpliftOptions) -> dict[str, Any]:
     """The released model (public: DP-SGD output) and what a partner needs to apply the policy to its customers."""
     return {"kind": "fedinsight-uplift", "version": 1, "campaign": summary["campaign"], "arms": list(options.arms),
             "features": [{"name": n, "cap": c} for n, c in FEATURES], "hidden": options.hidden,
-            "knots": list(options.knot_values), "heads": options.heads,
+            "knots": list(options.knot_values), "heads": options.heads, "basis": options.basis,
             "costs": options.costs, "order_value_cap": options.order_value_cap,
             "order_value_prior": options.prior_order_value, "order_value_weight": options.order_value_weight,
             "tier_edges": list(options.tier_edges), "weights": summary["weights"]}

@@ -23,7 +23,7 @@ def global_models(train_sets: list[Audience], options: UpliftOptions) -> Iterato
     """The global model after each of ``options.rounds`` rounds of local DP-SGD and equal-weight averaging (what
     the coordinator sees; any average of them is post-processing, e.g. for comparing release rules)."""
     model = build_model(len(FEATURES), len(options.arms), options.hidden, options.seed, options.knot_values,
-                        options.heads)
+                        options.heads, options.basis)
     weights = get_weights(model)
     for _ in range(options.rounds):
         updates = [get_weights(client.local_update(set_weights(model, weights), t, options)) for t in train_sets]
@@ -44,7 +44,7 @@ def released(weights: dict[str, np.ndarray], tests: list[Audience], everyone: li
              options: UpliftOptions) -> dict[str, Any]:
     """The evaluation and policy summaries from every partner's noisy releases (fresh OpenDP noise)."""
     model = set_weights(build_model(len(FEATURES), len(options.arms), options.hidden, options.seed,
-                                    options.knot_values, options.heads), weights)
+                                    options.knot_values, options.heads, options.basis), weights)
     k = len(options.offers)
     m = options.plan().gaussian_noise_multiplier
     qini = np.sum([gaussian(client.evaluation_counts(model, t, k), client.eval_sensitivity(k), m).values

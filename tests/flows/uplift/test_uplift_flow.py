@@ -101,3 +101,18 @@ def test_simulate_uplift_from_the_cli_on_synthetic_offers_charges_the_plan_and_r
     assert set(summary["economics"]) == {"discount", "gift"}
     report = (out / "report.html").read_text()
     assert "who the offers of" in report and "Offer policy" in report
+
+
+def test_a_tent_basis_job_sends_only_its_declared_shapes_and_its_model_file_exports(federation, tmp_path):
+    # the manifest follows --basis (tent arrays are wider than hinge ones): a job whose arrays were declared with the
+    # hinges' shapes would be stopped as a violation; the model file names its basis and the export rebuilds it
+    from fedinsight.cli import main
+
+    run = run_in_process("uplift", federation, tmp_path, basis="tent", rounds=2)
+    assert run.summary["messages"]["violations"] == []
+    model = json.loads((tmp_path / "uplift_model.json").read_text())
+    assert model["basis"] == "tent" and len(model["weights"]["arm_heads.weight"][0]) == 5 * (4 + 2)
+    assert main(["partner", "export", "offers", "--model", str(tmp_path / "uplift_model.json"), "--partner-data",
+                 str(federation.folder(PARTNER_NAMES[0])), "--as-of", "2026-01-01",
+                 "--out", str(tmp_path / "offers.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "offers.csv")) > 50
