@@ -17,7 +17,7 @@ only (``hidden`` 0, the default).
 
 Usage::
 
-    PYTHONPATH=. python benchmarks/uplift_clipping.py -s "heads=shared" -s "heads=separate"
+    PYTHONPATH=. python benchmarks/uplift_clipping.py -s "heads=shared" -s "heads=separate" -s "basis=tent"
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 import numpy as np
 import torch
 from rich.console import Console
 from torch.func import functional_call, grad, vmap
+from uplift_tuning import COSTS, parse_setting  # the same settings syntax (benchmarks/ is on sys.path)
 
 from fedinsight.data.synth import SynthConfig, generate_partner_frames
 from fedinsight.models.uplift import build_model
@@ -38,20 +38,7 @@ from fedinsight.tasks.uplift.baselines import concat
 from fedinsight.tasks.uplift.features import FEATURES, audience
 from fedinsight.tasks.uplift.options import UpliftOptions
 
-COSTS = "discount=4,gift=3"
 CHUNK = 20_000  # customers per vectorised gradient call (memory)
-
-
-def parse_setting(text: str) -> dict[str, Any]:
-    """``"heads=separate,max_grad_norm=1.5"`` -> uplift options (unknown names stop the script)."""
-    out: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        name, _, value = item.partition("=")
-        name = name.replace("-", "_")
-        if name not in UpliftOptions.__dataclass_fields__:
-            raise SystemExit(f"unknown uplift option {name!r}")
-        out[name] = type(getattr(UpliftOptions(), name))(value)
-    return out
 
 
 def at_mean_rate(model: torch.nn.Module, rate: float) -> torch.nn.Module:
@@ -89,7 +76,7 @@ def basis_condition(model: torch.nn.Module, x: np.ndarray) -> tuple[float, int]:
     span (a binary feature's hinges are multiples of the feature; a knot above every value gives a zero column):
     gradients never move the model along those, so they play no part in the speed."""
     with torch.no_grad():
-        phi = model.hinges(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+        phi = model.basis(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
     phi = np.column_stack([phi, np.ones(len(phi))])
     eig = np.linalg.eigvalsh(phi.T @ phi / len(phi))
     spanned = eig[eig > eig[-1] * 1e-10]
@@ -118,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         if options.hidden:
             raise SystemExit("logistic heads only (hidden=0): a hidden layer's gradients depend on its weights")
         model = at_mean_rate(build_model(len(FEATURES), len(options.arms), 0, options.seed, options.knot_values,
-                                         options.heads), rate)
+                                         options.heads, options.basis), rate)
         with console.status(f"{text or 'defaults'}: per-customer gradients"):
             norms = gradient_norms(model, who.x, who.arm, who.converted)
         condition, null = basis_condition(model, who.x)
