@@ -5,6 +5,7 @@ Run after ``benchmarks/recommend_blend_rule.py`` (one replay's output per file: 
 object being the whole replay)::
 
     python benchmarks/recommend_margin_curve.py runs/recm/replay-*.json
+    python benchmarks/recommend_margin_curve.py docs/recommender-margin.json   # the 72 partner-runs kept there
 
 Why it needs no refitting: the margin rule takes the four-fold choice (``folds-4``: best alone-model, then the best
 blend weight by validation HR@10) and keeps it only when its pooled validation gain over the alone-model exceeds
@@ -27,11 +28,14 @@ from typing import Any
 MARGINS = (0.0, 0.5, 1.0, 1.645, 2.0, 3.0)
 
 
-def replay_partners(path: Path) -> dict[str, Any]:
-    """The ``partners`` of the whole-replay object at the end of a ``recommend_blend_rule.py`` output."""
+def replay_partners(path: Path) -> list[dict[str, Any]]:
+    """The partners of the whole-replay object at the end of a ``recommend_blend_rule.py`` output, or the
+    ``replays.partners`` kept in docs/recommender-margin.json (the same per-partner figures of the ``folds-4`` rule)."""
     text = path.read_text()
+    if text.startswith("{\n") and '"replays"' in text:
+        return json.loads(text)["replays"]["partners"]
     start = text.rfind("\n{\n") + 1 if not text.startswith("{\n") else 0
-    return json.loads(text[start:])["partners"]
+    return list(json.loads(text[start:])["partners"].values())
 
 
 def curve(partners: list[dict[str, Any]], margins: tuple[float, ...] = MARGINS) -> list[dict[str, Any]]:
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("replays", nargs="+", type=Path, help="recommend_blend_rule.py outputs")
     args = parser.parse_args(argv)
-    partners = [p for path in args.replays for p in replay_partners(path).values()]
+    partners = [p for path in args.replays for p in replay_partners(path)]
     print(json.dumps({"replays": [str(p) for p in args.replays], "curve": curve(partners)}, indent=2))
 
 
