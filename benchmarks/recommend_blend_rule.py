@@ -21,7 +21,8 @@ test figures of every candidate are computed once, so the rules are compared on 
   :func:`fedinsight.models.blend.clustered_se`);
 * ``folds-4``, ``ndcg-first folds-4``, ``alone-within-se folds-4``: the same on four pooled validation folds (the task's
   default below 167 customers since issue 18's job rec3, :func:`fedinsight.tasks.recommend.blending.validation_folds`;
-  a partner from 500 validation customers still uses one).
+  a partner from 500 validation customers still uses one). ``alone-within-se folds-4`` is the task's default rule
+  since issue 18 switched the margin on (``blending.MARGIN = 1.0``); ``folds-4`` is the default before that.
 
 Printed per rule: mean test HR@10 / NDCG@10 of the served model over the partners' test customers, and the partners
 whose served model is below their (validation-chosen) alone-model on test, by how much. Test lists here are scored

@@ -11,9 +11,13 @@ keeps the best alone-model, and picks the weight ``w`` of::
 
 from :data:`WEIGHTS`, where ``z`` standardises each customer's scores over the catalogue (the two models'
 scales differ; a per-customer z-score keeps each model's ranking and makes the weights comparable). Because
-``w = 0`` (the alone-model itself) and ``w = 1`` (the federated model) are on the grid, the choice is at least
-as good as the better of the two *on the validation customers*, exactly. All of it runs on the partner and
-nothing is sent: the choice is a function of customer data, so releasing it would need a DP release.
+``w = 0`` (the alone-model itself) and ``w = 1`` (the federated model) are on the grid, the plain choice
+(``margin`` 0) is at least as good as the better of the two *on the validation customers*, exactly. The task asks
+for more (``fedinsight.tasks.recommend.blending.MARGIN``): a blend replaces the alone-model only when it wins by
+more than a margin of standard errors, since on ~100 validation customers a small win is as often luck; then the
+served model is the alone-model exactly whenever the evidence is thin, and may be below the federated model on
+validation. All of it runs on the partner and nothing is sent: the choice is a function of customer data, so
+releasing it would need a DP release.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from fedinsight.models.blend import (
 from fedinsight.models.ranking import Catalogue, hit_and_ndcg, leave_latest_out
 from fedinsight.models.recommender import BPRConfig, ItemParams
 from fedinsight.tasks.recommend.blending import (
+    MARGIN,
     VALIDATION_FOLDS,
     choose_on_validation,
     federated_on,
@@ -175,3 +176,34 @@ def test_a_margin_keeps_the_alone_model_unless_the_blend_wins_clearly():
         (len(rows), n)), alones)])
     assert plain.weight > 0.0  # without the margin, some blend wins (by noise)
     assert noisy.weight == 0.0 and noisy.alone == plain.alone
+
+
+def _hand_fold(fed_only: int, alone_only: int, customers: int = 100) -> tuple:
+    """One validation fold of ``customers`` customers, 100 items, item 0 every customer's held-out item: the alone-
+    model ranks it first for the first ``alone_only`` customers, the federated model for the next ``fed_only``, and
+    neither for the rest. Every blend of 0.75 or more then hits where the federated model hits, so the chosen blend
+    (w = 1) gains +1 on ``fed_only`` customers and -1 on ``alone_only`` over the alone-model: mean and standard error
+    by hand."""
+    hit, miss = np.r_[1000.0, -np.arange(1.0, 100.0)], np.r_[-1000.0, -np.arange(1.0, 100.0)]
+    alone_hits = np.arange(customers) < alone_only
+    fed_hits = (np.arange(customers) >= alone_only) & (np.arange(customers) < alone_only + fed_only)
+    alone = np.where(alone_hits[:, None], hit, miss)
+    fed = np.where(fed_hits[:, None], hit, miss)
+    cands = np.tile(np.arange(100), (customers, 1))
+    return (cands, lambda rows: fed[rows], {"item-item": lambda rows: alone[rows]}), np.arange(customers)
+
+
+def test_by_default_a_blend_is_served_only_when_it_wins_by_more_than_one_standard_error():
+    # why on (issue 18): a validation gain below one standard error was more often luck than a better model
+    # 4 customers gain, 2 lose: mean 0.02 < standard error sqrt((6 - 100 * 0.02 ** 2) / 99 / 100) = 0.0245
+    fold, ids = _hand_fold(fed_only=4, alone_only=2)
+    gain = np.r_[-np.ones(2), np.ones(4), np.zeros(94)]
+    assert np.isclose(clustered_se(gain, ids), np.sqrt((6 - 100 * 0.02 ** 2) / 99 / 100))
+    assert choose_folds([fold]).weight == 1.0  # no margin: the blend wins on validation, by 0.02
+    small = choose_folds([fold], customers=[ids], margin=MARGIN)
+    assert small.weight == 0.0 and small.alone == "item-item"  # the task's default serves the alone-model
+    assert small.served == small.validation["item-item"]  # w = 0 is the alone-model exactly
+    # 8 gain, none loses: mean 0.08 > its standard error sqrt((8 - 100 * 0.08 ** 2) / 99 / 100) = 0.0273
+    fold, ids = _hand_fold(fed_only=8, alone_only=0)
+    clear = choose_folds([fold], customers=[ids], margin=MARGIN)
+    assert clear.weight == 1.0 and np.isclose(clear.served[0], clear.validation["item-item"][0] + 0.08)

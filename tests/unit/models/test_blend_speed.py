@@ -59,7 +59,8 @@ def _old_choice(full, fold, n, items, cfg, *, personalize, eval_seed, seed):
         alones[f"item-item (lambda {lam:g})"] = lambda rows, w=weights: _old_history(fold, n, rows) @ w
     mf = fit_alone(fold, n, "mf", dim=cfg.dim, epochs=ALONE_EPOCHS, seed=seed)
     alones["mf"] = mf.scorer(fold, n)
-    return choose_folds([(cands, lambda rows: trainer.scores(fed_items, rows), alones)])
+    return choose_folds([(cands, lambda rows: trainer.scores(fed_items, rows), alones)],
+                        customers=[np.asarray(fold.customer_ids)], margin=blending.MARGIN)
 
 
 @pytest.mark.parametrize("table_seed, personalize", [(1, 0), (2, 3)])
