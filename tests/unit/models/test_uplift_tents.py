@@ -125,3 +125,23 @@ def test_unknown_or_mismatched_bases_are_refused_by_name(tmp_path):
         load_model(_saved(tmp_path, options, net, basis="spline"))
     with pytest.raises(ConfigError, match="do not fit its 3 arms with heads=separate and basis=tent"):
         load_model(_saved(tmp_path, options, net, basis="tent"))  # hinge weights under a tent label
+
+
+@pytest.mark.parametrize("knots", [[0.0, 0.4, 0.6, 0.8], [0.2, 0.4, 0.6, 1.0], [0.2, 0.4, 0.4, 0.8],
+                                   [0.8, 0.6, 0.4, 0.2], "0.2,0.4,0.6,0.8"])
+def test_a_model_file_whose_knots_would_make_a_broken_basis_is_refused(tmp_path, knots):
+    # the same number of knots keeps the weights' shapes, so only the knot check stands between such a file and
+    # NaN basis columns (a tent at a knot of 0 or 1 divides by zero) or columns that do not sum to one
+    from fedinsight.tasks.uplift.export import load_model
+
+    options = UpliftOptions(offer_costs="a=1,b=2", basis="tent")
+    net = build_model(len(FEATURES), 3, 0, 0, options.knot_values, options.heads, "tent")
+    with pytest.raises(ConfigError, match="its knots .* are not up to 8 increasing numbers strictly between 0 and 1"):
+        load_model(_saved(tmp_path, options, net, knots=knots))
+
+
+def test_the_options_spell_the_bases_as_the_model_does():
+    from fedinsight.models import uplift as model
+    from fedinsight.tasks.uplift import options
+
+    assert options.BASES == model.BASES
