@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Index, String, Text, select
+from sqlalchemy import DateTime, Index, Select, String, Text, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fedinsight.core.db import Base, create_tables, make_engine
+from fedinsight.core.db import Base, create_tables, make_engine, write_locked
 from fedinsight.core.errors import ConfigError, NotFoundError
 from fedinsight.privacy.audit import enable_sqlite_wal
 
@@ -95,6 +95,11 @@ class Job:
                 "finished_at": iso(self.finished_at)}
 
 
+def by_requester_query(task: str, requester: str) -> Select[tuple[JobRow]]:
+    """The jobs of ``task`` submitted by ``requester``, oldest first (what the (task, requester) index serves)."""
+    return select(JobRow).where(JobRow.task == task, JobRow.requester == requester).order_by(JobRow.created_at)
+
+
 class JobStore:
     """The job table (``url``: SQLAlchemy URL)."""
 
@@ -103,7 +108,7 @@ class JobStore:
         enable_sqlite_wal(self.engine)
         create_tables(self.engine, [JobRow.__table__, SchedulePeriodRow.__table__])
         for index in JobRow.__table__.indexes:  # a job table created before an index existed gets it too
-            index.create(self.engine, checkfirst=True)
+            index.create(write_locked(self.engine), checkfirst=True)  # two stores opening at once: one creates it
 
     @staticmethod
     def _to(r: JobRow) -> Job:
@@ -139,8 +144,7 @@ class JobStore:
     def by_requester(self, task: str, requester: str) -> list[Job]:
         """Every job of ``task`` submitted by ``requester`` (the scheduler's own jobs: one per period)."""
         with Session(self.engine) as session:
-            query = select(JobRow).where(JobRow.task == task, JobRow.requester == requester)
-            return [self._to(r) for r in session.scalars(query.order_by(JobRow.created_at))]
+            return [self._to(r) for r in session.scalars(by_requester_query(task, requester))]
 
     def get(self, job_id: str) -> Job:
         with Session(self.engine) as session:

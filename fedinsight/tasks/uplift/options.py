@@ -63,7 +63,8 @@ def parse_costs(text: str) -> dict[str, float]:
 
 
 def parse_knots(text: str) -> tuple[float, ...]:
-    """``"0.25,0.5,0.75"`` -> the model's public hinge knots on the unit-scale features ("" or "none": no hinges)."""
+    """``"0.25,0.5,0.75"`` -> the model's public knots on the unit-scale features, hinges' or tents' ("" or "none":
+    none)."""
     text = str(text).strip()
     if text.lower() in ("", "none"):
         return ()
@@ -123,9 +124,10 @@ class UpliftOptions(Options):
                                     "T-learner) or \"shared\" (a base for every customer plus each offer's change to "
                                     "it: the same model, but a treated customer's gradient is sqrt(2) x longer and "
                                     "base and heads are coupled; the default before issue 16's fresh-seed runs).")
-    knots: str = option("0.2,0.4,0.6,0.8", "Public knots of fixed hinges relu(x - knot) on every unit-scale "
-                                           "feature (lets a logistic head bend where an offer's effect changes "
-                                           "slope or stops; \"none\": the features alone).")
+    knots: str = option("0.2,0.4,0.6,0.8", "Public knots on every unit-scale feature where a logistic head may "
+                                           "bend (an offer's effect changes slope or stops): fixed hinges "
+                                           "relu(x - knot), or with --basis tent the tents' inner grid points; "
+                                           "\"none\": the features alone.")
     basis: str = option("hinge", "The fixed piecewise-linear basis at --knots: \"hinge\" (each feature centred, "
                                  "plus relu(x - knot) per knot) or \"tent\" (hat functions at 0, the knots and 1: "
                                  "the same functions, with local, nearly orthogonal columns: better conditioned, but "

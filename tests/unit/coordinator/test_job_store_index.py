@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import inspect, text
 
-from fedinsight.coordinator.job_store import JobStore
+from fedinsight.coordinator.job_store import JobStore, by_requester_query
 
 INDEX = "ix_coordinator_jobs_task_requester"
 
@@ -21,9 +21,10 @@ def test_by_requester_uses_the_index(tmp_path: Path) -> None:
     for n in range(3):
         store.create(task="propensity", federation="f", run_config={"n": n}, requester=f"r{n % 2}")
     assert INDEX in _indexes(store)
+    query = by_requester_query("propensity", "r0")  # the very query the store runs
+    sql = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
     with store.engine.connect() as conn:
-        plan = " ".join(str(row[-1]) for row in conn.execute(text(
-            "EXPLAIN QUERY PLAN SELECT * FROM coordinator_jobs WHERE task = 'propensity' AND requester = 'r0'")))
+        plan = " ".join(str(row[-1]) for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
     assert INDEX in plan
     assert len(store.by_requester("propensity", "r0")) == 2
 
