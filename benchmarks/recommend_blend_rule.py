@@ -65,6 +65,7 @@ def choose(tables: list[dict[tuple[str, float], tuple[Any, Any]]], customers: li
            rule: str) -> tuple[str, float]:
     """A rule's (alone-model, weight) from the validation folds' figures only."""
     from fedinsight.models.blend import clustered_se
+    from fedinsight.tasks.recommend.blending import MARGIN
 
     folds = RULE_FOLDS[rule]
     table = _pooled(tables[:folds])
@@ -77,9 +78,9 @@ def choose(tables: list[dict[tuple[str, float], tuple[Any, Any]]], customers: li
         weight = max(grid, key=lambda w: (mean[(alone, w)][1], mean[(alone, w)][0], w))
     else:
         weight = max(grid, key=lambda w: (*mean[(alone, w)], w))
-    if rule.startswith("alone-within-se") and weight > 0:
+    if rule.startswith("alone-within-se") and weight > 0:  # the task's margin (one standard error since issue 18)
         diff = (table[(alone, weight)][0] - table[(alone, 0.0)][0]).astype(np.float64)
-        if diff.mean() <= clustered_se(diff, who):
+        if diff.mean() <= MARGIN * clustered_se(diff, who):
             weight = 0.0
     return alone, weight
 

@@ -145,6 +145,8 @@ def choose_folds(folds: list[Fold], *, k: int = TOP_K, weights: tuple[float, ...
     blend beats it on validation HR@k by more than ``margin`` standard errors of the paired per-customer difference
     (:func:`clustered_se`).
     """
+    if margin > 0 and customers is None:  # the margin's standard error is clustered by customer
+        raise ValueError("choose_folds(margin > 0) needs each fold's customer ids (customers=...)")
     names = list(folds[0][2]) if folds else []
     if not names or any(list(fold[2]) != names for fold in folds):
         raise ValueError("choose_folds() needs the same, non-empty alone-models in every fold")
@@ -164,7 +166,7 @@ def choose_folds(folds: list[Fold], *, k: int = TOP_K, weights: tuple[float, ...
             best = (key, w)
     assert best is not None
     weight = best[1]
-    if margin > 0 and weight > 0 and customers is not None:
+    if margin > 0 and weight > 0 and customers is not None:  # (customers given: checked above)
         gain = (hit_and_ndcg(weight * fed + (1.0 - weight) * alone_scores[best_alone], k)[0]
                 - hit_and_ndcg(alone_scores[best_alone], k)[0])
         if gain.mean() <= margin * clustered_se(gain, np.concatenate(customers)):

@@ -41,11 +41,12 @@ federated model."""
 MARGIN = 1.0
 """The blend replaces the partner's alone-model only when it wins on validation HR@10 by more than this many
 standard errors of the paired per-customer difference (:func:`fedinsight.models.blend.choose_folds`); otherwise
-w = 0 serves the alone-model exactly. Why on (issue 18): with four pooled folds and no margin, 8 of 72 MovieLens-100K
-partner-runs served a blend below their alone-model on test; three paired replays on the same fitted models (24
-partner-runs, ``benchmarks/recommend_blend_rule.py``, docs/recommender.md "Can a cheap rule ...") gave 2 below with
-this margin against 5 without, for -0.001 mean HR@10: on partners of ~100-300 customers a blend's validation gain is
-of the order of its standard error, so a gain smaller than one is more often luck than a better model."""
+w = 0 serves the alone-model exactly. Why on (issue 18): on partners of ~100-300 customers a blend's validation gain
+is of the order of its standard error, so a smaller gain is more often luck than a better model. Replayed on the
+same fitted models of 9 MovieLens-100K runs (72 partner-runs, ``benchmarks/recommend_blend_rule.py``,
+docs/recommender.md "The margin on"): 4 below their alone-model on test with this margin against 13 without, for
+-0.004 mean HR@10. Why not larger: on 1,000-customer partners (synthetic, 10,000 customers) one standard error kept
+every blend's gain (+0.011 HR@10) and 1.645 gave up ~40 % of it (``benchmarks/recommend_margin_curve.py``)."""
 ALONE_EPOCHS = 50  # the alone MF's epochs, as the simulation's local-only baseline
 VALIDATION_SAMPLE = 2000
 """At most this many validation customers per fold are scored for the choice (all of them below it): the models are

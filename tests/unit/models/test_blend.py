@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fedinsight.models.alone import candidates, ease_weights, history_matrix
 from fedinsight.models.blend import (
@@ -207,3 +208,30 @@ def test_by_default_a_blend_is_served_only_when_it_wins_by_more_than_one_standar
     fold, ids = _hand_fold(fed_only=8, alone_only=0)
     clear = choose_folds([fold], customers=[ids], margin=MARGIN)
     assert clear.weight == 1.0 and np.isclose(clear.served[0], clear.validation["item-item"][0] + 0.08)
+
+
+def test_the_task_applies_its_margin_with_every_folds_customers(monkeypatch):
+    # the margin only acts when the task passes it on, with the ids its standard error is clustered by
+    from fedinsight.tasks.recommend import blending
+
+    seen: dict = {}
+
+    def recording(folds, **kwargs):
+        seen.update(kwargs, folds=len(folds))
+        return choose_folds(folds, **kwargs)
+
+    monkeypatch.setattr(blending, "choose_folds", recording)
+    frame, catalogue = _planted(customers=60)
+    n = catalogue.num_items
+    full = leave_latest_out(frame, catalogue)
+    folds = [leave_latest_out(frame, catalogue, skip_latest=s) for s in (1, 2)]
+    choose_on_validation(full, folds, n, ItemParams.init(n, 8, seed=2), BPRConfig(dim=8), personalize=0,
+                         eval_seed=0, seed=1)
+    assert seen["margin"] == MARGIN > 0
+    assert seen["folds"] == 2 and [len(c) for c in seen["customers"]] == [f.num_customers for f in folds]
+
+
+def test_a_margin_without_customer_ids_is_a_programming_error():
+    fold, _ = _hand_fold(fed_only=4, alone_only=2)
+    with pytest.raises(ValueError, match="needs each fold's customer ids"):
+        choose_folds([fold], margin=1.0)
