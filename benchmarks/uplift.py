@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from uplift_tuning import parse_items, parse_setting  # the one settings parser (benchmarks/ is on sys.path)
 
 from fedinsight.data.synth import SynthConfig, generate_partner_frames
 from fedinsight.data.synth_uplift import best_offer
@@ -72,19 +73,6 @@ def policy_value(choice: np.ndarray, truth: pd.DataFrame, options: UpliftOptions
     return float(value.sum())
 
 
-def parse_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
-    """``["name=value", ...]`` -> uplift options, typed like their defaults (unknown names refused)."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        name, _, value = item.strip().partition("=")
-        name = name.replace("-", "_")
-        if name not in UpliftOptions.__dataclass_fields__:
-            parser.error(f"unknown uplift option {name!r}")
-        default = getattr(UpliftOptions(), name)  # None: a float whose default is derived (max_grad_norm, delta)
-        overrides[name] = (float if default is None else type(default))(value)
-    return overrides
-
-
 def side_by_side(block: dict[str, Any]) -> dict[str, Any]:
     """The goal figures of one run, for comparing settings on one line."""
     fed = block["qini"]["federated"]
@@ -108,11 +96,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "reference, side by side (e.g. -v heads=separate -v max_grad_norm=3)")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
-    overrides = parse_overrides(parser, args.option)
+    overrides = parse_items(args.option)
     options = UpliftOptions(epsilon=args.epsilon, rounds=args.rounds, offer_costs="discount=4,gift=3", **overrides)
     variants = {}
     for text in args.variant:
-        extra = parse_overrides(parser, [p for p in text.split(",") if p.strip()])
+        extra = parse_setting(text)
         variants[text] = (UpliftOptions(epsilon=args.epsilon, rounds=args.rounds, offer_costs="discount=4,gift=3",
                                         **{**overrides, **extra}), extra)
     started = time.perf_counter()

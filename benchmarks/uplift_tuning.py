@@ -43,8 +43,15 @@ COSTS = "discount=4,gift=3"
 
 
 def parse_setting(text: str) -> dict[str, Any]:
+    """``"name=value,name=value"`` -> uplift options (:func:`parse_items`)."""
+    return parse_items(text.split(","))
+
+
+def parse_items(items: list[str]) -> dict[str, Any]:
+    """``["name=value", ...]`` -> uplift options, typed like their defaults (unknown names stop the script); the one
+    parser of the uplift benchmarks' settings."""
     out: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
+    for item in filter(None, (p.strip() for p in items)):
         name, _, value = item.partition("=")
         name = name.replace("-", "_")
         if name not in UpliftOptions.__dataclass_fields__:
