@@ -340,7 +340,11 @@ def test_two_jobs_with_nearly_equal_test_shares_evaluate_the_same_customers(tmp_
             if _phase(m) == "evaluate":
                 sent = dict(r.content[proto.METRICS])
                 n, positives = exact[job_id][f"partner-{m.metadata.dst_node_id - 100}"]
-                assert sent["n"] != n and sent["positives"] != positives and "num-examples" not in sent
+                assert "num-examples" not in sent
+                if sent["suppressed"]:  # its noisy held-out count fell below the minimum: no counts at all
+                    assert "n" not in sent and "positives" not in sent
+                else:
+                    assert sent["n"] != n and sent["positives"] != positives
     assert len(held_out["share-a"]) == PARTNERS and held_out["share-a"] == held_out["share-b"]
     assert len(batches) == 2 * PARTNERS and batches[:PARTNERS] != batches[PARTNERS:]
 
