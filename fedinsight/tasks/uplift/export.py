@@ -22,7 +22,7 @@ from fedinsight.models.uplift import BASES, HEADS, UpliftNet, predicted_uplift, 
 from fedinsight.tasks.uplift import policy
 from fedinsight.tasks.uplift.audience_scan import engine_features_at
 from fedinsight.tasks.uplift.features import FEATURES
-from fedinsight.tasks.uplift.options import parse_knots
+from fedinsight.tasks.uplift.options import knots_ok
 
 KIND = "fedinsight-uplift"
 TIERS = ("low", "mid", "high")
@@ -49,13 +49,9 @@ def load_model(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--model {p}: basis={model.get('basis')!r} is not a basis this fedinsight knows "
                           f"({', '.join(BASES)}); export with the fedinsight version that trained it")
     knots = model.get("knots", [])
-    try:  # the same rule as --knots: a knot at 0 or 1, repeated or out of order would make NaN or wrong basis columns
-        if not isinstance(knots, list):
-            raise TypeError("knots is not a list")
-        parse_knots(",".join(str(float(k)) for k in knots) if knots else "none")
-    except (ConfigError, TypeError, ValueError):
+    if not (isinstance(knots, list) and all(isinstance(k, int | float) for k in knots) and knots_ok(tuple(knots))):
         raise ConfigError(f"--model {p}: its knots {knots!r} are not up to 8 increasing numbers strictly between 0 "
-                          "and 1 (a model file edited or mixed up?)") from None
+                          "and 1 (a model file edited or mixed up?)")
     try:
         network(model)
     except (KeyError, RuntimeError, TypeError, ValueError):

@@ -62,6 +62,12 @@ def parse_costs(text: str) -> dict[str, float]:
     return costs
 
 
+def knots_ok(knots: tuple[float, ...]) -> bool:
+    """Up to 8 increasing numbers strictly between 0 and 1 (none is fine): a knot at 0 or 1, a repeated or an
+    out-of-order one would give NaN or wrong basis columns (the rule of ``--knots`` and of a model file's knots)."""
+    return len(knots) <= 8 and all(0 < k < 1 for k in knots) and list(knots) == sorted(set(knots))
+
+
 def parse_knots(text: str) -> tuple[float, ...]:
     """``"0.25,0.5,0.75"`` -> the model's public knots on the unit-scale features, hinges' or tents' ("" or "none":
     none)."""
@@ -72,7 +78,7 @@ def parse_knots(text: str) -> tuple[float, ...]:
         knots = tuple(float(v) for v in text.split(","))
     except ValueError:
         knots = ()
-    if not knots or len(knots) > 8 or any(not 0 < k < 1 for k in knots) or list(knots) != sorted(set(knots)):
+    if not knots or not knots_ok(knots):
         raise ConfigError(f"--knots must be up to 8 increasing numbers strictly between 0 and 1, e.g. "
                           f"\"0.25,0.5,0.75\", or \"none\" (got {text!r})")
     return knots
