@@ -12,6 +12,7 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.federation.delta import HELP as delta_help
 from fedinsight.federation.delta import provisional
 from fedinsight.federation.options import Options, option
+from fedinsight.federation.secagg import shares_of
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
 from fedinsight.tasks.uplift.policy import expected_order_value
@@ -21,6 +22,10 @@ HOLDOUT_KEY = "uplift-holdout-key"
 independent (:mod:`fedinsight.privacy.holdout`)."""
 RELEASES = 3
 """Gaussian releases besides DP-SGD: the evaluation, the policy counts, the campaign economics."""
+NOISE_MODELS: tuple[str, ...] = ("local", "distributed-secagg")
+DEFAULT_MAX_CUSTOMERS = 30_000
+"""Default public bound on a partner's training customers with distributed noise: it sizes the SecAgg+ grid, which
+at 30,000 keeps rounding under 0.6 % of the clipping norm for up to 20 partners."""
 
 PRIOR_SHARE = 0.4
 """The default prior order value as a share of the order-value cap (80 at the default cap of 200): chosen with
@@ -155,6 +160,19 @@ class UpliftOptions(Options):
     min_group_size: int = option(DEFAULT_MIN_GROUP_SIZE, f"Policy cells with a smaller noisy count are not reported "
                                  f"(at least {MIN_GROUP_FLOOR}).", minimum=MIN_GROUP_FLOOR)
     seed: int = option(0, "Seed of the initial model (public: every partner starts from the same weights).")
+    noise_model: str = option("local", "local (each partner runs DP-SGD and adds all the noise to its own update) or "
+                                       "distributed-secagg (one full-batch step per round on whitened heads: each "
+                                       "partner adds a discrete-Gaussian share to its clipped gradient sum and the "
+                                       "coordinator sees only the SecAgg+ sum; sample-rate, local-epochs, lr and "
+                                       "momentum are not used). See docs/uplift.md.", choices=NOISE_MODELS)
+    secure_lr: float = option(10.0, "distributed-secagg: the coordinator's step size on the whitened heads (per "
+                                    "arm's mean gradient; chosen on validation customers, docs/uplift.md).", above=0)
+    honest_partners: int = option(0, "distributed-secagg: partners assumed not to collude with the coordinator "
+                                     "(0: all).", minimum=0)
+    max_dropouts: int = option(0, "distributed-secagg: partners that may drop out of a round (more noise each).",
+                               minimum=0)
+    max_customers: int = option(DEFAULT_MAX_CUSTOMERS, "distributed-secagg: public bound on each partner's "
+                                "training customers (sizes the SecAgg+ grid; a partner with more refuses).", minimum=1)
 
     def validate(self) -> None:
         costs = self.costs
@@ -168,6 +186,9 @@ class UpliftOptions(Options):
             raise ConfigError(f"--heads must be one of {', '.join(HEADS)} (got {self.heads!r})")
         if self.basis not in BASES:
             raise ConfigError(f"--basis must be one of {', '.join(BASES)} (got {self.basis!r})")
+        if self.distributed and (self.heads != "separate" or self.hidden or self.basis != "hinge"):
+            raise ConfigError("--noise-model distributed-secagg trains separate logistic heads on the hinge basis: use "
+                              "--heads separate --hidden 0 --basis hinge (the defaults), or --noise-model local")
         self.plan()
 
     def require_costs(self) -> None:
@@ -217,12 +238,37 @@ class UpliftOptions(Options):
         return SEPARATE_HEADS_CLIP if self.heads == "separate" else SHARED_HEADS_CLIP
 
     @property
+    def distributed(self) -> bool:
+        """Training noise split across partners under SecAgg+ (:mod:`fedinsight.tasks.uplift.distributed`)."""
+        return self.noise_model == "distributed-secagg"
+
+    def noise_shares(self, partners: int) -> int:
+        """Honest partners less tolerated drop-outs (ConfigError if the trust settings do not fit ``partners``)."""
+        if partners < 2:
+            raise ConfigError("--noise-model distributed-secagg needs at least 2 partners")
+        return shares_of(partners, self.honest_partners, self.max_dropouts)
+
+    @property
+    def batch_rate(self) -> float:
+        """The sample rate the accounting assumes: 1 (full batch) with distributed noise, whose sum of
+        discrete-Gaussian shares is proven equivalent to one Gaussian release for unsampled releases only."""
+        return 1.0 if self.distributed else self.sample_rate
+
+    @property
     def steps_per_round(self) -> int:
+        if self.distributed:
+            return 1  # one secure sum = one full-batch step
         return max(1, round(self.local_epochs / self.sample_rate))
 
+    @property
+    def gaussian_releases(self) -> int:
+        """Gaussian releases besides training: :data:`RELEASES`, and with distributed noise the whitening statistics
+        (:mod:`fedinsight.tasks.uplift.distributed`) before the first round."""
+        return RELEASES + (1 if self.distributed else 0)
+
     def plan(self) -> DpsgdPlan:
-        """DP-SGD for the training, plus the three Gaussian releases (evaluation, policy counts, economics) at one
-        multiplier."""
-        return plan_dpsgd(self.epsilon, provisional(self.delta), sample_rate=self.sample_rate,
+        """DP-SGD (or, with distributed noise, one full-batch Gaussian step per round) for the training, plus the
+        Gaussian releases (evaluation, policy counts, economics; the whitening statistics) at one multiplier."""
+        return plan_dpsgd(self.epsilon, provisional(self.delta), sample_rate=self.batch_rate,
                           steps_per_round=self.steps_per_round, rounds=self.rounds, max_grad_norm=self.clip,
-                          gaussian_releases=RELEASES, gaussian_share=self.release_share)
+                          gaussian_releases=self.gaussian_releases, gaussian_share=self.release_share)

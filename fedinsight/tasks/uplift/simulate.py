@@ -13,15 +13,20 @@ from typing import Any
 import numpy as np
 
 from fedinsight.models.uplift import ReleasedAverage, build_model, get_weights, set_weights
+from fedinsight.privacy.distributed_dp import encode_noisy_share
 from fedinsight.privacy.mechanisms import gaussian
-from fedinsight.tasks.uplift import client, economics, server
+from fedinsight.tasks.uplift import client, distributed, economics, server
 from fedinsight.tasks.uplift.features import FEATURES, Audience
 from fedinsight.tasks.uplift.options import UpliftOptions
 
 
 def global_models(train_sets: list[Audience], options: UpliftOptions) -> Iterator[dict[str, np.ndarray]]:
     """The global model after each of ``options.rounds`` rounds of local DP-SGD and equal-weight averaging (what
-    the coordinator sees; any average of them is post-processing, e.g. for comparing release rules)."""
+    the coordinator sees; any average of them is post-processing, e.g. for comparing release rules). With
+    ``--noise-model distributed-secagg``: :func:`distributed_models`."""
+    if options.distributed:
+        yield from distributed_models(train_sets, options)
+        return
     model = build_model(len(FEATURES), len(options.arms), options.hidden, options.seed, options.knot_values,
                         options.heads, options.basis)
     weights = get_weights(model)
@@ -29,6 +34,24 @@ def global_models(train_sets: list[Audience], options: UpliftOptions) -> Iterato
         updates = [get_weights(client.local_update(set_weights(model, weights), t, options)) for t in train_sets]
         weights = {k: np.mean([u[k] for u in updates], axis=0) for k in weights}
         yield weights
+
+
+def distributed_models(train_sets: list[Audience], options: UpliftOptions) -> Iterator[dict[str, np.ndarray]]:
+    """Distributed-noise training in process (:mod:`.distributed`): the whitening statistics (each partner's own
+    Gaussian release, summed), then per round every partner's clipped gradient sum plus its discrete-Gaussian share
+    (the partners' own code and OpenDP noise), summed as SecAgg+ would, and the coordinator's step; yields each
+    round's global model converted to the ordinary model's weights."""
+    plan = options.plan()
+    gram = np.sum([gaussian(distributed.gram_vector(t.x, t.arm, options), distributed.GRAM_SENSITIVITY,
+                            plan.gaussian_noise_multiplier).values for t in train_sets], axis=0)
+    whitening = distributed.Whitening.from_gram(gram, options)
+    enc = distributed.encoding(options, len(train_sets))
+    vector = distributed.initial(options)
+    for _ in range(options.rounds):
+        total = np.sum([encode_noisy_share(distributed.gradient_sum(vector, whitening, t.x, t.arm, t.converted,
+                                                                    options), enc) for t in train_sets], axis=0)
+        vector = distributed.step(vector, total, whitening, options)
+        yield distributed.to_model_weights(vector, whitening, options)
 
 
 def federated_weights(train_sets: list[Audience], options: UpliftOptions) -> dict[str, np.ndarray]:
