@@ -49,10 +49,21 @@ class UpliftTask(Task):
 
         return client.hello_facts(partner, config)
 
+    def hello_config(self, session: Session) -> dict[str, Any]:
+        return {"secagg-partners": len(session.nodes)} if session.options.distributed else {}  # type: ignore[attr-defined]
+
+    def secure_fit(self):  # type: ignore[no-untyped-def]
+        return Lazy("fedinsight.tasks.uplift.secure_client", "secure_fit")
+
     def check(self, options: Options, job: JobSettings) -> None:
         super().check(options, job)
         if job.out_dir or job.data_root:  # a simulation's first, dataset-less check comes before its defaults
             options.require_costs()  # type: ignore[attr-defined]
+        opts: UpliftOptions = options  # type: ignore[assignment]
+        if opts.distributed and opts.offer_costs:  # the grid and trust settings fit, before anyone is contacted
+            from fedinsight.tasks.uplift import distributed
+
+            distributed.encoding(opts, job.partners)
 
     def plan(self, session: Session) -> Plan:
         from fedinsight.tasks.uplift import server
@@ -60,7 +71,7 @@ class UpliftTask(Task):
         options: UpliftOptions = session.options  # type: ignore[assignment]
         options.require_costs()
         plan = options.plan()
-        return Plan.from_manifest(server.manifest(options, self.name), kind="training",
+        return Plan.from_manifest(server.manifest(options, self.name, len(session.nodes)), kind="training",
                                   epsilon_planned=plan.planned_epsilon(), plan=plan.to_dict())
 
     def run(self, session: Session) -> TaskResult:

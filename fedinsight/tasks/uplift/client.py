@@ -32,11 +32,13 @@ from fedinsight.privacy.mechanisms import gaussian
 from fedinsight.tasks.uplift import economics, policy
 from fedinsight.tasks.uplift.audience_scan import engine_audience
 from fedinsight.tasks.uplift.features import FEATURES, Audience
-from fedinsight.tasks.uplift.options import HOLDOUT_KEY, RELEASES, SCORE_EDGES, UpliftOptions
+from fedinsight.tasks.uplift.options import HOLDOUT_KEY, SCORE_EDGES, UpliftOptions
 
 ARRAYS = "arrays"
 METRICS = "metrics"
 RECORD = "release"
+WHITENING = "whitening"
+"""The query phase of the whitening statistics (distributed noise only; :mod:`.distributed`)."""
 
 
 def eval_length(offers: int) -> int:
@@ -78,10 +80,11 @@ def prepare(partner: Partner, options: UpliftOptions, job_id: str) -> Split:
 
 
 def events(options: UpliftOptions) -> list[dp_event.DpEvent]:
-    """One partner's releases in one job, in order: each round's DP-SGD steps, the evaluation, the policy."""
+    """One partner's releases in one job: each round's DP-SGD steps (with distributed noise: one full-batch step),
+    and the Gaussian releases (evaluation, policy, economics; with distributed noise the whitening statistics)."""
     plan = options.plan()
     return ([dpsgd_event(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)] * options.rounds
-            + [plan.gaussian_event()] * RELEASES)
+            + [plan.gaussian_event()] * options.gaussian_releases)
 
 
 def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +95,10 @@ def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
     if not len(split.train) or not len(split.test):
         raise ConfigError(f"campaign '{options.campaign}' has too few exposed customers at partner "
                           f"{partner.partner_id} to train and evaluate")
+    if options.distributed:
+        from fedinsight.tasks.uplift.secure_client import check_before_charge
+
+        check_before_charge(partner, options, config, len(split.train))
     refusal = partner.gate.binding(str(config["job-id"]), events(options), job_epsilon=options.epsilon,
                                    job_delta=options.delta)
     if refusal is not None:
@@ -164,6 +171,14 @@ def query(msg: Message, partner: Partner) -> Message:
     plan = options.plan()
     phase = phase_of(msg)
     split = prepare(partner, options, str(config["job-id"]))
+    if phase == WHITENING and options.distributed:  # before any model exists: no arrays in this message
+        from fedinsight.tasks.uplift import distributed
+
+        _spend(partner, config, options, [plan.gaussian_event()], "stats",
+               f"uplift whitening statistics: Gaussian, multiplier {plan.gaussian_noise_multiplier:.4g}")
+        noisy = gaussian(distributed.gram_vector(split.train.x, split.train.arm, options),
+                         distributed.GRAM_SENSITIVITY, plan.gaussian_noise_multiplier).values
+        return reply(msg, **{RECORD: MetricRecord({"gram": noisy.tolist()})})
     model = _model(msg, options)
     k = len(options.offers)
     if phase == "evaluate":
@@ -183,4 +198,5 @@ def query(msg: Message, partner: Partner) -> Message:
         totals = economics.arm_totals(split.everyone, len(options.arms), options.order_value_cap)
         noisy = gaussian(totals, economics.SENSITIVITY, plan.gaussian_noise_multiplier).values
         return reply(msg, **{RECORD: MetricRecord({"arms": noisy.tolist()})})
-    raise ConfigError(f"unknown uplift step '{phase}' (expected evaluate, policy or economics)")
+    raise ConfigError(f"unknown uplift step '{phase}' (expected evaluate, policy or economics"
+                      + (f", or {WHITENING}" if options.distributed else "") + ")")

@@ -47,7 +47,6 @@ from fedinsight.tasks.uplift.options import UpliftOptions
 SECURE_PHASE = "secagg"
 MECHANISM = "dp-gd+secagg"
 """The manifest's and ledger's name of a distributed-noise training round (one full-batch step)."""
-GRAM_PHASE = "whitening"
 GRAM_CLIP = 1.5
 """Each customer's basis vector enters the whitening statistics scaled to at most this L2 length (about the 90th
 percentile of the hinge basis's lengths on the synthetic audience; the worst case, :func:`basis_bound`, is 2.7): the

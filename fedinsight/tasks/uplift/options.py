@@ -165,8 +165,9 @@ class UpliftOptions(Options):
                                        "partner adds a discrete-Gaussian share to its clipped gradient sum and the "
                                        "coordinator sees only the SecAgg+ sum; sample-rate, local-epochs, lr and "
                                        "momentum are not used). See docs/uplift.md.", choices=NOISE_MODELS)
-    secure_lr: float = option(10.0, "distributed-secagg: the coordinator's step size on the whitened heads (per "
-                                    "arm's mean gradient; chosen on validation customers, docs/uplift.md).", above=0)
+    secure_lr: float = option(5.0, "distributed-secagg: the coordinator's step size on the whitened heads (times "
+                                   "each arm's mean gradient; at most 8 keeps every step stable whatever the "
+                                   "conversion rate; docs/uplift.md).", above=0)
     honest_partners: int = option(0, "distributed-secagg: partners assumed not to collude with the coordinator "
                                      "(0: all).", minimum=0)
     max_dropouts: int = option(0, "distributed-secagg: partners that may drop out of a round (more noise each).",

@@ -16,16 +16,19 @@ import numpy as np
 from dp_accounting import dp_event
 from flwr.app import Array, ArrayRecord, ConfigRecord
 
+from fedinsight.core.errors import SecureAggregationError
 from fedinsight.core.files import atomic_output_file
 from fedinsight.federation import progress
 from fedinsight.federation.manifest import PUBLIC, Manifest, Release
+from fedinsight.federation.secagg import secagg_releases, secure_sum
 from fedinsight.federation.task import Session
 from fedinsight.models.qini import curve_from_bins
 from fedinsight.models.uplift import build_model, get_weights
 from fedinsight.privacy.intervals import estimate
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.suppression import suppressed
-from fedinsight.tasks.uplift import client, economics, policy
+from fedinsight.privacy.distributed_dp import decode_sum
+from fedinsight.tasks.uplift import client, distributed, economics, policy
 from fedinsight.tasks.uplift.features import FEATURES, NAMES
 from fedinsight.tasks.uplift.options import SCORE_EDGES, UpliftOptions
 from fedinsight.tasks.uplift.strategy import UpliftFedAvg
@@ -34,21 +37,46 @@ MODEL_FILE = "uplift_model.json"
 TIERS = ("low", "mid", "high")
 
 
-def manifest(options: UpliftOptions, task: str) -> Manifest:
-    """Every value a partner sends in one uplift job."""
+def training_releases(options: UpliftOptions, partners: int) -> list[Release]:
+    """What a partner sends to train: local mode's weights after DP-SGD, or with distributed noise the whitening
+    statistics and each round's masked clipped gradient sum (:mod:`.distributed`)."""
+    plan = options.plan()
+    if not options.distributed:
+        shapes = {name: tuple(v.shape) for name, v in initial_weights(options).items()}
+        return [
+            Release("train", client.ARRAYS, shapes, "dp-sgd", kind="arrays", count=options.rounds,
+                    what="the uplift model's weights after local DP-SGD steps",
+                    sensitivity=f"per-customer gradient clipped to L2 {plan.max_grad_norm:g}, noise multiplier "
+                                f"{plan.noise_multiplier:.4g}, Poisson sample rate {plan.sample_rate:g}",
+                    event=dpsgd_event(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)),
+            Release("train", client.METRICS, {"num-examples": None, "steps": None}, PUBLIC,
+                    what="the partner's FedAvg weight and its step count",
+                    reason="the weight is the constant 1 (no customer count is sent) and the steps are the job's")]
+    enc = distributed.encoding(options, partners)  # refused here, before anyone computes, if no grid fits
+    m = plan.gaussian_noise_multiplier
+    whitening = Release(
+        client.WHITENING, client.RECORD, {"gram": (distributed.gram_length(options),)}, "gaussian",
+        event=dp_event.GaussianDpEvent(m),
+        what="training customers per arm, the sum of their basis vectors and of their outer products (each vector "
+             f"scaled to L2 <= {distributed.GRAM_CLIP:g}): the whitening of distributed-noise training",
+        sensitivity=f"L2 {distributed.GRAM_SENSITIVITY:g} per customer (weights {distributed.GRAM_WEIGHTS[0]:g} / "
+                    f"{distributed.GRAM_WEIGHTS[1]:g} / {distributed.GRAM_WEIGHTS[2]:.3g}); noise multiplier {m:.4g}")
+    return [whitening, *secagg_releases(
+        update_event=dpsgd_event(plan.noise_multiplier, 1.0, 1), count=options.rounds,
+        mechanism=distributed.MECHANISM,
+        what="the sum of the partner's training customers' clipped gradients of the whitened heads plus its "
+             "discrete-Gaussian noise share, masked (one full-batch step per round)",
+        sensitivity=f"customer-level L2 {plan.max_grad_norm:g} (C' = {enc.sensitivity:.6g} after rounding onto the "
+                    f"SecAgg+ grid); noise multiplier {plan.noise_multiplier:.4g} on the sum of {enc.honest} shares")]
+
+
+def manifest(options: UpliftOptions, task: str, partners: int = 0) -> Manifest:
+    """Every value a partner sends in one uplift job (``partners``: the job's, for a distributed-noise grid)."""
     plan = options.plan()
     k = len(options.offers)
-    shapes = {name: tuple(v.shape) for name, v in initial_weights(options).items()}
     m = plan.gaussian_noise_multiplier
     return Manifest(task, (
-        Release("train", client.ARRAYS, shapes, "dp-sgd", kind="arrays", count=options.rounds,
-                what="the uplift model's weights after local DP-SGD steps",
-                sensitivity=f"per-customer gradient clipped to L2 {plan.max_grad_norm:g}, noise multiplier "
-                            f"{plan.noise_multiplier:.4g}, Poisson sample rate {plan.sample_rate:g}",
-                event=dpsgd_event(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)),
-        Release("train", client.METRICS, {"num-examples": None, "steps": None}, PUBLIC,
-                what="the partner's FedAvg weight and its step count",
-                reason="the weight is the constant 1 (no customer count is sent) and the steps are the job's"),
+        *training_releases(options, partners),
         Release("evaluate", client.RECORD, {"qini": (client.eval_length(k),)}, "gaussian", event=dp_event.
                 GaussianDpEvent(m),
                 what=f"held-out customers per offer x (treated, control) x (customers, conversions) x "
@@ -121,12 +149,17 @@ def policy_summary(counts: np.ndarray, options: UpliftOptions, partners: int) ->
 def run(session: Session) -> dict[str, Any]:
     """Training, then the two releases; returns the task's part of ``summary.json``."""
     options: UpliftOptions = session.options  # type: ignore[assignment]
-    initial = _arrays(initial_weights(options))
-    cfg = session.config("train")
-    strategy = UpliftFedAvg(session, options.rounds)
-    result = strategy.start(session.grid, initial, num_rounds=options.rounds, timeout=session.job.timeout,
-                            train_config=ConfigRecord(cfg))
-    final = strategy.released(result.arrays if result.arrays is not None else initial)
+    secure: dict[str, Any] | None = None
+    if options.distributed:
+        weights, secure = secure_training(session)
+        final = _arrays(weights)
+    else:
+        initial = _arrays(initial_weights(options))
+        cfg = session.config("train")
+        strategy = UpliftFedAvg(session, options.rounds)
+        result = strategy.start(session.grid, initial, num_rounds=options.rounds, timeout=session.job.timeout,
+                                train_config=ConfigRecord(cfg))
+        final = strategy.released(result.arrays if result.arrays is not None else initial)
     progress.report("evaluation", options.rounds, options.rounds + 2)
     qini = qini_summary(_summed(session.ask("query", "evaluate", config=session.config("evaluate"), arrays=final),
                                 "qini"), options, len(session.nodes))
@@ -143,8 +176,47 @@ def run(session: Session) -> dict[str, Any]:
             "features": list(NAMES), "rounds": options.rounds,
             "metrics": {"federated": qini}, "policy": pol, "economics": money,
             "noise": {"dpsgd_multiplier": plan.noise_multiplier, "release_multiplier": plan.gaussian_noise_multiplier,
-                      "eval_sensitivity_l2": client.eval_sensitivity(len(options.offers))},
+                      "eval_sensitivity_l2": client.eval_sensitivity(len(options.offers)),
+                      "noise_model": options.noise_model,
+                      "trust_model": distributed.trust_model(options, len(session.nodes)),
+                      **({"secagg": secure} if secure is not None else {})},
             "weights": {k: v.numpy().tolist() for k, v in final.items()}}
+
+
+def secure_training(session: Session) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Distributed-noise training (:mod:`.distributed`): the whitening statistics (each partner's Gaussian release,
+    summed), then ``rounds`` SecAgg+ sums of the partners' clipped gradient sums and noise shares, one step each; the
+    released model is the moving average, converted to the ordinary model's weights (all post-processing)."""
+    options: UpliftOptions = session.options  # type: ignore[assignment]
+    partners = len(session.nodes)
+    enc = distributed.encoding(options, partners)
+    progress.report("whitening", 0, options.rounds + 3)
+    gram = _summed(session.ask("query", client.WHITENING, config=session.config(client.WHITENING)), "gram")
+    whitening = distributed.Whitening.from_gram(gram, options)
+    vector = distributed.initial(options)
+    ema: np.ndarray | None = None
+    contributors: list[int] = []
+    cfg = {**session.config(distributed.SECURE_PHASE), **whitening.as_config(), "secagg-partners": partners}
+    for rnd in range(1, options.rounds + 1):
+        try:
+            mean, held = secure_sum(session.grid, session.guard, fit_config={**cfg, "server-round": rnd},
+                                    settings=enc.flower_settings(), partners=partners,
+                                    max_dropouts=options.max_dropouts, timeout=session.job.timeout,
+                                    initial=[vector.astype(np.float64)])
+        except SecureAggregationError as exc:
+            raise SecureAggregationError(f"uplift round {rnd}: {exc}") from None
+        vector = distributed.step(vector, decode_sum(mean[0], held, enc), whitening, options)
+        ema = vector if ema is None else options.ema * ema + (1 - options.ema) * vector
+        contributors.append(held)
+        progress.report("rounds", rnd, options.rounds, training_partners=held, partners=partners)
+    assert ema is not None  # rounds >= 1
+    summary = {"partners": partners, "noise_shares": enc.honest, "max_dropouts": options.max_dropouts,
+               "max_customers": enc.max_customers, "grid_step": enc.step, "sensitivity": round(enc.sensitivity, 9),
+               "noise_sd_of_the_sum": enc.sum_noise_std, "tau": enc.tau,
+               "contributors_min": min(contributors), "rounds_unmasked": len(contributors),
+               "whitening_floor": distributed.FLOOR, "noisy_training_customers": [round(float(v), 1)
+                                                                                 for v in whitening.counts]}
+    return distributed.to_model_weights(ema, whitening, options), summary
 
 
 def model(summary: dict[str, Any], options: UpliftOptions) -> dict[str, Any]:
