@@ -20,7 +20,7 @@ import numpy as np
 from dp_accounting import dp_event
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 
-from fedinsight.core.errors import BudgetExceededError, ConfigError
+from fedinsight.core.errors import BudgetExceededError, ConfigError, SecureAggregationError
 from fedinsight.federation.messages import config_of, reply
 from fedinsight.federation.task import Partner, phase_of
 from fedinsight.models.qini import bin_counts
@@ -96,14 +96,30 @@ def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"campaign '{options.campaign}' has too few exposed customers at partner "
                           f"{partner.partner_id} to train and evaluate")
     if options.distributed:
-        from fedinsight.tasks.uplift.secure_client import check_before_charge
-
         check_before_charge(partner, options, config, len(split.train))
     refusal = partner.gate.binding(str(config["job-id"]), events(options), job_epsilon=options.epsilon,
                                    job_delta=options.delta)
     if refusal is not None:
         raise BudgetExceededError(refusal.reason + "; refused before the job started")
     return {}
+
+
+def check_before_charge(partner: Partner, options: UpliftOptions, config: dict[str, Any], training: int) -> None:
+    """In hello, before anyone is charged: the grid fits, this partner accepts the trust model, and its training
+    customers fit under the public bound (a SecAgg+ round cannot go on without one of its partners)."""
+    from fedinsight.federation.secagg import check_own_trust
+    from fedinsight.tasks.uplift import distributed
+
+    try:
+        partners = int(config["secagg-partners"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError("a distributed-noise uplift job lacks its partner count (secagg-partners)") from None
+    distributed.encoding(options, partners)
+    check_own_trust(partner, options.honest_partners or partners)
+    if training > options.max_customers:
+        raise SecureAggregationError(f"partner {partner.partner_id} has {training} training customers, more than the "
+                                     f"job's public bound --max-customers {options.max_customers}; refused (raise the "
+                                     "bound)")
 
 
 def _model(msg: Message, options: UpliftOptions) -> UpliftNet:

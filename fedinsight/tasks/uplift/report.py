@@ -90,4 +90,15 @@ def uplift_sections(summary: dict[str, Any]) -> tuple[list[str], list[Section]]:
             "every partner's Gaussian-noised counts; cells under the minimum group size are hidden. Partners export "
             "their own target lists on their own machines.")
     section.add(f'<p class="note">{esc(note)}</p>')
+    section.add(f'<p class="note">{esc(_training_noise(summary.get("noise") or {}))}</p>')
     return cards, [section]
+
+
+def _training_noise(noise: dict[str, Any]) -> str:
+    """Who added the model's training noise, and whom that trusts, in words."""
+    if noise.get("noise_model") == "distributed-secagg":
+        return ("How the model was trained: each round, every partner sent its customers' clipped updates with a "
+                "share of the privacy noise, hidden by secure aggregation; the coordinator saw only the partners' "
+                f"total, which carries the full noise. Trust model: {noise.get('trust_model', '-')}.")
+    return ("How the model was trained: every partner trained on its own customers and added the full privacy noise "
+            "to its own update (no trust in anyone needed).")

@@ -30,21 +30,6 @@ from fedinsight.tasks.uplift.client import prepare
 from fedinsight.tasks.uplift.options import UpliftOptions
 
 
-def check_before_charge(partner: Partner, options: UpliftOptions, config: dict[str, Any], training: int) -> None:
-    """In hello, before anyone is charged: the grid fits, this partner accepts the trust model, and its training
-    customers fit under the public bound (a SecAgg+ round cannot go on without one of its partners)."""
-    try:
-        partners = int(config["secagg-partners"])
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError("a distributed-noise uplift job lacks its partner count (secagg-partners)") from None
-    distributed.encoding(options, partners)
-    check_own_trust(partner, options.honest_partners or partners)
-    if training > options.max_customers:
-        raise SecureAggregationError(f"partner {partner.partner_id} has {training} training customers, more than the "
-                                     f"job's public bound --max-customers {options.max_customers}; refused (raise the "
-                                     "bound)")
-
-
 def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str, Any]
                ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
     """This partner's clipped gradient sum of the whitened heads plus its noise share, for SecAgg+ to mask."""

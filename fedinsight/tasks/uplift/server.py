@@ -24,10 +24,10 @@ from fedinsight.federation.secagg import secagg_releases, secure_sum
 from fedinsight.federation.task import Session
 from fedinsight.models.qini import curve_from_bins
 from fedinsight.models.uplift import build_model, get_weights
+from fedinsight.privacy.distributed_dp import decode_sum
 from fedinsight.privacy.intervals import estimate
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.suppression import suppressed
-from fedinsight.privacy.distributed_dp import decode_sum
 from fedinsight.tasks.uplift import client, distributed, economics, policy
 from fedinsight.tasks.uplift.features import FEATURES, NAMES
 from fedinsight.tasks.uplift.options import SCORE_EDGES, UpliftOptions

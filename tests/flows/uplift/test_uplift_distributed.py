@@ -60,10 +60,16 @@ def test_training_sends_the_whitening_release_and_masked_sums_only_and_charges_t
     assert planned == pytest.approx(plan.planned_epsilon(), rel=1e-3)
     assert summary["privacy"]["epsilon_charged"] == pytest.approx(planned, rel=1e-6)
     own = PrivacyLedger(f"sqlite:///{tmp_path / 'partners.db'}")  # every partner's own gate spent the same
-    job = summary["job"]["job_id"] if "job" in summary and "job_id" in summary["job"] else None
+    assert len(own.partners()) == len(PARTNER_NAMES)
     for partner in own.partners():
-        spent = own.events(partner) if job is None else own.job_events(partner, job)
-        assert compose_epsilon(spent, options.delta) == pytest.approx(planned, rel=1e-6)
+        assert compose_epsilon(own.job_events(partner, summary["job_id"]), options.delta) == \
+            pytest.approx(planned, rel=1e-6)
+    training = [c for c in own.charges() if c.kind == "training"]
+    assert len(training) == len(PARTNER_NAMES) * ROUNDS and all("do not collude" in c.description for c in training)
+    from fedinsight.tasks.uplift.report import uplift_sections
+
+    html = "".join(s.html() for s in uplift_sections(summary)[1])
+    assert "secure aggregation" in html and "do not collude" in html
 
     # the released model is the ordinary model file: separate heads on the hinge basis, and the export reads it
     model = json.loads((tmp_path / "uplift_model.json").read_text())
