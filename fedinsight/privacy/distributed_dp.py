@@ -166,6 +166,8 @@ def encode_noisy_share(clipped_sum: np.ndarray, enc: DistributedNoise) -> np.nda
     flat = np.asarray(clipped_sum, dtype=np.float64).ravel()
     if flat.size != enc.coordinates:
         raise ConfigError(f"the update has {flat.size} coordinates, the job's encoding {enc.coordinates}")
+    if not np.isfinite(flat).all():  # NaN compares False with the bound below and would slip through
+        raise SecureAggregationError("a clipped sum is not finite; this round is refused")
     if np.abs(flat).max(initial=0.0) > enc.max_customers * enc.clip * (1 + 1e-9):
         raise SecureAggregationError("a clipped sum exceeds N_max x C: the partner has more customers than the "
                                      "job's public bound (secagg-max-customers)")

@@ -116,10 +116,9 @@ def check_before_charge(partner: Partner, options: UpliftOptions, config: dict[s
         raise ConfigError("a distributed-noise uplift job lacks its partner count (secagg-partners)") from None
     distributed.encoding(options, partners)
     check_own_trust(partner, options.honest_partners or partners)
-    if training > options.max_customers:
-        raise SecureAggregationError(f"partner {partner.partner_id} has {training} training customers, more than the "
-                                     f"job's public bound --max-customers {options.max_customers}; refused (raise the "
-                                     "bound)")
+    if training > options.max_customers:  # the message names the bound, never the partner's own count
+        raise SecureAggregationError(f"partner {partner.partner_id} has more training customers than the job's public "
+                                     f"bound --max-customers {options.max_customers}; refused (raise the bound)")
 
 
 def _model(msg: Message, options: UpliftOptions) -> UpliftNet:
@@ -187,8 +186,11 @@ def query(msg: Message, partner: Partner) -> Message:
     plan = options.plan()
     phase = phase_of(msg)
     split = prepare(partner, options, str(config["job-id"]))
-    if phase == WHITENING and options.distributed:  # before any model exists: no arrays in this message
+    if phase == WHITENING:  # before any model exists: no arrays in this message
         from fedinsight.tasks.uplift import distributed
+
+        if not options.distributed:
+            raise ConfigError("this job was not planned with --noise-model distributed-secagg: no whitening release")
 
         _spend(partner, config, options, [plan.gaussian_event()], "stats",
                f"uplift whitening statistics: Gaussian, multiplier {plan.gaussian_noise_multiplier:.4g}")

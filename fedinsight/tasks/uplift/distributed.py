@@ -13,14 +13,18 @@ from the pooled covariance of the basis, so every direction the data spans moves
 The job, in order:
 
 1. **Whitening statistics** (one local Gaussian release per partner, like the evaluation): per arm the training
-   customers, the sum of the basis vectors and the sum of their outer products, each customer's vector scaled by the
-   basis's public norm bound (:func:`gram_vector`; L2 sqrt(3) per customer). The coordinator turns the pooled noisy
-   sums into the mean, ``M`` and the per-arm counts (:meth:`Whitening.from_gram`, post-processing).
+   customers, the sum of the basis vectors and the sum of their outer products, each customer's vector clipped to
+   :data:`GRAM_CLIP` and the three parts weighted (:func:`gram_vector`; L2 1 per customer). The coordinator turns the
+   pooled noisy sums into the mean, ``M`` and the per-arm counts (:meth:`Whitening.from_gram`, post-processing).
 2. **Rounds**: every partner sends, through SecAgg+, the sum of its training customers' per-customer gradients of
    the whitened heads' log loss, each clipped to L2 ``C`` (Opacus per-sample gradients), plus its discrete-Gaussian
    share (OpenDP, OS entropy; :mod:`fedinsight.privacy.distributed_dp`). Clipping happens in the whitened coordinates
-   the noise is added in, so the sensitivity is ``C`` whatever ``M`` the coordinator sends. The coordinator steps
-   each arm's head by ``secure_lr`` x (summed gradient / the arm's noisy count) and keeps the moving average.
+   the noise is added in, so the sensitivity is ``C`` whatever ``M`` the coordinator sends -- as long as the
+   arithmetic stays finite: a partner refuses a round whose whitening or weights exceed public bounds
+   (:data:`MAX_ENTRY`), before its budget is spent, and computes in float64, so no customer's values can turn the
+   sum into NaN or infinity (whose refusal would tell the coordinator that such a customer exists). The coordinator
+   steps each arm's head by ``secure_lr`` x (summed gradient / the arm's noisy count) and keeps the released average
+   (``--ema`` or ``--tail``, as in local mode).
 3. **Release**: the averaged whitened heads converted back to the ordinary model's separate heads on the hinge
    basis (:func:`to_model_weights`; exact, post-processing), so evaluation, policy, economics, the model file and
    the offer export are the same as in local mode.
@@ -61,8 +65,13 @@ and ``c`` x the upper triangle of its outer product / GRAM_CLIP^2 (at most its F
 1."""
 FLOOR = 0.01
 """Eigenvalues of the pooled covariance below this share of the largest are raised to it before inverting: noise in
-the released sums swamps the smallest directions, and whitening them would amplify noise (validation customers:
-floors 0.001-0.03 within a point of each other, docs/uplift.md)."""
+the released sums swamps the smallest directions, and whitening them would amplify noise (a throw-away probe on
+validation customers: floors 0.001-0.03 within a point of each other)."""
+MAX_ENTRY = 1e6
+"""Largest absolute value a partner accepts in the whitening's mean and matrix and in the heads' weights of a round
+(public; the job's own whitening has entries of order 10 and weights of order 1). With every input in [0, 1], the
+basis bounded by :func:`basis_bound` and these bounds, every logit and per-customer gradient stays far inside float64,
+whatever the coordinator sends."""
 RMS = 1.2
 """Root mean square length of a whitened basis vector (``M`` is scaled to it): about the hinge basis's own (median
 1.5 with the bias), so the clipping norm of local mode clips about as many customers."""
@@ -70,7 +79,8 @@ RMS = 1.2
 
 def basis_bound(knots: tuple[float, ...]) -> float:
     """Public L2 bound of one customer's hinge basis vector: each feature in [0, 1] gives ``x - CENTRE`` (at most
-    max(CENTRE, 1 - CENTRE)) and ``relu(x - k)`` (at most 1 - k) per knot."""
+    max(CENTRE, 1 - CENTRE)) and ``relu(x - k)`` (at most 1 - k) per knot (the scale :data:`GRAM_CLIP` is set
+    against, and what keeps a round's arithmetic finite with :data:`MAX_ENTRY`)."""
     per_feature = max(CENTRE, 1.0 - CENTRE) ** 2 + sum((1.0 - k) ** 2 for k in knots)
     return math.sqrt(len(FEATURES) * per_feature)
 
@@ -84,10 +94,12 @@ def basis(x: np.ndarray, knots: tuple[float, ...]) -> np.ndarray:
 
 
 def width(options: UpliftOptions) -> int:
+    """Columns of the hinge basis: each feature centred, plus one hinge per knot."""
     return len(FEATURES) * (len(options.knot_values) + 1)
 
 
 def gram_length(options: UpliftOptions) -> int:
+    """Length of :func:`gram_vector`: a count per arm, the basis's sums, the upper triangle of its outer products."""
     d = width(options)
     return len(options.arms) + d + d * (d + 1) // 2
 
@@ -159,9 +171,16 @@ class Whitening:
         except (KeyError, TypeError, ValueError):
             raise ConfigError("a distributed-noise uplift round lacks its whitening (whiten-mean, whiten-matrix of "
                               f"{d} and {d}x{d} numbers)") from None
-        if mean.shape != (d,) or not (np.isfinite(mean).all() and np.isfinite(matrix).all()):
-            raise ConfigError("a distributed-noise uplift round's whitening is malformed")
+        if mean.shape != (d,) or not bounded(mean) or not bounded(matrix):
+            raise ConfigError("a distributed-noise uplift round's whitening is malformed or outside the public bound "
+                              f"(every entry finite, at most {MAX_ENTRY:g} in size); refused before any budget")
         return cls(mean, matrix, np.ones(len(options.arms)))
+
+
+def bounded(values: np.ndarray) -> bool:
+    """Every entry finite and at most :data:`MAX_ENTRY` in size (a public check: it reads no customer)."""
+    values = np.asarray(values, dtype=np.float64)
+    return bool(np.isfinite(values).all() and np.abs(values).max(initial=0.0) <= MAX_ENTRY)
 
 
 def coordinates(options: UpliftOptions) -> int:
@@ -174,8 +193,9 @@ def encoding(options: UpliftOptions, partners: int) -> DistributedNoise:
     if not options.distributed:
         raise ConfigError("distributed noise belongs to jobs with --noise-model distributed-secagg")
     plan = options.plan()
+    shares = options.noise_shares(partners)  # trust settings: their own error, not the grid's advice below
     try:
-        return DistributedNoise.for_job(partners=partners, honest=options.noise_shares(partners),
+        return DistributedNoise.for_job(partners=partners, honest=shares,
                                         noise_multiplier=plan.noise_multiplier, clip=plan.max_grad_norm,
                                         max_customers=options.max_customers, coordinates=coordinates(options),
                                         rounds=options.rounds)
@@ -203,6 +223,8 @@ def heads(vector: np.ndarray, options: UpliftOptions) -> tuple[np.ndarray, np.nd
     if flat.size != coordinates(options):
         raise ConfigError(f"a vector of {flat.size} numbers does not fit the whitened uplift heads "
                           f"({coordinates(options)} expected)")
+    if not bounded(flat):
+        raise ConfigError(f"the whitened uplift heads must be finite and at most {MAX_ENTRY:g} in size; refused")
     table = flat.reshape(len(options.arms), width(options) + 1)
     return table[:, 0], table[:, 1:]
 
@@ -219,13 +241,16 @@ def gradient_sum(vector: np.ndarray, whitening: Whitening, x: np.ndarray, arm: n
     from fedinsight.privacy.dpsgd import clipped_gradient_sum
 
     bias, weight = heads(vector, options)
-    model = nn.Linear(weight.shape[1], weight.shape[0])
+    if not (bounded(whitening.mean) and bounded(whitening.matrix)):
+        raise ConfigError(f"the whitening must be finite and at most {MAX_ENTRY:g} in size; refused")
+    # float64 throughout: with the public bounds above no customer's values can overflow it (float32 could)
+    model = nn.Linear(weight.shape[1], weight.shape[0]).double()
     with torch.no_grad():
-        model.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        model.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        model.weight.copy_(torch.as_tensor(weight, dtype=torch.float64))
+        model.bias.copy_(torch.as_tensor(bias, dtype=torch.float64))
     inputs = whitening.apply(x, options)
-    data = (torch.as_tensor(inputs, dtype=torch.float32), torch.as_tensor(np.asarray(arm, dtype=np.int64)),
-            torch.as_tensor(np.asarray(converted, dtype=np.float32)))
+    data = (torch.as_tensor(inputs, dtype=torch.float64), torch.as_tensor(np.asarray(arm, dtype=np.int64)),
+            torch.as_tensor(np.asarray(converted, dtype=np.float64)))
     flat = clipped_gradient_sum(model, data, uplift_loss, max_grad_norm=options.clip).numpy().astype(np.float64)
     # Opacus lists weight (arms x d) then bias (arms): reorder to the secure vector's (bias, weights) per arm
     arms, d = weight.shape

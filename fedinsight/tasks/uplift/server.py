@@ -23,8 +23,8 @@ from fedinsight.federation.manifest import PUBLIC, Manifest, Release
 from fedinsight.federation.secagg import secagg_releases, secure_sum
 from fedinsight.federation.task import Session
 from fedinsight.models.qini import curve_from_bins
-from fedinsight.models.uplift import build_model, get_weights
-from fedinsight.privacy.distributed_dp import decode_sum
+from fedinsight.models.uplift import ReleasedAverage, build_model, get_weights
+from fedinsight.privacy.distributed_dp import MODULUS, decode_sum
 from fedinsight.privacy.intervals import estimate
 from fedinsight.privacy.ledger import dpsgd_event
 from fedinsight.privacy.suppression import suppressed
@@ -186,7 +186,8 @@ def run(session: Session) -> dict[str, Any]:
 def secure_training(session: Session) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Distributed-noise training (:mod:`.distributed`): the whitening statistics (each partner's Gaussian release,
     summed), then ``rounds`` SecAgg+ sums of the partners' clipped gradient sums and noise shares, one step each; the
-    released model is the moving average, converted to the ordinary model's weights (all post-processing)."""
+    released model is the average of ``--ema`` or ``--tail`` (as in local mode), converted to the ordinary model's
+    weights (all post-processing)."""
     options: UpliftOptions = session.options  # type: ignore[assignment]
     partners = len(session.nodes)
     enc = distributed.encoding(options, partners)
@@ -194,7 +195,7 @@ def secure_training(session: Session) -> tuple[dict[str, np.ndarray], dict[str, 
     gram = _summed(session.ask("query", client.WHITENING, config=session.config(client.WHITENING)), "gram")
     whitening = distributed.Whitening.from_gram(gram, options)
     vector = distributed.initial(options)
-    ema: np.ndarray | None = None
+    average = ReleasedAverage(options.rounds, options.ema, options.tail)  # local mode's rule, on the whitened heads
     contributors: list[int] = []
     cfg = {**session.config(distributed.SECURE_PHASE), **whitening.as_config(), "secagg-partners": partners}
     for rnd in range(1, options.rounds + 1):
@@ -206,17 +207,19 @@ def secure_training(session: Session) -> tuple[dict[str, np.ndarray], dict[str, 
         except SecureAggregationError as exc:
             raise SecureAggregationError(f"uplift round {rnd}: {exc}") from None
         vector = distributed.step(vector, decode_sum(mean[0], held, enc), whitening, options)
-        ema = vector if ema is None else options.ema * ema + (1 - options.ema) * vector
+        average.add(rnd, {"heads": vector})
         contributors.append(held)
         progress.report("rounds", rnd, options.rounds, training_partners=held, partners=partners)
-    assert ema is not None  # rounds >= 1
+    assert average.value is not None  # rounds >= 1, and a tail holds the last round at least
     summary = {"partners": partners, "noise_shares": enc.honest, "max_dropouts": options.max_dropouts,
-               "max_customers": enc.max_customers, "grid_step": enc.step, "sensitivity": round(enc.sensitivity, 9),
+               "max_customers": enc.max_customers, "clipping_range": enc.clipping_range,
+               "quantization_range": enc.quantization, "modulus_range": MODULUS, "grid_step": enc.step,
+               "sensitivity": round(enc.sensitivity, 9),
                "noise_sd_of_the_sum": enc.sum_noise_std, "tau": enc.tau,
                "contributors_min": min(contributors), "rounds_unmasked": len(contributors),
                "whitening_floor": distributed.FLOOR, "noisy_training_customers": [round(float(v), 1)
                                                                                  for v in whitening.counts]}
-    return distributed.to_model_weights(ema, whitening, options), summary
+    return distributed.to_model_weights(average.value["heads"], whitening, options), summary
 
 
 def model(summary: dict[str, Any], options: UpliftOptions) -> dict[str, Any]:

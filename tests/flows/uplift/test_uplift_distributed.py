@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from support.federations import PARTNER_NAMES, run_in_process
@@ -86,10 +87,101 @@ def test_training_sends_the_whitening_release_and_masked_sums_only_and_charges_t
     ({"heads": "shared"}, "--heads separate"),
 ])
 def test_bad_distributed_settings_are_refused_before_any_budget(federation, tmp_path, extra, says):
-    with pytest.raises(FedinsightError, match=says):
+    with pytest.raises(FedinsightError, match=says) as refused:
         run_in_process("uplift", federation, tmp_path, rounds=1, noise_model="distributed-secagg", **extra)
+    assert "max-customers" not in str(refused.value)  # a trust mistake is not sent to the grid's advice
     ledger = tmp_path / "ledger.db"
     assert not ledger.exists() or PrivacyLedger(f"sqlite:///{ledger}").partners() == []  # nothing charged
+
+
+def test_a_partner_that_trusts_fewer_partners_refuses_in_hello_before_any_budget(federation, tmp_path):
+    with pytest.raises(FedinsightError, match="max-honest-partners"):
+        run_in_process("uplift", federation, tmp_path, rounds=1, noise_model="distributed-secagg",
+                       node_config=lambda k: {"max-honest-partners": 2})
+    ledger = tmp_path / "ledger.db"
+    assert not ledger.exists() or PrivacyLedger(f"sqlite:///{ledger}").partners() == []
+    own = tmp_path / "partners.db"
+    assert not own.exists() or all(not PrivacyLedger(f"sqlite:///{own}").charges(p)
+                                   for p in PrivacyLedger(f"sqlite:///{own}").partners())
+
+
+def test_one_partner_cannot_run_with_distributed_noise():
+    options = UpliftOptions(offer_costs="a=1", noise_model="distributed-secagg")
+    with pytest.raises(FedinsightError, match="at least 2 partners"):
+        distributed.encoding(options, 1)
+
+
+def test_a_whitening_outside_the_public_bound_is_refused_and_a_bounded_one_keeps_every_sum_finite():
+    # a coordinator could send a matrix that overflows only for some customers, and learn from the refusal that
+    # such a customer exists: anything past the public bound is refused from the config alone (no customer read)
+    options = UpliftOptions(offer_costs="a=1,b=2", noise_model="distributed-secagg")
+    d = distributed.width(options)
+    matrix = np.eye(d)
+    matrix[d - 1, :] = 1e300  # the top knot's hinge column: non-zero only for customers past the last knot
+    config = {"whiten-mean": [0.0] * d, "whiten-matrix": matrix.ravel().tolist()}
+    with pytest.raises(FedinsightError, match="public bound"):
+        distributed.Whitening.from_config(config, options)
+    # at the bound, with the most extreme customers and weights, the sum stays finite and within the clip
+    worst = distributed.Whitening(np.full(d, -distributed.MAX_ENTRY), np.full((d, d), distributed.MAX_ENTRY),
+                                  np.ones(3))
+    vector = np.full(distributed.coordinates(options), distributed.MAX_ENTRY)
+    x = np.vstack([np.ones((1, 5)), np.zeros((1, 5))])
+    for row in range(2):
+        one = distributed.gradient_sum(vector, worst, x[row:row + 1], np.array([row]), np.array([1.0]), options)
+        assert np.isfinite(one).all() and np.linalg.norm(one) <= options.clip * (1 + 1e-9)
+    with pytest.raises(FedinsightError, match="at most"):
+        distributed.heads(np.full(distributed.coordinates(options), 1e7), options)
+
+
+def test_the_whitening_from_noisy_statistics_is_finite_and_scaled_and_too_few_customers_are_refused():
+    options = UpliftOptions(offer_costs="a=1,b=2", noise_model="distributed-secagg")
+    rng = np.random.default_rng(6)
+    x, arm = rng.random((300, 5)), rng.integers(0, 3, 300)
+    exact = distributed.gram_vector(x, arm, options)
+    noisy = exact + rng.normal(0, 20.0, exact.size)  # enough noise for negative eigenvalues
+    w = distributed.Whitening.from_gram(noisy, options)
+    assert np.isfinite(w.matrix).all() and np.isfinite(w.mean).all() and (w.counts >= 1).all()
+    # noise this large for 300 customers shifts the mean (so vectors are off-centre), but the scale is taken from the
+    # floored eigenvalues: no blow-up (before that, a negative eigenvalue made the scale ~10^6 times too large)
+    assert 0.3 < np.sqrt((w.apply(x, options) ** 2).sum(axis=1).mean()) < 20
+    empty = np.zeros_like(exact)
+    empty[:3] = -5.0  # the noisy counts of partners with almost nobody
+    with pytest.raises(FedinsightError, match="too few customers"):
+        distributed.Whitening.from_gram(empty, options)
+
+
+@pytest.mark.parametrize("extra", [{"knots": "none"}, {"offer_costs": "b=2"}])
+def test_in_process_distributed_training_learns_with_two_arms_or_no_knots(extra):
+    # the benchmarks' in-process path (the partners' own code, summed as SecAgg+ would): the log loss on the training
+    # customers falls from the initial model's, for a two-arm campaign and for the features without hinges
+    import torch
+
+    from fedinsight.models.uplift import build_model, set_weights, tensors, uplift_loss
+    from fedinsight.tasks.uplift.features import Audience
+    from fedinsight.tasks.uplift.simulate import distributed_models
+
+    options = UpliftOptions(**{"offer_costs": "a=1,b=2", **extra}, noise_model="distributed-secagg", rounds=8,
+                            epsilon=8.0)
+    rng = np.random.default_rng(7)
+    sets = []
+    for _ in range(3):
+        n = 1500
+        x = rng.random((n, 5))
+        arm = rng.integers(0, len(options.arms), n)
+        p = 1 / (1 + np.exp(-(-2 + 2 * x[:, 0] + (arm > 0) * x[:, 1])))
+        y = (rng.random(n) < p).astype(float)
+        sets.append(Audience(ids=pd.Index(np.arange(n).astype(str)), x=x, arm=arm, converted=y, spend_year=np.zeros(n),
+                             order_value=np.zeros(n), orders=np.zeros(n)))
+    models = list(distributed_models(sets, options))
+    assert len(models) == options.rounds
+
+    def loss(weights):
+        model = set_weights(build_model(5, len(options.arms), 0, 0, options.knot_values, "separate"), weights)
+        with torch.no_grad():
+            return float(np.mean([uplift_loss(model, tensors(s.x, s.arm, s.converted)).item() for s in sets]))
+
+    start = {k: np.zeros_like(v) for k, v in models[0].items()}  # the whitened heads start at 0
+    assert loss(models[-1]) < loss(start) - 0.02
 
 
 def test_a_partner_over_the_public_customer_bound_refuses_in_hello_before_any_budget(federation, tmp_path):
