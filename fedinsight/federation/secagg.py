@@ -250,6 +250,35 @@ def shares_of(partners: int, honest: int, max_dropouts: int) -> int:
     return honest - max_dropouts
 
 
+class NoiseModelOptions:
+    """What the options of a task with ``--noise-model distributed-secagg`` derive alike (a mixin: the task's options
+    class has the fields ``honest_partners``, ``max_dropouts`` and ``sample_rate`` and the property
+    ``distributed``)."""
+
+    def noise_shares(self, partners: int) -> int:
+        """Honest partners less tolerated drop-outs (ConfigError if the trust settings do not fit ``partners``)."""
+        if partners < 2:
+            raise ConfigError("--noise-model distributed-secagg needs at least 2 partners")
+        return shares_of(partners, self.honest_partners, self.max_dropouts)  # type: ignore[attr-defined]
+
+    @property
+    def batch_rate(self) -> float:
+        """The DP-SGD sample rate the accounting assumes: 1 (full batch) with distributed noise, whose sum of
+        discrete-Gaussian shares is proven equivalent for unsampled releases only."""
+        return 1.0 if self.distributed else self.sample_rate  # type: ignore[attr-defined]
+
+
+def check_share_round(partner: Any, enc: Any, *, honest: int, max_dropouts: int, customers: int) -> None:
+    """What a partner checks before it computes a distributed-noise share: it accepts the trust model (its own
+    ``max-honest-partners``), SecAgg+ was set up as the encoding ``enc`` assumes (read from SecAgg+'s own state), and
+    its ``customers`` fit under the job's public bound (the message names the bound, not the count)."""
+    check_own_trust(partner, honest or enc.partners)
+    check_secagg_setup(partner.context, enc.flower_settings(), enc.partners, max_dropouts)
+    if customers > enc.max_customers:
+        raise SecureAggregationError(f"this partner has more training customers than the job's public bound "
+                                     f"--max-customers {enc.max_customers}; refused (raise the bound)")
+
+
 def trust_text(partners: int, honest: int, max_dropouts: int) -> str:
     """The trust model in words (summary.json, ledger descriptions, report)."""
     honest = honest or partners

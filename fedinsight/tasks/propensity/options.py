@@ -10,7 +10,7 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.federation.delta import HELP as delta_help
 from fedinsight.federation.delta import provisional
 from fedinsight.federation.options import Options, option
-from fedinsight.federation.secagg import shares_of
+from fedinsight.federation.secagg import NoiseModelOptions
 from fedinsight.models.propensity_kinds import MODEL_KINDS
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
 from fedinsight.tasks.propensity.evaluation import EvalCaps, eval_noise_multiplier
@@ -25,7 +25,7 @@ must stay small enough that rounding onto the grid adds under 1 % to the clippin
 
 
 @dataclass(frozen=True)
-class PropensityOptions(Options):
+class PropensityOptions(NoiseModelOptions, Options):
     rounds: int = option(20, "Federated rounds.", minimum=1)
     epsilon: float = option(1.0, "Each partner's epsilon for the whole run (DP-SGD + statistics).", above=0)
     delta: float | None = option(None, delta_help, above=0, below=1)
@@ -112,18 +112,6 @@ class PropensityOptions(Options):
     def distributed(self) -> bool:
         """Noise split across partners under SecAgg+ (private jobs only)."""
         return self.noise_model == "distributed-secagg" and not self.non_private
-
-    def noise_shares(self, partners: int) -> int:
-        """Honest partners less tolerated drop-outs (ConfigError if the trust settings do not fit ``partners``)."""
-        if partners < 2:
-            raise ConfigError("--noise-model distributed-secagg needs at least 2 partners")
-        return shares_of(partners, self.honest_partners, self.max_dropouts)
-
-    @property
-    def batch_rate(self) -> float:
-        """The DP-SGD sample rate the accounting assumes: 1 (full batch) with distributed noise, whose sum of
-        discrete-Gaussian shares is proven equivalent for unsampled releases only."""
-        return 1.0 if self.distributed else self.sample_rate
 
     @property
     def steps_per_round(self) -> int:

@@ -28,7 +28,13 @@ from dp_accounting import dp_event
 from flwr.app import ConfigRecord
 
 from fedinsight.core.errors import BudgetExceededError, ConfigError, SecureAggregationError
-from fedinsight.federation.secagg import GUARD_RECORD, check_own_trust, check_secagg_setup, from_legacy_config
+from fedinsight.federation.secagg import (
+    GUARD_RECORD,
+    check_own_trust,
+    check_secagg_setup,
+    check_share_round,
+    from_legacy_config,
+)
 from fedinsight.federation.task import Partner
 from fedinsight.models.propensity import (
     PropensityNet,
@@ -123,13 +129,10 @@ def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str,
         raise ConfigError(f"unknown propensity secure step '{config.get('phase')}' (expected one of {phases})")
     options, partners = _secure_options(config)
     enc = distributed.encoding(options, partners)
-    check_own_trust(partner, options.honest_partners or partners)
-    check_secagg_setup(partner.context, enc.flower_settings(), partners, options.max_dropouts)
     job_id = str(config["job-id"])
     split = prepare(partner, options, job_id)
-    if len(split.buys_train) > enc.max_customers:
-        raise SecureAggregationError(f"this partner has more training customers than the job's public bound "
-                                     f"--max-customers {enc.max_customers}; refused (raise the bound)")
+    check_share_round(partner, enc, honest=options.honest_partners, max_dropouts=options.max_dropouts,
+                      customers=len(split.buys_train))
     model = _model(parameters, options)
     try:  # read before the spend: a malformed round costs the partner nothing
         scaler = SharedScaler(tuple(config["scaler-mean"]), tuple(config["scaler-std"]))

@@ -12,7 +12,7 @@ from fedinsight.core.errors import ConfigError
 from fedinsight.federation.delta import HELP as delta_help
 from fedinsight.federation.delta import provisional
 from fedinsight.federation.options import Options, option
-from fedinsight.federation.secagg import shares_of
+from fedinsight.federation.secagg import NoiseModelOptions
 from fedinsight.privacy.dpsgd import DpsgdPlan, plan_dpsgd
 from fedinsight.privacy.suppression import DEFAULT_MIN_GROUP_SIZE, MIN_GROUP_FLOOR
 from fedinsight.tasks.uplift.policy import expected_order_value
@@ -100,7 +100,7 @@ def parse_edges(text: str) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
-class UpliftOptions(Options):
+class UpliftOptions(NoiseModelOptions, Options):
     campaign: str = option("offers", "The campaign (events' campaign value) whose arms are compared.")
     control: str = option("control", "The hold-out arm: customers of the campaign who were sent nothing.")
     offer_costs: str = option("", "Every offer arm with its cost per customer sent, e.g. \"discount=4,gift=3\" "
@@ -242,18 +242,6 @@ class UpliftOptions(Options):
     def distributed(self) -> bool:
         """Training noise split across partners under SecAgg+ (:mod:`fedinsight.tasks.uplift.distributed`)."""
         return self.noise_model == "distributed-secagg"
-
-    def noise_shares(self, partners: int) -> int:
-        """Honest partners less tolerated drop-outs (ConfigError if the trust settings do not fit ``partners``)."""
-        if partners < 2:
-            raise ConfigError("--noise-model distributed-secagg needs at least 2 partners")
-        return shares_of(partners, self.honest_partners, self.max_dropouts)
-
-    @property
-    def batch_rate(self) -> float:
-        """The sample rate the accounting assumes: 1 (full batch) with distributed noise, whose sum of
-        discrete-Gaussian shares is proven equivalent to one Gaussian release for unsampled releases only."""
-        return 1.0 if self.distributed else self.sample_rate
 
     @property
     def steps_per_round(self) -> int:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord
 
-from fedinsight.core.errors import ConfigError, SecureAggregationError
-from fedinsight.federation.secagg import GUARD_RECORD, check_own_trust, check_secagg_setup, from_legacy_config
+from fedinsight.core.errors import ConfigError
+from fedinsight.federation.secagg import GUARD_RECORD, check_share_round, from_legacy_config
 from fedinsight.federation.task import Partner
 from fedinsight.privacy.distributed_dp import encode_noisy_share
 from fedinsight.privacy.ledger import dpsgd_event
@@ -44,13 +44,10 @@ def secure_fit(partner: Partner, parameters: list[np.ndarray], config: dict[str,
     except (KeyError, TypeError, ValueError):
         raise ConfigError("a distributed-noise uplift round lacks its partner count (secagg-partners)") from None
     enc = distributed.encoding(options, partners)
-    check_own_trust(partner, options.honest_partners or partners)
-    check_secagg_setup(partner.context, enc.flower_settings(), partners, options.max_dropouts)
     job_id = str(config["job-id"])
     split = prepare(partner, options, job_id)
-    if len(split.train) > enc.max_customers:
-        raise SecureAggregationError(f"this partner has more training customers than the job's public bound "
-                                     f"--max-customers {enc.max_customers}; refused (raise the bound)")
+    check_share_round(partner, enc, honest=options.honest_partners, max_dropouts=options.max_dropouts,
+                      customers=len(split.train))
     if len(parameters) != 1:
         raise ConfigError(f"a distributed-noise uplift round carries one flat weight vector, got {len(parameters)}")
     vector = np.asarray(parameters[0], dtype=np.float64)
