@@ -191,7 +191,6 @@ def query(msg: Message, partner: Partner) -> Message:
 
         if not options.distributed:
             raise ConfigError("this job was not planned with --noise-model distributed-secagg: no whitening release")
-
         _spend(partner, config, options, [plan.gaussian_event()], "stats",
                f"uplift whitening statistics: Gaussian, multiplier {plan.gaussian_noise_multiplier:.4g}")
         noisy = gaussian(distributed.gram_vector(split.train.x, split.train.arm, options),

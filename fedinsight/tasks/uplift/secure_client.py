@@ -9,8 +9,9 @@ noise (OpenDP, OS entropy), masked by SecAgg+; no metrics, weight 1. It never se
 The partner does not take the coordinator's word for the protocol: it derives the grid and its noise share from the
 job's public options and partner count (:mod:`.distributed`), checks SecAgg+'s own settings against them, refuses a
 trust model it does not accept (``max-honest-partners``), and spends the round at its own budget gate before the
-share exists. The whitening the coordinator sends needs no checking: clipping happens after it, so a customer's
-influence on the sum stays within the clipping norm whatever the matrix.
+share exists. Clipping happens after the whitening the coordinator sends, so a customer's influence on the sum stays
+within the clipping norm whatever the matrix; the partner only refuses, before its spend, a whitening or weights past
+the public bound that keeps the arithmetic finite (:data:`.distributed.MAX_ENTRY`).
 """
 
 from __future__ import annotations
