@@ -268,15 +268,22 @@ class NoiseModelOptions:
         return 1.0 if self.distributed else self.sample_rate  # type: ignore[attr-defined]
 
 
+def check_partner_fits(partner: Any, *, assumed_honest: int, customers: int, max_customers: int) -> None:
+    """What a partner checks of a distributed-noise job from its options alone (in hello, before any charge, and again
+    each round): it accepts the trust model (its own ``max-honest-partners``) and its ``customers`` fit under the
+    job's public bound (the message names the bound, never the partner's own count)."""
+    check_own_trust(partner, assumed_honest)
+    if customers > max_customers:
+        raise SecureAggregationError(f"partner {partner.partner_id} has more training customers than the job's public "
+                                     f"bound --max-customers {max_customers}; refused (raise the bound)")
+
+
 def check_share_round(partner: Any, enc: Any, *, honest: int, max_dropouts: int, customers: int) -> None:
-    """What a partner checks before it computes a distributed-noise share: it accepts the trust model (its own
-    ``max-honest-partners``), SecAgg+ was set up as the encoding ``enc`` assumes (read from SecAgg+'s own state), and
-    its ``customers`` fit under the job's public bound (the message names the bound, not the count)."""
-    check_own_trust(partner, honest or enc.partners)
+    """What a partner checks before it computes a distributed-noise share: :func:`check_partner_fits`, and SecAgg+
+    was set up as the encoding ``enc`` assumes (read from SecAgg+'s own state)."""
+    check_partner_fits(partner, assumed_honest=honest or enc.partners, customers=customers,
+                       max_customers=enc.max_customers)
     check_secagg_setup(partner.context, enc.flower_settings(), enc.partners, max_dropouts)
-    if customers > enc.max_customers:
-        raise SecureAggregationError(f"this partner has more training customers than the job's public bound "
-                                     f"--max-customers {enc.max_customers}; refused (raise the bound)")
 
 
 def trust_text(partners: int, honest: int, max_dropouts: int) -> str:

@@ -31,6 +31,7 @@ from fedinsight.core.errors import BudgetExceededError, ConfigError, SecureAggre
 from fedinsight.federation.secagg import (
     GUARD_RECORD,
     check_own_trust,
+    check_partner_fits,
     check_secagg_setup,
     check_share_round,
     from_legacy_config,
@@ -80,13 +81,11 @@ def check_before_charge(partner: Partner, options: PropensityOptions, config: di
     for release in distributed.RELEASES:
         if release != "evaluate" or options.eval_releases:
             distributed.release_encoding(options, partners, release)
-    check_own_trust(partner, options.honest_partners or partners)
     job_id = str(config.get("job-id", ""))
     split = prepare(partner, options, job_id)
     customers = max(len(split.buys_train), len(split.buys_test) if options.eval_releases else 0)
-    if customers > options.max_customers:
-        raise SecureAggregationError(f"partner {partner.partner_id} has more training customers than the job's public "
-                                     f"bound --max-customers {options.max_customers}; refused (raise the bound)")
+    check_partner_fits(partner, assumed_honest=options.honest_partners or partners, customers=customers,
+                       max_customers=options.max_customers)
     dp = options.plan()
     assert dp is not None  # distributed jobs are private (options.validate)
     events = [*dp.events()]

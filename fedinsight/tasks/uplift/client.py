@@ -20,7 +20,7 @@ import numpy as np
 from dp_accounting import dp_event
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 
-from fedinsight.core.errors import BudgetExceededError, ConfigError, SecureAggregationError
+from fedinsight.core.errors import BudgetExceededError, ConfigError
 from fedinsight.federation.messages import config_of, reply
 from fedinsight.federation.task import Partner, phase_of
 from fedinsight.models.qini import bin_counts
@@ -107,7 +107,7 @@ def hello_facts(partner: Partner, config: dict[str, Any]) -> dict[str, Any]:
 def check_before_charge(partner: Partner, options: UpliftOptions, config: dict[str, Any], training: int) -> None:
     """In hello, before anyone is charged: the grid fits, this partner accepts the trust model, and its training
     customers fit under the public bound (a SecAgg+ round cannot go on without one of its partners)."""
-    from fedinsight.federation.secagg import check_own_trust
+    from fedinsight.federation.secagg import check_partner_fits
     from fedinsight.tasks.uplift import distributed
 
     try:
@@ -115,10 +115,8 @@ def check_before_charge(partner: Partner, options: UpliftOptions, config: dict[s
     except (KeyError, TypeError, ValueError):
         raise ConfigError("a distributed-noise uplift job lacks its partner count (secagg-partners)") from None
     distributed.encoding(options, partners)
-    check_own_trust(partner, options.honest_partners or partners)
-    if training > options.max_customers:  # the message names the bound, never the partner's own count
-        raise SecureAggregationError(f"partner {partner.partner_id} has more training customers than the job's public "
-                                     f"bound --max-customers {options.max_customers}; refused (raise the bound)")
+    check_partner_fits(partner, assumed_honest=options.honest_partners or partners, customers=training,
+                       max_customers=options.max_customers)
 
 
 def _model(msg: Message, options: UpliftOptions) -> UpliftNet:
