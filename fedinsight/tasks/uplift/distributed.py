@@ -43,7 +43,7 @@ import numpy as np
 
 from fedinsight.core.errors import ConfigError
 from fedinsight.federation.secagg import trust_text
-from fedinsight.models.uplift import CENTRE
+from fedinsight.models.uplift import CENTRE, Hinges
 from fedinsight.privacy.distributed_dp import DistributedNoise
 from fedinsight.tasks.uplift.features import FEATURES
 from fedinsight.tasks.uplift.options import UpliftOptions
@@ -86,11 +86,12 @@ def basis_bound(knots: tuple[float, ...]) -> float:
 
 
 def basis(x: np.ndarray, knots: tuple[float, ...]) -> np.ndarray:
-    """The hinge basis of :class:`fedinsight.models.uplift.Hinges` (the same columns, in the same order), in numpy."""
-    x = np.asarray(x, dtype=np.float64)
-    if not knots:
-        return x - CENTRE
-    return np.column_stack([x - CENTRE, np.maximum(x[:, :, None] - np.asarray(knots), 0.0).reshape(len(x), -1)])
+    """The model's own hinge basis (:class:`fedinsight.models.uplift.Hinges`), in float64: the whitened heads and the
+    model they convert to must see the same columns."""
+    import torch
+
+    with torch.no_grad():
+        return Hinges(tuple(knots))(torch.as_tensor(np.asarray(x, dtype=np.float64))).numpy()
 
 
 def width(options: UpliftOptions) -> int:
